@@ -1,0 +1,65 @@
+//! The client's error: the contract's error codes as a type, with operator-facing messages.
+
+use sheratan_proto::ErrorCode;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    /// The server answered with the contract's error body.
+    #[error("{code}: {message}{}", hint_suffix(hint))]
+    Api {
+        status: u16,
+        code: ErrorCode,
+        message: String,
+        hint: String,
+        retry_after_s: Option<u64>,
+    },
+    /// A non-2xx answer without the contract's error body (a proxy, another service).
+    #[error("HTTP {status} without a Sheratan error body (is this the right address?): {body}")]
+    UnexpectedStatus { status: u16, body: String },
+    #[error("cannot reach {url}: {message}")]
+    Transport { url: String, message: String },
+    #[error("cannot decode the answer: {0}")]
+    Decode(String),
+    #[error("client configuration: {0}")]
+    Config(String),
+}
+
+fn hint_suffix(hint: &str) -> String {
+    if hint.is_empty() {
+        String::new()
+    } else {
+        format!(" (hint: {hint})")
+    }
+}
+
+impl ClientError {
+    pub(crate) fn transport(url: &str, err: reqwest::Error) -> Self {
+        let mut message = err.to_string();
+        let mut source = std::error::Error::source(&err);
+        while let Some(s) = source {
+            message = format!("{message}: {s}");
+            source = s.source();
+        }
+        ClientError::Transport {
+            url: url.to_owned(),
+            message,
+        }
+    }
+
+    /// The contract's code, if the server sent one.
+    pub fn code(&self) -> Option<ErrorCode> {
+        match self {
+            ClientError::Api { code, .. } => Some(*code),
+            _ => None,
+        }
+    }
+
+    pub fn status(&self) -> Option<u16> {
+        match self {
+            ClientError::Api { status, .. } | ClientError::UnexpectedStatus { status, .. } => {
+                Some(*status)
+            }
+            _ => None,
+        }
+    }
+}

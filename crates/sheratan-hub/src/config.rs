@@ -1,0 +1,114 @@
+//! The hub's configuration: plain, validated data. Building it binds nothing; `Hub::build`
+//! does, and reports the real addresses (so tests can ask for port 0).
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use crate::audit::AuditConfig;
+use crate::auth::TokenConfig;
+
+/// Which listeners this hub process runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Planes {
+    #[default]
+    Both,
+    Control,
+    Data,
+}
+
+impl Planes {
+    pub fn control(self) -> bool {
+        matches!(self, Planes::Both | Planes::Control)
+    }
+    pub fn data(self) -> bool {
+        matches!(self, Planes::Both | Planes::Data)
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct HubConfig {
+    /// `SHERATAN_HOME`: token file, registry snapshot, bundles, logs.
+    pub home: PathBuf,
+    pub planes: Planes,
+    pub control_addr: SocketAddr,
+    pub data_addr: SocketAddr,
+    pub tokens: TokenConfig,
+    pub node_ttl: Duration,
+    pub node_dead: Duration,
+    pub spoof_threshold: u32,
+    pub spoof_window: Duration,
+    /// Request bodies above this get 413.
+    pub max_body_bytes: usize,
+    /// Bundle uploads on the admin path may be this large.
+    pub max_bundle_bytes: usize,
+    /// How often the registry snapshot is written at most.
+    pub registry_flush_interval: Duration,
+    /// What the heartbeat answer asks nodes to use.
+    pub heartbeat_interval_s: u32,
+    pub audit_max_bytes: u64,
+    pub audit_keep: usize,
+    pub audit_fold_window: Duration,
+}
+
+impl HubConfig {
+    /// Defaults of DESIGN §2 with `home` as the state directory.
+    pub fn new(home: PathBuf, tokens: TokenConfig) -> Self {
+        Self {
+            home,
+            planes: Planes::Both,
+            control_addr: SocketAddr::from(([0, 0, 0, 0], 8787)),
+            data_addr: SocketAddr::from(([127, 0, 0, 1], 8788)),
+            tokens,
+            node_ttl: Duration::from_secs(120),
+            node_dead: Duration::from_secs(600),
+            spoof_threshold: 3,
+            spoof_window: Duration::from_secs(600),
+            max_body_bytes: 1024 * 1024,
+            max_bundle_bytes: 64 * 1024 * 1024,
+            registry_flush_interval: Duration::from_secs(1),
+            heartbeat_interval_s: 12,
+            audit_max_bytes: 10 * 1024 * 1024,
+            audit_keep: 5,
+            audit_fold_window: Duration::from_secs(10),
+        }
+    }
+
+    /// Checks the settings against each other; the message says which setting to fix.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.node_ttl.is_zero() {
+            return Err("SHERATAN_NODE_TTL_SEC must be at least 1".into());
+        }
+        if self.node_dead <= self.node_ttl {
+            return Err(format!(
+                "SHERATAN_NODE_DEAD_SEC ({}) must be greater than SHERATAN_NODE_TTL_SEC ({})",
+                self.node_dead.as_secs_f64(),
+                self.node_ttl.as_secs_f64()
+            ));
+        }
+        if self.spoof_threshold == 0 {
+            return Err("SHERATAN_ATTESTATION_SPOOF_THRESHOLD must be at least 1".into());
+        }
+        if self.max_body_bytes < 1024 {
+            return Err("the body limit must be at least 1024 bytes".into());
+        }
+        if self.planes == Planes::Both
+            && self.control_addr == self.data_addr
+            && self.control_addr.port() != 0
+        {
+            return Err(format!(
+                "the control and data planes cannot share one address ({}); set SHERATAN_CONTROL_ADDR and SHERATAN_DATA_ADDR apart",
+                self.control_addr
+            ));
+        }
+        Ok(())
+    }
+
+    pub fn audit_config(&self) -> AuditConfig {
+        let mut audit = AuditConfig::new(self.home.join("logs"));
+        audit.max_bytes = self.audit_max_bytes;
+        audit.keep = self.audit_keep;
+        audit.fold_window = self.audit_fold_window;
+        audit
+    }
+}

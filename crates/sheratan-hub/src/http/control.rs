@@ -1,0 +1,154 @@
+//! Hub Control plane handlers (DESIGN §4).
+
+use axum::body::Body;
+use axum::extract::rejection::PathRejection;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::Deserialize;
+use sheratan_proto::Plane;
+use sheratan_proto::control::{
+    BundleList, HealthResponse, HeartbeatRequest, HeartbeatResponse, NodeList, NodeStatus,
+    NodeView, Role, validate_bundle_name,
+};
+
+use super::extract::{Caller, JsonBody, QueryParams};
+use super::{ApiError, PlaneState};
+use crate::bundles::if_none_match_hits;
+
+pub(super) fn routes() -> Router<PlaneState> {
+    Router::new()
+        .route("/health", get(health))
+        .route("/metrics", get(super::data::metrics))
+        .route("/v1/heartbeat", post(heartbeat))
+        .route("/v1/nodes", get(list_nodes))
+        .route("/v1/nodes/{id}", get(get_node))
+        .route("/v1/bundles", get(list_bundles))
+        .route("/v1/bundles/{name}", get(get_bundle))
+}
+
+async fn health() -> Json<HealthResponse> {
+    Json(HealthResponse {
+        status: "ok".into(),
+        plane: Plane::Control,
+        version: sheratan_proto::VERSION.into(),
+        queue_depth: None,
+        inflight: None,
+    })
+}
+
+async fn heartbeat(
+    State(state): State<PlaneState>,
+    caller: Caller,
+    JsonBody(req): JsonBody<HeartbeatRequest>,
+) -> Result<Json<HeartbeatResponse>, ApiError> {
+    state
+        .hub
+        .registry
+        .heartbeat(
+            &req,
+            caller.peer.ip(),
+            state.hub.config.heartbeat_interval_s,
+        )
+        .map(Json)
+        .map_err(|err| ApiError::invalid(err.0))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NodesQuery {
+    role: Option<String>,
+    status: Option<String>,
+}
+
+async fn list_nodes(
+    State(state): State<PlaneState>,
+    _caller: Caller,
+    QueryParams(q): QueryParams<NodesQuery>,
+) -> Result<Json<NodeList>, ApiError> {
+    let role = q
+        .role
+        .filter(|r| !r.is_empty())
+        .map(|r| r.parse::<Role>())
+        .transpose()
+        .map_err(|e| ApiError::invalid(format!("query parameter role: {e}")))?;
+    let status = q
+        .status
+        .filter(|s| !s.is_empty())
+        .map(|s| s.parse::<NodeStatus>())
+        .transpose()
+        .map_err(|e| ApiError::invalid(format!("query parameter status: {e}")))?;
+    Ok(Json(NodeList {
+        nodes: state.hub.registry.list(role, status),
+    }))
+}
+
+/// A single path segment; a segment that does not decode is 400.
+pub(super) fn segment(path: Result<Path<String>, PathRejection>) -> Result<String, ApiError> {
+    path.map(|Path(s)| s)
+        .map_err(|e| ApiError::invalid(format!("bad path: {e}")))
+}
+
+async fn get_node(
+    State(state): State<PlaneState>,
+    _caller: Caller,
+    id: Result<Path<String>, PathRejection>,
+) -> Result<Json<NodeView>, ApiError> {
+    let id = segment(id)?;
+    sheratan_proto::ids::validate_node_id(&id).map_err(ApiError::invalid)?;
+    state
+        .hub
+        .registry
+        .get(&id)
+        .map(Json)
+        .ok_or_else(|| ApiError::not_found(format!("no node {id:?} in the registry")))
+}
+
+async fn list_bundles(State(state): State<PlaneState>, _caller: Caller) -> Json<BundleList> {
+    Json(BundleList {
+        bundles: state.hub.bundles.list(),
+    })
+}
+
+async fn get_bundle(
+    State(state): State<PlaneState>,
+    _caller: Caller,
+    name: Result<Path<String>, PathRejection>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let name = segment(name)?;
+    validate_bundle_name(&name).map_err(ApiError::invalid)?;
+    let (info, path) = state
+        .hub
+        .bundles
+        .get(&name)
+        .ok_or_else(|| ApiError::not_found(format!("no bundle {name:?}")))?;
+    let etag =
+        HeaderValue::from_str(&format!("\"{}\"", info.sha256)).map_err(ApiError::internal)?;
+    if headers
+        .get(header::IF_NONE_MATCH)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| if_none_match_hits(v, &info.sha256))
+    {
+        return Ok((StatusCode::NOT_MODIFIED, [(header::ETAG, etag)]).into_response());
+    }
+    let file = tokio::fs::File::open(&path)
+        .await
+        .map_err(|e| ApiError::internal(format!("open bundle object {}: {e}", path.display())))?;
+    let body = Body::from_stream(tokio_util::io::ReaderStream::new(file));
+    Ok((
+        StatusCode::OK,
+        [
+            (header::ETAG, etag),
+            (
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/octet-stream"),
+            ),
+            (header::CONTENT_LENGTH, HeaderValue::from(info.size)),
+        ],
+        body,
+    )
+        .into_response())
+}

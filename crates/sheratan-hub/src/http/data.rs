@@ -1,0 +1,159 @@
+//! Hub Data plane handlers (DESIGN §5): the loopback-only `/health`, metrics, and the admin
+//! path. Job routes arrive with the data plane issue.
+
+use axum::extract::rejection::PathRejection;
+use axum::extract::{Path, Request, State};
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post, put};
+use axum::{Json, Router};
+use serde::Deserialize;
+use sheratan_proto::Plane;
+use sheratan_proto::control::{BundleInfo, HealthResponse, NodeList, NodeView};
+use time::OffsetDateTime;
+
+use super::control::segment;
+use super::extract::{Caller, JsonBody, Peer, QueryParams, read_body, require_loopback};
+use super::{ApiError, PlaneState};
+use crate::auth::{RotationStatus, Secret, TokenError};
+use crate::bundles::BundleError;
+
+pub(super) fn routes() -> Router<PlaneState> {
+    Router::new()
+        .route("/health", get(health))
+        .route("/metrics", get(metrics))
+        .route("/admin/registry", get(admin_registry))
+        .route("/admin/token-rotation", post(admin_token_rotation))
+        .route("/admin/bundles/{name}", put(admin_publish_bundle))
+        .route(
+            "/admin/nodes/{id}/attestation/accept",
+            post(admin_accept_attestation),
+        )
+}
+
+async fn health(
+    State(state): State<PlaneState>,
+    Peer(peer): Peer,
+) -> Result<Json<HealthResponse>, ApiError> {
+    require_loopback(peer, &state, "/health")?;
+    Ok(Json(HealthResponse {
+        status: "ok".into(),
+        plane: Plane::Data,
+        version: sheratan_proto::VERSION.into(),
+        queue_depth: None,
+        inflight: None,
+    }))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct MetricsQuery {
+    format: Option<String>,
+}
+
+/// `GET /metrics`: Prometheus text, or `?format=json` with dotted names.
+pub(super) async fn metrics(
+    State(state): State<PlaneState>,
+    _caller: Caller,
+    QueryParams(q): QueryParams<MetricsQuery>,
+) -> Result<Response, ApiError> {
+    let families = state.hub.metric_families(state.plane);
+    match q.format.as_deref() {
+        None | Some("") | Some("prometheus") | Some("text") => Ok((
+            [(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+            )],
+            crate::metrics::render_prometheus(&families),
+        )
+            .into_response()),
+        Some("json") => Ok(Json(crate::metrics::render_json(&families)).into_response()),
+        Some(other) => Err(ApiError::invalid(format!(
+            "query parameter format: unknown format {other:?}; use json or leave it out"
+        ))),
+    }
+}
+
+/// The admin path's caller: token first, then loopback (DESIGN §3 precedence).
+struct Admin;
+
+impl axum::extract::FromRequestParts<PlaneState> for Admin {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        state: &PlaneState,
+    ) -> Result<Self, ApiError> {
+        let caller = Caller::from_request_parts(parts, state).await?;
+        let route = parts.uri.path().to_owned();
+        require_loopback(caller.peer, state, &route)?;
+        Ok(Admin)
+    }
+}
+
+async fn admin_registry(State(state): State<PlaneState>, _admin: Admin) -> Json<NodeList> {
+    Json(NodeList {
+        nodes: state.hub.registry.list(None, None),
+    })
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RotationRequest {
+    next_token: String,
+    #[serde(with = "time::serde::rfc3339")]
+    until: OffsetDateTime,
+}
+
+async fn admin_token_rotation(
+    State(state): State<PlaneState>,
+    _admin: Admin,
+    JsonBody(req): JsonBody<RotationRequest>,
+) -> Result<Json<RotationStatus>, ApiError> {
+    state
+        .hub
+        .tokens
+        .start_rotation(Secret::new(req.next_token), req.until)
+        .map_err(|e| match e {
+            TokenError::Invalid(msg) => ApiError::invalid(msg),
+            other => ApiError::internal(other),
+        })?;
+    Ok(Json(state.hub.tokens.rotation_status()))
+}
+
+async fn admin_publish_bundle(
+    State(state): State<PlaneState>,
+    _admin: Admin,
+    name: Result<Path<String>, PathRejection>,
+    req: Request,
+) -> Result<(StatusCode, Json<BundleInfo>), ApiError> {
+    let name = segment(name)?;
+    sheratan_proto::control::validate_bundle_name(&name).map_err(ApiError::invalid)?;
+    let body = read_body(req, state.hub.config.max_bundle_bytes).await?;
+    let bundles = state.hub.bundles.clone();
+    let now = state.hub.clock.now();
+    let info = tokio::task::spawn_blocking(move || bundles.publish(&name, &body, now))
+        .await
+        .map_err(ApiError::internal)?
+        .map_err(|e| match e {
+            BundleError::InvalidName(msg) => ApiError::invalid(msg),
+            BundleError::Io(err) => ApiError::unavailable("cannot store the bundle", err),
+        })?;
+    tracing::info!(name = %info.name, sha256 = %info.sha256, size = info.size, "bundle published");
+    Ok((StatusCode::CREATED, Json(info)))
+}
+
+async fn admin_accept_attestation(
+    State(state): State<PlaneState>,
+    _admin: Admin,
+    id: Result<Path<String>, PathRejection>,
+) -> Result<Json<NodeView>, ApiError> {
+    let id = segment(id)?;
+    sheratan_proto::ids::validate_node_id(&id).map_err(ApiError::invalid)?;
+    state
+        .hub
+        .registry
+        .accept_attestation(&id)
+        .map(Json)
+        .ok_or_else(|| ApiError::not_found(format!("no node {id:?} in the registry")))
+}

@@ -1,0 +1,154 @@
+//! The two listeners' routers. Handlers are thin: extract typed input, call one service
+//! method, convert the result. Transport concerns that must come before routing — the body
+//! limit (413) and routes of the other plane (421, before auth: it is a configuration error
+//! and route names are public) — live in [`plane_guard`].
+
+mod control;
+mod data;
+mod error;
+pub mod extract;
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::{Request, State};
+use axum::http::header;
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use sheratan_proto::{ErrorCode, EventKind, Plane};
+
+pub use error::ApiError;
+pub use extract::Caller;
+
+use crate::HubState;
+use crate::audit::Event;
+
+/// What a router's handlers share: the hub and which plane they serve.
+#[derive(Clone)]
+pub struct PlaneState {
+    pub hub: Arc<HubState>,
+    pub plane: Plane,
+}
+
+/// The control plane router (8787).
+pub fn control_router(hub: Arc<HubState>) -> Router {
+    plane_router(control::routes(), hub, Plane::Control)
+}
+
+/// The data plane router (8788).
+pub fn data_router(hub: Arc<HubState>) -> Router {
+    plane_router(data::routes(), hub, Plane::Data)
+}
+
+fn plane_router(routes: Router<PlaneState>, hub: Arc<HubState>, plane: Plane) -> Router {
+    let state = PlaneState { hub, plane };
+    routes
+        .fallback(unknown_route)
+        .method_not_allowed_fallback(wrong_method)
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            plane_guard,
+        ))
+        .with_state(state)
+}
+
+/// Path prefixes that belong to each plane. `/health` and `/metrics` exist on both.
+const CONTROL_ROUTES: &[&str] = &["/v1/heartbeat", "/v1/nodes", "/v1/bundles"];
+const DATA_ROUTES: &[&str] = &["/v1/jobs", "/v1/leases", "/v1/results", "/admin"];
+
+/// The route prefix of `path` if it belongs to the plane other than `plane`.
+fn other_plane_route(plane: Plane, path: &str) -> Option<&'static str> {
+    let others = match plane {
+        Plane::Control => DATA_ROUTES,
+        Plane::Data => CONTROL_ROUTES,
+    };
+    others.iter().copied().find(|prefix| {
+        path == *prefix
+            || path
+                .strip_prefix(prefix)
+                .is_some_and(|rest| rest.starts_with('/'))
+    })
+}
+
+async fn plane_guard(State(state): State<PlaneState>, req: Request, next: Next) -> Response {
+    let limit = body_limit(&state, &req);
+    let declared = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|len| len > limit as u64) {
+        return ApiError::too_large(limit).into_response();
+    }
+    if let Some(route) = other_plane_route(state.plane, req.uri().path()) {
+        let (right, port, var) = match state.plane {
+            Plane::Control => ("data", state.hub.ports.data, "SHERATAN_DATA_URL"),
+            Plane::Data => ("control", state.hub.ports.control, "SHERATAN_CONTROL_URL"),
+        };
+        if let Some(peer) = extract::peer_of_request(&req) {
+            state.hub.audit.emit(
+                Event::new(EventKind::PortMismatch, state.plane)
+                    .remote(peer.ip())
+                    .detail(serde_json::json!({ "route": route, "right_plane": right, "right_port": port })),
+            );
+        }
+        return ApiError::new(
+            ErrorCode::PortMismatch,
+            format!(
+                "{route} is a Hub {} route; this is the {} plane",
+                capitalize(right),
+                state.plane.as_str()
+            ),
+            format!("send it to the {right} plane on port {port} ({var})"),
+        )
+        .into_response();
+    }
+    next.run(req).await
+}
+
+/// The body limit of a request: bundle uploads on the admin path get their own, larger one.
+pub(crate) fn body_limit(state: &PlaneState, req: &Request) -> usize {
+    if state.plane == Plane::Data
+        && req.method() == axum::http::Method::PUT
+        && req.uri().path().starts_with("/admin/bundles/")
+    {
+        state.hub.config.max_bundle_bytes
+    } else {
+        state.hub.config.max_body_bytes
+    }
+}
+
+fn capitalize(s: &str) -> String {
+    let mut c = s.chars();
+    c.next()
+        .map(|f| f.to_uppercase().collect::<String>() + c.as_str())
+        .unwrap_or_default()
+}
+
+/// Unknown routes: authenticate first (route names beyond the public ones are not revealed
+/// to callers without the token), then 404.
+async fn unknown_route(
+    State(state): State<PlaneState>,
+    req: Request,
+) -> Result<Response, ApiError> {
+    let (parts, _) = req.into_parts();
+    extract::authenticate(&parts.headers, extract::peer_of(&parts)?, &state)?;
+    Err(ApiError::not_found(format!(
+        "no route {} {} on the {} plane",
+        parts.method,
+        parts.uri.path(),
+        state.plane.as_str()
+    )))
+}
+
+async fn wrong_method(State(state): State<PlaneState>, req: Request) -> Result<Response, ApiError> {
+    let (parts, _) = req.into_parts();
+    if !(state.plane == Plane::Control && parts.uri.path() == "/health") {
+        extract::authenticate(&parts.headers, extract::peer_of(&parts)?, &state)?;
+    }
+    Err(ApiError::new(
+        ErrorCode::MethodNotAllowed,
+        format!("{} is not allowed on {}", parts.method, parts.uri.path()),
+        "check the method in DESIGN.md",
+    ))
+}

@@ -1,0 +1,375 @@
+//! The Hub: Control plane (8787: heartbeats, node registry, attestation, bundles, public
+//! `/health`) and Data plane (8788) on separate listeners, with the token authority, the
+//! security audit log, the registry sweeper and snapshot writer, and metrics.
+//!
+//! Start-up is two-phase: [`HubConfig`] is plain data; [`Hub::build`] opens the state
+//! directory and binds the listeners (so tests can use port 0 and read the real addresses);
+//! [`Hub::run`] serves until the shutdown token fires, then drains, writes the registry
+//! snapshot and flushes the audit log.
+//!
+//! Architecture invariant: this crate never names a SQL driver; it reaches storage through
+//! `sheratan-store`'s trait only.
+
+pub mod audit;
+pub mod auth;
+pub mod bundles;
+pub mod config;
+pub mod http;
+pub mod metrics;
+pub mod persist;
+pub mod registry;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use sheratan_proto::{EventKind, Plane};
+use sheratan_store::registry::RegistryPolicy;
+use sheratan_store::{Clock, SystemClock};
+use time::OffsetDateTime;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+pub use config::{HubConfig, Planes};
+
+use crate::audit::{AuditLog, AuditWriter};
+use crate::auth::{TokenError, Tokens};
+use crate::bundles::Bundles;
+use crate::metrics::{Family, Kind};
+use crate::registry::Registry;
+
+#[derive(Debug, thiserror::Error)]
+pub enum HubError {
+    #[error("invalid configuration: {0}")]
+    Config(String),
+    #[error("cannot use the state directory {path}: {source}")]
+    Home {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(
+        "cannot listen on {addr} ({plane} plane): {source}; is another hub running? set {var} to move it"
+    )]
+    Bind {
+        addr: SocketAddr,
+        plane: &'static str,
+        var: &'static str,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Token(#[from] TokenError),
+    #[error("cannot open the bundle store: {0}")]
+    Bundles(#[source] std::io::Error),
+    #[error("a listener failed: {0}")]
+    Serve(#[source] std::io::Error),
+}
+
+/// The ports of both planes, for PORT_MISMATCH hints. When this process runs one plane only,
+/// the other's port is the configured one.
+#[derive(Debug, Clone, Copy)]
+pub struct Ports {
+    pub control: u16,
+    pub data: u16,
+}
+
+/// Everything handlers and background tasks share.
+pub struct HubState {
+    pub config: HubConfig,
+    pub clock: Arc<dyn Clock>,
+    pub audit: AuditLog,
+    pub tokens: Arc<Tokens>,
+    pub registry: Arc<Registry>,
+    pub bundles: Arc<Bundles>,
+    pub ports: Ports,
+    pub started_at: OffsetDateTime,
+}
+
+impl HubState {
+    /// All metrics of the hub, gathered now.
+    pub fn metric_families(&self, _plane: Plane) -> Vec<Family> {
+        let [online, stale, dead] = self.registry.counts();
+        let (old_token, invalid) = self.tokens.failures_last_minute();
+        let snapshot = self.registry.snapshot_stats();
+        let mut events = Family::new(
+            "sheratan_security_events_total",
+            "Security and operations events emitted, by event.",
+            Kind::Counter,
+        );
+        for kind in EventKind::ALL {
+            events = events.sample(
+                vec![("event", kind.as_str().to_owned())],
+                self.audit.count(kind) as f64,
+                format!("events.{}", kind.as_str().to_ascii_lowercase()),
+            );
+        }
+        vec![
+            Family::new("sheratan_nodes", "Registered nodes by status.", Kind::Gauge)
+                .sample(
+                    vec![("status", "online".into())],
+                    online as f64,
+                    "nodes.online",
+                )
+                .sample(
+                    vec![("status", "stale".into())],
+                    stale as f64,
+                    "nodes.stale",
+                )
+                .sample(vec![("status", "dead".into())], dead as f64, "nodes.dead"),
+            Family::new(
+                "sheratan_auth_failures_1m",
+                "Failed authentications in the last 60 seconds, by reason.",
+                Kind::Gauge,
+            )
+            .sample(
+                vec![("reason", "old_token".into())],
+                old_token as f64,
+                "auth_failure.old_token_1m",
+            )
+            .sample(
+                vec![("reason", "invalid".into())],
+                invalid as f64,
+                "auth_failure.invalid_1m",
+            ),
+            events,
+            Family::single(
+                "sheratan_audit_events_dropped_total",
+                "Events that did not reach the audit log because its queue was full.",
+                Kind::Counter,
+                "audit.dropped",
+                self.audit.dropped() as f64,
+            ),
+            Family::single(
+                "sheratan_heartbeats_total",
+                "Heartbeats accepted.",
+                Kind::Counter,
+                "heartbeats.total",
+                self.registry.heartbeats() as f64,
+            ),
+            Family::single(
+                "sheratan_registry_snapshots_total",
+                "Registry snapshots written.",
+                Kind::Counter,
+                "registry.snapshots",
+                snapshot.writes as f64,
+            ),
+            Family::single(
+                "sheratan_registry_snapshot_failures_total",
+                "Registry snapshot writes that failed.",
+                Kind::Counter,
+                "registry.snapshot_failures",
+                snapshot.failures as f64,
+            ),
+            Family::single(
+                "sheratan_registry_snapshot_seconds",
+                "Duration of the last registry snapshot write.",
+                Kind::Gauge,
+                "registry.snapshot_seconds",
+                snapshot.last_duration.as_secs_f64(),
+            ),
+            Family::single(
+                "sheratan_registry_snapshot_bytes",
+                "Size of the last registry snapshot.",
+                Kind::Gauge,
+                "registry.snapshot_bytes",
+                snapshot.last_bytes as f64,
+            ),
+            Family::single(
+                "sheratan_token_rotation_active",
+                "1 while a token rotation accepts two tokens.",
+                Kind::Gauge,
+                "token.rotation_active",
+                if self.tokens.rotation_status().active {
+                    1.0
+                } else {
+                    0.0
+                },
+            ),
+            Family::single(
+                "sheratan_auth_required",
+                "0 when authentication is disabled (SHERATAN_HUB_TOKEN_REQUIRED=0).",
+                Kind::Gauge,
+                "auth.required",
+                if self.tokens.required() { 1.0 } else { 0.0 },
+            ),
+        ]
+    }
+}
+
+/// A hub whose listeners are bound; [`Hub::run`] serves them.
+pub struct Hub {
+    state: Arc<HubState>,
+    control: Option<TcpListener>,
+    data: Option<TcpListener>,
+    audit_writer: AuditWriter,
+}
+
+impl Hub {
+    /// Opens the state directory, loads tokens, registry and bundles, and binds the
+    /// listeners of the configured planes.
+    pub async fn build(config: HubConfig) -> Result<Hub, HubError> {
+        Self::build_with_clock(config, Arc::new(SystemClock)).await
+    }
+
+    pub async fn build_with_clock(
+        config: HubConfig,
+        clock: Arc<dyn Clock>,
+    ) -> Result<Hub, HubError> {
+        config.validate().map_err(HubError::Config)?;
+        let home_err = |source| HubError::Home {
+            path: config.home.clone(),
+            source,
+        };
+        persist::ensure_dir(&config.home).map_err(home_err)?;
+        let (audit, audit_writer) =
+            AuditLog::start(config.audit_config(), clock.clone()).map_err(home_err)?;
+        let tokens = Arc::new(Tokens::load(
+            config.tokens.clone(),
+            &config.home,
+            clock.clone(),
+            audit.clone(),
+        )?);
+        let policy = RegistryPolicy {
+            ttl: config.node_ttl,
+            dead_after: config.node_dead,
+            spoof_threshold: config.spoof_threshold,
+            spoof_window: config.spoof_window,
+        };
+        let registry = Arc::new(Registry::open(
+            &config.home,
+            policy,
+            clock.clone(),
+            audit.clone(),
+        ));
+        let bundles = Arc::new(Bundles::open(&config.home).map_err(HubError::Bundles)?);
+
+        let control = match config.planes.control() {
+            true => Some(bind(config.control_addr, "control", "SHERATAN_CONTROL_ADDR").await?),
+            false => None,
+        };
+        let data = match config.planes.data() {
+            true => Some(bind(config.data_addr, "data", "SHERATAN_DATA_ADDR").await?),
+            false => None,
+        };
+        let port = |l: &Option<TcpListener>, fallback: SocketAddr| {
+            l.as_ref()
+                .and_then(|l| l.local_addr().ok())
+                .map_or(fallback.port(), |a| a.port())
+        };
+        let ports = Ports {
+            control: port(&control, config.control_addr),
+            data: port(&data, config.data_addr),
+        };
+        let started_at = clock.now();
+        let state = Arc::new(HubState {
+            config,
+            clock,
+            audit,
+            tokens,
+            registry,
+            bundles,
+            ports,
+            started_at,
+        });
+        Ok(Hub {
+            state,
+            control,
+            data,
+            audit_writer,
+        })
+    }
+
+    pub fn control_addr(&self) -> Option<SocketAddr> {
+        self.control.as_ref().and_then(|l| l.local_addr().ok())
+    }
+
+    pub fn data_addr(&self) -> Option<SocketAddr> {
+        self.data.as_ref().and_then(|l| l.local_addr().ok())
+    }
+
+    pub fn state(&self) -> &Arc<HubState> {
+        &self.state
+    }
+
+    /// Serves until `shutdown` fires; then stops accepting, lets in-flight requests finish,
+    /// writes the registry snapshot and flushes the audit log.
+    pub async fn run(self, shutdown: CancellationToken) -> Result<(), HubError> {
+        let Hub {
+            state,
+            control,
+            data,
+            audit_writer,
+        } = self;
+        let mut servers = tokio::task::JoinSet::new();
+        if let Some(listener) = control {
+            let router = http::control_router(state.clone());
+            servers.spawn(serve(listener, router, shutdown.clone()));
+        }
+        if let Some(listener) = data {
+            let router = http::data_router(state.clone());
+            servers.spawn(serve(listener, router, shutdown.clone()));
+        }
+        let background = shutdown.child_token();
+        let registry_task = tokio::spawn(
+            state
+                .registry
+                .clone()
+                .run_background(state.config.registry_flush_interval, background.clone()),
+        );
+        let rotation_task =
+            tokio::spawn(state.tokens.clone().run_rotation_timer(background.clone()));
+
+        let mut result = Ok(());
+        while let Some(joined) = servers.join_next().await {
+            match joined {
+                Ok(Ok(())) => {}
+                Ok(Err(err)) => {
+                    // One listener failed: stop the whole hub rather than run half of it.
+                    tracing::error!(%err, "a listener failed; shutting the hub down");
+                    shutdown.cancel();
+                    result = Err(HubError::Serve(err));
+                }
+                Err(err) => {
+                    tracing::error!(%err, "a listener task panicked; shutting the hub down");
+                    shutdown.cancel();
+                    result = Err(HubError::Serve(std::io::Error::other(err.to_string())));
+                }
+            }
+        }
+        background.cancel();
+        let _ = registry_task.await;
+        let _ = rotation_task.await;
+        audit_writer.shutdown();
+        tracing::info!("hub stopped");
+        result
+    }
+}
+
+async fn bind(
+    addr: SocketAddr,
+    plane: &'static str,
+    var: &'static str,
+) -> Result<TcpListener, HubError> {
+    TcpListener::bind(addr)
+        .await
+        .map_err(|source| HubError::Bind {
+            addr,
+            plane,
+            var,
+            source,
+        })
+}
+
+async fn serve(
+    listener: TcpListener,
+    router: axum::Router,
+    shutdown: CancellationToken,
+) -> std::io::Result<()> {
+    axum::serve(
+        listener,
+        router.into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(async move { shutdown.cancelled().await })
+    .await
+}

@@ -1,0 +1,285 @@
+//! `sheratan bench heartbeat`: heartbeat ingest from N simulated nodes over HTTP on loopback.
+//! Reports registration rate, sustained heartbeats/s with latency percentiles, hub RSS per
+//! registered node, and the registry snapshot writes that happened meanwhile.
+
+use std::io::Write;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use bytes::Bytes;
+use clap::Args;
+use serde::Serialize;
+use sheratan_client::ControlClient;
+
+use super::Percentiles;
+use super::load::Lane;
+use super::target::Target;
+
+#[derive(Debug, Clone, Args)]
+pub struct HeartbeatArgs {
+    /// Simulated nodes.
+    #[arg(long, default_value_t = 10_000)]
+    pub nodes: usize,
+    /// Length of the sustained phase in seconds.
+    #[arg(long, default_value_t = 10.0)]
+    pub duration_s: f64,
+    /// Concurrent connections (one request in flight each).
+    #[arg(long, default_value_t = 32)]
+    pub connections: usize,
+    /// Measure this hub instead of starting one.
+    #[arg(long)]
+    pub control_url: Option<String>,
+    /// Token of the hub given by --control-url.
+    #[arg(long, env = "SHERATAN_HUB_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+    /// PID of the hub given by --control-url, for RSS readings.
+    #[arg(long)]
+    pub hub_pid: Option<u32>,
+    /// Registry snapshot interval of the hub the bench starts (ms). A large value turns
+    /// snapshots off, to compare latency with and without them.
+    #[arg(long, default_value_t = 1000)]
+    pub registry_flush_ms: u64,
+    /// Print one JSON object instead of a table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Serialize)]
+pub struct HeartbeatReport {
+    pub bench: &'static str,
+    pub nodes: usize,
+    pub connections: usize,
+    pub registry_flush_ms: Option<u64>,
+    pub register_per_s: f64,
+    pub heartbeats: u64,
+    pub errors: u64,
+    pub heartbeats_per_s: f64,
+    pub latency: Percentiles,
+    pub rss_baseline_bytes: Option<u64>,
+    pub rss_registered_bytes: Option<u64>,
+    pub rss_end_bytes: Option<u64>,
+    pub rss_per_node_bytes: Option<f64>,
+    pub snapshots_during_run: Option<u64>,
+    pub snapshot_seconds: Option<f64>,
+    pub snapshot_bytes: Option<u64>,
+}
+
+fn body(node: usize) -> Bytes {
+    Bytes::from(format!(
+        concat!(
+            r#"{{"node_id":"bench-{:06}","role":"worker","capabilities":["echo","sleep","http"],"#,
+            r#""build_id":"0.1.0+bench","capability_hash":"5f2b9c7e4d1a8b3c6e0f9a2d7c4b1e8f5a3d6c9b2e7f4a1d8c5b2e9f6a3d0c7b","#,
+            r#""runtime":{{"os":"linux","arch":"x86_64","version":"0.1.0"}},"load":{{"inflight":0,"capacity":4}}}}"#
+        ),
+        node
+    ))
+}
+
+pub async fn run(args: HeartbeatArgs) -> anyhow::Result<()> {
+    if args.nodes == 0 || args.connections == 0 {
+        bail!("--nodes and --connections must be at least 1");
+    }
+    let target = match &args.control_url {
+        Some(url) => Target::external(
+            url.clone(),
+            args.token
+                .clone()
+                .context("--token (or SHERATAN_HUB_TOKEN) is required with --control-url")?,
+            args.hub_pid,
+        ),
+        None => {
+            eprintln!("starting a hub in a temp dir ...");
+            Target::spawn(&[
+                "--registry-flush-ms".into(),
+                args.registry_flush_ms.to_string(),
+            ])?
+        }
+    };
+    let client = ControlClient::new(&target.control_url, Some(target.token.clone()))?;
+    client.health().await.context("the hub's /health")?;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let rss_baseline = target.rss_bytes();
+
+    // Phase 1: every node registers once.
+    let started = Instant::now();
+    let next = Arc::new(AtomicUsize::new(0));
+    let done = Arc::new(AtomicU64::new(0));
+    let progress = progress_ticker("registering", args.nodes as u64, done.clone());
+    let mut lanes = Vec::new();
+    for _ in 0..args.connections {
+        let mut lane = Lane::connect(&target.control_url, &target.token).await?;
+        let next = next.clone();
+        let done = done.clone();
+        let nodes = args.nodes;
+        lanes.push(tokio::spawn(async move {
+            loop {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                if i >= nodes {
+                    return Ok::<_, anyhow::Error>(lane);
+                }
+                let (status, _) = lane.post("/v1/heartbeat", body(i)).await?;
+                if status != 200 {
+                    bail!("heartbeat answered HTTP {status}");
+                }
+                done.fetch_add(1, Ordering::Relaxed);
+            }
+        }));
+    }
+    let mut ready = Vec::new();
+    for lane in lanes {
+        ready.push(lane.await??);
+    }
+    progress.abort();
+    let register_per_s = args.nodes as f64 / started.elapsed().as_secs_f64();
+    // Let the first snapshot of the full registry happen before reading memory.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let rss_registered = target.rss_bytes();
+    let before = client.metrics_json().await.ok();
+
+    // Phase 2: sustained heartbeats, round robin over the nodes.
+    let duration = Duration::from_secs_f64(args.duration_s);
+    let done = Arc::new(AtomicU64::new(0));
+    let progress = progress_ticker("sustained", 0, done.clone());
+    let deadline = Instant::now() + duration;
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for (lane_no, mut lane) in ready.into_iter().enumerate() {
+        let done = done.clone();
+        let nodes = args.nodes;
+        let step = args.connections;
+        tasks.push(tokio::spawn(async move {
+            let mut samples = Vec::with_capacity(200_000);
+            let mut errors = 0u64;
+            let mut i = lane_no;
+            while Instant::now() < deadline {
+                match lane.post("/v1/heartbeat", body(i % nodes)).await {
+                    Ok((200, micros)) => samples.push(micros),
+                    Ok(_) | Err(_) => errors += 1,
+                }
+                done.fetch_add(1, Ordering::Relaxed);
+                i += step;
+            }
+            (samples, errors)
+        }));
+    }
+    let mut samples = Vec::new();
+    let mut errors = 0;
+    for task in tasks {
+        let (s, e) = task.await?;
+        samples.extend(s);
+        errors += e;
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    progress.abort();
+    let after = client.metrics_json().await.ok();
+    let rss_end = target.rss_bytes();
+
+    let heartbeats = samples.len() as u64;
+    let metric =
+        |m: &Option<serde_json::Value>, name: &str| m.as_ref().and_then(|v| v[name].as_f64());
+    let report = HeartbeatReport {
+        bench: "heartbeat",
+        nodes: args.nodes,
+        connections: args.connections,
+        registry_flush_ms: args.control_url.is_none().then_some(args.registry_flush_ms),
+        register_per_s,
+        heartbeats,
+        errors,
+        heartbeats_per_s: heartbeats as f64 / elapsed,
+        latency: Percentiles::from_micros(&mut samples),
+        rss_baseline_bytes: rss_baseline,
+        rss_registered_bytes: rss_registered,
+        rss_end_bytes: rss_end,
+        rss_per_node_bytes: match (rss_baseline, rss_registered) {
+            (Some(a), Some(b)) => Some((b.saturating_sub(a)) as f64 / args.nodes as f64),
+            _ => None,
+        },
+        snapshots_during_run: match (
+            metric(&before, "registry.snapshots"),
+            metric(&after, "registry.snapshots"),
+        ) {
+            (Some(a), Some(b)) => Some((b - a) as u64),
+            _ => None,
+        },
+        snapshot_seconds: metric(&after, "registry.snapshot_seconds"),
+        snapshot_bytes: metric(&after, "registry.snapshot_bytes").map(|v| v as u64),
+    };
+    print_report(&report, args.json)?;
+    Ok(())
+}
+
+fn progress_ticker(
+    phase: &'static str,
+    total: u64,
+    done: Arc<AtomicU64>,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let started = Instant::now();
+        loop {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            let n = done.load(Ordering::Relaxed);
+            let rate = n as f64 / started.elapsed().as_secs_f64();
+            if total > 0 {
+                eprintln!("  {phase}: {n}/{total} ({rate:.0}/s)");
+            } else {
+                eprintln!("  {phase}: {n} requests ({rate:.0}/s)");
+            }
+        }
+    })
+}
+
+fn print_report(r: &HeartbeatReport, json: bool) -> anyhow::Result<()> {
+    let mut out = std::io::stdout().lock();
+    if json {
+        writeln!(out, "{}", serde_json::to_string(r)?)?;
+        return Ok(());
+    }
+    let mib = |b: Option<u64>| {
+        b.map_or("n/a".to_owned(), |b| {
+            format!("{:.1} MiB", b as f64 / 1048576.0)
+        })
+    };
+    writeln!(
+        out,
+        "heartbeat ingest: {} nodes, {} connections",
+        r.nodes, r.connections
+    )?;
+    writeln!(
+        out,
+        "  register          {:>10.0} nodes/s",
+        r.register_per_s
+    )?;
+    writeln!(
+        out,
+        "  sustained         {:>10.0} heartbeats/s ({} ok, {} errors)",
+        r.heartbeats_per_s, r.heartbeats, r.errors
+    )?;
+    writeln!(
+        out,
+        "  latency ms        p50 {:.3}  p90 {:.3}  p99 {:.3}  max {:.3}",
+        r.latency.p50_ms, r.latency.p90_ms, r.latency.p99_ms, r.latency.max_ms
+    )?;
+    writeln!(
+        out,
+        "  hub RSS           {} at start, {} registered, {} at end",
+        mib(r.rss_baseline_bytes),
+        mib(r.rss_registered_bytes),
+        mib(r.rss_end_bytes)
+    )?;
+    if let Some(per) = r.rss_per_node_bytes {
+        writeln!(out, "  RSS per node      {per:.0} bytes")?;
+    }
+    if let (Some(n), Some(s), Some(b)) =
+        (r.snapshots_during_run, r.snapshot_seconds, r.snapshot_bytes)
+    {
+        writeln!(
+            out,
+            "  registry snapshot {n} writes during the run; last took {:.1} ms for {:.1} MiB",
+            s * 1000.0,
+            b as f64 / 1048576.0
+        )?;
+    }
+    Ok(())
+}

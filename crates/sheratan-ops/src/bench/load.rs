@@ -1,0 +1,63 @@
+//! A lean HTTP/1.1 load generator: one keep-alive connection per lane, one request in flight
+//! per connection, latency recorded for every request. It uses hyper directly because on a
+//! 2-core machine the generator's own CPU comes straight out of the hub's budget.
+
+use std::net::SocketAddr;
+use std::time::Instant;
+
+use anyhow::Context;
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::Request;
+use hyper::client::conn::http1::SendRequest;
+use hyper_util::rt::TokioIo;
+
+pub struct Lane {
+    sender: SendRequest<Full<Bytes>>,
+    host: String,
+    token: String,
+}
+
+impl Lane {
+    pub async fn connect(url: &str, token: &str) -> anyhow::Result<Lane> {
+        let host = url
+            .strip_prefix("http://")
+            .context("the bench speaks plain http:// only")?
+            .trim_end_matches('/')
+            .to_owned();
+        let addr: SocketAddr = tokio::net::lookup_host(&host)
+            .await?
+            .next()
+            .context("resolve the hub address")?;
+        let stream = tokio::net::TcpStream::connect(addr).await?;
+        stream.set_nodelay(true)?;
+        let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
+        tokio::spawn(async move {
+            let _ = conn.await;
+        });
+        Ok(Lane {
+            sender,
+            host,
+            token: token.to_owned(),
+        })
+    }
+
+    /// POSTs `body` to `path`; returns the status and the latency in microseconds.
+    pub async fn post(&mut self, path: &str, body: Bytes) -> anyhow::Result<(u16, u32)> {
+        let req = Request::post(path)
+            .header(hyper::header::HOST, &self.host)
+            .header(
+                hyper::header::AUTHORIZATION,
+                format!("Bearer {}", self.token),
+            )
+            .header(hyper::header::CONTENT_TYPE, "application/json")
+            .body(Full::new(body))?;
+        let started = Instant::now();
+        self.sender.ready().await?;
+        let response = self.sender.send_request(req).await?;
+        let status = response.status().as_u16();
+        response.into_body().collect().await?;
+        let micros = u32::try_from(started.elapsed().as_micros()).unwrap_or(u32::MAX);
+        Ok((status, micros))
+    }
+}

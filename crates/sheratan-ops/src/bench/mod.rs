@@ -1,0 +1,55 @@
+//! `sheratan bench`: sizing workloads against a hub, with figures an operator can compare to
+//! the peers in `docs/PERFORMANCE.md`.
+
+mod heartbeat;
+mod load;
+mod target;
+
+use clap::Subcommand;
+
+pub use heartbeat::HeartbeatArgs;
+
+#[derive(Debug, Subcommand)]
+pub enum BenchCommand {
+    /// Heartbeat ingest from N simulated nodes over HTTP.
+    Heartbeat(HeartbeatArgs),
+}
+
+pub async fn run(cmd: BenchCommand) -> anyhow::Result<()> {
+    match cmd {
+        BenchCommand::Heartbeat(args) => heartbeat::run(args).await,
+    }
+}
+
+/// Latency percentiles in milliseconds from samples in microseconds.
+#[derive(Debug, Clone, Copy, serde::Serialize)]
+pub struct Percentiles {
+    pub p50_ms: f64,
+    pub p90_ms: f64,
+    pub p99_ms: f64,
+    pub max_ms: f64,
+}
+
+impl Percentiles {
+    pub fn from_micros(samples: &mut [u32]) -> Percentiles {
+        if samples.is_empty() {
+            return Percentiles {
+                p50_ms: 0.0,
+                p90_ms: 0.0,
+                p99_ms: 0.0,
+                max_ms: 0.0,
+            };
+        }
+        samples.sort_unstable();
+        let at = |q: f64| {
+            let i = ((samples.len() as f64 - 1.0) * q).round() as usize;
+            f64::from(samples[i]) / 1000.0
+        };
+        Percentiles {
+            p50_ms: at(0.50),
+            p90_ms: at(0.90),
+            p99_ms: at(0.99),
+            max_ms: at(1.0),
+        }
+    }
+}

@@ -1,0 +1,107 @@
+//! The hub a benchmark measures: one it starts from this very binary in a temp dir (so the
+//! figures are reproducible with one command), or a running one given by URL.
+
+use std::io::{BufRead, BufReader};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+
+pub struct Target {
+    pub control_url: String,
+    pub token: String,
+    /// For RSS readings; known when we started the hub or were told.
+    pub pid: Option<u32>,
+    child: Option<Child>,
+    _home: Option<tempfile::TempDir>,
+}
+
+impl Target {
+    /// Starts `sheratan hub` on free loopback ports with `extra` arguments.
+    pub fn spawn(extra: &[String]) -> anyhow::Result<Target> {
+        let home = tempfile::Builder::new()
+            .prefix("sheratan-bench-")
+            .tempdir()?;
+        let exe = std::env::current_exe().context("find the sheratan binary")?;
+        let mut child = Command::new(exe)
+            .arg("hub")
+            .arg("--home")
+            .arg(home.path())
+            .args([
+                "--control-addr",
+                "127.0.0.1:0",
+                "--data-addr",
+                "127.0.0.1:0",
+            ])
+            .args(extra)
+            .env_remove("SHERATAN_HUB_TOKEN")
+            .env("SHERATAN_LOG", "warn")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .context("start the hub")?;
+        let stdout = child.stdout.take().expect("stdout is piped");
+        let mut lines = BufReader::new(stdout).lines();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let mut control_url = None;
+        while control_url.is_none() {
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                bail!("the hub did not report its address within 20 s");
+            }
+            match lines.next() {
+                Some(Ok(line)) => {
+                    if let Some(rest) = line.trim().strip_prefix("control plane: ") {
+                        control_url = rest.split_whitespace().next().map(str::to_owned);
+                    }
+                }
+                _ => {
+                    let _ = child.kill();
+                    bail!("the hub exited before reporting its address");
+                }
+            }
+        }
+        // Keep draining stdout so the hub never blocks on a full pipe.
+        std::thread::spawn(move || for _ in lines {});
+        let token = std::fs::read_to_string(home.path().join("hub_token"))
+            .context("read the hub token")?
+            .trim()
+            .to_owned();
+        Ok(Target {
+            control_url: control_url.expect("loop ends with an address"),
+            token,
+            pid: Some(child.id()),
+            child: Some(child),
+            _home: Some(home),
+        })
+    }
+
+    pub fn external(control_url: String, token: String, pid: Option<u32>) -> Target {
+        Target {
+            control_url,
+            token,
+            pid,
+            child: None,
+            _home: None,
+        }
+    }
+
+    /// Resident set size of the hub in bytes, if known.
+    pub fn rss_bytes(&self) -> Option<u64> {
+        let status =
+            std::fs::read_to_string(PathBuf::from(format!("/proc/{}/status", self.pid?))).ok()?;
+        let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+        let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+        Some(kib * 1024)
+    }
+}
+
+impl Drop for Target {
+    fn drop(&mut self) {
+        if let Some(child) = self.child.as_mut() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}

@@ -1,0 +1,116 @@
+//! The error body every endpoint answers with, and the contract's error codes with their
+//! HTTP statuses (DESIGN §3).
+
+use serde::{Deserialize, Serialize};
+
+/// A stable, machine-readable error code. The HTTP status is a function of the code, so a
+/// code can never be sent with the wrong status.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum ErrorCode {
+    AuthFail,
+    LocalhostOnly,
+    PortMismatch,
+    InvalidRequest,
+    PayloadTooLarge,
+    NotFound,
+    /// Not in the contract's table: a known route with the wrong method. See ARCHITECTURE.md.
+    MethodNotAllowed,
+    IdempotencyKeyCollision,
+    LeaseExpired,
+    BackpressureDrop,
+    ResultIntegrityFail,
+    Internal,
+    Unavailable,
+    /// A code this client version does not know (a newer server). Never sent by a server.
+    #[serde(other)]
+    Unknown,
+}
+
+impl ErrorCode {
+    /// The HTTP status this code is always sent with.
+    pub fn http_status(self) -> u16 {
+        match self {
+            ErrorCode::AuthFail | ErrorCode::LocalhostOnly => 403,
+            ErrorCode::PortMismatch => 421,
+            ErrorCode::InvalidRequest => 400,
+            ErrorCode::PayloadTooLarge => 413,
+            ErrorCode::NotFound => 404,
+            ErrorCode::MethodNotAllowed => 405,
+            ErrorCode::IdempotencyKeyCollision | ErrorCode::LeaseExpired => 409,
+            ErrorCode::BackpressureDrop => 429,
+            ErrorCode::ResultIntegrityFail => 422,
+            ErrorCode::Internal | ErrorCode::Unknown => 500,
+            ErrorCode::Unavailable => 503,
+        }
+    }
+
+    /// The code as it appears on the wire.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorCode::AuthFail => "AUTH_FAIL",
+            ErrorCode::LocalhostOnly => "LOCALHOST_ONLY",
+            ErrorCode::PortMismatch => "PORT_MISMATCH",
+            ErrorCode::InvalidRequest => "INVALID_REQUEST",
+            ErrorCode::PayloadTooLarge => "PAYLOAD_TOO_LARGE",
+            ErrorCode::NotFound => "NOT_FOUND",
+            ErrorCode::MethodNotAllowed => "METHOD_NOT_ALLOWED",
+            ErrorCode::IdempotencyKeyCollision => "IDEMPOTENCY_KEY_COLLISION",
+            ErrorCode::LeaseExpired => "LEASE_EXPIRED",
+            ErrorCode::BackpressureDrop => "BACKPRESSURE_DROP",
+            ErrorCode::ResultIntegrityFail => "RESULT_INTEGRITY_FAIL",
+            ErrorCode::Internal => "INTERNAL",
+            ErrorCode::Unavailable => "UNAVAILABLE",
+            ErrorCode::Unknown => "UNKNOWN",
+        }
+    }
+}
+
+impl std::fmt::Display for ErrorCode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// `{"error": {"code": …, "message": …, "hint": …}}`
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ErrorBody {
+    pub error: ErrorDetail,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ErrorDetail {
+    pub code: ErrorCode,
+    /// What went wrong, for a person.
+    pub message: String,
+    /// What to do about it, for a person. Empty when there is nothing useful to say.
+    #[serde(default)]
+    pub hint: String,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn codes_round_trip_as_screaming_snake_case() {
+        for code in [
+            ErrorCode::AuthFail,
+            ErrorCode::PortMismatch,
+            ErrorCode::IdempotencyKeyCollision,
+            ErrorCode::ResultIntegrityFail,
+        ] {
+            let text = serde_json::to_string(&code).unwrap();
+            assert_eq!(text, format!("\"{}\"", code.as_str()));
+            assert_eq!(serde_json::from_str::<ErrorCode>(&text).unwrap(), code);
+        }
+    }
+
+    #[test]
+    fn unknown_codes_from_newer_servers_do_not_fail_decoding() {
+        let body: ErrorBody =
+            serde_json::from_str(r#"{"error":{"code":"SOMETHING_NEW","message":"m"}}"#).unwrap();
+        assert_eq!(body.error.code, ErrorCode::Unknown);
+        assert_eq!(body.error.hint, "");
+    }
+}

@@ -1,0 +1,173 @@
+//! Security and operations events (DESIGN §6) and the audit-log line that records them.
+
+use serde::{Deserialize, Serialize};
+use time::OffsetDateTime;
+
+/// Every event the hub can emit. The wire name is the SCREAMING_SNAKE_CASE of the variant.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum EventKind {
+    AuthFail,
+    PortMismatch,
+    LocalhostOnly,
+    TokenAcceptedNext,
+    TokenRetired,
+    TokenRotationFinalized,
+    WeakToken,
+    AttestationFirstSeen,
+    AttestationDrift,
+    AttestationSpoofSuspect,
+    NodeStale,
+    NodeDead,
+    NodeRecovered,
+    RegistryCorrupt,
+    BackpressureDrop,
+    InflightSaturated,
+    LeaseReap,
+    IdempotencyKeyCollision,
+    ResultIntegrityFail,
+}
+
+impl EventKind {
+    /// All events, in declaration order; metrics list a counter for each, zero included.
+    pub const ALL: [EventKind; 19] = [
+        EventKind::AuthFail,
+        EventKind::PortMismatch,
+        EventKind::LocalhostOnly,
+        EventKind::TokenAcceptedNext,
+        EventKind::TokenRetired,
+        EventKind::TokenRotationFinalized,
+        EventKind::WeakToken,
+        EventKind::AttestationFirstSeen,
+        EventKind::AttestationDrift,
+        EventKind::AttestationSpoofSuspect,
+        EventKind::NodeStale,
+        EventKind::NodeDead,
+        EventKind::NodeRecovered,
+        EventKind::RegistryCorrupt,
+        EventKind::BackpressureDrop,
+        EventKind::InflightSaturated,
+        EventKind::LeaseReap,
+        EventKind::IdempotencyKeyCollision,
+        EventKind::ResultIntegrityFail,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EventKind::AuthFail => "AUTH_FAIL",
+            EventKind::PortMismatch => "PORT_MISMATCH",
+            EventKind::LocalhostOnly => "LOCALHOST_ONLY",
+            EventKind::TokenAcceptedNext => "TOKEN_ACCEPTED_NEXT",
+            EventKind::TokenRetired => "TOKEN_RETIRED",
+            EventKind::TokenRotationFinalized => "TOKEN_ROTATION_FINALIZED",
+            EventKind::WeakToken => "WEAK_TOKEN",
+            EventKind::AttestationFirstSeen => "ATTESTATION_FIRST_SEEN",
+            EventKind::AttestationDrift => "ATTESTATION_DRIFT",
+            EventKind::AttestationSpoofSuspect => "ATTESTATION_SPOOF_SUSPECT",
+            EventKind::NodeStale => "NODE_STALE",
+            EventKind::NodeDead => "NODE_DEAD",
+            EventKind::NodeRecovered => "NODE_RECOVERED",
+            EventKind::RegistryCorrupt => "REGISTRY_CORRUPT",
+            EventKind::BackpressureDrop => "BACKPRESSURE_DROP",
+            EventKind::InflightSaturated => "INFLIGHT_SATURATED",
+            EventKind::LeaseReap => "LEASE_REAP",
+            EventKind::IdempotencyKeyCollision => "IDEMPOTENCY_KEY_COLLISION",
+            EventKind::ResultIntegrityFail => "RESULT_INTEGRITY_FAIL",
+        }
+    }
+
+    /// How much an operator should care about one occurrence.
+    pub fn severity(self) -> Severity {
+        use EventKind::*;
+        match self {
+            AttestationFirstSeen
+            | NodeRecovered
+            | TokenAcceptedNext
+            | TokenRetired
+            | TokenRotationFinalized
+            | LeaseReap => Severity::Info,
+            AuthFail
+            | PortMismatch
+            | LocalhostOnly
+            | WeakToken
+            | AttestationDrift
+            | NodeStale
+            | BackpressureDrop
+            | InflightSaturated
+            | IdempotencyKeyCollision => Severity::Warning,
+            AttestationSpoofSuspect | NodeDead | RegistryCorrupt | ResultIntegrityFail => {
+                Severity::Critical
+            }
+        }
+    }
+}
+
+impl std::fmt::Display for EventKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Severity {
+    Info,
+    Warning,
+    Critical,
+}
+
+/// Which listener an event belongs to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Plane {
+    Control,
+    Data,
+}
+
+impl Plane {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Plane::Control => "control",
+            Plane::Data => "data",
+        }
+    }
+}
+
+/// One line of `logs/hub_security_audit.jsonl`.
+///
+/// `count` is how many occurrences the line stands for: 1 for a first occurrence, more for a
+/// line that folds identical repeats (then `first_ts` is the first folded repeat and `ts` the
+/// last). Summing `count` over lines gives the exact number of occurrences.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AuditRecord {
+    #[serde(with = "time::serde::rfc3339")]
+    pub ts: OffsetDateTime,
+    pub event: EventKind,
+    pub severity: Severity,
+    pub plane: Plane,
+    pub remote_addr: Option<String>,
+    pub node_id: Option<String>,
+    pub detail: serde_json::Value,
+    pub count: u64,
+    #[serde(
+        default,
+        with = "time::serde::rfc3339::option",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub first_ts: Option<OffsetDateTime>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn event_names_match_serde() {
+        for kind in EventKind::ALL {
+            assert_eq!(
+                serde_json::to_string(&kind).unwrap(),
+                format!("\"{}\"", kind.as_str())
+            );
+        }
+    }
+}

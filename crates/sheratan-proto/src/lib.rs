@@ -1,0 +1,19 @@
+//! Wire types of every Sheratan API: requests, responses, error codes, event names and header
+//! names. Everything that crosses a socket is defined here once, so servers and clients cannot
+//! drift apart. This crate knows serde and nothing else: no tokio, no axum, no SQL.
+
+pub mod control;
+pub mod error;
+pub mod event;
+pub mod headers;
+pub mod ids;
+
+pub use error::{ErrorBody, ErrorCode, ErrorDetail};
+pub use event::{AuditRecord, EventKind, Plane, Severity};
+
+/// The version every component reports in `/health` and heartbeats.
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");
+
+/// RFC 3339 (de)serialization for `time::OffsetDateTime`, re-exported so dependants need not
+/// name the `time` feature themselves.
+pub use time::serde::rfc3339;

@@ -1,0 +1,561 @@
+//! The node registry's domain: what one node's entry holds, how a heartbeat changes it, and
+//! how status (ONLINE/STALE/DEAD), health and attestation (OK/DRIFT/SPOOF_SUSPECT) follow.
+//!
+//! Memory matters here: a hub may hold 100,000 entries. Strings that many nodes share (build
+//! ids, capability names, runtimes) go through an [`Interner`], and a heartbeat that repeats
+//! what the entry already holds allocates nothing.
+
+use std::collections::{HashSet, VecDeque};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use sheratan_proto::control::{Attestation, FirstSeen, Health, Load, NodeStatus, NodeView, Role};
+use time::OffsetDateTime;
+
+/// Thresholds of the registry (DESIGN §2).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RegistryPolicy {
+    /// A node whose last heartbeat is older than this is STALE.
+    pub ttl: Duration,
+    /// A node whose last heartbeat is older than this is DEAD.
+    pub dead_after: Duration,
+    /// Capability-hash changes within `spoof_window` that make a node SPOOF_SUSPECT.
+    pub spoof_threshold: u32,
+    pub spoof_window: Duration,
+}
+
+impl RegistryPolicy {
+    pub fn status_for_age(&self, age: Duration) -> NodeStatus {
+        if age < self.ttl {
+            NodeStatus::Online
+        } else if age < self.dead_after {
+            NodeStatus::Stale
+        } else {
+            NodeStatus::Dead
+        }
+    }
+}
+
+/// GREEN when all is well; YELLOW when STALE or attestation is not OK; RED when DEAD.
+pub fn health(status: NodeStatus, attestation: Attestation) -> Health {
+    match (status, attestation) {
+        (NodeStatus::Dead, _) => Health::Red,
+        (NodeStatus::Stale, _) => Health::Yellow,
+        (NodeStatus::Online, Attestation::Ok) => Health::Green,
+        (NodeStatus::Online, _) => Health::Yellow,
+    }
+}
+
+/// Deduplicates strings many nodes share, so 100,000 workers of one build hold one copy of
+/// its build id. Bounded: past `cap` distinct strings it stops remembering new ones (a hostile
+/// node sending random values then costs only its own entry).
+#[derive(Debug)]
+pub struct Interner {
+    set: Mutex<HashSet<Arc<str>>>,
+    cap: usize,
+}
+
+impl Default for Interner {
+    fn default() -> Self {
+        Self::with_capacity_limit(50_000)
+    }
+}
+
+impl Interner {
+    pub fn with_capacity_limit(cap: usize) -> Self {
+        Self {
+            set: Mutex::new(HashSet::new()),
+            cap,
+        }
+    }
+
+    pub fn intern(&self, s: &str) -> Arc<str> {
+        let mut set = self.set.lock().expect("interner lock is never poisoned");
+        if let Some(found) = set.get(s) {
+            return found.clone();
+        }
+        let arc: Arc<str> = Arc::from(s);
+        if set.len() < self.cap {
+            set.insert(arc.clone());
+        }
+        arc
+    }
+}
+
+/// The part of a heartbeat that attestation watches.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Fingerprint {
+    pub build_id: Arc<str>,
+    pub capability_hash: Arc<str>,
+    /// The runtime object as canonical JSON (keys sorted).
+    pub runtime: Arc<str>,
+}
+
+impl Fingerprint {
+    fn matches(&self, obs: &Observation<'_>) -> bool {
+        &*self.build_id == obs.build_id
+            && &*self.capability_hash == obs.capability_hash
+            && &*self.runtime == obs.runtime_json
+    }
+
+    fn changed_fields(&self, other: &Fingerprint) -> Vec<&'static str> {
+        let mut changed = Vec::new();
+        if self.build_id != other.build_id {
+            changed.push("build_id");
+        }
+        if self.capability_hash != other.capability_hash {
+            changed.push("capability_hash");
+        }
+        if self.runtime != other.runtime {
+            changed.push("runtime");
+        }
+        changed
+    }
+
+    /// For event details: runtime as a JSON value rather than a string of JSON.
+    pub fn to_json(&self) -> serde_json::Value {
+        serde_json::json!({
+            "build_id": &*self.build_id,
+            "capability_hash": &*self.capability_hash,
+            "runtime": runtime_value(&self.runtime),
+        })
+    }
+}
+
+fn runtime_value(canonical: &str) -> serde_json::Value {
+    // The string was produced by serializing a JSON object, so it always parses back.
+    serde_json::from_str(canonical).unwrap_or(serde_json::Value::Null)
+}
+
+/// A validated heartbeat, borrowed from the request.
+#[derive(Debug, Clone)]
+pub struct Observation<'a> {
+    pub role: Role,
+    pub addr: Option<&'a str>,
+    pub capabilities: &'a [String],
+    pub build_id: &'a str,
+    pub capability_hash: &'a str,
+    /// The runtime object as canonical JSON.
+    pub runtime_json: &'a str,
+    pub load: Load,
+}
+
+/// Something a heartbeat revealed that the hub reports as an event.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Signal {
+    /// The first heartbeat of this node: the attestation baseline is recorded.
+    FirstSeen(Fingerprint),
+    /// The fingerprint changed and now differs from the baseline.
+    Drift {
+        changed: Vec<&'static str>,
+        from: Fingerprint,
+        to: Fingerprint,
+    },
+    /// The capability hash changed `changes` times within the window.
+    SpoofSuspect { changes: usize, window: Duration },
+    /// The node was STALE or DEAD and is heard from again.
+    Recovered { from: NodeStatus },
+}
+
+/// One node's registry entry.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct NodeRecord {
+    pub node_id: Arc<str>,
+    pub role: Role,
+    pub addr: Option<Arc<str>>,
+    pub capabilities: Arc<[Arc<str>]>,
+    /// What the last heartbeat said.
+    pub current: Fingerprint,
+    /// What the first heartbeat said, or what an operator last accepted.
+    pub baseline: Fingerprint,
+    #[serde(with = "time::serde::rfc3339")]
+    pub first_seen_at: OffsetDateTime,
+    #[serde(with = "time::serde::rfc3339")]
+    pub last_seen: OffsetDateTime,
+    pub load: Load,
+    pub spoof_suspect: bool,
+    /// Unix milliseconds of recent capability-hash changes, oldest first, pruned to the window.
+    #[serde(default)]
+    pub hash_changes: VecDeque<i64>,
+    /// The status last reported by an event, so the sweeper reports each transition once.
+    pub reported_status: NodeStatus,
+    /// The instant age is measured from. Equals `last_seen` except for entries loaded from a
+    /// snapshot and not heard from since, whose hub downtime must not count (see [`restore`]).
+    ///
+    /// [`restore`]: NodeRecord::restore
+    #[serde(skip)]
+    pub age_anchor: Option<OffsetDateTime>,
+}
+
+impl NodeRecord {
+    /// The entry a node's first heartbeat creates.
+    pub fn first(
+        node_id: Arc<str>,
+        obs: &Observation<'_>,
+        now: OffsetDateTime,
+        interner: &Interner,
+    ) -> (NodeRecord, Signal) {
+        let fingerprint = Fingerprint {
+            build_id: interner.intern(obs.build_id),
+            capability_hash: interner.intern(obs.capability_hash),
+            runtime: interner.intern(obs.runtime_json),
+        };
+        let record = NodeRecord {
+            node_id,
+            role: obs.role,
+            addr: obs.addr.map(|a| interner.intern(a)),
+            capabilities: intern_list(obs.capabilities, interner),
+            current: fingerprint.clone(),
+            baseline: fingerprint.clone(),
+            first_seen_at: now,
+            last_seen: now,
+            load: obs.load,
+            spoof_suspect: false,
+            hash_changes: VecDeque::new(),
+            reported_status: NodeStatus::Online,
+            age_anchor: None,
+        };
+        (record, Signal::FirstSeen(fingerprint))
+    }
+
+    /// Applies a later heartbeat and returns what it revealed.
+    pub fn observe(
+        &mut self,
+        obs: &Observation<'_>,
+        now: OffsetDateTime,
+        policy: &RegistryPolicy,
+        interner: &Interner,
+    ) -> Vec<Signal> {
+        let mut signals = Vec::new();
+        let before = self.status_at(now, policy);
+        if before != NodeStatus::Online || self.reported_status != NodeStatus::Online {
+            signals.push(Signal::Recovered {
+                from: if before == NodeStatus::Online {
+                    self.reported_status
+                } else {
+                    before
+                },
+            });
+        }
+        self.reported_status = NodeStatus::Online;
+        self.last_seen = now;
+        self.age_anchor = None;
+        self.load = obs.load;
+        self.role = obs.role;
+        if self.addr.as_deref() != obs.addr {
+            self.addr = obs.addr.map(|a| interner.intern(a));
+        }
+        if !self
+            .capabilities
+            .iter()
+            .map(|c| &**c)
+            .eq(obs.capabilities.iter().map(String::as_str))
+        {
+            self.capabilities = intern_list(obs.capabilities, interner);
+        }
+
+        if !self.current.matches(obs) {
+            let next = Fingerprint {
+                build_id: interner.intern(obs.build_id),
+                capability_hash: interner.intern(obs.capability_hash),
+                runtime: interner.intern(obs.runtime_json),
+            };
+            let hash_changed = next.capability_hash != self.current.capability_hash;
+            let previous = std::mem::replace(&mut self.current, next);
+            if self.current != self.baseline {
+                signals.push(Signal::Drift {
+                    changed: self.baseline.changed_fields(&self.current),
+                    from: previous,
+                    to: self.current.clone(),
+                });
+            }
+            if hash_changed {
+                let now_ms = unix_ms(now);
+                let window_ms = i64::try_from(policy.spoof_window.as_millis()).unwrap_or(i64::MAX);
+                self.hash_changes.push_back(now_ms);
+                while self
+                    .hash_changes
+                    .front()
+                    .is_some_and(|&t| now_ms.saturating_sub(t) > window_ms)
+                {
+                    self.hash_changes.pop_front();
+                }
+                let threshold =
+                    usize::try_from(policy.spoof_threshold.max(1)).unwrap_or(usize::MAX);
+                if !self.spoof_suspect && self.hash_changes.len() >= threshold {
+                    self.spoof_suspect = true;
+                    signals.push(Signal::SpoofSuspect {
+                        changes: self.hash_changes.len(),
+                        window: policy.spoof_window,
+                    });
+                }
+            }
+        }
+        signals
+    }
+
+    /// Re-shares strings through the interner after a load from disk, where every entry got
+    /// its own copies.
+    pub fn share_strings(&mut self, interner: &Interner) {
+        let share = |f: &Fingerprint| Fingerprint {
+            build_id: interner.intern(&f.build_id),
+            capability_hash: interner.intern(&f.capability_hash),
+            runtime: interner.intern(&f.runtime),
+        };
+        self.current = share(&self.current);
+        self.baseline = if self.baseline == self.current {
+            self.current.clone()
+        } else {
+            share(&self.baseline)
+        };
+        self.addr = self.addr.as_deref().map(|a| interner.intern(a));
+        self.capabilities = self
+            .capabilities
+            .iter()
+            .map(|c| interner.intern(c))
+            .collect();
+    }
+
+    /// Makes the current fingerprint the new baseline and clears the spoof signal: an operator
+    /// has checked the node and vouches for what it reports now.
+    pub fn accept_attestation(&mut self) {
+        self.baseline = self.current.clone();
+        self.spoof_suspect = false;
+        self.hash_changes.clear();
+    }
+
+    /// Prepares an entry loaded from a snapshot written at `written_at` by a hub that is now
+    /// restarted at `started_at`. The downtime in between does not count against the node:
+    /// an entry that was ONLINE when the snapshot was written gets one full TTL from the start
+    /// before it can turn STALE; an older entry keeps the age it had when the snapshot was
+    /// written and ages on from the start.
+    pub fn restore(
+        &mut self,
+        written_at: OffsetDateTime,
+        started_at: OffsetDateTime,
+        policy: &RegistryPolicy,
+    ) {
+        let age_at_snapshot = duration_between(self.last_seen, written_at);
+        self.age_anchor = Some(if age_at_snapshot < policy.ttl {
+            started_at
+        } else {
+            started_at - age_at_snapshot
+        });
+    }
+
+    pub fn age_at(&self, now: OffsetDateTime) -> Duration {
+        duration_between(self.age_anchor.unwrap_or(self.last_seen), now)
+    }
+
+    pub fn status_at(&self, now: OffsetDateTime, policy: &RegistryPolicy) -> NodeStatus {
+        policy.status_for_age(self.age_at(now))
+    }
+
+    pub fn attestation(&self) -> Attestation {
+        if self.spoof_suspect {
+            Attestation::SpoofSuspect
+        } else if self.current != self.baseline {
+            Attestation::Drift
+        } else {
+            Attestation::Ok
+        }
+    }
+
+    /// The wire view at `now`.
+    pub fn view(&self, now: OffsetDateTime, policy: &RegistryPolicy) -> NodeView {
+        let status = self.status_at(now, policy);
+        let attestation = self.attestation();
+        NodeView {
+            node_id: self.node_id.to_string(),
+            role: self.role,
+            addr: self.addr.as_deref().map(str::to_owned),
+            status,
+            health: health(status, attestation),
+            attestation,
+            first_seen: FirstSeen {
+                at: self.first_seen_at,
+                build_id: self.baseline.build_id.to_string(),
+                capability_hash: self.baseline.capability_hash.to_string(),
+                runtime: runtime_value(&self.baseline.runtime),
+            },
+            last_seen: self.last_seen,
+            capabilities: self.capabilities.iter().map(|c| c.to_string()).collect(),
+            build_id: self.current.build_id.to_string(),
+            capability_hash: self.current.capability_hash.to_string(),
+            runtime: runtime_value(&self.current.runtime),
+            load: self.load,
+        }
+    }
+}
+
+fn intern_list(items: &[String], interner: &Interner) -> Arc<[Arc<str>]> {
+    items.iter().map(|c| interner.intern(c)).collect()
+}
+
+fn unix_ms(t: OffsetDateTime) -> i64 {
+    i64::try_from(t.unix_timestamp_nanos() / 1_000_000).unwrap_or(i64::MAX)
+}
+
+/// `to - from`, or zero when `to` is earlier (a clock step backwards must not panic).
+fn duration_between(from: OffsetDateTime, to: OffsetDateTime) -> Duration {
+    Duration::try_from(to - from).unwrap_or(Duration::ZERO)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn policy() -> RegistryPolicy {
+        RegistryPolicy {
+            ttl: Duration::from_secs(120),
+            dead_after: Duration::from_secs(600),
+            spoof_threshold: 3,
+            spoof_window: Duration::from_secs(600),
+        }
+    }
+
+    fn obs<'a>(caps: &'a [String], build: &'a str, hash: &'a str) -> Observation<'a> {
+        Observation {
+            role: Role::Worker,
+            addr: None,
+            capabilities: caps,
+            build_id: build,
+            capability_hash: hash,
+            runtime_json: r#"{"os":"linux"}"#,
+            load: Load::default(),
+        }
+    }
+
+    fn t0() -> OffsetDateTime {
+        time::macros::datetime!(2026-11-27 08:00 UTC)
+    }
+
+    #[test]
+    fn status_follows_age_and_health_follows_status() {
+        let interner = Interner::default();
+        let caps = vec!["echo".to_owned()];
+        let (rec, signal) =
+            NodeRecord::first("n1".into(), &obs(&caps, "b1", "h1"), t0(), &interner);
+        assert!(matches!(signal, Signal::FirstSeen(_)));
+        let p = policy();
+        let at = |s: i64| t0() + time::Duration::seconds(s);
+        assert_eq!(rec.status_at(at(119), &p), NodeStatus::Online);
+        assert_eq!(rec.status_at(at(120), &p), NodeStatus::Stale);
+        assert_eq!(rec.status_at(at(599), &p), NodeStatus::Stale);
+        assert_eq!(rec.status_at(at(600), &p), NodeStatus::Dead);
+        assert_eq!(rec.view(at(0), &p).health, Health::Green);
+        assert_eq!(rec.view(at(200), &p).health, Health::Yellow);
+        assert_eq!(rec.view(at(700), &p).health, Health::Red);
+        // A clock that steps backwards reads as age zero, not a panic.
+        assert_eq!(rec.status_at(at(-50), &p), NodeStatus::Online);
+    }
+
+    #[test]
+    fn drift_is_signalled_once_per_change_and_clears_when_back_at_baseline() {
+        let interner = Interner::default();
+        let caps = vec![];
+        let p = policy();
+        let (mut rec, _) = NodeRecord::first("n1".into(), &obs(&caps, "b1", "h1"), t0(), &interner);
+        assert!(
+            rec.observe(&obs(&caps, "b1", "h1"), t0(), &p, &interner)
+                .is_empty()
+        );
+        let signals = rec.observe(&obs(&caps, "b2", "h1"), t0(), &p, &interner);
+        assert!(
+            matches!(&signals[..], [Signal::Drift { changed, .. }] if changed == &["build_id"])
+        );
+        assert_eq!(rec.attestation(), Attestation::Drift);
+        // The same drifted values again: no new signal.
+        assert!(
+            rec.observe(&obs(&caps, "b2", "h1"), t0(), &p, &interner)
+                .is_empty()
+        );
+        // Back at the baseline: attestation is OK again, nothing to report.
+        assert!(
+            rec.observe(&obs(&caps, "b1", "h1"), t0(), &p, &interner)
+                .is_empty()
+        );
+        assert_eq!(rec.attestation(), Attestation::Ok);
+    }
+
+    #[test]
+    fn capability_hash_flip_flop_raises_spoof_suspect_within_the_window_only() {
+        let interner = Interner::default();
+        let caps = vec![];
+        let p = policy();
+        let (mut rec, _) = NodeRecord::first("n1".into(), &obs(&caps, "b", "h1"), t0(), &interner);
+        let minute = |m: i64| t0() + time::Duration::minutes(m);
+        // Two changes, then a long pause: the window forgets them.
+        rec.observe(&obs(&caps, "b", "h2"), minute(1), &p, &interner);
+        rec.observe(&obs(&caps, "b", "h1"), minute(2), &p, &interner);
+        let s = rec.observe(&obs(&caps, "b", "h2"), minute(30), &p, &interner);
+        assert!(!s.iter().any(|s| matches!(s, Signal::SpoofSuspect { .. })));
+        assert_eq!(rec.attestation(), Attestation::Drift);
+        // Three changes inside ten minutes.
+        rec.observe(&obs(&caps, "b", "h1"), minute(31), &p, &interner);
+        let s = rec.observe(&obs(&caps, "b", "h2"), minute(32), &p, &interner);
+        assert!(
+            s.iter()
+                .any(|s| matches!(s, Signal::SpoofSuspect { changes: 3, .. }))
+        );
+        assert_eq!(rec.attestation(), Attestation::SpoofSuspect);
+        // It is raised once, and it sticks until an operator accepts.
+        let s = rec.observe(&obs(&caps, "b", "h3"), minute(33), &p, &interner);
+        assert!(!s.iter().any(|s| matches!(s, Signal::SpoofSuspect { .. })));
+        rec.accept_attestation();
+        assert_eq!(rec.attestation(), Attestation::Ok);
+        assert_eq!(&*rec.baseline.capability_hash, "h3");
+    }
+
+    #[test]
+    fn recovery_is_signalled_after_stale() {
+        let interner = Interner::default();
+        let caps = vec![];
+        let p = policy();
+        let (mut rec, _) = NodeRecord::first("n1".into(), &obs(&caps, "b", "h"), t0(), &interner);
+        let later = t0() + time::Duration::seconds(300);
+        let s = rec.observe(&obs(&caps, "b", "h"), later, &p, &interner);
+        assert_eq!(
+            s,
+            vec![Signal::Recovered {
+                from: NodeStatus::Stale
+            }]
+        );
+        assert!(
+            rec.observe(&obs(&caps, "b", "h"), later, &p, &interner)
+                .is_empty()
+        );
+    }
+
+    #[test]
+    fn restore_does_not_count_downtime() {
+        let interner = Interner::default();
+        let caps = vec![];
+        let p = policy();
+        let (mut online, _) =
+            NodeRecord::first("n1".into(), &obs(&caps, "b", "h"), t0(), &interner);
+        let mut stale = online.clone();
+        stale.last_seen = t0() - time::Duration::seconds(200);
+        // The snapshot was written at t0; the hub comes back a day later.
+        let start = t0() + time::Duration::days(1);
+        online.restore(t0(), start, &p);
+        stale.restore(t0(), start, &p);
+        let after = |s: i64| start + time::Duration::seconds(s);
+        assert_eq!(online.status_at(after(119), &p), NodeStatus::Online);
+        assert_eq!(online.status_at(after(120), &p), NodeStatus::Stale);
+        assert_eq!(stale.status_at(after(0), &p), NodeStatus::Stale);
+        assert_eq!(stale.status_at(after(399), &p), NodeStatus::Stale);
+        assert_eq!(stale.status_at(after(400), &p), NodeStatus::Dead);
+    }
+
+    #[test]
+    fn unchanged_heartbeats_share_interned_strings() {
+        let interner = Interner::default();
+        let caps = vec!["echo".to_owned(), "sleep".to_owned()];
+        let (a, _) = NodeRecord::first("a".into(), &obs(&caps, "b", "h"), t0(), &interner);
+        let (b, _) = NodeRecord::first("b".into(), &obs(&caps, "b", "h"), t0(), &interner);
+        assert!(Arc::ptr_eq(&a.current.build_id, &b.current.build_id));
+        assert!(Arc::ptr_eq(&a.capabilities[0], &b.capabilities[0]));
+    }
+}

@@ -1,0 +1,161 @@
+//! `sheratan hub` settings: every one a flag and the same-named environment variable, with the
+//! seed's names and defaults (DESIGN §2).
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, ValueEnum};
+use sheratan_hub::auth::{Secret, TokenConfig};
+use sheratan_hub::{HubConfig, Planes};
+use time::OffsetDateTime;
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum PlaneArg {
+    Both,
+    Control,
+    Data,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct HomeArgs {
+    /// State directory: token, registry snapshot, bundles, logs, database.
+    #[arg(long, env = "SHERATAN_HOME", default_value = "./.sheratan")]
+    pub home: PathBuf,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct HubArgs {
+    #[command(flatten)]
+    pub home: HomeArgs,
+
+    /// Which planes this process serves; several hubs share state through PostgreSQL.
+    #[arg(long, env = "SHERATAN_HUB_PLANE", value_enum, default_value = "both")]
+    pub plane: PlaneArg,
+
+    /// Control plane listen address (heartbeats, registry, bundles; public /health).
+    #[arg(long, env = "SHERATAN_CONTROL_ADDR", default_value = "0.0.0.0:8787")]
+    pub control_addr: SocketAddr,
+
+    /// Data plane listen address (jobs, leases, results, admin). Keep it on loopback unless
+    /// executors on other machines need it.
+    #[arg(long, env = "SHERATAN_DATA_ADDR", default_value = "127.0.0.1:8788")]
+    pub data_addr: SocketAddr,
+
+    /// The mesh secret. Unset: read $SHERATAN_HOME/hub_token, generating it at first start.
+    #[arg(long, env = "SHERATAN_HUB_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+
+    /// 0 disables authentication (for throwaway experiments only).
+    #[arg(long, env = "SHERATAN_HUB_TOKEN_REQUIRED", default_value = "1", value_parser = parse_flag)]
+    pub token_required: bool,
+
+    /// The token to rotate to; both are accepted until SHERATAN_HUB_TOKEN_ROTATION_UNTIL.
+    #[arg(long, env = "SHERATAN_HUB_TOKEN_NEXT", hide_env_values = true)]
+    pub token_next: Option<String>,
+
+    /// When the rotation finalizes: RFC 3339 (2026-12-01T00:00:00Z) or Unix seconds.
+    #[arg(long, env = "SHERATAN_HUB_TOKEN_ROTATION_UNTIL", value_parser = parse_time)]
+    pub token_rotation_until: Option<OffsetDateTime>,
+
+    /// Seconds without a heartbeat before a node is STALE.
+    #[arg(long, env = "SHERATAN_NODE_TTL_SEC", default_value_t = 120.0)]
+    pub node_ttl_sec: f64,
+
+    /// Seconds without a heartbeat before a node is DEAD.
+    #[arg(long, env = "SHERATAN_NODE_DEAD_SEC", default_value_t = 600.0)]
+    pub node_dead_sec: f64,
+
+    /// Capability-hash changes within the window that raise SPOOF_SUSPECT.
+    #[arg(
+        long,
+        env = "SHERATAN_ATTESTATION_SPOOF_THRESHOLD",
+        default_value_t = 3
+    )]
+    pub attestation_spoof_threshold: u32,
+
+    /// The SPOOF_SUSPECT window in seconds.
+    #[arg(
+        long,
+        env = "SHERATAN_ATTESTATION_SPOOF_WINDOW_SEC",
+        default_value_t = 600.0
+    )]
+    pub attestation_spoof_window_sec: f64,
+
+    /// Request bodies above this many bytes get 413 PAYLOAD_TOO_LARGE.
+    #[arg(long, env = "SHERATAN_MAX_BODY_BYTES", default_value_t = 1024 * 1024)]
+    pub max_body_bytes: usize,
+
+    /// The registry snapshot is written at most this often (milliseconds).
+    #[arg(long, env = "SHERATAN_REGISTRY_FLUSH_MS", default_value_t = 1000)]
+    pub registry_flush_ms: u64,
+
+    /// The heartbeat interval the hub asks nodes to keep (seconds).
+    #[arg(long, env = "SHERATAN_HEARTBEAT_INTERVAL_SEC", default_value_t = 12)]
+    pub heartbeat_interval_sec: u32,
+
+    /// The audit log rotates when it would grow past this many bytes.
+    #[arg(long, env = "SHERATAN_AUDIT_MAX_BYTES", default_value_t = 10 * 1024 * 1024)]
+    pub audit_max_bytes: u64,
+
+    /// Identical audit events within this many seconds fold into one line with a count.
+    #[arg(long, env = "SHERATAN_AUDIT_FOLD_WINDOW_SEC", default_value_t = 10.0)]
+    pub audit_fold_window_sec: f64,
+}
+
+fn parse_flag(s: &str) -> Result<bool, String> {
+    match s.trim().to_ascii_lowercase().as_str() {
+        "1" | "true" | "yes" | "on" => Ok(true),
+        "0" | "false" | "no" | "off" => Ok(false),
+        other => Err(format!("expected 1 or 0, got {other:?}")),
+    }
+}
+
+pub fn parse_time(s: &str) -> Result<OffsetDateTime, String> {
+    let s = s.trim();
+    if let Ok(secs) = s.parse::<i64>() {
+        return OffsetDateTime::from_unix_timestamp(secs).map_err(|e| e.to_string());
+    }
+    OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339)
+        .map_err(|e| format!("expected RFC 3339 (2026-12-01T00:00:00Z) or Unix seconds: {e}"))
+}
+
+fn secs(name: &str, v: f64) -> Result<Duration, String> {
+    Duration::try_from_secs_f64(v)
+        .map_err(|_| format!("{name} must be a non-negative number of seconds"))
+}
+
+impl HubArgs {
+    /// Plain, validated configuration; binds nothing.
+    pub fn to_config(&self) -> Result<HubConfig, String> {
+        let tokens = TokenConfig {
+            token: self.token.clone().map(Secret::new),
+            required: self.token_required,
+            next: self.token_next.clone().map(Secret::new),
+            rotation_until: self.token_rotation_until,
+        };
+        let mut config = HubConfig::new(self.home.home.clone(), tokens);
+        config.planes = match self.plane {
+            PlaneArg::Both => Planes::Both,
+            PlaneArg::Control => Planes::Control,
+            PlaneArg::Data => Planes::Data,
+        };
+        config.control_addr = self.control_addr;
+        config.data_addr = self.data_addr;
+        config.node_ttl = secs("SHERATAN_NODE_TTL_SEC", self.node_ttl_sec)?;
+        config.node_dead = secs("SHERATAN_NODE_DEAD_SEC", self.node_dead_sec)?;
+        config.spoof_threshold = self.attestation_spoof_threshold;
+        config.spoof_window = secs(
+            "SHERATAN_ATTESTATION_SPOOF_WINDOW_SEC",
+            self.attestation_spoof_window_sec,
+        )?;
+        config.max_body_bytes = self.max_body_bytes;
+        config.registry_flush_interval = Duration::from_millis(self.registry_flush_ms.max(10));
+        config.heartbeat_interval_s = self.heartbeat_interval_sec.max(1);
+        config.audit_max_bytes = self.audit_max_bytes;
+        config.audit_fold_window =
+            secs("SHERATAN_AUDIT_FOLD_WINDOW_SEC", self.audit_fold_window_sec)?;
+        config.validate()?;
+        Ok(config)
+    }
+}

@@ -1,0 +1,93 @@
+//! Helpers shared by the integration tests.
+
+use std::time::Duration;
+
+use reqwest::{Method, StatusCode};
+use serde_json::Value;
+use sheratan_testkit::HubBuilder;
+
+pub fn hub() -> HubBuilder {
+    HubBuilder::new(env!("CARGO_BIN_EXE_sheratan"))
+}
+
+pub fn http() -> reqwest::Client {
+    reqwest::Client::builder()
+        .timeout(Duration::from_secs(20))
+        .build()
+        .expect("build an HTTP client")
+}
+
+/// How a request presents its token.
+#[derive(Clone, Copy)]
+pub enum Auth<'a> {
+    None,
+    Bearer(&'a str),
+    Header(&'a str),
+}
+
+pub async fn call(
+    method: Method,
+    url: &str,
+    auth: Auth<'_>,
+    body: Option<&str>,
+) -> (StatusCode, Value) {
+    let mut req = http().request(method, url);
+    req = match auth {
+        Auth::None => req,
+        Auth::Bearer(t) => req.bearer_auth(t),
+        Auth::Header(t) => req.header("X-Sheratan-Token", t),
+    };
+    if let Some(body) = body {
+        req = req
+            .header("content-type", "application/json")
+            .body(body.to_owned());
+    }
+    let response = req.send().await.expect("the hub answers");
+    let status = response.status();
+    let text = response.text().await.expect("read the body");
+    let value = serde_json::from_str(&text).unwrap_or(Value::String(text));
+    (status, value)
+}
+
+pub async fn get(url: &str, auth: Auth<'_>) -> (StatusCode, Value) {
+    call(Method::GET, url, auth, None).await
+}
+
+pub async fn post(url: &str, auth: Auth<'_>, body: &str) -> (StatusCode, Value) {
+    call(Method::POST, url, auth, Some(body)).await
+}
+
+/// Asserts the contract's error body with `code`, and returns its message and hint.
+#[track_caller]
+pub fn assert_error(
+    status: StatusCode,
+    body: &Value,
+    want_status: u16,
+    code: &str,
+) -> (String, String) {
+    assert_eq!(status.as_u16(), want_status, "status; body: {body}");
+    assert_eq!(body["error"]["code"], code, "code; body: {body}");
+    let message = body["error"]["message"]
+        .as_str()
+        .expect("message is a string")
+        .to_owned();
+    let hint = body["error"]["hint"]
+        .as_str()
+        .expect("hint is a string")
+        .to_owned();
+    assert!(!message.is_empty(), "empty message: {body}");
+    (message, hint)
+}
+
+pub fn heartbeat_body(node_id: &str) -> String {
+    serde_json::json!({
+        "node_id": node_id,
+        "role": "worker",
+        "capabilities": ["echo", "sleep"],
+        "build_id": "0.1.0+test",
+        "capability_hash": "h1",
+        "runtime": {"os": "linux", "arch": "x86_64"},
+        "load": {"inflight": 0, "capacity": 4}
+    })
+    .to_string()
+}

@@ -1,0 +1,9 @@
+//! Integration tests of the `sheratan` binary: real processes on real loopback sockets.
+
+mod common;
+mod control_auth;
+mod hostile;
+mod lifecycle;
+mod ports;
+mod registry;
+mod rotation;

@@ -1,0 +1,176 @@
+//! Dual-token rotation (DESIGN §4): both tokens before the deadline, a timer that finalizes
+//! while the hub runs, the old token refused and counted afterwards, and state that survives
+//! restarts.
+
+use std::time::Duration;
+
+use reqwest::StatusCode;
+use sheratan_proto::EventKind;
+use sheratan_testkit::count_events;
+use time::OffsetDateTime;
+
+use crate::common::*;
+
+const A: &str = "token-a-0123456789abcdef";
+const B: &str = "token-b-0123456789abcdef";
+
+fn rfc3339(t: OffsetDateTime) -> String {
+    t.format(&time::format_description::well_known::Rfc3339)
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rotation_finalizes_on_a_timer_while_the_hub_runs() {
+    let until = OffsetDateTime::now_utc() + time::Duration::seconds(4);
+    let mut hub = hub()
+        .env("SHERATAN_HUB_TOKEN", A)
+        .env("SHERATAN_HUB_TOKEN_NEXT", B)
+        .env("SHERATAN_HUB_TOKEN_ROTATION_UNTIL", rfc3339(until))
+        .start();
+    let nodes = format!("{}/v1/nodes", hub.control_url);
+
+    // Before the deadline both tokens work; the next token is noticed once per source.
+    assert_eq!(get(&nodes, Auth::Bearer(A)).await.0, StatusCode::OK);
+    for _ in 0..5 {
+        assert_eq!(get(&nodes, Auth::Header(B)).await.0, StatusCode::OK);
+    }
+    let (_, metrics) = get(
+        &format!("{}/metrics?format=json", hub.control_url),
+        Auth::Bearer(A),
+    )
+    .await;
+    assert_eq!(metrics["token.rotation_active"], 1);
+
+    // No request is sent meanwhile: only the timer can finalize the rotation.
+    let records = hub.wait_audit(Duration::from_secs(20), |r| {
+        count_events(r, EventKind::TokenRotationFinalized) == 1
+    });
+    assert_eq!(count_events(&records, EventKind::TokenAcceptedNext), 1);
+    assert_eq!(count_events(&records, EventKind::TokenRetired), 1);
+    assert!(OffsetDateTime::now_utc() >= until);
+
+    let (status, body) = get(&nodes, Auth::Bearer(A)).await;
+    let (message, hint) = assert_error(status, &body, 403, "AUTH_FAIL");
+    assert!(message.contains("retired"), "{message}");
+    assert!(hint.contains("new token"), "{hint}");
+    assert_eq!(get(&nodes, Auth::Bearer(B)).await.0, StatusCode::OK);
+    let (_, metrics) = get(
+        &format!("{}/metrics?format=json", hub.control_url),
+        Auth::Bearer(B),
+    )
+    .await;
+    assert_eq!(metrics["auth_failure.old_token_1m"], 1);
+    assert_eq!(metrics["auth_failure.invalid_1m"], 0);
+    assert_eq!(metrics["token.rotation_active"], 0);
+
+    // A restart with the same (now stale) environment keeps the outcome and emits nothing new.
+    hub.restart();
+    let nodes = format!("{}/v1/nodes", hub.control_url);
+    assert_eq!(get(&nodes, Auth::Bearer(A)).await.0, StatusCode::FORBIDDEN);
+    assert_eq!(get(&nodes, Auth::Bearer(B)).await.0, StatusCode::OK);
+    // And so does one where the operator has moved the environment to the new token.
+    hub.set_env("SHERATAN_HUB_TOKEN", B);
+    hub.remove_env("SHERATAN_HUB_TOKEN_NEXT");
+    hub.remove_env("SHERATAN_HUB_TOKEN_ROTATION_UNTIL");
+    hub.restart();
+    let nodes = format!("{}/v1/nodes", hub.control_url);
+    let (status, body) = get(&nodes, Auth::Bearer(A)).await;
+    let (message, _) = assert_error(status, &body, 403, "AUTH_FAIL");
+    assert!(message.contains("retired"), "{message}");
+    assert_eq!(get(&nodes, Auth::Bearer(B)).await.0, StatusCode::OK);
+    let records = hub.audit_records();
+    assert_eq!(count_events(&records, EventKind::TokenRotationFinalized), 1);
+    assert_eq!(count_events(&records, EventKind::TokenRetired), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rotation_started_on_the_admin_path_survives_restarts_and_updates_the_token_file() {
+    let mut hub = hub().start();
+    let old = hub.token();
+    let rotation = format!("{}/admin/token-rotation", hub.data_url);
+
+    // Validation first: the deadline must be in the future, the token new and non-empty.
+    let past = rfc3339(OffsetDateTime::now_utc() - time::Duration::hours(1));
+    let (status, body) = post(
+        &rotation,
+        Auth::Bearer(&old),
+        &format!(r#"{{"next_token":"{B}","until":"{past}"}}"#),
+    )
+    .await;
+    assert_error(status, &body, 400, "INVALID_REQUEST");
+    let (status, body) = post(
+        &rotation,
+        Auth::Bearer(&old),
+        &format!(r#"{{"next_token":"{old}","until":"2099-01-01T00:00:00Z"}}"#),
+    )
+    .await;
+    assert_error(status, &body, 400, "INVALID_REQUEST");
+    let (status, body) = post(
+        &rotation,
+        Auth::Bearer(&old),
+        r#"{"until":"2099-01-01T00:00:00Z"}"#,
+    )
+    .await;
+    let (message, _) = assert_error(status, &body, 400, "INVALID_REQUEST");
+    assert!(message.contains("next_token"), "{message}");
+    let (status, body) = post(
+        &rotation,
+        Auth::Bearer(&old),
+        &format!(r#"{{"next_token":"{B}","until":"soon"}}"#),
+    )
+    .await;
+    let (message, _) = assert_error(status, &body, 400, "INVALID_REQUEST");
+    assert!(message.contains("until"), "{message}");
+
+    let later = rfc3339(OffsetDateTime::now_utc() + time::Duration::hours(1));
+    let (status, body) = post(
+        &rotation,
+        Auth::Bearer(&old),
+        &format!(r#"{{"next_token":"{B}","until":"{later}"}}"#),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["active"], true);
+
+    hub.restart();
+    let nodes = format!("{}/v1/nodes", hub.control_url);
+    assert_eq!(get(&nodes, Auth::Bearer(&old)).await.0, StatusCode::OK);
+    assert_eq!(get(&nodes, Auth::Bearer(B)).await.0, StatusCode::OK);
+
+    // Replace it with a rotation that ends in two seconds; the token file follows the rotation.
+    let soon = rfc3339(OffsetDateTime::now_utc() + time::Duration::seconds(2));
+    let rotation = format!("{}/admin/token-rotation", hub.data_url);
+    let (status, body) = post(
+        &rotation,
+        Auth::Bearer(&old),
+        &format!(r#"{{"next_token":"{B}","until":"{soon}"}}"#),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    hub.wait_audit(Duration::from_secs(20), |r| {
+        count_events(r, EventKind::TokenRotationFinalized) == 1
+    });
+    assert_eq!(hub.token(), B, "hub_token now holds the new token");
+
+    hub.restart();
+    let nodes = format!("{}/v1/nodes", hub.control_url);
+    assert_eq!(get(&nodes, Auth::Bearer(B)).await.0, StatusCode::OK);
+    let (status, body) = get(&nodes, Auth::Bearer(&old)).await;
+    let (message, _) = assert_error(status, &body, 403, "AUTH_FAIL");
+    assert!(message.contains("retired"), "{message}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deadline_already_past_at_start_finalizes_at_once() {
+    let hub = hub()
+        .env("SHERATAN_HUB_TOKEN", A)
+        .env("SHERATAN_HUB_TOKEN_NEXT", B)
+        .env("SHERATAN_HUB_TOKEN_ROTATION_UNTIL", "1000000000")
+        .start();
+    let nodes = format!("{}/v1/nodes", hub.control_url);
+    assert_eq!(get(&nodes, Auth::Bearer(B)).await.0, StatusCode::OK);
+    assert_eq!(get(&nodes, Auth::Bearer(A)).await.0, StatusCode::FORBIDDEN);
+    hub.wait_audit(Duration::from_secs(5), |r| {
+        count_events(r, EventKind::TokenRotationFinalized) == 1
+    });
+}
