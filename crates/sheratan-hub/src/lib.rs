@@ -18,6 +18,7 @@ pub mod http;
 pub mod metrics;
 pub mod persist;
 pub mod registry;
+pub mod snapshot;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -167,6 +168,13 @@ impl HubState {
                 Kind::Gauge,
                 "registry.snapshot_seconds",
                 snapshot.last_duration.as_secs_f64(),
+            ),
+            Family::single(
+                "sheratan_registry_snapshot_last_start_timestamp_seconds",
+                "When the last registry snapshot write started (Unix seconds).",
+                Kind::Gauge,
+                "registry.snapshot_last_start_unix_s",
+                snapshot.last_started_unix_s,
             ),
             Family::single(
                 "sheratan_registry_snapshot_bytes",

@@ -1,7 +1,7 @@
 //! Crash-safe small-file writes: a reader sees the old file or the new one, never a torn mix.
 
 use std::fs::{self, File, OpenOptions};
-use std::io::{self, Write};
+use std::io::{self, BufWriter, Write};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 
@@ -9,6 +9,16 @@ use std::path::Path;
 /// the target, fsync the directory (so the rename itself survives a power loss). `mode` is the
 /// permission of the new file, e.g. 0o600 for secrets.
 pub fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> io::Result<()> {
+    write_atomic_with(path, mode, |out| out.write_all(bytes))
+}
+
+/// Like [`write_atomic`], with the content streamed by `fill` into a buffered writer, so a
+/// large file never has to exist in memory whole.
+pub fn write_atomic_with(
+    path: &Path,
+    mode: u32,
+    fill: impl FnOnce(&mut BufWriter<File>) -> io::Result<()>,
+) -> io::Result<()> {
     let dir = path.parent().unwrap_or_else(|| Path::new("."));
     let name = path
         .file_name()
@@ -19,13 +29,15 @@ pub fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> io::Result<()> {
         std::process::id()
     ));
     let result = (|| {
-        let mut file = OpenOptions::new()
+        let file = OpenOptions::new()
             .write(true)
             .create(true)
             .truncate(true)
             .mode(mode)
             .open(&tmp)?;
-        file.write_all(bytes)?;
+        let mut out = BufWriter::with_capacity(256 * 1024, file);
+        fill(&mut out)?;
+        let file = out.into_inner().map_err(|e| e.into_error())?;
         file.sync_all()?;
         fs::rename(&tmp, path)?;
         File::open(dir)?.sync_all()

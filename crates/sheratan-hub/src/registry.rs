@@ -3,34 +3,35 @@
 //!
 //! A heartbeat is the hottest request of the control plane, so it touches one shard's lock
 //! for the time of a few comparisons, allocates nothing when the node repeats itself, and
-//! never writes to disk: it only marks the table dirty. A background task writes the whole
+//! never writes to disk: it only marks the table changed. A background task writes the whole
 //! table at most about once a second (less often when a write takes long), cloning each shard
 //! under its lock (cheap: the strings are shared) and serializing outside of it.
 
 use std::collections::HashMap;
 use std::fs;
 use std::hash::BuildHasher;
-use std::io;
+use std::io::{self, Write};
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use serde::{Deserialize, Serialize};
 use sheratan_proto::control::{HeartbeatRequest, HeartbeatResponse, NodeStatus, NodeView, Role};
 use sheratan_proto::{EventKind, Plane};
 use sheratan_store::Clock;
 use sheratan_store::registry::{Interner, NodeRecord, Observation, RegistryPolicy, Signal, health};
-use time::OffsetDateTime;
 use tokio_util::sync::CancellationToken;
 
 use crate::audit::{AuditLog, Event};
-use crate::persist::write_atomic;
+use crate::persist::write_atomic_with;
+use crate::snapshot::{self, Row, StringTable};
 
 pub const REGISTRY_FILE: &str = "nodes_registry.json";
 
-const SHARDS: usize = 64;
+const SHARDS: usize = 1024;
+/// Shards swept between two yields to the runtime.
+const SWEEP_SLICE: usize = 64;
 
 /// Limits on what a heartbeat may carry, so one node cannot make the registry large.
 pub const MAX_CAPABILITIES: usize = 256;
@@ -49,25 +50,33 @@ pub struct SnapshotStats {
     pub last_duration: Duration,
     pub last_nodes: usize,
     pub last_bytes: usize,
+    /// Wall-clock start of the last write, Unix seconds (so a benchmark can tell which of its
+    /// requests overlapped a write).
+    pub last_started_unix_s: f64,
 }
 
-#[derive(Serialize)]
-struct SnapshotOut<'a> {
-    format: u32,
-    #[serde(with = "time::serde::rfc3339")]
-    written_at: OffsetDateTime,
-    nodes: &'a [NodeRecord],
+/// What the snapshot writer receives: rows a shard at a time, then the tables they index.
+enum Batch {
+    Rows(Vec<Row>),
+    Tables(Box<StringTable>),
 }
 
-#[derive(Deserialize)]
-struct SnapshotIn {
-    format: u32,
-    #[serde(with = "time::serde::rfc3339")]
-    written_at: OffsetDateTime,
-    nodes: Vec<NodeRecord>,
+/// Counts the bytes that pass through, for the snapshot size metric.
+struct CountingWriter<W> {
+    inner: W,
+    count: usize,
 }
 
-const SNAPSHOT_FORMAT: u32 = 1;
+impl<W: Write> Write for CountingWriter<W> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        self.count += n;
+        Ok(n)
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        self.inner.flush()
+    }
+}
 
 pub struct Registry {
     shards: Box<[Shard]>,
@@ -77,8 +86,17 @@ pub struct Registry {
     clock: Arc<dyn Clock>,
     audit: AuditLog,
     path: PathBuf,
-    dirty: AtomicBool,
+    /// Something beyond liveness changed since the last snapshot (a new node, a new
+    /// fingerprint, a status transition): written at the next flush.
+    changed: AtomicBool,
+    /// Only last-seen times and loads changed: written at the slower liveness cadence.
+    refreshed: AtomicBool,
+    /// How often liveness-only changes are written: TTL/4, between the flush interval and 30 s.
+    liveness_interval: Mutex<Duration>,
+    last_write: Mutex<Option<Instant>>,
     heartbeats: AtomicU64,
+    /// Nodes by reported status: [online, stale, dead].
+    status_counts: [AtomicU64; 3],
     stats: Mutex<SnapshotStats>,
     /// Serializes snapshot writers (the timer and a shutdown flush).
     write_lock: Mutex<()>,
@@ -107,8 +125,12 @@ impl Registry {
             clock,
             audit,
             path: home.join(REGISTRY_FILE),
-            dirty: AtomicBool::new(false),
+            changed: AtomicBool::new(false),
+            refreshed: AtomicBool::new(false),
+            liveness_interval: Mutex::new(policy.ttl / 4),
+            last_write: Mutex::new(None),
             heartbeats: AtomicU64::new(0),
+            status_counts: Default::default(),
             stats: Mutex::new(SnapshotStats::default()),
             write_lock: Mutex::new(()),
         };
@@ -128,26 +150,18 @@ impl Registry {
                 return;
             }
         };
-        let snapshot: SnapshotIn = match serde_json::from_slice(&bytes) {
-            Ok(s) => s,
-            Err(err) => {
-                self.set_aside(&format!("not a registry snapshot: {err}"));
+        let loaded = match snapshot::decode(&bytes, &self.interner) {
+            Ok(loaded) => loaded,
+            Err(why) => {
+                self.set_aside(&why);
                 return;
             }
         };
-        if snapshot.format != SNAPSHOT_FORMAT {
-            self.set_aside(&format!("unknown snapshot format {}", snapshot.format));
-            return;
-        }
         let started_at = self.clock.now();
-        let count = snapshot.nodes.len();
-        for mut record in snapshot.nodes {
-            if sheratan_proto::ids::validate_node_id(&record.node_id).is_err() {
-                continue;
-            }
-            record.share_strings(&self.interner);
-            record.node_id = self.interner.intern(&record.node_id);
-            record.restore(snapshot.written_at, started_at, &self.policy);
+        let count = loaded.records.len();
+        for mut record in loaded.records {
+            record.restore(loaded.written_at, started_at, &self.policy);
+            self.count_transition(None, record.reported_status);
             let key = record.node_id.clone();
             self.shard(&key)
                 .lock()
@@ -218,19 +232,27 @@ impl Registry {
             load: req.load,
         };
         let now = self.clock.now();
-        let (signals, status, attestation) = {
+        let (signals, changed, status, attestation) = {
             let mut shard = self
                 .shard(&req.node_id)
                 .lock()
                 .expect("registry shard lock");
-            let signals = match shard.get_mut(req.node_id.as_str()) {
-                Some(record) => record.observe(&obs, now, &self.policy, &self.interner),
+            let (signals, changed) = match shard.get_mut(req.node_id.as_str()) {
+                Some(record) => {
+                    let reported = record.reported_status;
+                    let observed = record.observe(&obs, now, &self.policy, &self.interner);
+                    if reported != NodeStatus::Online {
+                        self.count_transition(Some(reported), NodeStatus::Online);
+                    }
+                    (observed.signals, observed.changed)
+                }
                 None => {
                     let key = self.interner.intern(&req.node_id);
                     let (record, signal) =
                         NodeRecord::first(key.clone(), &obs, now, &self.interner);
                     shard.insert(key, record);
-                    vec![signal]
+                    self.count_transition(None, NodeStatus::Online);
+                    (vec![signal], true)
                 }
             };
             let record = shard
@@ -238,12 +260,17 @@ impl Registry {
                 .expect("the entry was just updated or inserted under this lock");
             (
                 signals,
+                changed,
                 record.status_at(now, &self.policy),
                 record.attestation(),
             )
         };
         self.heartbeats.fetch_add(1, Ordering::Relaxed);
-        self.dirty.store(true, Ordering::Relaxed);
+        if changed {
+            self.changed.store(true, Ordering::Relaxed);
+        } else {
+            self.refreshed.store(true, Ordering::Relaxed);
+        }
         for signal in signals {
             self.report(signal, &req.node_id, Some(remote));
         }
@@ -312,21 +339,19 @@ impl Registry {
     }
 
     /// Node counts by status: [online, stale, dead].
+    ///
+    /// Kept up to date by heartbeats (new and recovered nodes) and the sweeper (nodes turning
+    /// STALE or DEAD), so a scrape costs nothing however large the registry; a worsening
+    /// transition shows here within one sweep interval (at most a second).
     pub fn counts(&self) -> [u64; 3] {
-        let now = self.clock.now();
-        let mut counts = [0u64; 3];
-        for shard in self.shards.iter() {
-            let shard = shard.lock().expect("registry shard lock");
-            for record in shard.values() {
-                let i = match record.status_at(now, &self.policy) {
-                    NodeStatus::Online => 0,
-                    NodeStatus::Stale => 1,
-                    NodeStatus::Dead => 2,
-                };
-                counts[i] += 1;
-            }
+        std::array::from_fn(|i| self.status_counts[i].load(Ordering::Relaxed))
+    }
+
+    fn count_transition(&self, from: Option<NodeStatus>, to: NodeStatus) {
+        if let Some(from) = from {
+            self.status_counts[rank(from) as usize].fetch_sub(1, Ordering::Relaxed);
         }
-        counts
+        self.status_counts[rank(to) as usize].fetch_add(1, Ordering::Relaxed);
     }
 
     pub fn heartbeats(&self) -> u64 {
@@ -341,27 +366,38 @@ impl Registry {
         record.accept_attestation();
         let view = record.view(now, &self.policy);
         drop(shard);
-        self.dirty.store(true, Ordering::Relaxed);
+        self.changed.store(true, Ordering::Relaxed);
         tracing::info!(node_id, "attestation accepted as the new baseline");
         Some(view)
     }
 
     /// Reports each node that turned STALE or DEAD since the last sweep, once.
-    pub fn sweep(&self) {
+    ///
+    /// Works through the shards in slices and yields between them, so a sweep of 100,000
+    /// nodes never holds a runtime worker for more than a few dozen microseconds.
+    pub async fn sweep(&self) {
+        for first in (0..SHARDS).step_by(SWEEP_SLICE) {
+            self.sweep_shards(first..(first + SWEEP_SLICE).min(SHARDS));
+            tokio::task::yield_now().await;
+        }
+    }
+
+    fn sweep_shards(&self, shards: std::ops::Range<usize>) {
         let now = self.clock.now();
         let mut transitions = Vec::new();
-        for shard in self.shards.iter() {
+        for shard in &self.shards[shards] {
             let mut shard = shard.lock().expect("registry shard lock");
             for record in shard.values_mut() {
                 let status = record.status_at(now, &self.policy);
                 if rank(status) > rank(record.reported_status) {
                     transitions.push((record.node_id.clone(), status, record.age_at(now)));
+                    self.count_transition(Some(record.reported_status), status);
                     record.reported_status = status;
                 }
             }
         }
         if !transitions.is_empty() {
-            self.dirty.store(true, Ordering::Relaxed);
+            self.changed.store(true, Ordering::Relaxed);
         }
         for (node_id, status, age) in transitions {
             let kind = match status {
@@ -383,20 +419,29 @@ impl Registry {
         }
     }
 
-    /// Writes the snapshot if anything changed since the last write (or the file went
-    /// missing). Blocking: call it from a blocking thread.
-    pub fn snapshot_if_dirty(&self) -> io::Result<Option<SnapshotStats>> {
+    /// Whether a snapshot is due: something changed since the last write, or only liveness
+    /// changed and the liveness interval has passed, or the file went missing. Clears the
+    /// flags it consumes; a failed write sets them again.
+    ///
+    /// Liveness-only changes (a node repeating its heartbeat) are written at a slower cadence
+    /// because after a restart every node that was ONLINE gets a full TTL of grace anyway:
+    /// last-seen times a few seconds old lose nothing, and a 100k-node registry is not
+    /// rewritten every second for timestamps alone.
+    fn snapshot_due(&self) -> bool {
         let missing = !self.path.exists();
-        if !self.dirty.swap(false, Ordering::AcqRel) && !missing {
-            return Ok(None);
+        let interval = *self.liveness_interval.lock().expect("interval lock");
+        let liveness_due = self.refreshed.load(Ordering::Relaxed)
+            && self
+                .last_write
+                .lock()
+                .expect("last write lock")
+                .is_none_or(|at| at.elapsed() >= interval);
+        let changed = self.changed.swap(false, Ordering::AcqRel);
+        if !(changed || liveness_due || (missing && !self.is_empty())) {
+            return false;
         }
-        if missing && self.is_empty() {
-            return Ok(None);
-        }
-        self.write_snapshot().map(Some).inspect_err(|_| {
-            // Try again next time.
-            self.dirty.store(true, Ordering::Relaxed);
-        })
+        self.refreshed.store(false, Ordering::Relaxed);
+        true
     }
 
     fn is_empty(&self) -> bool {
@@ -405,36 +450,105 @@ impl Registry {
             .all(|s| s.lock().expect("registry shard lock").is_empty())
     }
 
-    /// Writes the whole registry now. Blocking.
+    /// One shard's entries captured for the snapshot, under its lock: plain data is copied
+    /// and shared strings become table indices (no reference counts are touched).
+    fn capture_shard(&self, shard: usize, table: &mut StringTable) -> Vec<Row> {
+        self.shards[shard]
+            .lock()
+            .expect("registry shard lock")
+            .values()
+            .map(|record| Row::capture(record, table))
+            .collect()
+    }
+
+    /// Writes the whole registry now, from the calling thread. Blocking.
     pub fn write_snapshot(&self) -> io::Result<SnapshotStats> {
+        let mut table = StringTable::default();
+        let mut next = 0;
+        let mut done = false;
+        self.write_snapshot_from(|| {
+            if next < SHARDS {
+                next += 1;
+                Some(Batch::Rows(self.capture_shard(next - 1, &mut table)))
+            } else if !done {
+                done = true;
+                Some(Batch::Tables(Box::new(std::mem::take(&mut table))))
+            } else {
+                None
+            }
+        })
+    }
+
+    /// Streams the snapshot file from batches of rows and, last, the string table, so
+    /// neither the file nor a copy of the registry ever sits in memory whole.
+    fn write_snapshot_from(
+        &self,
+        mut next_batch: impl FnMut() -> Option<Batch>,
+    ) -> io::Result<SnapshotStats> {
         let _writer = self.write_lock.lock().expect("snapshot writer lock");
         let started = Instant::now();
-        let mut nodes = Vec::new();
-        for shard in self.shards.iter() {
-            let shard = shard.lock().expect("registry shard lock");
-            nodes.extend(shard.values().cloned());
-        }
-        let bytes = serde_json::to_vec(&SnapshotOut {
-            format: SNAPSHOT_FORMAT,
-            written_at: self.clock.now(),
-            nodes: &nodes,
-        })
-        .map_err(io::Error::other)?;
-        let result = write_atomic(&self.path, &bytes, 0o644);
+        let written_at = self.clock.now();
+        let mut nodes = 0usize;
+        let mut bytes = 0usize;
+        let result = write_atomic_with(&self.path, 0o644, |out| {
+            let mut counting = CountingWriter {
+                inner: out,
+                count: 0,
+            };
+            let mut writer = snapshot::Writer::begin(&mut counting, written_at)?;
+            let mut tables = StringTable::default();
+            while let Some(batch) = next_batch() {
+                match batch {
+                    Batch::Rows(rows) => writer.rows(&rows)?,
+                    Batch::Tables(table) => tables = *table,
+                }
+            }
+            nodes = writer.finish(&tables)?;
+            bytes = counting.count;
+            Ok(())
+        });
         let mut stats = self.stats.lock().expect("snapshot stats lock");
         match result {
             Ok(()) => {
+                *self.last_write.lock().expect("last write lock") = Some(started);
                 stats.writes += 1;
+                stats.last_started_unix_s = unix_now_s() - started.elapsed().as_secs_f64();
                 stats.last_duration = started.elapsed();
-                stats.last_nodes = nodes.len();
-                stats.last_bytes = bytes.len();
+                stats.last_nodes = nodes;
+                stats.last_bytes = bytes;
                 Ok(*stats)
             }
             Err(err) => {
                 stats.failures += 1;
+                // Try again at the next flush.
+                self.changed.store(true, Ordering::Relaxed);
                 Err(err)
             }
         }
+    }
+
+    /// Writes a snapshot through the low-priority writer thread. Rows are captured here, on
+    /// the caller's (normal-priority) thread, a shard at a time, and handed over: the writer
+    /// never takes a registry lock, so it can never stall a heartbeat while the kernel has it
+    /// parked behind busier threads.
+    async fn snapshot_via(&self, writer: &SnapshotThread) -> io::Result<SnapshotStats> {
+        let (tx, rx) = tokio::sync::mpsc::channel(4);
+        let reply = writer.begin(rx)?;
+        let mut table = StringTable::default();
+        for shard in 0..SHARDS {
+            let rows = self.capture_shard(shard, &mut table);
+            if tx.send(Batch::Rows(rows)).await.is_err() {
+                // The writer gave up; its reply says why.
+                break;
+            }
+            // A shard takes tens of microseconds to capture; let requests run in between.
+            tokio::task::yield_now().await;
+        }
+        let _ = tx.send(Batch::Tables(Box::new(table))).await;
+        drop(tx);
+        reply
+            .await
+            .map_err(|_| io::Error::other("the snapshot thread stopped"))?
     }
 
     pub fn snapshot_stats(&self) -> SnapshotStats {
@@ -449,44 +563,104 @@ impl Registry {
     ) {
         let sweep_every =
             (self.policy.ttl / 4).clamp(Duration::from_millis(100), Duration::from_secs(1));
+        *self.liveness_interval.lock().expect("interval lock") = (self.policy.ttl / 4)
+            .min(Duration::from_secs(30))
+            .max(flush_interval);
         let mut sweep = tokio::time::interval(sweep_every);
         sweep.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut next_flush = tokio::time::Instant::now() + flush_interval;
+        let writer = SnapshotThread::start(self.clone());
         loop {
             tokio::select! {
                 () = shutdown.cancelled() => break,
-                _ = sweep.tick() => self.sweep(),
+                _ = sweep.tick() => self.sweep().await,
                 () = tokio::time::sleep_until(next_flush) => {
-                    let me = self.clone();
-                    let outcome = tokio::task::spawn_blocking(move || me.snapshot_if_dirty()).await;
-                    let took = match outcome {
-                        Ok(Ok(Some(stats))) => stats.last_duration,
-                        Ok(Ok(None)) => Duration::ZERO,
-                        Ok(Err(err)) => {
-                            tracing::error!(%err, path = %self.path.display(), "cannot write the registry snapshot; will retry");
-                            Duration::ZERO
+                    let mut took = Duration::ZERO;
+                    if self.snapshot_due() {
+                        match self.snapshot_via(&writer).await {
+                            Ok(stats) => took = stats.last_duration,
+                            Err(err) => tracing::error!(%err, path = %self.path.display(), "cannot write the registry snapshot; will retry"),
                         }
-                        Err(err) => {
-                            tracing::error!(%err, "the registry snapshot task failed");
-                            Duration::ZERO
-                        }
-                    };
+                    }
                     // Coalesce harder when writes are slow, so snapshots never take more than
                     // about a fifth of the time.
                     next_flush = tokio::time::Instant::now() + flush_interval.max(took * 4);
                 }
             }
         }
-        let me = self.clone();
-        match tokio::task::spawn_blocking(move || me.write_snapshot()).await {
-            Ok(Ok(stats)) => tracing::info!(
+        match self.snapshot_via(&writer).await {
+            Ok(stats) => tracing::info!(
                 nodes = stats.last_nodes,
                 "registry snapshot written at shutdown"
             ),
-            Ok(Err(err)) => tracing::error!(%err, "cannot write the registry snapshot at shutdown"),
-            Err(err) => tracing::error!(%err, "the shutdown snapshot task failed"),
+            Err(err) => tracing::error!(%err, "cannot write the registry snapshot at shutdown"),
+        }
+        writer.stop().await;
+    }
+}
+
+type SnapshotReply = tokio::sync::oneshot::Sender<io::Result<SnapshotStats>>;
+type SnapshotJob = (tokio::sync::mpsc::Receiver<Batch>, SnapshotReply);
+
+/// The one thread that serializes and writes registry snapshots, at the lowest CPU priority
+/// (nice 19): on a busy machine the kernel runs heartbeats first and the snapshot in the gaps,
+/// so writing a 100k-node registry does not push heartbeat latency up.
+struct SnapshotThread {
+    tx: Option<std::sync::mpsc::Sender<SnapshotJob>>,
+    handle: Option<std::thread::JoinHandle<()>>,
+}
+
+impl SnapshotThread {
+    fn start(registry: Arc<Registry>) -> SnapshotThread {
+        let (tx, rx) = std::sync::mpsc::channel::<SnapshotJob>();
+        let handle = std::thread::Builder::new()
+            .name("registry-snapshot".into())
+            .spawn(move || {
+                if let Err(err) =
+                    rustix::process::setpriority_process(Some(rustix::thread::gettid()), 19)
+                {
+                    tracing::debug!(%err, "cannot lower the snapshot thread's priority");
+                }
+                while let Ok((mut batches, reply)) = rx.recv() {
+                    let outcome = registry.write_snapshot_from(|| batches.blocking_recv());
+                    let _ = reply.send(outcome);
+                }
+            })
+            .map_err(|err| tracing::error!(%err, "cannot start the registry snapshot thread"))
+            .ok();
+        SnapshotThread {
+            tx: handle.is_some().then_some(tx),
+            handle,
         }
     }
+
+    /// Hands a snapshot job to the thread; the receiver answers when the file is written.
+    fn begin(
+        &self,
+        batches: tokio::sync::mpsc::Receiver<Batch>,
+    ) -> io::Result<tokio::sync::oneshot::Receiver<io::Result<SnapshotStats>>> {
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        self.tx
+            .as_ref()
+            .ok_or_else(|| io::Error::other("the snapshot thread is not running"))?
+            .send((batches, reply))
+            .map_err(|_| io::Error::other("the snapshot thread stopped"))?;
+        Ok(answer)
+    }
+
+    async fn stop(mut self) {
+        self.tx = None;
+        if let Some(handle) = self.handle.take() {
+            let _ = tokio::task::spawn_blocking(move || handle.join()).await;
+        }
+    }
+}
+
+fn unix_now_s() -> f64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs_f64())
+        .unwrap_or(0.0)
 }
 
 fn rank(status: NodeStatus) -> u8 {

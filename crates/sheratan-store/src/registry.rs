@@ -9,7 +9,6 @@ use std::collections::{HashSet, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use serde::{Deserialize, Serialize};
 use sheratan_proto::control::{Attestation, FirstSeen, Health, Load, NodeStatus, NodeView, Role};
 use time::OffsetDateTime;
 
@@ -84,7 +83,7 @@ impl Interner {
 }
 
 /// The part of a heartbeat that attestation watches.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Fingerprint {
     pub build_id: Arc<str>,
     pub capability_hash: Arc<str>,
@@ -158,8 +157,17 @@ pub enum Signal {
     Recovered { from: NodeStatus },
 }
 
-/// One node's registry entry.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+/// What a heartbeat did to an entry.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Observed {
+    pub signals: Vec<Signal>,
+    /// Something beyond liveness (last seen, load) changed: role, address, capabilities,
+    /// fingerprint or status. Persisting such changes is more urgent than liveness.
+    pub changed: bool,
+}
+
+/// One node's registry entry. (Its file form is the hub's snapshot format.)
+#[derive(Debug, Clone)]
 pub struct NodeRecord {
     pub node_id: Arc<str>,
     pub role: Role,
@@ -167,16 +175,14 @@ pub struct NodeRecord {
     pub capabilities: Arc<[Arc<str>]>,
     /// What the last heartbeat said.
     pub current: Fingerprint,
-    /// What the first heartbeat said, or what an operator last accepted.
-    pub baseline: Fingerprint,
-    #[serde(with = "time::serde::rfc3339")]
+    /// What the first heartbeat said, or what an operator last accepted; `None` while it is
+    /// the same as `current` (the usual case: no second copy in memory or in the snapshot).
+    pub baseline: Option<Fingerprint>,
     pub first_seen_at: OffsetDateTime,
-    #[serde(with = "time::serde::rfc3339")]
     pub last_seen: OffsetDateTime,
     pub load: Load,
     pub spoof_suspect: bool,
     /// Unix milliseconds of recent capability-hash changes, oldest first, pruned to the window.
-    #[serde(default)]
     pub hash_changes: VecDeque<i64>,
     /// The status last reported by an event, so the sweeper reports each transition once.
     pub reported_status: NodeStatus,
@@ -184,7 +190,6 @@ pub struct NodeRecord {
     /// snapshot and not heard from since, whose hub downtime must not count (see [`restore`]).
     ///
     /// [`restore`]: NodeRecord::restore
-    #[serde(skip)]
     pub age_anchor: Option<OffsetDateTime>,
 }
 
@@ -207,7 +212,7 @@ impl NodeRecord {
             addr: obs.addr.map(|a| interner.intern(a)),
             capabilities: intern_list(obs.capabilities, interner),
             current: fingerprint.clone(),
-            baseline: fingerprint.clone(),
+            baseline: None,
             first_seen_at: now,
             last_seen: now,
             load: obs.load,
@@ -226,8 +231,9 @@ impl NodeRecord {
         now: OffsetDateTime,
         policy: &RegistryPolicy,
         interner: &Interner,
-    ) -> Vec<Signal> {
+    ) -> Observed {
         let mut signals = Vec::new();
+        let mut changed = false;
         let before = self.status_at(now, policy);
         if before != NodeStatus::Online || self.reported_status != NodeStatus::Online {
             signals.push(Signal::Recovered {
@@ -242,9 +248,13 @@ impl NodeRecord {
         self.last_seen = now;
         self.age_anchor = None;
         self.load = obs.load;
-        self.role = obs.role;
+        if self.role != obs.role {
+            self.role = obs.role;
+            changed = true;
+        }
         if self.addr.as_deref() != obs.addr {
             self.addr = obs.addr.map(|a| interner.intern(a));
+            changed = true;
         }
         if !self
             .capabilities
@@ -253,9 +263,11 @@ impl NodeRecord {
             .eq(obs.capabilities.iter().map(String::as_str))
         {
             self.capabilities = intern_list(obs.capabilities, interner);
+            changed = true;
         }
 
         if !self.current.matches(obs) {
+            changed = true;
             let next = Fingerprint {
                 build_id: interner.intern(obs.build_id),
                 capability_hash: interner.intern(obs.capability_hash),
@@ -263,9 +275,12 @@ impl NodeRecord {
             };
             let hash_changed = next.capability_hash != self.current.capability_hash;
             let previous = std::mem::replace(&mut self.current, next);
-            if self.current != self.baseline {
+            let baseline = self.baseline.get_or_insert_with(|| previous.clone());
+            if *baseline == self.current {
+                self.baseline = None;
+            } else {
                 signals.push(Signal::Drift {
-                    changed: self.baseline.changed_fields(&self.current),
+                    changed: baseline.changed_fields(&self.current),
                     from: previous,
                     to: self.current.clone(),
                 });
@@ -292,35 +307,14 @@ impl NodeRecord {
                 }
             }
         }
-        signals
-    }
-
-    /// Re-shares strings through the interner after a load from disk, where every entry got
-    /// its own copies.
-    pub fn share_strings(&mut self, interner: &Interner) {
-        let share = |f: &Fingerprint| Fingerprint {
-            build_id: interner.intern(&f.build_id),
-            capability_hash: interner.intern(&f.capability_hash),
-            runtime: interner.intern(&f.runtime),
-        };
-        self.current = share(&self.current);
-        self.baseline = if self.baseline == self.current {
-            self.current.clone()
-        } else {
-            share(&self.baseline)
-        };
-        self.addr = self.addr.as_deref().map(|a| interner.intern(a));
-        self.capabilities = self
-            .capabilities
-            .iter()
-            .map(|c| interner.intern(c))
-            .collect();
+        changed |= !signals.is_empty();
+        Observed { signals, changed }
     }
 
     /// Makes the current fingerprint the new baseline and clears the spoof signal: an operator
     /// has checked the node and vouches for what it reports now.
     pub fn accept_attestation(&mut self) {
-        self.baseline = self.current.clone();
+        self.baseline = None;
         self.spoof_suspect = false;
         self.hash_changes.clear();
     }
@@ -355,7 +349,7 @@ impl NodeRecord {
     pub fn attestation(&self) -> Attestation {
         if self.spoof_suspect {
             Attestation::SpoofSuspect
-        } else if self.current != self.baseline {
+        } else if self.baseline.is_some() {
             Attestation::Drift
         } else {
             Attestation::Ok
@@ -366,6 +360,7 @@ impl NodeRecord {
     pub fn view(&self, now: OffsetDateTime, policy: &RegistryPolicy) -> NodeView {
         let status = self.status_at(now, policy);
         let attestation = self.attestation();
+        let baseline = self.baseline.as_ref().unwrap_or(&self.current);
         NodeView {
             node_id: self.node_id.to_string(),
             role: self.role,
@@ -375,9 +370,9 @@ impl NodeRecord {
             attestation,
             first_seen: FirstSeen {
                 at: self.first_seen_at,
-                build_id: self.baseline.build_id.to_string(),
-                capability_hash: self.baseline.capability_hash.to_string(),
-                runtime: runtime_value(&self.baseline.runtime),
+                build_id: baseline.build_id.to_string(),
+                capability_hash: baseline.capability_hash.to_string(),
+                runtime: runtime_value(&baseline.runtime),
             },
             last_seen: self.last_seen,
             capabilities: self.capabilities.iter().map(|c| c.to_string()).collect(),
@@ -459,9 +454,12 @@ mod tests {
         let (mut rec, _) = NodeRecord::first("n1".into(), &obs(&caps, "b1", "h1"), t0(), &interner);
         assert!(
             rec.observe(&obs(&caps, "b1", "h1"), t0(), &p, &interner)
+                .signals
                 .is_empty()
         );
-        let signals = rec.observe(&obs(&caps, "b2", "h1"), t0(), &p, &interner);
+        let signals = rec
+            .observe(&obs(&caps, "b2", "h1"), t0(), &p, &interner)
+            .signals;
         assert!(
             matches!(&signals[..], [Signal::Drift { changed, .. }] if changed == &["build_id"])
         );
@@ -469,11 +467,13 @@ mod tests {
         // The same drifted values again: no new signal.
         assert!(
             rec.observe(&obs(&caps, "b2", "h1"), t0(), &p, &interner)
+                .signals
                 .is_empty()
         );
         // Back at the baseline: attestation is OK again, nothing to report.
         assert!(
             rec.observe(&obs(&caps, "b1", "h1"), t0(), &p, &interner)
+                .signals
                 .is_empty()
         );
         assert_eq!(rec.attestation(), Attestation::Ok);
@@ -489,23 +489,30 @@ mod tests {
         // Two changes, then a long pause: the window forgets them.
         rec.observe(&obs(&caps, "b", "h2"), minute(1), &p, &interner);
         rec.observe(&obs(&caps, "b", "h1"), minute(2), &p, &interner);
-        let s = rec.observe(&obs(&caps, "b", "h2"), minute(30), &p, &interner);
+        let s = rec
+            .observe(&obs(&caps, "b", "h2"), minute(30), &p, &interner)
+            .signals;
         assert!(!s.iter().any(|s| matches!(s, Signal::SpoofSuspect { .. })));
         assert_eq!(rec.attestation(), Attestation::Drift);
         // Three changes inside ten minutes.
         rec.observe(&obs(&caps, "b", "h1"), minute(31), &p, &interner);
-        let s = rec.observe(&obs(&caps, "b", "h2"), minute(32), &p, &interner);
+        let s = rec
+            .observe(&obs(&caps, "b", "h2"), minute(32), &p, &interner)
+            .signals;
         assert!(
             s.iter()
                 .any(|s| matches!(s, Signal::SpoofSuspect { changes: 3, .. }))
         );
         assert_eq!(rec.attestation(), Attestation::SpoofSuspect);
         // It is raised once, and it sticks until an operator accepts.
-        let s = rec.observe(&obs(&caps, "b", "h3"), minute(33), &p, &interner);
+        let s = rec
+            .observe(&obs(&caps, "b", "h3"), minute(33), &p, &interner)
+            .signals;
         assert!(!s.iter().any(|s| matches!(s, Signal::SpoofSuspect { .. })));
         rec.accept_attestation();
         assert_eq!(rec.attestation(), Attestation::Ok);
-        assert_eq!(&*rec.baseline.capability_hash, "h3");
+        assert_eq!(rec.baseline, None);
+        assert_eq!(rec.view(minute(33), &p).first_seen.capability_hash, "h3");
     }
 
     #[test]
@@ -515,17 +522,18 @@ mod tests {
         let p = policy();
         let (mut rec, _) = NodeRecord::first("n1".into(), &obs(&caps, "b", "h"), t0(), &interner);
         let later = t0() + time::Duration::seconds(300);
-        let s = rec.observe(&obs(&caps, "b", "h"), later, &p, &interner);
+        let s = rec
+            .observe(&obs(&caps, "b", "h"), later, &p, &interner)
+            .signals;
         assert_eq!(
             s,
             vec![Signal::Recovered {
                 from: NodeStatus::Stale
             }]
         );
-        assert!(
-            rec.observe(&obs(&caps, "b", "h"), later, &p, &interner)
-                .is_empty()
-        );
+        let repeat = rec.observe(&obs(&caps, "b", "h"), later, &p, &interner);
+        assert!(repeat.signals.is_empty());
+        assert!(!repeat.changed, "a repeat only refreshes liveness");
     }
 
     #[test]

@@ -34,6 +34,10 @@ pub struct HeartbeatArgs {
     /// Token of the hub given by --control-url.
     #[arg(long, env = "SHERATAN_HUB_TOKEN", hide_env_values = true)]
     pub token: Option<String>,
+    /// Target heartbeats per second over all connections; 0 sends as fast as the hub answers.
+    /// A fixed rate measures latency at a given load, without saturating the machine.
+    #[arg(long, default_value_t = 0.0)]
+    pub rate: f64,
     /// PID of the hub given by --control-url, for RSS readings.
     #[arg(long)]
     pub hub_pid: Option<u32>,
@@ -41,6 +45,10 @@ pub struct HeartbeatArgs {
     /// snapshots off, to compare latency with and without them.
     #[arg(long, default_value_t = 1000)]
     pub registry_flush_ms: u64,
+    /// Extra arguments for the hub the bench starts, e.g. "--node-ttl-sec 8" (the liveness
+    /// snapshot interval is a quarter of the TTL).
+    #[arg(long, allow_hyphen_values = true)]
+    pub hub_args: Option<String>,
     /// Print one JSON object instead of a table.
     #[arg(long)]
     pub json: bool,
@@ -51,12 +59,17 @@ pub struct HeartbeatReport {
     pub bench: &'static str,
     pub nodes: usize,
     pub connections: usize,
+    pub target_rate: Option<f64>,
     pub registry_flush_ms: Option<u64>,
     pub register_per_s: f64,
     pub heartbeats: u64,
     pub errors: u64,
     pub heartbeats_per_s: f64,
     pub latency: Percentiles,
+    /// Requests that overlapped a registry snapshot write, and their latency.
+    pub during_snapshot: usize,
+    pub latency_during_snapshot: Percentiles,
+    pub latency_outside_snapshot: Percentiles,
     pub rss_baseline_bytes: Option<u64>,
     pub rss_registered_bytes: Option<u64>,
     pub rss_end_bytes: Option<u64>,
@@ -91,10 +104,16 @@ pub async fn run(args: HeartbeatArgs) -> anyhow::Result<()> {
         ),
         None => {
             eprintln!("starting a hub in a temp dir ...");
-            Target::spawn(&[
-                "--registry-flush-ms".into(),
+            let mut extra = vec![
+                "--registry-flush-ms".to_owned(),
                 args.registry_flush_ms.to_string(),
-            ])?
+            ];
+            extra.extend(
+                args.hub_args
+                    .iter()
+                    .flat_map(|a| a.split_whitespace().map(str::to_owned)),
+            );
+            Target::spawn(&extra)?
         }
     };
     let client = ControlClient::new(&target.control_url, Some(target.token.clone()))?;
@@ -144,18 +163,32 @@ pub async fn run(args: HeartbeatArgs) -> anyhow::Result<()> {
     let progress = progress_ticker("sustained", 0, done.clone());
     let deadline = Instant::now() + duration;
     let started = Instant::now();
+    let base_unix_s = unix_now_s();
+    let windows = watch_snapshots(client.clone(), deadline);
     let mut tasks = Vec::new();
     for (lane_no, mut lane) in ready.into_iter().enumerate() {
         let done = done.clone();
         let nodes = args.nodes;
         let step = args.connections;
+        // With --rate, each lane sends on a fixed schedule (rate / connections per second);
+        // without, as fast as the hub answers.
+        let period =
+            (args.rate > 0.0).then(|| Duration::from_secs_f64(args.connections as f64 / args.rate));
         tasks.push(tokio::spawn(async move {
-            let mut samples = Vec::with_capacity(200_000);
+            let mut samples: Vec<(u32, u32)> = Vec::with_capacity(200_000);
             let mut errors = 0u64;
             let mut i = lane_no;
+            // Spread the lanes' first sends over one period.
+            let mut next_send = tokio::time::Instant::now()
+                + period.map_or(Duration::ZERO, |p| p * lane_no as u32 / step as u32);
             while Instant::now() < deadline {
+                if let Some(period) = period {
+                    tokio::time::sleep_until(next_send).await;
+                    next_send += period;
+                }
+                let sent_ms = u32::try_from(started.elapsed().as_millis()).unwrap_or(u32::MAX);
                 match lane.post("/v1/heartbeat", body(i % nodes)).await {
-                    Ok((200, micros)) => samples.push(micros),
+                    Ok((200, micros)) => samples.push((sent_ms, micros)),
                     Ok(_) | Err(_) => errors += 1,
                 }
                 done.fetch_add(1, Ordering::Relaxed);
@@ -174,6 +207,18 @@ pub async fn run(args: HeartbeatArgs) -> anyhow::Result<()> {
     let elapsed = started.elapsed().as_secs_f64();
     progress.abort();
     let after = client.metrics_json().await.ok();
+    let windows = windows.await.unwrap_or_default();
+    let (mut during, mut outside): (Vec<u32>, Vec<u32>) = (Vec::new(), Vec::new());
+    for &(sent_ms, micros) in &samples {
+        let from = base_unix_s + f64::from(sent_ms) / 1000.0;
+        let to = from + f64::from(micros) / 1e6;
+        if windows.iter().any(|&(ws, we)| from < we && to > ws) {
+            during.push(micros);
+        } else {
+            outside.push(micros);
+        }
+    }
+    let mut samples: Vec<u32> = samples.into_iter().map(|(_, micros)| micros).collect();
     let rss_end = target.rss_bytes();
 
     let heartbeats = samples.len() as u64;
@@ -183,12 +228,16 @@ pub async fn run(args: HeartbeatArgs) -> anyhow::Result<()> {
         bench: "heartbeat",
         nodes: args.nodes,
         connections: args.connections,
+        target_rate: (args.rate > 0.0).then_some(args.rate),
         registry_flush_ms: args.control_url.is_none().then_some(args.registry_flush_ms),
         register_per_s,
         heartbeats,
         errors,
         heartbeats_per_s: heartbeats as f64 / elapsed,
         latency: Percentiles::from_micros(&mut samples),
+        during_snapshot: during.len(),
+        latency_during_snapshot: Percentiles::from_micros(&mut during),
+        latency_outside_snapshot: Percentiles::from_micros(&mut outside),
         rss_baseline_bytes: rss_baseline,
         rss_registered_bytes: rss_registered,
         rss_end_bytes: rss_end,
@@ -208,6 +257,42 @@ pub async fn run(args: HeartbeatArgs) -> anyhow::Result<()> {
     };
     print_report(&report, args.json)?;
     Ok(())
+}
+
+fn unix_now_s() -> f64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs_f64())
+        .unwrap_or(0.0)
+}
+
+/// Polls the hub's metrics until `deadline` and returns the wall-clock windows (Unix seconds)
+/// of the registry snapshot writes that happened meanwhile.
+fn watch_snapshots(
+    client: ControlClient,
+    deadline: Instant,
+) -> tokio::task::JoinHandle<Vec<(f64, f64)>> {
+    tokio::spawn(async move {
+        let mut windows: Vec<(f64, f64)> = Vec::new();
+        let mut seen = None;
+        loop {
+            if let Ok(m) = client.metrics_json().await {
+                let writes = m["registry.snapshots"].as_u64();
+                let start = m["registry.snapshot_last_start_unix_s"].as_f64();
+                let took = m["registry.snapshot_seconds"].as_f64();
+                if let (Some(writes), Some(start), Some(took)) = (writes, start, took) {
+                    if seen.is_some_and(|s| s != writes) {
+                        windows.push((start, start + took));
+                    }
+                    seen = Some(writes);
+                }
+            }
+            if Instant::now() >= deadline {
+                return windows;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    })
 }
 
 fn progress_ticker(
@@ -243,8 +328,13 @@ fn print_report(r: &HeartbeatReport, json: bool) -> anyhow::Result<()> {
     };
     writeln!(
         out,
-        "heartbeat ingest: {} nodes, {} connections",
-        r.nodes, r.connections
+        "heartbeat ingest: {} nodes, {} connections, {}",
+        r.nodes,
+        r.connections,
+        r.target_rate
+            .map_or("as fast as possible".to_owned(), |t| format!(
+                "paced at {t:.0}/s"
+            ))
     )?;
     writeln!(
         out,
@@ -268,6 +358,18 @@ fn print_report(r: &HeartbeatReport, json: bool) -> anyhow::Result<()> {
         mib(r.rss_registered_bytes),
         mib(r.rss_end_bytes)
     )?;
+    if r.during_snapshot > 0 {
+        writeln!(
+            out,
+            "  during snapshots  p50 {:.3}  p99 {:.3}  ({} requests overlapped a write)",
+            r.latency_during_snapshot.p50_ms, r.latency_during_snapshot.p99_ms, r.during_snapshot
+        )?;
+        writeln!(
+            out,
+            "  outside snapshots p50 {:.3}  p99 {:.3}",
+            r.latency_outside_snapshot.p50_ms, r.latency_outside_snapshot.p99_ms
+        )?;
+    }
     if let Some(per) = r.rss_per_node_bytes {
         writeln!(out, "  RSS per node      {per:.0} bytes")?;
     }

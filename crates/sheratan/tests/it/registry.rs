@@ -145,7 +145,7 @@ async fn the_snapshot_is_coalesced_and_rewritten_after_the_file_is_deleted() {
         let v: Value = serde_json::from_str(&text).ok()?;
         let nodes = v["nodes"].as_array()?;
         ids.iter()
-            .all(|id| nodes.iter().any(|n| n["node_id"] == *id))
+            .all(|id| nodes.iter().any(|n| n["id"] == *id))
             .then_some(())
     };
 
