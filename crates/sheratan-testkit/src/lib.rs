@@ -198,12 +198,17 @@ impl HubProcess {
 
     /// SIGTERM and wait (up to 30 s) for a clean exit.
     pub fn terminate(&mut self) -> ExitStatus {
+        self.signal("TERM")
+    }
+
+    /// Sends `signal` (e.g. "INT", "TERM") and waits (up to 30 s) for the process to exit.
+    pub fn signal(&mut self, signal: &str) -> ExitStatus {
         let mut child = self.child.take().expect("the hub is running");
         let status = Command::new("kill")
-            .args(["-TERM", &child.id().to_string()])
+            .args([&format!("-{signal}"), &child.id().to_string()])
             .status()
             .expect("run kill");
-        assert!(status.success(), "kill -TERM failed");
+        assert!(status.success(), "kill -{signal} failed");
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
             if let Some(status) = child.try_wait().expect("wait for the hub") {

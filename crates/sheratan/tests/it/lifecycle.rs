@@ -159,3 +159,50 @@ fn every_setting_is_a_flag_and_an_environment_variable() {
     );
     assert!(help.contains("[default: 120]") && help.contains("[default: 600]"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ctrl_c_stops_the_hub_cleanly_too() {
+    let mut hub = hub().start();
+    let token = hub.token();
+    post(
+        &format!("{}/v1/heartbeat", hub.control_url),
+        Auth::Bearer(&token),
+        &heartbeat_body("int"),
+    )
+    .await;
+    let status = hub.signal("INT");
+    assert_eq!(status.code(), Some(0), "stderr:\n{}", hub.stderr());
+    let registry = std::fs::read_to_string(hub.home.join("nodes_registry.json")).unwrap();
+    assert!(registry.contains("\"int\""));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_plane_alone_serves_only_its_routes() {
+    // The data address is only configured, never bound, by a control-only hub.
+    let hub = hub()
+        .data_addr("127.0.0.1:18999")
+        .arg("--plane")
+        .arg("control")
+        .start();
+    assert!(
+        hub.data_url.is_empty(),
+        "no data listener: {}",
+        hub.stdout()
+    );
+    let token = hub.token();
+    let (status, _) = get(
+        &format!("{}/v1/nodes", hub.control_url),
+        Auth::Bearer(&token),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    // The hint names the configured data port, served by another process.
+    let (status, body) = post(&format!("{}/v1/jobs", hub.control_url), Auth::None, "{}").await;
+    let (_, hint) = assert_error(status, &body, 421, "PORT_MISMATCH");
+    assert!(hint.contains("port 18999"), "{hint}");
+
+    let data_only = crate::common::hub().arg("--plane").arg("data").start();
+    assert!(data_only.control_url.is_empty());
+    let (status, _) = get(&format!("{}/health", data_only.data_url), Auth::None).await;
+    assert_eq!(status, StatusCode::OK);
+}
