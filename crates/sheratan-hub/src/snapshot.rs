@@ -155,24 +155,24 @@ impl StringTable {
     }
 }
 
-/// One node captured for the snapshot.
-#[derive(Debug, Serialize)]
+/// One node as the snapshot stores it.
+#[derive(Debug, Serialize, Deserialize)]
 pub struct Row {
     id: Arc<str>,
     role: Role,
     addr: Option<Ix>,
     caps: Ix,
     fp: [Ix; 3],
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     base: Option<[Ix; 3]>,
     #[serde(with = "time::serde::rfc3339")]
     first_seen: OffsetDateTime,
     #[serde(with = "time::serde::rfc3339")]
     last_seen: OffsetDateTime,
     load: (u32, u32),
-    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     spoof: bool,
-    #[serde(skip_serializing_if = "Vec::is_empty")]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     changes: Vec<i64>,
     status: NodeStatus,
 }
@@ -238,32 +238,11 @@ impl<W: Write> Writer<W> {
 }
 
 #[derive(Deserialize)]
-struct RowIn {
-    id: String,
-    role: Role,
-    addr: Option<Ix>,
-    caps: Ix,
-    fp: [Ix; 3],
-    #[serde(default)]
-    base: Option<[Ix; 3]>,
-    #[serde(with = "time::serde::rfc3339")]
-    first_seen: OffsetDateTime,
-    #[serde(with = "time::serde::rfc3339")]
-    last_seen: OffsetDateTime,
-    load: (u32, u32),
-    #[serde(default)]
-    spoof: bool,
-    #[serde(default)]
-    changes: Vec<i64>,
-    status: NodeStatus,
-}
-
-#[derive(Deserialize)]
 struct SnapshotIn {
     format: u32,
     #[serde(with = "time::serde::rfc3339")]
     written_at: OffsetDateTime,
-    nodes: Vec<RowIn>,
+    nodes: Vec<Row>,
     strings: Vec<String>,
     lists: Vec<Vec<Ix>>,
 }

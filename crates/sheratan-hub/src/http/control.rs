@@ -30,13 +30,7 @@ pub(super) fn routes() -> Router<PlaneState> {
 }
 
 async fn health() -> Json<HealthResponse> {
-    Json(HealthResponse {
-        status: "ok".into(),
-        plane: Plane::Control,
-        version: sheratan_proto::VERSION.into(),
-        queue_depth: None,
-        inflight: None,
-    })
+    super::health_of(Plane::Control)
 }
 
 async fn heartbeat(

@@ -36,13 +36,7 @@ async fn health(
     Peer(peer): Peer,
 ) -> Result<Json<HealthResponse>, ApiError> {
     require_loopback(peer, &state, "/health")?;
-    Ok(Json(HealthResponse {
-        status: "ok".into(),
-        plane: Plane::Data,
-        version: sheratan_proto::VERSION.into(),
-        queue_depth: None,
-        inflight: None,
-    }))
+    Ok(super::health_of(Plane::Data))
 }
 
 #[derive(Debug, Deserialize)]

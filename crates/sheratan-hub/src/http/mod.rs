@@ -52,6 +52,17 @@ fn plane_router(routes: Router<PlaneState>, hub: Arc<HubState>, plane: Plane) ->
         .with_state(state)
 }
 
+/// `GET /health` of either plane.
+fn health_of(plane: Plane) -> axum::Json<sheratan_proto::control::HealthResponse> {
+    axum::Json(sheratan_proto::control::HealthResponse {
+        status: "ok".into(),
+        plane,
+        version: sheratan_proto::VERSION.into(),
+        queue_depth: None,
+        inflight: None,
+    })
+}
+
 /// Path prefixes that belong to each plane. `/health` and `/metrics` exist on both.
 const CONTROL_ROUTES: &[&str] = &["/v1/heartbeat", "/v1/nodes", "/v1/bundles"];
 const DATA_ROUTES: &[&str] = &["/v1/jobs", "/v1/leases", "/v1/results", "/admin"];
