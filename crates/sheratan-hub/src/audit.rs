@@ -197,13 +197,28 @@ fn index(kind: EventKind) -> usize {
         .expect("EventKind::ALL lists every variant")
 }
 
-#[derive(PartialEq, Eq, Hash)]
+#[derive(PartialEq, Eq, Hash, Clone)]
 struct FoldKey {
     kind: EventKind,
     remote: Option<IpAddr>,
     node_id: Option<String>,
     detail: String,
+    /// Folded across all sources: too many distinct sources were seen at once.
+    any_source: bool,
 }
+
+impl FoldKey {
+    fn remote_addr(&self) -> Option<String> {
+        if self.any_source {
+            Some(ANY_SOURCE.to_owned())
+        } else {
+            self.remote.map(|ip| ip.to_string())
+        }
+    }
+}
+
+/// `remote_addr` of lines that fold events from many sources.
+pub const ANY_SOURCE: &str = "*";
 
 struct Folded {
     window_start: Instant,
@@ -273,12 +288,21 @@ fn record(
     ts: OffsetDateTime,
     window: Duration,
 ) {
-    let key = FoldKey {
+    let mut key = FoldKey {
         kind: event.kind,
         remote: event.remote,
         node_id: event.node_id.clone(),
         detail: event.detail.to_string(),
+        any_source: false,
     };
+    if folds.len() >= MAX_FOLD_KEYS && !folds.contains_key(&key) {
+        // A flood from more sources than we can remember one by one (an IPv6 range, say):
+        // fold by event and detail alone, so the log stays small whatever the spread. The
+        // periodic sweep frees remembered keys as their windows end.
+        key.remote = None;
+        key.node_id = None;
+        key.any_source = true;
+    }
     if let Some(fold) = folds.get_mut(&key) {
         if fold.window_start.elapsed() < window {
             fold.repeats += 1;
@@ -289,19 +313,17 @@ fn record(
         let expired = folds.remove(&key).expect("entry was just found");
         write_fold(file, &key, expired);
     }
-    if folds.len() >= MAX_FOLD_KEYS {
-        sweep_expired(file, folds, window);
-        if folds.len() >= MAX_FOLD_KEYS {
-            flush_all(file, folds, false);
-        }
+    if folds.len() >= 2 * MAX_FOLD_KEYS {
+        // Even the per-detail keys overflow: write out what is pending and start over.
+        flush_all(file, folds, false);
     }
     file.write_record(&AuditRecord {
         ts,
         event: event.kind,
         severity: event.kind.severity(),
         plane: event.plane,
-        remote_addr: event.remote.map(|ip| ip.to_string()),
-        node_id: event.node_id,
+        remote_addr: key.remote_addr(),
+        node_id: key.node_id.clone(),
         detail: event.detail.clone(),
         count: 1,
         first_ts: None,
@@ -328,7 +350,7 @@ fn write_fold(file: &mut RotatingFile, key: &FoldKey, fold: Folded) {
         event: key.kind,
         severity: key.kind.severity(),
         plane: fold.plane,
-        remote_addr: key.remote.map(|ip| ip.to_string()),
+        remote_addr: key.remote_addr(),
         node_id: key.node_id.clone(),
         detail: fold.detail,
         count: fold.repeats,
@@ -340,12 +362,7 @@ fn sweep_expired(file: &mut RotatingFile, folds: &mut HashMap<FoldKey, Folded>, 
     let expired: Vec<FoldKey> = folds
         .iter()
         .filter(|(_, f)| f.window_start.elapsed() >= window)
-        .map(|(k, _)| FoldKey {
-            kind: k.kind,
-            remote: k.remote,
-            node_id: k.node_id.clone(),
-            detail: k.detail.clone(),
-        })
+        .map(|(k, _)| k.clone())
         .collect();
     if expired.is_empty() {
         return;
@@ -518,6 +535,40 @@ mod tests {
         assert_eq!(invalid, 5000);
         assert_eq!(log.count(EventKind::AuthFail), 5001);
         assert_eq!(log.dropped(), 0);
+    }
+
+    #[test]
+    fn a_flood_from_more_sources_than_remembered_folds_across_sources() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut config = AuditConfig::new(dir.path().to_owned());
+        config.channel_capacity = 100_000;
+        config.max_bytes = 1 << 30;
+        let (log, writer) = AuditLog::start(config, Arc::new(SystemClock)).unwrap();
+        for i in 0..30_000u32 {
+            let ip = IpAddr::V6(std::net::Ipv6Addr::from(
+                0x2001_0db8_0000_0000_0000_0000_0000_0000u128 + u128::from(i),
+            ));
+            log.emit(
+                Event::new(EventKind::AuthFail, Plane::Control)
+                    .remote(ip)
+                    .detail(serde_json::json!({"reason": "invalid"})),
+            );
+        }
+        writer.shutdown();
+        let records = read_records(dir.path());
+        let total: u64 = records.iter().map(|r| r.count).sum();
+        assert_eq!(total, 30_000);
+        // One line per remembered source, then one line (and its folded repeats) for all others.
+        assert!(
+            records.len() <= MAX_FOLD_KEYS + 2,
+            "{} lines",
+            records.len()
+        );
+        assert!(
+            records
+                .iter()
+                .any(|r| r.remote_addr.as_deref() == Some(ANY_SOURCE))
+        );
     }
 
     #[test]

@@ -123,6 +123,10 @@ struct RotationFile {
     until: OffsetDateTime,
     #[serde(default, with = "time::serde::rfc3339::option")]
     finalized_at: Option<OffsetDateTime>,
+    /// Digests of every token retired so far (this rotation's old token once it finalizes),
+    /// so they keep counting as `old_token` after restarts and later rotations.
+    #[serde(default)]
+    retired_sha256: Vec<String>,
 }
 
 struct TokenState {
@@ -161,6 +165,9 @@ pub struct Tokens {
     next_notices: Mutex<HashMap<IpAddr, Instant>>,
     failures_old: MinuteWindow,
     failures_invalid: MinuteWindow,
+    /// The rotation file's (modified time, length) when last read, so a rotation started by
+    /// another hub process on this home is picked up.
+    rotation_seen: Mutex<Option<(std::time::SystemTime, u64)>>,
 }
 
 /// TOKEN_ACCEPTED_NEXT is reported at most this often per source.
@@ -180,13 +187,8 @@ impl Tokens {
             Some(token) => (token, None),
             None => (read_or_generate(&token_path)?, Some(token_path)),
         };
-        if configured.expose().is_empty() {
-            return Err(TokenError::Invalid(
-                "SHERATAN_HUB_TOKEN is set but empty; unset it to use a generated token".into(),
-            ));
-        }
-        let now = clock.now();
-        let mut state = TokenState {
+        validate_token("SHERATAN_HUB_TOKEN", configured.expose())?;
+        let state = TokenState {
             current_digest: configured.digest(),
             current: configured,
             next: None,
@@ -195,35 +197,6 @@ impl Tokens {
             rotation: None,
         };
         let rotation_path = home.join(ROTATION_FILE);
-        let mut finalize_now = false;
-        if let Some(saved) = read_rotation(&rotation_path)? {
-            let from = hex_digest_bytes(&saved.from_sha256);
-            let next = Secret::new(saved.next_token.clone());
-            if from == Some(state.current_digest) {
-                // The configured token is the rotation's old token.
-                if saved.finalized_at.is_some() || now >= saved.until {
-                    state.retired.push(state.current_digest);
-                    state.current_digest = next.digest();
-                    state.current = next;
-                    finalize_now = saved.finalized_at.is_none();
-                } else {
-                    state.next = Some((next.clone(), next.digest()));
-                    state.until = Some(saved.until);
-                }
-                state.rotation = Some(saved);
-            } else if next.digest() == state.current_digest {
-                // The operator already configured the new token: the rotation is over, and
-                // its old token still counts as old.
-                if let Some(from) = from {
-                    state.retired.push(from);
-                }
-            } else {
-                tracing::warn!(
-                    path = %rotation_path.display(),
-                    "the saved token rotation belongs to a different token; ignoring it"
-                );
-            }
-        }
         let tokens = Tokens {
             required: config.required,
             state: RwLock::new(state),
@@ -235,10 +208,12 @@ impl Tokens {
             next_notices: Mutex::new(HashMap::new()),
             failures_old: MinuteWindow::default(),
             failures_invalid: MinuteWindow::default(),
+            rotation_seen: Mutex::new(file_stamp(&rotation_path)),
         };
-        if finalize_now {
-            tokens.finalize();
+        if let Some(saved) = read_rotation(&rotation_path)? {
+            tokens.apply_saved(saved);
         }
+
         match (config.next, config.rotation_until) {
             (Some(next), Some(until)) => {
                 let already = {
@@ -268,6 +243,88 @@ impl Tokens {
             );
         }
         Ok(tokens)
+    }
+
+    /// Applies a saved rotation: the configured token may be its old token (the rotation is
+    /// pending or finished), its new token (the operator already switched), or neither (a
+    /// file left from another configuration, ignored).
+    fn apply_saved(&self, saved: RotationFile) {
+        let now = self.clock.now();
+        let from = hex_digest_bytes(&saved.from_sha256);
+        let next = Secret::new(saved.next_token.clone());
+        let next_digest = next.digest();
+        let mut state = self.write();
+        for retired in saved
+            .retired_sha256
+            .iter()
+            .filter_map(|h| hex_digest_bytes(h))
+        {
+            if !state.retired.contains(&retired) && retired != state.current_digest {
+                state.retired.push(retired);
+            }
+        }
+        if from == Some(state.current_digest) {
+            if saved.finalized_at.is_some() || now >= saved.until {
+                let finalized_elsewhere = saved.finalized_at.is_some();
+                state.next = Some((next, next_digest));
+                state.until = Some(saved.until);
+                state.rotation = Some(saved);
+                drop(state);
+                if finalized_elsewhere {
+                    // Already finalized (before a restart, or by another process): switch
+                    // without emitting the events a second time.
+                    self.switch_to_next(None);
+                } else {
+                    self.finalize();
+                }
+                return;
+            }
+            state.next = Some((next, next_digest));
+            state.until = Some(saved.until);
+            state.rotation = Some(saved);
+            drop(state);
+            self.changed.notify_one();
+        } else if next_digest == state.current_digest {
+            // The operator already configured the new token: the rotation is over, and its
+            // old token still counts as old.
+            if let Some(from) = from
+                && !state.retired.contains(&from)
+            {
+                state.retired.push(from);
+            }
+            state.rotation = Some(saved);
+        } else {
+            tracing::warn!("the saved token rotation belongs to a different token; ignoring it");
+        }
+    }
+
+    /// Picks up a rotation file written by another hub process on this home.
+    fn reload_if_changed(&self) {
+        let path = self.home.join(ROTATION_FILE);
+        let stamp = file_stamp(&path);
+        {
+            let mut seen = self.rotation_seen.lock().expect("rotation stamp lock");
+            if *seen == stamp {
+                return;
+            }
+            *seen = stamp;
+        }
+        match read_rotation(&path) {
+            Ok(Some(saved)) => {
+                let known = self.read().rotation.as_ref().is_some_and(|r| {
+                    r.from_sha256 == saved.from_sha256
+                        && r.next_token == saved.next_token
+                        && r.until == saved.until
+                        && r.finalized_at.is_some() == saved.finalized_at.is_some()
+                });
+                if !known {
+                    tracing::info!("token rotation state changed on disk; applying it");
+                    self.apply_saved(saved);
+                }
+            }
+            Ok(None) => {}
+            Err(err) => tracing::warn!(%err, "cannot re-read the token rotation state"),
+        }
     }
 
     fn read(&self) -> std::sync::RwLockReadGuard<'_, TokenState> {
@@ -402,9 +459,7 @@ impl Tokens {
     }
 
     fn begin_rotation(&self, next: Secret, until: OffsetDateTime) -> Result<(), TokenError> {
-        if next.expose().is_empty() {
-            return Err(TokenError::Invalid("the next token is empty".into()));
-        }
+        validate_token("the next token", next.expose())?;
         let next_digest = next.digest();
         let mut state = self.write();
         if next_digest == state.current_digest {
@@ -417,6 +472,7 @@ impl Tokens {
             next_token: next.expose().to_owned(),
             until,
             finalized_at: None,
+            retired_sha256: state.retired.iter().map(hex::encode).collect(),
         };
         write_rotation(&self.home.join(ROTATION_FILE), &file)?;
         state.next = Some((next.clone(), next_digest));
@@ -442,49 +498,53 @@ impl Tokens {
 
     fn finalize(&self) -> bool {
         let now = self.clock.now();
-        let mut state = self.write();
-        let Some((next, next_digest)) = state.next.take() else {
-            // Already finalized by the timer or by a concurrent request; or finalizing a
-            // rotation that was loaded finished (its token is already current).
-            if let Some(rotation) = state.rotation.as_mut()
-                && rotation.finalized_at.is_none()
-            {
-                rotation.finalized_at = Some(now);
-                let file = rotation.clone();
-                drop(state);
-                self.persist_finalized(&file, None);
-                return true;
-            }
+        let Some((file, next)) = self.switch_to_next(Some(now)) else {
+            // Already finalized by the timer or by a concurrent request.
             return false;
         };
-        let old_digest = state.current_digest;
-        state.retired.push(old_digest);
-        state.current = next.clone();
-        state.current_digest = next_digest;
-        state.until = None;
-        let file = state.rotation.as_mut().map(|r| {
-            r.finalized_at = Some(now);
-            r.clone()
-        });
-        drop(state);
         if let Some(file) = file {
-            self.persist_finalized(&file, Some(&next));
+            self.persist_finalized(&file, &next);
         }
         true
     }
 
-    fn persist_finalized(&self, file: &RotationFile, new_token: Option<&Secret>) {
+    /// Makes the next token the current one and retires the old. Returns the rotation's
+    /// record (stamped finalized at `at` when given) and the new token; `None` when no
+    /// rotation is pending.
+    fn switch_to_next(&self, at: Option<OffsetDateTime>) -> Option<(Option<RotationFile>, Secret)> {
+        let mut state = self.write();
+        let (next, next_digest) = state.next.take()?;
+        let old = state.current_digest;
+        if !state.retired.contains(&old) {
+            state.retired.push(old);
+        }
+        state.current = next.clone();
+        state.current_digest = next_digest;
+        state.until = None;
+        let retired: Vec<String> = state.retired.iter().map(hex::encode).collect();
+        let file = state.rotation.as_mut().map(|r| {
+            if let Some(at) = at {
+                r.finalized_at = Some(at);
+            }
+            r.retired_sha256 = retired;
+            r.clone()
+        });
+        Some((file, next))
+    }
+
+    fn persist_finalized(&self, file: &RotationFile, new_token: &Secret) {
         if let Err(err) = write_rotation(&self.home.join(ROTATION_FILE), file) {
             tracing::error!(%err, "cannot save the finished token rotation; after a restart the old token may be accepted again until the next token is configured");
         }
-        let token = Secret::new(file.next_token.clone());
-        let token = new_token.unwrap_or(&token);
         if let Some(path) = &self.token_file
-            && let Err(err) = write_atomic(path, format!("{}\n", token.expose()).as_bytes(), 0o600)
+            && let Err(err) =
+                write_atomic(path, format!("{}\n", new_token.expose()).as_bytes(), 0o600)
         {
             tracing::error!(%err, path = %path.display(), "cannot write the new token to the token file; local commands will fail with AUTH_FAIL until it is updated");
         }
-        let detail = serde_json::json!({ "retired_token_sha256_prefix": &file.from_sha256[..12] });
+        // No digest of the old token here: the log is readable by more people than the
+        // token file, and a digest lets anyone test guesses of a weak token offline.
+        let detail = serde_json::json!({ "reason": "rotation finalized" });
         self.audit
             .emit(Event::new(EventKind::TokenRetired, Plane::Control).detail(detail));
         self.audit.emit(
@@ -539,17 +599,40 @@ impl Tokens {
                 }
                 None => Duration::from_secs(3600),
             };
-            // Wake at least once a second near the deadline so clock steps are noticed soon.
+            // Wake at least once a second: clock steps are noticed soon, and so is a rotation
+            // another hub process on this home wrote to the shared state file.
             let sleep = sleep.min(Duration::from_secs(1));
             tokio::select! {
                 () = shutdown.cancelled() => return,
                 () = self.changed.notified() => {}
                 () = tokio::time::sleep(sleep) => {
+                    self.reload_if_changed();
                     self.finalize_if_due();
                 }
             }
         }
     }
+}
+
+/// Tokens travel in HTTP headers and live in a file read back with whitespace trimmed: only
+/// visible ASCII (no spaces, no control characters) survives both unchanged.
+pub fn validate_token(what: &str, token: &str) -> Result<(), TokenError> {
+    if token.is_empty() {
+        return Err(TokenError::Invalid(format!(
+            "{what} is empty; unset it to use a generated token, or set a long random value"
+        )));
+    }
+    if token.len() > 512 {
+        return Err(TokenError::Invalid(format!(
+            "{what} is longer than 512 bytes"
+        )));
+    }
+    if !token.bytes().all(|b| (0x21..=0x7e).contains(&b)) {
+        return Err(TokenError::Invalid(format!(
+            "{what} may contain only visible ASCII characters (no spaces or control characters)"
+        )));
+    }
+    Ok(())
 }
 
 fn is_weak(token: &str) -> bool {
@@ -567,6 +650,12 @@ fn weak_reason(token: &str) -> &'static str {
 fn fmt_time(t: OffsetDateTime) -> String {
     t.format(&time::format_description::well_known::Rfc3339)
         .unwrap_or_default()
+}
+
+/// (modified time, length) of a file, to notice that another process rewrote it.
+fn file_stamp(path: &Path) -> Option<(std::time::SystemTime, u64)> {
+    let meta = fs::metadata(path).ok()?;
+    Some((meta.modified().ok()?, meta.len()))
 }
 
 fn hex_digest_bytes(hex_str: &str) -> Option<[u8; 32]> {
@@ -588,18 +677,29 @@ fn read_or_generate(path: &Path) -> Result<Secret, TokenError> {
                     path.display()
                 )));
             }
+            validate_token(&path.display().to_string(), token)?;
             Ok(Secret::new(token))
         }
         Err(err) if err.kind() == io::ErrorKind::NotFound => {
             let mut bytes = [0u8; 32];
             rand::rng().fill_bytes(&mut bytes);
             let token = hex::encode(bytes);
-            if let Some(dir) = path.parent() {
-                fs::create_dir_all(dir).map_err(io_err)?;
+            let dir = path.parent().unwrap_or_else(|| Path::new("."));
+            fs::create_dir_all(dir).map_err(io_err)?;
+            // Written whole under a temporary name, then linked into place only if no other
+            // process created the file meanwhile: two hubs starting on one home agree.
+            let tmp = dir.join(format!(".{TOKEN_FILE}.new-{}", std::process::id()));
+            write_atomic(&tmp, format!("{token}\n").as_bytes(), 0o600).map_err(io_err)?;
+            let linked = fs::hard_link(&tmp, path);
+            let _ = fs::remove_file(&tmp);
+            match linked {
+                Ok(()) => {
+                    tracing::info!(path = %path.display(), "generated a new hub token");
+                    Ok(Secret::new(token))
+                }
+                Err(err) if err.kind() == io::ErrorKind::AlreadyExists => read_or_generate(path),
+                Err(err) => Err(io_err(err)),
             }
-            write_atomic(path, format!("{token}\n").as_bytes(), 0o600).map_err(io_err)?;
-            tracing::info!(path = %path.display(), "generated a new hub token");
-            Ok(Secret::new(token))
         }
         Err(err) => Err(io_err(err)),
     }

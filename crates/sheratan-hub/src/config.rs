@@ -49,6 +49,10 @@ pub struct HubConfig {
     pub audit_max_bytes: u64,
     pub audit_keep: usize,
     pub audit_fold_window: Duration,
+    /// Open connections per listener; `None` derives it from the open-files limit.
+    pub max_connections: Option<usize>,
+    /// A request head must arrive within this (idle keep-alive connections included).
+    pub header_read_timeout: Duration,
 }
 
 impl HubConfig {
@@ -71,6 +75,8 @@ impl HubConfig {
             audit_max_bytes: 10 * 1024 * 1024,
             audit_keep: 5,
             audit_fold_window: Duration::from_secs(10),
+            max_connections: None,
+            header_read_timeout: Duration::from_secs(60),
         }
     }
 

@@ -18,6 +18,7 @@ pub mod http;
 pub mod metrics;
 pub mod persist;
 pub mod registry;
+pub mod serve;
 pub mod snapshot;
 
 use std::net::SocketAddr;
@@ -85,6 +86,8 @@ pub struct HubState {
     pub bundles: Arc<Bundles>,
     pub ports: Ports,
     pub started_at: OffsetDateTime,
+    /// Connections refused at the cap: [control, data].
+    pub serve_stats: [Arc<serve::ServeStats>; 2],
 }
 
 impl HubState {
@@ -279,6 +282,7 @@ impl Hub {
             bundles,
             ports,
             started_at,
+            serve_stats: Default::default(),
         });
         Ok(Hub {
             state,
@@ -310,21 +314,49 @@ impl Hub {
             audit_writer,
         } = self;
         let mut servers = tokio::task::JoinSet::new();
+        let listeners = usize::from(control.is_some()) + usize::from(data.is_some());
+        let limits = serve::ServeLimits {
+            max_connections: state
+                .config
+                .max_connections
+                .unwrap_or_else(|| serve::default_max_connections(listeners)),
+            header_read_timeout: state.config.header_read_timeout,
+            ..Default::default()
+        };
         if let Some(listener) = control {
             let router = http::control_router(state.clone());
-            servers.spawn(serve(listener, router, shutdown.clone()));
+            let stats = state.serve_stats[0].clone();
+            servers.spawn(serve::serve(
+                listener,
+                router,
+                limits,
+                stats,
+                shutdown.clone(),
+            ));
         }
         if let Some(listener) = data {
             let router = http::data_router(state.clone());
-            servers.spawn(serve(listener, router, shutdown.clone()));
+            let stats = state.serve_stats[1].clone();
+            servers.spawn(serve::serve(
+                listener,
+                router,
+                limits,
+                stats,
+                shutdown.clone(),
+            ));
         }
-        let background = shutdown.child_token();
-        let registry_task = tokio::spawn(
-            state
-                .registry
-                .clone()
-                .run_background(state.config.registry_flush_interval, background.clone()),
-        );
+        // Background work stops only after the listeners have drained, so the final snapshot
+        // holds every heartbeat that was answered.
+        let background = CancellationToken::new();
+        // The registry belongs to the process that serves the control plane.
+        let registry_task = state.config.planes.control().then(|| {
+            tokio::spawn(
+                state
+                    .registry
+                    .clone()
+                    .run_background(state.config.registry_flush_interval, background.clone()),
+            )
+        });
         let rotation_task =
             tokio::spawn(state.tokens.clone().run_rotation_timer(background.clone()));
 
@@ -346,7 +378,9 @@ impl Hub {
             }
         }
         background.cancel();
-        let _ = registry_task.await;
+        if let Some(task) = registry_task {
+            let _ = task.await;
+        }
         let _ = rotation_task.await;
         audit_writer.shutdown();
         tracing::info!("hub stopped");
@@ -367,17 +401,4 @@ async fn bind(
             var,
             source,
         })
-}
-
-async fn serve(
-    listener: TcpListener,
-    router: axum::Router,
-    shutdown: CancellationToken,
-) -> std::io::Result<()> {
-    axum::serve(
-        listener,
-        router.into_make_service_with_connect_info::<SocketAddr>(),
-    )
-    .with_graceful_shutdown(async move { shutdown.cancelled().await })
-    .await
 }

@@ -384,38 +384,43 @@ impl Registry {
 
     fn sweep_shards(&self, shards: std::ops::Range<usize>) {
         let now = self.clock.now();
-        let mut transitions = Vec::new();
+        let mut dead = Vec::new();
+        let mut any = false;
         for shard in &self.shards[shards] {
             let mut shard = shard.lock().expect("registry shard lock");
             for record in shard.values_mut() {
                 let status = record.status_at(now, &self.policy);
-                if rank(status) > rank(record.reported_status) {
-                    transitions.push((record.node_id.clone(), status, record.age_at(now)));
-                    self.count_transition(Some(record.reported_status), status);
-                    record.reported_status = status;
+                if rank(status) <= rank(record.reported_status) {
+                    continue;
+                }
+                any = true;
+                self.count_transition(Some(record.reported_status), status);
+                record.reported_status = status;
+                let age = record.age_at(now).as_secs();
+                let kind = match status {
+                    NodeStatus::Stale => EventKind::NodeStale,
+                    _ => EventKind::NodeDead,
+                };
+                // Emitted under the shard lock (emitting never blocks), so a heartbeat that
+                // revives the node is reported after this, never before.
+                self.audit.emit(
+                    Event::new(kind, Plane::Control)
+                        .node(&*record.node_id)
+                        .detail(serde_json::json!({"silent_for_s": age})),
+                );
+                if kind == EventKind::NodeDead {
+                    dead.push((record.node_id.clone(), age));
                 }
             }
         }
-        if !transitions.is_empty() {
+        if any {
             self.changed.store(true, Ordering::Relaxed);
         }
-        for (node_id, status, age) in transitions {
-            let kind = match status {
-                NodeStatus::Stale => EventKind::NodeStale,
-                _ => EventKind::NodeDead,
-            };
-            if kind == EventKind::NodeDead {
-                tracing::warn!(
-                    node_id = &*node_id,
-                    "NODE_DEAD: no heartbeat for {}s",
-                    age.as_secs()
-                );
-            }
-            self.audit.emit(
-                Event::new(kind, Plane::Control)
-                    .node(&*node_id)
-                    .detail(serde_json::json!({"silent_for_s": age.as_secs()})),
-            );
+        for (node_id, age) in dead.iter().take(10) {
+            tracing::warn!(node_id = &**node_id, "NODE_DEAD: no heartbeat for {age}s");
+        }
+        if dead.len() > 10 {
+            tracing::warn!("NODE_DEAD: {} more nodes", dead.len() - 10);
         }
     }
 

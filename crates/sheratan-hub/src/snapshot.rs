@@ -276,8 +276,18 @@ pub fn decode(bytes: &[u8], interner: &Interner) -> Result<Loaded, String> {
         })
     };
     let mut records = Vec::with_capacity(snapshot.nodes.len());
+    let mut seen = std::collections::HashSet::with_capacity(snapshot.nodes.len());
     for row in snapshot.nodes {
         sheratan_proto::ids::validate_node_id(&row.id)?;
+        if !seen.insert(row.id.clone()) {
+            return Err(format!("node {:?} appears twice", &*row.id));
+        }
+        if row.changes.len() > 1000 {
+            return Err(format!(
+                "node {:?} has an implausible change history",
+                &*row.id
+            ));
+        }
         records.push(NodeRecord {
             node_id: interner.intern(&row.id),
             role: row.role,

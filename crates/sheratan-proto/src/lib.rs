@@ -3,6 +3,7 @@
 //! drift apart. This crate knows serde and nothing else: no tokio, no axum, no SQL.
 
 pub mod control;
+pub mod data;
 pub mod error;
 pub mod event;
 pub mod headers;

@@ -1,8 +1,18 @@
 //! The job mesh's domain: the node registry's states and transitions (status, health,
-//! attestation) and, with the data plane, the job lifecycle and the storage trait every backend
-//! implements. Pure logic with an injectable clock: no sockets, no SQL driver, no files.
+//! attestation), the job lifecycle, and the storage trait every backend implements, with the
+//! conformance suite that holds them to it. Pure logic with an injectable clock: no sockets,
+//! no SQL driver, no files.
 
 pub mod clock;
+#[cfg(feature = "conformance")]
+pub mod conformance;
+pub mod jobs;
 pub mod registry;
+pub mod store;
 
 pub use clock::{Clock, ManualClock, SystemClock};
+pub use jobs::{JobDefaults, JobRecord, JobSpec, Lease};
+pub use store::{
+    Counts, ExtendOutcome, FinishOutcome, LeaseGrant, LeaseOrder, LeasedJob, ListFilter,
+    QueueState, Reaped, ResultReport, Store, StoreError, StoreLimits, SubmitOutcome, TickReport,
+};

@@ -296,6 +296,12 @@ impl NodeRecord {
                 {
                     self.hash_changes.pop_front();
                 }
+                // Only the threshold matters; a node flipping its hash a million times must
+                // not grow its entry.
+                let keep = usize::try_from(policy.spoof_threshold.max(1)).unwrap_or(usize::MAX);
+                while self.hash_changes.len() > keep {
+                    self.hash_changes.pop_front();
+                }
                 let threshold =
                     usize::try_from(policy.spoof_threshold.max(1)).unwrap_or(usize::MAX);
                 if !self.spoof_suspect && self.hash_changes.len() >= threshold {
@@ -320,10 +326,11 @@ impl NodeRecord {
     }
 
     /// Prepares an entry loaded from a snapshot written at `written_at` by a hub that is now
-    /// restarted at `started_at`. The downtime in between does not count against the node:
-    /// an entry that was ONLINE when the snapshot was written gets one full TTL from the start
-    /// before it can turn STALE; an older entry keeps the age it had when the snapshot was
-    /// written and ages on from the start.
+    /// restarted at `started_at`. The downtime in between does not count against the node,
+    /// and no entry turns STALE or DEAD within one TTL of the start: an entry that was ONLINE
+    /// when the snapshot was written gets one full TTL before it can turn STALE; a STALE one
+    /// keeps its age, but at most `dead_after - ttl`, so it needs one more TTL to turn DEAD; a
+    /// DEAD one stays DEAD.
     pub fn restore(
         &mut self,
         written_at: OffsetDateTime,
@@ -331,11 +338,26 @@ impl NodeRecord {
         policy: &RegistryPolicy,
     ) {
         let age_at_snapshot = duration_between(self.last_seen, written_at);
-        self.age_anchor = Some(if age_at_snapshot < policy.ttl {
-            started_at
+        let carried = if age_at_snapshot < policy.ttl {
+            Duration::ZERO
+        } else if age_at_snapshot < policy.dead_after {
+            age_at_snapshot.min(policy.dead_after.saturating_sub(policy.ttl))
         } else {
-            started_at - age_at_snapshot
-        });
+            age_at_snapshot
+        };
+        // A nonsensical timestamp in a hand-edited snapshot must not panic the hub; such an
+        // entry is as old as can be.
+        let oldest = started_at
+            .checked_sub(
+                time::Duration::try_from(policy.dead_after).unwrap_or(time::Duration::ZERO),
+            )
+            .unwrap_or(started_at);
+        self.age_anchor = Some(
+            time::Duration::try_from(carried)
+                .ok()
+                .and_then(|c| started_at.checked_sub(c))
+                .unwrap_or(oldest),
+        );
     }
 
     pub fn age_at(&self, now: OffsetDateTime) -> Duration {
@@ -555,6 +577,23 @@ mod tests {
         assert_eq!(stale.status_at(after(0), &p), NodeStatus::Stale);
         assert_eq!(stale.status_at(after(399), &p), NodeStatus::Stale);
         assert_eq!(stale.status_at(after(400), &p), NodeStatus::Dead);
+
+        // A node about to turn DEAD when the hub went down still gets one TTL after the start.
+        let mut nearly_dead = online.clone();
+        nearly_dead.last_seen = t0() - time::Duration::seconds(590);
+        nearly_dead.restore(t0(), start, &p);
+        assert_eq!(nearly_dead.status_at(after(119), &p), NodeStatus::Stale);
+        assert_eq!(nearly_dead.status_at(after(120), &p), NodeStatus::Dead);
+        // A dead one stays dead.
+        let mut dead = online.clone();
+        dead.last_seen = t0() - time::Duration::seconds(700);
+        dead.restore(t0(), start, &p);
+        assert_eq!(dead.status_at(after(0), &p), NodeStatus::Dead);
+        // Absurd timestamps do not panic.
+        let mut absurd = online.clone();
+        absurd.last_seen = OffsetDateTime::new_utc(time::Date::MIN, time::Time::MIDNIGHT);
+        absurd.restore(t0(), start, &p);
+        assert_eq!(absurd.status_at(after(0), &p), NodeStatus::Dead);
     }
 
     #[test]

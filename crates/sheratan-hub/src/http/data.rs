@@ -79,16 +79,32 @@ impl axum::extract::FromRequestParts<PlaneState> for Admin {
         state: &PlaneState,
     ) -> Result<Self, ApiError> {
         let caller = Caller::from_request_parts(parts, state).await?;
-        let route = parts.uri.path().to_owned();
-        require_loopback(caller.peer, state, &route)?;
+        require_loopback(caller.peer, state, "/admin")?;
         Ok(Admin)
     }
 }
 
-async fn admin_registry(State(state): State<PlaneState>, _admin: Admin) -> Json<NodeList> {
-    Json(NodeList {
+async fn admin_registry(
+    State(state): State<PlaneState>,
+    _admin: Admin,
+) -> Result<Json<NodeList>, ApiError> {
+    registry_here(&state)?;
+    Ok(Json(NodeList {
         nodes: state.hub.registry.list(None, None),
-    })
+    }))
+}
+
+/// The registry lives in the process that serves the control plane; a data-only process
+/// must not answer from (or change) a stale copy.
+fn registry_here(state: &PlaneState) -> Result<(), ApiError> {
+    if state.hub.config.planes.control() {
+        return Ok(());
+    }
+    Err(ApiError::new(
+        sheratan_proto::ErrorCode::Unavailable,
+        "this hub process serves the data plane only; the node registry lives in the process that serves the control plane",
+        "send the request to the data plane of the hub process that runs the control plane (--plane both)",
+    ))
 }
 
 #[derive(Debug, Deserialize)]
@@ -144,6 +160,7 @@ async fn admin_accept_attestation(
 ) -> Result<Json<NodeView>, ApiError> {
     let id = segment(id)?;
     sheratan_proto::ids::validate_node_id(&id).map_err(ApiError::invalid)?;
+    registry_here(&state)?;
     state
         .hub
         .registry

@@ -114,7 +114,24 @@ async fn plane_guard(State(state): State<PlaneState>, req: Request, next: Next) 
         )
         .into_response();
     }
+    // The admin path is refused to remote peers before routing, so they learn nothing about
+    // which admin routes exist (an unknown one would otherwise answer 404 or 405).
+    if state.plane == Plane::Data && is_admin_path(req.uri().path()) {
+        let (parts, body) = req.into_parts();
+        let checked = extract::peer_of(&parts).and_then(|peer| {
+            extract::authenticate(&parts.headers, peer, &state)?;
+            extract::require_loopback(peer, &state, "/admin")
+        });
+        if let Err(err) = checked {
+            return err.into_response();
+        }
+        return next.run(Request::from_parts(parts, body)).await;
+    }
     next.run(req).await
+}
+
+fn is_admin_path(path: &str) -> bool {
+    path == "/admin" || path.starts_with("/admin/")
 }
 
 /// The body limit of a request: bundle uploads on the admin path get their own, larger one.

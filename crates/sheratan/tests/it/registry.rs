@@ -168,7 +168,14 @@ async fn the_snapshot_is_coalesced_and_rewritten_after_the_file_is_deleted() {
         "300 heartbeats must not cost 300 writes: {writes}"
     );
 
-    // Deleted while running: the hub writes it again, and a new node shows up in it.
+    // Deleted while running and nothing changes afterwards: the hub notices the missing file
+    // on its own and writes it again.
+    std::fs::remove_file(&file).unwrap();
+    wait_for(Duration::from_secs(10), || {
+        snapshot_has(&["n0", "n1", "n2"])
+    })
+    .expect("snapshot rewritten without any new heartbeat");
+    // Deleted again, then a new node: both the old entries and the new one are in it.
     std::fs::remove_file(&file).unwrap();
     post(
         &format!("{c}/v1/heartbeat"),

@@ -105,6 +105,17 @@ async fn a_rotation_started_on_the_admin_path_survives_restarts_and_updates_the_
     )
     .await;
     assert_error(status, &body, 400, "INVALID_REQUEST");
+    // A token that would not survive a header or the token file (spaces, control characters).
+    for bad in ["with space-0123456789", "   ", "tab\there-0123456789"] {
+        let body =
+            serde_json::json!({"next_token": bad, "until": "2099-01-01T00:00:00Z"}).to_string();
+        let (status, answer) = post(&rotation, Auth::Bearer(&old), &body).await;
+        let (message, _) = assert_error(status, &answer, 400, "INVALID_REQUEST");
+        assert!(
+            message.contains("visible ASCII") || message.contains("empty"),
+            "{message}"
+        );
+    }
     let (status, body) = post(
         &rotation,
         Auth::Bearer(&old),

@@ -1,0 +1,319 @@
+//! Hub Data plane (8788) wire types: jobs, leases, results, and the admin path's answers.
+
+use serde::{Deserialize, Serialize};
+use time::OffsetDateTime;
+
+use crate::ErrorBody;
+
+/// Where a job is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum JobStatus {
+    Accepted,
+    InProgress,
+    Completed,
+    Failed,
+    Cancelled,
+}
+
+impl JobStatus {
+    pub const ALL: [JobStatus; 5] = [
+        JobStatus::Accepted,
+        JobStatus::InProgress,
+        JobStatus::Completed,
+        JobStatus::Failed,
+        JobStatus::Cancelled,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            JobStatus::Accepted => "accepted",
+            JobStatus::InProgress => "in_progress",
+            JobStatus::Completed => "completed",
+            JobStatus::Failed => "failed",
+            JobStatus::Cancelled => "cancelled",
+        }
+    }
+
+    /// Finished for good: completed, failed (the dead set) or cancelled.
+    pub fn is_terminal(self) -> bool {
+        matches!(
+            self,
+            JobStatus::Completed | JobStatus::Failed | JobStatus::Cancelled
+        )
+    }
+}
+
+impl std::str::FromStr for JobStatus {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        JobStatus::ALL
+            .into_iter()
+            .find(|v| v.as_str() == s)
+            .ok_or_else(|| {
+                format!(
+                    "unknown status {s:?}; expected accepted, in_progress, completed, failed or cancelled"
+                )
+            })
+    }
+}
+
+/// `POST /v1/jobs` (and each item of a batch). Only `kind` is required.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SubmitJob {
+    #[serde(default = "default_queue")]
+    pub queue: String,
+    pub kind: String,
+    #[serde(default)]
+    pub payload: serde_json::Value,
+    /// Higher first, then first in, first out.
+    #[serde(default)]
+    pub priority: i32,
+    #[serde(default)]
+    pub required_capabilities: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub idempotency_key: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_attempts: Option<u32>,
+    /// Lease length in seconds; the hub's `SHERATAN_LEASE_TIMEOUT` when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout_s: Option<u32>,
+    /// Not before this time.
+    #[serde(
+        default,
+        with = "time::serde::rfc3339::option",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub run_at: Option<OffsetDateTime>,
+}
+
+pub fn default_queue() -> String {
+    "default".to_owned()
+}
+
+/// The answer to a submit: 202 for a new job, 200 for an idempotent repeat.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SubmitResponse {
+    pub job_id: String,
+    pub status: JobStatus,
+    /// The cached result of a completed job, on an idempotent repeat.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub result: Option<serde_json::Value>,
+}
+
+/// `POST /v1/jobs/batch`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SubmitBatch {
+    pub jobs: Vec<SubmitJob>,
+}
+
+/// One item's outcome in a batch, in the order of the request. `code` is the HTTP status the
+/// item would have had alone.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct BatchOutcome {
+    pub code: u16,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub job_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status: Option<JobStatus>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub result: Option<serde_json::Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none", flatten)]
+    pub error: Option<ErrorBody>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct BatchResponse {
+    pub jobs: Vec<BatchOutcome>,
+}
+
+/// Why a job failed, as its executor reported it (or the hub, for a reaped lease).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JobError {
+    pub message: String,
+    #[serde(default)]
+    pub retryable: bool,
+}
+
+/// The lease a job is held by.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LeaseView {
+    pub lease_id: String,
+    pub node_id: String,
+    #[serde(with = "time::serde::rfc3339")]
+    pub expires_at: OffsetDateTime,
+}
+
+/// `GET /v1/jobs/{id}`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct JobView {
+    pub job_id: String,
+    pub queue: String,
+    pub kind: String,
+    pub payload: serde_json::Value,
+    pub priority: i32,
+    pub required_capabilities: Vec<String>,
+    pub idempotency_key: Option<String>,
+    pub max_attempts: u32,
+    pub timeout_s: u32,
+    #[serde(with = "time::serde::rfc3339")]
+    pub run_at: OffsetDateTime,
+    pub status: JobStatus,
+    pub attempt: u32,
+    #[serde(with = "time::serde::rfc3339")]
+    pub created_at: OffsetDateTime,
+    #[serde(with = "time::serde::rfc3339")]
+    pub updated_at: OffsetDateTime,
+    #[serde(with = "time::serde::rfc3339::option")]
+    pub finished_at: Option<OffsetDateTime>,
+    pub result: Option<serde_json::Value>,
+    pub error: Option<JobError>,
+    pub lease: Option<LeaseView>,
+    /// Whether the submitter has acknowledged the finished job's result.
+    pub result_acked: bool,
+}
+
+/// `GET /v1/jobs`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct JobList {
+    pub jobs: Vec<JobView>,
+    pub next_cursor: Option<String>,
+}
+
+/// `POST /v1/leases`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LeaseRequest {
+    pub node_id: String,
+    #[serde(default = "default_queues")]
+    pub queues: Vec<String>,
+    #[serde(default)]
+    pub capabilities: Vec<String>,
+    #[serde(default = "one")]
+    pub max_jobs: u32,
+    /// Long poll: wait up to this long for a job when none is ready (at most 30 000).
+    #[serde(default)]
+    pub wait_ms: u64,
+}
+
+fn default_queues() -> Vec<String> {
+    vec![default_queue()]
+}
+
+fn one() -> u32 {
+    1
+}
+
+/// One leased job.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LeasedJob {
+    pub job_id: String,
+    pub lease_id: String,
+    pub queue: String,
+    pub kind: String,
+    pub payload: serde_json::Value,
+    pub attempt: u32,
+    #[serde(with = "time::serde::rfc3339")]
+    pub lease_expires_at: OffsetDateTime,
+}
+
+/// The answer to a lease. With no jobs, `defer_ms` > 0 says how long to wait before asking
+/// again (the hub is saturated, or nothing is ready).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LeaseResponse {
+    pub jobs: Vec<LeasedJob>,
+    pub defer_ms: u64,
+}
+
+/// `POST /v1/leases/{lease_id}/extend`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExtendRequest {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub extend_s: Option<u32>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ExtendResponse {
+    pub lease_id: String,
+    pub job_id: String,
+    #[serde(with = "time::serde::rfc3339")]
+    pub lease_expires_at: OffsetDateTime,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Outcome {
+    Success,
+    Failure,
+}
+
+/// `POST /v1/results`, signed (see `headers::CONTENT_SHA256` and `headers::SIGNATURE`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ResultRequest {
+    pub job_id: String,
+    pub lease_id: String,
+    pub outcome: Outcome,
+    #[serde(default)]
+    pub result: serde_json::Value,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<JobError>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ResultResponse {
+    pub job_id: String,
+    /// The job's status after the result: completed, failed, or accepted (a retry).
+    pub status: JobStatus,
+    /// True when this exact result had been recorded before (counted once).
+    pub duplicate: bool,
+}
+
+/// `POST /v1/results/ack`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AckRequest {
+    pub job_ids: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AckResponse {
+    pub acked: u64,
+}
+
+/// One finished job waiting for its submitter.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PendingResult {
+    pub job_id: String,
+    pub queue: String,
+    pub kind: String,
+    pub status: JobStatus,
+    pub result: Option<serde_json::Value>,
+    pub error: Option<JobError>,
+    #[serde(with = "time::serde::rfc3339")]
+    pub finished_at: OffsetDateTime,
+}
+
+/// `GET /v1/results?pending=1`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PendingResults {
+    pub results: Vec<PendingResult>,
+}
+
+/// `POST /admin/queues/{q}/pause|resume|purge`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct QueueAdminResponse {
+    pub queue: String,
+    pub paused: bool,
+    /// Jobs removed by a purge.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub purged: Option<u64>,
+}
+
+/// Queue names: `[A-Za-z0-9._-]{1,64}`, like node ids.
+pub fn validate_queue(name: &str) -> Result<(), String> {
+    crate::ids::validate_name("queue", name, 64)
+}

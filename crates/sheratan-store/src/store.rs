@@ -1,0 +1,239 @@
+//! The storage trait every backend implements, with the requests and outcomes it speaks.
+//!
+//! The trait is narrow and object-safe (`Arc<dyn Store>`); the hub talks to storage through it
+//! only. Time comes from the backend's `Clock`, so the conformance suite can move time by hand.
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use sheratan_proto::data::{JobError, JobStatus, Outcome};
+use time::OffsetDateTime;
+use uuid::Uuid;
+
+use crate::jobs::{JobRecord, JobSpec};
+
+/// Hub-wide limits and timings a backend enforces.
+#[derive(Debug, Clone, Copy)]
+pub struct StoreLimits {
+    /// `accepted` jobs (all queues) at which submits are refused.
+    pub max_queue_depth: u64,
+    /// `in_progress` jobs (all queues) at which leases hand out nothing.
+    pub max_inflight: u64,
+    /// The retry backoff's base (`SHERATAN_RETRY_BASE_MS`).
+    pub retry_base: Duration,
+}
+
+impl Default for StoreLimits {
+    fn default() -> Self {
+        Self {
+            max_queue_depth: 1000,
+            max_inflight: 100,
+            retry_base: Duration::from_millis(1000),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum SubmitOutcome {
+    /// A new job, committed.
+    Created { job_id: Uuid },
+    /// The idempotency key was seen with the same request: the existing job.
+    Existing {
+        job_id: Uuid,
+        status: JobStatus,
+        /// JSON text of the result, for a completed job.
+        result: Option<String>,
+    },
+    /// The idempotency key was seen with a different request.
+    Collision { job_id: Uuid },
+    /// The hub-wide queue depth is at its limit.
+    QueueFull { depth: u64 },
+}
+
+/// A lease request, validated.
+#[derive(Debug, Clone)]
+pub struct LeaseOrder {
+    pub node_id: String,
+    pub queues: Vec<String>,
+    /// Sorted, without duplicates.
+    pub capabilities: Vec<String>,
+    pub max_jobs: u32,
+}
+
+/// A job handed to a node.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LeasedJob {
+    pub job_id: Uuid,
+    pub lease_id: Uuid,
+    pub queue: String,
+    pub kind: String,
+    /// JSON text.
+    pub payload: String,
+    pub attempt: u32,
+    pub lease_expires_at: OffsetDateTime,
+}
+
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct LeaseGrant {
+    pub jobs: Vec<LeasedJob>,
+    /// True when the inflight limit kept jobs back.
+    pub saturated: bool,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum ExtendOutcome {
+    Extended {
+        job_id: Uuid,
+        expires_at: OffsetDateTime,
+    },
+    /// The lease is no longer held (expired and reaped, finished, cancelled, or never issued).
+    NotHeld,
+}
+
+/// A result reported by the holder of a lease.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ResultReport {
+    pub job_id: Uuid,
+    pub lease_id: Uuid,
+    pub outcome: Outcome,
+    /// JSON text.
+    pub result: String,
+    pub error: Option<JobError>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum FinishOutcome {
+    /// Recorded; the job is now `status` (completed, failed, or accepted for a retry).
+    Recorded { status: JobStatus },
+    /// The same lease's result was recorded before; counted once.
+    Duplicate { status: JobStatus },
+    /// The lease is not held any more; the result is refused.
+    LeaseNotHeld { status: JobStatus },
+    /// No such job.
+    UnknownJob,
+}
+
+/// A lease the reaper took back.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Reaped {
+    pub job_id: Uuid,
+    pub queue: String,
+    pub node_id: String,
+    pub attempt: u32,
+    /// `accepted` (it will run again) or `failed` (attempts used up).
+    pub status: JobStatus,
+}
+
+/// What one `tick` did.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct TickReport {
+    pub reaped: Vec<Reaped>,
+    /// Delayed jobs (`run_at`, retry backoff) that became ready.
+    pub promoted: usize,
+}
+
+/// Filters of `GET /v1/jobs`. Newest first; `before` is the cursor (the last job id seen).
+#[derive(Debug, Clone, Default)]
+pub struct ListFilter {
+    pub queue: Option<String>,
+    pub status: Option<JobStatus>,
+    pub limit: u32,
+    pub before: Option<Uuid>,
+}
+
+/// Live counters, cheap to read.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Counts {
+    /// `accepted` jobs per queue (delayed ones included), sorted by queue.
+    pub queue_depth: Vec<(String, u64)>,
+    /// `in_progress` jobs.
+    pub inflight: u64,
+    /// Finished jobs whose submitter has not acknowledged them.
+    pub results_pending: u64,
+}
+
+impl Counts {
+    pub fn total_depth(&self) -> u64 {
+        self.queue_depth.iter().map(|(_, n)| n).sum()
+    }
+}
+
+/// What `purge` and `pause` report about a queue.
+#[derive(Debug, Clone, PartialEq)]
+pub struct QueueState {
+    pub queue: String,
+    pub paused: bool,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// Storage cannot take writes (disk full, read-only, database down): the caller answers
+    /// 503 and nothing committed is lost.
+    #[error("storage unavailable: {0}")]
+    Unavailable(String),
+    /// A bug or corruption.
+    #[error("storage failure: {0}")]
+    Internal(String),
+}
+
+/// Durable job storage. Every method that answers `Ok` for a change has committed it.
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    /// Submits jobs in order; each gets its own outcome. Concurrent submits of one idempotency
+    /// key create exactly one job.
+    async fn submit(&self, jobs: Vec<JobSpec>) -> Result<Vec<SubmitOutcome>, StoreError>;
+
+    /// Leases up to `max_jobs` ready jobs of the given queues whose required capabilities the
+    /// node has: priority first, then first in, first out. Never more than the inflight limit.
+    async fn lease(&self, order: LeaseOrder) -> Result<LeaseGrant, StoreError>;
+
+    /// Extends a live lease by `extend_s` (the job's `timeout_s` if `None`) from now.
+    async fn extend(
+        &self,
+        lease_id: Uuid,
+        extend_s: Option<u32>,
+    ) -> Result<ExtendOutcome, StoreError>;
+
+    /// Records a result for a live lease.
+    async fn finish(&self, report: ResultReport) -> Result<FinishOutcome, StoreError>;
+
+    async fn get(&self, job_id: Uuid) -> Result<Option<JobRecord>, StoreError>;
+
+    /// Jobs matching the filter, newest first, and the cursor of the next page.
+    async fn list(&self, filter: ListFilter) -> Result<(Vec<JobRecord>, Option<Uuid>), StoreError>;
+
+    /// Cancels an accepted or in-progress job (its lease ends). A finished job is returned
+    /// unchanged. `None` if unknown.
+    async fn cancel(&self, job_id: Uuid) -> Result<Option<JobRecord>, StoreError>;
+
+    /// Puts a job back to `accepted` with its attempts reset (admin). `None` if unknown.
+    async fn requeue(&self, job_id: Uuid) -> Result<Option<JobRecord>, StoreError>;
+
+    /// Reaps expired leases and promotes delayed jobs that are due. Call it often (the hub
+    /// does, every 250 ms).
+    async fn tick(&self) -> Result<TickReport, StoreError>;
+
+    /// Finished, unacknowledged jobs, oldest first.
+    async fn pending_results(&self, limit: u32) -> Result<Vec<JobRecord>, StoreError>;
+
+    /// Acknowledges finished jobs' results; returns how many were pending.
+    async fn ack_results(&self, job_ids: Vec<Uuid>) -> Result<u64, StoreError>;
+
+    async fn set_paused(&self, queue: String, paused: bool) -> Result<QueueState, StoreError>;
+
+    /// Cancels every accepted job of the queue; returns how many.
+    async fn purge(&self, queue: String) -> Result<u64, StoreError>;
+
+    /// Forgets idempotency keys created before `before`; returns how many.
+    async fn expire_idempotency_keys(&self, before: OffsetDateTime) -> Result<u64, StoreError>;
+
+    /// Live counters.
+    fn counts(&self) -> Counts;
+
+    /// A receiver that changes whenever jobs become ready (submit, retry, reap, requeue,
+    /// resume), for long-polling leases.
+    fn ready_signal(&self) -> tokio::sync::watch::Receiver<u64>;
+
+    /// A receiver that changes whenever a job finishes, for following pending results.
+    fn finished_signal(&self) -> tokio::sync::watch::Receiver<u64>;
+}
