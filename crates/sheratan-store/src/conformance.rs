@@ -1,1 +1,915 @@
-//! The conformance suite every storage backend passes (work in progress).
+//! The conformance suite every storage backend passes (garage's pattern: one shared suite,
+//! run against each backend). A backend crate runs it with
+//! `sheratan_store::conformance_tests!(|| MyBackend::new());` in an integration test.
+//!
+//! Time is a [`ManualClock`], so lease expiry, backoff and delays are tested without sleeping.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+use sheratan_proto::data::{JobError, JobStatus, Outcome, SubmitJob};
+use time::OffsetDateTime;
+use uuid::Uuid;
+
+use crate::{
+    Clock, ExtendOutcome, FinishOutcome, JobDefaults, JobSpec, LeaseOrder, LeasedJob, ListFilter,
+    ManualClock, ResultReport, Store, StoreLimits, SubmitOutcome,
+};
+
+/// A backend under test.
+pub trait Backend: Send + Sync {
+    /// Opens the store: empty the first time, the same data on later calls (after the
+    /// previous store was dropped).
+    fn open(&self, clock: Arc<ManualClock>, limits: StoreLimits) -> Arc<dyn Store>;
+}
+
+/// One test's world: a backend, its clock, and the open store.
+pub struct World<'a> {
+    pub backend: &'a dyn Backend,
+    pub clock: Arc<ManualClock>,
+    pub limits: StoreLimits,
+    pub store: Arc<dyn Store>,
+}
+
+impl<'a> World<'a> {
+    pub fn new(backend: &'a dyn Backend, limits: StoreLimits) -> Self {
+        let clock = Arc::new(ManualClock::new(
+            time::macros::datetime!(2026-11-27 08:00 UTC),
+        ));
+        let store = backend.open(clock.clone(), limits);
+        Self {
+            backend,
+            clock,
+            limits,
+            store,
+        }
+    }
+
+    /// Closes and opens the store again on the same data.
+    pub fn reopen(&mut self) {
+        let fresh = Arc::new(ManualClock::new(self.clock.now()));
+        // Drop the old store first: a backend may hold the database exclusively.
+        drop(std::mem::replace(&mut self.store, Arc::new(Placeholder)));
+        self.store = self.backend.open(fresh.clone(), self.limits);
+        self.clock = fresh;
+    }
+
+    pub fn advance(&self, d: Duration) {
+        self.clock
+            .advance(time::Duration::try_from(d).expect("small durations"));
+    }
+
+    pub fn spec(&self, job: SubmitJob) -> JobSpec {
+        JobSpec::from_wire(job, JobDefaults::default(), self.clock.now()).expect("valid job")
+    }
+
+    pub async fn submit(&self, job: SubmitJob) -> Uuid {
+        match self
+            .store
+            .submit(vec![self.spec(job)])
+            .await
+            .expect("submit")
+            .remove(0)
+        {
+            SubmitOutcome::Created { job_id } => job_id,
+            other => panic!("expected a new job, got {other:?}"),
+        }
+    }
+
+    pub async fn lease(
+        &self,
+        node: &str,
+        queues: &[&str],
+        caps: &[&str],
+        max: u32,
+    ) -> Vec<LeasedJob> {
+        let mut caps: Vec<String> = caps.iter().map(|c| c.to_string()).collect();
+        caps.sort();
+        self.store
+            .lease(LeaseOrder {
+                node_id: node.into(),
+                queues: queues.iter().map(|q| q.to_string()).collect(),
+                capabilities: caps,
+                max_jobs: max,
+            })
+            .await
+            .expect("lease")
+            .jobs
+    }
+
+    pub async fn succeed(&self, job: &LeasedJob, result: &str) -> FinishOutcome {
+        self.store
+            .finish(ResultReport {
+                job_id: job.job_id,
+                lease_id: job.lease_id,
+                outcome: Outcome::Success,
+                result: result.into(),
+                error: None,
+            })
+            .await
+            .expect("finish")
+    }
+
+    pub async fn fail(&self, job: &LeasedJob, retryable: bool) -> FinishOutcome {
+        self.store
+            .finish(ResultReport {
+                job_id: job.job_id,
+                lease_id: job.lease_id,
+                outcome: Outcome::Failure,
+                result: "null".into(),
+                error: Some(JobError {
+                    message: "boom".into(),
+                    retryable,
+                }),
+            })
+            .await
+            .expect("finish")
+    }
+
+    pub async fn status(&self, job_id: Uuid) -> JobStatus {
+        self.store
+            .get(job_id)
+            .await
+            .expect("get")
+            .expect("job exists")
+            .status
+    }
+}
+
+/// Stands in while a store is being reopened.
+struct Placeholder;
+
+#[async_trait::async_trait]
+impl Store for Placeholder {
+    async fn submit(&self, _: Vec<JobSpec>) -> Result<Vec<SubmitOutcome>, crate::StoreError> {
+        unreachable!("placeholder")
+    }
+    async fn lease(&self, _: LeaseOrder) -> Result<crate::LeaseGrant, crate::StoreError> {
+        unreachable!("placeholder")
+    }
+    async fn extend(&self, _: Uuid, _: Option<u32>) -> Result<ExtendOutcome, crate::StoreError> {
+        unreachable!("placeholder")
+    }
+    async fn finish(&self, _: ResultReport) -> Result<FinishOutcome, crate::StoreError> {
+        unreachable!("placeholder")
+    }
+    async fn get(&self, _: Uuid) -> Result<Option<crate::JobRecord>, crate::StoreError> {
+        unreachable!("placeholder")
+    }
+    async fn list(
+        &self,
+        _: ListFilter,
+    ) -> Result<(Vec<crate::JobRecord>, Option<Uuid>), crate::StoreError> {
+        unreachable!("placeholder")
+    }
+    async fn cancel(&self, _: Uuid) -> Result<Option<crate::JobRecord>, crate::StoreError> {
+        unreachable!("placeholder")
+    }
+    async fn requeue(&self, _: Uuid) -> Result<Option<crate::JobRecord>, crate::StoreError> {
+        unreachable!("placeholder")
+    }
+    async fn tick(&self) -> Result<crate::TickReport, crate::StoreError> {
+        unreachable!("placeholder")
+    }
+    async fn pending_results(&self, _: u32) -> Result<Vec<crate::JobRecord>, crate::StoreError> {
+        unreachable!("placeholder")
+    }
+    async fn ack_results(&self, _: Vec<Uuid>) -> Result<u64, crate::StoreError> {
+        unreachable!("placeholder")
+    }
+    async fn set_paused(&self, _: String, _: bool) -> Result<crate::QueueState, crate::StoreError> {
+        unreachable!("placeholder")
+    }
+    async fn purge(&self, _: String) -> Result<u64, crate::StoreError> {
+        unreachable!("placeholder")
+    }
+    async fn expire_idempotency_keys(&self, _: OffsetDateTime) -> Result<u64, crate::StoreError> {
+        unreachable!("placeholder")
+    }
+    fn counts(&self) -> crate::Counts {
+        unreachable!("placeholder")
+    }
+    fn ready_signal(&self) -> tokio::sync::watch::Receiver<u64> {
+        unreachable!("placeholder")
+    }
+    fn finished_signal(&self) -> tokio::sync::watch::Receiver<u64> {
+        unreachable!("placeholder")
+    }
+}
+
+/// A job of `kind` "echo" on `queue` with `payload`.
+pub fn job(queue: &str, payload: serde_json::Value) -> SubmitJob {
+    SubmitJob {
+        queue: queue.into(),
+        kind: "echo".into(),
+        payload,
+        priority: 0,
+        required_capabilities: Vec::new(),
+        idempotency_key: None,
+        max_attempts: None,
+        timeout_s: Some(30),
+        run_at: None,
+    }
+}
+
+fn limits(depth: u64, inflight: u64) -> StoreLimits {
+    StoreLimits {
+        max_queue_depth: depth,
+        max_inflight: inflight,
+        retry_base: Duration::from_millis(1000),
+    }
+}
+
+pub async fn submit_and_get(b: &dyn Backend) {
+    let w = World::new(b, limits(100, 100));
+    let mut j = job("q1", serde_json::json!({"n": 1, "s": "x"}));
+    j.priority = 7;
+    j.required_capabilities = vec!["b".into(), "a".into()];
+    let id = w.submit(j).await;
+    let rec = w.store.get(id).await.unwrap().unwrap();
+    assert_eq!(rec.job_id, id);
+    assert_eq!(rec.queue, "q1");
+    assert_eq!(rec.kind, "echo");
+    assert_eq!(
+        serde_json::from_str::<serde_json::Value>(&rec.payload).unwrap(),
+        serde_json::json!({"n": 1, "s": "x"})
+    );
+    assert_eq!(rec.priority, 7);
+    assert_eq!(rec.required_capabilities, vec!["a", "b"]);
+    assert_eq!(rec.status, JobStatus::Accepted);
+    assert_eq!(rec.attempt, 0);
+    assert_eq!(rec.max_attempts, 3);
+    assert_eq!(rec.created_at, w.clock.now());
+    assert!(w.store.get(Uuid::now_v7()).await.unwrap().is_none());
+    assert_eq!(w.store.counts().total_depth(), 1);
+}
+
+pub async fn priority_then_fifo_across_queues(b: &dyn Backend) {
+    let w = World::new(b, limits(100, 100));
+    let mut ids = Vec::new();
+    for (queue, prio) in [("a", 0), ("b", 5), ("a", 5), ("b", 0), ("a", -1)] {
+        let mut j = job(queue, serde_json::Value::Null);
+        j.priority = prio;
+        ids.push(w.submit(j).await);
+    }
+    let leased: Vec<Uuid> = w
+        .lease("n", &["a", "b"], &[], 10)
+        .await
+        .iter()
+        .map(|l| l.job_id)
+        .collect();
+    assert_eq!(leased, vec![ids[1], ids[2], ids[0], ids[3], ids[4]]);
+}
+
+pub async fn capabilities_are_matched(b: &dyn Backend) {
+    let w = World::new(b, limits(100, 100));
+    let mut gpu = job("q", serde_json::Value::Null);
+    gpu.required_capabilities = vec!["gpu".into(), "cuda".into()];
+    let gpu = w.submit(gpu).await;
+    let plain = w.submit(job("q", serde_json::Value::Null)).await;
+    let got: Vec<Uuid> = w
+        .lease("cpu-node", &["q"], &["cpu"], 10)
+        .await
+        .iter()
+        .map(|l| l.job_id)
+        .collect();
+    assert_eq!(got, vec![plain]);
+    assert!(w.lease("half", &["q"], &["gpu"], 10).await.is_empty());
+    let got: Vec<Uuid> = w
+        .lease("gpu-node", &["q"], &["cuda", "gpu", "x"], 10)
+        .await
+        .iter()
+        .map(|l| l.job_id)
+        .collect();
+    assert_eq!(got, vec![gpu]);
+}
+
+pub async fn no_job_is_held_by_two_live_leases(b: &dyn Backend) {
+    let w = World::new(b, limits(10_000, 10_000));
+    let specs: Vec<JobSpec> = (0..400)
+        .map(|i| w.spec(job("q", serde_json::json!(i))))
+        .collect();
+    w.store.submit(specs).await.unwrap();
+    let mut tasks = Vec::new();
+    for n in 0..8 {
+        let store = w.store.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut mine = Vec::new();
+            loop {
+                let grant = store
+                    .lease(LeaseOrder {
+                        node_id: format!("w{n}"),
+                        queues: vec!["q".into()],
+                        capabilities: vec![],
+                        max_jobs: 7,
+                    })
+                    .await
+                    .unwrap();
+                if grant.jobs.is_empty() {
+                    return mine;
+                }
+                mine.extend(grant.jobs.into_iter().map(|j| j.job_id));
+            }
+        }));
+    }
+    let mut seen = HashSet::new();
+    for t in tasks {
+        for id in t.await.unwrap() {
+            assert!(seen.insert(id), "job {id} leased twice");
+        }
+    }
+    assert_eq!(seen.len(), 400);
+    assert_eq!(w.store.counts().inflight, 400);
+}
+
+pub async fn expired_leases_are_reaped_then_failed_when_attempts_run_out(b: &dyn Backend) {
+    let w = World::new(b, limits(100, 100));
+    let mut j = job("q", serde_json::Value::Null);
+    j.max_attempts = Some(2);
+    j.timeout_s = Some(10);
+    let id = w.submit(j).await;
+    let first = w.lease("n1", &["q"], &[], 1).await.remove(0);
+    assert_eq!(first.attempt, 1);
+    w.advance(Duration::from_secs(9));
+    assert!(w.store.tick().await.unwrap().reaped.is_empty());
+    w.advance(Duration::from_secs(1));
+    let report = w.store.tick().await.unwrap();
+    assert_eq!(report.reaped.len(), 1);
+    assert_eq!(report.reaped[0].job_id, id);
+    assert_eq!(report.reaped[0].node_id, "n1");
+    assert_eq!(report.reaped[0].status, JobStatus::Accepted);
+    assert_eq!(w.status(id).await, JobStatus::Accepted);
+    // The late holder is refused.
+    assert!(matches!(
+        w.succeed(&first, "1").await,
+        FinishOutcome::LeaseNotHeld { .. }
+    ));
+    assert!(matches!(
+        w.store.extend(first.lease_id, None).await.unwrap(),
+        ExtendOutcome::NotHeld
+    ));
+    let second = w.lease("n2", &["q"], &[], 1).await.remove(0);
+    assert_eq!(second.attempt, 2);
+    w.advance(Duration::from_secs(10));
+    let report = w.store.tick().await.unwrap();
+    assert_eq!(report.reaped[0].status, JobStatus::Failed);
+    let rec = w.store.get(id).await.unwrap().unwrap();
+    assert_eq!(rec.status, JobStatus::Failed);
+    assert!(rec.error.unwrap().message.contains("expired"));
+    assert_eq!(w.store.counts().inflight, 0);
+}
+
+pub async fn a_result_is_counted_once(b: &dyn Backend) {
+    let w = World::new(b, limits(100, 100));
+    let id = w.submit(job("q", serde_json::Value::Null)).await;
+    let l = w.lease("n", &["q"], &[], 1).await.remove(0);
+    assert_eq!(
+        w.succeed(&l, r#"{"ok":true}"#).await,
+        FinishOutcome::Recorded {
+            status: JobStatus::Completed
+        }
+    );
+    assert_eq!(
+        w.succeed(&l, r#"{"ok":true}"#).await,
+        FinishOutcome::Duplicate {
+            status: JobStatus::Completed
+        }
+    );
+    let rec = w.store.get(id).await.unwrap().unwrap();
+    assert_eq!(rec.status, JobStatus::Completed);
+    assert_eq!(
+        serde_json::from_str::<serde_json::Value>(rec.result.as_deref().unwrap()).unwrap(),
+        serde_json::json!({"ok": true})
+    );
+    assert_eq!(w.store.counts().results_pending, 1);
+    // A result naming a job the lease does not hold, or no job at all.
+    let other = w.submit(job("q", serde_json::Value::Null)).await;
+    let l2 = w.lease("n", &["q"], &[], 1).await.remove(0);
+    let mut wrong = l2.clone();
+    wrong.job_id = id;
+    assert!(matches!(
+        w.succeed(&wrong, "1").await,
+        FinishOutcome::LeaseNotHeld { .. }
+    ));
+    let mut ghost = l2.clone();
+    ghost.job_id = Uuid::now_v7();
+    assert_eq!(w.succeed(&ghost, "1").await, FinishOutcome::UnknownJob);
+    assert_eq!(w.status(other).await, JobStatus::InProgress);
+}
+
+pub async fn retryable_failures_back_off_then_land_in_failed(b: &dyn Backend) {
+    let w = World::new(b, limits(100, 100));
+    let id = w.submit(job("q", serde_json::Value::Null)).await;
+    let l = w.lease("n", &["q"], &[], 1).await.remove(0);
+    assert_eq!(
+        w.fail(&l, true).await,
+        FinishOutcome::Recorded {
+            status: JobStatus::Accepted
+        }
+    );
+    // Backoff of about one second (±20 %): not ready before 0.8 s, ready after 1.2 s.
+    w.advance(Duration::from_millis(790));
+    w.store.tick().await.unwrap();
+    assert!(w.lease("n", &["q"], &[], 1).await.is_empty());
+    w.advance(Duration::from_millis(420));
+    assert_eq!(w.store.tick().await.unwrap().promoted, 1);
+    let l = w.lease("n", &["q"], &[], 1).await.remove(0);
+    assert_eq!(l.attempt, 2);
+    assert_eq!(
+        w.fail(&l, true).await,
+        FinishOutcome::Recorded {
+            status: JobStatus::Accepted
+        }
+    );
+    // The second wait is about two seconds.
+    w.advance(Duration::from_millis(1590));
+    w.store.tick().await.unwrap();
+    assert!(w.lease("n", &["q"], &[], 1).await.is_empty());
+    w.advance(Duration::from_millis(820));
+    w.store.tick().await.unwrap();
+    let l = w.lease("n", &["q"], &[], 1).await.remove(0);
+    assert_eq!(l.attempt, 3);
+    // Attempts used up: the dead set.
+    assert_eq!(
+        w.fail(&l, true).await,
+        FinishOutcome::Recorded {
+            status: JobStatus::Failed
+        }
+    );
+    let rec = w.store.get(id).await.unwrap().unwrap();
+    assert_eq!(rec.status, JobStatus::Failed);
+    assert_eq!(rec.error.as_ref().unwrap().message, "boom");
+    assert_eq!(rec.attempt, 3);
+}
+
+pub async fn non_retryable_failures_fail_at_once(b: &dyn Backend) {
+    let w = World::new(b, limits(100, 100));
+    let id = w.submit(job("q", serde_json::Value::Null)).await;
+    let l = w.lease("n", &["q"], &[], 1).await.remove(0);
+    assert_eq!(
+        w.fail(&l, false).await,
+        FinishOutcome::Recorded {
+            status: JobStatus::Failed
+        }
+    );
+    assert_eq!(w.status(id).await, JobStatus::Failed);
+    assert_eq!(
+        w.fail(&l, false).await,
+        FinishOutcome::Duplicate {
+            status: JobStatus::Failed
+        }
+    );
+}
+
+pub async fn idempotency_keys_dedupe_and_detect_collisions(b: &dyn Backend) {
+    let w = World::new(b, limits(100, 100));
+    let keyed = |payload: serde_json::Value| {
+        let mut j = job("q", payload);
+        j.idempotency_key = Some("order-42".into());
+        j
+    };
+    let id = w.submit(keyed(serde_json::json!({"a": 1, "b": 2}))).await;
+    // Same request (keys in another order): the same job.
+    let again = w
+        .store
+        .submit(vec![w.spec(keyed(serde_json::json!({"b": 2, "a": 1})))])
+        .await
+        .unwrap();
+    assert_eq!(
+        again,
+        vec![SubmitOutcome::Existing {
+            job_id: id,
+            status: JobStatus::Accepted,
+            result: None
+        }]
+    );
+    let other = w
+        .store
+        .submit(vec![w.spec(keyed(serde_json::json!({"a": 2})))])
+        .await
+        .unwrap();
+    assert_eq!(other, vec![SubmitOutcome::Collision { job_id: id }]);
+    // Completed: the cached result comes back.
+    let l = w.lease("n", &["q"], &[], 1).await.remove(0);
+    w.succeed(&l, r#"{"done":1}"#).await;
+    let again = w
+        .store
+        .submit(vec![w.spec(keyed(serde_json::json!({"a": 1, "b": 2})))])
+        .await
+        .unwrap();
+    assert_eq!(
+        again,
+        vec![SubmitOutcome::Existing {
+            job_id: id,
+            status: JobStatus::Completed,
+            result: Some(r#"{"done":1}"#.into())
+        }]
+    );
+    // Expired keys are forgotten: the same key makes a new job.
+    w.advance(Duration::from_secs(3600));
+    assert_eq!(
+        w.store
+            .expire_idempotency_keys(w.clock.now())
+            .await
+            .unwrap(),
+        1
+    );
+    let fresh = w
+        .store
+        .submit(vec![w.spec(keyed(serde_json::json!({"a": 1, "b": 2})))])
+        .await
+        .unwrap();
+    assert!(matches!(fresh[0], SubmitOutcome::Created { job_id } if job_id != id));
+}
+
+pub async fn concurrent_submits_of_one_key_make_one_job(b: &dyn Backend) {
+    let w = World::new(b, limits(1000, 100));
+    let mut tasks = Vec::new();
+    for _ in 0..32 {
+        let store = w.store.clone();
+        let mut j = job("q", serde_json::json!({"same": true}));
+        j.idempotency_key = Some("race".into());
+        let spec = w.spec(j);
+        tasks.push(tokio::spawn(async move {
+            store.submit(vec![spec]).await.unwrap().remove(0)
+        }));
+    }
+    let mut ids = HashSet::new();
+    let mut created = 0;
+    for t in tasks {
+        match t.await.unwrap() {
+            SubmitOutcome::Created { job_id } => {
+                created += 1;
+                ids.insert(job_id);
+            }
+            SubmitOutcome::Existing { job_id, .. } => {
+                ids.insert(job_id);
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    assert_eq!(created, 1);
+    assert_eq!(ids.len(), 1);
+    assert_eq!(w.store.counts().total_depth(), 1);
+}
+
+pub async fn queue_depth_limits_submits(b: &dyn Backend) {
+    let w = World::new(b, limits(3, 100));
+    let specs: Vec<JobSpec> = (0..5)
+        .map(|i| {
+            w.spec(job(
+                if i % 2 == 0 { "a" } else { "b" },
+                serde_json::json!(i),
+            ))
+        })
+        .collect();
+    let out = w.store.submit(specs).await.unwrap();
+    assert!(matches!(out[2], SubmitOutcome::Created { .. }));
+    assert!(matches!(out[3], SubmitOutcome::QueueFull { depth: 3 }));
+    assert!(matches!(out[4], SubmitOutcome::QueueFull { .. }));
+    // Leasing frees room.
+    w.lease("n", &["a"], &[], 1).await;
+    let out = w
+        .store
+        .submit(vec![w.spec(job("a", serde_json::Value::Null))])
+        .await
+        .unwrap();
+    assert!(matches!(out[0], SubmitOutcome::Created { .. }));
+}
+
+pub async fn inflight_limit_holds_jobs_back(b: &dyn Backend) {
+    let w = World::new(b, limits(100, 3));
+    let specs: Vec<JobSpec> = (0..5)
+        .map(|i| w.spec(job("q", serde_json::json!(i))))
+        .collect();
+    w.store.submit(specs).await.unwrap();
+    // One call never takes inflight above the limit.
+    assert_eq!(w.lease("n", &["q"], &[], 10).await.len(), 3);
+    let grant = w
+        .store
+        .lease(LeaseOrder {
+            node_id: "n".into(),
+            queues: vec!["q".into()],
+            capabilities: vec![],
+            max_jobs: 1,
+        })
+        .await
+        .unwrap();
+    assert!(grant.jobs.is_empty());
+    assert!(grant.saturated);
+    assert_eq!(w.store.counts().inflight, 3);
+}
+
+pub async fn delayed_jobs_wait_for_run_at(b: &dyn Backend) {
+    let w = World::new(b, limits(100, 100));
+    let mut j = job("q", serde_json::Value::Null);
+    j.run_at = Some(w.clock.now() + time::Duration::seconds(60));
+    let id = w.submit(j).await;
+    assert!(w.lease("n", &["q"], &[], 1).await.is_empty());
+    assert_eq!(w.store.counts().total_depth(), 1);
+    w.advance(Duration::from_secs(60));
+    assert_eq!(w.store.tick().await.unwrap().promoted, 1);
+    assert_eq!(w.lease("n", &["q"], &[], 1).await[0].job_id, id);
+}
+
+pub async fn leases_can_be_extended(b: &dyn Backend) {
+    let w = World::new(b, limits(100, 100));
+    let mut j = job("q", serde_json::Value::Null);
+    j.timeout_s = Some(10);
+    w.submit(j).await;
+    let l = w.lease("n", &["q"], &[], 1).await.remove(0);
+    w.advance(Duration::from_secs(8));
+    match w.store.extend(l.lease_id, Some(20)).await.unwrap() {
+        ExtendOutcome::Extended { expires_at, .. } => {
+            assert_eq!(expires_at, w.clock.now() + time::Duration::seconds(20))
+        }
+        other => panic!("{other:?}"),
+    }
+    w.advance(Duration::from_secs(15));
+    assert!(w.store.tick().await.unwrap().reaped.is_empty());
+    // Without extend_s, the job's own timeout.
+    match w.store.extend(l.lease_id, None).await.unwrap() {
+        ExtendOutcome::Extended { expires_at, .. } => {
+            assert_eq!(expires_at, w.clock.now() + time::Duration::seconds(10))
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(
+        w.succeed(&l, "1").await,
+        FinishOutcome::Recorded {
+            status: JobStatus::Completed
+        }
+    );
+    assert_eq!(
+        w.store.extend(l.lease_id, None).await.unwrap(),
+        ExtendOutcome::NotHeld
+    );
+    assert_eq!(
+        w.store.extend(Uuid::now_v7(), None).await.unwrap(),
+        ExtendOutcome::NotHeld
+    );
+}
+
+pub async fn cancel_and_requeue(b: &dyn Backend) {
+    let w = World::new(b, limits(100, 100));
+    let queued = w.submit(job("q", serde_json::Value::Null)).await;
+    let running = w.submit(job("q", serde_json::Value::Null)).await;
+    let cancelled = w.store.cancel(queued).await.unwrap().unwrap();
+    assert_eq!(cancelled.status, JobStatus::Cancelled);
+    let l = w.lease("n", &["q"], &[], 10).await;
+    assert_eq!(l.len(), 1);
+    assert_eq!(l[0].job_id, running);
+    assert_eq!(
+        w.store.cancel(running).await.unwrap().unwrap().status,
+        JobStatus::Cancelled
+    );
+    // The holder of a cancelled job's lease is refused.
+    assert!(matches!(
+        w.succeed(&l[0], "1").await,
+        FinishOutcome::LeaseNotHeld {
+            status: JobStatus::Cancelled
+        }
+    ));
+    assert_eq!(w.store.counts().inflight, 0);
+    // Cancelling a finished job changes nothing.
+    assert_eq!(
+        w.store.cancel(running).await.unwrap().unwrap().status,
+        JobStatus::Cancelled
+    );
+    assert!(w.store.cancel(Uuid::now_v7()).await.unwrap().is_none());
+    // Requeue brings it back with fresh attempts.
+    let back = w.store.requeue(running).await.unwrap().unwrap();
+    assert_eq!(back.status, JobStatus::Accepted);
+    assert_eq!(back.attempt, 0);
+    let again = w.lease("n", &["q"], &[], 10).await;
+    assert_eq!(again[0].job_id, running);
+    assert_eq!(again[0].attempt, 1);
+    // Requeue of an in-progress job ends its lease.
+    w.store.requeue(running).await.unwrap();
+    assert!(matches!(
+        w.succeed(&again[0], "1").await,
+        FinishOutcome::LeaseNotHeld { .. }
+    ));
+    assert_eq!(w.lease("n", &["q"], &[], 10).await[0].job_id, running);
+}
+
+pub async fn queues_pause_resume_and_purge(b: &dyn Backend) {
+    let w = World::new(b, limits(100, 100));
+    for i in 0..3 {
+        w.submit(job("p", serde_json::json!(i))).await;
+    }
+    w.store.set_paused("p".into(), true).await.unwrap();
+    assert!(w.lease("n", &["p"], &[], 10).await.is_empty());
+    let mut rx = w.store.ready_signal();
+    rx.borrow_and_update();
+    w.store.set_paused("p".into(), false).await.unwrap();
+    assert!(rx.has_changed().unwrap(), "resuming wakes long polls");
+    assert_eq!(w.lease("n", &["p"], &[], 1).await.len(), 1);
+    assert_eq!(w.store.purge("p".into()).await.unwrap(), 2);
+    assert!(w.lease("n", &["p"], &[], 10).await.is_empty());
+    assert_eq!(w.store.counts().total_depth(), 0);
+    assert_eq!(w.store.counts().inflight, 1);
+}
+
+pub async fn finished_results_stay_pending_until_acknowledged(b: &dyn Backend) {
+    let w = World::new(b, limits(100, 100));
+    let a = w.submit(job("q", serde_json::Value::Null)).await;
+    let bb = w.submit(job("q", serde_json::Value::Null)).await;
+    let mut finished = w.store.finished_signal();
+    finished.borrow_and_update();
+    for l in w.lease("n", &["q"], &[], 2).await {
+        w.succeed(&l, "1").await;
+    }
+    assert!(finished.has_changed().unwrap());
+    let pending: Vec<Uuid> = w
+        .store
+        .pending_results(10)
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.job_id)
+        .collect();
+    assert_eq!(pending.len(), 2);
+    assert!(pending.contains(&a) && pending.contains(&bb));
+    assert_eq!(
+        w.store
+            .ack_results(vec![a, a, Uuid::now_v7()])
+            .await
+            .unwrap(),
+        1
+    );
+    let pending: Vec<Uuid> = w
+        .store
+        .pending_results(10)
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.job_id)
+        .collect();
+    assert_eq!(pending, vec![bb]);
+    assert_eq!(w.store.counts().results_pending, 1);
+    assert!(w.store.get(a).await.unwrap().unwrap().result_acked);
+}
+
+pub async fn list_filters_and_pages_newest_first(b: &dyn Backend) {
+    let w = World::new(b, limits(100, 100));
+    let mut ids = Vec::new();
+    for i in 0..5 {
+        ids.push(
+            w.submit(job(if i < 3 { "x" } else { "y" }, serde_json::json!(i)))
+                .await,
+        );
+    }
+    let (page, next) = w
+        .store
+        .list(ListFilter {
+            limit: 2,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        page.iter().map(|j| j.job_id).collect::<Vec<_>>(),
+        vec![ids[4], ids[3]]
+    );
+    let (page, _) = w
+        .store
+        .list(ListFilter {
+            limit: 2,
+            before: next,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        page.iter().map(|j| j.job_id).collect::<Vec<_>>(),
+        vec![ids[2], ids[1]]
+    );
+    let (page, next) = w
+        .store
+        .list(ListFilter {
+            queue: Some("x".into()),
+            limit: 10,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(page.len(), 3);
+    assert!(next.is_none());
+    let l = w.lease("n", &["y"], &[], 1).await;
+    let (page, _) = w
+        .store
+        .list(ListFilter {
+            status: Some(JobStatus::InProgress),
+            limit: 10,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(page.len(), 1);
+    assert_eq!(page[0].job_id, l[0].job_id);
+    assert_eq!(page[0].lease.as_ref().unwrap().node_id, "n");
+}
+
+pub async fn everything_survives_a_reopen(b: &dyn Backend) {
+    let mut w = World::new(b, limits(100, 100));
+    let done = w.submit(job("q", serde_json::Value::Null)).await;
+    let running = w.submit(job("q", serde_json::Value::Null)).await;
+    let mut delayed = job("q", serde_json::Value::Null);
+    delayed.run_at = Some(w.clock.now() + time::Duration::seconds(30));
+    let delayed = w.submit(delayed).await;
+    let waiting = w.submit(job("q", serde_json::Value::Null)).await;
+    let mut keyed = job("k", serde_json::json!(1));
+    keyed.idempotency_key = Some("kept".into());
+    let keyed_id = w.submit(keyed.clone()).await;
+    w.store.set_paused("k".into(), true).await.unwrap();
+    let leased = w.lease("n", &["q"], &[], 2).await;
+    assert_eq!(
+        leased.iter().map(|l| l.job_id).collect::<Vec<_>>(),
+        vec![done, running]
+    );
+    w.succeed(&leased[0], r#""ok""#).await;
+    let before = w.store.counts();
+
+    w.reopen();
+    assert_eq!(w.store.counts(), before);
+    assert_eq!(w.status(done).await, JobStatus::Completed);
+    // The live lease is still live: its holder can finish.
+    assert_eq!(
+        w.succeed(&leased[1], "1").await,
+        FinishOutcome::Recorded {
+            status: JobStatus::Completed
+        }
+    );
+    assert_eq!(
+        w.lease("n", &["q"], &[], 5)
+            .await
+            .iter()
+            .map(|l| l.job_id)
+            .collect::<Vec<_>>(),
+        vec![waiting]
+    );
+    w.advance(Duration::from_secs(30));
+    w.store.tick().await.unwrap();
+    assert_eq!(w.lease("n", &["q"], &[], 5).await[0].job_id, delayed);
+    // Idempotency keys and paused queues too.
+    let again = w.store.submit(vec![w.spec(keyed)]).await.unwrap();
+    assert!(matches!(again[0], SubmitOutcome::Existing { job_id, .. } if job_id == keyed_id));
+    assert!(w.lease("n", &["k"], &[], 5).await.is_empty());
+}
+
+pub async fn submits_wake_long_polls(b: &dyn Backend) {
+    let w = World::new(b, limits(100, 100));
+    let mut rx = w.store.ready_signal();
+    rx.borrow_and_update();
+    let store = w.store.clone();
+    let spec = w.spec(job("q", serde_json::Value::Null));
+    tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        store.submit(vec![spec]).await.unwrap();
+    });
+    tokio::time::timeout(Duration::from_secs(10), rx.changed())
+        .await
+        .expect("woken by the submit")
+        .unwrap();
+    assert_eq!(w.lease("n", &["q"], &[], 1).await.len(), 1);
+}
+
+/// Expands to one `#[tokio::test]` per conformance case for the backend `make()` returns.
+#[macro_export]
+macro_rules! conformance_tests {
+    ($make:expr) => {
+        $crate::conformance_tests!(@cases $make;
+            submit_and_get,
+            priority_then_fifo_across_queues,
+            capabilities_are_matched,
+            no_job_is_held_by_two_live_leases,
+            expired_leases_are_reaped_then_failed_when_attempts_run_out,
+            a_result_is_counted_once,
+            retryable_failures_back_off_then_land_in_failed,
+            non_retryable_failures_fail_at_once,
+            idempotency_keys_dedupe_and_detect_collisions,
+            concurrent_submits_of_one_key_make_one_job,
+            queue_depth_limits_submits,
+            inflight_limit_holds_jobs_back,
+            delayed_jobs_wait_for_run_at,
+            leases_can_be_extended,
+            cancel_and_requeue,
+            queues_pause_resume_and_purge,
+            finished_results_stay_pending_until_acknowledged,
+            list_filters_and_pages_newest_first,
+            everything_survives_a_reopen,
+            submits_wake_long_polls
+        );
+    };
+    (@cases $make:expr; $($case:ident),* $(,)?) => {
+        $(
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $case() {
+                let backend = $make;
+                $crate::conformance::$case(&backend).await;
+            }
+        )*
+    };
+}

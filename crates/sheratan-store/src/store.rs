@@ -165,7 +165,7 @@ pub struct QueueState {
     pub paused: bool,
 }
 
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum StoreError {
     /// Storage cannot take writes (disk full, read-only, database down): the caller answers
     /// 503 and nothing committed is lost.

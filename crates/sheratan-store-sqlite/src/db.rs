@@ -1,0 +1,387 @@
+//! SQL of the job store: one function per statement, all through the connection's prepared
+//! statement cache. Times are Unix milliseconds; ids are 16-byte UUID blobs.
+
+use rusqlite::{Connection, OptionalExtension, Row, params};
+use sheratan_proto::data::{JobError, JobStatus};
+use sheratan_store::{JobRecord, JobSpec, Lease};
+use time::OffsetDateTime;
+use uuid::Uuid;
+
+use crate::state::RowId;
+
+pub fn ms(t: OffsetDateTime) -> i64 {
+    i64::try_from(t.unix_timestamp_nanos() / 1_000_000).unwrap_or(i64::MAX)
+}
+
+pub fn from_ms(ms: i64) -> OffsetDateTime {
+    OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000)
+        .unwrap_or(OffsetDateTime::UNIX_EPOCH)
+}
+
+pub fn status_code(status: JobStatus) -> i64 {
+    match status {
+        JobStatus::Accepted => 0,
+        JobStatus::InProgress => 1,
+        JobStatus::Completed => 2,
+        JobStatus::Failed => 3,
+        JobStatus::Cancelled => 4,
+    }
+}
+
+pub fn status_of(code: i64) -> JobStatus {
+    match code {
+        0 => JobStatus::Accepted,
+        1 => JobStatus::InProgress,
+        2 => JobStatus::Completed,
+        3 => JobStatus::Failed,
+        _ => JobStatus::Cancelled,
+    }
+}
+
+fn uuid_of(bytes: Vec<u8>) -> rusqlite::Result<Uuid> {
+    Uuid::from_slice(&bytes).map_err(|e| {
+        rusqlite::Error::FromSqlConversionFailure(0, rusqlite::types::Type::Blob, Box::new(e))
+    })
+}
+
+pub fn insert_job(conn: &Connection, spec: &JobSpec, now: i64) -> rusqlite::Result<RowId> {
+    let caps = serde_json::to_string(&spec.required_capabilities).expect("strings serialize");
+    conn.prepare_cached(
+        "INSERT INTO jobs (job_id, queue, kind, payload, priority, required_capabilities, \
+         idempotency_key, max_attempts, timeout_s, run_at, status, attempt, created_at, updated_at) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, 0, 0, ?11, ?11)",
+    )?
+    .execute(params![
+        spec.job_id.as_bytes(),
+        spec.queue,
+        spec.kind,
+        spec.payload,
+        spec.priority,
+        caps,
+        spec.idempotency_key,
+        spec.max_attempts,
+        spec.timeout_s,
+        ms(spec.run_at),
+        now,
+    ])?;
+    Ok(conn.last_insert_rowid())
+}
+
+pub fn idempotency_lookup(
+    conn: &Connection,
+    key: &str,
+) -> rusqlite::Result<Option<(Uuid, Vec<u8>)>> {
+    conn.prepare_cached("SELECT job_id, request_hash FROM idempotency WHERE key = ?1")?
+        .query_row([key], |r| {
+            Ok((r.get::<_, Vec<u8>>(0)?, r.get::<_, Vec<u8>>(1)?))
+        })
+        .optional()?
+        .map(|(id, hash)| Ok((uuid_of(id)?, hash)))
+        .transpose()
+}
+
+pub fn idempotency_insert(
+    conn: &Connection,
+    key: &str,
+    job_id: Uuid,
+    hash: &[u8],
+    now: i64,
+) -> rusqlite::Result<()> {
+    conn.prepare_cached(
+        "INSERT INTO idempotency (key, job_id, request_hash, created_at) VALUES (?1, ?2, ?3, ?4)",
+    )?
+    .execute(params![key, job_id.as_bytes(), hash, now])?;
+    Ok(())
+}
+
+pub fn expire_idempotency(conn: &Connection, before: i64) -> rusqlite::Result<u64> {
+    Ok(conn
+        .prepare_cached("DELETE FROM idempotency WHERE created_at < ?1")?
+        .execute([before])? as u64)
+}
+
+/// A job's row id, status, last lease and acknowledgement, by its public id.
+pub struct Brief {
+    pub row: RowId,
+    pub status: JobStatus,
+    /// The lease whose result was recorded last, to recognise a repeated result.
+    pub result_lease_id: Option<Uuid>,
+    pub result: Option<String>,
+    pub acked: bool,
+}
+
+pub fn brief(conn: &Connection, job_id: Uuid) -> rusqlite::Result<Option<Brief>> {
+    conn.prepare_cached(
+        "SELECT id, status, result_lease_id, result, acked FROM jobs WHERE job_id = ?1",
+    )?
+    .query_row([job_id.as_bytes()], |r| {
+        Ok(Brief {
+            row: r.get(0)?,
+            status: status_of(r.get(1)?),
+            result_lease_id: r.get::<_, Option<Vec<u8>>>(2)?.map(uuid_of).transpose()?,
+            result: r.get(3)?,
+            acked: r.get::<_, i64>(4)? != 0,
+        })
+    })
+    .optional()
+}
+
+pub fn idempotency_delete(conn: &Connection, key: &str) -> rusqlite::Result<()> {
+    conn.prepare_cached("DELETE FROM idempotency WHERE key = ?1")?
+        .execute([key])?;
+    Ok(())
+}
+
+/// Remembers which lease's result was recorded.
+pub fn set_result_lease(conn: &Connection, row: RowId, lease_id: Uuid) -> rusqlite::Result<()> {
+    conn.prepare_cached("UPDATE jobs SET result_lease_id = ?2 WHERE id = ?1")?
+        .execute(params![row, lease_id.as_bytes()])?;
+    Ok(())
+}
+
+pub fn set_leased(
+    conn: &Connection,
+    row: RowId,
+    attempt: u32,
+    lease_id: Uuid,
+    node: &str,
+    expires: i64,
+    now: i64,
+) -> rusqlite::Result<String> {
+    conn.prepare_cached(
+        "UPDATE jobs SET status = 1, attempt = ?2, lease_id = ?3, lease_node = ?4, \
+         lease_expires_at = ?5, updated_at = ?6 WHERE id = ?1 RETURNING payload",
+    )?
+    .query_row(
+        params![row, attempt, lease_id.as_bytes(), node, expires, now],
+        |r| r.get(0),
+    )
+}
+
+pub fn set_lease_expiry(
+    conn: &Connection,
+    row: RowId,
+    expires: i64,
+    now: i64,
+) -> rusqlite::Result<()> {
+    conn.prepare_cached("UPDATE jobs SET lease_expires_at = ?2, updated_at = ?3 WHERE id = ?1")?
+        .execute(params![row, expires, now])?;
+    Ok(())
+}
+
+/// Ends a job: completed, failed or cancelled.
+pub fn finish(
+    conn: &Connection,
+    row: RowId,
+    status: JobStatus,
+    result: Option<&str>,
+    error: Option<&JobError>,
+    acked: bool,
+    now: i64,
+) -> rusqlite::Result<()> {
+    conn.prepare_cached(
+        "UPDATE jobs SET status = ?2, result = ?3, error_message = ?4, error_retryable = ?5, \
+         finished_at = ?6, updated_at = ?6, acked = ?7 WHERE id = ?1",
+    )?
+    .execute(params![
+        row,
+        status_code(status),
+        result,
+        error.map(|e| e.message.as_str()),
+        error.map(|e| e.retryable),
+        now,
+        acked,
+    ])?;
+    Ok(())
+}
+
+/// Puts a job back to accepted, to run at `run_at` (a retry, a reaped lease, a requeue).
+pub fn reaccept(
+    conn: &Connection,
+    row: RowId,
+    run_at: i64,
+    error: Option<&JobError>,
+    reset_attempts: bool,
+    now: i64,
+) -> rusqlite::Result<()> {
+    conn.prepare_cached(
+        "UPDATE jobs SET status = 0, run_at = ?2, error_message = ?3, error_retryable = ?4, \
+         attempt = CASE WHEN ?5 THEN 0 ELSE attempt END, finished_at = NULL, \
+         result = CASE WHEN ?5 THEN NULL ELSE result END, acked = 0, updated_at = ?6 WHERE id = ?1",
+    )?
+    .execute(params![
+        row,
+        run_at,
+        error.map(|e| e.message.as_str()),
+        error.map(|e| e.retryable),
+        reset_attempts,
+        now,
+    ])?;
+    Ok(())
+}
+
+/// Marks unacknowledged finished jobs acknowledged; true if it was pending.
+pub fn ack(conn: &Connection, job_id: Uuid) -> rusqlite::Result<bool> {
+    Ok(conn
+        .prepare_cached(
+            "UPDATE jobs SET acked = 1 WHERE job_id = ?1 AND status >= 2 AND acked = 0",
+        )?
+        .execute([job_id.as_bytes()])?
+        > 0)
+}
+
+pub fn set_paused(conn: &Connection, queue: &str, paused: bool) -> rusqlite::Result<()> {
+    conn.prepare_cached("INSERT OR REPLACE INTO queues (name, paused) VALUES (?1, ?2)")?
+        .execute(params![queue, paused])?;
+    Ok(())
+}
+
+pub fn paused_queues(conn: &Connection) -> rusqlite::Result<Vec<String>> {
+    let mut stmt = conn.prepare("SELECT name FROM queues WHERE paused = 1")?;
+    let rows = stmt.query_map([], |r| r.get(0))?;
+    rows.collect()
+}
+
+pub fn count_unacked(conn: &Connection) -> rusqlite::Result<u64> {
+    conn.query_row(
+        "SELECT COUNT(*) FROM jobs WHERE acked = 0 AND status >= 2",
+        [],
+        |r| r.get::<_, i64>(0),
+    )
+    .map(|n| n as u64)
+}
+
+/// One live job as stored, for rebuilding the in-memory index.
+pub struct LiveRow {
+    pub row: RowId,
+    pub job_id: Uuid,
+    pub queue: String,
+    pub kind: String,
+    pub priority: i32,
+    pub caps: Vec<String>,
+    pub attempt: u32,
+    pub max_attempts: u32,
+    pub timeout_s: u32,
+    pub run_at: i64,
+    pub status: JobStatus,
+    pub lease: Option<(Uuid, String, i64)>,
+}
+
+pub fn live_jobs(conn: &Connection) -> rusqlite::Result<Vec<LiveRow>> {
+    let mut stmt = conn.prepare(
+        "SELECT id, job_id, queue, kind, priority, required_capabilities, attempt, max_attempts, \
+         timeout_s, run_at, status, lease_id, lease_node, lease_expires_at \
+         FROM jobs WHERE status IN (0, 1) ORDER BY id",
+    )?;
+    let rows = stmt.query_map([], |r| {
+        let caps: String = r.get(5)?;
+        let lease_id: Option<Vec<u8>> = r.get(11)?;
+        let lease = match lease_id {
+            Some(id) if r.get::<_, i64>(10)? == 1 => Some((
+                uuid_of(id)?,
+                r.get::<_, Option<String>>(12)?.unwrap_or_default(),
+                r.get::<_, Option<i64>>(13)?.unwrap_or(0),
+            )),
+            _ => None,
+        };
+        Ok(LiveRow {
+            row: r.get(0)?,
+            job_id: uuid_of(r.get(1)?)?,
+            queue: r.get(2)?,
+            kind: r.get(3)?,
+            priority: r.get(4)?,
+            caps: serde_json::from_str(&caps).unwrap_or_default(),
+            attempt: r.get(6)?,
+            max_attempts: r.get(7)?,
+            timeout_s: r.get(8)?,
+            run_at: r.get(9)?,
+            status: status_of(r.get(10)?),
+            lease,
+        })
+    })?;
+    rows.collect()
+}
+
+/// The columns [`record`] reads, in order.
+pub const RECORD_COLUMNS: &str = "job_id, queue, kind, payload, priority, required_capabilities, \
+    idempotency_key, max_attempts, timeout_s, run_at, status, attempt, created_at, updated_at, \
+    finished_at, result, error_message, error_retryable, lease_id, lease_node, lease_expires_at, acked";
+
+pub fn record(r: &Row<'_>) -> rusqlite::Result<JobRecord> {
+    let caps: String = r.get(5)?;
+    let lease_id: Option<Vec<u8>> = r.get(18)?;
+    let lease = match lease_id {
+        Some(id) => Some(Lease {
+            lease_id: uuid_of(id)?,
+            node_id: r.get::<_, Option<String>>(19)?.unwrap_or_default(),
+            expires_at: from_ms(r.get::<_, Option<i64>>(20)?.unwrap_or(0)),
+        }),
+        None => None,
+    };
+    let error_message: Option<String> = r.get(16)?;
+    Ok(JobRecord {
+        job_id: uuid_of(r.get(0)?)?,
+        queue: r.get(1)?,
+        kind: r.get(2)?,
+        payload: r.get(3)?,
+        priority: r.get(4)?,
+        required_capabilities: serde_json::from_str(&caps).unwrap_or_default(),
+        idempotency_key: r.get(6)?,
+        max_attempts: r.get(7)?,
+        timeout_s: r.get(8)?,
+        run_at: from_ms(r.get(9)?),
+        status: status_of(r.get(10)?),
+        attempt: r.get(11)?,
+        created_at: from_ms(r.get(12)?),
+        updated_at: from_ms(r.get(13)?),
+        finished_at: r.get::<_, Option<i64>>(14)?.map(from_ms),
+        result: r.get(15)?,
+        error: error_message.map(|message| JobError {
+            message,
+            retryable: r.get::<_, Option<bool>>(17).ok().flatten().unwrap_or(false),
+        }),
+        lease,
+        result_acked: r.get::<_, i64>(21)? != 0,
+    })
+}
+
+pub fn load_by_id(conn: &Connection, job_id: Uuid) -> rusqlite::Result<Option<JobRecord>> {
+    conn.prepare_cached(&format!(
+        "SELECT {RECORD_COLUMNS} FROM jobs WHERE job_id = ?1"
+    ))?
+    .query_row([job_id.as_bytes()], record)
+    .optional()
+}
+
+pub fn list(
+    conn: &Connection,
+    queue: Option<&str>,
+    status: Option<JobStatus>,
+    before: Option<Uuid>,
+    limit: u32,
+) -> rusqlite::Result<Vec<JobRecord>> {
+    let mut stmt = conn.prepare_cached(&format!(
+        "SELECT {RECORD_COLUMNS} FROM jobs \
+         WHERE (?1 IS NULL OR queue = ?1) AND (?2 IS NULL OR status = ?2) AND (?3 IS NULL OR job_id < ?3) \
+         ORDER BY job_id DESC LIMIT ?4"
+    ))?;
+    let rows = stmt.query_map(
+        params![
+            queue,
+            status.map(status_code),
+            before.map(|b| b.as_bytes().to_vec()),
+            limit
+        ],
+        record,
+    )?;
+    rows.collect()
+}
+
+pub fn pending(conn: &Connection, limit: u32) -> rusqlite::Result<Vec<JobRecord>> {
+    let mut stmt = conn.prepare_cached(&format!(
+        "SELECT {RECORD_COLUMNS} FROM jobs WHERE acked = 0 AND status >= 2 \
+         ORDER BY finished_at, id LIMIT ?1"
+    ))?;
+    let rows = stmt.query_map([limit], record)?;
+    rows.collect()
+}

@@ -1,0 +1,104 @@
+//! The database schema and its embedded, versioned migrations (`PRAGMA user_version`).
+//!
+//! Durable: every job (spec, status, attempt, lease, result, error, acknowledgement), every
+//! idempotency key, and which queues are paused. Hot statements (one per submit, lease and
+//! result) touch `jobs` by its integer primary key; the partial indexes cover only what is
+//! rare to change: live jobs (for recovery at start) and unacknowledged results.
+
+use rusqlite::Connection;
+
+/// Each entry moves the schema from version `i` to `i + 1`. Never edit a shipped entry; add one.
+const MIGRATIONS: &[&str] = &[
+    // 1: jobs, idempotency keys, paused queues.
+    r#"
+    CREATE TABLE jobs (
+        id                    INTEGER PRIMARY KEY,   -- insertion order: FIFO within a priority
+        job_id                BLOB NOT NULL UNIQUE,  -- UUIDv7, 16 bytes: sorts by creation time
+        queue                 TEXT NOT NULL,
+        kind                  TEXT NOT NULL,
+        payload               TEXT NOT NULL,         -- JSON
+        priority              INTEGER NOT NULL,
+        required_capabilities TEXT NOT NULL,         -- JSON array, sorted
+        idempotency_key       TEXT,
+        max_attempts          INTEGER NOT NULL,
+        timeout_s             INTEGER NOT NULL,
+        run_at                INTEGER NOT NULL,      -- Unix ms
+        status                INTEGER NOT NULL,      -- 0 accepted 1 in_progress 2 completed 3 failed 4 cancelled
+        attempt               INTEGER NOT NULL,
+        lease_id              BLOB,                  -- the live lease, or the last one
+        lease_node            TEXT,
+        lease_expires_at      INTEGER,
+        created_at            INTEGER NOT NULL,
+        updated_at            INTEGER NOT NULL,
+        finished_at           INTEGER,
+        result                TEXT,                  -- JSON
+        error_message         TEXT,
+        error_retryable       INTEGER,
+        result_lease_id       BLOB,                  -- the lease whose result was recorded
+        acked                 INTEGER NOT NULL DEFAULT 0
+    );
+    CREATE INDEX jobs_live ON jobs(status) WHERE status IN (0, 1);
+    CREATE INDEX jobs_unacked ON jobs(finished_at, id) WHERE acked = 0 AND status >= 2;
+    CREATE TABLE idempotency (
+        key          TEXT PRIMARY KEY,
+        job_id       BLOB NOT NULL,
+        request_hash BLOB NOT NULL,
+        created_at   INTEGER NOT NULL
+    ) WITHOUT ROWID;
+    CREATE INDEX idempotency_age ON idempotency(created_at);
+    CREATE TABLE queues (
+        name   TEXT PRIMARY KEY,
+        paused INTEGER NOT NULL
+    ) WITHOUT ROWID;
+    "#,
+];
+
+/// Brings the database to the current schema, each migration in its own transaction.
+pub fn migrate(conn: &mut Connection) -> rusqlite::Result<()> {
+    let version: usize =
+        conn.query_row("PRAGMA user_version", [], |r| r.get::<_, i64>(0))? as usize;
+    if version > MIGRATIONS.len() {
+        return Err(rusqlite::Error::InvalidParameterName(format!(
+            "the database schema is version {version}, newer than this binary knows ({}); use a newer sheratan",
+            MIGRATIONS.len()
+        )));
+    }
+    for (i, sql) in MIGRATIONS.iter().enumerate().skip(version) {
+        let tx = conn.transaction()?;
+        tx.execute_batch(sql)?;
+        tx.pragma_update(None, "user_version", (i + 1) as i64)?;
+        tx.commit()?;
+    }
+    Ok(())
+}
+
+/// How hard a commit tries to reach the disk (`SHERATAN_SYNC`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum SyncMode {
+    /// WAL, `synchronous=NORMAL`: a commit is in the OS's hands when the call returns. It
+    /// survives the hub process crashing (`kill -9`), not the machine losing power.
+    #[default]
+    Normal,
+    /// WAL, `synchronous=FULL`: the WAL is fsynced at every commit (one fsync per group of
+    /// operations). It survives power loss too.
+    Full,
+}
+
+/// Connection settings shared by the writer and the readers.
+pub fn configure(conn: &Connection, sync: SyncMode) -> rusqlite::Result<()> {
+    conn.pragma_update(None, "journal_mode", "WAL")?;
+    conn.pragma_update(
+        None,
+        "synchronous",
+        match sync {
+            SyncMode::Normal => "NORMAL",
+            SyncMode::Full => "FULL",
+        },
+    )?;
+    conn.pragma_update(None, "busy_timeout", 5000)?;
+    conn.pragma_update(None, "foreign_keys", "OFF")?;
+    conn.pragma_update(None, "temp_store", "MEMORY")?;
+    // 64 MiB of page cache per connection.
+    conn.pragma_update(None, "cache_size", -65536)?;
+    Ok(())
+}

@@ -1,0 +1,700 @@
+//! The writer thread: the only connection that writes. It takes operations from a channel,
+//! applies every operation waiting at that moment inside one transaction, commits once (group
+//! commit), and only then answers each caller. A 2xx built on an answer is therefore durable.
+//!
+//! The in-memory index ([`State`]) is changed as operations are applied; if the transaction
+//! fails, every caller in the group gets the error and the index is rebuilt from the database,
+//! so memory and disk never disagree.
+
+use std::sync::mpsc::Receiver;
+use std::sync::{Arc, Mutex};
+
+use rusqlite::Connection;
+use sheratan_proto::data::{JobError, JobStatus, Outcome};
+use sheratan_store::jobs::{MAX_TIMEOUT_S, retry_delay};
+use sheratan_store::{
+    Clock, Counts, ExtendOutcome, FinishOutcome, JobRecord, JobSpec, LeaseGrant, LeaseOrder,
+    LeasedJob, QueueState, Reaped, ResultReport, StoreError, StoreLimits, SubmitOutcome,
+    TickReport,
+};
+use tokio::sync::oneshot;
+use uuid::Uuid;
+
+use crate::db::{self, from_ms, ms};
+use crate::state::{LiveJob, Phase, RowId, State};
+
+/// Operations waiting longer than this many are left for the next group.
+const MAX_GROUP: usize = 2048;
+
+pub type Reply<T> = oneshot::Sender<Result<T, StoreError>>;
+
+pub enum Op {
+    Submit(Vec<JobSpec>, Reply<Vec<SubmitOutcome>>),
+    Lease(LeaseOrder, Reply<LeaseGrant>),
+    Extend(Uuid, Option<u32>, Reply<ExtendOutcome>),
+    Finish(ResultReport, Reply<FinishOutcome>),
+    Cancel(Uuid, Reply<Option<JobRecord>>),
+    Requeue(Uuid, Reply<Option<JobRecord>>),
+    Tick(Reply<TickReport>),
+    Ack(Vec<Uuid>, Reply<u64>),
+    SetPaused(String, bool, Reply<QueueState>),
+    Purge(String, Reply<u64>),
+    ExpireKeys(time::OffsetDateTime, Reply<u64>),
+}
+
+/// What the writer shares with the async side.
+pub struct Shared {
+    pub counts: Mutex<Counts>,
+    pub ready: tokio::sync::watch::Sender<u64>,
+    pub finished: tokio::sync::watch::Sender<u64>,
+}
+
+/// An answer held back until the group's commit.
+trait Held: Send {
+    fn send(self: Box<Self>, commit: Result<(), &StoreError>);
+}
+
+struct Answer<T> {
+    reply: Reply<T>,
+    value: Option<T>,
+}
+
+impl<T: Send> Held for Answer<T> {
+    fn send(self: Box<Self>, commit: Result<(), &StoreError>) {
+        let outcome = match (commit, self.value) {
+            (Ok(()), Some(value)) => Ok(value),
+            (Err(err), _) => Err(err.clone()),
+            (Ok(()), None) => Err(StoreError::Internal("operation lost its answer".into())),
+        };
+        let _ = self.reply.send(outcome);
+    }
+}
+
+/// Side effects of a group, announced after the commit.
+#[derive(Default)]
+struct Effects {
+    ready: bool,
+    finished: bool,
+}
+
+pub struct Writer {
+    conn: Connection,
+    state: State,
+    clock: Arc<dyn Clock>,
+    limits: StoreLimits,
+    shared: Arc<Shared>,
+}
+
+impl Writer {
+    pub fn open(
+        conn: Connection,
+        clock: Arc<dyn Clock>,
+        limits: StoreLimits,
+        shared: Arc<Shared>,
+    ) -> rusqlite::Result<Writer> {
+        let mut writer = Writer {
+            conn,
+            state: State::default(),
+            clock,
+            limits,
+            shared,
+        };
+        writer.reload()?;
+        Ok(writer)
+    }
+
+    /// Rebuilds the in-memory index from the database.
+    fn reload(&mut self) -> rusqlite::Result<()> {
+        let mut state = State::default();
+        for name in db::paused_queues(&self.conn)? {
+            state.set_paused(&name, true);
+        }
+        for row in db::live_jobs(&self.conn)? {
+            let queue = state.name(&row.queue);
+            let kind = state.name(&row.kind);
+            let mut caps = row.caps;
+            caps.sort();
+            let caps = state.capset(&caps);
+            let phase = match (row.status, row.lease) {
+                (JobStatus::InProgress, Some((lease_id, node, expires_ms))) => Phase::Leased {
+                    lease_id,
+                    node_id: state.name(&node),
+                    expires_ms,
+                },
+                // An in-progress row without a lease cannot be resumed: run it again.
+                (JobStatus::InProgress, None) => Phase::Ready,
+                _ if row.run_at > ms(self.clock.now()) => Phase::Delayed {
+                    run_at_ms: row.run_at,
+                },
+                _ => Phase::Ready,
+            };
+            state.insert(
+                row.row,
+                LiveJob {
+                    job_id: row.job_id,
+                    queue,
+                    kind,
+                    priority: row.priority,
+                    caps,
+                    attempt: row.attempt,
+                    max_attempts: row.max_attempts,
+                    timeout_s: row.timeout_s,
+                    phase,
+                },
+            );
+        }
+        state.results_pending = db::count_unacked(&self.conn)?;
+        self.state = state;
+        self.publish();
+        Ok(())
+    }
+
+    fn publish(&self) {
+        let counts = Counts {
+            queue_depth: self.state.depth_by_queue(),
+            inflight: self.state.inflight,
+            results_pending: self.state.results_pending,
+        };
+        *self.shared.counts.lock().expect("counts lock") = counts;
+    }
+
+    /// Serves operations until every sender is gone.
+    pub fn run(mut self, ops: Receiver<Op>) {
+        while let Ok(first) = ops.recv() {
+            let mut group = vec![first];
+            while group.len() < MAX_GROUP {
+                match ops.try_recv() {
+                    Ok(op) => group.push(op),
+                    Err(_) => break,
+                }
+            }
+            self.apply_group(group);
+        }
+    }
+
+    fn apply_group(&mut self, group: Vec<Op>) {
+        let mut held: Vec<Box<dyn Held>> = Vec::with_capacity(group.len());
+        let mut fx = Effects::default();
+        let outcome = self.transaction(group, &mut held, &mut fx);
+        match outcome {
+            Ok(()) => {
+                self.publish();
+                if fx.ready {
+                    self.shared.ready.send_modify(|g| *g += 1);
+                }
+                if fx.finished {
+                    self.shared.finished.send_modify(|g| *g += 1);
+                }
+                for h in held {
+                    h.send(Ok(()));
+                }
+            }
+            Err(err) => {
+                let err = classify(err);
+                tracing::error!(error = %err, "a group of store operations failed; none of it is committed");
+                let _ = self.conn.execute_batch("ROLLBACK");
+                if let Err(reload) = self.reload() {
+                    tracing::error!(error = %reload, "cannot rebuild the job index from the database");
+                }
+                for h in held {
+                    h.send(Err(&err));
+                }
+            }
+        }
+    }
+
+    /// Applies a group inside one transaction. Operations after a failing one are not applied
+    /// and get the failure as their answer.
+    fn transaction(
+        &mut self,
+        group: Vec<Op>,
+        held: &mut Vec<Box<dyn Held>>,
+        fx: &mut Effects,
+    ) -> rusqlite::Result<()> {
+        let mut ops = group.into_iter();
+        let begun = self.conn.execute_batch("BEGIN IMMEDIATE");
+        let mut failure = begun.err();
+        let now = ms(self.clock.now());
+        for op in ops.by_ref() {
+            if failure.is_some() {
+                held.push(unanswered(op));
+                continue;
+            }
+            if let Err(err) = self.apply(op, now, held, fx) {
+                failure = Some(err);
+            }
+        }
+        if let Some(err) = failure {
+            return Err(err);
+        }
+        self.conn.execute_batch("COMMIT")
+    }
+
+    fn apply(
+        &mut self,
+        op: Op,
+        now: i64,
+        held: &mut Vec<Box<dyn Held>>,
+        fx: &mut Effects,
+    ) -> rusqlite::Result<()> {
+        // Holds the answer until the commit; a failing operation fails the group.
+        macro_rules! answer {
+            ($reply:expr, $work:expr) => {{
+                match $work {
+                    Ok(value) => {
+                        held.push(Box::new(Answer {
+                            reply: $reply,
+                            value: Some(value),
+                        }));
+                        Ok(())
+                    }
+                    Err(err) => {
+                        held.push(Box::new(Answer {
+                            reply: $reply,
+                            value: None,
+                        }));
+                        Err(err)
+                    }
+                }
+            }};
+        }
+        match op {
+            Op::Submit(specs, reply) => answer!(reply, self.submit(specs, now, fx)),
+            Op::Lease(order, reply) => answer!(reply, self.lease(order, now)),
+            Op::Extend(lease, secs, reply) => answer!(reply, self.extend(lease, secs, now)),
+            Op::Finish(report, reply) => answer!(reply, self.finish(report, now, fx)),
+            Op::Cancel(job_id, reply) => answer!(reply, self.cancel(job_id, now, fx)),
+            Op::Requeue(job_id, reply) => answer!(reply, self.requeue(job_id, now, fx)),
+            Op::Tick(reply) => answer!(reply, self.tick(now, fx)),
+            Op::Ack(ids, reply) => answer!(reply, self.ack(ids)),
+            Op::SetPaused(queue, paused, reply) => {
+                answer!(reply, self.set_paused(queue, paused, fx))
+            }
+            Op::Purge(queue, reply) => answer!(reply, self.purge(queue, now)),
+            Op::ExpireKeys(before, reply) => {
+                answer!(reply, db::expire_idempotency(&self.conn, ms(before)))
+            }
+        }
+    }
+
+    fn submit(
+        &mut self,
+        specs: Vec<JobSpec>,
+        now: i64,
+        fx: &mut Effects,
+    ) -> rusqlite::Result<Vec<SubmitOutcome>> {
+        let mut outcomes = Vec::with_capacity(specs.len());
+        for spec in specs {
+            if let Some(key) = &spec.idempotency_key
+                && let Some((job_id, hash)) = db::idempotency_lookup(&self.conn, key)?
+            {
+                match db::brief(&self.conn, job_id)? {
+                    Some(b) if hash == spec.request_hash => {
+                        outcomes.push(SubmitOutcome::Existing {
+                            job_id,
+                            status: b.status,
+                            result: (b.status == JobStatus::Completed)
+                                .then_some(b.result)
+                                .flatten(),
+                        });
+                        continue;
+                    }
+                    Some(_) => {
+                        outcomes.push(SubmitOutcome::Collision { job_id });
+                        continue;
+                    }
+                    // The key outlived its job (an edited database): forget it.
+                    None => db::idempotency_delete(&self.conn, key)?,
+                }
+            }
+            if self.state.depth >= self.limits.max_queue_depth {
+                outcomes.push(SubmitOutcome::QueueFull {
+                    depth: self.state.depth,
+                });
+                continue;
+            }
+            let row = db::insert_job(&self.conn, &spec, now)?;
+            if let Some(key) = &spec.idempotency_key {
+                db::idempotency_insert(&self.conn, key, spec.job_id, &spec.request_hash, now)?;
+            }
+            let run_at = ms(spec.run_at);
+            let phase = if run_at > now {
+                Phase::Delayed { run_at_ms: run_at }
+            } else {
+                fx.ready = true;
+                Phase::Ready
+            };
+            let job = LiveJob {
+                job_id: spec.job_id,
+                queue: self.state.name(&spec.queue),
+                kind: self.state.name(&spec.kind),
+                priority: spec.priority,
+                caps: self.state.capset(&spec.required_capabilities),
+                attempt: 0,
+                max_attempts: spec.max_attempts,
+                timeout_s: spec.timeout_s,
+                phase,
+            };
+            self.state.insert(row, job);
+            outcomes.push(SubmitOutcome::Created {
+                job_id: spec.job_id,
+            });
+        }
+        Ok(outcomes)
+    }
+
+    fn lease(&mut self, order: LeaseOrder, now: i64) -> rusqlite::Result<LeaseGrant> {
+        let limit = self.limits.max_inflight;
+        if self.state.inflight >= limit {
+            return Ok(LeaseGrant {
+                jobs: Vec::new(),
+                saturated: true,
+            });
+        }
+        let budget = u64::from(order.max_jobs).min(limit - self.state.inflight) as usize;
+        let rows = self.state.pick(&order.queues, &order.capabilities, budget);
+        let node = self.state.name(&order.node_id);
+        let mut jobs = Vec::with_capacity(rows.len());
+        for row in rows {
+            let lease_id = Uuid::now_v7();
+            let timeout_s = self.state.get(row).map_or(30, |j| j.timeout_s);
+            let expires = now + i64::from(timeout_s) * 1000;
+            let Some(job) = self.state.lease(row, lease_id, node.clone(), expires) else {
+                continue;
+            };
+            let (job_id, queue, kind, attempt) = (
+                job.job_id,
+                job.queue.to_string(),
+                job.kind.to_string(),
+                job.attempt,
+            );
+            let payload = db::set_leased(
+                &self.conn,
+                row,
+                attempt,
+                lease_id,
+                &order.node_id,
+                expires,
+                now,
+            )?;
+            jobs.push(LeasedJob {
+                job_id,
+                lease_id,
+                queue,
+                kind,
+                payload,
+                attempt,
+                lease_expires_at: from_ms(expires),
+            });
+        }
+        Ok(LeaseGrant {
+            jobs,
+            saturated: false,
+        })
+    }
+
+    fn extend(
+        &mut self,
+        lease_id: Uuid,
+        secs: Option<u32>,
+        now: i64,
+    ) -> rusqlite::Result<ExtendOutcome> {
+        let Some(row) = self.state.row_of_lease(&lease_id) else {
+            return Ok(ExtendOutcome::NotHeld);
+        };
+        let Some(job) = self.state.get(row) else {
+            return Ok(ExtendOutcome::NotHeld);
+        };
+        let job_id = job.job_id;
+        let secs = secs.unwrap_or(job.timeout_s).clamp(1, MAX_TIMEOUT_S);
+        let expires = now + i64::from(secs) * 1000;
+        self.state.extend(row, expires);
+        db::set_lease_expiry(&self.conn, row, expires, now)?;
+        Ok(ExtendOutcome::Extended {
+            job_id,
+            expires_at: from_ms(expires),
+        })
+    }
+
+    fn finish(
+        &mut self,
+        report: ResultReport,
+        now: i64,
+        fx: &mut Effects,
+    ) -> rusqlite::Result<FinishOutcome> {
+        let live = self
+            .state
+            .row_of_lease(&report.lease_id)
+            .and_then(|row| self.state.get(row).map(|job| (row, job.clone())))
+            .filter(|(_, job)| job.job_id == report.job_id);
+        let Some((row, job)) = live else {
+            // Not a live lease of this job: a repeat of a recorded result, or too late.
+            return Ok(match db::brief(&self.conn, report.job_id)? {
+                None => FinishOutcome::UnknownJob,
+                Some(b) if b.result_lease_id == Some(report.lease_id) => {
+                    FinishOutcome::Duplicate { status: b.status }
+                }
+                Some(b) => FinishOutcome::LeaseNotHeld { status: b.status },
+            });
+        };
+        db::set_result_lease(&self.conn, row, report.lease_id)?;
+        let status = match report.outcome {
+            Outcome::Success => {
+                db::finish(
+                    &self.conn,
+                    row,
+                    JobStatus::Completed,
+                    Some(&report.result),
+                    None,
+                    false,
+                    now,
+                )?;
+                self.state.remove(row);
+                self.state.results_pending += 1;
+                fx.finished = true;
+                JobStatus::Completed
+            }
+            Outcome::Failure => {
+                let error = report.error.clone().unwrap_or(JobError {
+                    message: "the executor reported a failure without a message".into(),
+                    retryable: false,
+                });
+                if error.retryable && job.attempt < job.max_attempts {
+                    let jitter = rand::random::<f64>() * 2.0 - 1.0;
+                    let delay = retry_delay(self.limits.retry_base, job.attempt, jitter);
+                    let run_at = now + i64::try_from(delay.as_millis()).unwrap_or(i64::MAX / 2);
+                    db::reaccept(&self.conn, row, run_at, Some(&error), false, now)?;
+                    self.state.requeue(row, Some(run_at), false);
+                    JobStatus::Accepted
+                } else {
+                    let result = (report.result != "null").then_some(report.result.as_str());
+                    db::finish(
+                        &self.conn,
+                        row,
+                        JobStatus::Failed,
+                        result,
+                        Some(&error),
+                        false,
+                        now,
+                    )?;
+                    self.state.remove(row);
+                    self.state.results_pending += 1;
+                    fx.finished = true;
+                    JobStatus::Failed
+                }
+            }
+        };
+        Ok(FinishOutcome::Recorded { status })
+    }
+
+    fn cancel(
+        &mut self,
+        job_id: Uuid,
+        now: i64,
+        fx: &mut Effects,
+    ) -> rusqlite::Result<Option<JobRecord>> {
+        let Some(b) = db::brief(&self.conn, job_id)? else {
+            return Ok(None);
+        };
+        if !b.status.is_terminal() {
+            db::finish(
+                &self.conn,
+                b.row,
+                JobStatus::Cancelled,
+                None,
+                None,
+                false,
+                now,
+            )?;
+            self.state.remove(b.row);
+            self.state.results_pending += 1;
+            fx.finished = true;
+        }
+        db::load_by_id(&self.conn, job_id)
+    }
+
+    fn requeue(
+        &mut self,
+        job_id: Uuid,
+        now: i64,
+        fx: &mut Effects,
+    ) -> rusqlite::Result<Option<JobRecord>> {
+        let Some(b) = db::brief(&self.conn, job_id)? else {
+            return Ok(None);
+        };
+        if b.status.is_terminal() && !b.acked {
+            self.state.results_pending = self.state.results_pending.saturating_sub(1);
+        }
+        db::reaccept(&self.conn, b.row, now, None, true, now)?;
+        if self.state.get(b.row).is_some() {
+            self.state.requeue(b.row, None, true);
+        } else if let Some(record) = db::load_by_id(&self.conn, job_id)? {
+            let mut caps = record.required_capabilities.clone();
+            caps.sort();
+            let job = LiveJob {
+                job_id,
+                queue: self.state.name(&record.queue),
+                kind: self.state.name(&record.kind),
+                priority: record.priority,
+                caps: self.state.capset(&caps),
+                attempt: 0,
+                max_attempts: record.max_attempts,
+                timeout_s: record.timeout_s,
+                phase: Phase::Ready,
+            };
+            self.state.insert(b.row, job);
+        }
+        fx.ready = true;
+        db::load_by_id(&self.conn, job_id)
+    }
+
+    fn tick(&mut self, now: i64, fx: &mut Effects) -> rusqlite::Result<TickReport> {
+        let promoted = self.state.promote_due(now).len();
+        if promoted > 0 {
+            fx.ready = true;
+        }
+        let mut reaped = Vec::new();
+        for row in self.state.expired(now) {
+            let Some(job) = self.state.get(row).cloned() else {
+                continue;
+            };
+            let node_id = match &job.phase {
+                Phase::Leased { node_id, .. } => node_id.to_string(),
+                _ => String::new(),
+            };
+            let status = if job.attempt < job.max_attempts {
+                let error = JobError {
+                    message: format!(
+                        "the lease held by {node_id} expired without a result or an extension"
+                    ),
+                    retryable: true,
+                };
+                db::reaccept(&self.conn, row, now, Some(&error), false, now)?;
+                self.state.requeue(row, None, false);
+                fx.ready = true;
+                JobStatus::Accepted
+            } else {
+                let error = JobError {
+                    message: format!(
+                        "the lease expired on attempt {} of {}; no attempts left",
+                        job.attempt, job.max_attempts
+                    ),
+                    retryable: false,
+                };
+                db::finish(
+                    &self.conn,
+                    row,
+                    JobStatus::Failed,
+                    None,
+                    Some(&error),
+                    false,
+                    now,
+                )?;
+                self.state.remove(row);
+                self.state.results_pending += 1;
+                fx.finished = true;
+                JobStatus::Failed
+            };
+            reaped.push(Reaped {
+                job_id: job.job_id,
+                queue: job.queue.to_string(),
+                node_id,
+                attempt: job.attempt,
+                status,
+            });
+        }
+        Ok(TickReport { reaped, promoted })
+    }
+
+    fn ack(&mut self, ids: Vec<Uuid>) -> rusqlite::Result<u64> {
+        let mut acked = 0;
+        for id in ids {
+            if db::ack(&self.conn, id)? {
+                acked += 1;
+            }
+        }
+        self.state.results_pending = self.state.results_pending.saturating_sub(acked);
+        Ok(acked)
+    }
+
+    fn set_paused(
+        &mut self,
+        queue: String,
+        paused: bool,
+        fx: &mut Effects,
+    ) -> rusqlite::Result<QueueState> {
+        db::set_paused(&self.conn, &queue, paused)?;
+        self.state.set_paused(&queue, paused);
+        if !paused {
+            fx.ready = true;
+        }
+        Ok(QueueState { queue, paused })
+    }
+
+    fn purge(&mut self, queue: String, now: i64) -> rusqlite::Result<u64> {
+        let error = JobError {
+            message: format!("purged from queue {queue} by an operator"),
+            retryable: false,
+        };
+        let rows: Vec<RowId> = self.state.accepted_of(&queue);
+        for &row in &rows {
+            // Purged jobs are acknowledged at once: nobody waits for their results.
+            db::finish(
+                &self.conn,
+                row,
+                JobStatus::Cancelled,
+                None,
+                Some(&error),
+                true,
+                now,
+            )?;
+            self.state.remove(row);
+        }
+        Ok(rows.len() as u64)
+    }
+}
+
+/// The answer of an operation that was not applied because its group failed first.
+fn unanswered(op: Op) -> Box<dyn Held> {
+    fn none<T: Send + 'static>(reply: Reply<T>) -> Box<dyn Held> {
+        Box::new(Answer { reply, value: None })
+    }
+    match op {
+        Op::Submit(_, r) => none(r),
+        Op::Lease(_, r) => none(r),
+        Op::Extend(_, _, r) => none(r),
+        Op::Finish(_, r) => none(r),
+        Op::Cancel(_, r) => none(r),
+        Op::Requeue(_, r) => none(r),
+        Op::Tick(r) => none(r),
+        Op::Ack(_, r) => none(r),
+        Op::SetPaused(_, _, r) => none(r),
+        Op::Purge(_, r) => none(r),
+        Op::ExpireKeys(_, r) => none(r),
+    }
+}
+
+/// Storage conditions an operator can fix (disk full, read-only, permissions) are
+/// `Unavailable`; anything else is `Internal`.
+pub fn classify(err: rusqlite::Error) -> StoreError {
+    use rusqlite::ErrorCode::*;
+    match &err {
+        rusqlite::Error::SqliteFailure(e, _)
+            if matches!(
+                e.code,
+                DiskFull
+                    | ReadOnly
+                    | CannotOpen
+                    | SystemIoFailure
+                    | DatabaseBusy
+                    | DatabaseLocked
+                    | PermissionDenied
+                    | OutOfMemory
+                    | FileLockingProtocolFailed
+            ) =>
+        {
+            StoreError::Unavailable(err.to_string())
+        }
+        _ => StoreError::Internal(err.to_string()),
+    }
+}

@@ -1,0 +1,29 @@
+//! The shared storage conformance suite, run against SQLite.
+
+use std::sync::Arc;
+
+use sheratan_store::conformance::Backend;
+use sheratan_store::{ManualClock, Store, StoreLimits};
+use sheratan_store_sqlite::{SqliteConfig, SqliteStore};
+
+struct Sqlite {
+    dir: tempfile::TempDir,
+}
+
+impl Sqlite {
+    fn new() -> Self {
+        Self {
+            dir: tempfile::tempdir().expect("temp dir"),
+        }
+    }
+}
+
+impl Backend for Sqlite {
+    fn open(&self, clock: Arc<ManualClock>, limits: StoreLimits) -> Arc<dyn Store> {
+        let mut config = SqliteConfig::new(self.dir.path().join("sheratan.db"), clock);
+        config.limits = limits;
+        Arc::new(SqliteStore::open(config).expect("open the store"))
+    }
+}
+
+sheratan_store::conformance_tests!(Sqlite::new());
