@@ -5,6 +5,8 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use sheratan_store::JobDefaults;
+
 use crate::audit::AuditConfig;
 use crate::auth::TokenConfig;
 
@@ -53,6 +55,14 @@ pub struct HubConfig {
     pub max_connections: Option<usize>,
     /// A request head must arrive within this (idle keep-alive connections included).
     pub header_read_timeout: Duration,
+    /// `max_attempts` and `timeout_s` (`SHERATAN_LEASE_TIMEOUT`) of jobs that leave them out.
+    pub job_defaults: JobDefaults,
+    /// Idempotency keys are forgotten this long after their job was submitted.
+    pub idempotency_ttl: Duration,
+    /// How often expired leases are reaped and delayed jobs promoted.
+    pub reap_interval: Duration,
+    /// The `Retry-After` a 429 carries, in seconds.
+    pub backpressure_retry_after_s: u64,
 }
 
 impl HubConfig {
@@ -77,6 +87,10 @@ impl HubConfig {
             audit_fold_window: Duration::from_secs(10),
             max_connections: None,
             header_read_timeout: Duration::from_secs(60),
+            job_defaults: JobDefaults::default(),
+            idempotency_ttl: Duration::from_secs(24 * 3600),
+            reap_interval: Duration::from_millis(250),
+            backpressure_retry_after_s: 1,
         }
     }
 

@@ -15,6 +15,7 @@ pub mod auth;
 pub mod bundles;
 pub mod config;
 pub mod http;
+pub mod jobs;
 pub mod metrics;
 pub mod persist;
 pub mod registry;
@@ -27,7 +28,7 @@ use std::sync::Arc;
 
 use sheratan_proto::{EventKind, Plane};
 use sheratan_store::registry::RegistryPolicy;
-use sheratan_store::{Clock, SystemClock};
+use sheratan_store::{Clock, Store, SystemClock};
 use time::OffsetDateTime;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -88,11 +89,17 @@ pub struct HubState {
     pub started_at: OffsetDateTime,
     /// Connections refused at the cap: [control, data].
     pub serve_stats: [Arc<serve::ServeStats>; 2],
+    /// Durable job storage.
+    pub store: Arc<dyn Store>,
+    pub jobs: jobs::JobCounters,
+    /// Cancelled when shutdown begins, so long polls answer at once instead of holding the
+    /// drain up.
+    pub stopping: CancellationToken,
 }
 
 impl HubState {
     /// All metrics of the hub, gathered now.
-    pub fn metric_families(&self, _plane: Plane) -> Vec<Family> {
+    pub fn metric_families(&self, plane: Plane) -> Vec<Family> {
         let [online, stale, dead] = self.registry.counts();
         let (old_token, invalid) = self.tokens.failures_last_minute();
         let snapshot = self.registry.snapshot_stats();
@@ -108,7 +115,7 @@ impl HubState {
                 format!("events.{}", kind.as_str().to_ascii_lowercase()),
             );
         }
-        vec![
+        let mut families = vec![
             Family::new("sheratan_nodes", "Registered nodes by status.", Kind::Gauge)
                 .sample(
                     vec![("status", "online".into())],
@@ -204,6 +211,52 @@ impl HubState {
                 "auth.required",
                 if self.tokens.required() { 1.0 } else { 0.0 },
             ),
+        ];
+        if plane == Plane::Data {
+            families.extend(self.data_families());
+        }
+        families
+    }
+
+    /// The data plane's gauges and counters.
+    fn data_families(&self) -> Vec<Family> {
+        let counts = self.store.counts();
+        let mut depth = Family::new(
+            "sheratan_queue_depth",
+            "Accepted (not yet leased) jobs, by queue.",
+            Kind::Gauge,
+        );
+        for (queue, n) in &counts.queue_depth {
+            depth = depth.sample(
+                vec![("queue", queue.clone())],
+                *n as f64,
+                format!("queue_depth.{queue}"),
+            );
+        }
+        vec![
+            depth,
+            Family::single(
+                "sheratan_queue_depth_total",
+                "Accepted jobs, all queues (the backpressure limit applies to this).",
+                Kind::Gauge,
+                "queue_depth_total",
+                counts.total_depth() as f64,
+            ),
+            Family::single(
+                "sheratan_inflight",
+                "Leased jobs not yet finished.",
+                Kind::Gauge,
+                "inflight",
+                counts.inflight as f64,
+            ),
+            Family::single(
+                "sheratan_results_pending",
+                "Finished jobs whose submitter has not acknowledged them.",
+                Kind::Gauge,
+                "results_pending",
+                counts.results_pending as f64,
+            ),
+            self.jobs.families(),
         ]
     }
 }
@@ -219,12 +272,13 @@ pub struct Hub {
 impl Hub {
     /// Opens the state directory, loads tokens, registry and bundles, and binds the
     /// listeners of the configured planes.
-    pub async fn build(config: HubConfig) -> Result<Hub, HubError> {
-        Self::build_with_clock(config, Arc::new(SystemClock)).await
+    pub async fn build(config: HubConfig, store: Arc<dyn Store>) -> Result<Hub, HubError> {
+        Self::build_with_clock(config, store, Arc::new(SystemClock)).await
     }
 
     pub async fn build_with_clock(
         config: HubConfig,
+        store: Arc<dyn Store>,
         clock: Arc<dyn Clock>,
     ) -> Result<Hub, HubError> {
         config.validate().map_err(HubError::Config)?;
@@ -283,6 +337,9 @@ impl Hub {
             ports,
             started_at,
             serve_stats: Default::default(),
+            store,
+            jobs: Default::default(),
+            stopping: CancellationToken::new(),
         });
         Ok(Hub {
             state,
@@ -359,6 +416,20 @@ impl Hub {
         });
         let rotation_task =
             tokio::spawn(state.tokens.clone().run_rotation_timer(background.clone()));
+        // Jobs belong to the process that serves the data plane.
+        let reaper_task = state.config.planes.data().then(|| {
+            tokio::spawn(jobs::run_reaper(
+                state.clone(),
+                state.config.reap_interval,
+                background.clone(),
+            ))
+        });
+        let stopping = state.stopping.clone();
+        let shutdown_watch = shutdown.clone();
+        tokio::spawn(async move {
+            shutdown_watch.cancelled().await;
+            stopping.cancel();
+        });
 
         let mut result = Ok(());
         while let Some(joined) = servers.join_next().await {
@@ -382,6 +453,9 @@ impl Hub {
             let _ = task.await;
         }
         let _ = rotation_task.await;
+        if let Some(task) = reaper_task {
+            let _ = task.await;
+        }
         audit_writer.shutdown();
         tracing::info!("hub stopped");
         result

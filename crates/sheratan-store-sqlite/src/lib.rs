@@ -277,7 +277,7 @@ impl Store for SqliteStore {
         self.call(|r| Op::SetPaused(queue, paused, r)).await
     }
 
-    async fn purge(&self, queue: String) -> Result<u64, StoreError> {
+    async fn purge(&self, queue: String) -> Result<(u64, QueueState), StoreError> {
         self.call(|r| Op::Purge(queue, r)).await
     }
 

@@ -100,6 +100,10 @@ impl State {
         self.leases.get(lease_id).copied()
     }
 
+    pub fn is_paused(&self, queue: &str) -> bool {
+        self.queues.get(queue).is_some_and(|q| q.paused)
+    }
+
     /// Adds a live job in its phase.
     pub fn insert(&mut self, row: RowId, job: LiveJob) {
         match &job.phase {

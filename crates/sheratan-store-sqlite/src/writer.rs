@@ -38,7 +38,7 @@ pub enum Op {
     Tick(Reply<TickReport>),
     Ack(Vec<Uuid>, Reply<u64>),
     SetPaused(String, bool, Reply<QueueState>),
-    Purge(String, Reply<u64>),
+    Purge(String, Reply<(u64, QueueState)>),
     ExpireKeys(time::OffsetDateTime, Reply<u64>),
 }
 
@@ -631,7 +631,7 @@ impl Writer {
         Ok(QueueState { queue, paused })
     }
 
-    fn purge(&mut self, queue: String, now: i64) -> rusqlite::Result<u64> {
+    fn purge(&mut self, queue: String, now: i64) -> rusqlite::Result<(u64, QueueState)> {
         let error = JobError {
             message: format!("purged from queue {queue} by an operator"),
             retryable: false,
@@ -650,7 +650,8 @@ impl Writer {
             )?;
             self.state.remove(row);
         }
-        Ok(rows.len() as u64)
+        let paused = self.state.is_paused(&queue);
+        Ok((rows.len() as u64, QueueState { queue, paused }))
     }
 }
 

@@ -181,7 +181,7 @@ impl Store for Placeholder {
     async fn set_paused(&self, _: String, _: bool) -> Result<crate::QueueState, crate::StoreError> {
         unreachable!("placeholder")
     }
-    async fn purge(&self, _: String) -> Result<u64, crate::StoreError> {
+    async fn purge(&self, _: String) -> Result<(u64, crate::QueueState), crate::StoreError> {
         unreachable!("placeholder")
     }
     async fn expire_idempotency_keys(&self, _: OffsetDateTime) -> Result<u64, crate::StoreError> {
@@ -706,7 +706,9 @@ pub async fn queues_pause_resume_and_purge(b: &dyn Backend) {
     w.store.set_paused("p".into(), false).await.unwrap();
     assert!(rx.has_changed().unwrap(), "resuming wakes long polls");
     assert_eq!(w.lease("n", &["p"], &[], 1).await.len(), 1);
-    assert_eq!(w.store.purge("p".into()).await.unwrap(), 2);
+    let (purged, state) = w.store.purge("p".into()).await.unwrap();
+    assert_eq!(purged, 2);
+    assert!(!state.paused);
     assert!(w.lease("n", &["p"], &[], 10).await.is_empty());
     assert_eq!(w.store.counts().total_depth(), 0);
     assert_eq!(w.store.counts().inflight, 1);

@@ -221,8 +221,8 @@ pub trait Store: Send + Sync + 'static {
 
     async fn set_paused(&self, queue: String, paused: bool) -> Result<QueueState, StoreError>;
 
-    /// Cancels every accepted job of the queue; returns how many.
-    async fn purge(&self, queue: String) -> Result<u64, StoreError>;
+    /// Cancels every accepted job of the queue; returns how many, and the queue's state.
+    async fn purge(&self, queue: String) -> Result<(u64, QueueState), StoreError>;
 
     /// Forgets idempotency keys created before `before`; returns how many.
     async fn expire_idempotency_keys(&self, before: OffsetDateTime) -> Result<u64, StoreError>;

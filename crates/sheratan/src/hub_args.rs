@@ -101,6 +101,77 @@ pub struct HubArgs {
     /// Identical audit events within this many seconds fold into one line with a count.
     #[arg(long, env = "SHERATAN_AUDIT_FOLD_WINDOW_SEC", default_value_t = 10.0)]
     pub audit_fold_window_sec: f64,
+
+    /// Job store: sqlite://PATH (default: sqlite://$SHERATAN_HOME/sheratan.db).
+    #[arg(long, env = "SHERATAN_STORE", hide_env_values = true)]
+    pub store: Option<String>,
+
+    /// normal: commits survive a hub crash; full: they survive power loss too (fsync).
+    #[arg(long, env = "SHERATAN_SYNC", value_enum, default_value = "normal")]
+    pub sync: SyncArg,
+
+    /// Queued (not yet leased) jobs, all queues, before submits answer 429.
+    #[arg(long, env = "SHERATAN_MAX_QUEUE_DEPTH", default_value_t = 1000)]
+    pub max_queue_depth: u64,
+
+    /// Leased jobs before leases hand out nothing and answer defer_ms.
+    #[arg(long, env = "SHERATAN_MAX_INFLIGHT", default_value_t = 100)]
+    pub max_inflight: u64,
+
+    /// Seconds a lease lives unless extended (the default timeout_s of a job).
+    #[arg(long, env = "SHERATAN_LEASE_TIMEOUT", default_value_t = 300)]
+    pub lease_timeout: u32,
+
+    /// Attempts of a job that does not say (max_attempts).
+    #[arg(long, env = "SHERATAN_MAX_ATTEMPTS", default_value_t = 3)]
+    pub max_attempts: u32,
+
+    /// Base of the retry backoff in milliseconds: base × 2^(attempt−1) ± 20 %, at most 10 min.
+    #[arg(long, env = "SHERATAN_RETRY_BASE_MS", default_value_t = 1000)]
+    pub retry_base_ms: u64,
+
+    /// Idempotency keys are forgotten this many seconds after their job was submitted.
+    #[arg(long, env = "SHERATAN_IDEMPOTENCY_TTL_SEC", default_value_t = 86_400)]
+    pub idempotency_ttl_sec: u64,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum SyncArg {
+    Normal,
+    Full,
+}
+
+/// Where jobs are stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StoreUrl {
+    Sqlite(PathBuf),
+}
+
+impl StoreUrl {
+    pub fn parse(url: Option<&str>, home: &std::path::Path) -> Result<StoreUrl, String> {
+        match url {
+            None => Ok(StoreUrl::Sqlite(home.join("sheratan.db"))),
+            Some(url) => {
+                if let Some(path) = url.strip_prefix("sqlite://") {
+                    if path.is_empty() {
+                        return Err("SHERATAN_STORE=sqlite:// needs a path, e.g. sqlite:///var/lib/sheratan/sheratan.db".into());
+                    }
+                    Ok(StoreUrl::Sqlite(PathBuf::from(path)))
+                } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+                    Err("SHERATAN_STORE=postgres://… is not supported by this build yet (the PostgreSQL store is planned); use sqlite://PATH or leave it unset".into())
+                } else {
+                    Err("SHERATAN_STORE must be sqlite://PATH (or unset for $SHERATAN_HOME/sheratan.db)".into())
+                }
+            }
+        }
+    }
+
+    /// For banners and logs: never prints credentials.
+    pub fn display(&self) -> String {
+        match self {
+            StoreUrl::Sqlite(path) => format!("sqlite://{}", path.display()),
+        }
+    }
 }
 
 fn parse_flag(s: &str) -> Result<bool, String> {
@@ -126,6 +197,26 @@ fn secs(name: &str, v: f64) -> Result<Duration, String> {
 }
 
 impl HubArgs {
+    /// The job store's settings.
+    pub fn store_config(
+        &self,
+        clock: std::sync::Arc<dyn sheratan_store::Clock>,
+    ) -> Result<(StoreUrl, sheratan_store_sqlite::SqliteConfig), String> {
+        let url = StoreUrl::parse(self.store.as_deref(), &self.home.home)?;
+        let StoreUrl::Sqlite(path) = &url;
+        let mut config = sheratan_store_sqlite::SqliteConfig::new(path.clone(), clock);
+        config.sync = match self.sync {
+            SyncArg::Normal => sheratan_store_sqlite::SyncMode::Normal,
+            SyncArg::Full => sheratan_store_sqlite::SyncMode::Full,
+        };
+        config.limits = sheratan_store::StoreLimits {
+            max_queue_depth: self.max_queue_depth,
+            max_inflight: self.max_inflight,
+            retry_base: Duration::from_millis(self.retry_base_ms.max(1)),
+        };
+        Ok((url, config))
+    }
+
     /// Plain, validated configuration; binds nothing.
     pub fn to_config(&self) -> Result<HubConfig, String> {
         let tokens = TokenConfig {
@@ -155,6 +246,28 @@ impl HubArgs {
         config.audit_max_bytes = self.audit_max_bytes;
         config.audit_fold_window =
             secs("SHERATAN_AUDIT_FOLD_WINDOW_SEC", self.audit_fold_window_sec)?;
+        if !(1..=sheratan_store::jobs::MAX_TIMEOUT_S).contains(&self.lease_timeout) {
+            return Err(format!(
+                "SHERATAN_LEASE_TIMEOUT must be between 1 and {} seconds",
+                sheratan_store::jobs::MAX_TIMEOUT_S
+            ));
+        }
+        if !(1..=sheratan_store::jobs::MAX_ATTEMPTS).contains(&self.max_attempts) {
+            return Err(format!(
+                "SHERATAN_MAX_ATTEMPTS must be between 1 and {}",
+                sheratan_store::jobs::MAX_ATTEMPTS
+            ));
+        }
+        if self.max_queue_depth == 0 || self.max_inflight == 0 {
+            return Err(
+                "SHERATAN_MAX_QUEUE_DEPTH and SHERATAN_MAX_INFLIGHT must be at least 1".into(),
+            );
+        }
+        config.job_defaults = sheratan_store::JobDefaults {
+            max_attempts: self.max_attempts,
+            timeout_s: self.lease_timeout,
+        };
+        config.idempotency_ttl = Duration::from_secs(self.idempotency_ttl_sec.max(60));
         config.validate()?;
         Ok(config)
     }

@@ -92,10 +92,22 @@ async fn run_hub(args: HubArgs, up: bool) -> Result<(), Failure> {
     let home = config.home.clone();
     let token_from_env = config.tokens.token.is_some();
     let auth_required = config.tokens.required;
-    let hub = Hub::build(config).await.map_err(|e| match e {
-        sheratan_hub::HubError::Config(msg) => usage(msg),
-        other => Failure::from(anyhow::Error::new(other)),
-    })?;
+    let clock: std::sync::Arc<dyn sheratan_store::Clock> =
+        std::sync::Arc::new(sheratan_store::SystemClock);
+    let (store_url, store_config) = args.store_config(clock.clone()).map_err(usage)?;
+    // Opening recovers every live job into memory: blocking work, off the runtime.
+    let store =
+        tokio::task::spawn_blocking(move || sheratan_store_sqlite::SqliteStore::open(store_config))
+            .await
+            .map_err(|e| Failure::from(anyhow::anyhow!("opening the job store failed: {e}")))?
+            .map_err(|e| Failure::from(anyhow::Error::new(e)))?;
+    let store: std::sync::Arc<dyn sheratan_store::Store> = std::sync::Arc::new(store);
+    let hub = Hub::build_with_clock(config, store, clock)
+        .await
+        .map_err(|e| match e {
+            sheratan_hub::HubError::Config(msg) => usage(msg),
+            other => Failure::from(anyhow::Error::new(other)),
+        })?;
 
     let mut out = std::io::stdout().lock();
     let _ = writeln!(out, "sheratan {VERSION}");
@@ -124,6 +136,7 @@ async fn run_hub(args: HubArgs, up: bool) -> Result<(), Failure> {
         let _ = writeln!(out, "  token: {}", path.display());
     }
     let _ = writeln!(out, "  state: {}", home_display.display());
+    let _ = writeln!(out, "  store: {}", store_url.display());
     if up && let Some(addr) = hub.control_addr() {
         let port = addr.port();
         let _ = writeln!(out);

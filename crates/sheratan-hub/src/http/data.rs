@@ -19,7 +19,7 @@ use crate::auth::{RotationStatus, Secret, TokenError};
 use crate::bundles::BundleError;
 
 pub(super) fn routes() -> Router<PlaneState> {
-    Router::new()
+    super::jobs::routes()
         .route("/health", get(health))
         .route("/metrics", get(metrics))
         .route("/admin/registry", get(admin_registry))
@@ -36,7 +36,11 @@ async fn health(
     Peer(peer): Peer,
 ) -> Result<Json<HealthResponse>, ApiError> {
     require_loopback(peer, &state, "/health")?;
-    Ok(super::health_of(Plane::Data))
+    let counts = state.hub.store.counts();
+    let mut health = super::health_of(Plane::Data);
+    health.queue_depth = Some(counts.total_depth());
+    health.inflight = Some(counts.inflight);
+    Ok(health)
 }
 
 #[derive(Debug, Deserialize)]
@@ -69,7 +73,7 @@ pub(super) async fn metrics(
 }
 
 /// The admin path's caller: token first, then loopback (DESIGN §3 precedence).
-struct Admin;
+pub(super) struct Admin;
 
 impl axum::extract::FromRequestParts<PlaneState> for Admin {
     type Rejection = ApiError;

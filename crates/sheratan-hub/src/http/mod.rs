@@ -7,6 +7,7 @@ mod control;
 mod data;
 mod error;
 pub mod extract;
+mod jobs;
 
 use std::sync::Arc;
 
