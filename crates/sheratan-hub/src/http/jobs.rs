@@ -282,10 +282,10 @@ async fn result(
         sheratan_proto::ids::parse_uuid("job_id", &req.job_id).map_err(ApiError::invalid)?;
     let lease_id =
         sheratan_proto::ids::parse_uuid("lease_id", &req.lease_id).map_err(ApiError::invalid)?;
-    if let Some(error) = &req.error {
-        if error.message.len() > 64 * 1024 {
-            return Err(ApiError::invalid("error.message: at most 64 KiB"));
-        }
+    if let Some(error) = &req.error
+        && error.message.len() > 64 * 1024
+    {
+        return Err(ApiError::invalid("error.message: at most 64 KiB"));
     }
     let outcome = req.outcome;
     let report = ResultReport {
