@@ -172,12 +172,22 @@ pub async fn read_body(req: Request, limit: usize) -> Result<bytes::Bytes, ApiEr
         })
 }
 
-/// Parses JSON; the error names the field (`capabilities[2]: invalid type …`).
+/// Parses a JSON object; the error names the field (`capabilities[2]: invalid type …`).
+/// Every request body of the contract is an object; serde would also build a struct from an
+/// array, which must not slip through.
 pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
-    if bytes.iter().all(u8::is_ascii_whitespace) {
-        return Err(ApiError::invalid(
-            "the request body is empty; expected a JSON object",
-        ));
+    match bytes.iter().find(|b| !b.is_ascii_whitespace()) {
+        None => {
+            return Err(ApiError::invalid(
+                "the request body is empty; expected a JSON object",
+            ));
+        }
+        Some(b'{') => {}
+        Some(_) => {
+            return Err(ApiError::invalid(
+                "the request body must be a JSON object ({ … })",
+            ));
+        }
     }
     let mut de = serde_json::Deserializer::from_slice(bytes);
     let value: T = serde_path_to_error::deserialize(&mut de).map_err(|err| {

@@ -91,3 +91,74 @@ pub fn heartbeat_body(node_id: &str) -> String {
     })
     .to_string()
 }
+
+/// A signed `POST /v1/results`, as an executor sends it.
+pub async fn send_result(data: &str, token: &str, body: &serde_json::Value) -> (StatusCode, Value) {
+    let raw = body.to_string();
+    let (hash, signature) = sheratan_hub::jobs::sign(raw.as_bytes(), token);
+    let response = http()
+        .post(format!("{data}/v1/results"))
+        .bearer_auth(token)
+        .header("x-sheratan-content-sha256", hash)
+        .header("x-sheratan-signature", signature)
+        .body(raw)
+        .send()
+        .await
+        .expect("the hub answers");
+    let status = response.status();
+    let text = response.text().await.expect("read the body");
+    (
+        status,
+        serde_json::from_str(&text).unwrap_or(Value::String(text)),
+    )
+}
+
+/// Completes a leased job (an item of a lease answer) successfully with `result`.
+pub async fn complete(
+    data: &str,
+    token: &str,
+    leased: &Value,
+    result: Value,
+) -> (StatusCode, Value) {
+    send_result(
+        data,
+        token,
+        &serde_json::json!({
+            "job_id": leased["job_id"], "lease_id": leased["lease_id"],
+            "outcome": "success", "result": result
+        }),
+    )
+    .await
+}
+
+/// `POST /v1/leases`; returns the leased jobs and `defer_ms`.
+pub async fn lease(
+    data: &str,
+    token: &str,
+    node: &str,
+    queues: &[&str],
+    max: u32,
+    wait_ms: u64,
+) -> (Vec<Value>, u64) {
+    let (status, body) = post(
+        &format!("{data}/v1/leases"),
+        Auth::Bearer(token),
+        &serde_json::json!({"node_id": node, "queues": queues, "max_jobs": max, "wait_ms": wait_ms}).to_string(),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "lease: {body}");
+    (
+        body["jobs"].as_array().cloned().unwrap_or_default(),
+        body["defer_ms"].as_u64().unwrap_or(0),
+    )
+}
+
+/// `POST /v1/jobs`; returns the status and the body.
+pub async fn submit(data: &str, token: &str, job: &Value) -> (StatusCode, Value) {
+    post(
+        &format!("{data}/v1/jobs"),
+        Auth::Bearer(token),
+        &job.to_string(),
+    )
+    .await
+}

@@ -2,6 +2,9 @@
 
 mod common;
 mod control_auth;
+mod crash;
+mod data;
+mod data_errors;
 mod hostile;
 mod lifecycle;
 mod ports;

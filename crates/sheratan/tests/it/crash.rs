@@ -1,0 +1,201 @@
+//! Crash safety: `kill -9` the hub during a mixed load, restart it on the same home, and every
+//! job that got a 2xx is there and ends completed exactly once.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+
+use crate::common::*;
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Sends until an HTTP answer arrives (the hub may be down for a moment).
+async fn persist_post(
+    url: &str,
+    token: &str,
+    body: &str,
+    signed: bool,
+) -> Option<(StatusCode, Value)> {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while Instant::now() < deadline {
+        let mut req = http().post(url).bearer_auth(token).body(body.to_owned());
+        if signed {
+            let (hash, signature) = sheratan_hub::jobs::sign(body.as_bytes(), token);
+            req = req
+                .header("x-sheratan-content-sha256", hash)
+                .header("x-sheratan-signature", signature);
+        }
+        match req.send().await {
+            Ok(response) => {
+                let status = response.status();
+                let text = response.text().await.unwrap_or_default();
+                return Some((status, serde_json::from_str(&text).unwrap_or(Value::Null)));
+            }
+            Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
+        }
+    }
+    None
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_during_a_mixed_load_loses_no_acknowledged_job() {
+    let (cport, dport) = (free_port(), free_port());
+    let mut hub = hub()
+        .control_addr(format!("127.0.0.1:{cport}"))
+        .data_addr(format!("127.0.0.1:{dport}"))
+        .env("SHERATAN_MAX_QUEUE_DEPTH", "100000")
+        .env("SHERATAN_MAX_INFLIGHT", "10000")
+        .start();
+    let token = hub.token();
+    let d = format!("http://127.0.0.1:{dport}");
+    let stop = Arc::new(AtomicBool::new(false));
+    let acknowledged: Arc<Mutex<Vec<(String, u64)>>> = Arc::default();
+    // Per job: how many first-time (not duplicate) completions any worker saw.
+    let recorded: Arc<Mutex<HashMap<String, u32>>> = Arc::default();
+
+    let producer = {
+        let (d, token, stop, acknowledged) =
+            (d.clone(), token.clone(), stop.clone(), acknowledged.clone());
+        tokio::spawn(async move {
+            let mut n = 0u64;
+            while !stop.load(Ordering::Relaxed) {
+                // Alternate single submits and batches of 10.
+                if n % 20 == 0 {
+                    let jobs: Vec<Value> = (n..n + 10)
+                        .map(|i| json!({"kind": "echo", "payload": {"n": i}, "timeout_s": 2}))
+                        .collect();
+                    let body = json!({"jobs": jobs}).to_string();
+                    if let Ok(r) = http()
+                        .post(format!("{d}/v1/jobs/batch"))
+                        .bearer_auth(&token)
+                        .body(body)
+                        .send()
+                        .await
+                    {
+                        if r.status() == StatusCode::OK {
+                            let answer: Value = r.json().await.unwrap_or(Value::Null);
+                            for (i, item) in
+                                answer["jobs"].as_array().into_iter().flatten().enumerate()
+                            {
+                                if item["code"] == 202 {
+                                    acknowledged.lock().unwrap().push((
+                                        item["job_id"].as_str().unwrap().to_owned(),
+                                        n + i as u64,
+                                    ));
+                                }
+                            }
+                        }
+                    }
+                    n += 10;
+                } else {
+                    let body =
+                        json!({"kind": "echo", "payload": {"n": n}, "timeout_s": 2}).to_string();
+                    if let Ok(r) = http()
+                        .post(format!("{d}/v1/jobs"))
+                        .bearer_auth(&token)
+                        .body(body)
+                        .send()
+                        .await
+                    {
+                        if r.status() == StatusCode::ACCEPTED {
+                            let answer: Value = r.json().await.unwrap_or(Value::Null);
+                            acknowledged
+                                .lock()
+                                .unwrap()
+                                .push((answer["job_id"].as_str().unwrap().to_owned(), n));
+                        }
+                    }
+                    n += 1;
+                }
+                tokio::time::sleep(Duration::from_millis(2)).await;
+            }
+        })
+    };
+    let mut workers = Vec::new();
+    for w in 0..4 {
+        let (d, token, stop, recorded) = (d.clone(), token.clone(), stop.clone(), recorded.clone());
+        workers.push(tokio::spawn(async move {
+            let mut idle_since: Option<Instant> = None;
+            loop {
+                let body = json!({"node_id": format!("w{w}"), "max_jobs": 10, "wait_ms": 200}).to_string();
+                let Ok(r) = http().post(format!("{d}/v1/leases")).bearer_auth(&token).body(body).send().await else {
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                };
+                let answer: Value = r.json().await.unwrap_or(Value::Null);
+                let jobs = answer["jobs"].as_array().cloned().unwrap_or_default();
+                if jobs.is_empty() {
+                    // Done once the producer stopped and nothing has come for a while.
+                    if stop.load(Ordering::Relaxed) && idle_since.get_or_insert_with(Instant::now).elapsed() > Duration::from_secs(4) {
+                        return;
+                    }
+                    continue;
+                }
+                idle_since = None;
+                for job in jobs {
+                    let body = json!({"job_id": job["job_id"], "lease_id": job["lease_id"], "outcome": "success", "result": {"n": job["payload"]["n"]}}).to_string();
+                    if let Some((StatusCode::OK, answer)) = persist_post(&format!("{d}/v1/results"), &token, &body, true).await {
+                        if answer["duplicate"] == false {
+                            *recorded.lock().unwrap().entry(job["job_id"].as_str().unwrap().to_owned()).or_default() += 1;
+                        }
+                    }
+                }
+            }
+        }));
+    }
+
+    for _ in 0..2 {
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        hub.kill9();
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        hub.restart();
+    }
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    stop.store(true, Ordering::Relaxed);
+    producer.await.unwrap();
+    for w in workers {
+        w.await.unwrap();
+    }
+
+    let acknowledged = acknowledged.lock().unwrap().clone();
+    assert!(
+        acknowledged.len() > 100,
+        "the load was real: {} jobs",
+        acknowledged.len()
+    );
+    let recorded = recorded.lock().unwrap().clone();
+    for (job_id, n) in &acknowledged {
+        let (status, view) = get(&format!("{d}/v1/jobs/{job_id}"), Auth::Bearer(&token)).await;
+        assert_eq!(
+            status,
+            StatusCode::OK,
+            "job {job_id} answered 2xx but is missing: {view}"
+        );
+        assert_eq!(view["status"], "completed", "{view}");
+        assert_eq!(
+            view["result"],
+            json!({"n": n}),
+            "the result belongs to this job"
+        );
+        assert!(
+            recorded.get(job_id).copied().unwrap_or(0) <= 1,
+            "job {job_id} completed twice"
+        );
+    }
+    let (_, health) = get(&format!("{d}/health"), Auth::None).await;
+    assert_eq!(health["inflight"], 0);
+    eprintln!(
+        "crash test: {} acknowledged jobs, all completed once, across 2 kill -9 restarts",
+        acknowledged.len()
+    );
+}
