@@ -70,7 +70,7 @@ async fn kill_9_during_a_mixed_load_loses_no_acknowledged_job() {
             let mut n = 0u64;
             while !stop.load(Ordering::Relaxed) {
                 // Alternate single submits and batches of 10.
-                if n % 20 == 0 {
+                if n.is_multiple_of(20) {
                     let jobs: Vec<Value> = (n..n + 10)
                         .map(|i| json!({"kind": "echo", "payload": {"n": i}, "timeout_s": 2}))
                         .collect();
@@ -81,18 +81,16 @@ async fn kill_9_during_a_mixed_load_loses_no_acknowledged_job() {
                         .body(body)
                         .send()
                         .await
+                        && r.status() == StatusCode::OK
                     {
-                        if r.status() == StatusCode::OK {
-                            let answer: Value = r.json().await.unwrap_or(Value::Null);
-                            for (i, item) in
-                                answer["jobs"].as_array().into_iter().flatten().enumerate()
-                            {
-                                if item["code"] == 202 {
-                                    acknowledged.lock().unwrap().push((
-                                        item["job_id"].as_str().unwrap().to_owned(),
-                                        n + i as u64,
-                                    ));
-                                }
+                        let answer: Value = r.json().await.unwrap_or(Value::Null);
+                        for (i, item) in answer["jobs"].as_array().into_iter().flatten().enumerate()
+                        {
+                            if item["code"] == 202 {
+                                acknowledged.lock().unwrap().push((
+                                    item["job_id"].as_str().unwrap().to_owned(),
+                                    n + i as u64,
+                                ));
                             }
                         }
                     }
@@ -106,14 +104,13 @@ async fn kill_9_during_a_mixed_load_loses_no_acknowledged_job() {
                         .body(body)
                         .send()
                         .await
+                        && r.status() == StatusCode::ACCEPTED
                     {
-                        if r.status() == StatusCode::ACCEPTED {
-                            let answer: Value = r.json().await.unwrap_or(Value::Null);
-                            acknowledged
-                                .lock()
-                                .unwrap()
-                                .push((answer["job_id"].as_str().unwrap().to_owned(), n));
-                        }
+                        let answer: Value = r.json().await.unwrap_or(Value::Null);
+                        acknowledged
+                            .lock()
+                            .unwrap()
+                            .push((answer["job_id"].as_str().unwrap().to_owned(), n));
                     }
                     n += 1;
                 }
@@ -144,11 +141,10 @@ async fn kill_9_during_a_mixed_load_loses_no_acknowledged_job() {
                 idle_since = None;
                 for job in jobs {
                     let body = json!({"job_id": job["job_id"], "lease_id": job["lease_id"], "outcome": "success", "result": {"n": job["payload"]["n"]}}).to_string();
-                    if let Some((StatusCode::OK, answer)) = persist_post(&format!("{d}/v1/results"), &token, &body, true).await {
-                        if answer["duplicate"] == false {
+                    if let Some((StatusCode::OK, answer)) = persist_post(&format!("{d}/v1/results"), &token, &body, true).await
+                        && answer["duplicate"] == false {
                             *recorded.lock().unwrap().entry(job["job_id"].as_str().unwrap().to_owned()).or_default() += 1;
                         }
-                    }
                 }
             }
         }));
