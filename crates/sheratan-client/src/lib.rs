@@ -25,9 +25,11 @@
 
 mod control;
 mod error;
+mod sign;
 
 pub use control::{BundleFetch, ControlClient};
 pub use error::ClientError;
+pub use sign::sign_result;
 
 use reqwest::{RequestBuilder, Response};
 use sheratan_proto::ErrorBody;

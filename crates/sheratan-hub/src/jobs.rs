@@ -371,16 +371,6 @@ pub fn signing_key(hub: &HubState, credential: Credential) -> Option<Secret> {
     }
 }
 
-/// Signs a result body the way executors must: (content hash, signature header value).
-pub fn sign(body: &[u8], token: &str) -> (String, String) {
-    let mut mac = Hmac::<Sha256>::new_from_slice(token.as_bytes()).expect("any key length");
-    mac.update(body);
-    (
-        hex::encode(Sha256::digest(body)),
-        format!("sha256={}", hex::encode(mac.finalize().into_bytes())),
-    )
-}
-
 /// Reaps expired leases and promotes delayed jobs every `interval`; forgets idempotency keys
 /// older than the TTL once a minute. Runs in the process that serves the data plane.
 pub async fn run_reaper(hub: Arc<HubState>, interval: Duration, shutdown: CancellationToken) {
@@ -454,6 +444,7 @@ mod tests {
 
     #[test]
     fn signatures_round_trip_and_detect_tampering() {
+        use sheratan_client::sign_result as sign;
         let body = br#"{"job_id":"x","lease_id":"y","outcome":"success","result":1}"#;
         let (hash, sig) = sign(body, "tok-0123456789abcdef");
         let key = Secret::new("tok-0123456789abcdef");

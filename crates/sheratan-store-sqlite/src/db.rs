@@ -132,13 +132,6 @@ pub fn idempotency_delete(conn: &Connection, key: &str) -> rusqlite::Result<()> 
     Ok(())
 }
 
-/// Remembers which lease's result was recorded.
-pub fn set_result_lease(conn: &Connection, row: RowId, lease_id: Uuid) -> rusqlite::Result<()> {
-    conn.prepare_cached("UPDATE jobs SET result_lease_id = ?2 WHERE id = ?1")?
-        .execute(params![row, lease_id.as_bytes()])?;
-    Ok(())
-}
-
 pub fn set_leased(
     conn: &Connection,
     row: RowId,
@@ -169,7 +162,9 @@ pub fn set_lease_expiry(
     Ok(())
 }
 
-/// Ends a job: completed, failed or cancelled.
+/// Ends a job: completed, failed or cancelled. `result_lease` names the lease whose result
+/// this is, so a repeat of it is recognised.
+#[allow(clippy::too_many_arguments)]
 pub fn finish(
     conn: &Connection,
     row: RowId,
@@ -177,11 +172,13 @@ pub fn finish(
     result: Option<&str>,
     error: Option<&JobError>,
     acked: bool,
+    result_lease: Option<Uuid>,
     now: i64,
 ) -> rusqlite::Result<()> {
     conn.prepare_cached(
         "UPDATE jobs SET status = ?2, result = ?3, error_message = ?4, error_retryable = ?5, \
-         finished_at = ?6, updated_at = ?6, acked = ?7 WHERE id = ?1",
+         finished_at = ?6, updated_at = ?6, acked = ?7, \
+         result_lease_id = COALESCE(?8, result_lease_id) WHERE id = ?1",
     )?
     .execute(params![
         row,
@@ -191,23 +188,27 @@ pub fn finish(
         error.map(|e| e.retryable),
         now,
         acked,
+        result_lease.map(|l| l.as_bytes().to_vec()),
     ])?;
     Ok(())
 }
 
 /// Puts a job back to accepted, to run at `run_at` (a retry, a reaped lease, a requeue).
+#[allow(clippy::too_many_arguments)]
 pub fn reaccept(
     conn: &Connection,
     row: RowId,
     run_at: i64,
     error: Option<&JobError>,
     reset_attempts: bool,
+    result_lease: Option<Uuid>,
     now: i64,
 ) -> rusqlite::Result<()> {
     conn.prepare_cached(
         "UPDATE jobs SET status = 0, run_at = ?2, error_message = ?3, error_retryable = ?4, \
          attempt = CASE WHEN ?5 THEN 0 ELSE attempt END, finished_at = NULL, \
-         result = CASE WHEN ?5 THEN NULL ELSE result END, acked = 0, updated_at = ?6 WHERE id = ?1",
+         result = CASE WHEN ?5 THEN NULL ELSE result END, acked = 0, updated_at = ?6, \
+         result_lease_id = COALESCE(?7, result_lease_id) WHERE id = ?1",
     )?
     .execute(params![
         row,
@@ -216,6 +217,7 @@ pub fn reaccept(
         error.map(|e| e.retryable),
         reset_attempts,
         now,
+        result_lease.map(|l| l.as_bytes().to_vec()),
     ])?;
     Ok(())
 }

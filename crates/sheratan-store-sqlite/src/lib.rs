@@ -63,6 +63,7 @@ impl SqliteConfig {
 pub struct SqliteStore {
     ops: Mutex<Option<mpsc::Sender<Op>>>,
     writer: Mutex<Option<std::thread::JoinHandle<()>>>,
+    checkpointer: Mutex<Option<(mpsc::Sender<()>, std::thread::JoinHandle<()>)>>,
     shared: Arc<Shared>,
     readers: Arc<ReadPool>,
     path: PathBuf,
@@ -89,6 +90,11 @@ impl SqliteStore {
         let mut conn = Connection::open(&config.path).map_err(|e| fail(e.to_string()))?;
         schema::configure(&conn, config.sync).map_err(|e| fail(e.to_string()))?;
         schema::migrate(&mut conn).map_err(|e| fail(e.to_string()))?;
+        // Checkpoints move to their own thread: the writer only appends to the WAL.
+        conn.pragma_update(None, "wal_autocheckpoint", 0)
+            .map_err(|e| fail(e.to_string()))?;
+        let checkpointer =
+            start_checkpointer(&config.path, config.sync).map_err(|e| fail(e.to_string()))?;
         let (ready, _) = tokio::sync::watch::channel(0u64);
         let (finished, _) = tokio::sync::watch::channel(0u64);
         let shared = Arc::new(Shared {
@@ -117,6 +123,7 @@ impl SqliteStore {
         Ok(SqliteStore {
             ops: Mutex::new(Some(tx)),
             writer: Mutex::new(Some(handle)),
+            checkpointer: Mutex::new(Some(checkpointer)),
             shared,
             readers: Arc::new(ReadPool {
                 idle: Mutex::new(readers),
@@ -134,6 +141,10 @@ impl SqliteStore {
     pub fn close(&self) {
         self.ops.lock().expect("ops lock").take();
         if let Some(handle) = self.writer.lock().expect("writer lock").take() {
+            let _ = handle.join();
+        }
+        if let Some((stop, handle)) = self.checkpointer.lock().expect("checkpointer lock").take() {
+            drop(stop);
             let _ = handle.join();
         }
     }
@@ -160,6 +171,37 @@ impl Drop for SqliteStore {
     fn drop(&mut self) {
         self.close();
     }
+}
+
+/// Copies the WAL back into the database file in the background (SQLite's PASSIVE checkpoint:
+/// never blocks the writer or readers), every 100 ms and once more at shutdown. Keeping this
+/// off the writer thread keeps commits short: an automatic checkpoint inside a commit makes
+/// every request of that group wait for it.
+fn start_checkpointer(
+    path: &Path,
+    sync: SyncMode,
+) -> rusqlite::Result<(mpsc::Sender<()>, std::thread::JoinHandle<()>)> {
+    let conn = Connection::open(path)?;
+    schema::configure(&conn, sync)?;
+    let (stop, stopped) = mpsc::channel::<()>();
+    let handle = std::thread::Builder::new()
+        .name("store-checkpoint".into())
+        .spawn(move || {
+            loop {
+                let finished = matches!(
+                    stopped.recv_timeout(std::time::Duration::from_millis(100)),
+                    Err(mpsc::RecvTimeoutError::Disconnected)
+                );
+                if let Err(err) = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(())) {
+                    tracing::warn!(%err, "WAL checkpoint failed; will retry");
+                }
+                if finished {
+                    return;
+                }
+            }
+        })
+        .map_err(|e| rusqlite::Error::InvalidParameterName(e.to_string()))?;
+    Ok((stop, handle))
 }
 
 /// Read-only connections, used one at a time from blocking threads.

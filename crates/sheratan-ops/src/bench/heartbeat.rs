@@ -97,6 +97,7 @@ pub async fn run(args: HeartbeatArgs) -> anyhow::Result<()> {
     let target = match &args.control_url {
         Some(url) => Target::external(
             url.clone(),
+            String::new(),
             args.token
                 .clone()
                 .context("--token (or SHERATAN_HUB_TOKEN) is required with --control-url")?,

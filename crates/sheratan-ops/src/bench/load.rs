@@ -44,20 +44,35 @@ impl Lane {
 
     /// POSTs `body` to `path`; returns the status and the latency in microseconds.
     pub async fn post(&mut self, path: &str, body: Bytes) -> anyhow::Result<(u16, u32)> {
-        let req = Request::post(path)
+        let (status, _, micros) = self.exchange(path, body, &[]).await?;
+        Ok((status, micros))
+    }
+
+    /// POSTs `body` with `headers`; returns the status, the answer's body and the latency in
+    /// microseconds.
+    pub async fn exchange(
+        &mut self,
+        path: &str,
+        body: Bytes,
+        headers: &[(&'static str, String)],
+    ) -> anyhow::Result<(u16, Bytes, u32)> {
+        let mut req = Request::post(path)
             .header(hyper::header::HOST, &self.host)
             .header(
                 hyper::header::AUTHORIZATION,
                 format!("Bearer {}", self.token),
             )
-            .header(hyper::header::CONTENT_TYPE, "application/json")
-            .body(Full::new(body))?;
+            .header(hyper::header::CONTENT_TYPE, "application/json");
+        for (name, value) in headers {
+            req = req.header(*name, value);
+        }
+        let req = req.body(Full::new(body))?;
         let started = Instant::now();
         self.sender.ready().await?;
         let response = self.sender.send_request(req).await?;
         let status = response.status().as_u16();
-        response.into_body().collect().await?;
+        let bytes = response.into_body().collect().await?.to_bytes();
         let micros = u32::try_from(started.elapsed().as_micros()).unwrap_or(u32::MAX);
-        Ok((status, micros))
+        Ok((status, bytes, micros))
     }
 }

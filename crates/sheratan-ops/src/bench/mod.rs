@@ -2,6 +2,7 @@
 //! the peers in `docs/PERFORMANCE.md`.
 
 mod heartbeat;
+mod jobs;
 mod load;
 mod target;
 
@@ -13,11 +14,14 @@ pub use heartbeat::HeartbeatArgs;
 pub enum BenchCommand {
     /// Heartbeat ingest from N simulated nodes over HTTP.
     Heartbeat(HeartbeatArgs),
+    /// Jobs over HTTP: enqueue, drain, concurrent, paced (the peer benchmarks' workload).
+    Jobs(jobs::JobsArgs),
 }
 
 pub async fn run(cmd: BenchCommand) -> anyhow::Result<()> {
     match cmd {
         BenchCommand::Heartbeat(args) => heartbeat::run(args).await,
+        BenchCommand::Jobs(args) => jobs::run(args).await,
     }
 }
 

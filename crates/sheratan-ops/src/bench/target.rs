@@ -10,6 +10,7 @@ use anyhow::{Context, bail};
 
 pub struct Target {
     pub control_url: String,
+    pub data_url: String,
     pub token: String,
     /// For RSS readings; known when we started the hub or were told.
     pub pid: Option<u32>,
@@ -44,16 +45,21 @@ impl Target {
         let stdout = child.stdout.take().expect("stdout is piped");
         let mut lines = BufReader::new(stdout).lines();
         let deadline = Instant::now() + Duration::from_secs(20);
-        let mut control_url = None;
-        while control_url.is_none() {
+        let (mut control_url, mut data_url, mut ready) = (None, None, false);
+        while !ready {
             if Instant::now() > deadline {
                 let _ = child.kill();
                 bail!("the hub did not report its address within 20 s");
             }
             match lines.next() {
                 Some(Ok(line)) => {
-                    if let Some(rest) = line.trim().strip_prefix("control plane: ") {
+                    let line = line.trim();
+                    if let Some(rest) = line.strip_prefix("control plane: ") {
                         control_url = rest.split_whitespace().next().map(str::to_owned);
+                    } else if let Some(rest) = line.strip_prefix("data plane: ") {
+                        data_url = rest.split_whitespace().next().map(str::to_owned);
+                    } else if line.starts_with("ready:") {
+                        ready = true;
                     }
                 }
                 _ => {
@@ -69,7 +75,8 @@ impl Target {
             .trim()
             .to_owned();
         Ok(Target {
-            control_url: control_url.expect("loop ends with an address"),
+            control_url: control_url.context("the hub reported no control plane address")?,
+            data_url: data_url.context("the hub reported no data plane address")?,
             token,
             pid: Some(child.id()),
             child: Some(child),
@@ -77,9 +84,15 @@ impl Target {
         })
     }
 
-    pub fn external(control_url: String, token: String, pid: Option<u32>) -> Target {
+    pub fn external(
+        control_url: String,
+        data_url: String,
+        token: String,
+        pid: Option<u32>,
+    ) -> Target {
         Target {
             control_url,
+            data_url,
             token,
             pid,
             child: None,

@@ -95,7 +95,7 @@ pub fn heartbeat_body(node_id: &str) -> String {
 /// A signed `POST /v1/results`, as an executor sends it.
 pub async fn send_result(data: &str, token: &str, body: &serde_json::Value) -> (StatusCode, Value) {
     let raw = body.to_string();
-    let (hash, signature) = sheratan_hub::jobs::sign(raw.as_bytes(), token);
+    let (hash, signature) = sheratan_client::sign_result(raw.as_bytes(), token);
     let response = http()
         .post(format!("{data}/v1/results"))
         .bearer_auth(token)

@@ -30,7 +30,7 @@ async fn persist_post(
     while Instant::now() < deadline {
         let mut req = http().post(url).bearer_auth(token).body(body.to_owned());
         if signed {
-            let (hash, signature) = sheratan_hub::jobs::sign(body.as_bytes(), token);
+            let (hash, signature) = sheratan_client::sign_result(body.as_bytes(), token);
             req = req
                 .header("x-sheratan-content-sha256", hash)
                 .header("x-sheratan-signature", signature);

@@ -489,7 +489,7 @@ async fn results_are_signed_with_the_token_that_authenticated_them() {
     assert_eq!(status, StatusCode::OK, "{body}");
     // Signed with the other token than the one it authenticates with: refused.
     let raw = json!({"job_id": jobs[1]["job_id"], "lease_id": jobs[1]["lease_id"], "outcome": "success", "result": 1}).to_string();
-    let (hash, signature) = sheratan_hub::jobs::sign(raw.as_bytes(), a);
+    let (hash, signature) = sheratan_client::sign_result(raw.as_bytes(), a);
     let response = http()
         .post(format!("{d}/v1/results"))
         .bearer_auth(b)

@@ -94,9 +94,9 @@ async fn the_data_planes_error_codes() {
 
     // 422 RESULT_INTEGRITY_FAIL: missing or wrong hash, missing or wrong signature.
     let raw = json!({"job_id": jobs[0]["job_id"], "lease_id": jobs[0]["lease_id"], "outcome": "success", "result": 1}).to_string();
-    let (hash, signature) = sheratan_hub::jobs::sign(raw.as_bytes(), &token);
-    let (other_hash, _) = sheratan_hub::jobs::sign(b"something else", &token);
-    let (_, wrong_sig) = sheratan_hub::jobs::sign(raw.as_bytes(), "not-the-token-0123456789");
+    let (hash, signature) = sheratan_client::sign_result(raw.as_bytes(), &token);
+    let (other_hash, _) = sheratan_client::sign_result(b"something else", &token);
+    let (_, wrong_sig) = sheratan_client::sign_result(raw.as_bytes(), "not-the-token-0123456789");
     for (h, s) in [
         (None, Some(signature.as_str())),
         (Some(other_hash.as_str()), Some(signature.as_str())),

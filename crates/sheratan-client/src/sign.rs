@@ -1,0 +1,17 @@
+//! Result signing: what `POST /v1/results` must carry (DESIGN §5).
+
+use hmac::{Hmac, Mac};
+use sha2::{Digest, Sha256};
+
+/// The two headers of a signed result body: `X-Sheratan-Content-Sha256` (hex SHA-256 of the
+/// raw body) and `X-Sheratan-Signature` (`sha256=` + hex HMAC-SHA256 keyed with `token`, the
+/// token the request authenticates with).
+pub fn sign_result(body: &[u8], token: &str) -> (String, String) {
+    let mut mac =
+        Hmac::<Sha256>::new_from_slice(token.as_bytes()).expect("HMAC takes keys of any length");
+    mac.update(body);
+    (
+        hex::encode(Sha256::digest(body)),
+        format!("sha256={}", hex::encode(mac.finalize().into_bytes())),
+    )
+}

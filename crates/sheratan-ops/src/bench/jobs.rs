@@ -1,0 +1,467 @@
+//! `sheratan bench jobs`: the peer benchmarks' workload (`../shared/bench/peers`) against the
+//! hub over HTTP, so the figures stand beside BullMQ, Celery and PostgreSQL SKIP LOCKED:
+//!
+//! - enqueue: N single submits, P in flight; and N in batches of 100;
+//! - drain: N queued jobs, C consumers lease and report signed results;
+//! - concurrent: consumers running while the producers submit N;
+//! - paced: RATE jobs/s for PACED_N jobs, submit-to-completion latency without a backlog;
+//! - deep queue (`--deep-queue D`): lease latency with D jobs queued.
+//!
+//! Latency is the time after the result is acknowledged minus the time just before the
+//! submit call, both read from one monotonic clock (one process).
+
+use std::io::Write;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use bytes::Bytes;
+use clap::Args;
+use serde::Serialize;
+use sheratan_proto::data::LeaseResponse;
+
+use super::Percentiles;
+use super::load::Lane;
+use super::target::Target;
+
+#[derive(Debug, Clone, Args)]
+pub struct JobsArgs {
+    /// Jobs per phase.
+    #[arg(long, env = "N", default_value_t = 20_000)]
+    pub n: u64,
+    /// Consumers (each one lease or result request in flight).
+    #[arg(long, env = "C", default_value_t = 8)]
+    pub consumers: usize,
+    /// Producers (submit requests in flight).
+    #[arg(long, env = "P", default_value_t = 8)]
+    pub producers: usize,
+    /// Jobs a consumer takes per lease call.
+    #[arg(long, default_value_t = 8)]
+    pub lease_max: u32,
+    /// Rate of the paced phase, jobs/s.
+    #[arg(long, env = "RATE", default_value_t = 500)]
+    pub rate: u64,
+    #[arg(long, env = "PACED_N", default_value_t = 2500)]
+    pub paced_n: u64,
+    /// Jobs submitted and drained before measuring.
+    #[arg(long, env = "WARMUP", default_value_t = 5000)]
+    pub warmup: u64,
+    /// Instead of the phases: lease latency with this many jobs queued.
+    #[arg(long)]
+    pub deep_queue: Option<u64>,
+    /// `SHERATAN_SYNC` of the hub the bench starts.
+    #[arg(long, default_value = "normal")]
+    pub sync: String,
+    /// Print one JSON object (the peers' format) instead of a table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Serialize)]
+struct Paced {
+    rate: u64,
+    n: u64,
+    achieved_jps: f64,
+    p50_ms: f64,
+    p99_ms: f64,
+}
+
+#[derive(Debug, Serialize)]
+struct Lat {
+    p50: f64,
+    p99: f64,
+}
+
+#[derive(Debug, Serialize)]
+struct Report {
+    peer: &'static str,
+    variant: String,
+    n: u64,
+    consumers: usize,
+    producers: usize,
+    lease_max: u32,
+    enqueue_jps: f64,
+    enqueue_bulk100_jps: f64,
+    drain_jps: f64,
+    concurrent_jps: f64,
+    concurrent_lat_ms: Lat,
+    paced: Paced,
+    hub_rss_end_bytes: Option<u64>,
+    versions: serde_json::Value,
+}
+
+#[derive(Debug, Serialize)]
+struct DeepReport {
+    peer: &'static str,
+    bench: &'static str,
+    variant: String,
+    queued: u64,
+    fill_jps: f64,
+    leases: usize,
+    lease_latency: Percentiles,
+    hub_rss_bytes: Option<u64>,
+}
+
+/// What every lane shares.
+#[derive(Clone)]
+struct Ctx {
+    url: String,
+    token: String,
+    /// The zero of every latency: submits carry their offset from it.
+    epoch: Instant,
+}
+
+impl Ctx {
+    async fn lane(&self) -> anyhow::Result<Lane> {
+        Lane::connect(&self.url, &self.token).await
+    }
+
+    fn now_us(&self) -> u64 {
+        self.epoch.elapsed().as_micros() as u64
+    }
+
+    /// About 100 bytes of JSON, like the peers' payload, carrying the submit time.
+    fn job(&self, i: u64) -> String {
+        let t = self.now_us();
+        format!(
+            r#"{{"kind":"email.send","payload":{{"i":{i},"t":{t},"kind":"email.send","user":"u_{i:08}","pad":"xxxxxxxxxxxxxxxxxxxxxx"}}}}"#
+        )
+    }
+}
+
+pub async fn run(args: JobsArgs) -> anyhow::Result<()> {
+    if args.n == 0 || args.consumers == 0 || args.producers == 0 {
+        bail!("--n, --consumers and --producers must be at least 1");
+    }
+    eprintln!(
+        "starting a hub in a temp dir (SHERATAN_SYNC={}) ...",
+        args.sync
+    );
+    let target = Target::spawn(&[
+        "--max-queue-depth".into(),
+        "100000000".into(),
+        "--max-inflight".into(),
+        "1000000".into(),
+        "--sync".into(),
+        args.sync.clone(),
+    ])?;
+    let ctx = Ctx {
+        url: target.data_url.clone(),
+        token: target.token.clone(),
+        epoch: Instant::now(),
+    };
+    if let Some(depth) = args.deep_queue {
+        return deep_queue(&ctx, &target, depth, &args).await;
+    }
+
+    if args.warmup > 0 {
+        eprintln!("warm-up: {} jobs", args.warmup);
+        enqueue(&ctx, args.warmup, args.producers, 1).await?;
+        drain(&ctx, args.warmup, args.consumers, args.lease_max).await?;
+    }
+    eprintln!(
+        "enqueue: {} single submits, {} in flight",
+        args.n, args.producers
+    );
+    let enqueue_jps = enqueue(&ctx, args.n, args.producers, 1).await?;
+    eprintln!("drain: {} jobs, {} consumers", args.n, args.consumers);
+    let (drain_jps, _) = drain(&ctx, args.n, args.consumers, args.lease_max).await?;
+    eprintln!("enqueue: {} jobs in batches of 100", args.n);
+    let bulk_jps = enqueue(&ctx, args.n, args.producers, 100).await?;
+    drain(&ctx, args.n, args.consumers, args.lease_max).await?;
+    eprintln!(
+        "concurrent: {} jobs, producers and consumers at once",
+        args.n
+    );
+    let started = Instant::now();
+    let consumers = tokio::spawn(drain_owned(
+        ctx.clone(),
+        args.n,
+        args.consumers,
+        args.lease_max,
+    ));
+    enqueue(&ctx, args.n, args.producers, 1).await?;
+    let (_, mut lat) = consumers.await??;
+    let concurrent_jps = args.n as f64 / started.elapsed().as_secs_f64();
+    let concurrent = Percentiles::from_micros(&mut lat);
+    eprintln!("paced: {} jobs at {}/s", args.paced_n, args.rate);
+    let started = Instant::now();
+    let consumers = tokio::spawn(drain_owned(
+        ctx.clone(),
+        args.paced_n,
+        args.consumers,
+        args.lease_max,
+    ));
+    paced(&ctx, args.paced_n, args.rate).await?;
+    let (_, mut lat) = consumers.await??;
+    let paced_jps = args.paced_n as f64 / started.elapsed().as_secs_f64();
+    let paced_lat = Percentiles::from_micros(&mut lat);
+
+    let report = Report {
+        peer: "hub",
+        variant: format!("sqlite/{}", args.sync),
+        n: args.n,
+        consumers: args.consumers,
+        producers: args.producers,
+        lease_max: args.lease_max,
+        enqueue_jps,
+        enqueue_bulk100_jps: bulk_jps,
+        drain_jps,
+        concurrent_jps,
+        concurrent_lat_ms: Lat {
+            p50: concurrent.p50_ms,
+            p99: concurrent.p99_ms,
+        },
+        paced: Paced {
+            rate: args.rate,
+            n: args.paced_n,
+            achieved_jps: paced_jps,
+            p50_ms: paced_lat.p50_ms,
+            p99_ms: paced_lat.p99_ms,
+        },
+        hub_rss_end_bytes: target.rss_bytes(),
+        versions: serde_json::json!({"sheratan": env!("CARGO_PKG_VERSION"), "client": "rust hyper 1"}),
+    };
+    let mut out = std::io::stdout().lock();
+    if args.json {
+        writeln!(out, "{}", serde_json::to_string(&report)?)?;
+    } else {
+        writeln!(
+            out,
+            "jobs over HTTP: sqlite/{}, N={}, C={}, P={}, {} per lease",
+            args.sync, args.n, args.consumers, args.producers, args.lease_max
+        )?;
+        writeln!(
+            out,
+            "  enqueue             {:>9.0} jobs/s",
+            report.enqueue_jps
+        )?;
+        writeln!(
+            out,
+            "  enqueue bulk100     {:>9.0} jobs/s",
+            report.enqueue_bulk100_jps
+        )?;
+        writeln!(
+            out,
+            "  drain               {:>9.0} jobs/s",
+            report.drain_jps
+        )?;
+        writeln!(
+            out,
+            "  concurrent          {:>9.0} jobs/s  (backlog latency p50 {:.1} ms, p99 {:.1} ms)",
+            report.concurrent_jps, concurrent.p50_ms, concurrent.p99_ms
+        )?;
+        writeln!(
+            out,
+            "  paced {}/s          {:>9.0} jobs/s  latency p50 {:.2} ms, p99 {:.2} ms",
+            args.rate, paced_jps, paced_lat.p50_ms, paced_lat.p99_ms
+        )?;
+    }
+    Ok(())
+}
+
+/// Submits `n` jobs over `lanes` connections, `batch` per request; returns jobs/s.
+async fn enqueue(ctx: &Ctx, n: u64, lanes: usize, batch: u64) -> anyhow::Result<f64> {
+    let next = Arc::new(AtomicU64::new(0));
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for _ in 0..lanes {
+        let mut lane = ctx.lane().await?;
+        let (ctx, next) = (ctx.clone(), next.clone());
+        tasks.push(tokio::spawn(async move {
+            loop {
+                let first = next.fetch_add(batch, Ordering::Relaxed);
+                if first >= n {
+                    return Ok::<_, anyhow::Error>(());
+                }
+                let last = (first + batch).min(n);
+                let (path, body) = if batch == 1 {
+                    ("/v1/jobs", ctx.job(first))
+                } else {
+                    let items: Vec<String> = (first..last).map(|i| ctx.job(i)).collect();
+                    (
+                        "/v1/jobs/batch",
+                        format!(r#"{{"jobs":[{}]}}"#, items.join(",")),
+                    )
+                };
+                let (status, answer, _) = lane.exchange(path, Bytes::from(body), &[]).await?;
+                if status != 202 && status != 200 {
+                    bail!(
+                        "submit answered HTTP {status}: {}",
+                        String::from_utf8_lossy(&answer)
+                    );
+                }
+            }
+        }));
+    }
+    for t in tasks {
+        t.await??;
+    }
+    Ok(n as f64 / started.elapsed().as_secs_f64())
+}
+
+/// Submits at `rate` jobs/s from one lane.
+async fn paced(ctx: &Ctx, n: u64, rate: u64) -> anyhow::Result<()> {
+    let mut lane = ctx.lane().await?;
+    let period = Duration::from_secs_f64(1.0 / rate.max(1) as f64);
+    let mut next = tokio::time::Instant::now();
+    for i in 0..n {
+        tokio::time::sleep_until(next).await;
+        next += period;
+        let (status, _, _) = lane
+            .exchange("/v1/jobs", Bytes::from(ctx.job(i)), &[])
+            .await?;
+        if status != 202 {
+            bail!("submit answered HTTP {status}");
+        }
+    }
+    Ok(())
+}
+
+async fn drain(
+    ctx: &Ctx,
+    n: u64,
+    consumers: usize,
+    lease_max: u32,
+) -> anyhow::Result<(f64, Vec<u32>)> {
+    drain_owned(ctx.clone(), n, consumers, lease_max).await
+}
+
+/// Consumers lease and report signed results until `n` jobs are acknowledged; returns
+/// jobs/s and each job's submit-to-acknowledgement latency in microseconds.
+async fn drain_owned(
+    ctx: Ctx,
+    n: u64,
+    consumers: usize,
+    lease_max: u32,
+) -> anyhow::Result<(f64, Vec<u32>)> {
+    let done = Arc::new(AtomicU64::new(0));
+    let latencies = Arc::new(Mutex::new(Vec::with_capacity(n as usize)));
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for c in 0..consumers {
+        let mut lane = ctx.lane().await?;
+        let (ctx, done, latencies) = (ctx.clone(), done.clone(), latencies.clone());
+        tasks.push(tokio::spawn(async move {
+            let lease_body = Bytes::from(format!(
+                r#"{{"node_id":"bench-{c}","max_jobs":{lease_max},"wait_ms":200}}"#
+            ));
+            let mut mine = Vec::new();
+            while done.load(Ordering::Relaxed) < n {
+                let (status, answer, _) =
+                    lane.exchange("/v1/leases", lease_body.clone(), &[]).await?;
+                if status != 200 {
+                    bail!("lease answered HTTP {status}");
+                }
+                let grant: LeaseResponse =
+                    serde_json::from_slice(&answer).context("decode a lease")?;
+                for job in grant.jobs {
+                    let body = format!(
+                        r#"{{"job_id":"{}","lease_id":"{}","outcome":"success","result":null}}"#,
+                        job.job_id, job.lease_id
+                    );
+                    let (hash, signature) =
+                        sheratan_client::sign_result(body.as_bytes(), &ctx.token);
+                    let (status, answer, _) = lane
+                        .exchange(
+                            "/v1/results",
+                            Bytes::from(body),
+                            &[
+                                ("x-sheratan-content-sha256", hash),
+                                ("x-sheratan-signature", signature),
+                            ],
+                        )
+                        .await?;
+                    if status != 200 {
+                        bail!(
+                            "result answered HTTP {status}: {}",
+                            String::from_utf8_lossy(&answer)
+                        );
+                    }
+                    let sent_us = job.payload["t"].as_u64().unwrap_or(0);
+                    mine.push(
+                        u32::try_from(ctx.now_us().saturating_sub(sent_us)).unwrap_or(u32::MAX),
+                    );
+                    done.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+            latencies.lock().expect("latency lock").extend(mine);
+            Ok::<_, anyhow::Error>(())
+        }));
+    }
+    for t in tasks {
+        t.await??;
+    }
+    let jps = n as f64 / started.elapsed().as_secs_f64();
+    let lat = std::mem::take(&mut *latencies.lock().expect("latency lock"));
+    Ok((jps, lat))
+}
+
+/// Lease latency with `depth` jobs queued: fill the queue in batches, then lease one job at a
+/// time (and complete it, so inflight stays low) and time each lease call.
+async fn deep_queue(ctx: &Ctx, target: &Target, depth: u64, args: &JobsArgs) -> anyhow::Result<()> {
+    eprintln!("filling the queue with {depth} jobs ...");
+    let started = Instant::now();
+    let filler = {
+        let ctx = ctx.clone();
+        tokio::spawn(async move { enqueue(&ctx, depth, 4, 1000).await })
+    };
+    while !filler.is_finished() {
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        eprintln!("  {:.0} s", started.elapsed().as_secs_f64());
+    }
+    let fill_jps = filler.await??;
+    let mut lane = ctx.lane().await?;
+    let body = Bytes::from_static(br#"{"node_id":"bench","max_jobs":1}"#);
+    let leases = 2000;
+    let mut samples = Vec::with_capacity(leases);
+    for _ in 0..leases {
+        let (status, answer, micros) = lane.exchange("/v1/leases", body.clone(), &[]).await?;
+        if status != 200 {
+            bail!("lease answered HTTP {status}");
+        }
+        samples.push(micros);
+        let grant: LeaseResponse = serde_json::from_slice(&answer)?;
+        for job in grant.jobs {
+            let body = format!(
+                r#"{{"job_id":"{}","lease_id":"{}","outcome":"success","result":null}}"#,
+                job.job_id, job.lease_id
+            );
+            let (hash, signature) = sheratan_client::sign_result(body.as_bytes(), &ctx.token);
+            lane.exchange(
+                "/v1/results",
+                Bytes::from(body),
+                &[
+                    ("x-sheratan-content-sha256", hash),
+                    ("x-sheratan-signature", signature),
+                ],
+            )
+            .await?;
+        }
+    }
+    let report = DeepReport {
+        peer: "hub",
+        bench: "deep_queue_lease",
+        variant: format!("sqlite/{}", args.sync),
+        queued: depth,
+        fill_jps,
+        leases,
+        lease_latency: Percentiles::from_micros(&mut samples),
+        hub_rss_bytes: target.rss_bytes(),
+    };
+    let mut out = std::io::stdout().lock();
+    if args.json {
+        writeln!(out, "{}", serde_json::to_string(&report)?)?;
+    } else {
+        writeln!(
+            out,
+            "lease latency with {depth} jobs queued: p50 {:.3} ms, p90 {:.3} ms, p99 {:.3} ms, max {:.3} ms (filled at {fill_jps:.0} jobs/s)",
+            report.lease_latency.p50_ms,
+            report.lease_latency.p90_ms,
+            report.lease_latency.p99_ms,
+            report.lease_latency.max_ms
+        )?;
+    }
+    Ok(())
+}
