@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# Runs Sheratan's job benchmark side by side with the peer benchmarks of ../shared/bench/peers
+# (BullMQ on Redis, PostgreSQL SKIP LOCKED, ...) in one session, interleaved, with the same
+# workload and the peers' own idle checks and summary. Figures go to docs/PERFORMANCE.md.
+#
+#   ONLY="hub hub-full bullmq-rdb pg-sync" REPS=3 ./scripts/bench-vs-peers.sh
+#
+# The peers' folder is copied to a scratch directory (shared/ is read-only); their setup.sh
+# installs Redis, PostgreSQL, Node and Python packages from Debian, npm and PyPI.
+set -euo pipefail
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+PEERS_SRC=${PEERS_SRC:-$ROOT/../shared/bench/peers}
+WORK=${WORK:-/tmp/sheratan-vs-peers}
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-/var/cache/sheratan-target}"
+
+(cd "$ROOT" && cargo build --release --locked -p sheratan)
+BIN="$CARGO_TARGET_DIR/release/sheratan"
+
+mkdir -p "$WORK"
+rsync -a --exclude node_modules --exclude .venv --exclude results "$PEERS_SRC/" "$WORK/peers/" 2>/dev/null \
+  || cp -r "$PEERS_SRC/." "$WORK/peers/"
+cd "$WORK/peers"
+if [ ! -d node_modules ] || [ ! -x .venv/bin/python ]; then
+  # The axum ceiling build is not needed here; setup.sh skips it without cargo on PATH.
+  PATH=$(echo "$PATH" | tr ':' '\n' | grep -v cargo | paste -sd:) ./setup.sh
+fi
+
+# The hub as one more peer: same env knobs (N, C, P, RATE, PACED_N, WARMUP), one JSON line.
+cat > hub.sh <<HUB
+#!/usr/bin/env bash
+exec "$BIN" bench jobs --json --sync "\${SYNC:-normal}"
+HUB
+chmod +x hub.sh
+grep -q '\[hub\]' run_all.sh || sed -i 's|^declare -A CMD=(|declare -A CMD=(\n  [hub]="./hub.sh"\n  [hub-full]="env SYNC=full ./hub.sh"|' run_all.sh
+ONLY=${ONLY:-"hub hub-full bullmq-rdb pg-sync"} REPS=${REPS:-3} ./run_all.sh
