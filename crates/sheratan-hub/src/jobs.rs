@@ -72,10 +72,15 @@ impl JobCounters {
 /// A store failure as the client sees it: 503 for what an operator can fix, 500 otherwise.
 pub fn store_error(err: StoreError) -> ApiError {
     match err {
-        StoreError::Unavailable(detail) => ApiError::unavailable(
-            "the job store cannot take writes right now (disk full, read-only or down); nothing committed was lost",
-            detail,
-        ),
+        StoreError::Unavailable(detail) => {
+            let mut e = ApiError::unavailable(
+                "the job store cannot take writes right now (disk full, read-only or down); nothing committed was lost",
+                detail,
+            );
+            e.hint = "retry with backoff; operators: check the disk that holds the store (space, permissions, read-only mount); the hub recovers on its own".into();
+            e.retry_after_s = Some(1);
+            e
+        }
         StoreError::Internal(detail) => ApiError::internal(detail),
     }
 }

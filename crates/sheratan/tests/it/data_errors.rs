@@ -369,3 +369,48 @@ async fn hostile_input_on_every_data_route_gets_the_contracts_error() {
     assert_eq!(status, StatusCode::OK);
     assert!(!hub.stderr().contains("panicked"), "{}", hub.stderr());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_storage_fault_answers_503_keeps_reads_and_recovers() {
+    let hub = hub().start();
+    let token = hub.token();
+    let d = &hub.data_url;
+    let (_, first) = submit(d, &token, &json!({"kind": "before"})).await;
+    // An immutable WAL file makes every write fail at the filesystem, even for root.
+    let wal = hub.home.join("sheratan.db-wal");
+    let chattr = |flag: &str| {
+        let status = std::process::Command::new("chattr")
+            .arg(flag)
+            .arg(&wal)
+            .status();
+        assert!(
+            status.as_ref().is_ok_and(|s| s.success()),
+            "this test needs chattr (e2fsprogs) and CAP_LINUX_IMMUTABLE: {status:?}"
+        );
+    };
+    chattr("+i");
+    let (status, body) = submit(d, &token, &json!({"kind": "during"})).await;
+    let (_, hint) = assert_error(status, &body, 503, "UNAVAILABLE");
+    assert!(hint.contains("disk"), "{hint}");
+    // Reads keep working.
+    let (status, view) = get(
+        &format!("{d}/v1/jobs/{}", first["job_id"].as_str().unwrap()),
+        Auth::Bearer(&token),
+    )
+    .await;
+    chattr("-i");
+    assert_eq!(status, StatusCode::OK, "{view}");
+    assert_eq!(view["kind"], "before");
+    // And it recovers by itself; nothing committed was lost.
+    let (status, _) = submit(d, &token, &json!({"kind": "after"})).await;
+    assert_eq!(status, StatusCode::ACCEPTED);
+    let (_, list) = get(&format!("{d}/v1/jobs"), Auth::Bearer(&token)).await;
+    let kinds: Vec<&str> = list["jobs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|j| j["kind"].as_str().unwrap())
+        .collect();
+    assert_eq!(kinds, vec!["after", "before"]);
+    assert!(!hub.stderr().contains("panicked"));
+}
