@@ -16,7 +16,9 @@ pub enum ClientError {
     /// A non-2xx answer without the contract's error body (a proxy, another service).
     #[error("HTTP {status} without a Sheratan error body (is this the right address?): {body}")]
     UnexpectedStatus { status: u16, body: String },
-    #[error("cannot reach {url}: {message}")]
+    #[error(
+        "cannot reach {url}: {message} (is the hub running, and is this its address? see SHERATAN_CONTROL_URL and SHERATAN_DATA_URL)"
+    )]
     Transport { url: String, message: String },
     #[error("cannot decode the answer: {0}")]
     Decode(String),

@@ -1,45 +1,124 @@
-//! The typed HTTP client SDK for Sheratan's APIs. Errors carry the contract's error code and
-//! a message that tells the operator what to do.
+//! The typed HTTP client SDK for Sheratan's APIs: [`ControlClient`] (heartbeats, registry,
+//! bundles) and [`DataClient`] (jobs, leases, signed results, the admin path). Calls retry on
+//! their own when repeating is harmless (429 and 503 with `Retry-After`, connection failures
+//! for idempotent calls); errors carry the contract's code and read as instructions
+//! (`AUTH_FAIL: the token does not match the hub's SHERATAN_HUB_TOKEN (hint: …)`).
+//!
+//! A worker in a dozen lines (the whole program is `examples/minimal_worker.rs`):
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), sheratan_client::ClientError> {
-//! use sheratan_client::ControlClient;
-//! use sheratan_proto::control::{HeartbeatRequest, Role};
+//! use sheratan_client::DataClient;
+//! use sheratan_proto::data::{LeaseRequest, Outcome, ResultRequest};
 //!
-//! let hub = ControlClient::new("http://127.0.0.1:8787", Some("my-token".into()))?;
-//! let answer = hub
-//!     .heartbeat(&HeartbeatRequest {
-//!         node_id: "worker-1".into(),
-//!         role: Role::Worker,
-//!         addr: None,
-//!         capabilities: vec!["echo".into()],
-//!         build_id: "0.1.0".into(),
-//!         capability_hash: String::new(),
-//!         runtime: Default::default(),
-//!         load: Default::default(),
-//!     })
-//!     .await?;
-//! println!("{:?} {:?}", answer.status, answer.health);
-//! # Ok(()) }
+//! let data = DataClient::new("http://127.0.0.1:8788", std::env::var("SHERATAN_HUB_TOKEN").ok())?;
+//! loop {
+//!     let grant = data
+//!         .lease(&LeaseRequest {
+//!             node_id: "my-worker".into(),
+//!             queues: vec!["default".into()],
+//!             capabilities: vec!["echo".into()],
+//!             max_jobs: 10,
+//!             wait_ms: 10_000,
+//!         })
+//!         .await?;
+//!     for job in grant.jobs {
+//!         data.report(&ResultRequest {
+//!             job_id: job.job_id,
+//!             lease_id: job.lease_id,
+//!             outcome: Outcome::Success,
+//!             result: job.payload,
+//!             error: None,
+//!         })
+//!         .await?;
+//!     }
+//! }
+//! # }
 //! ```
+//!
+//! Plain HTTP only for now: terminate TLS in front of the hub (see docs/ARCHITECTURE.md).
 
 mod control;
+mod data;
 mod error;
 mod sign;
 
 pub use control::{BundleFetch, ControlClient};
+pub use data::{DataClient, JobFilter, Submitted};
 pub use error::ClientError;
 pub use sign::sign_result;
+
+use std::time::Duration;
 
 use reqwest::{RequestBuilder, Response};
 use sheratan_proto::ErrorBody;
 
-/// Shared plumbing of every API client: base URL, token, and error decoding.
+/// How hard a call retries on its own.
+#[derive(Debug, Clone, Copy)]
+pub struct RetryPolicy {
+    /// Tries in all, the first included.
+    pub attempts: u32,
+    /// First wait; doubles each retry (with ±20 % jitter), at most `max_delay`.
+    pub base_delay: Duration,
+    pub max_delay: Duration,
+}
+
+impl Default for RetryPolicy {
+    fn default() -> Self {
+        Self {
+            attempts: 5,
+            base_delay: Duration::from_millis(200),
+            max_delay: Duration::from_secs(5),
+        }
+    }
+}
+
+impl RetryPolicy {
+    /// No retries: the first answer (or failure) is final.
+    pub fn none() -> Self {
+        Self {
+            attempts: 1,
+            ..Self::default()
+        }
+    }
+
+    fn delay(&self, retry: u32, retry_after_s: Option<u64>) -> Duration {
+        let exp = self
+            .base_delay
+            .saturating_mul(1u32 << retry.min(16))
+            .min(self.max_delay);
+        let jitter = 0.8 + 0.4 * rand::random::<f64>();
+        let own = exp.mul_f64(jitter);
+        match retry_after_s {
+            Some(s) => own.max(Duration::from_secs(s)),
+            None => own,
+        }
+    }
+}
+
+/// Which failures a call may retry without risking a second effect.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Retry {
+    /// Repeating the call is harmless (reads, results, extensions, acknowledgements, keyed
+    /// submits): retry on 429, 503 and connection failures.
+    Safe,
+    /// Only retry when the hub said it did nothing (429, 503); a connection failure may have
+    /// come after the effect.
+    Refused,
+}
+
+/// Shared plumbing of every API client: base URL, token, retries and error decoding.
 #[derive(Clone)]
 struct Base {
     http: reqwest::Client,
     url: String,
+    /// `url` parsed once: each request only swaps the path (parsing a URL, host name rules
+    /// included, cost a worker more than signing its result).
+    parsed: reqwest::Url,
     token: Option<String>,
+    /// `Bearer <token>`, built once.
+    authorization: Option<reqwest::header::HeaderValue>,
+    retry: RetryPolicy,
 }
 
 impl Base {
@@ -50,28 +129,87 @@ impl Base {
                 "{url:?} is not an http:// or https:// URL"
             )));
         }
+        if url.starts_with("https://") {
+            return Err(ClientError::Config(format!(
+                "{url}: this build speaks plain HTTP only; terminate TLS in front of the hub and use http:// on the inside"
+            )));
+        }
         let http = reqwest::Client::builder()
-            .timeout(std::time::Duration::from_secs(60))
+            .timeout(Duration::from_secs(60))
+            .connect_timeout(Duration::from_secs(5))
             .build()
             .map_err(|e| ClientError::Config(e.to_string()))?;
-        Ok(Self { http, url, token })
+        let parsed =
+            reqwest::Url::parse(&url).map_err(|e| ClientError::Config(format!("{url:?}: {e}")))?;
+        let authorization = match &token {
+            Some(t) => {
+                let mut value = reqwest::header::HeaderValue::from_str(&format!("Bearer {t}"))
+                    .map_err(|_| {
+                        ClientError::Config(
+                            "the token contains characters a header cannot carry".into(),
+                        )
+                    })?;
+                value.set_sensitive(true);
+                Some(value)
+            }
+            None => None,
+        };
+        Ok(Self {
+            http,
+            url,
+            parsed,
+            token,
+            authorization,
+            retry: RetryPolicy::default(),
+        })
     }
 
     fn request(&self, method: reqwest::Method, path: &str) -> RequestBuilder {
-        let mut req = self.http.request(method, format!("{}{path}", self.url));
-        if let Some(token) = &self.token {
-            req = req.bearer_auth(token);
+        let mut url = self.parsed.clone();
+        url.set_path(path);
+        let mut req = self.http.request(method, url);
+        if let Some(value) = &self.authorization {
+            req = req.header(reqwest::header::AUTHORIZATION, value.clone());
         }
         req
     }
 
-    /// Sends and turns any non-2xx answer into [`ClientError::Api`].
+    /// Sends once and turns any non-2xx answer into [`ClientError::Api`].
     async fn send(&self, req: RequestBuilder) -> Result<Response, ClientError> {
         let response = req
             .send()
             .await
             .map_err(|e| ClientError::transport(&self.url, e))?;
         check(response).await
+    }
+
+    /// Sends `build()` until it succeeds, fails for good, or the retries run out.
+    async fn send_retrying(
+        &self,
+        retry: Retry,
+        build: impl Fn() -> RequestBuilder,
+    ) -> Result<Response, ClientError> {
+        let mut attempt = 0;
+        loop {
+            let outcome = self.send(build()).await;
+            let again = match &outcome {
+                Ok(_) => false,
+                Err(e) => match e {
+                    ClientError::Api { status, .. } => *status == 429 || *status == 503,
+                    ClientError::Transport { .. } => retry == Retry::Safe,
+                    _ => false,
+                },
+            };
+            attempt += 1;
+            if !again || attempt >= self.retry.attempts {
+                return outcome;
+            }
+            let retry_after = match &outcome {
+                Err(ClientError::Api { retry_after_s, .. }) => *retry_after_s,
+                _ => None,
+            };
+            tokio::time::sleep(self.retry.delay(attempt - 1, retry_after)).await;
+        }
     }
 }
 

@@ -363,3 +363,117 @@ pub fn count_events(records: &[AuditRecord], event: sheratan_proto::EventKind) -
         .map(|r| r.count)
         .sum()
 }
+
+/// Any other `sheratan` process a test runs (a worker, say), with its output in log files.
+pub struct Proc {
+    child: Option<Child>,
+    pub dir: PathBuf,
+    name: String,
+    _dir: Option<tempfile::TempDir>,
+}
+
+impl Proc {
+    /// Starts `bin args…` with `env`; waits for its `ready:` line when `wait_ready`.
+    pub fn start(bin: &Path, args: &[&str], env: &[(&str, &str)], wait_ready: bool) -> Proc {
+        let dir = tempfile::Builder::new()
+            .prefix("sheratan-proc-")
+            .tempdir()
+            .expect("temp dir");
+        let name = args.first().copied().unwrap_or("proc").to_owned();
+        let stdout_log = dir.path().join("stdout.log");
+        let stderr_log = dir.path().join("stderr.log");
+        let mut cmd = Command::new(bin);
+        cmd.args(args)
+            .env_remove("SHERATAN_HUB_TOKEN")
+            .env("SHERATAN_LOG", "info")
+            .stdout(Stdio::piped())
+            .stderr(File::create(&stderr_log).expect("stderr log"));
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let mut child = cmd.spawn().expect("start the process");
+        let stdout = child.stdout.take().expect("piped");
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            let mut log = File::create(&stdout_log).expect("stdout log");
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                let _ = writeln!(log, "{line}");
+                let _ = tx.send(line);
+            }
+        });
+        if wait_ready {
+            let deadline = Instant::now() + Duration::from_secs(30);
+            loop {
+                match rx.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
+                    Ok(line) if line.starts_with("ready:") => break,
+                    Ok(_) => {}
+                    Err(_) => panic!(
+                        "{name} did not get ready; stderr:\n{}",
+                        fs::read_to_string(&stderr_log).unwrap_or_default()
+                    ),
+                }
+            }
+        }
+        let path = dir.path().to_owned();
+        Proc {
+            child: Some(child),
+            dir: path,
+            name,
+            _dir: Some(dir),
+        }
+    }
+
+    pub fn stderr(&self) -> String {
+        fs::read_to_string(self.dir.join("stderr.log")).unwrap_or_default()
+    }
+
+    pub fn stdout(&self) -> String {
+        fs::read_to_string(self.dir.join("stdout.log")).unwrap_or_default()
+    }
+
+    pub fn kill9(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Sends `signal` and waits up to 60 s for the exit.
+    pub fn signal(&mut self, signal: &str) -> ExitStatus {
+        let mut child = self.child.take().expect("running");
+        let _ = Command::new("kill")
+            .args([&format!("-{signal}"), &child.id().to_string()])
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Some(status) = child.try_wait().expect("wait") {
+                return status;
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                panic!("{} did not exit within 60 s of SIG{signal}", self.name);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        if std::thread::panicking()
+            && let Some(dir) = self._dir.take()
+        {
+            let kept = dir.keep();
+            eprintln!(
+                "test failed: {}'s logs are kept in {}",
+                self.name,
+                kept.display()
+            );
+        }
+    }
+}

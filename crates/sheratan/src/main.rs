@@ -1,15 +1,19 @@
-//! `sheratan`: one binary for every component of the job mesh. This file only parses the
-//! command line and hands over to the component crates; nothing depends on it.
+//! `sheratan`: one binary for every component of the job mesh. This crate only parses the
+//! command line, composes configuration and hands over to the component crates; nothing
+//! depends on it.
 //!
-//! Exit codes: 0 success, 1 a runtime failure, 2 a usage or configuration error.
+//! Exit codes: 0 success, 1 a runtime failure, 2 a usage or configuration error; `submit
+//! --wait` adds 3 (the job failed), 4 (cancelled) and 5 (waiting timed out).
 
+mod client_args;
+mod client_cmds;
 mod hub_args;
+mod hub_cmd;
+mod worker_cmd;
 
-use std::io::Write;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use sheratan_hub::Hub;
 
 use crate::hub_args::HubArgs;
 
@@ -19,12 +23,15 @@ use crate::hub_args::HubArgs;
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-const VERSION: &str = concat!(
+pub const VERSION: &str = concat!(
     env!("CARGO_PKG_VERSION"),
     " (",
     env!("SHERATAN_GIT_REV"),
     ")"
 );
+
+/// What nodes report as `build_id`: version and git revision.
+pub const BUILD_ID: &str = concat!(env!("CARGO_PKG_VERSION"), "+", env!("SHERATAN_GIT_REV"));
 
 #[derive(Debug, Parser)]
 #[command(name = "sheratan", version = VERSION, about = "Sheratan: a hardened job mesh", propagate_version = true)]
@@ -38,38 +45,72 @@ enum Command {
     /// Run the Hub: Control plane (8787) and Data plane (8788).
     Hub(HubArgs),
     /// Run the whole system on this machine, on the embedded store.
-    Up(HubArgs),
+    Up(hub_cmd::UpArgs),
+    /// Run a worker: lease jobs from the hub and run them with its handlers.
+    Worker(worker_cmd::WorkerArgs),
+    /// Submit a job (and, with --wait, print its result).
+    Submit(client_cmds::SubmitArgs),
+    /// List, show, cancel or requeue jobs.
+    #[command(subcommand)]
+    Jobs(client_cmds::JobsCommand),
+    /// The node registry.
+    Nodes(client_cmds::NodesArgs),
+    /// Publish, list or fetch bundles.
+    #[command(subcommand)]
+    Bundle(client_cmds::BundleCommand),
+    /// Rotate the mesh token without a restart.
+    #[command(subcommand)]
+    Token(client_cmds::TokenCommand),
     /// Measure the hub (see docs/PERFORMANCE.md).
     #[command(subcommand)]
     Bench(sheratan_ops::bench::BenchCommand),
 }
 
 /// An error and the exit code it maps to.
-struct Failure {
+pub struct Failure {
     code: u8,
-    error: anyhow::Error,
+    error: Option<anyhow::Error>,
+}
+
+impl Failure {
+    /// An exit code whose reason was already printed.
+    pub fn quiet(code: u8) -> Self {
+        Failure { code, error: None }
+    }
 }
 
 impl From<anyhow::Error> for Failure {
     fn from(error: anyhow::Error) -> Self {
-        Failure { code: 1, error }
+        Failure {
+            code: 1,
+            error: Some(error),
+        }
     }
 }
 
-fn usage(message: String) -> Failure {
+pub fn usage(message: String) -> Failure {
     Failure {
         code: 2,
-        error: anyhow::anyhow!(message),
+        error: Some(anyhow::anyhow!(message)),
     }
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     sheratan_runtime::init_tracing();
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    // A worker (and a command-line client) mostly waits on the network and on its handlers'
+    // child processes: one thread does it without cross-thread wake-ups, which cost a worker
+    // about a fifth of its CPU on the multi-threaded runtime.
+    let mut builder = match cli.command {
+        Command::Worker(_)
+        | Command::Submit(_)
+        | Command::Jobs(_)
+        | Command::Nodes(_)
+        | Command::Bundle(_)
+        | Command::Token(_) => tokio::runtime::Builder::new_current_thread(),
+        _ => tokio::runtime::Builder::new_multi_thread(),
+    };
+    let runtime = match builder.enable_all().build() {
         Ok(rt) => rt,
         Err(err) => {
             eprintln!("error: cannot start the async runtime: {err}");
@@ -79,7 +120,9 @@ fn main() -> ExitCode {
     match runtime.block_on(run(cli)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(Failure { code, error }) => {
-            eprintln!("error: {error:#}");
+            if let Some(error) = error {
+                eprintln!("error: {error:#}");
+            }
             ExitCode::from(code)
         }
     }
@@ -87,84 +130,54 @@ fn main() -> ExitCode {
 
 async fn run(cli: Cli) -> Result<(), Failure> {
     match cli.command {
-        Command::Hub(args) => run_hub(args, false).await,
-        Command::Up(args) => run_hub(args, true).await,
+        Command::Hub(args) => hub_cmd::run_hub(args, None).await,
+        Command::Up(args) => {
+            let worker = args.worker_plan();
+            hub_cmd::run_hub(args.hub, Some(worker)).await
+        }
+        Command::Worker(args) => run_worker(args).await,
+        Command::Submit(args) => client_cmds::submit(args).await,
+        Command::Jobs(cmd) => client_cmds::jobs(cmd).await,
+        Command::Nodes(args) => client_cmds::nodes(args).await,
+        Command::Bundle(cmd) => client_cmds::bundle(cmd).await,
+        Command::Token(cmd) => client_cmds::token(cmd).await,
         Command::Bench(cmd) => sheratan_ops::bench::run(cmd).await.map_err(Failure::from),
     }
 }
 
-async fn run_hub(args: HubArgs, up: bool) -> Result<(), Failure> {
-    let config = args.to_config().map_err(usage)?;
-    let home = config.home.clone();
-    let token_from_env = config.tokens.token.is_some();
-    let auth_required = config.tokens.required;
-    let clock: std::sync::Arc<dyn sheratan_store::Clock> =
-        std::sync::Arc::new(sheratan_store::SystemClock);
-    let (store_url, store_config) = args.store_config(clock.clone()).map_err(usage)?;
-    // Opening recovers every live job into memory: blocking work, off the runtime.
-    let store =
-        tokio::task::spawn_blocking(move || sheratan_store_sqlite::SqliteStore::open(store_config))
-            .await
-            .map_err(|e| Failure::from(anyhow::anyhow!("opening the job store failed: {e}")))?
-            .map_err(|e| Failure::from(anyhow::Error::new(e)))?;
-    let store: std::sync::Arc<dyn sheratan_store::Store> = std::sync::Arc::new(store);
-    let hub = Hub::build_with_clock(config, store, clock)
-        .await
-        .map_err(|e| match e {
-            sheratan_hub::HubError::Config(msg) => usage(msg),
-            other => Failure::from(anyhow::Error::new(other)),
-        })?;
-
-    let mut out = std::io::stdout().lock();
-    let _ = writeln!(out, "sheratan {VERSION}");
-    if let Some(addr) = hub.control_addr() {
-        let _ = writeln!(
-            out,
-            "  control plane: http://{addr}  (public /health; everything else needs the token)"
+async fn run_worker(args: worker_cmd::WorkerArgs) -> Result<(), Failure> {
+    let node_id = args
+        .node_id
+        .clone()
+        .unwrap_or_else(worker_cmd::default_node_id);
+    let token = args.client.token();
+    if token.is_none() {
+        tracing::warn!(
+            "no token: set SHERATAN_HUB_TOKEN (or --token); the hub will answer AUTH_FAIL"
         );
     }
-    if let Some(addr) = hub.data_addr() {
-        let _ = writeln!(
-            out,
-            "  data plane: http://{addr}  (jobs, leases, results; /health and /admin from loopback only)"
-        );
-    }
-    let home_display = std::fs::canonicalize(&home).unwrap_or(home.clone());
-    if !auth_required {
-        let _ = writeln!(
-            out,
-            "  token: NONE - SHERATAN_HUB_TOKEN_REQUIRED=0, anyone who reaches the hub controls it"
-        );
-    } else if token_from_env {
-        let _ = writeln!(out, "  token: from SHERATAN_HUB_TOKEN");
-    } else if let Some(path) = hub.state().tokens.token_file() {
-        let path = std::fs::canonicalize(path).unwrap_or(path.to_owned());
-        let _ = writeln!(out, "  token: {}", path.display());
-    }
-    let _ = writeln!(out, "  state: {}", home_display.display());
-    let _ = writeln!(out, "  store: {}", store_url.display());
-    if up && let Some(addr) = hub.control_addr() {
-        let port = addr.port();
-        let _ = writeln!(out);
-        let _ = writeln!(out, "Try:");
-        let _ = writeln!(out, "  curl -s http://127.0.0.1:{port}/health");
-        let _ = writeln!(
-            out,
-            "  curl -s -H \"Authorization: Bearer $(cat {}/hub_token)\" http://127.0.0.1:{port}/v1/nodes",
-            home_display.display()
-        );
-    }
-    // The last line of the banner; scripts and the testkit wait for it.
-    let _ = writeln!(
-        out,
-        "ready: Ctrl-C (or SIGTERM) stops {}",
-        if up { "everything" } else { "the hub" }
+    let config = worker_cmd::worker_config(
+        &args.client.control_url,
+        &args.client.data_url,
+        token,
+        &node_id,
+        &args.options,
+        BUILD_ID,
+    )
+    .map_err(usage)?;
+    println!(
+        "sheratan worker {VERSION}: {node_id}, {} slots, queues {}, handlers {}",
+        config.concurrency,
+        config.queues.join(","),
+        config.handlers.names().join(",")
     );
-    let _ = out.flush();
-    drop(out);
-
+    println!(
+        "  hub: {} (control), {} (data)",
+        args.client.control_url, args.client.data_url
+    );
+    println!("ready: Ctrl-C (or SIGTERM) stops the worker after running jobs finish");
     let shutdown = sheratan_runtime::shutdown_on_signals();
-    hub.run(shutdown)
+    sheratan_worker::run(config, shutdown)
         .await
         .map_err(|e| Failure::from(anyhow::Error::new(e)))
 }

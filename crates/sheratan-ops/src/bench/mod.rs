@@ -5,6 +5,7 @@ mod heartbeat;
 mod jobs;
 mod load;
 mod target;
+mod workers;
 
 use clap::Subcommand;
 
@@ -16,12 +17,15 @@ pub enum BenchCommand {
     Heartbeat(HeartbeatArgs),
     /// Jobs over HTTP: enqueue, drain, concurrent, paced (the peer benchmarks' workload).
     Jobs(jobs::JobsArgs),
+    /// End to end through real `sheratan worker` processes.
+    Workers(workers::WorkersArgs),
 }
 
 pub async fn run(cmd: BenchCommand) -> anyhow::Result<()> {
     match cmd {
         BenchCommand::Heartbeat(args) => heartbeat::run(args).await,
         BenchCommand::Jobs(args) => jobs::run(args).await,
+        BenchCommand::Workers(args) => workers::run(args).await,
     }
 }
 

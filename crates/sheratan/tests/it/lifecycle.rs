@@ -46,7 +46,8 @@ async fn up_runs_the_hub_and_says_where_everything_is() {
     let out = hub.stdout();
     assert!(out.contains("control plane: http://127.0.0.1:"), "{out}");
     assert!(out.contains("token: "), "{out}");
-    assert!(out.contains("Try:"), "{out}");
+    assert!(out.contains("Try (in another terminal"), "{out}");
+    assert!(out.contains("worker: worker-1"), "{out}");
     assert!(out.contains("ready: Ctrl-C"), "{out}");
     let (status, _) = get(&format!("{}/health", hub.control_url), Auth::None).await;
     assert_eq!(status, StatusCode::OK);

@@ -10,3 +10,4 @@ mod lifecycle;
 mod ports;
 mod registry;
 mod rotation;
+mod worker;

@@ -1,0 +1,307 @@
+//! Client of the Hub Data plane (8788): jobs, leases, signed results, and the admin path.
+
+use reqwest::Method;
+use sheratan_proto::control::BundleInfo;
+use sheratan_proto::data::{
+    AckRequest, AckResponse, BatchResponse, ExtendRequest, ExtendResponse, JobList, JobStatus,
+    JobView, LeaseRequest, LeaseResponse, PendingResults, QueueAdminResponse, ResultRequest,
+    ResultResponse, SubmitBatch, SubmitJob, SubmitResponse,
+};
+
+use crate::{Base, ClientError, Retry, RetryPolicy, json, sign_result};
+
+/// What a submit did.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Submitted {
+    /// A new job (202).
+    Created(SubmitResponse),
+    /// The idempotency key matched an existing job (200).
+    Existing(SubmitResponse),
+}
+
+impl Submitted {
+    pub fn response(&self) -> &SubmitResponse {
+        match self {
+            Submitted::Created(r) | Submitted::Existing(r) => r,
+        }
+    }
+}
+
+/// Filters of a job listing.
+#[derive(Debug, Clone, Default)]
+pub struct JobFilter {
+    pub queue: Option<String>,
+    pub status: Option<JobStatus>,
+    pub limit: Option<u32>,
+    pub cursor: Option<String>,
+}
+
+/// A typed client of the data plane. Cheap to clone.
+#[derive(Clone)]
+pub struct DataClient {
+    base: Base,
+}
+
+impl DataClient {
+    pub fn new(url: &str, token: Option<String>) -> Result<Self, ClientError> {
+        Ok(Self {
+            base: Base::new(url, token)?,
+        })
+    }
+
+    /// Replaces the retry policy (the default retries 5 times over about 5 s).
+    pub fn with_retry(mut self, retry: RetryPolicy) -> Self {
+        self.base.retry = retry;
+        self
+    }
+
+    pub fn url(&self) -> &str {
+        &self.base.url
+    }
+
+    /// Submits a job. Retried when the hub refused it (429, 503); also after a connection
+    /// failure when the job carries an idempotency key (the key makes a repeat harmless).
+    pub async fn submit(&self, job: &SubmitJob) -> Result<Submitted, ClientError> {
+        let retry = if job.idempotency_key.is_some() {
+            Retry::Safe
+        } else {
+            Retry::Refused
+        };
+        let response = self
+            .base
+            .send_retrying(retry, || {
+                self.base.request(Method::POST, "/v1/jobs").json(job)
+            })
+            .await?;
+        let created = response.status() == reqwest::StatusCode::ACCEPTED;
+        let body: SubmitResponse = json(response).await?;
+        Ok(if created {
+            Submitted::Created(body)
+        } else {
+            Submitted::Existing(body)
+        })
+    }
+
+    /// Submits up to 1,000 jobs; one outcome per job, in order.
+    pub async fn submit_batch(&self, jobs: Vec<SubmitJob>) -> Result<BatchResponse, ClientError> {
+        let batch = SubmitBatch { jobs };
+        let response = self
+            .base
+            .send_retrying(Retry::Refused, || {
+                self.base
+                    .request(Method::POST, "/v1/jobs/batch")
+                    .json(&batch)
+            })
+            .await?;
+        json(response).await
+    }
+
+    pub async fn job(&self, job_id: &str) -> Result<JobView, ClientError> {
+        let path = format!("/v1/jobs/{job_id}");
+        json(
+            self.base
+                .send_retrying(Retry::Safe, || self.base.request(Method::GET, &path))
+                .await?,
+        )
+        .await
+    }
+
+    pub async fn jobs(&self, filter: &JobFilter) -> Result<JobList, ClientError> {
+        let mut query: Vec<(&str, String)> = Vec::new();
+        if let Some(q) = &filter.queue {
+            query.push(("queue", q.clone()));
+        }
+        if let Some(s) = filter.status {
+            query.push(("status", s.as_str().to_owned()));
+        }
+        if let Some(l) = filter.limit {
+            query.push(("limit", l.to_string()));
+        }
+        if let Some(c) = &filter.cursor {
+            query.push(("cursor", c.clone()));
+        }
+        json(
+            self.base
+                .send_retrying(Retry::Safe, || {
+                    self.base.request(Method::GET, "/v1/jobs").query(&query)
+                })
+                .await?,
+        )
+        .await
+    }
+
+    pub async fn cancel(&self, job_id: &str) -> Result<JobView, ClientError> {
+        let path = format!("/v1/jobs/{job_id}/cancel");
+        json(
+            self.base
+                .send_retrying(Retry::Safe, || self.base.request(Method::POST, &path))
+                .await?,
+        )
+        .await
+    }
+
+    /// Leases jobs. Not retried after a connection failure: a lease granted but not received
+    /// would sit until the reaper takes it back; the caller's loop asks again anyway.
+    pub async fn lease(&self, req: &LeaseRequest) -> Result<LeaseResponse, ClientError> {
+        json(
+            self.base
+                .send_retrying(Retry::Refused, || {
+                    self.base.request(Method::POST, "/v1/leases").json(req)
+                })
+                .await?,
+        )
+        .await
+    }
+
+    pub async fn extend(
+        &self,
+        lease_id: &str,
+        extend_s: Option<u32>,
+    ) -> Result<ExtendResponse, ClientError> {
+        let path = format!("/v1/leases/{lease_id}/extend");
+        let body = ExtendRequest { extend_s };
+        json(
+            self.base
+                .send_retrying(Retry::Safe, || {
+                    self.base.request(Method::POST, &path).json(&body)
+                })
+                .await?,
+        )
+        .await
+    }
+
+    /// Reports a result, signed with this client's token (content SHA-256 and HMAC-SHA256).
+    /// Safe to repeat: the hub counts a repeated result once.
+    pub async fn report(&self, result: &ResultRequest) -> Result<ResultResponse, ClientError> {
+        let body = serde_json::to_vec(result).map_err(|e| ClientError::Decode(e.to_string()))?;
+        let (hash, signature) = sign_result(&body, self.base.token.as_deref().unwrap_or(""));
+        json(
+            self.base
+                .send_retrying(Retry::Safe, || {
+                    self.base
+                        .request(Method::POST, "/v1/results")
+                        .header(sheratan_proto::headers::CONTENT_SHA256, &hash)
+                        .header(sheratan_proto::headers::SIGNATURE, &signature)
+                        .header(reqwest::header::CONTENT_TYPE, "application/json")
+                        .body(body.clone())
+                })
+                .await?,
+        )
+        .await
+    }
+
+    /// Finished, unacknowledged results; waits up to `wait_ms` for one.
+    pub async fn pending(&self, wait_ms: u64, limit: u32) -> Result<PendingResults, ClientError> {
+        let query = [
+            ("pending", "1".to_owned()),
+            ("wait_ms", wait_ms.to_string()),
+            ("limit", limit.to_string()),
+        ];
+        json(
+            self.base
+                .send_retrying(Retry::Safe, || {
+                    self.base.request(Method::GET, "/v1/results").query(&query)
+                })
+                .await?,
+        )
+        .await
+    }
+
+    pub async fn ack(&self, job_ids: Vec<String>) -> Result<AckResponse, ClientError> {
+        let body = AckRequest { job_ids };
+        json(
+            self.base
+                .send_retrying(Retry::Safe, || {
+                    self.base
+                        .request(Method::POST, "/v1/results/ack")
+                        .json(&body)
+                })
+                .await?,
+        )
+        .await
+    }
+
+    /// Admin path (from the hub's machine): puts a job back to accepted.
+    pub async fn requeue(&self, job_id: &str) -> Result<JobView, ClientError> {
+        let path = format!("/admin/jobs/{job_id}/requeue");
+        json(
+            self.base
+                .send_retrying(Retry::Safe, || self.base.request(Method::POST, &path))
+                .await?,
+        )
+        .await
+    }
+
+    /// Admin path: `pause`, `resume` or `purge` a queue.
+    pub async fn queue_action(
+        &self,
+        queue: &str,
+        action: &str,
+    ) -> Result<QueueAdminResponse, ClientError> {
+        let path = format!("/admin/queues/{queue}/{action}");
+        json(
+            self.base
+                .send_retrying(Retry::Safe, || self.base.request(Method::POST, &path))
+                .await?,
+        )
+        .await
+    }
+
+    /// Admin path: starts a token rotation to `next_token`, finalized at `until` (RFC 3339).
+    pub async fn rotate_token(
+        &self,
+        next_token: &str,
+        until: &str,
+    ) -> Result<serde_json::Value, ClientError> {
+        let body = serde_json::json!({"next_token": next_token, "until": until});
+        json(
+            self.base
+                .send_retrying(Retry::Safe, || {
+                    self.base
+                        .request(Method::POST, "/admin/token-rotation")
+                        .json(&body)
+                })
+                .await?,
+        )
+        .await
+    }
+
+    /// Admin path: publishes a bundle.
+    pub async fn publish_bundle(
+        &self,
+        name: &str,
+        bytes: Vec<u8>,
+    ) -> Result<BundleInfo, ClientError> {
+        let path = format!("/admin/bundles/{name}");
+        json(
+            self.base
+                .send_retrying(Retry::Safe, || {
+                    self.base.request(Method::PUT, &path).body(bytes.clone())
+                })
+                .await?,
+        )
+        .await
+    }
+
+    /// Admin path: the whole node registry.
+    pub async fn registry(&self) -> Result<sheratan_proto::control::NodeList, ClientError> {
+        json(
+            self.base
+                .send_retrying(Retry::Safe, || {
+                    self.base.request(Method::GET, "/admin/registry")
+                })
+                .await?,
+        )
+        .await
+    }
+
+    /// `/health` of the data plane (loopback only).
+    pub async fn health(&self) -> Result<sheratan_proto::control::HealthResponse, ClientError> {
+        json(
+            self.base
+                .send(self.base.request(Method::GET, "/health"))
+                .await?,
+        )
+        .await
+    }
+}

@@ -1,0 +1,239 @@
+//! Operator-declared `exec` handlers: a command run per job, payload on stdin, result on
+//! stdout, killed with its whole process group at the timeout.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::time::Duration;
+
+use serde::Deserialize;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use crate::Outcome;
+
+/// How much of stderr a failure message keeps (its end).
+const STDERR_TAIL: usize = 2048;
+/// At most this much stdout is read as the result.
+const MAX_STDOUT: usize = 8 << 20;
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExecSpec {
+    /// Program and arguments; no shell is involved.
+    pub command: Vec<String>,
+    /// Killed (with its process group) after this many seconds; also bounded by the lease.
+    #[serde(default = "default_timeout")]
+    pub timeout_s: u64,
+    #[serde(default)]
+    pub env: BTreeMap<String, String>,
+    #[serde(default)]
+    pub cwd: Option<PathBuf>,
+    /// Whether a non-zero exit is worth another attempt.
+    #[serde(default = "yes")]
+    pub retry_on_failure: bool,
+}
+
+fn default_timeout() -> u64 {
+    300
+}
+
+fn yes() -> bool {
+    true
+}
+
+impl ExecSpec {
+    pub(crate) fn validate(&self) -> Result<(), String> {
+        if self.command.is_empty() || self.command[0].is_empty() {
+            return Err("command must name a program".into());
+        }
+        if self.timeout_s == 0 {
+            return Err("timeout_s must be at least 1".into());
+        }
+        Ok(())
+    }
+
+    pub(crate) async fn run(&self, payload: &serde_json::Value, deadline: Duration) -> Outcome {
+        let timeout = Duration::from_secs(self.timeout_s).min(deadline);
+        let mut cmd = tokio::process::Command::new(&self.command[0]);
+        cmd.args(&self.command[1..])
+            .envs(&self.env)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            // Its own process group, so a timeout kills what it started too.
+            .process_group(0)
+            .kill_on_drop(true);
+        if let Some(cwd) = &self.cwd {
+            cmd.current_dir(cwd);
+        }
+        let mut child = match cmd.spawn() {
+            Ok(child) => child,
+            Err(e) => {
+                return Outcome::Failure {
+                    message: format!("cannot start {:?}: {e}", self.command[0]),
+                    retryable: false,
+                };
+            }
+        };
+        let pgid = child.id();
+        let input = payload.to_string();
+        let mut stdin = child.stdin.take().expect("stdin is piped");
+        let mut stdout = child.stdout.take().expect("stdout is piped");
+        let mut stderr = child.stderr.take().expect("stderr is piped");
+        let io = async {
+            let write = async {
+                // A command that does not read its input must not fail the job.
+                let _ = stdin.write_all(input.as_bytes()).await;
+                drop(stdin);
+            };
+            let mut out = Vec::new();
+            let mut err = Vec::new();
+            let read_out = async {
+                let _ = (&mut stdout)
+                    .take(MAX_STDOUT as u64)
+                    .read_to_end(&mut out)
+                    .await;
+            };
+            let read_err = async {
+                let _ = stderr.read_to_end(&mut err).await;
+            };
+            tokio::join!(write, read_out, read_err);
+            let status = child.wait().await;
+            (status, out, err)
+        };
+        let (status, out, err) = match tokio::time::timeout(timeout, io).await {
+            Ok(done) => done,
+            Err(_) => {
+                if let Some(pgid) = pgid.and_then(|p| rustix::process::Pid::from_raw(p as i32)) {
+                    let _ =
+                        rustix::process::kill_process_group(pgid, rustix::process::Signal::KILL);
+                }
+                return Outcome::Failure {
+                    message: format!(
+                        "{:?} ran longer than {timeout:?} and was killed",
+                        self.command[0]
+                    ),
+                    retryable: true,
+                };
+            }
+        };
+        let status = match status {
+            Ok(status) => status,
+            Err(e) => {
+                return Outcome::Failure {
+                    message: format!("waiting for {:?} failed: {e}", self.command[0]),
+                    retryable: true,
+                };
+            }
+        };
+        if !status.success() {
+            let tail_start = err.len().saturating_sub(STDERR_TAIL);
+            let tail = String::from_utf8_lossy(&err[tail_start..]);
+            return Outcome::Failure {
+                message: format!(
+                    "{:?} exited with {status}; stderr: {}",
+                    self.command[0],
+                    tail.trim()
+                ),
+                retryable: self.retry_on_failure,
+            };
+        }
+        match serde_json::from_slice(&out) {
+            Ok(value) => Outcome::Success(value),
+            Err(e) => Outcome::Failure {
+                message: format!(
+                    "{:?} succeeded but its stdout is not one JSON value ({e}): {}",
+                    self.command[0],
+                    String::from_utf8_lossy(&out[..out.len().min(200)])
+                ),
+                retryable: false,
+            },
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use tokio_util::sync::CancellationToken;
+
+    use crate::{Handlers, Outcome};
+
+    fn handlers(toml: &str) -> Handlers {
+        Handlers::from_toml(toml).unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_script_gets_the_payload_on_stdin_and_answers_on_stdout() {
+        let dir = tempfile::tempdir().unwrap();
+        let script = dir.path().join("double.sh");
+        std::fs::write(
+            &script,
+            "#!/bin/sh\nread line\necho \"{\\\"got\\\": $line, \\\"env\\\": \\\"$GREETING\\\"}\"\n",
+        )
+        .unwrap();
+        let h = handlers(&format!(
+            "[handlers.double]\ncommand = [\"/bin/sh\", \"{}\"]\nenv = {{ GREETING = \"hi\" }}\n",
+            script.display()
+        ));
+        let out = h
+            .run(
+                "double",
+                &serde_json::json!({"n": 2}),
+                std::time::Duration::from_secs(5),
+                &CancellationToken::new(),
+            )
+            .await;
+        assert_eq!(
+            out,
+            Outcome::Success(serde_json::json!({"got": {"n": 2}, "env": "hi"}))
+        );
+    }
+
+    #[tokio::test]
+    async fn failures_carry_the_stderr_tail_and_timeouts_kill_the_group() {
+        let h = handlers(concat!(
+            "[handlers.fail]\ncommand = [\"/bin/sh\", \"-c\", \"echo broken >&2; exit 3\"]\n",
+            "[handlers.hang]\ncommand = [\"/bin/sh\", \"-c\", \"sleep 30 & sleep 30\"]\ntimeout_s = 1\n",
+            "[handlers.text]\ncommand = [\"/bin/echo\", \"not json\"]\n",
+            "[handlers.missing]\ncommand = [\"/nonexistent/program\"]\n",
+        ));
+        let d = std::time::Duration::from_secs(10);
+        let never = CancellationToken::new();
+        match h.run("fail", &serde_json::Value::Null, d, &never).await {
+            Outcome::Failure { message, retryable } => {
+                assert!(
+                    message.contains("broken") && message.contains('3'),
+                    "{message}"
+                );
+                assert!(retryable);
+            }
+            other => panic!("{other:?}"),
+        }
+        let started = std::time::Instant::now();
+        assert!(matches!(
+            h.run("hang", &serde_json::Value::Null, d, &never).await,
+            Outcome::Failure {
+                retryable: true,
+                ..
+            }
+        ));
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(10),
+            "killed at the timeout, not after the sleeps"
+        );
+        assert!(matches!(
+            h.run("text", &serde_json::Value::Null, d, &never).await,
+            Outcome::Failure {
+                retryable: false,
+                ..
+            }
+        ));
+        assert!(matches!(
+            h.run("missing", &serde_json::Value::Null, d, &never).await,
+            Outcome::Failure {
+                retryable: false,
+                ..
+            }
+        ));
+    }
+}

@@ -1,0 +1,294 @@
+//! Job handlers shared by workers and hosts: built-in `echo`, `sleep` and `http`, and `exec`
+//! handlers an operator declares in a TOML file. A handler gets the job's payload and a
+//! deadline and answers success with a JSON result, or failure with a message and whether a
+//! retry could help. No command runs unless the operator declared it.
+//!
+//! ```toml
+//! [handlers.resize]
+//! command = ["/usr/local/bin/resize-image", "--quality", "80"]
+//! timeout_s = 60                 # killed (with its process group) after this
+//! env = { MAGICK_THREADS = "1" }
+//! cwd = "/var/lib/resize"
+//! retry_on_failure = true        # a non-zero exit is worth another attempt (default)
+//! ```
+//! The payload arrives on stdin as JSON; stdout must be one JSON value (the result). A non-zero
+//! exit is a failure whose message ends with the tail of stderr.
+
+mod exec;
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::time::Duration;
+
+use serde::Deserialize;
+use tokio_util::sync::CancellationToken;
+
+pub use exec::ExecSpec;
+
+/// What running a job produced.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Outcome {
+    Success(serde_json::Value),
+    Failure { message: String, retryable: bool },
+}
+
+impl Outcome {
+    fn fail(message: impl Into<String>, retryable: bool) -> Self {
+        Outcome::Failure {
+            message: message.into(),
+            retryable,
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum HandlerFileError {
+    #[error("cannot read the handlers file {path}: {source}")]
+    Read {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("the handlers file {path} is not valid: {message}")]
+    Invalid { path: String, message: String },
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct HandlerFile {
+    #[serde(default)]
+    handlers: BTreeMap<String, ExecSpec>,
+}
+
+/// The handlers a node offers. Their names are its capabilities.
+#[derive(Debug, Clone)]
+pub struct Handlers {
+    exec: BTreeMap<String, ExecSpec>,
+    http: reqwest::Client,
+}
+
+pub const BUILTINS: [&str; 3] = ["echo", "http", "sleep"];
+
+impl Handlers {
+    /// The built-in handlers only.
+    pub fn builtin() -> Self {
+        Self {
+            exec: BTreeMap::new(),
+            http: reqwest::Client::new(),
+        }
+    }
+
+    /// Built-ins plus the `exec` handlers declared in a TOML file.
+    pub fn from_file(path: &Path) -> Result<Self, HandlerFileError> {
+        let text = std::fs::read_to_string(path).map_err(|source| HandlerFileError::Read {
+            path: path.display().to_string(),
+            source,
+        })?;
+        Self::from_toml(&text).map_err(|message| HandlerFileError::Invalid {
+            path: path.display().to_string(),
+            message,
+        })
+    }
+
+    pub fn from_toml(text: &str) -> Result<Self, String> {
+        let file: HandlerFile = toml::from_str(text).map_err(|e| e.to_string())?;
+        for (name, spec) in &file.handlers {
+            if BUILTINS.contains(&name.as_str()) {
+                return Err(format!(
+                    "handlers.{name}: {name} is a built-in handler; pick another name"
+                ));
+            }
+            if name.is_empty()
+                || !name
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
+            {
+                return Err(format!(
+                    "handlers.{name}: names may use letters, digits, '.', '_' and '-'"
+                ));
+            }
+            spec.validate()
+                .map_err(|e| format!("handlers.{name}: {e}"))?;
+        }
+        Ok(Self {
+            exec: file.handlers,
+            http: reqwest::Client::new(),
+        })
+    }
+
+    /// Every handler name, sorted: the node's capabilities.
+    pub fn names(&self) -> Vec<String> {
+        let mut names: Vec<String> = BUILTINS.iter().map(|s| s.to_string()).collect();
+        names.extend(self.exec.keys().cloned());
+        names.sort();
+        names
+    }
+
+    pub fn has(&self, kind: &str) -> bool {
+        BUILTINS.contains(&kind) || self.exec.contains_key(kind)
+    }
+
+    /// Runs the handler for `kind`. Never panics on a payload; a handler that outlives
+    /// `deadline` or sees `cancel` stops and fails retryably.
+    pub async fn run(
+        &self,
+        kind: &str,
+        payload: &serde_json::Value,
+        deadline: Duration,
+        cancel: &CancellationToken,
+    ) -> Outcome {
+        let work = async {
+            match kind {
+                "echo" => Outcome::Success(payload.clone()),
+                "sleep" => sleep(payload).await,
+                "http" => http(&self.http, payload, deadline).await,
+                other => match self.exec.get(other) {
+                    Some(spec) => spec.run(payload, deadline).await,
+                    // Another node may have it: worth another attempt elsewhere.
+                    None => Outcome::fail(
+                        format!(
+                            "this node has no handler for kind {other:?} (it has: {})",
+                            self.names().join(", ")
+                        ),
+                        true,
+                    ),
+                },
+            }
+        };
+        tokio::select! {
+            outcome = work => outcome,
+            () = tokio::time::sleep(deadline) => Outcome::fail(format!("the job ran past its deadline of {deadline:?}"), true),
+            () = cancel.cancelled() => Outcome::fail("the node stopped before the job finished", true),
+        }
+    }
+}
+
+/// `sleep`: `{"ms": N}` (or `{"seconds": S}`); answers `{"slept_ms": N}`.
+async fn sleep(payload: &serde_json::Value) -> Outcome {
+    let ms = payload["ms"]
+        .as_u64()
+        .or_else(|| payload["seconds"].as_f64().map(|s| (s * 1000.0) as u64));
+    let Some(ms) = ms else {
+        return Outcome::fail("sleep needs {\"ms\": N} or {\"seconds\": S}", false);
+    };
+    tokio::time::sleep(Duration::from_millis(ms)).await;
+    Outcome::Success(serde_json::json!({ "slept_ms": ms }))
+}
+
+/// `http`: `{"url", "method"?, "headers"?, "body"?, "timeout_ms"?}`; answers `{"status",
+/// "body"}` (body as text, at most 1 MiB). Any HTTP status is a success; a connection failure
+/// or timeout is a retryable failure.
+async fn http(
+    client: &reqwest::Client,
+    payload: &serde_json::Value,
+    deadline: Duration,
+) -> Outcome {
+    let Some(url) = payload["url"].as_str() else {
+        return Outcome::fail("http needs {\"url\": \"http://…\"}", false);
+    };
+    if !(url.starts_with("http://") || url.starts_with("https://")) {
+        return Outcome::fail(format!("http: {url:?} is not an http:// URL"), false);
+    }
+    let method = payload["method"].as_str().unwrap_or("GET");
+    let Ok(method) = reqwest::Method::from_bytes(method.to_ascii_uppercase().as_bytes()) else {
+        return Outcome::fail(format!("http: {method:?} is not an HTTP method"), false);
+    };
+    let timeout = payload["timeout_ms"]
+        .as_u64()
+        .map(Duration::from_millis)
+        .unwrap_or(deadline)
+        .min(deadline);
+    let mut req = client.request(method, url).timeout(timeout);
+    if let Some(headers) = payload["headers"].as_object() {
+        for (k, v) in headers {
+            if let Some(v) = v.as_str() {
+                req = req.header(k, v);
+            }
+        }
+    }
+    match &payload["body"] {
+        serde_json::Value::Null => {}
+        serde_json::Value::String(s) => req = req.body(s.clone()),
+        other => req = req.json(other),
+    }
+    match req.send().await {
+        Ok(response) => {
+            let status = response.status().as_u16();
+            match response.bytes().await {
+                Ok(bytes) => {
+                    let body =
+                        String::from_utf8_lossy(&bytes[..bytes.len().min(1 << 20)]).into_owned();
+                    Outcome::Success(serde_json::json!({ "status": status, "body": body }))
+                }
+                Err(e) => Outcome::fail(format!("http: reading the answer failed: {e}"), true),
+            }
+        }
+        Err(e) => Outcome::fail(format!("http: {e}"), true),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn builtins() {
+        let h = Handlers::builtin();
+        let never = CancellationToken::new();
+        let d = Duration::from_secs(5);
+        assert_eq!(
+            h.run("echo", &serde_json::json!({"a": 1}), d, &never).await,
+            Outcome::Success(serde_json::json!({"a": 1}))
+        );
+        assert_eq!(
+            h.run("sleep", &serde_json::json!({"ms": 10}), d, &never)
+                .await,
+            Outcome::Success(serde_json::json!({"slept_ms": 10}))
+        );
+        assert!(matches!(
+            h.run("sleep", &serde_json::json!({}), d, &never).await,
+            Outcome::Failure {
+                retryable: false,
+                ..
+            }
+        ));
+        assert!(matches!(
+            h.run("nope", &serde_json::Value::Null, d, &never).await,
+            Outcome::Failure {
+                retryable: true,
+                ..
+            }
+        ));
+        // Deadline and cancellation both stop a long job.
+        let short = Duration::from_millis(50);
+        assert!(matches!(
+            h.run("sleep", &serde_json::json!({"ms": 10_000}), short, &never)
+                .await,
+            Outcome::Failure {
+                retryable: true,
+                ..
+            }
+        ));
+        let cancel = CancellationToken::new();
+        cancel.cancel();
+        assert!(matches!(
+            h.run("sleep", &serde_json::json!({"ms": 10_000}), d, &cancel)
+                .await,
+            Outcome::Failure {
+                retryable: true,
+                ..
+            }
+        ));
+        assert_eq!(h.names(), vec!["echo", "http", "sleep"]);
+    }
+
+    #[test]
+    fn handler_files_are_validated() {
+        assert!(Handlers::from_toml("[handlers.echo]\ncommand = [\"/bin/true\"]").is_err());
+        assert!(Handlers::from_toml("[handlers.x]\ncommand = []").is_err());
+        assert!(Handlers::from_toml("[handlers.x]\ncommand = [\"/bin/true\"]\nbogus = 1").is_err());
+        let h = Handlers::from_toml("[handlers.resize]\ncommand = [\"/bin/cat\"]\ntimeout_s = 5")
+            .unwrap();
+        assert_eq!(h.names(), vec!["echo", "http", "resize", "sleep"]);
+    }
+}

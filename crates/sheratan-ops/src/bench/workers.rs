@@ -1,0 +1,149 @@
+//! `sheratan bench workers`: end to end through real `sheratan worker` processes (echo
+//! handler). N jobs are queued first; then W worker processes start and the clock runs until
+//! the hub has completed all of them. Compare with `sheratan bench jobs` (drain), the same
+//! work done by the benchmark's own lean consumers: the difference is the worker loop's cost.
+
+use std::io::Write;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use clap::Args;
+use serde::Serialize;
+use sheratan_proto::data::SubmitJob;
+
+use super::target::Target;
+
+#[derive(Debug, Clone, Args)]
+pub struct WorkersArgs {
+    /// Jobs to run.
+    #[arg(long, default_value_t = 20_000)]
+    pub n: u64,
+    /// Worker processes.
+    #[arg(long, default_value_t = 1)]
+    pub workers: u32,
+    /// Slots per worker.
+    #[arg(long, default_value_t = 8)]
+    pub concurrency: u32,
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Serialize)]
+struct Report {
+    bench: &'static str,
+    n: u64,
+    workers: u32,
+    concurrency: u32,
+    jobs_per_s: f64,
+    seconds: f64,
+}
+
+struct Workers(Vec<Child>);
+
+impl Drop for Workers {
+    fn drop(&mut self) {
+        for child in &mut self.0 {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+pub async fn run(args: WorkersArgs) -> anyhow::Result<()> {
+    if args.n == 0 || args.workers == 0 {
+        bail!("--n and --workers must be at least 1");
+    }
+    eprintln!("starting a hub in a temp dir ...");
+    let target = Target::spawn(&[
+        "--max-queue-depth".into(),
+        "100000000".into(),
+        "--max-inflight".into(),
+        "1000000".into(),
+    ])?;
+    let data = sheratan_client::DataClient::new(&target.data_url, Some(target.token.clone()))?;
+    eprintln!("queueing {} echo jobs ...", args.n);
+    let mut queued = 0;
+    while queued < args.n {
+        let batch: Vec<SubmitJob> = (queued..(queued + 1000).min(args.n))
+            .map(|i| SubmitJob {
+                queue: "default".into(),
+                kind: "echo".into(),
+                payload: serde_json::json!({"i": i, "user": format!("u_{i:08}")}),
+                priority: 0,
+                required_capabilities: vec!["echo".into()],
+                idempotency_key: None,
+                max_attempts: None,
+                timeout_s: None,
+                run_at: None,
+            })
+            .collect();
+        queued += batch.len() as u64;
+        data.submit_batch(batch).await?;
+    }
+    let exe = std::env::current_exe().context("find the sheratan binary")?;
+    eprintln!(
+        "starting {} worker process(es) with {} slots each ...",
+        args.workers, args.concurrency
+    );
+    let started = Instant::now();
+    let mut workers = Workers(Vec::new());
+    for w in 0..args.workers {
+        workers.0.push(
+            Command::new(&exe)
+                .args([
+                    "worker",
+                    "--node-id",
+                    &format!("bench-w{w}"),
+                    "--concurrency",
+                    &args.concurrency.to_string(),
+                ])
+                .args([
+                    "--control-url",
+                    &target.control_url,
+                    "--data-url",
+                    &target.data_url,
+                ])
+                .env("SHERATAN_HUB_TOKEN", &target.token)
+                .env("SHERATAN_LOG", "warn")
+                .stdout(Stdio::null())
+                .stderr(Stdio::inherit())
+                .spawn()
+                .context("start a worker")?,
+        );
+    }
+    let metrics =
+        sheratan_client::ControlClient::new(&target.data_url, Some(target.token.clone()))?;
+    loop {
+        let m = metrics.metrics_json().await?;
+        let done = m["jobs.completed"].as_u64().unwrap_or(0);
+        if done >= args.n {
+            break;
+        }
+        if started.elapsed() > Duration::from_secs(600) {
+            bail!("only {done} of {} jobs completed in 10 minutes", args.n);
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let seconds = started.elapsed().as_secs_f64();
+    drop(workers);
+    let report = Report {
+        bench: "workers",
+        n: args.n,
+        workers: args.workers,
+        concurrency: args.concurrency,
+        jobs_per_s: args.n as f64 / seconds,
+        seconds,
+    };
+    let mut out = std::io::stdout().lock();
+    if args.json {
+        writeln!(out, "{}", serde_json::to_string(&report)?)?;
+    } else {
+        writeln!(
+            out,
+            "{} jobs through {} worker process(es) × {} slots: {:.0} jobs/s ({:.2} s, including worker start-up)",
+            report.n, report.workers, report.concurrency, report.jobs_per_s, report.seconds
+        )?;
+    }
+    Ok(())
+}

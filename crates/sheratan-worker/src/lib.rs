@@ -1,0 +1,360 @@
+//! The worker loop: a pull-style executor. It heartbeats to Hub Control, long-polls Hub Data
+//! for jobs its handlers can run, runs up to `concurrency` at once, extends leases of long
+//! jobs, and reports signed results. It rides out hub restarts and network blips on its own,
+//! and on a wrong token says why and backs off instead of hammering the hub.
+//!
+//! Everything goes through `sheratan-client`: a worker never touches storage.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Duration;
+
+use sha2::{Digest, Sha256};
+use sheratan_client::{ClientError, ControlClient, DataClient, RetryPolicy};
+use sheratan_exec::{Handlers, Outcome};
+use sheratan_proto::ErrorCode;
+use sheratan_proto::control::{HeartbeatRequest, Load, Role};
+use sheratan_proto::data::{JobError, LeaseRequest, LeasedJob, ResultRequest};
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+
+/// Settings of one worker.
+#[derive(Debug, Clone)]
+pub struct WorkerConfig {
+    pub control_url: String,
+    pub data_url: String,
+    pub token: Option<String>,
+    pub node_id: String,
+    pub queues: Vec<String>,
+    /// Jobs run at once.
+    pub concurrency: u32,
+    pub handlers: Handlers,
+    /// Version and git revision, reported as `build_id`.
+    pub build_id: String,
+    /// How long a lease call waits for a job.
+    pub lease_wait: Duration,
+    /// At shutdown, how long running jobs may take to finish.
+    pub grace: Duration,
+}
+
+impl WorkerConfig {
+    pub fn new(control_url: &str, data_url: &str, token: Option<String>, node_id: &str) -> Self {
+        Self {
+            control_url: control_url.into(),
+            data_url: data_url.into(),
+            token,
+            node_id: node_id.into(),
+            queues: vec!["default".into()],
+            concurrency: 4,
+            handlers: Handlers::builtin(),
+            build_id: env!("CARGO_PKG_VERSION").into(),
+            lease_wait: Duration::from_secs(10),
+            grace: Duration::from_secs(30),
+        }
+    }
+
+    /// sha256 over the sorted capabilities (the handler names), as hex: changes exactly when
+    /// what the node can run changes.
+    pub fn capability_hash(&self) -> String {
+        let names = self.handlers.names();
+        hex::encode(Sha256::digest(names.join("\n").as_bytes()))
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum WorkerError {
+    #[error("invalid worker settings: {0}")]
+    Config(String),
+    #[error(transparent)]
+    Client(#[from] ClientError),
+}
+
+/// Backoff for a failing loop: doubles from `base` to `max`, with ±20 % jitter.
+struct Backoff {
+    failures: u32,
+    base: Duration,
+    max: Duration,
+}
+
+impl Backoff {
+    fn new(base: Duration, max: Duration) -> Self {
+        Self {
+            failures: 0,
+            base,
+            max,
+        }
+    }
+
+    fn next(&mut self) -> Duration {
+        let exp = self
+            .base
+            .saturating_mul(1u32 << self.failures.min(16))
+            .min(self.max);
+        self.failures += 1;
+        exp.mul_f64(0.8 + 0.4 * rand::random::<f64>())
+    }
+
+    fn reset(&mut self) {
+        self.failures = 0;
+    }
+}
+
+/// What the loops share.
+struct Shared {
+    config: WorkerConfig,
+    control: ControlClient,
+    data: DataClient,
+    inflight: AtomicU32,
+}
+
+/// Runs the worker until `shutdown`; then stops leasing and lets running jobs finish within
+/// the grace period.
+pub async fn run(config: WorkerConfig, shutdown: CancellationToken) -> Result<(), WorkerError> {
+    if config.concurrency == 0 {
+        return Err(WorkerError::Config("concurrency must be at least 1".into()));
+    }
+    sheratan_proto::ids::validate_node_id(&config.node_id).map_err(WorkerError::Config)?;
+    let control = ControlClient::new(&config.control_url, config.token.clone())?;
+    // The loops below retry on their own schedule; the client should not also wait.
+    let data =
+        DataClient::new(&config.data_url, config.token.clone())?.with_retry(RetryPolicy::none());
+    let shared = Arc::new(Shared {
+        config,
+        control,
+        data,
+        inflight: AtomicU32::new(0),
+    });
+    tracing::info!(
+        node_id = %shared.config.node_id,
+        queues = ?shared.config.queues,
+        concurrency = shared.config.concurrency,
+        handlers = ?shared.config.handlers.names(),
+        "worker started"
+    );
+    let heartbeat = tokio::spawn(heartbeat_loop(shared.clone(), shutdown.clone()));
+    lease_loop(shared.clone(), shutdown.clone()).await;
+    heartbeat.abort();
+    let _ = heartbeat.await;
+    tracing::info!(node_id = %shared.config.node_id, "worker stopped");
+    Ok(())
+}
+
+fn heartbeat_request(shared: &Shared) -> HeartbeatRequest {
+    let mut runtime = serde_json::Map::new();
+    runtime.insert("os".into(), std::env::consts::OS.into());
+    runtime.insert("arch".into(), std::env::consts::ARCH.into());
+    runtime.insert("version".into(), env!("CARGO_PKG_VERSION").into());
+    HeartbeatRequest {
+        node_id: shared.config.node_id.clone(),
+        role: Role::Worker,
+        addr: None,
+        capabilities: shared.config.handlers.names(),
+        build_id: shared.config.build_id.clone(),
+        capability_hash: shared.config.capability_hash(),
+        runtime,
+        load: Load {
+            inflight: shared.inflight.load(Ordering::Relaxed),
+            capacity: shared.config.concurrency,
+        },
+    }
+}
+
+/// Heartbeats every 10–15 s (the hub's advice, with jitter so a fleet does not beat in step).
+async fn heartbeat_loop(shared: Arc<Shared>, shutdown: CancellationToken) {
+    let mut backoff = Backoff::new(Duration::from_millis(500), Duration::from_secs(30));
+    loop {
+        let wait = match shared.control.heartbeat(&heartbeat_request(&shared)).await {
+            Ok(answer) => {
+                backoff.reset();
+                // The hub's advice (10–15 s by default), ±15 % so a fleet does not beat in step.
+                let advised =
+                    Duration::from_secs(u64::from(answer.heartbeat_interval_s.clamp(1, 300)));
+                advised.mul_f64(0.85 + 0.3 * rand::random::<f64>())
+            }
+            Err(err) => {
+                report_error("heartbeat", &err);
+                backoff.next()
+            }
+        };
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            () = tokio::time::sleep(wait) => {}
+        }
+    }
+}
+
+/// Logs a failure the way an operator can act on it: the contract's message and hint.
+fn report_error(what: &str, err: &ClientError) {
+    match err.code() {
+        Some(ErrorCode::AuthFail) => tracing::error!(
+            "{what}: {err}; set SHERATAN_HUB_TOKEN (or --token) to the hub's token; retrying with backoff"
+        ),
+        Some(ErrorCode::PortMismatch) => tracing::error!("{what}: {err}"),
+        _ => tracing::warn!("{what}: {err}"),
+    }
+}
+
+/// Leases jobs while there is room and runs each on its own task.
+async fn lease_loop(shared: Arc<Shared>, shutdown: CancellationToken) {
+    let slots = Arc::new(Semaphore::new(shared.config.concurrency as usize));
+    let jobs_cancel = CancellationToken::new();
+    let mut tasks = tokio::task::JoinSet::new();
+    let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(10));
+    let mut auth_backoff = Backoff::new(Duration::from_secs(2), Duration::from_secs(60));
+    'outer: loop {
+        // Wait for at least one free slot, then ask for as many jobs as there are slots.
+        let first = tokio::select! {
+            () = shutdown.cancelled() => break,
+            permit = slots.clone().acquire_owned() => permit.expect("the semaphore is never closed"),
+        };
+        let mut permits = vec![first];
+        while let Ok(p) = slots.clone().try_acquire_owned() {
+            permits.push(p);
+        }
+        let req = LeaseRequest {
+            node_id: shared.config.node_id.clone(),
+            queues: shared.config.queues.clone(),
+            capabilities: shared.config.handlers.names(),
+            max_jobs: (permits.len() as u32).min(100),
+            wait_ms: shared.config.lease_wait.as_millis() as u64,
+        };
+        let grant = tokio::select! {
+            () = shutdown.cancelled() => break,
+            grant = shared.data.lease(&req) => grant,
+        };
+        let pause = match grant {
+            Ok(grant) => {
+                backoff.reset();
+                auth_backoff.reset();
+                for job in grant.jobs {
+                    let Some(permit) = permits.pop() else { break };
+                    let shared = shared.clone();
+                    let cancel = jobs_cancel.clone();
+                    shared.inflight.fetch_add(1, Ordering::Relaxed);
+                    tasks.spawn(async move {
+                        run_job(&shared, job, &cancel).await;
+                        shared.inflight.fetch_sub(1, Ordering::Relaxed);
+                        drop(permit);
+                    });
+                }
+                Duration::from_millis(grant.defer_ms)
+            }
+            Err(err) => {
+                report_error("lease", &err);
+                match err.code() {
+                    Some(ErrorCode::AuthFail) | Some(ErrorCode::PortMismatch) => {
+                        auth_backoff.next()
+                    }
+                    _ => match &err {
+                        ClientError::Api {
+                            retry_after_s: Some(s),
+                            ..
+                        } => Duration::from_secs(*s).max(backoff.next()),
+                        _ => backoff.next(),
+                    },
+                }
+            }
+        };
+        drop(permits);
+        // Reap finished job tasks so the set does not grow.
+        while tasks.try_join_next().is_some() {}
+        if !pause.is_zero() {
+            tokio::select! {
+                () = shutdown.cancelled() => break 'outer,
+                () = tokio::time::sleep(pause) => {}
+            }
+        }
+    }
+    // Shutdown: no new leases; running jobs get the grace period.
+    if !tasks.is_empty() {
+        tracing::info!(running = tasks.len(), grace = ?shared.config.grace, "waiting for running jobs");
+        let all_done = async { while tasks.join_next().await.is_some() {} };
+        if tokio::time::timeout(shared.config.grace, all_done)
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                "jobs still running after the grace period; stopping them (their leases will be reaped)"
+            );
+            jobs_cancel.cancel();
+            let _ = tokio::time::timeout(Duration::from_secs(5), async {
+                while tasks.join_next().await.is_some() {}
+            })
+            .await;
+        }
+    }
+}
+
+/// Runs one leased job: keeps its lease alive while the handler works, then reports.
+/// Everything happens in this one task: a job shorter than a third of its lease costs no
+/// timers, no extra tasks and no extension requests.
+async fn run_job(shared: &Shared, job: LeasedJob, cancel: &CancellationToken) {
+    let lease_left: Duration = (job.lease_expires_at - time::OffsetDateTime::now_utc())
+        .try_into()
+        .unwrap_or(Duration::from_secs(1));
+    let every = Duration::max(lease_left, Duration::from_secs(1)) / 3;
+    // A generous bound: the handler's own timeout (and the job's lease) is the real one.
+    let deadline = Duration::from_secs(24 * 3600);
+    let stop = cancel.child_token();
+    let handler = shared
+        .config
+        .handlers
+        .run(&job.kind, &job.payload, deadline, &stop);
+    tokio::pin!(handler);
+    let mut next_extend = tokio::time::Instant::now() + every;
+    let outcome = loop {
+        tokio::select! {
+            outcome = &mut handler => break outcome,
+            () = tokio::time::sleep_until(next_extend) => {
+                next_extend += every;
+                match shared.data.extend(&job.lease_id, None).await {
+                    Ok(_) => {}
+                    Err(err) if err.code() == Some(ErrorCode::LeaseExpired) => {
+                        // Someone else may be running it now: stop (dropping the handler
+                        // kills an exec handler's process group) and report nothing.
+                        tracing::warn!(job_id = %job.job_id, "the lease was lost; stopping the job");
+                        return;
+                    }
+                    Err(err) => tracing::warn!(job_id = %job.job_id, "extending the lease failed: {err}"),
+                }
+            }
+        }
+    };
+    let (outcome_kind, result, error) = match outcome {
+        Outcome::Success(value) => (sheratan_proto::data::Outcome::Success, value, None),
+        Outcome::Failure { message, retryable } => (
+            sheratan_proto::data::Outcome::Failure,
+            serde_json::Value::Null,
+            Some(JobError { message, retryable }),
+        ),
+    };
+    let report = ResultRequest {
+        job_id: job.job_id.clone(),
+        lease_id: job.lease_id.clone(),
+        outcome: outcome_kind,
+        result,
+        error,
+    };
+    // Results are safe to repeat: keep trying through hub restarts until the hub answers.
+    let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(5));
+    for _ in 0..60 {
+        match shared.data.report(&report).await {
+            Ok(answer) => {
+                tracing::debug!(job_id = %job.job_id, status = answer.status.as_str(), "result reported");
+                return;
+            }
+            Err(err)
+                if matches!(err, ClientError::Transport { .. })
+                    || err.status().is_some_and(|s| s == 429 || s == 503) =>
+            {
+                report_error("result", &err);
+                tokio::time::sleep(backoff.next()).await;
+            }
+            Err(err) => {
+                report_error("result", &err);
+                return;
+            }
+        }
+    }
+    tracing::error!(job_id = %job.job_id, "giving up on reporting the result; the lease will be reaped and the job run again");
+}

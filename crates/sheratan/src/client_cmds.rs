@@ -1,0 +1,587 @@
+//! Commands for people: submit, jobs, nodes, bundle, token. Readable tables by default,
+//! `--json` for scripts.
+//!
+//! Exit codes: 0 success; 1 a failure (the hub's error is printed with its hint); 2 usage;
+//! 3 a waited-for job ended `failed`; 4 it ended `cancelled`; 5 waiting timed out.
+
+use std::io::{IsTerminal, Write};
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use clap::{Args, Subcommand};
+use sheratan_client::{BundleFetch, JobFilter, Submitted};
+use sheratan_proto::control::{NodeStatus, NodeView, Role};
+use sheratan_proto::data::{JobStatus, JobView, SubmitJob};
+
+use crate::Failure;
+use crate::client_args::ClientArgs;
+
+#[derive(Debug, Args)]
+pub struct SubmitArgs {
+    #[command(flatten)]
+    pub client: ClientArgs,
+    /// The handler to run (echo, sleep, http, or an exec handler's name).
+    #[arg(long)]
+    pub kind: String,
+    /// The payload: JSON text, or @FILE to read it from a file (@- for stdin).
+    #[arg(long, default_value = "null")]
+    pub payload: String,
+    #[arg(long, default_value = "default")]
+    pub queue: String,
+    #[arg(long)]
+    pub idempotency_key: Option<String>,
+    #[arg(long, default_value_t = 0, allow_hyphen_values = true)]
+    pub priority: i32,
+    #[arg(long)]
+    pub max_attempts: Option<u32>,
+    /// Lease length in seconds (the hub's default when absent).
+    #[arg(long)]
+    pub timeout_s: Option<u32>,
+    /// Capabilities a node needs, comma-separated. By default the job's kind, so only nodes
+    /// with that handler take it; pass an empty value to require nothing.
+    #[arg(long, value_delimiter = ',')]
+    pub require: Option<Vec<String>>,
+    /// Wait for the job to finish and print its result.
+    #[arg(long)]
+    pub wait: bool,
+    /// With --wait: give up after this many seconds (exit code 5).
+    #[arg(long, default_value_t = 600)]
+    pub wait_timeout_s: u64,
+    /// Print JSON instead of text.
+    #[arg(long)]
+    pub json: bool,
+}
+
+fn read_payload(arg: &str) -> anyhow::Result<serde_json::Value> {
+    let text = match arg.strip_prefix('@') {
+        Some("-") => {
+            let mut s = String::new();
+            std::io::Read::read_to_string(&mut std::io::stdin(), &mut s)
+                .context("read the payload from stdin")?;
+            s
+        }
+        Some(path) => std::fs::read_to_string(path)
+            .with_context(|| format!("read the payload from {path}"))?,
+        None => arg.to_owned(),
+    };
+    serde_json::from_str(&text).context("--payload is not valid JSON")
+}
+
+pub async fn submit(args: SubmitArgs) -> Result<(), Failure> {
+    let payload = read_payload(&args.payload).map_err(|e| crate::usage(format!("{e:#}")))?;
+    let required = match &args.require {
+        Some(list) => list.iter().filter(|c| !c.is_empty()).cloned().collect(),
+        None => vec![args.kind.clone()],
+    };
+    let job = SubmitJob {
+        queue: args.queue.clone(),
+        kind: args.kind.clone(),
+        payload,
+        priority: args.priority,
+        required_capabilities: required,
+        idempotency_key: args.idempotency_key.clone(),
+        max_attempts: args.max_attempts,
+        timeout_s: args.timeout_s,
+        run_at: None,
+    };
+    let data = args.client.data()?;
+    let submitted = data.submit(&job).await.map_err(anyhow::Error::new)?;
+    let job_id = submitted.response().job_id.clone();
+    if !args.wait {
+        let mut out = std::io::stdout().lock();
+        if args.json {
+            writeln!(
+                out,
+                "{}",
+                serde_json::to_string(submitted.response()).expect("serializes")
+            )
+            .ok();
+        } else {
+            let what = match submitted {
+                Submitted::Created(_) => "submitted",
+                Submitted::Existing(_) => "already submitted (same idempotency key)",
+            };
+            writeln!(out, "{job_id} {what}").ok();
+        }
+        return Ok(());
+    }
+    let view = wait_for(&data, &job_id, Duration::from_secs(args.wait_timeout_s)).await?;
+    let mut out = std::io::stdout().lock();
+    if args.json {
+        writeln!(out, "{}", serde_json::to_string(&view).expect("serializes")).ok();
+    } else {
+        match view.status {
+            JobStatus::Completed => {
+                writeln!(
+                    out,
+                    "{}",
+                    serde_json::to_string_pretty(&view.result).expect("serializes")
+                )
+                .ok();
+            }
+            _ => {
+                let message = view.error.as_ref().map_or("", |e| e.message.as_str());
+                writeln!(
+                    out,
+                    "job {job_id} {} after {} attempt(s): {message}",
+                    view.status.as_str(),
+                    view.attempt
+                )
+                .ok();
+            }
+        }
+    }
+    match view.status {
+        JobStatus::Completed => Ok(()),
+        JobStatus::Cancelled => Err(Failure::quiet(4)),
+        _ => Err(Failure::quiet(3)),
+    }
+}
+
+/// Polls the job until it is finished, showing its status on a terminal.
+async fn wait_for(
+    data: &sheratan_client::DataClient,
+    job_id: &str,
+    timeout: Duration,
+) -> Result<JobView, Failure> {
+    let started = Instant::now();
+    let tty = std::io::stderr().is_terminal();
+    let spinner = ['|', '/', '-', '\\'];
+    let mut tick = 0usize;
+    loop {
+        let view = data.job(job_id).await.map_err(anyhow::Error::new)?;
+        if view.status.is_terminal() {
+            if tty {
+                eprint!("\r\x1b[2K");
+            }
+            return Ok(view);
+        }
+        if started.elapsed() > timeout {
+            if tty {
+                eprintln!();
+            }
+            eprintln!(
+                "error: job {job_id} is still {} after {:?}; it keeps running (sheratan jobs show {job_id})",
+                view.status.as_str(),
+                timeout
+            );
+            return Err(Failure::quiet(5));
+        }
+        if tty {
+            let detail = match &view.lease {
+                Some(l) => format!("on {} (attempt {})", l.node_id, view.attempt),
+                None if view.attempt > 0 => {
+                    format!("waiting to retry (attempt {} failed)", view.attempt)
+                }
+                None => "waiting for a worker".into(),
+            };
+            eprint!(
+                "\r\x1b[2K{} {} {} {:.1}s",
+                spinner[tick % 4],
+                view.status.as_str(),
+                detail,
+                started.elapsed().as_secs_f64()
+            );
+            tick += 1;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+#[derive(Debug, Subcommand)]
+pub enum JobsCommand {
+    /// Jobs, newest first.
+    List {
+        #[command(flatten)]
+        client: ClientArgs,
+        #[arg(long)]
+        queue: Option<String>,
+        #[arg(long)]
+        status: Option<String>,
+        #[arg(long, default_value_t = 50)]
+        limit: u32,
+        #[arg(long)]
+        json: bool,
+    },
+    /// One job, with payload, attempts, result and error.
+    Show {
+        #[command(flatten)]
+        client: ClientArgs,
+        job_id: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Cancel an accepted or running job.
+    Cancel {
+        #[command(flatten)]
+        client: ClientArgs,
+        job_id: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Put a job back to accepted with fresh attempts (admin path: run on the hub's machine).
+    Requeue {
+        #[command(flatten)]
+        client: ClientArgs,
+        job_id: String,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+pub async fn jobs(cmd: JobsCommand) -> Result<(), Failure> {
+    match cmd {
+        JobsCommand::List {
+            client,
+            queue,
+            status,
+            limit,
+            json,
+        } => {
+            let status = status
+                .map(|s| s.parse::<JobStatus>())
+                .transpose()
+                .map_err(crate::usage)?;
+            let list = client
+                .data()?
+                .jobs(&JobFilter {
+                    queue,
+                    status,
+                    limit: Some(limit),
+                    cursor: None,
+                })
+                .await
+                .map_err(anyhow::Error::new)?;
+            if json {
+                println!("{}", serde_json::to_string(&list).expect("serializes"));
+                return Ok(());
+            }
+            let rows: Vec<Vec<String>> = list
+                .jobs
+                .iter()
+                .map(|j| {
+                    vec![
+                        j.job_id.clone(),
+                        j.queue.clone(),
+                        j.kind.clone(),
+                        j.status.as_str().into(),
+                        j.attempt.to_string(),
+                        fmt_time(j.created_at),
+                    ]
+                })
+                .collect();
+            print_table(
+                &["JOB", "QUEUE", "KIND", "STATUS", "ATTEMPT", "CREATED"],
+                &rows,
+            );
+            if list.jobs.is_empty() {
+                println!("(no jobs)");
+            }
+            Ok(())
+        }
+        JobsCommand::Show {
+            client,
+            job_id,
+            json,
+        } => {
+            let view = client
+                .data()?
+                .job(&job_id)
+                .await
+                .map_err(anyhow::Error::new)?;
+            print_job(&view, json);
+            Ok(())
+        }
+        JobsCommand::Cancel {
+            client,
+            job_id,
+            json,
+        } => {
+            let view = client
+                .data()?
+                .cancel(&job_id)
+                .await
+                .map_err(anyhow::Error::new)?;
+            print_job(&view, json);
+            Ok(())
+        }
+        JobsCommand::Requeue {
+            client,
+            job_id,
+            json,
+        } => {
+            let view = client
+                .data()?
+                .requeue(&job_id)
+                .await
+                .map_err(anyhow::Error::new)?;
+            print_job(&view, json);
+            Ok(())
+        }
+    }
+}
+
+fn print_job(view: &JobView, json: bool) {
+    if json {
+        println!("{}", serde_json::to_string(view).expect("serializes"));
+        return;
+    }
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "job       {}", view.job_id);
+    let _ = writeln!(out, "queue     {}", view.queue);
+    let _ = writeln!(out, "kind      {}", view.kind);
+    let _ = writeln!(out, "status    {}", view.status.as_str());
+    let _ = writeln!(out, "attempt   {} of {}", view.attempt, view.max_attempts);
+    let _ = writeln!(out, "priority  {}", view.priority);
+    let _ = writeln!(out, "created   {}", fmt_time(view.created_at));
+    if let Some(l) = &view.lease {
+        let _ = writeln!(
+            out,
+            "lease     {} on {} until {}",
+            l.lease_id,
+            l.node_id,
+            fmt_time(l.expires_at)
+        );
+    }
+    if let Some(f) = view.finished_at {
+        let _ = writeln!(out, "finished  {}", fmt_time(f));
+    }
+    let _ = writeln!(out, "payload   {}", view.payload);
+    if let Some(r) = &view.result {
+        let _ = writeln!(out, "result    {r}");
+    }
+    if let Some(e) = &view.error {
+        let _ = writeln!(out, "error     {} (retryable: {})", e.message, e.retryable);
+    }
+}
+
+#[derive(Debug, Args)]
+pub struct NodesArgs {
+    #[command(flatten)]
+    pub client: ClientArgs,
+    #[arg(long)]
+    pub role: Option<String>,
+    #[arg(long)]
+    pub status: Option<String>,
+    #[arg(long)]
+    pub json: bool,
+}
+
+pub async fn nodes(args: NodesArgs) -> Result<(), Failure> {
+    let role = args
+        .role
+        .map(|r| r.parse::<Role>())
+        .transpose()
+        .map_err(crate::usage)?;
+    let status = args
+        .status
+        .map(|s| s.parse::<NodeStatus>())
+        .transpose()
+        .map_err(crate::usage)?;
+    let nodes = args
+        .client
+        .control()?
+        .nodes(role, status)
+        .await
+        .map_err(anyhow::Error::new)?;
+    if args.json {
+        println!("{}", serde_json::json!({ "nodes": nodes }));
+        return Ok(());
+    }
+    let rows: Vec<Vec<String>> = nodes.iter().map(node_row).collect();
+    print_table(
+        &[
+            "NODE",
+            "ROLE",
+            "STATUS",
+            "HEALTH",
+            "ATTESTATION",
+            "LOAD",
+            "LAST SEEN",
+            "CAPABILITIES",
+        ],
+        &rows,
+    );
+    if nodes.is_empty() {
+        println!("(no nodes have reported yet)");
+    }
+    Ok(())
+}
+
+fn node_row(n: &NodeView) -> Vec<String> {
+    vec![
+        n.node_id.clone(),
+        n.role.as_str().into(),
+        n.status.as_str().into(),
+        format!("{:?}", n.health).to_uppercase(),
+        n.attestation.as_str().into(),
+        format!("{}/{}", n.load.inflight, n.load.capacity),
+        fmt_time(n.last_seen),
+        n.capabilities.join(","),
+    ]
+}
+
+#[derive(Debug, Subcommand)]
+pub enum BundleCommand {
+    /// Publish FILE as bundle NAME (admin path: run on the hub's machine).
+    Publish {
+        #[command(flatten)]
+        client: ClientArgs,
+        name: String,
+        file: PathBuf,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Published bundles.
+    List {
+        #[command(flatten)]
+        client: ClientArgs,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Download a bundle (to --out, default ./NAME); skipped when the local copy is current.
+    Fetch {
+        #[command(flatten)]
+        client: ClientArgs,
+        name: String,
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
+}
+
+pub async fn bundle(cmd: BundleCommand) -> Result<(), Failure> {
+    match cmd {
+        BundleCommand::Publish {
+            client,
+            name,
+            file,
+            json,
+        } => {
+            let bytes = std::fs::read(&file).with_context(|| format!("read {}", file.display()))?;
+            let info = client
+                .data()?
+                .publish_bundle(&name, bytes)
+                .await
+                .map_err(anyhow::Error::new)?;
+            if json {
+                println!("{}", serde_json::to_string(&info).expect("serializes"));
+            } else {
+                println!(
+                    "published {} ({} bytes, sha256 {})",
+                    info.name, info.size, info.sha256
+                );
+            }
+            Ok(())
+        }
+        BundleCommand::List { client, json } => {
+            let list = client
+                .control()?
+                .bundles()
+                .await
+                .map_err(anyhow::Error::new)?;
+            if json {
+                println!("{}", serde_json::json!({ "bundles": list }));
+                return Ok(());
+            }
+            let rows: Vec<Vec<String>> = list
+                .iter()
+                .map(|b| vec![b.name.clone(), b.size.to_string(), b.sha256.clone()])
+                .collect();
+            print_table(&["NAME", "BYTES", "SHA256"], &rows);
+            Ok(())
+        }
+        BundleCommand::Fetch { client, name, out } => {
+            let out = out.unwrap_or_else(|| PathBuf::from(&name));
+            // If the local copy already has the published hash, the hub answers 304.
+            let local = std::fs::read(&out).ok().map(|b| {
+                use sha2::Digest;
+                hex::encode(sha2::Sha256::digest(&b))
+            });
+            match client
+                .control()?
+                .bundle(&name, local.as_deref())
+                .await
+                .map_err(anyhow::Error::new)?
+            {
+                BundleFetch::NotModified => println!("{} is up to date", out.display()),
+                BundleFetch::Body { sha256, bytes } => {
+                    std::fs::write(&out, &bytes)
+                        .with_context(|| format!("write {}", out.display()))?;
+                    println!(
+                        "fetched {} ({} bytes, sha256 {sha256})",
+                        out.display(),
+                        bytes.len()
+                    );
+                }
+            }
+            Ok(())
+        }
+    }
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TokenCommand {
+    /// Start a rotation: both tokens work until --until, then only --next (admin path).
+    Rotate {
+        #[command(flatten)]
+        client: ClientArgs,
+        #[arg(long)]
+        next: String,
+        /// RFC 3339 time, e.g. 2026-12-01T00:00:00Z.
+        #[arg(long)]
+        until: String,
+    },
+}
+
+pub async fn token(cmd: TokenCommand) -> Result<(), Failure> {
+    match cmd {
+        TokenCommand::Rotate {
+            client,
+            next,
+            until,
+        } => {
+            let answer = client
+                .data()?
+                .rotate_token(&next, &until)
+                .await
+                .map_err(anyhow::Error::new)?;
+            println!(
+                "rotation started: both tokens are accepted until {}; then only the new one",
+                answer["until"].as_str().unwrap_or(&until)
+            );
+            Ok(())
+        }
+    }
+}
+
+fn fmt_time(t: time::OffsetDateTime) -> String {
+    t.format(time::macros::format_description!(
+        "[year]-[month]-[day] [hour]:[minute]:[second]Z"
+    ))
+    .unwrap_or_default()
+}
+
+fn print_table(header: &[&str], rows: &[Vec<String>]) {
+    let mut widths: Vec<usize> = header.iter().map(|h| h.len()).collect();
+    for row in rows {
+        for (i, cell) in row.iter().enumerate() {
+            widths[i] = widths[i].max(cell.chars().count());
+        }
+    }
+    let mut out = std::io::stdout().lock();
+    let line = |cells: Vec<&str>| {
+        cells
+            .iter()
+            .enumerate()
+            .map(|(i, c)| format!("{c:<w$}", w = widths[i]))
+            .collect::<Vec<_>>()
+            .join("  ")
+            .trim_end()
+            .to_owned()
+    };
+    let _ = writeln!(out, "{}", line(header.to_vec()));
+    for row in rows {
+        let _ = writeln!(out, "{}", line(row.iter().map(String::as_str).collect()));
+    }
+}
