@@ -432,3 +432,57 @@ async fn the_cli_lists_shows_cancels_requeues_and_handles_bundles() {
     .await;
     assert_eq!(status, StatusCode::OK);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_lets_running_jobs_finish_and_report() {
+    let hub = hub().start();
+    let token = hub.token();
+    let mut w = worker(&hub, "graceful", &token, &["--concurrency", "2"], &[]);
+    let (_, body) = submit(
+        &hub.data_url,
+        &token,
+        &json!({"kind": "sleep", "payload": {"ms": 1500}, "required_capabilities": ["sleep"]}),
+    )
+    .await;
+    let job_id = body["job_id"].as_str().unwrap().to_owned();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let (_, view) = get(
+            &format!("{}/v1/jobs/{job_id}", hub.data_url),
+            Auth::Bearer(&token),
+        )
+        .await;
+        if view["status"] == "in_progress" {
+            break;
+        }
+        assert!(Instant::now() < deadline, "never started: {view}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // Stop the worker while the job runs: it finishes the job, reports it, then exits.
+    assert_eq!(w.signal("TERM").code(), Some(0), "{}", w.stderr());
+    let (_, view) = get(
+        &format!("{}/v1/jobs/{job_id}", hub.data_url),
+        Auth::Bearer(&token),
+    )
+    .await;
+    assert_eq!(view["status"], "completed", "{view}");
+    assert_eq!(view["result"], json!({"slept_ms": 1500}));
+    // And it took no new job after the signal.
+    let (_, other) = submit(
+        &hub.data_url,
+        &token,
+        &json!({"kind": "echo", "required_capabilities": ["echo"]}),
+    )
+    .await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let (_, view) = get(
+        &format!(
+            "{}/v1/jobs/{}",
+            hub.data_url,
+            other["job_id"].as_str().unwrap()
+        ),
+        Auth::Bearer(&token),
+    )
+    .await;
+    assert_eq!(view["status"], "accepted");
+}
