@@ -86,7 +86,7 @@ impl AuditConfig {
     }
 }
 
-pub const AUDIT_FILE: &str = "hub_security_audit.jsonl";
+pub const AUDIT_FILE: &str = sheratan_proto::event::AUDIT_LOG_FILE;
 
 enum Msg {
     Event(Event, OffsetDateTime),

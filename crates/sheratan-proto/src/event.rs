@@ -3,6 +3,11 @@
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
+/// The audit log's file name under `$SHERATAN_HOME/logs` (rotated files get `.1`, `.2`, …).
+pub const AUDIT_LOG_FILE: &str = "hub_security_audit.jsonl";
+/// The alert watcher's output under `$SHERATAN_HOME/logs`.
+pub const ALERTS_FILE: &str = "alerts.jsonl";
+
 /// Every event the hub can emit. The wire name is the SCREAMING_SNAKE_CASE of the variant.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]

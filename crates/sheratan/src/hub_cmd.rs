@@ -22,19 +22,29 @@ pub struct UpArgs {
     pub workers: u32,
     #[command(flatten)]
     pub worker: WorkerOptions,
+    #[command(flatten)]
+    pub alerts: sheratan_ops::watch::RuleArgs,
+    /// POST each alert as JSON to this URL too.
+    #[arg(long, env = "SHERATAN_ALERT_WEBHOOK")]
+    pub alert_webhook: Option<String>,
 }
 
 /// The workers `up` starts.
 pub struct WorkerPlan {
     pub count: u32,
     pub options: WorkerOptions,
+    pub watch: sheratan_ops::watch::WatchConfig,
 }
 
 impl UpArgs {
     pub fn worker_plan(&self) -> WorkerPlan {
+        let mut watch =
+            sheratan_ops::watch::WatchConfig::new(self.hub.home.home.join("logs"), &self.alerts);
+        watch.webhook = self.alert_webhook.clone();
         WorkerPlan {
             count: self.workers,
             options: self.worker.clone(),
+            watch,
         }
     }
 }
@@ -120,6 +130,16 @@ pub async fn run_hub(args: HubArgs, up: Option<WorkerPlan>) -> Result<(), Failur
         );
     }
     let home_display = std::fs::canonicalize(&home).unwrap_or(home.clone());
+    if up.is_some() {
+        let _ = writeln!(
+            out,
+            "  alerts: {} (audit watcher)",
+            home_display
+                .join("logs")
+                .join(sheratan_proto::event::ALERTS_FILE)
+                .display()
+        );
+    }
     if !auth_required {
         let _ = writeln!(
             out,
@@ -171,6 +191,12 @@ pub async fn run_hub(args: HubArgs, up: Option<WorkerPlan>) -> Result<(), Failur
     for config in workers {
         worker_tasks.spawn(sheratan_worker::run(config, signals.clone()));
     }
+    let watcher = up.as_ref().map(|plan| {
+        tokio::spawn(sheratan_ops::watch::run(
+            plan.watch.clone(),
+            signals.clone(),
+        ))
+    });
     tokio::select! {
         () = signals.cancelled() => {}
         // The hub stopped on its own (a listener failed): stop everything with its error.
@@ -186,6 +212,11 @@ pub async fn run_hub(args: HubArgs, up: Option<WorkerPlan>) -> Result<(), Failur
         if let Ok(Err(err)) = done {
             tracing::error!(%err, "a worker failed");
         }
+    }
+    if let Some(watcher) = watcher
+        && let Ok(Err(err)) = watcher.await
+    {
+        tracing::error!(%err, "the audit watcher failed");
     }
     hub_stop.cancel();
     hub_task

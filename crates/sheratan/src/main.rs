@@ -9,6 +9,7 @@ mod client_args;
 mod client_cmds;
 mod hub_args;
 mod hub_cmd;
+mod ops_cmds;
 mod worker_cmd;
 
 use std::process::ExitCode;
@@ -61,6 +62,12 @@ enum Command {
     /// Rotate the mesh token without a restart.
     #[command(subcommand)]
     Token(client_cmds::TokenCommand),
+    /// Follow the security audit log and raise alerts on bursts (logs/alerts.jsonl).
+    AuditWatch(ops_cmds::WatchArgs),
+    /// Write a diagnostics bundle (zip) with logs, metrics, registry and redacted settings.
+    Diagnose(ops_cmds::DiagnoseArgs),
+    /// Run the port-isolation and security checklist against a running hub.
+    Smoke(ops_cmds::SmokeArgs),
     /// Measure the hub (see docs/PERFORMANCE.md).
     #[command(subcommand)]
     Bench(sheratan_ops::bench::BenchCommand),
@@ -107,7 +114,10 @@ fn main() -> ExitCode {
         | Command::Jobs(_)
         | Command::Nodes(_)
         | Command::Bundle(_)
-        | Command::Token(_) => tokio::runtime::Builder::new_current_thread(),
+        | Command::Token(_)
+        | Command::Diagnose(_)
+        | Command::Smoke(_)
+        | Command::AuditWatch(_) => tokio::runtime::Builder::new_current_thread(),
         _ => tokio::runtime::Builder::new_multi_thread(),
     };
     let runtime = match builder.enable_all().build() {
@@ -141,6 +151,9 @@ async fn run(cli: Cli) -> Result<(), Failure> {
         Command::Nodes(args) => client_cmds::nodes(args).await,
         Command::Bundle(cmd) => client_cmds::bundle(cmd).await,
         Command::Token(cmd) => client_cmds::token(cmd).await,
+        Command::AuditWatch(args) => ops_cmds::audit_watch(args).await,
+        Command::Diagnose(args) => ops_cmds::diagnose(args).await,
+        Command::Smoke(args) => ops_cmds::smoke(args).await,
         Command::Bench(cmd) => sheratan_ops::bench::run(cmd).await.map_err(Failure::from),
     }
 }

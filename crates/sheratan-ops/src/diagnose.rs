@@ -1,0 +1,309 @@
+//! `sheratan diagnose`: one zip an operator can attach to a ticket, with the logs, both planes'
+//! metrics and health, the registry, versions and the configuration. It works whether the hub
+//! is up or down (and says which), and every secret is replaced by `<redacted>`: token values
+//! wherever they appear, values of settings named like secrets, and passwords in URLs.
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::PathBuf;
+
+use anyhow::Context;
+use sheratan_client::{ControlClient, DataClient};
+use sheratan_proto::event::{ALERTS_FILE, AUDIT_LOG_FILE};
+use time::OffsetDateTime;
+
+pub const REDACTED: &str = "<redacted>";
+
+/// What to collect, and from where.
+#[derive(Debug, Clone)]
+pub struct DiagnoseInput {
+    pub control_url: String,
+    pub data_url: String,
+    pub token: Option<String>,
+    pub home: PathBuf,
+    pub out_dir: PathBuf,
+    /// `version (git revision)` of this binary.
+    pub version: String,
+}
+
+/// Files that hold secrets themselves: never copied.
+const SECRET_FILES: [&str; 2] = ["hub_token", "token_rotation.json"];
+
+pub async fn run(input: DiagnoseInput) -> anyhow::Result<PathBuf> {
+    let steps = 7;
+    let step = |n: usize, what: &str| eprintln!("[{n}/{steps}] {what}");
+    let mut files: BTreeMap<String, Vec<u8>> = BTreeMap::new();
+    let secrets = collect_secrets(&input);
+
+    step(1, "versions");
+    files.insert(
+        "versions.json".into(),
+        json_bytes(&serde_json::json!({
+            "sheratan": input.version,
+            "os": std::env::consts::OS,
+            "arch": std::env::consts::ARCH,
+            "collected_at": now_rfc3339(),
+        })),
+    );
+
+    step(2, "health of both planes");
+    let control = ControlClient::new(&input.control_url, input.token.clone())?;
+    let data = DataClient::new(&input.data_url, input.token.clone())?
+        .with_retry(sheratan_client::RetryPolicy::none());
+    let control_health = control.health().await;
+    let data_health = data.health().await;
+    let hub_up = control_health.is_ok() || data_health.is_ok();
+    let describe =
+        |r: &Result<sheratan_proto::control::HealthResponse, sheratan_client::ClientError>| match r
+        {
+            Ok(h) => serde_json::to_value(h).unwrap_or_default(),
+            Err(e) => serde_json::json!({ "unreachable": e.to_string() }),
+        };
+    files.insert(
+        "health.json".into(),
+        json_bytes(&serde_json::json!({
+            "hub": if hub_up { "up" } else { "down" },
+            "control": describe(&control_health),
+            "data": describe(&data_health),
+        })),
+    );
+    eprintln!(
+        "      the hub is {}",
+        if hub_up {
+            "up"
+        } else {
+            "down: collecting what is on disk"
+        }
+    );
+
+    step(3, "metrics");
+    if hub_up {
+        let data_metrics = ControlClient::new(&input.data_url, input.token.clone())?;
+        for (name, client) in [("control", &control), ("data", &data_metrics)] {
+            match client.metrics_text().await {
+                Ok(text) => {
+                    files.insert(format!("metrics/{name}.prom"), text.into_bytes());
+                }
+                Err(e) => {
+                    files.insert(
+                        format!("metrics/{name}.error.txt"),
+                        e.to_string().into_bytes(),
+                    );
+                }
+            }
+            if let Ok(json) = client.metrics_json().await {
+                files.insert(format!("metrics/{name}.json"), json_bytes(&json));
+            }
+        }
+    }
+
+    step(4, "node registry");
+    match if hub_up {
+        data.registry().await.ok()
+    } else {
+        None
+    } {
+        Some(list) => {
+            files.insert(
+                "registry.json".into(),
+                json_bytes(&serde_json::to_value(list)?),
+            );
+        }
+        None => {
+            if let Ok(bytes) = std::fs::read(input.home.join("nodes_registry.json")) {
+                files.insert("registry_snapshot_on_disk.json".into(), bytes);
+            }
+        }
+    }
+
+    step(5, "logs");
+    let logs = input.home.join("logs");
+    if let Ok(entries) = std::fs::read_dir(&logs) {
+        for entry in entries.flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if (name.starts_with(AUDIT_LOG_FILE)
+                || name == ALERTS_FILE
+                || name == "audit-watch.state")
+                && let Ok(bytes) = std::fs::read(entry.path())
+            {
+                files.insert(format!("logs/{name}"), bytes);
+            }
+        }
+    }
+
+    step(6, "configuration (secrets redacted)");
+    files.insert("config.json".into(), json_bytes(&configuration(&input)));
+
+    step(7, "writing the bundle");
+    for bytes in files.values_mut() {
+        *bytes = redact(bytes, &secrets);
+    }
+    std::fs::create_dir_all(&input.out_dir)
+        .with_context(|| format!("create {}", input.out_dir.display()))?;
+    let stamp = OffsetDateTime::now_utc()
+        .format(time::macros::format_description!(
+            "[year][month][day]T[hour][minute][second]Z"
+        ))
+        .unwrap_or_default();
+    let path = input.out_dir.join(format!("diag_bundle_{stamp}.zip"));
+    let file =
+        std::fs::File::create(&path).with_context(|| format!("create {}", path.display()))?;
+    let mut zip = zip::ZipWriter::new(file);
+    let options = zip::write::SimpleFileOptions::default()
+        .compression_method(zip::CompressionMethod::Deflated);
+    for (name, bytes) in &files {
+        zip.start_file(format!("diag/{name}"), options)?;
+        zip.write_all(bytes)?;
+    }
+    zip.finish()?;
+    Ok(path)
+}
+
+fn now_rfc3339() -> String {
+    OffsetDateTime::now_utc()
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_default()
+}
+
+fn json_bytes(v: &serde_json::Value) -> Vec<u8> {
+    serde_json::to_vec_pretty(v).unwrap_or_default()
+}
+
+/// Every secret value this machine knows: the tokens (configured, from the token file, the
+/// rotation's next token) and the values of secret-named settings.
+fn collect_secrets(input: &DiagnoseInput) -> Vec<String> {
+    let mut secrets = Vec::new();
+    secrets.extend(input.token.clone());
+    if let Ok(t) = std::fs::read_to_string(input.home.join("hub_token")) {
+        secrets.push(t.trim().to_owned());
+    }
+    if let Ok(bytes) = std::fs::read(input.home.join("token_rotation.json"))
+        && let Ok(v) = serde_json::from_slice::<serde_json::Value>(&bytes)
+        && let Some(next) = v["next_token"].as_str()
+    {
+        secrets.push(next.to_owned());
+    }
+    for (key, value) in std::env::vars() {
+        if let Some(password) = url_password(&value) {
+            secrets.push(password);
+        }
+        if is_secret_name(&key) {
+            secrets.push(value);
+        }
+    }
+    // Short strings would redact too much of everything else.
+    secrets.retain(|s| s.len() >= 6);
+    secrets.sort_by_key(|s| std::cmp::Reverse(s.len()));
+    secrets.dedup();
+    secrets
+}
+
+fn is_secret_name(key: &str) -> bool {
+    let k = key.to_ascii_uppercase();
+    [
+        "TOKEN",
+        "SECRET",
+        "PASSWORD",
+        "PASSWD",
+        "API_KEY",
+        "APIKEY",
+        "SIGNATURE",
+        "HMAC",
+        "PRIVATE",
+    ]
+    .iter()
+    .any(|w| k.contains(w))
+}
+
+/// The password of `scheme://user:password@host…`, if any.
+pub fn url_password(value: &str) -> Option<String> {
+    let rest = value.split_once("://")?.1;
+    let userinfo = rest.split(['/', '?', '#']).next()?.rsplit_once('@')?.0;
+    let password = userinfo.split_once(':')?.1;
+    (!password.is_empty()).then(|| password.to_owned())
+}
+
+/// The settings that matter, from the environment, with secrets replaced.
+fn configuration(input: &DiagnoseInput) -> serde_json::Value {
+    let mut env = BTreeMap::new();
+    for (key, value) in std::env::vars() {
+        if !key.starts_with("SHERATAN_") {
+            continue;
+        }
+        let shown = if is_secret_name(&key) {
+            REDACTED.to_owned()
+        } else {
+            redact_url_password(&value)
+        };
+        env.insert(key, shown);
+    }
+    let mut home_files = Vec::new();
+    if let Ok(entries) = std::fs::read_dir(&input.home) {
+        for entry in entries.flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            let size = entry.metadata().map(|m| m.len()).unwrap_or(0);
+            let note = if SECRET_FILES.contains(&name.as_str()) {
+                " (secret; not included)"
+            } else {
+                ""
+            };
+            home_files.push(format!("{name} ({size} bytes){note}"));
+        }
+    }
+    home_files.sort();
+    serde_json::json!({
+        "control_url": redact_url_password(&input.control_url),
+        "data_url": redact_url_password(&input.data_url),
+        "token": if input.token.is_some() { REDACTED } else { "(none)" },
+        "home": input.home.display().to_string(),
+        "home_files": home_files,
+        "environment": env,
+    })
+}
+
+fn redact_url_password(value: &str) -> String {
+    match url_password(value) {
+        Some(p) => value.replacen(&format!(":{p}@"), &format!(":{REDACTED}@"), 1),
+        None => value.to_owned(),
+    }
+}
+
+/// Replaces every occurrence of every secret in `bytes`.
+pub fn redact(bytes: &[u8], secrets: &[String]) -> Vec<u8> {
+    let Ok(text) = std::str::from_utf8(bytes) else {
+        return bytes.to_vec();
+    };
+    let mut text = text.to_owned();
+    for s in secrets {
+        if text.contains(s.as_str()) {
+            text = text.replace(s.as_str(), REDACTED);
+        }
+    }
+    text.into_bytes()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn url_passwords_are_found_and_redacted() {
+        assert_eq!(
+            url_password("postgres://app:s3cr3t@db:5432/x").as_deref(),
+            Some("s3cr3t")
+        );
+        assert_eq!(url_password("postgres://app@db/x"), None);
+        assert_eq!(url_password("http://127.0.0.1:8787"), None);
+        assert_eq!(
+            redact_url_password("postgres://app:s3cr3t@db/x"),
+            "postgres://app:<redacted>@db/x"
+        );
+        assert!(is_secret_name("SHERATAN_HUB_TOKEN_NEXT"));
+        assert!(is_secret_name("SHERATAN_OPENAI_API_KEY"));
+        assert!(!is_secret_name("SHERATAN_HOME"));
+        assert_eq!(
+            redact(b"a tok-123456 b tok-123456", &["tok-123456".into()]),
+            b"a <redacted> b <redacted>"
+        );
+    }
+}

@@ -1,0 +1,313 @@
+//! `sheratan smoke`: the port-isolation and security checklist, run against a live hub. Each
+//! check says PASS or FAIL with what it saw and what to do; any FAIL makes the command exit
+//! non-zero.
+
+use std::net::{IpAddr, SocketAddr};
+use std::time::Duration;
+
+use serde::Serialize;
+
+#[derive(Debug, Clone)]
+pub struct SmokeInput {
+    pub control_url: String,
+    pub data_url: String,
+    pub token: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct Check {
+    pub name: String,
+    pub ok: bool,
+    pub detail: String,
+    pub hint: String,
+}
+
+fn check(name: &str, failures: Vec<String>, pass: &str, hint: &str) -> Check {
+    let ok = failures.is_empty();
+    Check {
+        name: name.into(),
+        ok,
+        detail: if ok { pass.into() } else { failures.join("; ") },
+        hint: if ok { String::new() } else { hint.into() },
+    }
+}
+
+/// Answer of one request: the status and the contract's error code, if any.
+async fn probe(
+    http: &reqwest::Client,
+    method: reqwest::Method,
+    url: &str,
+    token: Option<&str>,
+) -> Result<(u16, String, String), String> {
+    let mut req = http.request(method, url).body("{}");
+    if let Some(t) = token {
+        req = req.bearer_auth(t);
+    }
+    let response = req.send().await.map_err(|e| format!("{url}: {e}"))?;
+    let status = response.status().as_u16();
+    let body: serde_json::Value = response.json().await.unwrap_or_default();
+    Ok((
+        status,
+        body["error"]["code"].as_str().unwrap_or("").to_owned(),
+        body["error"]["hint"].as_str().unwrap_or("").to_owned(),
+    ))
+}
+
+const CONTROL_PROTECTED: [(&str, &str); 5] = [
+    ("GET", "/v1/nodes"),
+    ("POST", "/v1/heartbeat"),
+    ("GET", "/v1/bundles"),
+    ("GET", "/metrics"),
+    ("GET", "/metrics?format=json"),
+];
+const DATA_PROTECTED: [(&str, &str); 7] = [
+    ("POST", "/v1/jobs"),
+    ("GET", "/v1/jobs"),
+    ("POST", "/v1/leases"),
+    ("POST", "/v1/results"),
+    ("GET", "/v1/results"),
+    ("GET", "/metrics"),
+    ("GET", "/admin/registry"),
+];
+
+pub async fn run(input: &SmokeInput) -> anyhow::Result<Vec<Check>> {
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(10))
+        .build()?;
+    let c = input.control_url.trim_end_matches('/');
+    let d = input.data_url.trim_end_matches('/');
+    let method = |m: &str| reqwest::Method::from_bytes(m.as_bytes()).expect("a known method");
+    let mut checks = Vec::new();
+
+    let mut f = Vec::new();
+    match probe(&http, reqwest::Method::GET, &format!("{c}/health"), None).await {
+        Ok((200, _, _)) => {}
+        Ok((s, code, _)) => f.push(format!("GET /health without a token answered {s} {code}")),
+        Err(e) => f.push(e),
+    }
+    checks.push(check(
+        "control /health is public",
+        f,
+        "200 without a token",
+        "is the control plane running at SHERATAN_CONTROL_URL?",
+    ));
+
+    let mut f = Vec::new();
+    match probe(&http, reqwest::Method::GET, &format!("{d}/health"), None).await {
+        Ok((200, _, _)) => {}
+        Ok((s, code, _)) => f.push(format!("GET /health from this machine answered {s} {code}")),
+        Err(e) => f.push(e),
+    }
+    checks.push(check(
+        "data /health answers loopback peers",
+        f,
+        "200 from loopback without a token",
+        "run smoke on the hub's machine, with SHERATAN_DATA_URL on 127.0.0.1",
+    ));
+
+    for (plane, base, routes) in [
+        ("control", c, &CONTROL_PROTECTED[..]),
+        ("data", d, &DATA_PROTECTED[..]),
+    ] {
+        for (label, token) in [
+            ("without a token", None),
+            ("with a wrong token", Some("smoke-wrong-token-0123456789")),
+        ] {
+            let mut f = Vec::new();
+            for (m, path) in routes {
+                match probe(&http, method(m), &format!("{base}{path}"), token).await {
+                    Ok((403, code, _)) if code == "AUTH_FAIL" => {}
+                    Ok((s, code, _)) => f.push(format!("{m} {path} answered {s} {code}")),
+                    Err(e) => f.push(e),
+                }
+            }
+            checks.push(check(
+                &format!("{plane} routes refuse requests {label}"),
+                f,
+                &format!("403 AUTH_FAIL on {} routes", routes.len()),
+                "authentication is off or broken: is the hub running with SHERATAN_HUB_TOKEN_REQUIRED=0? set it to 1 (the default)",
+            ));
+        }
+    }
+
+    let data_port = d
+        .rsplit(':')
+        .next()
+        .unwrap_or("")
+        .trim_end_matches('/')
+        .to_owned();
+    let control_port = c
+        .rsplit(':')
+        .next()
+        .unwrap_or("")
+        .trim_end_matches('/')
+        .to_owned();
+    let mut f = Vec::new();
+    for (m, path) in [
+        ("POST", "/v1/jobs"),
+        ("POST", "/v1/leases"),
+        ("GET", "/admin/registry"),
+    ] {
+        match probe(&http, method(m), &format!("{c}{path}"), None).await {
+            Ok((421, code, hint)) if code == "PORT_MISMATCH" && hint.contains(&data_port) => {}
+            Ok((s, code, hint)) => f.push(format!(
+                "{m} {path} on the control port answered {s} {code} {hint}"
+            )),
+            Err(e) => f.push(e),
+        }
+    }
+    checks.push(check(
+        "data routes on the control port answer 421",
+        f,
+        "421 PORT_MISMATCH naming the data port",
+        "the planes must run on separate listeners (SHERATAN_CONTROL_ADDR, SHERATAN_DATA_ADDR)",
+    ));
+    let mut f = Vec::new();
+    for (m, path) in [("POST", "/v1/heartbeat"), ("GET", "/v1/nodes")] {
+        match probe(&http, method(m), &format!("{d}{path}"), None).await {
+            Ok((421, code, hint)) if code == "PORT_MISMATCH" && hint.contains(&control_port) => {}
+            Ok((s, code, hint)) => f.push(format!(
+                "{m} {path} on the data port answered {s} {code} {hint}"
+            )),
+            Err(e) => f.push(e),
+        }
+    }
+    checks.push(check(
+        "control routes on the data port answer 421",
+        f,
+        "421 PORT_MISMATCH naming the control port",
+        "the planes must run on separate listeners (SHERATAN_CONTROL_ADDR, SHERATAN_DATA_ADDR)",
+    ));
+
+    if let Some(token) = &input.token {
+        let mut f = Vec::new();
+        for (base, path) in [
+            (c, "/v1/nodes"),
+            (c, "/metrics"),
+            (d, "/metrics"),
+            (d, "/admin/registry"),
+        ] {
+            match probe(
+                &http,
+                reqwest::Method::GET,
+                &format!("{base}{path}"),
+                Some(token),
+            )
+            .await
+            {
+                Ok((200, _, _)) => {}
+                Ok((s, code, _)) => {
+                    f.push(format!("GET {path} with the token answered {s} {code}"))
+                }
+                Err(e) => f.push(e),
+            }
+        }
+        checks.push(check(
+            "the token is accepted",
+            f,
+            "200 on protected routes with the token",
+            "check SHERATAN_HUB_TOKEN (or $SHERATAN_HOME/hub_token) against the hub's",
+        ));
+    }
+
+    checks.push(remote_peers(&http, d, input.token.as_deref()).await);
+    Ok(checks)
+}
+
+/// The data plane's `/health` and `/admin` must refuse peers that are not loopback. Smoke
+/// connects to the data port through this machine's non-loopback address: refused connections
+/// mean the plane listens on loopback only (also a pass).
+async fn remote_peers(http: &reqwest::Client, data_url: &str, token: Option<&str>) -> Check {
+    let name = "data /health and /admin refuse non-loopback peers";
+    let Some(port) = data_url
+        .rsplit(':')
+        .next()
+        .and_then(|p| p.trim_end_matches('/').parse::<u16>().ok())
+    else {
+        return check(
+            name,
+            vec![format!("cannot read the port of {data_url}")],
+            "",
+            "set SHERATAN_DATA_URL to http://127.0.0.1:PORT",
+        );
+    };
+    let Some(ip) = non_loopback_ip() else {
+        return check(
+            name,
+            Vec::new(),
+            "this machine has no non-loopback address: nothing remote can reach the data plane",
+            "",
+        );
+    };
+    let base = format!("http://{}", SocketAddr::new(ip, port));
+    if tokio::time::timeout(
+        Duration::from_secs(3),
+        tokio::net::TcpStream::connect(SocketAddr::new(ip, port)),
+    )
+    .await
+    .map(|r| r.is_err())
+    .unwrap_or(true)
+    {
+        return check(
+            name,
+            Vec::new(),
+            &format!("{ip}:{port} refuses connections: the data plane listens on loopback only"),
+            "",
+        );
+    }
+    let mut f = Vec::new();
+    for (path, tok) in [("/health", None), ("/admin/registry", token)] {
+        match probe(http, reqwest::Method::GET, &format!("{base}{path}"), tok).await {
+            Ok((403, code, _))
+                if code == "LOCALHOST_ONLY"
+                    || (tok.is_none() && code == "AUTH_FAIL" && path != "/health") => {}
+            Ok((s, code, _)) => f.push(format!("GET {path} from {ip} answered {s} {code}")),
+            Err(e) => f.push(e),
+        }
+    }
+    check(
+        name,
+        f,
+        &format!("403 LOCALHOST_ONLY from {ip}"),
+        "the data plane answered a remote peer: upgrade the hub, and bind SHERATAN_DATA_ADDR to 127.0.0.1 unless remote executors need it",
+    )
+}
+
+/// A local non-loopback IPv4 address, from the routing table (a UDP "connect" sends nothing).
+pub fn non_loopback_ip() -> Option<IpAddr> {
+    for probe in ["192.0.2.1:9", "10.255.255.1:9", "8.8.8.8:53"] {
+        let socket = std::net::UdpSocket::bind("0.0.0.0:0").ok()?;
+        if socket.connect(probe).is_ok()
+            && let Ok(local) = socket.local_addr()
+            && !local.ip().is_loopback()
+            && !local.ip().is_unspecified()
+        {
+            return Some(local.ip());
+        }
+    }
+    None
+}
+
+/// The checklist as a table.
+pub fn render(checks: &[Check]) -> String {
+    let width = checks.iter().map(|c| c.name.len()).max().unwrap_or(10);
+    let mut out = String::new();
+    for c in checks {
+        out.push_str(&format!(
+            "{} {:<width$}  {}\n",
+            if c.ok { "PASS" } else { "FAIL" },
+            c.name,
+            c.detail
+        ));
+        if !c.ok {
+            out.push_str(&format!("     {:<width$}  hint: {}\n", "", c.hint));
+        }
+    }
+    let failed = checks.iter().filter(|c| !c.ok).count();
+    out.push_str(&if failed == 0 {
+        format!("all {} checks passed\n", checks.len())
+    } else {
+        format!("{failed} of {} checks failed\n", checks.len())
+    });
+    out
+}

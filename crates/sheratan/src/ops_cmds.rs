@@ -1,0 +1,106 @@
+//! Operations commands: audit-watch, diagnose, smoke.
+
+use std::path::PathBuf;
+
+use clap::Args;
+use sheratan_ops::watch::{RuleArgs, WatchConfig};
+
+use crate::client_args::ClientArgs;
+use crate::{Failure, VERSION};
+
+#[derive(Debug, Clone, Args)]
+pub struct WatchArgs {
+    /// State directory of the hub whose audit log to follow.
+    #[arg(long, env = "SHERATAN_HOME", default_value = "./.sheratan")]
+    pub home: PathBuf,
+    #[command(flatten)]
+    pub rules: RuleArgs,
+    /// POST each alert as JSON to this URL too.
+    #[arg(long, env = "SHERATAN_ALERT_WEBHOOK")]
+    pub webhook: Option<String>,
+}
+
+impl WatchArgs {
+    pub fn config(&self) -> WatchConfig {
+        let mut config = WatchConfig::new(self.home.join("logs"), &self.rules);
+        config.webhook = self.webhook.clone();
+        config
+    }
+}
+
+pub async fn audit_watch(args: WatchArgs) -> Result<(), Failure> {
+    let config = args.config();
+    println!(
+        "sheratan audit-watch {VERSION}: following {}, alerts to {}",
+        config
+            .log_dir
+            .join(sheratan_proto::event::AUDIT_LOG_FILE)
+            .display(),
+        config
+            .log_dir
+            .join(sheratan_proto::event::ALERTS_FILE)
+            .display()
+    );
+    println!("ready: Ctrl-C (or SIGTERM) stops the watcher");
+    let shutdown = sheratan_runtime::shutdown_on_signals();
+    sheratan_ops::watch::run(config, shutdown)
+        .await
+        .map_err(Failure::from)
+}
+
+#[derive(Debug, Args)]
+pub struct DiagnoseArgs {
+    #[command(flatten)]
+    pub client: ClientArgs,
+    /// Where to write diag_bundle_<UTC timestamp>.zip.
+    #[arg(long, default_value = ".")]
+    pub out: PathBuf,
+}
+
+pub async fn diagnose(args: DiagnoseArgs) -> Result<(), Failure> {
+    let input = sheratan_ops::diagnose::DiagnoseInput {
+        control_url: args.client.control_url.clone(),
+        data_url: args.client.data_url.clone(),
+        token: args.client.token(),
+        home: args.client.home.clone(),
+        out_dir: args.out,
+        version: VERSION.into(),
+    };
+    let path = sheratan_ops::diagnose::run(input)
+        .await
+        .map_err(Failure::from)?;
+    println!("{}", path.display());
+    Ok(())
+}
+
+#[derive(Debug, Args)]
+pub struct SmokeArgs {
+    #[command(flatten)]
+    pub client: ClientArgs,
+    #[arg(long)]
+    pub json: bool,
+}
+
+pub async fn smoke(args: SmokeArgs) -> Result<(), Failure> {
+    let input = sheratan_ops::smoke::SmokeInput {
+        control_url: args.client.control_url.clone(),
+        data_url: args.client.data_url.clone(),
+        token: args.client.token(),
+    };
+    let checks = sheratan_ops::smoke::run(&input)
+        .await
+        .map_err(Failure::from)?;
+    if args.json {
+        println!(
+            "{}",
+            serde_json::json!({ "checks": checks, "passed": checks.iter().all(|c| c.ok) })
+        );
+    } else {
+        print!("{}", sheratan_ops::smoke::render(&checks));
+    }
+    if checks.iter().all(|c| c.ok) {
+        Ok(())
+    } else {
+        Err(Failure::quiet(1))
+    }
+}
