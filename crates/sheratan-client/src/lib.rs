@@ -38,11 +38,13 @@
 //!
 //! Plain HTTP only for now: terminate TLS in front of the hub (see docs/ARCHITECTURE.md).
 
+mod beat;
 mod control;
 mod data;
 mod error;
 mod sign;
 
+pub use beat::{Identity, capability_hash, heartbeat_loop};
 pub use control::{BundleFetch, ControlClient};
 pub use data::{DataClient, JobFilter, Submitted};
 pub use error::ClientError;

@@ -19,7 +19,6 @@ pub mod jobs;
 pub mod metrics;
 pub mod persist;
 pub mod registry;
-pub mod serve;
 pub mod snapshot;
 
 use std::net::SocketAddr;
@@ -40,6 +39,7 @@ use crate::auth::{TokenError, Tokens};
 use crate::bundles::Bundles;
 use crate::metrics::{Family, Kind};
 use crate::registry::Registry;
+use sheratan_runtime::serve;
 
 #[derive(Debug, thiserror::Error)]
 pub enum HubError {

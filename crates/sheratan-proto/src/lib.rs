@@ -2,6 +2,7 @@
 //! names. Everything that crosses a socket is defined here once, so servers and clients cannot
 //! drift apart. This crate knows serde and nothing else: no tokio, no axum, no SQL.
 
+pub mod auction;
 pub mod control;
 pub mod data;
 pub mod error;

@@ -1,5 +1,9 @@
-//! Process plumbing shared by every `sheratan` subcommand: logging set-up and the shutdown
-//! token that SIGINT and SIGTERM cancel.
+//! Process plumbing shared by every `sheratan` subcommand: logging set-up, the shutdown token
+//! that SIGINT and SIGTERM cancel, the HTTP accept loop every listener runs, and the small
+//! HTTP helpers the executors' servers share (the contract's error body, token checks).
+
+pub mod http;
+pub mod serve;
 
 use tokio_util::sync::CancellationToken;
 use tracing_subscriber::EnvFilter;

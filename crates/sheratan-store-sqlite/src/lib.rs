@@ -13,6 +13,7 @@
 //! Hot statements: one INSERT per submitted job, one UPDATE … RETURNING payload per leased
 //! job, one UPDATE per result, all by integer primary key.
 
+mod auctions;
 mod db;
 mod schema;
 mod state;
@@ -33,6 +34,7 @@ use time::OffsetDateTime;
 use tokio::sync::oneshot;
 use uuid::Uuid;
 
+pub use auctions::SqliteAuctionStore;
 pub use schema::SyncMode;
 
 use crate::writer::{Op, Shared, Writer, classify};

@@ -52,6 +52,15 @@ const MIGRATIONS: &[&str] = &[
         paused INTEGER NOT NULL
     ) WITHOUT ROWID;
     "#,
+    // 2: the broker's auction records.
+    r#"
+    CREATE TABLE auctions (
+        job_id     TEXT PRIMARY KEY,
+        record     TEXT NOT NULL,                    -- JSON AuctionRecord
+        updated_at INTEGER NOT NULL
+    ) WITHOUT ROWID;
+    CREATE INDEX auctions_recent ON auctions(updated_at);
+    "#,
 ];
 
 /// Brings the database to the current schema, each migration in its own transaction.

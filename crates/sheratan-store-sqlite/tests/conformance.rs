@@ -27,3 +27,24 @@ impl Backend for Sqlite {
 }
 
 sheratan_store::conformance_tests!(Sqlite::new());
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn auction_records() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("sheratan.db");
+    let store = sheratan_store_sqlite::SqliteAuctionStore::open(
+        &path,
+        sheratan_store_sqlite::SyncMode::Normal,
+    )
+    .unwrap();
+    let reopen = || -> Box<dyn sheratan_store::AuctionStore> {
+        Box::new(
+            sheratan_store_sqlite::SqliteAuctionStore::open(
+                &path,
+                sheratan_store_sqlite::SyncMode::Normal,
+            )
+            .unwrap(),
+        )
+    };
+    sheratan_store::conformance::auction_records_round_trip(&store, &reopen).await;
+}

@@ -915,3 +915,55 @@ macro_rules! conformance_tests {
         )*
     };
 }
+
+/// Auction records: saved, replaced, listed newest first, kept across a reopen.
+pub async fn auction_records_round_trip(
+    store: &dyn crate::AuctionStore,
+    reopen: &dyn Fn() -> Box<dyn crate::AuctionStore>,
+) {
+    use sheratan_proto::auction::{AuctionRecord, BidRecord, RoundRecord};
+    let record = |job: &str, winner: Option<&str>| AuctionRecord {
+        job_id: job.into(),
+        winner: winner.map(str::to_owned),
+        rounds: vec![RoundRecord {
+            round: 1,
+            bids: vec![BidRecord {
+                node_id: "host-a".into(),
+                accept: true,
+                price: 1.5,
+                eta_ms: 100,
+                reason: "ok".into(),
+            }],
+            winner: winner.map(str::to_owned),
+            outcome: "completed".into(),
+            started_at: time::macros::datetime!(2026-11-27 08:00 UTC),
+            elapsed_ms: 12,
+            bid_ms: 1.25,
+        }],
+    };
+    store.save_auction(&record("j1", None)).await.unwrap();
+    store
+        .save_auction(&record("j1", Some("host-a")))
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    store
+        .save_auction(&record("j2", Some("host-b")))
+        .await
+        .unwrap();
+    assert_eq!(
+        store.auction("j1").await.unwrap(),
+        Some(record("j1", Some("host-a")))
+    );
+    assert_eq!(store.auction("nope").await.unwrap(), None);
+    let list = store.auctions(10).await.unwrap();
+    assert_eq!(
+        list.iter().map(|a| a.job_id.as_str()).collect::<Vec<_>>(),
+        vec!["j2", "j1"]
+    );
+    let again = reopen();
+    assert_eq!(
+        again.auction("j2").await.unwrap(),
+        Some(record("j2", Some("host-b")))
+    );
+}

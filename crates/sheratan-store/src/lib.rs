@@ -13,6 +13,7 @@ pub mod store;
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use jobs::{JobDefaults, JobRecord, JobSpec, Lease};
 pub use store::{
-    Counts, ExtendOutcome, FinishOutcome, LeaseGrant, LeaseOrder, LeasedJob, ListFilter,
-    QueueState, Reaped, ResultReport, Store, StoreError, StoreLimits, SubmitOutcome, TickReport,
+    AuctionStore, Counts, ExtendOutcome, FinishOutcome, LeaseGrant, LeaseOrder, LeasedJob,
+    ListFilter, QueueState, Reaped, ResultReport, Store, StoreError, StoreLimits, SubmitOutcome,
+    TickReport,
 };

@@ -237,3 +237,25 @@ pub trait Store: Send + Sync + 'static {
     /// A receiver that changes whenever a job finishes, for following pending results.
     fn finished_signal(&self) -> tokio::sync::watch::Receiver<u64>;
 }
+
+/// Where the broker keeps its auction records (bids, winners, rounds, timings), so they
+/// survive restarts and, on a shared database, every hub sees them.
+#[async_trait]
+pub trait AuctionStore: Send + Sync + 'static {
+    /// Inserts or replaces the record of `record.job_id`.
+    async fn save_auction(
+        &self,
+        record: &sheratan_proto::auction::AuctionRecord,
+    ) -> Result<(), StoreError>;
+
+    async fn auction(
+        &self,
+        job_id: &str,
+    ) -> Result<Option<sheratan_proto::auction::AuctionRecord>, StoreError>;
+
+    /// The most recently saved records, newest first.
+    async fn auctions(
+        &self,
+        limit: u32,
+    ) -> Result<Vec<sheratan_proto::auction::AuctionRecord>, StoreError>;
+}

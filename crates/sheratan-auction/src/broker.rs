@@ -1,0 +1,956 @@
+//! The broker: leases jobs of the `auction` queue and auctions each among the ONLINE hosts.
+//!
+//! One auction round: every ONLINE host that has the job's capabilities is asked for a bid in
+//! parallel under `bid_deadline`; the lowest price wins (ties: lower eta, then node id); the
+//! job is forwarded to the winner while the lease is extended in the background. A winner that
+//! fails (connection lost, error status, timeout, malformed answer) is excluded and the job
+//! re-auctioned, up to `max_rounds`. No accepting bid → the job is reported as a retryable
+//! failure, so the hub retries it later with backoff. Every round is saved as an
+//! [`AuctionRecord`] in the auction store, so the history survives a broker restart.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use axum::extract::{Path, Query, State};
+use axum::http::HeaderMap;
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use sheratan_client::{ClientError, ControlClient, DataClient, RetryPolicy};
+use sheratan_proto::ErrorCode;
+use sheratan_proto::auction::{
+    AuctionList, AuctionRecord, BidRecord, BidRequest, BidResponse, ExecuteRequest,
+    ExecuteResponse, RoundRecord,
+};
+use sheratan_proto::control::{NodeStatus, NodeView, Role};
+use sheratan_proto::data::{JobError, LeaseRequest, LeasedJob, Outcome, ResultRequest};
+use sheratan_runtime::http::{check_token, error};
+use sheratan_store::AuctionStore;
+use time::OffsetDateTime;
+use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+
+use crate::Identity;
+
+/// The queue the broker serves unless told otherwise.
+pub const AUCTION_QUEUE: &str = "auction";
+
+#[derive(Clone)]
+pub struct BrokerConfig {
+    pub node_id: String,
+    pub listen: SocketAddr,
+    pub control_url: String,
+    pub data_url: String,
+    pub token: Option<String>,
+    pub queue: String,
+    /// Auctions (and executions) at once.
+    pub concurrency: u32,
+    /// How long hosts have to answer a bid request.
+    pub bid_deadline: Duration,
+    pub max_rounds: u32,
+    /// How long the list of ONLINE hosts is reused before asking the hub again.
+    pub host_cache_ttl: Duration,
+    /// How long a lease call waits for a job.
+    pub lease_wait: Duration,
+    /// At shutdown, how long running auctions may take to finish.
+    pub grace: Duration,
+    pub build_id: String,
+    pub store: Arc<dyn AuctionStore>,
+}
+
+impl BrokerConfig {
+    pub fn new(
+        node_id: &str,
+        listen: SocketAddr,
+        control_url: &str,
+        data_url: &str,
+        token: Option<String>,
+        store: Arc<dyn AuctionStore>,
+    ) -> Self {
+        Self {
+            node_id: node_id.into(),
+            listen,
+            control_url: control_url.into(),
+            data_url: data_url.into(),
+            token,
+            queue: AUCTION_QUEUE.into(),
+            concurrency: 16,
+            bid_deadline: Duration::from_millis(300),
+            max_rounds: 3,
+            host_cache_ttl: Duration::from_secs(1),
+            lease_wait: Duration::from_secs(10),
+            grace: Duration::from_secs(30),
+            build_id: env!("CARGO_PKG_VERSION").into(),
+            store,
+        }
+    }
+}
+
+/// A host that can be asked for a bid.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Bidder {
+    pub node_id: String,
+    /// Base URL, e.g. `http://127.0.0.1:8081`.
+    pub url: String,
+    pub capabilities: Vec<String>,
+}
+
+impl Bidder {
+    fn from_node(node: &NodeView) -> Option<Bidder> {
+        let url = node.addr.as_deref()?.trim_end_matches('/');
+        if !(url.starts_with("http://") || url.starts_with("https://")) {
+            return None;
+        }
+        Some(Bidder {
+            node_id: node.node_id.clone(),
+            url: url.to_owned(),
+            capabilities: node.capabilities.clone(),
+        })
+    }
+
+    fn can_run(&self, required: &[String]) -> bool {
+        required.iter().all(|c| self.capabilities.contains(c))
+    }
+}
+
+/// Why a forwarded job did not come back from its host.
+#[derive(Debug, thiserror::Error)]
+pub enum HostFailure {
+    #[error("host unreachable or connection lost: {0}")]
+    Transport(String),
+    #[error("host answered {status}: {body}")]
+    Status { status: u16, body: String },
+    #[error("host answered nonsense: {0}")]
+    Malformed(String),
+    #[error("no answer within the job's deadline")]
+    Timeout,
+}
+
+/// The auction mechanics, without the hub: asking for bids, awarding, forwarding.
+#[derive(Clone)]
+pub struct Auctioneer {
+    http: reqwest::Client,
+    token: Option<String>,
+    bid_deadline: Duration,
+}
+
+impl Auctioneer {
+    pub fn new(token: Option<String>, bid_deadline: Duration) -> Self {
+        let http = reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(2))
+            .pool_idle_timeout(Duration::from_secs(60))
+            .tcp_nodelay(true)
+            .build()
+            .expect("a plain HTTP client always builds");
+        Self {
+            http,
+            token,
+            bid_deadline,
+        }
+    }
+
+    fn post(&self, url: String) -> reqwest::RequestBuilder {
+        let r = self.http.post(url);
+        match &self.token {
+            Some(t) => r.bearer_auth(t),
+            None => r,
+        }
+    }
+
+    /// Asks every host for a bid at once; a host that does not answer within the deadline,
+    /// or answers badly, is recorded as declining with the reason. In `hosts` order.
+    pub async fn collect_bids(&self, hosts: &[Bidder], req: &BidRequest) -> Vec<BidRecord> {
+        let mut asks = tokio::task::JoinSet::new();
+        for (i, host) in hosts.iter().enumerate() {
+            let call = self.post(format!("{}/v1/bid", host.url)).json(req).send();
+            let deadline = self.bid_deadline;
+            asks.spawn(async move {
+                let answer = match tokio::time::timeout(deadline, async {
+                    let response = call.await.map_err(|e| format!("bid failed: {e}"))?;
+                    if !response.status().is_success() {
+                        return Err(format!("bid refused with {}", response.status().as_u16()));
+                    }
+                    response
+                        .json::<BidResponse>()
+                        .await
+                        .map_err(|e| format!("malformed bid: {e}"))
+                })
+                .await
+                {
+                    Ok(answer) => answer,
+                    Err(_) => Err(format!("no answer within {} ms", deadline.as_millis())),
+                };
+                (i, answer)
+            });
+        }
+        let mut records: Vec<Option<BidRecord>> = vec![None; hosts.len()];
+        while let Some(joined) = asks.join_next().await {
+            let Ok((i, answer)) = joined else { continue };
+            let node_id = hosts[i].node_id.clone();
+            records[i] = Some(match answer {
+                Ok(bid) if bid.accept && !(bid.price.is_finite() && bid.price >= 0.0) => {
+                    declined(node_id, format!("invalid price {}", bid.price))
+                }
+                Ok(bid) => BidRecord {
+                    // The registry's node id, not the one the answer claims.
+                    node_id,
+                    accept: bid.accept,
+                    price: if bid.accept { bid.price } else { 0.0 },
+                    eta_ms: bid.eta_ms,
+                    reason: truncate(bid.reason, 200),
+                },
+                Err(reason) => declined(node_id, reason),
+            });
+        }
+        records
+            .into_iter()
+            .zip(hosts)
+            .map(|(r, h)| {
+                r.unwrap_or_else(|| declined(h.node_id.clone(), "bid task failed".into()))
+            })
+            .collect()
+    }
+
+    /// The winning bid: the lowest price; ties go to the lower eta, then the lower node id.
+    pub fn award(bids: &[BidRecord]) -> Option<&BidRecord> {
+        bids.iter().filter(|b| b.accept).min_by(|a, b| {
+            a.price
+                .total_cmp(&b.price)
+                .then(a.eta_ms.cmp(&b.eta_ms))
+                .then_with(|| a.node_id.cmp(&b.node_id))
+        })
+    }
+
+    /// Forwards the job to a host and waits for its outcome (up to the job's deadline plus a
+    /// little for the answer to travel).
+    pub async fn execute(
+        &self,
+        host: &Bidder,
+        req: &ExecuteRequest,
+    ) -> Result<ExecuteResponse, HostFailure> {
+        let limit = Duration::from_millis(req.deadline_ms) + Duration::from_secs(5);
+        let call = async {
+            let response = self
+                .post(format!("{}/v1/execute", host.url))
+                .json(req)
+                .send()
+                .await
+                .map_err(|e| HostFailure::Transport(e.to_string()))?;
+            let status = response.status();
+            let body = response
+                .bytes()
+                .await
+                .map_err(|e| HostFailure::Transport(e.to_string()))?;
+            if !status.is_success() {
+                return Err(HostFailure::Status {
+                    status: status.as_u16(),
+                    body: truncate(String::from_utf8_lossy(&body).into_owned(), 300),
+                });
+            }
+            let answer: ExecuteResponse =
+                serde_json::from_slice(&body).map_err(|e| HostFailure::Malformed(e.to_string()))?;
+            if answer.job_id != req.job_id {
+                return Err(HostFailure::Malformed(format!(
+                    "answer is for job {}, not {}",
+                    answer.job_id, req.job_id
+                )));
+            }
+            Ok(answer)
+        };
+        tokio::time::timeout(limit, call)
+            .await
+            .unwrap_or(Err(HostFailure::Timeout))
+    }
+}
+
+fn declined(node_id: String, reason: String) -> BidRecord {
+    BidRecord {
+        node_id,
+        accept: false,
+        price: 0.0,
+        eta_ms: 0,
+        reason,
+    }
+}
+
+fn truncate(mut s: String, max: usize) -> String {
+    if s.len() > max {
+        let mut cut = max;
+        while !s.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        s.truncate(cut);
+    }
+    s
+}
+
+/// Upper bounds (ms) of the bid-latency histogram.
+const LATENCY_BUCKETS_MS: [f64; 12] = [
+    0.5, 1.0, 2.0, 5.0, 10.0, 25.0, 50.0, 100.0, 250.0, 500.0, 1000.0, 2500.0,
+];
+
+#[derive(Default)]
+struct BrokerMetrics {
+    /// By final outcome of a job's auction on one attempt.
+    auctions: Mutex<BTreeMap<&'static str, u64>>,
+    rounds: AtomicU64,
+    /// By answer: accept, decline, no_answer.
+    bids: Mutex<BTreeMap<&'static str, u64>>,
+    wins: Mutex<BTreeMap<String, u64>>,
+    bid_latency_buckets: Mutex<[u64; LATENCY_BUCKETS_MS.len()]>,
+    bid_latency_sum_ms: Mutex<f64>,
+    bid_latency_count: AtomicU64,
+}
+
+impl BrokerMetrics {
+    fn auction(&self, outcome: &'static str) {
+        *self
+            .auctions
+            .lock()
+            .expect("metrics lock")
+            .entry(outcome)
+            .or_default() += 1;
+    }
+
+    fn round(&self, bids: &[BidRecord], winner: Option<&str>, bid_ms: f64) {
+        self.rounds.fetch_add(1, Ordering::Relaxed);
+        {
+            let mut counts = self.bids.lock().expect("metrics lock");
+            for b in bids {
+                let answer = if b.accept {
+                    "accept"
+                } else if b.reason.starts_with("no answer") || b.reason.starts_with("bid failed") {
+                    "no_answer"
+                } else {
+                    "decline"
+                };
+                *counts.entry(answer).or_default() += 1;
+            }
+        }
+        if let Some(w) = winner {
+            *self
+                .wins
+                .lock()
+                .expect("metrics lock")
+                .entry(w.to_owned())
+                .or_default() += 1;
+        }
+        let mut buckets = self.bid_latency_buckets.lock().expect("metrics lock");
+        for (i, le) in LATENCY_BUCKETS_MS.iter().enumerate() {
+            if bid_ms <= *le {
+                buckets[i] += 1;
+            }
+        }
+        *self.bid_latency_sum_ms.lock().expect("metrics lock") += bid_ms;
+        self.bid_latency_count.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+struct BrokerState {
+    config: BrokerConfig,
+    auctioneer: Auctioneer,
+    control: ControlClient,
+    data: DataClient,
+    hosts: Mutex<(Option<Instant>, Arc<Vec<Bidder>>)>,
+    inflight: AtomicU32,
+    metrics: BrokerMetrics,
+}
+
+/// A broker whose listener is bound.
+pub struct Broker {
+    listener: TcpListener,
+    state: Arc<BrokerState>,
+}
+
+impl Broker {
+    pub async fn bind(config: BrokerConfig) -> std::io::Result<Broker> {
+        if config.concurrency == 0 || config.max_rounds == 0 {
+            return Err(std::io::Error::other(
+                "broker concurrency and max rounds must be at least 1",
+            ));
+        }
+        let control = ControlClient::new(&config.control_url, config.token.clone())
+            .map_err(std::io::Error::other)?;
+        let data = DataClient::new(&config.data_url, config.token.clone())
+            .map_err(std::io::Error::other)?
+            .with_retry(RetryPolicy::none());
+        let listener = TcpListener::bind(config.listen).await?;
+        Ok(Broker {
+            listener,
+            state: Arc::new(BrokerState {
+                auctioneer: Auctioneer::new(config.token.clone(), config.bid_deadline),
+                config,
+                control,
+                data,
+                hosts: Mutex::new((None, Arc::new(Vec::new()))),
+                inflight: AtomicU32::new(0),
+                metrics: BrokerMetrics::default(),
+            }),
+        })
+    }
+
+    pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.listener.local_addr()
+    }
+
+    /// Serves `/v1/auctions`, heartbeats, and auctions leased jobs until `shutdown`; then
+    /// stops leasing and lets running auctions finish within the grace period.
+    pub async fn run(self, shutdown: CancellationToken) -> std::io::Result<()> {
+        let state = self.state.clone();
+        let addr = self.local_addr()?;
+        let me = Identity {
+            node_id: state.config.node_id.clone(),
+            role: Role::Broker,
+            addr: Some(crate::url_of(addr)),
+            capabilities: Vec::new(),
+            build_id: state.config.build_id.clone(),
+        };
+        let beat_state = state.clone();
+        let beat_stop = shutdown.clone();
+        let heartbeats = tokio::spawn(async move {
+            sheratan_client::heartbeat_loop(
+                beat_state.control.clone(),
+                me,
+                &beat_state.inflight,
+                beat_state.config.concurrency,
+                beat_stop.cancelled_owned(),
+            )
+            .await;
+        });
+        let leasing = tokio::spawn(lease_loop(state.clone(), shutdown.clone()));
+        let served = sheratan_runtime::serve::serve(
+            self.listener,
+            router(state),
+            sheratan_runtime::serve::ServeLimits::default(),
+            Default::default(),
+            shutdown,
+        )
+        .await;
+        let _ = leasing.await;
+        heartbeats.abort();
+        served
+    }
+}
+
+/// ONLINE hosts with a push address, from the hub's registry; reused for `host_cache_ttl`.
+/// When the hub cannot be asked, the last list is used.
+async fn online_hosts(s: &BrokerState) -> Arc<Vec<Bidder>> {
+    {
+        let cached = s.hosts.lock().expect("host cache lock");
+        if let Some(at) = cached.0
+            && at.elapsed() < s.config.host_cache_ttl
+        {
+            return cached.1.clone();
+        }
+    }
+    let fresh = match s
+        .control
+        .nodes(Some(Role::Host), Some(NodeStatus::Online))
+        .await
+    {
+        Ok(nodes) => {
+            let mut hosts: Vec<Bidder> = nodes.iter().filter_map(Bidder::from_node).collect();
+            hosts.sort_by(|a, b| a.node_id.cmp(&b.node_id));
+            Some(Arc::new(hosts))
+        }
+        Err(err) => {
+            tracing::warn!("broker: cannot list hosts: {err}");
+            None
+        }
+    };
+    let mut cached = s.hosts.lock().expect("host cache lock");
+    cached.0 = Some(Instant::now());
+    if let Some(hosts) = fresh {
+        cached.1 = hosts;
+    }
+    cached.1.clone()
+}
+
+async fn lease_loop(s: Arc<BrokerState>, shutdown: CancellationToken) {
+    let slots = Arc::new(Semaphore::new(s.config.concurrency as usize));
+    let mut failures = 0u32;
+    loop {
+        let first = tokio::select! {
+            () = shutdown.cancelled() => break,
+            p = slots.clone().acquire_owned() => p.expect("semaphore never closed"),
+        };
+        let mut permits = vec![first];
+        while let Ok(p) = slots.clone().try_acquire_owned() {
+            permits.push(p);
+            if permits.len() >= 100 {
+                break;
+            }
+        }
+        let hosts = online_hosts(&s).await;
+        let capabilities: BTreeSet<String> = hosts
+            .iter()
+            .flat_map(|h| h.capabilities.iter().cloned())
+            .collect();
+        let req = LeaseRequest {
+            node_id: s.config.node_id.clone(),
+            queues: vec![s.config.queue.clone()],
+            capabilities: capabilities.into_iter().collect(),
+            max_jobs: permits.len() as u32,
+            wait_ms: s.config.lease_wait.as_millis() as u64,
+        };
+        let leased = tokio::select! {
+            () = shutdown.cancelled() => break,
+            r = s.data.lease(&req) => r,
+        };
+        match leased {
+            Ok(answer) => {
+                failures = 0;
+                if answer.jobs.is_empty() && answer.defer_ms > 0 {
+                    tokio::select! {
+                        () = shutdown.cancelled() => break,
+                        () = tokio::time::sleep(Duration::from_millis(answer.defer_ms.min(5_000))) => {}
+                    }
+                }
+                for job in answer.jobs {
+                    let Some(permit) = permits.pop() else { break };
+                    let s = s.clone();
+                    s.inflight.fetch_add(1, Ordering::Relaxed);
+                    tokio::spawn(async move {
+                        run_job(&s, job).await;
+                        s.inflight.fetch_sub(1, Ordering::Relaxed);
+                        drop(permit);
+                    });
+                }
+            }
+            Err(err) => {
+                failures += 1;
+                let wait = Duration::from_millis(250)
+                    .saturating_mul(1 << failures.min(7))
+                    .min(Duration::from_secs(30));
+                if matches!(err.code(), Some(ErrorCode::AuthFail)) {
+                    tracing::error!("broker: {err}");
+                } else {
+                    tracing::warn!("broker: lease failed: {err}; retrying in {wait:?}");
+                }
+                tokio::select! {
+                    () = shutdown.cancelled() => break,
+                    () = tokio::time::sleep(wait) => {}
+                }
+            }
+        }
+    }
+    // Let running auctions finish.
+    let all = s.config.concurrency;
+    let _ = tokio::time::timeout(s.config.grace, slots.acquire_many(all)).await;
+}
+
+/// Keeps a lease alive until `done`; cancels `lost` if the hub says the lease is gone.
+async fn keep_lease(
+    s: &BrokerState,
+    lease_id: &str,
+    timeout_s: u32,
+    done: CancellationToken,
+    lost: CancellationToken,
+) {
+    let every = Duration::from_secs(u64::from(timeout_s.max(3) / 3));
+    loop {
+        tokio::select! {
+            () = done.cancelled() => return,
+            () = tokio::time::sleep(every) => {}
+        }
+        match s.data.extend(lease_id, None).await {
+            Ok(_) => {}
+            Err(err) if matches!(err.code(), Some(ErrorCode::LeaseExpired)) => {
+                tracing::warn!(lease_id, "broker: lease lost: {err}");
+                lost.cancel();
+                return;
+            }
+            Err(err) => tracing::warn!(
+                lease_id,
+                "broker: lease extension failed (will retry): {err}"
+            ),
+        }
+    }
+}
+
+/// How one job's auction ended on this attempt.
+enum Ending {
+    Done(ExecuteResponse),
+    NoBids(String),
+    HostsFailed(String),
+    LeaseLost,
+}
+
+async fn run_job(s: &BrokerState, job: LeasedJob) {
+    // The lease does not carry the job's requirements; the job view does.
+    let (required, timeout_s) = match s.data.job(&job.job_id).await {
+        Ok(view) => (view.required_capabilities, view.timeout_s),
+        Err(err) => {
+            tracing::warn!(job_id = %job.job_id, "broker: cannot read the job ({err}); auctioning it without requirements");
+            let left = (job.lease_expires_at - OffsetDateTime::now_utc()).whole_seconds();
+            (Vec::new(), left.clamp(1, 86_400) as u32)
+        }
+    };
+    let mut record = match job.attempt {
+        1 => None,
+        _ => s.config.store.auction(&job.job_id).await.ok().flatten(),
+    }
+    .unwrap_or_else(|| AuctionRecord {
+        job_id: job.job_id.clone(),
+        winner: None,
+        rounds: Vec::new(),
+    });
+
+    let done = CancellationToken::new();
+    let lost = CancellationToken::new();
+    let keeper = keep_lease(s, &job.lease_id, timeout_s, done.clone(), lost.clone());
+    let auction = auction_rounds(s, &job, &required, timeout_s, &mut record, &lost);
+    let ending = tokio::select! {
+        ending = auction => ending,
+        () = keeper => Ending::LeaseLost,
+    };
+    done.cancel();
+
+    let report = match ending {
+        Ending::Done(answer) => {
+            s.metrics.auction(match answer.outcome {
+                Outcome::Success => "completed",
+                Outcome::Failure => "failed",
+            });
+            Some(ResultRequest {
+                job_id: job.job_id.clone(),
+                lease_id: job.lease_id.clone(),
+                outcome: answer.outcome,
+                result: answer.result,
+                error: answer.error,
+            })
+        }
+        Ending::NoBids(message) | Ending::HostsFailed(message) => {
+            s.metrics.auction(if message.starts_with("no host") {
+                "no_bids"
+            } else {
+                "hosts_failed"
+            });
+            Some(ResultRequest {
+                job_id: job.job_id.clone(),
+                lease_id: job.lease_id.clone(),
+                outcome: Outcome::Failure,
+                result: serde_json::Value::Null,
+                error: Some(JobError {
+                    message,
+                    retryable: true,
+                }),
+            })
+        }
+        Ending::LeaseLost => {
+            s.metrics.auction("lease_lost");
+            None
+        }
+    };
+    if let Some(report) = report
+        && let Err(err) = report_with_retries(s, &report).await
+    {
+        tracing::warn!(job_id = %job.job_id, "broker: result not reported: {err}");
+    }
+}
+
+/// Reports a result, retrying transport failures a few times (a repeated result is counted
+/// once by the hub).
+async fn report_with_retries(s: &BrokerState, report: &ResultRequest) -> Result<(), ClientError> {
+    let mut attempt = 0u32;
+    loop {
+        match s.data.report(report).await {
+            Ok(_) => return Ok(()),
+            Err(err) if attempt < 5 && err.code().is_none() => {
+                attempt += 1;
+                tokio::time::sleep(Duration::from_millis(200) * attempt).await;
+            }
+            Err(err) => return Err(err),
+        }
+    }
+}
+
+async fn auction_rounds(
+    s: &BrokerState,
+    job: &LeasedJob,
+    required: &[String],
+    timeout_s: u32,
+    record: &mut AuctionRecord,
+    lost: &CancellationToken,
+) -> Ending {
+    let mut excluded: BTreeSet<String> = BTreeSet::new();
+    let mut failures: Vec<String> = Vec::new();
+    let payload_bytes = serde_json::to_vec(&job.payload)
+        .map(|v| v.len() as u64)
+        .unwrap_or(0);
+    let first_round = record.rounds.last().map_or(1, |r| r.round + 1);
+    for round in first_round..first_round + s.config.max_rounds {
+        let started_at = OffsetDateTime::now_utc();
+        let started = Instant::now();
+        let hosts: Vec<Bidder> = online_hosts(s)
+            .await
+            .iter()
+            .filter(|h| !excluded.contains(&h.node_id) && h.can_run(required))
+            .cloned()
+            .collect();
+        let ask = BidRequest {
+            job_id: job.job_id.clone(),
+            kind: job.kind.clone(),
+            required_capabilities: required.to_vec(),
+            payload_bytes,
+        };
+        let bids = s.auctioneer.collect_bids(&hosts, &ask).await;
+        let bid_ms = started.elapsed().as_secs_f64() * 1000.0;
+        let winner = Auctioneer::award(&bids).map(|b| b.node_id.clone());
+        s.metrics.round(&bids, winner.as_deref(), bid_ms);
+        let mut entry = RoundRecord {
+            round,
+            bids,
+            winner: winner.clone(),
+            outcome: String::new(),
+            started_at,
+            elapsed_ms: 0,
+            bid_ms,
+        };
+        let Some(winner) = winner else {
+            entry.outcome = "no_bids".into();
+            entry.elapsed_ms = started.elapsed().as_millis() as u64;
+            let message = if hosts.is_empty() {
+                format!(
+                    "no host bid: no ONLINE host with capabilities {required:?} (round {round})"
+                )
+            } else {
+                let reasons: Vec<String> = entry
+                    .bids
+                    .iter()
+                    .map(|b| format!("{}: {}", b.node_id, b.reason))
+                    .collect();
+                format!("no host bid (round {round}): {}", reasons.join("; "))
+            };
+            record.rounds.push(entry);
+            save(s, record).await;
+            return if failures.is_empty() {
+                Ending::NoBids(message)
+            } else {
+                Ending::HostsFailed(format!("{}; then {message}", failures.join("; ")))
+            };
+        };
+        record.winner = Some(winner.clone());
+        save(s, record).await;
+        let host = hosts
+            .iter()
+            .find(|h| h.node_id == winner)
+            .expect("the winner is one of the hosts asked");
+        let forward = ExecuteRequest {
+            job_id: job.job_id.clone(),
+            kind: job.kind.clone(),
+            payload: job.payload.clone(),
+            deadline_ms: u64::from(timeout_s) * 1000,
+        };
+        let executed = tokio::select! {
+            r = s.auctioneer.execute(host, &forward) => Some(r),
+            () = lost.cancelled() => None,
+        };
+        entry.elapsed_ms = started.elapsed().as_millis() as u64;
+        match executed {
+            None => {
+                entry.outcome = "lease_lost".into();
+                record.rounds.push(entry);
+                save(s, record).await;
+                return Ending::LeaseLost;
+            }
+            Some(Ok(answer)) => {
+                entry.outcome = match answer.outcome {
+                    Outcome::Success => "completed".into(),
+                    Outcome::Failure => "failed".into(),
+                };
+                record.rounds.push(entry);
+                save(s, record).await;
+                return Ending::Done(answer);
+            }
+            Some(Err(failure)) => {
+                tracing::warn!(job_id = %job.job_id, host = %winner, "broker: host failed, re-auctioning: {failure}");
+                entry.outcome = "host_failed".into();
+                record.rounds.push(entry);
+                record.winner = None;
+                save(s, record).await;
+                failures.push(format!("{winner}: {failure}"));
+                excluded.insert(winner);
+            }
+        }
+    }
+    Ending::HostsFailed(format!(
+        "hosts failed in {} rounds: {}",
+        s.config.max_rounds,
+        failures.join("; ")
+    ))
+}
+
+async fn save(s: &BrokerState, record: &AuctionRecord) {
+    if let Err(err) = s.config.store.save_auction(record).await {
+        tracing::warn!(job_id = %record.job_id, "broker: auction record not saved: {err}");
+    }
+}
+
+fn router(state: Arc<BrokerState>) -> Router {
+    Router::new()
+        .route("/health", get(health))
+        .route("/metrics", get(metrics))
+        .route("/v1/auctions", get(list_auctions))
+        .route("/v1/auctions/{job_id}", get(one_auction))
+        .fallback(|| async {
+            error(
+                ErrorCode::NotFound,
+                "no such route on the broker",
+                "the broker serves /health, /metrics, /v1/auctions and /v1/auctions/{job_id}",
+            )
+        })
+        .with_state(state)
+}
+
+async fn health(State(s): State<Arc<BrokerState>>) -> Json<serde_json::Value> {
+    Json(serde_json::json!({
+        "status": "ok",
+        "role": "broker",
+        "node_id": s.config.node_id,
+        "queue": s.config.queue,
+        "inflight": s.inflight.load(Ordering::Relaxed),
+        "concurrency": s.config.concurrency,
+    }))
+}
+
+#[derive(serde::Deserialize)]
+struct ListQuery {
+    limit: Option<String>,
+}
+
+async fn list_auctions(
+    State(s): State<Arc<BrokerState>>,
+    headers: HeaderMap,
+    Query(q): Query<ListQuery>,
+) -> Response {
+    if let Err(denied) = check_token(&headers, s.config.token.as_deref()) {
+        return denied;
+    }
+    let limit = match q.limit.as_deref().map(str::parse::<u32>) {
+        None => 50,
+        Some(Ok(n)) if (1..=1000).contains(&n) => n,
+        Some(_) => {
+            return error(
+                ErrorCode::InvalidRequest,
+                "limit must be a number from 1 to 1000",
+                "",
+            );
+        }
+    };
+    match s.config.store.auctions(limit).await {
+        Ok(auctions) => Json(AuctionList { auctions }).into_response(),
+        Err(err) => error(
+            ErrorCode::Unavailable,
+            format!("the auction store failed: {err}"),
+            "check the broker's log",
+        ),
+    }
+}
+
+async fn one_auction(
+    State(s): State<Arc<BrokerState>>,
+    headers: HeaderMap,
+    Path(job_id): Path<String>,
+) -> Response {
+    if let Err(denied) = check_token(&headers, s.config.token.as_deref()) {
+        return denied;
+    }
+    if let Err(e) = sheratan_proto::ids::parse_uuid("job_id", &job_id) {
+        return error(ErrorCode::InvalidRequest, e, "");
+    }
+    match s.config.store.auction(&job_id).await {
+        Ok(Some(record)) => Json(record).into_response(),
+        Ok(None) => error(
+            ErrorCode::NotFound,
+            format!("no auction for job {job_id}"),
+            "only jobs of the auction queue that this broker leased have one",
+        ),
+        Err(err) => error(
+            ErrorCode::Unavailable,
+            format!("the auction store failed: {err}"),
+            "check the broker's log",
+        ),
+    }
+}
+
+async fn metrics(State(s): State<Arc<BrokerState>>, headers: HeaderMap) -> Response {
+    if let Err(denied) = check_token(&headers, s.config.token.as_deref()) {
+        return denied;
+    }
+    let m = &s.metrics;
+    let counted = |map: &Mutex<BTreeMap<&'static str, u64>>, label: &str| -> Vec<(String, f64)> {
+        map.lock()
+            .expect("metrics lock")
+            .iter()
+            .map(|(k, v)| (format!("{label}=\"{k}\""), *v as f64))
+            .collect()
+    };
+    let wins: Vec<(String, f64)> = m
+        .wins
+        .lock()
+        .expect("metrics lock")
+        .iter()
+        .map(|(k, v)| {
+            (
+                format!("node_id=\"{}\"", k.replace(['\\', '"', '\n'], "_")),
+                *v as f64,
+            )
+        })
+        .collect();
+    let count = m.bid_latency_count.load(Ordering::Relaxed) as f64;
+    let mut latency: Vec<(String, f64)> = {
+        let buckets = m.bid_latency_buckets.lock().expect("metrics lock");
+        LATENCY_BUCKETS_MS
+            .iter()
+            .zip(buckets.iter())
+            .map(|(le, n)| (format!("le=\"{}\"", le / 1000.0), *n as f64))
+            .collect()
+    };
+    latency.push(("le=\"+Inf\"".into(), count));
+    let sum_s = *m.bid_latency_sum_ms.lock().expect("metrics lock") / 1000.0;
+    let mut text = crate::metrics::render(&[
+        (
+            "sheratan_broker_auctions_total",
+            "Auctions (one per job attempt), by outcome.",
+            "counter",
+            counted(&m.auctions, "outcome"),
+        ),
+        (
+            "sheratan_broker_rounds_total",
+            "Auction rounds.",
+            "counter",
+            vec![(String::new(), m.rounds.load(Ordering::Relaxed) as f64)],
+        ),
+        (
+            "sheratan_broker_bids_total",
+            "Bids asked for, by answer.",
+            "counter",
+            counted(&m.bids, "answer"),
+        ),
+        (
+            "sheratan_broker_wins_total",
+            "Auctions won, by host.",
+            "counter",
+            wins,
+        ),
+        (
+            "sheratan_broker_inflight",
+            "Auctions running now.",
+            "gauge",
+            vec![(String::new(), f64::from(s.inflight.load(Ordering::Relaxed)))],
+        ),
+    ]);
+    text.push_str(&crate::metrics::histogram(
+        "sheratan_broker_bid_round_seconds",
+        "Time from the first bid request to the award: the latency an auction adds.",
+        &latency,
+        sum_s,
+        count,
+    ));
+    text.into_response()
+}

@@ -1,0 +1,352 @@
+//! A host: answers bids and executes awarded jobs through the shared handlers.
+//!
+//! Pricing: `price = base_price × (1 + load_factor × inflight / capacity)` and
+//! `eta_ms = base_eta_ms × (1 + inflight)`; a host declines a job whose kind or required
+//! capabilities it lacks, and any job while it is at capacity.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::HeaderMap;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use sheratan_exec::{Handlers, Outcome};
+use sheratan_proto::ErrorCode;
+use sheratan_proto::auction::{BidRequest, BidResponse, ExecuteRequest, ExecuteResponse};
+use sheratan_proto::control::Role;
+use sheratan_proto::data::JobError;
+use sheratan_runtime::http::{check_token, error, parse_json};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use crate::Identity;
+
+#[derive(Debug, Clone)]
+pub struct HostConfig {
+    pub node_id: String,
+    pub listen: SocketAddr,
+    /// The URL the broker reaches this host at; by default from the bound address.
+    pub advertise: Option<String>,
+    pub control_url: String,
+    pub token: Option<String>,
+    pub handlers: Handlers,
+    /// Jobs at once.
+    pub capacity: u32,
+    pub base_price: f64,
+    pub load_factor: f64,
+    pub base_eta_ms: u64,
+    pub build_id: String,
+}
+
+impl HostConfig {
+    pub fn new(
+        node_id: &str,
+        listen: SocketAddr,
+        control_url: &str,
+        token: Option<String>,
+    ) -> Self {
+        Self {
+            node_id: node_id.into(),
+            listen,
+            advertise: None,
+            control_url: control_url.into(),
+            token,
+            handlers: Handlers::builtin(),
+            capacity: 4,
+            base_price: 1.0,
+            load_factor: 1.0,
+            base_eta_ms: 100,
+            build_id: env!("CARGO_PKG_VERSION").into(),
+        }
+    }
+}
+
+struct HostState {
+    config: HostConfig,
+    inflight: AtomicU32,
+    bids_accepted: AtomicU64,
+    bids_declined: AtomicU64,
+    succeeded: AtomicU64,
+    failed: AtomicU64,
+    refused: AtomicU64,
+    stopping: CancellationToken,
+}
+
+/// A host whose listener is bound.
+pub struct Host {
+    listener: TcpListener,
+    state: Arc<HostState>,
+}
+
+impl Host {
+    pub async fn bind(config: HostConfig) -> std::io::Result<Host> {
+        if config.capacity == 0 {
+            return Err(std::io::Error::other("host capacity must be at least 1"));
+        }
+        let listener = TcpListener::bind(config.listen).await?;
+        Ok(Host {
+            listener,
+            state: Arc::new(HostState {
+                config,
+                inflight: AtomicU32::new(0),
+                bids_accepted: AtomicU64::new(0),
+                bids_declined: AtomicU64::new(0),
+                succeeded: AtomicU64::new(0),
+                failed: AtomicU64::new(0),
+                refused: AtomicU64::new(0),
+                stopping: CancellationToken::new(),
+            }),
+        })
+    }
+
+    pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.listener.local_addr()
+    }
+
+    /// The URL the broker reaches this host at.
+    pub fn url(&self) -> String {
+        self.state
+            .config
+            .advertise
+            .clone()
+            .unwrap_or_else(|| crate::url_of(self.local_addr().unwrap_or(self.state.config.listen)))
+    }
+
+    /// The host's router, for tests and benchmarks that serve it themselves.
+    pub fn router(&self) -> Router {
+        router(self.state.clone())
+    }
+
+    /// Serves until `shutdown`, heartbeating to the hub meanwhile.
+    pub async fn run(self, shutdown: CancellationToken) -> std::io::Result<()> {
+        let state = self.state.clone();
+        let me = Identity {
+            node_id: state.config.node_id.clone(),
+            role: Role::Host,
+            addr: Some(self.url()),
+            capabilities: state.config.handlers.names(),
+            build_id: state.config.build_id.clone(),
+        };
+        let control = sheratan_client::ControlClient::new(
+            &state.config.control_url,
+            state.config.token.clone(),
+        )
+        .map_err(std::io::Error::other)?;
+        let beat_state = state.clone();
+        let beat_stop = shutdown.clone();
+        let heartbeats = tokio::spawn(async move {
+            sheratan_client::heartbeat_loop(
+                control,
+                me,
+                &beat_state.inflight,
+                beat_state.config.capacity,
+                beat_stop.cancelled_owned(),
+            )
+            .await;
+        });
+        let stopping = state.stopping.clone();
+        let watch = shutdown.clone();
+        tokio::spawn(async move {
+            watch.cancelled().await;
+            stopping.cancel();
+        });
+        let result = sheratan_runtime::serve::serve(
+            self.listener,
+            router(state),
+            sheratan_runtime::serve::ServeLimits::default(),
+            Default::default(),
+            shutdown,
+        )
+        .await;
+        heartbeats.abort();
+        result
+    }
+}
+
+fn router(state: Arc<HostState>) -> Router {
+    Router::new()
+        .route("/health", get(health))
+        .route("/metrics", get(metrics))
+        .route("/v1/bid", post(bid))
+        .route("/v1/execute", post(execute))
+        .fallback(|| async {
+            error(
+                ErrorCode::NotFound,
+                "no such route on a host",
+                "hosts serve /health, /metrics, /v1/bid and /v1/execute",
+            )
+        })
+        .with_state(state)
+}
+
+async fn health(State(s): State<Arc<HostState>>) -> Json<serde_json::Value> {
+    Json(serde_json::json!({
+        "status": "ok",
+        "role": "host",
+        "node_id": s.config.node_id,
+        "inflight": s.inflight.load(Ordering::Relaxed),
+        "capacity": s.config.capacity,
+    }))
+}
+
+async fn metrics(State(s): State<Arc<HostState>>, headers: HeaderMap) -> Response {
+    if let Err(denied) = check_token(&headers, s.config.token.as_deref()) {
+        return denied;
+    }
+    let n = |a: &AtomicU64| a.load(Ordering::Relaxed) as f64;
+    crate::metrics::render(&[
+        (
+            "sheratan_host_bids_total",
+            "Bids answered, by answer.",
+            "counter",
+            vec![
+                ("answer=\"accept\"".into(), n(&s.bids_accepted)),
+                ("answer=\"decline\"".into(), n(&s.bids_declined)),
+            ],
+        ),
+        (
+            "sheratan_host_executions_total",
+            "Awarded jobs, by outcome.",
+            "counter",
+            vec![
+                ("outcome=\"success\"".into(), n(&s.succeeded)),
+                ("outcome=\"failure\"".into(), n(&s.failed)),
+                ("outcome=\"refused_at_capacity\"".into(), n(&s.refused)),
+            ],
+        ),
+        (
+            "sheratan_host_inflight",
+            "Jobs running now.",
+            "gauge",
+            vec![(String::new(), f64::from(s.inflight.load(Ordering::Relaxed)))],
+        ),
+        (
+            "sheratan_host_capacity",
+            "Jobs this host runs at once.",
+            "gauge",
+            vec![(String::new(), f64::from(s.config.capacity))],
+        ),
+    ])
+    .into_response()
+}
+
+/// The host's answer to a bid request.
+fn quote(s: &HostState, req: &BidRequest) -> BidResponse {
+    let inflight = s.inflight.load(Ordering::Relaxed);
+    let decline = |reason: String| BidResponse {
+        node_id: s.config.node_id.clone(),
+        accept: false,
+        price: 0.0,
+        eta_ms: 0,
+        reason,
+    };
+    if !s.config.handlers.has(&req.kind) {
+        return decline(format!("no handler for kind {:?}", req.kind));
+    }
+    let names = s.config.handlers.names();
+    if let Some(missing) = req
+        .required_capabilities
+        .iter()
+        .find(|c| !names.contains(c))
+    {
+        return decline(format!("missing capability {missing:?}"));
+    }
+    if inflight >= s.config.capacity {
+        return decline(format!("at capacity ({inflight}/{})", s.config.capacity));
+    }
+    let load = f64::from(inflight) / f64::from(s.config.capacity);
+    BidResponse {
+        node_id: s.config.node_id.clone(),
+        accept: true,
+        price: s.config.base_price * (1.0 + s.config.load_factor * load),
+        eta_ms: s.config.base_eta_ms * (1 + u64::from(inflight)),
+        reason: "ok".into(),
+    }
+}
+
+async fn bid(State(s): State<Arc<HostState>>, headers: HeaderMap, body: Bytes) -> Response {
+    if let Err(denied) = check_token(&headers, s.config.token.as_deref()) {
+        return denied;
+    }
+    let req: BidRequest = match parse_json(&body) {
+        Ok(r) => r,
+        Err(bad) => return bad,
+    };
+    let answer = quote(&s, &req);
+    if answer.accept {
+        s.bids_accepted.fetch_add(1, Ordering::Relaxed);
+    } else {
+        s.bids_declined.fetch_add(1, Ordering::Relaxed);
+    }
+    Json(answer).into_response()
+}
+
+/// Releases an execution slot when the execution ends, however it ends.
+struct Slot<'a>(&'a AtomicU32);
+
+impl Drop for Slot<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+async fn execute(State(s): State<Arc<HostState>>, headers: HeaderMap, body: Bytes) -> Response {
+    if let Err(denied) = check_token(&headers, s.config.token.as_deref()) {
+        return denied;
+    }
+    let req: ExecuteRequest = match parse_json(&body) {
+        Ok(r) => r,
+        Err(bad) => return bad,
+    };
+    // Take a slot, or refuse: a bid is a quote, not a reservation.
+    let taken = s
+        .inflight
+        .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+            (n < s.config.capacity).then_some(n + 1)
+        });
+    if taken.is_err() {
+        s.refused.fetch_add(1, Ordering::Relaxed);
+        return error(
+            ErrorCode::Unavailable,
+            "this host is at capacity",
+            "auction the job again",
+        );
+    }
+    let _slot = Slot(&s.inflight);
+    let started = Instant::now();
+    let deadline = Duration::from_millis(req.deadline_ms.max(1));
+    let outcome = s
+        .config
+        .handlers
+        .run(&req.kind, &req.payload, deadline, &s.stopping)
+        .await;
+    let elapsed_ms = started.elapsed().as_millis() as u64;
+    let (outcome, result, err) = match outcome {
+        Outcome::Success(v) => {
+            s.succeeded.fetch_add(1, Ordering::Relaxed);
+            (sheratan_proto::data::Outcome::Success, v, None)
+        }
+        Outcome::Failure { message, retryable } => {
+            s.failed.fetch_add(1, Ordering::Relaxed);
+            (
+                sheratan_proto::data::Outcome::Failure,
+                serde_json::Value::Null,
+                Some(JobError { message, retryable }),
+            )
+        }
+    };
+    Json(ExecuteResponse {
+        job_id: req.job_id,
+        node_id: s.config.node_id.clone(),
+        outcome,
+        result,
+        error: err,
+        elapsed_ms,
+    })
+    .into_response()
+}

@@ -1,0 +1,21 @@
+//! Both sides of the auction protocol (DESIGN §7). A [`host`] answers bids with a price that
+//! rises with its load and executes awarded jobs through the shared handlers; the [`broker`]
+//! leases jobs of the `auction` queue, asks every ONLINE host that has the job's capabilities
+//! for a bid in parallel, awards the lowest price, forwards the job, keeps its lease alive,
+//! and reports the result signed.
+
+pub mod broker;
+pub mod host;
+mod metrics;
+
+pub use sheratan_client::{Identity, capability_hash};
+
+/// `http://ip:port` for a bound address; an unspecified IP (0.0.0.0) becomes loopback.
+pub fn url_of(addr: std::net::SocketAddr) -> String {
+    let ip = if addr.ip().is_unspecified() {
+        std::net::IpAddr::from([127, 0, 0, 1])
+    } else {
+        addr.ip()
+    };
+    format!("http://{}", std::net::SocketAddr::new(ip, addr.port()))
+}

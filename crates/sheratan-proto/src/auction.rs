@@ -1,0 +1,140 @@
+//! Host, broker and core wire types (DESIGN §7).
+
+use serde::{Deserialize, Serialize};
+use time::OffsetDateTime;
+
+/// `POST /v1/bid` on a host.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BidRequest {
+    pub job_id: String,
+    pub kind: String,
+    #[serde(default)]
+    pub required_capabilities: Vec<String>,
+    #[serde(default)]
+    pub payload_bytes: u64,
+}
+
+/// A host's answer to a bid request.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct BidResponse {
+    pub node_id: String,
+    pub accept: bool,
+    /// Lower wins. Rises with the host's load.
+    pub price: f64,
+    pub eta_ms: u64,
+    /// Why the host declined (or "ok").
+    pub reason: String,
+}
+
+/// `POST /v1/execute` on a host.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExecuteRequest {
+    pub job_id: String,
+    pub kind: String,
+    #[serde(default)]
+    pub payload: serde_json::Value,
+    /// The job must finish within this.
+    pub deadline_ms: u64,
+}
+
+/// What a host's execution produced.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ExecuteResponse {
+    pub job_id: String,
+    pub node_id: String,
+    pub outcome: crate::data::Outcome,
+    #[serde(default)]
+    pub result: serde_json::Value,
+    #[serde(default)]
+    pub error: Option<crate::data::JobError>,
+    pub elapsed_ms: u64,
+}
+
+/// One bid as recorded in an auction round (a host that did not answer in time is recorded
+/// with `accept: false` and the reason).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct BidRecord {
+    pub node_id: String,
+    pub accept: bool,
+    pub price: f64,
+    pub eta_ms: u64,
+    pub reason: String,
+}
+
+/// One round of an auction: bids, the winner, what happened.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RoundRecord {
+    pub round: u32,
+    pub bids: Vec<BidRecord>,
+    pub winner: Option<String>,
+    /// `completed`, `failed` (the job failed on the host), `host_failed` (the host did not
+    /// deliver: re-auctioned), or `no_bids`.
+    pub outcome: String,
+    #[serde(with = "time::serde::rfc3339")]
+    pub started_at: OffsetDateTime,
+    /// The whole round: bidding and execution.
+    pub elapsed_ms: u64,
+    /// Bidding alone: the latency the auction adds.
+    #[serde(default)]
+    pub bid_ms: f64,
+}
+
+/// `GET /v1/auctions/{job_id}`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AuctionRecord {
+    pub job_id: String,
+    pub winner: Option<String>,
+    pub rounds: Vec<RoundRecord>,
+}
+
+/// `GET /v1/auctions`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AuctionList {
+    pub auctions: Vec<AuctionRecord>,
+}
+
+/// How Core routes a job.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Dispatch {
+    /// Workers pull it from its queue (`queue`, default `default`).
+    #[default]
+    Queue,
+    /// The broker auctions it among hosts (queue `auction`).
+    Auction,
+    /// The relay runs it (queue `llm`).
+    Llm,
+}
+
+/// `POST /api/jobs` on Core: the job fields and how to dispatch it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CoreSubmit {
+    pub kind: String,
+    #[serde(default)]
+    pub payload: serde_json::Value,
+    #[serde(default)]
+    pub dispatch: Dispatch,
+    #[serde(default)]
+    pub queue: Option<String>,
+    #[serde(default)]
+    pub priority: i32,
+    #[serde(default)]
+    pub required_capabilities: Vec<String>,
+    #[serde(default)]
+    pub idempotency_key: Option<String>,
+    #[serde(default)]
+    pub max_attempts: Option<u32>,
+    #[serde(default)]
+    pub timeout_s: Option<u32>,
+}
+
+/// Core's answer to a submit.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CoreSubmitted {
+    pub job_id: String,
+    pub status: crate::data::JobStatus,
+    pub queue: String,
+}
