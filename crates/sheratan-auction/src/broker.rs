@@ -954,3 +954,59 @@ async fn metrics(State(s): State<Arc<BrokerState>>, headers: HeaderMap) -> Respo
     ));
     text.into_response()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn bid(node: &str, accept: bool, price: f64, eta_ms: u64) -> BidRecord {
+        BidRecord {
+            node_id: node.into(),
+            accept,
+            price,
+            eta_ms,
+            reason: String::new(),
+        }
+    }
+
+    #[test]
+    fn award_takes_the_lowest_price_then_eta_then_node_id() {
+        let winner = |bids: &[BidRecord]| Auctioneer::award(bids).map(|b| b.node_id.clone());
+        assert_eq!(winner(&[]), None);
+        assert_eq!(
+            winner(&[bid("a", false, 0.1, 1)]),
+            None,
+            "a declined bid never wins"
+        );
+        assert_eq!(
+            winner(&[
+                bid("a", true, 2.0, 1),
+                bid("b", true, 1.0, 900),
+                bid("c", false, 0.0, 0)
+            ]),
+            Some("b".into())
+        );
+        assert_eq!(
+            winner(&[bid("a", true, 1.0, 300), bid("b", true, 1.0, 100)]),
+            Some("b".into()),
+            "equal price: the lower eta"
+        );
+        assert_eq!(
+            winner(&[bid("z", true, 1.0, 100), bid("m", true, 1.0, 100)]),
+            Some("m".into()),
+            "equal price and eta: the lower node id"
+        );
+    }
+
+    #[test]
+    fn a_host_needs_every_required_capability() {
+        let host = Bidder {
+            node_id: "h".into(),
+            url: "http://127.0.0.1:1".into(),
+            capabilities: vec!["echo".into(), "gpu".into()],
+        };
+        assert!(host.can_run(&[]));
+        assert!(host.can_run(&["gpu".into()]));
+        assert!(!host.can_run(&["gpu".into(), "tpu".into()]));
+    }
+}

@@ -2,8 +2,11 @@
 
 use std::fmt::Write;
 
-/// `(name, help, kind, [(labels, value)])` families as exposition text.
-pub(crate) fn render(families: &[(&str, &str, &str, Vec<(String, f64)>)]) -> String {
+/// One metric family: `(name, help, kind, [(labels, value)])`.
+pub(crate) type Family<'a> = (&'a str, &'a str, &'a str, Vec<(String, f64)>);
+
+/// Families as exposition text.
+pub(crate) fn render(families: &[Family<'_>]) -> String {
     let mut out = String::new();
     for (name, help, kind, samples) in families {
         let _ = writeln!(out, "# HELP {name} {help}");

@@ -91,6 +91,7 @@ impl HubBuilder {
             child: None,
             control_url: String::new(),
             data_url: String::new(),
+            urls: BTreeMap::new(),
             starts: 0,
         };
         process.launch();
@@ -106,6 +107,8 @@ pub struct HubProcess {
     child: Option<Child>,
     pub control_url: String,
     pub data_url: String,
+    /// With `up`: the URLs of `core`, `broker`, `host-a`, `host-b` from the banner.
+    pub urls: BTreeMap<String, String>,
     starts: u32,
 }
 
@@ -123,8 +126,21 @@ impl HubProcess {
             .arg(&self.spec.control_addr)
             .arg("--data-addr")
             .arg(&self.spec.data_addr)
-            .args(&self.spec.args)
-            .env_remove("SHERATAN_HUB_TOKEN")
+            .args(&self.spec.args);
+        if self.spec.subcommand == "up" {
+            // Everything `up` runs beside the hub on free ports too, unless the test moved it.
+            for (flag, var) in [
+                ("--core-addr", "SHERATAN_CORE_ADDR"),
+                ("--broker-addr", "SHERATAN_BROKER_ADDR"),
+                ("--host-a-addr", "SHERATAN_HOST_A_ADDR"),
+                ("--host-b-addr", "SHERATAN_HOST_B_ADDR"),
+            ] {
+                if !self.spec.env.contains_key(var) && !self.spec.args.iter().any(|a| a == flag) {
+                    cmd.arg(flag).arg("127.0.0.1:0");
+                }
+            }
+        }
+        cmd.env_remove("SHERATAN_HUB_TOKEN")
             .env_remove("SHERATAN_HUB_TOKEN_NEXT")
             .env_remove("SHERATAN_HUB_TOKEN_ROTATION_UNTIL")
             .env_remove("SHERATAN_HUB_TOKEN_REQUIRED")
@@ -145,6 +161,7 @@ impl HubProcess {
         });
         let deadline = Instant::now() + Duration::from_secs(30);
         let (mut control, mut data, mut ready) = (None, None, false);
+        self.urls.clear();
         while !ready {
             let left = deadline.saturating_duration_since(Instant::now());
             match rx.recv_timeout(left) {
@@ -156,6 +173,8 @@ impl HubProcess {
                         data = rest.split_whitespace().next().map(str::to_owned);
                     } else if line.starts_with("ready:") {
                         ready = true;
+                    } else if let Some((name, url)) = banner_url(line) {
+                        self.urls.insert(name, url);
                     }
                 }
                 Err(_) => {
@@ -364,11 +383,28 @@ pub fn count_events(records: &[AuditRecord], event: sheratan_proto::EventKind) -
         .sum()
 }
 
+/// `core: URL …`, `broker: URL …` and `host: NAME URL …` banner lines as (name, URL).
+fn banner_url(line: &str) -> Option<(String, String)> {
+    let (label, rest) = line.split_once(": ")?;
+    let mut words = rest.split_whitespace();
+    match label {
+        "core" | "broker" => Some((label.to_owned(), words.next()?.to_owned())),
+        "host" => {
+            let name = words.next()?.to_owned();
+            Some((name, words.next()?.to_owned()))
+        }
+        _ => None,
+    }
+    .filter(|(_, url)| url.starts_with("http"))
+}
+
 /// Any other `sheratan` process a test runs (a worker, say), with its output in log files.
 pub struct Proc {
     child: Option<Child>,
     pub dir: PathBuf,
     name: String,
+    /// URLs from `core:`, `broker:` and `host: NAME` banner lines.
+    pub urls: BTreeMap<String, String>,
     _dir: Option<tempfile::TempDir>,
 }
 
@@ -402,12 +438,17 @@ impl Proc {
                 let _ = tx.send(line);
             }
         });
+        let mut urls = BTreeMap::new();
         if wait_ready {
             let deadline = Instant::now() + Duration::from_secs(30);
             loop {
                 match rx.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
                     Ok(line) if line.starts_with("ready:") => break,
-                    Ok(_) => {}
+                    Ok(line) => {
+                        if let Some((name, url)) = banner_url(line.trim()) {
+                            urls.insert(name, url);
+                        }
+                    }
                     Err(_) => panic!(
                         "{name} did not get ready; stderr:\n{}",
                         fs::read_to_string(&stderr_log).unwrap_or_default()
@@ -420,6 +461,7 @@ impl Proc {
             child: Some(child),
             dir: path,
             name,
+            urls,
             _dir: Some(dir),
         }
     }

@@ -10,6 +10,9 @@ use sheratan_hub::Hub;
 use tokio_util::sync::CancellationToken;
 
 use crate::hub_args::HubArgs;
+use crate::mesh_cmd::{
+    BrokerOptions, CoreOptions, HostOptions, bind_error, broker_config, core_config, host_config,
+};
 use crate::worker_cmd::{WorkerOptions, worker_config};
 use crate::{BUILD_ID, Failure, VERSION, usage};
 
@@ -27,6 +30,24 @@ pub struct UpArgs {
     /// POST each alert as JSON to this URL too.
     #[arg(long, env = "SHERATAN_ALERT_WEBHOOK")]
     pub alert_webhook: Option<String>,
+    /// Core API listen address.
+    #[arg(long, env = "SHERATAN_CORE_ADDR", default_value = "127.0.0.1:8001")]
+    pub core_addr: SocketAddr,
+    /// Broker listen address.
+    #[arg(long, env = "SHERATAN_BROKER_ADDR", default_value = "127.0.0.1:9000")]
+    pub broker_addr: SocketAddr,
+    /// Host-A listen address.
+    #[arg(long, env = "SHERATAN_HOST_A_ADDR", default_value = "127.0.0.1:8081")]
+    pub host_a_addr: SocketAddr,
+    /// Host-B listen address.
+    #[arg(long, env = "SHERATAN_HOST_B_ADDR", default_value = "127.0.0.1:8082")]
+    pub host_b_addr: SocketAddr,
+    #[command(flatten)]
+    pub host: HostOptions,
+    #[command(flatten)]
+    pub broker: BrokerOptions,
+    #[command(flatten)]
+    pub core: CoreOptions,
 }
 
 /// The workers `up` starts.
@@ -34,6 +55,7 @@ pub struct WorkerPlan {
     pub count: u32,
     pub options: WorkerOptions,
     pub watch: sheratan_ops::watch::WatchConfig,
+    pub mesh: UpArgs,
 }
 
 impl UpArgs {
@@ -45,6 +67,7 @@ impl UpArgs {
             count: self.workers,
             options: self.worker.clone(),
             watch,
+            mesh: self.clone(),
         }
     }
 }
@@ -105,6 +128,22 @@ pub async fn run_hub(args: HubArgs, up: Option<WorkerPlan>) -> Result<(), Failur
         }
     }
 
+    // Hosts, broker and core beside the hub, bound now so the banner shows their addresses.
+    let mut mesh = Mesh::default();
+    if let Some(plan) = &up
+        && let (Some(c), Some(d)) = (hub.control_addr(), hub.data_addr())
+    {
+        mesh = bind_mesh(
+            &plan.mesh,
+            &plan.options,
+            &local_url(c),
+            &local_url(d),
+            hub.state(),
+            &home,
+        )
+        .await?;
+    }
+
     let mut out = std::io::stdout().lock();
     let _ = writeln!(out, "sheratan {VERSION}");
     if let Some(addr) = hub.control_addr() {
@@ -128,6 +167,9 @@ pub async fn run_hub(args: HubArgs, up: Option<WorkerPlan>) -> Result<(), Failur
             w.queues.join(","),
             w.handlers.names().join(",")
         );
+    }
+    for line in &mesh.banner {
+        let _ = writeln!(out, "  {line}");
     }
     let home_display = std::fs::canonicalize(&home).unwrap_or(home.clone());
     if up.is_some() {
@@ -191,6 +233,16 @@ pub async fn run_hub(args: HubArgs, up: Option<WorkerPlan>) -> Result<(), Failur
     for config in workers {
         worker_tasks.spawn(sheratan_worker::run(config, signals.clone()));
     }
+    let mut mesh_tasks = tokio::task::JoinSet::new();
+    for host in mesh.hosts {
+        mesh_tasks.spawn(host.run(signals.clone()));
+    }
+    if let Some(broker) = mesh.broker {
+        mesh_tasks.spawn(broker.run(signals.clone()));
+    }
+    if let Some(core) = mesh.core {
+        mesh_tasks.spawn(core.run(signals.clone()));
+    }
     let watcher = up.as_ref().map(|plan| {
         tokio::spawn(sheratan_ops::watch::run(
             plan.watch.clone(),
@@ -213,6 +265,11 @@ pub async fn run_hub(args: HubArgs, up: Option<WorkerPlan>) -> Result<(), Failur
             tracing::error!(%err, "a worker failed");
         }
     }
+    while let Some(done) = mesh_tasks.join_next().await {
+        if let Ok(Err(err)) = done {
+            tracing::error!(%err, "a host, the broker or core failed");
+        }
+    }
     if let Some(watcher) = watcher
         && let Ok(Err(err)) = watcher.await
     {
@@ -223,4 +280,96 @@ pub async fn run_hub(args: HubArgs, up: Option<WorkerPlan>) -> Result<(), Failur
         .await
         .map_err(|e| Failure::from(anyhow::anyhow!("the hub task failed: {e}")))?
         .map_err(|e| Failure::from(anyhow::Error::new(e)))
+}
+
+/// What `up` runs beside the hub and workers.
+#[derive(Default)]
+struct Mesh {
+    hosts: Vec<sheratan_auction::host::Host>,
+    broker: Option<sheratan_auction::broker::Broker>,
+    core: Option<sheratan_core::Core>,
+    banner: Vec<String>,
+}
+
+async fn bind_mesh(
+    args: &UpArgs,
+    worker: &WorkerOptions,
+    control_url: &str,
+    data_url: &str,
+    hub: &sheratan_hub::HubState,
+    home: &std::path::Path,
+) -> Result<Mesh, Failure> {
+    let token = hub
+        .tokens
+        .required()
+        .then(|| hub.tokens.current().expose().to_owned());
+    let handlers = match &worker.handlers {
+        Some(path) => sheratan_exec::Handlers::from_file(path).map_err(|e| usage(e.to_string()))?,
+        None => sheratan_exec::Handlers::builtin(),
+    };
+    let mut mesh = Mesh::default();
+    for (node_id, addr, variable) in [
+        ("host-a", args.host_a_addr, "SHERATAN_HOST_A_ADDR"),
+        ("host-b", args.host_b_addr, "SHERATAN_HOST_B_ADDR"),
+    ] {
+        let config = host_config(
+            node_id,
+            addr,
+            control_url,
+            token.clone(),
+            &args.host,
+            handlers.clone(),
+        )?;
+        let host = sheratan_auction::host::Host::bind(config)
+            .await
+            .map_err(|e| bind_error(node_id, addr, variable, e))?;
+        mesh.banner.push(format!(
+            "host: {node_id} {}  (capacity {}, price {})",
+            host.url(),
+            args.host.capacity,
+            args.host.base_price
+        ));
+        mesh.hosts.push(host);
+    }
+    let config = broker_config(
+        "broker",
+        args.broker_addr,
+        control_url,
+        data_url,
+        token.clone(),
+        &args.broker,
+        home,
+    )?;
+    let broker = sheratan_auction::broker::Broker::bind(config)
+        .await
+        .map_err(|e| bind_error("broker", args.broker_addr, "SHERATAN_BROKER_ADDR", e))?;
+    let broker_url = local_url(
+        broker
+            .local_addr()
+            .map_err(|e| Failure::from(anyhow::Error::new(e)))?,
+    );
+    mesh.banner.push(format!(
+        "broker: {broker_url}  (auctions the \"auction\" queue among the hosts)"
+    ));
+    let mut config = core_config(
+        args.core_addr,
+        control_url,
+        data_url,
+        token,
+        home,
+        &args.core,
+    );
+    config.broker_url = Some(broker_url);
+    let core = sheratan_core::Core::bind(config)
+        .await
+        .map_err(|e| bind_error("core", args.core_addr, "SHERATAN_CORE_ADDR", e))?;
+    let core_url = local_url(
+        core.local_addr()
+            .map_err(|e| Failure::from(anyhow::Error::new(e)))?,
+    );
+    mesh.banner
+        .push(format!("core: {core_url}  (/api/*, token required)"));
+    mesh.broker = Some(broker);
+    mesh.core = Some(core);
+    Ok(mesh)
 }

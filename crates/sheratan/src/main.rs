@@ -9,6 +9,7 @@ mod client_args;
 mod client_cmds;
 mod hub_args;
 mod hub_cmd;
+mod mesh_cmd;
 mod ops_cmds;
 mod worker_cmd;
 
@@ -46,9 +47,15 @@ enum Command {
     /// Run the Hub: Control plane (8787) and Data plane (8788).
     Hub(HubArgs),
     /// Run the whole system on this machine, on the embedded store.
-    Up(hub_cmd::UpArgs),
+    Up(Box<hub_cmd::UpArgs>),
     /// Run a worker: lease jobs from the hub and run them with its handlers.
     Worker(worker_cmd::WorkerArgs),
+    /// Run a host: bid for auctioned jobs and execute the ones it wins.
+    Host(mesh_cmd::HostArgs),
+    /// Run the broker: auction the `auction` queue's jobs among the hosts.
+    Broker(mesh_cmd::BrokerArgs),
+    /// Run the Core API (the front door for clients and the dashboard).
+    Core(mesh_cmd::CoreArgs),
     /// Submit a job (and, with --wait, print its result).
     Submit(client_cmds::SubmitArgs),
     /// List, show, cancel or requeue jobs.
@@ -146,6 +153,9 @@ async fn run(cli: Cli) -> Result<(), Failure> {
             hub_cmd::run_hub(args.hub, Some(worker)).await
         }
         Command::Worker(args) => run_worker(args).await,
+        Command::Host(args) => mesh_cmd::run_host(args).await,
+        Command::Broker(args) => mesh_cmd::run_broker(args).await,
+        Command::Core(args) => mesh_cmd::run_core(args).await,
         Command::Submit(args) => client_cmds::submit(args).await,
         Command::Jobs(cmd) => client_cmds::jobs(cmd).await,
         Command::Nodes(args) => client_cmds::nodes(args).await,

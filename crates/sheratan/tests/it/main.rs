@@ -7,6 +7,7 @@ mod data;
 mod data_errors;
 mod hostile;
 mod lifecycle;
+mod mesh;
 mod ops;
 mod ports;
 mod registry;

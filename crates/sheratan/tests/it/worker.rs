@@ -108,8 +108,13 @@ async fn up_runs_a_worker_and_submit_wait_prints_the_result() {
     // The worker reports itself: role, capabilities, build and a capability hash.
     let (_, nodes, _) = cli(&hub, &["nodes", "--json"]);
     let nodes: Value = serde_json::from_str(&nodes).unwrap();
-    let w = &nodes["nodes"][0];
-    assert_eq!(w["node_id"], "worker-1");
+    // `up` runs hosts, the broker and core too; they heartbeat as well.
+    let w = nodes["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|n| n["node_id"] == "worker-1")
+        .expect("worker-1 is registered");
     assert_eq!(w["role"], "worker");
     assert_eq!(w["capabilities"], json!(["echo", "http", "sleep"]));
     assert_eq!(w["capability_hash"].as_str().unwrap().len(), 64);

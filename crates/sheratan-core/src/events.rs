@@ -1,0 +1,225 @@
+//! `GET /api/events`: server-sent events of job and node changes.
+//!
+//! One poller serves every subscriber: while at least one listens, it reads the hub every
+//! `poll_interval` (the newest 200 jobs, the running jobs, jobs it saw unfinished and lost
+//! sight of, and the node registry), diffs against what it saw last, and broadcasts the
+//! changes. Nothing is polled while nobody listens. A subscriber too slow to keep up gets a
+//! `lagged` event and should reload its view.
+//!
+//! Events: `ready` (on connect), `job` (`{job_id, queue, kind, status, attempt, updated_at,
+//! error}`), `node` (`{node_id, role, status, health, attestation, load}`), `hub`
+//! (`{reachable}` when Hub Data stops or starts answering), `lagged`.
+
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use axum::extract::State;
+use axum::response::sse::{Event, KeepAlive, Sse};
+use futures_util::Stream;
+use serde_json::{Value, json};
+use sheratan_client::JobFilter;
+use sheratan_proto::control::NodeView;
+use sheratan_proto::data::{JobStatus, JobView};
+use tokio::sync::broadcast;
+use tokio_util::sync::CancellationToken;
+
+use crate::CoreState;
+
+/// Unfinished jobs followed individually per poll once they leave the listings.
+const FOLLOW_PER_POLL: usize = 50;
+/// Jobs remembered at most (the oldest finished ones are forgotten first).
+const REMEMBER: usize = 5_000;
+
+pub(crate) struct Hub {
+    sender: broadcast::Sender<(&'static str, Value)>,
+    subscribers: Arc<AtomicUsize>,
+    poll_interval: Duration,
+}
+
+impl Hub {
+    pub(crate) fn new(poll_interval: Duration) -> Self {
+        let (sender, _) = broadcast::channel(4096);
+        Self {
+            sender,
+            subscribers: Arc::new(AtomicUsize::new(0)),
+            poll_interval,
+        }
+    }
+
+    pub(crate) fn subscribers(&self) -> usize {
+        self.subscribers.load(Ordering::Relaxed)
+    }
+}
+
+/// Counts a subscriber for as long as its stream lives.
+struct Subscribed(Arc<AtomicUsize>);
+
+impl Drop for Subscribed {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+pub(crate) async fn stream(
+    State(s): State<Arc<CoreState>>,
+) -> Sse<impl Stream<Item = Result<Event, Infallible>>> {
+    let receiver = s.events.sender.subscribe();
+    s.events.subscribers.fetch_add(1, Ordering::Relaxed);
+    let guard = Subscribed(s.events.subscribers.clone());
+    let ready = Event::default()
+        .event("ready")
+        .data(json!({"poll_interval_ms": s.events.poll_interval.as_millis() as u64}).to_string());
+    let state = (Some(ready), receiver, guard);
+    let events = futures_util::stream::unfold(state, |(first, mut receiver, guard)| async move {
+        if let Some(ready) = first {
+            return Some((Ok(ready), (None, receiver, guard)));
+        }
+        let event = match receiver.recv().await {
+            Ok((name, data)) => Event::default().event(name).data(data.to_string()),
+            Err(broadcast::error::RecvError::Lagged(missed)) => Event::default()
+                .event("lagged")
+                .data(json!({"missed": missed}).to_string()),
+            Err(broadcast::error::RecvError::Closed) => return None,
+        };
+        Some((Ok(event), (None, receiver, guard)))
+    });
+    Sse::new(events).keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
+}
+
+fn job_event(j: &JobView) -> Value {
+    json!({
+        "job_id": j.job_id,
+        "queue": j.queue,
+        "kind": j.kind,
+        "status": j.status,
+        "attempt": j.attempt,
+        "updated_at": j.updated_at.unix_timestamp_nanos() / 1_000_000,
+        "error": j.error,
+    })
+}
+
+fn node_event(n: &NodeView) -> Value {
+    json!({
+        "node_id": n.node_id,
+        "role": n.role,
+        "status": n.status,
+        "health": n.health,
+        "attestation": n.attestation,
+        "load": n.load,
+    })
+}
+
+/// What the poller saw last.
+#[derive(Default)]
+struct Seen {
+    /// job id → (what was sent, finished?, poll it was last seen in).
+    jobs: HashMap<String, (Value, bool, u64)>,
+    nodes: HashMap<String, Value>,
+    hub_reachable: Option<bool>,
+}
+
+pub(crate) async fn poll(s: Arc<CoreState>, shutdown: CancellationToken) {
+    let mut seen = Seen::default();
+    let mut round = 0u64;
+    loop {
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            () = tokio::time::sleep(s.events.poll_interval) => {}
+        }
+        if s.events.subscribers() == 0 {
+            continue;
+        }
+        round += 1;
+        poll_once(&s, &mut seen, round).await;
+    }
+}
+
+async fn poll_once(s: &CoreState, seen: &mut Seen, round: u64) {
+    let send = |name: &'static str, v: Value| {
+        let _ = s.events.sender.send((name, v));
+    };
+    let recent = s
+        .data
+        .jobs(&JobFilter {
+            limit: Some(200),
+            ..Default::default()
+        })
+        .await;
+    let reachable = recent.is_ok();
+    if seen.hub_reachable != Some(reachable) {
+        if seen.hub_reachable.is_some() {
+            send("hub", json!({"reachable": reachable}));
+        }
+        seen.hub_reachable = Some(reachable);
+    }
+    if let Ok(recent) = recent {
+        let running = s
+            .data
+            .jobs(&JobFilter {
+                status: Some(JobStatus::InProgress),
+                limit: Some(200),
+                ..Default::default()
+            })
+            .await
+            .map(|l| l.jobs)
+            .unwrap_or_default();
+        let mut jobs: Vec<JobView> = recent.jobs;
+        jobs.extend(running);
+        // Unfinished jobs that left both listings: ask for each (a few per poll).
+        let listed: std::collections::HashSet<&str> =
+            jobs.iter().map(|j| j.job_id.as_str()).collect();
+        let lost: Vec<String> = seen
+            .jobs
+            .iter()
+            .filter(|(id, (_, finished, _))| !finished && !listed.contains(id.as_str()))
+            .map(|(id, _)| id.clone())
+            .take(FOLLOW_PER_POLL)
+            .collect();
+        for id in lost {
+            match s.data.job(&id).await {
+                Ok(job) => jobs.push(job),
+                // Gone (purged): stop following it.
+                Err(_) => {
+                    seen.jobs.remove(&id);
+                }
+            }
+        }
+        for job in &jobs {
+            let event = job_event(job);
+            let finished = job.status.is_terminal();
+            match seen.jobs.get_mut(&job.job_id) {
+                Some(entry) if entry.0 == event => entry.2 = round,
+                _ => {
+                    send("job", event.clone());
+                    seen.jobs
+                        .insert(job.job_id.clone(), (event, finished, round));
+                }
+            }
+        }
+        if seen.jobs.len() > REMEMBER {
+            // Forget finished jobs seen longest ago.
+            let mut finished: Vec<(u64, String)> = seen
+                .jobs
+                .iter()
+                .filter(|(_, (_, f, _))| *f)
+                .map(|(id, (_, _, r))| (*r, id.clone()))
+                .collect();
+            finished.sort();
+            for (_, id) in finished.into_iter().take(seen.jobs.len() - REMEMBER) {
+                seen.jobs.remove(&id);
+            }
+        }
+    }
+    if let Ok(nodes) = s.control.nodes(None, None).await {
+        for node in &nodes {
+            let event = node_event(node);
+            if seen.nodes.get(&node.node_id) != Some(&event) {
+                send("node", event.clone());
+                seen.nodes.insert(node.node_id.clone(), event);
+            }
+        }
+    }
+}

@@ -1,0 +1,618 @@
+//! The Core API (DESIGN §7): the front door for clients and the dashboard. It owns no state:
+//! jobs go to Hub Data (the queue picked by `dispatch`), nodes come from Hub Control, auctions
+//! from the broker, alerts and the audit tail from the hub's log files. Every component it
+//! aggregates may be down; `/api/overview` then shows it as down instead of failing.
+//!
+//! Live views: `GET /api/events` is a server-sent event stream of job and node changes, fed by
+//! one poller shared by all subscribers (see [`events`]).
+
+mod events;
+mod tail;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::AtomicU32;
+use std::time::{Duration, Instant};
+
+use axum::body::Bytes;
+use axum::extract::{Path, Query, Request, State};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde_json::{Value, json};
+use sheratan_client::{
+    ClientError, ControlClient, DataClient, Identity, JobFilter, RetryPolicy, Submitted,
+};
+use sheratan_proto::ErrorCode;
+use sheratan_proto::auction::{CoreSubmit, CoreSubmitted, Dispatch};
+use sheratan_proto::control::{NodeStatus, Role};
+use sheratan_proto::data::{JobStatus, SubmitJob};
+use sheratan_runtime::http::{check_token, error, parse_json};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+/// The queue of `dispatch: auction` jobs (the broker's).
+pub const AUCTION_QUEUE: &str = "auction";
+/// The queue of `dispatch: llm` jobs (the relay's).
+pub const LLM_QUEUE: &str = "llm";
+
+#[derive(Debug, Clone)]
+pub struct CoreConfig {
+    pub node_id: String,
+    pub listen: SocketAddr,
+    pub control_url: String,
+    pub data_url: String,
+    pub broker_url: Option<String>,
+    pub relay_url: Option<String>,
+    pub token: Option<String>,
+    /// The hub's state dir, for `logs/alerts.jsonl` and `logs/hub_security_audit.jsonl`.
+    pub home: PathBuf,
+    /// Browser origins allowed to call the API (the dashboard's).
+    pub allowed_origins: Vec<String>,
+    /// How often the event poller looks at the hub while someone listens.
+    pub poll_interval: Duration,
+    pub build_id: String,
+}
+
+impl CoreConfig {
+    pub fn new(
+        listen: SocketAddr,
+        control_url: &str,
+        data_url: &str,
+        token: Option<String>,
+        home: PathBuf,
+    ) -> Self {
+        Self {
+            node_id: "core".into(),
+            listen,
+            control_url: control_url.into(),
+            data_url: data_url.into(),
+            broker_url: None,
+            relay_url: None,
+            token,
+            home,
+            allowed_origins: vec![
+                "http://127.0.0.1:3001".into(),
+                "http://localhost:3001".into(),
+            ],
+            poll_interval: Duration::from_millis(500),
+            build_id: env!("CARGO_PKG_VERSION").into(),
+        }
+    }
+}
+
+pub(crate) struct CoreState {
+    config: CoreConfig,
+    control: ControlClient,
+    data: DataClient,
+    /// For the broker and relay (plain HTTP with the mesh token).
+    http: reqwest::Client,
+    events: events::Hub,
+}
+
+/// A Core API whose listener is bound.
+pub struct Core {
+    listener: TcpListener,
+    state: Arc<CoreState>,
+}
+
+impl Core {
+    pub async fn bind(config: CoreConfig) -> std::io::Result<Core> {
+        let control = ControlClient::new(&config.control_url, config.token.clone())
+            .map_err(std::io::Error::other)?;
+        // Core answers for the hub: a refusal (429, 503) goes back to the caller at once.
+        let data = DataClient::new(&config.data_url, config.token.clone())
+            .map_err(std::io::Error::other)?
+            .with_retry(RetryPolicy::none());
+        let http = reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(1))
+            .timeout(Duration::from_secs(5))
+            .build()
+            .map_err(std::io::Error::other)?;
+        let listener = TcpListener::bind(config.listen).await?;
+        let events = events::Hub::new(config.poll_interval);
+        Ok(Core {
+            listener,
+            state: Arc::new(CoreState {
+                config,
+                control,
+                data,
+                http,
+                events,
+            }),
+        })
+    }
+
+    pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.listener.local_addr()
+    }
+
+    /// Serves until `shutdown`, heartbeating (role `core`) meanwhile.
+    pub async fn run(self, shutdown: CancellationToken) -> std::io::Result<()> {
+        let state = self.state.clone();
+        let me = Identity {
+            node_id: state.config.node_id.clone(),
+            role: Role::Core,
+            addr: Some(url_of(self.local_addr()?)),
+            capabilities: Vec::new(),
+            build_id: state.config.build_id.clone(),
+        };
+        let beat_control = state.control.clone();
+        let beat_stop = shutdown.clone();
+        let heartbeats = tokio::spawn(async move {
+            let idle = AtomicU32::new(0);
+            sheratan_client::heartbeat_loop(
+                beat_control,
+                me,
+                &idle,
+                0,
+                beat_stop.cancelled_owned(),
+            )
+            .await;
+        });
+        let poller = tokio::spawn(events::poll(state.clone(), shutdown.clone()));
+        let result = sheratan_runtime::serve::serve(
+            self.listener,
+            router(state),
+            sheratan_runtime::serve::ServeLimits::default(),
+            Default::default(),
+            shutdown,
+        )
+        .await;
+        heartbeats.abort();
+        poller.abort();
+        result
+    }
+}
+
+fn url_of(addr: SocketAddr) -> String {
+    let ip = if addr.ip().is_unspecified() {
+        std::net::IpAddr::from([127, 0, 0, 1])
+    } else {
+        addr.ip()
+    };
+    format!("http://{}", SocketAddr::new(ip, addr.port()))
+}
+
+fn router(state: Arc<CoreState>) -> Router {
+    let api = Router::new()
+        .route("/api/jobs", post(submit).get(list_jobs))
+        .route("/api/jobs/{job_id}", get(one_job))
+        .route("/api/overview", get(overview))
+        .route("/api/nodes", get(nodes))
+        .route("/api/auctions", get(auctions))
+        .route("/api/auctions/{job_id}", get(one_auction))
+        .route("/api/alerts", get(alerts))
+        .route("/api/audit", get(audit))
+        .route("/api/events", get(events::stream))
+        .route_layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            require_token,
+        ));
+    Router::new()
+        .route("/health", get(health))
+        .merge(api)
+        .fallback(|| async {
+            error(
+                ErrorCode::NotFound,
+                "no such route on Core",
+                "Core serves /health and /api/*",
+            )
+        })
+        .layer(axum::middleware::from_fn_with_state(state.clone(), cors))
+        .with_state(state)
+}
+
+async fn require_token(State(s): State<Arc<CoreState>>, request: Request, next: Next) -> Response {
+    match check_token(request.headers(), s.config.token.as_deref()) {
+        Ok(()) => next.run(request).await,
+        Err(denied) => denied,
+    }
+}
+
+/// CORS for the dashboard's origins only: they get the allow headers (and preflights a 204);
+/// any other origin gets no CORS headers, so browsers keep its pages out. Requests without
+/// an `Origin` (CLI, SDK, curl) are not affected.
+async fn cors(State(s): State<Arc<CoreState>>, request: Request, next: Next) -> Response {
+    let origin = request.headers().get(header::ORIGIN).cloned();
+    let allowed = origin
+        .as_ref()
+        .and_then(|o| o.to_str().ok())
+        .is_some_and(|o| s.config.allowed_origins.iter().any(|a| a == o));
+    if request.method() == Method::OPTIONS
+        && let Some(origin) = origin
+    {
+        if !allowed {
+            return error(
+                ErrorCode::AuthFail,
+                "this origin may not call the Core API",
+                "set SHERATAN_DASHBOARD_ORIGIN to the dashboard's origin",
+            );
+        }
+        let mut response = StatusCode::NO_CONTENT.into_response();
+        add_cors(response.headers_mut(), origin);
+        return response;
+    }
+    let mut response = next.run(request).await;
+    if allowed && let Some(origin) = origin {
+        add_cors(response.headers_mut(), origin);
+    }
+    response
+}
+
+fn add_cors(headers: &mut HeaderMap, origin: HeaderValue) {
+    headers.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, origin);
+    headers.insert(
+        header::ACCESS_CONTROL_ALLOW_METHODS,
+        HeaderValue::from_static("GET, POST, OPTIONS"),
+    );
+    headers.insert(
+        header::ACCESS_CONTROL_ALLOW_HEADERS,
+        HeaderValue::from_static("authorization, content-type, x-sheratan-token"),
+    );
+    headers.insert(
+        header::ACCESS_CONTROL_MAX_AGE,
+        HeaderValue::from_static("600"),
+    );
+    headers.insert(header::VARY, HeaderValue::from_static("Origin"));
+}
+
+async fn health(State(s): State<Arc<CoreState>>) -> Json<Value> {
+    Json(json!({"status": "ok", "role": "core", "version": s.config.build_id}))
+}
+
+/// A hub error passed through with its code, status and message; a hub that cannot be
+/// reached becomes 503 naming it.
+fn upstream(what: &str, err: ClientError) -> Response {
+    match err {
+        ClientError::Api {
+            code,
+            message,
+            hint,
+            retry_after_s,
+            ..
+        } => {
+            let mut response = error(code, message, hint);
+            if let Some(s) = retry_after_s
+                && let Ok(v) = HeaderValue::from_str(&s.to_string())
+            {
+                response.headers_mut().insert(header::RETRY_AFTER, v);
+            }
+            response
+        }
+        other => error(
+            ErrorCode::Unavailable,
+            format!("{what} did not answer: {other}"),
+            "check that the hub is running (sheratan up, or sheratan hub)",
+        ),
+    }
+}
+
+/// The queue a submit goes to, or why the request is contradictory.
+pub fn queue_for(dispatch: Dispatch, queue: Option<&str>) -> Result<String, String> {
+    let fixed = match dispatch {
+        Dispatch::Queue => return Ok(queue.unwrap_or("default").to_owned()),
+        Dispatch::Auction => AUCTION_QUEUE,
+        Dispatch::Llm => LLM_QUEUE,
+    };
+    match queue {
+        None => Ok(fixed.into()),
+        Some(q) if q == fixed => Ok(fixed.into()),
+        Some(q) => Err(format!(
+            "dispatch {dispatch:?} always uses the queue {fixed:?}, not {q:?}: drop the queue field or use dispatch \"queue\""
+        )
+        .to_lowercase()),
+    }
+}
+
+async fn submit(State(s): State<Arc<CoreState>>, body: Bytes) -> Response {
+    let req: CoreSubmit = match parse_json(&body) {
+        Ok(r) => r,
+        Err(bad) => return bad,
+    };
+    let queue = match queue_for(req.dispatch, req.queue.as_deref()) {
+        Ok(q) => q,
+        Err(message) => return error(ErrorCode::InvalidRequest, message, ""),
+    };
+    let job = SubmitJob {
+        queue: queue.clone(),
+        kind: req.kind,
+        payload: req.payload,
+        priority: req.priority,
+        required_capabilities: req.required_capabilities,
+        idempotency_key: req.idempotency_key,
+        max_attempts: req.max_attempts,
+        timeout_s: req.timeout_s,
+        run_at: None,
+    };
+    match s.data.submit(&job).await {
+        Ok(submitted) => {
+            let status = match submitted {
+                Submitted::Created(_) => StatusCode::ACCEPTED,
+                Submitted::Existing(_) => StatusCode::OK,
+            };
+            let r = submitted.response();
+            (
+                status,
+                Json(CoreSubmitted {
+                    job_id: r.job_id.clone(),
+                    status: r.status,
+                    queue,
+                }),
+            )
+                .into_response()
+        }
+        Err(err) => upstream("Hub Data", err),
+    }
+}
+
+#[derive(serde::Deserialize)]
+struct JobsQuery {
+    queue: Option<String>,
+    status: Option<String>,
+    limit: Option<String>,
+    cursor: Option<String>,
+}
+
+async fn list_jobs(State(s): State<Arc<CoreState>>, Query(q): Query<JobsQuery>) -> Response {
+    let status = match q
+        .status
+        .map(|st| serde_json::from_value::<JobStatus>(Value::String(st)))
+    {
+        None => None,
+        Some(Ok(st)) => Some(st),
+        Some(Err(_)) => {
+            return error(
+                ErrorCode::InvalidRequest,
+                "status must be one of accepted, in_progress, completed, failed, cancelled",
+                "",
+            );
+        }
+    };
+    let limit = match q.limit.as_deref().map(str::parse::<u32>) {
+        None => None,
+        Some(Ok(n)) => Some(n),
+        Some(Err(_)) => return error(ErrorCode::InvalidRequest, "limit must be a number", ""),
+    };
+    let filter = JobFilter {
+        queue: q.queue,
+        status,
+        limit,
+        cursor: q.cursor,
+    };
+    match s.data.jobs(&filter).await {
+        Ok(list) => Json(list).into_response(),
+        Err(err) => upstream("Hub Data", err),
+    }
+}
+
+async fn one_job(State(s): State<Arc<CoreState>>, Path(job_id): Path<String>) -> Response {
+    if let Err(e) = sheratan_proto::ids::parse_uuid("job_id", &job_id) {
+        return error(ErrorCode::InvalidRequest, e, "");
+    }
+    match s.data.job(&job_id).await {
+        Ok(job) => Json(job).into_response(),
+        Err(err) => upstream("Hub Data", err),
+    }
+}
+
+async fn nodes(State(s): State<Arc<CoreState>>) -> Response {
+    match s.control.nodes(None, None).await {
+        Ok(nodes) => Json(json!({ "nodes": nodes })).into_response(),
+        Err(err) => upstream("Hub Control", err),
+    }
+}
+
+/// GET on the broker or relay with the mesh token; `Err` says why it did not answer.
+async fn peer_get(
+    s: &CoreState,
+    base: Option<&str>,
+    name: &str,
+    path: &str,
+) -> Result<(StatusCode, Value), String> {
+    let Some(base) = base else {
+        return Err(format!("no {name} configured"));
+    };
+    let mut request = s.http.get(format!("{}{path}", base.trim_end_matches('/')));
+    if let Some(t) = &s.config.token {
+        request = request.bearer_auth(t);
+    }
+    let response = request
+        .send()
+        .await
+        .map_err(|e| format!("{name} at {base} did not answer: {e}"))?;
+    let status =
+        StatusCode::from_u16(response.status().as_u16()).unwrap_or(StatusCode::BAD_GATEWAY);
+    let body = response
+        .json::<Value>()
+        .await
+        .map_err(|e| format!("{name} at {base} answered nonsense: {e}"))?;
+    Ok((status, body))
+}
+
+async fn broker_proxy(s: &CoreState, path: &str) -> Response {
+    match peer_get(s, s.config.broker_url.as_deref(), "broker", path).await {
+        Ok((status, body)) => (status, Json(body)).into_response(),
+        Err(message) => error(
+            ErrorCode::Unavailable,
+            message,
+            "start it with sheratan broker (sheratan up runs one)",
+        ),
+    }
+}
+
+#[derive(serde::Deserialize)]
+struct LimitQuery {
+    limit: Option<String>,
+}
+
+impl LimitQuery {
+    #[allow(clippy::result_large_err)] // the error response is built on the error path only
+    fn limit(&self, default: u32, max: u32) -> Result<u32, Response> {
+        match self.limit.as_deref().map(str::parse::<u32>) {
+            None => Ok(default),
+            Some(Ok(n)) if (1..=max).contains(&n) => Ok(n),
+            Some(_) => Err(error(
+                ErrorCode::InvalidRequest,
+                format!("limit must be a number from 1 to {max}"),
+                "",
+            )),
+        }
+    }
+}
+
+async fn auctions(State(s): State<Arc<CoreState>>, Query(q): Query<LimitQuery>) -> Response {
+    match q.limit(50, 1000) {
+        Ok(limit) => broker_proxy(&s, &format!("/v1/auctions?limit={limit}")).await,
+        Err(bad) => bad,
+    }
+}
+
+async fn one_auction(State(s): State<Arc<CoreState>>, Path(job_id): Path<String>) -> Response {
+    if let Err(e) = sheratan_proto::ids::parse_uuid("job_id", &job_id) {
+        return error(ErrorCode::InvalidRequest, e, "");
+    }
+    broker_proxy(&s, &format!("/v1/auctions/{job_id}")).await
+}
+
+async fn alerts(State(s): State<Arc<CoreState>>, Query(q): Query<LimitQuery>) -> Response {
+    log_tail(&s, sheratan_proto::event::ALERTS_FILE, &q).await
+}
+
+async fn audit(State(s): State<Arc<CoreState>>, Query(q): Query<LimitQuery>) -> Response {
+    log_tail(&s, sheratan_proto::event::AUDIT_LOG_FILE, &q).await
+}
+
+async fn log_tail(s: &CoreState, file: &str, q: &LimitQuery) -> Response {
+    let limit = match q.limit(100, 1000) {
+        Ok(l) => l,
+        Err(bad) => return bad,
+    };
+    let path = s.config.home.join("logs").join(file);
+    match tokio::task::spawn_blocking(move || tail::jsonl(&path, limit as usize)).await {
+        Ok(Ok(entries)) => Json(json!({ "entries": entries })).into_response(),
+        Ok(Err(e)) => error(
+            ErrorCode::Internal,
+            format!("cannot read {file}: {e}"),
+            "check SHERATAN_HOME",
+        ),
+        Err(e) => error(ErrorCode::Internal, e.to_string(), ""),
+    }
+}
+
+/// One component's line in the overview.
+fn component(started: Instant, answer: Result<Value, String>) -> Value {
+    let latency_ms = started.elapsed().as_secs_f64() * 1000.0;
+    match answer {
+        Ok(detail) => json!({"status": "up", "latency_ms": latency_ms, "detail": detail}),
+        Err(e) => json!({"status": "down", "latency_ms": latency_ms, "error": e}),
+    }
+}
+
+/// Every component at once, each with a short deadline: one slow or dead component shows
+/// as down and never holds up the page.
+async fn overview(State(s): State<Arc<CoreState>>) -> Json<Value> {
+    let deadline = Duration::from_millis(1500);
+    let timed = |what: &'static str| move |_| format!("{what} did not answer within 1.5 s");
+    let control = async {
+        let t = Instant::now();
+        let r = tokio::time::timeout(deadline, s.control.health())
+            .await
+            .map_err(timed("Hub Control"))
+            .and_then(|r| r.map(|h| json!(h)).map_err(|e| e.to_string()));
+        component(t, r)
+    };
+    let data = async {
+        let t = Instant::now();
+        let r = tokio::time::timeout(deadline, s.data.health())
+            .await
+            .map_err(timed("Hub Data"))
+            .and_then(|r| match r {
+                Ok(h) => Ok(json!(h)),
+                // Core on another machine than the hub: the data plane answered, it is up.
+                Err(e) if e.code() == Some(ErrorCode::LocalhostOnly) => {
+                    Ok(json!({"note": "health is loopback-only"}))
+                }
+                Err(e) => Err(e.to_string()),
+            });
+        component(t, r)
+    };
+    let peer = |base: Option<String>, name: &'static str| {
+        let s = s.clone();
+        async move {
+            let t = Instant::now();
+            let r = match tokio::time::timeout(
+                deadline,
+                peer_get(&s, base.as_deref(), name, "/health"),
+            )
+            .await
+            {
+                Err(_) => Err(format!("{name} did not answer within 1.5 s")),
+                Ok(Err(e)) => Err(e),
+                Ok(Ok((status, body))) if status.is_success() => Ok(body),
+                Ok(Ok((status, body))) => Err(format!("{name} answered {status}: {body}")),
+            };
+            component(t, r)
+        }
+    };
+    let nodes = async {
+        match tokio::time::timeout(deadline, s.control.nodes(None, None)).await {
+            Ok(Ok(nodes)) => {
+                let mut by_status = serde_json::Map::new();
+                let mut by_role = serde_json::Map::new();
+                for status in [NodeStatus::Online, NodeStatus::Stale, NodeStatus::Dead] {
+                    let n = nodes.iter().filter(|n| n.status == status).count();
+                    by_status.insert(status.as_str().into(), n.into());
+                }
+                for n in &nodes {
+                    let entry = by_role.entry(n.role.as_str()).or_insert(json!(0));
+                    *entry = json!(entry.as_u64().unwrap_or(0) + 1);
+                }
+                json!({"total": nodes.len(), "by_status": by_status, "by_role": by_role})
+            }
+            _ => Value::Null,
+        }
+    };
+    let (control, data, broker, relay, nodes) = tokio::join!(
+        control,
+        data,
+        peer(s.config.broker_url.clone(), "broker"),
+        peer(s.config.relay_url.clone(), "relay"),
+        nodes
+    );
+    Json(json!({
+        "components": {
+            "core": {"status": "up", "detail": {"version": s.config.build_id}},
+            "control": control,
+            "data": data,
+            "broker": broker,
+            "relay": relay,
+        },
+        "nodes": nodes,
+        "events_subscribers": s.events.subscribers(),
+    }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dispatch_picks_the_queue() {
+        assert_eq!(queue_for(Dispatch::Queue, None).unwrap(), "default");
+        assert_eq!(
+            queue_for(Dispatch::Queue, Some("reports")).unwrap(),
+            "reports"
+        );
+        assert_eq!(queue_for(Dispatch::Auction, None).unwrap(), "auction");
+        assert_eq!(
+            queue_for(Dispatch::Auction, Some("auction")).unwrap(),
+            "auction"
+        );
+        assert_eq!(queue_for(Dispatch::Llm, None).unwrap(), "llm");
+        assert!(queue_for(Dispatch::Llm, Some("default")).is_err());
+    }
+}
