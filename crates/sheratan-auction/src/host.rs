@@ -122,6 +122,19 @@ impl Host {
         router(self.state.clone())
     }
 
+    /// Serves until `shutdown` without heartbeating: for benchmarks that hand the broker's
+    /// auctioneer the host list themselves.
+    pub async fn serve(self, shutdown: CancellationToken) -> std::io::Result<()> {
+        sheratan_runtime::serve::serve(
+            self.listener,
+            router(self.state),
+            sheratan_runtime::serve::ServeLimits::default(),
+            Default::default(),
+            shutdown,
+        )
+        .await
+    }
+
     /// Serves until `shutdown`, heartbeating to the hub meanwhile.
     pub async fn run(self, shutdown: CancellationToken) -> std::io::Result<()> {
         let state = self.state.clone();

@@ -1,6 +1,7 @@
 //! `sheratan bench`: sizing workloads against a hub, with figures an operator can compare to
 //! the peers in `docs/PERFORMANCE.md`.
 
+mod auction;
 mod heartbeat;
 mod jobs;
 mod load;
@@ -19,6 +20,8 @@ pub enum BenchCommand {
     Jobs(jobs::JobsArgs),
     /// End to end through real `sheratan worker` processes.
     Workers(workers::WorkersArgs),
+    /// What an auction adds: bid rounds among 2, 10, 50 real hosts.
+    Auction(auction::AuctionArgs),
 }
 
 pub async fn run(cmd: BenchCommand) -> anyhow::Result<()> {
@@ -26,6 +29,7 @@ pub async fn run(cmd: BenchCommand) -> anyhow::Result<()> {
         BenchCommand::Heartbeat(args) => heartbeat::run(args).await,
         BenchCommand::Jobs(args) => jobs::run(args).await,
         BenchCommand::Workers(args) => workers::run(args).await,
+        BenchCommand::Auction(args) => auction::run(args).await,
     }
 }
 
