@@ -21,6 +21,17 @@ if ! cargo nextest --version >/dev/null 2>&1; then
 fi
 rustup component add rustfmt clippy >/dev/null 2>&1 || true
 
+step "test services: Chromium (Debian's package)"
+# The relay's tests drive a real headless Chromium.
+if ! command -v chromium >/dev/null 2>&1; then
+  SUDO=""
+  if [ "$(id -u)" != 0 ]; then SUDO="sudo"; fi
+  export DEBIAN_FRONTEND=noninteractive
+  $SUDO apt-get install -y chromium >/dev/null \
+    || { $SUDO apt-get update >/dev/null && $SUDO apt-get install -y chromium >/dev/null; }
+fi
+chromium --version
+
 step "cargo fmt --check"
 cargo fmt --all -- --check
 

@@ -19,19 +19,19 @@ use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
-use sheratan_client::{ClientError, ControlClient, DataClient, RetryPolicy};
+use sheratan_client::pull::{JobRunner, PullConfig};
+use sheratan_client::{ControlClient, DataClient, RetryPolicy};
 use sheratan_proto::ErrorCode;
 use sheratan_proto::auction::{
     AuctionList, AuctionRecord, BidRecord, BidRequest, BidResponse, ExecuteRequest,
     ExecuteResponse, RoundRecord,
 };
 use sheratan_proto::control::{NodeStatus, NodeView, Role};
-use sheratan_proto::data::{JobError, LeaseRequest, LeasedJob, Outcome, ResultRequest};
+use sheratan_proto::data::{JobError, LeasedJob, Outcome, ResultRequest};
 use sheratan_runtime::http::{check_token, error};
 use sheratan_store::AuctionStore;
 use time::OffsetDateTime;
 use tokio::net::TcpListener;
-use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
 use crate::Identity;
@@ -348,7 +348,7 @@ struct BrokerState {
     control: ControlClient,
     data: DataClient,
     hosts: Mutex<(Option<Instant>, Arc<Vec<Bidder>>)>,
-    inflight: AtomicU32,
+    inflight: Arc<AtomicU32>,
     metrics: BrokerMetrics,
 }
 
@@ -379,7 +379,7 @@ impl Broker {
                 control,
                 data,
                 hosts: Mutex::new((None, Arc::new(Vec::new()))),
-                inflight: AtomicU32::new(0),
+                inflight: Arc::new(AtomicU32::new(0)),
                 metrics: BrokerMetrics::default(),
             }),
         })
@@ -413,7 +413,20 @@ impl Broker {
             )
             .await;
         });
-        let leasing = tokio::spawn(lease_loop(state.clone(), shutdown.clone()));
+        let pull = PullConfig {
+            node_id: state.config.node_id.clone(),
+            queues: vec![state.config.queue.clone()],
+            concurrency: state.config.concurrency,
+            lease_wait: state.config.lease_wait,
+            grace: state.config.grace,
+        };
+        let leasing = tokio::spawn(sheratan_client::pull::pull_loop(
+            state.data.clone(),
+            pull,
+            Arc::new(Runner(state.clone())),
+            state.inflight.clone(),
+            shutdown.clone().cancelled_owned(),
+        ));
         let served = sheratan_runtime::serve::serve(
             self.listener,
             router(state),
@@ -462,105 +475,23 @@ async fn online_hosts(s: &BrokerState) -> Arc<Vec<Bidder>> {
     cached.1.clone()
 }
 
-async fn lease_loop(s: Arc<BrokerState>, shutdown: CancellationToken) {
-    let slots = Arc::new(Semaphore::new(s.config.concurrency as usize));
-    let mut failures = 0u32;
-    loop {
-        let first = tokio::select! {
-            () = shutdown.cancelled() => break,
-            p = slots.clone().acquire_owned() => p.expect("semaphore never closed"),
-        };
-        let mut permits = vec![first];
-        while let Ok(p) = slots.clone().try_acquire_owned() {
-            permits.push(p);
-            if permits.len() >= 100 {
-                break;
-            }
-        }
-        let hosts = online_hosts(&s).await;
-        let capabilities: BTreeSet<String> = hosts
+/// The broker as the pull loop sees it.
+struct Runner(Arc<BrokerState>);
+
+impl JobRunner for Runner {
+    /// The union of the ONLINE hosts' capabilities: the broker never takes a job no host could
+    /// run.
+    async fn capabilities(&self) -> Vec<String> {
+        let hosts = online_hosts(&self.0).await;
+        let all: BTreeSet<String> = hosts
             .iter()
             .flat_map(|h| h.capabilities.iter().cloned())
             .collect();
-        let req = LeaseRequest {
-            node_id: s.config.node_id.clone(),
-            queues: vec![s.config.queue.clone()],
-            capabilities: capabilities.into_iter().collect(),
-            max_jobs: permits.len() as u32,
-            wait_ms: s.config.lease_wait.as_millis() as u64,
-        };
-        let leased = tokio::select! {
-            () = shutdown.cancelled() => break,
-            r = s.data.lease(&req) => r,
-        };
-        match leased {
-            Ok(answer) => {
-                failures = 0;
-                if answer.jobs.is_empty() && answer.defer_ms > 0 {
-                    tokio::select! {
-                        () = shutdown.cancelled() => break,
-                        () = tokio::time::sleep(Duration::from_millis(answer.defer_ms.min(5_000))) => {}
-                    }
-                }
-                for job in answer.jobs {
-                    let Some(permit) = permits.pop() else { break };
-                    let s = s.clone();
-                    s.inflight.fetch_add(1, Ordering::Relaxed);
-                    tokio::spawn(async move {
-                        run_job(&s, job).await;
-                        s.inflight.fetch_sub(1, Ordering::Relaxed);
-                        drop(permit);
-                    });
-                }
-            }
-            Err(err) => {
-                failures += 1;
-                let wait = Duration::from_millis(250)
-                    .saturating_mul(1 << failures.min(7))
-                    .min(Duration::from_secs(30));
-                if matches!(err.code(), Some(ErrorCode::AuthFail)) {
-                    tracing::error!("broker: {err}");
-                } else {
-                    tracing::warn!("broker: lease failed: {err}; retrying in {wait:?}");
-                }
-                tokio::select! {
-                    () = shutdown.cancelled() => break,
-                    () = tokio::time::sleep(wait) => {}
-                }
-            }
-        }
+        all.into_iter().collect()
     }
-    // Let running auctions finish.
-    let all = s.config.concurrency;
-    let _ = tokio::time::timeout(s.config.grace, slots.acquire_many(all)).await;
-}
 
-/// Keeps a lease alive until `done`; cancels `lost` if the hub says the lease is gone.
-async fn keep_lease(
-    s: &BrokerState,
-    lease_id: &str,
-    timeout_s: u32,
-    done: CancellationToken,
-    lost: CancellationToken,
-) {
-    let every = Duration::from_secs(u64::from(timeout_s.max(3) / 3));
-    loop {
-        tokio::select! {
-            () = done.cancelled() => return,
-            () = tokio::time::sleep(every) => {}
-        }
-        match s.data.extend(lease_id, None).await {
-            Ok(_) => {}
-            Err(err) if matches!(err.code(), Some(ErrorCode::LeaseExpired)) => {
-                tracing::warn!(lease_id, "broker: lease lost: {err}");
-                lost.cancel();
-                return;
-            }
-            Err(err) => tracing::warn!(
-                lease_id,
-                "broker: lease extension failed (will retry): {err}"
-            ),
-        }
+    async fn run(&self, job: LeasedJob) {
+        run_job(&self.0, job).await;
     }
 }
 
@@ -592,15 +523,17 @@ async fn run_job(s: &BrokerState, job: LeasedJob) {
         rounds: Vec::new(),
     });
 
-    let done = CancellationToken::new();
+    // The keeper tells the auction when the lease is lost, so the round is recorded as such.
     let lost = CancellationToken::new();
-    let keeper = keep_lease(s, &job.lease_id, timeout_s, done.clone(), lost.clone());
-    let auction = auction_rounds(s, &job, &required, timeout_s, &mut record, &lost);
-    let ending = tokio::select! {
-        ending = auction => ending,
-        () = keeper => Ending::LeaseLost,
+    let keeper = async {
+        sheratan_client::pull::keep_lease(&s.data, &job.lease_id, timeout_s).await;
+        lost.cancel();
+        std::future::pending::<()>().await
     };
-    done.cancel();
+    let ending = tokio::select! {
+        ending = auction_rounds(s, &job, &required, timeout_s, &mut record, &lost) => ending,
+        () = keeper => unreachable!("the keeper never ends"),
+    };
 
     let report = match ending {
         Ending::Done(answer) => {
@@ -639,25 +572,9 @@ async fn run_job(s: &BrokerState, job: LeasedJob) {
         }
     };
     if let Some(report) = report
-        && let Err(err) = report_with_retries(s, &report).await
+        && let Err(err) = sheratan_client::pull::report_with_retries(&s.data, &report).await
     {
         tracing::warn!(job_id = %job.job_id, "broker: result not reported: {err}");
-    }
-}
-
-/// Reports a result, retrying transport failures a few times (a repeated result is counted
-/// once by the hub).
-async fn report_with_retries(s: &BrokerState, report: &ResultRequest) -> Result<(), ClientError> {
-    let mut attempt = 0u32;
-    loop {
-        match s.data.report(report).await {
-            Ok(_) => return Ok(()),
-            Err(err) if attempt < 5 && err.code().is_none() => {
-                attempt += 1;
-                tokio::time::sleep(Duration::from_millis(200) * attempt).await;
-            }
-            Err(err) => return Err(err),
-        }
     }
 }
 

@@ -42,6 +42,7 @@ mod beat;
 mod control;
 mod data;
 mod error;
+pub mod pull;
 mod sign;
 
 pub use beat::{Identity, capability_hash, heartbeat_loop};

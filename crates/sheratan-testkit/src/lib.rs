@@ -134,6 +134,7 @@ impl HubProcess {
                 ("--broker-addr", "SHERATAN_BROKER_ADDR"),
                 ("--host-a-addr", "SHERATAN_HOST_A_ADDR"),
                 ("--host-b-addr", "SHERATAN_HOST_B_ADDR"),
+                ("--relay-addr", "SHERATAN_RELAY_ADDR"),
             ] {
                 if !self.spec.env.contains_key(var) && !self.spec.args.iter().any(|a| a == flag) {
                     cmd.arg(flag).arg("127.0.0.1:0");
@@ -383,12 +384,13 @@ pub fn count_events(records: &[AuditRecord], event: sheratan_proto::EventKind) -
         .sum()
 }
 
-/// `core: URL …`, `broker: URL …` and `host: NAME URL …` banner lines as (name, URL).
+/// `core: URL …`, `broker: URL …`, `relay: URL …` and `host: NAME URL …` banner lines as
+/// (name, URL).
 fn banner_url(line: &str) -> Option<(String, String)> {
     let (label, rest) = line.split_once(": ")?;
     let mut words = rest.split_whitespace();
     match label {
-        "core" | "broker" => Some((label.to_owned(), words.next()?.to_owned())),
+        "core" | "broker" | "relay" => Some((label.to_owned(), words.next()?.to_owned())),
         "host" => {
             let name = words.next()?.to_owned();
             Some((name, words.next()?.to_owned()))
@@ -502,8 +504,17 @@ impl Proc {
 }
 
 impl Drop for Proc {
+    /// SIGTERM first, so the process stops what it started (a relay its Chromium); SIGKILL
+    /// after 5 s.
     fn drop(&mut self) {
         if let Some(mut child) = self.child.take() {
+            let _ = Command::new("kill")
+                .args(["-TERM", &child.id().to_string()])
+                .status();
+            let deadline = Instant::now() + Duration::from_secs(5);
+            while Instant::now() < deadline && matches!(child.try_wait(), Ok(None)) {
+                std::thread::sleep(Duration::from_millis(10));
+            }
             let _ = child.kill();
             let _ = child.wait();
         }

@@ -174,7 +174,7 @@ impl StoreUrl {
     }
 }
 
-fn parse_flag(s: &str) -> Result<bool, String> {
+pub fn parse_flag(s: &str) -> Result<bool, String> {
     match s.trim().to_ascii_lowercase().as_str() {
         "1" | "true" | "yes" | "on" => Ok(true),
         "0" | "false" | "no" | "off" => Ok(false),

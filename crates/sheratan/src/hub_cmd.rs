@@ -48,6 +48,11 @@ pub struct UpArgs {
     pub broker: BrokerOptions,
     #[command(flatten)]
     pub core: CoreOptions,
+    /// Relay listen address.
+    #[arg(long, env = "SHERATAN_RELAY_ADDR", default_value = "127.0.0.1:3000")]
+    pub relay_addr: SocketAddr,
+    #[command(flatten)]
+    pub relay: crate::relay_cmd::RelayOptions,
 }
 
 /// The workers `up` starts.
@@ -240,6 +245,9 @@ pub async fn run_hub(args: HubArgs, up: Option<WorkerPlan>) -> Result<(), Failur
     if let Some(broker) = mesh.broker {
         mesh_tasks.spawn(broker.run(signals.clone()));
     }
+    if let Some(relay) = mesh.relay {
+        mesh_tasks.spawn(relay.run(signals.clone()));
+    }
     if let Some(core) = mesh.core {
         mesh_tasks.spawn(core.run(signals.clone()));
     }
@@ -287,6 +295,7 @@ pub async fn run_hub(args: HubArgs, up: Option<WorkerPlan>) -> Result<(), Failur
 struct Mesh {
     hosts: Vec<sheratan_auction::host::Host>,
     broker: Option<sheratan_auction::broker::Broker>,
+    relay: Option<sheratan_relay::Relay>,
     core: Option<sheratan_core::Core>,
     banner: Vec<String>,
 }
@@ -351,6 +360,28 @@ async fn bind_mesh(
     mesh.banner.push(format!(
         "broker: {broker_url}  (auctions the \"auction\" queue among the hosts)"
     ));
+    let config = crate::relay_cmd::relay_config(
+        "relay",
+        args.relay_addr,
+        control_url,
+        data_url,
+        token.clone(),
+        home,
+        &args.relay,
+        true,
+    )?;
+    let cdp = crate::relay_cmd::describe_cdp(&config);
+    let relay = sheratan_relay::Relay::bind(config)
+        .await
+        .map_err(|e| bind_error("relay", args.relay_addr, "SHERATAN_RELAY_ADDR", e))?;
+    let relay_url = local_url(
+        relay
+            .local_addr()
+            .map_err(|e| Failure::from(anyhow::Error::new(e)))?,
+    );
+    mesh.banner
+        .push(format!("relay: {relay_url}  (the \"llm\" queue; {cdp})"));
+    mesh.relay = Some(relay);
     let mut config = core_config(
         args.core_addr,
         control_url,
@@ -360,6 +391,7 @@ async fn bind_mesh(
         &args.core,
     );
     config.broker_url = Some(broker_url);
+    config.relay_url = Some(relay_url);
     let core = sheratan_core::Core::bind(config)
         .await
         .map_err(|e| bind_error("core", args.core_addr, "SHERATAN_CORE_ADDR", e))?;

@@ -11,6 +11,7 @@ mod hub_args;
 mod hub_cmd;
 mod mesh_cmd;
 mod ops_cmds;
+mod relay_cmd;
 mod worker_cmd;
 
 use std::process::ExitCode;
@@ -56,6 +57,8 @@ enum Command {
     Broker(mesh_cmd::BrokerArgs),
     /// Run the Core API (the front door for clients and the dashboard).
     Core(mesh_cmd::CoreArgs),
+    /// Run the WebRelay: LLM jobs through a chat page in Chromium or an OpenAI-compatible server.
+    Relay(Box<relay_cmd::RelayArgs>),
     /// Submit a job (and, with --wait, print its result).
     Submit(client_cmds::SubmitArgs),
     /// List, show, cancel or requeue jobs.
@@ -156,6 +159,7 @@ async fn run(cli: Cli) -> Result<(), Failure> {
         Command::Host(args) => mesh_cmd::run_host(args).await,
         Command::Broker(args) => mesh_cmd::run_broker(args).await,
         Command::Core(args) => mesh_cmd::run_core(args).await,
+        Command::Relay(args) => relay_cmd::run_relay(*args).await,
         Command::Submit(args) => client_cmds::submit(args).await,
         Command::Jobs(cmd) => client_cmds::jobs(cmd).await,
         Command::Nodes(args) => client_cmds::nodes(args).await,

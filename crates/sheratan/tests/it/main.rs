@@ -11,5 +11,6 @@ mod mesh;
 mod ops;
 mod ports;
 mod registry;
+mod relay;
 mod rotation;
 mod worker;

@@ -1,0 +1,654 @@
+//! The WebRelay (DESIGN §7): runs LLM jobs of the `llm` queue by driving a chat web page in
+//! Chromium over the DevTools Protocol (one tab per job), or through an OpenAI-compatible
+//! server. Job payload `{prompt, system?, backend?, profile?}` → result `{text, backend,
+//! elapsed_ms}`. `POST /v1/complete` does the same synchronously.
+
+pub mod cdp;
+pub mod openai;
+pub mod page;
+pub mod profiles;
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::HeaderMap;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+use sheratan_client::pull::{JobRunner, PullConfig};
+use sheratan_client::{ControlClient, DataClient, Identity, RetryPolicy};
+use sheratan_proto::ErrorCode;
+use sheratan_proto::control::Role;
+use sheratan_proto::data::{JobError, LeasedJob, Outcome, ResultRequest};
+use sheratan_runtime::http::{check_token, error, parse_json};
+use time::OffsetDateTime;
+use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+
+use crate::cdp::{Browser, BrowserSource};
+use crate::openai::{OpenAi, OpenAiConfig};
+use crate::page::Tab;
+use crate::profiles::Profiles;
+
+/// The queue the relay serves.
+pub const LLM_QUEUE: &str = "llm";
+/// Longest prompt accepted, in bytes.
+pub const MAX_PROMPT_BYTES: usize = 256 * 1024;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Backend {
+    Cdp,
+    Openai,
+}
+
+impl Backend {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Backend::Cdp => "cdp",
+            Backend::Openai => "openai",
+        }
+    }
+}
+
+/// A job's payload, and the body of `POST /v1/complete`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RelayRequest {
+    pub prompt: String,
+    #[serde(default)]
+    pub system: Option<String>,
+    #[serde(default)]
+    pub backend: Option<Backend>,
+    #[serde(default)]
+    pub profile: Option<String>,
+}
+
+/// A job's result.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RelayResult {
+    pub text: String,
+    pub backend: Backend,
+    pub elapsed_ms: u64,
+}
+
+/// Why a completion failed, and whether trying again later may help.
+#[derive(Debug, Clone)]
+pub struct RelayFailure {
+    pub code: ErrorCode,
+    pub message: String,
+    pub retryable: bool,
+}
+
+impl RelayFailure {
+    fn invalid(message: impl Into<String>) -> Self {
+        Self {
+            code: ErrorCode::InvalidRequest,
+            message: message.into(),
+            retryable: false,
+        }
+    }
+
+    fn unavailable(message: impl Into<String>, retryable: bool) -> Self {
+        Self {
+            code: ErrorCode::Unavailable,
+            message: message.into(),
+            retryable,
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct RelayConfig {
+    pub node_id: String,
+    pub listen: SocketAddr,
+    pub control_url: String,
+    pub data_url: String,
+    pub token: Option<String>,
+    /// Failure screenshots go to `$home/relay/`.
+    pub home: PathBuf,
+    pub profiles: Profiles,
+    pub default_backend: Backend,
+    /// `None`: the CDP backend is unavailable, for the reason in `cdp_unavailable`.
+    pub browser: Option<BrowserSource>,
+    pub cdp_unavailable: String,
+    pub openai: Option<OpenAiConfig>,
+    /// Tabs (CDP jobs) at once.
+    pub tabs: u32,
+    /// Jobs leased at once (both backends).
+    pub concurrency: u32,
+    pub queue: String,
+    pub lease_wait: Duration,
+    pub grace: Duration,
+    pub build_id: String,
+}
+
+impl RelayConfig {
+    pub fn new(
+        listen: SocketAddr,
+        control_url: &str,
+        data_url: &str,
+        token: Option<String>,
+        home: PathBuf,
+    ) -> Self {
+        Self {
+            node_id: "relay".into(),
+            listen,
+            control_url: control_url.into(),
+            data_url: data_url.into(),
+            token,
+            home,
+            profiles: Profiles::builtin(profiles::GENERIC_URL),
+            default_backend: Backend::Cdp,
+            browser: None,
+            cdp_unavailable: "no browser configured".into(),
+            openai: None,
+            tabs: 4,
+            concurrency: 8,
+            queue: LLM_QUEUE.into(),
+            lease_wait: Duration::from_secs(10),
+            grace: Duration::from_secs(30),
+            build_id: env!("CARGO_PKG_VERSION").into(),
+        }
+    }
+}
+
+/// An open tab, as `GET /v1/sessions` shows it.
+#[derive(Debug, Clone, Serialize)]
+struct SessionView {
+    target_id: String,
+    job_id: Option<String>,
+    profile: String,
+    url: String,
+    #[serde(with = "time::serde::rfc3339")]
+    started_at: OffsetDateTime,
+}
+
+#[derive(Default)]
+struct RelayMetrics {
+    /// (backend, outcome) → count.
+    jobs: Mutex<BTreeMap<(&'static str, &'static str), u64>>,
+    elapsed_ms_sum: AtomicU64,
+    screenshots: AtomicU64,
+}
+
+struct RelayState {
+    config: RelayConfig,
+    browser: Option<Browser>,
+    openai: Option<OpenAi>,
+    tabs: Semaphore,
+    sessions: Mutex<BTreeMap<String, SessionView>>,
+    control: ControlClient,
+    data: DataClient,
+    inflight: Arc<AtomicU32>,
+    metrics: RelayMetrics,
+}
+
+/// A relay whose listener is bound.
+pub struct Relay {
+    listener: TcpListener,
+    state: Arc<RelayState>,
+}
+
+impl Relay {
+    pub async fn bind(config: RelayConfig) -> std::io::Result<Relay> {
+        if config.tabs == 0 || config.concurrency == 0 {
+            return Err(std::io::Error::other(
+                "relay tabs and concurrency must be at least 1",
+            ));
+        }
+        let control = ControlClient::new(&config.control_url, config.token.clone())
+            .map_err(std::io::Error::other)?;
+        let data = DataClient::new(&config.data_url, config.token.clone())
+            .map_err(std::io::Error::other)?
+            .with_retry(RetryPolicy::none());
+        let listener = TcpListener::bind(config.listen).await?;
+        Ok(Relay {
+            listener,
+            state: Arc::new(RelayState {
+                browser: config.browser.clone().map(Browser::new),
+                openai: config.openai.clone().map(OpenAi::new),
+                tabs: Semaphore::new(config.tabs as usize),
+                sessions: Mutex::default(),
+                control,
+                data,
+                inflight: Arc::default(),
+                metrics: RelayMetrics::default(),
+                config,
+            }),
+        })
+    }
+
+    pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.listener.local_addr()
+    }
+
+    /// Serves the HTTP API, heartbeats, and runs `llm` jobs until `shutdown`; then stops a
+    /// Chromium it launched.
+    pub async fn run(self, shutdown: CancellationToken) -> std::io::Result<()> {
+        let state = self.state.clone();
+        let me = Identity {
+            node_id: state.config.node_id.clone(),
+            role: Role::Relay,
+            addr: Some(url_of(self.local_addr()?)),
+            capabilities: capabilities(&state),
+            build_id: state.config.build_id.clone(),
+        };
+        let beat = state.clone();
+        let beat_stop = shutdown.clone();
+        let heartbeats = tokio::spawn(async move {
+            sheratan_client::heartbeat_loop(
+                beat.control.clone(),
+                me,
+                &beat.inflight,
+                beat.config.concurrency,
+                beat_stop.cancelled_owned(),
+            )
+            .await;
+        });
+        let pull = PullConfig {
+            node_id: state.config.node_id.clone(),
+            queues: vec![state.config.queue.clone()],
+            concurrency: state.config.concurrency,
+            lease_wait: state.config.lease_wait,
+            grace: state.config.grace,
+        };
+        let leasing = tokio::spawn(sheratan_client::pull::pull_loop(
+            state.data.clone(),
+            pull,
+            Arc::new(Runner(state.clone())),
+            state.inflight.clone(),
+            shutdown.clone().cancelled_owned(),
+        ));
+        let served = sheratan_runtime::serve::serve(
+            self.listener,
+            router(state.clone()),
+            sheratan_runtime::serve::ServeLimits::default(),
+            Default::default(),
+            shutdown,
+        )
+        .await;
+        let _ = leasing.await;
+        heartbeats.abort();
+        if let Some(browser) = &state.browser {
+            browser.shutdown().await;
+        }
+        served
+    }
+}
+
+fn url_of(addr: SocketAddr) -> String {
+    let ip = if addr.ip().is_unspecified() {
+        std::net::IpAddr::from([127, 0, 0, 1])
+    } else {
+        addr.ip()
+    };
+    format!("http://{}", SocketAddr::new(ip, addr.port()))
+}
+
+/// `llm`, plus each backend this relay can use.
+fn capabilities(s: &RelayState) -> Vec<String> {
+    let mut caps = vec!["llm".to_owned()];
+    if s.browser.is_some() {
+        caps.push("cdp".into());
+    }
+    if s.openai.is_some() {
+        caps.push("openai".into());
+    }
+    caps
+}
+
+/// The relay as the pull loop sees it.
+struct Runner(Arc<RelayState>);
+
+impl JobRunner for Runner {
+    async fn capabilities(&self) -> Vec<String> {
+        capabilities(&self.0)
+    }
+
+    async fn run(&self, job: LeasedJob) {
+        run_job(&self.0, job).await;
+    }
+}
+
+async fn run_job(s: &RelayState, job: LeasedJob) {
+    let timeout_s = (job.lease_expires_at - OffsetDateTime::now_utc())
+        .whole_seconds()
+        .clamp(3, 86_400) as u32;
+    let work = async {
+        let request: RelayRequest = serde_json::from_value(job.payload.clone()).map_err(|e| {
+            RelayFailure::invalid(format!(
+                "the payload must be {{prompt, system?, backend?, profile?}}: {e}"
+            ))
+        })?;
+        complete(s, &request, Some(&job.job_id)).await
+    };
+    let outcome = tokio::select! {
+        outcome = work => outcome,
+        () = sheratan_client::pull::keep_lease(&s.data, &job.lease_id, timeout_s) => {
+            tracing::warn!(job_id = %job.job_id, "relay: lease lost; the job is abandoned here");
+            return;
+        }
+    };
+    let report = match outcome {
+        Ok(result) => ResultRequest {
+            job_id: job.job_id.clone(),
+            lease_id: job.lease_id.clone(),
+            outcome: Outcome::Success,
+            result: serde_json::to_value(&result).unwrap_or(Value::Null),
+            error: None,
+        },
+        Err(failure) => ResultRequest {
+            job_id: job.job_id.clone(),
+            lease_id: job.lease_id.clone(),
+            outcome: Outcome::Failure,
+            result: Value::Null,
+            error: Some(JobError {
+                message: failure.message,
+                retryable: failure.retryable,
+            }),
+        },
+    };
+    if let Err(err) = sheratan_client::pull::report_with_retries(&s.data, &report).await {
+        tracing::warn!(job_id = %job.job_id, "relay: result not reported: {err}");
+    }
+}
+
+/// Runs one completion on the request's backend (or the default).
+async fn complete(
+    s: &RelayState,
+    req: &RelayRequest,
+    job_id: Option<&str>,
+) -> Result<RelayResult, RelayFailure> {
+    if req.prompt.trim().is_empty() {
+        return Err(RelayFailure::invalid("prompt must not be empty"));
+    }
+    if req.prompt.len() > MAX_PROMPT_BYTES {
+        return Err(RelayFailure::invalid(format!(
+            "prompt is over {MAX_PROMPT_BYTES} bytes"
+        )));
+    }
+    let backend = req.backend.unwrap_or(s.config.default_backend);
+    let started = Instant::now();
+    let answer = match backend {
+        Backend::Cdp => complete_cdp(s, req, job_id).await,
+        Backend::Openai => complete_openai(s, req).await,
+    };
+    let elapsed_ms = started.elapsed().as_millis() as u64;
+    let outcome = if answer.is_ok() { "success" } else { "failure" };
+    *s.metrics
+        .jobs
+        .lock()
+        .expect("metrics lock")
+        .entry((backend.as_str(), outcome))
+        .or_default() += 1;
+    s.metrics
+        .elapsed_ms_sum
+        .fetch_add(elapsed_ms, Ordering::Relaxed);
+    answer.map(|text| RelayResult {
+        text,
+        backend,
+        elapsed_ms,
+    })
+}
+
+async fn complete_openai(s: &RelayState, req: &RelayRequest) -> Result<String, RelayFailure> {
+    let Some(openai) = &s.openai else {
+        return Err(RelayFailure::unavailable(
+            openai::OpenAiError::NotConfigured.to_string(),
+            false,
+        ));
+    };
+    openai
+        .complete(&req.prompt, req.system.as_deref())
+        .await
+        .map_err(|e| RelayFailure::unavailable(e.to_string(), e.retryable()))
+}
+
+async fn complete_cdp(
+    s: &RelayState,
+    req: &RelayRequest,
+    job_id: Option<&str>,
+) -> Result<String, RelayFailure> {
+    let name = req.profile.as_deref().unwrap_or("generic");
+    let Some(profile) = s.config.profiles.get(name) else {
+        return Err(RelayFailure::invalid(format!(
+            "no profile {name:?}; profiles: {}",
+            s.config.profiles.names().join(", ")
+        )));
+    };
+    let Some(browser) = &s.browser else {
+        return Err(RelayFailure::unavailable(
+            format!(
+                "the CDP backend is unavailable: {}",
+                s.config.cdp_unavailable
+            ),
+            true,
+        ));
+    };
+    let _tab_slot = s
+        .tabs
+        .acquire()
+        .await
+        .expect("the semaphore is never closed");
+    let connection = browser
+        .connection()
+        .await
+        .map_err(|e| RelayFailure::unavailable(format!("CDP: {e}"), true))?;
+    let tab = Tab::open(connection)
+        .await
+        .map_err(|e| RelayFailure::unavailable(format!("CDP: cannot open a tab: {e}"), true))?;
+    s.sessions.lock().expect("sessions lock").insert(
+        tab.target_id.clone(),
+        SessionView {
+            target_id: tab.target_id.clone(),
+            job_id: job_id.map(str::to_owned),
+            profile: name.to_owned(),
+            url: profile.url.clone(),
+            started_at: OffsetDateTime::now_utc(),
+        },
+    );
+    // The system message, if any, goes first in the same prompt: a chat page has one box.
+    let prompt = match &req.system {
+        Some(system) => format!("{system}\n\n{}", req.prompt),
+        None => req.prompt.clone(),
+    };
+    let answer = page::ask(&tab, profile, &prompt).await;
+    if let Err(err) = &answer {
+        keep_evidence(s, &tab, job_id, err).await;
+    }
+    let target_id = tab.target_id.clone();
+    tab.close().await;
+    s.sessions.lock().expect("sessions lock").remove(&target_id);
+    answer.map_err(|e| RelayFailure::unavailable(format!("CDP ({name}): {e}"), e.retryable()))
+}
+
+/// A screenshot and the HTML of a failed tab under `$SHERATAN_HOME/relay/`.
+async fn keep_evidence(s: &RelayState, tab: &Tab, job_id: Option<&str>, err: &page::PageError) {
+    if matches!(err, page::PageError::Cdp(_)) {
+        // The browser is gone: there is nothing to capture.
+        return;
+    }
+    let dir = s.config.home.join("relay");
+    if std::fs::create_dir_all(&dir).is_err() {
+        return;
+    }
+    let stamp = OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000;
+    let base = format!("{}-{stamp}", job_id.unwrap_or("complete"));
+    if let Some(png) = tab.screenshot().await {
+        let _ = std::fs::write(dir.join(format!("{base}.png")), png);
+        s.metrics.screenshots.fetch_add(1, Ordering::Relaxed);
+    }
+    if let Some(html) = tab.html().await {
+        let _ = std::fs::write(dir.join(format!("{base}.html")), html);
+    }
+    tracing::warn!(evidence = %dir.join(&base).display(), "relay: tab failed: {err}");
+}
+
+fn router(state: Arc<RelayState>) -> Router {
+    Router::new()
+        .route("/health", get(health))
+        .route("/metrics", get(metrics))
+        .route("/v1/complete", post(complete_route))
+        .route("/v1/sessions", get(sessions))
+        .fallback(|| async {
+            error(
+                ErrorCode::NotFound,
+                "no such route on the relay",
+                "the relay serves /health, /metrics, /v1/complete and /v1/sessions",
+            )
+        })
+        .with_state(state)
+}
+
+async fn health(State(s): State<Arc<RelayState>>) -> Json<Value> {
+    let cdp = match &s.browser {
+        None => json!({"state": "unavailable", "detail": s.config.cdp_unavailable}),
+        Some(browser) => {
+            let source = match &browser.source {
+                BrowserSource::Url(url) => json!({"url": url}),
+                BrowserSource::Launch { chromium, .. } => {
+                    json!({"launch": chromium.display().to_string()})
+                }
+            };
+            match browser.connected() {
+                Some(c) => {
+                    json!({"state": "connected", "version": c.version, "source": source, "launches": browser.launches(), "pid": browser.child_pid()})
+                }
+                // Connected on demand: at the first CDP job, or again after the browser went away.
+                None => json!({"state": "idle", "source": source, "launches": browser.launches()}),
+            }
+        }
+    };
+    let openai = match &s.openai {
+        None => {
+            json!({"state": "not_configured", "detail": "set SHERATAN_OPENAI_BASE_URL and SHERATAN_OPENAI_MODEL"})
+        }
+        Some(o) => {
+            json!({"state": "configured", "base_url": o.config().base_url, "model": o.config().model})
+        }
+    };
+    Json(json!({
+        "status": "ok",
+        "role": "relay",
+        "node_id": s.config.node_id,
+        "default_backend": s.config.default_backend,
+        "backends": {"cdp": cdp, "openai": openai},
+        "profiles": s.config.profiles.names(),
+        "tabs": {"open": s.sessions.lock().expect("sessions lock").len(), "limit": s.config.tabs},
+        "inflight": s.inflight.load(Ordering::Relaxed),
+    }))
+}
+
+async fn complete_route(
+    State(s): State<Arc<RelayState>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    if let Err(denied) = check_token(&headers, s.config.token.as_deref()) {
+        return denied;
+    }
+    let req: RelayRequest = match parse_json(&body) {
+        Ok(r) => r,
+        Err(bad) => return bad,
+    };
+    match complete(&s, &req, None).await {
+        Ok(result) => Json(result).into_response(),
+        Err(failure) => error(
+            failure.code,
+            failure.message,
+            if failure.retryable {
+                "try again later"
+            } else {
+                ""
+            },
+        ),
+    }
+}
+
+async fn sessions(State(s): State<Arc<RelayState>>, headers: HeaderMap) -> Response {
+    if let Err(denied) = check_token(&headers, s.config.token.as_deref()) {
+        return denied;
+    }
+    let open: Vec<SessionView> = s
+        .sessions
+        .lock()
+        .expect("sessions lock")
+        .values()
+        .cloned()
+        .collect();
+    Json(json!({ "sessions": open })).into_response()
+}
+
+async fn metrics(State(s): State<Arc<RelayState>>, headers: HeaderMap) -> Response {
+    if let Err(denied) = check_token(&headers, s.config.token.as_deref()) {
+        return denied;
+    }
+    use std::fmt::Write;
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "# HELP sheratan_relay_jobs_total Completions, by backend and outcome."
+    );
+    let _ = writeln!(out, "# TYPE sheratan_relay_jobs_total counter");
+    for ((backend, outcome), n) in s.metrics.jobs.lock().expect("metrics lock").iter() {
+        let _ = writeln!(
+            out,
+            "sheratan_relay_jobs_total{{backend=\"{backend}\",outcome=\"{outcome}\"}} {n}"
+        );
+    }
+    let gauges = [
+        (
+            "sheratan_relay_tabs_open",
+            "Tabs open now.",
+            s.sessions.lock().expect("sessions lock").len() as u64,
+            "gauge",
+        ),
+        (
+            "sheratan_relay_inflight",
+            "Jobs running now.",
+            u64::from(s.inflight.load(Ordering::Relaxed)),
+            "gauge",
+        ),
+        (
+            "sheratan_relay_elapsed_ms_total",
+            "Milliseconds spent in completions.",
+            s.metrics.elapsed_ms_sum.load(Ordering::Relaxed),
+            "counter",
+        ),
+        (
+            "sheratan_relay_screenshots_total",
+            "Failure screenshots kept.",
+            s.metrics.screenshots.load(Ordering::Relaxed),
+            "counter",
+        ),
+        (
+            "sheratan_relay_browser_launches_total",
+            "Chromium launches by this relay.",
+            s.browser.as_ref().map_or(0, Browser::launches),
+            "counter",
+        ),
+        (
+            "sheratan_relay_browser_connected",
+            "1 while connected to the browser.",
+            u64::from(s.browser.as_ref().is_some_and(|b| b.connected().is_some())),
+            "gauge",
+        ),
+    ];
+    for (name, help, value, kind) in gauges {
+        let _ = writeln!(
+            out,
+            "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}"
+        );
+    }
+    out.into_response()
+}

@@ -1,0 +1,148 @@
+//! The OpenAI-compatible backend: `POST {base_url}/chat/completions` (Ollama, llama.cpp
+//! server, vLLM and OpenAI itself speak it), with a timeout and retries on 429 and 5xx.
+
+use std::time::Duration;
+
+use serde_json::{Value, json};
+
+#[derive(Debug, Clone)]
+pub struct OpenAiConfig {
+    /// E.g. `http://127.0.0.1:11434/v1` (Ollama) or `http://127.0.0.1:8080/v1` (llama.cpp).
+    pub base_url: String,
+    pub model: String,
+    pub api_key: Option<String>,
+    pub timeout: Duration,
+    /// Tries in all for 429, 5xx and connection failures.
+    pub attempts: u32,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum OpenAiError {
+    #[error(
+        "the OpenAI backend is not configured (set SHERATAN_OPENAI_BASE_URL and SHERATAN_OPENAI_MODEL)"
+    )]
+    NotConfigured,
+    #[error("{url}: {message}")]
+    Transport { url: String, message: String },
+    #[error("{url} answered {status}: {body}")]
+    Status {
+        url: String,
+        status: u16,
+        body: String,
+    },
+    #[error("{url}: the answer has no choices[0].message.content: {detail}")]
+    Malformed { url: String, detail: String },
+}
+
+impl OpenAiError {
+    /// Whether a later attempt may succeed.
+    pub fn retryable(&self) -> bool {
+        match self {
+            OpenAiError::NotConfigured | OpenAiError::Malformed { .. } => false,
+            OpenAiError::Transport { .. } => true,
+            OpenAiError::Status { status, .. } => *status == 429 || *status >= 500,
+        }
+    }
+}
+
+pub struct OpenAi {
+    config: OpenAiConfig,
+    http: reqwest::Client,
+}
+
+impl OpenAi {
+    pub fn new(config: OpenAiConfig) -> Self {
+        let http = reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(5))
+            .timeout(config.timeout)
+            .build()
+            .expect("a plain HTTP client always builds");
+        Self { config, http }
+    }
+
+    pub fn config(&self) -> &OpenAiConfig {
+        &self.config
+    }
+
+    /// The assistant's answer to `prompt` (with an optional system message).
+    pub async fn complete(
+        &self,
+        prompt: &str,
+        system: Option<&str>,
+    ) -> Result<String, OpenAiError> {
+        let url = format!(
+            "{}/chat/completions",
+            self.config.base_url.trim_end_matches('/')
+        );
+        let mut messages = Vec::new();
+        if let Some(system) = system {
+            messages.push(json!({"role": "system", "content": system}));
+        }
+        messages.push(json!({"role": "user", "content": prompt}));
+        let body = json!({"model": self.config.model, "messages": messages, "stream": false});
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let mut request = self.http.post(&url).json(&body);
+            if let Some(key) = &self.config.api_key {
+                request = request.bearer_auth(key);
+            }
+            let (err, retry_after) = match request.send().await {
+                Err(e) => (
+                    OpenAiError::Transport {
+                        url: url.clone(),
+                        message: e.to_string(),
+                    },
+                    None,
+                ),
+                Ok(response) => {
+                    let status = response.status().as_u16();
+                    let retry_after = response
+                        .headers()
+                        .get(reqwest::header::RETRY_AFTER)
+                        .and_then(|v| v.to_str().ok())
+                        .and_then(|v| v.parse::<u64>().ok());
+                    match response.text().await {
+                        Err(e) => (
+                            OpenAiError::Transport {
+                                url: url.clone(),
+                                message: e.to_string(),
+                            },
+                            None,
+                        ),
+                        Ok(text) if !(200..300).contains(&status) => (
+                            OpenAiError::Status {
+                                url: url.clone(),
+                                status,
+                                body: text.chars().take(300).collect(),
+                            },
+                            retry_after,
+                        ),
+                        Ok(text) => return content(&url, &text),
+                    }
+                }
+            };
+            if !err.retryable() || attempt >= self.config.attempts.max(1) {
+                return Err(err);
+            }
+            let wait = retry_after
+                .map(Duration::from_secs)
+                .unwrap_or_else(|| Duration::from_millis(500) * 2u32.pow(attempt - 1))
+                .min(Duration::from_secs(30));
+            tracing::warn!(attempt, "relay: {err}; retrying in {wait:?}");
+            tokio::time::sleep(wait).await;
+        }
+    }
+}
+
+fn content(url: &str, text: &str) -> Result<String, OpenAiError> {
+    let malformed = |detail: String| OpenAiError::Malformed {
+        url: url.to_owned(),
+        detail,
+    };
+    let value: Value = serde_json::from_str(text).map_err(|e| malformed(e.to_string()))?;
+    value["choices"][0]["message"]["content"]
+        .as_str()
+        .map(str::to_owned)
+        .ok_or_else(|| malformed(text.chars().take(200).collect()))
+}

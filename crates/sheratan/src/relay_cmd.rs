@@ -1,0 +1,203 @@
+//! `sheratan relay`, and the relay settings `up` shares.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use clap::Args;
+use sheratan_relay::cdp::BrowserSource;
+use sheratan_relay::openai::OpenAiConfig;
+use sheratan_relay::profiles::Profiles;
+use sheratan_relay::{Backend, Relay, RelayConfig};
+
+use crate::client_args::ClientArgs;
+use crate::mesh_cmd::bind_error;
+use crate::{BUILD_ID, Failure, VERSION, usage};
+
+#[derive(Debug, Clone, Args)]
+pub struct RelayOptions {
+    /// A running Chrome's DevTools endpoint (ignored with --launch-chromium).
+    #[arg(long, env = "SHERATAN_CDP_URL")]
+    pub cdp_url: Option<String>,
+    /// Launch a headless Chromium (on the first CDP job, and again if it dies).
+    #[arg(long, env = "SHERATAN_LAUNCH_CHROMIUM", value_parser = crate::hub_args::parse_flag, default_value = "0", action = clap::ArgAction::Set)]
+    pub launch_chromium: bool,
+    /// The Chromium binary to launch (default: chromium on the PATH).
+    #[arg(long, env = "SHERATAN_CHROMIUM")]
+    pub chromium: Option<PathBuf>,
+    /// TOML file of site profiles ([profiles.NAME] url, input, submit, answer, busy, stable_ms, timeout_s).
+    #[arg(long, env = "SHERATAN_RELAY_PROFILES")]
+    pub relay_profiles: Option<PathBuf>,
+    /// The page of the built-in `generic` profile.
+    #[arg(long, env = "SHERATAN_RELAY_GENERIC_URL", default_value = sheratan_relay::profiles::GENERIC_URL)]
+    pub relay_generic_url: String,
+    /// The backend of jobs that do not name one: cdp or openai.
+    #[arg(long, env = "SHERATAN_RELAY_BACKEND", default_value = "cdp", value_parser = parse_backend)]
+    pub relay_backend: Backend,
+    /// Tabs (CDP jobs) at once.
+    #[arg(long, env = "SHERATAN_RELAY_TABS", default_value_t = 4)]
+    pub relay_tabs: u32,
+    /// OpenAI-compatible server, e.g. http://127.0.0.1:11434/v1 (Ollama).
+    #[arg(long, env = "SHERATAN_OPENAI_BASE_URL")]
+    pub openai_base_url: Option<String>,
+    #[arg(long, env = "SHERATAN_OPENAI_MODEL")]
+    pub openai_model: Option<String>,
+    #[arg(long, env = "SHERATAN_OPENAI_API_KEY", hide_env_values = true)]
+    pub openai_api_key: Option<String>,
+    /// Seconds one chat-completions call may take.
+    #[arg(long, env = "SHERATAN_OPENAI_TIMEOUT_SEC", default_value_t = 120)]
+    pub openai_timeout_sec: u64,
+}
+
+fn parse_backend(s: &str) -> Result<Backend, String> {
+    match s {
+        "cdp" => Ok(Backend::Cdp),
+        "openai" => Ok(Backend::Openai),
+        other => Err(format!("{other:?} is not a backend: cdp or openai")),
+    }
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct RelayArgs {
+    #[command(flatten)]
+    pub client: ClientArgs,
+    #[arg(long, env = "SHERATAN_NODE_ID", default_value = "relay")]
+    pub node_id: String,
+    #[arg(long, env = "SHERATAN_RELAY_ADDR", default_value = "127.0.0.1:3000")]
+    pub listen: SocketAddr,
+    #[command(flatten)]
+    pub options: RelayOptions,
+}
+
+/// The relay's settings. `auto_launch` (for `up`): launch Chromium when one is on the PATH and
+/// no DevTools URL was given.
+#[allow(clippy::too_many_arguments)]
+pub fn relay_config(
+    node_id: &str,
+    listen: SocketAddr,
+    control_url: &str,
+    data_url: &str,
+    token: Option<String>,
+    home: &Path,
+    options: &RelayOptions,
+    auto_launch: bool,
+) -> Result<RelayConfig, Failure> {
+    sheratan_proto::ids::validate_node_id(node_id).map_err(|e| usage(format!("--node-id: {e}")))?;
+    if options.relay_tabs == 0 || options.relay_tabs > 64 {
+        return Err(usage("--relay-tabs must be between 1 and 64".into()));
+    }
+    let mut config = RelayConfig::new(listen, control_url, data_url, token, home.to_owned());
+    config.node_id = node_id.into();
+    config.profiles = Profiles::load(
+        options.relay_profiles.as_deref(),
+        &options.relay_generic_url,
+    )
+    .map_err(usage)?;
+    config.default_backend = options.relay_backend;
+    config.tabs = options.relay_tabs;
+    config.concurrency = options.relay_tabs * 2;
+    config.build_id = BUILD_ID.into();
+    let chromium = options
+        .chromium
+        .clone()
+        .or_else(sheratan_relay::cdp::find_chromium);
+    let launch = options.launch_chromium || (auto_launch && options.cdp_url.is_none());
+    if launch {
+        match chromium {
+            Some(chromium) => {
+                config.browser = Some(BrowserSource::Launch {
+                    chromium,
+                    dir: home.join("relay"),
+                })
+            }
+            None if options.launch_chromium => {
+                return Err(usage("--launch-chromium: no chromium on the PATH (apt-get install chromium, or set SHERATAN_CHROMIUM)".into()));
+            }
+            None => {
+                config.cdp_unavailable =
+                    "no chromium on the PATH: install Debian's chromium, or set SHERATAN_CDP_URL to a running Chrome".into()
+            }
+        }
+    } else {
+        config.browser = Some(BrowserSource::Url(
+            options
+                .cdp_url
+                .clone()
+                .unwrap_or_else(|| "http://127.0.0.1:9222".into()),
+        ));
+    }
+    config.openai = match (&options.openai_base_url, &options.openai_model) {
+        (Some(base_url), Some(model)) => Some(OpenAiConfig {
+            base_url: base_url.clone(),
+            model: model.clone(),
+            api_key: options.openai_api_key.clone().filter(|k| !k.is_empty()),
+            timeout: Duration::from_secs(options.openai_timeout_sec.max(1)),
+            attempts: 3,
+        }),
+        (Some(_), None) | (None, Some(_)) => {
+            return Err(usage(
+                "the OpenAI backend needs both SHERATAN_OPENAI_BASE_URL and SHERATAN_OPENAI_MODEL"
+                    .into(),
+            ));
+        }
+        (None, None) => None,
+    };
+    Ok(config)
+}
+
+/// One line on how the CDP backend is set up, for banners.
+pub fn describe_cdp(config: &RelayConfig) -> String {
+    match &config.browser {
+        Some(BrowserSource::Launch { chromium, .. }) => {
+            format!("cdp: launches {} on the first job", chromium.display())
+        }
+        Some(BrowserSource::Url(url)) => format!("cdp: Chrome at {url}"),
+        None => format!("cdp: unavailable ({})", config.cdp_unavailable),
+    }
+}
+
+pub async fn run_relay(args: RelayArgs) -> Result<(), Failure> {
+    let token = args.client.token();
+    if token.is_none() {
+        tracing::warn!(
+            "no token: set SHERATAN_HUB_TOKEN (or --token); the hub will answer AUTH_FAIL"
+        );
+    }
+    let config = relay_config(
+        &args.node_id,
+        args.listen,
+        &args.client.control_url,
+        &args.client.data_url,
+        token,
+        &args.client.home,
+        &args.options,
+        false,
+    )?;
+    let cdp = describe_cdp(&config);
+    let openai = config
+        .openai
+        .as_ref()
+        .map_or("openai: not configured".into(), |o| {
+            format!("openai: {} ({})", o.base_url, o.model)
+        });
+    let relay = Relay::bind(config)
+        .await
+        .map_err(|e| bind_error("relay", args.listen, "SHERATAN_RELAY_ADDR", e))?;
+    let addr = relay
+        .local_addr()
+        .map_err(|e| Failure::from(anyhow::Error::new(e)))?;
+    println!("sheratan relay {VERSION}: {}, queue llm", args.node_id);
+    println!(
+        "  relay: {}  ({cdp}; {openai})",
+        sheratan_auction::url_of(addr)
+    );
+    println!(
+        "  hub: {} (control), {} (data)",
+        args.client.control_url, args.client.data_url
+    );
+    println!("ready: Ctrl-C (or SIGTERM) stops the relay after running jobs finish");
+    relay
+        .run(sheratan_runtime::shutdown_on_signals())
+        .await
+        .map_err(|e| Failure::from(anyhow::Error::new(e)))
+}

@@ -1,0 +1,580 @@
+//! The WebRelay (issue 7) in a real headless Chromium (Debian's package) driving chat pages the
+//! test serves itself, and the OpenAI backend against a small local server speaking the
+//! chat-completions format. The relay is a real `sheratan relay` process.
+
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+use sheratan_testkit::{HubProcess, Proc};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use crate::common::*;
+
+fn bin() -> &'static Path {
+    Path::new(env!("CARGO_BIN_EXE_sheratan"))
+}
+
+fn free_addr() -> String {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .to_string()
+}
+
+/// A chat page: answers `delay_ms` after the prompt is sent, streaming "You said: <prompt>"
+/// word by word (every 100 ms) under a typing indicator; `delay_ms` < 0 never answers.
+fn chat_page(delay_ms: i64) -> String {
+    format!(
+        r#"<!doctype html><html><body>
+<div id="log"><div class="msg bot">Hello! I am a greeting, not an answer.</div></div>
+<textarea id="q"></textarea><button id="send">Send</button>
+<script>
+const log = document.getElementById('log'), q = document.getElementById('q');
+function send() {{
+  const text = q.value; q.value = '';
+  const me = document.createElement('div'); me.className = 'msg user'; me.textContent = text; log.appendChild(me);
+  const typing = document.createElement('div'); typing.className = 'typing'; typing.textContent = '...'; log.appendChild(typing);
+  if ({delay_ms} < 0) return;
+  setTimeout(() => {{
+    const bot = document.createElement('div'); bot.className = 'msg bot'; log.appendChild(bot);
+    const words = ('You said: ' + text).split(' '); let i = 0;
+    const t = setInterval(() => {{
+      bot.textContent += (i ? ' ' : '') + words[i++];
+      if (i >= words.length) {{ clearInterval(t); typing.remove(); }}
+    }}, 100);
+  }}, {delay_ms});
+}}
+document.getElementById('send').onclick = send;
+q.addEventListener('keydown', e => {{ if (e.key === 'Enter') {{ e.preventDefault(); send(); }} }});
+</script></body></html>"#
+    )
+}
+
+/// A request the stand-in servers saw.
+#[derive(Debug, Clone)]
+struct Seen {
+    path: String,
+    headers: String,
+    body: String,
+}
+
+/// A tiny real HTTP/1.1 server: `answer(path, body)` → (status, content type, body).
+/// Connection: close, one request per connection.
+async fn serve(
+    answer: impl Fn(&str, &str) -> (u16, &'static str, String) + Send + Sync + 'static,
+) -> (String, Arc<Mutex<Vec<Seen>>>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let answer = Arc::new(answer);
+    let log = seen.clone();
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut socket, _)) = listener.accept().await else {
+                return;
+            };
+            let (answer, log) = (answer.clone(), log.clone());
+            tokio::spawn(async move {
+                let mut raw = Vec::new();
+                let mut buf = [0u8; 8192];
+                let (head, body) = loop {
+                    let Ok(n) = socket.read(&mut buf).await else {
+                        return;
+                    };
+                    if n == 0 {
+                        return;
+                    }
+                    raw.extend_from_slice(&buf[..n]);
+                    let text = String::from_utf8_lossy(&raw).into_owned();
+                    if let Some(end) = text.find("\r\n\r\n") {
+                        let head = text[..end].to_owned();
+                        let length = head
+                            .lines()
+                            .find_map(|l| {
+                                l.to_ascii_lowercase()
+                                    .strip_prefix("content-length:")
+                                    .map(|v| v.trim().parse::<usize>().unwrap_or(0))
+                            })
+                            .unwrap_or(0);
+                        if raw.len() >= end + 4 + length {
+                            break (
+                                head,
+                                String::from_utf8_lossy(&raw[end + 4..end + 4 + length])
+                                    .into_owned(),
+                            );
+                        }
+                    }
+                };
+                let path = head.split_whitespace().nth(1).unwrap_or("/").to_owned();
+                log.lock().unwrap().push(Seen {
+                    path: path.clone(),
+                    headers: head.clone(),
+                    body: body.clone(),
+                });
+                let (status, kind, text) = answer(&path, &body);
+                let response = format!(
+                    "HTTP/1.1 {status} X\r\ncontent-type: {kind}\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{text}",
+                    text.len()
+                );
+                let _ = socket.write_all(response.as_bytes()).await;
+                let _ = socket.shutdown().await;
+            });
+        }
+    });
+    (url, seen)
+}
+
+/// The chat pages: `/chat.html` (answers after 400 ms), `/slow.html` (after 1.5 s),
+/// `/crawl.html` (after 6 s), `/silent.html` (never).
+async fn chat_site() -> String {
+    let (url, _) = serve(|path, _| {
+        let delay = match path {
+            "/chat.html" => 400,
+            "/slow.html" => 1500,
+            "/crawl.html" => 6000,
+            "/silent.html" => -1,
+            _ => return (404, "text/plain", "not found".into()),
+        };
+        (200, "text/html; charset=utf-8", chat_page(delay))
+    })
+    .await;
+    url
+}
+
+fn profiles_file(dir: &Path, site: &str) -> String {
+    let path = dir.join("profiles.toml");
+    let mut text = String::new();
+    for (name, page, timeout, submit) in [
+        ("local-chat", "chat.html", 30, "button#send"),
+        ("enter-chat", "chat.html", 30, "Enter"),
+        ("slow-chat", "slow.html", 30, "button#send"),
+        ("crawl-chat", "crawl.html", 30, "button#send"),
+        ("silent-chat", "silent.html", 2, "button#send"),
+    ] {
+        text.push_str(&format!(
+            "[profiles.{name}]\nurl = \"{site}/{page}\"\ninput = \"textarea\"\nsubmit = \"{submit}\"\nanswer = \".msg.bot\"\nbusy = \".typing\"\nstable_ms = 300\ntimeout_s = {timeout}\n\n"
+        ));
+    }
+    std::fs::write(&path, text).unwrap();
+    path.to_string_lossy().into_owned()
+}
+
+fn relay(hub: &HubProcess, token: &str, extra: &[&str], env: &[(&str, &str)]) -> Proc {
+    let listen = free_addr();
+    let home = hub.home.to_string_lossy().into_owned();
+    let mut args = vec!["relay", "--listen", &listen, "--home", &home];
+    args.extend_from_slice(extra);
+    let mut all = vec![
+        ("SHERATAN_CONTROL_URL", hub.control_url.as_str()),
+        ("SHERATAN_DATA_URL", hub.data_url.as_str()),
+        ("SHERATAN_HUB_TOKEN", token),
+    ];
+    all.extend_from_slice(env);
+    Proc::start(bin(), &args, &all, true)
+}
+
+async fn cdp_relay(hub: &HubProcess, token: &str, site: &str) -> Proc {
+    let profiles = profiles_file(&hub.home, site);
+    relay(
+        hub,
+        token,
+        &["--launch-chromium", "1", "--relay-profiles", &profiles],
+        &[],
+    )
+}
+
+fn quick_hub() -> HubProcess {
+    hub().env("SHERATAN_RETRY_BASE_MS", "300").start()
+}
+
+async fn complete(relay: &Proc, token: &str, body: Value) -> (StatusCode, Value) {
+    post(
+        &format!("{}/v1/complete", relay.urls["relay"]),
+        Auth::Bearer(token),
+        &body.to_string(),
+    )
+    .await
+}
+
+async fn submit_llm(hub: &HubProcess, token: &str, payload: Value) -> String {
+    let body = json!({"queue": "llm", "kind": "chat", "payload": payload});
+    let (status, answer) = post(
+        &format!("{}/v1/jobs", hub.data_url),
+        Auth::Bearer(token),
+        &body.to_string(),
+    )
+    .await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{answer}");
+    answer["job_id"].as_str().unwrap().to_owned()
+}
+
+async fn wait_job(
+    hub: &HubProcess,
+    token: &str,
+    job_id: &str,
+    done: impl Fn(&Value) -> bool,
+) -> Value {
+    for _ in 0..600 {
+        let (_, job) = get(
+            &format!("{}/v1/jobs/{job_id}", hub.data_url),
+            Auth::Bearer(token),
+        )
+        .await;
+        if done(&job) {
+            return job;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("job {job_id} never got there");
+}
+
+async fn sessions(relay: &Proc, token: &str) -> Vec<Value> {
+    let (status, body) = get(
+        &format!("{}/v1/sessions", relay.urls["relay"]),
+        Auth::Bearer(token),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    body["sessions"].as_array().unwrap().clone()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cdp_returns_the_whole_streamed_answer_sync_and_as_a_job() {
+    let hub = quick_hub();
+    let token = hub.token();
+    let site = chat_site().await;
+    let relay = cdp_relay(&hub, &token, &site).await;
+
+    let (status, body) = complete(
+        &relay,
+        &token,
+        json!({"prompt": "hello relay from a test", "profile": "local-chat"}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    // The whole final answer: not the greeting, not a partial stream.
+    assert_eq!(body["text"], "You said: hello relay from a test", "{body}");
+    assert_eq!(body["backend"], "cdp");
+    assert!(body["elapsed_ms"].as_u64().unwrap() >= 400 + 500, "{body}");
+
+    // Enter as the submit key, and a system message in front of the prompt.
+    let (status, body) = complete(
+        &relay,
+        &token,
+        json!({"prompt": "two", "system": "one", "profile": "enter-chat"}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    // (The page renders the newlines between them as a space.)
+    assert_eq!(body["text"], "You said: one two", "{body}");
+
+    // The same through the llm queue.
+    let job_id = submit_llm(
+        &hub,
+        &token,
+        json!({"prompt": "queued prompt", "profile": "local-chat"}),
+    )
+    .await;
+    let job = wait_job(&hub, &token, &job_id, |j| {
+        j["status"] == "completed" || j["status"] == "failed"
+    })
+    .await;
+    assert_eq!(job["status"], "completed", "{job}");
+    assert_eq!(job["result"]["text"], "You said: queued prompt");
+    assert_eq!(job["result"]["backend"], "cdp");
+    assert!(
+        sessions(&relay, &token).await.is_empty(),
+        "tabs are closed after each job"
+    );
+
+    let (_, health) = get(&format!("{}/health", relay.urls["relay"]), Auth::None).await;
+    assert_eq!(health["backends"]["cdp"]["state"], "connected", "{health}");
+    assert_eq!(health["backends"]["openai"]["state"], "not_configured");
+    let (_, nodes) = get(
+        &format!("{}/v1/nodes?role=relay", hub.control_url),
+        Auth::Bearer(&token),
+    )
+    .await;
+    assert_eq!(nodes["nodes"][0]["node_id"], "relay", "{nodes}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_page_that_never_answers_times_out_and_its_tab_is_closed() {
+    let hub = quick_hub();
+    let token = hub.token();
+    let site = chat_site().await;
+    let relay = cdp_relay(&hub, &token, &site).await;
+    let (status, body) = complete(
+        &relay,
+        &token,
+        json!({"prompt": "anyone?", "profile": "silent-chat"}),
+    )
+    .await;
+    let (message, _) = assert_error(status, &body, 503, "UNAVAILABLE");
+    assert!(message.contains("timeout"), "{message}");
+    assert!(
+        sessions(&relay, &token).await.is_empty(),
+        "the tab is closed after a timeout"
+    );
+    // The evidence is kept for diagnosis.
+    let kept: Vec<String> = std::fs::read_dir(hub.home.join("relay"))
+        .unwrap()
+        .filter_map(|e| e.ok().map(|e| e.file_name().to_string_lossy().into_owned()))
+        .collect();
+    assert!(
+        kept.iter().any(|f| f.ends_with(".png")),
+        "no screenshot: {kept:?}"
+    );
+    assert!(
+        kept.iter().any(|f| f.ends_with(".html")),
+        "no page HTML: {kept:?}"
+    );
+
+    // As a job: a retryable failure with the reason.
+    let job_id = submit_llm(
+        &hub,
+        &token,
+        json!({"prompt": "still there?", "profile": "silent-chat"}),
+    )
+    .await;
+    let job = wait_job(&hub, &token, &job_id, |j| j["error"].is_object()).await;
+    assert!(
+        job["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("timeout"),
+        "{job}"
+    );
+    assert_eq!(job["error"]["retryable"], true);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chromium_killed_mid_job_fails_that_job_retryably_and_the_next_one_succeeds() {
+    let hub = quick_hub();
+    let token = hub.token();
+    let site = chat_site().await;
+    let relay = cdp_relay(&hub, &token, &site).await;
+    let job_id = submit_llm(
+        &hub,
+        &token,
+        json!({"prompt": "slowly", "profile": "crawl-chat"}),
+    )
+    .await;
+    let mut pid = None;
+    for _ in 0..200 {
+        let (_, health) = get(&format!("{}/health", relay.urls["relay"]), Auth::None).await;
+        if health["tabs"]["open"] == 1 {
+            pid = health["backends"]["cdp"]["pid"].as_u64();
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let pid = pid.expect("the job never opened a tab");
+    let killed = std::process::Command::new("kill")
+        .args(["-KILL", &pid.to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+
+    let job = wait_job(&hub, &token, &job_id, |j| j["error"].is_object()).await;
+    assert_eq!(job["error"]["retryable"], true, "{job}");
+    assert!(
+        job["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("browser went away"),
+        "{job}"
+    );
+
+    // The next job relaunches Chromium and succeeds.
+    let (status, body) = complete(
+        &relay,
+        &token,
+        json!({"prompt": "after the crash", "profile": "local-chat"}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["text"], "You said: after the crash");
+    let (_, health) = get(&format!("{}/health", relay.urls["relay"]), Auth::None).await;
+    assert_eq!(health["backends"]["cdp"]["launches"], 2, "{health}");
+    // And the hub's retry of the interrupted job completes on the new browser.
+    let job = wait_job(&hub, &token, &job_id, |j| j["status"] == "completed").await;
+    assert_eq!(job["attempt"], 2, "{job}");
+    assert_eq!(job["result"]["text"], "You said: slowly");
+    assert!(sessions(&relay, &token).await.is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn four_concurrent_jobs_use_four_tabs() {
+    let hub = quick_hub();
+    let token = hub.token();
+    let site = chat_site().await;
+    let relay = cdp_relay(&hub, &token, &site).await;
+    // Launch the browser first, so the four jobs race for tabs, not for the launch.
+    let (status, _) = complete(
+        &relay,
+        &token,
+        json!({"prompt": "warm up", "profile": "local-chat"}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    let mut ids = Vec::new();
+    for i in 0..4 {
+        ids.push(
+            submit_llm(
+                &hub,
+                &token,
+                json!({"prompt": format!("job {i}"), "profile": "slow-chat"}),
+            )
+            .await,
+        );
+    }
+    let mut most = 0;
+    for _ in 0..100 {
+        let open = sessions(&relay, &token).await;
+        most = most.max(open.len());
+        if most == 4 {
+            let jobs: std::collections::BTreeSet<String> = open
+                .iter()
+                .map(|s| s["job_id"].as_str().unwrap().to_owned())
+                .collect();
+            assert_eq!(jobs, ids.iter().cloned().collect(), "one tab per job");
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(most, 4, "four jobs never had four tabs open at once");
+    for (i, id) in ids.iter().enumerate() {
+        let job = wait_job(&hub, &token, id, |j| j["status"] == "completed").await;
+        assert_eq!(job["result"]["text"], format!("You said: job {i}"));
+    }
+    assert!(sessions(&relay, &token).await.is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_openai_backend_speaks_chat_completions_and_retries_429() {
+    let calls = Arc::new(Mutex::new(0u32));
+    let counter = calls.clone();
+    let (base, seen) = serve(move |path, body| {
+        if path != "/v1/chat/completions" {
+            return (404, "application/json", "{}".into());
+        }
+        let n = {
+            let mut c = counter.lock().unwrap();
+            *c += 1;
+            *c
+        };
+        let request: Value = serde_json::from_str(body).unwrap_or_default();
+        let user = request["messages"].as_array().and_then(|m| m.last()).map(|m| m["content"].as_str().unwrap_or("").to_owned()).unwrap_or_default();
+        match (n, user.as_str()) {
+            (1, _) => (429, "application/json", r#"{"error":{"message":"slow down"}}"#.into()),
+            (_, "refuse") => (400, "application/json", r#"{"error":{"message":"bad request"}}"#.into()),
+            _ => (
+                200,
+                "application/json",
+                json!({"id": "c1", "object": "chat.completion", "model": request["model"], "choices": [{"index": 0, "finish_reason": "stop", "message": {"role": "assistant", "content": user.to_uppercase()}}]}).to_string(),
+            ),
+        }
+    })
+    .await;
+    let hub = quick_hub();
+    let token = hub.token();
+    let base_url = format!("{base}/v1");
+    let relay = relay(
+        &hub,
+        &token,
+        &[],
+        &[
+            ("SHERATAN_OPENAI_BASE_URL", base_url.as_str()),
+            ("SHERATAN_OPENAI_MODEL", "test-model"),
+            ("SHERATAN_OPENAI_API_KEY", "sk-test"),
+            ("SHERATAN_RELAY_BACKEND", "openai"),
+        ],
+    );
+    let (status, body) = complete(
+        &relay,
+        &token,
+        json!({"prompt": "ping", "system": "be brief"}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["text"], "PING");
+    assert_eq!(body["backend"], "openai");
+    {
+        let seen = seen.lock().unwrap();
+        assert_eq!(seen.len(), 2, "one 429, then the retry");
+        let last = &seen[1];
+        assert_eq!(last.path, "/v1/chat/completions");
+        assert!(
+            last.headers
+                .to_ascii_lowercase()
+                .contains("authorization: bearer sk-test"),
+            "{}",
+            last.headers
+        );
+        let request: Value = serde_json::from_str(&last.body).unwrap();
+        assert_eq!(request["model"], "test-model");
+        assert_eq!(
+            request["messages"],
+            json!([{"role": "system", "content": "be brief"}, {"role": "user", "content": "ping"}])
+        );
+    }
+    // A 400 is not retried and says what the server said.
+    let (status, body) = complete(&relay, &token, json!({"prompt": "refuse"})).await;
+    let (message, _) = assert_error(status, &body, 503, "UNAVAILABLE");
+    assert!(message.contains("400"), "{message}");
+    assert_eq!(seen.lock().unwrap().len(), 3);
+
+    // Through the queue, by default backend.
+    let job_id = submit_llm(&hub, &token, json!({"prompt": "queued"})).await;
+    let job = wait_job(&hub, &token, &job_id, |j| j["status"] == "completed").await;
+    assert_eq!(job["result"]["text"], "QUEUED");
+    assert_eq!(job["result"]["backend"], "openai");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_relay_refuses_bad_input() {
+    let hub = quick_hub();
+    let token = hub.token();
+    let relay = relay(&hub, &token, &["--cdp-url", "http://127.0.0.1:9"], &[]);
+    let url = format!("{}/v1/complete", relay.urls["relay"]);
+    let (s, b) = post(&url, Auth::None, r#"{"prompt":"x"}"#).await;
+    assert_error(s, &b, 403, "AUTH_FAIL");
+    let (s, b) = get(
+        &format!("{}/v1/sessions", relay.urls["relay"]),
+        Auth::Bearer("nope"),
+    )
+    .await;
+    assert_error(s, &b, 403, "AUTH_FAIL");
+    for bad in [
+        "",
+        "[]",
+        "{",
+        r#"{"prompt": 5}"#,
+        r#"{"prompt":"x","evil":1}"#,
+        r#"{"prompt":"x","backend":"telepathy"}"#,
+        r#"{"prompt":"   "}"#,
+        r#"{"prompt":"x","profile":"nope"}"#,
+    ] {
+        let (s, b) = post(&url, Auth::Bearer(&token), bad).await;
+        assert_error(s, &b, 400, "INVALID_REQUEST");
+    }
+    let huge = json!({"prompt": "x".repeat(300 * 1024)}).to_string();
+    let (s, b) = post(&url, Auth::Bearer(&token), &huge).await;
+    assert_error(s, &b, 400, "INVALID_REQUEST");
+    let too_big = json!({"prompt": "x".repeat(3 << 20)}).to_string();
+    let (s, _) = post(&url, Auth::Bearer(&token), &too_big).await;
+    assert_eq!(s.as_u16(), 413);
+    // No browser at the configured URL: a clear, retryable 503.
+    let (s, b) = post(&url, Auth::Bearer(&token), r#"{"prompt":"x"}"#).await;
+    let (message, _) = assert_error(s, &b, 503, "UNAVAILABLE");
+    assert!(message.contains("127.0.0.1:9"), "{message}");
+    // A malformed job payload fails the job for good.
+    let job_id = submit_llm(&hub, &token, json!({"text": "not a prompt"})).await;
+    let job = wait_job(&hub, &token, &job_id, |j| j["status"] == "failed").await;
+    assert_eq!(job["error"]["retryable"], false, "{job}");
+}
