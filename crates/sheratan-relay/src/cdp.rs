@@ -166,8 +166,9 @@ pub enum BrowserSource {
     Launch { chromium: PathBuf, dir: PathBuf },
 }
 
-/// The flags a launched Chromium gets: headless, no sandbox (containers), and nothing that
-/// talks to the network on its own (updates, sync, QUIC, background requests).
+/// The flags a launched Chromium gets: headless, no sandbox (containers), nothing that talks
+/// to the network on its own (updates, sync, QUIC, background requests), and no throttling of
+/// background tabs.
 pub const CHROMIUM_FLAGS: &[&str] = &[
     "--headless",
     "--no-sandbox",
@@ -183,6 +184,11 @@ pub const CHROMIUM_FLAGS: &[&str] = &[
     "--disable-default-apps",
     "--metrics-recording-only",
     "--mute-audio",
+    // Every job's tab is a background tab to Chromium: without these, its timers are
+    // throttled to once a second and pages that stream their answer crawl.
+    "--disable-background-timer-throttling",
+    "--disable-renderer-backgrounding",
+    "--disable-backgrounding-occluded-windows",
     "--remote-debugging-address=127.0.0.1",
     "--remote-debugging-port=0",
 ];

@@ -149,6 +149,9 @@ impl Drop for Tab {
     }
 }
 
+/// How often the page is looked at while loading and while the answer comes.
+const POLL: Duration = Duration::from_millis(20);
+
 /// A JavaScript string literal for `s`.
 fn js(s: &str) -> String {
     serde_json::to_string(s).unwrap_or_else(|_| "\"\"".into())
@@ -156,7 +159,8 @@ fn js(s: &str) -> String {
 
 /// Runs `prompt` through the page of `profile` in `tab`; the answer's text.
 pub async fn ask(tab: &Tab, profile: &Profile, prompt: &str) -> Result<String, PageError> {
-    let deadline = Instant::now() + Duration::from_secs(profile.timeout_s);
+    let started = Instant::now();
+    let deadline = started + Duration::from_secs(profile.timeout_s);
     let navigated = tab
         .call("Page.navigate", json!({"url": profile.url}))
         .await?;
@@ -179,19 +183,33 @@ pub async fn ask(tab: &Tab, profile: &Profile, prompt: &str) -> Result<String, P
         if Instant::now() >= load_deadline {
             return Err(PageError::NoInput(profile.input.clone()));
         }
-        tokio::time::sleep(Duration::from_millis(50)).await;
+        tokio::time::sleep(POLL).await;
     }
-    // Answers already on the page (a greeting, history) are not ours.
+    // A watcher in the page notes when the last answer's text last changed, by the page's own
+    // clock: the quiet period is measured exactly, not to the nearest poll.
+    let answers = format!(
+        "(() => {{ const all = document.querySelectorAll({}); const last = all.length ? all[all.length - 1] : null; \
+         return [all.length, last ? (last.innerText || last.textContent || '') : '']; }})",
+        js(&profile.answer)
+    );
+    tab.eval(&format!(
+        "(() => {{ const read = {answers}; const key = () => JSON.stringify(read()); \
+         window.__sheratan = {{ read, seen: key(), at: performance.now() }}; \
+         new MutationObserver(() => {{ const now = key(); if (now !== window.__sheratan.seen) {{ window.__sheratan.seen = now; window.__sheratan.at = performance.now(); }} }}) \
+           .observe(document, {{ subtree: true, childList: true, characterData: true }}); return true; }})()"
+    ))
+    .await?;
     let state_js = format!(
-        "(() => {{ const all = document.querySelectorAll({answer}); const last = all.length ? all[all.length - 1] : null; \
-         return {{ count: all.length, text: last ? (last.innerText || last.textContent || '') : '', busy: {busy} }}; }})()",
-        answer = js(&profile.answer),
+        "(() => {{ const [count, text] = window.__sheratan.read(); \
+         return {{ count, text, busy: {busy}, quiet_ms: performance.now() - window.__sheratan.at }}; }})()",
         busy = match &profile.busy {
             Some(b) => format!("!!document.querySelector({})", js(b)),
             None => "false".into(),
         }
     );
+    // Answers already on the page (a greeting, history) are not ours.
     let before = tab.eval(&state_js).await?["count"].as_u64().unwrap_or(0);
+    let loaded_ms = started.elapsed().as_millis();
 
     let focused = tab
         .eval(&format!(
@@ -225,24 +243,26 @@ pub async fn ask(tab: &Tab, profile: &Profile, prompt: &str) -> Result<String, P
         }
     }
 
+    let sent_ms = started.elapsed().as_millis();
     // Settled: a new answer element, not busy, its text unchanged for stable_ms.
-    let stable = Duration::from_millis(profile.stable_ms);
-    let mut last_text = String::new();
-    let mut since = Instant::now();
     loop {
         let state = tab.eval(&state_js).await?;
         let count = state["count"].as_u64().unwrap_or(0);
-        let text = state["text"].as_str().unwrap_or_default().trim().to_owned();
+        let text = state["text"].as_str().unwrap_or_default().trim();
         let busy = state["busy"].as_bool().unwrap_or(false);
-        if text != last_text {
-            last_text = text;
-            since = Instant::now();
-        } else if count > before && !busy && !last_text.is_empty() && since.elapsed() >= stable {
-            return Ok(last_text);
+        let quiet_ms = state["quiet_ms"].as_f64().unwrap_or(0.0);
+        if count > before && !busy && !text.is_empty() && quiet_ms >= profile.stable_ms as f64 {
+            tracing::debug!(
+                loaded_ms,
+                sent_ms,
+                settled_ms = started.elapsed().as_millis(),
+                "relay: answer settled"
+            );
+            return Ok(text.to_owned());
         }
         if Instant::now() >= deadline {
             return Err(PageError::Timeout(profile.timeout_s));
         }
-        tokio::time::sleep(Duration::from_millis(50)).await;
+        tokio::time::sleep(POLL).await;
     }
 }

@@ -5,6 +5,7 @@ mod auction;
 mod heartbeat;
 mod jobs;
 mod load;
+mod relay;
 mod target;
 mod workers;
 
@@ -22,6 +23,8 @@ pub enum BenchCommand {
     Workers(workers::WorkersArgs),
     /// What an auction adds: bid rounds among 2, 10, 50 real hosts.
     Auction(auction::AuctionArgs),
+    /// The WebRelay in real Chromium against a local chat page: overhead and jobs/minute.
+    Relay(relay::RelayArgs),
 }
 
 pub async fn run(cmd: BenchCommand) -> anyhow::Result<()> {
@@ -30,6 +33,7 @@ pub async fn run(cmd: BenchCommand) -> anyhow::Result<()> {
         BenchCommand::Jobs(args) => jobs::run(args).await,
         BenchCommand::Workers(args) => workers::run(args).await,
         BenchCommand::Auction(args) => auction::run(args).await,
+        BenchCommand::Relay(args) => relay::run(args).await,
     }
 }
 
