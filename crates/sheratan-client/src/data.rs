@@ -283,6 +283,32 @@ impl DataClient {
         .await
     }
 
+    /// Admin path: accepts a node's current attestation signals as its new baseline.
+    pub async fn accept_attestation(
+        &self,
+        node_id: &str,
+    ) -> Result<sheratan_proto::control::NodeView, ClientError> {
+        let path = format!("/admin/nodes/{node_id}/attestation/accept");
+        json(
+            self.base
+                .send_retrying(Retry::Safe, || self.base.request(Method::POST, &path))
+                .await?,
+        )
+        .await
+    }
+
+    /// Prometheus text of the data plane.
+    pub async fn metrics_text(&self) -> Result<String, ClientError> {
+        let response = self
+            .base
+            .send(self.base.request(Method::GET, "/metrics"))
+            .await?;
+        response
+            .text()
+            .await
+            .map_err(|e| ClientError::Decode(e.to_string()))
+    }
+
     /// Admin path: the whole node registry.
     pub async fn registry(&self) -> Result<sheratan_proto::control::NodeList, ClientError> {
         json(

@@ -7,8 +7,9 @@
 //! `lagged` event and should reload its view.
 //!
 //! Events: `ready` (on connect), `job` (`{job_id, queue, kind, status, attempt, updated_at,
-//! error}`), `node` (`{node_id, role, status, health, attestation, load}`), `hub`
-//! (`{reachable}` when Hub Data stops or starts answering), `lagged`.
+//! error}`), `node` (`{node_id, role, status, health, attestation, load}`), `alert` (a new
+//! line of `logs/alerts.jsonl`), `hub` (`{reachable}` when Hub Data stops or starts
+//! answering), `lagged`.
 
 use std::collections::HashMap;
 use std::convert::Infallible;
@@ -119,6 +120,8 @@ struct Seen {
     jobs: HashMap<String, (Value, bool, u64)>,
     nodes: HashMap<String, Value>,
     hub_reachable: Option<bool>,
+    /// The newest alert line seen; `None` before the first look (then nothing is replayed).
+    last_alert: Option<Option<Value>>,
 }
 
 pub(crate) async fn poll(s: Arc<CoreState>, shutdown: CancellationToken) {
@@ -212,6 +215,24 @@ async fn poll_once(s: &CoreState, seen: &mut Seen, round: u64) {
                 seen.jobs.remove(&id);
             }
         }
+    }
+    let path = s
+        .config
+        .home
+        .join("logs")
+        .join(sheratan_proto::event::ALERTS_FILE);
+    if let Ok(Ok(alerts)) = tokio::task::spawn_blocking(move || crate::tail::jsonl(&path, 50)).await
+    {
+        if let Some(last) = &seen.last_alert {
+            let start = match last {
+                Some(last) => alerts.iter().rposition(|a| a == last).map_or(0, |i| i + 1),
+                None => 0,
+            };
+            for alert in &alerts[start..] {
+                send("alert", alert.clone());
+            }
+        }
+        seen.last_alert = Some(alerts.last().cloned());
     }
     if let Ok(nodes) = s.control.nodes(None, None).await {
         for node in &nodes {

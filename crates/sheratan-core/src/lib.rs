@@ -7,7 +7,10 @@
 //! one poller shared by all subscribers (see [`events`]).
 
 mod events;
+mod history;
 mod tail;
+
+pub use history::Point;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -54,6 +57,8 @@ pub struct CoreConfig {
     pub allowed_origins: Vec<String>,
     /// How often the event poller looks at the hub while someone listens.
     pub poll_interval: Duration,
+    /// How often the hub's gauges are sampled for `/api/history` (360 points are kept).
+    pub history_interval: Duration,
     pub build_id: String,
 }
 
@@ -79,6 +84,7 @@ impl CoreConfig {
                 "http://localhost:3001".into(),
             ],
             poll_interval: Duration::from_millis(500),
+            history_interval: Duration::from_secs(10),
             build_id: env!("CARGO_PKG_VERSION").into(),
         }
     }
@@ -91,6 +97,7 @@ pub(crate) struct CoreState {
     /// For the broker and relay (plain HTTP with the mesh token).
     http: reqwest::Client,
     events: events::Hub,
+    history: history::History,
 }
 
 /// A Core API whose listener is bound.
@@ -114,6 +121,7 @@ impl Core {
             .map_err(std::io::Error::other)?;
         let listener = TcpListener::bind(config.listen).await?;
         let events = events::Hub::new(config.poll_interval);
+        let history = history::History::new(config.history_interval);
         Ok(Core {
             listener,
             state: Arc::new(CoreState {
@@ -122,12 +130,21 @@ impl Core {
                 data,
                 http,
                 events,
+                history,
             }),
         })
     }
 
     pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
         self.listener.local_addr()
+    }
+
+    /// Allows one more browser origin (a dashboard bound after Core, on a port only known
+    /// then). Before `run` only.
+    pub fn allow_origin(&mut self, origin: String) {
+        if let Some(state) = Arc::get_mut(&mut self.state) {
+            state.config.allowed_origins.push(origin);
+        }
     }
 
     /// Serves until `shutdown`, heartbeating (role `core`) meanwhile.
@@ -154,6 +171,11 @@ impl Core {
             .await;
         });
         let poller = tokio::spawn(events::poll(state.clone(), shutdown.clone()));
+        let sampled = state.clone();
+        let sampler_stop = shutdown.clone();
+        let sampler = tokio::spawn(async move {
+            history::sample(&sampled.history, sampled.data.clone(), sampler_stop).await;
+        });
         let result = sheratan_runtime::serve::serve(
             self.listener,
             router(state),
@@ -164,6 +186,7 @@ impl Core {
         .await;
         heartbeats.abort();
         poller.abort();
+        sampler.abort();
         result
     }
 }
@@ -181,6 +204,14 @@ fn router(state: Arc<CoreState>) -> Router {
     let api = Router::new()
         .route("/api/jobs", post(submit).get(list_jobs))
         .route("/api/jobs/{job_id}", get(one_job))
+        .route("/api/jobs/{job_id}/cancel", post(cancel_job))
+        .route("/api/jobs/{job_id}/requeue", post(requeue_job))
+        .route(
+            "/api/nodes/{node_id}/attestation/accept",
+            post(accept_attestation),
+        )
+        .route("/api/history", get(history_route))
+        .route("/api/relay/sessions", get(relay_sessions))
         .route("/api/overview", get(overview))
         .route("/api/nodes", get(nodes))
         .route("/api/auctions", get(auctions))
@@ -399,6 +430,59 @@ async fn one_job(State(s): State<Arc<CoreState>>, Path(job_id): Path<String>) ->
     }
 }
 
+async fn cancel_job(State(s): State<Arc<CoreState>>, Path(job_id): Path<String>) -> Response {
+    if let Err(e) = sheratan_proto::ids::parse_uuid("job_id", &job_id) {
+        return error(ErrorCode::InvalidRequest, e, "");
+    }
+    match s.data.cancel(&job_id).await {
+        Ok(job) => Json(job).into_response(),
+        Err(err) => upstream("Hub Data", err),
+    }
+}
+
+/// Through the hub's admin path: Core must run on the hub's machine for it (loopback).
+async fn requeue_job(State(s): State<Arc<CoreState>>, Path(job_id): Path<String>) -> Response {
+    if let Err(e) = sheratan_proto::ids::parse_uuid("job_id", &job_id) {
+        return error(ErrorCode::InvalidRequest, e, "");
+    }
+    match s.data.requeue(&job_id).await {
+        Ok(job) => Json(job).into_response(),
+        Err(err) => upstream("Hub Data", err),
+    }
+}
+
+/// Through the hub's admin path, like requeue.
+async fn accept_attestation(
+    State(s): State<Arc<CoreState>>,
+    Path(node_id): Path<String>,
+) -> Response {
+    if let Err(e) = sheratan_proto::ids::validate_node_id(&node_id) {
+        return error(ErrorCode::InvalidRequest, e, "");
+    }
+    match s.data.accept_attestation(&node_id).await {
+        Ok(node) => Json(node).into_response(),
+        Err(err) => upstream("Hub Data", err),
+    }
+}
+
+async fn history_route(State(s): State<Arc<CoreState>>) -> Json<Value> {
+    Json(json!({
+        "interval_s": s.history.interval.as_secs_f64(),
+        "points": s.history.points(),
+    }))
+}
+
+async fn relay_sessions(State(s): State<Arc<CoreState>>) -> Response {
+    match peer_get(&s, s.config.relay_url.as_deref(), "relay", "/v1/sessions").await {
+        Ok((status, body)) => (status, Json(body)).into_response(),
+        Err(message) => error(
+            ErrorCode::Unavailable,
+            message,
+            "start it with sheratan relay (sheratan up runs one)",
+        ),
+    }
+}
+
 async fn nodes(State(s): State<Arc<CoreState>>) -> Response {
     match s.control.nodes(None, None).await {
         Ok(nodes) => Json(json!({ "nodes": nodes })).into_response(),
@@ -592,6 +676,7 @@ async fn overview(State(s): State<Arc<CoreState>>) -> Json<Value> {
             "relay": relay,
         },
         "nodes": nodes,
+        "jobs": s.history.latest(),
         "events_subscribers": s.events.subscribers(),
     }))
 }

@@ -76,14 +76,15 @@ impl Tab {
         })
     }
 
-    async fn call(&self, method: &str, params: Value) -> Result<Value, CdpError> {
+    /// Calls a CDP method on this tab.
+    pub async fn call(&self, method: &str, params: Value) -> Result<Value, CdpError> {
         self.connection
             .call(method, params, Some(&self.session_id))
             .await
     }
 
     /// Evaluates `expression` in the page and returns its value.
-    async fn eval(&self, expression: &str) -> Result<Value, PageError> {
+    pub async fn eval(&self, expression: &str) -> Result<Value, PageError> {
         let answer = self
             .call(
                 "Runtime.evaluate",

@@ -135,6 +135,7 @@ impl HubProcess {
                 ("--host-a-addr", "SHERATAN_HOST_A_ADDR"),
                 ("--host-b-addr", "SHERATAN_HOST_B_ADDR"),
                 ("--relay-addr", "SHERATAN_RELAY_ADDR"),
+                ("--dashboard-addr", "SHERATAN_DASHBOARD_ADDR"),
             ] {
                 if !self.spec.env.contains_key(var) && !self.spec.args.iter().any(|a| a == flag) {
                     cmd.arg(flag).arg("127.0.0.1:0");
@@ -390,7 +391,9 @@ fn banner_url(line: &str) -> Option<(String, String)> {
     let (label, rest) = line.split_once(": ")?;
     let mut words = rest.split_whitespace();
     match label {
-        "core" | "broker" | "relay" => Some((label.to_owned(), words.next()?.to_owned())),
+        "core" | "broker" | "relay" | "dashboard" => {
+            Some((label.to_owned(), words.next()?.to_owned()))
+        }
         "host" => {
             let name = words.next()?.to_owned();
             Some((name, words.next()?.to_owned()))

@@ -53,6 +53,13 @@ pub struct UpArgs {
     pub relay_addr: SocketAddr,
     #[command(flatten)]
     pub relay: crate::relay_cmd::RelayOptions,
+    /// Dashboard listen address.
+    #[arg(
+        long,
+        env = "SHERATAN_DASHBOARD_ADDR",
+        default_value = "127.0.0.1:3001"
+    )]
+    pub dashboard_addr: SocketAddr,
 }
 
 /// The workers `up` starts.
@@ -248,6 +255,9 @@ pub async fn run_hub(args: HubArgs, up: Option<WorkerPlan>) -> Result<(), Failur
     if let Some(relay) = mesh.relay {
         mesh_tasks.spawn(relay.run(signals.clone()));
     }
+    if let Some(dashboard) = mesh.dashboard {
+        mesh_tasks.spawn(dashboard.run(signals.clone()));
+    }
     if let Some(core) = mesh.core {
         mesh_tasks.spawn(core.run(signals.clone()));
     }
@@ -297,6 +307,7 @@ struct Mesh {
     broker: Option<sheratan_auction::broker::Broker>,
     relay: Option<sheratan_relay::Relay>,
     core: Option<sheratan_core::Core>,
+    dashboard: Option<sheratan_dashboard::Dashboard>,
     banner: Vec<String>,
 }
 
@@ -392,7 +403,7 @@ async fn bind_mesh(
     );
     config.broker_url = Some(broker_url);
     config.relay_url = Some(relay_url);
-    let core = sheratan_core::Core::bind(config)
+    let mut core = sheratan_core::Core::bind(config)
         .await
         .map_err(|e| bind_error("core", args.core_addr, "SHERATAN_CORE_ADDR", e))?;
     let core_url = local_url(
@@ -401,6 +412,31 @@ async fn bind_mesh(
     );
     mesh.banner
         .push(format!("core: {core_url}  (/api/*, token required)"));
+    let dashboard = sheratan_dashboard::Dashboard::bind(sheratan_dashboard::DashboardConfig {
+        listen: args.dashboard_addr,
+        core_url: core_url.clone(),
+        version: BUILD_ID.into(),
+    })
+    .await
+    .map_err(|e| {
+        bind_error(
+            "dashboard",
+            args.dashboard_addr,
+            "SHERATAN_DASHBOARD_ADDR",
+            e,
+        )
+    })?;
+    let dashboard_addr = dashboard
+        .local_addr()
+        .map_err(|e| Failure::from(anyhow::Error::new(e)))?;
+    let dashboard_url = local_url(dashboard_addr);
+    // The dashboard where it really listens, under both local names.
+    core.allow_origin(dashboard_url.clone());
+    core.allow_origin(format!("http://localhost:{}", dashboard_addr.port()));
+    mesh.banner.push(format!(
+        "dashboard: {dashboard_url}  (sign in with the token)"
+    ));
+    mesh.dashboard = Some(dashboard);
     mesh.broker = Some(broker);
     mesh.core = Some(core);
     Ok(mesh)

@@ -59,6 +59,8 @@ enum Command {
     Core(mesh_cmd::CoreArgs),
     /// Run the WebRelay: LLM jobs through a chat page in Chromium or an OpenAI-compatible server.
     Relay(Box<relay_cmd::RelayArgs>),
+    /// Run the Dashboard: the operator's web UI over the Core API.
+    Dashboard(mesh_cmd::DashboardArgs),
     /// Submit a job (and, with --wait, print its result).
     Submit(client_cmds::SubmitArgs),
     /// List, show, cancel or requeue jobs.
@@ -160,6 +162,7 @@ async fn run(cli: Cli) -> Result<(), Failure> {
         Command::Broker(args) => mesh_cmd::run_broker(args).await,
         Command::Core(args) => mesh_cmd::run_core(args).await,
         Command::Relay(args) => relay_cmd::run_relay(*args).await,
+        Command::Dashboard(args) => mesh_cmd::run_dashboard(args).await,
         Command::Submit(args) => client_cmds::submit(args).await,
         Command::Jobs(cmd) => client_cmds::jobs(cmd).await,
         Command::Nodes(args) => client_cmds::nodes(args).await,

@@ -349,3 +349,45 @@ pub async fn run_core(args: CoreArgs) -> Result<(), Failure> {
         .await
         .map_err(|e| Failure::from(anyhow::Error::new(e)))
 }
+
+#[derive(Debug, Clone, Args)]
+pub struct DashboardArgs {
+    #[arg(
+        long,
+        env = "SHERATAN_DASHBOARD_ADDR",
+        default_value = "127.0.0.1:3001"
+    )]
+    pub listen: SocketAddr,
+    /// The Core API as the operator's browser reaches it.
+    #[arg(
+        long,
+        env = "SHERATAN_CORE_URL",
+        default_value = "http://127.0.0.1:8001"
+    )]
+    pub core_url: String,
+}
+
+pub async fn run_dashboard(args: DashboardArgs) -> Result<(), Failure> {
+    let dashboard = sheratan_dashboard::Dashboard::bind(sheratan_dashboard::DashboardConfig {
+        listen: args.listen,
+        core_url: args.core_url.clone(),
+        version: BUILD_ID.into(),
+    })
+    .await
+    .map_err(|e| bind_error("dashboard", args.listen, "SHERATAN_DASHBOARD_ADDR", e))?;
+    let addr = dashboard
+        .local_addr()
+        .map_err(|e| Failure::from(anyhow::Error::new(e)))?;
+    let url = sheratan_auction::url_of(addr);
+    println!("sheratan dashboard {VERSION}");
+    println!("  dashboard: {url}  (sign in with the mesh token)");
+    println!(
+        "  core: {}  (Core must allow this origin: SHERATAN_DASHBOARD_ORIGIN={url})",
+        args.core_url
+    );
+    println!("ready: Ctrl-C (or SIGTERM) stops the dashboard");
+    dashboard
+        .run(sheratan_runtime::shutdown_on_signals())
+        .await
+        .map_err(|e| Failure::from(anyhow::Error::new(e)))
+}

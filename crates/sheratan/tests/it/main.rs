@@ -3,6 +3,7 @@
 mod common;
 mod control_auth;
 mod crash;
+mod dashboard;
 mod data;
 mod data_errors;
 mod hostile;

@@ -1,0 +1,282 @@
+//! The Dashboard (issue 8) end to end in a real headless Chromium (Debian's), driven over CDP
+//! with the relay's client, against `sheratan up` on free ports. Screenshots of every view go
+//! to `$CARGO_TARGET_DIR/test-artifacts/dashboard/`.
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+use sheratan_relay::cdp::{Browser, BrowserSource, find_chromium};
+use sheratan_relay::page::Tab;
+
+use crate::common::*;
+
+fn artifacts() -> PathBuf {
+    let base = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../target"));
+    let dir = base.join("test-artifacts").join("dashboard");
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+struct Ui {
+    tab: Tab,
+    shots: PathBuf,
+}
+
+impl Ui {
+    async fn js(&self, expression: &str) -> Value {
+        self.tab
+            .eval(expression)
+            .await
+            .unwrap_or_else(|e| panic!("{expression}: {e}"))
+    }
+
+    /// Waits until `condition` (JavaScript) is true; on timeout saves a screenshot and fails
+    /// with the page's text.
+    async fn wait(&self, what: &str, condition: &str) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if self.tab.eval(&format!("!!({condition})")).await.ok() == Some(Value::Bool(true)) {
+                return;
+            }
+            if Instant::now() > deadline {
+                self.shot(&format!("timeout-{}", what.replace(' ', "-")))
+                    .await;
+                let text = self.js("document.body.innerText").await;
+                panic!(
+                    "timed out waiting for {what} ({condition}); the page says:\n{}",
+                    text.as_str().unwrap_or("")
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    async fn fill(&self, selector: &str, value: &str) {
+        let js = format!(
+            "(() => {{ const el = document.querySelector({s}); el.focus(); el.value = {v}; el.dispatchEvent(new Event('input', {{bubbles: true}})); return true; }})()",
+            s = json!(selector),
+            v = json!(value)
+        );
+        self.js(&js).await;
+    }
+
+    async fn click(&self, selector: &str) {
+        self.js(&format!(
+            "document.querySelector({}).click()",
+            json!(selector)
+        ))
+        .await;
+    }
+
+    async fn go(&self, hash: &str) {
+        self.js(&format!("location.hash = {}", json!(hash))).await;
+    }
+
+    async fn shot(&self, name: &str) {
+        if let Some(png) = self.tab.screenshot().await {
+            let _ = std::fs::write(self.shots.join(format!("{name}.png")), png);
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_dashboard_end_to_end() {
+    let hub = hub().up().env("SHERATAN_RETRY_BASE_MS", "300").start();
+    let token = hub.token();
+    let dashboard = hub
+        .urls
+        .get("dashboard")
+        .expect("up prints the dashboard's address")
+        .clone();
+
+    let chromium = find_chromium().expect("chromium is installed by the test command");
+    let browser = Browser::new(BrowserSource::Launch {
+        chromium,
+        dir: hub.home.join("e2e-browser"),
+    });
+    let tab = Tab::open(browser.connection().await.unwrap())
+        .await
+        .unwrap();
+    tab.call(
+        "Emulation.setDeviceMetricsOverride",
+        json!({"width": 1366, "height": 860, "deviceScaleFactor": 1, "mobile": false}),
+    )
+    .await
+    .unwrap();
+    let ui = Ui {
+        tab,
+        shots: artifacts(),
+    };
+    ui.tab
+        .call("Page.navigate", json!({"url": dashboard}))
+        .await
+        .unwrap();
+    ui.wait("the login form", "document.getElementById('login-token')")
+        .await;
+    ui.shot("01-login").await;
+
+    // A wrong token: a clear message, and no way in.
+    ui.fill("#login-token", "not-the-token").await;
+    ui.click("#login-submit").await;
+    ui.wait(
+        "the wrong-token message",
+        "document.getElementById('login-error').textContent.includes('does not match')",
+    )
+    .await;
+    ui.shot("02-login-wrong-token").await;
+    assert_eq!(
+        ui.js("sessionStorage.getItem('sheratan.token')").await,
+        Value::Null
+    );
+
+    // The right token: in, and it stays out of the URL.
+    ui.fill("#login-token", &token).await;
+    ui.click("#login-submit").await;
+    ui.wait(
+        "the overview",
+        "document.querySelector('nav.side') && document.querySelector('.card .value')",
+    )
+    .await;
+    assert!(
+        !ui.js("location.href")
+            .await
+            .as_str()
+            .unwrap()
+            .contains(&token),
+        "the token must never be in a URL"
+    );
+    assert_eq!(
+        ui.js("sessionStorage.getItem('sheratan.token')").await,
+        json!(token)
+    );
+    ui.wait(
+        "live updates",
+        "document.getElementById('live').textContent === 'Live'",
+    )
+    .await;
+    ui.shot("03-overview").await;
+
+    // Nodes: Host-A, Host-B and the worker ONLINE.
+    ui.go("#/nodes").await;
+    for node in ["host-a", "host-b", "worker-1"] {
+        ui.wait(
+            &format!("{node} ONLINE"),
+            &format!("(document.querySelector('tr[data-node=\"{node}\"] .node-status') || {{}}).textContent === 'ONLINE'"),
+        )
+        .await;
+    }
+    ui.shot("04-nodes").await;
+
+    // Jobs: submit with the form and watch it complete live (no reload).
+    ui.go("#/jobs").await;
+    ui.wait("the submit form", "document.getElementById('submit-form')")
+        .await;
+    ui.js("window.__noReload = true").await;
+    ui.fill("#submit-kind", "sleep").await;
+    ui.fill("#submit-payload", r#"{"ms": 1500}"#).await;
+    ui.click("#submit-button").await;
+    ui.wait(
+        "the submitted job",
+        "document.querySelector('#submit-result a')",
+    )
+    .await;
+    let job_id = ui
+        .js("document.querySelector('#submit-result a').getAttribute('href').split('/').pop()")
+        .await
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let row = format!("document.querySelector('tr[data-job=\"{job_id}\"] .job-status')");
+    ui.wait("the job's row", &row).await;
+    ui.wait(
+        "the job completing live",
+        &format!("{row}.textContent === 'completed'"),
+    )
+    .await;
+    assert_eq!(
+        ui.js("window.__noReload").await,
+        json!(true),
+        "the page was not reloaded"
+    );
+    ui.shot("05-jobs").await;
+    ui.go(&format!("#/jobs/{job_id}")).await;
+    ui.wait(
+        "the job's detail",
+        "document.body.innerText.includes('slept_ms')",
+    )
+    .await;
+    ui.shot("06-job-detail").await;
+
+    // Security: bad-token requests make an alert appear.
+    ui.go("#/security").await;
+    ui.wait(
+        "the security view",
+        "document.body.textContent.includes('Audit log')",
+    )
+    .await;
+    for _ in 0..12 {
+        let _ = get(
+            &format!("{}/v1/nodes", hub.control_url),
+            Auth::Bearer("wrong-token"),
+        )
+        .await;
+    }
+    ui.wait(
+        "the auth_fail_burst alert",
+        "document.querySelector('tr[data-alert-rule=\"auth_fail_burst\"]')",
+    )
+    .await;
+    ui.shot("07-security").await;
+
+    // An auction job, then the auctions view.
+    let (status, _) = post(
+        &format!("{}/api/jobs", hub.urls["core"]),
+        Auth::Bearer(&token),
+        &json!({"kind": "echo", "dispatch": "auction", "payload": {"x": 1}}).to_string(),
+    )
+    .await;
+    assert_eq!(status.as_u16(), 202);
+    ui.go("#/auctions").await;
+    ui.wait(
+        "an auction record",
+        "document.querySelector('[data-auction]')",
+    )
+    .await;
+    ui.shot("08-auctions").await;
+
+    ui.go("#/relay").await;
+    ui.wait(
+        "the relay view",
+        "document.body.textContent.includes('Open sessions')",
+    )
+    .await;
+    ui.shot("09-relay").await;
+
+    ui.go("#/overview").await;
+    ui.wait(
+        "the overview again",
+        "document.querySelector('.chart') || document.body.innerText.includes('No samples')",
+    )
+    .await;
+    ui.shot("10-overview-after").await;
+
+    let errors = ui.js("window.__sheratanErrors").await;
+    assert_eq!(errors, json!([]), "the page logged errors");
+
+    // Logging out forgets the token.
+    ui.click("#logout").await;
+    ui.wait(
+        "the login form again",
+        "document.getElementById('login-token')",
+    )
+    .await;
+    assert_eq!(
+        ui.js("sessionStorage.getItem('sheratan.token')").await,
+        Value::Null
+    );
+    ui.tab.close().await;
+    browser.shutdown().await;
+}
