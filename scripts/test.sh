@@ -32,6 +32,15 @@ if ! command -v chromium >/dev/null 2>&1; then
 fi
 chromium --version
 
+step "test services: PostgreSQL (Debian's package, a throwaway cluster)"
+# The PostgreSQL store's conformance suite and the multi-hub tests run against it.
+PG_DIR="${SHERATAN_TEST_PG_DIR:-/tmp/sheratan-test-pg}"
+export SHERATAN_TEST_PG_DIR="$PG_DIR"
+export SHERATAN_TEST_POSTGRES_URL
+SHERATAN_TEST_POSTGRES_URL=$(scripts/pg-cluster.sh start "$PG_DIR" 55439)
+trap 'scripts/pg-cluster.sh stop "$PG_DIR"' EXIT
+echo "$SHERATAN_TEST_POSTGRES_URL"
+
 step "cargo fmt --check"
 cargo fmt --all -- --check
 

@@ -145,6 +145,48 @@ pub enum SyncArg {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum StoreUrl {
     Sqlite(PathBuf),
+    /// `postgres://…`, with an optional `schema=NAME` query parameter taken out of it.
+    Postgres {
+        url: String,
+        schema: Option<String>,
+    },
+}
+
+/// A store's settings, ready to open.
+pub enum StoreChoice {
+    Sqlite(sheratan_store_sqlite::SqliteConfig),
+    Postgres(sheratan_store_postgres::PgConfig),
+}
+
+/// Splits `schema=NAME` out of a PostgreSQL URL's query (the driver would reject it).
+fn split_schema(url: &str) -> Result<(String, Option<String>), String> {
+    let Some((base, query)) = url.split_once('?') else {
+        return Ok((url.to_owned(), None));
+    };
+    let mut schema = None;
+    let mut rest = Vec::new();
+    for pair in query.split('&').filter(|p| !p.is_empty()) {
+        match pair.split_once('=') {
+            Some(("schema", name)) => {
+                if name.is_empty()
+                    || name.len() > 63
+                    || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+                {
+                    return Err(
+                        "SHERATAN_STORE: schema= must be 1 to 63 letters, digits or _".into(),
+                    );
+                }
+                schema = Some(name.to_owned());
+            }
+            _ => rest.push(pair),
+        }
+    }
+    let url = if rest.is_empty() {
+        base.to_owned()
+    } else {
+        format!("{base}?{}", rest.join("&"))
+    };
+    Ok((url, schema))
 }
 
 impl StoreUrl {
@@ -158,9 +200,10 @@ impl StoreUrl {
                     }
                     Ok(StoreUrl::Sqlite(PathBuf::from(path)))
                 } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-                    Err("SHERATAN_STORE=postgres://… is not supported by this build yet (the PostgreSQL store is planned); use sqlite://PATH or leave it unset".into())
+                    let (url, schema) = split_schema(url)?;
+                    Ok(StoreUrl::Postgres { url, schema })
                 } else {
-                    Err("SHERATAN_STORE must be sqlite://PATH (or unset for $SHERATAN_HOME/sheratan.db)".into())
+                    Err("SHERATAN_STORE must be sqlite://PATH, postgres://USER@HOST:PORT/DB (or unset for $SHERATAN_HOME/sheratan.db)".into())
                 }
             }
         }
@@ -170,6 +213,20 @@ impl StoreUrl {
     pub fn display(&self) -> String {
         match self {
             StoreUrl::Sqlite(path) => format!("sqlite://{}", path.display()),
+            StoreUrl::Postgres { url, schema } => {
+                // postgres://user:secret@host → postgres://user:***@host
+                let shown = match (url.find("://"), url.rfind('@')) {
+                    (Some(s), Some(at)) if url[s + 3..at].contains(':') => {
+                        let colon = s + 3 + url[s + 3..at].find(':').expect("checked");
+                        format!("{}:***{}", &url[..colon], &url[at..])
+                    }
+                    _ => url.clone(),
+                };
+                match schema {
+                    Some(schema) => format!("{shown} (schema {schema})"),
+                    None => shown,
+                }
+            }
         }
     }
 }
@@ -201,20 +258,31 @@ impl HubArgs {
     pub fn store_config(
         &self,
         clock: std::sync::Arc<dyn sheratan_store::Clock>,
-    ) -> Result<(StoreUrl, sheratan_store_sqlite::SqliteConfig), String> {
+    ) -> Result<(StoreUrl, StoreChoice), String> {
         let url = StoreUrl::parse(self.store.as_deref(), &self.home.home)?;
-        let StoreUrl::Sqlite(path) = &url;
-        let mut config = sheratan_store_sqlite::SqliteConfig::new(path.clone(), clock);
-        config.sync = match self.sync {
-            SyncArg::Normal => sheratan_store_sqlite::SyncMode::Normal,
-            SyncArg::Full => sheratan_store_sqlite::SyncMode::Full,
-        };
-        config.limits = sheratan_store::StoreLimits {
+        let limits = sheratan_store::StoreLimits {
             max_queue_depth: self.max_queue_depth,
             max_inflight: self.max_inflight,
             retry_base: Duration::from_millis(self.retry_base_ms.max(1)),
         };
-        Ok((url, config))
+        let choice = match &url {
+            StoreUrl::Sqlite(path) => {
+                let mut config = sheratan_store_sqlite::SqliteConfig::new(path.clone(), clock);
+                config.sync = match self.sync {
+                    SyncArg::Normal => sheratan_store_sqlite::SyncMode::Normal,
+                    SyncArg::Full => sheratan_store_sqlite::SyncMode::Full,
+                };
+                config.limits = limits;
+                StoreChoice::Sqlite(config)
+            }
+            StoreUrl::Postgres { url, schema } => {
+                let mut config = sheratan_store_postgres::PgConfig::new(url, clock);
+                config.schema = schema.clone();
+                config.limits = limits;
+                StoreChoice::Postgres(config)
+            }
+        };
+        Ok((url, choice))
     }
 
     /// Plain, validated configuration; binds nothing.

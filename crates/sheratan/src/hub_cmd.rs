@@ -101,13 +101,27 @@ pub async fn run_hub(args: HubArgs, up: Option<WorkerPlan>) -> Result<(), Failur
     let auth_required = config.tokens.required;
     let clock: Arc<dyn sheratan_store::Clock> = Arc::new(sheratan_store::SystemClock);
     let (store_url, store_config) = args.store_config(clock.clone()).map_err(usage)?;
-    // Opening recovers every live job into memory: blocking work, off the runtime.
-    let store =
-        tokio::task::spawn_blocking(move || sheratan_store_sqlite::SqliteStore::open(store_config))
+    let store: Arc<dyn sheratan_store::Store> = match store_config {
+        crate::hub_args::StoreChoice::Sqlite(config) => {
+            // Opening recovers every live job into memory: blocking work, off the runtime.
+            let store = tokio::task::spawn_blocking(move || {
+                sheratan_store_sqlite::SqliteStore::open(config)
+            })
             .await
             .map_err(|e| Failure::from(anyhow::anyhow!("opening the job store failed: {e}")))?
             .map_err(|e| Failure::from(anyhow::Error::new(e)))?;
-    let store: Arc<dyn sheratan_store::Store> = Arc::new(store);
+            Arc::new(store)
+        }
+        crate::hub_args::StoreChoice::Postgres(config) => {
+            let store = sheratan_store_postgres::PgStore::open(config).await.map_err(|e| {
+                Failure::from(anyhow::anyhow!(
+                    "opening the PostgreSQL store at {} failed: {e} (is the database running, and does SHERATAN_STORE name it?)",
+                    store_url.display()
+                ))
+            })?;
+            Arc::new(store)
+        }
+    };
     let hub = Hub::build_with_clock(config, store, clock)
         .await
         .map_err(|e| match e {

@@ -1,0 +1,371 @@
+//! Sheratan's job store on PostgreSQL (`SHERATAN_STORE=postgres://…`): several hubs on one
+//! database.
+//!
+//! - Writes go through a few writer tasks per hub, each committing every operation waiting
+//!   at that moment in one transaction (group commit); answers are sent after the commit.
+//! - Leases pick with `FOR UPDATE SKIP LOCKED`: hubs never hand out a job twice and never
+//!   wait on each other's picks.
+//! - `LISTEN/NOTIFY` wakes long polls on every hub when jobs become ready or finish anywhere.
+//! - Migrations are embedded and applied at start under an advisory lock.
+//! - When the database is unreachable, operations fail with `Unavailable` (the hub answers
+//!   503) and connections are reopened on the next operation: nothing committed is lost.
+
+mod conn;
+mod rows;
+mod schema;
+mod shared;
+mod writer;
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use sheratan_store::{
+    Clock, Counts, ExtendOutcome, FinishOutcome, JobRecord, JobSpec, LeaseGrant, LeaseOrder,
+    ListFilter, QueueState, ResultReport, Store, StoreError, StoreLimits, SubmitOutcome,
+    TickReport,
+};
+use time::OffsetDateTime;
+use tokio::sync::{mpsc, oneshot};
+use uuid::Uuid;
+
+pub use conn::quote_ident;
+pub use shared::PgAuctionStore;
+
+use crate::conn::{Pool, Slot, Target, classify};
+use crate::rows::{RECORD_COLUMNS, record, status_code};
+use crate::writer::{Op, Shared};
+
+/// Settings of the PostgreSQL store.
+#[derive(Clone)]
+pub struct PgConfig {
+    /// `postgres://user:password@host:port/database`.
+    pub url: String,
+    /// The schema the tables live in (created if missing); `None`: the default (`public`).
+    pub schema: Option<String>,
+    pub limits: StoreLimits,
+    pub clock: Arc<dyn Clock>,
+    /// Writer tasks (each one connection, each one transaction at a time).
+    pub writers: usize,
+    /// Connections for reads.
+    pub readers: usize,
+}
+
+impl PgConfig {
+    pub fn new(url: &str, clock: Arc<dyn Clock>) -> Self {
+        Self {
+            url: url.into(),
+            schema: None,
+            limits: StoreLimits::default(),
+            clock,
+            writers: 4,
+            readers: 2,
+        }
+    }
+
+    /// The channel NOTIFY uses: one per schema, so stores in different schemas of one
+    /// database do not wake each other.
+    fn channel(&self) -> String {
+        match &self.schema {
+            Some(s) => format!("sheratan_{s}"),
+            None => "sheratan".into(),
+        }
+    }
+}
+
+pub struct PgStore {
+    ops: mpsc::UnboundedSender<Op>,
+    readers: Pool,
+    shared: Arc<Shared>,
+    /// Background tasks (counts refresher, listener); aborted when the store is dropped.
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl PgStore {
+    /// Connects, migrates, and starts the writers.
+    pub async fn open(config: PgConfig) -> Result<PgStore, StoreError> {
+        let target = Arc::new(Target {
+            url: config.url.clone(),
+            schema: config.schema.clone(),
+        });
+        let mut setup = target.connect().await?;
+        schema::migrate(&mut setup).await.map_err(classify)?;
+        let version: i32 = setup
+            .query_one(
+                "SELECT COALESCE(MAX(version), 0) FROM sheratan_migrations",
+                &[],
+            )
+            .await
+            .map_err(classify)?
+            .get(0);
+        if version as usize > schema::latest() {
+            return Err(StoreError::Internal(format!(
+                "the database schema is version {version}, newer than this binary knows ({}); use a newer sheratan",
+                schema::latest()
+            )));
+        }
+        let tally = writer::exact_tally(&setup).await.map_err(classify)?;
+        let (ready, _) = tokio::sync::watch::channel(0);
+        let (finished, _) = tokio::sync::watch::channel(0);
+        let shared = Arc::new(Shared {
+            tally: Mutex::new(tally),
+            since_refresh: Mutex::new(writer::Tally::default()),
+            commit_gate: tokio::sync::RwLock::new(()),
+            ready,
+            finished,
+            clock: config.clock.clone(),
+            limits: config.limits,
+            last_tick: Mutex::new(None),
+        });
+        let (ops, rx) = mpsc::unbounded_channel();
+        let rx = Arc::new(tokio::sync::Mutex::new(rx));
+        let mut tasks = Vec::new();
+        for _ in 0..config.writers.max(1) {
+            tasks.push(tokio::spawn(writer::run(
+                Slot::new(target.clone()),
+                rx.clone(),
+                shared.clone(),
+            )));
+        }
+        tasks.push(tokio::spawn(refresh_counts(
+            setup,
+            target.clone(),
+            shared.clone(),
+        )));
+        tasks.push(tokio::spawn(listen(
+            target.clone(),
+            config.channel(),
+            shared.clone(),
+        )));
+        Ok(PgStore {
+            ops,
+            readers: Pool::new(target, config.readers),
+            shared,
+            tasks,
+        })
+    }
+
+    async fn call<T>(&self, op: impl FnOnce(writer::Reply<T>) -> Op) -> Result<T, StoreError> {
+        let (tx, rx) = oneshot::channel();
+        self.ops
+            .send(op(tx))
+            .map_err(|_| StoreError::Unavailable("the store is closed".into()))?;
+        rx.await
+            .map_err(|_| StoreError::Internal("the store's writer went away".into()))?
+    }
+}
+
+impl Drop for PgStore {
+    fn drop(&mut self) {
+        for task in &self.tasks {
+            task.abort();
+        }
+    }
+}
+
+/// Every second, exact counts replace the ones kept from this hub's own changes, bringing in
+/// what other hubs did.
+async fn refresh_counts(client: tokio_postgres::Client, target: Arc<Target>, shared: Arc<Shared>) {
+    let mut client = Some(client);
+    loop {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        if client
+            .as_ref()
+            .is_none_or(tokio_postgres::Client::is_closed)
+        {
+            client = target.connect().await.ok();
+        }
+        let Some(c) = client.as_mut() else { continue };
+        match refresh_once(c, &shared).await {
+            Ok(tally) => *shared.tally.lock().expect("tally lock") = tally,
+            Err(err) => tracing::debug!("postgres store: cannot refresh counts: {err}"),
+        }
+    }
+}
+
+/// Exact counts as of a snapshot, plus this hub's changes committed after it.
+async fn refresh_once(
+    client: &mut tokio_postgres::Client,
+    shared: &Shared,
+) -> Result<writer::Tally, tokio_postgres::Error> {
+    let tx = {
+        let _gate = shared.commit_gate.write().await;
+        *shared.since_refresh.lock().expect("tally lock") = writer::Tally::default();
+        let tx = client
+            .build_transaction()
+            .isolation_level(tokio_postgres::IsolationLevel::RepeatableRead)
+            .read_only(true)
+            .start()
+            .await?;
+        // The snapshot is taken by the first statement.
+        tx.execute("SELECT 1", &[]).await?;
+        tx
+    };
+    let mut tally = writer::exact_tally(&tx).await?;
+    tx.commit().await?;
+    tally.apply(&shared.since_refresh.lock().expect("tally lock"));
+    Ok(tally)
+}
+
+/// Listens for other hubs' (and our own) NOTIFYs and wakes long polls; reconnects when the
+/// connection drops, and wakes everyone then (something may have been missed).
+async fn listen(target: Arc<Target>, channel: String, shared: Arc<Shared>) {
+    use futures_util::StreamExt;
+    let mut backoff = Duration::from_millis(200);
+    let mut reconnecting = false;
+    loop {
+        let connected = tokio_postgres::connect(&target.url, tokio_postgres::NoTls).await;
+        let (client, mut connection) = match connected {
+            Ok(c) => c,
+            Err(err) => {
+                tracing::debug!("postgres store: listener cannot connect: {err}");
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(5));
+                continue;
+            }
+        };
+        let (tx, mut rx) = mpsc::unbounded_channel::<String>();
+        let driver = tokio::spawn(async move {
+            let mut messages = futures_util::stream::poll_fn(move |cx| connection.poll_message(cx));
+            while let Some(Ok(message)) = messages.next().await {
+                if let tokio_postgres::AsyncMessage::Notification(n) = message {
+                    let _ = tx.send(n.payload().to_owned());
+                }
+            }
+        });
+        if client
+            .batch_execute(&format!("LISTEN {}", quote_ident(&channel)))
+            .await
+            .is_ok()
+        {
+            backoff = Duration::from_millis(200);
+            if reconnecting {
+                // Whatever happened while we were not listening.
+                shared.ready.send_modify(|g| *g += 1);
+                shared.finished.send_modify(|g| *g += 1);
+            }
+            reconnecting = true;
+            while let Some(payload) = rx.recv().await {
+                if payload.contains("ready") {
+                    shared.ready.send_modify(|g| *g += 1);
+                }
+                if payload.contains("finished") {
+                    shared.finished.send_modify(|g| *g += 1);
+                }
+            }
+        }
+        driver.abort();
+        tokio::time::sleep(backoff).await;
+    }
+}
+
+#[async_trait]
+impl Store for PgStore {
+    async fn submit(&self, jobs: Vec<JobSpec>) -> Result<Vec<SubmitOutcome>, StoreError> {
+        self.call(|r| Op::Submit(jobs, r)).await
+    }
+
+    async fn lease(&self, order: LeaseOrder) -> Result<LeaseGrant, StoreError> {
+        self.call(|r| Op::Lease(order, r)).await
+    }
+
+    async fn extend(
+        &self,
+        lease_id: Uuid,
+        extend_s: Option<u32>,
+    ) -> Result<ExtendOutcome, StoreError> {
+        self.call(|r| Op::Extend(lease_id, extend_s, r)).await
+    }
+
+    async fn finish(&self, report: ResultReport) -> Result<FinishOutcome, StoreError> {
+        self.call(|r| Op::Finish(report, r)).await
+    }
+
+    async fn get(&self, job_id: Uuid) -> Result<Option<JobRecord>, StoreError> {
+        let client = self.readers.get().await?;
+        let row = client
+            .query_opt(
+                &format!("SELECT {RECORD_COLUMNS} FROM jobs WHERE job_id = $1"),
+                &[&job_id],
+            )
+            .await
+            .map_err(classify)?;
+        Ok(row.map(|r| record(&r)))
+    }
+
+    async fn list(&self, filter: ListFilter) -> Result<(Vec<JobRecord>, Option<Uuid>), StoreError> {
+        let limit = i64::from(filter.limit.clamp(1, 1000));
+        let client = self.readers.get().await?;
+        let rows = client
+            .query(
+                &format!(
+                    "SELECT {RECORD_COLUMNS} FROM jobs \
+                     WHERE ($1::TEXT IS NULL OR queue = $1) AND ($2::SMALLINT IS NULL OR status = $2) \
+                       AND ($3::UUID IS NULL OR job_id < $3) \
+                     ORDER BY job_id DESC LIMIT $4"
+                ),
+                &[&filter.queue, &filter.status.map(status_code), &filter.before, &limit],
+            )
+            .await
+            .map_err(classify)?;
+        let jobs: Vec<JobRecord> = rows.iter().map(record).collect();
+        let next = (jobs.len() as i64 == limit)
+            .then(|| jobs.last().map(|j| j.job_id))
+            .flatten();
+        Ok((jobs, next))
+    }
+
+    async fn cancel(&self, job_id: Uuid) -> Result<Option<JobRecord>, StoreError> {
+        self.call(|r| Op::Cancel(job_id, r)).await
+    }
+
+    async fn requeue(&self, job_id: Uuid) -> Result<Option<JobRecord>, StoreError> {
+        self.call(|r| Op::Requeue(job_id, r)).await
+    }
+
+    async fn tick(&self) -> Result<TickReport, StoreError> {
+        self.call(Op::Tick).await
+    }
+
+    async fn pending_results(&self, limit: u32) -> Result<Vec<JobRecord>, StoreError> {
+        let client = self.readers.get().await?;
+        let rows = client
+            .query(
+                &format!(
+                    "SELECT {RECORD_COLUMNS} FROM jobs WHERE NOT acked AND status >= 2 ORDER BY finished_at, id LIMIT $1"
+                ),
+                &[&i64::from(limit.clamp(1, 1000))],
+            )
+            .await
+            .map_err(classify)?;
+        Ok(rows.iter().map(record).collect())
+    }
+
+    async fn ack_results(&self, job_ids: Vec<Uuid>) -> Result<u64, StoreError> {
+        self.call(|r| Op::Ack(job_ids, r)).await
+    }
+
+    async fn set_paused(&self, queue: String, paused: bool) -> Result<QueueState, StoreError> {
+        self.call(|r| Op::SetPaused(queue, paused, r)).await
+    }
+
+    async fn purge(&self, queue: String) -> Result<(u64, QueueState), StoreError> {
+        self.call(|r| Op::Purge(queue, r)).await
+    }
+
+    async fn expire_idempotency_keys(&self, before: OffsetDateTime) -> Result<u64, StoreError> {
+        self.call(|r| Op::ExpireKeys(before, r)).await
+    }
+
+    fn counts(&self) -> Counts {
+        self.shared.tally.lock().expect("tally lock").counts()
+    }
+
+    fn ready_signal(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.shared.ready.subscribe()
+    }
+
+    fn finished_signal(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.shared.finished.subscribe()
+    }
+}

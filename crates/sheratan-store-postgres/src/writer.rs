@@ -1,0 +1,973 @@
+//! Writers: a few tasks, each with its own connection, take every operation waiting at that
+//! moment from one channel and apply them in one transaction (group commit), answering only
+//! after the commit. Several writers let one hub overlap transactions; several hubs do the
+//! same on one database. Leases use `FOR UPDATE SKIP LOCKED`, so concurrent transactions (of
+//! this hub or another) never hand out one job twice and never wait on each other's picks.
+//!
+//! Counts (queue depth, inflight, results pending) are kept in memory from each group's
+//! effects and replaced every second by exact counts from the database, which brings in what
+//! other hubs did. The limits are enforced from the cached counts while far from them, and
+//! under a database-wide advisory lock with exact counts near them, so hubs together never
+//! pass a limit.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use sheratan_proto::data::{JobError, JobStatus, Outcome};
+use sheratan_store::jobs::{MAX_TIMEOUT_S, retry_delay};
+use sheratan_store::{
+    Clock, Counts, ExtendOutcome, FinishOutcome, JobRecord, JobSpec, LeaseGrant, LeaseOrder,
+    LeasedJob, QueueState, Reaped, ResultReport, StoreError, StoreLimits, SubmitOutcome,
+    TickReport,
+};
+use tokio::sync::{mpsc, oneshot};
+use tokio_postgres::Transaction;
+use uuid::Uuid;
+
+use crate::conn::{Slot, classify};
+use crate::rows::{RECORD_COLUMNS, from_ms, ms, record, status_code, status_of};
+
+/// Operations waiting longer than this many are left for the next group.
+const MAX_GROUP: usize = 1024;
+/// Advisory locks taken near a limit.
+const DEPTH_LOCK: i64 = 0x5348_0001;
+const INFLIGHT_LOCK: i64 = 0x5348_0002;
+
+pub type Reply<T> = oneshot::Sender<Result<T, StoreError>>;
+
+pub enum Op {
+    Submit(Vec<JobSpec>, Reply<Vec<SubmitOutcome>>),
+    Lease(LeaseOrder, Reply<LeaseGrant>),
+    Extend(Uuid, Option<u32>, Reply<ExtendOutcome>),
+    Finish(ResultReport, Reply<FinishOutcome>),
+    Cancel(Uuid, Reply<Option<JobRecord>>),
+    Requeue(Uuid, Reply<Option<JobRecord>>),
+    Tick(Reply<TickReport>),
+    Ack(Vec<Uuid>, Reply<u64>),
+    SetPaused(String, bool, Reply<QueueState>),
+    Purge(String, Reply<(u64, QueueState)>),
+    ExpireKeys(time::OffsetDateTime, Reply<u64>),
+}
+
+/// Counts as the writers keep them.
+#[derive(Debug, Default, Clone)]
+pub struct Tally {
+    pub depth: HashMap<String, i64>,
+    pub inflight: i64,
+    pub pending: i64,
+}
+
+impl Tally {
+    pub fn counts(&self) -> Counts {
+        let mut queue_depth: Vec<(String, u64)> = self
+            .depth
+            .iter()
+            .filter(|(_, n)| **n > 0)
+            .map(|(q, n)| (q.clone(), *n as u64))
+            .collect();
+        queue_depth.sort();
+        Counts {
+            queue_depth,
+            inflight: self.inflight.max(0) as u64,
+            results_pending: self.pending.max(0) as u64,
+        }
+    }
+
+    fn total_depth(&self) -> i64 {
+        self.depth.values().sum()
+    }
+
+    pub fn apply(&mut self, d: &Tally) {
+        for (q, n) in &d.depth {
+            *self.depth.entry(q.clone()).or_default() += n;
+        }
+        self.inflight += d.inflight;
+        self.pending += d.pending;
+    }
+}
+
+/// What writers share with the store.
+pub struct Shared {
+    pub tally: Mutex<Tally>,
+    /// This hub's changes since the running count refresh took its snapshot.
+    pub since_refresh: Mutex<Tally>,
+    /// Held (shared) by writers from their commit until their changes are in `tally`; held
+    /// (exclusive) by the refresher while it takes its snapshot. So every group is either in
+    /// the snapshot or in `since_refresh`, never both, never neither.
+    pub commit_gate: tokio::sync::RwLock<()>,
+    pub ready: tokio::sync::watch::Sender<u64>,
+    pub finished: tokio::sync::watch::Sender<u64>,
+    pub clock: Arc<dyn Clock>,
+    pub limits: StoreLimits,
+    /// The last `tick`'s time: delayed jobs due since then are reported as promoted.
+    pub last_tick: Mutex<Option<i64>>,
+}
+
+/// Side effects of a group, announced after the commit.
+#[derive(Default)]
+struct Effects {
+    ready: bool,
+    finished: bool,
+    delta: Tally,
+}
+
+/// An answer held back until the group's commit.
+trait Held: Send {
+    fn send(self: Box<Self>, commit: Result<(), &StoreError>);
+}
+
+struct Answer<T> {
+    reply: Reply<T>,
+    value: Option<T>,
+}
+
+impl<T: Send> Held for Answer<T> {
+    fn send(self: Box<Self>, commit: Result<(), &StoreError>) {
+        let outcome = match (commit, self.value) {
+            (Ok(()), Some(value)) => Ok(value),
+            (Err(err), _) => Err(err.clone()),
+            (Ok(()), None) => Err(StoreError::Internal("operation lost its answer".into())),
+        };
+        let _ = self.reply.send(outcome);
+    }
+}
+
+/// Serves operations from `ops` until the channel closes.
+pub async fn run(
+    slot: Slot,
+    ops: Arc<tokio::sync::Mutex<mpsc::UnboundedReceiver<Op>>>,
+    shared: Arc<Shared>,
+) {
+    loop {
+        let group = {
+            let mut rx = ops.lock().await;
+            let Some(first) = rx.recv().await else { return };
+            let mut group = vec![first];
+            while group.len() < MAX_GROUP {
+                match rx.try_recv() {
+                    Ok(op) => group.push(op),
+                    Err(_) => break,
+                }
+            }
+            group
+        };
+        apply_group(&slot, &shared, group).await;
+    }
+}
+
+async fn apply_group(slot: &Slot, shared: &Shared, mut group: Vec<Op>) {
+    // A group whose transaction could not even begin (a connection that died while idle) runs
+    // again on a fresh connection. A failure inside the transaction rolls it back and every
+    // caller gets it (503: nothing of the group is committed, so repeating is safe).
+    for attempt in 1..=3 {
+        let mut client = match slot.lock().await {
+            Ok(c) => c,
+            Err(err) => {
+                fail_all(group, &err);
+                return;
+            }
+        };
+        let mut held: Vec<Box<dyn Held>> = Vec::with_capacity(group.len());
+        let mut fx = Effects::default();
+        let (outcome, rest) = transaction(&mut client, shared, group, &mut held, &mut fx).await;
+        match outcome {
+            Ok(gate) => {
+                shared.tally.lock().expect("tally lock").apply(&fx.delta);
+                shared
+                    .since_refresh
+                    .lock()
+                    .expect("tally lock")
+                    .apply(&fx.delta);
+                drop(gate);
+                if fx.ready {
+                    shared.ready.send_modify(|g| *g += 1);
+                }
+                if fx.finished {
+                    shared.finished.send_modify(|g| *g += 1);
+                }
+                for h in held {
+                    h.send(Ok(()));
+                }
+                return;
+            }
+            Err(err) if attempt < 3 && rest.is_some() => {
+                tracing::debug!("postgres store: cannot begin a transaction ({err}); trying again");
+                drop(client);
+                slot.reset().await;
+                tokio::time::sleep(std::time::Duration::from_millis(50 * attempt)).await;
+                group = rest.expect("checked");
+            }
+            Err(err) => {
+                let err = classify(err);
+                tracing::error!(error = %err, "a group of store operations failed; none of it is committed");
+                for h in held {
+                    h.send(Err(&err));
+                }
+                if let Some(rest) = rest {
+                    fail_all(rest, &err);
+                }
+                return;
+            }
+        }
+    }
+}
+
+fn fail_all(group: Vec<Op>, err: &StoreError) {
+    for op in group {
+        unanswered(op).send(Err(err));
+    }
+}
+
+/// Runs a group in one transaction. If the transaction cannot begin, the group comes back
+/// untouched for another try.
+async fn transaction<'a>(
+    client: &mut tokio_postgres::Client,
+    shared: &'a Shared,
+    group: Vec<Op>,
+    held: &mut Vec<Box<dyn Held>>,
+    fx: &mut Effects,
+) -> (
+    Result<tokio::sync::RwLockReadGuard<'a, ()>, tokio_postgres::Error>,
+    Option<Vec<Op>>,
+) {
+    let tx = match client.transaction().await {
+        Ok(tx) => tx,
+        Err(err) => return (Err(err), Some(group)),
+    };
+    let now = ms(shared.clock.now());
+    let mut ops = group.into_iter();
+    let mut failure = None;
+    for op in ops.by_ref() {
+        if let Err(err) = apply(&tx, shared, op, now, held, fx).await {
+            failure = Some(err);
+            break;
+        }
+    }
+    let rest: Vec<Op> = ops.collect();
+    if let Some(err) = failure {
+        let _ = tx.rollback().await;
+        for op in rest {
+            held.push(unanswered(op));
+        }
+        return (Err(err), None);
+    }
+    if fx.ready || fx.finished {
+        let channel = match (fx.ready, fx.finished) {
+            (true, true) => "ready,finished",
+            (true, false) => "ready",
+            _ => "finished",
+        };
+        if let Err(err) = tx
+            .execute("SELECT pg_notify('sheratan', $1)", &[&channel])
+            .await
+        {
+            return (Err(err), None);
+        }
+    }
+    let gate = shared.commit_gate.read().await;
+    (tx.commit().await.map(|()| gate), None)
+}
+
+async fn apply(
+    tx: &Transaction<'_>,
+    shared: &Shared,
+    op: Op,
+    now: i64,
+    held: &mut Vec<Box<dyn Held>>,
+    fx: &mut Effects,
+) -> Result<(), tokio_postgres::Error> {
+    macro_rules! answer {
+        ($reply:expr, $work:expr) => {{
+            match $work {
+                Ok(value) => {
+                    held.push(Box::new(Answer {
+                        reply: $reply,
+                        value: Some(value),
+                    }));
+                    Ok(())
+                }
+                Err(err) => {
+                    held.push(Box::new(Answer {
+                        reply: $reply,
+                        value: None,
+                    }));
+                    Err(err)
+                }
+            }
+        }};
+    }
+    match op {
+        Op::Submit(specs, reply) => answer!(reply, submit(tx, shared, specs, now, fx).await),
+        Op::Lease(order, reply) => answer!(reply, lease(tx, shared, order, now, fx).await),
+        Op::Extend(lease_id, secs, reply) => answer!(reply, extend(tx, lease_id, secs, now).await),
+        Op::Finish(report, reply) => answer!(reply, finish(tx, shared, report, now, fx).await),
+        Op::Cancel(job_id, reply) => answer!(reply, cancel(tx, job_id, now, fx).await),
+        Op::Requeue(job_id, reply) => answer!(reply, requeue(tx, job_id, now, fx).await),
+        Op::Tick(reply) => answer!(reply, tick(tx, shared, now, fx).await),
+        Op::Ack(ids, reply) => answer!(reply, ack(tx, ids, fx).await),
+        Op::SetPaused(queue, paused, reply) => {
+            answer!(reply, set_paused(tx, queue, paused, fx).await)
+        }
+        Op::Purge(queue, reply) => answer!(reply, purge(tx, queue, now, fx).await),
+        Op::ExpireKeys(before, reply) => answer!(
+            reply,
+            tx.execute(
+                "DELETE FROM idempotency WHERE created_at < $1",
+                &[&ms(before)]
+            )
+            .await
+        ),
+    }
+}
+
+/// The cached total plus this group's changes so far.
+fn depth_now(shared: &Shared, fx: &Effects) -> i64 {
+    shared.tally.lock().expect("tally lock").total_depth() + fx.delta.total_depth()
+}
+
+fn inflight_now(shared: &Shared, fx: &Effects) -> i64 {
+    shared.tally.lock().expect("tally lock").inflight + fx.delta.inflight
+}
+
+/// Near a limit the cached counts are not trusted: the exact count is taken under a lock
+/// every hub takes there.
+fn near(count: i64, adding: i64, limit: u64) -> bool {
+    let limit = limit.min(i64::MAX as u64) as i64;
+    count + adding >= limit - limit / 10 - 1
+}
+
+async fn submit(
+    tx: &Transaction<'_>,
+    shared: &Shared,
+    specs: Vec<JobSpec>,
+    now: i64,
+    fx: &mut Effects,
+) -> Result<Vec<SubmitOutcome>, tokio_postgres::Error> {
+    let mut outcomes = Vec::with_capacity(specs.len());
+    let mut exact_depth: Option<i64> = None;
+    for spec in specs {
+        if let Some(key) = &spec.idempotency_key {
+            // Claim the key; if another submit (on any hub) holds it, this waits for it to
+            // commit and then sees its job.
+            let claimed = tx
+                .query_opt(
+                    "INSERT INTO idempotency (key, job_id, request_hash, created_at) VALUES ($1, $2, $3, $4) \
+                     ON CONFLICT (key) DO NOTHING RETURNING key",
+                    &[key, &spec.job_id, &&spec.request_hash[..], &now],
+                )
+                .await?;
+            if claimed.is_none() {
+                let row = tx
+                    .query_opt(
+                        "SELECT i.job_id, i.request_hash, j.status, j.result FROM idempotency i \
+                         LEFT JOIN jobs j ON j.job_id = i.job_id WHERE i.key = $1",
+                        &[key],
+                    )
+                    .await?;
+                if let Some(row) = row {
+                    let job_id: Uuid = row.get(0);
+                    let hash: Vec<u8> = row.get(1);
+                    match row.get::<_, Option<i16>>(2) {
+                        Some(code) if hash == spec.request_hash => {
+                            let status = status_of(code);
+                            outcomes.push(SubmitOutcome::Existing {
+                                job_id,
+                                status,
+                                result: (status == JobStatus::Completed)
+                                    .then(|| row.get(3))
+                                    .flatten(),
+                            });
+                            continue;
+                        }
+                        Some(_) => {
+                            outcomes.push(SubmitOutcome::Collision { job_id });
+                            continue;
+                        }
+                        // The key outlived its job: take it over.
+                        None => {
+                            tx.execute(
+                                "UPDATE idempotency SET job_id = $2, request_hash = $3, created_at = $4 WHERE key = $1",
+                                &[key, &spec.job_id, &&spec.request_hash[..], &now],
+                            )
+                            .await?;
+                        }
+                    }
+                }
+            }
+        }
+        let depth = match exact_depth {
+            Some(d) => d,
+            None if near(depth_now(shared, fx), 1, shared.limits.max_queue_depth) => {
+                tx.execute("SELECT pg_advisory_xact_lock($1)", &[&DEPTH_LOCK])
+                    .await?;
+                let n: i64 = tx
+                    .query_one("SELECT count(*) FROM jobs WHERE status = 0", &[])
+                    .await?
+                    .get(0);
+                exact_depth = Some(n);
+                n
+            }
+            None => depth_now(shared, fx),
+        };
+        if depth >= shared.limits.max_queue_depth.min(i64::MAX as u64) as i64 {
+            if let Some(key) = &spec.idempotency_key {
+                tx.execute(
+                    "DELETE FROM idempotency WHERE key = $1 AND job_id = $2",
+                    &[key, &spec.job_id],
+                )
+                .await?;
+            }
+            outcomes.push(SubmitOutcome::QueueFull {
+                depth: depth.max(0) as u64,
+            });
+            continue;
+        }
+        let run_at = ms(spec.run_at);
+        tx.execute(
+            "INSERT INTO jobs (job_id, queue, kind, payload, priority, required_capabilities, idempotency_key, \
+             max_attempts, timeout_s, run_at, status, attempt, created_at, updated_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, 0, 0, $11, $11)",
+            &[
+                &spec.job_id,
+                &spec.queue,
+                &spec.kind,
+                &spec.payload,
+                &spec.priority,
+                &spec.required_capabilities,
+                &spec.idempotency_key,
+                &(spec.max_attempts as i32),
+                &(spec.timeout_s as i32),
+                &run_at,
+                &now,
+            ],
+        )
+        .await?;
+        if let Some(d) = exact_depth.as_mut() {
+            *d += 1;
+        }
+        *fx.delta.depth.entry(spec.queue.clone()).or_default() += 1;
+        if run_at <= now {
+            fx.ready = true;
+        }
+        outcomes.push(SubmitOutcome::Created {
+            job_id: spec.job_id,
+        });
+    }
+    Ok(outcomes)
+}
+
+async fn lease(
+    tx: &Transaction<'_>,
+    shared: &Shared,
+    order: LeaseOrder,
+    now: i64,
+    fx: &mut Effects,
+) -> Result<LeaseGrant, tokio_postgres::Error> {
+    let limit = shared.limits.max_inflight.min(i64::MAX as u64) as i64;
+    let mut inflight = inflight_now(shared, fx);
+    if near(
+        inflight,
+        i64::from(order.max_jobs),
+        shared.limits.max_inflight,
+    ) {
+        tx.execute("SELECT pg_advisory_xact_lock($1)", &[&INFLIGHT_LOCK])
+            .await?;
+        inflight = tx
+            .query_one("SELECT count(*) FROM jobs WHERE status = 1", &[])
+            .await?
+            .get(0);
+        // This group's own leases are already in the exact count.
+    }
+    if inflight >= limit {
+        return Ok(LeaseGrant {
+            jobs: Vec::new(),
+            saturated: true,
+        });
+    }
+    let budget = i64::from(order.max_jobs).min(limit - inflight);
+    let rows = tx
+        .query(
+            "WITH picked AS ( \
+                SELECT id FROM jobs \
+                WHERE status = 0 AND run_at <= $1 AND queue = ANY($2) AND required_capabilities <@ $3 \
+                  AND NOT EXISTS (SELECT 1 FROM queues q WHERE q.name = jobs.queue AND q.paused) \
+                ORDER BY priority DESC, id \
+                LIMIT $4 \
+                FOR UPDATE SKIP LOCKED \
+             ) \
+             UPDATE jobs j SET status = 1, attempt = j.attempt + 1, lease_id = gen_random_uuid(), lease_node = $5, \
+                lease_expires_at = $1 + j.timeout_s::BIGINT * 1000, updated_at = $1 \
+             FROM picked WHERE j.id = picked.id \
+             RETURNING j.job_id, j.lease_id, j.queue, j.kind, j.payload, j.attempt, j.lease_expires_at, j.priority, j.id",
+            &[&now, &order.queues, &order.capabilities, &budget, &order.node_id],
+        )
+        .await?;
+    let mut rows = rows;
+    // RETURNING comes in no particular order: hand jobs out in leasing order.
+    rows.sort_by_key(|r| (std::cmp::Reverse(r.get::<_, i32>(7)), r.get::<_, i64>(8)));
+    let mut jobs = Vec::with_capacity(rows.len());
+    for r in rows {
+        let queue: String = r.get(2);
+        *fx.delta.depth.entry(queue.clone()).or_default() -= 1;
+        fx.delta.inflight += 1;
+        jobs.push(LeasedJob {
+            job_id: r.get(0),
+            lease_id: r.get(1),
+            queue,
+            kind: r.get(3),
+            payload: r.get(4),
+            attempt: r.get::<_, i32>(5) as u32,
+            lease_expires_at: from_ms(r.get(6)),
+        });
+    }
+    Ok(LeaseGrant {
+        jobs,
+        saturated: false,
+    })
+}
+
+async fn extend(
+    tx: &Transaction<'_>,
+    lease_id: Uuid,
+    secs: Option<u32>,
+    now: i64,
+) -> Result<ExtendOutcome, tokio_postgres::Error> {
+    let secs = secs.map(|s| s.clamp(1, MAX_TIMEOUT_S) as i64);
+    let row = tx
+        .query_opt(
+            "UPDATE jobs SET lease_expires_at = $2 + COALESCE($3, timeout_s::BIGINT) * 1000, updated_at = $2 \
+             WHERE lease_id = $1 AND status = 1 RETURNING job_id, lease_expires_at",
+            &[&lease_id, &now, &secs],
+        )
+        .await?;
+    Ok(match row {
+        Some(r) => ExtendOutcome::Extended {
+            job_id: r.get(0),
+            expires_at: from_ms(r.get(1)),
+        },
+        None => ExtendOutcome::NotHeld,
+    })
+}
+
+async fn finish(
+    tx: &Transaction<'_>,
+    shared: &Shared,
+    report: ResultReport,
+    now: i64,
+    fx: &mut Effects,
+) -> Result<FinishOutcome, tokio_postgres::Error> {
+    let Some(row) = tx
+        .query_opt(
+            "SELECT id, status, lease_id, result_lease_id, attempt, max_attempts, queue FROM jobs WHERE job_id = $1 FOR UPDATE",
+            &[&report.job_id],
+        )
+        .await?
+    else {
+        return Ok(FinishOutcome::UnknownJob);
+    };
+    let id: i64 = row.get(0);
+    let status = status_of(row.get(1));
+    let lease_id: Option<Uuid> = row.get(2);
+    if status != JobStatus::InProgress || lease_id != Some(report.lease_id) {
+        let result_lease: Option<Uuid> = row.get(3);
+        return Ok(if result_lease == Some(report.lease_id) {
+            FinishOutcome::Duplicate { status }
+        } else {
+            FinishOutcome::LeaseNotHeld { status }
+        });
+    }
+    let attempt = row.get::<_, i32>(4) as u32;
+    let max_attempts = row.get::<_, i32>(5) as u32;
+    let queue: String = row.get(6);
+    fx.delta.inflight -= 1;
+    let new_status = match report.outcome {
+        Outcome::Success => {
+            end(
+                tx,
+                id,
+                JobStatus::Completed,
+                Some(&report.result),
+                None,
+                false,
+                Some(report.lease_id),
+                now,
+            )
+            .await?;
+            JobStatus::Completed
+        }
+        Outcome::Failure => {
+            let error = report.error.clone().unwrap_or(JobError {
+                message: "the executor reported a failure without a message".into(),
+                retryable: false,
+            });
+            if error.retryable && attempt < max_attempts {
+                let jitter = rand::random::<f64>() * 2.0 - 1.0;
+                let delay = retry_delay(shared.limits.retry_base, attempt, jitter);
+                let run_at = now + i64::try_from(delay.as_millis()).unwrap_or(i64::MAX / 2);
+                reaccept(
+                    tx,
+                    id,
+                    run_at,
+                    Some(&error),
+                    false,
+                    Some(report.lease_id),
+                    now,
+                )
+                .await?;
+                *fx.delta.depth.entry(queue).or_default() += 1;
+                return Ok(FinishOutcome::Recorded {
+                    status: JobStatus::Accepted,
+                });
+            }
+            let result = (report.result != "null").then_some(report.result.as_str());
+            end(
+                tx,
+                id,
+                JobStatus::Failed,
+                result,
+                Some(&error),
+                false,
+                Some(report.lease_id),
+                now,
+            )
+            .await?;
+            JobStatus::Failed
+        }
+    };
+    fx.delta.pending += 1;
+    fx.finished = true;
+    Ok(FinishOutcome::Recorded { status: new_status })
+}
+
+/// Ends a job: completed, failed or cancelled.
+#[allow(clippy::too_many_arguments)]
+async fn end(
+    tx: &Transaction<'_>,
+    id: i64,
+    status: JobStatus,
+    result: Option<&str>,
+    error: Option<&JobError>,
+    acked: bool,
+    result_lease: Option<Uuid>,
+    now: i64,
+) -> Result<(), tokio_postgres::Error> {
+    tx.execute(
+        "UPDATE jobs SET status = $2, result = $3, error_message = $4, error_retryable = $5, finished_at = $6, \
+         updated_at = $6, acked = $7, result_lease_id = COALESCE($8, result_lease_id) WHERE id = $1",
+        &[
+            &id,
+            &status_code(status),
+            &result,
+            &error.map(|e| e.message.as_str()),
+            &error.map(|e| e.retryable),
+            &now,
+            &acked,
+            &result_lease,
+        ],
+    )
+    .await?;
+    Ok(())
+}
+
+/// Back to accepted, to run at `run_at` (a retry, a reaped lease, a requeue).
+async fn reaccept(
+    tx: &Transaction<'_>,
+    id: i64,
+    run_at: i64,
+    error: Option<&JobError>,
+    reset_attempts: bool,
+    result_lease: Option<Uuid>,
+    now: i64,
+) -> Result<(), tokio_postgres::Error> {
+    tx.execute(
+        "UPDATE jobs SET status = 0, run_at = $2, error_message = $3, error_retryable = $4, \
+         attempt = CASE WHEN $5 THEN 0 ELSE attempt END, finished_at = NULL, \
+         result = CASE WHEN $5 THEN NULL ELSE result END, acked = FALSE, updated_at = $6, \
+         result_lease_id = COALESCE($7, result_lease_id) WHERE id = $1",
+        &[
+            &id,
+            &run_at,
+            &error.map(|e| e.message.as_str()),
+            &error.map(|e| e.retryable),
+            &reset_attempts,
+            &now,
+            &result_lease,
+        ],
+    )
+    .await?;
+    Ok(())
+}
+
+async fn load(
+    tx: &Transaction<'_>,
+    job_id: Uuid,
+) -> Result<Option<JobRecord>, tokio_postgres::Error> {
+    Ok(tx
+        .query_opt(
+            &format!("SELECT {RECORD_COLUMNS} FROM jobs WHERE job_id = $1"),
+            &[&job_id],
+        )
+        .await?
+        .map(|r| record(&r)))
+}
+
+async fn cancel(
+    tx: &Transaction<'_>,
+    job_id: Uuid,
+    now: i64,
+    fx: &mut Effects,
+) -> Result<Option<JobRecord>, tokio_postgres::Error> {
+    let Some(row) = tx
+        .query_opt(
+            "SELECT id, status, queue FROM jobs WHERE job_id = $1 FOR UPDATE",
+            &[&job_id],
+        )
+        .await?
+    else {
+        return Ok(None);
+    };
+    let status = status_of(row.get(1));
+    if !status.is_terminal() {
+        end(
+            tx,
+            row.get(0),
+            JobStatus::Cancelled,
+            None,
+            None,
+            false,
+            None,
+            now,
+        )
+        .await?;
+        match status {
+            JobStatus::Accepted => *fx.delta.depth.entry(row.get(2)).or_default() -= 1,
+            _ => fx.delta.inflight -= 1,
+        }
+        fx.delta.pending += 1;
+        fx.finished = true;
+    }
+    load(tx, job_id).await
+}
+
+async fn requeue(
+    tx: &Transaction<'_>,
+    job_id: Uuid,
+    now: i64,
+    fx: &mut Effects,
+) -> Result<Option<JobRecord>, tokio_postgres::Error> {
+    let Some(row) = tx
+        .query_opt(
+            "SELECT id, status, queue, acked FROM jobs WHERE job_id = $1 FOR UPDATE",
+            &[&job_id],
+        )
+        .await?
+    else {
+        return Ok(None);
+    };
+    let status = status_of(row.get(1));
+    let queue: String = row.get(2);
+    let acked: bool = row.get(3);
+    match status {
+        JobStatus::Accepted => {}
+        JobStatus::InProgress => {
+            fx.delta.inflight -= 1;
+            *fx.delta.depth.entry(queue).or_default() += 1;
+        }
+        _ => {
+            if !acked {
+                fx.delta.pending -= 1;
+            }
+            *fx.delta.depth.entry(queue).or_default() += 1;
+        }
+    }
+    reaccept(tx, row.get(0), now, None, true, None, now).await?;
+    fx.ready = true;
+    load(tx, job_id).await
+}
+
+async fn tick(
+    tx: &Transaction<'_>,
+    shared: &Shared,
+    now: i64,
+    fx: &mut Effects,
+) -> Result<TickReport, tokio_postgres::Error> {
+    // Delayed jobs that became due since the last tick (of this hub).
+    let since = shared
+        .last_tick
+        .lock()
+        .expect("tick lock")
+        .unwrap_or(i64::MIN);
+    let promoted: i64 = tx
+        .query_one("SELECT count(*) FROM jobs WHERE status = 0 AND run_at > $1 AND run_at <= $2 AND run_at > created_at", &[&since, &now])
+        .await?
+        .get(0);
+    *shared.last_tick.lock().expect("tick lock") = Some(now);
+    if promoted > 0 {
+        fx.ready = true;
+    }
+    // Expired leases; SKIP LOCKED leaves those another hub is reaping (or a result is
+    // finishing) alone.
+    let expired = tx
+        .query(
+            "SELECT id, job_id, queue, lease_node, attempt, max_attempts FROM jobs \
+             WHERE status = 1 AND lease_expires_at <= $1 ORDER BY lease_expires_at LIMIT 1000 FOR UPDATE SKIP LOCKED",
+            &[&now],
+        )
+        .await?;
+    let mut reaped = Vec::with_capacity(expired.len());
+    for r in expired {
+        let id: i64 = r.get(0);
+        let queue: String = r.get(2);
+        let node_id: String = r.get::<_, Option<String>>(3).unwrap_or_default();
+        let attempt = r.get::<_, i32>(4) as u32;
+        let max_attempts = r.get::<_, i32>(5) as u32;
+        fx.delta.inflight -= 1;
+        let status = if attempt < max_attempts {
+            let error = JobError {
+                message: format!(
+                    "the lease held by {node_id} expired without a result or an extension"
+                ),
+                retryable: true,
+            };
+            reaccept(tx, id, now, Some(&error), false, None, now).await?;
+            *fx.delta.depth.entry(queue.clone()).or_default() += 1;
+            fx.ready = true;
+            JobStatus::Accepted
+        } else {
+            let error = JobError {
+                message: format!(
+                    "the lease expired on attempt {attempt} of {max_attempts}; no attempts left"
+                ),
+                retryable: false,
+            };
+            end(
+                tx,
+                id,
+                JobStatus::Failed,
+                None,
+                Some(&error),
+                false,
+                None,
+                now,
+            )
+            .await?;
+            fx.delta.pending += 1;
+            fx.finished = true;
+            JobStatus::Failed
+        };
+        reaped.push(Reaped {
+            job_id: r.get(1),
+            queue,
+            node_id,
+            attempt,
+            status,
+        });
+    }
+    Ok(TickReport {
+        reaped,
+        promoted: promoted as usize,
+    })
+}
+
+async fn ack(
+    tx: &Transaction<'_>,
+    ids: Vec<Uuid>,
+    fx: &mut Effects,
+) -> Result<u64, tokio_postgres::Error> {
+    let n = tx
+        .execute(
+            "UPDATE jobs SET acked = TRUE WHERE job_id = ANY($1) AND status >= 2 AND NOT acked",
+            &[&ids],
+        )
+        .await?;
+    fx.delta.pending -= n as i64;
+    Ok(n)
+}
+
+async fn set_paused(
+    tx: &Transaction<'_>,
+    queue: String,
+    paused: bool,
+    fx: &mut Effects,
+) -> Result<QueueState, tokio_postgres::Error> {
+    tx.execute(
+        "INSERT INTO queues (name, paused) VALUES ($1, $2) ON CONFLICT (name) DO UPDATE SET paused = EXCLUDED.paused",
+        &[&queue, &paused],
+    )
+    .await?;
+    if !paused {
+        fx.ready = true;
+    }
+    Ok(QueueState { queue, paused })
+}
+
+async fn purge(
+    tx: &Transaction<'_>,
+    queue: String,
+    now: i64,
+    fx: &mut Effects,
+) -> Result<(u64, QueueState), tokio_postgres::Error> {
+    let message = format!("purged from queue {queue} by an operator");
+    // Purged jobs are acknowledged at once: nobody waits for their results.
+    let n = tx
+        .execute(
+            "UPDATE jobs SET status = 4, error_message = $2, error_retryable = FALSE, finished_at = $3, updated_at = $3, acked = TRUE \
+             WHERE queue = $1 AND status = 0",
+            &[&queue, &message, &now],
+        )
+        .await?;
+    *fx.delta.depth.entry(queue.clone()).or_default() -= n as i64;
+    let paused = tx
+        .query_opt("SELECT paused FROM queues WHERE name = $1", &[&queue])
+        .await?
+        .is_some_and(|r| r.get::<_, bool>(0));
+    Ok((n, QueueState { queue, paused }))
+}
+
+/// The answer of an operation that was not applied because its group failed first.
+fn unanswered(op: Op) -> Box<dyn Held> {
+    fn none<T: Send + 'static>(reply: Reply<T>) -> Box<dyn Held> {
+        Box::new(Answer { reply, value: None })
+    }
+    match op {
+        Op::Submit(_, r) => none(r),
+        Op::Lease(_, r) => none(r),
+        Op::Extend(_, _, r) => none(r),
+        Op::Finish(_, r) => none(r),
+        Op::Cancel(_, r) => none(r),
+        Op::Requeue(_, r) => none(r),
+        Op::Tick(r) => none(r),
+        Op::Ack(_, r) => none(r),
+        Op::SetPaused(_, _, r) => none(r),
+        Op::Purge(_, r) => none(r),
+        Op::ExpireKeys(_, r) => none(r),
+    }
+}
+
+/// Exact counts from the database.
+pub async fn exact_tally(
+    client: &impl tokio_postgres::GenericClient,
+) -> Result<Tally, tokio_postgres::Error> {
+    let mut tally = Tally::default();
+    for r in client
+        .query(
+            "SELECT queue, count(*) FROM jobs WHERE status = 0 GROUP BY queue",
+            &[],
+        )
+        .await?
+    {
+        tally.depth.insert(r.get(0), r.get(1));
+    }
+    tally.inflight = client
+        .query_one("SELECT count(*) FROM jobs WHERE status = 1", &[])
+        .await?
+        .get(0);
+    tally.pending = client
+        .query_one(
+            "SELECT count(*) FROM jobs WHERE NOT acked AND status >= 2",
+            &[],
+        )
+        .await?
+        .get(0);
+    Ok(tally)
+}

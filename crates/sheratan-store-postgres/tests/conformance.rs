@@ -1,0 +1,65 @@
+//! The shared storage conformance suite, run against PostgreSQL: each test in its own schema
+//! of the database at `SHERATAN_TEST_POSTGRES_URL` (`./scripts/test.sh` starts a throwaway
+//! cluster and sets it).
+
+use std::sync::Arc;
+
+use sheratan_store::conformance::Backend;
+use sheratan_store::{ManualClock, Store, StoreLimits};
+use sheratan_store_postgres::{PgAuctionStore, PgConfig, PgStore};
+
+fn url() -> String {
+    std::env::var("SHERATAN_TEST_POSTGRES_URL").expect(
+        "SHERATAN_TEST_POSTGRES_URL is not set: run ./scripts/test.sh, or start a cluster with \
+         scripts/pg-cluster.sh start and export the URL it prints",
+    )
+}
+
+fn fresh_schema() -> String {
+    format!("conformance_{}", uuid::Uuid::now_v7().simple())
+}
+
+struct Postgres {
+    schema: String,
+}
+
+impl Postgres {
+    fn new() -> Self {
+        Self {
+            schema: fresh_schema(),
+        }
+    }
+}
+
+impl Backend for Postgres {
+    fn open(&self, clock: Arc<ManualClock>, limits: StoreLimits) -> Arc<dyn Store> {
+        let mut config = PgConfig::new(&url(), clock);
+        config.schema = Some(self.schema.clone());
+        config.limits = limits;
+        let store = tokio::task::block_in_place(|| {
+            tokio::runtime::Handle::current().block_on(PgStore::open(config))
+        })
+        .expect("open the PostgreSQL store");
+        Arc::new(store)
+    }
+}
+
+sheratan_store::conformance_tests!(Postgres::new());
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn auction_records() {
+    let schema = fresh_schema();
+    let store = PgAuctionStore::open(&url(), Some(schema.clone()))
+        .await
+        .unwrap();
+    let reopen = || -> Box<dyn sheratan_store::AuctionStore> {
+        let s = schema.clone();
+        Box::new(
+            tokio::task::block_in_place(|| {
+                tokio::runtime::Handle::current().block_on(PgAuctionStore::open(&url(), Some(s)))
+            })
+            .unwrap(),
+        )
+    };
+    sheratan_store::conformance::auction_records_round_trip(&store, &reopen).await;
+}
