@@ -9,6 +9,7 @@ mod data_errors;
 mod hostile;
 mod lifecycle;
 mod mesh;
+mod multihub;
 mod ops;
 mod ports;
 mod registry;

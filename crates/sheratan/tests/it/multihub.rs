@@ -1,0 +1,340 @@
+//! Several hubs on one PostgreSQL database (issue 9), as real processes against the database
+//! at `SHERATAN_TEST_POSTGRES_URL` (`./scripts/test.sh` starts a throwaway cluster). Each test
+//! works in its own schema.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+use sheratan_testkit::{HubProcess, Proc};
+
+use crate::common::*;
+
+const TOKEN: &str = "multi-hub-test-token-0123456789abcdef";
+
+fn bin() -> &'static Path {
+    Path::new(env!("CARGO_BIN_EXE_sheratan"))
+}
+
+fn pg_url() -> String {
+    std::env::var("SHERATAN_TEST_POSTGRES_URL").expect(
+        "SHERATAN_TEST_POSTGRES_URL is not set: run ./scripts/test.sh, or scripts/pg-cluster.sh start and export the URL",
+    )
+}
+
+/// A schema of its own for one test.
+fn schema() -> String {
+    format!("multihub_{}", uuid::Uuid::now_v7().simple())
+}
+
+fn store_url(base: &str, schema: &str) -> String {
+    format!("{base}?schema={schema}")
+}
+
+fn pg_hub(store: &str, extra_env: &[(&str, &str)]) -> HubProcess {
+    let mut builder = hub()
+        .env("SHERATAN_STORE", store)
+        .env("SHERATAN_HUB_TOKEN", TOKEN)
+        .env("SHERATAN_MAX_QUEUE_DEPTH", "100000")
+        .env("SHERATAN_MAX_INFLIGHT", "10000")
+        .env("SHERATAN_RETRY_BASE_MS", "200");
+    for (k, v) in extra_env {
+        builder = builder.env(k, *v);
+    }
+    builder.start()
+}
+
+fn worker(hub: &HubProcess, node: &str) -> Proc {
+    Proc::start(
+        bin(),
+        &[
+            "worker",
+            "--node-id",
+            node,
+            "--control-url",
+            &hub.control_url,
+            "--data-url",
+            &hub.data_url,
+            "--concurrency",
+            "16",
+        ],
+        &[("SHERATAN_HUB_TOKEN", TOKEN)],
+        true,
+    )
+}
+
+async fn sql(base: &str, schema: &str, query: &str) -> i64 {
+    let (client, connection) = tokio_postgres::connect(base, tokio_postgres::NoTls)
+        .await
+        .expect("connect to PostgreSQL");
+    tokio::spawn(connection);
+    client
+        .batch_execute(&format!("SET search_path TO {schema}"))
+        .await
+        .unwrap();
+    client.query_one(query, &[]).await.expect(query).get(0)
+}
+
+/// Submits `n` echo jobs in batches of 1,000, alternating between the hubs; the ids of the
+/// accepted ones.
+async fn submit_many(hubs: &[&HubProcess], n: usize, timeout_s: u32) -> Vec<String> {
+    let mut ids = Vec::with_capacity(n);
+    let mut i = 0;
+    while i < n {
+        let hub = hubs[(i / 1000) % hubs.len()];
+        let jobs: Vec<Value> = (i..(i + 1000).min(n))
+            .map(|k| json!({"kind": "echo", "payload": {"k": k}, "timeout_s": timeout_s}))
+            .collect();
+        let (status, body) = post(
+            &format!("{}/v1/jobs/batch", hub.data_url),
+            Auth::Bearer(TOKEN),
+            &json!({"jobs": jobs}).to_string(),
+        )
+        .await;
+        assert_eq!(status.as_u16(), 200, "{body}");
+        for outcome in body["jobs"].as_array().unwrap() {
+            assert_eq!(outcome["code"], 202, "{outcome}");
+            ids.push(outcome["job_id"].as_str().unwrap().to_owned());
+        }
+        i += 1000;
+    }
+    ids
+}
+
+async fn wait_completed(base: &str, schema: &str, n: i64, within: Duration) {
+    let deadline = Instant::now() + within;
+    loop {
+        let done = sql(base, schema, "SELECT count(*) FROM jobs WHERE status = 2").await;
+        if done == n {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "only {done} of {n} jobs completed"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_hubs_on_one_database_complete_each_job_exactly_once() {
+    let base = pg_url();
+    let schema = schema();
+    let store = store_url(&base, &schema);
+    let a = pg_hub(&store, &[]);
+    let b = pg_hub(&store, &[]);
+    let _workers = [
+        worker(&a, "wa-1"),
+        worker(&a, "wa-2"),
+        worker(&b, "wb-1"),
+        worker(&b, "wb-2"),
+    ];
+    let ids = submit_many(&[&a, &b], 20_000, 300).await;
+    assert_eq!(ids.len(), 20_000);
+    wait_completed(&base, &schema, 20_000, Duration::from_secs(240)).await;
+    // Exactly once: every job completed, each leased once (a second lease would show as a
+    // second attempt), every result recorded once.
+    assert_eq!(
+        sql(&base, &schema, "SELECT count(*) FROM jobs").await,
+        20_000
+    );
+    assert_eq!(
+        sql(
+            &base,
+            &schema,
+            "SELECT count(*) FROM jobs WHERE attempt <> 1"
+        )
+        .await,
+        0
+    );
+    assert_eq!(
+        sql(&base, &schema, "SELECT count(DISTINCT lease_id) FROM jobs").await,
+        20_000
+    );
+    // Both hubs did part of the work.
+    for hub in [&a, &b] {
+        let metrics = reqwest::Client::new()
+            .get(format!("{}/metrics", hub.data_url))
+            .bearer_auth(TOKEN)
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        let leased: f64 = metrics
+            .lines()
+            .find_map(|l| l.strip_prefix("sheratan_jobs_total{event=\"leased\"} "))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0.0);
+        assert!(
+            leased > 1000.0,
+            "each hub leased a share: {leased}\n{metrics}"
+        );
+    }
+    // A job submitted to one hub is visible on the other.
+    let (status, job) = get(
+        &format!("{}/v1/jobs/{}", b.data_url, ids[0]),
+        Auth::Bearer(TOKEN),
+    )
+    .await;
+    assert_eq!(status.as_u16(), 200, "{job}");
+    assert_eq!(job["status"], "completed");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hub_killed_mid_run_loses_nothing_and_the_other_goes_on() {
+    let base = pg_url();
+    let schema = schema();
+    let store = store_url(&base, &schema);
+    let mut a = pg_hub(&store, &[]);
+    let b = pg_hub(&store, &[]);
+    let _wa = worker(&a, "wa-1");
+    let _wb = [worker(&b, "wb-1"), worker(&b, "wb-2")];
+    // Short leases: jobs held by hub A's worker when A dies come back quickly.
+    let ids = submit_many(&[&a, &b], 4_000, 3).await;
+    // Kill hub A once part of the work is done.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while sql(&base, &schema, "SELECT count(*) FROM jobs WHERE status = 2").await < 800 {
+        assert!(Instant::now() < deadline, "no progress before the kill");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    a.kill9();
+    // Hub B goes on alone: every job that was accepted completes.
+    wait_completed(&base, &schema, ids.len() as i64, Duration::from_secs(180)).await;
+    assert_eq!(
+        sql(&base, &schema, "SELECT count(*) FROM jobs").await,
+        ids.len() as i64
+    );
+    assert_eq!(
+        sql(
+            &base,
+            &schema,
+            "SELECT count(*) FROM jobs WHERE status <> 2"
+        )
+        .await,
+        0
+    );
+    let (status, _) = get(
+        &format!("{}/v1/jobs/{}", b.data_url, ids[ids.len() - 1]),
+        Auth::Bearer(TOKEN),
+    )
+    .await;
+    assert_eq!(status.as_u16(), 200);
+}
+
+/// A PostgreSQL cluster of a test's own, stopped when the test ends.
+#[derive(Clone)]
+struct Cluster {
+    dir: std::path::PathBuf,
+    port: u16,
+}
+
+impl Cluster {
+    fn run(&self, cmd: &str) -> String {
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../scripts/pg-cluster.sh");
+        let out = std::process::Command::new(script)
+            .args([cmd, self.dir.to_str().unwrap(), &self.port.to_string()])
+            .output()
+            .expect("run pg-cluster.sh");
+        assert!(
+            out.status.success(),
+            "pg-cluster.sh {cmd}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).trim().to_owned()
+    }
+}
+
+/// Stops the cluster when the test ends, passed or not.
+struct StopOnDrop(Cluster);
+
+impl Drop for StopOnDrop {
+    fn drop(&mut self) {
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../scripts/pg-cluster.sh");
+        let _ = std::process::Command::new(script)
+            .args(["stop", self.0.dir.to_str().unwrap_or_default()])
+            .output();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_database_restarting_mid_run_means_503_then_recovery_without_loss() {
+    // A cluster of its own: restarting the shared one would disturb the other tests.
+    let dir = tempfile::Builder::new()
+        .prefix("sheratan-pg-restart-")
+        .tempdir()
+        .unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let cluster = Cluster {
+        dir: dir.path().join("pg"),
+        port,
+    };
+    // pg-cluster.sh runs the server as the postgres user, which must be able to reach the dir.
+    let _ = std::process::Command::new("chmod")
+        .args(["755", dir.path().to_str().unwrap()])
+        .status();
+    let base = cluster.run("start");
+    let _stop = StopOnDrop(cluster.clone());
+    let schema = schema();
+    let hub = pg_hub(&store_url(&base, &schema), &[]);
+    let _w = worker(&hub, "w-1");
+    let mut accepted = submit_many(&[&hub], 1_000, 30).await;
+
+    // Restart the database while submits keep coming.
+    let restarting = cluster.clone();
+    let restarter = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(300));
+        restarting.run("restart")
+    });
+    let mut refused = 0;
+    let started = Instant::now();
+    let mut k = 0;
+    while started.elapsed() < Duration::from_secs(8) {
+        k += 1;
+        let body = json!({"kind": "echo", "payload": {"during": k}}).to_string();
+        let response = reqwest::Client::new()
+            .post(format!("{}/v1/jobs", hub.data_url))
+            .bearer_auth(TOKEN)
+            .body(body)
+            .timeout(Duration::from_secs(20))
+            .send()
+            .await
+            .unwrap();
+        let status = response.status().as_u16();
+        let answer: Value = response.json().await.unwrap_or(Value::Null);
+        match status {
+            202 => accepted.push(answer["job_id"].as_str().unwrap().to_owned()),
+            503 => {
+                assert_eq!(answer["error"]["code"], "UNAVAILABLE", "{answer}");
+                refused += 1;
+            }
+            other => panic!("unexpected {other}: {answer}"),
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    restarter.join().unwrap();
+    assert!(refused > 0, "the hub never noticed the database was down");
+    // Recovered: new submits work and every accepted job completes.
+    accepted.extend(submit_many(&[&hub], 200, 30).await);
+    wait_completed(
+        &base,
+        &schema,
+        accepted.len() as i64,
+        Duration::from_secs(120),
+    )
+    .await;
+    for id in accepted.iter().step_by(97) {
+        let (status, job) = get(
+            &format!("{}/v1/jobs/{id}", hub.data_url),
+            Auth::Bearer(TOKEN),
+        )
+        .await;
+        assert_eq!(status.as_u16(), 200);
+        assert_eq!(job["status"], "completed", "{job}");
+    }
+}
