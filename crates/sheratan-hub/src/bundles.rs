@@ -74,6 +74,15 @@ impl Bundles {
             .collect()
     }
 
+    /// Every bundle with its digest and publication time (for hubs that share a database).
+    pub fn published(&self) -> Vec<(String, String, OffsetDateTime)> {
+        let index = self.index.read().expect("bundle index lock");
+        index
+            .iter()
+            .map(|(name, e)| (name.clone(), e.sha256.clone(), e.published_at))
+            .collect()
+    }
+
     /// The bundle's description and the path of its bytes.
     pub fn get(&self, name: &str) -> Option<(BundleInfo, PathBuf)> {
         let index = self.index.read().expect("bundle index lock");

@@ -17,6 +17,7 @@ pub mod config;
 pub mod http;
 pub mod jobs;
 pub mod metrics;
+pub mod mirror;
 pub mod persist;
 pub mod registry;
 pub mod snapshot;
@@ -267,6 +268,8 @@ pub struct Hub {
     control: Option<TcpListener>,
     data: Option<TcpListener>,
     audit_writer: AuditWriter,
+    /// Hubs on one database: the shared state and this hub's id in it.
+    shared: Option<(Arc<dyn sheratan_store::SharedState>, String)>,
 }
 
 impl Hub {
@@ -346,7 +349,14 @@ impl Hub {
             control,
             data,
             audit_writer,
+            shared: None,
         })
+    }
+
+    /// Shares the registry, token rotation and bundles with other hubs on the same database
+    /// (see [`mirror`]). `hub_id` names this hub there.
+    pub fn share_state(&mut self, shared: Arc<dyn sheratan_store::SharedState>, hub_id: String) {
+        self.shared = Some((shared, hub_id));
     }
 
     pub fn control_addr(&self) -> Option<SocketAddr> {
@@ -369,6 +379,7 @@ impl Hub {
             control,
             data,
             audit_writer,
+            shared,
         } = self;
         let mut servers = tokio::task::JoinSet::new();
         let listeners = usize::from(control.is_some()) + usize::from(data.is_some());
@@ -424,6 +435,14 @@ impl Hub {
                 background.clone(),
             ))
         });
+        let mirror_task = shared.map(|(shared, hub_id)| {
+            tokio::spawn(mirror::run(
+                state.clone(),
+                shared,
+                hub_id,
+                background.clone(),
+            ))
+        });
         let stopping = state.stopping.clone();
         let shutdown_watch = shutdown.clone();
         tokio::spawn(async move {
@@ -453,6 +472,9 @@ impl Hub {
             let _ = task.await;
         }
         let _ = rotation_task.await;
+        if let Some(task) = mirror_task {
+            let _ = task.await;
+        }
         if let Some(task) = reaper_task {
             let _ = task.await;
         }

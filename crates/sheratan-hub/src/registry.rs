@@ -358,6 +358,52 @@ impl Registry {
         self.heartbeats.load(Ordering::Relaxed)
     }
 
+    /// Entries heard from after `since` (by this hub, or merged from another), for hubs that
+    /// share a database.
+    pub fn export_since(
+        &self,
+        since: time::OffsetDateTime,
+    ) -> Vec<sheratan_store::registry::NodeExport> {
+        let mut out = Vec::new();
+        for shard in self.shards.iter() {
+            let shard = shard.lock().expect("registry shard lock");
+            out.extend(
+                shard
+                    .values()
+                    .filter(|r| r.last_seen > since)
+                    .map(NodeRecord::export),
+            );
+        }
+        out
+    }
+
+    /// Takes in entries another hub heard from: an entry newer than this hub's copy replaces
+    /// it. No events are emitted: the hub that received the heartbeat reported them.
+    pub fn merge(&self, entries: &[sheratan_store::registry::NodeExport]) -> usize {
+        let now = self.clock.now();
+        let mut merged = 0;
+        for entry in entries {
+            let mut shard = self
+                .shard(&entry.node_id)
+                .lock()
+                .expect("registry shard lock");
+            let previous = shard
+                .get(entry.node_id.as_str())
+                .map(|r| (r.last_seen, r.reported_status));
+            if previous.is_some_and(|(seen, _)| seen >= entry.last_seen) {
+                continue;
+            }
+            let record = NodeRecord::import(entry, &self.interner, now, &self.policy);
+            self.count_transition(previous.map(|(_, status)| status), record.reported_status);
+            shard.insert(record.node_id.clone(), record);
+            merged += 1;
+        }
+        if merged > 0 {
+            self.changed.store(true, Ordering::Relaxed);
+        }
+        merged
+    }
+
     /// Makes the node's current attestation its new baseline. `None` if the node is unknown.
     pub fn accept_attestation(&self, node_id: &str) -> Option<NodeView> {
         let now = self.clock.now();

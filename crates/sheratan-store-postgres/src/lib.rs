@@ -30,7 +30,7 @@ use tokio::sync::{mpsc, oneshot};
 use uuid::Uuid;
 
 pub use conn::quote_ident;
-pub use shared::PgAuctionStore;
+pub use shared::{PgAuctionStore, PgShared};
 
 use crate::conn::{Pool, Slot, Target, classify};
 use crate::rows::{RECORD_COLUMNS, record, status_code};

@@ -14,6 +14,6 @@ pub use clock::{Clock, ManualClock, SystemClock};
 pub use jobs::{JobDefaults, JobRecord, JobSpec, Lease};
 pub use store::{
     AuctionStore, Counts, ExtendOutcome, FinishOutcome, LeaseGrant, LeaseOrder, LeasedJob,
-    ListFilter, QueueState, Reaped, ResultReport, Store, StoreError, StoreLimits, SubmitOutcome,
-    TickReport,
+    ListFilter, QueueState, Reaped, ResultReport, SharedState, Store, StoreError, StoreLimits,
+    SubmitOutcome, TickReport,
 };

@@ -606,3 +606,95 @@ mod tests {
         assert!(Arc::ptr_eq(&a.capabilities[0], &b.capabilities[0]));
     }
 }
+
+/// A registry entry as hubs on one database exchange it: everything a hub needs to answer for
+/// a node another hub heard from.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct NodeExport {
+    pub node_id: String,
+    pub role: Role,
+    pub addr: Option<String>,
+    pub capabilities: Vec<String>,
+    pub current: FingerprintExport,
+    pub baseline: Option<FingerprintExport>,
+    #[serde(with = "time::serde::rfc3339")]
+    pub first_seen_at: OffsetDateTime,
+    #[serde(with = "time::serde::rfc3339")]
+    pub last_seen: OffsetDateTime,
+    pub load: Load,
+    pub spoof_suspect: bool,
+    pub hash_changes: Vec<i64>,
+}
+
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct FingerprintExport {
+    pub build_id: String,
+    pub capability_hash: String,
+    pub runtime: String,
+}
+
+impl Fingerprint {
+    fn export(&self) -> FingerprintExport {
+        FingerprintExport {
+            build_id: self.build_id.to_string(),
+            capability_hash: self.capability_hash.to_string(),
+            runtime: self.runtime.to_string(),
+        }
+    }
+
+    fn import(e: &FingerprintExport, interner: &Interner) -> Fingerprint {
+        Fingerprint {
+            build_id: interner.intern(&e.build_id),
+            capability_hash: interner.intern(&e.capability_hash),
+            runtime: interner.intern(&e.runtime),
+        }
+    }
+}
+
+impl NodeRecord {
+    pub fn export(&self) -> NodeExport {
+        NodeExport {
+            node_id: self.node_id.to_string(),
+            role: self.role,
+            addr: self.addr.as_ref().map(|a| a.to_string()),
+            capabilities: self.capabilities.iter().map(|c| c.to_string()).collect(),
+            current: self.current.export(),
+            baseline: self.baseline.as_ref().map(Fingerprint::export),
+            first_seen_at: self.first_seen_at,
+            last_seen: self.last_seen,
+            load: self.load,
+            spoof_suspect: self.spoof_suspect,
+            hash_changes: self.hash_changes.iter().copied().collect(),
+        }
+    }
+
+    /// An entry from another hub's export. Its status starts as ONLINE-or-worse computed
+    /// fresh, so this hub's sweeper reports transitions it sees from now on.
+    pub fn import(
+        e: &NodeExport,
+        interner: &Interner,
+        now: OffsetDateTime,
+        policy: &RegistryPolicy,
+    ) -> NodeRecord {
+        let mut record = NodeRecord {
+            node_id: interner.intern(&e.node_id),
+            role: e.role,
+            addr: e.addr.as_deref().map(|a| interner.intern(a)),
+            capabilities: e.capabilities.iter().map(|c| interner.intern(c)).collect(),
+            current: Fingerprint::import(&e.current, interner),
+            baseline: e
+                .baseline
+                .as_ref()
+                .map(|b| Fingerprint::import(b, interner)),
+            first_seen_at: e.first_seen_at,
+            last_seen: e.last_seen,
+            load: e.load,
+            spoof_suspect: e.spoof_suspect,
+            hash_changes: e.hash_changes.iter().copied().collect(),
+            reported_status: NodeStatus::Online,
+            age_anchor: None,
+        };
+        record.reported_status = record.status_at(now, policy);
+        record
+    }
+}

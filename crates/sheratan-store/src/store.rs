@@ -259,3 +259,35 @@ pub trait AuctionStore: Send + Sync + 'static {
         limit: u32,
     ) -> Result<Vec<sheratan_proto::auction::AuctionRecord>, StoreError>;
 }
+
+/// What several hubs on one database share besides jobs: the node registry (merged from
+/// every hub's heartbeats), settings such as the token rotation, and bundles.
+#[async_trait]
+pub trait SharedState: Send + Sync + 'static {
+    /// Upserts registry entries (JSON of [`crate::registry::NodeExport`]) this hub heard from.
+    async fn publish_nodes(
+        &self,
+        hub: &str,
+        nodes: Vec<(String, String, i64)>,
+    ) -> Result<(), StoreError>;
+
+    /// Entries other hubs wrote after `cursor`, and the cursor to ask from next.
+    async fn nodes_since(&self, hub: &str, cursor: i64) -> Result<(Vec<String>, i64), StoreError>;
+
+    async fn setting(&self, name: &str) -> Result<Option<String>, StoreError>;
+
+    async fn put_setting(&self, name: &str, value: &str) -> Result<(), StoreError>;
+
+    /// Every bundle: (name, sha256, published at, Unix ms).
+    async fn bundle_index(&self) -> Result<Vec<(String, String, i64)>, StoreError>;
+
+    async fn bundle_bytes(&self, name: &str) -> Result<Option<(String, Vec<u8>)>, StoreError>;
+
+    async fn put_bundle(
+        &self,
+        name: &str,
+        sha256: &str,
+        bytes: &[u8],
+        published_at: i64,
+    ) -> Result<(), StoreError>;
+}

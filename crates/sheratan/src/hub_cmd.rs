@@ -122,12 +122,25 @@ pub async fn run_hub(args: HubArgs, up: Option<WorkerPlan>) -> Result<(), Failur
             Arc::new(store)
         }
     };
-    let hub = Hub::build_with_clock(config, store, clock)
+    let mut hub = Hub::build_with_clock(config, store, clock)
         .await
         .map_err(|e| match e {
             sheratan_hub::HubError::Config(msg) => usage(msg),
             other => Failure::from(anyhow::Error::new(other)),
         })?;
+    // Hubs on one PostgreSQL database share the registry, token rotation and bundles.
+    if let crate::hub_args::StoreUrl::Postgres { url, schema } = &store_url {
+        let shared = sheratan_store_postgres::PgShared::open(url, schema.clone())
+            .await
+            .map_err(|e| Failure::from(anyhow::anyhow!("opening the shared hub state: {e}")))?;
+        let hub_id = format!(
+            "{}-{}-{}",
+            crate::client_args::hostname(),
+            hub.control_addr().map_or(0, |a| a.port()),
+            std::process::id()
+        );
+        hub.share_state(Arc::new(shared), hub_id);
+    }
 
     // Workers beside the hub talk to it over HTTP, like any other worker.
     let mut workers = Vec::new();
@@ -365,6 +378,9 @@ async fn bind_mesh(
         ));
         mesh.hosts.push(host);
     }
+    let store_url =
+        crate::hub_args::StoreUrl::parse(args.hub.store.as_deref(), home).map_err(usage)?;
+    let auctions = crate::mesh_cmd::auction_store(Some(&store_url), &args.broker, home).await?;
     let config = broker_config(
         "broker",
         args.broker_addr,
@@ -372,7 +388,7 @@ async fn bind_mesh(
         data_url,
         token.clone(),
         &args.broker,
-        home,
+        auctions,
     )?;
     let broker = sheratan_auction::broker::Broker::bind(config)
         .await

@@ -104,6 +104,9 @@ pub struct BrokerArgs {
     pub node_id: Option<String>,
     #[arg(long, env = "SHERATAN_BROKER_ADDR", default_value = "127.0.0.1:9000")]
     pub listen: SocketAddr,
+    /// The hubs' store, when it is PostgreSQL: auction records then live there too.
+    #[arg(long, env = "SHERATAN_STORE", hide_env_values = true)]
+    pub store: Option<String>,
     #[command(flatten)]
     pub options: BrokerOptions,
 }
@@ -173,6 +176,41 @@ pub fn host_config(
     Ok(config)
 }
 
+/// Where the broker keeps auction records: the hubs' PostgreSQL database when there is one
+/// (every hub's Core and broker see the same records), else `$SHERATAN_HOME/auctions.db`.
+pub async fn auction_store(
+    store: Option<&crate::hub_args::StoreUrl>,
+    options: &BrokerOptions,
+    home: &Path,
+) -> Result<Arc<dyn sheratan_store::AuctionStore>, Failure> {
+    if let Some(crate::hub_args::StoreUrl::Postgres { url, schema }) = store {
+        let pg = sheratan_store_postgres::PgAuctionStore::open(url, schema.clone())
+            .await
+            .map_err(|e| {
+                Failure::from(anyhow::anyhow!(
+                    "opening the auction records on PostgreSQL: {e}"
+                ))
+            })?;
+        return Ok(Arc::new(pg));
+    }
+    let db = options
+        .auction_db
+        .clone()
+        .unwrap_or_else(|| home.join("auctions.db"));
+    let sqlite = sheratan_store_sqlite::SqliteAuctionStore::open(
+        &db,
+        sheratan_store_sqlite::SyncMode::Normal,
+    )
+    .map_err(|e| {
+        Failure::from(anyhow::anyhow!(
+            "opening the auction records at {}: {e}",
+            db.display()
+        ))
+    })?;
+    Ok(Arc::new(sqlite))
+}
+
+#[allow(clippy::too_many_arguments)]
 pub fn broker_config(
     node_id: &str,
     listen: SocketAddr,
@@ -180,7 +218,7 @@ pub fn broker_config(
     data_url: &str,
     token: Option<String>,
     options: &BrokerOptions,
-    home: &Path,
+    store: Arc<dyn sheratan_store::AuctionStore>,
 ) -> Result<BrokerConfig, Failure> {
     sheratan_proto::ids::validate_node_id(node_id).map_err(|e| usage(format!("--node-id: {e}")))?;
     if options.broker_concurrency == 0 || options.broker_concurrency > 1000 {
@@ -196,28 +234,7 @@ pub fn broker_config(
     if !(1..=10).contains(&options.auction_rounds) {
         return Err(usage("--auction-rounds must be between 1 and 10".into()));
     }
-    let db = options
-        .auction_db
-        .clone()
-        .unwrap_or_else(|| home.join("auctions.db"));
-    let store = sheratan_store_sqlite::SqliteAuctionStore::open(
-        &db,
-        sheratan_store_sqlite::SyncMode::Normal,
-    )
-    .map_err(|e| {
-        Failure::from(anyhow::anyhow!(
-            "opening the auction records at {}: {e}",
-            db.display()
-        ))
-    })?;
-    let mut config = BrokerConfig::new(
-        node_id,
-        listen,
-        control_url,
-        data_url,
-        token,
-        Arc::new(store),
-    );
+    let mut config = BrokerConfig::new(node_id, listen, control_url, data_url, token, store);
     config.concurrency = options.broker_concurrency;
     config.bid_deadline = Duration::from_millis(options.bid_deadline_ms);
     config.max_rounds = options.auction_rounds;
@@ -285,6 +302,13 @@ pub async fn run_broker(args: BrokerArgs) -> Result<(), Failure> {
     let token = args.client.token();
     warn_without_token(&token);
     let node_id = args.node_id.clone().unwrap_or_else(|| default_id("broker"));
+    let store_url = args
+        .store
+        .as_deref()
+        .map(|s| crate::hub_args::StoreUrl::parse(Some(s), &args.client.home))
+        .transpose()
+        .map_err(usage)?;
+    let store = auction_store(store_url.as_ref(), &args.options, &args.client.home).await?;
     let config = broker_config(
         &node_id,
         args.listen,
@@ -292,7 +316,7 @@ pub async fn run_broker(args: BrokerArgs) -> Result<(), Failure> {
         &args.client.data_url,
         token,
         &args.options,
-        &args.client.home,
+        store,
     )?;
     let broker = Broker::bind(config)
         .await

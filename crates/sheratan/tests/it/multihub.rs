@@ -338,3 +338,142 @@ async fn the_database_restarting_mid_run_means_503_then_recovery_without_loss() 
         assert_eq!(job["status"], "completed", "{job}");
     }
 }
+
+/// Polls `f` every 100 ms for up to `secs` seconds.
+async fn eventually<F, Fut>(secs: u64, what: &str, mut f: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    while !f().await {
+        assert!(Instant::now() < deadline, "never happened: {what}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hubs_share_the_registry_the_token_rotation_and_bundles() {
+    let base = pg_url();
+    let schema = schema();
+    let store = store_url(&base, &schema);
+    let a = pg_hub(&store, &[]);
+    let b = pg_hub(&store, &[]);
+
+    // A node heartbeating to hub A is seen by hub B, and the other way round.
+    let beat = |load: u32| {
+        json!({"node_id": "edge-7", "role": "worker", "capabilities": ["echo"], "build_id": "b1",
+        "capability_hash": "h1", "runtime": {"os": "linux"}, "load": {"inflight": load, "capacity": 8}}).to_string()
+    };
+    let (s, body) = post(
+        &format!("{}/v1/heartbeat", a.control_url),
+        Auth::Bearer(TOKEN),
+        &beat(1),
+    )
+    .await;
+    assert_eq!(s.as_u16(), 200, "{body}");
+    eventually(10, "hub B lists the node hub A heard from", || async {
+        let (_, node) = get(
+            &format!("{}/v1/nodes/edge-7", b.control_url),
+            Auth::Bearer(TOKEN),
+        )
+        .await;
+        node["status"] == "ONLINE" && node["load"]["inflight"] == 1
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let (s, _) = post(
+        &format!("{}/v1/heartbeat", b.control_url),
+        Auth::Bearer(TOKEN),
+        &beat(5),
+    )
+    .await;
+    assert_eq!(s.as_u16(), 200);
+    eventually(10, "hub A sees the newer heartbeat hub B took", || async {
+        let (_, node) = get(
+            &format!("{}/v1/nodes/edge-7", a.control_url),
+            Auth::Bearer(TOKEN),
+        )
+        .await;
+        node["load"]["inflight"] == 5
+    })
+    .await;
+
+    // A bundle published on hub A is served by hub B.
+    let bytes = b"#!/bin/sh\necho shared\n".to_vec();
+    let put = reqwest::Client::new()
+        .put(format!("{}/admin/bundles/tool.sh", a.data_url))
+        .bearer_auth(TOKEN)
+        .body(bytes.clone())
+        .send()
+        .await
+        .unwrap();
+    assert!(put.status().is_success(), "{}", put.text().await.unwrap());
+    eventually(10, "hub B serves the bundle", || async {
+        let r = reqwest::Client::new()
+            .get(format!("{}/v1/bundles/tool.sh", b.control_url))
+            .bearer_auth(TOKEN)
+            .send()
+            .await
+            .unwrap();
+        r.status().as_u16() == 200 && r.bytes().await.unwrap().as_ref() == bytes.as_slice()
+    })
+    .await;
+
+    // A rotation started on hub A is honoured by hub B: the next token works there before the
+    // deadline, and only it after.
+    let next = "rotated-token-abcdefghijklmnopqrstuvwxyz-0123";
+    let until = (time::OffsetDateTime::now_utc() + time::Duration::seconds(6))
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap();
+    let (s, body) = post(
+        &format!("{}/admin/token-rotation", a.data_url),
+        Auth::Bearer(TOKEN),
+        &json!({"next_token": next, "until": until}).to_string(),
+    )
+    .await;
+    assert_eq!(s.as_u16(), 200, "{body}");
+    eventually(10, "hub B accepts the next token", || async {
+        get(&format!("{}/v1/nodes", b.control_url), Auth::Bearer(next))
+            .await
+            .0
+            .as_u16()
+            == 200
+    })
+    .await;
+    assert_eq!(
+        get(&format!("{}/v1/nodes", b.control_url), Auth::Bearer(TOKEN))
+            .await
+            .0
+            .as_u16(),
+        200,
+        "both tokens work before the deadline"
+    );
+    eventually(
+        15,
+        "hub B retires the old token after the deadline",
+        || async {
+            let (s, body) = get(&format!("{}/v1/nodes", b.control_url), Auth::Bearer(TOKEN)).await;
+            s.as_u16() == 403
+                && body["error"]["message"]
+                    .as_str()
+                    .unwrap_or("")
+                    .contains("retired")
+        },
+    )
+    .await;
+    assert_eq!(
+        get(&format!("{}/v1/nodes", b.control_url), Auth::Bearer(next))
+            .await
+            .0
+            .as_u16(),
+        200
+    );
+    assert_eq!(
+        get(&format!("{}/v1/nodes", a.control_url), Auth::Bearer(TOKEN))
+            .await
+            .0
+            .as_u16(),
+        403
+    );
+}
