@@ -40,7 +40,7 @@ pub async fn run(
     let mut round = 0u32;
     loop {
         round += 1;
-        if round % FULL_RESYNC_EVERY == 0 {
+        if round.is_multiple_of(FULL_RESYNC_EVERY) {
             cursor = 0;
         }
         if state.config.planes.control() {
@@ -114,9 +114,8 @@ async fn sync_rotation(
         Err(err) if err.kind() == std::io::ErrorKind::NotFound => None,
         Err(err) => return Err(format!("{}: {err}", path.display())),
     };
-    if local.is_some() && local != *synced {
+    if let Some(text) = local.filter(|l| Some(l) != synced.as_ref()) {
         // This hub started or finalized a rotation: share it.
-        let text = local.expect("checked");
         shared
             .put_setting(ROTATION_SETTING, &text)
             .await
@@ -128,9 +127,8 @@ async fn sync_rotation(
         .setting(ROTATION_SETTING)
         .await
         .map_err(|e| e.to_string())?;
-    if remote.is_some() && remote != *synced {
+    if let Some(text) = remote.filter(|r| Some(r) != synced.as_ref()) {
         // Another hub did: take it; the token timer applies it within a second.
-        let text = remote.expect("checked");
         let path2 = path.clone();
         let bytes = text.clone().into_bytes();
         tokio::task::spawn_blocking(move || crate::persist::write_atomic(&path2, &bytes, 0o600))

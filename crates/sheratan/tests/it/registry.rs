@@ -282,7 +282,10 @@ async fn a_restart_keeps_the_registry_and_grants_one_ttl_of_grace() {
     assert_eq!(after["last_seen"], before["last_seen"]);
     // The grace lasts one TTL, then the silent node turns STALE as usual.
     wait_status(&hub.control_url, &token, "g1", "STALE").await;
-    let records = hub.audit_records();
+    // The sweeper reports the transition within a second of the view showing it.
+    let records = hub.wait_audit(Duration::from_secs(5), |r| {
+        count_events(r, EventKind::NodeStale) >= 1
+    });
     assert_eq!(count_events(&records, EventKind::NodeStale), 1);
 
     // A hub killed with SIGKILL loses at most the last second of heartbeats.
