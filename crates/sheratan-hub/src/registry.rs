@@ -440,9 +440,21 @@ impl Registry {
                     continue;
                 }
                 any = true;
+                let age = record.age_at(now).as_secs();
+                // A node noticed only once it is already DEAD (a sweep that ran late on a
+                // starved machine) still went through STALE: report both steps, in order, so
+                // every node's history reads the same however late the sweep was.
+                if record.reported_status == NodeStatus::Online && status == NodeStatus::Dead {
+                    self.count_transition(Some(NodeStatus::Online), NodeStatus::Stale);
+                    record.reported_status = NodeStatus::Stale;
+                    self.audit.emit(
+                        Event::new(EventKind::NodeStale, Plane::Control)
+                            .node(&*record.node_id)
+                            .detail(serde_json::json!({"silent_for_s": age})),
+                    );
+                }
                 self.count_transition(Some(record.reported_status), status);
                 record.reported_status = status;
-                let age = record.age_at(now).as_secs();
                 let kind = match status {
                     NodeStatus::Stale => EventKind::NodeStale,
                     _ => EventKind::NodeDead,
@@ -617,14 +629,27 @@ impl Registry {
         *self.liveness_interval.lock().expect("interval lock") = (self.policy.ttl / 4)
             .min(Duration::from_secs(30))
             .max(flush_interval);
-        let mut sweep = tokio::time::interval(sweep_every);
-        sweep.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        // The sweeper runs on its own task: a snapshot that takes long (a big registry written
+        // at low priority on a busy machine) must never delay STALE/DEAD detection.
+        let sweeper = {
+            let registry = self.clone();
+            let shutdown = shutdown.clone();
+            tokio::spawn(async move {
+                let mut sweep = tokio::time::interval(sweep_every);
+                sweep.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                loop {
+                    tokio::select! {
+                        () = shutdown.cancelled() => break,
+                        _ = sweep.tick() => registry.sweep().await,
+                    }
+                }
+            })
+        };
         let mut next_flush = tokio::time::Instant::now() + flush_interval;
         let writer = SnapshotThread::start(self.clone());
         loop {
             tokio::select! {
                 () = shutdown.cancelled() => break,
-                _ = sweep.tick() => self.sweep().await,
                 () = tokio::time::sleep_until(next_flush) => {
                     let mut took = Duration::ZERO;
                     if self.snapshot_due() {
@@ -639,6 +664,7 @@ impl Registry {
                 }
             }
         }
+        let _ = sweeper.await;
         match self.snapshot_via(&writer).await {
             Ok(stats) => tracing::info!(
                 nodes = stats.last_nodes,

@@ -53,6 +53,13 @@ pub struct JobsArgs {
     /// `SHERATAN_SYNC` of the hub the bench starts.
     #[arg(long, default_value = "normal")]
     pub sync: String,
+    /// Run the hubs on this store (`postgres://…`; a fresh schema is used unless the URL
+    /// names one) instead of a SQLite file.
+    #[arg(long)]
+    pub store: Option<String>,
+    /// Hubs sharing the store (PostgreSQL only); the bench spreads its connections over them.
+    #[arg(long, default_value_t = 1)]
+    pub hubs: usize,
     /// Print one JSON object (the peers' format) instead of a table.
     #[arg(long)]
     pub json: bool,
@@ -106,7 +113,9 @@ struct DeepReport {
 /// What every lane shares.
 #[derive(Clone)]
 struct Ctx {
-    url: String,
+    /// The hubs' data planes; lanes are spread over them.
+    urls: Arc<Vec<String>>,
+    next_lane: Arc<std::sync::atomic::AtomicUsize>,
     token: String,
     /// The zero of every latency: submits carry their offset from it.
     epoch: Instant,
@@ -114,7 +123,8 @@ struct Ctx {
 
 impl Ctx {
     async fn lane(&self) -> anyhow::Result<Lane> {
-        Lane::connect(&self.url, &self.token).await
+        let i = self.next_lane.fetch_add(1, Ordering::Relaxed);
+        Lane::connect(&self.urls[i % self.urls.len()], &self.token).await
     }
 
     fn now_us(&self) -> u64 {
@@ -134,25 +144,50 @@ pub async fn run(args: JobsArgs) -> anyhow::Result<()> {
     if args.n == 0 || args.consumers == 0 || args.producers == 0 {
         bail!("--n, --consumers and --producers must be at least 1");
     }
-    eprintln!(
-        "starting a hub in a temp dir (SHERATAN_SYNC={}) ...",
-        args.sync
-    );
-    let target = Target::spawn(&[
+    if args.hubs == 0 || (args.hubs > 1 && args.store.is_none()) {
+        bail!("--hubs must be 1, or more with --store postgres://…");
+    }
+    let mut extra: Vec<String> = vec![
         "--max-queue-depth".into(),
         "100000000".into(),
         "--max-inflight".into(),
         "1000000".into(),
         "--sync".into(),
         args.sync.clone(),
-    ])?;
+    ];
+    let variant = match &args.store {
+        Some(url) => {
+            let url = if url.contains("schema=") {
+                url.clone()
+            } else {
+                let sep = if url.contains('?') { '&' } else { '?' };
+                format!("{url}{sep}schema=bench_{}", std::process::id())
+            };
+            extra.push("--store".into());
+            extra.push(url);
+            format!(
+                "postgres/{} hub{}",
+                args.hubs,
+                if args.hubs == 1 { "" } else { "s" }
+            )
+        }
+        None => format!("sqlite/{}", args.sync),
+    };
+    eprintln!("starting {} hub(s) in temp dirs ({variant}) ...", args.hubs);
+    let token = format!("bench-token-{}", std::process::id());
+    let mut targets = Vec::new();
+    for _ in 0..args.hubs {
+        targets.push(Target::spawn_with(&extra, Some(&token))?);
+    }
+    let target = &targets[0];
     let ctx = Ctx {
-        url: target.data_url.clone(),
+        urls: Arc::new(targets.iter().map(|t| t.data_url.clone()).collect()),
+        next_lane: Arc::default(),
         token: target.token.clone(),
         epoch: Instant::now(),
     };
     if let Some(depth) = args.deep_queue {
-        return deep_queue(&ctx, &target, depth, &args).await;
+        return deep_queue(&ctx, target, depth, &args).await;
     }
 
     if args.warmup > 0 {
@@ -200,7 +235,7 @@ pub async fn run(args: JobsArgs) -> anyhow::Result<()> {
 
     let report = Report {
         peer: "hub",
-        variant: format!("sqlite/{}", args.sync),
+        variant: variant.clone(),
         n: args.n,
         consumers: args.consumers,
         producers: args.producers,
@@ -229,8 +264,8 @@ pub async fn run(args: JobsArgs) -> anyhow::Result<()> {
     } else {
         writeln!(
             out,
-            "jobs over HTTP: sqlite/{}, N={}, C={}, P={}, {} per lease",
-            args.sync, args.n, args.consumers, args.producers, args.lease_max
+            "jobs over HTTP: {variant}, N={}, C={}, P={}, {} per lease",
+            args.n, args.consumers, args.producers, args.lease_max
         )?;
         writeln!(
             out,

@@ -21,6 +21,12 @@ pub struct Target {
 impl Target {
     /// Starts `sheratan hub` on free loopback ports with `extra` arguments.
     pub fn spawn(extra: &[String]) -> anyhow::Result<Target> {
+        Self::spawn_with(extra, None)
+    }
+
+    /// Like [`Target::spawn`], with the mesh token given (several hubs on one database share
+    /// it) instead of generated.
+    pub fn spawn_with(extra: &[String], token: Option<&str>) -> anyhow::Result<Target> {
         let home = tempfile::Builder::new()
             .prefix("sheratan-bench-")
             .tempdir()?;
@@ -37,6 +43,7 @@ impl Target {
             ])
             .args(extra)
             .env_remove("SHERATAN_HUB_TOKEN")
+            .envs(token.map(|t| ("SHERATAN_HUB_TOKEN", t)))
             .env("SHERATAN_LOG", "warn")
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
@@ -70,10 +77,13 @@ impl Target {
         }
         // Keep draining stdout so the hub never blocks on a full pipe.
         std::thread::spawn(move || for _ in lines {});
-        let token = std::fs::read_to_string(home.path().join("hub_token"))
-            .context("read the hub token")?
-            .trim()
-            .to_owned();
+        let token = match token {
+            Some(t) => t.to_owned(),
+            None => std::fs::read_to_string(home.path().join("hub_token"))
+                .context("read the hub token")?
+                .trim()
+                .to_owned(),
+        };
         Ok(Target {
             control_url: control_url.context("the hub reported no control plane address")?,
             data_url: data_url.context("the hub reported no data plane address")?,
