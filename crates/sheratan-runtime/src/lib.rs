@@ -31,38 +31,71 @@ pub fn init_tracing() {
 
 /// A token cancelled by the first SIGINT (Ctrl-C) or SIGTERM. A second signal exits at once,
 /// for the operator whose graceful shutdown is stuck.
+///
+/// The handlers are installed before this returns, so call it before announcing readiness:
+/// a SIGTERM that arrives right after the "ready" line must shut down cleanly, not kill the
+/// process with the default action.
 pub fn shutdown_on_signals() -> CancellationToken {
     let token = CancellationToken::new();
     let cancel = token.clone();
+    let mut signals = Signals::install();
     tokio::spawn(async move {
-        wait_for_signal().await;
+        signals.next().await;
         tracing::info!("shutting down (send the signal again to exit at once)");
         cancel.cancel();
-        wait_for_signal().await;
+        signals.next().await;
         tracing::warn!("second signal: exiting without a clean shutdown");
         std::process::exit(130);
     });
     token
 }
 
-async fn wait_for_signal() {
+/// SIGTERM and SIGINT streams, registered when created.
+struct Signals {
     #[cfg(unix)]
-    {
-        use tokio::signal::unix::{SignalKind, signal};
-        match signal(SignalKind::terminate()) {
-            Ok(mut term) => {
-                tokio::select! {
-                    _ = tokio::signal::ctrl_c() => {}
-                    _ = term.recv() => {}
-                }
-            }
-            Err(_) => {
-                let _ = tokio::signal::ctrl_c().await;
+    term: Option<tokio::signal::unix::Signal>,
+    #[cfg(unix)]
+    int: Option<tokio::signal::unix::Signal>,
+}
+
+impl Signals {
+    fn install() -> Signals {
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{SignalKind, signal};
+            let register = |kind| {
+                signal(kind)
+                    .map_err(|err| tracing::warn!(%err, "cannot install a signal handler"))
+                    .ok()
+            };
+            Signals {
+                term: register(SignalKind::terminate()),
+                int: register(SignalKind::interrupt()),
             }
         }
+        #[cfg(not(unix))]
+        Signals {}
     }
-    #[cfg(not(unix))]
-    {
-        let _ = tokio::signal::ctrl_c().await;
+
+    async fn next(&mut self) {
+        #[cfg(unix)]
+        {
+            async fn recv(s: &mut Option<tokio::signal::unix::Signal>) {
+                match s {
+                    Some(s) => {
+                        s.recv().await;
+                    }
+                    None => std::future::pending().await,
+                }
+            }
+            tokio::select! {
+                () = recv(&mut self.term) => {}
+                () = recv(&mut self.int) => {}
+            }
+        }
+        #[cfg(not(unix))]
+        {
+            let _ = tokio::signal::ctrl_c().await;
+        }
     }
 }

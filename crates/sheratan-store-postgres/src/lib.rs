@@ -11,6 +11,7 @@
 //!   503) and connections are reopened on the next operation: nothing committed is lost.
 
 mod conn;
+mod notify;
 mod rows;
 mod schema;
 mod shared;
@@ -107,6 +108,7 @@ impl PgStore {
         let tally = writer::exact_tally(&setup).await.map_err(classify)?;
         let (ready, _) = tokio::sync::watch::channel(0);
         let (finished, _) = tokio::sync::watch::channel(0);
+        let notifier = Arc::new(notify::Notifier::new());
         let shared = Arc::new(Shared {
             tally: Mutex::new(tally),
             since_refresh: Mutex::new(writer::Tally::default()),
@@ -116,13 +118,14 @@ impl PgStore {
             clock: config.clock.clone(),
             limits: config.limits,
             last_tick: Mutex::new(None),
+            notifier: notifier.clone(),
         });
         let (ops, rx) = mpsc::unbounded_channel();
         let rx = Arc::new(tokio::sync::Mutex::new(rx));
         let mut tasks = Vec::new();
         for _ in 0..config.writers.max(1) {
             tasks.push(tokio::spawn(writer::run(
-                Slot::new(target.clone()),
+                Slot::writer(target.clone()),
                 rx.clone(),
                 shared.clone(),
             )));
@@ -132,10 +135,17 @@ impl PgStore {
             target.clone(),
             shared.clone(),
         )));
-        tasks.push(tokio::spawn(listen(
+        tasks.push(tokio::spawn(notify::listen(
             target.clone(),
             config.channel(),
-            shared.clone(),
+            notifier.instance.clone(),
+            shared.ready.clone(),
+            shared.finished.clone(),
+        )));
+        tasks.push(tokio::spawn(notify::send(
+            target.clone(),
+            config.channel(),
+            notifier,
         )));
         Ok(PgStore {
             ops,
@@ -209,56 +219,6 @@ async fn refresh_once(
 
 /// Listens for other hubs' (and our own) NOTIFYs and wakes long polls; reconnects when the
 /// connection drops, and wakes everyone then (something may have been missed).
-async fn listen(target: Arc<Target>, channel: String, shared: Arc<Shared>) {
-    use futures_util::StreamExt;
-    let mut backoff = Duration::from_millis(200);
-    let mut reconnecting = false;
-    loop {
-        let connected = tokio_postgres::connect(&target.url, tokio_postgres::NoTls).await;
-        let (client, mut connection) = match connected {
-            Ok(c) => c,
-            Err(err) => {
-                tracing::debug!("postgres store: listener cannot connect: {err}");
-                tokio::time::sleep(backoff).await;
-                backoff = (backoff * 2).min(Duration::from_secs(5));
-                continue;
-            }
-        };
-        let (tx, mut rx) = mpsc::unbounded_channel::<String>();
-        let driver = tokio::spawn(async move {
-            let mut messages = futures_util::stream::poll_fn(move |cx| connection.poll_message(cx));
-            while let Some(Ok(message)) = messages.next().await {
-                if let tokio_postgres::AsyncMessage::Notification(n) = message {
-                    let _ = tx.send(n.payload().to_owned());
-                }
-            }
-        });
-        if client
-            .batch_execute(&format!("LISTEN {}", quote_ident(&channel)))
-            .await
-            .is_ok()
-        {
-            backoff = Duration::from_millis(200);
-            if reconnecting {
-                // Whatever happened while we were not listening.
-                shared.ready.send_modify(|g| *g += 1);
-                shared.finished.send_modify(|g| *g += 1);
-            }
-            reconnecting = true;
-            while let Some(payload) = rx.recv().await {
-                if payload.contains("ready") {
-                    shared.ready.send_modify(|g| *g += 1);
-                }
-                if payload.contains("finished") {
-                    shared.finished.send_modify(|g| *g += 1);
-                }
-            }
-        }
-        driver.abort();
-        tokio::time::sleep(backoff).await;
-    }
-}
-
 #[async_trait]
 impl Store for PgStore {
     async fn submit(&self, jobs: Vec<JobSpec>) -> Result<Vec<SubmitOutcome>, StoreError> {

@@ -21,10 +21,10 @@ use sheratan_store::{
     TickReport,
 };
 use tokio::sync::{mpsc, oneshot};
-use tokio_postgres::Transaction;
+
 use uuid::Uuid;
 
-use crate::conn::{Slot, classify};
+use crate::conn::{Conn, Db, Slot, classify};
 use crate::rows::{RECORD_COLUMNS, from_ms, ms, record, status_code, status_of};
 
 /// Operations waiting longer than this many are left for the next group.
@@ -101,6 +101,7 @@ pub struct Shared {
     pub limits: StoreLimits,
     /// The last `tick`'s time: delayed jobs due since then are reported as promoted.
     pub last_tick: Mutex<Option<i64>>,
+    pub notifier: Arc<crate::notify::Notifier>,
 }
 
 /// Side effects of a group, announced after the commit.
@@ -185,6 +186,7 @@ async fn apply_group(slot: &Slot, shared: &Shared, mut group: Vec<Op>) {
                 if fx.finished {
                     shared.finished.send_modify(|g| *g += 1);
                 }
+                shared.notifier.poke(fx.ready, fx.finished);
                 for h in held {
                     h.send(Ok(()));
                 }
@@ -221,7 +223,7 @@ fn fail_all(group: Vec<Op>, err: &StoreError) {
 /// Runs a group in one transaction. If the transaction cannot begin, the group comes back
 /// untouched for another try.
 async fn transaction<'a>(
-    client: &mut tokio_postgres::Client,
+    conn: &mut Conn,
     shared: &'a Shared,
     group: Vec<Op>,
     held: &mut Vec<Box<dyn Held>>,
@@ -230,7 +232,7 @@ async fn transaction<'a>(
     Result<tokio::sync::RwLockReadGuard<'a, ()>, tokio_postgres::Error>,
     Option<Vec<Op>>,
 ) {
-    let tx = match client.transaction().await {
+    let tx = match Db::begin(conn).await {
         Ok(tx) => tx,
         Err(err) => return (Err(err), Some(group)),
     };
@@ -245,31 +247,21 @@ async fn transaction<'a>(
     }
     let rest: Vec<Op> = ops.collect();
     if let Some(err) = failure {
-        let _ = tx.rollback().await;
+        let _ = tx.tx.rollback().await;
         for op in rest {
             held.push(unanswered(op));
         }
         return (Err(err), None);
     }
-    if fx.ready || fx.finished {
-        let channel = match (fx.ready, fx.finished) {
-            (true, true) => "ready,finished",
-            (true, false) => "ready",
-            _ => "finished",
-        };
-        if let Err(err) = tx
-            .execute("SELECT pg_notify('sheratan', $1)", &[&channel])
-            .await
-        {
-            return (Err(err), None);
-        }
-    }
+    // Other hubs are told by the notifier after the commit, not by a NOTIFY in here: a
+    // transaction that notifies takes a database-wide lock at commit, which would serialize
+    // every writer's commits.
     let gate = shared.commit_gate.read().await;
-    (tx.commit().await.map(|()| gate), None)
+    (tx.tx.commit().await.map(|()| gate), None)
 }
 
 async fn apply(
-    tx: &Transaction<'_>,
+    tx: &Db<'_>,
     shared: &Shared,
     op: Op,
     now: i64,
@@ -337,7 +329,7 @@ fn near(count: i64, adding: i64, limit: u64) -> bool {
 }
 
 async fn submit(
-    tx: &Transaction<'_>,
+    tx: &Db<'_>,
     shared: &Shared,
     specs: Vec<JobSpec>,
     now: i64,
@@ -457,7 +449,7 @@ async fn submit(
 }
 
 async fn lease(
-    tx: &Transaction<'_>,
+    tx: &Db<'_>,
     shared: &Shared,
     order: LeaseOrder,
     now: i64,
@@ -527,7 +519,7 @@ async fn lease(
 }
 
 async fn extend(
-    tx: &Transaction<'_>,
+    tx: &Db<'_>,
     lease_id: Uuid,
     secs: Option<u32>,
     now: i64,
@@ -550,12 +542,38 @@ async fn extend(
 }
 
 async fn finish(
-    tx: &Transaction<'_>,
+    tx: &Db<'_>,
     shared: &Shared,
     report: ResultReport,
     now: i64,
     fx: &mut Effects,
 ) -> Result<FinishOutcome, tokio_postgres::Error> {
+    // The common case, a success under a live lease, in one statement; anything else (a
+    // failure, a duplicate, a lost lease) takes the path below that reads the job first.
+    if matches!(report.outcome, Outcome::Success) {
+        let updated = tx
+            .execute(
+                "UPDATE jobs SET status = $3, result = $4, error_message = NULL, error_retryable = NULL, \
+                 finished_at = $5, updated_at = $5, acked = FALSE, result_lease_id = $2 \
+                 WHERE job_id = $1 AND status = 1 AND lease_id = $2",
+                &[
+                    &report.job_id,
+                    &report.lease_id,
+                    &status_code(JobStatus::Completed),
+                    &report.result,
+                    &now,
+                ],
+            )
+            .await?;
+        if updated == 1 {
+            fx.delta.inflight -= 1;
+            fx.delta.pending += 1;
+            fx.finished = true;
+            return Ok(FinishOutcome::Recorded {
+                status: JobStatus::Completed,
+            });
+        }
+    }
     let Some(row) = tx
         .query_opt(
             "SELECT id, status, lease_id, result_lease_id, attempt, max_attempts, queue FROM jobs WHERE job_id = $1 FOR UPDATE",
@@ -642,7 +660,7 @@ async fn finish(
 /// Ends a job: completed, failed or cancelled.
 #[allow(clippy::too_many_arguments)]
 async fn end(
-    tx: &Transaction<'_>,
+    tx: &Db<'_>,
     id: i64,
     status: JobStatus,
     result: Option<&str>,
@@ -671,7 +689,7 @@ async fn end(
 
 /// Back to accepted, to run at `run_at` (a retry, a reaped lease, a requeue).
 async fn reaccept(
-    tx: &Transaction<'_>,
+    tx: &Db<'_>,
     id: i64,
     run_at: i64,
     error: Option<&JobError>,
@@ -698,21 +716,20 @@ async fn reaccept(
     Ok(())
 }
 
-async fn load(
-    tx: &Transaction<'_>,
-    job_id: Uuid,
-) -> Result<Option<JobRecord>, tokio_postgres::Error> {
+/// `SELECT` of a whole record, built once so it can be prepared once per connection.
+static LOAD_BY_JOB_ID: std::sync::LazyLock<&'static str> = std::sync::LazyLock::new(|| {
+    format!("SELECT {RECORD_COLUMNS} FROM jobs WHERE job_id = $1").leak()
+});
+
+async fn load(tx: &Db<'_>, job_id: Uuid) -> Result<Option<JobRecord>, tokio_postgres::Error> {
     Ok(tx
-        .query_opt(
-            &format!("SELECT {RECORD_COLUMNS} FROM jobs WHERE job_id = $1"),
-            &[&job_id],
-        )
+        .query_opt(&LOAD_BY_JOB_ID, &[&job_id])
         .await?
         .map(|r| record(&r)))
 }
 
 async fn cancel(
-    tx: &Transaction<'_>,
+    tx: &Db<'_>,
     job_id: Uuid,
     now: i64,
     fx: &mut Effects,
@@ -750,7 +767,7 @@ async fn cancel(
 }
 
 async fn requeue(
-    tx: &Transaction<'_>,
+    tx: &Db<'_>,
     job_id: Uuid,
     now: i64,
     fx: &mut Effects,
@@ -786,7 +803,7 @@ async fn requeue(
 }
 
 async fn tick(
-    tx: &Transaction<'_>,
+    tx: &Db<'_>,
     shared: &Shared,
     now: i64,
     fx: &mut Effects,
@@ -869,11 +886,7 @@ async fn tick(
     })
 }
 
-async fn ack(
-    tx: &Transaction<'_>,
-    ids: Vec<Uuid>,
-    fx: &mut Effects,
-) -> Result<u64, tokio_postgres::Error> {
+async fn ack(tx: &Db<'_>, ids: Vec<Uuid>, fx: &mut Effects) -> Result<u64, tokio_postgres::Error> {
     let n = tx
         .execute(
             "UPDATE jobs SET acked = TRUE WHERE job_id = ANY($1) AND status >= 2 AND NOT acked",
@@ -885,7 +898,7 @@ async fn ack(
 }
 
 async fn set_paused(
-    tx: &Transaction<'_>,
+    tx: &Db<'_>,
     queue: String,
     paused: bool,
     fx: &mut Effects,
@@ -902,7 +915,7 @@ async fn set_paused(
 }
 
 async fn purge(
-    tx: &Transaction<'_>,
+    tx: &Db<'_>,
     queue: String,
     now: i64,
     fx: &mut Effects,

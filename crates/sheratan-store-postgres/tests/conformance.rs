@@ -63,3 +63,40 @@ async fn auction_records() {
     };
     sheratan_store::conformance::auction_records_round_trip(&store, &reopen).await;
 }
+
+/// Two stores on one schema are two hubs on one database: a submit through one wakes the
+/// other's waiters (through NOTIFY on the schema's own channel).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_submit_on_one_hub_wakes_the_other() {
+    use sheratan_store::conformance::{World, job};
+    use std::time::Duration;
+
+    let backend = Postgres::new();
+    let a = World::new(&backend, StoreLimits::default());
+    let b = backend.open(a.clock.clone(), StoreLimits::default());
+    // Give b's listener a moment to subscribe.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    for round in 0..3 {
+        let mut ready = b.ready_signal();
+        ready.borrow_and_update();
+        let id = a
+            .submit(job("default", serde_json::json!({"round": round})))
+            .await;
+        tokio::time::timeout(Duration::from_secs(5), ready.changed())
+            .await
+            .expect("the other hub is woken within 5 s")
+            .unwrap();
+        let leased = b
+            .lease(sheratan_store::LeaseOrder {
+                node_id: "w".into(),
+                queues: vec!["default".into()],
+                capabilities: Vec::new(),
+                max_jobs: 1,
+            })
+            .await
+            .unwrap()
+            .jobs;
+        assert_eq!(leased.len(), 1);
+        assert_eq!(leased[0].job_id, id);
+    }
+}

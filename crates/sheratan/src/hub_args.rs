@@ -110,6 +110,10 @@ pub struct HubArgs {
     #[arg(long, env = "SHERATAN_SYNC", value_enum, default_value = "normal")]
     pub sync: SyncArg,
 
+    /// PostgreSQL store only: writer connections, each committing groups of operations.
+    #[arg(long, env = "SHERATAN_PG_WRITERS", default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..=64))]
+    pub pg_writers: u16,
+
     /// Queued (not yet leased) jobs, all queues, before submits answer 429.
     #[arg(long, env = "SHERATAN_MAX_QUEUE_DEPTH", default_value_t = 1000)]
     pub max_queue_depth: u64,
@@ -279,6 +283,7 @@ impl HubArgs {
                 let mut config = sheratan_store_postgres::PgConfig::new(url, clock);
                 config.schema = schema.clone();
                 config.limits = limits;
+                config.writers = usize::from(self.pg_writers);
                 StoreChoice::Postgres(config)
             }
         };

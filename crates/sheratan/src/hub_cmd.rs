@@ -251,6 +251,7 @@ pub async fn run_hub(args: HubArgs, up: Option<WorkerPlan>) -> Result<(), Failur
         );
         let _ = writeln!(out, "  {env}sheratan nodes");
     }
+    let signals = sheratan_runtime::shutdown_on_signals();
     // The last line of the banner; scripts and the testkit wait for it.
     let _ = writeln!(
         out,
@@ -263,8 +264,6 @@ pub async fn run_hub(args: HubArgs, up: Option<WorkerPlan>) -> Result<(), Failur
     );
     let _ = out.flush();
     drop(out);
-
-    let signals = sheratan_runtime::shutdown_on_signals();
     // Workers stop first (finishing their jobs and reporting results); the hub after them.
     let hub_stop = CancellationToken::new();
     let mut hub_task = tokio::spawn(hub.run(hub_stop.clone()));

@@ -205,8 +205,8 @@ async fn run_worker(args: worker_cmd::WorkerArgs) -> Result<(), Failure> {
         "  hub: {} (control), {} (data)",
         args.client.control_url, args.client.data_url
     );
-    println!("ready: Ctrl-C (or SIGTERM) stops the worker after running jobs finish");
     let shutdown = sheratan_runtime::shutdown_on_signals();
+    println!("ready: Ctrl-C (or SIGTERM) stops the worker after running jobs finish");
     sheratan_worker::run(config, shutdown)
         .await
         .map_err(|e| Failure::from(anyhow::Error::new(e)))

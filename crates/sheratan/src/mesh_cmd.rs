@@ -292,8 +292,9 @@ pub async fn run_host(args: HostArgs) -> Result<(), Failure> {
     );
     println!("  host: {} {}", node_id, host.url());
     println!("  hub: {} (control)", args.client.control_url);
+    let shutdown = sheratan_runtime::shutdown_on_signals();
     println!("ready: Ctrl-C (or SIGTERM) stops the host after running jobs finish");
-    host.run(sheratan_runtime::shutdown_on_signals())
+    host.run(shutdown)
         .await
         .map_err(|e| Failure::from(anyhow::Error::new(e)))
 }
@@ -333,9 +334,10 @@ pub async fn run_broker(args: BrokerArgs) -> Result<(), Failure> {
         "  hub: {} (control), {} (data)",
         args.client.control_url, args.client.data_url
     );
+    let shutdown = sheratan_runtime::shutdown_on_signals();
     println!("ready: Ctrl-C (or SIGTERM) stops the broker after running auctions finish");
     broker
-        .run(sheratan_runtime::shutdown_on_signals())
+        .run(shutdown)
         .await
         .map_err(|e| Failure::from(anyhow::Error::new(e)))
 }
@@ -368,8 +370,9 @@ pub async fn run_core(args: CoreArgs) -> Result<(), Failure> {
         "  hub: {} (control), {} (data)",
         args.client.control_url, args.client.data_url
     );
+    let shutdown = sheratan_runtime::shutdown_on_signals();
     println!("ready: Ctrl-C (or SIGTERM) stops core");
-    core.run(sheratan_runtime::shutdown_on_signals())
+    core.run(shutdown)
         .await
         .map_err(|e| Failure::from(anyhow::Error::new(e)))
 }
@@ -409,9 +412,10 @@ pub async fn run_dashboard(args: DashboardArgs) -> Result<(), Failure> {
         "  core: {}  (Core must allow this origin: SHERATAN_DASHBOARD_ORIGIN={url})",
         args.core_url
     );
+    let shutdown = sheratan_runtime::shutdown_on_signals();
     println!("ready: Ctrl-C (or SIGTERM) stops the dashboard");
     dashboard
-        .run(sheratan_runtime::shutdown_on_signals())
+        .run(shutdown)
         .await
         .map_err(|e| Failure::from(anyhow::Error::new(e)))
 }

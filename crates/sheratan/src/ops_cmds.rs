@@ -41,8 +41,8 @@ pub async fn audit_watch(args: WatchArgs) -> Result<(), Failure> {
             .join(sheratan_proto::event::ALERTS_FILE)
             .display()
     );
-    println!("ready: Ctrl-C (or SIGTERM) stops the watcher");
     let shutdown = sheratan_runtime::shutdown_on_signals();
+    println!("ready: Ctrl-C (or SIGTERM) stops the watcher");
     sheratan_ops::watch::run(config, shutdown)
         .await
         .map_err(Failure::from)

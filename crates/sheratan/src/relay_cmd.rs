@@ -195,9 +195,10 @@ pub async fn run_relay(args: RelayArgs) -> Result<(), Failure> {
         "  hub: {} (control), {} (data)",
         args.client.control_url, args.client.data_url
     );
+    let shutdown = sheratan_runtime::shutdown_on_signals();
     println!("ready: Ctrl-C (or SIGTERM) stops the relay after running jobs finish");
     relay
-        .run(sheratan_runtime::shutdown_on_signals())
+        .run(shutdown)
         .await
         .map_err(|e| Failure::from(anyhow::Error::new(e)))
 }

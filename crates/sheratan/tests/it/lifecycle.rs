@@ -40,6 +40,22 @@ async fn sigterm_drains_writes_the_registry_and_flushes_folded_events() {
     assert!(hub.stderr().contains("hub stopped"));
 }
 
+/// A SIGTERM right after the "ready" line is a clean shutdown: the handlers are installed
+/// before readiness is announced (they were not, and a quick SIGTERM killed the hub).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_right_after_ready_is_a_clean_shutdown() {
+    for _ in 0..5 {
+        let mut hub = hub().start();
+        let status = hub.terminate();
+        assert_eq!(
+            status.code(),
+            Some(0),
+            "clean exit; stderr:\n{}",
+            hub.stderr()
+        );
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn up_runs_the_hub_and_says_where_everything_is() {
     let hub = hub().up().start();
