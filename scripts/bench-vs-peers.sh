@@ -4,6 +4,10 @@
 # workload and the peers' own idle checks and summary. Figures go to docs/PERFORMANCE.md.
 #
 #   ONLY="hub hub-full bullmq-rdb pg-sync" REPS=3 ./scripts/bench-vs-peers.sh
+#   ONLY="hub-pg hub-pg2 pg-sync" REPS=2 ./scripts/bench-vs-peers.sh   # hubs on PostgreSQL
+#
+# hub-pg and hub-pg2 run one and two hubs on the cluster of scripts/pg-cluster.sh (started
+# here if needed; PostgreSQL defaults, synchronous_commit=on), each run in a fresh schema.
 #
 # The peers' folder is copied to a scratch directory (shared/ is read-only); their setup.sh
 # installs Redis, PostgreSQL, Node and Python packages from Debian, npm and PyPI.
@@ -28,8 +32,13 @@ fi
 # The hub as one more peer: same env knobs (N, C, P, RATE, PACED_N, WARMUP), one JSON line.
 cat > hub.sh <<HUB
 #!/usr/bin/env bash
-exec "$BIN" bench jobs --json --sync "\${SYNC:-normal}"
+exec "$BIN" bench jobs --json --sync "\${SYNC:-normal}" \${STORE:+--store "\$STORE" --hubs "\${HUBS:-1}"}
 HUB
 chmod +x hub.sh
+case " ${ONLY:-} " in
+  *" hub-pg"*) PG_URL=$("$ROOT/scripts/pg-cluster.sh" start) ;;
+esac
+sed -i '/\[hub-pg2\?\]=/d' run_all.sh
+sed -i "s|^declare -A CMD=(|declare -A CMD=(\n  [hub-pg]=\"env STORE=${PG_URL:-} ./hub.sh\"\n  [hub-pg2]=\"env STORE=${PG_URL:-} HUBS=2 ./hub.sh\"|" run_all.sh
 grep -q '\[hub\]' run_all.sh || sed -i 's|^declare -A CMD=(|declare -A CMD=(\n  [hub]="./hub.sh"\n  [hub-full]="env SYNC=full ./hub.sh"|' run_all.sh
 ONLY=${ONLY:-"hub hub-full bullmq-rdb pg-sync"} REPS=${REPS:-3} ./run_all.sh

@@ -21,6 +21,7 @@ use sheratan_store::{
     TickReport,
 };
 use tokio::sync::{mpsc, oneshot};
+use tokio_postgres::types::ToSql;
 
 use uuid::Uuid;
 
@@ -156,59 +157,44 @@ pub async fn run(
     }
 }
 
-async fn apply_group(slot: &Slot, shared: &Shared, mut group: Vec<Op>) {
-    // A group whose transaction could not even begin (a connection that died while idle) runs
-    // again on a fresh connection. A failure inside the transaction rolls it back and every
-    // caller gets it (503: nothing of the group is committed, so repeating is safe).
-    for attempt in 1..=3 {
-        let mut client = match slot.lock().await {
-            Ok(c) => c,
-            Err(err) => {
-                fail_all(group, &err);
-                return;
+async fn apply_group(slot: &Slot, shared: &Shared, group: Vec<Op>) {
+    // A failure inside the transaction rolls it back and every caller gets it (503: nothing
+    // of the group is committed, so repeating is safe). A broken connection is replaced at
+    // the next group.
+    let conn = match slot.lock().await {
+        Ok(c) => c,
+        Err(err) => {
+            fail_all(group, &err);
+            return;
+        }
+    };
+    let mut held: Vec<Box<dyn Held>> = Vec::with_capacity(group.len());
+    let mut fx = Effects::default();
+    match transaction(&conn, shared, group, &mut held, &mut fx).await {
+        Ok(gate) => {
+            shared.tally.lock().expect("tally lock").apply(&fx.delta);
+            shared
+                .since_refresh
+                .lock()
+                .expect("tally lock")
+                .apply(&fx.delta);
+            drop(gate);
+            if fx.ready {
+                shared.ready.send_modify(|g| *g += 1);
             }
-        };
-        let mut held: Vec<Box<dyn Held>> = Vec::with_capacity(group.len());
-        let mut fx = Effects::default();
-        let (outcome, rest) = transaction(&mut client, shared, group, &mut held, &mut fx).await;
-        match outcome {
-            Ok(gate) => {
-                shared.tally.lock().expect("tally lock").apply(&fx.delta);
-                shared
-                    .since_refresh
-                    .lock()
-                    .expect("tally lock")
-                    .apply(&fx.delta);
-                drop(gate);
-                if fx.ready {
-                    shared.ready.send_modify(|g| *g += 1);
-                }
-                if fx.finished {
-                    shared.finished.send_modify(|g| *g += 1);
-                }
-                shared.notifier.poke(fx.ready, fx.finished);
-                for h in held {
-                    h.send(Ok(()));
-                }
-                return;
+            if fx.finished {
+                shared.finished.send_modify(|g| *g += 1);
             }
-            Err(err) if attempt < 3 && rest.is_some() => {
-                tracing::debug!("postgres store: cannot begin a transaction ({err}); trying again");
-                drop(client);
-                slot.reset().await;
-                tokio::time::sleep(std::time::Duration::from_millis(50 * attempt)).await;
-                group = rest.expect("checked");
+            shared.notifier.poke(fx.ready, fx.finished);
+            for h in held {
+                h.send(Ok(()));
             }
-            Err(err) => {
-                let err = classify(err);
-                tracing::error!(error = %err, "a group of store operations failed; none of it is committed");
-                for h in held {
-                    h.send(Err(&err));
-                }
-                if let Some(rest) = rest {
-                    fail_all(rest, &err);
-                }
-                return;
+        }
+        Err(err) => {
+            let err = classify(err);
+            tracing::error!(error = %err, "a group of store operations failed; none of it is committed");
+            for h in held {
+                h.send(Err(&err));
             }
         }
     }
@@ -220,44 +206,43 @@ fn fail_all(group: Vec<Op>, err: &StoreError) {
     }
 }
 
-/// Runs a group in one transaction. If the transaction cannot begin, the group comes back
-/// untouched for another try.
+/// Runs a group in one transaction; every operation's answer is in `held` afterwards.
 async fn transaction<'a>(
-    conn: &mut Conn,
+    conn: &Conn,
     shared: &'a Shared,
     group: Vec<Op>,
     held: &mut Vec<Box<dyn Held>>,
     fx: &mut Effects,
-) -> (
-    Result<tokio::sync::RwLockReadGuard<'a, ()>, tokio_postgres::Error>,
-    Option<Vec<Op>>,
-) {
-    let tx = match Db::begin(conn).await {
-        Ok(tx) => tx,
-        Err(err) => return (Err(err), Some(group)),
-    };
+) -> Result<tokio::sync::RwLockReadGuard<'a, ()>, tokio_postgres::Error> {
+    let tx = Db::new(conn);
     let now = ms(shared.clock.now());
-    let mut ops = group.into_iter();
-    let mut failure = None;
-    for op in ops.by_ref() {
-        if let Err(err) = apply(&tx, shared, op, now, held, fx).await {
-            failure = Some(err);
-            break;
+    // Every operation of a group was pending at once, so any order is a valid one: plain
+    // submits, successful results and leases go first, pipelined with the BEGIN (one INSERT
+    // for all new jobs, one UPDATE for all results, one statement per lease), then the rest
+    // one by one.
+    let (batch, others) = Batch::split(group, shared, fx);
+    let mut failure = batch.apply(&tx, shared, now, held, fx).await.err();
+    let mut ops = others.into_iter();
+    if failure.is_none() {
+        for op in ops.by_ref() {
+            if let Err(err) = apply(&tx, shared, op, now, held, fx).await {
+                failure = Some(err);
+                break;
+            }
         }
     }
-    let rest: Vec<Op> = ops.collect();
     if let Some(err) = failure {
-        let _ = tx.tx.rollback().await;
-        for op in rest {
+        tx.rollback().await;
+        for op in ops {
             held.push(unanswered(op));
         }
-        return (Err(err), None);
+        return Err(err);
     }
     // Other hubs are told by the notifier after the commit, not by a NOTIFY in here: a
     // transaction that notifies takes a database-wide lock at commit, which would serialize
     // every writer's commits.
     let gate = shared.commit_gate.read().await;
-    (tx.tx.commit().await.map(|()| gate), None)
+    tx.commit().await.map(|()| gate)
 }
 
 async fn apply(
@@ -310,6 +295,402 @@ async fn apply(
             .await
         ),
     }
+}
+
+/// The parts of a group sent pipelined with its BEGIN: one INSERT for all plain submits, one
+/// UPDATE for all successful results, one statement per lease.
+#[derive(Default)]
+struct Batch {
+    submits: Vec<(Vec<JobSpec>, Reply<Vec<SubmitOutcome>>)>,
+    results: Vec<(ResultReport, Reply<FinishOutcome>)>,
+    /// With the number of jobs each may take.
+    leases: Vec<(LeaseOrder, i64, Reply<LeaseGrant>)>,
+}
+
+impl Batch {
+    /// Takes out submits without idempotency keys and leases (while their limits are far)
+    /// and successful results (one per job); everything else is returned, in order.
+    fn split(group: Vec<Op>, shared: &Shared, fx: &Effects) -> (Batch, Vec<Op>) {
+        let mut batch = Batch::default();
+        let mut others = Vec::new();
+        let mut new_jobs = 0i64;
+        let mut leasing = 0i64;
+        let max_inflight = shared.limits.max_inflight.min(i64::MAX as u64) as i64;
+        let mut reported = std::collections::HashSet::new();
+        for op in group {
+            match op {
+                Op::Submit(specs, reply)
+                    if specs.iter().all(|s| s.idempotency_key.is_none())
+                        && !near(
+                            depth_now(shared, fx),
+                            new_jobs + specs.len() as i64,
+                            shared.limits.max_queue_depth,
+                        ) =>
+                {
+                    new_jobs += specs.len() as i64;
+                    batch.submits.push((specs, reply));
+                }
+                // A second report for one job goes the careful way, after the first.
+                Op::Finish(report, reply)
+                    if matches!(report.outcome, Outcome::Success)
+                        && reported.insert(report.job_id) =>
+                {
+                    batch.results.push((report, reply));
+                }
+                Op::Lease(order, reply)
+                    if !near(
+                        inflight_now(shared, fx) + leasing,
+                        i64::from(order.max_jobs),
+                        shared.limits.max_inflight,
+                    ) =>
+                {
+                    let budget = i64::from(order.max_jobs)
+                        .min(max_inflight - inflight_now(shared, fx) - leasing);
+                    leasing += budget;
+                    batch.leases.push((order, budget, reply));
+                }
+                other => others.push(other),
+            }
+        }
+        (batch, others)
+    }
+
+    async fn apply(
+        self,
+        tx: &Db<'_>,
+        shared: &Shared,
+        now: i64,
+        held: &mut Vec<Box<dyn Held>>,
+        fx: &mut Effects,
+    ) -> Result<(), tokio_postgres::Error> {
+        if self.submits.is_empty() && self.results.is_empty() && self.leases.is_empty() {
+            return Ok(());
+        }
+        let answers = match self.run(tx, now).await {
+            Ok(answers) => answers,
+            Err((err, batch)) => {
+                batch.unanswered(held);
+                return Err(err);
+            }
+        };
+        let BatchAnswers {
+            submits,
+            results,
+            recorded,
+            leases,
+        } = answers;
+        for (specs, reply) in submits {
+            let created = specs
+                .iter()
+                .map(|spec| {
+                    *fx.delta.depth.entry(spec.queue.clone()).or_default() += 1;
+                    fx.ready |= ms(spec.run_at) <= now;
+                    SubmitOutcome::Created {
+                        job_id: spec.job_id,
+                    }
+                })
+                .collect();
+            held.push(Box::new(Answer {
+                reply,
+                value: Some(created),
+            }));
+        }
+        for ((_, reply), rows) in leases {
+            let grant = granted(rows, fx);
+            held.push(Box::new(Answer {
+                reply,
+                value: Some(grant),
+            }));
+        }
+        let mut results = results.into_iter();
+        while let Some((report, reply)) = results.next() {
+            if recorded.contains(&report.job_id) {
+                fx.delta.inflight -= 1;
+                fx.delta.pending += 1;
+                fx.finished = true;
+                held.push(Box::new(Answer {
+                    reply,
+                    value: Some(FinishOutcome::Recorded {
+                        status: JobStatus::Completed,
+                    }),
+                }));
+                continue;
+            }
+            // Not under a live lease: the careful path says why (duplicate, lost lease,
+            // unknown job).
+            match finish(tx, shared, report, now, fx).await {
+                Ok(value) => held.push(Box::new(Answer {
+                    reply,
+                    value: Some(value),
+                })),
+                Err(err) => {
+                    held.push(Box::new(Answer::<FinishOutcome> { reply, value: None }));
+                    for (_, reply) in results {
+                        held.push(Box::new(Answer::<FinishOutcome> { reply, value: None }));
+                    }
+                    return Err(err);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Sends the batch's statements in one pipeline and collects their rows; on failure the
+    /// batch comes back so that every caller can be answered.
+    async fn run(
+        self,
+        tx: &Db<'_>,
+        now: i64,
+    ) -> Result<BatchAnswers, (tokio_postgres::Error, Batch)> {
+        let prepared = async {
+            let mut st = Vec::new();
+            for (wanted, sql) in [
+                (!self.submits.is_empty(), INSERT_JOBS),
+                (!self.results.is_empty(), COMPLETE_JOBS),
+                (!self.leases.is_empty(), LEASE_JOBS),
+            ] {
+                st.push(if wanted {
+                    Some(tx.statement(sql).await?)
+                } else {
+                    None
+                });
+            }
+            Ok::<_, tokio_postgres::Error>(st)
+        }
+        .await;
+        let st = match prepared {
+            Ok(st) => st,
+            Err(err) => return Err((err, self)),
+        };
+        let outcome = {
+            let cols = InsertColumns::of(self.submits.iter().flat_map(|(s, _)| s));
+            let insert_params = cols.params(&now);
+            let job_ids: Vec<Uuid> = self.results.iter().map(|(r, _)| r.job_id).collect();
+            let lease_ids: Vec<Uuid> = self.results.iter().map(|(r, _)| r.lease_id).collect();
+            let bodies: Vec<&str> = self
+                .results
+                .iter()
+                .map(|(r, _)| r.result.as_str())
+                .collect();
+            let completed = status_code(JobStatus::Completed);
+            let complete_params: [&(dyn ToSql + Sync); 5] =
+                [&job_ids, &lease_ids, &bodies, &completed, &now];
+            let lease_params: Vec<[&(dyn ToSql + Sync); 5]> = self
+                .leases
+                .iter()
+                .map(|(order, budget, _)| {
+                    [
+                        &now as &(dyn ToSql + Sync),
+                        &order.queues,
+                        &order.capabilities,
+                        budget,
+                        &order.node_id,
+                    ]
+                })
+                .collect();
+            let mut pending = Vec::new();
+            if let Some(st) = &st[0] {
+                pending.push(tx.pending(st, &insert_params));
+            }
+            if let Some(st) = &st[1] {
+                pending.push(tx.pending(st, &complete_params));
+            }
+            if let Some(st) = &st[2] {
+                for params in &lease_params {
+                    pending.push(tx.pending(st, params));
+                }
+            }
+            match tx.pipeline(pending).await {
+                Ok(rows) => rows.into_iter().collect::<Result<Vec<_>, _>>(),
+                Err(err) => Err(err),
+            }
+        };
+        let mut rows = match outcome {
+            Ok(rows) => rows.into_iter(),
+            Err(err) => return Err((err, self)),
+        };
+        if !self.submits.is_empty() {
+            rows.next();
+        }
+        let recorded = if self.results.is_empty() {
+            std::collections::HashSet::new()
+        } else {
+            rows.next()
+                .unwrap_or_default()
+                .iter()
+                .map(|r| r.get(0))
+                .collect()
+        };
+        let leases = self
+            .leases
+            .into_iter()
+            .map(|(o, _, r)| (o, r))
+            .zip(rows)
+            .collect();
+        Ok(BatchAnswers {
+            submits: self.submits,
+            results: self.results,
+            recorded,
+            leases,
+        })
+    }
+
+    /// Answers every operation of a failed batch (with the group's error, after rollback).
+    fn unanswered(self, held: &mut Vec<Box<dyn Held>>) {
+        for (_, reply) in self.submits {
+            held.push(Box::new(Answer::<Vec<SubmitOutcome>> {
+                reply,
+                value: None,
+            }));
+        }
+        for (_, reply) in self.results {
+            held.push(Box::new(Answer::<FinishOutcome> { reply, value: None }));
+        }
+        for (_, _, reply) in self.leases {
+            held.push(Box::new(Answer::<LeaseGrant> { reply, value: None }));
+        }
+    }
+}
+
+struct BatchAnswers {
+    submits: Vec<(Vec<JobSpec>, Reply<Vec<SubmitOutcome>>)>,
+    results: Vec<(ResultReport, Reply<FinishOutcome>)>,
+    /// The jobs the UPDATE completed (their lease was still live).
+    recorded: std::collections::HashSet<Uuid>,
+    leases: Vec<(LeaseReply, Vec<tokio_postgres::Row>)>,
+}
+
+type LeaseReply = (LeaseOrder, Reply<LeaseGrant>);
+
+/// One INSERT for many new jobs.
+const INSERT_JOBS: &str = "INSERT INTO jobs (job_id, queue, kind, payload, priority, required_capabilities, \
+     max_attempts, timeout_s, run_at, status, attempt, created_at, updated_at) \
+     SELECT j, q, k, p, pr, c::TEXT[], ma, t, r, 0, 0, $10, $10 \
+     FROM unnest($1::UUID[], $2::TEXT[], $3::TEXT[], $4::TEXT[], $5::INT[], $6::TEXT[], $7::INT[], $8::INT[], $9::BIGINT[]) \
+       AS n(j, q, k, p, pr, c, ma, t, r)";
+
+/// One UPDATE for many successful results; returns the jobs it completed (those whose lease
+/// was still live).
+const COMPLETE_JOBS: &str = "UPDATE jobs SET status = $4, result = r.body, error_message = NULL, error_retryable = NULL, \
+     finished_at = $5, updated_at = $5, acked = FALSE, result_lease_id = r.lease_id \
+     FROM unnest($1::UUID[], $2::UUID[], $3::TEXT[]) AS r(job_id, lease_id, body) \
+     WHERE jobs.job_id = r.job_id AND jobs.status = 1 AND jobs.lease_id = r.lease_id \
+     RETURNING jobs.job_id";
+
+/// Picks and leases up to $4 ready jobs, by priority then age.
+const LEASE_JOBS: &str = "WITH picked AS ( \
+        SELECT id FROM jobs \
+        WHERE status = 0 AND run_at <= $1 AND queue = ANY($2) AND required_capabilities <@ $3 \
+          AND NOT EXISTS (SELECT 1 FROM queues q WHERE q.name = jobs.queue AND q.paused) \
+        ORDER BY priority DESC, id \
+        LIMIT $4 \
+        FOR UPDATE SKIP LOCKED \
+     ) \
+     UPDATE jobs j SET status = 1, attempt = j.attempt + 1, lease_id = gen_random_uuid(), lease_node = $5, \
+        lease_expires_at = $1 + j.timeout_s::BIGINT * 1000, updated_at = $1 \
+     FROM picked WHERE j.id = picked.id \
+     RETURNING j.job_id, j.lease_id, j.queue, j.kind, j.payload, j.attempt, j.lease_expires_at, j.priority, j.id";
+
+/// A lease's rows as handed out, in leasing order; counted in the group's effects.
+fn granted(mut rows: Vec<tokio_postgres::Row>, fx: &mut Effects) -> LeaseGrant {
+    // RETURNING comes in no particular order: hand jobs out in leasing order.
+    rows.sort_by_key(|r| (std::cmp::Reverse(r.get::<_, i32>(7)), r.get::<_, i64>(8)));
+    let mut jobs = Vec::with_capacity(rows.len());
+    for r in rows {
+        let queue: String = r.get(2);
+        *fx.delta.depth.entry(queue.clone()).or_default() -= 1;
+        fx.delta.inflight += 1;
+        jobs.push(LeasedJob {
+            job_id: r.get(0),
+            lease_id: r.get(1),
+            queue,
+            kind: r.get(3),
+            payload: r.get(4),
+            attempt: r.get::<_, i32>(5) as u32,
+            lease_expires_at: from_ms(r.get(6)),
+        });
+    }
+    LeaseGrant {
+        jobs,
+        saturated: false,
+    }
+}
+
+/// The columns of many new jobs, for [`INSERT_JOBS`].
+struct InsertColumns<'a> {
+    job_id: Vec<Uuid>,
+    queue: Vec<&'a str>,
+    kind: Vec<&'a str>,
+    payload: Vec<&'a str>,
+    priority: Vec<i32>,
+    caps: Vec<String>,
+    max_attempts: Vec<i32>,
+    timeout_s: Vec<i32>,
+    run_at: Vec<i64>,
+}
+
+impl<'a> InsertColumns<'a> {
+    fn of(specs: impl Iterator<Item = &'a JobSpec>) -> Self {
+        let mut c = InsertColumns {
+            job_id: Vec::new(),
+            queue: Vec::new(),
+            kind: Vec::new(),
+            payload: Vec::new(),
+            priority: Vec::new(),
+            caps: Vec::new(),
+            max_attempts: Vec::new(),
+            timeout_s: Vec::new(),
+            run_at: Vec::new(),
+        };
+        for s in specs {
+            c.job_id.push(s.job_id);
+            c.queue.push(&s.queue);
+            c.kind.push(&s.kind);
+            c.payload.push(&s.payload);
+            c.priority.push(s.priority);
+            c.caps.push(array_literal(&s.required_capabilities));
+            c.max_attempts.push(s.max_attempts as i32);
+            c.timeout_s.push(s.timeout_s as i32);
+            c.run_at.push(ms(s.run_at));
+        }
+        c
+    }
+
+    fn params<'p>(&'p self, now: &'p i64) -> [&'p (dyn ToSql + Sync); 10] {
+        [
+            &self.job_id,
+            &self.queue,
+            &self.kind,
+            &self.payload,
+            &self.priority,
+            &self.caps,
+            &self.max_attempts,
+            &self.timeout_s,
+            &self.run_at,
+            now,
+        ]
+    }
+}
+
+/// A PostgreSQL array literal (`{"a","b"}`): arrays of arrays cannot be unnested row by row,
+/// so each job's capabilities travel as one text and are cast back in the statement.
+fn array_literal(items: &[String]) -> String {
+    let mut out = String::from("{");
+    for (i, item) in items.iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        out.push('"');
+        for ch in item.chars() {
+            if ch == '"' || ch == '\\' {
+                out.push('\\');
+            }
+            out.push(ch);
+        }
+        out.push('"');
+    }
+    out.push('}');
+    out
 }
 
 /// The cached total plus this group's changes so far.
@@ -479,43 +860,17 @@ async fn lease(
     let budget = i64::from(order.max_jobs).min(limit - inflight);
     let rows = tx
         .query(
-            "WITH picked AS ( \
-                SELECT id FROM jobs \
-                WHERE status = 0 AND run_at <= $1 AND queue = ANY($2) AND required_capabilities <@ $3 \
-                  AND NOT EXISTS (SELECT 1 FROM queues q WHERE q.name = jobs.queue AND q.paused) \
-                ORDER BY priority DESC, id \
-                LIMIT $4 \
-                FOR UPDATE SKIP LOCKED \
-             ) \
-             UPDATE jobs j SET status = 1, attempt = j.attempt + 1, lease_id = gen_random_uuid(), lease_node = $5, \
-                lease_expires_at = $1 + j.timeout_s::BIGINT * 1000, updated_at = $1 \
-             FROM picked WHERE j.id = picked.id \
-             RETURNING j.job_id, j.lease_id, j.queue, j.kind, j.payload, j.attempt, j.lease_expires_at, j.priority, j.id",
-            &[&now, &order.queues, &order.capabilities, &budget, &order.node_id],
+            LEASE_JOBS,
+            &[
+                &now,
+                &order.queues,
+                &order.capabilities,
+                &budget,
+                &order.node_id,
+            ],
         )
         .await?;
-    let mut rows = rows;
-    // RETURNING comes in no particular order: hand jobs out in leasing order.
-    rows.sort_by_key(|r| (std::cmp::Reverse(r.get::<_, i32>(7)), r.get::<_, i64>(8)));
-    let mut jobs = Vec::with_capacity(rows.len());
-    for r in rows {
-        let queue: String = r.get(2);
-        *fx.delta.depth.entry(queue.clone()).or_default() -= 1;
-        fx.delta.inflight += 1;
-        jobs.push(LeasedJob {
-            job_id: r.get(0),
-            lease_id: r.get(1),
-            queue,
-            kind: r.get(3),
-            payload: r.get(4),
-            attempt: r.get::<_, i32>(5) as u32,
-            lease_expires_at: from_ms(r.get(6)),
-        });
-    }
-    Ok(LeaseGrant {
-        jobs,
-        saturated: false,
-    })
+    Ok(granted(rows, fx))
 }
 
 async fn extend(
@@ -983,4 +1338,18 @@ pub async fn exact_tally(
         .await?
         .get(0);
     Ok(tally)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn array_literals_quote_every_element() {
+        assert_eq!(array_literal(&[]), "{}");
+        assert_eq!(
+            array_literal(&["gpu".into(), "a,b".into(), r#"q"u\o"#.into()]),
+            r#"{"gpu","a,b","q\"u\\o"}"#
+        );
+    }
 }

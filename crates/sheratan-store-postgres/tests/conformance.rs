@@ -100,3 +100,24 @@ async fn a_submit_on_one_hub_wakes_the_other() {
         assert_eq!(leased[0].job_id, id);
     }
 }
+
+/// Capabilities travel through the batched INSERT as array literals: odd characters survive.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn capabilities_with_quotes_and_commas_survive_the_batched_insert() {
+    use sheratan_store::conformance::{World, job};
+
+    let backend = Postgres::new();
+    let w = World::new(&backend, StoreLimits::default());
+    let caps = ["a,b", r#"q"u\o"#, "{x}"];
+    let mut j = job("default", serde_json::json!({}));
+    j.required_capabilities = caps.iter().map(|c| c.to_string()).collect();
+    let id = w.submit(j).await;
+    assert!(w.lease("w", &["default"], &["a,b"], 1).await.is_empty());
+    let leased = w.lease("w", &["default"], &caps, 1).await;
+    assert_eq!(leased.len(), 1);
+    assert_eq!(leased[0].job_id, id);
+    let record = w.store.get(id).await.unwrap().unwrap();
+    let mut want: Vec<String> = caps.iter().map(|c| c.to_string()).collect();
+    want.sort();
+    assert_eq!(record.required_capabilities, want);
+}
