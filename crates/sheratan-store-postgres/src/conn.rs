@@ -227,7 +227,11 @@ pub struct Slot {
 /// `jobs_ready` index in order and stop after a few: 30–80 ms instead of 0.1 ms per lease
 /// with 20,000 jobs queued. With sorts ruled out, ordered index scans are the only plans
 /// left for the writers' `ORDER BY … LIMIT` statements, whatever the statistics say.
-const WRITER_SETTINGS: &str = "SET enable_sort = off;";
+///
+/// Their prepared statements also keep one generic plan: by default PostgreSQL plans every
+/// execution again while a custom plan looks cheaper, and profiling showed the writers'
+/// backends spending much of their time in the parser and planner.
+const WRITER_SETTINGS: &str = "SET enable_sort = off; SET plan_cache_mode = force_generic_plan;";
 
 impl Slot {
     pub fn new(target: Arc<Target>) -> Self {
