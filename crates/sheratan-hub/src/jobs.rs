@@ -74,10 +74,10 @@ pub fn store_error(err: StoreError) -> ApiError {
     match err {
         StoreError::Unavailable(detail) => {
             let mut e = ApiError::unavailable(
-                "the job store cannot take writes right now (disk full, read-only or down); nothing committed was lost",
+                "the job store cannot take writes right now (disk full or read-only, or the database down); nothing committed was lost",
                 detail,
             );
-            e.hint = "retry with backoff; operators: check the disk that holds the store (space, permissions, read-only mount); the hub recovers on its own".into();
+            e.hint = "retry with backoff; operators: check the store (SQLite: the disk's space, permissions, read-only mount; PostgreSQL: that the database is up and reachable, see the hub's log); the hub recovers on its own".into();
             e.retry_after_s = Some(1);
             e
         }
