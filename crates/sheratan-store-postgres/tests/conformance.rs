@@ -121,3 +121,5 @@ async fn capabilities_with_quotes_and_commas_survive_the_batched_insert() {
     want.sort();
     assert_eq!(record.required_capabilities, want);
 }
+
+sheratan_store::model_tests!(Postgres::new(), 24);

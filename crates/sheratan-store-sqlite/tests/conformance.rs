@@ -48,3 +48,5 @@ async fn auction_records() {
     };
     sheratan_store::conformance::auction_records_round_trip(&store, &reopen).await;
 }
+
+sheratan_store::model_tests!(Sqlite::new(), 64);

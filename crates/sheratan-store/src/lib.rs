@@ -7,6 +7,8 @@ pub mod clock;
 #[cfg(feature = "conformance")]
 pub mod conformance;
 pub mod jobs;
+#[cfg(feature = "conformance")]
+pub mod model;
 pub mod registry;
 pub mod store;
 
