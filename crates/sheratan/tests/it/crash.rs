@@ -1,5 +1,10 @@
-//! Crash safety: `kill -9` the hub during a mixed load, restart it on the same home, and every
-//! job that got a 2xx is there and ends completed exactly once.
+//! Crash safety (the chaos test): `kill -9` the hub at random moments during a mixed load of
+//! submits, batches, leases, results and heartbeats, restart it on the same home each time;
+//! afterwards every job that got a 2xx is there and ended completed exactly once, and the
+//! registry has every node that heartbeated.
+//!
+//! `SHERATAN_CHAOS_KILLS` (default 3) sets how many kills, `SHERATAN_CHAOS_SEED` replays the
+//! kill moments of a run (each run prints its seed).
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -48,7 +53,18 @@ async fn persist_post(
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn kill_9_during_a_mixed_load_loses_no_acknowledged_job() {
+async fn kill_9_at_random_moments_during_a_mixed_load_loses_no_acknowledged_job() {
+    use rand::{Rng, SeedableRng};
+    let kills: u32 = std::env::var("SHERATAN_CHAOS_KILLS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(3);
+    let seed: u64 = std::env::var("SHERATAN_CHAOS_SEED")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(rand::random);
+    eprintln!("chaos: {kills} kills, SHERATAN_CHAOS_SEED={seed}");
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
     let (cport, dport) = (free_port(), free_port());
     let mut hub = hub()
         .control_addr(format!("127.0.0.1:{cport}"))
@@ -118,6 +134,25 @@ async fn kill_9_during_a_mixed_load_loses_no_acknowledged_job() {
             }
         })
     };
+    // Nodes heartbeat through it all (to the control plane, which dies with the hub).
+    let c = format!("http://127.0.0.1:{cport}");
+    let nodes: Vec<String> = (0..5).map(|i| format!("chaos-{i}")).collect();
+    let beats = {
+        let (c, token, stop, nodes) = (c.clone(), token.clone(), stop.clone(), nodes.clone());
+        tokio::spawn(async move {
+            while !stop.load(Ordering::Relaxed) {
+                for node in &nodes {
+                    let _ = http()
+                        .post(format!("{c}/v1/heartbeat"))
+                        .bearer_auth(&token)
+                        .body(heartbeat_body(node))
+                        .send()
+                        .await;
+                }
+                tokio::time::sleep(Duration::from_millis(300)).await;
+            }
+        })
+    };
     let mut workers = Vec::new();
     for w in 0..4 {
         let (d, token, stop, recorded) = (d.clone(), token.clone(), stop.clone(), recorded.clone());
@@ -150,15 +185,32 @@ async fn kill_9_during_a_mixed_load_loses_no_acknowledged_job() {
         }));
     }
 
-    for _ in 0..2 {
-        tokio::time::sleep(Duration::from_millis(1500)).await;
+    // One node heartbeats once, before the first kill: only the registry snapshot can carry
+    // it across the restarts.
+    post(
+        &format!("{c}/v1/heartbeat"),
+        Auth::Bearer(&token),
+        &heartbeat_body("chaos-once"),
+    )
+    .await;
+    let snapshot = hub.home.join("nodes_registry.json");
+    sheratan_testkit::wait_for(Duration::from_secs(10), || {
+        std::fs::read_to_string(&snapshot)
+            .ok()
+            .filter(|t| t.contains("chaos-once"))
+            .map(|_| ())
+    })
+    .expect("the snapshot holds chaos-once");
+    for _ in 0..kills {
+        tokio::time::sleep(Duration::from_millis(rng.random_range(300..2500))).await;
         hub.kill9();
-        tokio::time::sleep(Duration::from_millis(300)).await;
+        tokio::time::sleep(Duration::from_millis(rng.random_range(50..500))).await;
         hub.restart();
     }
     tokio::time::sleep(Duration::from_millis(1500)).await;
     stop.store(true, Ordering::Relaxed);
     producer.await.unwrap();
+    beats.await.unwrap();
     for w in workers {
         w.await.unwrap();
     }
@@ -190,8 +242,21 @@ async fn kill_9_during_a_mixed_load_loses_no_acknowledged_job() {
     }
     let (_, health) = get(&format!("{d}/health"), Auth::None).await;
     assert_eq!(health["inflight"], 0);
+    // The registry came back: every node is known (from the snapshot or a later heartbeat).
+    let (status, listed) = get(&format!("{c}/v1/nodes"), Auth::Bearer(&token)).await;
+    assert_eq!(status, StatusCode::OK, "{listed}");
+    for node in nodes.iter().chain(Some(&"chaos-once".to_owned())) {
+        assert!(
+            listed["nodes"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|n| n["node_id"] == node.as_str()),
+            "{node} is missing after the restarts: {listed}"
+        );
+    }
     eprintln!(
-        "crash test: {} acknowledged jobs, all completed once, across 2 kill -9 restarts",
+        "chaos: {} acknowledged jobs, all completed once, across {kills} kill -9 restarts (seed {seed})",
         acknowledged.len()
     );
 }
