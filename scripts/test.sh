@@ -53,5 +53,8 @@ cargo nextest run --workspace --locked --no-fail-fast
 step "doc tests"
 cargo test --workspace --locked --doc
 
+step "fuzz targets, briefly (nightly; skipped without it)"
+"$(dirname "$0")/fuzz.sh" "${SHERATAN_FUZZ_SECONDS:-10}"
+
 echo
 echo "all checks passed"

@@ -14,6 +14,7 @@ pub mod audit;
 pub mod auth;
 pub mod bundles;
 pub mod config;
+pub mod fuzzing;
 pub mod http;
 pub mod jobs;
 pub mod metrics;
