@@ -414,3 +414,123 @@ async fn a_storage_fault_answers_503_keeps_reads_and_recovers() {
     assert_eq!(kinds, vec!["after", "before"]);
     assert!(!hub.stderr().contains("panicked"));
 }
+
+/// A tmpfs of a few MiB mounted for one test, unmounted when dropped.
+struct SmallDisk {
+    dir: tempfile::TempDir,
+}
+
+impl SmallDisk {
+    fn mount(size: &str) -> SmallDisk {
+        let dir = tempfile::tempdir().unwrap();
+        let status = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(dir.path())
+            .status();
+        assert!(
+            status.as_ref().is_ok_and(|s| s.success()),
+            "this test mounts a small tmpfs to fill it (needs root / CAP_SYS_ADMIN): {status:?}"
+        );
+        SmallDisk { dir }
+    }
+
+    /// Writes zeros into `filler` until the disk is full.
+    fn fill(&self) {
+        use std::io::Write;
+        let mut f = std::fs::File::create(self.dir.path().join("filler")).unwrap();
+        let chunk = vec![0u8; 64 * 1024];
+        while f.write_all(&chunk).is_ok() {}
+        let _ = f.sync_all();
+    }
+
+    fn free(&self) {
+        std::fs::remove_file(self.dir.path().join("filler")).unwrap();
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg("-l")
+            .arg(self.dir.path())
+            .status();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_disk_answers_503_keeps_reads_and_recovers_when_space_returns() {
+    let disk = SmallDisk::mount("16m");
+    let home = disk.dir.path().join("home");
+    std::fs::create_dir(&home).unwrap();
+    let hub = hub().home(&home).start();
+    let token = hub.token();
+    let d = &hub.data_url;
+    let (status, first) = submit(d, &token, &json!({"kind": "before"})).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{first}");
+
+    disk.fill();
+    // Writes that need new space fail: 503 with the contract's body, never a 2xx that is not
+    // durable, never a crash.
+    let big = "x".repeat(4000);
+    let mut refused = 0;
+    let mut accepted_batches = 0u64;
+    for i in 0..50 {
+        let jobs: Vec<_> = (0..100)
+            .map(|n| json!({"kind": "during", "payload": {"i": i, "n": n, "pad": big}}))
+            .collect();
+        let (status, body) = post(
+            &format!("{d}/v1/jobs/batch"),
+            Auth::Bearer(&token),
+            &json!({ "jobs": jobs }).to_string(),
+        )
+        .await;
+        if status == StatusCode::SERVICE_UNAVAILABLE {
+            let (_, hint) = assert_error(status, &body, 503, "UNAVAILABLE");
+            assert!(hint.contains("disk"), "{hint}");
+            refused += 1;
+            break;
+        }
+        assert_eq!(status, StatusCode::OK, "{body}");
+        accepted_batches += 1;
+    }
+    assert_eq!(refused, 1, "a full disk must refuse writes");
+    // Reads keep working.
+    let (status, view) = get(
+        &format!("{d}/v1/jobs/{}", first["job_id"].as_str().unwrap()),
+        Auth::Bearer(&token),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{view}");
+    assert_eq!(view["kind"], "before");
+
+    // Space returns: the hub recovers on its own and nothing committed was lost.
+    disk.free();
+    let mut recovered = false;
+    for _ in 0..50 {
+        let (status, _) = submit(d, &token, &json!({"kind": "after"})).await;
+        if status == StatusCode::ACCEPTED {
+            recovered = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert!(recovered, "the hub takes writes again once there is space");
+    let (status, view) = get(
+        &format!("{d}/v1/jobs/{}", first["job_id"].as_str().unwrap()),
+        Auth::Bearer(&token),
+    )
+    .await;
+    assert_eq!(
+        (status, view["status"].as_str()),
+        (StatusCode::OK, Some("accepted"))
+    );
+    // Every job that got a 2xx is there, and nothing of the refused batch.
+    let (_, health) = get(&format!("{d}/health"), Auth::None).await;
+    assert_eq!(
+        health["queue_depth"],
+        json!(1 + accepted_batches * 100 + 1),
+        "{health}"
+    );
+    assert!(!hub.stderr().contains("panicked"), "{}", hub.stderr());
+    drop(hub);
+}
