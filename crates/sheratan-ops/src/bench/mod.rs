@@ -2,6 +2,7 @@
 //! the peers in `docs/PERFORMANCE.md`.
 
 mod auction;
+mod flood;
 mod heartbeat;
 mod jobs;
 mod load;
@@ -25,6 +26,9 @@ pub enum BenchCommand {
     Auction(auction::AuctionArgs),
     /// The WebRelay in real Chromium against a local chat page: overhead and jobs/minute.
     Relay(relay::RelayArgs),
+    /// Bad tokens and malformed bodies against a hub under load: valid latency, memory,
+    /// audit log size, alerts.
+    Flood(flood::FloodArgs),
 }
 
 pub async fn run(cmd: BenchCommand) -> anyhow::Result<()> {
@@ -34,6 +38,7 @@ pub async fn run(cmd: BenchCommand) -> anyhow::Result<()> {
         BenchCommand::Workers(args) => workers::run(args).await,
         BenchCommand::Auction(args) => auction::run(args).await,
         BenchCommand::Relay(args) => relay::run(args).await,
+        BenchCommand::Flood(args) => flood::run(args).await,
     }
 }
 

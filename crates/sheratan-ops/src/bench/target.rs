@@ -110,6 +110,11 @@ impl Target {
         }
     }
 
+    /// The home of a hub this bench started.
+    pub fn home(&self) -> Option<&std::path::Path> {
+        self._home.as_ref().map(|h| h.path())
+    }
+
     /// Resident set size of the hub in bytes, if known.
     pub fn rss_bytes(&self) -> Option<u64> {
         let status =

@@ -6,6 +6,7 @@ mod crash;
 mod dashboard;
 mod data;
 mod data_errors;
+mod flood;
 mod hostile;
 mod lifecycle;
 mod mesh;

@@ -1,0 +1,420 @@
+//! `sheratan bench flood`: hostile traffic against a hub under normal load. Valid traffic
+//! (submit, lease, signed result, paced) runs alone first, then again while flooders send
+//! requests with bad tokens and oversized or malformed bodies. Reports valid latency in both
+//! phases, the hub's memory, the security audit log's size and the alerts the audit watcher
+//! raised (the watcher runs in this process on the hub's log directory, as `up` runs it).
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use bytes::Bytes;
+use serde::Serialize;
+use tokio_util::sync::CancellationToken;
+
+use super::Percentiles;
+use super::load::Lane;
+use super::target::Target;
+use crate::watch::{RuleArgs, WatchConfig};
+
+#[derive(Debug, clap::Args)]
+pub struct FloodArgs {
+    /// Requests with a wrong token (half to the control plane, half to the data plane).
+    #[arg(long, default_value_t = 50_000)]
+    pub bad_tokens: u64,
+    /// Requests with a good token and a bad body: malformed JSON, wrong types, and (one in 100)
+    /// a body over the hub's size limit.
+    #[arg(long, default_value_t = 50_000)]
+    pub malformed: u64,
+    /// Valid jobs per second (each one submit, one lease and one signed result).
+    #[arg(long, default_value_t = 200)]
+    pub rate: u64,
+    /// Seconds of valid traffic alone, before the flood.
+    #[arg(long, default_value_t = 5)]
+    pub baseline_s: u64,
+    /// Flooding connections.
+    #[arg(long, default_value_t = 8)]
+    pub flooders: usize,
+    #[command(flatten)]
+    pub rules: RuleArgs,
+    /// Print one JSON object instead of a table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Default, Serialize)]
+struct Statuses {
+    s400: u64,
+    s403: u64,
+    s413: u64,
+    other: u64,
+    /// Connections the hub closed (after a 413, say); the flooder reconnected.
+    reconnects: u64,
+}
+
+#[derive(Debug, Serialize)]
+struct Report {
+    valid_unloaded: Percentiles,
+    valid_during_flood: Percentiles,
+    /// p99 during the flood over p99 alone.
+    p99_ratio: f64,
+    valid_requests: u64,
+    valid_failures: u64,
+    flood_requests: u64,
+    flood_seconds: f64,
+    bad_token: Statuses,
+    malformed: Statuses,
+    rss_before_bytes: u64,
+    rss_max_bytes: u64,
+    rss_after_bytes: u64,
+    audit_log_bytes: u64,
+    audit_log_lines: u64,
+    alerts: std::collections::BTreeMap<String, u64>,
+    /// Seconds from the flood's start to the first alert.
+    first_alert_s: Option<f64>,
+}
+
+pub async fn run(args: FloodArgs) -> anyhow::Result<()> {
+    eprintln!("starting a hub in a temp dir ...");
+    let target = Target::spawn(&[])?;
+    let home = target
+        .home()
+        .context("the bench's own hub has a home")?
+        .to_owned();
+    let log_dir = home.join("logs");
+    let shutdown = CancellationToken::new();
+    let watcher = tokio::spawn(crate::watch::run(
+        WatchConfig::new(log_dir.clone(), &args.rules),
+        shutdown.clone(),
+    ));
+
+    let mut rss_max = 0u64;
+    let rss_before = target.rss_bytes().unwrap_or(0);
+    eprintln!(
+        "valid traffic alone: {} jobs/s for {} s ...",
+        args.rate, args.baseline_s
+    );
+    let stop = Arc::new(AtomicBool::new(false));
+    let baseline = {
+        let stop = stop.clone();
+        let (url, token, rate) = (target.data_url.clone(), target.token.clone(), args.rate);
+        tokio::spawn(async move { valid_traffic(&url, &token, rate, &stop).await })
+    };
+    tokio::time::sleep(Duration::from_secs(args.baseline_s)).await;
+    stop.store(true, Ordering::Relaxed);
+    let (mut unloaded, failures_before) = baseline.await??;
+
+    eprintln!(
+        "flood: {} bad-token and {} malformed requests over {} connections, valid traffic on ...",
+        args.bad_tokens, args.malformed, args.flooders
+    );
+    let stop = Arc::new(AtomicBool::new(false));
+    let during = {
+        let stop = stop.clone();
+        let (url, token, rate) = (target.data_url.clone(), target.token.clone(), args.rate);
+        tokio::spawn(async move { valid_traffic(&url, &token, rate, &stop).await })
+    };
+    let sent = Arc::new(AtomicU64::new(0));
+    let started = Instant::now();
+    let mut flooders = Vec::new();
+    let per_kind = args.flooders.div_ceil(2).max(1);
+    for i in 0..per_kind {
+        let share =
+            |total: u64| total / per_kind as u64 + u64::from((i as u64) < total % per_kind as u64);
+        let (control, data, counter) = (
+            target.control_url.clone(),
+            target.data_url.clone(),
+            sent.clone(),
+        );
+        let n = share(args.bad_tokens);
+        flooders.push(tokio::spawn(async move {
+            bad_tokens(&control, &data, n, &counter)
+                .await
+                .map(|s| (true, s))
+        }));
+        let (data, token, counter) = (target.data_url.clone(), target.token.clone(), sent.clone());
+        let n = share(args.malformed);
+        flooders.push(tokio::spawn(async move {
+            malformed(&data, &token, n, &counter)
+                .await
+                .map(|s| (false, s))
+        }));
+    }
+    let total = args.bad_tokens + args.malformed;
+    let mut last = Instant::now();
+    let mut first_alert_s = None;
+    while !flooders.iter().all(|f| f.is_finished()) {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        rss_max = rss_max.max(target.rss_bytes().unwrap_or(0));
+        if first_alert_s.is_none() && !crate::watch::read_alerts(&log_dir).is_empty() {
+            first_alert_s = Some(started.elapsed().as_secs_f64());
+        }
+        if last.elapsed() >= Duration::from_secs(1) && !args.json {
+            last = Instant::now();
+            eprintln!(
+                "  {} / {total} hostile requests sent, hub RSS {:.1} MiB",
+                sent.load(Ordering::Relaxed),
+                rss_max as f64 / 1048576.0
+            );
+        }
+    }
+    let flood_seconds = started.elapsed().as_secs_f64();
+    let mut bad = Statuses::default();
+    let mut mal = Statuses::default();
+    for f in flooders {
+        let (is_bad, s) = f.await??;
+        let into = if is_bad { &mut bad } else { &mut mal };
+        into.s400 += s.s400;
+        into.s403 += s.s403;
+        into.s413 += s.s413;
+        into.other += s.other;
+        into.reconnects += s.reconnects;
+    }
+    stop.store(true, Ordering::Relaxed);
+    let (mut loaded, failures_during) = during.await??;
+    // Repeats of one event are folded into a line written when the hub's fold window closes
+    // (SHERATAN_AUDIT_FOLD_WINDOW_SEC, 10 s by default); the watcher alerts once it reads it.
+    let wait_until = Instant::now() + Duration::from_secs(20);
+    while first_alert_s.is_none() && Instant::now() < wait_until {
+        if !crate::watch::read_alerts(&log_dir).is_empty() {
+            first_alert_s = Some(started.elapsed().as_secs_f64());
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    shutdown.cancel();
+    let _ = watcher.await;
+    let rss_after = target.rss_bytes().unwrap_or(0);
+
+    let audit = std::fs::read_to_string(log_dir.join(sheratan_proto::event::AUDIT_LOG_FILE))
+        .unwrap_or_default();
+    let mut alerts = std::collections::BTreeMap::new();
+    for alert in crate::watch::read_alerts(&log_dir) {
+        *alerts.entry(alert.rule).or_insert(0) += 1;
+    }
+    let valid_unloaded = Percentiles::from_micros(&mut unloaded);
+    let valid_during_flood = Percentiles::from_micros(&mut loaded);
+    let report = Report {
+        p99_ratio: valid_during_flood.p99_ms / valid_unloaded.p99_ms.max(0.001),
+        valid_requests: (unloaded.len() + loaded.len()) as u64,
+        valid_failures: failures_before + failures_during,
+        flood_requests: total,
+        flood_seconds,
+        valid_unloaded,
+        valid_during_flood,
+        bad_token: bad,
+        malformed: mal,
+        rss_before_bytes: rss_before,
+        rss_max_bytes: rss_max.max(rss_after),
+        rss_after_bytes: rss_after,
+        audit_log_bytes: audit.len() as u64,
+        audit_log_lines: audit.lines().count() as u64,
+        alerts,
+        first_alert_s,
+    };
+    if args.json {
+        println!("{}", serde_json::to_string(&report)?);
+    } else {
+        print_table(&report);
+    }
+    Ok(())
+}
+
+fn print_table(r: &Report) {
+    let mib = |b: u64| b as f64 / 1048576.0;
+    println!("flood against a hub under load");
+    println!(
+        "  valid traffic alone          p50 {:.2} ms  p90 {:.2} ms  p99 {:.2} ms  max {:.2} ms",
+        r.valid_unloaded.p50_ms,
+        r.valid_unloaded.p90_ms,
+        r.valid_unloaded.p99_ms,
+        r.valid_unloaded.max_ms
+    );
+    println!(
+        "  valid traffic during flood   p50 {:.2} ms  p90 {:.2} ms  p99 {:.2} ms  max {:.2} ms  (p99 × {:.2})",
+        r.valid_during_flood.p50_ms,
+        r.valid_during_flood.p90_ms,
+        r.valid_during_flood.p99_ms,
+        r.valid_during_flood.max_ms,
+        r.p99_ratio
+    );
+    println!(
+        "  valid requests {}, failed {}",
+        r.valid_requests, r.valid_failures
+    );
+    println!(
+        "  hostile requests {} in {:.1} s ({:.0}/s): bad token 403 ×{} (other {}), malformed 400 ×{} 413 ×{} (other {}, reconnects {})",
+        r.flood_requests,
+        r.flood_seconds,
+        r.flood_requests as f64 / r.flood_seconds.max(0.001),
+        r.bad_token.s403,
+        r.bad_token.other + r.bad_token.s400 + r.bad_token.s413,
+        r.malformed.s400,
+        r.malformed.s413,
+        r.malformed.other + r.malformed.s403,
+        r.malformed.reconnects
+    );
+    println!(
+        "  hub RSS {:.1} MiB before, {:.1} MiB at most, {:.1} MiB after",
+        mib(r.rss_before_bytes),
+        mib(r.rss_max_bytes),
+        mib(r.rss_after_bytes)
+    );
+    println!(
+        "  audit log {} lines, {:.1} KiB",
+        r.audit_log_lines,
+        r.audit_log_bytes as f64 / 1024.0
+    );
+    println!(
+        "  alerts {:?}, the first {}",
+        r.alerts,
+        r.first_alert_s
+            .map(|s| format!("{s:.1} s after the flood began"))
+            .unwrap_or_else(|| "never".into())
+    );
+}
+
+/// Paced valid jobs until `stop`: latencies of every request (µs) and the failures.
+async fn valid_traffic(
+    url: &str,
+    token: &str,
+    rate: u64,
+    stop: &AtomicBool,
+) -> anyhow::Result<(Vec<u32>, u64)> {
+    let mut lane = Lane::connect(url, token).await?;
+    let period = Duration::from_secs_f64(1.0 / rate.max(1) as f64);
+    let mut next = tokio::time::Instant::now();
+    let mut latencies = Vec::new();
+    let mut failures = 0u64;
+    let mut n = 0u64;
+    while !stop.load(Ordering::Relaxed) {
+        tokio::time::sleep_until(next).await;
+        next += period;
+        n += 1;
+        let job = Bytes::from(format!(r#"{{"kind":"echo","payload":{{"n":{n}}}}}"#));
+        let (status, _, us) = lane.exchange("/v1/jobs", job, &[]).await?;
+        latencies.push(us);
+        if status != 202 {
+            failures += 1;
+            continue;
+        }
+        let lease = Bytes::from_static(br#"{"node_id":"flood-valid","max_jobs":1,"wait_ms":0}"#);
+        let (status, answer, us) = lane.exchange("/v1/leases", lease, &[]).await?;
+        latencies.push(us);
+        if status != 200 {
+            failures += 1;
+            continue;
+        }
+        let grant: serde_json::Value = serde_json::from_slice(&answer)?;
+        for job in grant["jobs"].as_array().into_iter().flatten() {
+            let body = format!(
+                r#"{{"job_id":"{}","lease_id":"{}","outcome":"success","result":null}}"#,
+                job["job_id"].as_str().unwrap_or_default(),
+                job["lease_id"].as_str().unwrap_or_default()
+            );
+            let (hash, signature) = sheratan_client::sign_result(body.as_bytes(), token);
+            let (status, _, us) = lane
+                .exchange(
+                    "/v1/results",
+                    Bytes::from(body),
+                    &[
+                        ("x-sheratan-content-sha256", hash),
+                        ("x-sheratan-signature", signature),
+                    ],
+                )
+                .await?;
+            latencies.push(us);
+            if status != 200 {
+                failures += 1;
+            }
+        }
+    }
+    Ok((latencies, failures))
+}
+
+/// Sends `n` requests through `lane`, reconnecting whenever the hub closed the connection.
+async fn hostile(
+    url: &str,
+    token: &str,
+    n: u64,
+    sent: &AtomicU64,
+    request: impl Fn(u64) -> (&'static str, Bytes),
+) -> anyhow::Result<Statuses> {
+    let mut s = Statuses::default();
+    let mut lane = Lane::connect(url, token).await?;
+    for i in 0..n {
+        let (path, body) = request(i);
+        let status = match lane.exchange(path, body.clone(), &[]).await {
+            Ok((status, _, _)) => status,
+            Err(_) => {
+                // The hub closes a connection after refusing a body it did not read: the
+                // request was not answered; send it again on a new connection.
+                s.reconnects += 1;
+                lane = Lane::connect(url, token).await?;
+                match lane.exchange(path, body, &[]).await {
+                    Ok((status, _, _)) => status,
+                    Err(_) => {
+                        lane = Lane::connect(url, token).await?;
+                        sent.fetch_add(1, Ordering::Relaxed);
+                        s.other += 1;
+                        continue;
+                    }
+                }
+            }
+        };
+        sent.fetch_add(1, Ordering::Relaxed);
+        match status {
+            400 => s.s400 += 1,
+            403 => s.s403 += 1,
+            413 => s.s413 += 1,
+            _ => s.other += 1,
+        }
+    }
+    Ok(s)
+}
+
+async fn bad_tokens(
+    control: &str,
+    data: &str,
+    n: u64,
+    sent: &AtomicU64,
+) -> anyhow::Result<Statuses> {
+    let token = "not-the-token";
+    let beat = Bytes::from_static(br#"{"node_id":"intruder","role":"worker"}"#);
+    let job = Bytes::from_static(br#"{"kind":"echo","payload":{}}"#);
+    let mut a = hostile(control, token, n / 2, sent, |_| {
+        ("/v1/heartbeat", beat.clone())
+    })
+    .await?;
+    let b = hostile(data, token, n - n / 2, sent, |_| ("/v1/jobs", job.clone())).await?;
+    a.s400 += b.s400;
+    a.s403 += b.s403;
+    a.s413 += b.s413;
+    a.other += b.other;
+    a.reconnects += b.reconnects;
+    if a.other > 0 {
+        bail!("{} bad-token requests were not refused with 403", a.other);
+    }
+    Ok(a)
+}
+
+async fn malformed(data: &str, token: &str, n: u64, sent: &AtomicU64) -> anyhow::Result<Statuses> {
+    // Over the default 1 MiB limit.
+    let oversized = Bytes::from(vec![b'x'; 1024 * 1024 + 1]);
+    let shapes: [Bytes; 4] = [
+        Bytes::from_static(b"{"),
+        Bytes::from_static(br#"{"kind":5,"payload":[]}"#),
+        Bytes::from_static(br#"{"kind":"echo","payload":{},"priority":"high"}"#),
+        Bytes::from_static(b"\xff\xfe not json"),
+    ];
+    hostile(data, token, n, sent, |i| {
+        if i % 100 == 99 {
+            ("/v1/jobs", oversized.clone())
+        } else {
+            ("/v1/jobs", shapes[(i % 4) as usize].clone())
+        }
+    })
+    .await
+}

@@ -1,0 +1,57 @@
+//! The flood: 50,000 requests with bad tokens and 50,000 malformed or oversized bodies against
+//! a hub under normal load (`sheratan bench flood`, a real hub process). Every hostile request
+//! gets the contract's refusal, no valid request fails, memory stays bounded, the audit log
+//! stays small (folded) and the audit watcher raises the failed-auth alert. Latency under the
+//! flood is reported by the bench (docs/RELIABILITY.md), not asserted here.
+
+use std::process::Command;
+
+use serde_json::Value;
+
+#[test]
+fn a_flood_of_bad_tokens_and_bodies_is_refused_cheaply_and_alerts() {
+    let out = Command::new(env!("CARGO_BIN_EXE_sheratan"))
+        .args([
+            "bench",
+            "flood",
+            "--bad-tokens",
+            "50000",
+            "--malformed",
+            "50000",
+            "--baseline-s",
+            "2",
+            "--json",
+        ])
+        .env("SHERATAN_LOG", "warn")
+        .output()
+        .expect("run sheratan bench flood");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "the bench failed: {stderr}");
+    let r: Value = serde_json::from_slice(&out.stdout).expect("one JSON object");
+    eprintln!("{r:#}");
+
+    assert_eq!(r["valid_failures"], 0, "{r}");
+    assert!(r["valid_requests"].as_u64().unwrap() > 100, "{r}");
+    assert_eq!(
+        r["bad_token"]["s403"], 50_000,
+        "every bad token gets 403: {r}"
+    );
+    let m = &r["malformed"];
+    assert_eq!(m["other"], 0, "{r}");
+    assert_eq!(m["s400"], 49_500, "every malformed body gets 400: {r}");
+    assert_eq!(m["s413"], 500, "every oversized body gets 413: {r}");
+
+    let growth = r["rss_max_bytes"].as_u64().unwrap() - r["rss_before_bytes"].as_u64().unwrap();
+    assert!(
+        growth < 64 << 20,
+        "memory stays bounded: grew {growth} bytes"
+    );
+    assert!(
+        r["audit_log_bytes"].as_u64().unwrap() < 64 << 10,
+        "100,000 refusals fold into a small audit log: {r}"
+    );
+    assert!(
+        r["alerts"]["auth_fail_burst"].as_u64().unwrap_or(0) >= 1,
+        "the failed-auth burst raises an alert: {r}"
+    );
+}
