@@ -49,7 +49,11 @@ struct Statuses {
     s403: u64,
     s413: u64,
     other: u64,
-    /// Connections the hub closed (after a 413, say); the flooder reconnected.
+    /// Requests the hub refused by closing the connection without an answer the client could
+    /// read (an oversized body: the hub answers 413 and closes before reading it, and the
+    /// client may still be writing), twice in a row.
+    closed: u64,
+    /// Connections the hub closed; the flooder reconnected.
     reconnects: u64,
 }
 
@@ -169,6 +173,7 @@ pub async fn run(args: FloodArgs) -> anyhow::Result<()> {
         into.s403 += s.s403;
         into.s413 += s.s413;
         into.other += s.other;
+        into.closed += s.closed;
         into.reconnects += s.reconnects;
     }
     stop.store(true, Ordering::Relaxed);
@@ -245,7 +250,7 @@ fn print_table(r: &Report) {
         r.valid_requests, r.valid_failures
     );
     println!(
-        "  hostile requests {} in {:.1} s ({:.0}/s): bad token 403 ×{} (other {}), malformed 400 ×{} 413 ×{} (other {}, reconnects {})",
+        "  hostile requests {} in {:.1} s ({:.0}/s): bad token 403 ×{} (other {}), malformed 400 ×{} 413 ×{} closed ×{} (other {}, reconnects {})",
         r.flood_requests,
         r.flood_seconds,
         r.flood_requests as f64 / r.flood_seconds.max(0.001),
@@ -253,6 +258,7 @@ fn print_table(r: &Report) {
         r.bad_token.other + r.bad_token.s400 + r.bad_token.s413,
         r.malformed.s400,
         r.malformed.s413,
+        r.malformed.closed,
         r.malformed.other + r.malformed.s403,
         r.malformed.reconnects
     );
@@ -358,7 +364,7 @@ async fn hostile(
                     Err(_) => {
                         lane = Lane::connect(url, token).await?;
                         sent.fetch_add(1, Ordering::Relaxed);
-                        s.other += 1;
+                        s.closed += 1;
                         continue;
                     }
                 }
@@ -393,6 +399,7 @@ async fn bad_tokens(
     a.s403 += b.s403;
     a.s413 += b.s413;
     a.other += b.other;
+    a.closed += b.closed;
     a.reconnects += b.reconnects;
     if a.other > 0 {
         bail!("{} bad-token requests were not refused with 403", a.other);

@@ -20,6 +20,10 @@ fn a_flood_of_bad_tokens_and_bodies_is_refused_cheaply_and_alerts() {
             "50000",
             "--baseline-s",
             "2",
+            // Two flooding connections: the same requests, without starving the tests that
+            // run beside this one.
+            "--flooders",
+            "2",
             "--json",
         ])
         .env("SHERATAN_LOG", "warn")
@@ -39,7 +43,11 @@ fn a_flood_of_bad_tokens_and_bodies_is_refused_cheaply_and_alerts() {
     let m = &r["malformed"];
     assert_eq!(m["other"], 0, "{r}");
     assert_eq!(m["s400"], 49_500, "every malformed body gets 400: {r}");
-    assert_eq!(m["s413"], 500, "every oversized body gets 413: {r}");
+    assert_eq!(
+        m["s413"].as_u64().unwrap() + m["closed"].as_u64().unwrap(),
+        500,
+        "every oversized body gets 413, or its connection closed before the client read it: {r}"
+    );
 
     let growth = r["rss_max_bytes"].as_u64().unwrap() - r["rss_before_bytes"].as_u64().unwrap();
     assert!(

@@ -268,7 +268,7 @@ fn tempfile_home() -> tempfile::TempDir {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_restart_keeps_the_registry_and_grants_one_ttl_of_grace() {
     let mut hub = hub()
-        .env("SHERATAN_NODE_TTL_SEC", "3")
+        .env("SHERATAN_NODE_TTL_SEC", "5")
         .env("SHERATAN_NODE_DEAD_SEC", "30")
         .start();
     let token = hub.token();
@@ -282,7 +282,7 @@ async fn a_restart_keeps_the_registry_and_grants_one_ttl_of_grace() {
     assert_eq!(hub.terminate().code(), Some(0));
 
     // Down for longer than the TTL: without the grace the node would come back STALE.
-    tokio::time::sleep(Duration::from_secs(4)).await;
+    tokio::time::sleep(Duration::from_secs(6)).await;
     hub.restart();
     let after = node(&hub.control_url, &token, "g1").await;
     assert_eq!(after["status"], "ONLINE", "{after}");
