@@ -60,6 +60,16 @@ pub struct JobsArgs {
     /// Hubs sharing the store (PostgreSQL only); the bench spreads its connections over them.
     #[arg(long, default_value_t = 1)]
     pub hubs: usize,
+    /// Measure this running hub (its data plane) instead of starting one. Its queue-depth and
+    /// inflight limits must leave room for --n jobs.
+    #[arg(long, conflicts_with_all = ["store", "hubs"])]
+    pub data_url: Option<String>,
+    /// Token of the hub given by --data-url.
+    #[arg(long, env = "SHERATAN_HUB_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+    /// PID of the hub given by --data-url, for RSS readings.
+    #[arg(long)]
+    pub hub_pid: Option<u32>,
     /// Print one JSON object (the peers' format) instead of a table.
     #[arg(long)]
     pub json: bool,
@@ -173,12 +183,28 @@ pub async fn run(args: JobsArgs) -> anyhow::Result<()> {
         }
         None => format!("sqlite/{}", args.sync),
     };
-    eprintln!("starting {} hub(s) in temp dirs ({variant}) ...", args.hubs);
-    let token = format!("bench-token-{}", std::process::id());
     let mut targets = Vec::new();
-    for _ in 0..args.hubs {
-        targets.push(Target::spawn_with(&extra, Some(&token))?);
-    }
+    let variant = match &args.data_url {
+        Some(url) => {
+            targets.push(Target::external(
+                String::new(),
+                url.clone(),
+                args.token
+                    .clone()
+                    .context("--token (or SHERATAN_HUB_TOKEN) is required with --data-url")?,
+                args.hub_pid,
+            ));
+            format!("running hub at {url}")
+        }
+        None => {
+            eprintln!("starting {} hub(s) in temp dirs ({variant}) ...", args.hubs);
+            let token = format!("bench-token-{}", std::process::id());
+            for _ in 0..args.hubs {
+                targets.push(Target::spawn_with(&extra, Some(&token))?);
+            }
+            variant
+        }
+    };
     let target = &targets[0];
     let ctx = Ctx {
         urls: Arc::new(targets.iter().map(|t| t.data_url.clone()).collect()),
