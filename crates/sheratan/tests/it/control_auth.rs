@@ -253,3 +253,30 @@ async fn bundles_are_published_on_the_admin_path_and_served_with_etags() {
     let response = put("bad%20name", b"x").await.unwrap();
     assert_eq!(response.status(), StatusCode::BAD_REQUEST);
 }
+
+/// A refused token ends the connection (`Connection: close`): each further guess needs a new
+/// connection. A valid request keeps its connection alive.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bad_token_closes_the_connection() {
+    let hub = hub().start();
+    let c = &hub.control_url;
+    let bad = http()
+        .get(format!("{c}/v1/nodes"))
+        .bearer_auth("wrong")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(bad.status(), StatusCode::FORBIDDEN);
+    assert_eq!(
+        bad.headers().get("connection").map(|v| v.as_bytes()),
+        Some(&b"close"[..])
+    );
+    let good = http()
+        .get(format!("{c}/v1/nodes"))
+        .bearer_auth(hub.token())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(good.status(), StatusCode::OK);
+    assert!(good.headers().get("connection").is_none());
+}
