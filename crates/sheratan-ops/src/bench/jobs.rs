@@ -81,13 +81,17 @@ struct Paced {
     n: u64,
     achieved_jps: f64,
     p50_ms: f64,
+    p90_ms: f64,
     p99_ms: f64,
+    max_ms: f64,
 }
 
 #[derive(Debug, Serialize)]
 struct Lat {
     p50: f64,
+    p90: f64,
     p99: f64,
+    max: f64,
 }
 
 #[derive(Debug, Serialize)]
@@ -272,14 +276,18 @@ pub async fn run(args: JobsArgs) -> anyhow::Result<()> {
         concurrent_jps,
         concurrent_lat_ms: Lat {
             p50: concurrent.p50_ms,
+            p90: concurrent.p90_ms,
             p99: concurrent.p99_ms,
+            max: concurrent.max_ms,
         },
         paced: Paced {
             rate: args.rate,
             n: args.paced_n,
             achieved_jps: paced_jps,
             p50_ms: paced_lat.p50_ms,
+            p90_ms: paced_lat.p90_ms,
             p99_ms: paced_lat.p99_ms,
+            max_ms: paced_lat.max_ms,
         },
         hub_rss_end_bytes: target.rss_bytes(),
         versions: serde_json::json!({"sheratan": env!("CARGO_PKG_VERSION"), "client": "rust hyper 1"}),
@@ -310,14 +318,30 @@ pub async fn run(args: JobsArgs) -> anyhow::Result<()> {
         )?;
         writeln!(
             out,
-            "  concurrent          {:>9.0} jobs/s  (backlog latency p50 {:.1} ms, p99 {:.1} ms)",
-            report.concurrent_jps, concurrent.p50_ms, concurrent.p99_ms
+            "  concurrent          {:>9.0} jobs/s  (backlog latency p50 {:.1} ms, p90 {:.1} ms, p99 {:.1} ms, max {:.1} ms)",
+            report.concurrent_jps,
+            concurrent.p50_ms,
+            concurrent.p90_ms,
+            concurrent.p99_ms,
+            concurrent.max_ms
         )?;
         writeln!(
             out,
-            "  paced {}/s          {:>9.0} jobs/s  latency p50 {:.2} ms, p99 {:.2} ms",
-            args.rate, paced_jps, paced_lat.p50_ms, paced_lat.p99_ms
+            "  paced {}/s          {:>9.0} jobs/s  latency p50 {:.2} ms, p90 {:.2} ms, p99 {:.2} ms, max {:.2} ms",
+            args.rate,
+            paced_jps,
+            paced_lat.p50_ms,
+            paced_lat.p90_ms,
+            paced_lat.p99_ms,
+            paced_lat.max_ms
         )?;
+        if let Some(rss) = report.hub_rss_end_bytes {
+            writeln!(
+                out,
+                "  hub RSS at the end  {:>9.1} MiB",
+                rss as f64 / 1048576.0
+            )?;
+        }
     }
     Ok(())
 }
