@@ -25,6 +25,14 @@ pub struct WorkersArgs {
     /// Slots per worker.
     #[arg(long, default_value_t = 8)]
     pub concurrency: u32,
+    /// Measure this running hub (both planes) instead of starting one.
+    #[arg(long, requires = "data_url")]
+    pub control_url: Option<String>,
+    #[arg(long, requires = "control_url")]
+    pub data_url: Option<String>,
+    /// Token of the hub given by --control-url and --data-url.
+    #[arg(long, env = "SHERATAN_HUB_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
     #[arg(long)]
     pub json: bool,
 }
@@ -54,14 +62,32 @@ pub async fn run(args: WorkersArgs) -> anyhow::Result<()> {
     if args.n == 0 || args.workers == 0 {
         bail!("--n and --workers must be at least 1");
     }
-    eprintln!("starting a hub in a temp dir ...");
-    let target = Target::spawn(&[
-        "--max-queue-depth".into(),
-        "100000000".into(),
-        "--max-inflight".into(),
-        "1000000".into(),
-    ])?;
+    let target = match (&args.control_url, &args.data_url) {
+        (Some(control), Some(data)) => Target::external(
+            control.clone(),
+            data.clone(),
+            args.token
+                .clone()
+                .context("--token (or SHERATAN_HUB_TOKEN) is required with a running hub")?,
+            None,
+        ),
+        _ => {
+            eprintln!("starting a hub in a temp dir ...");
+            Target::spawn(&[
+                "--max-queue-depth".into(),
+                "100000000".into(),
+                "--max-inflight".into(),
+                "1000000".into(),
+            ])?
+        }
+    };
     let data = sheratan_client::DataClient::new(&target.data_url, Some(target.token.clone()))?;
+    let metrics =
+        sheratan_client::ControlClient::new(&target.data_url, Some(target.token.clone()))?;
+    // A running hub has completed jobs before: count from here.
+    let completed_before = metrics.metrics_json().await?["jobs.completed"]
+        .as_u64()
+        .unwrap_or(0);
     eprintln!("queueing {} echo jobs ...", args.n);
     let mut queued = 0;
     while queued < args.n {
@@ -112,13 +138,19 @@ pub async fn run(args: WorkersArgs) -> anyhow::Result<()> {
                 .context("start a worker")?,
         );
     }
-    let metrics =
-        sheratan_client::ControlClient::new(&target.data_url, Some(target.token.clone()))?;
+    let mut last_progress = Instant::now();
     loop {
         let m = metrics.metrics_json().await?;
-        let done = m["jobs.completed"].as_u64().unwrap_or(0);
+        let done = m["jobs.completed"]
+            .as_u64()
+            .unwrap_or(0)
+            .saturating_sub(completed_before);
         if done >= args.n {
             break;
+        }
+        if !args.json && last_progress.elapsed() >= Duration::from_secs(1) {
+            last_progress = Instant::now();
+            eprintln!("  {done} / {} jobs completed", args.n);
         }
         if started.elapsed() > Duration::from_secs(600) {
             bail!("only {done} of {} jobs completed in 10 minutes", args.n);
