@@ -53,6 +53,7 @@ impl Target {
         Ok(Conn {
             client: self.connect().await?,
             statements: StatementCache::default(),
+            last_used: std::time::Instant::now(),
         })
     }
 }
@@ -69,6 +70,8 @@ pub fn quote_ident(name: &str) -> String {
 pub struct Conn {
     pub client: Client,
     pub statements: StatementCache,
+    /// When the slot last handed it out.
+    last_used: std::time::Instant,
 }
 
 impl std::ops::Deref for Conn {
@@ -221,6 +224,9 @@ pub struct Slot {
     settings: Option<&'static str>,
 }
 
+/// How long a connection may sit unused before [`Slot::lock`] checks it is still alive.
+const IDLE_CHECK_AFTER: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// Writers' sessions never sort to pick jobs. The planner's estimates for `queue = ANY(…)` and
 /// `required_capabilities <@ …` are far too low (and a fast-growing queue table is rarely
 /// analyzed in time), so it would rather fetch every ready job and sort them than walk the
@@ -252,6 +258,20 @@ impl Slot {
 
     pub async fn lock(&self) -> Result<tokio::sync::MappedMutexGuard<'_, Conn>, StoreError> {
         let mut guard = self.client.lock().await;
+        // A connection idle for a while may have died without our noticing yet (the database
+        // restarted, a half-open socket): an empty query finds out before a whole group is
+        // sent on it and failed. Busy connections skip this round trip.
+        if let Some(conn) = guard.as_mut() {
+            if !conn.is_closed()
+                && conn.last_used.elapsed() > IDLE_CHECK_AFTER
+                && conn.client.batch_execute("").await.is_err()
+            {
+                tracing::debug!("postgres store: an idle connection was dead; reconnecting");
+                *guard = None;
+            } else {
+                conn.last_used = std::time::Instant::now();
+            }
+        }
         if guard.as_ref().is_none_or(|c| c.is_closed()) {
             let conn = self.target.open().await?;
             if let Some(settings) = self.settings {

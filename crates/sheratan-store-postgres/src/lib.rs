@@ -85,6 +85,12 @@ pub struct PgStore {
 impl PgStore {
     /// Connects, migrates, and starts the writers.
     pub async fn open(config: PgConfig) -> Result<PgStore, StoreError> {
+        if config.channel().len() > 63 {
+            return Err(StoreError::Internal(
+                "the schema name is too long for the hubs' NOTIFY channel (54 bytes at most)"
+                    .into(),
+            ));
+        }
         let target = Arc::new(Target {
             url: config.url.clone(),
             schema: config.schema.clone(),

@@ -74,10 +74,13 @@ async fn a_submit_on_one_hub_wakes_the_other() {
     let backend = Postgres::new();
     let a = World::new(&backend, StoreLimits::default());
     let b = backend.open(a.clock.clone(), StoreLimits::default());
-    // Give b's listener a moment to subscribe.
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // The listener signals once when it has subscribed.
+    let mut ready = b.ready_signal();
+    tokio::time::timeout(Duration::from_secs(10), ready.changed())
+        .await
+        .expect("b's listener subscribes")
+        .unwrap();
     for round in 0..3 {
-        let mut ready = b.ready_signal();
         ready.borrow_and_update();
         let id = a
             .submit(job("default", serde_json::json!({"round": round})))

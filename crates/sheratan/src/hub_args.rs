@@ -172,12 +172,14 @@ fn split_schema(url: &str) -> Result<(String, Option<String>), String> {
     for pair in query.split('&').filter(|p| !p.is_empty()) {
         match pair.split_once('=') {
             Some(("schema", name)) => {
+                // 54, not PostgreSQL's 63: the hubs' NOTIFY channel is `sheratan_<schema>`,
+                // and a longer channel name would be cut on LISTEN but refused on NOTIFY.
                 if name.is_empty()
-                    || name.len() > 63
+                    || name.len() > 54
                     || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
                 {
                     return Err(
-                        "SHERATAN_STORE: schema= must be 1 to 63 letters, digits or _".into(),
+                        "SHERATAN_STORE: schema= must be 1 to 54 letters, digits or _".into(),
                     );
                 }
                 schema = Some(name.to_owned());
