@@ -45,6 +45,16 @@ pub enum Step {
     Requeue {
         job: usize,
     },
+    /// Concurrent submits, then concurrent leases (up to 2 jobs each): operations that meet
+    /// in one group, batched and pipelined. Burst jobs get unique priorities above the
+    /// others, so which jobs a burst of leases must hand out is known even though the order
+    /// of concurrent submits is not.
+    Burst {
+        submits: u8,
+        leases: u8,
+    },
+    /// Every live lease's success, reported concurrently.
+    SucceedAll,
 }
 
 pub fn step() -> impl Strategy<Value = Step> {
@@ -58,6 +68,8 @@ pub fn step() -> impl Strategy<Value = Step> {
         2 => any::<bool>().prop_map(|long| Step::Wait { long }),
         1 => any::<usize>().prop_map(|job| Step::Cancel { job }),
         1 => any::<usize>().prop_map(|job| Step::Requeue { job }),
+        2 => (1..6u8, 0..4u8).prop_map(|(submits, leases)| Step::Burst { submits, leases }),
+        1 => Just(Step::SucceedAll),
     ]
 }
 
@@ -91,6 +103,8 @@ struct Model {
     jobs: Vec<ModelJob>,
     /// Every lease handed out, live or not, with its job's index.
     leases: Vec<(Uuid, usize)>,
+    /// The next burst job's priority (unique, above every single submit's).
+    burst_priority: i32,
 }
 
 impl Model {
@@ -278,6 +292,118 @@ pub async fn run(backend: &dyn Backend, steps: &[Step]) {
                     j.lease = None;
                 }
                 assert_eq!(record.map(|r| r.status), Some(j.status), "cancel at {at}");
+            }
+            Step::Burst { submits, leases } => {
+                let mut tasks = Vec::new();
+                for k in 0..submits {
+                    let mut j = job("q", serde_json::json!({"n": n, "k": k}));
+                    j.priority = 100 + m.burst_priority;
+                    m.burst_priority += 1;
+                    j.max_attempts = Some(MAX_ATTEMPTS);
+                    j.timeout_s = Some(TIMEOUT_S as u32);
+                    let priority = j.priority;
+                    let (store, spec) = (w.store.clone(), w.spec(j));
+                    tasks.push(tokio::spawn(async move {
+                        (priority, store.submit(vec![spec]).await)
+                    }));
+                }
+                for t in tasks {
+                    let (priority, answer) = t.await.expect("a submit task");
+                    let id = match answer.expect("submit").remove(0) {
+                        crate::SubmitOutcome::Created { job_id } => job_id,
+                        other => panic!("expected a new job at {at}, got {other:?}"),
+                    };
+                    m.jobs.push(ModelJob {
+                        id,
+                        seq: m.jobs.len(),
+                        priority,
+                        status: JobStatus::Accepted,
+                        attempt: 0,
+                        run_at: now,
+                        lease: None,
+                        result_lease: None,
+                    });
+                }
+                let mut tasks = Vec::new();
+                for k in 0..leases {
+                    let store = w.store.clone();
+                    tasks.push(tokio::spawn(async move {
+                        store
+                            .lease(crate::LeaseOrder {
+                                node_id: format!("burst-{k}"),
+                                queues: vec!["q".into()],
+                                capabilities: Vec::new(),
+                                max_jobs: 2,
+                            })
+                            .await
+                    }));
+                }
+                let mut got = Vec::new();
+                for t in tasks {
+                    got.extend(t.await.expect("a lease task").expect("lease").jobs);
+                }
+                let want: Vec<usize> = m
+                    .ready(now)
+                    .into_iter()
+                    .take(2 * usize::from(leases))
+                    .collect();
+                let mut got_ids: Vec<Uuid> = got.iter().map(|l| l.job_id).collect();
+                let mut want_ids: Vec<Uuid> = want.iter().map(|&i| m.jobs[i].id).collect();
+                got_ids.sort();
+                want_ids.sort();
+                assert_eq!(got_ids, want_ids, "jobs leased by a burst at {at}");
+                for leased in got {
+                    let i = m
+                        .jobs
+                        .iter()
+                        .position(|j| j.id == leased.job_id)
+                        .expect("known");
+                    let j = &mut m.jobs[i];
+                    j.status = JobStatus::InProgress;
+                    j.attempt += 1;
+                    assert_eq!(leased.attempt, j.attempt, "attempt at {at}");
+                    let expires = now + time::Duration::seconds(TIMEOUT_S);
+                    assert_eq!(leased.lease_expires_at, expires, "expiry at {at}");
+                    j.lease = Some((leased.lease_id, expires));
+                    m.leases.push((leased.lease_id, i));
+                }
+            }
+            Step::SucceedAll => {
+                let mut tasks = Vec::new();
+                for (i, j) in m.jobs.iter().enumerate() {
+                    if let (JobStatus::InProgress, Some((lease_id, _))) = (j.status, j.lease) {
+                        let (store, job_id) = (w.store.clone(), j.id);
+                        tasks.push((
+                            i,
+                            lease_id,
+                            tokio::spawn(async move {
+                                store
+                                    .finish(ResultReport {
+                                        job_id,
+                                        lease_id,
+                                        outcome: Outcome::Success,
+                                        result: "{\"ok\":true}".into(),
+                                        error: None,
+                                    })
+                                    .await
+                            }),
+                        ));
+                    }
+                }
+                for (i, lease_id, t) in tasks {
+                    let got = t.await.expect("a result task").expect("finish");
+                    assert_eq!(
+                        got,
+                        FinishOutcome::Recorded {
+                            status: JobStatus::Completed
+                        },
+                        "result at {at}"
+                    );
+                    let j = &mut m.jobs[i];
+                    j.status = JobStatus::Completed;
+                    j.lease = None;
+                    j.result_lease = Some(lease_id);
+                }
             }
             Step::Requeue { job } => {
                 let Some(i) = index(m.jobs.len(), job) else {
