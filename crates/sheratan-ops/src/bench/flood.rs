@@ -103,7 +103,7 @@ pub async fn run(args: FloodArgs) -> anyhow::Result<()> {
     let baseline = {
         let stop = stop.clone();
         let (url, token, rate) = (target.data_url.clone(), target.token.clone(), args.rate);
-        tokio::spawn(async move { valid_traffic(&url, &token, rate, &stop).await })
+        on_own_thread(move || async move { valid_traffic(&url, &token, rate, &stop).await })
     };
     tokio::time::sleep(Duration::from_secs(args.baseline_s)).await;
     stop.store(true, Ordering::Relaxed);
@@ -117,7 +117,7 @@ pub async fn run(args: FloodArgs) -> anyhow::Result<()> {
     let during = {
         let stop = stop.clone();
         let (url, token, rate) = (target.data_url.clone(), target.token.clone(), args.rate);
-        tokio::spawn(async move { valid_traffic(&url, &token, rate, &stop).await })
+        on_own_thread(move || async move { valid_traffic(&url, &token, rate, &stop).await })
     };
     let sent = Arc::new(AtomicU64::new(0));
     let started = Instant::now();
@@ -280,6 +280,26 @@ fn print_table(r: &Report) {
             .map(|s| format!("{s:.1} s after the flood began"))
             .unwrap_or_else(|| "never".into())
     );
+}
+
+/// Runs `work` on its own thread and runtime: the valid traffic's latency must be the hub's,
+/// not this process's flooders keeping the bench's worker threads busy.
+fn on_own_thread<F, Fut, T>(work: F) -> tokio::sync::oneshot::Receiver<anyhow::Result<T>>
+where
+    F: FnOnce() -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = anyhow::Result<T>>,
+    T: Send + 'static,
+{
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    std::thread::spawn(move || {
+        let outcome = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(anyhow::Error::from)
+            .and_then(|rt| rt.block_on(work()));
+        let _ = tx.send(outcome);
+    });
+    rx
 }
 
 /// Paced valid jobs until `stop`: latencies of every request (µs) and the failures.
