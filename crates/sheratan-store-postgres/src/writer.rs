@@ -20,7 +20,7 @@ use sheratan_store::{
     LeasedJob, QueueState, Reaped, ResultReport, StoreError, StoreLimits, SubmitOutcome,
     TickReport,
 };
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::mpsc;
 use tokio_postgres::types::ToSql;
 
 use uuid::Uuid;
@@ -34,21 +34,8 @@ const MAX_GROUP: usize = 1024;
 const DEPTH_LOCK: i64 = 0x5348_0001;
 const INFLIGHT_LOCK: i64 = 0x5348_0002;
 
-pub type Reply<T> = oneshot::Sender<Result<T, StoreError>>;
-
-pub enum Op {
-    Submit(Vec<JobSpec>, Reply<Vec<SubmitOutcome>>),
-    Lease(LeaseOrder, Reply<LeaseGrant>),
-    Extend(Uuid, Option<u32>, Reply<ExtendOutcome>),
-    Finish(ResultReport, Reply<FinishOutcome>),
-    Cancel(Uuid, Reply<Option<JobRecord>>),
-    Requeue(Uuid, Reply<Option<JobRecord>>),
-    Tick(Reply<TickReport>),
-    Ack(Vec<Uuid>, Reply<u64>),
-    SetPaused(String, bool, Reply<QueueState>),
-    Purge(String, Reply<(u64, QueueState)>),
-    ExpireKeys(time::OffsetDateTime, Reply<u64>),
-}
+use sheratan_store::group::{Answer, Held, hold, unanswered};
+pub use sheratan_store::group::{Op, Reply};
 
 /// Counts as the writers keep them.
 #[derive(Debug, Default, Clone)]
@@ -111,27 +98,6 @@ struct Effects {
     ready: bool,
     finished: bool,
     delta: Tally,
-}
-
-/// An answer held back until the group's commit.
-trait Held: Send {
-    fn send(self: Box<Self>, commit: Result<(), &StoreError>);
-}
-
-struct Answer<T> {
-    reply: Reply<T>,
-    value: Option<T>,
-}
-
-impl<T: Send> Held for Answer<T> {
-    fn send(self: Box<Self>, commit: Result<(), &StoreError>) {
-        let outcome = match (commit, self.value) {
-            (Ok(()), Some(value)) => Ok(value),
-            (Err(err), _) => Err(err.clone()),
-            (Ok(()), None) => Err(StoreError::Internal("operation lost its answer".into())),
-        };
-        let _ = self.reply.send(outcome);
-    }
 }
 
 /// Serves operations from `ops` until the channel closes.
@@ -254,24 +220,9 @@ async fn apply(
     fx: &mut Effects,
 ) -> Result<(), tokio_postgres::Error> {
     macro_rules! answer {
-        ($reply:expr, $work:expr) => {{
-            match $work {
-                Ok(value) => {
-                    held.push(Box::new(Answer {
-                        reply: $reply,
-                        value: Some(value),
-                    }));
-                    Ok(())
-                }
-                Err(err) => {
-                    held.push(Box::new(Answer {
-                        reply: $reply,
-                        value: None,
-                    }));
-                    Err(err)
-                }
-            }
-        }};
+        ($reply:expr, $work:expr) => {
+            hold(held, $reply, $work)
+        };
     }
     match op {
         Op::Submit(specs, reply) => answer!(reply, submit(tx, shared, specs, now, fx).await),
@@ -1290,26 +1241,6 @@ async fn purge(
         .await?
         .is_some_and(|r| r.get::<_, bool>(0));
     Ok((n, QueueState { queue, paused }))
-}
-
-/// The answer of an operation that was not applied because its group failed first.
-fn unanswered(op: Op) -> Box<dyn Held> {
-    fn none<T: Send + 'static>(reply: Reply<T>) -> Box<dyn Held> {
-        Box::new(Answer { reply, value: None })
-    }
-    match op {
-        Op::Submit(_, r) => none(r),
-        Op::Lease(_, r) => none(r),
-        Op::Extend(_, _, r) => none(r),
-        Op::Finish(_, r) => none(r),
-        Op::Cancel(_, r) => none(r),
-        Op::Requeue(_, r) => none(r),
-        Op::Tick(r) => none(r),
-        Op::Ack(_, r) => none(r),
-        Op::SetPaused(_, _, r) => none(r),
-        Op::Purge(_, r) => none(r),
-        Op::ExpireKeys(_, r) => none(r),
-    }
 }
 
 /// Exact counts from the database.

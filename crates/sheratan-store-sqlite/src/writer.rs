@@ -17,7 +17,7 @@ use sheratan_store::{
     LeasedJob, QueueState, Reaped, ResultReport, StoreError, StoreLimits, SubmitOutcome,
     TickReport,
 };
-use tokio::sync::oneshot;
+
 use uuid::Uuid;
 
 use crate::db::{self, from_ms, ms};
@@ -26,48 +26,14 @@ use crate::state::{LiveJob, Phase, RowId, State};
 /// Operations waiting longer than this many are left for the next group.
 const MAX_GROUP: usize = 2048;
 
-pub type Reply<T> = oneshot::Sender<Result<T, StoreError>>;
-
-pub enum Op {
-    Submit(Vec<JobSpec>, Reply<Vec<SubmitOutcome>>),
-    Lease(LeaseOrder, Reply<LeaseGrant>),
-    Extend(Uuid, Option<u32>, Reply<ExtendOutcome>),
-    Finish(ResultReport, Reply<FinishOutcome>),
-    Cancel(Uuid, Reply<Option<JobRecord>>),
-    Requeue(Uuid, Reply<Option<JobRecord>>),
-    Tick(Reply<TickReport>),
-    Ack(Vec<Uuid>, Reply<u64>),
-    SetPaused(String, bool, Reply<QueueState>),
-    Purge(String, Reply<(u64, QueueState)>),
-    ExpireKeys(time::OffsetDateTime, Reply<u64>),
-}
+use sheratan_store::group::{Held, hold, unanswered};
+pub use sheratan_store::group::{Op, Reply};
 
 /// What the writer shares with the async side.
 pub struct Shared {
     pub counts: Mutex<Counts>,
     pub ready: tokio::sync::watch::Sender<u64>,
     pub finished: tokio::sync::watch::Sender<u64>,
-}
-
-/// An answer held back until the group's commit.
-trait Held: Send {
-    fn send(self: Box<Self>, commit: Result<(), &StoreError>);
-}
-
-struct Answer<T> {
-    reply: Reply<T>,
-    value: Option<T>,
-}
-
-impl<T: Send> Held for Answer<T> {
-    fn send(self: Box<Self>, commit: Result<(), &StoreError>) {
-        let outcome = match (commit, self.value) {
-            (Ok(()), Some(value)) => Ok(value),
-            (Err(err), _) => Err(err.clone()),
-            (Ok(()), None) => Err(StoreError::Internal("operation lost its answer".into())),
-        };
-        let _ = self.reply.send(outcome);
-    }
 }
 
 /// Side effects of a group, announced after the commit.
@@ -242,24 +208,9 @@ impl Writer {
     ) -> rusqlite::Result<()> {
         // Holds the answer until the commit; a failing operation fails the group.
         macro_rules! answer {
-            ($reply:expr, $work:expr) => {{
-                match $work {
-                    Ok(value) => {
-                        held.push(Box::new(Answer {
-                            reply: $reply,
-                            value: Some(value),
-                        }));
-                        Ok(())
-                    }
-                    Err(err) => {
-                        held.push(Box::new(Answer {
-                            reply: $reply,
-                            value: None,
-                        }));
-                        Err(err)
-                    }
-                }
-            }};
+            ($reply:expr, $work:expr) => {
+                hold(held, $reply, $work)
+            };
         }
         match op {
             Op::Submit(specs, reply) => answer!(reply, self.submit(specs, now, fx)),
@@ -667,26 +618,6 @@ impl Writer {
         }
         let paused = self.state.is_paused(&queue);
         Ok((rows.len() as u64, QueueState { queue, paused }))
-    }
-}
-
-/// The answer of an operation that was not applied because its group failed first.
-fn unanswered(op: Op) -> Box<dyn Held> {
-    fn none<T: Send + 'static>(reply: Reply<T>) -> Box<dyn Held> {
-        Box::new(Answer { reply, value: None })
-    }
-    match op {
-        Op::Submit(_, r) => none(r),
-        Op::Lease(_, r) => none(r),
-        Op::Extend(_, _, r) => none(r),
-        Op::Finish(_, r) => none(r),
-        Op::Cancel(_, r) => none(r),
-        Op::Requeue(_, r) => none(r),
-        Op::Tick(r) => none(r),
-        Op::Ack(_, r) => none(r),
-        Op::SetPaused(_, _, r) => none(r),
-        Op::Purge(_, r) => none(r),
-        Op::ExpireKeys(_, r) => none(r),
     }
 }
 

@@ -6,6 +6,7 @@
 pub mod clock;
 #[cfg(feature = "conformance")]
 pub mod conformance;
+pub mod group;
 pub mod jobs;
 #[cfg(feature = "conformance")]
 pub mod model;
