@@ -63,6 +63,8 @@ pub struct HubConfig {
     pub reap_interval: Duration,
     /// The `Retry-After` a 429 carries, in seconds.
     pub backpressure_retry_after_s: u64,
+    /// Refusals (400, 403, 405, 413, 421) answered per second before they wait; 0 = no limit.
+    pub refusals_per_sec: u32,
 }
 
 impl HubConfig {
@@ -91,6 +93,7 @@ impl HubConfig {
             idempotency_ttl: Duration::from_secs(24 * 3600),
             reap_interval: Duration::from_millis(250),
             backpressure_retry_after_s: 1,
+            refusals_per_sec: 5000,
         }
     }
 

@@ -19,6 +19,7 @@ pub mod http;
 pub mod jobs;
 pub mod metrics;
 pub mod mirror;
+pub mod pacing;
 pub mod persist;
 pub mod registry;
 pub mod snapshot;
@@ -97,6 +98,8 @@ pub struct HubState {
     /// Cancelled when shutdown begins, so long polls answer at once instead of holding the
     /// drain up.
     pub stopping: CancellationToken,
+    /// Slows refusals down under a flood (`SHERATAN_REFUSALS_PER_SEC`).
+    pub refusals: pacing::RefusalPacer,
 }
 
 impl HubState {
@@ -152,6 +155,13 @@ impl HubState {
                 Kind::Counter,
                 "audit.dropped",
                 self.audit.dropped() as f64,
+            ),
+            Family::single(
+                "sheratan_refusals_paced_total",
+                "Refused requests (400, 403, 405, 413, 421) whose answer waited for the refusal pacer.",
+                Kind::Counter,
+                "refusals.paced",
+                self.refusals.paced() as f64,
             ),
             Family::single(
                 "sheratan_heartbeats_total",
@@ -331,6 +341,7 @@ impl Hub {
             data: port(&data, config.data_addr),
         };
         let started_at = clock.now();
+        let refusals_per_sec = config.refusals_per_sec;
         let state = Arc::new(HubState {
             config,
             clock,
@@ -344,6 +355,7 @@ impl Hub {
             store,
             jobs: Default::default(),
             stopping: CancellationToken::new(),
+            refusals: pacing::RefusalPacer::new(refusals_per_sec),
         });
         Ok(Hub {
             state,

@@ -102,6 +102,12 @@ pub struct HubArgs {
     #[arg(long, env = "SHERATAN_AUDIT_FOLD_WINDOW_SEC", default_value_t = 10.0)]
     pub audit_fold_window_sec: f64,
 
+    /// Refused requests (bad token, malformed or oversized body, wrong method or plane)
+    /// answered per second, with a burst of as many; more wait for their answer (at most 1 s),
+    /// which slows a flood down. 0 turns the limit off.
+    #[arg(long, env = "SHERATAN_REFUSALS_PER_SEC", default_value_t = 5000)]
+    pub refusals_per_sec: u32,
+
     /// Job store: sqlite://PATH (default: sqlite://$SHERATAN_HOME/sheratan.db).
     #[arg(long, env = "SHERATAN_STORE", hide_env_values = true)]
     pub store: Option<String>,
@@ -321,6 +327,7 @@ impl HubArgs {
         config.audit_max_bytes = self.audit_max_bytes;
         config.audit_fold_window =
             secs("SHERATAN_AUDIT_FOLD_WINDOW_SEC", self.audit_fold_window_sec)?;
+        config.refusals_per_sec = self.refusals_per_sec;
         if !(1..=sheratan_store::jobs::MAX_TIMEOUT_S).contains(&self.lease_timeout) {
             return Err(format!(
                 "SHERATAN_LEASE_TIMEOUT must be between 1 and {} seconds",

@@ -86,14 +86,6 @@ impl IntoResponse for ApiError {
                 .headers_mut()
                 .insert(header::RETRY_AFTER, HeaderValue::from(secs));
         }
-        // A client without the token gets no kept-alive connection to try again on: each
-        // further guess costs it a new connection, which bounds how fast one connection can
-        // flood the hub with bad tokens (valid clients never see this).
-        if self.code == ErrorCode::AuthFail {
-            response
-                .headers_mut()
-                .insert(header::CONNECTION, HeaderValue::from_static("close"));
-        }
         response
     }
 }

@@ -50,7 +50,24 @@ fn plane_router(routes: Router<PlaneState>, hub: Arc<HubState>, plane: Plane) ->
             state.clone(),
             plane_guard,
         ))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            pace_refusals,
+        ))
         .with_state(state)
+}
+
+/// Outermost: a refusal's answer waits for its turn at the refusal pacer (see
+/// [`crate::pacing`]); every other answer goes out at once.
+async fn pace_refusals(State(state): State<PlaneState>, req: Request, next: Next) -> Response {
+    let response = next.run(req).await;
+    if crate::pacing::is_refusal(response.status().as_u16()) {
+        let wait = state.hub.refusals.delay();
+        if !wait.is_zero() {
+            tokio::time::sleep(wait).await;
+        }
+    }
+    response
 }
 
 /// `GET /health` of either plane.

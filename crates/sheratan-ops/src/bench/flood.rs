@@ -69,6 +69,8 @@ struct Report {
     flood_seconds: f64,
     bad_token: Statuses,
     malformed: Statuses,
+    /// Refusals whose answer the hub's refusal pacer held back (SHERATAN_REFUSALS_PER_SEC).
+    refusals_paced: u64,
     rss_before_bytes: u64,
     rss_max_bytes: u64,
     rss_after_bytes: u64,
@@ -192,6 +194,12 @@ pub async fn run(args: FloodArgs) -> anyhow::Result<()> {
     shutdown.cancel();
     let _ = watcher.await;
     let rss_after = target.rss_bytes().unwrap_or(0);
+    let refusals_paced =
+        sheratan_client::ControlClient::new(&target.control_url, Some(target.token.clone()))?
+            .metrics_json()
+            .await?["refusals.paced"]
+            .as_f64()
+            .unwrap_or(0.0) as u64;
 
     let audit = std::fs::read_to_string(log_dir.join(sheratan_proto::event::AUDIT_LOG_FILE))
         .unwrap_or_default();
@@ -211,6 +219,7 @@ pub async fn run(args: FloodArgs) -> anyhow::Result<()> {
         valid_during_flood,
         bad_token: bad,
         malformed: mal,
+        refusals_paced,
         rss_before_bytes: rss_before,
         rss_max_bytes: rss_max.max(rss_after),
         rss_after_bytes: rss_after,
@@ -261,6 +270,10 @@ fn print_table(r: &Report) {
         r.malformed.closed,
         r.malformed.other + r.malformed.s403,
         r.malformed.reconnects
+    );
+    println!(
+        "  refusals held back by the hub's pacer {}",
+        r.refusals_paced
     );
     println!(
         "  hub RSS {:.1} MiB before, {:.1} MiB at most, {:.1} MiB after",

@@ -254,29 +254,53 @@ async fn bundles_are_published_on_the_admin_path_and_served_with_etags() {
     assert_eq!(response.status(), StatusCode::BAD_REQUEST);
 }
 
-/// A refused token ends the connection (`Connection: close`): each further guess needs a new
-/// connection. A valid request keeps its connection alive.
+/// Refusals beyond `SHERATAN_REFUSALS_PER_SEC` (burst of as many) wait for their answer, on
+/// both planes and whatever the refusal; valid requests never go through the pacer.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_bad_token_closes_the_connection() {
-    let hub = hub().start();
-    let c = &hub.control_url;
-    let bad = http()
-        .get(format!("{c}/v1/nodes"))
-        .bearer_auth("wrong")
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(bad.status(), StatusCode::FORBIDDEN);
-    assert_eq!(
-        bad.headers().get("connection").map(|v| v.as_bytes()),
-        Some(&b"close"[..])
+async fn refusals_beyond_the_rate_wait_and_valid_requests_do_not() {
+    let hub = hub().env("SHERATAN_REFUSALS_PER_SEC", "20").start();
+    let (c, d) = (&hub.control_url, &hub.data_url);
+    let paced = || async {
+        let metrics =
+            sheratan_client::ControlClient::new(&hub.control_url, Some(hub.token().to_owned()))
+                .unwrap()
+                .metrics_json()
+                .await
+                .unwrap();
+        metrics["refusals.paced"].as_f64().unwrap()
+    };
+    let client = http();
+    let started = std::time::Instant::now();
+    // 20 pass at once (the burst); the 10 after them wait 50 ms apart.
+    for i in 0..30 {
+        let refused = match i % 3 {
+            0 => client.get(format!("{c}/v1/nodes")).bearer_auth("wrong"),
+            1 => client
+                .post(format!("{d}/v1/jobs"))
+                .bearer_auth(hub.token())
+                .body("{"),
+            _ => client
+                .delete(format!("{d}/v1/leases"))
+                .bearer_auth(hub.token()),
+        };
+        let status = refused.send().await.unwrap().status().as_u16();
+        assert!([403, 400, 405].contains(&status), "{i}: {status}");
+    }
+    let elapsed = started.elapsed();
+    assert!(
+        elapsed >= std::time::Duration::from_millis(450),
+        "ten refusals past the burst wait 50 ms each: took {elapsed:?}"
     );
-    let good = http()
-        .get(format!("{c}/v1/nodes"))
-        .bearer_auth(hub.token())
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(good.status(), StatusCode::OK);
-    assert!(good.headers().get("connection").is_none());
+    let before = paced().await;
+    assert!(before >= 10.0, "{before} refusals waited");
+    for _ in 0..50 {
+        let good = client
+            .get(format!("{c}/v1/nodes"))
+            .bearer_auth(hub.token())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(good.status(), StatusCode::OK);
+    }
+    assert_eq!(paced().await, before, "valid requests are not paced");
 }

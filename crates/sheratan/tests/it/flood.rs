@@ -41,7 +41,7 @@ fn a_flood_of_bad_tokens_and_bodies_is_refused_cheaply_and_alerts() {
     assert_eq!(
         b["s403"].as_u64().unwrap() + b["closed"].as_u64().unwrap(),
         50_000,
-        "every bad token gets 403 (each ends its connection): {r}"
+        "every bad token gets 403: {r}"
     );
     assert!(b["s403"].as_u64().unwrap() >= 49_000, "{r}");
     let m = &r["malformed"];
@@ -52,6 +52,9 @@ fn a_flood_of_bad_tokens_and_bodies_is_refused_cheaply_and_alerts() {
         500,
         "every oversized body gets 413, or its connection closed before the client read it: {r}"
     );
+
+    // Whether the refusal pacer had to slow this flood depends on the build and the machine (a
+    // debug build refuses fewer than 5,000 a second here); `control_auth.rs` tests the pacer.
 
     let growth = r["rss_max_bytes"]
         .as_u64()
