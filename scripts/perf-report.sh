@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Regenerates the "Latest run" section of docs/PERFORMANCE.md from `sheratan bench ... --json`
-# output (jobs, lease with a deep queue, heartbeats, flood) and, unless PEERS=0, the peers of
+# output (jobs, lease with a deep queue, end to end through worker processes, heartbeats,
+# flood) and, unless PEERS=0, the peers of
 # ../shared/bench/peers run in the same session (scripts/bench-vs-peers.sh). Everything else in
 # PERFORMANCE.md (analysis, history, goals) is left as written.
 #
@@ -17,6 +18,9 @@ echo "perf-report: jobs ..." >&2
 "$BIN" bench jobs --json >"$OUT/jobs.json"
 echo "perf-report: lease with 100,000 queued ..." >&2
 "$BIN" bench jobs --deep-queue 100000 --json >"$OUT/deep.json"
+echo "perf-report: end to end through 1 and 2 worker processes ..." >&2
+"$BIN" bench workers --workers 1 --json >"$OUT/workers1.json"
+"$BIN" bench workers --workers 2 --json >"$OUT/workers2.json"
 echo "perf-report: heartbeats from 10,000 nodes ..." >&2
 "$BIN" bench heartbeat --nodes 10000 --duration-s 10 --json >"$OUT/heartbeat.json"
 echo "perf-report: flood ..." >&2
@@ -31,6 +35,7 @@ import json, os, re, sys, datetime, platform
 out, doc = sys.argv[1], sys.argv[2]
 load = lambda name: json.load(open(os.path.join(out, name)))
 jobs, deep, hb, flood = load("jobs.json"), load("deep.json"), load("heartbeat.json"), load("flood.json")
+workers = [load("workers1.json"), load("workers2.json")]
 mib = lambda b: f"{(b or 0) / 1048576:.1f} MiB"
 lat = lambda d, k="": f"{d[k+'p50_ms' if k else 'p50_ms']:.2f} / {d['p90_ms']:.2f} / {d['p99_ms']:.2f} / {d['max_ms']:.2f}"
 c = jobs["concurrent_lat_ms"]; p = jobs["paced"]
@@ -49,13 +54,26 @@ lines = [
     f"**Lease with {deep['queued']:,} queued** (`--deep-queue`): p50 / p90 / p99 / max "
     f"{lat(deep['lease_latency'])} ms; filled at {deep['fill_jps']:,.0f} jobs/s; hub RSS {mib(deep.get('hub_rss_bytes'))}.",
     "",
+    "**End to end through `sheratan worker` processes** (`sheratan bench workers`, echo handler; "
+    "N jobs queued, then the workers start; then single jobs paced through the same workers, "
+    "latency from acceptance to finish as the hub recorded it, ms resolution):",
+    "",
+    "| workers × slots | N | jobs/s (incl. start-up) | paced | paced p50 / p90 / p99 / max ms | hub RSS |",
+    "|---|---:|---:|---:|---:|---:|",
+] + [
+    f"| {w['workers']} × {w['concurrency']} | {w['n']:,} | {w['jobs_per_s']:,.0f} | {w['paced_jobs']} "
+    f"| {lat(w['paced_latency'])} | {mib(w.get('hub_rss_bytes'))} |"
+    for w in workers
+] + [
+    "",
     f"**Heartbeats from {hb['nodes']:,} nodes** (`sheratan bench heartbeat`, {hb['connections']} connections): "
     f"{hb['heartbeats_per_s']:,.0f} heartbeats/s, p50 / p90 / p99 / max {lat(hb['latency'])} ms, "
     f"{hb['errors']} errors; RSS {mib(hb['rss_end_bytes'])} ({hb['rss_per_node_bytes']:.0f} B per node).",
     "",
     f"**Flood** (`sheratan bench flood`, docs/RELIABILITY.md): valid p99 {flood['valid_unloaded']['p99_ms']:.2f} ms alone, "
     f"{flood['valid_during_flood']['p99_ms']:.2f} ms during {flood['flood_requests']:,} hostile requests "
-    f"(× {flood['p99_ratio']:.2f}); {flood['valid_failures']} valid failures; hub RSS {mib(flood['rss_before_bytes'])} → "
+    f"(× {flood['p99_ratio']:.2f}; {flood['refusals_paced']:,} refusals paced, SHERATAN_REFUSALS_PER_SEC); "
+    f"{flood['valid_failures']} valid failures; hub RSS {mib(flood['rss_before_bytes'])} → "
     f"{mib(flood['rss_max_bytes'])} at most; audit log {flood['audit_log_lines']} lines; alerts {flood['alerts']}.",
 ]
 peers = os.path.join(out, "peers.md")

@@ -2,6 +2,9 @@
 //! handler). N jobs are queued first; then W worker processes start and the clock runs until
 //! the hub has completed all of them. Compare with `sheratan bench jobs` (drain), the same
 //! work done by the benchmark's own lean consumers: the difference is the worker loop's cost.
+//! Then, with the same workers running, a paced phase submits single jobs at `--rate` and
+//! reports their latency from acceptance to finish as the hub recorded it (its timestamps have
+//! millisecond resolution), and the hub's RSS.
 
 use std::io::Write;
 use std::process::{Child, Command, Stdio};
@@ -12,6 +15,7 @@ use clap::Args;
 use serde::Serialize;
 use sheratan_proto::data::SubmitJob;
 
+use super::Percentiles;
 use super::target::Target;
 
 #[derive(Debug, Clone, Args)]
@@ -33,6 +37,15 @@ pub struct WorkersArgs {
     /// Token of the hub given by --control-url and --data-url.
     #[arg(long, env = "SHERATAN_HUB_TOKEN", hide_env_values = true)]
     pub token: Option<String>,
+    /// PID of the hub given by --control-url and --data-url, for RSS readings.
+    #[arg(long)]
+    pub hub_pid: Option<u32>,
+    /// Seconds of the paced phase (0 skips it).
+    #[arg(long, default_value_t = 5.0)]
+    pub paced_s: f64,
+    /// Jobs per second in the paced phase, submitted one at a time.
+    #[arg(long, default_value_t = 100)]
+    pub rate: u64,
     #[arg(long)]
     pub json: bool,
 }
@@ -45,6 +58,11 @@ struct Report {
     concurrency: u32,
     jobs_per_s: f64,
     seconds: f64,
+    /// Jobs of the paced phase, and their latency from acceptance to finish.
+    paced_jobs: u64,
+    paced_latency: Percentiles,
+    /// The hub's resident set at the end (`None`: a running hub without --hub-pid).
+    hub_rss_bytes: Option<u64>,
 }
 
 struct Workers(Vec<Child>);
@@ -69,7 +87,7 @@ pub async fn run(args: WorkersArgs) -> anyhow::Result<()> {
             args.token
                 .clone()
                 .context("--token (or SHERATAN_HUB_TOKEN) is required with a running hub")?,
-            None,
+            args.hub_pid,
         ),
         _ => {
             eprintln!("starting a hub in a temp dir ...");
@@ -158,6 +176,8 @@ pub async fn run(args: WorkersArgs) -> anyhow::Result<()> {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let seconds = started.elapsed().as_secs_f64();
+    let mut latencies = paced(&data, &args).await?;
+    let hub_rss_bytes = target.rss_bytes();
     drop(workers);
     let report = Report {
         bench: "workers",
@@ -166,6 +186,9 @@ pub async fn run(args: WorkersArgs) -> anyhow::Result<()> {
         concurrency: args.concurrency,
         jobs_per_s: args.n as f64 / seconds,
         seconds,
+        paced_jobs: latencies.len() as u64,
+        paced_latency: Percentiles::from_micros(&mut latencies),
+        hub_rss_bytes,
     };
     let mut out = std::io::stdout().lock();
     if args.json {
@@ -176,6 +199,65 @@ pub async fn run(args: WorkersArgs) -> anyhow::Result<()> {
             "{} jobs through {} worker process(es) × {} slots: {:.0} jobs/s ({:.2} s, including worker start-up)",
             report.n, report.workers, report.concurrency, report.jobs_per_s, report.seconds
         )?;
+        let l = &report.paced_latency;
+        writeln!(
+            out,
+            "paced {} jobs at {}/s: accepted to finished p50 {:.0} ms  p90 {:.0} ms  p99 {:.0} ms  max {:.0} ms",
+            report.paced_jobs, args.rate, l.p50_ms, l.p90_ms, l.p99_ms, l.max_ms
+        )?;
+        if let Some(rss) = report.hub_rss_bytes {
+            writeln!(out, "hub RSS {:.1} MiB", rss as f64 / 1048576.0)?;
+        }
     }
     Ok(())
+}
+
+/// The paced phase: single jobs at `--rate` for `--paced-s` through the running workers, then
+/// each job's latency (µs) from the hub's `created_at` to its `finished_at`.
+async fn paced(data: &sheratan_client::DataClient, args: &WorkersArgs) -> anyhow::Result<Vec<u32>> {
+    if args.paced_s <= 0.0 {
+        return Ok(Vec::new());
+    }
+    eprintln!(
+        "paced: {} jobs/s for {} s through the same workers ...",
+        args.rate, args.paced_s
+    );
+    let period = Duration::from_secs_f64(1.0 / args.rate.max(1) as f64);
+    let end = tokio::time::Instant::now() + Duration::from_secs_f64(args.paced_s);
+    let mut next = tokio::time::Instant::now();
+    let mut ids = Vec::new();
+    while next < end {
+        tokio::time::sleep_until(next).await;
+        next += period;
+        let job = SubmitJob {
+            queue: "default".into(),
+            kind: "echo".into(),
+            payload: serde_json::json!({"paced": ids.len()}),
+            priority: 0,
+            required_capabilities: vec!["echo".into()],
+            idempotency_key: None,
+            max_attempts: None,
+            timeout_s: None,
+            run_at: None,
+        };
+        ids.push(data.submit(&job).await?.response().job_id.clone());
+    }
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut latencies = Vec::with_capacity(ids.len());
+    for id in &ids {
+        let job = loop {
+            let job = data.job(id).await?;
+            if job.finished_at.is_some() {
+                break job;
+            }
+            if Instant::now() > deadline {
+                bail!("paced job {id} did not finish within 60 s");
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        };
+        let finished = job.finished_at.unwrap_or(job.updated_at);
+        let micros = (finished - job.created_at).whole_microseconds();
+        latencies.push(micros.clamp(0, i128::from(u32::MAX)) as u32);
+    }
+    Ok(latencies)
 }
