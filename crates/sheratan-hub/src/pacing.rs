@@ -8,7 +8,12 @@
 //! valid requests queue behind it). A refusal's own work is done before it waits; waiting costs
 //! a sleeping task, and open connections are capped (`max_connections`), so many waiting
 //! refusals cannot exhaust memory. Successful requests and the hub's own answers about state
-//! (404 of a job, 409, 429, 503) are never paced: a valid client does not notice the pacer.
+//! (404 of a job, 409, 429, 503) are never paced. The limit is global, not per client: during a
+//! flood a valid client's own mistake (a stale token, a bad body) may wait too, up to
+//! [`MAX_WAIT`]; its successful requests never do.
+//!
+//! Only refusals the routers make are paced: a request hyper itself rejects (a broken request
+//! line, headers over its limits) gets hyper's 400/431 and a closed connection at once.
 //!
 //! The limiter is GCRA ("generic cell rate algorithm"): one atomic theoretical arrival time,
 //! no lock, no timer.
@@ -17,9 +22,12 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 /// A refusal waits at most this long; beyond it the pacer stops pushing the schedule further
-/// out (a flood from many connections at once is then bounded by the connection cap divided
-/// by this wait).
+/// out. A flood from more connections at once than the rate fills in a second is then answered
+/// at up to the rate plus (open connections ÷ this wait) a second.
 pub const MAX_WAIT: Duration = Duration::from_secs(1);
+
+/// The highest rate accepted (one refusal a microsecond); the configuration refuses more.
+pub const MAX_RATE: u32 = 1_000_000;
 
 /// Statuses the pacer slows down: the request itself is wrong (bad token, malformed or too
 /// large body, wrong method, wrong plane).
@@ -43,29 +51,33 @@ pub struct RefusalPacer {
 }
 
 impl RefusalPacer {
-    /// `per_sec` refusals a second sustained, the same number at once; 0 turns pacing off.
+    /// `per_sec` refusals a second sustained (at most [`MAX_RATE`]), the same number at once;
+    /// 0 turns pacing off.
     pub fn new(per_sec: u32) -> Self {
-        let interval_ns = if per_sec == 0 {
-            0
-        } else {
-            1_000_000_000 / u64::from(per_sec)
-        };
+        let per_sec = u64::from(per_sec.min(MAX_RATE));
+        let interval_ns = 1_000_000_000u64.checked_div(per_sec).unwrap_or(0);
         Self {
             interval_ns,
-            burst_ns: interval_ns.saturating_mul(u64::from(per_sec)),
-            max_wait_ns: MAX_WAIT.as_nanos() as u64,
+            // One second's worth (≤ 10⁹ ns: no overflow).
+            burst_ns: interval_ns * per_sec,
+            max_wait_ns: u64::try_from(MAX_WAIT.as_nanos()).unwrap_or(u64::MAX),
             tat_ns: AtomicU64::new(0),
             epoch: Instant::now(),
             paced: AtomicU64::new(0),
         }
     }
 
+    /// Whether refusals are paced at all (`SHERATAN_REFUSALS_PER_SEC` is not 0).
+    pub fn is_on(&self) -> bool {
+        self.interval_ns != 0
+    }
+
     /// How long the refusal being answered now must wait (zero within the rate).
     pub fn delay(&self) -> Duration {
-        if self.interval_ns == 0 {
+        if !self.is_on() {
             return Duration::ZERO;
         }
-        let now = self.epoch.elapsed().as_nanos() as u64;
+        let now = u64::try_from(self.epoch.elapsed().as_nanos()).unwrap_or(u64::MAX);
         let wait = self.delay_at(now);
         if wait > 0 {
             self.paced.fetch_add(1, Ordering::Relaxed);
@@ -85,16 +97,15 @@ impl RefusalPacer {
             // The slot this refusal takes, and the earliest time it may be answered.
             let slot = tat.max(now) + self.interval_ns;
             let wait = (slot - now).saturating_sub(self.burst_ns);
-            // Past the longest wait the booking is not made: the schedule does not run away
-            // under a flood from more connections than the rate and the wait allow.
-            let (next, wait) = if wait > self.max_wait_ns {
-                (tat, self.max_wait_ns)
-            } else {
-                (slot, wait)
-            };
+            // Past the longest wait no slot is booked (the schedule does not run away under a
+            // flood from more connections than the rate and the wait allow), and nothing is
+            // written: the schedule only moves forward, so it would still be too far out.
+            if wait > self.max_wait_ns {
+                return self.max_wait_ns;
+            }
             match self
                 .tat_ns
-                .compare_exchange_weak(tat, next, Ordering::Relaxed, Ordering::Relaxed)
+                .compare_exchange_weak(tat, slot, Ordering::Relaxed, Ordering::Relaxed)
             {
                 Ok(_) => return wait,
                 Err(current) => tat = current,
@@ -144,7 +155,8 @@ mod tests {
         assert!(waits.iter().all(|w| *w <= MAX_WAIT.as_nanos() as u64));
         assert_eq!(waits[19], 1_000 * MS, "the 20th waits the full second");
         assert_eq!(waits[39], 1_000 * MS, "later ones wait no longer");
-        // One second on, the schedule has drained: the booked slots end at now + 1 s.
+        // One second on: the booked slots end at now + 2 s (burst + longest wait), so the next
+        // refusal waits one interval again.
         assert_eq!(pacer.delay_at(now + 1_000 * MS), 100 * MS);
     }
 

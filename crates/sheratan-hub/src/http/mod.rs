@@ -58,13 +58,30 @@ fn plane_router(routes: Router<PlaneState>, hub: Arc<HubState>, plane: Plane) ->
 }
 
 /// Outermost: a refusal's answer waits for its turn at the refusal pacer (see
-/// [`crate::pacing`]); every other answer goes out at once.
+/// [`crate::pacing`]); every other answer goes out at once. Shutdown cuts the wait short.
 async fn pace_refusals(State(state): State<PlaneState>, req: Request, next: Next) -> Response {
-    let response = next.run(req).await;
-    if crate::pacing::is_refusal(response.status().as_u16()) {
-        let wait = state.hub.refusals.delay();
-        if !wait.is_zero() {
-            tokio::time::sleep(wait).await;
+    let mut response = next.run(req).await;
+    let status = response.status();
+    if !crate::pacing::is_refusal(status.as_u16()) {
+        return response;
+    }
+    let pacer = &state.hub.refusals;
+    if !pacer.is_on() {
+        // Pacing off: a refused token at least costs its sender a new connection for the next
+        // guess (RELIABILITY.md measures both).
+        if status == axum::http::StatusCode::FORBIDDEN {
+            response.headers_mut().insert(
+                header::CONNECTION,
+                axum::http::HeaderValue::from_static("close"),
+            );
+        }
+        return response;
+    }
+    let wait = pacer.delay();
+    if !wait.is_zero() {
+        tokio::select! {
+            () = tokio::time::sleep(wait) => {}
+            () = state.hub.stopping.cancelled() => {}
         }
     }
     response

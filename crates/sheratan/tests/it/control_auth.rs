@@ -255,52 +255,114 @@ async fn bundles_are_published_on_the_admin_path_and_served_with_etags() {
 }
 
 /// Refusals beyond `SHERATAN_REFUSALS_PER_SEC` (burst of as many) wait for their answer, on
-/// both planes and whatever the refusal; valid requests never go through the pacer.
+/// both planes and whatever the refusal; valid requests never go through the pacer. A refused
+/// token keeps its connection while pacing is on.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn refusals_beyond_the_rate_wait_and_valid_requests_do_not() {
+    use std::time::{Duration, Instant};
     let hub = hub().env("SHERATAN_REFUSALS_PER_SEC", "20").start();
-    let (c, d) = (&hub.control_url, &hub.data_url);
+    let (c, d) = (hub.control_url.clone(), hub.data_url.clone());
+    let token = hub.token();
     let paced = || async {
-        let metrics =
-            sheratan_client::ControlClient::new(&hub.control_url, Some(hub.token().to_owned()))
-                .unwrap()
-                .metrics_json()
-                .await
-                .unwrap();
+        let metrics = sheratan_client::ControlClient::new(&hub.control_url, Some(hub.token()))
+            .unwrap()
+            .metrics_json()
+            .await
+            .unwrap();
         metrics["refusals.paced"].as_f64().unwrap()
     };
     let client = http();
-    let started = std::time::Instant::now();
-    // 20 pass at once (the burst); the 10 after them wait 50 ms apart.
-    for i in 0..30 {
-        let refused = match i % 3 {
-            0 => client.get(format!("{c}/v1/nodes")).bearer_auth("wrong"),
-            1 => client
-                .post(format!("{d}/v1/jobs"))
-                .bearer_auth(hub.token())
-                .body("{"),
-            _ => client
-                .delete(format!("{d}/v1/leases"))
-                .bearer_auth(hub.token()),
-        };
-        let status = refused.send().await.unwrap().status().as_u16();
-        assert!([403, 400, 405].contains(&status), "{i}: {status}");
-    }
+    // One refusal of each kind in turn; returns its status and how long its answer took.
+    let refuse = |i: usize| {
+        let (client, c, d, token) = (client.clone(), c.clone(), d.clone(), token.clone());
+        async move {
+            let request = match i % 4 {
+                0 => client.get(format!("{c}/v1/nodes")).bearer_auth("wrong"),
+                1 => client
+                    .post(format!("{d}/v1/jobs"))
+                    .bearer_auth(&token)
+                    .body("{"),
+                2 => client.delete(format!("{d}/v1/leases")).bearer_auth(&token),
+                _ => client.get(format!("{d}/v1/nodes")).bearer_auth(&token),
+            };
+            let sent = Instant::now();
+            let response = request.send().await.unwrap();
+            let status = response.status().as_u16();
+            assert!([403, 400, 405, 421].contains(&status), "{i}: {status}");
+            if status == 403 {
+                assert!(response.headers().get("connection").is_none());
+            }
+            sent.elapsed()
+        }
+    };
+
+    // The burst: 20 at once, none waits.
+    let started = Instant::now();
+    let at_once = |range: std::ops::Range<usize>| {
+        let tasks: Vec<_> = range.map(|i| tokio::spawn(refuse(i))).collect();
+        async move {
+            let mut waits = Vec::new();
+            for task in tasks {
+                waits.push(task.await.unwrap());
+            }
+            waits
+        }
+    };
+    at_once(0..20).await;
+    assert_eq!(paced().await, 0.0, "the burst passes without waiting");
+
+    // 20 more at once: their slots are 50 ms apart, so the last is answered a second after
+    // the first refusal at the earliest; the first of them hardly waits.
+    let waits = at_once(20..40).await;
     let elapsed = started.elapsed();
     assert!(
-        elapsed >= std::time::Duration::from_millis(450),
-        "ten refusals past the burst wait 50 ms each: took {elapsed:?}"
+        elapsed >= Duration::from_millis(950),
+        "40 refusals at 20/s (burst 20) take a second: took {elapsed:?}"
+    );
+    let shortest = waits.iter().min().unwrap();
+    assert!(
+        *shortest < Duration::from_millis(900),
+        "refusals are spaced, not all held for the longest wait: {waits:?}"
     );
     let before = paced().await;
-    assert!(before >= 10.0, "{before} refusals waited");
+    assert!(before >= 1.0, "{before} refusals waited");
+
     for _ in 0..50 {
         let good = client
             .get(format!("{c}/v1/nodes"))
-            .bearer_auth(hub.token())
+            .bearer_auth(&token)
             .send()
             .await
             .unwrap();
         assert_eq!(good.status(), StatusCode::OK);
     }
     assert_eq!(paced().await, before, "valid requests are not paced");
+}
+
+/// With pacing off (`SHERATAN_REFUSALS_PER_SEC=0`) nothing waits, and a refused token ends its
+/// connection instead, so each further guess costs its sender a new connection.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_pacing_off_a_refused_token_closes_its_connection() {
+    let hub = hub().env("SHERATAN_REFUSALS_PER_SEC", "0").start();
+    let c = &hub.control_url;
+    let client = http();
+    for _ in 0..3 {
+        let bad = client
+            .get(format!("{c}/v1/nodes"))
+            .bearer_auth("wrong")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(bad.status(), StatusCode::FORBIDDEN);
+        assert_eq!(
+            bad.headers().get("connection").map(|v| v.as_bytes()),
+            Some(&b"close"[..])
+        );
+    }
+    let metrics = sheratan_client::ControlClient::new(c, Some(hub.token()))
+        .unwrap()
+        .metrics_json()
+        .await
+        .unwrap();
+    assert_eq!(metrics["refusals.paced"], 0.0);
 }
