@@ -20,7 +20,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
 use sheratan_client::pull::{JobRunner, PullConfig};
-use sheratan_client::{ControlClient, DataClient, RetryPolicy};
+use sheratan_client::{ControlClient, DataClient, MeshToken, RetryPolicy};
 use sheratan_proto::ErrorCode;
 use sheratan_proto::auction::{
     AuctionList, AuctionRecord, BidRecord, BidRequest, BidResponse, ExecuteRequest,
@@ -28,7 +28,7 @@ use sheratan_proto::auction::{
 };
 use sheratan_proto::control::{NodeStatus, NodeView, Role};
 use sheratan_proto::data::{JobError, LeasedJob, Outcome, ResultRequest};
-use sheratan_runtime::http::{check_token, error};
+use sheratan_runtime::http::{check_tokens, error};
 use sheratan_store::AuctionStore;
 use time::OffsetDateTime;
 use tokio::net::TcpListener;
@@ -45,7 +45,8 @@ pub struct BrokerConfig {
     pub listen: SocketAddr,
     pub control_url: String,
     pub data_url: String,
-    pub token: Option<String>,
+    /// Sent to the hub and the hosts, required from callers; follows a rotation under `up`.
+    pub token: MeshToken,
     pub queue: String,
     /// Auctions (and executions) at once.
     pub concurrency: u32,
@@ -68,7 +69,7 @@ impl BrokerConfig {
         listen: SocketAddr,
         control_url: &str,
         data_url: &str,
-        token: Option<String>,
+        token: impl Into<MeshToken>,
         store: Arc<dyn AuctionStore>,
     ) -> Self {
         Self {
@@ -76,7 +77,7 @@ impl BrokerConfig {
             listen,
             control_url: control_url.into(),
             data_url: data_url.into(),
-            token,
+            token: token.into(),
             queue: AUCTION_QUEUE.into(),
             concurrency: 16,
             bid_deadline: Duration::from_millis(300),
@@ -134,12 +135,12 @@ pub enum HostFailure {
 #[derive(Clone)]
 pub struct Auctioneer {
     http: reqwest::Client,
-    token: Option<String>,
+    token: MeshToken,
     bid_deadline: Duration,
 }
 
 impl Auctioneer {
-    pub fn new(token: Option<String>, bid_deadline: Duration) -> Self {
+    pub fn new(token: impl Into<MeshToken>, bid_deadline: Duration) -> Self {
         let http = reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(2))
             .pool_idle_timeout(Duration::from_secs(60))
@@ -148,14 +149,14 @@ impl Auctioneer {
             .expect("a plain HTTP client always builds");
         Self {
             http,
-            token,
+            token: token.into(),
             bid_deadline,
         }
     }
 
     fn post(&self, url: String) -> reqwest::RequestBuilder {
         let r = self.http.post(url);
-        match &self.token {
+        match self.token.send() {
             Some(t) => r.bearer_auth(t),
             None => r,
         }
@@ -737,7 +738,7 @@ async fn list_auctions(
     headers: HeaderMap,
     Query(q): Query<ListQuery>,
 ) -> Response {
-    if let Err(denied) = check_token(&headers, s.config.token.as_deref()) {
+    if let Err(denied) = check_tokens(&headers, s.config.token.load().accepted().as_deref()) {
         return denied;
     }
     let limit = match q.limit.as_deref().map(str::parse::<u32>) {
@@ -766,7 +767,7 @@ async fn one_auction(
     headers: HeaderMap,
     Path(job_id): Path<String>,
 ) -> Response {
-    if let Err(denied) = check_token(&headers, s.config.token.as_deref()) {
+    if let Err(denied) = check_tokens(&headers, s.config.token.load().accepted().as_deref()) {
         return denied;
     }
     if let Err(e) = sheratan_proto::ids::parse_uuid("job_id", &job_id) {
@@ -788,7 +789,7 @@ async fn one_auction(
 }
 
 async fn metrics(State(s): State<Arc<BrokerState>>, headers: HeaderMap) -> Response {
-    if let Err(denied) = check_token(&headers, s.config.token.as_deref()) {
+    if let Err(denied) = check_tokens(&headers, s.config.token.load().accepted().as_deref()) {
         return denied;
     }
     let m = &s.metrics;

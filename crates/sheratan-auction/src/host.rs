@@ -15,12 +15,13 @@ use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
+use sheratan_client::MeshToken;
 use sheratan_exec::{Handlers, Outcome};
 use sheratan_proto::ErrorCode;
 use sheratan_proto::auction::{BidRequest, BidResponse, ExecuteRequest, ExecuteResponse};
 use sheratan_proto::control::Role;
 use sheratan_proto::data::JobError;
-use sheratan_runtime::http::{check_token, error, parse_json};
+use sheratan_runtime::http::{check_tokens, error, parse_json};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
@@ -33,7 +34,8 @@ pub struct HostConfig {
     /// The URL the broker reaches this host at; by default from the bound address.
     pub advertise: Option<String>,
     pub control_url: String,
-    pub token: Option<String>,
+    /// Sent to the hub and required from the broker; follows a rotation under `sheratan up`.
+    pub token: MeshToken,
     pub handlers: Handlers,
     /// Jobs at once.
     pub capacity: u32,
@@ -48,14 +50,14 @@ impl HostConfig {
         node_id: &str,
         listen: SocketAddr,
         control_url: &str,
-        token: Option<String>,
+        token: impl Into<MeshToken>,
     ) -> Self {
         Self {
             node_id: node_id.into(),
             listen,
             advertise: None,
             control_url: control_url.into(),
-            token,
+            token: token.into(),
             handlers: Handlers::builtin(),
             capacity: 4,
             base_price: 1.0,
@@ -208,7 +210,7 @@ async fn health(State(s): State<Arc<HostState>>) -> Json<serde_json::Value> {
 }
 
 async fn metrics(State(s): State<Arc<HostState>>, headers: HeaderMap) -> Response {
-    if let Err(denied) = check_token(&headers, s.config.token.as_deref()) {
+    if let Err(denied) = check_tokens(&headers, s.config.token.load().accepted().as_deref()) {
         return denied;
     }
     let n = |a: &AtomicU64| a.load(Ordering::Relaxed) as f64;
@@ -283,7 +285,7 @@ fn quote(s: &HostState, req: &BidRequest) -> BidResponse {
 }
 
 async fn bid(State(s): State<Arc<HostState>>, headers: HeaderMap, body: Bytes) -> Response {
-    if let Err(denied) = check_token(&headers, s.config.token.as_deref()) {
+    if let Err(denied) = check_tokens(&headers, s.config.token.load().accepted().as_deref()) {
         return denied;
     }
     let req: BidRequest = match parse_json(&body) {
@@ -309,7 +311,7 @@ impl Drop for Slot<'_> {
 }
 
 async fn execute(State(s): State<Arc<HostState>>, headers: HeaderMap, body: Bytes) -> Response {
-    if let Err(denied) = check_token(&headers, s.config.token.as_deref()) {
+    if let Err(denied) = check_tokens(&headers, s.config.token.load().accepted().as_deref()) {
         return denied;
     }
     let req: ExecuteRequest = match parse_json(&body) {

@@ -25,9 +25,10 @@ pub enum BundleFetch {
 }
 
 impl ControlClient {
-    pub fn new(url: &str, token: Option<String>) -> Result<Self, ClientError> {
+    /// `token`: an `Option<String>`, or a [`crate::MeshToken`] that may change while this runs.
+    pub fn new(url: &str, token: impl Into<crate::MeshToken>) -> Result<Self, ClientError> {
         Ok(Self {
-            base: Base::new(url, token)?,
+            base: Base::new(url, token.into())?,
         })
     }
 

@@ -43,9 +43,10 @@ pub struct DataClient {
 }
 
 impl DataClient {
-    pub fn new(url: &str, token: Option<String>) -> Result<Self, ClientError> {
+    /// `token`: an `Option<String>`, or a [`crate::MeshToken`] that may change while this runs.
+    pub fn new(url: &str, token: impl Into<crate::MeshToken>) -> Result<Self, ClientError> {
         Ok(Self {
-            base: Base::new(url, token)?,
+            base: Base::new(url, token.into())?,
         })
     }
 
@@ -174,12 +175,15 @@ impl DataClient {
     /// Safe to repeat: the hub counts a repeated result once.
     pub async fn report(&self, result: &ResultRequest) -> Result<ResultResponse, ClientError> {
         let body = serde_json::to_vec(result).map_err(|e| ClientError::Decode(e.to_string()))?;
-        let (hash, signature) = sign_result(&body, self.base.token.as_deref().unwrap_or(""));
+        // One reading of the token for the signature and the request: the hub checks the HMAC
+        // with the token that authenticated the request.
+        let token = self.base.token.load();
+        let (hash, signature) = sign_result(&body, token.send().unwrap_or(""));
         json(
             self.base
                 .send_retrying(Retry::Safe, || {
                     self.base
-                        .request(Method::POST, "/v1/results")
+                        .request_as(&token, Method::POST, "/v1/results")
                         .header(sheratan_proto::headers::CONTENT_SHA256, &hash)
                         .header(sheratan_proto::headers::SIGNATURE, &signature)
                         .header(reqwest::header::CONTENT_TYPE, "application/json")

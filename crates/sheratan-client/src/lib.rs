@@ -44,12 +44,14 @@ mod data;
 mod error;
 pub mod pull;
 mod sign;
+mod token;
 
 pub use beat::{Identity, capability_hash, heartbeat_loop};
 pub use control::{BundleFetch, ControlClient};
 pub use data::{DataClient, JobFilter, Submitted};
 pub use error::ClientError;
 pub use sign::sign_result;
+pub use token::{MeshToken, TokenState};
 
 use std::time::Duration;
 
@@ -118,14 +120,13 @@ struct Base {
     /// `url` parsed once: each request only swaps the path (parsing a URL, host name rules
     /// included, cost a worker more than signing its result).
     parsed: reqwest::Url,
-    token: Option<String>,
-    /// `Bearer <token>`, built once.
-    authorization: Option<reqwest::header::HeaderValue>,
+    /// Read per request: a rotation followed by `sheratan up` changes it while this runs.
+    token: MeshToken,
     retry: RetryPolicy,
 }
 
 impl Base {
-    fn new(url: &str, token: Option<String>) -> Result<Self, ClientError> {
+    fn new(url: &str, token: MeshToken) -> Result<Self, ClientError> {
         let url = url.trim_end_matches('/').to_owned();
         if !(url.starts_with("http://") || url.starts_with("https://")) {
             return Err(ClientError::Config(format!(
@@ -144,34 +145,36 @@ impl Base {
             .map_err(|e| ClientError::Config(e.to_string()))?;
         let parsed =
             reqwest::Url::parse(&url).map_err(|e| ClientError::Config(format!("{url:?}: {e}")))?;
-        let authorization = match &token {
-            Some(t) => {
-                let mut value = reqwest::header::HeaderValue::from_str(&format!("Bearer {t}"))
-                    .map_err(|_| {
-                        ClientError::Config(
-                            "the token contains characters a header cannot carry".into(),
-                        )
-                    })?;
-                value.set_sensitive(true);
-                Some(value)
-            }
-            None => None,
-        };
+        if !token.is_sendable() {
+            return Err(ClientError::Config(
+                "the token contains characters a header cannot carry".into(),
+            ));
+        }
         Ok(Self {
             http,
             url,
             parsed,
             token,
-            authorization,
             retry: RetryPolicy::default(),
         })
     }
 
     fn request(&self, method: reqwest::Method, path: &str) -> RequestBuilder {
+        self.request_as(&self.token.load(), method, path)
+    }
+
+    /// A request authenticated by one reading of the token (a signed result sends the token
+    /// it was signed with).
+    fn request_as(
+        &self,
+        token: &TokenState,
+        method: reqwest::Method,
+        path: &str,
+    ) -> RequestBuilder {
         let mut url = self.parsed.clone();
         url.set_path(path);
         let mut req = self.http.request(method, url);
-        if let Some(value) = &self.authorization {
+        if let Some(value) = token.authorization() {
             req = req.header(reqwest::header::AUTHORIZATION, value.clone());
         }
         req

@@ -27,13 +27,13 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde_json::{Value, json};
 use sheratan_client::{
-    ClientError, ControlClient, DataClient, Identity, JobFilter, RetryPolicy, Submitted,
+    ClientError, ControlClient, DataClient, Identity, JobFilter, MeshToken, RetryPolicy, Submitted,
 };
 use sheratan_proto::ErrorCode;
 use sheratan_proto::auction::{CoreSubmit, CoreSubmitted, Dispatch};
 use sheratan_proto::control::{NodeStatus, Role};
 use sheratan_proto::data::{JobStatus, SubmitJob};
-use sheratan_runtime::http::{check_token, error, parse_json};
+use sheratan_runtime::http::{check_tokens, error, parse_json};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
@@ -50,7 +50,9 @@ pub struct CoreConfig {
     pub data_url: String,
     pub broker_url: Option<String>,
     pub relay_url: Option<String>,
-    pub token: Option<String>,
+    /// Sent to the hub, the broker and the relay, required from callers; follows a rotation
+    /// under `sheratan up`.
+    pub token: MeshToken,
     /// The hub's state dir, for `logs/alerts.jsonl` and `logs/hub_security_audit.jsonl`.
     pub home: PathBuf,
     /// Browser origins allowed to call the API (the dashboard's).
@@ -67,7 +69,7 @@ impl CoreConfig {
         listen: SocketAddr,
         control_url: &str,
         data_url: &str,
-        token: Option<String>,
+        token: impl Into<MeshToken>,
         home: PathBuf,
     ) -> Self {
         Self {
@@ -77,7 +79,7 @@ impl CoreConfig {
             data_url: data_url.into(),
             broker_url: None,
             relay_url: None,
-            token,
+            token: token.into(),
             home,
             allowed_origins: vec![
                 "http://127.0.0.1:3001".into(),
@@ -238,7 +240,10 @@ fn router(state: Arc<CoreState>) -> Router {
 }
 
 async fn require_token(State(s): State<Arc<CoreState>>, request: Request, next: Next) -> Response {
-    match check_token(request.headers(), s.config.token.as_deref()) {
+    match check_tokens(
+        request.headers(),
+        s.config.token.load().accepted().as_deref(),
+    ) {
         Ok(()) => next.run(request).await,
         Err(denied) => denied,
     }
@@ -501,7 +506,7 @@ async fn peer_get(
         return Err(format!("no {name} configured"));
     };
     let mut request = s.http.get(format!("{}{path}", base.trim_end_matches('/')));
-    if let Some(t) = &s.config.token {
+    if let Some(t) = s.config.token.send() {
         request = request.bearer_auth(t);
     }
     let response = request

@@ -353,6 +353,11 @@ impl Tokens {
         self.read().current.clone()
     }
 
+    /// The next token while a rotation runs (both are accepted until its deadline).
+    pub fn next(&self) -> Option<Secret> {
+        self.read().next.as_ref().map(|(next, _)| next.clone())
+    }
+
     /// The secret that matches `credential`, as the HMAC key of signed results.
     pub fn secret_for(&self, credential: Credential) -> Secret {
         let state = self.read();

@@ -24,11 +24,11 @@ use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use sheratan_client::pull::{JobRunner, PullConfig};
-use sheratan_client::{ControlClient, DataClient, Identity, RetryPolicy};
+use sheratan_client::{ControlClient, DataClient, Identity, MeshToken, RetryPolicy};
 use sheratan_proto::ErrorCode;
 use sheratan_proto::control::Role;
 use sheratan_proto::data::{JobError, LeasedJob, Outcome, ResultRequest};
-use sheratan_runtime::http::{check_token, error, parse_json};
+use sheratan_runtime::http::{check_tokens, error, parse_json};
 use time::OffsetDateTime;
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
@@ -113,7 +113,8 @@ pub struct RelayConfig {
     pub listen: SocketAddr,
     pub control_url: String,
     pub data_url: String,
-    pub token: Option<String>,
+    /// Sent to the hub, required from callers; follows a rotation under `sheratan up`.
+    pub token: MeshToken,
     /// Failure screenshots go to `$home/relay/`.
     pub home: PathBuf,
     pub profiles: Profiles,
@@ -137,7 +138,7 @@ impl RelayConfig {
         listen: SocketAddr,
         control_url: &str,
         data_url: &str,
-        token: Option<String>,
+        token: impl Into<MeshToken>,
         home: PathBuf,
     ) -> Self {
         Self {
@@ -145,7 +146,7 @@ impl RelayConfig {
             listen,
             control_url: control_url.into(),
             data_url: data_url.into(),
-            token,
+            token: token.into(),
             home,
             profiles: Profiles::builtin(profiles::GENERIC_URL),
             default_backend: Backend::Cdp,
@@ -554,7 +555,7 @@ async fn complete_route(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    if let Err(denied) = check_token(&headers, s.config.token.as_deref()) {
+    if let Err(denied) = check_tokens(&headers, s.config.token.load().accepted().as_deref()) {
         return denied;
     }
     let req: RelayRequest = match parse_json(&body) {
@@ -576,7 +577,7 @@ async fn complete_route(
 }
 
 async fn sessions(State(s): State<Arc<RelayState>>, headers: HeaderMap) -> Response {
-    if let Err(denied) = check_token(&headers, s.config.token.as_deref()) {
+    if let Err(denied) = check_tokens(&headers, s.config.token.load().accepted().as_deref()) {
         return denied;
     }
     let open: Vec<SessionView> = s
@@ -590,7 +591,7 @@ async fn sessions(State(s): State<Arc<RelayState>>, headers: HeaderMap) -> Respo
 }
 
 async fn metrics(State(s): State<Arc<RelayState>>, headers: HeaderMap) -> Response {
-    if let Err(denied) = check_token(&headers, s.config.token.as_deref()) {
+    if let Err(denied) = check_tokens(&headers, s.config.token.load().accepted().as_deref()) {
         return denied;
     }
     use std::fmt::Write;

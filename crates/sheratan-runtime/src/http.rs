@@ -49,14 +49,29 @@ pub fn presented_tokens(headers: &HeaderMap) -> Vec<String> {
 /// Checks the request's token against `expected` in constant time (as SHA-256 digests, so
 /// the length does not leak either). `None` expected means authentication is off.
 pub fn check_token(headers: &HeaderMap, expected: Option<&str>) -> Result<(), Response> {
-    let Some(expected) = expected else {
+    check_tokens(headers, expected.map(|t| vec![t]).as_deref())
+}
+
+/// Like [`check_token`] with several accepted tokens (both tokens of a rotation); `None`
+/// means authentication is off.
+pub fn check_tokens(headers: &HeaderMap, accepted: Option<&[&str]>) -> Result<(), Response> {
+    let Some(accepted) = accepted else {
         return Ok(());
     };
-    let want: [u8; 32] = Sha256::digest(expected.as_bytes()).into();
+    let wanted: Vec<[u8; 32]> = accepted
+        .iter()
+        .map(|t| Sha256::digest(t.as_bytes()).into())
+        .collect();
     let presented = presented_tokens(headers);
     if presented.iter().any(|t| {
         let got: [u8; 32] = Sha256::digest(t.as_bytes()).into();
-        bool::from(got.ct_eq(&want))
+        // Every accepted token is compared, so which one matched does not show in the time.
+        wanted
+            .iter()
+            .fold(subtle::Choice::from(0), |found, want| {
+                found | got.ct_eq(want)
+            })
+            .into()
     }) {
         return Ok(());
     }

@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
 use sha2::{Digest, Sha256};
-use sheratan_client::{ClientError, ControlClient, DataClient, RetryPolicy};
+use sheratan_client::{ClientError, ControlClient, DataClient, MeshToken, RetryPolicy};
 use sheratan_exec::{Handlers, Outcome};
 use sheratan_proto::ErrorCode;
 use sheratan_proto::control::{HeartbeatRequest, Load, Role};
@@ -23,7 +23,8 @@ use tokio_util::sync::CancellationToken;
 pub struct WorkerConfig {
     pub control_url: String,
     pub data_url: String,
-    pub token: Option<String>,
+    /// Follows a rotation when `sheratan up` runs the worker beside the hub.
+    pub token: MeshToken,
     pub node_id: String,
     pub queues: Vec<String>,
     /// Jobs run at once.
@@ -38,11 +39,16 @@ pub struct WorkerConfig {
 }
 
 impl WorkerConfig {
-    pub fn new(control_url: &str, data_url: &str, token: Option<String>, node_id: &str) -> Self {
+    pub fn new(
+        control_url: &str,
+        data_url: &str,
+        token: impl Into<MeshToken>,
+        node_id: &str,
+    ) -> Self {
         Self {
             control_url: control_url.into(),
             data_url: data_url.into(),
-            token,
+            token: token.into(),
             node_id: node_id.into(),
             queues: vec!["default".into()],
             concurrency: 4,

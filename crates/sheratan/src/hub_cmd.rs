@@ -142,16 +142,17 @@ pub async fn run_hub(args: HubArgs, up: Option<WorkerPlan>) -> Result<(), Failur
         hub.share_state(Arc::new(shared), hub_id);
     }
 
+    // Everything `up` runs beside the hub shares one token that follows the hub's rotations.
+    let (send, also_accept) = tokens_to_use(&hub.state().tokens);
+    let mesh_token = sheratan_client::MeshToken::default();
+    mesh_token.set(send, also_accept);
+
     // Workers beside the hub talk to it over HTTP, like any other worker.
     let mut workers = Vec::new();
     if let Some(plan) = &up
         && let (Some(c), Some(d)) = (hub.control_addr(), hub.data_addr())
     {
-        let token = hub
-            .state()
-            .tokens
-            .required()
-            .then(|| hub.state().tokens.current().expose().to_owned());
+        let token = mesh_token.clone();
         for i in 1..=plan.count {
             let node_id = format!("worker-{i}");
             let config = worker_config(
@@ -177,7 +178,7 @@ pub async fn run_hub(args: HubArgs, up: Option<WorkerPlan>) -> Result<(), Failur
             &plan.options,
             &local_url(c),
             &local_url(d),
-            hub.state(),
+            &mesh_token,
             &home,
         )
         .await?;
@@ -266,6 +267,13 @@ pub async fn run_hub(args: HubArgs, up: Option<WorkerPlan>) -> Result<(), Failur
     drop(out);
     // Workers stop first (finishing their jobs and reporting results); the hub after them.
     let hub_stop = CancellationToken::new();
+    if up.is_some() {
+        tokio::spawn(follow_rotations(
+            hub.state().clone(),
+            mesh_token,
+            signals.clone(),
+        ));
+    }
     let mut hub_task = tokio::spawn(hub.run(hub_stop.clone()));
     let mut worker_tasks = tokio::task::JoinSet::new();
     for config in workers {
@@ -326,6 +334,44 @@ pub async fn run_hub(args: HubArgs, up: Option<WorkerPlan>) -> Result<(), Failur
         .map_err(|e| Failure::from(anyhow::Error::new(e)))
 }
 
+/// The token the hub's own neighbours send, and the other one they accept: during a rotation
+/// they send the next token (the hub accepts both) and accept both; otherwise the current one.
+fn tokens_to_use(tokens: &sheratan_hub::auth::Tokens) -> (Option<String>, Option<String>) {
+    if !tokens.required() {
+        return (None, None);
+    }
+    let current = tokens.current().expose().to_owned();
+    match tokens.next() {
+        Some(next) => (Some(next.expose().to_owned()), Some(current)),
+        None => (Some(current), None),
+    }
+}
+
+/// Keeps `token` in step with the hub's rotations (started or finalized by the admin path,
+/// the deadline timer, or another hub on the same database) until `stop`.
+async fn follow_rotations(
+    hub: Arc<sheratan_hub::HubState>,
+    token: sheratan_client::MeshToken,
+    stop: CancellationToken,
+) {
+    let mut in_use = tokens_to_use(&hub.tokens);
+    loop {
+        tokio::select! {
+            () = stop.cancelled() => return,
+            () = tokio::time::sleep(std::time::Duration::from_millis(250)) => {}
+        }
+        let now = tokens_to_use(&hub.tokens);
+        if now != in_use {
+            tracing::info!(
+                rotation = now.1.is_some(),
+                "the workers, hosts, broker, relay and core beside the hub switch tokens with it"
+            );
+            token.set(now.0.clone(), now.1.clone());
+            in_use = now;
+        }
+    }
+}
+
 /// What `up` runs beside the hub and workers.
 #[derive(Default)]
 struct Mesh {
@@ -342,13 +388,9 @@ async fn bind_mesh(
     worker: &WorkerOptions,
     control_url: &str,
     data_url: &str,
-    hub: &sheratan_hub::HubState,
+    token: &sheratan_client::MeshToken,
     home: &std::path::Path,
 ) -> Result<Mesh, Failure> {
-    let token = hub
-        .tokens
-        .required()
-        .then(|| hub.tokens.current().expose().to_owned());
     let handlers = match &worker.handlers {
         Some(path) => sheratan_exec::Handlers::from_file(path).map_err(|e| usage(e.to_string()))?,
         None => sheratan_exec::Handlers::builtin(),
@@ -426,7 +468,7 @@ async fn bind_mesh(
         args.core_addr,
         control_url,
         data_url,
-        token,
+        token.clone(),
         home,
         &args.core,
     );

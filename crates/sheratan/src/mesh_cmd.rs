@@ -161,7 +161,7 @@ pub fn host_config(
     node_id: &str,
     listen: SocketAddr,
     control_url: &str,
-    token: Option<String>,
+    token: impl Into<sheratan_client::MeshToken>,
     options: &HostOptions,
     handlers: Handlers,
 ) -> Result<HostConfig, Failure> {
@@ -216,7 +216,7 @@ pub fn broker_config(
     listen: SocketAddr,
     control_url: &str,
     data_url: &str,
-    token: Option<String>,
+    token: impl Into<sheratan_client::MeshToken>,
     options: &BrokerOptions,
     store: Arc<dyn sheratan_store::AuctionStore>,
 ) -> Result<BrokerConfig, Failure> {
@@ -246,7 +246,7 @@ pub fn core_config(
     listen: SocketAddr,
     control_url: &str,
     data_url: &str,
-    token: Option<String>,
+    token: impl Into<sheratan_client::MeshToken>,
     home: &Path,
     options: &CoreOptions,
 ) -> CoreConfig {

@@ -77,7 +77,7 @@ pub fn relay_config(
     listen: SocketAddr,
     control_url: &str,
     data_url: &str,
-    token: Option<String>,
+    token: impl Into<sheratan_client::MeshToken>,
     home: &Path,
     options: &RelayOptions,
     auto_launch: bool,

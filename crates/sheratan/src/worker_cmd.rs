@@ -46,7 +46,7 @@ pub struct WorkerArgs {
 pub fn worker_config(
     control_url: &str,
     data_url: &str,
-    token: Option<String>,
+    token: impl Into<sheratan_client::MeshToken>,
     node_id: &str,
     options: &WorkerOptions,
     build_id: &str,

@@ -185,3 +185,78 @@ async fn a_deadline_already_past_at_start_finalizes_at_once() {
         count_events(r, EventKind::TokenRotationFinalized) == 1
     });
 }
+
+/// `sheratan up` finalizes a rotation without a restart for everything it runs: from the
+/// rotation's start its worker, hosts, broker and core send the next token (and core accepts
+/// both); after the deadline they use only the new one, and jobs keep running through them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_components_up_runs_follow_a_rotation() {
+    let hub = hub().up().env("SHERATAN_HUB_TOKEN", A).start();
+    let (d, core) = (hub.data_url.clone(), hub.urls["core"].clone());
+    let until = OffsetDateTime::now_utc() + time::Duration::seconds(3);
+    let (status, body) = post(
+        &format!("{d}/admin/token-rotation"),
+        Auth::Bearer(A),
+        &serde_json::json!({"next_token": B, "until": rfc3339(until)}).to_string(),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    // During the rotation core accepts both tokens (once it looked: every 250 ms).
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    assert_eq!(
+        get(&format!("{core}/api/jobs"), Auth::Bearer(A)).await.0,
+        StatusCode::OK
+    );
+    assert_eq!(
+        get(&format!("{core}/api/jobs"), Auth::Bearer(B)).await.0,
+        StatusCode::OK
+    );
+
+    hub.wait_audit(Duration::from_secs(20), |r| {
+        count_events(r, EventKind::TokenRotationFinalized) == 1
+    });
+    // Let the neighbours notice (they look every 250 ms).
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    let (status, _) = get(&format!("{core}/api/jobs"), Auth::Bearer(A)).await;
+    assert_eq!(
+        status,
+        StatusCode::FORBIDDEN,
+        "core refuses the retired token"
+    );
+
+    // A pulled job (the worker) and an auctioned one (core → broker → hosts) both finish.
+    let (status, pulled) = post(
+        &format!("{d}/v1/jobs"),
+        Auth::Bearer(B),
+        r#"{"kind":"echo","payload":{"after":"rotation"}}"#,
+    )
+    .await;
+    assert_eq!(status.as_u16(), 202, "{pulled}");
+    let (status, auctioned) = post(
+        &format!("{core}/api/jobs"),
+        Auth::Bearer(B),
+        r#"{"kind":"echo","dispatch":"auction","payload":{"after":"rotation"}}"#,
+    )
+    .await;
+    assert_eq!(status.as_u16(), 202, "{auctioned}");
+    for job in [&pulled, &auctioned] {
+        let id = job["job_id"].as_str().unwrap();
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            let (_, view) = get(&format!("{d}/v1/jobs/{id}"), Auth::Bearer(B)).await;
+            if view["status"] == "completed" {
+                break;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "job {id} did not complete after the rotation: {view}"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+    let old_token_failures = count_events(&hub.audit_records(), EventKind::AuthFail);
+    assert_eq!(
+        old_token_failures, 0,
+        "nothing beside the hub used the retired token"
+    );
+}
