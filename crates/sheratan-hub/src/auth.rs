@@ -640,7 +640,8 @@ pub fn validate_token(what: &str, token: &str) -> Result<(), TokenError> {
     Ok(())
 }
 
-fn is_weak(token: &str) -> bool {
+/// The literal default or shorter than [`MIN_STRONG_TOKEN_LEN`]: reported as `WEAK_TOKEN`.
+pub fn is_weak(token: &str) -> bool {
     token == WEAK_DEFAULT_TOKEN || token.len() < MIN_STRONG_TOKEN_LEN
 }
 

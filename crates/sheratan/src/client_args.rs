@@ -31,11 +31,24 @@ pub struct ClientArgs {
 impl ClientArgs {
     /// The token: the flag or environment, else the local hub's token file.
     pub fn token(&self) -> Option<String> {
-        self.token
+        let token = self
+            .token
             .clone()
             .filter(|t| !t.is_empty())
             .or_else(|| sheratan_hub::auth::read_token_file(&self.home).ok())
-            .filter(|t| !t.is_empty())
+            .filter(|t| !t.is_empty());
+        if token.is_none() {
+            // Said once per command: a hub that requires a token will answer AUTH_FAIL, and
+            // its message cannot know where this command looked.
+            static SAID: std::sync::Once = std::sync::Once::new();
+            SAID.call_once(|| {
+                eprintln!(
+                    "note: no token: --token and SHERATAN_HUB_TOKEN are unset and {} does not exist; run this in the hub's directory, or pass --home or --token",
+                    self.home.join(sheratan_hub::auth::TOKEN_FILE).display()
+                );
+            });
+        }
+        token
     }
 
     pub fn control(&self) -> anyhow::Result<sheratan_client::ControlClient> {

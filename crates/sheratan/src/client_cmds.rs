@@ -528,9 +528,15 @@ pub enum TokenCommand {
         client: ClientArgs,
         #[arg(long)]
         next: String,
-        /// RFC 3339 time, e.g. 2026-12-01T00:00:00Z.
+        /// When the old token stops working: RFC 3339 (2026-12-01T00:00:00Z) or Unix seconds.
+        #[arg(long, value_parser = crate::hub_args::parse_time)]
+        until: time::OffsetDateTime,
+        /// Accept a next token shorter than 16 characters (the hub reports it as WEAK_TOKEN).
         #[arg(long)]
-        until: String,
+        allow_weak: bool,
+        /// Replace a rotation that is already running (its next token stops working at once).
+        #[arg(long)]
+        replace: bool,
     },
 }
 
@@ -540,7 +546,31 @@ pub async fn token(cmd: TokenCommand) -> Result<(), Failure> {
             client,
             next,
             until,
+            allow_weak,
+            replace,
         } => {
+            sheratan_hub::auth::validate_token("--next", &next)
+                .map_err(|e| crate::usage(e.to_string()))?;
+            if sheratan_hub::auth::is_weak(&next) && !allow_weak {
+                return Err(crate::usage(format!(
+                    "the next token is easy to guess (shorter than {} characters, or the well-known default); pick one with `openssl rand -hex 32`, or pass --allow-weak",
+                    sheratan_hub::auth::MIN_STRONG_TOKEN_LEN
+                )));
+            }
+            let until = until
+                .format(&time::format_description::well_known::Rfc3339)
+                .map_err(|e| crate::usage(format!("--until: {e}")))?;
+            let running = client
+                .control()?
+                .metrics_json()
+                .await
+                .map_err(anyhow::Error::new)?["token.rotation_active"]
+                == 1;
+            if running && !replace {
+                return Err(crate::usage(
+                    "a token rotation is already running; wait for its deadline, or pass --replace to start this one instead (the running rotation's next token stops working at once)".into(),
+                ));
+            }
             let answer = client
                 .data()?
                 .rotate_token(&next, &until)

@@ -223,3 +223,15 @@ async fn one_plane_alone_serves_only_its_routes() {
     let (status, _) = get(&format!("{}/health", data_only.data_url), Auth::None).await;
     assert_eq!(status, StatusCode::OK);
 }
+
+/// A command with no token anywhere says where it looked and what to do, before the hub's
+/// AUTH_FAIL (or here, a connection error) arrives.
+#[test]
+fn a_command_without_a_token_says_where_it_looked() {
+    let out = sheratan(&["nodes", "--control-url", "http://127.0.0.1:9"], &[]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("note: no token"), "{err}");
+    assert!(err.contains("hub_token"), "{err}");
+    assert!(err.contains("--home or --token"), "{err}");
+    assert_eq!(err.matches("note: no token").count(), 1, "said once: {err}");
+}

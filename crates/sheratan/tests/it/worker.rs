@@ -417,6 +417,21 @@ async fn the_cli_lists_shows_cancels_requeues_and_handles_bundles() {
         "the second fetch is a 304: {out}"
     );
 
+    // A weak next token is refused before anything is sent.
+    let (code, _, err) = cli(
+        &hub,
+        &[
+            "token",
+            "rotate",
+            "--next",
+            "short",
+            "--until",
+            "4070908800",
+        ],
+    );
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("--allow-weak"), "{err}");
+    // The deadline may be Unix seconds (2099-01-01).
     let (code, out, err) = cli(
         &hub,
         &[
@@ -425,11 +440,26 @@ async fn the_cli_lists_shows_cancels_requeues_and_handles_bundles() {
             "--next",
             "next-token-0123456789abc",
             "--until",
-            "2099-01-01T00:00:00Z",
+            "4070908800",
         ],
     );
     assert_eq!(code, 0, "{err}");
     assert!(out.contains("rotation started"), "{out}");
+    assert!(out.contains("2099-01-01"), "{out}");
+    // A second rotation does not silently replace the first.
+    let (code, _, err) = cli(
+        &hub,
+        &[
+            "token",
+            "rotate",
+            "--next",
+            "other-token-0123456789abc",
+            "--until",
+            "2099-01-01T00:00:00Z",
+        ],
+    );
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("--replace"), "{err}");
     let (status, _) = get(
         &format!("{}/v1/nodes", hub.control_url),
         Auth::Bearer("next-token-0123456789abc"),
