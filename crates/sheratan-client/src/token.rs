@@ -55,6 +55,11 @@ impl MeshToken {
     /// Sends `send` from now on and accepts `also_accept` as well.
     pub fn set(&self, send: Option<String>, also_accept: Option<String>) {
         let next = Arc::new(state(send, also_accept));
+        if next.send.is_some() && next.authorization.is_none() {
+            // The hub validates tokens, so this should not happen; if it does, requests go out
+            // without one and the hub's AUTH_FAIL follows: say why here.
+            tracing::error!("the new mesh token contains characters a header cannot carry");
+        }
         *self.0.write().unwrap_or_else(|e| e.into_inner()) = next;
     }
 

@@ -353,9 +353,14 @@ impl Tokens {
         self.read().current.clone()
     }
 
-    /// The next token while a rotation runs (both are accepted until its deadline).
-    pub fn next(&self) -> Option<Secret> {
-        self.read().next.as_ref().map(|(next, _)| next.clone())
+    /// The current token and, while a rotation runs, the next one, read together (a
+    /// finalization between two separate reads would pair the old token with no next one).
+    pub fn current_and_next(&self) -> (Secret, Option<Secret>) {
+        let state = self.read();
+        (
+            state.current.clone(),
+            state.next.as_ref().map(|(next, _)| next.clone()),
+        )
     }
 
     /// The secret that matches `credential`, as the HMAC key of signed results.

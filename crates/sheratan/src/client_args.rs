@@ -43,7 +43,7 @@ impl ClientArgs {
             static SAID: std::sync::Once = std::sync::Once::new();
             SAID.call_once(|| {
                 eprintln!(
-                    "note: no token: --token and SHERATAN_HUB_TOKEN are unset and {} does not exist; run this in the hub's directory, or pass --home or --token",
+                    "note: no token: --token and SHERATAN_HUB_TOKEN are unset or empty, and {} is missing or empty; run this in the hub's directory, or pass --home or --token; the hub will answer AUTH_FAIL unless it runs without authentication",
                     self.home.join(sheratan_hub::auth::TOKEN_FILE).display()
                 );
             });

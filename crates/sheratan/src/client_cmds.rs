@@ -560,12 +560,20 @@ pub async fn token(cmd: TokenCommand) -> Result<(), Failure> {
             let until = until
                 .format(&time::format_description::well_known::Rfc3339)
                 .map_err(|e| crate::usage(format!("--until: {e}")))?;
-            let running = client
-                .control()?
+            // The data plane: the admin path needs it anyway, and a data-only hub has no other.
+            let metrics = sheratan_client::ControlClient::new(&client.data_url, client.token())
+                .map_err(anyhow::Error::new)?
                 .metrics_json()
                 .await
-                .map_err(anyhow::Error::new)?["token.rotation_active"]
-                == 1;
+                .map_err(anyhow::Error::new)?;
+            let Some(active) = metrics["token.rotation_active"].as_f64() else {
+                return Err(anyhow::anyhow!(
+                    "the hub's metrics do not say whether a rotation is running (token.rotation_active); is {} a Sheratan hub's data plane?",
+                    client.data_url
+                )
+                .into());
+            };
+            let running = active == 1.0;
             if running && !replace {
                 return Err(crate::usage(
                     "a token rotation is already running; wait for its deadline, or pass --replace to start this one instead (the running rotation's next token stops working at once)".into(),

@@ -143,9 +143,9 @@ pub async fn run_hub(args: HubArgs, up: Option<WorkerPlan>) -> Result<(), Failur
     }
 
     // Everything `up` runs beside the hub shares one token that follows the hub's rotations.
-    let (send, also_accept) = tokens_to_use(&hub.state().tokens);
+    let tokens_in_use = tokens_to_use(&hub.state().tokens);
     let mesh_token = sheratan_client::MeshToken::default();
-    mesh_token.set(send, also_accept);
+    mesh_token.set(tokens_in_use.0.clone(), tokens_in_use.1.clone());
 
     // Workers beside the hub talk to it over HTTP, like any other worker.
     let mut workers = Vec::new();
@@ -268,10 +268,12 @@ pub async fn run_hub(args: HubArgs, up: Option<WorkerPlan>) -> Result<(), Failur
     // Workers stop first (finishing their jobs and reporting results); the hub after them.
     let hub_stop = CancellationToken::new();
     if up.is_some() {
+        // Until the hub itself stops: it serves through the drain, and so must the switch.
         tokio::spawn(follow_rotations(
             hub.state().clone(),
             mesh_token,
-            signals.clone(),
+            tokens_in_use,
+            hub_stop.clone(),
         ));
     }
     let mut hub_task = tokio::spawn(hub.run(hub_stop.clone()));
@@ -340,8 +342,9 @@ fn tokens_to_use(tokens: &sheratan_hub::auth::Tokens) -> (Option<String>, Option
     if !tokens.required() {
         return (None, None);
     }
-    let current = tokens.current().expose().to_owned();
-    match tokens.next() {
+    let (current, next) = tokens.current_and_next();
+    let current = current.expose().to_owned();
+    match next {
         Some(next) => (Some(next.expose().to_owned()), Some(current)),
         None => (Some(current), None),
     }
@@ -352,9 +355,9 @@ fn tokens_to_use(tokens: &sheratan_hub::auth::Tokens) -> (Option<String>, Option
 async fn follow_rotations(
     hub: Arc<sheratan_hub::HubState>,
     token: sheratan_client::MeshToken,
+    mut in_use: (Option<String>, Option<String>),
     stop: CancellationToken,
 ) {
-    let mut in_use = tokens_to_use(&hub.tokens);
     loop {
         tokio::select! {
             () = stop.cancelled() => return,

@@ -181,11 +181,6 @@ async fn run_worker(args: worker_cmd::WorkerArgs) -> Result<(), Failure> {
         .clone()
         .unwrap_or_else(worker_cmd::default_node_id);
     let token = args.client.token();
-    if token.is_none() {
-        tracing::warn!(
-            "no token: set SHERATAN_HUB_TOKEN (or --token); the hub will answer AUTH_FAIL"
-        );
-    }
     let config = worker_cmd::worker_config(
         &args.client.control_url,
         &args.client.data_url,

@@ -261,17 +261,8 @@ pub fn core_config(
     config
 }
 
-fn warn_without_token(token: &Option<String>) {
-    if token.is_none() {
-        tracing::warn!(
-            "no token: set SHERATAN_HUB_TOKEN (or --token); the hub will answer AUTH_FAIL"
-        );
-    }
-}
-
 pub async fn run_host(args: HostArgs) -> Result<(), Failure> {
     let token = args.client.token();
-    warn_without_token(&token);
     let node_id = args.node_id.clone().unwrap_or_else(|| default_id("host"));
     let handlers = load_handlers(args.handlers.as_deref())?;
     let mut config = host_config(
@@ -301,7 +292,6 @@ pub async fn run_host(args: HostArgs) -> Result<(), Failure> {
 
 pub async fn run_broker(args: BrokerArgs) -> Result<(), Failure> {
     let token = args.client.token();
-    warn_without_token(&token);
     let node_id = args.node_id.clone().unwrap_or_else(|| default_id("broker"));
     let store_url = args
         .store
@@ -344,7 +334,6 @@ pub async fn run_broker(args: BrokerArgs) -> Result<(), Failure> {
 
 pub async fn run_core(args: CoreArgs) -> Result<(), Failure> {
     let token = args.client.token();
-    warn_without_token(&token);
     let mut config = core_config(
         args.listen,
         &args.client.control_url,

@@ -158,11 +158,6 @@ pub fn describe_cdp(config: &RelayConfig) -> String {
 
 pub async fn run_relay(args: RelayArgs) -> Result<(), Failure> {
     let token = args.client.token();
-    if token.is_none() {
-        tracing::warn!(
-            "no token: set SHERATAN_HUB_TOKEN (or --token); the hub will answer AUTH_FAIL"
-        );
-    }
     let config = relay_config(
         &args.node_id,
         args.listen,

@@ -201,28 +201,34 @@ async fn the_components_up_runs_follow_a_rotation() {
     )
     .await;
     assert_eq!(status, StatusCode::OK, "{body}");
-    // During the rotation core accepts both tokens (once it looked: every 250 ms).
+    // During the rotation core, the broker, the relay and a host accept both tokens (once
+    // `up` looked: every 250 ms).
+    let guarded = [
+        format!("{core}/api/jobs"),
+        format!("{}/v1/auctions", hub.urls["broker"]),
+        format!("{}/v1/sessions", hub.urls["relay"]),
+        format!("{}/metrics", hub.urls["host-a"]),
+    ];
     tokio::time::sleep(Duration::from_millis(600)).await;
-    assert_eq!(
-        get(&format!("{core}/api/jobs"), Auth::Bearer(A)).await.0,
-        StatusCode::OK
-    );
-    assert_eq!(
-        get(&format!("{core}/api/jobs"), Auth::Bearer(B)).await.0,
-        StatusCode::OK
-    );
+    for url in &guarded {
+        assert_eq!(get(url, Auth::Bearer(A)).await.0, StatusCode::OK, "{url}");
+        assert_eq!(get(url, Auth::Bearer(B)).await.0, StatusCode::OK, "{url}");
+    }
 
     hub.wait_audit(Duration::from_secs(20), |r| {
         count_events(r, EventKind::TokenRotationFinalized) == 1
     });
     // Let the neighbours notice (they look every 250 ms).
     tokio::time::sleep(Duration::from_millis(600)).await;
-    let (status, _) = get(&format!("{core}/api/jobs"), Auth::Bearer(A)).await;
-    assert_eq!(
-        status,
-        StatusCode::FORBIDDEN,
-        "core refuses the retired token"
-    );
+    for url in &guarded {
+        let (status, _) = get(url, Auth::Bearer(A)).await;
+        assert_eq!(
+            status,
+            StatusCode::FORBIDDEN,
+            "{url} refuses the retired token"
+        );
+        assert_eq!(get(url, Auth::Bearer(B)).await.0, StatusCode::OK, "{url}");
+    }
 
     // A pulled job (the worker) and an auctioned one (core → broker → hosts) both finish.
     let (status, pulled) = post(
