@@ -46,6 +46,14 @@ pub fn canonical_json(bytes: &[u8]) {
     let Ok(value) = serde_json::from_slice::<serde_json::Value>(bytes) else {
         return;
     };
+    // Bodies with the reserved key are refused with 400 before anything hashes them.
+    if sheratan_proto::json::has_reserved_key(bytes) {
+        assert!(
+            crate::http::extract::parse_json::<serde_json::Value>(bytes).is_err(),
+            "a body with the reserved key is refused"
+        );
+        return;
+    }
     let hash = request_hash("q", "k", &value);
     let compact: serde_json::Value =
         serde_json::from_str(&value.to_string()).expect("printed JSON parses");

@@ -9,6 +9,7 @@ pub mod error;
 pub mod event;
 pub mod headers;
 pub mod ids;
+pub mod json;
 
 pub use error::{ErrorBody, ErrorCode, ErrorDetail};
 pub use event::{AuditRecord, EventKind, Plane, Severity};

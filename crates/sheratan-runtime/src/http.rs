@@ -96,11 +96,23 @@ pub fn parse_json<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, Res
             "",
         ));
     }
-    serde_json::from_slice(bytes).map_err(|e| {
+    let value = serde_json::from_slice(bytes).map_err(|e| {
         error(
             ErrorCode::InvalidRequest,
             format!("malformed request: {e}"),
             "",
         )
-    })
+    })?;
+    // See `sheratan_proto::json`: such a body would not survive being printed and read back.
+    if sheratan_proto::json::has_reserved_key(bytes) {
+        return Err(error(
+            ErrorCode::InvalidRequest,
+            format!(
+                "the key {:?} is reserved and cannot appear in a request body",
+                sheratan_proto::json::RESERVED_KEY
+            ),
+            "",
+        ));
+    }
+    Ok(value)
 }

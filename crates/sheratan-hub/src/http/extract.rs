@@ -201,7 +201,17 @@ pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
     })?;
     de.end()
         .map_err(|err| ApiError::invalid(format!("malformed JSON body: {err}")))?;
+    if sheratan_proto::json::has_reserved_key(bytes) {
+        return Err(reserved_key());
+    }
     Ok(value)
+}
+
+fn reserved_key() -> ApiError {
+    ApiError::invalid(format!(
+        "the key {:?} is reserved and cannot appear in a request body",
+        sheratan_proto::json::RESERVED_KEY
+    ))
 }
 
 /// A query string of type `T`; unknown or malformed parameters are 400 naming them.
