@@ -88,6 +88,9 @@ pub async fn submit(args: SubmitArgs) -> Result<(), Failure> {
     let data = args.client.data()?;
     let submitted = data.submit(&job).await.map_err(anyhow::Error::new)?;
     let job_id = submitted.response().job_id.clone();
+    if !job.required_capabilities.is_empty() {
+        note_if_no_node_can_run(&args.client, &job.required_capabilities, &job.queue).await;
+    }
     if !args.wait {
         let mut out = std::io::stdout().lock();
         if args.json {
@@ -107,6 +110,11 @@ pub async fn submit(args: SubmitArgs) -> Result<(), Failure> {
         return Ok(());
     }
     let view = wait_for(&data, &job_id, Duration::from_secs(args.wait_timeout_s)).await?;
+    // This command is the submitter and has seen the outcome: acknowledge it, so it does not
+    // stay among the pending results (`sheratan_results_pending`).
+    if let Err(err) = data.ack(vec![job_id.clone()]).await {
+        eprintln!("note: could not acknowledge the result of {job_id}: {err}");
+    }
     let mut out = std::io::stdout().lock();
     if args.json {
         writeln!(out, "{}", serde_json::to_string(&view).expect("serializes")).ok();
@@ -136,6 +144,38 @@ pub async fn submit(args: SubmitArgs) -> Result<(), Failure> {
         JobStatus::Completed => Ok(()),
         JobStatus::Cancelled => Err(Failure::quiet(4)),
         _ => Err(Failure::quiet(3)),
+    }
+}
+
+/// Says so (on stderr) when no ONLINE node offers every capability the job requires: it would
+/// wait in its queue until one does. Silent when the registry cannot be read (a data-only
+/// setup, a missing token): the submit itself succeeded.
+async fn note_if_no_node_can_run(client: &ClientArgs, required: &[String], queue: &str) {
+    let Ok(control) = client.control() else {
+        return;
+    };
+    let Ok(nodes) = control.nodes(None, Some(NodeStatus::Online)).await else {
+        return;
+    };
+    let able = nodes
+        .iter()
+        .any(|n| required.iter().all(|c| n.capabilities.contains(c)));
+    if !able {
+        let mut offered: Vec<&str> = nodes
+            .iter()
+            .flat_map(|n| n.capabilities.iter().map(String::as_str))
+            .collect();
+        offered.sort_unstable();
+        offered.dedup();
+        eprintln!(
+            "note: no ONLINE node offers {} (online nodes offer: {}); the job waits in queue {queue:?} until one does (--require sets what it needs)",
+            required.join(", "),
+            if offered.is_empty() {
+                "nothing, no node is online".to_owned()
+            } else {
+                offered.join(", ")
+            }
+        );
     }
 }
 

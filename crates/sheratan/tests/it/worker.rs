@@ -87,7 +87,7 @@ async fn up_runs_a_worker_and_submit_wait_prints_the_result() {
         json!({"hello": "world"})
     );
 
-    let (code, out, _) = cli(
+    let (code, out, err) = cli(
         &hub,
         &[
             "submit",
@@ -104,6 +104,26 @@ async fn up_runs_a_worker_and_submit_wait_prints_the_result() {
     assert_eq!(view["status"], "completed");
     assert_eq!(view["result"], json!({"slept_ms": 50}));
     assert_eq!(view["required_capabilities"], json!(["sleep"]));
+    assert!(
+        !err.contains("note:"),
+        "a job some node can run needs no note: {err}"
+    );
+    // `submit --wait` acknowledged both results: none is left pending.
+    let (_, metrics) = get(
+        &format!("{}/metrics?format=json", hub.data_url),
+        Auth::Bearer(&hub.token()),
+    )
+    .await;
+    assert_eq!(metrics["results_pending"], 0, "{metrics}");
+
+    // A kind no node offers is accepted, and the command says why it will wait.
+    let (code, _, err) = cli(&hub, &["submit", "--kind", "ech", "--payload", "{}"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(err.contains("no ONLINE node offers ech"), "{err}");
+    assert!(
+        err.contains("echo"),
+        "the note lists what is offered: {err}"
+    );
 
     // The worker reports itself: role, capabilities, build and a capability hash.
     let (_, nodes, _) = cli(&hub, &["nodes", "--json"]);
