@@ -78,6 +78,18 @@ pub struct OpenError {
     pub message: String,
 }
 
+/// Job payloads and results can be as secret as the token: the database and its WAL and
+/// shared-memory files are readable by their owner only (SQLite gives the WAL and shm files the
+/// database's mode when it creates them). A file this process does not own keeps its mode.
+fn make_private(db: &std::path::Path) {
+    use std::os::unix::fs::PermissionsExt;
+    for suffix in ["", "-wal", "-shm"] {
+        let mut path = db.as_os_str().to_owned();
+        path.push(suffix);
+        let _ = std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600));
+    }
+}
+
 impl SqliteStore {
     /// Opens (creating and migrating) the database and starts the writer thread. Blocking:
     /// recovery reads every live job into memory.
@@ -90,6 +102,7 @@ impl SqliteStore {
             std::fs::create_dir_all(dir).map_err(|e| fail(e.to_string()))?;
         }
         let mut conn = Connection::open(&config.path).map_err(|e| fail(e.to_string()))?;
+        make_private(&config.path);
         schema::configure(&conn, config.sync).map_err(|e| fail(e.to_string()))?;
         schema::migrate(&mut conn).map_err(|e| fail(e.to_string()))?;
         // Checkpoints move to their own thread: the writer only appends to the WAL.

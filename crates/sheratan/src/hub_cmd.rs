@@ -97,6 +97,21 @@ fn local_url(addr: SocketAddr) -> String {
 pub async fn run_hub(args: HubArgs, up: Option<WorkerPlan>) -> Result<(), Failure> {
     let config = args.to_config().map_err(usage)?;
     let home = config.home.clone();
+    // A home this command creates is its owner's alone (token, job store, logs); one that
+    // exists keeps the mode its operator gave it.
+    if !home.exists() {
+        use std::os::unix::fs::DirBuilderExt;
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(&home)
+            .map_err(|e| {
+                Failure::from(anyhow::anyhow!(
+                    "cannot create SHERATAN_HOME {}: {e}",
+                    home.display()
+                ))
+            })?;
+    }
     let token_from_env = config.tokens.token.is_some();
     let auth_required = config.tokens.required;
     let clock: Arc<dyn sheratan_store::Clock> = Arc::new(sheratan_store::SystemClock);

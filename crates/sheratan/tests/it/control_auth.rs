@@ -88,6 +88,15 @@ async fn a_generated_token_is_private_and_stable_across_restarts() {
     let path = hub.home.join("hub_token");
     let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
     assert_eq!(mode, 0o600);
+    // The job store holds payloads and results: private too, WAL included.
+    for file in ["sheratan.db", "sheratan.db-wal"] {
+        let mode = std::fs::metadata(hub.home.join(file))
+            .unwrap()
+            .permissions()
+            .mode()
+            & 0o777;
+        assert_eq!(mode, 0o600, "{file}");
+    }
     let token = hub.token();
     assert_eq!(token.len(), 64, "32 random bytes, hex");
     assert!(hub.stdout().contains(&format!(
@@ -365,4 +374,38 @@ async fn with_pacing_off_a_refused_token_closes_its_connection() {
         .await
         .unwrap();
     assert_eq!(metrics["refusals.paced"], 0.0);
+}
+
+/// A home the hub creates is readable by its owner only.
+#[test]
+fn a_home_the_hub_creates_is_private() {
+    let dir = tempfile::tempdir().unwrap();
+    let home = dir.path().join("fresh").join("home");
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_sheratan"))
+        .args([
+            "hub",
+            "--control-addr",
+            "127.0.0.1:0",
+            "--data-addr",
+            "127.0.0.1:0",
+        ])
+        .arg("--home")
+        .arg(&home)
+        .env_remove("SHERATAN_HUB_TOKEN")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let created = sheratan_testkit::wait_for(std::time::Duration::from_secs(20), || {
+        home.join("hub_token").exists().then_some(())
+    });
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(
+        created.is_some(),
+        "the hub did not start in {}",
+        home.display()
+    );
+    let mode = std::fs::metadata(&home).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o700);
 }
