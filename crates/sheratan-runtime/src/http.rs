@@ -87,20 +87,23 @@ pub fn check_tokens(headers: &HeaderMap, accepted: Option<&[&str]>) -> Result<()
     ))
 }
 
+/// What a refused body should become.
+const BODY_HINT: &str = "send one JSON object and fix the field the message names";
+
 /// A JSON body or the contract's 400 naming the field.
 pub fn parse_json<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, Response> {
     if bytes.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
         return Err(error(
             ErrorCode::InvalidRequest,
             "the request body must be a JSON object",
-            "",
+            BODY_HINT,
         ));
     }
     let value = serde_json::from_slice(bytes).map_err(|e| {
         error(
             ErrorCode::InvalidRequest,
             format!("malformed request: {e}"),
-            "",
+            BODY_HINT,
         )
     })?;
     // See `sheratan_proto::json`: such a body would not survive being printed and read back.
@@ -111,7 +114,7 @@ pub fn parse_json<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, Res
                 "the key {:?} is reserved and cannot appear in a request body",
                 sheratan_proto::json::RESERVED_KEY
             ),
-            "",
+            "rename the key",
         ));
     }
     Ok(value)
