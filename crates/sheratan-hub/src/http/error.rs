@@ -31,7 +31,7 @@ impl ApiError {
         Self::new(
             ErrorCode::InvalidRequest,
             message,
-            "fix the request as the message says; DESIGN.md §3 lists the wire rules",
+            "fix the request as the message says; docs/API.md lists the routes and the wire rules",
         )
     }
 

@@ -212,6 +212,6 @@ async fn wrong_method(State(state): State<PlaneState>, req: Request) -> Result<R
     Err(ApiError::new(
         ErrorCode::MethodNotAllowed,
         format!("{} is not allowed on {}", parts.method, parts.uri.path()),
-        "check the method in DESIGN.md",
+        "docs/API.md lists each route's method",
     ))
 }
