@@ -99,6 +99,15 @@ impl HubConfig {
 
     /// Checks the settings against each other; the message says which setting to fix.
     pub fn validate(&self) -> Result<(), String> {
+        // Checked here too (the token authority checks it at load), so a bad pair is refused
+        // before the hub touches its home: no token file, store or logs for a hub that cannot
+        // start.
+        if self.tokens.next.is_some() != self.tokens.rotation_until.is_some() {
+            return Err(
+                "SHERATAN_HUB_TOKEN_NEXT and SHERATAN_HUB_TOKEN_ROTATION_UNTIL must be set together"
+                    .into(),
+            );
+        }
         if self.node_ttl.is_zero() {
             return Err("SHERATAN_NODE_TTL_SEC must be at least 1".into());
         }

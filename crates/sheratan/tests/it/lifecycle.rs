@@ -124,7 +124,8 @@ fn bad_configuration_exits_2_and_names_the_setting() {
         ],
         &[("SHERATAN_HUB_TOKEN_NEXT", "only-half-of-a-rotation")],
     );
-    assert_eq!(out.status.code(), Some(1));
+    // A configuration error like the others (it used to surface later, with exit 1).
+    assert_eq!(out.status.code(), Some(2));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("SHERATAN_HUB_TOKEN_ROTATION_UNTIL"), "{err}");
 }
@@ -234,4 +235,29 @@ fn a_command_without_a_token_says_where_it_looked() {
     assert!(err.contains("hub_token"), "{err}");
     assert!(err.contains("--home or --token"), "{err}");
     assert_eq!(err.matches("note: no token").count(), 1, "said once: {err}");
+}
+
+/// A configuration the hub refuses leaves nothing behind: no home, token file or store.
+#[test]
+fn a_refused_configuration_creates_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let home = dir.path().join("never");
+    let out = Command::new(env!("CARGO_BIN_EXE_sheratan"))
+        .args([
+            "hub",
+            "--control-addr",
+            "127.0.0.1:0",
+            "--data-addr",
+            "127.0.0.1:0",
+        ])
+        .arg("--home")
+        .arg(&home)
+        .env_remove("SHERATAN_HUB_TOKEN")
+        .env("SHERATAN_HUB_TOKEN_NEXT", "next-token-0123456789abcdef")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("SHERATAN_HUB_TOKEN_ROTATION_UNTIL"), "{err}");
+    assert!(!home.exists(), "nothing was created");
 }
