@@ -48,21 +48,21 @@ use sheratan_runtime::serve;
 pub enum HubError {
     #[error("invalid configuration: {0}")]
     Config(String),
-    #[error("cannot use the state directory {path}: {source}")]
+    // The OS error is part of the message and deliberately not a `#[source]`: printed as a
+    // chain it would appear twice, after the advice instead of before it.
+    #[error("cannot use the state directory {path}: {cause}")]
     Home {
         path: PathBuf,
-        #[source]
-        source: std::io::Error,
+        cause: std::io::Error,
     },
     #[error(
-        "cannot listen on {addr} ({plane} plane): {source}; is another hub running? set {var} to move it"
+        "cannot listen on {addr} ({plane} plane): {cause}; is another hub running? set {var} to move it"
     )]
     Bind {
         addr: SocketAddr,
         plane: &'static str,
         var: &'static str,
-        #[source]
-        source: std::io::Error,
+        cause: std::io::Error,
     },
     #[error(transparent)]
     Token(#[from] TokenError),
@@ -296,9 +296,9 @@ impl Hub {
         clock: Arc<dyn Clock>,
     ) -> Result<Hub, HubError> {
         config.validate().map_err(HubError::Config)?;
-        let home_err = |source| HubError::Home {
+        let home_err = |cause| HubError::Home {
             path: config.home.clone(),
-            source,
+            cause,
         };
         persist::ensure_dir(&config.home).map_err(home_err)?;
         let (audit, audit_writer) =
@@ -504,10 +504,10 @@ async fn bind(
 ) -> Result<TcpListener, HubError> {
     TcpListener::bind(addr)
         .await
-        .map_err(|source| HubError::Bind {
+        .map_err(|cause| HubError::Bind {
             addr,
             plane,
             var,
-            source,
+            cause,
         })
 }

@@ -144,6 +144,11 @@ fn a_port_in_use_is_a_clear_error() {
         err.contains("another hub") && err.contains("SHERATAN_CONTROL_ADDR"),
         "{err}"
     );
+    assert_eq!(err.matches("os error").count(), 1, "the cause once: {err}");
+    assert!(
+        err.trim_end().ends_with("to move it"),
+        "the advice comes last: {err}"
+    );
 }
 
 #[test]
