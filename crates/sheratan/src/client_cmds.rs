@@ -201,8 +201,12 @@ async fn wait_for(
             if tty {
                 eprintln!();
             }
+            let fate = match view.status {
+                JobStatus::Accepted => "it stays queued until a node takes it",
+                _ => "it keeps running",
+            };
             eprintln!(
-                "error: job {job_id} is still {} after {:?}; it keeps running (sheratan jobs show {job_id})",
+                "error: job {job_id} is still {} after {:?}; {fate} (sheratan jobs show {job_id})",
                 view.status.as_str(),
                 timeout
             );

@@ -124,6 +124,21 @@ async fn up_runs_a_worker_and_submit_wait_prints_the_result() {
         err.contains("echo"),
         "the note lists what is offered: {err}"
     );
+    let (code, _, err) = cli(
+        &hub,
+        &[
+            "submit",
+            "--kind",
+            "ech",
+            "--payload",
+            "{}",
+            "--wait",
+            "--wait-timeout-s",
+            "1",
+        ],
+    );
+    assert_eq!(code, 5, "{err}");
+    assert!(err.contains("stays queued"), "not 'keeps running': {err}");
 
     // The worker reports itself: role, capabilities, build and a capability hash.
     let (_, nodes, _) = cli(&hub, &["nodes", "--json"]);
