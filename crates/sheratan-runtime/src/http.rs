@@ -99,14 +99,8 @@ pub fn parse_json<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, Res
             BODY_HINT,
         ));
     }
-    let value = serde_json::from_slice(bytes).map_err(|e| {
-        error(
-            ErrorCode::InvalidRequest,
-            format!("malformed request: {e}"),
-            BODY_HINT,
-        )
-    })?;
-    // See `sheratan_proto::json`: such a body would not survive being printed and read back.
+    // See `sheratan_proto::json`: such a body would not survive being printed and read back,
+    // and serde_json acts on the key while decoding, so it is checked first.
     if sheratan_proto::json::has_reserved_key(bytes) {
         return Err(error(
             ErrorCode::InvalidRequest,
@@ -117,5 +111,12 @@ pub fn parse_json<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, Res
             "rename the key",
         ));
     }
+    let value = serde_json::from_slice(bytes).map_err(|e| {
+        error(
+            ErrorCode::InvalidRequest,
+            format!("malformed request: {e}"),
+            BODY_HINT,
+        )
+    })?;
     Ok(value)
 }

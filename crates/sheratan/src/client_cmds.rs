@@ -88,6 +88,8 @@ pub async fn submit(args: SubmitArgs) -> Result<(), Failure> {
     let data = args.client.data()?;
     let submitted = data.submit(&job).await.map_err(anyhow::Error::new)?;
     let job_id = submitted.response().job_id.clone();
+    // An idempotent repeat may be somebody else's job: its result is theirs to acknowledge.
+    let ours = matches!(submitted, Submitted::Created(_));
     if !job.required_capabilities.is_empty() {
         note_if_no_node_can_run(&args.client, &job.required_capabilities, &job.queue).await;
     }
@@ -110,9 +112,9 @@ pub async fn submit(args: SubmitArgs) -> Result<(), Failure> {
         return Ok(());
     }
     let view = wait_for(&data, &job_id, Duration::from_secs(args.wait_timeout_s)).await?;
-    // This command is the submitter and has seen the outcome: acknowledge it, so it does not
+    // This command submitted the job and has seen the outcome: acknowledge it, so it does not
     // stay among the pending results (`sheratan_results_pending`).
-    if let Err(err) = data.ack(vec![job_id.clone()]).await {
+    if ours && let Err(err) = data.ack(vec![job_id.clone()]).await {
         eprintln!("note: could not acknowledge the result of {job_id}: {err}");
     }
     let mut out = std::io::stdout().lock();

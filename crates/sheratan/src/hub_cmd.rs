@@ -97,6 +97,10 @@ fn local_url(addr: SocketAddr) -> String {
 pub async fn run_hub(args: HubArgs, up: Option<WorkerPlan>) -> Result<(), Failure> {
     let config = args.to_config().map_err(usage)?;
     let home = config.home.clone();
+    let token_from_env = config.tokens.token.is_some();
+    let auth_required = config.tokens.required;
+    let clock: Arc<dyn sheratan_store::Clock> = Arc::new(sheratan_store::SystemClock);
+    let (store_url, store_config) = args.store_config(clock.clone()).map_err(usage)?;
     // A home this command creates is its owner's alone (token, job store, logs); one that
     // exists keeps the mode its operator gave it.
     if !home.exists() {
@@ -112,10 +116,6 @@ pub async fn run_hub(args: HubArgs, up: Option<WorkerPlan>) -> Result<(), Failur
                 ))
             })?;
     }
-    let token_from_env = config.tokens.token.is_some();
-    let auth_required = config.tokens.required;
-    let clock: Arc<dyn sheratan_store::Clock> = Arc::new(sheratan_store::SystemClock);
-    let (store_url, store_config) = args.store_config(clock.clone()).map_err(usage)?;
     let store: Arc<dyn sheratan_store::Store> = match store_config {
         crate::hub_args::StoreChoice::Sqlite(config) => {
             // Opening recovers every live job into memory: blocking work, off the runtime.

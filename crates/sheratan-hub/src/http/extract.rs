@@ -189,6 +189,10 @@ pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
             ));
         }
     }
+    // Before decoding: serde_json would act on the reserved key while decoding.
+    if sheratan_proto::json::has_reserved_key(bytes) {
+        return Err(reserved_key());
+    }
     let mut de = serde_json::Deserializer::from_slice(bytes);
     let value: T = serde_path_to_error::deserialize(&mut de).map_err(|err| {
         let path = err.path().to_string();
@@ -201,9 +205,6 @@ pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
     })?;
     de.end()
         .map_err(|err| ApiError::invalid(format!("malformed JSON body: {err}")))?;
-    if sheratan_proto::json::has_reserved_key(bytes) {
-        return Err(reserved_key());
-    }
     Ok(value)
 }
 

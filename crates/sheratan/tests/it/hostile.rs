@@ -296,6 +296,7 @@ async fn the_reserved_raw_value_key_is_refused_not_lost() {
     for body in [
         r#"{"kind":"echo","payload":{"n":1,"$serde_json::private::RawValue":18}}"#,
         r#"{"kind":"echo","payload":[{"deep":{"\u0024serde_json::private::RawValue":"x"}}]}"#,
+        r#"{"kind":"echo","payload":{"$serde_json::private::RawValue":"{\"n\":1}"}}"#,
         r#"{"jobs":[{"kind":"echo","payload":{"a":1,"$serde_json::private::RawValue":1}}]}"#,
     ] {
         let url = if body.starts_with(r#"{"jobs""#) {
@@ -305,12 +306,7 @@ async fn the_reserved_raw_value_key_is_refused_not_lost() {
         };
         let (status, answer) = post(&url, Auth::Bearer(&token), body).await;
         let (message, _) = assert_error(status, &answer, 400, "INVALID_REQUEST");
-        // As the first key of its object the escaped spelling already fails serde_json's own
-        // parse (a raw value is expected there); refused either way.
-        assert!(
-            message.contains("reserved") || body.contains(r"\u0024"),
-            "{message}"
-        );
+        assert!(message.contains("reserved"), "{message}");
     }
     let (status, answer) = post(
         &format!("{}/api/jobs", hub.urls["core"]),
