@@ -57,6 +57,17 @@ struct Statuses {
     reconnects: u64,
 }
 
+impl Statuses {
+    fn add(&mut self, other: &Statuses) {
+        self.s400 += other.s400;
+        self.s403 += other.s403;
+        self.s413 += other.s413;
+        self.other += other.other;
+        self.closed += other.closed;
+        self.reconnects += other.reconnects;
+    }
+}
+
 #[derive(Debug, Serialize)]
 struct Report {
     valid_unloaded: Percentiles,
@@ -170,13 +181,7 @@ pub async fn run(args: FloodArgs) -> anyhow::Result<()> {
     let mut mal = Statuses::default();
     for f in flooders {
         let (is_bad, s) = f.await??;
-        let into = if is_bad { &mut bad } else { &mut mal };
-        into.s400 += s.s400;
-        into.s403 += s.s403;
-        into.s413 += s.s413;
-        into.other += s.other;
-        into.closed += s.closed;
-        into.reconnects += s.reconnects;
+        if is_bad { &mut bad } else { &mut mal }.add(&s);
     }
     stop.store(true, Ordering::Relaxed);
     let (mut loaded, failures_during) = during.await??;
@@ -348,20 +353,10 @@ async fn valid_traffic(
         }
         let grant: serde_json::Value = serde_json::from_slice(&answer)?;
         for job in grant["jobs"].as_array().into_iter().flatten() {
-            let body = format!(
-                r#"{{"job_id":"{}","lease_id":"{}","outcome":"success","result":null}}"#,
-                job["job_id"].as_str().unwrap_or_default(),
-                job["lease_id"].as_str().unwrap_or_default()
-            );
-            let (hash, signature) = sheratan_client::sign_result(body.as_bytes(), token);
             let (status, _, us) = lane
-                .exchange(
-                    "/v1/results",
-                    Bytes::from(body),
-                    &[
-                        ("x-sheratan-content-sha256", hash),
-                        ("x-sheratan-signature", signature),
-                    ],
+                .report_success(
+                    job["job_id"].as_str().unwrap_or_default(),
+                    job["lease_id"].as_str().unwrap_or_default(),
                 )
                 .await?;
             latencies.push(us);
@@ -428,12 +423,7 @@ async fn bad_tokens(
     })
     .await?;
     let b = hostile(data, token, n - n / 2, sent, |_| ("/v1/jobs", job.clone())).await?;
-    a.s400 += b.s400;
-    a.s403 += b.s403;
-    a.s413 += b.s413;
-    a.other += b.other;
-    a.closed += b.closed;
-    a.reconnects += b.reconnects;
+    a.add(&b);
     if a.other > 0 {
         bail!("{} bad-token requests were not refused with 403", a.other);
     }

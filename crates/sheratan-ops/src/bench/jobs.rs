@@ -442,22 +442,8 @@ async fn drain_owned(
                 let grant: LeaseResponse =
                     serde_json::from_slice(&answer).context("decode a lease")?;
                 for job in grant.jobs {
-                    let body = format!(
-                        r#"{{"job_id":"{}","lease_id":"{}","outcome":"success","result":null}}"#,
-                        job.job_id, job.lease_id
-                    );
-                    let (hash, signature) =
-                        sheratan_client::sign_result(body.as_bytes(), &ctx.token);
-                    let (status, answer, _) = lane
-                        .exchange(
-                            "/v1/results",
-                            Bytes::from(body),
-                            &[
-                                ("x-sheratan-content-sha256", hash),
-                                ("x-sheratan-signature", signature),
-                            ],
-                        )
-                        .await?;
+                    let (status, answer, _) =
+                        lane.report_success(&job.job_id, &job.lease_id).await?;
                     if status != 200 {
                         bail!(
                             "result answered HTTP {status}: {}",
@@ -509,20 +495,7 @@ async fn deep_queue(ctx: &Ctx, target: &Target, depth: u64, args: &JobsArgs) -> 
         samples.push(micros);
         let grant: LeaseResponse = serde_json::from_slice(&answer)?;
         for job in grant.jobs {
-            let body = format!(
-                r#"{{"job_id":"{}","lease_id":"{}","outcome":"success","result":null}}"#,
-                job.job_id, job.lease_id
-            );
-            let (hash, signature) = sheratan_client::sign_result(body.as_bytes(), &ctx.token);
-            lane.exchange(
-                "/v1/results",
-                Bytes::from(body),
-                &[
-                    ("x-sheratan-content-sha256", hash),
-                    ("x-sheratan-signature", signature),
-                ],
-            )
-            .await?;
+            lane.report_success(&job.job_id, &job.lease_id).await?;
         }
     }
     let report = DeepReport {

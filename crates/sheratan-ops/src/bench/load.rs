@@ -75,4 +75,26 @@ impl Lane {
         let micros = u32::try_from(started.elapsed().as_micros()).unwrap_or(u32::MAX);
         Ok((status, bytes, micros))
     }
+
+    /// Reports a success for a leased job, signed as executors sign results (with this lane's
+    /// token): status, answer and microseconds, as [`Lane::exchange`].
+    pub async fn report_success(
+        &mut self,
+        job_id: &str,
+        lease_id: &str,
+    ) -> anyhow::Result<(u16, Bytes, u32)> {
+        let body = format!(
+            r#"{{"job_id":"{job_id}","lease_id":"{lease_id}","outcome":"success","result":null}}"#
+        );
+        let (hash, signature) = sheratan_client::sign_result(body.as_bytes(), &self.token);
+        self.exchange(
+            "/v1/results",
+            Bytes::from(body),
+            &[
+                ("x-sheratan-content-sha256", hash),
+                ("x-sheratan-signature", signature),
+            ],
+        )
+        .await
+    }
 }

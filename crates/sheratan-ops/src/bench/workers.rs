@@ -112,17 +112,7 @@ pub async fn run(args: WorkersArgs) -> anyhow::Result<()> {
     let mut queued = 0;
     while queued < args.n {
         let batch: Vec<SubmitJob> = (queued..(queued + 1000).min(args.n))
-            .map(|i| SubmitJob {
-                queue: "default".into(),
-                kind: "echo".into(),
-                payload: serde_json::json!({"i": i, "user": format!("u_{i:08}")}),
-                priority: 0,
-                required_capabilities: vec!["echo".into()],
-                idempotency_key: None,
-                max_attempts: None,
-                timeout_s: None,
-                run_at: None,
-            })
+            .map(|i| echo_job(serde_json::json!({"i": i, "user": format!("u_{i:08}")})))
             .collect();
         queued += batch.len() as u64;
         data.submit_batch(batch).await?;
@@ -215,6 +205,21 @@ pub async fn run(args: WorkersArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// An echo job for the workers' `echo` handler.
+fn echo_job(payload: serde_json::Value) -> SubmitJob {
+    SubmitJob {
+        queue: "default".into(),
+        kind: "echo".into(),
+        payload,
+        priority: 0,
+        required_capabilities: vec!["echo".into()],
+        idempotency_key: None,
+        max_attempts: None,
+        timeout_s: None,
+        run_at: None,
+    }
+}
+
 /// The paced phase: single jobs at `--rate` for `--paced-s` through the running workers, then
 /// each job's latency (µs) from the hub's `created_at` to its `finished_at`, and the rate
 /// reached. A submit that falls behind the schedule moves it on instead of bursting to catch up.
@@ -237,17 +242,7 @@ async fn paced(
     while next < end {
         tokio::time::sleep_until(next).await;
         next = (next + period).max(tokio::time::Instant::now());
-        let job = SubmitJob {
-            queue: "default".into(),
-            kind: "echo".into(),
-            payload: serde_json::json!({"paced": ids.len()}),
-            priority: 0,
-            required_capabilities: vec!["echo".into()],
-            idempotency_key: None,
-            max_attempts: None,
-            timeout_s: None,
-            run_at: None,
-        };
+        let job = echo_job(serde_json::json!({"paced": ids.len()}));
         ids.push(data.submit(&job).await?.response().job_id.clone());
     }
     let achieved = ids.len() as f64 / begun.elapsed().as_secs_f64().max(1e-9);

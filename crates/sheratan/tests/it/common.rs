@@ -10,6 +10,23 @@ pub fn hub() -> HubBuilder {
     HubBuilder::new(env!("CARGO_BIN_EXE_sheratan"))
 }
 
+/// `sheratan hub` on free loopback ports with `home`, no token from the environment; for
+/// tests that watch the process itself rather than a started hub.
+pub fn hub_command(home: &std::path::Path) -> std::process::Command {
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_sheratan"));
+    cmd.args([
+        "hub",
+        "--control-addr",
+        "127.0.0.1:0",
+        "--data-addr",
+        "127.0.0.1:0",
+    ])
+    .arg("--home")
+    .arg(home)
+    .env_remove("SHERATAN_HUB_TOKEN");
+    cmd
+}
+
 pub fn http() -> reqwest::Client {
     reqwest::Client::builder()
         .timeout(Duration::from_secs(20))

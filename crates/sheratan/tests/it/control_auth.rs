@@ -381,17 +381,7 @@ async fn with_pacing_off_a_refused_token_closes_its_connection() {
 fn a_home_the_hub_creates_is_private() {
     let dir = tempfile::tempdir().unwrap();
     let home = dir.path().join("fresh").join("home");
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_sheratan"))
-        .args([
-            "hub",
-            "--control-addr",
-            "127.0.0.1:0",
-            "--data-addr",
-            "127.0.0.1:0",
-        ])
-        .arg("--home")
-        .arg(&home)
-        .env_remove("SHERATAN_HUB_TOKEN")
+    let mut child = hub_command(&home)
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
         .spawn()

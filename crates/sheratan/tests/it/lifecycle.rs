@@ -247,17 +247,7 @@ fn a_command_without_a_token_says_where_it_looked() {
 fn a_refused_configuration_creates_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let home = dir.path().join("never");
-    let out = Command::new(env!("CARGO_BIN_EXE_sheratan"))
-        .args([
-            "hub",
-            "--control-addr",
-            "127.0.0.1:0",
-            "--data-addr",
-            "127.0.0.1:0",
-        ])
-        .arg("--home")
-        .arg(&home)
-        .env_remove("SHERATAN_HUB_TOKEN")
+    let out = hub_command(&home)
         .env("SHERATAN_HUB_TOKEN_NEXT", "next-token-0123456789abcdef")
         .output()
         .unwrap();
