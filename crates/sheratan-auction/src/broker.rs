@@ -14,7 +14,7 @@ use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, State};
 use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -28,7 +28,8 @@ use sheratan_proto::auction::{
 };
 use sheratan_proto::control::{NodeStatus, NodeView, Role};
 use sheratan_proto::data::{JobError, LeasedJob, Outcome, ResultRequest};
-use sheratan_runtime::http::{check_tokens, error};
+use sheratan_runtime::edge::{self, ApiError, QueryParams};
+use sheratan_runtime::serve::ServeLimits;
 use sheratan_store::AuctionStore;
 use time::OffsetDateTime;
 use tokio::net::TcpListener;
@@ -61,6 +62,8 @@ pub struct BrokerConfig {
     pub grace: Duration,
     pub build_id: String,
     pub store: Arc<dyn AuctionStore>,
+    /// The listener's connection caps and deadlines.
+    pub serve: ServeLimits,
 }
 
 impl BrokerConfig {
@@ -87,6 +90,7 @@ impl BrokerConfig {
             grace: Duration::from_secs(30),
             build_id: env!("CARGO_PKG_VERSION").into(),
             store,
+            serve: ServeLimits::default(),
         }
     }
 }
@@ -143,7 +147,7 @@ impl Auctioneer {
     pub fn new(token: impl Into<MeshToken>, bid_deadline: Duration) -> Self {
         let http = reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(2))
-            .pool_idle_timeout(Duration::from_secs(60))
+            .pool_idle_timeout(Duration::from_secs(30))
             .tcp_nodelay(true)
             .build()
             .expect("a plain HTTP client always builds");
@@ -343,7 +347,7 @@ impl BrokerMetrics {
     }
 }
 
-struct BrokerState {
+pub(crate) struct BrokerState {
     config: BrokerConfig,
     auctioneer: Auctioneer,
     control: ControlClient,
@@ -428,10 +432,11 @@ impl Broker {
             state.inflight.clone(),
             shutdown.clone().cancelled_owned(),
         ));
+        let limits = state.config.serve;
         let served = sheratan_runtime::serve::serve(
             self.listener,
             router(state),
-            sheratan_runtime::serve::ServeLimits::default(),
+            limits,
             Default::default(),
             shutdown,
         )
@@ -701,20 +706,33 @@ async fn save(s: &BrokerState, record: &AuctionRecord) {
     }
 }
 
+impl edge::Edge for BrokerState {
+    type Credential = ();
+
+    fn authenticate(&self, headers: &HeaderMap, _: SocketAddr) -> Result<(), ApiError> {
+        edge::check_mesh_token(headers, self.config.token.load().accepted().as_deref())
+    }
+
+    /// The broker reads no bodies.
+    fn body_limit(&self) -> usize {
+        0
+    }
+}
+
+type Caller = edge::Caller<Arc<BrokerState>>;
+
 fn router(state: Arc<BrokerState>) -> Router {
-    Router::new()
+    let routes = Router::new()
         .route("/health", get(health))
         .route("/metrics", get(metrics))
         .route("/v1/auctions", get(list_auctions))
-        .route("/v1/auctions/{job_id}", get(one_auction))
-        .fallback(|| async {
-            error(
-                ErrorCode::NotFound,
-                "no such route on the broker",
-                "the broker serves /health, /metrics, /v1/auctions and /v1/auctions/{job_id}",
-            )
-        })
-        .with_state(state)
+        .route("/v1/auctions/{job_id}", get(one_auction));
+    edge::with_fallbacks(
+        routes,
+        "the broker",
+        "/health, /metrics, /v1/auctions and /v1/auctions/{job_id}",
+    )
+    .with_state(state)
 }
 
 async fn health(State(s): State<Arc<BrokerState>>) -> Json<serde_json::Value> {
@@ -725,73 +743,63 @@ async fn health(State(s): State<Arc<BrokerState>>) -> Json<serde_json::Value> {
         "queue": s.config.queue,
         "inflight": s.inflight.load(Ordering::Relaxed),
         "concurrency": s.config.concurrency,
+        "auth": s.config.token.auth_mode(),
     }))
 }
 
 #[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
 struct ListQuery {
-    limit: Option<String>,
+    limit: Option<u32>,
+}
+
+fn store_failed(err: impl std::fmt::Display) -> ApiError {
+    ApiError::new(
+        ErrorCode::Unavailable,
+        format!("the auction store failed: {err}"),
+        "check the broker's log",
+    )
 }
 
 async fn list_auctions(
     State(s): State<Arc<BrokerState>>,
-    headers: HeaderMap,
-    Query(q): Query<ListQuery>,
-) -> Response {
-    if let Err(denied) = check_tokens(&headers, s.config.token.load().accepted().as_deref()) {
-        return denied;
-    }
-    let limit = match q.limit.as_deref().map(str::parse::<u32>) {
+    _: Caller,
+    QueryParams(q): QueryParams<ListQuery>,
+) -> Result<Json<AuctionList>, ApiError> {
+    let limit = match q.limit {
         None => 50,
-        Some(Ok(n)) if (1..=1000).contains(&n) => n,
+        Some(n) if (1..=1000).contains(&n) => n,
         Some(_) => {
-            return error(
-                ErrorCode::InvalidRequest,
-                "limit must be a number from 1 to 1000",
-                "",
-            );
+            return Err(ApiError::invalid("limit must be a number from 1 to 1000"));
         }
     };
-    match s.config.store.auctions(limit).await {
-        Ok(auctions) => Json(AuctionList { auctions }).into_response(),
-        Err(err) => error(
-            ErrorCode::Unavailable,
-            format!("the auction store failed: {err}"),
-            "check the broker's log",
-        ),
-    }
+    let auctions = s.config.store.auctions(limit).await.map_err(store_failed)?;
+    Ok(Json(AuctionList { auctions }))
 }
 
 async fn one_auction(
     State(s): State<Arc<BrokerState>>,
-    headers: HeaderMap,
+    _: Caller,
     Path(job_id): Path<String>,
-) -> Response {
-    if let Err(denied) = check_tokens(&headers, s.config.token.load().accepted().as_deref()) {
-        return denied;
-    }
-    if let Err(e) = sheratan_proto::ids::parse_uuid("job_id", &job_id) {
-        return error(ErrorCode::InvalidRequest, e, "");
-    }
-    match s.config.store.auction(&job_id).await {
-        Ok(Some(record)) => Json(record).into_response(),
-        Ok(None) => error(
+) -> Result<Json<AuctionRecord>, ApiError> {
+    sheratan_proto::ids::parse_uuid("job_id", &job_id).map_err(ApiError::invalid)?;
+    match s
+        .config
+        .store
+        .auction(&job_id)
+        .await
+        .map_err(store_failed)?
+    {
+        Some(record) => Ok(Json(record)),
+        None => Err(ApiError::new(
             ErrorCode::NotFound,
             format!("no auction for job {job_id}"),
             "only jobs of the auction queue that this broker leased have one",
-        ),
-        Err(err) => error(
-            ErrorCode::Unavailable,
-            format!("the auction store failed: {err}"),
-            "check the broker's log",
-        ),
+        )),
     }
 }
 
-async fn metrics(State(s): State<Arc<BrokerState>>, headers: HeaderMap) -> Response {
-    if let Err(denied) = check_tokens(&headers, s.config.token.load().accepted().as_deref()) {
-        return denied;
-    }
+async fn metrics(State(s): State<Arc<BrokerState>>, _: Caller) -> Response {
     let m = &s.metrics;
     let counted = |map: &Mutex<BTreeMap<&'static str, u64>>, label: &str| -> Vec<(String, f64)> {
         map.lock()

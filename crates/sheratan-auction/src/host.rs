@@ -9,7 +9,6 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
@@ -21,7 +20,8 @@ use sheratan_proto::ErrorCode;
 use sheratan_proto::auction::{BidRequest, BidResponse, ExecuteRequest, ExecuteResponse};
 use sheratan_proto::control::Role;
 use sheratan_proto::data::JobError;
-use sheratan_runtime::http::{check_tokens, error, parse_json};
+use sheratan_runtime::edge::{self, ApiError, JsonBody};
+use sheratan_runtime::serve::ServeLimits;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
@@ -43,7 +43,15 @@ pub struct HostConfig {
     pub load_factor: f64,
     pub base_eta_ms: u64,
     pub build_id: String,
+    /// The listener's connection caps and deadlines.
+    pub serve: ServeLimits,
+    /// The largest job payload accepted (`SHERATAN_MAX_BODY_BYTES`); an execute request may
+    /// be [`ENVELOPE_BYTES`] larger.
+    pub max_body_bytes: usize,
 }
+
+/// Room for an execute request's fields around its payload.
+pub const ENVELOPE_BYTES: usize = 64 * 1024;
 
 impl HostConfig {
     pub fn new(
@@ -64,11 +72,13 @@ impl HostConfig {
             load_factor: 1.0,
             base_eta_ms: 100,
             build_id: env!("CARGO_PKG_VERSION").into(),
+            serve: ServeLimits::default(),
+            max_body_bytes: edge::DEFAULT_MAX_BODY_BYTES,
         }
     }
 }
 
-struct HostState {
+pub(crate) struct HostState {
     config: HostConfig,
     inflight: AtomicU32,
     bids_accepted: AtomicU64,
@@ -127,10 +137,11 @@ impl Host {
     /// Serves until `shutdown` without heartbeating: for benchmarks that hand the broker's
     /// auctioneer the host list themselves.
     pub async fn serve(self, shutdown: CancellationToken) -> std::io::Result<()> {
+        let limits = self.state.config.serve;
         sheratan_runtime::serve::serve(
             self.listener,
             router(self.state),
-            sheratan_runtime::serve::ServeLimits::default(),
+            limits,
             Default::default(),
             shutdown,
         )
@@ -170,10 +181,11 @@ impl Host {
             watch.cancelled().await;
             stopping.cancel();
         });
+        let limits = state.config.serve;
         let result = sheratan_runtime::serve::serve(
             self.listener,
             router(state),
-            sheratan_runtime::serve::ServeLimits::default(),
+            limits,
             Default::default(),
             shutdown,
         )
@@ -183,20 +195,32 @@ impl Host {
     }
 }
 
+impl edge::Edge for HostState {
+    type Credential = ();
+
+    fn authenticate(&self, headers: &HeaderMap, _: std::net::SocketAddr) -> Result<(), ApiError> {
+        edge::check_mesh_token(headers, self.config.token.load().accepted().as_deref())
+    }
+
+    fn body_limit(&self) -> usize {
+        self.config.max_body_bytes + ENVELOPE_BYTES
+    }
+}
+
+type Caller = edge::Caller<Arc<HostState>>;
+
 fn router(state: Arc<HostState>) -> Router {
-    Router::new()
+    let routes = Router::new()
         .route("/health", get(health))
         .route("/metrics", get(metrics))
         .route("/v1/bid", post(bid))
-        .route("/v1/execute", post(execute))
-        .fallback(|| async {
-            error(
-                ErrorCode::NotFound,
-                "no such route on a host",
-                "hosts serve /health, /metrics, /v1/bid and /v1/execute",
-            )
-        })
-        .with_state(state)
+        .route("/v1/execute", post(execute));
+    edge::with_fallbacks(
+        routes,
+        "a host",
+        "/health, /metrics, /v1/bid and /v1/execute",
+    )
+    .with_state(state)
 }
 
 async fn health(State(s): State<Arc<HostState>>) -> Json<serde_json::Value> {
@@ -206,13 +230,11 @@ async fn health(State(s): State<Arc<HostState>>) -> Json<serde_json::Value> {
         "node_id": s.config.node_id,
         "inflight": s.inflight.load(Ordering::Relaxed),
         "capacity": s.config.capacity,
+        "auth": s.config.token.auth_mode(),
     }))
 }
 
-async fn metrics(State(s): State<Arc<HostState>>, headers: HeaderMap) -> Response {
-    if let Err(denied) = check_tokens(&headers, s.config.token.load().accepted().as_deref()) {
-        return denied;
-    }
+async fn metrics(State(s): State<Arc<HostState>>, _: Caller) -> Response {
     let n = |a: &AtomicU64| a.load(Ordering::Relaxed) as f64;
     crate::metrics::render(&[
         (
@@ -284,21 +306,18 @@ fn quote(s: &HostState, req: &BidRequest) -> BidResponse {
     }
 }
 
-async fn bid(State(s): State<Arc<HostState>>, headers: HeaderMap, body: Bytes) -> Response {
-    if let Err(denied) = check_tokens(&headers, s.config.token.load().accepted().as_deref()) {
-        return denied;
-    }
-    let req: BidRequest = match parse_json(&body) {
-        Ok(r) => r,
-        Err(bad) => return bad,
-    };
+async fn bid(
+    State(s): State<Arc<HostState>>,
+    _: Caller,
+    JsonBody(req): JsonBody<BidRequest>,
+) -> Json<BidResponse> {
     let answer = quote(&s, &req);
     if answer.accept {
         s.bids_accepted.fetch_add(1, Ordering::Relaxed);
     } else {
         s.bids_declined.fetch_add(1, Ordering::Relaxed);
     }
-    Json(answer).into_response()
+    Json(answer)
 }
 
 /// Releases an execution slot when the execution ends, however it ends.
@@ -310,14 +329,11 @@ impl Drop for Slot<'_> {
     }
 }
 
-async fn execute(State(s): State<Arc<HostState>>, headers: HeaderMap, body: Bytes) -> Response {
-    if let Err(denied) = check_tokens(&headers, s.config.token.load().accepted().as_deref()) {
-        return denied;
-    }
-    let req: ExecuteRequest = match parse_json(&body) {
-        Ok(r) => r,
-        Err(bad) => return bad,
-    };
+async fn execute(
+    State(s): State<Arc<HostState>>,
+    _: Caller,
+    JsonBody(req): JsonBody<ExecuteRequest>,
+) -> Result<Json<ExecuteResponse>, ApiError> {
     // Take a slot, or refuse: a bid is a quote, not a reservation.
     let taken = s
         .inflight
@@ -326,11 +342,11 @@ async fn execute(State(s): State<Arc<HostState>>, headers: HeaderMap, body: Byte
         });
     if taken.is_err() {
         s.refused.fetch_add(1, Ordering::Relaxed);
-        return error(
+        return Err(ApiError::new(
             ErrorCode::Unavailable,
             "this host is at capacity",
             "auction the job again",
-        );
+        ));
     }
     let _slot = Slot(&s.inflight);
     let started = Instant::now();
@@ -355,13 +371,12 @@ async fn execute(State(s): State<Arc<HostState>>, headers: HeaderMap, body: Byte
             )
         }
     };
-    Json(ExecuteResponse {
+    Ok(Json(ExecuteResponse {
         job_id: req.job_id,
         node_id: s.config.node_id.clone(),
         outcome,
         result,
         error: err,
         elapsed_ms,
-    })
-    .into_response()
+    }))
 }

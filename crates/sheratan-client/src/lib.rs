@@ -141,6 +141,9 @@ impl Base {
         let http = reqwest::Client::builder()
             .timeout(Duration::from_secs(60))
             .connect_timeout(Duration::from_secs(5))
+            // Below the servers' keep-alive timeout (60 s): a pooled connection is never
+            // reused just as the server closes it.
+            .pool_idle_timeout(Duration::from_secs(30))
             .build()
             .map_err(|e| ClientError::Config(e.to_string()))?;
         let parsed =

@@ -73,6 +73,16 @@ impl MeshToken {
         self.load().send.clone()
     }
 
+    /// `"required"`, or `"disabled"` when this component runs without authentication (the
+    /// operator's explicit `SHERATAN_HUB_TOKEN_REQUIRED=0`), as `/health` shows it.
+    pub fn auth_mode(&self) -> &'static str {
+        if self.load().send.is_some() {
+            "required"
+        } else {
+            "disabled"
+        }
+    }
+
     /// Whether the token sent now fits in a header (a token with control characters does not).
     pub(crate) fn is_sendable(&self) -> bool {
         let state = self.load();

@@ -66,6 +66,7 @@ impl Drop for Subscribed {
 
 pub(crate) async fn stream(
     State(s): State<Arc<CoreState>>,
+    _: crate::Caller,
 ) -> Sse<impl Stream<Item = Result<Event, Infallible>>> {
     let receiver = s.events.sender.subscribe();
     s.events.subscribers.fetch_add(1, Ordering::Relaxed);

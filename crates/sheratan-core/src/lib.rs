@@ -18,8 +18,7 @@ use std::sync::Arc;
 use std::sync::atomic::AtomicU32;
 use std::time::{Duration, Instant};
 
-use axum::body::Bytes;
-use axum::extract::{Path, Query, Request, State};
+use axum::extract::{Path, Request, State};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
@@ -33,7 +32,8 @@ use sheratan_proto::ErrorCode;
 use sheratan_proto::auction::{CoreSubmit, CoreSubmitted, Dispatch};
 use sheratan_proto::control::{NodeStatus, Role};
 use sheratan_proto::data::{JobStatus, SubmitJob};
-use sheratan_runtime::http::{check_tokens, error, parse_json};
+use sheratan_runtime::edge::{self, ApiError, JsonBody, QueryParams};
+use sheratan_runtime::serve::ServeLimits;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
@@ -62,6 +62,10 @@ pub struct CoreConfig {
     /// How often the hub's gauges are sampled for `/api/history` (360 points are kept).
     pub history_interval: Duration,
     pub build_id: String,
+    /// The listener's connection caps and deadlines.
+    pub serve: ServeLimits,
+    /// The largest request body read (a submit's payload goes on to the hub).
+    pub max_body_bytes: usize,
 }
 
 impl CoreConfig {
@@ -88,6 +92,8 @@ impl CoreConfig {
             poll_interval: Duration::from_millis(500),
             history_interval: Duration::from_secs(10),
             build_id: env!("CARGO_PKG_VERSION").into(),
+            serve: ServeLimits::default(),
+            max_body_bytes: edge::DEFAULT_MAX_BODY_BYTES,
         }
     }
 }
@@ -119,6 +125,7 @@ impl Core {
         let http = reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(1))
             .timeout(Duration::from_secs(5))
+            .pool_idle_timeout(Duration::from_secs(30))
             .build()
             .map_err(std::io::Error::other)?;
         let listener = TcpListener::bind(config.listen).await?;
@@ -178,10 +185,11 @@ impl Core {
         let sampler = tokio::spawn(async move {
             history::sample(&sampled.history, sampled.data.clone(), sampler_stop).await;
         });
+        let limits = state.config.serve;
         let result = sheratan_runtime::serve::serve(
             self.listener,
             router(state),
-            sheratan_runtime::serve::ServeLimits::default(),
+            limits,
             Default::default(),
             shutdown,
         )
@@ -202,8 +210,24 @@ fn url_of(addr: SocketAddr) -> String {
     format!("http://{}", SocketAddr::new(ip, addr.port()))
 }
 
+impl edge::Edge for CoreState {
+    type Credential = ();
+
+    fn authenticate(&self, headers: &HeaderMap, _: SocketAddr) -> Result<(), ApiError> {
+        edge::check_mesh_token(headers, self.config.token.load().accepted().as_deref())
+    }
+
+    fn body_limit(&self) -> usize {
+        self.config.max_body_bytes
+    }
+}
+
+/// Every `/api/*` handler takes one: no route can forget authentication.
+pub(crate) type Caller = edge::Caller<Arc<CoreState>>;
+
 fn router(state: Arc<CoreState>) -> Router {
-    let api = Router::new()
+    let routes = Router::new()
+        .route("/health", get(health))
         .route("/api/jobs", post(submit).get(list_jobs))
         .route("/api/jobs/{job_id}", get(one_job))
         .route("/api/jobs/{job_id}/cancel", post(cancel_job))
@@ -220,33 +244,10 @@ fn router(state: Arc<CoreState>) -> Router {
         .route("/api/auctions/{job_id}", get(one_auction))
         .route("/api/alerts", get(alerts))
         .route("/api/audit", get(audit))
-        .route("/api/events", get(events::stream))
-        .route_layer(axum::middleware::from_fn_with_state(
-            state.clone(),
-            require_token,
-        ));
-    Router::new()
-        .route("/health", get(health))
-        .merge(api)
-        .fallback(|| async {
-            error(
-                ErrorCode::NotFound,
-                "no such route on Core",
-                "Core serves /health and /api/*",
-            )
-        })
+        .route("/api/events", get(events::stream));
+    edge::with_fallbacks(routes, "Core", "/health and /api/*")
         .layer(axum::middleware::from_fn_with_state(state.clone(), cors))
         .with_state(state)
-}
-
-async fn require_token(State(s): State<Arc<CoreState>>, request: Request, next: Next) -> Response {
-    match check_tokens(
-        request.headers(),
-        s.config.token.load().accepted().as_deref(),
-    ) {
-        Ok(()) => next.run(request).await,
-        Err(denied) => denied,
-    }
 }
 
 /// CORS for the dashboard's origins only: they get the allow headers (and preflights a 204);
@@ -262,11 +263,12 @@ async fn cors(State(s): State<Arc<CoreState>>, request: Request, next: Next) -> 
         && let Some(origin) = origin
     {
         if !allowed {
-            return error(
+            return ApiError::new(
                 ErrorCode::AuthFail,
                 "this origin may not call the Core API",
                 "set SHERATAN_DASHBOARD_ORIGIN to the dashboard's origin",
-            );
+            )
+            .into_response();
         }
         let mut response = StatusCode::NO_CONTENT.into_response();
         add_cors(response.headers_mut(), origin);
@@ -297,12 +299,17 @@ fn add_cors(headers: &mut HeaderMap, origin: HeaderValue) {
 }
 
 async fn health(State(s): State<Arc<CoreState>>) -> Json<Value> {
-    Json(json!({"status": "ok", "role": "core", "version": s.config.build_id}))
+    Json(json!({
+        "status": "ok",
+        "role": "core",
+        "version": s.config.build_id,
+        "auth": s.config.token.auth_mode(),
+    }))
 }
 
 /// A hub error passed through with its code, status and message; a hub that cannot be
 /// reached becomes 503 naming it.
-fn upstream(what: &str, err: ClientError) -> Response {
+fn upstream(what: &str, err: ClientError) -> ApiError {
     match err {
         ClientError::Api {
             code,
@@ -310,21 +317,20 @@ fn upstream(what: &str, err: ClientError) -> Response {
             hint,
             retry_after_s,
             ..
-        } => {
-            let mut response = error(code, message, hint);
-            if let Some(s) = retry_after_s
-                && let Ok(v) = HeaderValue::from_str(&s.to_string())
-            {
-                response.headers_mut().insert(header::RETRY_AFTER, v);
-            }
-            response
-        }
-        other => error(
+        } => ApiError {
+            retry_after_s,
+            ..ApiError::new(code, message, hint)
+        },
+        other => ApiError::new(
             ErrorCode::Unavailable,
             format!("{what} did not answer: {other}"),
             "check that the hub is running (sheratan up, or sheratan hub)",
         ),
     }
+}
+
+fn hub_data(err: ClientError) -> ApiError {
+    upstream("Hub Data", err)
 }
 
 /// The queue a submit goes to, or why the request is contradictory.
@@ -344,15 +350,12 @@ pub fn queue_for(dispatch: Dispatch, queue: Option<&str>) -> Result<String, Stri
     }
 }
 
-async fn submit(State(s): State<Arc<CoreState>>, body: Bytes) -> Response {
-    let req: CoreSubmit = match parse_json(&body) {
-        Ok(r) => r,
-        Err(bad) => return bad,
-    };
-    let queue = match queue_for(req.dispatch, req.queue.as_deref()) {
-        Ok(q) => q,
-        Err(message) => return error(ErrorCode::InvalidRequest, message, ""),
-    };
+async fn submit(
+    State(s): State<Arc<CoreState>>,
+    _: Caller,
+    JsonBody(req): JsonBody<CoreSubmit>,
+) -> Result<Response, ApiError> {
+    let queue = queue_for(req.dispatch, req.queue.as_deref()).map_err(ApiError::invalid)?;
     let job = SubmitJob {
         queue: queue.clone(),
         kind: req.kind,
@@ -364,135 +367,136 @@ async fn submit(State(s): State<Arc<CoreState>>, body: Bytes) -> Response {
         timeout_s: req.timeout_s,
         run_at: None,
     };
-    match s.data.submit(&job).await {
-        Ok(submitted) => {
-            let status = match submitted {
-                Submitted::Created(_) => StatusCode::ACCEPTED,
-                Submitted::Existing(_) => StatusCode::OK,
-            };
-            let r = submitted.response();
-            (
-                status,
-                Json(CoreSubmitted {
-                    job_id: r.job_id.clone(),
-                    status: r.status,
-                    queue,
-                }),
-            )
-                .into_response()
-        }
-        Err(err) => upstream("Hub Data", err),
-    }
+    let submitted = s.data.submit(&job).await.map_err(hub_data)?;
+    let status = match submitted {
+        Submitted::Created(_) => StatusCode::ACCEPTED,
+        Submitted::Existing(_) => StatusCode::OK,
+    };
+    let r = submitted.response();
+    Ok((
+        status,
+        Json(CoreSubmitted {
+            job_id: r.job_id.clone(),
+            status: r.status,
+            queue,
+        }),
+    )
+        .into_response())
 }
 
 #[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
 struct JobsQuery {
     queue: Option<String>,
-    status: Option<String>,
-    limit: Option<String>,
+    status: Option<JobStatus>,
+    limit: Option<u32>,
     cursor: Option<String>,
 }
 
-async fn list_jobs(State(s): State<Arc<CoreState>>, Query(q): Query<JobsQuery>) -> Response {
-    let status = match q
-        .status
-        .map(|st| serde_json::from_value::<JobStatus>(Value::String(st)))
-    {
-        None => None,
-        Some(Ok(st)) => Some(st),
-        Some(Err(_)) => {
-            return error(
-                ErrorCode::InvalidRequest,
-                "status must be one of accepted, in_progress, completed, failed, cancelled",
-                "",
-            );
-        }
-    };
-    let limit = match q.limit.as_deref().map(str::parse::<u32>) {
-        None => None,
-        Some(Ok(n)) => Some(n),
-        Some(Err(_)) => return error(ErrorCode::InvalidRequest, "limit must be a number", ""),
-    };
+async fn list_jobs(
+    State(s): State<Arc<CoreState>>,
+    _: Caller,
+    QueryParams(q): QueryParams<JobsQuery>,
+) -> Result<Json<sheratan_proto::data::JobList>, ApiError> {
     let filter = JobFilter {
         queue: q.queue,
-        status,
-        limit,
+        status: q.status,
+        limit: q.limit,
         cursor: q.cursor,
     };
-    match s.data.jobs(&filter).await {
-        Ok(list) => Json(list).into_response(),
-        Err(err) => upstream("Hub Data", err),
-    }
+    s.data.jobs(&filter).await.map(Json).map_err(hub_data)
 }
 
-async fn one_job(State(s): State<Arc<CoreState>>, Path(job_id): Path<String>) -> Response {
-    if let Err(e) = sheratan_proto::ids::parse_uuid("job_id", &job_id) {
-        return error(ErrorCode::InvalidRequest, e, "");
-    }
-    match s.data.job(&job_id).await {
-        Ok(job) => Json(job).into_response(),
-        Err(err) => upstream("Hub Data", err),
-    }
+fn job_id(job_id: &str) -> Result<(), ApiError> {
+    sheratan_proto::ids::parse_uuid("job_id", job_id)
+        .map(|_| ())
+        .map_err(ApiError::invalid)
 }
 
-async fn cancel_job(State(s): State<Arc<CoreState>>, Path(job_id): Path<String>) -> Response {
-    if let Err(e) = sheratan_proto::ids::parse_uuid("job_id", &job_id) {
-        return error(ErrorCode::InvalidRequest, e, "");
-    }
-    match s.data.cancel(&job_id).await {
-        Ok(job) => Json(job).into_response(),
-        Err(err) => upstream("Hub Data", err),
-    }
+async fn one_job(
+    State(s): State<Arc<CoreState>>,
+    _: Caller,
+    Path(id): Path<String>,
+) -> Result<Json<sheratan_proto::data::JobView>, ApiError> {
+    job_id(&id)?;
+    s.data.job(&id).await.map(Json).map_err(hub_data)
 }
 
-/// Through the hub's admin path: Core must run on the hub's machine for it (loopback).
-async fn requeue_job(State(s): State<Arc<CoreState>>, Path(job_id): Path<String>) -> Response {
-    if let Err(e) = sheratan_proto::ids::parse_uuid("job_id", &job_id) {
-        return error(ErrorCode::InvalidRequest, e, "");
-    }
-    match s.data.requeue(&job_id).await {
-        Ok(job) => Json(job).into_response(),
-        Err(err) => upstream("Hub Data", err),
-    }
+async fn cancel_job(
+    State(s): State<Arc<CoreState>>,
+    _: Caller,
+    Path(id): Path<String>,
+) -> Result<Json<sheratan_proto::data::JobView>, ApiError> {
+    job_id(&id)?;
+    s.data.cancel(&id).await.map(Json).map_err(hub_data)
+}
+
+/// Through the hub's admin path, which answers loopback callers only: Core makes that call
+/// only for a caller who is on loopback itself, or a remote caller would act with the rights
+/// of Core's own loopback address.
+async fn requeue_job(
+    State(s): State<Arc<CoreState>>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<Json<sheratan_proto::data::JobView>, ApiError> {
+    require_local(&caller, "/api/jobs/{job_id}/requeue")?;
+    job_id(&id)?;
+    s.data.requeue(&id).await.map(Json).map_err(hub_data)
 }
 
 /// Through the hub's admin path, like requeue.
 async fn accept_attestation(
     State(s): State<Arc<CoreState>>,
+    caller: Caller,
     Path(node_id): Path<String>,
-) -> Response {
-    if let Err(e) = sheratan_proto::ids::validate_node_id(&node_id) {
-        return error(ErrorCode::InvalidRequest, e, "");
-    }
-    match s.data.accept_attestation(&node_id).await {
-        Ok(node) => Json(node).into_response(),
-        Err(err) => upstream("Hub Data", err),
-    }
+) -> Result<Json<sheratan_proto::control::NodeView>, ApiError> {
+    require_local(&caller, "/api/nodes/{node_id}/attestation/accept")?;
+    sheratan_proto::ids::validate_node_id(&node_id).map_err(ApiError::invalid)?;
+    s.data
+        .accept_attestation(&node_id)
+        .await
+        .map(Json)
+        .map_err(hub_data)
 }
 
-async fn history_route(State(s): State<Arc<CoreState>>) -> Json<Value> {
+/// The loopback rule of the hub's admin path, kept at Core for the routes that reach it.
+fn require_local(caller: &Caller, route: &str) -> Result<(), ApiError> {
+    edge::require_loopback(caller.peer, route).map_err(|err| {
+        tracing::warn!(peer = %caller.peer, route, "LOCALHOST_ONLY: an admin action from a remote caller was refused");
+        ApiError {
+            hint: "admin actions (requeue, accepting an attestation) are taken only for callers on the machine Core and the hub run on: run the request there (e.g. over ssh), or use `sheratan jobs requeue` on the hub's machine".into(),
+            ..err
+        }
+    })
+}
+
+async fn history_route(State(s): State<Arc<CoreState>>, _: Caller) -> Json<Value> {
     Json(json!({
         "interval_s": s.history.interval.as_secs_f64(),
         "points": s.history.points(),
     }))
 }
 
-async fn relay_sessions(State(s): State<Arc<CoreState>>) -> Response {
-    match peer_get(&s, s.config.relay_url.as_deref(), "relay", "/v1/sessions").await {
-        Ok((status, body)) => (status, Json(body)).into_response(),
-        Err(message) => error(
-            ErrorCode::Unavailable,
-            message,
-            "start it with sheratan relay (sheratan up runs one)",
-        ),
-    }
+async fn relay_sessions(State(s): State<Arc<CoreState>>, _: Caller) -> Result<Response, ApiError> {
+    peer_get(&s, s.config.relay_url.as_deref(), "relay", "/v1/sessions")
+        .await
+        .map(|(status, body)| (status, Json(body)).into_response())
+        .map_err(|message| {
+            ApiError::new(
+                ErrorCode::Unavailable,
+                message,
+                "start it with sheratan relay (sheratan up runs one)",
+            )
+        })
 }
 
-async fn nodes(State(s): State<Arc<CoreState>>) -> Response {
-    match s.control.nodes(None, None).await {
-        Ok(nodes) => Json(json!({ "nodes": nodes })).into_response(),
-        Err(err) => upstream("Hub Control", err),
-    }
+async fn nodes(State(s): State<Arc<CoreState>>, _: Caller) -> Result<Json<Value>, ApiError> {
+    let nodes = s
+        .control
+        .nodes(None, None)
+        .await
+        .map_err(|err| upstream("Hub Control", err))?;
+    Ok(Json(json!({ "nodes": nodes })))
 }
 
 /// GET on the broker or relay with the mesh token; `Err` says why it did not answer.
@@ -505,6 +509,7 @@ async fn peer_get(
     let Some(base) = base else {
         return Err(format!("no {name} configured"));
     };
+    let shown = sheratan_proto::redact::url(base);
     let mut request = s.http.get(format!("{}{path}", base.trim_end_matches('/')));
     if let Some(t) = s.config.token.send() {
         request = request.bearer_auth(t);
@@ -512,83 +517,88 @@ async fn peer_get(
     let response = request
         .send()
         .await
-        .map_err(|e| format!("{name} at {base} did not answer: {e}"))?;
+        .map_err(|e| format!("{name} at {shown} did not answer: {}", e.without_url()))?;
     let status =
         StatusCode::from_u16(response.status().as_u16()).unwrap_or(StatusCode::BAD_GATEWAY);
     let body = response
         .json::<Value>()
         .await
-        .map_err(|e| format!("{name} at {base} answered nonsense: {e}"))?;
+        .map_err(|e| format!("{name} at {shown} answered nonsense: {}", e.without_url()))?;
     Ok((status, body))
 }
 
-async fn broker_proxy(s: &CoreState, path: &str) -> Response {
-    match peer_get(s, s.config.broker_url.as_deref(), "broker", path).await {
-        Ok((status, body)) => (status, Json(body)).into_response(),
-        Err(message) => error(
-            ErrorCode::Unavailable,
-            message,
-            "start it with sheratan broker (sheratan up runs one)",
-        ),
-    }
+async fn broker_proxy(s: &CoreState, path: &str) -> Result<Response, ApiError> {
+    peer_get(s, s.config.broker_url.as_deref(), "broker", path)
+        .await
+        .map(|(status, body)| (status, Json(body)).into_response())
+        .map_err(|message| {
+            ApiError::new(
+                ErrorCode::Unavailable,
+                message,
+                "start it with sheratan broker (sheratan up runs one)",
+            )
+        })
 }
 
 #[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
 struct LimitQuery {
-    limit: Option<String>,
+    limit: Option<u32>,
 }
 
 impl LimitQuery {
-    #[allow(clippy::result_large_err)] // the error response is built on the error path only
-    fn limit(&self, default: u32, max: u32) -> Result<u32, Response> {
-        match self.limit.as_deref().map(str::parse::<u32>) {
+    fn limit(&self, default: u32, max: u32) -> Result<u32, ApiError> {
+        match self.limit {
             None => Ok(default),
-            Some(Ok(n)) if (1..=max).contains(&n) => Ok(n),
-            Some(_) => Err(error(
-                ErrorCode::InvalidRequest,
-                format!("limit must be a number from 1 to {max}"),
-                "",
-            )),
+            Some(n) if (1..=max).contains(&n) => Ok(n),
+            Some(_) => Err(ApiError::invalid(format!(
+                "limit must be a number from 1 to {max}"
+            ))),
         }
     }
 }
 
-async fn auctions(State(s): State<Arc<CoreState>>, Query(q): Query<LimitQuery>) -> Response {
-    match q.limit(50, 1000) {
-        Ok(limit) => broker_proxy(&s, &format!("/v1/auctions?limit={limit}")).await,
-        Err(bad) => bad,
-    }
+async fn auctions(
+    State(s): State<Arc<CoreState>>,
+    _: Caller,
+    QueryParams(q): QueryParams<LimitQuery>,
+) -> Result<Response, ApiError> {
+    let limit = q.limit(50, 1000)?;
+    broker_proxy(&s, &format!("/v1/auctions?limit={limit}")).await
 }
 
-async fn one_auction(State(s): State<Arc<CoreState>>, Path(job_id): Path<String>) -> Response {
-    if let Err(e) = sheratan_proto::ids::parse_uuid("job_id", &job_id) {
-        return error(ErrorCode::InvalidRequest, e, "");
-    }
-    broker_proxy(&s, &format!("/v1/auctions/{job_id}")).await
+async fn one_auction(
+    State(s): State<Arc<CoreState>>,
+    _: Caller,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    job_id(&id)?;
+    broker_proxy(&s, &format!("/v1/auctions/{id}")).await
 }
 
-async fn alerts(State(s): State<Arc<CoreState>>, Query(q): Query<LimitQuery>) -> Response {
+async fn alerts(
+    State(s): State<Arc<CoreState>>,
+    _: Caller,
+    QueryParams(q): QueryParams<LimitQuery>,
+) -> Result<Json<Value>, ApiError> {
     log_tail(&s, sheratan_proto::event::ALERTS_FILE, &q).await
 }
 
-async fn audit(State(s): State<Arc<CoreState>>, Query(q): Query<LimitQuery>) -> Response {
+async fn audit(
+    State(s): State<Arc<CoreState>>,
+    _: Caller,
+    QueryParams(q): QueryParams<LimitQuery>,
+) -> Result<Json<Value>, ApiError> {
     log_tail(&s, sheratan_proto::event::AUDIT_LOG_FILE, &q).await
 }
 
-async fn log_tail(s: &CoreState, file: &str, q: &LimitQuery) -> Response {
-    let limit = match q.limit(100, 1000) {
-        Ok(l) => l,
-        Err(bad) => return bad,
-    };
+async fn log_tail(s: &CoreState, file: &str, q: &LimitQuery) -> Result<Json<Value>, ApiError> {
+    let limit = q.limit(100, 1000)?;
     let path = s.config.home.join("logs").join(file);
     match tokio::task::spawn_blocking(move || tail::jsonl(&path, limit as usize)).await {
-        Ok(Ok(entries)) => Json(json!({ "entries": entries })).into_response(),
-        Ok(Err(e)) => error(
-            ErrorCode::Internal,
-            format!("cannot read {file}: {e}"),
-            "check SHERATAN_HOME",
-        ),
-        Err(e) => error(ErrorCode::Internal, e.to_string(), ""),
+        Ok(Ok(entries)) => Ok(Json(json!({ "entries": entries }))),
+        Ok(Err(e)) => Err(ApiError::internal(format!("cannot read {file}: {e}"))),
+        Err(e) => Err(ApiError::internal(e)),
     }
 }
 
@@ -603,7 +613,7 @@ fn component(started: Instant, answer: Result<Value, String>) -> Value {
 
 /// Every component at once, each with a short deadline: one slow or dead component shows
 /// as down and never holds up the page.
-async fn overview(State(s): State<Arc<CoreState>>) -> Json<Value> {
+async fn overview(State(s): State<Arc<CoreState>>, _: Caller) -> Json<Value> {
     let deadline = Duration::from_millis(1500);
     let timed = |what: &'static str| move |_| format!("{what} did not answer within 1.5 s");
     let control = async {

@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use axum::Router;
 use axum::extract::State;
-use axum::http::{HeaderValue, StatusCode, header};
+use axum::http::{HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use tokio::net::TcpListener;
@@ -25,6 +25,8 @@ pub struct DashboardConfig {
     /// The Core API as the browser reaches it.
     pub core_url: String,
     pub version: String,
+    /// The listener's connection caps and deadlines.
+    pub serve: sheratan_runtime::serve::ServeLimits,
 }
 
 struct DashboardState {
@@ -66,10 +68,11 @@ impl Dashboard {
     }
 
     pub async fn run(self, shutdown: CancellationToken) -> std::io::Result<()> {
+        let limits = self.state.config.serve;
         sheratan_runtime::serve::serve(
             self.listener,
             router(self.state),
-            sheratan_runtime::serve::ServeLimits::default(),
+            limits,
             Default::default(),
             shutdown,
         )
@@ -78,16 +81,41 @@ impl Dashboard {
 }
 
 fn router(state: Arc<DashboardState>) -> Router {
-    Router::new()
-        .route("/", get(index))
-        .route("/index.html", get(index))
-        .route("/app.js", get(|s: State<Arc<DashboardState>>| async move { asset(&s, "text/javascript; charset=utf-8", APP_JS) }))
-        .route("/app.css", get(|s: State<Arc<DashboardState>>| async move { asset(&s, "text/css; charset=utf-8", APP_CSS) }))
-        .route("/favicon.svg", get(|s: State<Arc<DashboardState>>| async move { asset(&s, "image/svg+xml", FAVICON_SVG) }))
-        .route("/config.json", get(config))
-        .route("/health", get(|| async { axum::Json(serde_json::json!({"status": "ok", "role": "dashboard"})) }))
-        .fallback(|| async { (StatusCode::NOT_FOUND, "not found: the dashboard's pages live under /#/…") })
-        .with_state(state)
+    let routes =
+        Router::new()
+            .route("/", get(index))
+            .route("/index.html", get(index))
+            .route(
+                "/app.js",
+                get(|s: State<Arc<DashboardState>>| async move {
+                    asset(&s, "text/javascript; charset=utf-8", APP_JS)
+                }),
+            )
+            .route(
+                "/app.css",
+                get(|s: State<Arc<DashboardState>>| async move {
+                    asset(&s, "text/css; charset=utf-8", APP_CSS)
+                }),
+            )
+            .route(
+                "/favicon.svg",
+                get(|s: State<Arc<DashboardState>>| async move {
+                    asset(&s, "image/svg+xml", FAVICON_SVG)
+                }),
+            )
+            .route("/config.json", get(config))
+            .route(
+                "/health",
+                get(|| async {
+                    axum::Json(serde_json::json!({"status": "ok", "role": "dashboard"}))
+                }),
+            );
+    sheratan_runtime::edge::with_fallbacks(
+        routes,
+        "the dashboard",
+        "/, /app.js, /app.css, /favicon.svg, /config.json and /health (its pages live under /#/…)",
+    )
+    .with_state(state)
 }
 
 fn asset(s: &DashboardState, content_type: &'static str, body: &'static str) -> Response {

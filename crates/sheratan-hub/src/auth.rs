@@ -89,6 +89,8 @@ pub enum AuthFailure {
     Invalid,
     /// A token retired by a finished rotation.
     OldToken,
+    /// Two different tokens in one request (see `sheratan_runtime::edge::Presented`).
+    Conflicting,
 }
 
 impl AuthFailure {
@@ -97,6 +99,7 @@ impl AuthFailure {
             AuthFailure::Missing => "missing",
             AuthFailure::Invalid => "invalid",
             AuthFailure::OldToken => "old_token",
+            AuthFailure::Conflicting => "conflicting",
         }
     }
 }
@@ -372,55 +375,56 @@ impl Tokens {
         }
     }
 
-    /// Checks the presented tokens (from either header). Any one that matches is enough.
+    /// Checks the presented token (one, from either header; a request with two different
+    /// tokens is refused before it gets here).
     pub fn check(
         &self,
-        presented: &[&str],
+        presented: Option<&str>,
         remote: IpAddr,
         plane: Plane,
     ) -> Result<Credential, AuthFailure> {
         if !self.required {
             return Ok(Credential::Unchecked);
         }
-        if presented.is_empty() {
+        let Some(token) = presented else {
             return Err(self.fail(AuthFailure::Missing));
-        }
+        };
         if self.deadline_passed() {
             self.finalize();
         }
+        let d = digest(token);
         let state = self.read();
-        let mut result = Err(AuthFailure::Invalid);
-        for token in presented {
-            let d = digest(token);
-            if bool::from(d.ct_eq(&state.current_digest)) {
-                result = Ok(Credential::Current);
-            } else if state
-                .next
-                .as_ref()
-                .is_some_and(|(_, next)| bool::from(d.ct_eq(next)))
-            {
-                if result.is_err() {
-                    result = Ok(Credential::Next);
-                }
-            } else if result.is_err() && state.retired.iter().any(|r| bool::from(d.ct_eq(r))) {
-                result = Err(AuthFailure::OldToken);
-            }
-        }
+        // Every comparison runs, so which token matched does not show in the time.
+        let current = bool::from(d.ct_eq(&state.current_digest));
+        let next = state
+            .next
+            .as_ref()
+            .is_some_and(|(_, next)| bool::from(d.ct_eq(next)));
+        let retired = state.retired.iter().any(|r| bool::from(d.ct_eq(r)));
         drop(state);
-        match result {
-            Ok(Credential::Next) => {
-                self.notice_next(remote, plane);
-                Ok(Credential::Next)
-            }
-            Ok(c) => Ok(c),
-            Err(f) => Err(self.fail(f)),
+        if current {
+            Ok(Credential::Current)
+        } else if next {
+            self.notice_next(remote, plane);
+            Ok(Credential::Next)
+        } else if retired {
+            Err(self.fail(AuthFailure::OldToken))
+        } else {
+            Err(self.fail(AuthFailure::Invalid))
         }
+    }
+
+    /// A request that presented two different tokens: refused and counted as invalid.
+    pub fn refuse_conflicting(&self) -> AuthFailure {
+        self.fail(AuthFailure::Conflicting)
     }
 
     fn fail(&self, failure: AuthFailure) -> AuthFailure {
         match failure {
             AuthFailure::OldToken => self.failures_old.record(),
-            AuthFailure::Missing | AuthFailure::Invalid => self.failures_invalid.record(),
+            AuthFailure::Missing | AuthFailure::Invalid | AuthFailure::Conflicting => {
+                self.failures_invalid.record()
+            }
         }
         failure
     }
@@ -812,22 +816,28 @@ mod tests {
         let t = Tokens::load(config(old), f.dir.path(), f.clock.clone(), f.audit.clone()).unwrap();
         t.start_rotation(Secret::new(new), f.clock.now() + time::Duration::minutes(5))
             .unwrap();
-        assert_eq!(t.check(&[old], IP, Plane::Control), Ok(Credential::Current));
-        assert_eq!(t.check(&[new], IP, Plane::Control), Ok(Credential::Next));
+        assert_eq!(
+            t.check(Some(old), IP, Plane::Control),
+            Ok(Credential::Current)
+        );
+        assert_eq!(t.check(Some(new), IP, Plane::Control), Ok(Credential::Next));
         assert!(!t.finalize_if_due());
         f.clock.advance(time::Duration::minutes(5));
         assert!(t.finalize_if_due());
         assert!(!t.finalize_if_due(), "finalizes once");
-        assert_eq!(t.check(&[new], IP, Plane::Control), Ok(Credential::Current));
         assert_eq!(
-            t.check(&[old], IP, Plane::Control),
+            t.check(Some(new), IP, Plane::Control),
+            Ok(Credential::Current)
+        );
+        assert_eq!(
+            t.check(Some(old), IP, Plane::Control),
             Err(AuthFailure::OldToken)
         );
         assert_eq!(
-            t.check(&["nope"], IP, Plane::Control),
+            t.check(Some("nope"), IP, Plane::Control),
             Err(AuthFailure::Invalid)
         );
-        assert_eq!(t.check(&[], IP, Plane::Control), Err(AuthFailure::Missing));
+        assert_eq!(t.check(None, IP, Plane::Control), Err(AuthFailure::Missing));
         assert_eq!(t.failures_last_minute(), (1, 2));
         f.audit.flush();
         assert_eq!(f.audit.count(EventKind::TokenRetired), 1);
@@ -836,17 +846,17 @@ mod tests {
         // A restart still configured with the old token keeps the outcome, without new events.
         let t2 = Tokens::load(config(old), f.dir.path(), f.clock.clone(), f.audit.clone()).unwrap();
         assert_eq!(
-            t2.check(&[new], IP, Plane::Control),
+            t2.check(Some(new), IP, Plane::Control),
             Ok(Credential::Current)
         );
         assert_eq!(
-            t2.check(&[old], IP, Plane::Control),
+            t2.check(Some(old), IP, Plane::Control),
             Err(AuthFailure::OldToken)
         );
         // And so does one configured with the new token.
         let t3 = Tokens::load(config(new), f.dir.path(), f.clock.clone(), f.audit.clone()).unwrap();
         assert_eq!(
-            t3.check(&[old], IP, Plane::Control),
+            t3.check(Some(old), IP, Plane::Control),
             Err(AuthFailure::OldToken)
         );
         assert_eq!(f.audit.count(EventKind::TokenRotationFinalized), 1);
@@ -876,7 +886,7 @@ mod tests {
         )
         .unwrap();
         assert_eq!(
-            t.check(&["b-0123456789abcdef"], IP, Plane::Data),
+            t.check(Some("b-0123456789abcdef"), IP, Plane::Data),
             Ok(Credential::Next)
         );
         assert!(t.rotation_status().active);
@@ -898,11 +908,11 @@ mod tests {
         )
         .unwrap();
         for _ in 0..100 {
-            t.check(&["b-0123456789abcdef"], IP, Plane::Control)
+            t.check(Some("b-0123456789abcdef"), IP, Plane::Control)
                 .unwrap();
         }
         t.check(
-            &["b-0123456789abcdef"],
+            Some("b-0123456789abcdef"),
             "10.1.1.1".parse().unwrap(),
             Plane::Control,
         )
@@ -929,7 +939,7 @@ mod tests {
         let mut cfg = config("a-0123456789abcdef");
         cfg.required = false;
         let t = Tokens::load(cfg, f.dir.path(), f.clock.clone(), f.audit.clone()).unwrap();
-        assert_eq!(t.check(&[], IP, Plane::Control), Ok(Credential::Unchecked));
+        assert_eq!(t.check(None, IP, Plane::Control), Ok(Credential::Unchecked));
     }
 
     #[test]

@@ -5,6 +5,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use sheratan_runtime::serve::ServeLimits;
 use sheratan_store::JobDefaults;
 
 use crate::audit::AuditConfig;
@@ -51,10 +52,10 @@ pub struct HubConfig {
     pub audit_max_bytes: u64,
     pub audit_keep: usize,
     pub audit_fold_window: Duration,
-    /// Open connections per listener; `None` derives it from the open-files limit.
-    pub max_connections: Option<usize>,
-    /// A request head must arrive within this (idle keep-alive connections included).
-    pub header_read_timeout: Duration,
+    /// Each listener's transport limits: connection caps (per listener, per source) and the
+    /// request-head deadlines. `max_connections: None` derives the cap from the open-files
+    /// limit, shared by the listeners this process runs.
+    pub serve: ServeLimits,
     /// `max_attempts` and `timeout_s` (`SHERATAN_LEASE_TIMEOUT`) of jobs that leave them out.
     pub job_defaults: JobDefaults,
     /// Idempotency keys are forgotten this long after their job was submitted.
@@ -87,8 +88,7 @@ impl HubConfig {
             audit_max_bytes: 10 * 1024 * 1024,
             audit_keep: 5,
             audit_fold_window: Duration::from_secs(10),
-            max_connections: None,
-            header_read_timeout: Duration::from_secs(60),
+            serve: ServeLimits::default(),
             job_defaults: JobDefaults::default(),
             idempotency_ttl: Duration::from_secs(24 * 3600),
             reap_interval: Duration::from_millis(250),
@@ -124,6 +124,7 @@ impl HubConfig {
         if self.max_body_bytes < 1024 {
             return Err("the body limit must be at least 1024 bytes".into());
         }
+        self.serve.validate()?;
         if self.planes == Planes::Both
             && self.control_addr == self.data_addr
             && self.control_addr.port() != 0

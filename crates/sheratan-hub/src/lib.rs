@@ -397,12 +397,14 @@ impl Hub {
         let mut servers = tokio::task::JoinSet::new();
         let listeners = usize::from(control.is_some()) + usize::from(data.is_some());
         let limits = serve::ServeLimits {
-            max_connections: state
-                .config
-                .max_connections
-                .unwrap_or_else(|| serve::default_max_connections(listeners)),
-            header_read_timeout: state.config.header_read_timeout,
-            ..Default::default()
+            max_connections: Some(
+                state
+                    .config
+                    .serve
+                    .max_connections
+                    .unwrap_or_else(|| serve::default_max_connections(listeners)),
+            ),
+            ..state.config.serve
         };
         if let Some(listener) = control {
             let router = http::control_router(state.clone());

@@ -10,6 +10,7 @@ pub mod event;
 pub mod headers;
 pub mod ids;
 pub mod json;
+pub mod redact;
 
 pub use error::{ErrorBody, ErrorCode, ErrorDetail};
 pub use event::{AuditRecord, EventKind, Plane, Severity};

@@ -15,7 +15,6 @@ use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
@@ -28,7 +27,8 @@ use sheratan_client::{ControlClient, DataClient, Identity, MeshToken, RetryPolic
 use sheratan_proto::ErrorCode;
 use sheratan_proto::control::Role;
 use sheratan_proto::data::{JobError, LeasedJob, Outcome, ResultRequest};
-use sheratan_runtime::http::{check_tokens, error, parse_json};
+use sheratan_runtime::edge::{self, ApiError, JsonBody};
+use sheratan_runtime::serve::ServeLimits;
 use time::OffsetDateTime;
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
@@ -131,6 +131,10 @@ pub struct RelayConfig {
     pub lease_wait: Duration,
     pub grace: Duration,
     pub build_id: String,
+    /// The listener's connection caps and deadlines.
+    pub serve: ServeLimits,
+    /// The largest `/v1/complete` body read.
+    pub max_body_bytes: usize,
 }
 
 impl RelayConfig {
@@ -159,6 +163,8 @@ impl RelayConfig {
             lease_wait: Duration::from_secs(10),
             grace: Duration::from_secs(30),
             build_id: env!("CARGO_PKG_VERSION").into(),
+            serve: ServeLimits::default(),
+            max_body_bytes: edge::DEFAULT_MAX_BODY_BYTES,
         }
     }
 }
@@ -182,7 +188,7 @@ struct RelayMetrics {
     screenshots: AtomicU64,
 }
 
-struct RelayState {
+pub(crate) struct RelayState {
     config: RelayConfig,
     browser: Option<Browser>,
     openai: Option<OpenAi>,
@@ -273,7 +279,7 @@ impl Relay {
         let served = sheratan_runtime::serve::serve(
             self.listener,
             router(state.clone()),
-            sheratan_runtime::serve::ServeLimits::default(),
+            state.config.serve,
             Default::default(),
             shutdown,
         )
@@ -495,20 +501,32 @@ async fn keep_evidence(s: &RelayState, tab: &Tab, job_id: Option<&str>, err: &pa
     tracing::warn!(evidence = %dir.join(&base).display(), "relay: tab failed: {err}");
 }
 
+impl edge::Edge for RelayState {
+    type Credential = ();
+
+    fn authenticate(&self, headers: &HeaderMap, _: SocketAddr) -> Result<(), ApiError> {
+        edge::check_mesh_token(headers, self.config.token.load().accepted().as_deref())
+    }
+
+    fn body_limit(&self) -> usize {
+        self.config.max_body_bytes
+    }
+}
+
+type Caller = edge::Caller<Arc<RelayState>>;
+
 fn router(state: Arc<RelayState>) -> Router {
-    Router::new()
+    let routes = Router::new()
         .route("/health", get(health))
         .route("/metrics", get(metrics))
         .route("/v1/complete", post(complete_route))
-        .route("/v1/sessions", get(sessions))
-        .fallback(|| async {
-            error(
-                ErrorCode::NotFound,
-                "no such route on the relay",
-                "the relay serves /health, /metrics, /v1/complete and /v1/sessions",
-            )
-        })
-        .with_state(state)
+        .route("/v1/sessions", get(sessions));
+    edge::with_fallbacks(
+        routes,
+        "the relay",
+        "/health, /metrics, /v1/complete and /v1/sessions",
+    )
+    .with_state(state)
 }
 
 async fn health(State(s): State<Arc<RelayState>>) -> Json<Value> {
@@ -535,7 +553,7 @@ async fn health(State(s): State<Arc<RelayState>>) -> Json<Value> {
             json!({"state": "not_configured", "detail": "set SHERATAN_OPENAI_BASE_URL and SHERATAN_OPENAI_MODEL"})
         }
         Some(o) => {
-            json!({"state": "configured", "base_url": o.config().base_url, "model": o.config().model})
+            json!({"state": "configured", "base_url": sheratan_proto::redact::url(&o.config().base_url), "model": o.config().model})
         }
     };
     Json(json!({
@@ -547,24 +565,17 @@ async fn health(State(s): State<Arc<RelayState>>) -> Json<Value> {
         "profiles": s.config.profiles.names(),
         "tabs": {"open": s.sessions.lock().expect("sessions lock").len(), "limit": s.config.tabs},
         "inflight": s.inflight.load(Ordering::Relaxed),
+        "auth": s.config.token.auth_mode(),
     }))
 }
 
 async fn complete_route(
     State(s): State<Arc<RelayState>>,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Response {
-    if let Err(denied) = check_tokens(&headers, s.config.token.load().accepted().as_deref()) {
-        return denied;
-    }
-    let req: RelayRequest = match parse_json(&body) {
-        Ok(r) => r,
-        Err(bad) => return bad,
-    };
-    match complete(&s, &req, None).await {
-        Ok(result) => Json(result).into_response(),
-        Err(failure) => error(
+    _: Caller,
+    JsonBody(req): JsonBody<RelayRequest>,
+) -> Result<Json<RelayResult>, ApiError> {
+    complete(&s, &req, None).await.map(Json).map_err(|failure| {
+        ApiError::new(
             failure.code,
             failure.message,
             if failure.retryable {
@@ -572,14 +583,11 @@ async fn complete_route(
             } else {
                 ""
             },
-        ),
-    }
+        )
+    })
 }
 
-async fn sessions(State(s): State<Arc<RelayState>>, headers: HeaderMap) -> Response {
-    if let Err(denied) = check_tokens(&headers, s.config.token.load().accepted().as_deref()) {
-        return denied;
-    }
+async fn sessions(State(s): State<Arc<RelayState>>, _: Caller) -> Response {
     let open: Vec<SessionView> = s
         .sessions
         .lock()
@@ -590,10 +598,7 @@ async fn sessions(State(s): State<Arc<RelayState>>, headers: HeaderMap) -> Respo
     Json(json!({ "sessions": open })).into_response()
 }
 
-async fn metrics(State(s): State<Arc<RelayState>>, headers: HeaderMap) -> Response {
-    if let Err(denied) = check_tokens(&headers, s.config.token.load().accepted().as_deref()) {
-        return denied;
-    }
+async fn metrics(State(s): State<Arc<RelayState>>, _: Caller) -> Response {
     use std::fmt::Write;
     let mut out = String::new();
     let _ = writeln!(

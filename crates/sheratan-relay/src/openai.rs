@@ -74,6 +74,8 @@ impl OpenAi {
             "{}/chat/completions",
             self.config.base_url.trim_end_matches('/')
         );
+        // Errors (which end up in job results and logs) name the URL without its user-info.
+        let shown = sheratan_proto::redact::url(&url);
         let mut messages = Vec::new();
         if let Some(system) = system {
             messages.push(json!({"role": "system", "content": system}));
@@ -90,8 +92,8 @@ impl OpenAi {
             let (err, retry_after) = match request.send().await {
                 Err(e) => (
                     OpenAiError::Transport {
-                        url: url.clone(),
-                        message: e.to_string(),
+                        url: shown.clone(),
+                        message: e.without_url().to_string(),
                     },
                     None,
                 ),
@@ -105,20 +107,20 @@ impl OpenAi {
                     match response.text().await {
                         Err(e) => (
                             OpenAiError::Transport {
-                                url: url.clone(),
-                                message: e.to_string(),
+                                url: shown.clone(),
+                                message: e.without_url().to_string(),
                             },
                             None,
                         ),
                         Ok(text) if !(200..300).contains(&status) => (
                             OpenAiError::Status {
-                                url: url.clone(),
+                                url: shown.clone(),
                                 status,
                                 body: text.chars().take(300).collect(),
                             },
                             retry_after,
                         ),
-                        Ok(text) => return content(&url, &text),
+                        Ok(text) => return content(&shown, &text),
                     }
                 }
             };

@@ -1,8 +1,9 @@
 //! Process plumbing shared by every `sheratan` subcommand: logging set-up, the shutdown token
-//! that SIGINT and SIGTERM cancel, the HTTP accept loop every listener runs, and the small
-//! HTTP helpers the executors' servers share (the contract's error body, token checks).
+//! that SIGINT and SIGTERM cancel, and the one HTTP edge every server shares: the accept loop
+//! ([`serve`]: timeouts, per-source caps, drain) and the request side ([`edge`]: the
+//! contract's error type, authentication, bodies within the limit).
 
-pub mod http;
+pub mod edge;
 pub mod serve;
 
 use tokio_util::sync::CancellationToken;

@@ -1,48 +1,109 @@
-//! The accept loop both listeners run: HTTP/1.1 with a header-read (and keep-alive idle)
-//! timeout, a cap on open connections, and a bounded graceful drain.
+//! The accept loop every listener runs: HTTP/1.1 only, a deadline for every request head
+//! (counted from the connection's start, or from the end of its previous response), a cap on
+//! open connections per listener and a lower one per source address, and a bounded graceful
+//! drain.
 //!
-//! `axum::serve` gives hyper no timer, which silently disables hyper's header-read timeout: a
-//! client could hold connections open forever without sending a byte, and a few thousand
-//! such connections exhaust the process's file descriptors. Here every connection must send a
-//! complete request head within `header_read_timeout` (idle keep-alive connections included),
-//! at most `max_connections` are open at once, and shutdown waits at most `drain_timeout`.
+//! Why not `axum::serve` or hyper-util's auto builder: `axum::serve` gives hyper no timer, and
+//! the auto builder first reads the HTTP version from the connection with no deadline at all
+//! (and then also serves HTTP/2 with prior knowledge, whose timers are not configured). A
+//! client could hold connections open forever without sending a byte; a few thousand such
+//! connections from one address used to make `/health` unreachable for everyone.
+//!
+//! The deadlines are kept by a watchdog per connection instead of hyper's
+//! `header_read_timeout`, which has one value for the first request and for idle keep-alive
+//! time alike: here the first request head must arrive within `header_timeout` (short), the
+//! next one within `keepalive_timeout` of the previous response (longer, so clients' pooled
+//! connections are not cut under them). The watchdog wakes once per timeout, not per request;
+//! a request costs two atomic operations and a clock reading.
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::net::{IpAddr, Ipv6Addr};
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use axum::extract::ConnectInfo;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use hyper_util::server::conn::auto::Builder;
+use hyper::body::{Body, Frame, SizeHint};
+use hyper_util::rt::TokioIo;
 use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tower::ServiceExt;
 
 /// Transport limits of a listener.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ServeLimits {
-    pub max_connections: usize,
-    pub header_read_timeout: Duration,
+    /// Open connections at once; `None` derives it from the open-files limit.
+    pub max_connections: Option<usize>,
+    /// Open connections from one source (an IPv4 address, or an IPv6 /64) at once.
+    pub max_per_source: usize,
+    /// A new connection's first request head must arrive within this.
+    pub header_timeout: Duration,
+    /// After a response, the next request head must arrive within this, or the connection
+    /// is closed.
+    pub keepalive_timeout: Duration,
+    /// Shutdown waits at most this long for requests in flight.
     pub drain_timeout: Duration,
 }
+
+/// `SHERATAN_HEADER_TIMEOUT_MS`'s default.
+pub const DEFAULT_HEADER_TIMEOUT: Duration = Duration::from_secs(10);
+/// `SHERATAN_KEEPALIVE_TIMEOUT_MS`'s default: above what clients keep idle connections for
+/// (`sheratan-client` 30 s), so a pooled connection is not closed as it is reused.
+pub const DEFAULT_KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(60);
+/// `SHERATAN_MAX_CONN_PER_IP`'s default.
+pub const DEFAULT_MAX_PER_SOURCE: usize = 256;
 
 impl Default for ServeLimits {
     fn default() -> Self {
         Self {
-            max_connections: 4096,
-            header_read_timeout: Duration::from_secs(60),
+            max_connections: None,
+            max_per_source: DEFAULT_MAX_PER_SOURCE,
+            header_timeout: DEFAULT_HEADER_TIMEOUT,
+            keepalive_timeout: DEFAULT_KEEPALIVE_TIMEOUT,
             drain_timeout: Duration::from_secs(10),
         }
     }
 }
 
-/// Connections refused because the cap was reached, per listener.
+impl ServeLimits {
+    /// Checks the limits an operator set; the error names the setting.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.max_per_source == 0 {
+            return Err("SHERATAN_MAX_CONN_PER_IP must be at least 1".into());
+        }
+        if self.max_connections == Some(0) {
+            return Err("the connection cap must be at least 1".into());
+        }
+        for (name, value) in [
+            ("SHERATAN_HEADER_TIMEOUT_MS", self.header_timeout),
+            ("SHERATAN_KEEPALIVE_TIMEOUT_MS", self.keepalive_timeout),
+        ] {
+            if value < Duration::from_millis(100) || value > Duration::from_secs(3600) {
+                return Err(format!(
+                    "{name} must be between 100 ms and one hour (milliseconds)"
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// What a listener refused or cut, for metrics and tests.
 #[derive(Debug, Default)]
 pub struct ServeStats {
+    /// Connections closed at once because the listener's cap was reached.
     pub refused: AtomicU64,
+    /// Connections closed at once because their source had its maximum open.
+    pub refused_per_source: AtomicU64,
+    /// Connections closed because no request head arrived in time.
+    pub timed_out: AtomicU64,
 }
 
 /// Serves `router` on `listener` until `shutdown`; then stops accepting and drains.
@@ -53,15 +114,15 @@ pub async fn serve(
     stats: Arc<ServeStats>,
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
-    let mut builder = Builder::new(TokioExecutor::new());
-    builder
-        .http1()
-        .timer(TokioTimer::new())
-        .header_read_timeout(limits.header_read_timeout)
-        .keep_alive(true);
-    let builder = builder.http1_only();
+    let max_connections = limits
+        .max_connections
+        .unwrap_or_else(|| default_max_connections(1));
+    let mut builder = hyper::server::conn::http1::Builder::new();
+    // No hyper timer: the watchdog below keeps the deadlines (see the module's comment).
+    builder.keep_alive(true).header_read_timeout(None);
     let graceful = GracefulShutdown::new();
-    let slots = Arc::new(Semaphore::new(limits.max_connections.max(1)));
+    let slots = Arc::new(Semaphore::new(max_connections.max(1)));
+    let sources = Arc::new(Sources::new(limits.max_per_source.min(max_connections)));
     loop {
         let (stream, peer) = tokio::select! {
             () = shutdown.cancelled() => break,
@@ -75,24 +136,41 @@ pub async fn serve(
                 }
             },
         };
+        let Some(source) = sources.open(peer.ip()) else {
+            stats.refused_per_source.fetch_add(1, Ordering::Relaxed);
+            continue;
+        };
         let Ok(slot) = slots.clone().try_acquire_owned() else {
             stats.refused.fetch_add(1, Ordering::Relaxed);
-            drop(stream);
             continue;
         };
         let _ = stream.set_nodelay(true);
-        let router = router.clone();
-        let service = tower::service_fn(move |mut req: hyper::Request<hyper::body::Incoming>| {
-            req.extensions_mut().insert(ConnectInfo(peer));
-            router.clone().oneshot(req)
-        });
-        let conn = builder
-            .serve_connection_with_upgrades(TokioIo::new(stream), TowerToHyperService::new(service))
-            .into_owned();
+        let activity = Arc::new(Activity::new());
+        let service = {
+            let router = router.clone();
+            let activity = activity.clone();
+            tower::service_fn(move |mut req: hyper::Request<hyper::body::Incoming>| {
+                req.extensions_mut().insert(ConnectInfo(peer));
+                let in_flight = activity.begin();
+                let response = router.clone().oneshot(req);
+                async move {
+                    let response = response.await?;
+                    Ok::<_, Infallible>(response.map(|body| Guarded {
+                        body,
+                        _in_flight: in_flight,
+                    }))
+                }
+            })
+        };
+        let conn =
+            builder.serve_connection(TokioIo::new(stream), TowerToHyperService::new(service));
         let conn = graceful.watch(conn);
+        let stats = stats.clone();
         tokio::spawn(async move {
-            let _ = conn.await;
-            drop(slot);
+            if watch(conn, &activity, &limits).await == Ended::TimedOut {
+                stats.timed_out.fetch_add(1, Ordering::Relaxed);
+            }
+            drop((slot, source));
         });
     }
     drop(listener);
@@ -106,6 +184,173 @@ pub async fn serve(
         );
     }
     Ok(())
+}
+
+#[derive(Debug, PartialEq, Eq)]
+enum Ended {
+    Closed,
+    TimedOut,
+}
+
+/// Runs a connection until it ends, or closes it (by dropping it) when no request head
+/// arrived in time.
+async fn watch<F: Future>(conn: F, activity: &Activity, limits: &ServeLimits) -> Ended {
+    let mut conn = std::pin::pin!(conn);
+    loop {
+        let Some(wait) = activity.time_left(limits) else {
+            return Ended::TimedOut;
+        };
+        tokio::select! {
+            _ = &mut conn => return Ended::Closed,
+            () = tokio::time::sleep(wait) => {}
+        }
+    }
+}
+
+/// When a connection last had nothing to do, and whether it has anything to do now.
+struct Activity {
+    start: Instant,
+    in_flight: AtomicU32,
+    /// Milliseconds after `start` when the last request in flight ended.
+    idle_since_ms: AtomicU64,
+    /// Whether a request was ever served: the next head gets the keep-alive allowance.
+    served: AtomicBool,
+}
+
+impl Activity {
+    fn new() -> Self {
+        Self {
+            start: Instant::now(),
+            in_flight: AtomicU32::new(0),
+            idle_since_ms: AtomicU64::new(0),
+            served: AtomicBool::new(false),
+        }
+    }
+
+    fn begin(self: &Arc<Self>) -> InFlight {
+        self.in_flight.fetch_add(1, Ordering::AcqRel);
+        InFlight(self.clone())
+    }
+
+    /// How long the watchdog may sleep before looking again; `None` when the connection has
+    /// been idle for longer than it may be.
+    fn time_left(&self, limits: &ServeLimits) -> Option<Duration> {
+        if self.in_flight.load(Ordering::Acquire) > 0 {
+            // Busy (a long poll, a stream, a slow handler): look again later.
+            return Some(limits.keepalive_timeout.min(limits.header_timeout));
+        }
+        let allowed = if self.served.load(Ordering::Acquire) {
+            limits.keepalive_timeout
+        } else {
+            limits.header_timeout
+        };
+        let idle_since =
+            self.start + Duration::from_millis(self.idle_since_ms.load(Ordering::Acquire));
+        let deadline = idle_since + allowed;
+        let now = Instant::now();
+        (deadline > now).then(|| deadline - now)
+    }
+}
+
+/// A request in flight; dropped when its response has been written (it rides in the body) or
+/// abandoned.
+struct InFlight(Arc<Activity>);
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        let a = &self.0;
+        let idle_ms = a.start.elapsed().as_millis() as u64;
+        a.idle_since_ms.store(idle_ms, Ordering::Release);
+        a.served.store(true, Ordering::Release);
+        a.in_flight.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// A response body that keeps its request counted as in flight until it is written.
+struct Guarded {
+    body: axum::body::Body,
+    _in_flight: InFlight,
+}
+
+impl Body for Guarded {
+    type Data = bytes::Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
+        Pin::new(&mut self.body).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.body.size_hint()
+    }
+}
+
+/// Open connections per source. IPv6 sources count per /64 (what one host or customer
+/// usually holds), IPv4-mapped IPv6 as the IPv4 address.
+struct Sources {
+    limit: usize,
+    open: Mutex<HashMap<IpAddr, usize>>,
+}
+
+impl Sources {
+    fn new(limit: usize) -> Self {
+        Self {
+            limit: limit.max(1),
+            open: Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn open(self: &Arc<Self>, ip: IpAddr) -> Option<SourceSlot> {
+        let key = source_key(ip);
+        let mut open = self.open.lock().unwrap_or_else(|e| e.into_inner());
+        let count = open.entry(key).or_insert(0);
+        if *count >= self.limit {
+            return None;
+        }
+        *count += 1;
+        Some(SourceSlot {
+            sources: self.clone(),
+            key,
+        })
+    }
+}
+
+struct SourceSlot {
+    sources: Arc<Sources>,
+    key: IpAddr,
+}
+
+impl Drop for SourceSlot {
+    fn drop(&mut self) {
+        let mut open = self.sources.open.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(count) = open.get_mut(&self.key) {
+            *count -= 1;
+            if *count == 0 {
+                open.remove(&self.key);
+            }
+        }
+    }
+}
+
+/// The key a source's connections are counted under.
+pub fn source_key(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V4(_) => ip,
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => {
+                let prefix = u128::from(v6) & !((1u128 << 64) - 1);
+                IpAddr::V6(Ipv6Addr::from(prefix))
+            }
+        },
+    }
 }
 
 /// Raises the soft open-files limit to the hard limit (servers need descriptors) and returns
@@ -131,4 +376,50 @@ pub fn default_max_connections(listeners: usize) -> usize {
     let nofile = raise_nofile_limit().unwrap_or(1024);
     let usable = nofile.saturating_sub(128) as usize / listeners.max(1);
     usable.clamp(64, 10_000)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ipv6_sources_count_per_64_and_mapped_ipv4_as_ipv4() {
+        let a: IpAddr = "2001:db8:1:2:aaaa::1".parse().unwrap();
+        let b: IpAddr = "2001:db8:1:2:bbbb::2".parse().unwrap();
+        let c: IpAddr = "2001:db8:1:3::1".parse().unwrap();
+        assert_eq!(source_key(a), source_key(b));
+        assert_ne!(source_key(a), source_key(c));
+        let mapped: IpAddr = "::ffff:10.0.0.1".parse().unwrap();
+        assert_eq!(source_key(mapped), "10.0.0.1".parse::<IpAddr>().unwrap());
+    }
+
+    #[test]
+    fn a_source_gets_at_most_its_limit_and_slots_come_back() {
+        let sources = Arc::new(Sources::new(2));
+        let ip: IpAddr = "10.0.0.1".parse().unwrap();
+        let other: IpAddr = "10.0.0.2".parse().unwrap();
+        let first = sources.open(ip).unwrap();
+        let _second = sources.open(ip).unwrap();
+        assert!(sources.open(ip).is_none());
+        assert!(sources.open(other).is_some());
+        drop(first);
+        assert!(sources.open(ip).is_some());
+    }
+
+    #[test]
+    fn limits_are_validated() {
+        assert!(ServeLimits::default().validate().is_ok());
+        let mut l = ServeLimits {
+            max_per_source: 0,
+            ..Default::default()
+        };
+        assert!(l.validate().is_err());
+        l.max_per_source = 1;
+        l.header_timeout = Duration::ZERO;
+        assert!(
+            l.validate()
+                .unwrap_err()
+                .contains("SHERATAN_HEADER_TIMEOUT_MS")
+        );
+    }
 }

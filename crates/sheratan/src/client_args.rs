@@ -20,35 +20,104 @@ pub struct ClientArgs {
         default_value = "http://127.0.0.1:8788"
     )]
     pub data_url: String,
-    /// The mesh token. Unset: read $SHERATAN_HOME/hub_token (the hub's machine).
+    /// The mesh token. Discouraged: a flag is visible to every user of this machine in
+    /// `ps` and /proc/PID/cmdline; prefer --token-file or SHERATAN_HUB_TOKEN.
     #[arg(long, env = "SHERATAN_HUB_TOKEN", hide_env_values = true)]
     pub token: Option<String>,
-    /// State directory of a local hub, for its token file.
+    /// A file holding the mesh token (e.g. one only this user can read).
+    #[arg(long, env = "SHERATAN_HUB_TOKEN_FILE")]
+    pub token_file: Option<PathBuf>,
+    /// State directory of a local hub: without --token or --token-file, its hub_token is used.
     #[arg(long, env = "SHERATAN_HOME", default_value = "./.sheratan")]
     pub home: PathBuf,
 }
 
+/// How a mesh member (worker, host, broker, relay, Core) authenticates, and whether it may
+/// run without: never unless the operator says so.
+#[derive(Debug, Clone, Args)]
+pub struct MemberAuthArgs {
+    /// 0 runs this component WITHOUT authentication: anyone who reaches its port may use
+    /// it. Only for a hub that runs with SHERATAN_HUB_TOKEN_REQUIRED=0 too.
+    #[arg(long, env = "SHERATAN_HUB_TOKEN_REQUIRED", default_value = "1", value_parser = crate::hub_args::parse_flag)]
+    pub token_required: bool,
+}
+
+/// Where a token was looked for, for the message that says none was found.
+#[derive(Debug)]
+pub struct NoToken(String);
+
+impl std::fmt::Display for NoToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
 impl ClientArgs {
-    /// The token: the flag or environment, else the local hub's token file.
-    pub fn token(&self) -> Option<String> {
-        let token = self
-            .token
-            .clone()
-            .filter(|t| !t.is_empty())
-            .or_else(|| sheratan_hub::auth::read_token_file(&self.home).ok())
-            .filter(|t| !t.is_empty());
-        if token.is_none() {
-            // Said once per command: a hub that requires a token will answer AUTH_FAIL, and
-            // its message cannot know where this command looked.
-            static SAID: std::sync::Once = std::sync::Once::new();
-            SAID.call_once(|| {
-                eprintln!(
-                    "note: no token: --token and SHERATAN_HUB_TOKEN are unset or empty, and {} is missing or empty; run this in the hub's directory, or pass --home or --token; the hub will answer AUTH_FAIL unless it runs without authentication",
-                    self.home.join(sheratan_hub::auth::TOKEN_FILE).display()
-                );
-            });
+    /// The token: --token / SHERATAN_HUB_TOKEN, else --token-file / SHERATAN_HUB_TOKEN_FILE,
+    /// else the local hub's $SHERATAN_HOME/hub_token. `Err` names every place looked at.
+    pub fn find_token(&self) -> Result<String, NoToken> {
+        if let Some(token) = self.token.clone().filter(|t| !t.is_empty()) {
+            return Ok(token);
         }
-        token
+        if let Some(path) = &self.token_file {
+            return match std::fs::read_to_string(path) {
+                Ok(text) if !text.trim().is_empty() => Ok(text.trim().to_owned()),
+                Ok(_) => Err(NoToken(format!(
+                    "the token file {} is empty",
+                    path.display()
+                ))),
+                Err(e) => Err(NoToken(format!(
+                    "cannot read the token file {}: {e}",
+                    path.display()
+                ))),
+            };
+        }
+        let home_file = self.home.join(sheratan_hub::auth::TOKEN_FILE);
+        match sheratan_hub::auth::read_token_file(&self.home) {
+            Ok(token) if !token.is_empty() => Ok(token),
+            _ => Err(NoToken(format!(
+                "no token: --token and SHERATAN_HUB_TOKEN are unset or empty, --token-file and SHERATAN_HUB_TOKEN_FILE are unset, and {} is missing or empty",
+                home_file.display()
+            ))),
+        }
+    }
+
+    /// The token for a client command, if one is found; otherwise a note (once) and none:
+    /// the hub's AUTH_FAIL follows unless it runs without authentication.
+    pub fn token(&self) -> Option<String> {
+        match self.find_token() {
+            Ok(token) => Some(token),
+            Err(why) => {
+                // Said once per command: the hub's AUTH_FAIL cannot know where this looked.
+                static SAID: std::sync::Once = std::sync::Once::new();
+                SAID.call_once(|| {
+                    eprintln!(
+                        "note: {why}; run this in the hub's directory, or pass --home, --token-file or --token; the hub will answer AUTH_FAIL unless it runs without authentication"
+                    );
+                });
+                None
+            }
+        }
+    }
+
+    /// The token a mesh member runs with: it refuses to start without one (exit 2) unless
+    /// authentication is disabled on purpose, which is then logged.
+    pub fn member_token(
+        &self,
+        auth: &MemberAuthArgs,
+        what: &str,
+    ) -> Result<Option<String>, crate::Failure> {
+        if !auth.token_required {
+            tracing::warn!(
+                "SHERATAN_HUB_TOKEN_REQUIRED=0: the {what} runs WITHOUT authentication; anyone who reaches it can use it"
+            );
+            return Ok(None);
+        }
+        self.find_token().map(Some).map_err(|why| {
+            crate::usage(format!(
+                "the {what} needs the mesh token: {why}. Pass --token-file FILE (or set SHERATAN_HUB_TOKEN), run it in the hub's directory, or set SHERATAN_HUB_TOKEN_REQUIRED=0 to run without authentication on purpose"
+            ))
+        })
     }
 
     pub fn control(&self) -> anyhow::Result<sheratan_client::ControlClient> {

@@ -24,6 +24,45 @@ pub struct HomeArgs {
     pub home: PathBuf,
 }
 
+/// The HTTP edge of every server (hub planes, hosts, broker, relay, Core, dashboard): how
+/// long a connection may take to send a request, how many one source may hold open, how
+/// large a body may be.
+#[derive(Debug, Clone, Args)]
+pub struct EdgeArgs {
+    /// A new connection's first request head must arrive within this many milliseconds, or
+    /// the connection is closed.
+    #[arg(long, env = "SHERATAN_HEADER_TIMEOUT_MS", default_value_t = 10_000)]
+    pub header_timeout_ms: u64,
+    /// An idle keep-alive connection is closed when no new request head arrives within this
+    /// many milliseconds of its last response.
+    #[arg(long, env = "SHERATAN_KEEPALIVE_TIMEOUT_MS", default_value_t = 60_000)]
+    pub keepalive_timeout_ms: u64,
+    /// Open connections per listener from one source address (an IPv6 /64 counts as one);
+    /// more are closed at once, so one address cannot starve the others.
+    #[arg(long, env = "SHERATAN_MAX_CONN_PER_IP", default_value_t = sheratan_runtime::serve::DEFAULT_MAX_PER_SOURCE)]
+    pub max_conn_per_ip: usize,
+    /// Request bodies above this many bytes get 413 PAYLOAD_TOO_LARGE.
+    #[arg(long, env = "SHERATAN_MAX_BODY_BYTES", default_value_t = sheratan_runtime::edge::DEFAULT_MAX_BODY_BYTES)]
+    pub max_body_bytes: usize,
+}
+
+impl EdgeArgs {
+    /// The listeners' limits, checked.
+    pub fn limits(&self) -> Result<sheratan_runtime::serve::ServeLimits, String> {
+        let limits = sheratan_runtime::serve::ServeLimits {
+            max_per_source: self.max_conn_per_ip,
+            header_timeout: Duration::from_millis(self.header_timeout_ms),
+            keepalive_timeout: Duration::from_millis(self.keepalive_timeout_ms),
+            ..Default::default()
+        };
+        limits.validate()?;
+        if self.max_body_bytes < 1024 {
+            return Err("SHERATAN_MAX_BODY_BYTES must be at least 1024".into());
+        }
+        Ok(limits)
+    }
+}
+
 #[derive(Debug, Clone, Args)]
 pub struct HubArgs {
     #[command(flatten)]
@@ -82,9 +121,8 @@ pub struct HubArgs {
     )]
     pub attestation_spoof_window_sec: f64,
 
-    /// Request bodies above this many bytes get 413 PAYLOAD_TOO_LARGE.
-    #[arg(long, env = "SHERATAN_MAX_BODY_BYTES", default_value_t = 1024 * 1024)]
-    pub max_body_bytes: usize,
+    #[command(flatten)]
+    pub edge: EdgeArgs,
 
     /// The registry snapshot is written at most this often (milliseconds).
     #[arg(long, env = "SHERATAN_REGISTRY_FLUSH_MS", default_value_t = 1000)]
@@ -322,7 +360,8 @@ impl HubArgs {
             "SHERATAN_ATTESTATION_SPOOF_WINDOW_SEC",
             self.attestation_spoof_window_sec,
         )?;
-        config.max_body_bytes = self.max_body_bytes;
+        config.max_body_bytes = self.edge.max_body_bytes;
+        config.serve = self.edge.limits()?;
         config.registry_flush_interval = Duration::from_millis(self.registry_flush_ms.max(10));
         config.heartbeat_interval_s = self.heartbeat_interval_sec.max(1);
         config.audit_max_bytes = self.audit_max_bytes;

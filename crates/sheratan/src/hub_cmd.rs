@@ -413,12 +413,15 @@ async fn bind_mesh(
         Some(path) => sheratan_exec::Handlers::from_file(path).map_err(|e| usage(e.to_string()))?,
         None => sheratan_exec::Handlers::builtin(),
     };
+    let serve = crate::mesh_cmd::limits(&args.hub.edge)?;
+    let max_body_bytes = args.hub.edge.max_body_bytes;
+    let auth = crate::mesh_cmd::auth_banner(&token.send());
     let mut mesh = Mesh::default();
     for (node_id, addr, variable) in [
         ("host-a", args.host_a_addr, "SHERATAN_HOST_A_ADDR"),
         ("host-b", args.host_b_addr, "SHERATAN_HOST_B_ADDR"),
     ] {
-        let config = host_config(
+        let mut config = host_config(
             node_id,
             addr,
             control_url,
@@ -426,6 +429,8 @@ async fn bind_mesh(
             &args.host,
             handlers.clone(),
         )?;
+        config.serve = serve;
+        config.max_body_bytes = max_body_bytes;
         let host = sheratan_auction::host::Host::bind(config)
             .await
             .map_err(|e| bind_error(node_id, addr, variable, e))?;
@@ -440,7 +445,7 @@ async fn bind_mesh(
     let store_url =
         crate::hub_args::StoreUrl::parse(args.hub.store.as_deref(), home).map_err(usage)?;
     let auctions = crate::mesh_cmd::auction_store(Some(&store_url), &args.broker, home).await?;
-    let config = broker_config(
+    let mut config = broker_config(
         "broker",
         args.broker_addr,
         control_url,
@@ -449,6 +454,7 @@ async fn bind_mesh(
         &args.broker,
         auctions,
     )?;
+    config.serve = serve;
     let broker = sheratan_auction::broker::Broker::bind(config)
         .await
         .map_err(|e| bind_error("broker", args.broker_addr, "SHERATAN_BROKER_ADDR", e))?;
@@ -460,7 +466,7 @@ async fn bind_mesh(
     mesh.banner.push(format!(
         "broker: {broker_url}  (auctions the \"auction\" queue among the hosts)"
     ));
-    let config = crate::relay_cmd::relay_config(
+    let mut config = crate::relay_cmd::relay_config(
         "relay",
         args.relay_addr,
         control_url,
@@ -470,6 +476,8 @@ async fn bind_mesh(
         &args.relay,
         true,
     )?;
+    config.serve = serve;
+    config.max_body_bytes = max_body_bytes;
     let cdp = crate::relay_cmd::describe_cdp(&config);
     let relay = sheratan_relay::Relay::bind(config)
         .await
@@ -492,6 +500,8 @@ async fn bind_mesh(
     );
     config.broker_url = Some(broker_url);
     config.relay_url = Some(relay_url);
+    config.serve = serve;
+    config.max_body_bytes = max_body_bytes;
     let mut core = sheratan_core::Core::bind(config)
         .await
         .map_err(|e| bind_error("core", args.core_addr, "SHERATAN_CORE_ADDR", e))?;
@@ -500,11 +510,12 @@ async fn bind_mesh(
             .map_err(|e| Failure::from(anyhow::Error::new(e)))?,
     );
     mesh.banner
-        .push(format!("core: {core_url}  (/api/*, token required)"));
+        .push(format!("core: {core_url}  (/api/*, {auth})"));
     let dashboard = sheratan_dashboard::Dashboard::bind(sheratan_dashboard::DashboardConfig {
         listen: args.dashboard_addr,
         core_url: core_url.clone(),
         version: BUILD_ID.into(),
+        serve,
     })
     .await
     .map_err(|e| {

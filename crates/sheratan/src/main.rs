@@ -180,7 +180,7 @@ async fn run_worker(args: worker_cmd::WorkerArgs) -> Result<(), Failure> {
         .node_id
         .clone()
         .unwrap_or_else(worker_cmd::default_node_id);
-    let token = args.client.token();
+    let token = args.client.member_token(&args.auth, "worker")?;
     let config = worker_cmd::worker_config(
         &args.client.control_url,
         &args.client.data_url,

@@ -12,7 +12,8 @@ use sheratan_auction::host::{Host, HostConfig};
 use sheratan_core::{Core, CoreConfig};
 use sheratan_exec::Handlers;
 
-use crate::client_args::{ClientArgs, hostname};
+use crate::client_args::{ClientArgs, MemberAuthArgs, hostname};
+use crate::hub_args::EdgeArgs;
 use crate::{BUILD_ID, Failure, VERSION, usage};
 
 /// How a host prices and sizes itself.
@@ -78,6 +79,10 @@ pub struct CoreOptions {
 pub struct HostArgs {
     #[command(flatten)]
     pub client: ClientArgs,
+    #[command(flatten)]
+    pub auth: MemberAuthArgs,
+    #[command(flatten)]
+    pub edge: EdgeArgs,
     /// This host's node id (default: host-<hostname>).
     #[arg(long, env = "SHERATAN_NODE_ID")]
     pub node_id: Option<String>,
@@ -99,6 +104,10 @@ pub struct HostArgs {
 pub struct BrokerArgs {
     #[command(flatten)]
     pub client: ClientArgs,
+    #[command(flatten)]
+    pub auth: MemberAuthArgs,
+    #[command(flatten)]
+    pub edge: EdgeArgs,
     /// The broker's node id (default: broker-<hostname>).
     #[arg(long, env = "SHERATAN_NODE_ID")]
     pub node_id: Option<String>,
@@ -115,6 +124,10 @@ pub struct BrokerArgs {
 pub struct CoreArgs {
     #[command(flatten)]
     pub client: ClientArgs,
+    #[command(flatten)]
+    pub auth: MemberAuthArgs,
+    #[command(flatten)]
+    pub edge: EdgeArgs,
     #[arg(long, env = "SHERATAN_CORE_ADDR", default_value = "127.0.0.1:8001")]
     pub listen: SocketAddr,
     /// The broker, for /api/auctions and the overview.
@@ -261,8 +274,23 @@ pub fn core_config(
     config
 }
 
+/// The checked edge limits of a component's listener.
+pub fn limits(edge: &EdgeArgs) -> Result<sheratan_runtime::serve::ServeLimits, Failure> {
+    edge.limits().map_err(usage)
+}
+
+/// How a component's banner names its authentication.
+pub fn auth_banner(token: &Option<String>) -> &'static str {
+    if token.is_some() {
+        "token required"
+    } else {
+        "AUTHENTICATION DISABLED (SHERATAN_HUB_TOKEN_REQUIRED=0)"
+    }
+}
+
 pub async fn run_host(args: HostArgs) -> Result<(), Failure> {
-    let token = args.client.token();
+    let token = args.client.member_token(&args.auth, "host")?;
+    let auth = auth_banner(&token);
     let node_id = args.node_id.clone().unwrap_or_else(|| default_id("host"));
     let handlers = load_handlers(args.handlers.as_deref())?;
     let mut config = host_config(
@@ -274,6 +302,8 @@ pub async fn run_host(args: HostArgs) -> Result<(), Failure> {
         handlers,
     )?;
     config.advertise = args.advertise.clone();
+    config.serve = limits(&args.edge)?;
+    config.max_body_bytes = args.edge.max_body_bytes;
     let host = Host::bind(config)
         .await
         .map_err(|e| bind_error("host", args.listen, "SHERATAN_HOST_ADDR", e))?;
@@ -281,7 +311,7 @@ pub async fn run_host(args: HostArgs) -> Result<(), Failure> {
         "sheratan host {VERSION}: {node_id}, capacity {}, price {} (+{}× load)",
         args.options.capacity, args.options.base_price, args.options.load_factor
     );
-    println!("  host: {} {}", node_id, host.url());
+    println!("  host: {} {}  ({auth})", node_id, host.url());
     println!("  hub: {} (control)", args.client.control_url);
     let shutdown = sheratan_runtime::shutdown_on_signals();
     println!("ready: Ctrl-C (or SIGTERM) stops the host after running jobs finish");
@@ -291,7 +321,8 @@ pub async fn run_host(args: HostArgs) -> Result<(), Failure> {
 }
 
 pub async fn run_broker(args: BrokerArgs) -> Result<(), Failure> {
-    let token = args.client.token();
+    let token = args.client.member_token(&args.auth, "broker")?;
+    let auth = auth_banner(&token);
     let node_id = args.node_id.clone().unwrap_or_else(|| default_id("broker"));
     let store_url = args
         .store
@@ -300,7 +331,7 @@ pub async fn run_broker(args: BrokerArgs) -> Result<(), Failure> {
         .transpose()
         .map_err(usage)?;
     let store = auction_store(store_url.as_ref(), &args.options, &args.client.home).await?;
-    let config = broker_config(
+    let mut config = broker_config(
         &node_id,
         args.listen,
         &args.client.control_url,
@@ -309,6 +340,7 @@ pub async fn run_broker(args: BrokerArgs) -> Result<(), Failure> {
         &args.options,
         store,
     )?;
+    config.serve = limits(&args.edge)?;
     let broker = Broker::bind(config)
         .await
         .map_err(|e| bind_error("broker", args.listen, "SHERATAN_BROKER_ADDR", e))?;
@@ -319,7 +351,7 @@ pub async fn run_broker(args: BrokerArgs) -> Result<(), Failure> {
         "sheratan broker {VERSION}: {node_id}, queue auction, {} at once, bids within {} ms, up to {} rounds",
         args.options.broker_concurrency, args.options.bid_deadline_ms, args.options.auction_rounds
     );
-    println!("  broker: {}", sheratan_auction::url_of(addr));
+    println!("  broker: {}  ({auth})", sheratan_auction::url_of(addr));
     println!(
         "  hub: {} (control), {} (data)",
         args.client.control_url, args.client.data_url
@@ -333,7 +365,8 @@ pub async fn run_broker(args: BrokerArgs) -> Result<(), Failure> {
 }
 
 pub async fn run_core(args: CoreArgs) -> Result<(), Failure> {
-    let token = args.client.token();
+    let token = args.client.member_token(&args.auth, "core")?;
+    let auth = auth_banner(&token);
     let mut config = core_config(
         args.listen,
         &args.client.control_url,
@@ -344,6 +377,8 @@ pub async fn run_core(args: CoreArgs) -> Result<(), Failure> {
     );
     config.broker_url = Some(args.broker_url.clone());
     config.relay_url = Some(args.relay_url.clone());
+    config.serve = limits(&args.edge)?;
+    config.max_body_bytes = args.edge.max_body_bytes;
     let core = Core::bind(config)
         .await
         .map_err(|e| bind_error("core", args.listen, "SHERATAN_CORE_ADDR", e))?;
@@ -352,7 +387,7 @@ pub async fn run_core(args: CoreArgs) -> Result<(), Failure> {
         .map_err(|e| Failure::from(anyhow::Error::new(e)))?;
     println!("sheratan core {VERSION}");
     println!(
-        "  core: {}  (/api/*, token required)",
+        "  core: {}  (/api/*, {auth})",
         sheratan_auction::url_of(addr)
     );
     println!(
@@ -381,6 +416,8 @@ pub struct DashboardArgs {
         default_value = "http://127.0.0.1:8001"
     )]
     pub core_url: String,
+    #[command(flatten)]
+    pub edge: EdgeArgs,
 }
 
 pub async fn run_dashboard(args: DashboardArgs) -> Result<(), Failure> {
@@ -388,6 +425,7 @@ pub async fn run_dashboard(args: DashboardArgs) -> Result<(), Failure> {
         listen: args.listen,
         core_url: args.core_url.clone(),
         version: BUILD_ID.into(),
+        serve: limits(&args.edge)?,
     })
     .await
     .map_err(|e| bind_error("dashboard", args.listen, "SHERATAN_DASHBOARD_ADDR", e))?;

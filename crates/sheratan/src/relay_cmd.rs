@@ -10,8 +10,9 @@ use sheratan_relay::openai::OpenAiConfig;
 use sheratan_relay::profiles::Profiles;
 use sheratan_relay::{Backend, Relay, RelayConfig};
 
-use crate::client_args::ClientArgs;
-use crate::mesh_cmd::bind_error;
+use crate::client_args::{ClientArgs, MemberAuthArgs};
+use crate::hub_args::EdgeArgs;
+use crate::mesh_cmd::{auth_banner, bind_error, limits};
 use crate::{BUILD_ID, Failure, VERSION, usage};
 
 #[derive(Debug, Clone, Args)]
@@ -61,6 +62,10 @@ fn parse_backend(s: &str) -> Result<Backend, String> {
 pub struct RelayArgs {
     #[command(flatten)]
     pub client: ClientArgs,
+    #[command(flatten)]
+    pub auth: MemberAuthArgs,
+    #[command(flatten)]
+    pub edge: EdgeArgs,
     #[arg(long, env = "SHERATAN_NODE_ID", default_value = "relay")]
     pub node_id: String,
     #[arg(long, env = "SHERATAN_RELAY_ADDR", default_value = "127.0.0.1:3000")]
@@ -157,8 +162,9 @@ pub fn describe_cdp(config: &RelayConfig) -> String {
 }
 
 pub async fn run_relay(args: RelayArgs) -> Result<(), Failure> {
-    let token = args.client.token();
-    let config = relay_config(
+    let token = args.client.member_token(&args.auth, "relay")?;
+    let auth = auth_banner(&token);
+    let mut config = relay_config(
         &args.node_id,
         args.listen,
         &args.client.control_url,
@@ -168,12 +174,18 @@ pub async fn run_relay(args: RelayArgs) -> Result<(), Failure> {
         &args.options,
         false,
     )?;
+    config.serve = limits(&args.edge)?;
+    config.max_body_bytes = args.edge.max_body_bytes;
     let cdp = describe_cdp(&config);
     let openai = config
         .openai
         .as_ref()
         .map_or("openai: not configured".into(), |o| {
-            format!("openai: {} ({})", o.base_url, o.model)
+            format!(
+                "openai: {} ({})",
+                sheratan_proto::redact::url(&o.base_url),
+                o.model
+            )
         });
     let relay = Relay::bind(config)
         .await
@@ -183,7 +195,7 @@ pub async fn run_relay(args: RelayArgs) -> Result<(), Failure> {
         .map_err(|e| Failure::from(anyhow::Error::new(e)))?;
     println!("sheratan relay {VERSION}: {}, queue llm", args.node_id);
     println!(
-        "  relay: {}  ({cdp}; {openai})",
+        "  relay: {}  ({cdp}; {openai}; {auth})",
         sheratan_auction::url_of(addr)
     );
     println!(

@@ -7,7 +7,7 @@ use clap::Args;
 use sheratan_exec::Handlers;
 use sheratan_worker::WorkerConfig;
 
-use crate::client_args::{ClientArgs, hostname};
+use crate::client_args::{ClientArgs, MemberAuthArgs, hostname};
 
 /// Settings of a worker that `up` shares (no hub addresses: `up` knows them).
 #[derive(Debug, Clone, Args)]
@@ -35,6 +35,8 @@ pub struct WorkerOptions {
 pub struct WorkerArgs {
     #[command(flatten)]
     pub client: ClientArgs,
+    #[command(flatten)]
+    pub auth: MemberAuthArgs,
     /// This worker's node id (default: worker-<hostname>).
     #[arg(long, env = "SHERATAN_NODE_ID")]
     pub node_id: Option<String>,

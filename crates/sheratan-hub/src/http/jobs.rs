@@ -1,7 +1,6 @@
 //! Hub Data plane job routes (DESIGN §5): submit, batch, get, list, cancel, lease, extend,
 //! results, acknowledgements, and the job side of the admin path.
 
-use axum::body::Bytes;
 use axum::extract::rejection::PathRejection;
 use axum::extract::{Path, Request, State};
 use axum::http::{HeaderMap, StatusCode};
@@ -25,6 +24,7 @@ use super::extract::{Caller, JsonBody, QueryParams, parse_json as parse_body, re
 use super::{ApiError, PlaneState};
 use crate::audit::Event;
 use crate::jobs::{self as svc, Submitted, store_error};
+use sheratan_runtime::edge::RawBody;
 
 pub(super) fn routes() -> Router<PlaneState> {
     Router::new()
@@ -254,7 +254,7 @@ async fn result(
     State(state): State<PlaneState>,
     caller: Caller,
     headers: HeaderMap,
-    body: Bytes,
+    RawBody(body): RawBody,
 ) -> Result<Json<ResultResponse>, ApiError> {
     // Integrity first: a tampered body is not worth parsing.
     let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());

@@ -5,7 +5,6 @@
 
 mod control;
 mod data;
-mod error;
 pub mod extract;
 mod jobs;
 
@@ -18,8 +17,8 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use sheratan_proto::{ErrorCode, EventKind, Plane};
 
-pub use error::ApiError;
 pub use extract::Caller;
+pub use sheratan_runtime::edge::ApiError;
 
 use crate::HubState;
 use crate::audit::Event;

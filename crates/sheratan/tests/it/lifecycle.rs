@@ -238,7 +238,7 @@ fn a_command_without_a_token_says_where_it_looked() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("note: no token"), "{err}");
     assert!(err.contains("hub_token"), "{err}");
-    assert!(err.contains("--home or --token"), "{err}");
+    assert!(err.contains("--home, --token-file or --token"), "{err}");
     assert_eq!(err.matches("note: no token").count(), 1, "said once: {err}");
 }
 

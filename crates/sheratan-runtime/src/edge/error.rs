@@ -1,6 +1,6 @@
-//! `ApiError`: the one error type of both listeners. It maps to a status and a stable code
-//! (DESIGN §3) and carries a client message apart from the internal one, which is logged and
-//! never sent: a 500 tells the client only "internal error".
+//! `ApiError`: the one error type of every server. It maps to a status and a stable code
+//! (docs/API.md, "Errors") and carries a client message apart from the internal one, which is
+//! logged and never sent: a 500 tells the client only "internal error".
 
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -53,9 +53,17 @@ impl ApiError {
             ..Self::new(
                 ErrorCode::Internal,
                 "internal error",
-                "the hub logged the cause; see its log",
+                "the server logged the cause; see its log",
             )
         }
+    }
+
+    pub fn localhost_only(route: &str, hint: impl Into<String>) -> Self {
+        Self::new(
+            ErrorCode::LocalhostOnly,
+            format!("{route} answers loopback peers only"),
+            hint,
+        )
     }
 
     pub fn unavailable(message: impl Into<String>, internal: impl std::fmt::Display) -> Self {

@@ -1,0 +1,62 @@
+//! The HTTP edge every Sheratan server shares (hub planes, hosts, broker, relay, Core,
+//! dashboard): the contract's error type, the extractors that authenticate callers and read
+//! bodies within the limit, and the fallbacks that answer unknown routes and methods in the
+//! contract's shape. The accept loop with its timeouts and per-source caps is
+//! [`crate::serve`]. A handler's signature carries what it needs (`Caller<S>` for an
+//! authenticated caller, `JsonBody<T>` for a body within the limit), so none can forget it.
+
+mod auth;
+mod error;
+mod extract;
+
+pub use auth::{Presented, auth_fail, check_mesh_token, presented_token};
+pub use error::ApiError;
+pub use extract::{
+    Caller, Edge, JsonBody, Peer, QueryParams, RawBody, is_loopback, parse_json, peer_of,
+    peer_of_request, read_body,
+};
+
+/// `SHERATAN_MAX_BODY_BYTES`'s default: the largest request body a server reads.
+pub const DEFAULT_MAX_BODY_BYTES: usize = 1024 * 1024;
+
+use axum::Router;
+use axum::extract::Request;
+use sheratan_proto::ErrorCode;
+
+/// Unknown routes answer 404 and known routes with the wrong method 405
+/// (`METHOD_NOT_ALLOWED`), both in the contract's JSON shape; `routes` names what the
+/// server does serve.
+pub fn with_fallbacks<S: Clone + Send + Sync + 'static>(
+    router: Router<S>,
+    server: &'static str,
+    routes: &'static str,
+) -> Router<S> {
+    router
+        .fallback(move |req: Request| async move {
+            ApiError::new(
+                ErrorCode::NotFound,
+                format!("no route {} {} on {server}", req.method(), req.uri().path()),
+                format!("{server} serves {routes}"),
+            )
+        })
+        .method_not_allowed_fallback(|req: Request| async move {
+            ApiError::new(
+                ErrorCode::MethodNotAllowed,
+                format!("{} is not allowed on {}", req.method(), req.uri().path()),
+                "docs/API.md lists each route's method",
+            )
+        })
+}
+
+/// Requires a loopback peer, for routes that act with the hub's admin rights: a remote caller
+/// gets 403 `LOCALHOST_ONLY`. (Without this, a server on the hub's machine would turn a
+/// remote request into a loopback call to the hub's admin path.)
+pub fn require_loopback(peer: std::net::SocketAddr, route: &str) -> Result<(), ApiError> {
+    if is_loopback(peer.ip()) {
+        return Ok(());
+    }
+    Err(ApiError::localhost_only(
+        route,
+        "run the request on this server's machine (127.0.0.1), e.g. over ssh",
+    ))
+}
