@@ -70,6 +70,9 @@ pub struct TokenConfig {
     pub required: bool,
     pub next: Option<Secret>,
     pub rotation_until: Option<OffsetDateTime>,
+    /// `SHERATAN_ALLOW_WEAK_TOKEN`: run with (and rotate to) a weak token anyway, reporting
+    /// `WEAK_TOKEN`. Off: a weak token is a configuration error.
+    pub allow_weak: bool,
 }
 
 /// Which credential a request presented.
@@ -157,6 +160,7 @@ pub struct RotationStatus {
 pub struct Tokens {
     required: bool,
     state: RwLock<TokenState>,
+    allow_weak: bool,
     home: PathBuf,
     /// Set when the current token lives in `$SHERATAN_HOME/hub_token`; a finished rotation
     /// rewrites that file so local commands keep working.
@@ -190,7 +194,12 @@ impl Tokens {
             Some(token) => (token, None),
             None => (read_or_generate(&token_path)?, Some(token_path)),
         };
-        validate_token("SHERATAN_HUB_TOKEN", configured.expose())?;
+        let what = match &token_file {
+            Some(path) => path.display().to_string(),
+            None => "SHERATAN_HUB_TOKEN".into(),
+        };
+        validate_token(&what, configured.expose())?;
+        check_strength(&what, configured.expose(), config.allow_weak)?;
         let state = TokenState {
             current_digest: configured.digest(),
             current: configured,
@@ -203,6 +212,7 @@ impl Tokens {
         let tokens = Tokens {
             required: config.required,
             state: RwLock::new(state),
+            allow_weak: config.allow_weak,
             home: home.to_owned(),
             token_file,
             clock,
@@ -474,6 +484,7 @@ impl Tokens {
 
     fn begin_rotation(&self, next: Secret, until: OffsetDateTime) -> Result<(), TokenError> {
         validate_token("the next token", next.expose())?;
+        check_strength("the next token", next.expose(), self.allow_weak)?;
         let next_digest = next.digest();
         let mut state = self.write();
         if next_digest == state.current_digest {
@@ -649,6 +660,18 @@ pub fn validate_token(what: &str, token: &str) -> Result<(), TokenError> {
     Ok(())
 }
 
+/// A weak token is refused unless the operator allowed it (`SHERATAN_ALLOW_WEAK_TOKEN=1`):
+/// a 6-character token falls to a brute force in minutes, however the hub paces refusals.
+pub fn check_strength(what: &str, token: &str, allow_weak: bool) -> Result<(), TokenError> {
+    if allow_weak || !is_weak(token) {
+        return Ok(());
+    }
+    Err(TokenError::Invalid(format!(
+        "{what} is weak ({}): use a random value of at least {MIN_STRONG_TOKEN_LEN} characters (e.g. `openssl rand -hex 32`), or unset SHERATAN_HUB_TOKEN to have one generated; SHERATAN_ALLOW_WEAK_TOKEN=1 accepts it anyway (then WEAK_TOKEN is logged)",
+        weak_reason(token)
+    )))
+}
+
 /// The literal default or shorter than [`MIN_STRONG_TOKEN_LEN`]: reported as `WEAK_TOKEN`.
 pub fn is_weak(token: &str) -> bool {
     token == WEAK_DEFAULT_TOKEN || token.len() < MIN_STRONG_TOKEN_LEN
@@ -786,6 +809,7 @@ mod tests {
             required: true,
             next: None,
             rotation_until: None,
+            allow_weak: false,
         }
     }
 
@@ -921,16 +945,33 @@ mod tests {
     }
 
     #[test]
-    fn weak_tokens_are_reported() {
+    fn weak_tokens_are_refused_unless_allowed_and_then_reported() {
         let f = fixture();
-        Tokens::load(
-            config(WEAK_DEFAULT_TOKEN),
+        for weak in [WEAK_DEFAULT_TOKEN, "abc", "fifteen-chars-x"] {
+            let err = Tokens::load(config(weak), f.dir.path(), f.clock.clone(), f.audit.clone())
+                .err()
+                .expect("a weak token is refused");
+            assert!(
+                err.to_string().contains("SHERATAN_ALLOW_WEAK_TOKEN"),
+                "{err}"
+            );
+        }
+        let mut allowed = config(WEAK_DEFAULT_TOKEN);
+        allowed.allow_weak = true;
+        Tokens::load(allowed, f.dir.path(), f.clock.clone(), f.audit.clone()).unwrap();
+        assert_eq!(f.audit.count(EventKind::WeakToken), 1);
+
+        // A rotation to a weak next token is refused the same way.
+        let t = Tokens::load(
+            config("a-0123456789abcdef"),
             f.dir.path(),
             f.clock.clone(),
             f.audit.clone(),
         )
         .unwrap();
-        assert_eq!(f.audit.count(EventKind::WeakToken), 1);
+        let until = f.clock.now() + time::Duration::hours(1);
+        assert!(t.start_rotation(Secret::new("x"), until).is_err());
+        assert!(!t.rotation_status().active);
     }
 
     #[test]

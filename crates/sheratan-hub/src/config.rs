@@ -108,6 +108,16 @@ impl HubConfig {
                     .into(),
             );
         }
+        // Weak tokens are refused here too, before anything is created.
+        for (what, token) in [
+            ("SHERATAN_HUB_TOKEN", &self.tokens.token),
+            ("SHERATAN_HUB_TOKEN_NEXT", &self.tokens.next),
+        ] {
+            if let Some(token) = token {
+                crate::auth::check_strength(what, token.expose(), self.tokens.allow_weak)
+                    .map_err(|e| e.to_string())?;
+            }
+        }
         if self.node_ttl.is_zero() {
             return Err("SHERATAN_NODE_TTL_SEC must be at least 1".into());
         }

@@ -111,6 +111,15 @@ impl RuleArgs {
                 true,
             ),
             rule("node_dead", EventKind::NodeDead, 1, 60, true),
+            // A late worker now and then is normal; a burst from one source is someone
+            // trying lease ids.
+            rule(
+                "lease_mismatch_burst",
+                EventKind::LeaseMismatch,
+                10,
+                60,
+                true,
+            ),
             rule(
                 "sustained_backpressure",
                 EventKind::BackpressureDrop,

@@ -137,10 +137,11 @@ pub struct JobError {
     pub retryable: bool,
 }
 
-/// The lease a job is held by.
+/// Who holds a job's lease, and until when. Never the lease id: that is a capability only the
+/// node that took the lease sees (in its lease answer), so no reader of job views can extend
+/// or complete another node's lease.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct LeaseView {
-    pub lease_id: String,
     pub node_id: String,
     #[serde(with = "time::serde::rfc3339")]
     pub expires_at: OffsetDateTime,

@@ -31,11 +31,14 @@ pub enum EventKind {
     LeaseReap,
     IdempotencyKeyCollision,
     ResultIntegrityFail,
+    /// A result or lease extension named a lease that is not the job's current one: a late
+    /// worker, or someone guessing at another node's lease.
+    LeaseMismatch,
 }
 
 impl EventKind {
     /// All events, in declaration order; metrics list a counter for each, zero included.
-    pub const ALL: [EventKind; 19] = [
+    pub const ALL: [EventKind; 20] = [
         EventKind::AuthFail,
         EventKind::PortMismatch,
         EventKind::LocalhostOnly,
@@ -55,6 +58,7 @@ impl EventKind {
         EventKind::LeaseReap,
         EventKind::IdempotencyKeyCollision,
         EventKind::ResultIntegrityFail,
+        EventKind::LeaseMismatch,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -78,6 +82,7 @@ impl EventKind {
             EventKind::LeaseReap => "LEASE_REAP",
             EventKind::IdempotencyKeyCollision => "IDEMPOTENCY_KEY_COLLISION",
             EventKind::ResultIntegrityFail => "RESULT_INTEGRITY_FAIL",
+            EventKind::LeaseMismatch => "LEASE_MISMATCH",
         }
     }
 
@@ -99,7 +104,8 @@ impl EventKind {
             | NodeStale
             | BackpressureDrop
             | InflightSaturated
-            | IdempotencyKeyCollision => Severity::Warning,
+            | IdempotencyKeyCollision
+            | LeaseMismatch => Severity::Warning,
             AttestationSpoofSuspect | NodeDead | RegistryCorrupt | ResultIntegrityFail => {
                 Severity::Critical
             }

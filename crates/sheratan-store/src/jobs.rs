@@ -191,7 +191,6 @@ impl JobRecord {
                 .as_ref()
                 .filter(|_| self.status == JobStatus::InProgress)
                 .map(|l| LeaseView {
-                    lease_id: l.lease_id.to_string(),
                     node_id: l.node_id.clone(),
                     expires_at: l.expires_at,
                 }),

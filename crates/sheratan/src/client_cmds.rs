@@ -384,8 +384,7 @@ fn print_job(view: &JobView, json: bool) {
     if let Some(l) = &view.lease {
         let _ = writeln!(
             out,
-            "lease     {} on {} until {}",
-            l.lease_id,
+            "lease     held by {} until {}",
             l.node_id,
             fmt_time(l.expires_at)
         );
@@ -577,7 +576,8 @@ pub enum TokenCommand {
         /// When the old token stops working: RFC 3339 (2026-12-01T00:00:00Z) or Unix seconds.
         #[arg(long, value_parser = crate::hub_args::parse_time)]
         until: time::OffsetDateTime,
-        /// Accept a next token shorter than 16 characters (the hub reports it as WEAK_TOKEN).
+        /// Send a next token shorter than 16 characters anyway: the hub accepts it only when
+        /// it runs with SHERATAN_ALLOW_WEAK_TOKEN=1 (and reports WEAK_TOKEN), else answers 400.
         #[arg(long)]
         allow_weak: bool,
         /// Replace a rotation that is already running (its next token stops working at once).

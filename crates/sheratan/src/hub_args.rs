@@ -89,6 +89,11 @@ pub struct HubArgs {
     #[arg(long, env = "SHERATAN_HUB_TOKEN_REQUIRED", default_value = "1", value_parser = parse_flag)]
     pub token_required: bool,
 
+    /// 1 runs with a weak token (shorter than 16 characters, or `shared-secret`) and allows
+    /// rotating to one, logging WEAK_TOKEN; by default the hub refuses to start with one.
+    #[arg(long, env = "SHERATAN_ALLOW_WEAK_TOKEN", default_value = "0", value_parser = parse_flag)]
+    pub allow_weak_token: bool,
+
     /// The token to rotate to; both are accepted until SHERATAN_HUB_TOKEN_ROTATION_UNTIL.
     #[arg(long, env = "SHERATAN_HUB_TOKEN_NEXT", hide_env_values = true)]
     pub token_next: Option<String>,
@@ -344,6 +349,7 @@ impl HubArgs {
             required: self.token_required,
             next: self.token_next.clone().map(Secret::new),
             rotation_until: self.token_rotation_until,
+            allow_weak: self.allow_weak_token,
         };
         let mut config = HubConfig::new(self.home.home.clone(), tokens);
         config.planes = match self.plane {

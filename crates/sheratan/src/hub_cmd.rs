@@ -141,6 +141,9 @@ pub async fn run_hub(args: HubArgs, up: Option<WorkerPlan>) -> Result<(), Failur
         .await
         .map_err(|e| match e {
             sheratan_hub::HubError::Config(msg) => usage(msg),
+            sheratan_hub::HubError::Token(sheratan_hub::auth::TokenError::Invalid(msg)) => {
+                usage(msg)
+            }
             other => Failure::from(anyhow::Error::new(other)),
         })?;
     // Hubs on one PostgreSQL database share the registry, token rotation and bundles.

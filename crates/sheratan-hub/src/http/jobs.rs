@@ -205,7 +205,7 @@ async fn lease(
 
 async fn extend(
     State(state): State<PlaneState>,
-    _caller: Caller,
+    caller: Caller,
     id: Result<Path<String>, PathRejection>,
     req: Request,
 ) -> Result<Json<ExtendResponse>, ApiError> {
@@ -238,8 +238,22 @@ async fn extend(
             job_id: job_id.to_string(),
             lease_expires_at: expires_at,
         })),
-        ExtendOutcome::NotHeld => Err(lease_expired("the lease is no longer held")),
+        ExtendOutcome::NotHeld => {
+            lease_mismatch(&state, &caller, "extend");
+            Err(lease_expired("the lease is no longer held"))
+        }
     }
+}
+
+/// A result or extension named a lease that is not the job's current one. One from a worker
+/// whose lease was reaped is normal; many from one source are someone trying lease ids, which
+/// the audit log shows (folded, like every event) and the watcher alerts on.
+fn lease_mismatch(state: &PlaneState, caller: &Caller, route: &'static str) {
+    state.hub.audit.emit(
+        Event::new(EventKind::LeaseMismatch, state.plane)
+            .remote(caller.peer.ip())
+            .detail(serde_json::json!({ "route": route })),
+    );
 }
 
 fn lease_expired(message: impl Into<String>) -> ApiError {
@@ -314,6 +328,7 @@ async fn result(
             (status, true)
         }
         FinishOutcome::LeaseNotHeld { status } => {
+            lease_mismatch(&state, &caller, "results");
             return Err(lease_expired(format!(
                 "the lease is no longer held; the job is {}",
                 status.as_str()

@@ -114,8 +114,12 @@ async fn a_generated_token_is_private_and_stable_across_restarts() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_well_known_token_works_but_is_reported_as_weak() {
-    let hub = hub().env("SHERATAN_HUB_TOKEN", "shared-secret").start();
+async fn the_well_known_token_works_when_allowed_but_is_reported_as_weak() {
+    // Without SHERATAN_ALLOW_WEAK_TOKEN=1 the hub refuses to start (attacks.rs).
+    let hub = hub()
+        .env("SHERATAN_HUB_TOKEN", "shared-secret")
+        .env("SHERATAN_ALLOW_WEAK_TOKEN", "1")
+        .start();
     let (status, _) = get(
         &format!("{}/v1/nodes", hub.control_url),
         Auth::Bearer("shared-secret"),

@@ -1,5 +1,6 @@
 //! Integration tests of the `sheratan` binary: real processes on real loopback sockets.
 
+mod attacks;
 mod bench;
 mod common;
 mod control_auth;
