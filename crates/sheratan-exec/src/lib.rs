@@ -1,9 +1,15 @@
-//! Job handlers shared by workers and hosts: built-in `echo`, `sleep` and `http`, and `exec`
-//! handlers an operator declares in a TOML file. A handler gets the job's payload and a
-//! deadline and answers success with a JSON result, or failure with a message and whether a
+//! Job handlers shared by workers and hosts: built-in `echo` and `sleep`, the built-in `http`
+//! when the operator turns it on (see [`HttpSettings`]: it is a proxy into the node's
+//! network, so it is off by default and refuses internal addresses unless allowed), and
+//! `exec` handlers an operator declares in a TOML file. A handler gets the job's payload and
+//! a deadline and answers success with a JSON result, or failure with a message and whether a
 //! retry could help. No command runs unless the operator declared it.
 //!
 //! ```toml
+//! [http]
+//! enabled = true
+//! allow_hosts = ["10.8.0.0/16"]
+//!
 //! [handlers.resize]
 //! command = ["/usr/local/bin/resize-image", "--quality", "80"]
 //! timeout_s = 60                 # killed (with its process group) after this
@@ -15,6 +21,7 @@
 //! exit is a failure whose message ends with the tail of stderr.
 
 mod exec;
+mod http;
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -24,6 +31,7 @@ use serde::Deserialize;
 use tokio_util::sync::CancellationToken;
 
 pub use exec::ExecSpec;
+pub use http::{HttpSettings, is_internal};
 
 /// What running a job produced.
 #[derive(Debug, Clone, PartialEq)]
@@ -57,6 +65,8 @@ pub enum HandlerFileError {
 #[serde(deny_unknown_fields)]
 struct HandlerFile {
     #[serde(default)]
+    http: HttpSettings,
+    #[serde(default)]
     handlers: BTreeMap<String, ExecSpec>,
 }
 
@@ -64,18 +74,26 @@ struct HandlerFile {
 #[derive(Debug, Clone)]
 pub struct Handlers {
     exec: BTreeMap<String, ExecSpec>,
-    http: reqwest::Client,
+    /// `None` unless `[http] enabled = true`.
+    http: Option<http::HttpHandler>,
 }
 
+/// Names of the built-in handlers (`http` only where enabled); `exec` handlers cannot take them.
 pub const BUILTINS: [&str; 3] = ["echo", "http", "sleep"];
 
 impl Handlers {
-    /// The built-in handlers only.
+    /// The built-in handlers only: `echo` and `sleep` (`http` is off).
     pub fn builtin() -> Self {
         Self {
             exec: BTreeMap::new(),
-            http: reqwest::Client::new(),
+            http: None,
         }
+    }
+
+    /// The built-ins with the `http` handler set up as `settings` say.
+    pub fn with_http(mut self, settings: &HttpSettings) -> Result<Self, String> {
+        self.http = http::HttpHandler::new(settings)?;
+        Ok(self)
     }
 
     /// Built-ins plus the `exec` handlers declared in a TOML file.
@@ -110,22 +128,31 @@ impl Handlers {
             spec.validate()
                 .map_err(|e| format!("handlers.{name}: {e}"))?;
         }
-        Ok(Self {
+        Self {
             exec: file.handlers,
-            http: reqwest::Client::new(),
-        })
+            http: None,
+        }
+        .with_http(&file.http)
     }
 
     /// Every handler name, sorted: the node's capabilities.
     pub fn names(&self) -> Vec<String> {
-        let mut names: Vec<String> = BUILTINS.iter().map(|s| s.to_string()).collect();
+        let mut names: Vec<String> = BUILTINS
+            .iter()
+            .filter(|name| **name != "http" || self.http.is_some())
+            .map(|s| s.to_string())
+            .collect();
         names.extend(self.exec.keys().cloned());
         names.sort();
         names
     }
 
     pub fn has(&self, kind: &str) -> bool {
-        BUILTINS.contains(&kind) || self.exec.contains_key(kind)
+        match kind {
+            "echo" | "sleep" => true,
+            "http" => self.http.is_some(),
+            other => self.exec.contains_key(other),
+        }
     }
 
     /// Runs the handler for `kind`. Never panics on a payload; a handler that outlives
@@ -138,21 +165,19 @@ impl Handlers {
         cancel: &CancellationToken,
     ) -> Outcome {
         let work = async {
-            match kind {
-                "echo" => Outcome::Success(payload.clone()),
-                "sleep" => sleep(payload).await,
-                "http" => http(&self.http, payload, deadline).await,
-                other => match self.exec.get(other) {
-                    Some(spec) => spec.run(payload, deadline).await,
-                    // Another node may have it: worth another attempt elsewhere.
-                    None => Outcome::fail(
-                        format!(
-                            "this node has no handler for kind {other:?} (it has: {})",
-                            self.names().join(", ")
-                        ),
-                        true,
+            match (kind, &self.http, self.exec.get(kind)) {
+                ("echo", ..) => Outcome::Success(payload.clone()),
+                ("sleep", ..) => sleep(payload).await,
+                ("http", Some(http), _) => http.run(payload, deadline).await,
+                (_, _, Some(spec)) => spec.run(payload, deadline).await,
+                // Another node may have it: worth another attempt elsewhere.
+                (other, ..) => Outcome::fail(
+                    format!(
+                        "this node has no handler for kind {other:?} (it has: {})",
+                        self.names().join(", ")
                     ),
-                },
+                    true,
+                ),
             }
         };
         tokio::select! {
@@ -173,58 +198,6 @@ async fn sleep(payload: &serde_json::Value) -> Outcome {
     };
     tokio::time::sleep(Duration::from_millis(ms)).await;
     Outcome::Success(serde_json::json!({ "slept_ms": ms }))
-}
-
-/// `http`: `{"url", "method"?, "headers"?, "body"?, "timeout_ms"?}`; answers `{"status",
-/// "body"}` (body as text, at most 1 MiB). Any HTTP status is a success; a connection failure
-/// or timeout is a retryable failure.
-async fn http(
-    client: &reqwest::Client,
-    payload: &serde_json::Value,
-    deadline: Duration,
-) -> Outcome {
-    let Some(url) = payload["url"].as_str() else {
-        return Outcome::fail("http needs {\"url\": \"http://…\"}", false);
-    };
-    if !(url.starts_with("http://") || url.starts_with("https://")) {
-        return Outcome::fail(format!("http: {url:?} is not an http:// URL"), false);
-    }
-    let method = payload["method"].as_str().unwrap_or("GET");
-    let Ok(method) = reqwest::Method::from_bytes(method.to_ascii_uppercase().as_bytes()) else {
-        return Outcome::fail(format!("http: {method:?} is not an HTTP method"), false);
-    };
-    let timeout = payload["timeout_ms"]
-        .as_u64()
-        .map(Duration::from_millis)
-        .unwrap_or(deadline)
-        .min(deadline);
-    let mut req = client.request(method, url).timeout(timeout);
-    if let Some(headers) = payload["headers"].as_object() {
-        for (k, v) in headers {
-            if let Some(v) = v.as_str() {
-                req = req.header(k, v);
-            }
-        }
-    }
-    match &payload["body"] {
-        serde_json::Value::Null => {}
-        serde_json::Value::String(s) => req = req.body(s.clone()),
-        other => req = req.json(other),
-    }
-    match req.send().await {
-        Ok(response) => {
-            let status = response.status().as_u16();
-            match response.bytes().await {
-                Ok(bytes) => {
-                    let body =
-                        String::from_utf8_lossy(&bytes[..bytes.len().min(1 << 20)]).into_owned();
-                    Outcome::Success(serde_json::json!({ "status": status, "body": body }))
-                }
-                Err(e) => Outcome::fail(format!("http: reading the answer failed: {e}"), true),
-            }
-        }
-        Err(e) => Outcome::fail(format!("http: {e}"), true),
-    }
 }
 
 #[cfg(test)]
@@ -279,7 +252,18 @@ mod tests {
                 ..
             }
         ));
-        assert_eq!(h.names(), vec!["echo", "http", "sleep"]);
+        assert_eq!(h.names(), vec!["echo", "sleep"], "http is off by default");
+        assert!(!h.has("http"));
+        assert!(matches!(
+            h.run(
+                "http",
+                &serde_json::json!({"url": "http://1.1.1.1/"}),
+                d,
+                &never
+            )
+            .await,
+            Outcome::Failure { .. }
+        ));
     }
 
     #[test]
@@ -289,6 +273,10 @@ mod tests {
         assert!(Handlers::from_toml("[handlers.x]\ncommand = [\"/bin/true\"]\nbogus = 1").is_err());
         let h = Handlers::from_toml("[handlers.resize]\ncommand = [\"/bin/cat\"]\ntimeout_s = 5")
             .unwrap();
-        assert_eq!(h.names(), vec!["echo", "http", "resize", "sleep"]);
+        assert_eq!(h.names(), vec!["echo", "resize", "sleep"]);
+        let h = Handlers::from_toml("[http]\nenabled = true\n").unwrap();
+        assert_eq!(h.names(), vec!["echo", "http", "sleep"]);
+        assert!(Handlers::from_toml("[http]\nenabled = true\nbogus = 1\n").is_err());
+        assert!(Handlers::from_toml("[http]\nenabled = true\nallow_hosts = [\"a b\"]\n").is_err());
     }
 }

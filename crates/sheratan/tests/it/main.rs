@@ -18,4 +18,5 @@ mod ports;
 mod registry;
 mod relay;
 mod rotation;
+mod ssrf;
 mod worker;
