@@ -11,6 +11,9 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::Outcome;
 
+/// The only variables a command inherits from the node; its handler's `env` adds more.
+pub const INHERITED_ENV: [&str; 4] = ["PATH", "HOME", "LANG", "TZ"];
+
 /// How much of stderr a failure message keeps (its end).
 const STDERR_TAIL: usize = 2048;
 /// At most this much stdout is read as the result.
@@ -55,6 +58,14 @@ impl ExecSpec {
     pub(crate) async fn run(&self, payload: &serde_json::Value, deadline: Duration) -> Outcome {
         let timeout = Duration::from_secs(self.timeout_s).min(deadline);
         let mut cmd = tokio::process::Command::new(&self.command[0]);
+        // An empty environment plus an allow-list: the node's own (its mesh token, API keys
+        // of the relay's backends, …) is none of a job command's business.
+        cmd.env_clear();
+        for name in INHERITED_ENV {
+            if let Some(value) = std::env::var_os(name) {
+                cmd.env(name, value);
+            }
+        }
         cmd.args(&self.command[1..])
             .envs(&self.env)
             .stdin(Stdio::piped())

@@ -119,7 +119,7 @@ impl Policy {
 
     fn host_allowed_by_name(&self, host: &str) -> bool {
         let host = host.trim_end_matches('.').to_ascii_lowercase();
-        self.names.iter().any(|n| *n == host)
+        self.names.contains(&host)
     }
 
     fn ip_allowed(&self, ip: IpAddr) -> bool {
@@ -148,7 +148,7 @@ impl Policy {
         if self.ip_allowed(ip) {
             Ok(())
         } else {
-            Err(refusal(&url.host_str().unwrap_or_default().to_owned(), ip))
+            Err(refusal(url.host_str().unwrap_or_default(), ip))
         }
     }
 }

@@ -13,7 +13,7 @@
 //! [handlers.resize]
 //! command = ["/usr/local/bin/resize-image", "--quality", "80"]
 //! timeout_s = 60                 # killed (with its process group) after this
-//! env = { MAGICK_THREADS = "1" }
+//! env = { MAGICK_THREADS = "1" }   # with PATH, HOME, LANG, TZ: all it inherits
 //! cwd = "/var/lib/resize"
 //! retry_on_failure = true        # a non-zero exit is worth another attempt (default)
 //! ```

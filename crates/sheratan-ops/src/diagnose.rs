@@ -135,8 +135,27 @@ pub async fn run(input: DiagnoseInput) -> anyhow::Result<PathBuf> {
     files.insert("config.json".into(), json_bytes(&configuration(&input)));
 
     step(7, "writing the bundle");
-    for bytes in files.values_mut() {
-        *bytes = redact(bytes, &secrets);
+    // Binary files cannot be redacted with confidence: they are left out, and listed.
+    let mut left_out = Vec::new();
+    files.retain(|name, bytes| match redact(bytes, &secrets) {
+        Some(clean) => {
+            *bytes = clean;
+            true
+        }
+        None => {
+            left_out.push(name.clone());
+            false
+        }
+    });
+    if !left_out.is_empty() {
+        files.insert(
+            "left_out.txt".into(),
+            format!(
+                "not valid UTF-8, so not redactable; left out:\n{}\n",
+                left_out.join("\n")
+            )
+            .into_bytes(),
+        );
     }
     std::fs::create_dir_all(&input.out_dir)
         .with_context(|| format!("create {}", input.out_dir.display()))?;
@@ -146,8 +165,21 @@ pub async fn run(input: DiagnoseInput) -> anyhow::Result<PathBuf> {
         ))
         .unwrap_or_default();
     let path = input.out_dir.join(format!("diag_bundle_{stamp}.zip"));
-    let file =
-        std::fs::File::create(&path).with_context(|| format!("create {}", path.display()))?;
+    // Redacted, but still the mesh's inner workings: for its owner only.
+    let file = {
+        use std::os::unix::fs::OpenOptionsExt;
+        use std::os::unix::fs::PermissionsExt;
+        let file = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&path)
+            .with_context(|| format!("create {}", path.display()))?;
+        // An existing file keeps its mode on open: set it.
+        file.set_permissions(std::fs::Permissions::from_mode(0o600))?;
+        file
+    };
     let mut zip = zip::ZipWriter::new(file);
     let options = zip::write::SimpleFileOptions::default()
         .compression_method(zip::CompressionMethod::Deflated);
@@ -191,8 +223,9 @@ fn collect_secrets(input: &DiagnoseInput) -> Vec<String> {
             secrets.push(value);
         }
     }
-    // Short strings would redact too much of everything else.
-    secrets.retain(|s| s.len() >= 6);
+    // Every secret, however short (a short one makes the bundle hard to read, but a secret
+    // left in it is worse); only the empty string is not one.
+    secrets.retain(|s| !s.is_empty());
     secrets.sort_by_key(|s| std::cmp::Reverse(s.len()));
     secrets.dedup();
     secrets
@@ -268,18 +301,18 @@ fn redact_url_password(value: &str) -> String {
     }
 }
 
-/// Replaces every occurrence of every secret in `bytes`.
-pub fn redact(bytes: &[u8], secrets: &[String]) -> Vec<u8> {
-    let Ok(text) = std::str::from_utf8(bytes) else {
-        return bytes.to_vec();
-    };
-    let mut text = text.to_owned();
+/// `bytes` with every occurrence of every secret replaced, and the user-info of every URL
+/// (a node's `addr` may carry a password nobody configured here). `None` for bytes that are
+/// not UTF-8: they cannot be redacted with confidence.
+pub fn redact(bytes: &[u8], secrets: &[String]) -> Option<Vec<u8>> {
+    let text = std::str::from_utf8(bytes).ok()?;
+    let mut text = sheratan_proto::redact::urls_in(text);
     for s in secrets {
         if text.contains(s.as_str()) {
             text = text.replace(s.as_str(), REDACTED);
         }
     }
-    text.into_bytes()
+    Some(text.into_bytes())
 }
 
 #[cfg(test)]
@@ -302,8 +335,17 @@ mod tests {
         assert!(is_secret_name("SHERATAN_OPENAI_API_KEY"));
         assert!(!is_secret_name("SHERATAN_HOME"));
         assert_eq!(
-            redact(b"a tok-123456 b tok-123456", &["tok-123456".into()]),
+            redact(b"a tok-123456 b tok-123456", &["tok-123456".into()]).unwrap(),
             b"a <redacted> b <redacted>"
         );
+        assert_eq!(
+            redact(b"short xy secret", &["xy".into()]).unwrap(),
+            b"short <redacted> secret"
+        );
+        assert_eq!(
+            redact(br#"{"addr":"http://u:p@h:1"}"#, &[]).unwrap(),
+            br#"{"addr":"http://***@h:1"}"#
+        );
+        assert_eq!(redact(b"\xff\xfe binary", &[]), None);
     }
 }

@@ -562,3 +562,166 @@ async fn core_events(core: &str, token: &str) -> String {
     assert!(text.contains("event: job"), "{text}");
     text
 }
+
+/// A command handler runs with an empty environment plus PATH, HOME, LANG, TZ and what its
+/// handler names: it cannot read the node's mesh token or API keys. And a token given as a
+/// file never shows in the process list.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn handlers_and_the_process_list_do_not_see_the_token() {
+    let hub = hub().start();
+    let token = hub.token();
+    let dir = tempfile::tempdir().unwrap();
+    let handlers = dir.path().join("handlers.toml");
+    std::fs::write(
+        &handlers,
+        r#"[handlers.envdump]
+command = ["/bin/sh", "-c", "printf '{\"token\":\"%s\",\"key\":\"%s\",\"path\":\"%s\",\"mine\":\"%s\",\"count\":%s}' \"$SHERATAN_HUB_TOKEN\" \"$SHERATAN_OPENAI_API_KEY\" \"$PATH\" \"$MINE\" \"$(env | wc -l)\""]
+env = { MINE = "yes" }
+"#,
+    )
+    .unwrap();
+    let token_file = dir.path().join("token");
+    std::fs::write(&token_file, format!("{token}\n")).unwrap();
+    let worker = sheratan_testkit::Proc::start(
+        std::path::Path::new(env!("CARGO_BIN_EXE_sheratan")),
+        &[
+            "worker",
+            "--node-id",
+            "w-env",
+            "--queues",
+            "env",
+            "--handlers",
+            handlers.to_str().unwrap(),
+            "--token-file",
+            token_file.to_str().unwrap(),
+            "--control-url",
+            &hub.control_url,
+            "--data-url",
+            &hub.data_url,
+        ],
+        &[("SHERATAN_OPENAI_API_KEY", "sk-node-secret-key")],
+        true,
+    );
+    let cmdline = std::fs::read(format!("/proc/{}/cmdline", worker.pid())).unwrap();
+    assert!(
+        !String::from_utf8_lossy(&cmdline).contains(&token),
+        "the token is in the process list"
+    );
+    let (_, job) = submit(
+        &hub.data_url,
+        &token,
+        &serde_json::json!({"queue": "env", "kind": "envdump", "payload": {}, "required_capabilities": ["envdump"]}),
+    )
+    .await;
+    let id = job["job_id"].as_str().unwrap();
+    let view = sheratan_testkit::wait_for(Duration::from_secs(20), || {
+        let v = futures_block(get(
+            &format!("{}/v1/jobs/{id}", hub.data_url),
+            Auth::Bearer(&token),
+        ))
+        .1;
+        (v["status"] == "completed" || v["status"] == "failed").then_some(v)
+    })
+    .expect("the job finished");
+    assert_eq!(view["status"], "completed", "{view}");
+    let result = &view["result"];
+    assert_eq!(result["token"], "", "{result}");
+    assert_eq!(result["key"], "", "{result}");
+    assert_eq!(result["mine"], "yes", "{result}");
+    assert!(!result["path"].as_str().unwrap().is_empty());
+    // PATH, HOME (and LANG, TZ where set), MINE, and what sh itself adds (PWD, SHLVL, _).
+    assert!(result["count"].as_u64().unwrap() <= 9, "{result}");
+
+    // --help says why --token is discouraged.
+    let help = std::process::Command::new(env!("CARGO_BIN_EXE_sheratan"))
+        .args(["worker", "--help"])
+        .output()
+        .unwrap();
+    let help = String::from_utf8_lossy(&help.stdout);
+    assert!(help.contains("--token-file"), "{help}");
+    assert!(help.contains("/proc/PID/cmdline"), "{help}");
+}
+
+/// Runs a future to completion from synchronous code inside a multi-threaded test.
+fn futures_block<F: std::future::Future>(f: F) -> F::Output {
+    tokio::task::block_in_place(|| tokio::runtime::Handle::current().block_on(f))
+}
+
+/// A password in the OpenAI backend's URL is never shown: not by the relay's public /health,
+/// its banner, Core's overview (which the dashboard's Relay view shows) or a job's error.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn url_passwords_are_not_shown() {
+    let password = "openai-url-password";
+    let base_url = format!("http://relayuser:{password}@127.0.0.1:9/v1");
+    let hub = hub()
+        .up()
+        .env("SHERATAN_OPENAI_BASE_URL", &base_url)
+        .env("SHERATAN_OPENAI_MODEL", "m")
+        .start();
+    let token = hub.token();
+    let (_, health) = get(&format!("{}/health", hub.urls["relay"]), Auth::None).await;
+    assert_eq!(
+        health["backends"]["openai"]["base_url"], "http://***@127.0.0.1:9/v1",
+        "{health}"
+    );
+    let (_, overview) = get(
+        &format!("{}/api/overview", hub.urls["core"]),
+        Auth::Bearer(&token),
+    )
+    .await;
+    assert!(
+        overview.to_string().contains("***@127.0.0.1:9"),
+        "{overview}"
+    );
+    // A job that fails against the server names it without the password.
+    let (_, job) = submit(
+        &hub.data_url,
+        &token,
+        &serde_json::json!({"queue": "llm", "kind": "llm", "payload": {"prompt": "hi", "backend": "openai"}, "max_attempts": 1}),
+    )
+    .await;
+    let id = job["job_id"].as_str().unwrap().to_owned();
+    let view = sheratan_testkit::wait_for(Duration::from_secs(30), || {
+        let v = futures_block(get(
+            &format!("{}/v1/jobs/{id}", hub.data_url),
+            Auth::Bearer(&token),
+        ))
+        .1;
+        (v["status"] == "failed").then_some(v)
+    })
+    .expect("the job failed");
+    let shown = [
+        health.to_string(),
+        overview.to_string(),
+        view.to_string(),
+        hub.stdout(),
+    ];
+    for text in &shown {
+        assert!(!text.contains(password), "the password leaked: {text}");
+    }
+    // The stand-alone relay's banner, too.
+    let relay = sheratan_testkit::Proc::start(
+        std::path::Path::new(env!("CARGO_BIN_EXE_sheratan")),
+        &[
+            "relay",
+            "--listen",
+            "127.0.0.1:0",
+            "--control-url",
+            &hub.control_url,
+            "--data-url",
+            &hub.data_url,
+        ],
+        &[
+            ("SHERATAN_HUB_TOKEN", &token),
+            ("SHERATAN_OPENAI_BASE_URL", &base_url),
+            ("SHERATAN_OPENAI_MODEL", "m"),
+        ],
+        true,
+    );
+    assert!(
+        relay.stdout().contains("openai: http://***@127.0.0.1:9/v1"),
+        "{}",
+        relay.stdout()
+    );
+    assert!(!relay.stdout().contains(password));
+}

@@ -101,6 +101,15 @@ async fn diagnose_bundles_every_part_and_no_secret() {
         &heartbeat_body("diag-node"),
     )
     .await;
+    // A node whose address carries a password nobody configured on this machine.
+    let node_password = "node-pw-in-addr";
+    let (status, _) = post(
+        &format!("{}/v1/heartbeat", hub.control_url),
+        Auth::Bearer(token),
+        &serde_json::json!({"node_id": "diag-host", "role": "host", "addr": format!("http://relayuser:{node_password}@10.0.0.5:8081")}).to_string(),
+    )
+    .await;
+    assert!(status.is_success());
     get(
         &format!("{}/v1/nodes", hub.control_url),
         Auth::Bearer("guess"),
@@ -110,11 +119,21 @@ async fn diagnose_bundles_every_part_and_no_secret() {
     let log = hub.home.join("logs").join("alerts.jsonl");
     std::fs::write(
         &log,
-        format!("{{\"leak\":\"{token}\",\"and\":\"{next}\"}}\n"),
+        format!("{{\"leak\":\"{token}\",\"and\":\"{next}\",\"short\":\"k3Y\"}}\n"),
+    )
+    .unwrap();
+    // A binary file among the logs, carrying the token: it cannot be redacted, so it is left
+    // out rather than copied raw.
+    let mut binary = vec![0xff, 0xfe, 0x00];
+    binary.extend_from_slice(token.as_bytes());
+    std::fs::write(
+        hub.home.join("logs").join("hub_security_audit.jsonl.9"),
+        binary,
     )
     .unwrap();
     let out_dir = tempfile::tempdir().unwrap();
     let db_password = "pw-in-a-url-42";
+    let short_key = "k3Y";
     let (code, out, err) = run(
         &hub,
         &["diagnose", "--out", out_dir.path().to_str().unwrap()],
@@ -125,6 +144,7 @@ async fn diagnose_bundles_every_part_and_no_secret() {
                 "SHERATAN_STORE",
                 &format!("postgres://app:{db_password}@db.internal/sheratan"),
             ),
+            ("SHERATAN_OPENAI_API_KEY", short_key),
         ],
     );
     assert_eq!(code, 0, "{err}");
@@ -154,10 +174,19 @@ async fn diagnose_bundles_every_part_and_no_secret() {
         assert!(names.contains(&part), "{part} missing from {names:?}");
     }
     for (name, text) in &files {
-        for secret in [token, next, db_password] {
+        for secret in [token, next, db_password, node_password, short_key] {
             assert!(!text.contains(secret), "{name} carries a secret");
         }
     }
+    assert!(!names.contains(&"diag/logs/hub_security_audit.jsonl.9"));
+    assert!(
+        files
+            .iter()
+            .any(|(n, t)| n == "diag/left_out.txt" && t.contains("hub_security_audit.jsonl.9"))
+    );
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(path).unwrap().permissions().mode();
+    assert_eq!(mode & 0o777, 0o600, "the bundle is its owner's only");
     let get = |n: &str| &files.iter().find(|(name, _)| name == n).unwrap().1;
     assert!(get("diag/registry.json").contains("diag-node"));
     assert!(get("diag/logs/alerts.jsonl").contains("<redacted>"));
