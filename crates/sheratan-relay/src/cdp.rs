@@ -1,13 +1,14 @@
-//! A plain Chrome DevTools Protocol client over one WebSocket to the browser, with flattened
-//! sessions for tabs, and the browser it talks to: a Chrome at a DevTools URL, or a headless
-//! Chromium this process launches (and relaunches after a crash).
+//! A plain Chrome DevTools Protocol client with flattened sessions for tabs, and the browser
+//! it talks to: a Chrome at a DevTools URL (over a WebSocket), or a headless Chromium this
+//! process launches (and relaunches after a crash), spoken to over the pipes of
+//! `--remote-debugging-pipe`: no DevTools port is opened, so no other local user can drive it.
 //!
 //! Plain CDP because the relay needs eight methods (create, attach and close a target,
 //! navigate, evaluate, insert text, a key event, a screenshot): a JSON-RPC multiplexer over
 //! a WebSocket is small, and every failure mode (browser gone, call timing out) stays in our
 //! hands. Nothing is downloaded, ever: the browser is the operator's, or Debian's `chromium`.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -16,7 +17,7 @@ use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{Value, json};
-use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncWrite, AsyncWriteExt, BufReader};
 use tokio::sync::{mpsc, oneshot};
 use tokio_tungstenite::tungstenite::Message;
 
@@ -34,17 +35,81 @@ pub enum CdpError {
 
 type Pending = Arc<Mutex<HashMap<u64, oneshot::Sender<Result<Value, String>>>>>;
 
-/// One WebSocket connection to a browser.
+/// One connection to a browser: a WebSocket to a running Chrome, or the pipes of a Chromium
+/// this process launched (`--remote-debugging-pipe`).
 pub struct Connection {
-    outgoing: mpsc::UnboundedSender<Message>,
+    outgoing: mpsc::UnboundedSender<String>,
     pending: Pending,
     next_id: AtomicU64,
     alive: Arc<AtomicBool>,
-    /// The browser's version string, from `/json/version` or `Browser.getVersion`.
+    /// The browser's version string, from `Browser.getVersion`.
     pub version: String,
 }
 
+/// Where a connection's reader hands the browser's answers.
+struct Inbox {
+    pending: Pending,
+    alive: Arc<AtomicBool>,
+}
+
+impl Inbox {
+    fn deliver(&self, text: &str) {
+        let Ok(value) = serde_json::from_str::<Value>(text) else {
+            return;
+        };
+        // Events (no id) are not used: the relay polls the page instead.
+        let Some(id) = value.get("id").and_then(Value::as_u64) else {
+            return;
+        };
+        let waiter = self.pending.lock().expect("cdp lock").remove(&id);
+        if let Some(waiter) = waiter {
+            let answer = match value.get("error") {
+                Some(e) => Err(e
+                    .get("message")
+                    .and_then(Value::as_str)
+                    .unwrap_or("error")
+                    .to_owned()),
+                None => Ok(value.get("result").cloned().unwrap_or(Value::Null)),
+            };
+            let _ = waiter.send(answer);
+        }
+    }
+
+    /// The browser is gone: every caller still waiting learns it.
+    fn close(&self) {
+        self.alive.store(false, Ordering::Release);
+        self.pending.lock().expect("cdp lock").clear();
+    }
+}
+
 impl Connection {
+    /// A connection whose messages go to the returned queue and whose answers are delivered
+    /// to the returned inbox by the transport's tasks.
+    fn parts() -> (Connection, mpsc::UnboundedReceiver<String>, Inbox) {
+        let (outgoing, queue) = mpsc::unbounded_channel();
+        let pending: Pending = Arc::default();
+        let alive = Arc::new(AtomicBool::new(true));
+        let inbox = Inbox {
+            pending: pending.clone(),
+            alive: alive.clone(),
+        };
+        let connection = Connection {
+            outgoing,
+            pending,
+            next_id: AtomicU64::new(1),
+            alive,
+            version: String::new(),
+        };
+        (connection, queue, inbox)
+    }
+
+    /// Asks the browser its version: the first call, which also proves the transport works.
+    async fn handshake(mut self) -> Result<Connection, CdpError> {
+        let version = self.call("Browser.getVersion", json!({}), None).await?;
+        self.version = version["product"].as_str().unwrap_or("unknown").to_owned();
+        Ok(self)
+    }
+
     /// Connects to a browser's WebSocket debugger URL (`ws://…/devtools/browser/…`).
     pub async fn connect(ws_url: &str) -> Result<Connection, CdpError> {
         let (socket, _) = tokio::time::timeout(
@@ -55,59 +120,61 @@ impl Connection {
         .map_err(|_| CdpError::Connect(format!("{ws_url}: no WebSocket handshake within 10 s")))?
         .map_err(|e| CdpError::Connect(format!("{ws_url}: {e}")))?;
         let (mut sink, mut stream) = socket.split();
-        let (outgoing, mut queue) = mpsc::unbounded_channel::<Message>();
-        let pending: Pending = Arc::default();
-        let alive = Arc::new(AtomicBool::new(true));
+        let (connection, mut queue, inbox) = Connection::parts();
         tokio::spawn(async move {
-            while let Some(message) = queue.recv().await {
-                if sink.send(message).await.is_err() {
+            while let Some(text) = queue.recv().await {
+                if sink.send(Message::text(text)).await.is_err() {
                     break;
                 }
             }
             let _ = sink.close().await;
         });
-        let (reader_pending, reader_alive) = (pending.clone(), alive.clone());
         tokio::spawn(async move {
             while let Some(Ok(message)) = stream.next().await {
-                let Message::Text(text) = message else {
-                    continue;
-                };
-                let Ok(value) = serde_json::from_str::<Value>(&text) else {
-                    continue;
-                };
-                // Events (no id) are not used: the relay polls the page instead.
-                let Some(id) = value.get("id").and_then(Value::as_u64) else {
-                    continue;
-                };
-                let waiter = reader_pending.lock().expect("cdp lock").remove(&id);
-                if let Some(waiter) = waiter {
-                    let answer = match value.get("error") {
-                        Some(e) => Err(e
-                            .get("message")
-                            .and_then(Value::as_str)
-                            .unwrap_or("error")
-                            .to_owned()),
-                        None => Ok(value.get("result").cloned().unwrap_or(Value::Null)),
-                    };
-                    let _ = waiter.send(answer);
+                if let Message::Text(text) = message {
+                    inbox.deliver(&text);
                 }
             }
-            reader_alive.store(false, Ordering::Release);
-            // Every caller still waiting learns the browser is gone.
-            reader_pending.lock().expect("cdp lock").clear();
+            inbox.close();
         });
-        let mut connection = Connection {
-            outgoing,
-            pending,
-            next_id: AtomicU64::new(1),
-            alive,
-            version: String::new(),
-        };
-        let version = connection
-            .call("Browser.getVersion", json!({}), None)
-            .await?;
-        connection.version = version["product"].as_str().unwrap_or("unknown").to_owned();
-        Ok(connection)
+        connection.handshake().await
+    }
+
+    /// Speaks CDP over the pipes of `--remote-debugging-pipe`: one JSON message per NUL-
+    /// terminated record each way. Nothing listens on a port, so no other local user can
+    /// drive the browser.
+    pub async fn over_pipes(
+        mut to_browser: impl AsyncWrite + Unpin + Send + 'static,
+        from_browser: impl AsyncRead + Unpin + Send + 'static,
+    ) -> Result<Connection, CdpError> {
+        let (connection, mut queue, inbox) = Connection::parts();
+        tokio::spawn(async move {
+            while let Some(text) = queue.recv().await {
+                let mut record = text.into_bytes();
+                record.push(0);
+                if to_browser.write_all(&record).await.is_err() {
+                    break;
+                }
+            }
+        });
+        tokio::spawn(async move {
+            let mut reader = BufReader::new(from_browser);
+            let mut record = Vec::new();
+            loop {
+                record.clear();
+                match reader.read_until(0, &mut record).await {
+                    Ok(0) | Err(_) => break,
+                    Ok(_) => {
+                        if record.last() == Some(&0) {
+                            record.pop();
+                        }
+                        inbox.deliver(&String::from_utf8_lossy(&record));
+                    }
+                }
+            }
+            inbox.close();
+        });
+        connection.handshake().await
     }
 
     pub fn is_alive(&self) -> bool {
@@ -131,11 +198,7 @@ impl Connection {
         }
         let (tx, rx) = oneshot::channel();
         self.pending.lock().expect("cdp lock").insert(id, tx);
-        if self
-            .outgoing
-            .send(Message::text(message.to_string()))
-            .is_err()
-        {
+        if self.outgoing.send(message.to_string()).is_err() {
             self.pending.lock().expect("cdp lock").remove(&id);
             return Err(CdpError::Disconnected);
         }
@@ -166,12 +229,12 @@ pub enum BrowserSource {
     Launch { chromium: PathBuf, dir: PathBuf },
 }
 
-/// The flags a launched Chromium gets: headless, no sandbox (containers), nothing that talks
-/// to the network on its own (updates, sync, QUIC, background requests), and no throttling of
-/// background tabs.
+/// The flags a launched Chromium gets: headless, CDP over pipes, nothing that talks to the
+/// network on its own (updates, sync, QUIC, background requests), and no throttling of
+/// background tabs. The sandbox stays on unless [`Sandbox`] says it cannot.
 pub const CHROMIUM_FLAGS: &[&str] = &[
     "--headless",
-    "--no-sandbox",
+    "--remote-debugging-pipe",
     "--disable-gpu",
     "--disable-dev-shm-usage",
     "--disable-quic",
@@ -189,9 +252,35 @@ pub const CHROMIUM_FLAGS: &[&str] = &[
     "--disable-background-timer-throttling",
     "--disable-renderer-backgrounding",
     "--disable-backgrounding-occluded-windows",
-    "--remote-debugging-address=127.0.0.1",
-    "--remote-debugging-port=0",
 ];
+
+/// Whether a launched Chromium keeps its sandbox, and if not, why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Sandbox {
+    On,
+    /// `--no-sandbox`, for the reason given (shown in `/health` and logged).
+    Off(String),
+}
+
+impl Sandbox {
+    /// The sandbox unless this process runs as root: Chromium refuses to sandbox itself as
+    /// root, so there the relay must choose between no browser and an unsandboxed one.
+    fn initial() -> Sandbox {
+        if rustix::process::geteuid().is_root() {
+            Sandbox::Off(
+                "the relay runs as root, where Chromium cannot use its sandbox; run the relay as an unprivileged user to keep it".into(),
+            )
+        } else {
+            Sandbox::On
+        }
+    }
+}
+
+/// How Chromium is started so that its fds 3 and 4 are the pipes CDP wants: through `sh`,
+/// which maps our stdin/stdout pipes onto them and then becomes Chromium (`exec`, same PID
+/// and process group). Done this way because mapping descriptors in the child directly needs
+/// `unsafe` (`pre_exec`), which this workspace forbids.
+const PIPE_SHIM: &str = r#"exec "$0" "$@" 3<&0 4>&1 0</dev/null 1>/dev/null"#;
 
 /// A browser the relay can always ask for a live connection: it reconnects (or relaunches)
 /// when the previous one died.
@@ -202,6 +291,7 @@ pub struct Browser {
     /// The launched Chromium's profile dir, removed when it is stopped.
     profile: Mutex<Option<PathBuf>>,
     launches: AtomicU64,
+    sandbox: Mutex<Sandbox>,
 }
 
 impl Browser {
@@ -209,12 +299,17 @@ impl Browser {
         if let BrowserSource::Launch { dir, .. } = &source {
             reap_orphans(dir);
         }
+        let sandbox = Sandbox::initial();
+        if let (BrowserSource::Launch { .. }, Sandbox::Off(why)) = (&source, &sandbox) {
+            tracing::warn!("relay: Chromium will run without its sandbox: {why}");
+        }
         Self {
             source,
             current: tokio::sync::Mutex::new(None),
             child: Mutex::new(None),
             profile: Mutex::new(None),
             launches: AtomicU64::new(0),
+            sandbox: Mutex::new(sandbox),
         }
     }
 
@@ -229,6 +324,11 @@ impl Browser {
     /// How many times this process launched Chromium.
     pub fn launches(&self) -> u64 {
         self.launches.load(Ordering::Relaxed)
+    }
+
+    /// Whether a Chromium this process launches keeps its sandbox.
+    pub fn sandbox(&self) -> Sandbox {
+        self.sandbox.lock().expect("sandbox lock").clone()
     }
 
     /// The PID of the Chromium this process launched, if it runs.
@@ -250,69 +350,127 @@ impl Browser {
             return Ok(c.clone());
         }
         *current = None;
-        let ws_url = match &self.source {
-            BrowserSource::Url(url) => discover(url).await?,
+        let connection = match &self.source {
+            BrowserSource::Url(url) => Connection::connect(&discover(url).await?).await?,
             BrowserSource::Launch { chromium, dir } => self.launch(chromium, dir).await?,
         };
-        let connection = Arc::new(Connection::connect(&ws_url).await?);
+        let connection = Arc::new(connection);
         tracing::info!(version = %connection.version, "relay: connected to the browser");
         *current = Some(connection.clone());
         Ok(connection)
     }
 
-    async fn launch(&self, chromium: &Path, dir: &Path) -> Result<String, CdpError> {
+    /// Launches Chromium and connects over its pipes. Where the kernel does not let Chromium
+    /// sandbox itself (no user namespaces, no setuid helper), it is launched once more
+    /// without the sandbox, and that is logged and shown in `/health`.
+    async fn launch(&self, chromium: &Path, dir: &Path) -> Result<Connection, CdpError> {
+        match self.launch_once(chromium, dir).await {
+            Err(Launch { error, stderr })
+                if self.sandbox() == Sandbox::On && stderr.to_lowercase().contains("sandbox") =>
+            {
+                let why = format!(
+                    "Chromium could not start its sandbox on this kernel ({}); see docs/SECURITY.md",
+                    stderr
+                        .lines()
+                        .find(|l| l.to_lowercase().contains("sandbox"))
+                        .unwrap_or("")
+                        .trim()
+                );
+                tracing::warn!("relay: {why}; launching it without the sandbox (was: {error})");
+                *self.sandbox.lock().expect("sandbox lock") = Sandbox::Off(why);
+                self.launch_once(chromium, dir)
+                    .await
+                    .map_err(Launch::into_error)
+            }
+            other => other.map_err(Launch::into_error),
+        }
+    }
+
+    async fn launch_once(&self, chromium: &Path, dir: &Path) -> Result<Connection, Launch> {
         // A previous Chromium (dead, or running but unreachable) is replaced.
         self.shutdown().await;
         let n = self.launches.fetch_add(1, Ordering::Relaxed) + 1;
         let profile = dir.join(format!("chromium-profile-{}-{n}", std::process::id()));
         let _ = std::fs::remove_dir_all(&profile);
-        std::fs::create_dir_all(&profile)
-            .map_err(|e| CdpError::Connect(format!("{}: {e}", profile.display())))?;
-        let mut child = tokio::process::Command::new(chromium)
-            .args(CHROMIUM_FLAGS)
+        std::fs::create_dir_all(&profile).map_err(|e| {
+            Launch::failed(
+                CdpError::Connect(format!("{}: {e}", profile.display())),
+                String::new(),
+            )
+        })?;
+        let mut command = tokio::process::Command::new("/bin/sh");
+        command
+            .arg("-c")
+            .arg(PIPE_SHIM)
+            .arg(chromium)
+            .args(CHROMIUM_FLAGS);
+        if let Sandbox::Off(_) = self.sandbox() {
+            command.arg("--no-sandbox");
+        }
+        let mut child = command
             .arg(format!("--user-data-dir={}", profile.display()))
             .arg("about:blank")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .kill_on_drop(true)
             .process_group(0)
             .spawn()
-            .map_err(|e| CdpError::Connect(format!("cannot start {}: {e}", chromium.display())))?;
-        let stderr = child.stderr.take().expect("stderr is piped");
-        let mut lines = BufReader::new(stderr).lines();
-        let found = tokio::time::timeout(Duration::from_secs(30), async {
+            .map_err(|e| {
+                Launch::failed(
+                    CdpError::Connect(format!("cannot start {}: {e}", chromium.display())),
+                    String::new(),
+                )
+            })?;
+        let to_browser = child.stdin.take().expect("stdin is piped");
+        let from_browser = child.stdout.take().expect("stdout is piped");
+        // Keep draining its stderr (or Chromium blocks once the pipe is full), keeping the
+        // last lines to explain a failed start.
+        let tail = Arc::new(Mutex::new(VecDeque::new()));
+        let mut lines = BufReader::new(child.stderr.take().expect("stderr is piped")).lines();
+        let kept = tail.clone();
+        tokio::spawn(async move {
             while let Ok(Some(line)) = lines.next_line().await {
-                if let Some(at) = line.find("ws://") {
-                    return Some(line[at..].trim().to_owned());
+                let mut kept = kept.lock().expect("stderr tail lock");
+                if kept.len() == 20 {
+                    kept.pop_front();
                 }
+                kept.push_back(line);
             }
-            None
-        })
-        .await;
-        let ws_url = match found {
-            Ok(Some(url)) => url,
-            Ok(None) => {
-                let status = child.wait().await.ok();
-                return Err(CdpError::Connect(format!(
-                    "{} exited before it listened for DevTools ({status:?})",
-                    chromium.display()
-                )));
-            }
-            Err(_) => {
-                let _ = child.start_kill();
-                return Err(CdpError::Connect(format!(
-                    "{} did not start within 30 s",
-                    chromium.display()
-                )));
-            }
-        };
-        // Keep draining its stderr, or Chromium blocks once the pipe is full.
-        tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
-        tracing::info!(pid = ?child.id(), profile = %profile.display(), "relay: launched Chromium");
+        });
+        let pid = child.id();
         *self.child.lock().expect("child lock") = Some(child);
-        *self.profile.lock().expect("profile lock") = Some(profile);
-        Ok(ws_url)
+        match Connection::over_pipes(to_browser, from_browser).await {
+            Ok(connection) => {
+                tracing::info!(?pid, profile = %profile.display(), sandbox = ?self.sandbox(), "relay: launched Chromium (CDP over pipes)");
+                *self.profile.lock().expect("profile lock") = Some(profile);
+                Ok(connection)
+            }
+            Err(err) => {
+                let status = {
+                    let mut child = self.child.lock().expect("child lock");
+                    child.as_mut().and_then(|c| c.try_wait().ok().flatten())
+                };
+                *self.profile.lock().expect("profile lock") = Some(profile);
+                self.shutdown().await;
+                let stderr = tail
+                    .lock()
+                    .expect("stderr tail lock")
+                    .iter()
+                    .cloned()
+                    .collect::<Vec<_>>()
+                    .join("\n");
+                let exited = status.map_or(String::new(), |s| format!(" (it exited: {s})"));
+                Err(Launch::failed(
+                    CdpError::Connect(format!(
+                        "{} did not answer over its DevTools pipe{exited}: {err}; its last output: {}",
+                        chromium.display(),
+                        stderr.lines().last().unwrap_or("(none)")
+                    )),
+                    stderr,
+                ))
+            }
+        }
     }
 
     /// Stops a Chromium this process launched (never a browser it only connected to).
@@ -331,6 +489,22 @@ impl Browser {
                 let _ = std::fs::remove_dir_all(profile);
             }
         }
+    }
+}
+
+/// A failed launch, with what Chromium printed (to tell a sandbox failure from others).
+struct Launch {
+    error: CdpError,
+    stderr: String,
+}
+
+impl Launch {
+    fn failed(error: CdpError, stderr: String) -> Self {
+        Launch { error, stderr }
+    }
+
+    fn into_error(self) -> CdpError {
+        self.error
     }
 }
 

@@ -536,7 +536,11 @@ async fn health(State(s): State<Arc<RelayState>>) -> Json<Value> {
             let source = match &browser.source {
                 BrowserSource::Url(url) => json!({"url": url}),
                 BrowserSource::Launch { chromium, .. } => {
-                    json!({"launch": chromium.display().to_string()})
+                    let sandbox = match browser.sandbox() {
+                        cdp::Sandbox::On => json!({"on": true}),
+                        cdp::Sandbox::Off(why) => json!({"on": false, "why": why}),
+                    };
+                    json!({"launch": chromium.display().to_string(), "transport": "pipe", "sandbox": sandbox})
                 }
             };
             match browser.connected() {

@@ -578,3 +578,186 @@ async fn the_relay_refuses_bad_input() {
     let job = wait_job(&hub, &token, &job_id, |j| j["status"] == "failed").await;
     assert_eq!(job["error"]["retryable"], false, "{job}");
 }
+
+/// The Chromium the relay launches is driven over a pipe: no process of its group listens on
+/// a TCP port, so no other user of the machine can drive it. Its sandbox is on unless the
+/// relay runs as root, and /health says which.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_launched_chromium_listens_on_no_port() {
+    let hub = quick_hub();
+    let token = hub.token();
+    let site = chat_site().await;
+    let relay = cdp_relay(&hub, &token, &site).await;
+    let (status, body) = complete(
+        &relay,
+        &token,
+        json!({"prompt": "over a pipe", "profile": "local-chat"}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let (_, health) = get(&format!("{}/health", relay.urls["relay"]), Auth::None).await;
+    let cdp = &health["backends"]["cdp"];
+    assert_eq!(cdp["source"]["transport"], "pipe", "{health}");
+    let root = std::fs::read_to_string("/proc/self/status")
+        .unwrap()
+        .lines()
+        .any(|l| l.starts_with("Uid:") && l.split_whitespace().nth(2) == Some("0"));
+    if root {
+        assert_eq!(cdp["source"]["sandbox"]["on"], false, "{health}");
+        assert!(
+            cdp["source"]["sandbox"]["why"]
+                .as_str()
+                .unwrap()
+                .contains("root"),
+            "{health}"
+        );
+    } else {
+        assert_eq!(cdp["source"]["sandbox"]["on"], true, "{health}");
+    }
+    let pid = cdp["pid"].as_u64().expect("the browser's pid") as u32;
+    let cmdline = String::from_utf8_lossy(&std::fs::read(format!("/proc/{pid}/cmdline")).unwrap())
+        .replace('\0', " ");
+    assert!(cmdline.contains("--remote-debugging-pipe"), "{cmdline}");
+    assert!(!cmdline.contains("--remote-debugging-port"), "{cmdline}");
+
+    let group = processes_in_group(pid);
+    assert!(
+        group.len() > 1,
+        "Chromium's helpers share its group: {group:?}"
+    );
+    let listening = listening_socket_inodes();
+    for p in &group {
+        let Ok(fds) = std::fs::read_dir(format!("/proc/{p}/fd")) else {
+            continue;
+        };
+        for fd in fds.flatten() {
+            let Ok(target) = std::fs::read_link(fd.path()) else {
+                continue;
+            };
+            let target = target.to_string_lossy().into_owned();
+            if let Some(inode) = target
+                .strip_prefix("socket:[")
+                .and_then(|t| t.strip_suffix(']'))
+            {
+                assert!(
+                    !listening.contains(inode),
+                    "process {p} of Chromium's group listens on TCP (socket {inode})"
+                );
+            }
+        }
+    }
+}
+
+/// PIDs whose process group is `pgid`.
+fn processes_in_group(pgid: u32) -> Vec<u32> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+            continue;
+        };
+        // pid (comm) state ppid pgrp …; comm may hold spaces, so split after its ')'.
+        let fields: Vec<&str> = stat
+            .rsplit_once(')')
+            .map(|(_, rest)| rest.split_whitespace().collect())
+            .unwrap_or_default();
+        if fields.get(2).and_then(|g| g.parse::<u32>().ok()) == Some(pgid) {
+            out.push(pid);
+        }
+    }
+    out
+}
+
+/// Inodes of every listening TCP socket on the machine (IPv4 and IPv6).
+fn listening_socket_inodes() -> std::collections::HashSet<String> {
+    let mut out = std::collections::HashSet::new();
+    for table in ["/proc/net/tcp", "/proc/net/tcp6"] {
+        let Ok(text) = std::fs::read_to_string(table) else {
+            continue;
+        };
+        for line in text.lines().skip(1) {
+            let cols: Vec<&str> = line.split_whitespace().collect();
+            if cols.get(3) == Some(&"0A") {
+                if let Some(inode) = cols.get(9) {
+                    out.insert((*inode).to_owned());
+                }
+            }
+        }
+    }
+    out
+}
+
+/// Run by an unprivileged user where the kernel allows it (as on this machine), the relay
+/// keeps Chromium's sandbox: no `--no-sandbox`, and /health says the sandbox is on. Needs
+/// root to switch to `nobody`; elsewhere it says so and passes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unprivileged_relay_keeps_the_chromium_sandbox() {
+    let setpriv = Path::new("/usr/bin/setpriv");
+    let as_nobody = ["--reuid=65534", "--regid=65534", "--clear-groups", "--"];
+    let can_switch = setpriv.exists()
+        && std::process::Command::new(setpriv)
+            .args(as_nobody)
+            .arg(bin())
+            .arg("--version")
+            .output()
+            .is_ok_and(|o| o.status.success());
+    if !can_switch {
+        eprintln!("skipped: cannot run the relay as nobody here (needs root and setpriv)");
+        return;
+    }
+    let hub = quick_hub();
+    let token = hub.token();
+    let site = chat_site().await;
+    let home = tempfile::tempdir().unwrap();
+    std::os::unix::fs::chown(home.path(), Some(65534), Some(65534)).unwrap();
+    let profiles = profiles_file(home.path(), &site);
+    std::os::unix::fs::chown(&profiles, Some(65534), Some(65534)).unwrap();
+    let listen = free_addr();
+    let home_arg = home.path().to_string_lossy().into_owned();
+    let mut args: Vec<&str> = as_nobody.to_vec();
+    let bin_arg = bin().to_string_lossy().into_owned();
+    args.extend([
+        bin_arg.as_str(),
+        "relay",
+        "--listen",
+        &listen,
+        "--home",
+        &home_arg,
+        "--launch-chromium",
+        "1",
+        "--relay-profiles",
+        &profiles,
+    ]);
+    let relay = Proc::start(
+        setpriv,
+        &args,
+        &[
+            ("SHERATAN_CONTROL_URL", hub.control_url.as_str()),
+            ("SHERATAN_DATA_URL", hub.data_url.as_str()),
+            ("SHERATAN_HUB_TOKEN", &token),
+            ("HOME", &home_arg),
+        ],
+        true,
+    );
+    let (status, body) = complete(
+        &relay,
+        &token,
+        json!({"prompt": "sandboxed", "profile": "local-chat"}),
+    )
+    .await;
+    assert_eq!(
+        status,
+        StatusCode::OK,
+        "{body}; relay stderr: {}",
+        relay.stderr()
+    );
+    let (_, health) = get(&format!("{}/health", relay.urls["relay"]), Auth::None).await;
+    let cdp = &health["backends"]["cdp"];
+    assert_eq!(cdp["source"]["sandbox"]["on"], true, "{health}");
+    let pid = cdp["pid"].as_u64().unwrap();
+    let cmdline = String::from_utf8_lossy(&std::fs::read(format!("/proc/{pid}/cmdline")).unwrap())
+        .replace('\0', " ");
+    assert!(!cmdline.contains("--no-sandbox"), "{cmdline}");
+}
