@@ -679,10 +679,10 @@ fn listening_socket_inodes() -> std::collections::HashSet<String> {
         };
         for line in text.lines().skip(1) {
             let cols: Vec<&str> = line.split_whitespace().collect();
-            if cols.get(3) == Some(&"0A") {
-                if let Some(inode) = cols.get(9) {
-                    out.insert((*inode).to_owned());
-                }
+            if cols.get(3) == Some(&"0A")
+                && let Some(inode) = cols.get(9)
+            {
+                out.insert((*inode).to_owned());
             }
         }
     }
