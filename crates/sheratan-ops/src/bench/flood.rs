@@ -36,6 +36,14 @@ pub struct FloodArgs {
     /// Flooding connections.
     #[arg(long, default_value_t = 8)]
     pub flooders: usize,
+    /// Instead of the flood: one source holds this many idle connections (the hub is started
+    /// with this per-address cap) while another asks /health; reports /health's latency.
+    #[arg(long, default_value_t = 0)]
+    pub idle: usize,
+    /// Seconds the idle connections are held (past the 10 s header deadline, so the hub's
+    /// closing and the holder's reopening are part of it).
+    #[arg(long, default_value_t = 15)]
+    pub idle_s: u64,
     #[command(flatten)]
     pub rules: RuleArgs,
     /// Print one JSON object instead of a table.
@@ -93,6 +101,9 @@ struct Report {
 }
 
 pub async fn run(args: FloodArgs) -> anyhow::Result<()> {
+    if args.idle > 0 {
+        return super::idle::run(&args).await;
+    }
     eprintln!("starting a hub in a temp dir ...");
     let target = Target::spawn(&[])?;
     let home = target
@@ -302,7 +313,7 @@ fn print_table(r: &Report) {
 
 /// Runs `work` on its own thread and runtime: the valid traffic's latency must be the hub's,
 /// not this process's flooders keeping the bench's worker threads busy.
-fn on_own_thread<F, Fut, T>(work: F) -> tokio::sync::oneshot::Receiver<anyhow::Result<T>>
+pub(super) fn on_own_thread<F, Fut, T>(work: F) -> tokio::sync::oneshot::Receiver<anyhow::Result<T>>
 where
     F: FnOnce() -> Fut + Send + 'static,
     Fut: std::future::Future<Output = anyhow::Result<T>>,

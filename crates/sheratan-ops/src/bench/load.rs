@@ -20,6 +20,16 @@ pub struct Lane {
 
 impl Lane {
     pub async fn connect(url: &str, token: &str) -> anyhow::Result<Lane> {
+        Self::connect_from(url, token, None).await
+    }
+
+    /// Like [`Lane::connect`], from the local address `source` (another loopback address is
+    /// another source to the hub's per-address connection cap).
+    pub async fn connect_from(
+        url: &str,
+        token: &str,
+        source: Option<std::net::IpAddr>,
+    ) -> anyhow::Result<Lane> {
         let host = url
             .strip_prefix("http://")
             .context("the bench speaks plain http:// only")?
@@ -29,7 +39,7 @@ impl Lane {
             .await?
             .next()
             .context("resolve the hub address")?;
-        let stream = tokio::net::TcpStream::connect(addr).await?;
+        let stream = connect_from(source, addr).await?;
         stream.set_nodelay(true)?;
         let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
         tokio::spawn(async move {
@@ -40,6 +50,20 @@ impl Lane {
             host,
             token: token.to_owned(),
         })
+    }
+
+    /// GETs `path`; returns the status and the latency in microseconds.
+    pub async fn get(&mut self, path: &str) -> anyhow::Result<(u16, u32)> {
+        let req = Request::get(path)
+            .header(hyper::header::HOST, &self.host)
+            .body(Full::new(Bytes::new()))?;
+        let started = Instant::now();
+        self.sender.ready().await?;
+        let response = self.sender.send_request(req).await?;
+        let status = response.status().as_u16();
+        response.into_body().collect().await?;
+        let micros = u32::try_from(started.elapsed().as_micros()).unwrap_or(u32::MAX);
+        Ok((status, micros))
     }
 
     /// POSTs `body` to `path`; returns the status and the latency in microseconds.
@@ -97,4 +121,20 @@ impl Lane {
         )
         .await
     }
+}
+
+/// A TCP connection to `addr`, from `source` when given.
+pub async fn connect_from(
+    source: Option<std::net::IpAddr>,
+    addr: SocketAddr,
+) -> std::io::Result<tokio::net::TcpStream> {
+    let Some(source) = source else {
+        return tokio::net::TcpStream::connect(addr).await;
+    };
+    let socket = match addr {
+        SocketAddr::V4(_) => tokio::net::TcpSocket::new_v4()?,
+        SocketAddr::V6(_) => tokio::net::TcpSocket::new_v6()?,
+    };
+    socket.bind(SocketAddr::new(source, 0))?;
+    socket.connect(addr).await
 }

@@ -4,6 +4,7 @@
 mod auction;
 mod flood;
 mod heartbeat;
+mod idle;
 mod jobs;
 mod load;
 mod relay;
@@ -27,7 +28,7 @@ pub enum BenchCommand {
     /// The WebRelay in real Chromium against a local chat page: overhead and jobs/minute.
     Relay(relay::RelayArgs),
     /// Bad tokens and malformed bodies against a hub under load: valid latency, memory,
-    /// audit log size, alerts.
+    /// audit log size, alerts. With --idle N: one address holding N idle connections.
     Flood(flood::FloodArgs),
 }
 

@@ -73,3 +73,49 @@ fn a_flood_of_bad_tokens_and_bodies_is_refused_cheaply_and_alerts() {
         "the failed-auth burst raises an alert: {r}"
     );
 }
+
+/// `bench flood --idle N`: one address holds its cap of idle connections (and reopens them
+/// as the hub closes them at the header deadline) while another asks /health; no /health
+/// fails, the cap holds exactly, and what goes beyond it is closed at once.
+#[test]
+fn one_address_holding_its_cap_of_idle_connections_starves_no_one() {
+    let out = Command::new(env!("CARGO_BIN_EXE_sheratan"))
+        .args([
+            "bench",
+            "flood",
+            "--idle",
+            "64",
+            "--baseline-s",
+            "1",
+            "--idle-s",
+            "2",
+            "--rate",
+            "100",
+            "--json",
+        ])
+        .env("SHERATAN_LOG", "warn")
+        .env("SHERATAN_HEADER_TIMEOUT_MS", "1000")
+        .output()
+        .expect("run sheratan bench flood --idle");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "the bench failed: {stderr}");
+    let r: Value = serde_json::from_slice(&out.stdout).expect("one JSON object");
+    eprintln!("{r:#}");
+    assert_eq!(r["health_failures"], 0, "{r}");
+    assert!(r["health_requests"].as_u64().unwrap() >= 200, "{r}");
+    assert_eq!(r["held"]["max_open"], 64, "{r}");
+    assert_eq!(r["held"]["refused_beyond_cap"], 16, "{r}");
+    // Held for 2 s past a 1 s deadline: the hub closed them at least once.
+    assert!(
+        r["held"]["closed_at_deadline"].as_u64().unwrap() >= 64,
+        "{r}"
+    );
+    for phase in ["health_unloaded", "health_while_held"] {
+        let p = &r[phase];
+        let v: Vec<f64> = ["p50_ms", "p90_ms", "p99_ms", "max_ms"]
+            .iter()
+            .map(|k| p[*k].as_f64().unwrap())
+            .collect();
+        assert!(v.windows(2).all(|w| w[0] <= w[1]), "{phase}: {p}");
+    }
+}
