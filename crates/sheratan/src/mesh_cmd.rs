@@ -95,7 +95,9 @@ pub struct HostArgs {
     pub advertise: Option<String>,
     #[command(flatten)]
     pub options: HostOptions,
-    /// TOML file declaring `exec` handlers ([handlers.NAME] command = [...]).
+    /// TOML file declaring `exec` handlers ([handlers.NAME] command = [...]) and the built-in
+    /// `http` handler's settings ([http] enabled = true, allow_hosts = ["10.8.0.0/16"],
+    /// methods, max_response_bytes, max_redirects); `http` is off without it.
     #[arg(long, env = "SHERATAN_HANDLERS")]
     pub handlers: Option<PathBuf>,
 }

@@ -23,7 +23,9 @@ pub struct WorkerOptions {
         default_value = "default"
     )]
     pub queues: Vec<String>,
-    /// TOML file declaring `exec` handlers ([handlers.NAME] command = [...]).
+    /// TOML file declaring `exec` handlers ([handlers.NAME] command = [...]) and the built-in
+    /// `http` handler's settings ([http] enabled = true, allow_hosts = ["10.8.0.0/16"],
+    /// methods, max_response_bytes, max_redirects); `http` is off without it.
     #[arg(long, env = "SHERATAN_HANDLERS")]
     pub handlers: Option<PathBuf>,
     /// At shutdown, seconds running jobs may take to finish.
