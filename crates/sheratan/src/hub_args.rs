@@ -82,6 +82,8 @@ pub struct HubArgs {
     pub data_addr: SocketAddr,
 
     /// The mesh secret. Unset: read $SHERATAN_HOME/hub_token, generating it at first start.
+    /// Prefer the environment or that file to the flag: a flag is visible to every user of
+    /// this machine in `ps` and /proc/PID/cmdline.
     #[arg(long, env = "SHERATAN_HUB_TOKEN", hide_env_values = true)]
     pub token: Option<String>,
 
