@@ -157,9 +157,9 @@ async fn probe_for(url: &str, rate: u64, seconds: u64) -> anyhow::Result<(Vec<u3
             })
             .await;
             match answer {
-                Ok(Ok((200, _))) => latencies.push(
-                    u32::try_from(started.elapsed().as_micros()).unwrap_or(u32::MAX),
-                ),
+                Ok(Ok((200, _))) => {
+                    latencies.push(u32::try_from(started.elapsed().as_micros()).unwrap_or(u32::MAX))
+                }
                 _ => failures += 1,
             }
         }
