@@ -196,7 +196,8 @@ function onEvent(name, data) {
     const old = state.jobs.get(data.job_id) || {};
     state.jobs.set(data.job_id, { ...old, ...data });
     updateJobRow(data);
-    rerenderSoon(['overview', 'relay', 'job']);
+    // An auction's record changes with its job: the auctions view follows job events too.
+    rerenderSoon(['overview', 'relay', 'job', 'auctions']);
   } else if (name === 'node') {
     const old = state.nodes.get(data.node_id) || {};
     state.nodes.set(data.node_id, { ...old, ...data });

@@ -123,7 +123,7 @@ impl Policy {
     }
 
     fn ip_allowed(&self, ip: IpAddr) -> bool {
-        !is_internal(ip) || self.nets.iter().any(|net| net.contains(&ip))
+        !(is_internal(ip) || is_this_machine(ip)) || self.nets.iter().any(|net| net.contains(&ip))
     }
 
     /// Checks a URL before it is requested (the first one and every redirect): scheme, and an
@@ -131,6 +131,13 @@ impl Policy {
     fn check_url(&self, url: &reqwest::Url) -> Result<(), String> {
         if !matches!(url.scheme(), "http" | "https") {
             return Err(format!("{url} is not an http:// or https:// URL"));
+        }
+        // The client would turn user-info into an Authorization header, which a payload may
+        // not set.
+        if !url.username().is_empty() || url.password().is_some() {
+            return Err(
+                "a URL with a user name or password (user:password@) is refused: credentials cannot be set by a job".into(),
+            );
         }
         let host = url.host_str().ok_or_else(|| format!("{url} has no host"))?;
         // An IP literal is never resolved, so it is checked here; names when resolved.
@@ -155,8 +162,15 @@ impl Policy {
 
 fn refusal(host: &str, ip: IpAddr) -> String {
     format!(
-        "{host} is {ip}, an internal address (loopback, private, link-local, CGNAT, multicast or reserved) that the http handler does not reach; an operator may allow it in [http] allow_hosts"
+        "{host} is {ip}, an internal address (loopback, private, link-local, CGNAT, multicast, reserved, or this machine's own) that the http handler does not reach; an operator may allow it in [http] allow_hosts"
     )
+}
+
+/// Whether `ip` is one of this machine's own addresses (a public one included): a request to
+/// it reaches every service listening on 0.0.0.0 here, as if from inside. Binding a socket to
+/// an address succeeds only for a local one; no packet is sent.
+fn is_this_machine(ip: IpAddr) -> bool {
+    std::net::UdpSocket::bind(SocketAddr::new(ip, 0)).is_ok()
 }
 
 /// Loopback, private, link-local, CGNAT, multicast, unspecified, broadcast and reserved
@@ -169,10 +183,14 @@ pub fn is_internal(ip: IpAddr) -> bool {
                 return is_internal_v4(v4);
             }
             let seg = v6.segments();
-            // 64:ff9b::/96 (NAT64): the last 32 bits are an IPv4 address.
-            if seg[0] == 0x64 && seg[1] == 0xff9b && seg[2..6] == [0, 0, 0, 0] {
-                let o = v6.octets();
+            let o = v6.octets();
+            // NAT64 (64:ff9b::/96 and the local 64:ff9b:1::/48): the last 32 bits are an IPv4
+            // address; 6to4 (2002::/16): bits 16–47 are.
+            if seg[0] == 0x64 && seg[1] == 0xff9b && (seg[2..6] == [0, 0, 0, 0] || seg[2] == 1) {
                 return is_internal_v4(Ipv4Addr::new(o[12], o[13], o[14], o[15]));
+            }
+            if seg[0] == 0x2002 {
+                return is_internal_v4(Ipv4Addr::new(o[2], o[3], o[4], o[5]));
             }
             v6.is_loopback()
                 || v6.is_unspecified()
@@ -196,6 +214,7 @@ fn is_internal_v4(ip: Ipv4Addr) -> bool {
         || o[0] >= 240 // reserved 240.0.0.0/4
         || (o[0] == 192 && o[1] == 0 && o[2] == 0) // IETF protocol assignments 192.0.0.0/24
         || (o[0] == 198 && (o[1] & 0xfe) == 18) // benchmarking 198.18.0.0/15
+        || ip.is_documentation() // 192.0.2.0/24, 198.51.100.0/24, 203.0.113.0/24
 }
 
 /// Resolves names and keeps only the addresses the policy allows, so the connector can only
@@ -340,7 +359,13 @@ impl HttpHandler {
                 let value = value
                     .as_str()
                     .ok_or_else(|| format!("the header {name:?} must be a string"))?;
-                req = req.header(name, value);
+                // Checked here: the client would report a bad one as a (retryable) send error.
+                let header = reqwest::header::HeaderName::from_bytes(name.as_bytes())
+                    .map_err(|_| format!("{name:?} is not a valid header name"))?;
+                let value = reqwest::header::HeaderValue::from_str(value).map_err(|_| {
+                    format!("the header {name:?} has a value a header cannot carry")
+                })?;
+                req = req.header(header, value);
             }
         } else if !payload["headers"].is_null() {
             return Err("headers must be an object of strings".into());
@@ -437,6 +462,12 @@ mod tests {
             "::ffff:127.0.0.1",
             "::ffff:169.254.169.254",
             "64:ff9b::a9fe:a9fe",
+            "64:ff9b:1::a00:1",
+            "2002:7f00:1::1",
+            "2002:a9fe:a9fe::",
+            "192.0.2.2",
+            "198.51.100.7",
+            "203.0.113.9",
         ] {
             assert!(is_internal(internal.parse().unwrap()), "{internal}");
         }
@@ -447,9 +478,12 @@ mod tests {
             "100.128.0.1",
             "2606:4700::1111",
             "::ffff:1.1.1.1",
+            "2002:0101:0101::1",
         ] {
             assert!(!is_internal(public.parse().unwrap()), "{public}");
         }
+        assert!(is_this_machine("127.0.0.1".parse().unwrap()));
+        assert!(!is_this_machine("1.1.1.1".parse().unwrap()));
     }
 
     #[test]
@@ -479,6 +513,12 @@ mod tests {
         assert!(policy.check_url(&url("http://[::1]:8788/admin")).is_err());
         assert!(policy.check_url(&url("file:///etc/passwd")).is_err());
         assert!(policy.check_url(&url("http://127.0.0.2:80/")).is_ok());
+        assert!(policy.check_url(&url("http://user:pw@127.0.0.2/")).is_err());
+        assert!(
+            policy
+                .check_url(&url("http://Bearer:tok@1.1.1.1/"))
+                .is_err()
+        );
         assert!(
             Policy::from_settings(&HttpSettings {
                 allow_hosts: vec!["not a host!".into()],

@@ -224,7 +224,7 @@ impl Tokens {
             rotation_seen: Mutex::new(file_stamp(&rotation_path)),
         };
         if let Some(saved) = read_rotation(&rotation_path)? {
-            tokens.apply_saved(saved);
+            tokens.apply_saved(saved)?;
         }
 
         match (config.next, config.rotation_until) {
@@ -261,7 +261,14 @@ impl Tokens {
     /// Applies a saved rotation: the configured token may be its old token (the rotation is
     /// pending or finished), its new token (the operator already switched), or neither (a
     /// file left from another configuration, ignored).
-    fn apply_saved(&self, saved: RotationFile) {
+    fn apply_saved(&self, saved: RotationFile) -> Result<(), TokenError> {
+        // A rotation saved while weak tokens were allowed (or by another hub that allows them)
+        // does not bring a weak token in through the back door.
+        check_strength(
+            "the saved token rotation's next token",
+            &saved.next_token,
+            self.allow_weak,
+        )?;
         let now = self.clock.now();
         let from = hex_digest_bytes(&saved.from_sha256);
         let next = Secret::new(saved.next_token.clone());
@@ -290,7 +297,7 @@ impl Tokens {
                 } else {
                     self.finalize();
                 }
-                return;
+                return Ok(());
             }
             state.next = Some((next, next_digest));
             state.until = Some(saved.until);
@@ -309,6 +316,7 @@ impl Tokens {
         } else {
             tracing::warn!("the saved token rotation belongs to a different token; ignoring it");
         }
+        Ok(())
     }
 
     /// Picks up a rotation file written by another hub process on this home.
@@ -332,7 +340,9 @@ impl Tokens {
                 });
                 if !known {
                     tracing::info!("token rotation state changed on disk; applying it");
-                    self.apply_saved(saved);
+                    if let Err(err) = self.apply_saved(saved) {
+                        tracing::error!(%err, "ignoring the token rotation written on disk");
+                    }
                 }
             }
             Ok(None) => {}
@@ -960,6 +970,24 @@ mod tests {
         allowed.allow_weak = true;
         Tokens::load(allowed, f.dir.path(), f.clock.clone(), f.audit.clone()).unwrap();
         assert_eq!(f.audit.count(EventKind::WeakToken), 1);
+
+        // A rotation saved while weak tokens were allowed is refused at a start without.
+        let mut allowed = config("a-0123456789abcdef");
+        allowed.allow_weak = true;
+        let t = Tokens::load(allowed, f.dir.path(), f.clock.clone(), f.audit.clone()).unwrap();
+        t.start_rotation(Secret::new("w"), f.clock.now() + time::Duration::hours(1))
+            .unwrap();
+        drop(t);
+        let err = Tokens::load(
+            config("a-0123456789abcdef"),
+            f.dir.path(),
+            f.clock.clone(),
+            f.audit.clone(),
+        )
+        .err()
+        .expect("the saved weak rotation is refused");
+        assert!(err.to_string().contains("saved token rotation"), "{err}");
+        std::fs::remove_file(f.dir.path().join(ROTATION_FILE)).unwrap();
 
         // A rotation to a weak next token is refused the same way.
         let t = Tokens::load(

@@ -90,7 +90,7 @@ pub struct HubState {
     pub bundles: Arc<Bundles>,
     pub ports: Ports,
     pub started_at: OffsetDateTime,
-    /// Connections refused at the cap: [control, data].
+    /// What each listener refused or cut: [control, data].
     pub serve_stats: [Arc<serve::ServeStats>; 2],
     /// Durable job storage.
     pub store: Arc<dyn Store>,
@@ -103,6 +103,32 @@ pub struct HubState {
 }
 
 impl HubState {
+    /// Connections the listeners closed without serving them, by plane and reason.
+    fn connection_family(&self) -> Family {
+        let mut family = Family::new(
+            "sheratan_connections_closed_total",
+            "Connections closed without a request: at the listener's cap, at a source's cap (SHERATAN_MAX_CONN_PER_IP), or at the request-head deadline.",
+            Kind::Counter,
+        );
+        for (plane, stats) in [
+            ("control", &self.serve_stats[0]),
+            ("data", &self.serve_stats[1]),
+        ] {
+            for (reason, counter) in [
+                ("listener_cap", &stats.refused),
+                ("source_cap", &stats.refused_per_source),
+                ("deadline", &stats.timed_out),
+            ] {
+                family = family.sample(
+                    vec![("plane", plane.to_owned()), ("reason", reason.to_owned())],
+                    counter.load(std::sync::atomic::Ordering::Relaxed) as f64,
+                    format!("connections.{plane}.{reason}"),
+                );
+            }
+        }
+        family
+    }
+
     /// All metrics of the hub, gathered now.
     pub fn metric_families(&self, plane: Plane) -> Vec<Family> {
         let [online, stale, dead] = self.registry.counts();
@@ -149,6 +175,7 @@ impl HubState {
                 "auth_failure.invalid_1m",
             ),
             events,
+            self.connection_family(),
             Family::single(
                 "sheratan_audit_events_dropped_total",
                 "Events that did not reach the audit log because its queue was full.",

@@ -782,5 +782,14 @@ fn validate(req: &HeartbeatRequest) -> Result<(), InvalidHeartbeat> {
             "addr: must be an http:// or https:// URL of at most {MAX_ADDR_LEN} bytes"
         )));
     }
+    // Nodes authenticate with the mesh token; a password in the address would be shown to
+    // every reader of the registry (and sent by the broker as Basic credentials).
+    if let Some(addr) = &req.addr
+        && sheratan_proto::redact::url(addr) != *addr
+    {
+        return Err(InvalidHeartbeat(
+            "addr: must not carry a user name or password (user:password@); nodes authenticate with the mesh token".into(),
+        ));
+    }
     Ok(())
 }

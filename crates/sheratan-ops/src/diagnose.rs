@@ -219,7 +219,7 @@ fn collect_secrets(input: &DiagnoseInput) -> Vec<String> {
         if let Some(password) = url_password(&value) {
             secrets.push(password);
         }
-        if is_secret_name(&key) {
+        if is_secret_name(&key) && holds_a_secret(&key, &value) {
             secrets.push(value);
         }
     }
@@ -248,6 +248,22 @@ fn is_secret_name(key: &str) -> bool {
     .any(|w| k.contains(w))
 }
 
+/// Whether a secret-named setting's value is a secret: `SHERATAN_HUB_TOKEN_REQUIRED=1`,
+/// `SHERATAN_ALLOW_WEAK_TOKEN=1`, `SHERATAN_HUB_TOKEN_FILE=/path` and the rotation's deadline
+/// are switches, paths and times (replacing every `1` in the bundle would make it unreadable).
+fn holds_a_secret(key: &str, value: &str) -> bool {
+    let k = key.to_ascii_uppercase();
+    let setting = k.ends_with("_REQUIRED")
+        || k.ends_with("_FILE")
+        || k.ends_with("_UNTIL")
+        || k.contains("ALLOW_");
+    let switch = matches!(
+        value.trim().to_ascii_lowercase().as_str(),
+        "0" | "1" | "true" | "false" | "yes" | "no" | "on" | "off"
+    );
+    !setting && !switch
+}
+
 /// The password of `scheme://user:password@host…`, if any.
 pub fn url_password(value: &str) -> Option<String> {
     let rest = value.split_once("://")?.1;
@@ -263,7 +279,7 @@ fn configuration(input: &DiagnoseInput) -> serde_json::Value {
         if !key.starts_with("SHERATAN_") {
             continue;
         }
-        let shown = if is_secret_name(&key) {
+        let shown = if is_secret_name(&key) && holds_a_secret(&key, &value) {
             REDACTED.to_owned()
         } else {
             redact_url_password(&value)
@@ -332,6 +348,14 @@ mod tests {
             "postgres://app:<redacted>@db/x"
         );
         assert!(is_secret_name("SHERATAN_HUB_TOKEN_NEXT"));
+        assert!(holds_a_secret("SHERATAN_HUB_TOKEN", "k3Y"));
+        assert!(!holds_a_secret("SHERATAN_HUB_TOKEN_REQUIRED", "1"));
+        assert!(!holds_a_secret("SHERATAN_ALLOW_WEAK_TOKEN", "1"));
+        assert!(!holds_a_secret(
+            "SHERATAN_HUB_TOKEN_FILE",
+            "/etc/sheratan/token"
+        ));
+        assert!(!holds_a_secret("SHERATAN_OPENAI_API_KEY", "true"));
         assert!(is_secret_name("SHERATAN_OPENAI_API_KEY"));
         assert!(!is_secret_name("SHERATAN_HOME"));
         assert_eq!(

@@ -117,8 +117,13 @@ impl Connection {
             tokio_tungstenite::connect_async(ws_url),
         )
         .await
-        .map_err(|_| CdpError::Connect(format!("{ws_url}: no WebSocket handshake within 10 s")))?
-        .map_err(|e| CdpError::Connect(format!("{ws_url}: {e}")))?;
+        .map_err(|_| {
+            CdpError::Connect(format!(
+                "{}: no WebSocket handshake within 10 s",
+                sheratan_proto::redact::url(ws_url)
+            ))
+        })?
+        .map_err(|e| CdpError::Connect(format!("{}: {e}", sheratan_proto::redact::url(ws_url))))?;
         let (mut sink, mut stream) = socket.split();
         let (connection, mut queue, inbox) = Connection::parts();
         tokio::spawn(async move {
@@ -225,8 +230,13 @@ impl Connection {
 pub enum BrowserSource {
     /// A running Chrome's DevTools HTTP endpoint (`http://127.0.0.1:9222`).
     Url(String),
-    /// Launch this Chromium binary headless, profiles under `dir`.
-    Launch { chromium: PathBuf, dir: PathBuf },
+    /// Launch this Chromium binary headless, profiles under `dir`, with or without its
+    /// sandbox as `sandbox` says.
+    Launch {
+        chromium: PathBuf,
+        dir: PathBuf,
+        sandbox: SandboxMode,
+    },
 }
 
 /// The flags a launched Chromium gets: headless, CDP over pipes, nothing that talks to the
@@ -254,6 +264,19 @@ pub const CHROMIUM_FLAGS: &[&str] = &[
     "--disable-backgrounding-occluded-windows",
 ];
 
+/// The operator's choice for a launched Chromium's sandbox (`SHERATAN_CHROMIUM_SANDBOX`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum SandboxMode {
+    /// On, except when the relay runs as root: Chromium offers no sandbox to root, and the
+    /// operator who runs the relay as root has chosen its rights for it (logged at start).
+    #[default]
+    Auto,
+    /// Always on: as root, the launch fails instead.
+    On,
+    /// Always off (`--no-sandbox`), logged at start.
+    Off,
+}
+
 /// Whether a launched Chromium keeps its sandbox, and if not, why.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Sandbox {
@@ -263,18 +286,27 @@ pub enum Sandbox {
 }
 
 impl Sandbox {
-    /// The sandbox unless this process runs as root: Chromium refuses to sandbox itself as
-    /// root, so there the relay must choose between no browser and an unsandboxed one.
-    fn initial() -> Sandbox {
-        if rustix::process::geteuid().is_root() {
-            Sandbox::Off(
-                "the relay runs as root, where Chromium cannot use its sandbox; run the relay as an unprivileged user to keep it".into(),
-            )
-        } else {
-            Sandbox::On
+    fn of(mode: SandboxMode) -> Sandbox {
+        match mode {
+            SandboxMode::On => Sandbox::On,
+            SandboxMode::Off => Sandbox::Off("SHERATAN_CHROMIUM_SANDBOX=off".into()),
+            SandboxMode::Auto if rustix::process::geteuid().is_root() => Sandbox::Off(
+                "the relay runs as root, where Chromium cannot use its sandbox; run the relay as an unprivileged user to keep it (SHERATAN_CHROMIUM_SANDBOX=on refuses to launch instead)".into(),
+            ),
+            SandboxMode::Auto => Sandbox::On,
         }
     }
 }
+
+/// What Chromium prints when it cannot start its sandbox (no user namespaces, no setuid
+/// helper, or running as root).
+const SANDBOX_ERRORS: &[&str] = &[
+    "no usable sandbox",
+    "suid sandbox helper",
+    "setuid sandbox",
+    "failed to move to new namespace",
+    "running as root without --no-sandbox",
+];
 
 /// How Chromium is started so that its fds 3 and 4 are the pipes CDP wants: through `sh`,
 /// which maps our stdin/stdout pipes onto them and then becomes Chromium (`exec`, same PID
@@ -291,7 +323,7 @@ pub struct Browser {
     /// The launched Chromium's profile dir, removed when it is stopped.
     profile: Mutex<Option<PathBuf>>,
     launches: AtomicU64,
-    sandbox: Mutex<Sandbox>,
+    sandbox: Sandbox,
 }
 
 impl Browser {
@@ -299,7 +331,10 @@ impl Browser {
         if let BrowserSource::Launch { dir, .. } = &source {
             reap_orphans(dir);
         }
-        let sandbox = Sandbox::initial();
+        let sandbox = match &source {
+            BrowserSource::Launch { sandbox, .. } => Sandbox::of(*sandbox),
+            BrowserSource::Url(_) => Sandbox::On,
+        };
         if let (BrowserSource::Launch { .. }, Sandbox::Off(why)) = (&source, &sandbox) {
             tracing::warn!("relay: Chromium will run without its sandbox: {why}");
         }
@@ -309,7 +344,7 @@ impl Browser {
             child: Mutex::new(None),
             profile: Mutex::new(None),
             launches: AtomicU64::new(0),
-            sandbox: Mutex::new(sandbox),
+            sandbox,
         }
     }
 
@@ -327,8 +362,8 @@ impl Browser {
     }
 
     /// Whether a Chromium this process launches keeps its sandbox.
-    pub fn sandbox(&self) -> Sandbox {
-        self.sandbox.lock().expect("sandbox lock").clone()
+    pub fn sandbox(&self) -> &Sandbox {
+        &self.sandbox
     }
 
     /// The PID of the Chromium this process launched, if it runs.
@@ -352,7 +387,7 @@ impl Browser {
         *current = None;
         let connection = match &self.source {
             BrowserSource::Url(url) => Connection::connect(&discover(url).await?).await?,
-            BrowserSource::Launch { chromium, dir } => self.launch(chromium, dir).await?,
+            BrowserSource::Launch { chromium, dir, .. } => self.launch(chromium, dir).await?,
         };
         let connection = Arc::new(connection);
         tracing::info!(version = %connection.version, "relay: connected to the browser");
@@ -360,51 +395,22 @@ impl Browser {
         Ok(connection)
     }
 
-    /// Launches Chromium and connects over its pipes. Where the kernel does not let Chromium
-    /// sandbox itself (no user namespaces, no setuid helper), it is launched once more
-    /// without the sandbox, and that is logged and shown in `/health`.
+    /// Launches Chromium (as the sandbox mode says) and connects over its pipes.
     async fn launch(&self, chromium: &Path, dir: &Path) -> Result<Connection, CdpError> {
-        match self.launch_once(chromium, dir).await {
-            Err(Launch { error, stderr })
-                if self.sandbox() == Sandbox::On && stderr.to_lowercase().contains("sandbox") =>
-            {
-                let why = format!(
-                    "Chromium could not start its sandbox on this kernel ({}); see docs/SECURITY.md",
-                    stderr
-                        .lines()
-                        .find(|l| l.to_lowercase().contains("sandbox"))
-                        .unwrap_or("")
-                        .trim()
-                );
-                tracing::warn!("relay: {why}; launching it without the sandbox (was: {error})");
-                *self.sandbox.lock().expect("sandbox lock") = Sandbox::Off(why);
-                self.launch_once(chromium, dir)
-                    .await
-                    .map_err(Launch::into_error)
-            }
-            other => other.map_err(Launch::into_error),
-        }
-    }
-
-    async fn launch_once(&self, chromium: &Path, dir: &Path) -> Result<Connection, Launch> {
         // A previous Chromium (dead, or running but unreachable) is replaced.
         self.shutdown().await;
         let n = self.launches.fetch_add(1, Ordering::Relaxed) + 1;
         let profile = dir.join(format!("chromium-profile-{}-{n}", std::process::id()));
         let _ = std::fs::remove_dir_all(&profile);
-        std::fs::create_dir_all(&profile).map_err(|e| {
-            Launch::failed(
-                CdpError::Connect(format!("{}: {e}", profile.display())),
-                String::new(),
-            )
-        })?;
+        std::fs::create_dir_all(&profile)
+            .map_err(|e| CdpError::Connect(format!("{}: {e}", profile.display())))?;
         let mut command = tokio::process::Command::new("/bin/sh");
         command
             .arg("-c")
             .arg(PIPE_SHIM)
             .arg(chromium)
             .args(CHROMIUM_FLAGS);
-        if let Sandbox::Off(_) = self.sandbox() {
+        if let Sandbox::Off(_) = self.sandbox {
             command.arg("--no-sandbox");
         }
         let mut child = command
@@ -416,12 +422,7 @@ impl Browser {
             .kill_on_drop(true)
             .process_group(0)
             .spawn()
-            .map_err(|e| {
-                Launch::failed(
-                    CdpError::Connect(format!("cannot start {}: {e}", chromium.display())),
-                    String::new(),
-                )
-            })?;
+            .map_err(|e| CdpError::Connect(format!("cannot start {}: {e}", chromium.display())))?;
         let to_browser = child.stdin.take().expect("stdin is piped");
         let from_browser = child.stdout.take().expect("stdout is piped");
         // Keep draining its stderr (or Chromium blocks once the pipe is full), keeping the
@@ -442,7 +443,7 @@ impl Browser {
         *self.child.lock().expect("child lock") = Some(child);
         match Connection::over_pipes(to_browser, from_browser).await {
             Ok(connection) => {
-                tracing::info!(?pid, profile = %profile.display(), sandbox = ?self.sandbox(), "relay: launched Chromium (CDP over pipes)");
+                tracing::info!(?pid, profile = %profile.display(), sandbox = ?self.sandbox, "relay: launched Chromium (CDP over pipes)");
                 *self.profile.lock().expect("profile lock") = Some(profile);
                 Ok(connection)
             }
@@ -461,14 +462,17 @@ impl Browser {
                     .collect::<Vec<_>>()
                     .join("\n");
                 let exited = status.map_or(String::new(), |s| format!(" (it exited: {s})"));
-                Err(Launch::failed(
-                    CdpError::Connect(format!(
-                        "{} did not answer over its DevTools pipe{exited}: {err}; its last output: {}",
-                        chromium.display(),
-                        stderr.lines().last().unwrap_or("(none)")
-                    )),
-                    stderr,
-                ))
+                let lower = stderr.to_lowercase();
+                let advice = if SANDBOX_ERRORS.iter().any(|e| lower.contains(e)) {
+                    "; Chromium could not start its sandbox here: run the relay as an unprivileged user on a kernel with user namespaces, or set SHERATAN_CHROMIUM_SANDBOX=off to run it without (docs/SECURITY.md)"
+                } else {
+                    ""
+                };
+                Err(CdpError::Connect(format!(
+                    "{} did not answer over its DevTools pipe{exited}: {err}; its last output: {}{advice}",
+                    chromium.display(),
+                    stderr.lines().last().unwrap_or("(none)")
+                )))
             }
         }
     }
@@ -489,22 +493,6 @@ impl Browser {
                 let _ = std::fs::remove_dir_all(profile);
             }
         }
-    }
-}
-
-/// A failed launch, with what Chromium printed (to tell a sandbox failure from others).
-struct Launch {
-    error: CdpError,
-    stderr: String,
-}
-
-impl Launch {
-    fn failed(error: CdpError, stderr: String) -> Self {
-        Launch { error, stderr }
-    }
-
-    fn into_error(self) -> CdpError {
-        self.error
     }
 }
 
@@ -565,6 +553,8 @@ fn process_is_sheratan(pid: u32) -> bool {
 /// The browser's WebSocket URL from its DevTools HTTP endpoint.
 async fn discover(url: &str) -> Result<String, CdpError> {
     let base = url.trim_end_matches('/');
+    // Errors end up in job results: the URL without its user-info.
+    let shown = sheratan_proto::redact::url(base);
     if base.starts_with("ws://") {
         return Ok(base.to_owned());
     }
@@ -578,17 +568,18 @@ async fn discover(url: &str) -> Result<String, CdpError> {
         .await
         .map_err(|e| {
             CdpError::Connect(format!(
-                "{base}: {e} (is Chrome running with --remote-debugging-port?)"
+                "{shown}: {} (is Chrome running with --remote-debugging-port?)",
+                e.without_url()
             ))
         })?
         .json()
         .await
-        .map_err(|e| CdpError::Connect(format!("{base}/json/version: {e}")))?;
+        .map_err(|e| CdpError::Connect(format!("{shown}/json/version: {}", e.without_url())))?;
     version["webSocketDebuggerUrl"]
         .as_str()
         .map(str::to_owned)
         .ok_or_else(|| {
-            CdpError::Connect(format!("{base}/json/version has no webSocketDebuggerUrl"))
+            CdpError::Connect(format!("{shown}/json/version has no webSocketDebuggerUrl"))
         })
 }
 

@@ -534,7 +534,7 @@ async fn health(State(s): State<Arc<RelayState>>) -> Json<Value> {
         None => json!({"state": "unavailable", "detail": s.config.cdp_unavailable}),
         Some(browser) => {
             let source = match &browser.source {
-                BrowserSource::Url(url) => json!({"url": url}),
+                BrowserSource::Url(url) => json!({"url": sheratan_proto::redact::url(url)}),
                 BrowserSource::Launch { chromium, .. } => {
                     let sandbox = match browser.sandbox() {
                         cdp::Sandbox::On => json!({"on": true}),

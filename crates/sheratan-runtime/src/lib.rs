@@ -9,6 +9,19 @@ pub mod serve;
 use tokio_util::sync::CancellationToken;
 use tracing_subscriber::EnvFilter;
 
+/// Makes this process non-dumpable: other processes running as the same user (a job's
+/// command among them) can no longer read its environment (`/proc/PID/environ`, where the
+/// mesh token and API keys may be), its memory, or attach a debugger to it; core dumps are off.
+/// Children are not affected (an `execve` resets the flag). Failure is logged, not fatal.
+pub fn guard_process_secrets() {
+    #[cfg(target_os = "linux")]
+    if let Err(err) =
+        rustix::process::set_dumpable_behavior(rustix::process::DumpableBehavior::NotDumpable)
+    {
+        tracing::warn!(%err, "cannot make this process non-dumpable; processes of the same user can read its environment");
+    }
+}
+
 /// Logs to stderr. `RUST_LOG` (or `SHERATAN_LOG`) filters, default `info`;
 /// `SHERATAN_LOG_FORMAT=json` switches to one JSON object per line.
 pub fn init_tracing() {

@@ -123,6 +123,14 @@ pub async fn serve(
     let graceful = GracefulShutdown::new();
     let slots = Arc::new(Semaphore::new(max_connections.max(1)));
     let sources = Arc::new(Sources::new(limits.max_per_source.min(max_connections)));
+    // Refusals are logged at most once a minute, so a flood cannot fill the log.
+    let mut warned: Option<Instant> = None;
+    let mut warn = |what: std::fmt::Arguments<'_>| {
+        if warned.is_none_or(|at| at.elapsed() >= Duration::from_secs(60)) {
+            warned = Some(Instant::now());
+            tracing::warn!("{what} (said at most once a minute)");
+        }
+    };
     loop {
         let (stream, peer) = tokio::select! {
             () = shutdown.cancelled() => break,
@@ -138,10 +146,19 @@ pub async fn serve(
         };
         let Some(source) = sources.open(peer.ip()) else {
             stats.refused_per_source.fetch_add(1, Ordering::Relaxed);
+            warn(format_args!(
+                "closing a connection from {}: that address already holds {} (SHERATAN_MAX_CONN_PER_IP)",
+                peer.ip(),
+                sources.limit
+            ));
             continue;
         };
         let Ok(slot) = slots.clone().try_acquire_owned() else {
             stats.refused.fetch_add(1, Ordering::Relaxed);
+            warn(format_args!(
+                "closing a connection from {}: the listener holds {max_connections} connections, its cap",
+                peer.ip()
+            ));
             continue;
         };
         let _ = stream.set_nodelay(true);

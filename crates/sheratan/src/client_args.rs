@@ -38,7 +38,7 @@ pub struct ClientArgs {
 pub struct MemberAuthArgs {
     /// 0 runs this component WITHOUT authentication: anyone who reaches its port may use
     /// it. Only for a hub that runs with SHERATAN_HUB_TOKEN_REQUIRED=0 too.
-    #[arg(long, env = "SHERATAN_HUB_TOKEN_REQUIRED", default_value = "1", value_parser = crate::hub_args::parse_flag)]
+    #[arg(long, env = "SHERATAN_HUB_TOKEN_REQUIRED", default_value = "1", value_parser = crate::hub_args::parse_flag, action = clap::ArgAction::Set)]
     pub token_required: bool,
 }
 

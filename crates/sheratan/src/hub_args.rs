@@ -88,12 +88,12 @@ pub struct HubArgs {
     pub token: Option<String>,
 
     /// 0 disables authentication (for throwaway experiments only).
-    #[arg(long, env = "SHERATAN_HUB_TOKEN_REQUIRED", default_value = "1", value_parser = parse_flag)]
+    #[arg(long, env = "SHERATAN_HUB_TOKEN_REQUIRED", default_value = "1", value_parser = parse_flag, action = clap::ArgAction::Set)]
     pub token_required: bool,
 
     /// 1 runs with a weak token (shorter than 16 characters, or `shared-secret`) and allows
     /// rotating to one, logging WEAK_TOKEN; by default the hub refuses to start with one.
-    #[arg(long, env = "SHERATAN_ALLOW_WEAK_TOKEN", default_value = "0", value_parser = parse_flag)]
+    #[arg(long, env = "SHERATAN_ALLOW_WEAK_TOKEN", default_value = "0", value_parser = parse_flag, action = clap::ArgAction::Set)]
     pub allow_weak_token: bool,
 
     /// The token to rotate to; both are accepted until SHERATAN_HUB_TOKEN_ROTATION_UNTIL.

@@ -85,6 +85,23 @@ enum Command {
     Bench(sheratan_ops::bench::BenchCommand),
 }
 
+impl Command {
+    /// Long-running members of the mesh, which hold the token (and the relay its API keys)
+    /// while running other users' jobs beside them.
+    fn holds_secrets(&self) -> bool {
+        matches!(
+            self,
+            Command::Hub(_)
+                | Command::Up(_)
+                | Command::Worker(_)
+                | Command::Host(_)
+                | Command::Broker(_)
+                | Command::Core(_)
+                | Command::Relay(_)
+        )
+    }
+}
+
 /// An error and the exit code it maps to.
 pub struct Failure {
     code: u8,
@@ -117,6 +134,9 @@ pub fn usage(message: String) -> Failure {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     sheratan_runtime::init_tracing();
+    if cli.command.holds_secrets() {
+        sheratan_runtime::guard_process_secrets();
+    }
     // A worker (and a command-line client) mostly waits on the network and on its handlers'
     // child processes: one thread does it without cross-thread wake-ups, which cost a worker
     // about a fifth of its CPU on the multi-threaded runtime.

@@ -303,6 +303,13 @@ pub async fn run_host(args: HostArgs) -> Result<(), Failure> {
         &args.options,
         handlers,
     )?;
+    if let Some(url) = &args.advertise
+        && sheratan_proto::redact::url(url) != *url
+    {
+        return Err(usage(
+            "--advertise must not carry a user name or password (user:password@): the hub refuses such an address, and the broker authenticates with the mesh token".into(),
+        ));
+    }
     config.advertise = args.advertise.clone();
     config.serve = limits(&args.edge)?;
     config.max_body_bytes = args.edge.max_body_bytes;

@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use clap::Args;
-use sheratan_relay::cdp::BrowserSource;
+use sheratan_relay::cdp::{BrowserSource, SandboxMode};
 use sheratan_relay::openai::OpenAiConfig;
 use sheratan_relay::profiles::Profiles;
 use sheratan_relay::{Backend, Relay, RelayConfig};
@@ -26,6 +26,10 @@ pub struct RelayOptions {
     /// The Chromium binary to launch (default: chromium on the PATH).
     #[arg(long, env = "SHERATAN_CHROMIUM")]
     pub chromium: Option<PathBuf>,
+    /// The launched Chromium's sandbox: auto (on, except as root, where Chromium has none),
+    /// on (as root the launch fails instead), off (--no-sandbox; logged).
+    #[arg(long, env = "SHERATAN_CHROMIUM_SANDBOX", default_value = "auto", value_parser = parse_sandbox)]
+    pub chromium_sandbox: SandboxMode,
     /// TOML file of site profiles ([profiles.NAME] url, input, submit, answer, busy, stable_ms, timeout_s).
     #[arg(long, env = "SHERATAN_RELAY_PROFILES")]
     pub relay_profiles: Option<PathBuf>,
@@ -48,6 +52,15 @@ pub struct RelayOptions {
     /// Seconds one chat-completions call may take.
     #[arg(long, env = "SHERATAN_OPENAI_TIMEOUT_SEC", default_value_t = 120)]
     pub openai_timeout_sec: u64,
+}
+
+fn parse_sandbox(s: &str) -> Result<SandboxMode, String> {
+    match s {
+        "auto" => Ok(SandboxMode::Auto),
+        "on" | "1" => Ok(SandboxMode::On),
+        "off" | "0" => Ok(SandboxMode::Off),
+        other => Err(format!("{other:?}: expected auto, on or off")),
+    }
 }
 
 fn parse_backend(s: &str) -> Result<Backend, String> {
@@ -113,6 +126,7 @@ pub fn relay_config(
                 config.browser = Some(BrowserSource::Launch {
                     chromium,
                     dir: home.join("relay"),
+                    sandbox: options.chromium_sandbox,
                 })
             }
             None if options.launch_chromium => {
@@ -156,7 +170,9 @@ pub fn describe_cdp(config: &RelayConfig) -> String {
         Some(BrowserSource::Launch { chromium, .. }) => {
             format!("cdp: launches {} on the first job", chromium.display())
         }
-        Some(BrowserSource::Url(url)) => format!("cdp: Chrome at {url}"),
+        Some(BrowserSource::Url(url)) => {
+            format!("cdp: Chrome at {}", sheratan_proto::redact::url(url))
+        }
         None => format!("cdp: unavailable ({})", config.cdp_unavailable),
     }
 }

@@ -145,6 +145,26 @@ async fn idle_connections_cannot_exhaust_any_listener() {
             &answer[..answer.len().min(16)]
         );
     }
+    // The hub counts what its listeners closed, so an operator sees it.
+    let (_, metrics) = get(
+        &format!("{}/metrics?format=json", hub.control_url),
+        Auth::Bearer(&hub.token()),
+    )
+    .await;
+    for plane in ["control", "data"] {
+        assert_eq!(
+            metrics[format!("connections.{plane}.source_cap")],
+            6,
+            "{metrics}"
+        );
+        assert!(
+            metrics[format!("connections.{plane}.deadline")]
+                .as_u64()
+                .unwrap()
+                >= 24,
+            "{metrics}"
+        );
+    }
 }
 
 /// A keep-alive connection that stays idle after its response is closed at the keep-alive
@@ -406,10 +426,8 @@ async fn components_without_a_token_refuse_to_start() {
 /// with LOCALHOST_ONLY, exactly as the hub refuses it; from loopback both still work.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn core_does_not_relay_admin_actions_for_remote_callers() {
-    let Some(ip) = sheratan_testkit::non_loopback_ipv4() else {
-        eprintln!("skipped: this machine has no non-loopback IPv4 address");
-        return;
-    };
+    let ip = sheratan_testkit::non_loopback_ipv4()
+        .expect("this test needs a non-loopback IPv4 address on this machine, to call Core from");
     let hub = hub().up().env("SHERATAN_CORE_ADDR", "0.0.0.0:0").start();
     let token = hub.token();
     let core_port = addr_of(&hub.urls["core"]).port();
@@ -564,34 +582,96 @@ async fn core_events(core: &str, token: &str) -> String {
 }
 
 /// A command handler runs with an empty environment plus PATH, HOME, LANG, TZ and what its
-/// handler names: it cannot read the node's mesh token or API keys. And a token given as a
-/// file never shows in the process list.
+/// handler names: it cannot read the node's mesh token or API keys, neither from its own
+/// environment nor from its worker's (`/proc/PPID/environ`: the worker is not dumpable). And a
+/// token given as a file never shows in the process list.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn handlers_and_the_process_list_do_not_see_the_token() {
+    use std::os::unix::fs::PermissionsExt;
     let hub = hub().start();
     let token = hub.token();
+    let bin = env!("CARGO_BIN_EXE_sheratan");
     let dir = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
     let handlers = dir.path().join("handlers.toml");
     std::fs::write(
         &handlers,
         r#"[handlers.envdump]
-command = ["/bin/sh", "-c", "printf '{\"token\":\"%s\",\"key\":\"%s\",\"path\":\"%s\",\"mine\":\"%s\",\"count\":%s}' \"$SHERATAN_HUB_TOKEN\" \"$SHERATAN_OPENAI_API_KEY\" \"$PATH\" \"$MINE\" \"$(env | wc -l)\""]
+command = ["/bin/sh", "-c", "printf '{\"token\":\"%s\",\"key\":\"%s\",\"parent\":%s,\"path\":\"%s\",\"mine\":\"%s\",\"count\":%s}' \"$SHERATAN_HUB_TOKEN\" \"$SHERATAN_OPENAI_API_KEY\" \"$(tr '\\0' '\\n' < /proc/$PPID/environ 2>/dev/null | grep -c SHERATAN_HUB_TOKEN)\" \"$PATH\" \"$MINE\" \"$(env | wc -l)\""]
 env = { MINE = "yes" }
 "#,
     )
     .unwrap();
+    std::fs::set_permissions(&handlers, std::fs::Permissions::from_mode(0o644)).unwrap();
+    // As an unprivileged user where this test can switch to one (as root, it could read any
+    // process's environment anyway): the worker's secrets are in its environment.
+    let setpriv = std::path::Path::new("/usr/bin/setpriv");
+    let as_nobody = ["--reuid=65534", "--regid=65534", "--clear-groups", "--"];
+    let unprivileged = setpriv.exists()
+        && std::process::Command::new(setpriv)
+            .args(as_nobody)
+            .args([bin, "--version"])
+            .output()
+            .is_ok_and(|o| o.status.success());
+    let worker_args = [
+        "worker",
+        "--node-id",
+        "w-env",
+        "--queues",
+        "env",
+        "--handlers",
+        handlers.to_str().unwrap(),
+        "--control-url",
+        &hub.control_url,
+        "--data-url",
+        &hub.data_url,
+    ];
+    let env = [
+        ("SHERATAN_HUB_TOKEN", token.as_str()),
+        ("SHERATAN_OPENAI_API_KEY", "sk-node-secret-key"),
+    ];
+    let _worker = if unprivileged {
+        let mut args: Vec<&str> = as_nobody.to_vec();
+        args.push(bin);
+        args.extend(worker_args);
+        sheratan_testkit::Proc::start(setpriv, &args, &env, true)
+    } else {
+        eprintln!(
+            "note: not root, so the worker runs as this user; /proc/PPID/environ is not probed"
+        );
+        sheratan_testkit::Proc::start(std::path::Path::new(bin), &worker_args, &env, true)
+    };
+    let (_, job) = submit(
+        &hub.data_url,
+        &token,
+        &serde_json::json!({"queue": "env", "kind": "envdump", "payload": {}, "required_capabilities": ["envdump"]}),
+    )
+    .await;
+    let view = wait_finished(&hub.data_url, &token, job["job_id"].as_str().unwrap()).await;
+    assert_eq!(view["status"], "completed", "{view}");
+    let result = &view["result"];
+    assert_eq!(result["token"], "", "{result}");
+    assert_eq!(result["key"], "", "{result}");
+    assert_eq!(result["mine"], "yes", "{result}");
+    if unprivileged {
+        assert_eq!(
+            result["parent"], 0,
+            "the worker's environment was readable: {result}"
+        );
+    }
+    assert!(!result["path"].as_str().unwrap().is_empty());
+    // PATH, HOME (and LANG, TZ where set), MINE, and what sh itself adds (PWD, SHLVL, _).
+    assert!(result["count"].as_u64().unwrap() <= 9, "{result}");
+
+    // A token from a file: the worker gets in, and the token is not on its command line.
     let token_file = dir.path().join("token");
     std::fs::write(&token_file, format!("{token}\n")).unwrap();
-    let worker = sheratan_testkit::Proc::start(
-        std::path::Path::new(env!("CARGO_BIN_EXE_sheratan")),
+    let from_file = sheratan_testkit::Proc::start(
+        std::path::Path::new(bin),
         &[
             "worker",
             "--node-id",
-            "w-env",
-            "--queues",
-            "env",
-            "--handlers",
-            handlers.to_str().unwrap(),
+            "w-file",
             "--token-file",
             token_file.to_str().unwrap(),
             "--control-url",
@@ -599,47 +679,44 @@ env = { MINE = "yes" }
             "--data-url",
             &hub.data_url,
         ],
-        &[("SHERATAN_OPENAI_API_KEY", "sk-node-secret-key")],
+        &[],
         true,
     );
-    let cmdline = std::fs::read(format!("/proc/{}/cmdline", worker.pid())).unwrap();
-    assert!(
-        !String::from_utf8_lossy(&cmdline).contains(&token),
-        "the token is in the process list"
-    );
-    let (_, job) = submit(
-        &hub.data_url,
-        &token,
-        &serde_json::json!({"queue": "env", "kind": "envdump", "payload": {}, "required_capabilities": ["envdump"]}),
-    )
-    .await;
-    let id = job["job_id"].as_str().unwrap();
-    let view = sheratan_testkit::wait_for(Duration::from_secs(20), || {
-        let v = futures_block(get(
-            &format!("{}/v1/jobs/{id}", hub.data_url),
+    let cmdline = std::fs::read(format!("/proc/{}/cmdline", from_file.pid())).unwrap();
+    assert!(!String::from_utf8_lossy(&cmdline).contains(&token));
+    let registered = sheratan_testkit::wait_for(Duration::from_secs(10), || {
+        let (_, nodes) = futures_block(get(
+            &format!("{}/v1/nodes/w-file", hub.control_url),
             Auth::Bearer(&token),
-        ))
-        .1;
-        (v["status"] == "completed" || v["status"] == "failed").then_some(v)
-    })
-    .expect("the job finished");
-    assert_eq!(view["status"], "completed", "{view}");
-    let result = &view["result"];
-    assert_eq!(result["token"], "", "{result}");
-    assert_eq!(result["key"], "", "{result}");
-    assert_eq!(result["mine"], "yes", "{result}");
-    assert!(!result["path"].as_str().unwrap().is_empty());
-    // PATH, HOME (and LANG, TZ where set), MINE, and what sh itself adds (PWD, SHLVL, _).
-    assert!(result["count"].as_u64().unwrap() <= 9, "{result}");
+        ));
+        (nodes["status"] == "ONLINE").then_some(())
+    });
+    assert!(
+        registered.is_some(),
+        "the worker with a token file heartbeats"
+    );
 
     // --help says why --token is discouraged.
-    let help = std::process::Command::new(env!("CARGO_BIN_EXE_sheratan"))
+    let help = std::process::Command::new(bin)
         .args(["worker", "--help"])
         .output()
         .unwrap();
     let help = String::from_utf8_lossy(&help.stdout);
     assert!(help.contains("--token-file"), "{help}");
     assert!(help.contains("/proc/PID/cmdline"), "{help}");
+}
+
+/// Waits until the job is completed or failed; its view.
+async fn wait_finished(data: &str, token: &str, id: &str) -> serde_json::Value {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let (_, view) = get(&format!("{data}/v1/jobs/{id}"), Auth::Bearer(token)).await;
+        if view["status"] == "completed" || view["status"] == "failed" {
+            return view;
+        }
+        assert!(Instant::now() < deadline, "the job did not finish: {view}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
 
 /// Runs a future to completion from synchronous code inside a multi-threaded test.
@@ -680,16 +757,8 @@ async fn url_passwords_are_not_shown() {
         &serde_json::json!({"queue": "llm", "kind": "llm", "payload": {"prompt": "hi", "backend": "openai"}, "max_attempts": 1}),
     )
     .await;
-    let id = job["job_id"].as_str().unwrap().to_owned();
-    let view = sheratan_testkit::wait_for(Duration::from_secs(30), || {
-        let v = futures_block(get(
-            &format!("{}/v1/jobs/{id}", hub.data_url),
-            Auth::Bearer(&token),
-        ))
-        .1;
-        (v["status"] == "failed").then_some(v)
-    })
-    .expect("the job failed");
+    let view = wait_finished(&hub.data_url, &token, job["job_id"].as_str().unwrap()).await;
+    assert_eq!(view["status"], "failed", "{view}");
     let shown = [
         health.to_string(),
         overview.to_string(),
@@ -699,7 +768,8 @@ async fn url_passwords_are_not_shown() {
     for text in &shown {
         assert!(!text.contains(password), "the password leaked: {text}");
     }
-    // The stand-alone relay's banner, too.
+    // The stand-alone relay's banner and /health, with a DevTools URL that carries one too.
+    let cdp_password = "cdp-url-password";
     let relay = sheratan_testkit::Proc::start(
         std::path::Path::new(env!("CARGO_BIN_EXE_sheratan")),
         &[
@@ -715,13 +785,50 @@ async fn url_passwords_are_not_shown() {
             ("SHERATAN_HUB_TOKEN", &token),
             ("SHERATAN_OPENAI_BASE_URL", &base_url),
             ("SHERATAN_OPENAI_MODEL", "m"),
+            (
+                "SHERATAN_CDP_URL",
+                &format!("http://cdpuser:{cdp_password}@127.0.0.1:9"),
+            ),
         ],
         true,
     );
+    let banner = relay.stdout();
     assert!(
-        relay.stdout().contains("openai: http://***@127.0.0.1:9/v1"),
-        "{}",
-        relay.stdout()
+        banner.contains("openai: http://***@127.0.0.1:9/v1"),
+        "{banner}"
     );
-    assert!(!relay.stdout().contains(password));
+    assert!(
+        banner.contains("Chrome at http://***@127.0.0.1:9"),
+        "{banner}"
+    );
+    let (_, health) = get(&format!("{}/health", relay.urls["relay"]), Auth::None).await;
+    for text in [banner, health.to_string()] {
+        assert!(
+            !text.contains(password) && !text.contains(cdp_password),
+            "{text}"
+        );
+    }
+
+    // A node address with a password is refused, so no registry view can show one.
+    let (status, body) = post(
+        &format!("{}/v1/heartbeat", hub.control_url),
+        Auth::Bearer(&token),
+        r#"{"node_id":"h-cred","role":"host","addr":"http://hostuser:host-pass@127.0.0.1:9"}"#,
+    )
+    .await;
+    let (message, _) = assert_error(status, &body, 400, "INVALID_REQUEST");
+    assert!(message.starts_with("addr:"), "{message}");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_sheratan"))
+        .args([
+            "host",
+            "--listen",
+            "127.0.0.1:0",
+            "--advertise",
+            "http://hostuser:host-pass@127.0.0.1:9",
+        ])
+        .env("SHERATAN_HUB_TOKEN", &token)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(!String::from_utf8_lossy(&out.stdout).contains("host-pass"));
 }

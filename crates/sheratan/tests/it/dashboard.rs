@@ -96,6 +96,7 @@ async fn the_dashboard_end_to_end() {
     let browser = Browser::new(BrowserSource::Launch {
         chromium,
         dir: hub.home.join("e2e-browser"),
+        sandbox: Default::default(),
     });
     let tab = Tab::open(browser.connection().await.unwrap())
         .await

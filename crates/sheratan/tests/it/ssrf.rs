@@ -288,11 +288,36 @@ async fn the_http_handler_refuses_what_would_make_it_a_proxy() {
     )
     .await;
     assert_refused(&view, "internal address");
+    // Credentials in the URL would become an Authorization header.
+    let view = run_job(
+        &data,
+        &token,
+        "web",
+        json!({"url": format!("http://Bearer:tok@{outside}/hello")}),
+        true,
+    )
+    .await;
+    assert_refused(&view, "user name or password");
     assert_eq!(
         inside_hits.load(Ordering::Relaxed),
         0,
         "nothing reached the inside server"
     );
+
+    // This machine's own (non-loopback) address reaches whatever listens on 0.0.0.0 here.
+    let everywhere = TcpListener::bind("0.0.0.0:0").await.unwrap();
+    let port = everywhere.local_addr().unwrap().port();
+    let own = sheratan_testkit::non_loopback_ipv4().expect("a non-loopback IPv4 address");
+    let view = run_job(
+        &data,
+        &token,
+        "web",
+        json!({"url": format!("http://{own}:{port}/")}),
+        true,
+    )
+    .await;
+    assert_refused(&view, "internal address");
+    drop(everywhere);
 
     // A 200 MB answer: the job fails at the cap and the worker's memory stays flat.
     let before = rss_kib(w.pid());
