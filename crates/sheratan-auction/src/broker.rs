@@ -735,22 +735,16 @@ fn router(state: Arc<BrokerState>) -> Router {
     .with_state(state)
 }
 
-async fn health(State(s): State<Arc<BrokerState>>) -> Json<serde_json::Value> {
-    Json(serde_json::json!({
-        "status": "ok",
-        "role": "broker",
-        "node_id": s.config.node_id,
-        "queue": s.config.queue,
-        "inflight": s.inflight.load(Ordering::Relaxed),
-        "concurrency": s.config.concurrency,
-        "auth": s.config.token.auth_mode(),
-    }))
-}
-
-#[derive(serde::Deserialize)]
-#[serde(deny_unknown_fields)]
-struct ListQuery {
-    limit: Option<u32>,
+async fn health(State(s): State<Arc<BrokerState>>) -> Json<sheratan_proto::health::BrokerHealth> {
+    Json(sheratan_proto::health::BrokerHealth {
+        status: "ok".into(),
+        role: "broker".into(),
+        node_id: s.config.node_id.clone(),
+        queue: s.config.queue.clone(),
+        inflight: s.inflight.load(Ordering::Relaxed),
+        concurrency: s.config.concurrency,
+        auth: s.config.token.auth_mode(),
+    })
 }
 
 fn store_failed(err: impl std::fmt::Display) -> ApiError {
@@ -764,7 +758,7 @@ fn store_failed(err: impl std::fmt::Display) -> ApiError {
 async fn list_auctions(
     State(s): State<Arc<BrokerState>>,
     _: Caller,
-    QueryParams(q): QueryParams<ListQuery>,
+    QueryParams(q): QueryParams<sheratan_proto::core_api::LimitQuery>,
 ) -> Result<Json<AuctionList>, ApiError> {
     let limit = match q.limit {
         None => 50,

@@ -223,15 +223,15 @@ fn router(state: Arc<HostState>) -> Router {
     .with_state(state)
 }
 
-async fn health(State(s): State<Arc<HostState>>) -> Json<serde_json::Value> {
-    Json(serde_json::json!({
-        "status": "ok",
-        "role": "host",
-        "node_id": s.config.node_id,
-        "inflight": s.inflight.load(Ordering::Relaxed),
-        "capacity": s.config.capacity,
-        "auth": s.config.token.auth_mode(),
-    }))
+async fn health(State(s): State<Arc<HostState>>) -> Json<sheratan_proto::health::HostHealth> {
+    Json(sheratan_proto::health::HostHealth {
+        status: "ok".into(),
+        role: "host".into(),
+        node_id: s.config.node_id.clone(),
+        inflight: s.inflight.load(Ordering::Relaxed),
+        capacity: s.config.capacity,
+        auth: s.config.token.auth_mode(),
+    })
 }
 
 async fn metrics(State(s): State<Arc<HostState>>, _: Caller) -> Response {

@@ -251,13 +251,16 @@ impl DataClient {
         .await
     }
 
-    /// Admin path: starts a token rotation to `next_token`, finalized at `until` (RFC 3339).
+    /// Admin path: starts a token rotation to `next_token`, finalized at `until`.
     pub async fn rotate_token(
         &self,
         next_token: &str,
-        until: &str,
-    ) -> Result<serde_json::Value, ClientError> {
-        let body = serde_json::json!({"next_token": next_token, "until": until});
+        until: time::OffsetDateTime,
+    ) -> Result<sheratan_proto::data::RotationStatus, ClientError> {
+        let body = sheratan_proto::data::RotationRequest {
+            next_token: next_token.to_owned(),
+            until,
+        };
         json(
             self.base
                 .send_retrying(Retry::Safe, || {

@@ -73,13 +73,13 @@ impl MeshToken {
         self.load().send.clone()
     }
 
-    /// `"required"`, or `"disabled"` when this component runs without authentication (the
+    /// `required`, or `disabled` when this component runs without authentication (the
     /// operator's explicit `SHERATAN_HUB_TOKEN_REQUIRED=0`), as `/health` shows it.
-    pub fn auth_mode(&self) -> &'static str {
+    pub fn auth_mode(&self) -> sheratan_proto::health::AuthMode {
         if self.load().send.is_some() {
-            "required"
+            sheratan_proto::health::AuthMode::Required
         } else {
-            "disabled"
+            sheratan_proto::health::AuthMode::Disabled
         }
     }
 

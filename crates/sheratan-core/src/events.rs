@@ -20,10 +20,12 @@ use std::time::Duration;
 use axum::extract::State;
 use axum::response::sse::{Event, KeepAlive, Sse};
 use futures_util::Stream;
-use serde_json::{Value, json};
+use serde_json::Value;
 use sheratan_client::JobFilter;
 use sheratan_proto::control::NodeView;
+use sheratan_proto::core_api::{HubEvent, JobEvent, LaggedEvent, NodeEvent, ReadyEvent};
 use sheratan_proto::data::{JobStatus, JobView};
+use sheratan_proto::event::AlertRecord;
 use tokio::sync::broadcast;
 use tokio_util::sync::CancellationToken;
 
@@ -71,9 +73,12 @@ pub(crate) async fn stream(
     let receiver = s.events.sender.subscribe();
     s.events.subscribers.fetch_add(1, Ordering::Relaxed);
     let guard = Subscribed(s.events.subscribers.clone());
-    let ready = Event::default()
-        .event("ready")
-        .data(json!({"poll_interval_ms": s.events.poll_interval.as_millis() as u64}).to_string());
+    let ready = Event::default().event("ready").data(
+        wire(&ReadyEvent {
+            poll_interval_ms: s.events.poll_interval.as_millis() as u64,
+        })
+        .to_string(),
+    );
     let state = (Some(ready), receiver, guard);
     let events = futures_util::stream::unfold(state, |(first, mut receiver, guard)| async move {
         if let Some(ready) = first {
@@ -83,7 +88,7 @@ pub(crate) async fn stream(
             Ok((name, data)) => Event::default().event(name).data(data.to_string()),
             Err(broadcast::error::RecvError::Lagged(missed)) => Event::default()
                 .event("lagged")
-                .data(json!({"missed": missed}).to_string()),
+                .data(wire(&LaggedEvent { missed }).to_string()),
             Err(broadcast::error::RecvError::Closed) => return None,
         };
         Some((Ok(event), (None, receiver, guard)))
@@ -91,26 +96,31 @@ pub(crate) async fn stream(
     Sse::new(events).keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
 }
 
+/// An event's data: its wire type as JSON (kept as a value to compare with what was sent).
+fn wire<T: serde::Serialize>(event: &T) -> Value {
+    serde_json::to_value(event).unwrap_or_default()
+}
+
 fn job_event(j: &JobView) -> Value {
-    json!({
-        "job_id": j.job_id,
-        "queue": j.queue,
-        "kind": j.kind,
-        "status": j.status,
-        "attempt": j.attempt,
-        "updated_at": j.updated_at.unix_timestamp_nanos() / 1_000_000,
-        "error": j.error,
+    wire(&JobEvent {
+        job_id: j.job_id.clone(),
+        queue: j.queue.clone(),
+        kind: j.kind.clone(),
+        status: j.status,
+        attempt: j.attempt,
+        updated_at: (j.updated_at.unix_timestamp_nanos() / 1_000_000) as i64,
+        error: j.error.clone(),
     })
 }
 
 fn node_event(n: &NodeView) -> Value {
-    json!({
-        "node_id": n.node_id,
-        "role": n.role,
-        "status": n.status,
-        "health": n.health,
-        "attestation": n.attestation,
-        "load": n.load,
+    wire(&NodeEvent {
+        node_id: n.node_id.clone(),
+        role: n.role,
+        status: n.status,
+        health: n.health,
+        attestation: n.attestation,
+        load: n.load,
     })
 }
 
@@ -122,7 +132,7 @@ struct Seen {
     nodes: HashMap<String, Value>,
     hub_reachable: Option<bool>,
     /// The newest alert line seen; `None` before the first look (then nothing is replayed).
-    last_alert: Option<Option<Value>>,
+    last_alert: Option<Option<AlertRecord>>,
 }
 
 pub(crate) async fn poll(s: Arc<CoreState>, shutdown: CancellationToken) {
@@ -155,7 +165,7 @@ async fn poll_once(s: &CoreState, seen: &mut Seen, round: u64) {
     let reachable = recent.is_ok();
     if seen.hub_reachable != Some(reachable) {
         if seen.hub_reachable.is_some() {
-            send("hub", json!({"reachable": reachable}));
+            send("hub", wire(&HubEvent { reachable }));
         }
         seen.hub_reachable = Some(reachable);
     }
@@ -222,7 +232,8 @@ async fn poll_once(s: &CoreState, seen: &mut Seen, round: u64) {
         .home
         .join("logs")
         .join(sheratan_proto::event::ALERTS_FILE);
-    if let Ok(Ok(alerts)) = tokio::task::spawn_blocking(move || crate::tail::jsonl(&path, 50)).await
+    if let Ok(Ok(alerts)) =
+        tokio::task::spawn_blocking(move || crate::tail::jsonl::<AlertRecord>(&path, 50)).await
     {
         if let Some(last) = &seen.last_alert {
             let start = match last {
@@ -230,7 +241,7 @@ async fn poll_once(s: &CoreState, seen: &mut Seen, round: u64) {
                 None => 0,
             };
             for alert in &alerts[start..] {
-                send("alert", alert.clone());
+                send("alert", wire(alert));
             }
         }
         seen.last_alert = Some(alerts.last().cloned());

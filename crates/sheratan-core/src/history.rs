@@ -5,24 +5,13 @@ use std::collections::VecDeque;
 use std::sync::Mutex;
 use std::time::Duration;
 
-use serde::Serialize;
 use sheratan_client::DataClient;
 use time::OffsetDateTime;
 use tokio_util::sync::CancellationToken;
 
 const POINTS: usize = 360;
 
-/// One sample.
-#[derive(Debug, Clone, Copy, Serialize, PartialEq)]
-pub struct Point {
-    /// Unix milliseconds.
-    pub t: i64,
-    pub queue_depth: f64,
-    pub inflight: f64,
-    pub results_pending: f64,
-    /// Failed authentications in the minute before the sample (invalid and retired tokens).
-    pub auth_failures_1m: f64,
-}
+pub use sheratan_proto::core_api::HistoryPoint as Point;
 
 pub(crate) struct History {
     pub(crate) interval: Duration,

@@ -8,15 +8,15 @@
 
 mod events;
 mod history;
+mod overview;
+mod peer;
 mod tail;
-
-pub use history::Point;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::AtomicU32;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use axum::extract::{Path, Request, State};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
@@ -24,14 +24,20 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use serde_json::{Value, json};
 use sheratan_client::{
     ClientError, ControlClient, DataClient, Identity, JobFilter, MeshToken, RetryPolicy, Submitted,
 };
+use sheratan_proto::AuditRecord;
 use sheratan_proto::ErrorCode;
-use sheratan_proto::auction::{CoreSubmit, CoreSubmitted, Dispatch};
-use sheratan_proto::control::{NodeStatus, Role};
-use sheratan_proto::data::{JobStatus, SubmitJob};
+use sheratan_proto::auction::{AuctionList, AuctionRecord};
+use sheratan_proto::control::{NodeList, Role};
+use sheratan_proto::core_api::{
+    CoreSubmit, CoreSubmitted, Dispatch, History, LimitQuery, LogTail, Overview,
+};
+use sheratan_proto::data::{JobStatus, JobsQuery, SubmitJob};
+use sheratan_proto::event::AlertRecord;
+use sheratan_proto::health::CoreHealth;
+use sheratan_proto::relay::SessionList;
 use sheratan_runtime::edge::{self, ApiError, JsonBody, QueryParams};
 use sheratan_runtime::serve::ServeLimits;
 use tokio::net::TcpListener;
@@ -238,7 +244,7 @@ fn router(state: Arc<CoreState>) -> Router {
         )
         .route("/api/history", get(history_route))
         .route("/api/relay/sessions", get(relay_sessions))
-        .route("/api/overview", get(overview))
+        .route("/api/overview", get(overview_route))
         .route("/api/nodes", get(nodes))
         .route("/api/auctions", get(auctions))
         .route("/api/auctions/{job_id}", get(one_auction))
@@ -298,13 +304,13 @@ fn add_cors(headers: &mut HeaderMap, origin: HeaderValue) {
     headers.insert(header::VARY, HeaderValue::from_static("Origin"));
 }
 
-async fn health(State(s): State<Arc<CoreState>>) -> Json<Value> {
-    Json(json!({
-        "status": "ok",
-        "role": "core",
-        "version": s.config.build_id,
-        "auth": s.config.token.auth_mode(),
-    }))
+async fn health(State(s): State<Arc<CoreState>>) -> Json<CoreHealth> {
+    Json(CoreHealth {
+        status: "ok".into(),
+        role: "core".into(),
+        version: s.config.build_id.clone(),
+        auth: s.config.token.auth_mode(),
+    })
 }
 
 /// A hub error passed through with its code, status and message; a hub that cannot be
@@ -384,23 +390,24 @@ async fn submit(
         .into_response())
 }
 
-#[derive(serde::Deserialize)]
-#[serde(deny_unknown_fields)]
-struct JobsQuery {
-    queue: Option<String>,
-    status: Option<JobStatus>,
-    limit: Option<u32>,
-    cursor: Option<String>,
-}
-
 async fn list_jobs(
     State(s): State<Arc<CoreState>>,
     _: Caller,
     QueryParams(q): QueryParams<JobsQuery>,
 ) -> Result<Json<sheratan_proto::data::JobList>, ApiError> {
+    let status = q
+        .status
+        .filter(|st| !st.is_empty())
+        .map(|st| serde_json::from_value::<JobStatus>(serde_json::Value::String(st)))
+        .transpose()
+        .map_err(|_| {
+            ApiError::invalid(
+                "query parameter status: one of accepted, in_progress, completed, failed, cancelled",
+            )
+        })?;
     let filter = JobFilter {
         queue: q.queue,
-        status: q.status,
+        status,
         limit: q.limit,
         cursor: q.cursor,
     };
@@ -470,91 +477,37 @@ fn require_local(caller: &Caller, route: &str) -> Result<(), ApiError> {
     })
 }
 
-async fn history_route(State(s): State<Arc<CoreState>>, _: Caller) -> Json<Value> {
-    Json(json!({
-        "interval_s": s.history.interval.as_secs_f64(),
-        "points": s.history.points(),
-    }))
+async fn history_route(State(s): State<Arc<CoreState>>, _: Caller) -> Json<History> {
+    Json(History {
+        interval_s: s.history.interval.as_secs_f64(),
+        points: s.history.points(),
+    })
 }
 
-async fn relay_sessions(State(s): State<Arc<CoreState>>, _: Caller) -> Result<Response, ApiError> {
-    peer_get(&s, s.config.relay_url.as_deref(), "relay", "/v1/sessions")
-        .await
-        .map(|(status, body)| (status, Json(body)).into_response())
-        .map_err(|message| {
-            ApiError::new(
-                ErrorCode::Unavailable,
-                message,
-                "start it with sheratan relay (sheratan up runs one)",
-            )
-        })
+async fn relay_sessions(
+    State(s): State<Arc<CoreState>>,
+    _: Caller,
+) -> Result<Json<SessionList>, ApiError> {
+    let relay = peer::Peer::relay(&s);
+    relay.get("/v1/sessions").await.map(Json)
 }
 
-async fn nodes(State(s): State<Arc<CoreState>>, _: Caller) -> Result<Json<Value>, ApiError> {
+async fn nodes(State(s): State<Arc<CoreState>>, _: Caller) -> Result<Json<NodeList>, ApiError> {
     let nodes = s
         .control
         .nodes(None, None)
         .await
         .map_err(|err| upstream("Hub Control", err))?;
-    Ok(Json(json!({ "nodes": nodes })))
+    Ok(Json(NodeList { nodes }))
 }
 
-/// GET on the broker or relay with the mesh token; `Err` says why it did not answer.
-async fn peer_get(
-    s: &CoreState,
-    base: Option<&str>,
-    name: &str,
-    path: &str,
-) -> Result<(StatusCode, Value), String> {
-    let Some(base) = base else {
-        return Err(format!("no {name} configured"));
-    };
-    let shown = sheratan_proto::redact::url(base);
-    let mut request = s.http.get(format!("{}{path}", base.trim_end_matches('/')));
-    if let Some(t) = s.config.token.send() {
-        request = request.bearer_auth(t);
-    }
-    let response = request
-        .send()
-        .await
-        .map_err(|e| format!("{name} at {shown} did not answer: {}", e.without_url()))?;
-    let status =
-        StatusCode::from_u16(response.status().as_u16()).unwrap_or(StatusCode::BAD_GATEWAY);
-    let body = response
-        .json::<Value>()
-        .await
-        .map_err(|e| format!("{name} at {shown} answered nonsense: {}", e.without_url()))?;
-    Ok((status, body))
-}
-
-async fn broker_proxy(s: &CoreState, path: &str) -> Result<Response, ApiError> {
-    peer_get(s, s.config.broker_url.as_deref(), "broker", path)
-        .await
-        .map(|(status, body)| (status, Json(body)).into_response())
-        .map_err(|message| {
-            ApiError::new(
-                ErrorCode::Unavailable,
-                message,
-                "start it with sheratan broker (sheratan up runs one)",
-            )
-        })
-}
-
-#[derive(serde::Deserialize)]
-#[serde(deny_unknown_fields)]
-struct LimitQuery {
-    limit: Option<u32>,
-}
-
-impl LimitQuery {
-    fn limit(&self, default: u32, max: u32) -> Result<u32, ApiError> {
-        match self.limit {
-            None => Ok(default),
-            Some(n) if (1..=max).contains(&n) => Ok(n),
-            Some(_) => Err(ApiError::invalid(format!(
-                "limit must be a number from 1 to {max}"
-            ))),
-        }
+fn limit(q: &LimitQuery, default: u32, max: u32) -> Result<u32, ApiError> {
+    match q.limit {
+        None => Ok(default),
+        Some(n) if (1..=max).contains(&n) => Ok(n),
+        Some(_) => Err(ApiError::invalid(format!(
+            "limit must be a number from 1 to {max}"
+        ))),
     }
 }
 
@@ -562,25 +515,30 @@ async fn auctions(
     State(s): State<Arc<CoreState>>,
     _: Caller,
     QueryParams(q): QueryParams<LimitQuery>,
-) -> Result<Response, ApiError> {
-    let limit = q.limit(50, 1000)?;
-    broker_proxy(&s, &format!("/v1/auctions?limit={limit}")).await
+) -> Result<Json<AuctionList>, ApiError> {
+    let limit = limit(&q, 50, 1000)?;
+    let broker = peer::Peer::broker(&s);
+    broker
+        .get(&format!("/v1/auctions?limit={limit}"))
+        .await
+        .map(Json)
 }
 
 async fn one_auction(
     State(s): State<Arc<CoreState>>,
     _: Caller,
     Path(id): Path<String>,
-) -> Result<Response, ApiError> {
+) -> Result<Json<AuctionRecord>, ApiError> {
     job_id(&id)?;
-    broker_proxy(&s, &format!("/v1/auctions/{id}")).await
+    let broker = peer::Peer::broker(&s);
+    broker.get(&format!("/v1/auctions/{id}")).await.map(Json)
 }
 
 async fn alerts(
     State(s): State<Arc<CoreState>>,
     _: Caller,
     QueryParams(q): QueryParams<LimitQuery>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<LogTail<AlertRecord>>, ApiError> {
     log_tail(&s, sheratan_proto::event::ALERTS_FILE, &q).await
 }
 
@@ -588,112 +546,27 @@ async fn audit(
     State(s): State<Arc<CoreState>>,
     _: Caller,
     QueryParams(q): QueryParams<LimitQuery>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<LogTail<AuditRecord>>, ApiError> {
     log_tail(&s, sheratan_proto::event::AUDIT_LOG_FILE, &q).await
 }
 
-async fn log_tail(s: &CoreState, file: &str, q: &LimitQuery) -> Result<Json<Value>, ApiError> {
-    let limit = q.limit(100, 1000)?;
+/// The newest lines of one of the hub's logs (lines that are not records are skipped).
+async fn log_tail<T: serde::de::DeserializeOwned + Send + 'static>(
+    s: &CoreState,
+    file: &str,
+    q: &LimitQuery,
+) -> Result<Json<LogTail<T>>, ApiError> {
+    let limit = limit(q, 100, 1000)?;
     let path = s.config.home.join("logs").join(file);
     match tokio::task::spawn_blocking(move || tail::jsonl(&path, limit as usize)).await {
-        Ok(Ok(entries)) => Ok(Json(json!({ "entries": entries }))),
+        Ok(Ok(entries)) => Ok(Json(LogTail { entries })),
         Ok(Err(e)) => Err(ApiError::internal(format!("cannot read {file}: {e}"))),
         Err(e) => Err(ApiError::internal(e)),
     }
 }
 
-/// One component's line in the overview.
-fn component(started: Instant, answer: Result<Value, String>) -> Value {
-    let latency_ms = started.elapsed().as_secs_f64() * 1000.0;
-    match answer {
-        Ok(detail) => json!({"status": "up", "latency_ms": latency_ms, "detail": detail}),
-        Err(e) => json!({"status": "down", "latency_ms": latency_ms, "error": e}),
-    }
-}
-
-/// Every component at once, each with a short deadline: one slow or dead component shows
-/// as down and never holds up the page.
-async fn overview(State(s): State<Arc<CoreState>>, _: Caller) -> Json<Value> {
-    let deadline = Duration::from_millis(1500);
-    let timed = |what: &'static str| move |_| format!("{what} did not answer within 1.5 s");
-    let control = async {
-        let t = Instant::now();
-        let r = tokio::time::timeout(deadline, s.control.health())
-            .await
-            .map_err(timed("Hub Control"))
-            .and_then(|r| r.map(|h| json!(h)).map_err(|e| e.to_string()));
-        component(t, r)
-    };
-    let data = async {
-        let t = Instant::now();
-        let r = tokio::time::timeout(deadline, s.data.health())
-            .await
-            .map_err(timed("Hub Data"))
-            .and_then(|r| match r {
-                Ok(h) => Ok(json!(h)),
-                // Core on another machine than the hub: the data plane answered, it is up.
-                Err(e) if e.code() == Some(ErrorCode::LocalhostOnly) => {
-                    Ok(json!({"note": "health is loopback-only"}))
-                }
-                Err(e) => Err(e.to_string()),
-            });
-        component(t, r)
-    };
-    let peer = |base: Option<String>, name: &'static str| {
-        let s = s.clone();
-        async move {
-            let t = Instant::now();
-            let r = match tokio::time::timeout(
-                deadline,
-                peer_get(&s, base.as_deref(), name, "/health"),
-            )
-            .await
-            {
-                Err(_) => Err(format!("{name} did not answer within 1.5 s")),
-                Ok(Err(e)) => Err(e),
-                Ok(Ok((status, body))) if status.is_success() => Ok(body),
-                Ok(Ok((status, body))) => Err(format!("{name} answered {status}: {body}")),
-            };
-            component(t, r)
-        }
-    };
-    let nodes = async {
-        match tokio::time::timeout(deadline, s.control.nodes(None, None)).await {
-            Ok(Ok(nodes)) => {
-                let mut by_status = serde_json::Map::new();
-                let mut by_role = serde_json::Map::new();
-                for status in [NodeStatus::Online, NodeStatus::Stale, NodeStatus::Dead] {
-                    let n = nodes.iter().filter(|n| n.status == status).count();
-                    by_status.insert(status.as_str().into(), n.into());
-                }
-                for n in &nodes {
-                    let entry = by_role.entry(n.role.as_str()).or_insert(json!(0));
-                    *entry = json!(entry.as_u64().unwrap_or(0) + 1);
-                }
-                json!({"total": nodes.len(), "by_status": by_status, "by_role": by_role})
-            }
-            _ => Value::Null,
-        }
-    };
-    let (control, data, broker, relay, nodes) = tokio::join!(
-        control,
-        data,
-        peer(s.config.broker_url.clone(), "broker"),
-        peer(s.config.relay_url.clone(), "relay"),
-        nodes
-    );
-    Json(json!({
-        "components": {
-            "core": {"status": "up", "detail": {"version": s.config.build_id}},
-            "control": control,
-            "data": data,
-            "broker": broker,
-            "relay": relay,
-        },
-        "nodes": nodes,
-        "jobs": s.history.latest(),
-        "events_subscribers": s.events.subscribers(),
-    }))
+async fn overview_route(State(s): State<Arc<CoreState>>, _: Caller) -> Json<Overview> {
+    Json(overview::overview(&s).await)
 }
 
 #[cfg(test)]

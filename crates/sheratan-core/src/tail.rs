@@ -4,13 +4,13 @@
 use std::io::{Read, Seek, SeekFrom};
 use std::path::Path;
 
-use serde_json::Value;
+use serde::de::DeserializeOwned;
 
 const WINDOW: u64 = 1 << 20;
 
 /// Up to `limit` entries, oldest first. A missing file is an empty log; a line that is not
 /// JSON (a torn write at the end) is skipped.
-pub(crate) fn jsonl(path: &Path, limit: usize) -> std::io::Result<Vec<Value>> {
+pub(crate) fn jsonl<T: DeserializeOwned>(path: &Path, limit: usize) -> std::io::Result<Vec<T>> {
     let mut file = match std::fs::File::open(path) {
         Ok(f) => f,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
@@ -26,7 +26,7 @@ pub(crate) fn jsonl(path: &Path, limit: usize) -> std::io::Result<Vec<Value>> {
         // The window began mid-line.
         lines.remove(0);
     }
-    let mut entries: Vec<Value> = lines
+    let mut entries: Vec<T> = lines
         .iter()
         .rev()
         .filter(|l| !l.is_empty())
@@ -47,12 +47,16 @@ mod tests {
         std::fs::create_dir_all(&dir).unwrap();
         let path = dir.join("log.jsonl");
         std::fs::write(&path, "{\"n\":1}\n{\"n\":2}\nnot json\n{\"n\":3}\n{\"n\":4").unwrap();
-        let got = jsonl(&path, 2).unwrap();
+        let got: Vec<serde_json::Value> = jsonl(&path, 2).unwrap();
         assert_eq!(
             got,
             vec![serde_json::json!({"n":2}), serde_json::json!({"n":3})]
         );
-        assert_eq!(jsonl(&dir.join("missing"), 5).unwrap(), Vec::<Value>::new());
+        assert!(
+            jsonl::<serde_json::Value>(&dir.join("missing"), 5)
+                .unwrap()
+                .is_empty()
+        );
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -107,7 +107,10 @@ fn router(state: Arc<DashboardState>) -> Router {
             .route(
                 "/health",
                 get(|| async {
-                    axum::Json(serde_json::json!({"status": "ok", "role": "dashboard"}))
+                    axum::Json(sheratan_proto::health::DashboardHealth {
+                        status: "ok".into(),
+                        role: "dashboard".into(),
+                    })
                 }),
             );
     sheratan_runtime::edge::with_fallbacks(
@@ -147,10 +150,10 @@ async fn index(State(s): State<Arc<DashboardState>>) -> Response {
 }
 
 async fn config(State(s): State<Arc<DashboardState>>) -> Response {
-    let mut response = axum::Json(serde_json::json!({
-        "core_url": s.config.core_url,
-        "version": s.config.version,
-    }))
+    let mut response = axum::Json(sheratan_proto::core_api::DashboardConfig {
+        core_url: s.config.core_url.clone(),
+        version: s.config.version.clone(),
+    })
     .into_response();
     response
         .headers_mut()

@@ -146,15 +146,7 @@ struct TokenState {
     rotation: Option<RotationFile>,
 }
 
-/// What an operator sees of a rotation.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct RotationStatus {
-    pub active: bool,
-    #[serde(with = "time::serde::rfc3339::option")]
-    pub until: Option<OffsetDateTime>,
-    #[serde(with = "time::serde::rfc3339::option")]
-    pub finalized_at: Option<OffsetDateTime>,
-}
+pub use sheratan_proto::data::RotationStatus;
 
 /// The hub's token authority.
 pub struct Tokens {

@@ -14,8 +14,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use sheratan_proto::event::{ALERTS_FILE, AUDIT_LOG_FILE};
-use sheratan_proto::{AuditRecord, EventKind, Severity};
-use time::OffsetDateTime;
+use sheratan_proto::{AuditRecord, EventKind};
 use tokio_util::sync::CancellationToken;
 
 /// One alerting rule: `threshold` occurrences of `event` within `window`, counted per source
@@ -154,23 +153,8 @@ impl WatchConfig {
     }
 }
 
-/// One line of `alerts.jsonl`.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-pub struct Alert {
-    #[serde(with = "time::serde::rfc3339")]
-    pub ts: OffsetDateTime,
-    pub rule: String,
-    pub event: EventKind,
-    pub severity: Severity,
-    /// The peer address or node the alert is about; `*` for hub-wide rules.
-    pub source: String,
-    /// Occurrences within the window when the alert fired.
-    pub count: u64,
-    pub window_s: u64,
-    pub message: String,
-    /// The last record's detail, for context.
-    pub detail: serde_json::Value,
-}
+/// An alert: one line of `logs/alerts.jsonl` and the body of a webhook call.
+pub use sheratan_proto::event::AlertRecord as Alert;
 
 /// Where the follower is, and what the rules remember; saved after every batch of lines.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -462,7 +446,7 @@ mod tests {
     use super::*;
 
     fn line(event: &str, remote: &str, secs: i64) -> String {
-        let ts = (OffsetDateTime::UNIX_EPOCH + time::Duration::seconds(1_800_000_000 + secs))
+        let ts = (time::OffsetDateTime::UNIX_EPOCH + time::Duration::seconds(1_800_000_000 + secs))
             .format(&time::format_description::well_known::Rfc3339)
             .unwrap();
         format!(

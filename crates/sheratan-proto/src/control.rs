@@ -262,3 +262,22 @@ mod tests {
         assert!(validate_bundle_name("").is_err());
     }
 }
+
+/// `?role=&status=` of `GET /v1/nodes`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NodesQuery {
+    #[serde(default)]
+    pub role: Option<String>,
+    #[serde(default)]
+    pub status: Option<String>,
+}
+
+/// `?format=` of `GET /metrics` on either plane: Prometheus text (default, `prometheus`,
+/// `text`) or `json` (dotted names).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MetricsQuery {
+    #[serde(default)]
+    pub format: Option<String>,
+}

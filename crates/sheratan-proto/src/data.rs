@@ -318,3 +318,48 @@ pub struct QueueAdminResponse {
 pub fn validate_queue(name: &str) -> Result<(), String> {
     crate::ids::validate_name("queue", name, 64)
 }
+
+/// `?queue=&status=&limit=&cursor=` of `GET /v1/jobs` (and Core's `GET /api/jobs`).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JobsQuery {
+    #[serde(default)]
+    pub queue: Option<String>,
+    #[serde(default)]
+    pub status: Option<String>,
+    #[serde(default)]
+    pub limit: Option<u32>,
+    #[serde(default)]
+    pub cursor: Option<String>,
+}
+
+/// `?pending=1&wait_ms=&limit=` of `GET /v1/results`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PendingQuery {
+    #[serde(default)]
+    pub pending: Option<String>,
+    #[serde(default)]
+    pub wait_ms: Option<u64>,
+    #[serde(default)]
+    pub limit: Option<u32>,
+}
+
+/// `POST /admin/token-rotation`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RotationRequest {
+    pub next_token: String,
+    #[serde(with = "time::serde::rfc3339")]
+    pub until: OffsetDateTime,
+}
+
+/// The answer of `POST /admin/token-rotation`: what an operator sees of a rotation.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RotationStatus {
+    pub active: bool,
+    #[serde(with = "time::serde::rfc3339::option")]
+    pub until: Option<OffsetDateTime>,
+    #[serde(with = "time::serde::rfc3339::option")]
+    pub finalized_at: Option<OffsetDateTime>,
+}

@@ -168,6 +168,25 @@ pub struct AuditRecord {
     pub first_ts: Option<OffsetDateTime>,
 }
 
+/// One line of `logs/alerts.jsonl` (and the body of an alert webhook call, and an entry of
+/// Core's `/api/alerts`): a rule of the audit watcher fired.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AlertRecord {
+    #[serde(with = "time::serde::rfc3339")]
+    pub ts: OffsetDateTime,
+    pub rule: String,
+    pub event: EventKind,
+    pub severity: Severity,
+    /// The peer address or node the alert is about; `*` for hub-wide rules.
+    pub source: String,
+    /// Occurrences within the window when the alert fired.
+    pub count: u64,
+    pub window_s: u64,
+    pub message: String,
+    /// The last record's detail, for context.
+    pub detail: serde_json::Value,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -4,13 +4,16 @@
 
 pub mod auction;
 pub mod control;
+pub mod core_api;
 pub mod data;
 pub mod error;
 pub mod event;
 pub mod headers;
+pub mod health;
 pub mod ids;
 pub mod json;
 pub mod redact;
+pub mod relay;
 
 pub use error::{ErrorBody, ErrorCode, ErrorDetail};
 pub use event::{AuditRecord, EventKind, Plane, Severity};

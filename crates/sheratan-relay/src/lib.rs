@@ -20,13 +20,16 @@ use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use serde::{Deserialize, Serialize};
-use serde_json::{Value, json};
+use serde_json::Value;
 use sheratan_client::pull::{JobRunner, PullConfig};
 use sheratan_client::{ControlClient, DataClient, Identity, MeshToken, RetryPolicy};
 use sheratan_proto::ErrorCode;
 use sheratan_proto::control::Role;
 use sheratan_proto::data::{JobError, LeasedJob, Outcome, ResultRequest};
+use sheratan_proto::health::{
+    CdpHealth, CdpSource, CdpState, OpenAiHealth, OpenAiState, RelayBackends, RelayHealth,
+    SandboxState, TabCount,
+};
 use sheratan_runtime::edge::{self, ApiError, JsonBody};
 use sheratan_runtime::serve::ServeLimits;
 use time::OffsetDateTime;
@@ -44,42 +47,8 @@ pub const LLM_QUEUE: &str = "llm";
 /// Longest prompt accepted, in bytes.
 pub const MAX_PROMPT_BYTES: usize = 256 * 1024;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Backend {
-    Cdp,
-    Openai,
-}
-
-impl Backend {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Backend::Cdp => "cdp",
-            Backend::Openai => "openai",
-        }
-    }
-}
-
-/// A job's payload, and the body of `POST /v1/complete`.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RelayRequest {
-    pub prompt: String,
-    #[serde(default)]
-    pub system: Option<String>,
-    #[serde(default)]
-    pub backend: Option<Backend>,
-    #[serde(default)]
-    pub profile: Option<String>,
-}
-
-/// A job's result.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct RelayResult {
-    pub text: String,
-    pub backend: Backend,
-    pub elapsed_ms: u64,
-}
+pub use sheratan_proto::relay::{Backend, RelayRequest, RelayResult};
+use sheratan_proto::relay::{SessionList, SessionView};
 
 /// Why a completion failed, and whether trying again later may help.
 #[derive(Debug, Clone)]
@@ -167,17 +136,6 @@ impl RelayConfig {
             max_body_bytes: edge::DEFAULT_MAX_BODY_BYTES,
         }
     }
-}
-
-/// An open tab, as `GET /v1/sessions` shows it.
-#[derive(Debug, Clone, Serialize)]
-struct SessionView {
-    target_id: String,
-    job_id: Option<String>,
-    profile: String,
-    url: String,
-    #[serde(with = "time::serde::rfc3339")]
-    started_at: OffsetDateTime,
 }
 
 #[derive(Default)]
@@ -529,48 +487,88 @@ fn router(state: Arc<RelayState>) -> Router {
     .with_state(state)
 }
 
-async fn health(State(s): State<Arc<RelayState>>) -> Json<Value> {
-    let cdp = match &s.browser {
-        None => json!({"state": "unavailable", "detail": s.config.cdp_unavailable}),
-        Some(browser) => {
-            let source = match &browser.source {
-                BrowserSource::Url(url) => json!({"url": sheratan_proto::redact::url(url)}),
-                BrowserSource::Launch { chromium, .. } => {
-                    let sandbox = match browser.sandbox() {
-                        cdp::Sandbox::On => json!({"on": true}),
-                        cdp::Sandbox::Off(why) => json!({"on": false, "why": why}),
-                    };
-                    json!({"launch": chromium.display().to_string(), "transport": "pipe", "sandbox": sandbox})
-                }
-            };
-            match browser.connected() {
-                Some(c) => {
-                    json!({"state": "connected", "version": c.version, "source": source, "launches": browser.launches(), "pid": browser.child_pid()})
-                }
-                // Connected on demand: at the first CDP job, or again after the browser went away.
-                None => json!({"state": "idle", "source": source, "launches": browser.launches()}),
-            }
-        }
-    };
+async fn health(State(s): State<Arc<RelayState>>) -> Json<RelayHealth> {
     let openai = match &s.openai {
-        None => {
-            json!({"state": "not_configured", "detail": "set SHERATAN_OPENAI_BASE_URL and SHERATAN_OPENAI_MODEL"})
-        }
-        Some(o) => {
-            json!({"state": "configured", "base_url": sheratan_proto::redact::url(&o.config().base_url), "model": o.config().model})
-        }
+        None => OpenAiHealth {
+            state: OpenAiState::NotConfigured,
+            detail: Some("set SHERATAN_OPENAI_BASE_URL and SHERATAN_OPENAI_MODEL".into()),
+            base_url: None,
+            model: None,
+        },
+        Some(o) => OpenAiHealth {
+            state: OpenAiState::Configured,
+            detail: None,
+            base_url: Some(sheratan_proto::redact::url(&o.config().base_url)),
+            model: Some(o.config().model.clone()),
+        },
     };
-    Json(json!({
-        "status": "ok",
-        "role": "relay",
-        "node_id": s.config.node_id,
-        "default_backend": s.config.default_backend,
-        "backends": {"cdp": cdp, "openai": openai},
-        "profiles": s.config.profiles.names(),
-        "tabs": {"open": s.sessions.lock().expect("sessions lock").len(), "limit": s.config.tabs},
-        "inflight": s.inflight.load(Ordering::Relaxed),
-        "auth": s.config.token.auth_mode(),
-    }))
+    Json(RelayHealth {
+        status: "ok".into(),
+        role: "relay".into(),
+        node_id: s.config.node_id.clone(),
+        default_backend: s.config.default_backend,
+        backends: RelayBackends {
+            cdp: cdp_health(&s),
+            openai,
+        },
+        profiles: s.config.profiles.names(),
+        tabs: TabCount {
+            open: s.sessions.lock().expect("sessions lock").len(),
+            limit: s.config.tabs,
+        },
+        inflight: s.inflight.load(Ordering::Relaxed),
+        auth: s.config.token.auth_mode(),
+    })
+}
+
+/// The CDP backend's state: unavailable, idle (it connects at the next job) or connected.
+fn cdp_health(s: &RelayState) -> CdpHealth {
+    let Some(browser) = &s.browser else {
+        return CdpHealth {
+            state: CdpState::Unavailable,
+            detail: Some(s.config.cdp_unavailable.clone()),
+            version: None,
+            source: None,
+            launches: None,
+            pid: None,
+        };
+    };
+    let source = match &browser.source {
+        BrowserSource::Url(url) => CdpSource {
+            url: Some(sheratan_proto::redact::url(url)),
+            launch: None,
+            transport: None,
+            sandbox: None,
+        },
+        BrowserSource::Launch { chromium, .. } => CdpSource {
+            url: None,
+            launch: Some(chromium.display().to_string()),
+            transport: Some("pipe".into()),
+            sandbox: Some(match browser.sandbox() {
+                cdp::Sandbox::On => SandboxState {
+                    on: true,
+                    why: None,
+                },
+                cdp::Sandbox::Off(why) => SandboxState {
+                    on: false,
+                    why: Some(why.clone()),
+                },
+            }),
+        },
+    };
+    let connected = browser.connected();
+    CdpHealth {
+        state: if connected.is_some() {
+            CdpState::Connected
+        } else {
+            CdpState::Idle
+        },
+        detail: None,
+        version: connected.map(|c| c.version.clone()),
+        source: Some(source),
+        launches: Some(browser.launches()),
+        pid: browser.child_pid(),
+    }
 }
 
 async fn complete_route(
@@ -591,15 +589,15 @@ async fn complete_route(
     })
 }
 
-async fn sessions(State(s): State<Arc<RelayState>>, _: Caller) -> Response {
-    let open: Vec<SessionView> = s
+async fn sessions(State(s): State<Arc<RelayState>>, _: Caller) -> Json<SessionList> {
+    let sessions: Vec<SessionView> = s
         .sessions
         .lock()
         .expect("sessions lock")
         .values()
         .cloned()
         .collect();
-    Json(json!({ "sessions": open })).into_response()
+    Json(SessionList { sessions })
 }
 
 async fn metrics(State(s): State<Arc<RelayState>>, _: Caller) -> Response {

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use serde_json::{Value, json};
+use sheratan_proto::relay::{ChatMessage, ChatRequest, ChatResponse};
 
 #[derive(Debug, Clone)]
 pub struct OpenAiConfig {
@@ -76,12 +76,20 @@ impl OpenAi {
         );
         // Errors (which end up in job results and logs) name the URL without its user-info.
         let shown = sheratan_proto::redact::url(&url);
+        let message = |role: &str, content: &str| ChatMessage {
+            role: role.into(),
+            content: content.into(),
+        };
         let mut messages = Vec::new();
         if let Some(system) = system {
-            messages.push(json!({"role": "system", "content": system}));
+            messages.push(message("system", system));
         }
-        messages.push(json!({"role": "user", "content": prompt}));
-        let body = json!({"model": self.config.model, "messages": messages, "stream": false});
+        messages.push(message("user", prompt));
+        let body = ChatRequest {
+            model: self.config.model.clone(),
+            messages,
+            stream: false,
+        };
         let mut attempt = 0;
         loop {
             attempt += 1;
@@ -142,9 +150,16 @@ fn content(url: &str, text: &str) -> Result<String, OpenAiError> {
         url: url.to_owned(),
         detail,
     };
-    let value: Value = serde_json::from_str(text).map_err(|e| malformed(e.to_string()))?;
-    value["choices"][0]["message"]["content"]
-        .as_str()
-        .map(str::to_owned)
+    let answer: ChatResponse = serde_json::from_str(text).map_err(|e| {
+        malformed(format!(
+            "{e}: {}",
+            text.chars().take(200).collect::<String>()
+        ))
+    })?;
+    answer
+        .choices
+        .into_iter()
+        .next()
+        .map(|choice| choice.message.content)
         .ok_or_else(|| malformed(text.chars().take(200).collect()))
 }

@@ -603,9 +603,6 @@ pub async fn token(cmd: TokenCommand) -> Result<(), Failure> {
                     sheratan_hub::auth::MIN_STRONG_TOKEN_LEN
                 )));
             }
-            let until = until
-                .format(&time::format_description::well_known::Rfc3339)
-                .map_err(|e| crate::usage(format!("--until: {e}")))?;
             // The data plane: the admin path needs it anyway, and a data-only hub has no other.
             let metrics = sheratan_client::ControlClient::new(&client.data_url, client.token())
                 .map_err(anyhow::Error::new)?
@@ -627,12 +624,12 @@ pub async fn token(cmd: TokenCommand) -> Result<(), Failure> {
             }
             let answer = client
                 .data()?
-                .rotate_token(&next, &until)
+                .rotate_token(&next, until)
                 .await
                 .map_err(anyhow::Error::new)?;
             println!(
                 "rotation started: both tokens are accepted until {}; then only the new one",
-                answer["until"].as_str().unwrap_or(&until)
+                fmt_time(answer.until.unwrap_or(until))
             );
             Ok(())
         }

@@ -7,8 +7,8 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use serde::Deserialize;
 use sheratan_proto::Plane;
+use sheratan_proto::control::NodesQuery;
 use sheratan_proto::control::{
     BundleList, HealthResponse, HeartbeatRequest, HeartbeatResponse, NodeList, NodeStatus,
     NodeView, Role, validate_bundle_name,
@@ -48,13 +48,6 @@ async fn heartbeat(
         )
         .map(Json)
         .map_err(|err| ApiError::invalid(err.0))
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct NodesQuery {
-    role: Option<String>,
-    status: Option<String>,
 }
 
 async fn list_nodes(

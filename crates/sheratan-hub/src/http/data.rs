@@ -7,10 +7,10 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
 use axum::{Json, Router};
-use serde::Deserialize;
 use sheratan_proto::Plane;
+use sheratan_proto::control::MetricsQuery;
 use sheratan_proto::control::{BundleInfo, HealthResponse, NodeList, NodeView};
-use time::OffsetDateTime;
+use sheratan_proto::data::RotationRequest;
 
 use super::control::segment;
 use super::extract::{Caller, JsonBody, Peer, QueryParams, read_body, require_loopback};
@@ -41,12 +41,6 @@ async fn health(
     health.queue_depth = Some(counts.total_depth());
     health.inflight = Some(counts.inflight);
     Ok(health)
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub(super) struct MetricsQuery {
-    format: Option<String>,
 }
 
 /// `GET /metrics`: Prometheus text, or `?format=json` with dotted names.
@@ -109,14 +103,6 @@ fn registry_here(state: &PlaneState) -> Result<(), ApiError> {
         "this hub process serves the data plane only; the node registry lives in the process that serves the control plane",
         "send the request to the data plane of the hub process that runs the control plane (--plane both)",
     ))
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RotationRequest {
-    next_token: String,
-    #[serde(with = "time::serde::rfc3339")]
-    until: OffsetDateTime,
 }
 
 async fn admin_token_rotation(

@@ -10,8 +10,8 @@ use axum::{Json, Router};
 use serde::Deserialize;
 use sheratan_proto::data::{
     AckRequest, AckResponse, BatchResponse, ExtendRequest, ExtendResponse, JobList, JobStatus,
-    JobView, LeaseRequest, LeaseResponse, PendingResult, PendingResults, QueueAdminResponse,
-    ResultRequest, ResultResponse, SubmitBatch, SubmitJob,
+    JobView, JobsQuery, LeaseRequest, LeaseResponse, PendingQuery, PendingResult, PendingResults,
+    QueueAdminResponse, ResultRequest, ResultResponse, SubmitBatch, SubmitJob,
 };
 use sheratan_proto::{ErrorCode, EventKind};
 use sheratan_store::jobs::parse_json;
@@ -118,19 +118,10 @@ async fn get_job(
         .ok_or_else(|| ApiError::not_found(format!("no job {id}")))
 }
 
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct ListQuery {
-    queue: Option<String>,
-    status: Option<String>,
-    limit: Option<u32>,
-    cursor: Option<String>,
-}
-
 async fn list(
     State(state): State<PlaneState>,
     _caller: Caller,
-    QueryParams(q): QueryParams<ListQuery>,
+    QueryParams(q): QueryParams<JobsQuery>,
 ) -> Result<Json<JobList>, ApiError> {
     let queue = q.queue.filter(|s| !s.is_empty());
     if let Some(queue) = &queue {
@@ -341,14 +332,6 @@ async fn result(
         status,
         duplicate,
     }))
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct PendingQuery {
-    pending: Option<String>,
-    wait_ms: Option<u64>,
-    limit: Option<u32>,
 }
 
 async fn pending(
