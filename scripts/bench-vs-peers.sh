@@ -1,19 +1,23 @@
 #!/usr/bin/env bash
-# Runs Sheratan's job benchmark side by side with the peer benchmarks of ../shared/bench/peers
-# (BullMQ on Redis, PostgreSQL SKIP LOCKED, ...) in one session, interleaved, with the same
+# Runs Sheratan's job benchmark side by side with the peers' benchmark harness (BullMQ on
+# Redis, PostgreSQL SKIP LOCKED, ...; a folder given with the project, not part of this
+# repository: PEERS_SRC names it) in one session, interleaved, with the same
 # workload and the peers' own idle checks and summary. Figures go to docs/PERFORMANCE.md.
 #
-#   ONLY="hub hub-full bullmq-rdb pg-sync" REPS=3 ./scripts/bench-vs-peers.sh
-#   ONLY="hub-pg hub-pg2 pg-sync" REPS=2 ./scripts/bench-vs-peers.sh   # hubs on PostgreSQL
+#   PEERS_SRC=/path/to/peers ONLY="hub hub-full bullmq-rdb pg-sync" REPS=3 ./scripts/bench-vs-peers.sh
+#   PEERS_SRC=/path/to/peers ONLY="hub-pg hub-pg2 pg-sync" REPS=2 ./scripts/bench-vs-peers.sh
 #
 # hub-pg and hub-pg2 run one and two hubs on the cluster of scripts/pg-cluster.sh (started
 # here if needed; PostgreSQL defaults, synchronous_commit=on), each run in a fresh schema.
 #
-# The peers' folder is copied to a scratch directory (shared/ is read-only); their setup.sh
+# The peers' folder is copied to a scratch directory (it may be read-only); their setup.sh
 # installs Redis, PostgreSQL, Node and Python packages from Debian, npm and PyPI.
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
-PEERS_SRC=${PEERS_SRC:-$ROOT/../shared/bench/peers}
+if [ -z "${PEERS_SRC:-}" ] || [ ! -d "$PEERS_SRC" ]; then
+  echo "set PEERS_SRC to the peers' benchmark harness (the folder with setup.sh and the peers' runners)" >&2
+  exit 2
+fi
 WORK=${WORK:-/tmp/sheratan-vs-peers}
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-/var/cache/sheratan-target}"
 

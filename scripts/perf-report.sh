@@ -2,7 +2,7 @@
 # Regenerates the "Latest run" section of docs/PERFORMANCE.md from `sheratan bench ... --json`
 # output (jobs, lease with a deep queue, end to end through worker processes, heartbeats,
 # flood) and, unless PEERS=0, the peers of
-# ../shared/bench/peers run in the same session (scripts/bench-vs-peers.sh). Everything else in
+# peers' harness (PEERS_SRC) run in the same session (scripts/bench-vs-peers.sh). Everything else in
 # PERFORMANCE.md (analysis, history, goals) is left as written.
 #
 #   scripts/perf-report.sh            # ~10 min with the peers, ~3 min with PEERS=0

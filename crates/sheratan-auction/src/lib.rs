@@ -1,4 +1,4 @@
-//! Both sides of the auction protocol (DESIGN §7). A [`host`] answers bids with a price that
+//! Both sides of the auction protocol (docs/API.md, "Hosts, broker, relay, Core"). A [`host`] answers bids with a price that
 //! rises with its load and executes awarded jobs through the shared handlers; the [`broker`]
 //! leases jobs of the `auction` queue, asks every ONLINE host that has the job's capabilities
 //! for a bid in parallel, awards the lowest price, forwards the job, keeps its lease alive,

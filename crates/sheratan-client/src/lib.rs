@@ -36,7 +36,7 @@
 //! # }
 //! ```
 //!
-//! Plain HTTP only for now: terminate TLS in front of the hub (see docs/ARCHITECTURE.md).
+//! Plain HTTP only for now: terminate TLS in front of the hub (see docs/SECURITY.md, "Known limits").
 
 mod beat;
 mod control;

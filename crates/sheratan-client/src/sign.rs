@@ -1,4 +1,4 @@
-//! Result signing: what `POST /v1/results` must carry (DESIGN §5).
+//! Result signing: what `POST /v1/results` must carry (docs/API.md, "Data plane").
 
 use hmac::{Hmac, Mac};
 use sha2::{Digest, Sha256};

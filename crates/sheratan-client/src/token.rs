@@ -1,7 +1,7 @@
 //! [`MeshToken`]: the token a mesh member sends, and the tokens it accepts from others, shared
 //! by every client and server of one process and replaceable while they run.
 //!
-//! A token rotation (DESIGN §2) finalizes without a restart on the hub; the components that
+//! A token rotation (docs/API.md, "Settings") finalizes without a restart on the hub; the components that
 //! `sheratan up` runs beside the hub follow it through one `MeshToken`: when a rotation starts
 //! they send the next token (the hub accepts both) and accept both; when it finalizes, only the
 //! new one. A component given a plain token keeps it (`From<Option<String>>`).

@@ -1,4 +1,4 @@
-//! The Core API (DESIGN §7): the front door for clients and the dashboard. It owns no state:
+//! The Core API (docs/API.md, "Hosts, broker, relay, Core"): the front door for clients and the dashboard. It owns no state:
 //! jobs go to Hub Data (the queue picked by `dispatch`), nodes come from Hub Control, auctions
 //! from the broker, alerts and the audit tail from the hub's log files. Every component it
 //! aggregates may be down; `/api/overview` then shows it as down instead of failing.

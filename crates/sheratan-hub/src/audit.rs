@@ -1,4 +1,4 @@
-//! The security audit log (DESIGN §6): `logs/hub_security_audit.jsonl`, one JSON object a line.
+//! The security audit log (docs/API.md, "Events and logs"): `logs/hub_security_audit.jsonl`, one JSON object a line.
 //!
 //! Handlers never wait on it. [`AuditLog::emit`] bumps the event's counter and hands the event
 //! to a bounded channel; a dedicated writer thread folds identical repeats (same event, source

@@ -1,5 +1,5 @@
 //! The mesh token: where it comes from, how a request's credential is checked, and dual-token
-//! rotation (DESIGN §2, §4).
+//! rotation (docs/API.md, "Settings"; docs/API.md, "Control plane").
 //!
 //! Tokens are compared as SHA-256 digests with a constant-time equality, so neither the
 //! content nor the length of the hub's token leaks through response timing. Rotation state is

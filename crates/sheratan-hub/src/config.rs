@@ -69,7 +69,7 @@ pub struct HubConfig {
 }
 
 impl HubConfig {
-    /// Defaults of DESIGN §2 with `home` as the state directory.
+    /// Defaults of docs/API.md, "Settings" with `home` as the state directory.
     pub fn new(home: PathBuf, tokens: TokenConfig) -> Self {
         Self {
             home,

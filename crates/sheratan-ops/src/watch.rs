@@ -28,7 +28,7 @@ pub struct Rule {
     pub per_source: bool,
 }
 
-/// Thresholds and windows of the default rules (DESIGN §6), each settable by flag and env.
+/// Thresholds and windows of the default rules (docs/API.md, "Events and logs"), each settable by flag and env.
 #[derive(Debug, Clone, clap::Args)]
 pub struct RuleArgs {
     /// AUTH_FAIL from one source within the window that raise an alert.

@@ -1,4 +1,4 @@
-//! Host, broker and core wire types (DESIGN §7).
+//! Host, broker and core wire types (docs/API.md, "Hosts, broker, relay, Core").
 
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;

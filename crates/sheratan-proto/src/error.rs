@@ -1,5 +1,5 @@
 //! The error body every endpoint answers with, and the contract's error codes with their
-//! HTTP statuses (DESIGN §3).
+//! HTTP statuses (docs/API.md, "Wire rules").
 
 use serde::{Deserialize, Serialize};
 
@@ -14,7 +14,7 @@ pub enum ErrorCode {
     InvalidRequest,
     PayloadTooLarge,
     NotFound,
-    /// Not in the contract's table: a known route with the wrong method. See ARCHITECTURE.md.
+    /// A known route with the wrong method (docs/DECISIONS.md, "HTTP").
     MethodNotAllowed,
     IdempotencyKeyCollision,
     LeaseExpired,

@@ -1,4 +1,4 @@
-//! Security and operations events (DESIGN §6) and the audit-log line that records them.
+//! Security and operations events (docs/API.md, "Events and logs") and the audit-log line that records them.
 
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;

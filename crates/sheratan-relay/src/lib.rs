@@ -1,4 +1,4 @@
-//! The WebRelay (DESIGN §7): runs LLM jobs of the `llm` queue by driving a chat web page in
+//! The WebRelay (docs/API.md, "Hosts, broker, relay, Core"): runs LLM jobs of the `llm` queue by driving a chat web page in
 //! Chromium over the DevTools Protocol (one tab per job), or through an OpenAI-compatible
 //! server. Job payload `{prompt, system?, backend?, profile?}` → result `{text, backend,
 //! elapsed_ms}`. `POST /v1/complete` does the same synchronously.

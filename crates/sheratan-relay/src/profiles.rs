@@ -1,4 +1,4 @@
-//! Site profiles: how to drive one chat page (DESIGN §7), from the TOML file
+//! Site profiles: how to drive one chat page (docs/API.md, "Hosts, broker, relay, Core"), from the TOML file
 //! `SHERATAN_RELAY_PROFILES`, plus the built-in `generic`.
 
 use std::collections::BTreeMap;

@@ -12,7 +12,7 @@ use std::time::Duration;
 use sheratan_proto::control::{Attestation, FirstSeen, Health, Load, NodeStatus, NodeView, Role};
 use time::OffsetDateTime;
 
-/// Thresholds of the registry (DESIGN §2).
+/// Thresholds of the registry (docs/API.md, "Settings").
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RegistryPolicy {
     /// A node whose last heartbeat is older than this is STALE.

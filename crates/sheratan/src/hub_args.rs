@@ -1,5 +1,5 @@
 //! `sheratan hub` settings: every one a flag and the same-named environment variable, with the
-//! seed's names and defaults (DESIGN §2).
+//! seed's names and defaults (docs/API.md, "Settings").
 
 use std::net::SocketAddr;
 use std::path::PathBuf;

@@ -1,4 +1,4 @@
-//! Hub Control plane handlers (DESIGN §4).
+//! Hub Control plane handlers (docs/API.md, "Control plane").
 
 use axum::body::Body;
 use axum::extract::rejection::PathRejection;

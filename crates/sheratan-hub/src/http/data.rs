@@ -1,4 +1,4 @@
-//! Hub Data plane handlers (DESIGN §5): the loopback-only `/health`, metrics, and the admin
+//! Hub Data plane handlers (docs/API.md, "Data plane"): the loopback-only `/health`, metrics, and the admin
 //! path. Job routes arrive with the data plane issue.
 
 use axum::extract::rejection::PathRejection;
@@ -66,7 +66,7 @@ pub(super) async fn metrics(
     }
 }
 
-/// The admin path's caller: token first, then loopback (DESIGN §3 precedence).
+/// The admin path's caller: token first, then loopback (docs/API.md, "Wire rules" precedence).
 pub(super) struct Admin;
 
 impl axum::extract::FromRequestParts<PlaneState> for Admin {

@@ -1,4 +1,4 @@
-//! Hub Data plane job routes (DESIGN §5): submit, batch, get, list, cancel, lease, extend,
+//! Hub Data plane job routes (docs/API.md, "Data plane"): submit, batch, get, list, cancel, lease, extend,
 //! results, acknowledgements, and the job side of the admin path.
 
 use axum::extract::rejection::PathRejection;

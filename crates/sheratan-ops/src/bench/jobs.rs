@@ -1,4 +1,4 @@
-//! `sheratan bench jobs`: the peer benchmarks' workload (`../shared/bench/peers`) against the
+//! `sheratan bench jobs`: the peer benchmarks' workload (the harness `scripts/bench-vs-peers.sh` runs) against the
 //! hub over HTTP, so the figures stand beside BullMQ, Celery and PostgreSQL SKIP LOCKED:
 //!
 //! - enqueue: N single submits, P in flight; and N in batches of 100;

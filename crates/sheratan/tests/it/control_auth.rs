@@ -1,4 +1,4 @@
-//! Auth on both planes, token sources, metrics and bundles (DESIGN §3, §4).
+//! Auth on both planes, token sources, metrics and bundles (docs/API.md, "Wire rules"; docs/API.md, "Control plane").
 
 use std::os::unix::fs::PermissionsExt;
 

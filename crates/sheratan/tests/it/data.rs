@@ -1,4 +1,4 @@
-//! The job lifecycle over HTTP (DESIGN §5): submit, long-poll lease, extend, signed results,
+//! The job lifecycle over HTTP (docs/API.md, "Data plane"): submit, long-poll lease, extend, signed results,
 //! retries with backoff, the reaper, pending results, cancel, admin, and concurrency.
 
 use std::collections::HashSet;

@@ -1,4 +1,4 @@
-//! Every error code the data plane answers with (DESIGN §3), and hostile input on every data
+//! Every error code the data plane answers with (docs/API.md, "Wire rules"), and hostile input on every data
 //! route: the contract's error, never a panic, and the hub keeps serving.
 
 use std::time::Duration;

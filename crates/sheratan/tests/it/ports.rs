@@ -1,4 +1,4 @@
-//! Port isolation (DESIGN §3): routes of the other plane get 421 with a hint naming the right
+//! Port isolation (docs/API.md, "Wire rules"): routes of the other plane get 421 with a hint naming the right
 //! port, before auth; the data plane's `/health` and admin path answer loopback peers only.
 
 use std::time::Duration;

@@ -1,4 +1,4 @@
-//! Heartbeats, the node registry and its snapshot, and attestation (DESIGN §4).
+//! Heartbeats, the node registry and its snapshot, and attestation (docs/API.md, "Control plane").
 
 use std::time::Duration;
 

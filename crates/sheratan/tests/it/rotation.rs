@@ -1,4 +1,4 @@
-//! Dual-token rotation (DESIGN §4): both tokens before the deadline, a timer that finalizes
+//! Dual-token rotation (docs/API.md, "Control plane"): both tokens before the deadline, a timer that finalizes
 //! while the hub runs, the old token refused and counted afterwards, and state that survives
 //! restarts.
 
