@@ -12,7 +12,7 @@ use sheratan_store::jobs::{JobDefaults, JobSpec, request_hash};
 
 use crate::auth::Secret;
 use crate::http::extract::parse_json;
-use crate::jobs::verify_result;
+use crate::job_service::verify_result;
 
 /// Decodes `bytes` as every request body the hub accepts, the way its handlers do, and
 /// validates what decodes (a job into a `JobSpec`, ids and names).

@@ -10,19 +10,20 @@
 //! Architecture invariant: this crate never names a SQL driver; it reaches storage through
 //! `sheratan-store`'s trait only.
 
-pub mod audit;
+pub(crate) mod audit;
 pub mod auth;
-pub mod bundles;
-pub mod config;
+pub(crate) mod bundles;
+pub(crate) mod config;
+#[cfg(feature = "fuzzing")]
 pub mod fuzzing;
-pub mod http;
-pub mod jobs;
-pub mod metrics;
-pub mod mirror;
-pub mod pacing;
-pub mod persist;
-pub mod registry;
-pub mod snapshot;
+pub(crate) mod http;
+pub(crate) mod job_service;
+pub(crate) mod metrics;
+pub(crate) mod mirror;
+pub(crate) mod pacing;
+pub(crate) mod persist;
+pub(crate) mod registry;
+pub(crate) mod snapshot;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -36,6 +37,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 pub use config::{HubConfig, Planes};
+pub use pacing::MAX_RATE as MAX_REFUSALS_PER_SEC;
 
 use crate::audit::{AuditLog, AuditWriter};
 use crate::auth::{TokenError, Tokens};
@@ -94,7 +96,7 @@ pub struct HubState {
     pub serve_stats: [Arc<serve::ServeStats>; 2],
     /// Durable job storage.
     pub store: Arc<dyn Store>,
-    pub jobs: jobs::JobCounters,
+    pub jobs: job_service::JobCounters,
     /// Cancelled when shutdown begins, so long polls answer at once instead of holding the
     /// drain up.
     pub stopping: CancellationToken,
@@ -471,7 +473,7 @@ impl Hub {
             tokio::spawn(state.tokens.clone().run_rotation_timer(background.clone()));
         // Jobs belong to the process that serves the data plane.
         let reaper_task = state.config.planes.data().then(|| {
-            tokio::spawn(jobs::run_reaper(
+            tokio::spawn(job_service::run_reaper(
                 state.clone(),
                 state.config.reap_interval,
                 background.clone(),

@@ -151,7 +151,7 @@ pub struct HubArgs {
     /// answered per second, with a burst of as many; more wait for their answer (at most 1 s),
     /// which slows a flood down. 0 turns the limit off.
     #[arg(long, env = "SHERATAN_REFUSALS_PER_SEC", default_value_t = 5000,
-          value_parser = clap::value_parser!(u32).range(0..=i64::from(sheratan_hub::pacing::MAX_RATE)))]
+          value_parser = clap::value_parser!(u32).range(0..=i64::from(sheratan_hub::MAX_REFUSALS_PER_SEC)))]
     pub refusals_per_sec: u32,
 
     /// Job store: sqlite://PATH (default: sqlite://$SHERATAN_HOME/sheratan.db).

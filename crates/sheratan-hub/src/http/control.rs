@@ -1,8 +1,7 @@
 //! Hub Control plane handlers (docs/API.md, "Control plane").
 
 use axum::body::Body;
-use axum::extract::rejection::PathRejection;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -14,14 +13,15 @@ use sheratan_proto::control::{
     NodeView, Role, validate_bundle_name,
 };
 
-use super::extract::{Caller, JsonBody, QueryParams};
-use super::{ApiError, PlaneState};
+use super::extract::{Caller, JsonBody, PathParams, QueryParams};
+use super::plane::PlaneState;
 use crate::bundles::if_none_match_hits;
+use sheratan_runtime::edge::ApiError;
 
 pub(super) fn routes() -> Router<PlaneState> {
     Router::new()
         .route("/health", get(health))
-        .route("/metrics", get(super::data::metrics))
+        .route("/metrics", get(super::metrics::metrics))
         .route("/v1/heartbeat", post(heartbeat))
         .route("/v1/nodes", get(list_nodes))
         .route("/v1/nodes/{id}", get(get_node))
@@ -30,7 +30,7 @@ pub(super) fn routes() -> Router<PlaneState> {
 }
 
 async fn health() -> Json<HealthResponse> {
-    super::health_of(Plane::Control)
+    super::plane::health_of(Plane::Control)
 }
 
 async fn heartbeat(
@@ -72,18 +72,11 @@ async fn list_nodes(
     }))
 }
 
-/// A single path segment; a segment that does not decode is 400.
-pub(super) fn segment(path: Result<Path<String>, PathRejection>) -> Result<String, ApiError> {
-    path.map(|Path(s)| s)
-        .map_err(|e| ApiError::invalid(format!("bad path: {e}")))
-}
-
 async fn get_node(
     State(state): State<PlaneState>,
     _caller: Caller,
-    id: Result<Path<String>, PathRejection>,
+    PathParams(id): PathParams<String>,
 ) -> Result<Json<NodeView>, ApiError> {
-    let id = segment(id)?;
     sheratan_proto::ids::validate_node_id(&id).map_err(ApiError::invalid)?;
     state
         .hub
@@ -102,10 +95,9 @@ async fn list_bundles(State(state): State<PlaneState>, _caller: Caller) -> Json<
 async fn get_bundle(
     State(state): State<PlaneState>,
     _caller: Caller,
-    name: Result<Path<String>, PathRejection>,
+    PathParams(name): PathParams<String>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    let name = segment(name)?;
     validate_bundle_name(&name).map_err(ApiError::invalid)?;
     let (info, path) = state
         .hub

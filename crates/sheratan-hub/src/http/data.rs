@@ -1,27 +1,24 @@
-//! Hub Data plane handlers (docs/API.md, "Data plane"): the loopback-only `/health`, metrics, and the admin
-//! path. Job routes arrive with the data plane issue.
+//! Hub Data plane handlers (docs/API.md, "Data plane"): the loopback-only `/health`, metrics,
+//! and the admin path's routes that are not about jobs (those are in `job_routes`).
 
-use axum::extract::rejection::PathRejection;
-use axum::extract::{Path, Request, State};
-use axum::http::{HeaderValue, StatusCode, header};
-use axum::response::{IntoResponse, Response};
+use axum::extract::{Request, State};
+use axum::http::StatusCode;
 use axum::routing::{get, post, put};
 use axum::{Json, Router};
 use sheratan_proto::Plane;
-use sheratan_proto::control::MetricsQuery;
 use sheratan_proto::control::{BundleInfo, HealthResponse, NodeList, NodeView};
 use sheratan_proto::data::RotationRequest;
 
-use super::control::segment;
-use super::extract::{Caller, JsonBody, Peer, QueryParams, read_body, require_loopback};
-use super::{ApiError, PlaneState};
+use super::extract::{Admin, JsonBody, PathParams, Peer, read_body, require_loopback};
+use super::plane::PlaneState;
 use crate::auth::{RotationStatus, Secret, TokenError};
 use crate::bundles::BundleError;
+use sheratan_runtime::edge::ApiError;
 
 pub(super) fn routes() -> Router<PlaneState> {
-    super::jobs::routes()
+    Router::new()
         .route("/health", get(health))
-        .route("/metrics", get(metrics))
+        .route("/metrics", get(super::metrics::metrics))
         .route("/admin/registry", get(admin_registry))
         .route("/admin/token-rotation", post(admin_token_rotation))
         .route("/admin/bundles/{name}", put(admin_publish_bundle))
@@ -37,49 +34,10 @@ async fn health(
 ) -> Result<Json<HealthResponse>, ApiError> {
     require_loopback(peer, &state, "/health")?;
     let counts = state.hub.store.counts();
-    let mut health = super::health_of(Plane::Data);
+    let mut health = super::plane::health_of(Plane::Data);
     health.queue_depth = Some(counts.total_depth());
     health.inflight = Some(counts.inflight);
     Ok(health)
-}
-
-/// `GET /metrics`: Prometheus text, or `?format=json` with dotted names.
-pub(super) async fn metrics(
-    State(state): State<PlaneState>,
-    _caller: Caller,
-    QueryParams(q): QueryParams<MetricsQuery>,
-) -> Result<Response, ApiError> {
-    let families = state.hub.metric_families(state.plane);
-    match q.format.as_deref() {
-        None | Some("") | Some("prometheus") | Some("text") => Ok((
-            [(
-                header::CONTENT_TYPE,
-                HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
-            )],
-            crate::metrics::render_prometheus(&families),
-        )
-            .into_response()),
-        Some("json") => Ok(Json(crate::metrics::render_json(&families)).into_response()),
-        Some(other) => Err(ApiError::invalid(format!(
-            "query parameter format: unknown format {other:?}; use json or leave it out"
-        ))),
-    }
-}
-
-/// The admin path's caller: token first, then loopback (docs/API.md, "Wire rules" precedence).
-pub(super) struct Admin;
-
-impl axum::extract::FromRequestParts<PlaneState> for Admin {
-    type Rejection = ApiError;
-
-    async fn from_request_parts(
-        parts: &mut axum::http::request::Parts,
-        state: &PlaneState,
-    ) -> Result<Self, ApiError> {
-        let caller = Caller::from_request_parts(parts, state).await?;
-        require_loopback(caller.peer, state, "/admin")?;
-        Ok(Admin)
-    }
 }
 
 async fn admin_registry(
@@ -124,10 +82,9 @@ async fn admin_token_rotation(
 async fn admin_publish_bundle(
     State(state): State<PlaneState>,
     _admin: Admin,
-    name: Result<Path<String>, PathRejection>,
+    PathParams(name): PathParams<String>,
     req: Request,
 ) -> Result<(StatusCode, Json<BundleInfo>), ApiError> {
-    let name = segment(name)?;
     sheratan_proto::control::validate_bundle_name(&name).map_err(ApiError::invalid)?;
     let body = read_body(req, state.hub.config.max_bundle_bytes).await?;
     let bundles = state.hub.bundles.clone();
@@ -146,9 +103,8 @@ async fn admin_publish_bundle(
 async fn admin_accept_attestation(
     State(state): State<PlaneState>,
     _admin: Admin,
-    id: Result<Path<String>, PathRejection>,
+    PathParams(id): PathParams<String>,
 ) -> Result<Json<NodeView>, ApiError> {
-    let id = segment(id)?;
     sheratan_proto::ids::validate_node_id(&id).map_err(ApiError::invalid)?;
     registry_here(&state)?;
     state

@@ -10,12 +10,14 @@ use sheratan_proto::EventKind;
 use sheratan_runtime::edge::{self, Presented};
 
 pub use sheratan_runtime::edge::{
-    JsonBody, Peer, QueryParams, is_loopback, parse_json, peer_of, peer_of_request, read_body,
+    JsonBody, PathParams, Peer, QueryParams, RawBody, is_loopback, parse_json, peer_of,
+    peer_of_request, read_body,
 };
 
+use super::plane::PlaneState;
 use crate::audit::Event;
 use crate::auth::{AuthFailure, Credential};
-use crate::http::{ApiError, PlaneState};
+use sheratan_runtime::edge::ApiError;
 
 /// An authenticated request to the hub: which token matched (or auth disabled) and the peer.
 pub type Caller = edge::Caller<PlaneState>;
@@ -79,4 +81,24 @@ pub fn require_loopback(peer: SocketAddr, state: &PlaneState, route: &str) -> Re
         route,
         "run the request on the hub's machine (127.0.0.1), e.g. over ssh",
     ))
+}
+
+/// The admin path's caller: token first, then loopback (docs/API.md, "Wire rules",
+/// precedence).
+pub struct Admin;
+
+impl axum::extract::FromRequestParts<PlaneState> for Admin {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        state: &PlaneState,
+    ) -> Result<Self, ApiError> {
+        let caller = <Caller as axum::extract::FromRequestParts<PlaneState>>::from_request_parts(
+            parts, state,
+        )
+        .await?;
+        require_loopback(caller.peer, state, "/admin")?;
+        Ok(Admin)
+    }
 }

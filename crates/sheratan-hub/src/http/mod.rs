@@ -6,7 +6,9 @@
 mod control;
 mod data;
 pub mod extract;
-mod jobs;
+mod job_routes;
+mod metrics;
+mod plane;
 
 use std::sync::Arc;
 
@@ -17,18 +19,11 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use sheratan_proto::{ErrorCode, EventKind, Plane};
 
-pub use extract::Caller;
+pub use plane::PlaneState;
 pub use sheratan_runtime::edge::ApiError;
 
 use crate::HubState;
 use crate::audit::Event;
-
-/// What a router's handlers share: the hub and which plane they serve.
-#[derive(Clone)]
-pub struct PlaneState {
-    pub hub: Arc<HubState>,
-    pub plane: Plane,
-}
 
 /// The control plane router (8787).
 pub fn control_router(hub: Arc<HubState>) -> Router {
@@ -37,7 +32,7 @@ pub fn control_router(hub: Arc<HubState>) -> Router {
 
 /// The data plane router (8788).
 pub fn data_router(hub: Arc<HubState>) -> Router {
-    plane_router(data::routes(), hub, Plane::Data)
+    plane_router(data::routes().merge(job_routes::routes()), hub, Plane::Data)
 }
 
 fn plane_router(routes: Router<PlaneState>, hub: Arc<HubState>, plane: Plane) -> Router {
@@ -84,17 +79,6 @@ async fn pace_refusals(State(state): State<PlaneState>, req: Request, next: Next
         }
     }
     response
-}
-
-/// `GET /health` of either plane.
-fn health_of(plane: Plane) -> axum::Json<sheratan_proto::control::HealthResponse> {
-    axum::Json(sheratan_proto::control::HealthResponse {
-        status: "ok".into(),
-        plane,
-        version: sheratan_proto::VERSION.into(),
-        queue_depth: None,
-        inflight: None,
-    })
 }
 
 /// Path prefixes that belong to each plane. `/health` and `/metrics` exist on both.

@@ -102,7 +102,14 @@ struct Report {
 
 pub async fn run(args: FloodArgs) -> anyhow::Result<()> {
     if args.idle > 0 {
-        return super::idle::run(&args).await;
+        return super::idle::run(super::idle::IdleArgs {
+            connections: args.idle,
+            baseline_s: args.baseline_s,
+            hold_s: args.idle_s,
+            rate: args.rate,
+            json: args.json,
+        })
+        .await;
     }
     eprintln!("starting a hub in a temp dir ...");
     let target = Target::spawn(&[])?;
@@ -127,7 +134,7 @@ pub async fn run(args: FloodArgs) -> anyhow::Result<()> {
     let baseline = {
         let stop = stop.clone();
         let (url, token, rate) = (target.data_url.clone(), target.token.clone(), args.rate);
-        on_own_thread(move || async move { valid_traffic(&url, &token, rate, &stop).await })
+        super::on_own_thread(move || async move { valid_traffic(&url, &token, rate, &stop).await })
     };
     tokio::time::sleep(Duration::from_secs(args.baseline_s)).await;
     stop.store(true, Ordering::Relaxed);
@@ -141,7 +148,7 @@ pub async fn run(args: FloodArgs) -> anyhow::Result<()> {
     let during = {
         let stop = stop.clone();
         let (url, token, rate) = (target.data_url.clone(), target.token.clone(), args.rate);
-        on_own_thread(move || async move { valid_traffic(&url, &token, rate, &stop).await })
+        super::on_own_thread(move || async move { valid_traffic(&url, &token, rate, &stop).await })
     };
     let sent = Arc::new(AtomicU64::new(0));
     let started = Instant::now();
@@ -309,26 +316,6 @@ fn print_table(r: &Report) {
             .map(|s| format!("{s:.1} s after the flood began"))
             .unwrap_or_else(|| "never".into())
     );
-}
-
-/// Runs `work` on its own thread and runtime: the valid traffic's latency must be the hub's,
-/// not this process's flooders keeping the bench's worker threads busy.
-pub(super) fn on_own_thread<F, Fut, T>(work: F) -> tokio::sync::oneshot::Receiver<anyhow::Result<T>>
-where
-    F: FnOnce() -> Fut + Send + 'static,
-    Fut: std::future::Future<Output = anyhow::Result<T>>,
-    T: Send + 'static,
-{
-    let (tx, rx) = tokio::sync::oneshot::channel();
-    std::thread::spawn(move || {
-        let outcome = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .map_err(anyhow::Error::from)
-            .and_then(|rt| rt.block_on(work()));
-        let _ = tx.send(outcome);
-    });
-    rx
 }
 
 /// Paced valid jobs until `stop`: latencies of every request (µs) and the failures.

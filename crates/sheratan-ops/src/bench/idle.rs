@@ -12,15 +12,27 @@ use std::time::Duration;
 use anyhow::Context;
 use serde::Serialize;
 
-use super::Percentiles;
-use super::flood::{FloodArgs, on_own_thread};
 use super::load::{Lane, connect_from};
 use super::target::Target;
+use super::{Percentiles, on_own_thread};
 
 /// The address that holds the idle connections, and the one that asks `/health`: two
 /// loopback addresses are two sources to the hub.
 const HOLDER: [u8; 4] = [127, 0, 0, 3];
 const PROBE: [u8; 4] = [127, 0, 0, 2];
+
+/// What `bench flood --idle` was asked for.
+pub struct IdleArgs {
+    /// Idle connections one source holds (the hub's per-source cap is set to this).
+    pub connections: usize,
+    /// Seconds of `/health` alone.
+    pub baseline_s: u64,
+    /// Seconds the connections are held.
+    pub hold_s: u64,
+    /// `/health` requests a second.
+    pub rate: u64,
+    pub json: bool,
+}
 
 #[derive(Debug, Default, Serialize)]
 struct Held {
@@ -46,8 +58,8 @@ struct Report {
     rss_max_bytes: u64,
 }
 
-pub async fn run(args: &FloodArgs) -> anyhow::Result<()> {
-    let n = args.idle;
+pub async fn run(args: IdleArgs) -> anyhow::Result<()> {
+    let n = args.connections;
     eprintln!("starting a hub in a temp dir (SHERATAN_MAX_CONN_PER_IP={n}) ...");
     let target = Target::spawn(&["--max-conn-per-ip".into(), n.to_string()])?;
     let control: SocketAddr = target
@@ -64,14 +76,14 @@ pub async fn run(args: &FloodArgs) -> anyhow::Result<()> {
     eprintln!(
         "{n} idle connections from {} held for {} s, /health from {} meanwhile ...",
         IpAddr::from(HOLDER),
-        args.idle_s,
+        args.hold_s,
         IpAddr::from(PROBE)
     );
     let stop = Arc::new(AtomicBool::new(false));
     let holder = tokio::spawn(hold(control, n, stop.clone()));
     // Let the holder reach its cap before measuring.
     tokio::time::sleep(Duration::from_millis(500)).await;
-    let probing = probe_for(&target.control_url, args.rate, args.idle_s);
+    let probing = probe_for(&target.control_url, args.rate, args.hold_s);
     let mut rss_max = rss_before;
     let (mut loaded, failures_during) = {
         tokio::pin!(probing);

@@ -75,3 +75,23 @@ impl Percentiles {
         }
     }
 }
+
+/// Runs `work` on its own thread and runtime: the valid traffic's latency must be the hub's,
+/// not this process's flooders keeping the bench's worker threads busy.
+pub(crate) fn on_own_thread<F, Fut, T>(work: F) -> tokio::sync::oneshot::Receiver<anyhow::Result<T>>
+where
+    F: FnOnce() -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = anyhow::Result<T>>,
+    T: Send + 'static,
+{
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    std::thread::spawn(move || {
+        let outcome = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(anyhow::Error::from)
+            .and_then(|rt| rt.block_on(work()));
+        let _ = tx.send(outcome);
+    });
+    rx
+}

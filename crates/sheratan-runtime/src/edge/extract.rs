@@ -189,6 +189,21 @@ pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
     Ok(value)
 }
 
+/// Path parameters of type `T` (a `String`, or a tuple of them); one that does not decode is
+/// the contract's 400, not axum's plain-text rejection.
+pub struct PathParams<T>(pub T);
+
+impl<S: Send + Sync, T: DeserializeOwned + Send> FromRequestParts<S> for PathParams<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        axum::extract::Path::<T>::from_request_parts(parts, state)
+            .await
+            .map(|axum::extract::Path(value)| PathParams(value))
+            .map_err(|e| ApiError::invalid(format!("bad path: {e}")))
+    }
+}
+
 /// A query string of type `T`; unknown or malformed parameters are 400 naming them.
 pub struct QueryParams<T>(pub T);
 

@@ -12,8 +12,8 @@ mod extract;
 pub use auth::{Presented, auth_fail, check_mesh_token, presented_token};
 pub use error::ApiError;
 pub use extract::{
-    Caller, Edge, JsonBody, Peer, QueryParams, RawBody, is_loopback, parse_json, peer_of,
-    peer_of_request, read_body,
+    Caller, Edge, JsonBody, PathParams, Peer, QueryParams, RawBody, is_loopback, parse_json,
+    peer_of, peer_of_request, read_body,
 };
 
 /// `SHERATAN_MAX_BODY_BYTES`'s default: the largest request body a server reads.

@@ -1,0 +1,183 @@
+//! Hub Data plane job routes (docs/API.md, "Data plane"): submit, batch, get, list, cancel,
+//! lease, extend, results, acknowledgements, and the job side of the admin path. Each handler
+//! extracts its input, calls one `job_service` function and converts the answer.
+
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::Deserialize;
+use sheratan_proto::data::{
+    AckRequest, AckResponse, BatchResponse, ExtendRequest, ExtendResponse, JobList, JobView,
+    JobsQuery, LeaseRequest, LeaseResponse, PendingQuery, PendingResults, QueueAdminResponse,
+    ResultRequest, ResultResponse, SubmitBatch, SubmitJob,
+};
+
+use super::extract::{Admin, Caller, JsonBody, PathParams, QueryParams, RawBody, parse_json};
+use super::plane::PlaneState;
+use crate::job_service::{self as svc, JobsError, ResultHeaders, Submitted};
+use sheratan_runtime::edge::ApiError;
+
+pub(super) fn routes() -> Router<PlaneState> {
+    Router::new()
+        .route("/v1/jobs", post(submit).get(list))
+        .route("/v1/jobs/batch", post(submit_batch))
+        .route("/v1/jobs/{id}", get(get_job))
+        .route("/v1/jobs/{id}/cancel", post(cancel))
+        .route("/v1/leases", post(lease))
+        .route("/v1/leases/{lease_id}/extend", post(extend))
+        .route("/v1/results", post(result).get(pending))
+        .route("/v1/results/ack", post(ack))
+        .route("/admin/jobs/{id}/requeue", post(requeue))
+        .route("/admin/queues/{queue}/{action}", post(queue_admin))
+}
+
+impl From<JobsError> for ApiError {
+    fn from(e: JobsError) -> ApiError {
+        ApiError {
+            retry_after_s: e.retry_after_s(),
+            internal: e.internal(),
+            ..ApiError::new(e.code(), e.message(), e.hint())
+        }
+    }
+}
+
+async fn submit(
+    State(state): State<PlaneState>,
+    caller: Caller,
+    JsonBody(job): JsonBody<SubmitJob>,
+) -> Result<Response, ApiError> {
+    let mut answers = svc::submit(&state.hub, vec![Ok(job)], state.plane, caller.peer.ip()).await?;
+    Ok(match answers.remove(0) {
+        Submitted::Created(r) => (StatusCode::ACCEPTED, Json(r)).into_response(),
+        Submitted::Existing(r) => (StatusCode::OK, Json(r)).into_response(),
+        Submitted::Refused(e) => ApiError::from(e).into_response(),
+    })
+}
+
+/// `SubmitBatch` with items left undecoded, so each one is decoded (and refused) on its own.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawBatch {
+    jobs: Vec<serde_json::Value>,
+}
+
+// The typed batch body is part of the contract (sheratan-proto); keep the two in step.
+const _: fn(SubmitBatch) = |_| {};
+
+async fn submit_batch(
+    State(state): State<PlaneState>,
+    caller: Caller,
+    JsonBody(batch): JsonBody<RawBatch>,
+) -> Result<Json<BatchResponse>, ApiError> {
+    let items = svc::decode_batch(batch.jobs)?;
+    let answers = svc::submit(&state.hub, items, state.plane, caller.peer.ip()).await?;
+    Ok(Json(BatchResponse {
+        jobs: answers.into_iter().map(Submitted::into_outcome).collect(),
+    }))
+}
+
+async fn get_job(
+    State(state): State<PlaneState>,
+    _: Caller,
+    PathParams(id): PathParams<String>,
+) -> Result<Json<JobView>, ApiError> {
+    Ok(Json(svc::get(&state.hub, &id).await?))
+}
+
+async fn list(
+    State(state): State<PlaneState>,
+    _: Caller,
+    QueryParams(q): QueryParams<JobsQuery>,
+) -> Result<Json<JobList>, ApiError> {
+    Ok(Json(svc::list(&state.hub, q).await?))
+}
+
+async fn cancel(
+    State(state): State<PlaneState>,
+    _: Caller,
+    PathParams(id): PathParams<String>,
+) -> Result<Json<JobView>, ApiError> {
+    Ok(Json(svc::cancel(&state.hub, &id).await?))
+}
+
+async fn lease(
+    State(state): State<PlaneState>,
+    caller: Caller,
+    JsonBody(req): JsonBody<LeaseRequest>,
+) -> Result<Json<LeaseResponse>, ApiError> {
+    let order = svc::lease_order(&req)?;
+    let ip = caller.peer.ip();
+    let answer = svc::lease(&state.hub, order, req.wait_ms, ip, &state.hub.stopping).await?;
+    Ok(Json(answer))
+}
+
+async fn extend(
+    State(state): State<PlaneState>,
+    caller: Caller,
+    PathParams(lease_id): PathParams<String>,
+    RawBody(body): RawBody,
+) -> Result<Json<ExtendResponse>, ApiError> {
+    // An empty body means the default extension, as `{}` does.
+    let req: ExtendRequest = if body.iter().all(u8::is_ascii_whitespace) {
+        ExtendRequest::default()
+    } else {
+        parse_json(&body)?
+    };
+    Ok(Json(
+        svc::extend(&state.hub, &lease_id, req, caller.peer.ip()).await?,
+    ))
+}
+
+async fn result(
+    State(state): State<PlaneState>,
+    caller: Caller,
+    headers: HeaderMap,
+    RawBody(body): RawBody,
+) -> Result<Json<ResultResponse>, ApiError> {
+    let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+    let integrity = ResultHeaders {
+        content_sha256: header(sheratan_proto::headers::CONTENT_SHA256),
+        signature: header(sheratan_proto::headers::SIGNATURE),
+    };
+    let ip = caller.peer.ip();
+    svc::verify(&state.hub, caller.credential, integrity, &body, ip)?;
+    let req: ResultRequest = parse_json(&body)?;
+    Ok(Json(svc::finish(&state.hub, req, ip).await?))
+}
+
+async fn pending(
+    State(state): State<PlaneState>,
+    _: Caller,
+    QueryParams(q): QueryParams<PendingQuery>,
+) -> Result<Json<PendingResults>, ApiError> {
+    Ok(Json(
+        svc::pending(&state.hub, q, &state.hub.stopping).await?,
+    ))
+}
+
+async fn ack(
+    State(state): State<PlaneState>,
+    _: Caller,
+    JsonBody(req): JsonBody<AckRequest>,
+) -> Result<Json<AckResponse>, ApiError> {
+    Ok(Json(svc::ack(&state.hub, req).await?))
+}
+
+async fn requeue(
+    State(state): State<PlaneState>,
+    _: Admin,
+    PathParams(id): PathParams<String>,
+) -> Result<Json<JobView>, ApiError> {
+    Ok(Json(svc::requeue(&state.hub, &id).await?))
+}
+
+async fn queue_admin(
+    State(state): State<PlaneState>,
+    _: Admin,
+    PathParams((queue, action)): PathParams<(String, String)>,
+) -> Result<Json<QueueAdminResponse>, ApiError> {
+    let action = action.parse::<svc::QueueAction>()?;
+    Ok(Json(svc::queue_admin(&state.hub, queue, action).await?))
+}

@@ -1,0 +1,34 @@
+//! `GET /metrics`, which both planes answer.
+
+use axum::Json;
+use axum::extract::State;
+use axum::http::{HeaderValue, header};
+use axum::response::{IntoResponse, Response};
+use sheratan_proto::control::MetricsQuery;
+use sheratan_runtime::edge::ApiError;
+
+use super::extract::{Caller, QueryParams};
+use super::plane::PlaneState;
+
+/// `GET /metrics`: Prometheus text, or `?format=json` with dotted names.
+pub(super) async fn metrics(
+    State(state): State<PlaneState>,
+    _caller: Caller,
+    QueryParams(q): QueryParams<MetricsQuery>,
+) -> Result<Response, ApiError> {
+    let families = state.hub.metric_families(state.plane);
+    match q.format.as_deref() {
+        None | Some("") | Some("prometheus") | Some("text") => Ok((
+            [(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+            )],
+            crate::metrics::render_prometheus(&families),
+        )
+            .into_response()),
+        Some("json") => Ok(Json(crate::metrics::render_json(&families)).into_response()),
+        Some(other) => Err(ApiError::invalid(format!(
+            "query parameter format: unknown format {other:?}; use json or leave it out"
+        ))),
+    }
+}

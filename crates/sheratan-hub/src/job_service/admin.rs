@@ -1,0 +1,125 @@
+//! Reading jobs (one, a page, cancel) and the job side of the admin path (requeue, queue
+//! pause, resume and purge).
+
+use sheratan_proto::data::{JobList, JobStatus, JobView, JobsQuery, QueueAdminResponse};
+use sheratan_store::ListFilter;
+
+use super::{JobsError, parse_id};
+use crate::HubState;
+
+pub async fn get(hub: &HubState, id: &str) -> Result<JobView, JobsError> {
+    let id = parse_id("job id", id)?;
+    let record = hub.store.get(id).await?;
+    record
+        .map(|r| r.view())
+        .ok_or_else(|| JobsError::NotFound(format!("no job {id}")))
+}
+
+pub async fn cancel(hub: &HubState, id: &str) -> Result<JobView, JobsError> {
+    let id = parse_id("job id", id)?;
+    let record = hub.store.cancel(id).await?;
+    record
+        .map(|r| r.view())
+        .ok_or_else(|| JobsError::NotFound(format!("no job {id}")))
+}
+
+/// A page of jobs, newest first; `next_cursor` is the last id of a full page.
+pub async fn list(hub: &HubState, q: JobsQuery) -> Result<JobList, JobsError> {
+    let queue = q.queue.filter(|s| !s.is_empty());
+    if let Some(queue) = &queue {
+        sheratan_proto::data::validate_queue(queue)
+            .map_err(|e| JobsError::invalid(format!("query parameter {e}")))?;
+    }
+    let status = q
+        .status
+        .filter(|s| !s.is_empty())
+        .map(|s| s.parse::<JobStatus>())
+        .transpose()
+        .map_err(|e| JobsError::invalid(format!("query parameter status: {e}")))?;
+    let limit = q.limit.unwrap_or(100);
+    if !(1..=1000).contains(&limit) {
+        return Err(JobsError::invalid("query parameter limit: 1 to 1000"));
+    }
+    let before = q
+        .cursor
+        .filter(|s| !s.is_empty())
+        .map(|c| parse_id("cursor", &c))
+        .transpose()?;
+    let filter = ListFilter {
+        queue,
+        status,
+        limit,
+        before,
+    };
+    let (jobs, next) = hub.store.list(filter).await?;
+    Ok(JobList {
+        jobs: jobs.iter().map(|j| j.view()).collect(),
+        next_cursor: next.map(|n| n.to_string()),
+    })
+}
+
+/// A finished or stuck job back to `accepted` (an operator's action).
+pub async fn requeue(hub: &HubState, id: &str) -> Result<JobView, JobsError> {
+    let id = parse_id("job id", id)?;
+    let record = hub
+        .store
+        .requeue(id)
+        .await?
+        .ok_or_else(|| JobsError::NotFound(format!("no job {id}")))?;
+    tracing::info!(job_id = %id, "job requeued by an operator");
+    Ok(record.view())
+}
+
+/// What an operator may do to a queue.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum QueueAction {
+    Pause,
+    Resume,
+    Purge,
+}
+
+impl std::str::FromStr for QueueAction {
+    type Err = JobsError;
+
+    fn from_str(s: &str) -> Result<Self, JobsError> {
+        match s {
+            "pause" => Ok(QueueAction::Pause),
+            "resume" => Ok(QueueAction::Resume),
+            "purge" => Ok(QueueAction::Purge),
+            other => Err(JobsError::NotFound(format!(
+                "no queue action {other:?}; use pause, resume or purge"
+            ))),
+        }
+    }
+}
+
+pub async fn queue_admin(
+    hub: &HubState,
+    queue: String,
+    action: QueueAction,
+) -> Result<QueueAdminResponse, JobsError> {
+    sheratan_proto::data::validate_queue(&queue).map_err(JobsError::Invalid)?;
+    let answer = match action {
+        QueueAction::Pause | QueueAction::Resume => {
+            let s = hub
+                .store
+                .set_paused(queue, action == QueueAction::Pause)
+                .await?;
+            QueueAdminResponse {
+                queue: s.queue,
+                paused: s.paused,
+                purged: None,
+            }
+        }
+        QueueAction::Purge => {
+            let (purged, s) = hub.store.purge(queue).await?;
+            QueueAdminResponse {
+                queue: s.queue,
+                paused: s.paused,
+                purged: Some(purged),
+            }
+        }
+    };
+    tracing::info!(queue = %answer.queue, ?action, "queue changed by an operator");
+    Ok(answer)
+}

@@ -1,0 +1,154 @@
+//! Leases (validated orders, long polls woken by the store's ready signal) and extensions.
+
+use std::net::IpAddr;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use sheratan_proto::data::{ExtendRequest, ExtendResponse, LeaseRequest, LeaseResponse, LeasedJob};
+use sheratan_proto::{EventKind, Plane};
+use sheratan_store::jobs::parse_json;
+use sheratan_store::{ExtendOutcome, LeaseOrder};
+use tokio_util::sync::CancellationToken;
+
+use super::{DEFER_MS, JobsError, MAX_JOBS_PER_LEASE, MAX_WAIT_MS, parse_id};
+use crate::HubState;
+use crate::audit::Event;
+
+/// Validates a lease request into an order.
+pub fn lease_order(req: &LeaseRequest) -> Result<LeaseOrder, JobsError> {
+    sheratan_proto::ids::validate_node_id(&req.node_id).map_err(JobsError::Invalid)?;
+    if req.queues.is_empty() || req.queues.len() > 64 {
+        return Err(JobsError::invalid("queues: 1 to 64 queue names"));
+    }
+    for (i, q) in req.queues.iter().enumerate() {
+        sheratan_proto::data::validate_queue(q)
+            .map_err(|e| JobsError::invalid(format!("queues[{i}]: {e}")))?;
+    }
+    if req.capabilities.len() > 256 {
+        return Err(JobsError::invalid("capabilities: at most 256 entries"));
+    }
+    if !(1..=MAX_JOBS_PER_LEASE).contains(&req.max_jobs) {
+        return Err(JobsError::invalid(format!(
+            "max_jobs: must be between 1 and {MAX_JOBS_PER_LEASE}"
+        )));
+    }
+    if req.wait_ms > MAX_WAIT_MS {
+        return Err(JobsError::invalid(format!(
+            "wait_ms: at most {MAX_WAIT_MS}"
+        )));
+    }
+    let mut caps = req.capabilities.clone();
+    caps.sort();
+    caps.dedup();
+    Ok(LeaseOrder {
+        node_id: req.node_id.clone(),
+        queues: req.queues.clone(),
+        capabilities: caps,
+        max_jobs: req.max_jobs,
+    })
+}
+
+/// Leases jobs, waiting up to `wait_ms` for one to become ready. Woken by submissions,
+/// retries, reaps and resumed queues, never by polling.
+pub async fn lease(
+    hub: &HubState,
+    order: LeaseOrder,
+    wait_ms: u64,
+    caller_ip: IpAddr,
+    stopping: &CancellationToken,
+) -> Result<LeaseResponse, JobsError> {
+    let deadline = tokio::time::Instant::now() + Duration::from_millis(wait_ms);
+    let mut ready = hub.store.ready_signal();
+    loop {
+        ready.borrow_and_update();
+        let grant = hub.store.lease(order.clone()).await?;
+        if grant.saturated {
+            hub.audit.emit(
+                Event::new(EventKind::InflightSaturated, Plane::Data)
+                    .remote(caller_ip)
+                    .node(&order.node_id)
+                    .detail(serde_json::json!({ "limit": "SHERATAN_MAX_INFLIGHT" })),
+            );
+            return Ok(LeaseResponse {
+                jobs: Vec::new(),
+                defer_ms: DEFER_MS,
+            });
+        }
+        if !grant.jobs.is_empty() {
+            hub.jobs
+                .leased
+                .fetch_add(grant.jobs.len() as u64, Ordering::Relaxed);
+            let jobs = grant
+                .jobs
+                .into_iter()
+                .map(|j| LeasedJob {
+                    job_id: j.job_id.to_string(),
+                    lease_id: j.lease_id.to_string(),
+                    queue: j.queue,
+                    kind: j.kind,
+                    payload: parse_json(&j.payload),
+                    attempt: j.attempt,
+                    lease_expires_at: j.lease_expires_at,
+                })
+                .collect();
+            return Ok(LeaseResponse { jobs, defer_ms: 0 });
+        }
+        let idle = LeaseResponse {
+            jobs: Vec::new(),
+            // A caller that did not wait is asked not to ask again at once.
+            defer_ms: if wait_ms == 0 { DEFER_MS } else { 0 },
+        };
+        tokio::select! {
+            () = tokio::time::sleep_until(deadline) => return Ok(idle),
+            () = stopping.cancelled() => return Ok(idle),
+            changed = ready.changed() => {
+                if changed.is_err() {
+                    return Ok(idle);
+                }
+            }
+        }
+    }
+}
+
+/// Extends a held lease by `extend_s` (or the job's `timeout_s`).
+pub async fn extend(
+    hub: &HubState,
+    lease_id: &str,
+    req: ExtendRequest,
+    caller_ip: IpAddr,
+) -> Result<ExtendResponse, JobsError> {
+    let lease_id = parse_id("lease id", lease_id)?;
+    if req
+        .extend_s
+        .is_some_and(|s| s == 0 || s > sheratan_store::jobs::MAX_TIMEOUT_S)
+    {
+        return Err(JobsError::invalid(format!(
+            "extend_s: must be between 1 and {}",
+            sheratan_store::jobs::MAX_TIMEOUT_S
+        )));
+    }
+    match hub.store.extend(lease_id, req.extend_s).await? {
+        ExtendOutcome::Extended { job_id, expires_at } => Ok(ExtendResponse {
+            lease_id: lease_id.to_string(),
+            job_id: job_id.to_string(),
+            lease_expires_at: expires_at,
+        }),
+        ExtendOutcome::NotHeld => {
+            lease_mismatch(hub, caller_ip, "extend");
+            Err(JobsError::LeaseNotHeld(
+                "the lease is no longer held".into(),
+            ))
+        }
+    }
+}
+
+/// A result or extension named a lease that is not the job's current one. One from a worker
+/// whose lease was reaped is normal; many from one source are someone trying lease ids, which
+/// the audit log shows (folded, like every event) and the watcher alerts on.
+pub(super) fn lease_mismatch(hub: &HubState, caller_ip: IpAddr, route: &'static str) {
+    hub.audit.emit(
+        Event::new(EventKind::LeaseMismatch, Plane::Data)
+            .remote(caller_ip)
+            .detail(serde_json::json!({ "route": route })),
+    );
+}

@@ -1,0 +1,208 @@
+//! The data plane's service over the `Store` trait: submits and their outcomes, long-poll
+//! leasing and extensions, results (integrity, recording, the pending follow), reads and the
+//! job side of the admin path, the reaper loop, and the job counters behind `/metrics`. It
+//! knows the contract's error codes (`sheratan-proto`) but not HTTP: its [`JobsError`] becomes
+//! the HTTP answer in `http/job_routes.rs`.
+
+mod admin;
+mod lease;
+mod reaper;
+mod results;
+mod submit;
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use sheratan_proto::data::BatchOutcome;
+use sheratan_proto::{ErrorBody, ErrorCode, ErrorDetail};
+use sheratan_store::StoreError;
+
+pub use admin::{QueueAction, cancel, get, list, queue_admin, requeue};
+pub use lease::{extend, lease, lease_order};
+pub use reaper::run_reaper;
+pub use results::{IntegrityFailure, ResultHeaders, ack, finish, pending, verify, verify_result};
+pub use submit::{Submitted, decode_batch, submit};
+
+use crate::metrics::{Family, Kind};
+
+/// Longest long poll a lease or a results follow may ask for.
+pub const MAX_WAIT_MS: u64 = 30_000;
+/// Most jobs one lease call may take.
+pub const MAX_JOBS_PER_LEASE: u32 = 100;
+/// Most items in one batch submit.
+pub const MAX_BATCH: usize = 1000;
+/// How long a saturated or idle caller is asked to wait before asking again.
+const DEFER_MS: u64 = 1000;
+
+/// Why the service refused or failed a request. Each maps to one code of the contract.
+#[derive(Debug)]
+pub enum JobsError {
+    /// A field or parameter is wrong; the message names it.
+    Invalid(String),
+    NotFound(String),
+    /// The idempotency key belongs to another request.
+    Collision {
+        job_id: String,
+    },
+    /// The hub holds as many queued jobs as it may.
+    QueueFull {
+        depth: u64,
+        retry_after_s: u64,
+    },
+    /// The named lease is not the job's current one.
+    LeaseNotHeld(String),
+    Integrity(IntegrityFailure),
+    Store(StoreError),
+}
+
+impl From<StoreError> for JobsError {
+    fn from(err: StoreError) -> Self {
+        JobsError::Store(err)
+    }
+}
+
+impl JobsError {
+    pub fn invalid(message: impl Into<String>) -> Self {
+        JobsError::Invalid(message.into())
+    }
+
+    pub fn code(&self) -> ErrorCode {
+        match self {
+            JobsError::Invalid(_) => ErrorCode::InvalidRequest,
+            JobsError::NotFound(_) => ErrorCode::NotFound,
+            JobsError::Collision { .. } => ErrorCode::IdempotencyKeyCollision,
+            JobsError::QueueFull { .. } => ErrorCode::BackpressureDrop,
+            JobsError::LeaseNotHeld(_) => ErrorCode::LeaseExpired,
+            JobsError::Integrity(_) => ErrorCode::ResultIntegrityFail,
+            JobsError::Store(StoreError::Unavailable(_)) => ErrorCode::Unavailable,
+            JobsError::Store(StoreError::Internal(_)) => ErrorCode::Internal,
+        }
+    }
+
+    /// What the client is told (never a store's internal detail).
+    pub fn message(&self) -> String {
+        match self {
+            JobsError::Invalid(m) | JobsError::NotFound(m) | JobsError::LeaseNotHeld(m) => {
+                m.clone()
+            }
+            JobsError::Collision { job_id } => format!(
+                "the idempotency key was used for job {job_id} with a different queue, kind or payload"
+            ),
+            JobsError::QueueFull { depth, .. } => format!(
+                "the hub holds {depth} queued jobs, its limit (SHERATAN_MAX_QUEUE_DEPTH); the job was not accepted"
+            ),
+            JobsError::Integrity(failure) => {
+                format!("the result was refused: {}", failure.reason())
+            }
+            JobsError::Store(StoreError::Unavailable(_)) => "the job store cannot take writes right now (disk full or read-only, or the database down); nothing committed was lost".into(),
+            JobsError::Store(StoreError::Internal(_)) => "internal error".into(),
+        }
+    }
+
+    /// What the client should do.
+    pub fn hint(&self) -> &'static str {
+        match self {
+            JobsError::Invalid(_) => {
+                "fix the request as the message says; docs/API.md lists the routes and the wire rules"
+            }
+            JobsError::NotFound(_) => "",
+            JobsError::Collision { .. } => {
+                "use a new key for a different request, or send exactly the same request to get the existing job"
+            }
+            JobsError::QueueFull { .. } => {
+                "retry after the Retry-After delay; add workers or raise SHERATAN_MAX_QUEUE_DEPTH"
+            }
+            JobsError::LeaseNotHeld(_) => {
+                "stop working on this job: its lease expired (it may run elsewhere) or it was cancelled; lease again"
+            }
+            JobsError::Integrity(_) => {
+                "send X-Sheratan-Content-Sha256: <hex sha256 of the raw body> and X-Sheratan-Signature: sha256=<hex HMAC-SHA256(token, raw body)>, signed with the token this request authenticates with"
+            }
+            JobsError::Store(StoreError::Unavailable(_)) => {
+                "retry with backoff; operators: check the store (SQLite: the disk's space, permissions, read-only mount; PostgreSQL: that the database is up and reachable, see the hub's log); the hub recovers on its own"
+            }
+            JobsError::Store(StoreError::Internal(_)) => "the hub logged the cause; see its log",
+        }
+    }
+
+    /// Seconds a client should wait before trying again, where that is the answer.
+    pub fn retry_after_s(&self) -> Option<u64> {
+        match self {
+            JobsError::QueueFull { retry_after_s, .. } => Some(*retry_after_s),
+            JobsError::Store(StoreError::Unavailable(_)) => Some(1),
+            _ => None,
+        }
+    }
+
+    /// What only the logs may see.
+    pub fn internal(&self) -> Option<String> {
+        match self {
+            JobsError::Store(StoreError::Unavailable(d) | StoreError::Internal(d)) => {
+                Some(d.clone())
+            }
+            _ => None,
+        }
+    }
+
+    /// As one item of a batch answer.
+    pub fn into_outcome(self) -> BatchOutcome {
+        if let Some(internal) = self.internal() {
+            tracing::error!(code = %self.code(), error = %internal, "a batch item failed");
+        }
+        BatchOutcome {
+            code: self.code().http_status(),
+            job_id: None,
+            status: None,
+            result: None,
+            error: Some(ErrorBody {
+                error: ErrorDetail {
+                    code: self.code(),
+                    message: self.message(),
+                    hint: self.hint().into(),
+                },
+            }),
+        }
+    }
+}
+
+/// Counters of what the data plane did, for `/metrics`.
+#[derive(Debug, Default)]
+pub struct JobCounters {
+    pub submitted: AtomicU64,
+    pub leased: AtomicU64,
+    pub completed: AtomicU64,
+    pub failed: AtomicU64,
+    pub retried: AtomicU64,
+    pub reaped: AtomicU64,
+    pub duplicates: AtomicU64,
+}
+
+impl JobCounters {
+    pub fn families(&self) -> Family {
+        let mut f = Family::new(
+            "sheratan_jobs_total",
+            "Job lifecycle events on this hub, by event.",
+            Kind::Counter,
+        );
+        for (name, value) in [
+            ("submitted", &self.submitted),
+            ("leased", &self.leased),
+            ("completed", &self.completed),
+            ("failed", &self.failed),
+            ("retried", &self.retried),
+            ("reaped", &self.reaped),
+            ("duplicate_result", &self.duplicates),
+        ] {
+            f = f.sample(
+                vec![("event", name.to_owned())],
+                value.load(Ordering::Relaxed) as f64,
+                format!("jobs.{name}"),
+            );
+        }
+        f
+    }
+}
+
+/// A job id (or lease id) from a request, or the 400 naming the field.
+pub fn parse_id(field: &str, text: &str) -> Result<uuid::Uuid, JobsError> {
+    sheratan_proto::ids::parse_uuid(field, text).map_err(JobsError::Invalid)
+}

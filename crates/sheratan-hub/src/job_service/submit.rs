@@ -1,0 +1,150 @@
+//! Submits: validation into job specs, one store call for a whole batch, and each outcome as
+//! an answer (created, an idempotent repeat, or refused with its event).
+
+use std::net::IpAddr;
+use std::sync::atomic::Ordering;
+
+use sheratan_proto::data::{BatchOutcome, JobStatus, SubmitJob, SubmitResponse};
+use sheratan_proto::{EventKind, Plane};
+use sheratan_store::jobs::parse_json;
+use sheratan_store::{JobSpec, SubmitOutcome};
+
+use super::{JobsError, MAX_BATCH};
+use crate::HubState;
+use crate::audit::Event;
+
+/// The answer to one submitted job.
+pub enum Submitted {
+    Created(SubmitResponse),
+    Existing(SubmitResponse),
+    Refused(JobsError),
+}
+
+impl Submitted {
+    /// As one item of a batch answer.
+    pub fn into_outcome(self) -> BatchOutcome {
+        let (code, r) = match self {
+            Submitted::Created(r) => (202, r),
+            Submitted::Existing(r) => (200, r),
+            Submitted::Refused(e) => return e.into_outcome(),
+        };
+        BatchOutcome {
+            code,
+            job_id: Some(r.job_id),
+            status: Some(r.status),
+            result: r.result,
+            error: None,
+        }
+    }
+}
+
+/// A batch's items, each decoded on its own so one malformed item gets its own 400 and the
+/// others go through.
+pub fn decode_batch(
+    items: Vec<serde_json::Value>,
+) -> Result<Vec<Result<SubmitJob, JobsError>>, JobsError> {
+    if items.is_empty() || items.len() > MAX_BATCH {
+        return Err(JobsError::invalid(format!(
+            "jobs: 1 to {MAX_BATCH} jobs per batch"
+        )));
+    }
+    Ok(items
+        .into_iter()
+        .enumerate()
+        .map(|(i, value)| {
+            serde_path_to_error::deserialize::<_, SubmitJob>(value).map_err(|err| {
+                let path = err.path().to_string();
+                let inner = err.into_inner();
+                if path == "." {
+                    JobsError::invalid(format!("jobs[{i}]: {inner}"))
+                } else {
+                    JobsError::invalid(format!("jobs[{i}].{path}: {inner}"))
+                }
+            })
+        })
+        .collect())
+}
+
+/// Validates and submits jobs; answers in order. Validation failures do not stop the others.
+pub async fn submit(
+    hub: &HubState,
+    jobs: Vec<Result<SubmitJob, JobsError>>,
+    plane: Plane,
+    caller_ip: IpAddr,
+) -> Result<Vec<Submitted>, JobsError> {
+    let now = hub.clock.now();
+    let mut answers: Vec<Option<Submitted>> = Vec::with_capacity(jobs.len());
+    let mut specs = Vec::new();
+    let mut slots = Vec::new();
+    for (i, job) in jobs.into_iter().enumerate() {
+        match job.and_then(|j| {
+            JobSpec::from_wire(j, hub.config.job_defaults, now).map_err(JobsError::Invalid)
+        }) {
+            Ok(spec) => {
+                slots.push((i, spec.queue.clone()));
+                specs.push(spec);
+                answers.push(None);
+            }
+            Err(e) => answers.push(Some(Submitted::Refused(e))),
+        }
+    }
+    if !specs.is_empty() {
+        let outcomes = hub.store.submit(specs).await?;
+        for ((i, queue), outcome) in slots.into_iter().zip(outcomes) {
+            answers[i] = Some(answer(hub, outcome, &queue, plane, caller_ip));
+        }
+    }
+    Ok(answers
+        .into_iter()
+        .map(|a| a.expect("every slot is answered"))
+        .collect())
+}
+
+fn answer(
+    hub: &HubState,
+    outcome: SubmitOutcome,
+    queue: &str,
+    plane: Plane,
+    caller_ip: IpAddr,
+) -> Submitted {
+    let refused = |event: EventKind, error: JobsError| {
+        hub.audit.emit(
+            Event::new(event, plane)
+                .remote(caller_ip)
+                .detail(serde_json::json!({ "queue": queue })),
+        );
+        Submitted::Refused(error)
+    };
+    match outcome {
+        SubmitOutcome::Created { job_id } => {
+            hub.jobs.submitted.fetch_add(1, Ordering::Relaxed);
+            Submitted::Created(SubmitResponse {
+                job_id: job_id.to_string(),
+                status: JobStatus::Accepted,
+                result: None,
+            })
+        }
+        SubmitOutcome::Existing {
+            job_id,
+            status,
+            result,
+        } => Submitted::Existing(SubmitResponse {
+            job_id: job_id.to_string(),
+            status,
+            result: result.as_deref().map(parse_json),
+        }),
+        SubmitOutcome::Collision { job_id } => refused(
+            EventKind::IdempotencyKeyCollision,
+            JobsError::Collision {
+                job_id: job_id.to_string(),
+            },
+        ),
+        SubmitOutcome::QueueFull { depth } => refused(
+            EventKind::BackpressureDrop,
+            JobsError::QueueFull {
+                depth,
+                retry_after_s: hub.config.backpressure_retry_after_s,
+            },
+        ),
+    }
+}
