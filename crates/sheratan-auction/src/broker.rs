@@ -29,7 +29,7 @@ use sheratan_proto::auction::{
 use sheratan_proto::control::{NodeStatus, NodeView, Role};
 use sheratan_proto::data::{JobError, LeasedJob, Outcome, ResultRequest};
 use sheratan_runtime::edge::{self, ApiError, QueryParams};
-use sheratan_runtime::serve::ServeLimits;
+use sheratan_runtime::serve::{ServeLimits, local_url};
 use sheratan_store::AuctionStore;
 use time::OffsetDateTime;
 use tokio::net::TcpListener;
@@ -398,52 +398,38 @@ impl Broker {
     /// stops leasing and lets running auctions finish within the grace period.
     pub async fn run(self, shutdown: CancellationToken) -> std::io::Result<()> {
         let state = self.state.clone();
-        let addr = self.local_addr()?;
-        let me = Identity {
-            node_id: state.config.node_id.clone(),
-            role: Role::Broker,
-            addr: Some(crate::url_of(addr)),
-            capabilities: Vec::new(),
-            build_id: state.config.build_id.clone(),
+        let member = sheratan_client::Member {
+            control: state.control.clone(),
+            identity: Identity {
+                node_id: state.config.node_id.clone(),
+                role: Role::Broker,
+                addr: Some(local_url(self.local_addr()?)),
+                capabilities: Vec::new(),
+                build_id: state.config.build_id.clone(),
+            },
+            inflight: state.inflight.clone(),
+            capacity: state.config.concurrency,
         };
-        let beat_state = state.clone();
-        let beat_stop = shutdown.clone();
-        let heartbeats = tokio::spawn(async move {
-            sheratan_client::heartbeat_loop(
-                beat_state.control.clone(),
-                me,
-                &beat_state.inflight,
-                beat_state.config.concurrency,
-                beat_stop.cancelled_owned(),
-            )
-            .await;
-        });
-        let pull = PullConfig {
-            node_id: state.config.node_id.clone(),
-            queues: vec![state.config.queue.clone()],
-            concurrency: state.config.concurrency,
-            lease_wait: state.config.lease_wait,
-            grace: state.config.grace,
+        let pull = sheratan_client::Pull {
+            data: state.data.clone(),
+            config: PullConfig {
+                node_id: state.config.node_id.clone(),
+                queues: vec![state.config.queue.clone()],
+                concurrency: state.config.concurrency,
+                lease_wait: state.config.lease_wait,
+                grace: state.config.grace,
+            },
+            runner: Arc::new(Runner(state.clone())),
         };
-        let leasing = tokio::spawn(sheratan_client::pull::pull_loop(
-            state.data.clone(),
-            pull,
-            Arc::new(Runner(state.clone())),
-            state.inflight.clone(),
-            shutdown.clone().cancelled_owned(),
-        ));
         let limits = state.config.serve;
-        let served = sheratan_runtime::serve::serve(
+        let serve = sheratan_runtime::serve::serve(
             self.listener,
             router(state),
             limits,
             Default::default(),
-            shutdown,
-        )
-        .await;
-        let _ = leasing.await;
-        heartbeats.abort();
-        served
+            shutdown.clone(),
+        );
+        member.serve_and_pull(serve, pull, shutdown).await
     }
 }
 

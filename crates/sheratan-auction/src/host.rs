@@ -21,7 +21,7 @@ use sheratan_proto::auction::{BidRequest, BidResponse, ExecuteRequest, ExecuteRe
 use sheratan_proto::control::Role;
 use sheratan_proto::data::JobError;
 use sheratan_runtime::edge::{self, ApiError, JsonBody};
-use sheratan_runtime::serve::ServeLimits;
+use sheratan_runtime::serve::{ServeLimits, local_url};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
@@ -80,7 +80,7 @@ impl HostConfig {
 
 pub(crate) struct HostState {
     config: HostConfig,
-    inflight: AtomicU32,
+    inflight: Arc<AtomicU32>,
     bids_accepted: AtomicU64,
     bids_declined: AtomicU64,
     succeeded: AtomicU64,
@@ -105,7 +105,7 @@ impl Host {
             listener,
             state: Arc::new(HostState {
                 config,
-                inflight: AtomicU32::new(0),
+                inflight: Arc::default(),
                 bids_accepted: AtomicU64::new(0),
                 bids_declined: AtomicU64::new(0),
                 succeeded: AtomicU64::new(0),
@@ -126,7 +126,7 @@ impl Host {
             .config
             .advertise
             .clone()
-            .unwrap_or_else(|| crate::url_of(self.local_addr().unwrap_or(self.state.config.listen)))
+            .unwrap_or_else(|| local_url(self.local_addr().unwrap_or(self.state.config.listen)))
     }
 
     /// The host's router, for tests and benchmarks that serve it themselves.
@@ -151,30 +151,23 @@ impl Host {
     /// Serves until `shutdown`, heartbeating to the hub meanwhile.
     pub async fn run(self, shutdown: CancellationToken) -> std::io::Result<()> {
         let state = self.state.clone();
-        let me = Identity {
-            node_id: state.config.node_id.clone(),
-            role: Role::Host,
-            addr: Some(self.url()),
-            capabilities: state.config.handlers.names(),
-            build_id: state.config.build_id.clone(),
-        };
-        let control = sheratan_client::ControlClient::new(
-            &state.config.control_url,
-            state.config.token.clone(),
-        )
-        .map_err(std::io::Error::other)?;
-        let beat_state = state.clone();
-        let beat_stop = shutdown.clone();
-        let heartbeats = tokio::spawn(async move {
-            sheratan_client::heartbeat_loop(
-                control,
-                me,
-                &beat_state.inflight,
-                beat_state.config.capacity,
-                beat_stop.cancelled_owned(),
+        let member = sheratan_client::Member {
+            control: sheratan_client::ControlClient::new(
+                &state.config.control_url,
+                state.config.token.clone(),
             )
-            .await;
-        });
+            .map_err(std::io::Error::other)?,
+            identity: Identity {
+                node_id: state.config.node_id.clone(),
+                role: Role::Host,
+                addr: Some(self.url()),
+                capabilities: state.config.handlers.names(),
+                build_id: state.config.build_id.clone(),
+            },
+            inflight: state.inflight.clone(),
+            capacity: state.config.capacity,
+        };
+        // Running executions see the shutdown too (they stop within their deadline).
         let stopping = state.stopping.clone();
         let watch = shutdown.clone();
         tokio::spawn(async move {
@@ -182,16 +175,14 @@ impl Host {
             stopping.cancel();
         });
         let limits = state.config.serve;
-        let result = sheratan_runtime::serve::serve(
+        let serve = sheratan_runtime::serve::serve(
             self.listener,
             router(state),
             limits,
             Default::default(),
-            shutdown,
-        )
-        .await;
-        heartbeats.abort();
-        result
+            shutdown.clone(),
+        );
+        member.serve(serve, shutdown).await
     }
 }
 

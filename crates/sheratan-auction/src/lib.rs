@@ -9,13 +9,3 @@ pub mod host;
 mod metrics;
 
 pub use sheratan_client::{Identity, capability_hash};
-
-/// `http://ip:port` for a bound address; an unspecified IP (0.0.0.0) becomes loopback.
-pub fn url_of(addr: std::net::SocketAddr) -> String {
-    let ip = if addr.ip().is_unspecified() {
-        std::net::IpAddr::from([127, 0, 0, 1])
-    } else {
-        addr.ip()
-    };
-    format!("http://{}", std::net::SocketAddr::new(ip, addr.port()))
-}

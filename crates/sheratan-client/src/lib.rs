@@ -42,6 +42,7 @@ mod beat;
 mod control;
 mod data;
 mod error;
+pub mod member;
 pub mod pull;
 mod sign;
 mod token;
@@ -50,6 +51,7 @@ pub use beat::{Identity, capability_hash, heartbeat_loop};
 pub use control::{BundleFetch, ControlClient};
 pub use data::{DataClient, JobFilter, Submitted};
 pub use error::ClientError;
+pub use member::{Member, Pull};
 pub use sign::sign_result;
 pub use token::{MeshToken, TokenState};
 

@@ -15,7 +15,6 @@ mod tail;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::AtomicU32;
 use std::time::Duration;
 
 use axum::extract::{Path, Request, State};
@@ -39,7 +38,7 @@ use sheratan_proto::event::AlertRecord;
 use sheratan_proto::health::CoreHealth;
 use sheratan_proto::relay::SessionList;
 use sheratan_runtime::edge::{self, ApiError, JsonBody, QueryParams};
-use sheratan_runtime::serve::ServeLimits;
+use sheratan_runtime::serve::{ServeLimits, local_url};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
@@ -165,26 +164,18 @@ impl Core {
     /// Serves until `shutdown`, heartbeating (role `core`) meanwhile.
     pub async fn run(self, shutdown: CancellationToken) -> std::io::Result<()> {
         let state = self.state.clone();
-        let me = Identity {
-            node_id: state.config.node_id.clone(),
-            role: Role::Core,
-            addr: Some(url_of(self.local_addr()?)),
-            capabilities: Vec::new(),
-            build_id: state.config.build_id.clone(),
+        let member = sheratan_client::Member {
+            control: state.control.clone(),
+            identity: Identity {
+                node_id: state.config.node_id.clone(),
+                role: Role::Core,
+                addr: Some(local_url(self.local_addr()?)),
+                capabilities: Vec::new(),
+                build_id: state.config.build_id.clone(),
+            },
+            inflight: Arc::default(),
+            capacity: 0,
         };
-        let beat_control = state.control.clone();
-        let beat_stop = shutdown.clone();
-        let heartbeats = tokio::spawn(async move {
-            let idle = AtomicU32::new(0);
-            sheratan_client::heartbeat_loop(
-                beat_control,
-                me,
-                &idle,
-                0,
-                beat_stop.cancelled_owned(),
-            )
-            .await;
-        });
         let poller = tokio::spawn(events::poll(state.clone(), shutdown.clone()));
         let sampled = state.clone();
         let sampler_stop = shutdown.clone();
@@ -192,28 +183,18 @@ impl Core {
             history::sample(&sampled.history, sampled.data.clone(), sampler_stop).await;
         });
         let limits = state.config.serve;
-        let result = sheratan_runtime::serve::serve(
+        let serve = sheratan_runtime::serve::serve(
             self.listener,
             router(state),
             limits,
             Default::default(),
-            shutdown,
-        )
-        .await;
-        heartbeats.abort();
+            shutdown.clone(),
+        );
+        let result = member.serve(serve, shutdown).await;
         poller.abort();
         sampler.abort();
         result
     }
-}
-
-fn url_of(addr: SocketAddr) -> String {
-    let ip = if addr.ip().is_unspecified() {
-        std::net::IpAddr::from([127, 0, 0, 1])
-    } else {
-        addr.ip()
-    };
-    format!("http://{}", SocketAddr::new(ip, addr.port()))
 }
 
 impl edge::Edge for CoreState {

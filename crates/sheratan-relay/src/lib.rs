@@ -31,7 +31,7 @@ use sheratan_proto::health::{
     SandboxState, TabCount,
 };
 use sheratan_runtime::edge::{self, ApiError, JsonBody};
-use sheratan_runtime::serve::ServeLimits;
+use sheratan_runtime::serve::{ServeLimits, local_url};
 use time::OffsetDateTime;
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
@@ -201,63 +201,42 @@ impl Relay {
     /// Chromium it launched.
     pub async fn run(self, shutdown: CancellationToken) -> std::io::Result<()> {
         let state = self.state.clone();
-        let me = Identity {
-            node_id: state.config.node_id.clone(),
-            role: Role::Relay,
-            addr: Some(url_of(self.local_addr()?)),
-            capabilities: capabilities(&state),
-            build_id: state.config.build_id.clone(),
+        let member = sheratan_client::Member {
+            control: state.control.clone(),
+            identity: Identity {
+                node_id: state.config.node_id.clone(),
+                role: Role::Relay,
+                addr: Some(local_url(self.local_addr()?)),
+                capabilities: capabilities(&state),
+                build_id: state.config.build_id.clone(),
+            },
+            inflight: state.inflight.clone(),
+            capacity: state.config.concurrency,
         };
-        let beat = state.clone();
-        let beat_stop = shutdown.clone();
-        let heartbeats = tokio::spawn(async move {
-            sheratan_client::heartbeat_loop(
-                beat.control.clone(),
-                me,
-                &beat.inflight,
-                beat.config.concurrency,
-                beat_stop.cancelled_owned(),
-            )
-            .await;
-        });
-        let pull = PullConfig {
-            node_id: state.config.node_id.clone(),
-            queues: vec![state.config.queue.clone()],
-            concurrency: state.config.concurrency,
-            lease_wait: state.config.lease_wait,
-            grace: state.config.grace,
+        let pull = sheratan_client::Pull {
+            data: state.data.clone(),
+            config: PullConfig {
+                node_id: state.config.node_id.clone(),
+                queues: vec![state.config.queue.clone()],
+                concurrency: state.config.concurrency,
+                lease_wait: state.config.lease_wait,
+                grace: state.config.grace,
+            },
+            runner: Arc::new(Runner(state.clone())),
         };
-        let leasing = tokio::spawn(sheratan_client::pull::pull_loop(
-            state.data.clone(),
-            pull,
-            Arc::new(Runner(state.clone())),
-            state.inflight.clone(),
-            shutdown.clone().cancelled_owned(),
-        ));
-        let served = sheratan_runtime::serve::serve(
+        let serve = sheratan_runtime::serve::serve(
             self.listener,
             router(state.clone()),
             state.config.serve,
             Default::default(),
-            shutdown,
-        )
-        .await;
-        let _ = leasing.await;
-        heartbeats.abort();
+            shutdown.clone(),
+        );
+        let served = member.serve_and_pull(serve, pull, shutdown).await;
         if let Some(browser) = &state.browser {
             browser.shutdown().await;
         }
         served
     }
-}
-
-fn url_of(addr: SocketAddr) -> String {
-    let ip = if addr.ip().is_unspecified() {
-        std::net::IpAddr::from([127, 0, 0, 1])
-    } else {
-        addr.ip()
-    };
-    format!("http://{}", SocketAddr::new(ip, addr.port()))
 }
 
 /// `llm`, plus each backend this relay can use.

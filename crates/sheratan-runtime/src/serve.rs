@@ -370,6 +370,17 @@ pub fn source_key(ip: IpAddr) -> IpAddr {
     }
 }
 
+/// `http://ip:port` of a bound address, as processes on this machine reach it: an
+/// unspecified IP (0.0.0.0, ::) becomes loopback.
+pub fn local_url(addr: std::net::SocketAddr) -> String {
+    let ip = if addr.ip().is_unspecified() {
+        IpAddr::from([127, 0, 0, 1])
+    } else {
+        addr.ip()
+    };
+    format!("http://{}", std::net::SocketAddr::new(ip, addr.port()))
+}
+
 /// Raises the soft open-files limit to the hard limit (servers need descriptors) and returns
 /// the resulting soft limit, if known.
 pub fn raise_nofile_limit() -> Option<u64> {

@@ -14,6 +14,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use sheratan_proto::data::{JobError, JobStatus, Outcome};
+use sheratan_store::jobs::{Ending, Reaccept};
 use sheratan_store::jobs::{MAX_TIMEOUT_S, retry_delay};
 use sheratan_store::{
     Clock, Counts, ExtendOutcome, FinishOutcome, JobRecord, JobSpec, LeaseGrant, LeaseOrder,
@@ -909,11 +910,13 @@ async fn finish(
             end(
                 tx,
                 id,
-                JobStatus::Completed,
-                Some(&report.result),
-                None,
-                false,
-                Some(report.lease_id),
+                &Ending {
+                    status: JobStatus::Completed,
+                    result: Some(&report.result),
+                    error: None,
+                    acked: false,
+                    result_lease: Some(report.lease_id),
+                },
                 now,
             )
             .await?;
@@ -931,10 +934,12 @@ async fn finish(
                 reaccept(
                     tx,
                     id,
-                    run_at,
-                    Some(&error),
-                    false,
-                    Some(report.lease_id),
+                    &Reaccept {
+                        run_at,
+                        error: Some(&error),
+                        reset_attempts: false,
+                        result_lease: Some(report.lease_id),
+                    },
                     now,
                 )
                 .await?;
@@ -947,11 +952,13 @@ async fn finish(
             end(
                 tx,
                 id,
-                JobStatus::Failed,
-                result,
-                Some(&error),
-                false,
-                Some(report.lease_id),
+                &Ending {
+                    status: JobStatus::Failed,
+                    result,
+                    error: Some(&error),
+                    acked: false,
+                    result_lease: Some(report.lease_id),
+                },
                 now,
             )
             .await?;
@@ -964,15 +971,10 @@ async fn finish(
 }
 
 /// Ends a job: completed, failed or cancelled.
-#[allow(clippy::too_many_arguments)]
 async fn end(
     tx: &Db<'_>,
     id: i64,
-    status: JobStatus,
-    result: Option<&str>,
-    error: Option<&JobError>,
-    acked: bool,
-    result_lease: Option<Uuid>,
+    end: &Ending<'_>,
     now: i64,
 ) -> Result<(), tokio_postgres::Error> {
     tx.execute(
@@ -980,13 +982,13 @@ async fn end(
          updated_at = $6, acked = $7, result_lease_id = COALESCE($8, result_lease_id) WHERE id = $1",
         &[
             &id,
-            &status_code(status),
-            &result,
-            &error.map(|e| e.message.as_str()),
-            &error.map(|e| e.retryable),
+            &status_code(end.status),
+            &end.result,
+            &end.error.map(|e| e.message.as_str()),
+            &end.error.map(|e| e.retryable),
             &now,
-            &acked,
-            &result_lease,
+            &end.acked,
+            &end.result_lease,
         ],
     )
     .await?;
@@ -997,10 +999,7 @@ async fn end(
 async fn reaccept(
     tx: &Db<'_>,
     id: i64,
-    run_at: i64,
-    error: Option<&JobError>,
-    reset_attempts: bool,
-    result_lease: Option<Uuid>,
+    back: &Reaccept<'_>,
     now: i64,
 ) -> Result<(), tokio_postgres::Error> {
     tx.execute(
@@ -1010,12 +1009,12 @@ async fn reaccept(
          result_lease_id = COALESCE($7, result_lease_id) WHERE id = $1",
         &[
             &id,
-            &run_at,
-            &error.map(|e| e.message.as_str()),
-            &error.map(|e| e.retryable),
-            &reset_attempts,
+            &back.run_at,
+            &back.error.map(|e| e.message.as_str()),
+            &back.error.map(|e| e.retryable),
+            &back.reset_attempts,
             &now,
-            &result_lease,
+            &back.result_lease,
         ],
     )
     .await?;
@@ -1054,11 +1053,13 @@ async fn cancel(
         end(
             tx,
             row.get(0),
-            JobStatus::Cancelled,
-            None,
-            None,
-            false,
-            None,
+            &Ending {
+                status: JobStatus::Cancelled,
+                result: None,
+                error: None,
+                acked: false,
+                result_lease: None,
+            },
             now,
         )
         .await?;
@@ -1103,7 +1104,18 @@ async fn requeue(
             *fx.delta.depth.entry(queue).or_default() += 1;
         }
     }
-    reaccept(tx, row.get(0), now, None, true, None, now).await?;
+    reaccept(
+        tx,
+        row.get(0),
+        &Reaccept {
+            run_at: now,
+            error: None,
+            reset_attempts: true,
+            result_lease: None,
+        },
+        now,
+    )
+    .await?;
     fx.ready = true;
     load(tx, job_id).await
 }
@@ -1152,7 +1164,18 @@ async fn tick(
                 ),
                 retryable: true,
             };
-            reaccept(tx, id, now, Some(&error), false, None, now).await?;
+            reaccept(
+                tx,
+                id,
+                &Reaccept {
+                    run_at: now,
+                    error: Some(&error),
+                    reset_attempts: false,
+                    result_lease: None,
+                },
+                now,
+            )
+            .await?;
             *fx.delta.depth.entry(queue.clone()).or_default() += 1;
             fx.ready = true;
             JobStatus::Accepted
@@ -1166,11 +1189,13 @@ async fn tick(
             end(
                 tx,
                 id,
-                JobStatus::Failed,
-                None,
-                Some(&error),
-                false,
-                None,
+                &Ending {
+                    status: JobStatus::Failed,
+                    result: None,
+                    error: Some(&error),
+                    acked: false,
+                    result_lease: None,
+                },
                 now,
             )
             .await?;

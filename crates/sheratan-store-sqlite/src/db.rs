@@ -3,6 +3,7 @@
 
 use rusqlite::{Connection, OptionalExtension, Row, params};
 use sheratan_proto::data::{JobError, JobStatus};
+use sheratan_store::jobs::{Ending, Reaccept};
 use sheratan_store::{JobRecord, JobSpec, Lease};
 use time::OffsetDateTime;
 use uuid::Uuid;
@@ -162,19 +163,8 @@ pub fn set_lease_expiry(
     Ok(())
 }
 
-/// Ends a job: completed, failed or cancelled. `result_lease` names the lease whose result
-/// this is, so a repeat of it is recognised.
-#[allow(clippy::too_many_arguments)]
-pub fn finish(
-    conn: &Connection,
-    row: RowId,
-    status: JobStatus,
-    result: Option<&str>,
-    error: Option<&JobError>,
-    acked: bool,
-    result_lease: Option<Uuid>,
-    now: i64,
-) -> rusqlite::Result<()> {
+/// Ends a job: completed, failed or cancelled.
+pub fn finish(conn: &Connection, row: RowId, end: &Ending<'_>, now: i64) -> rusqlite::Result<()> {
     conn.prepare_cached(
         "UPDATE jobs SET status = ?2, result = ?3, error_message = ?4, error_retryable = ?5, \
          finished_at = ?6, updated_at = ?6, acked = ?7, \
@@ -182,26 +172,22 @@ pub fn finish(
     )?
     .execute(params![
         row,
-        status_code(status),
-        result,
-        error.map(|e| e.message.as_str()),
-        error.map(|e| e.retryable),
+        status_code(end.status),
+        end.result,
+        end.error.map(|e| e.message.as_str()),
+        end.error.map(|e| e.retryable),
         now,
-        acked,
-        result_lease.map(|l| l.as_bytes().to_vec()),
+        end.acked,
+        end.result_lease.map(|l| l.as_bytes().to_vec()),
     ])?;
     Ok(())
 }
 
-/// Puts a job back to accepted, to run at `run_at` (a retry, a reaped lease, a requeue).
-#[allow(clippy::too_many_arguments)]
+/// Puts a job back to accepted, to run at `run_at`.
 pub fn reaccept(
     conn: &Connection,
     row: RowId,
-    run_at: i64,
-    error: Option<&JobError>,
-    reset_attempts: bool,
-    result_lease: Option<Uuid>,
+    back: &Reaccept<'_>,
     now: i64,
 ) -> rusqlite::Result<()> {
     conn.prepare_cached(
@@ -212,12 +198,12 @@ pub fn reaccept(
     )?
     .execute(params![
         row,
-        run_at,
-        error.map(|e| e.message.as_str()),
-        error.map(|e| e.retryable),
-        reset_attempts,
+        back.run_at,
+        back.error.map(|e| e.message.as_str()),
+        back.error.map(|e| e.retryable),
+        back.reset_attempts,
         now,
-        result_lease.map(|l| l.as_bytes().to_vec()),
+        back.result_lease.map(|l| l.as_bytes().to_vec()),
     ])?;
     Ok(())
 }

@@ -11,6 +11,7 @@ use std::sync::{Arc, Mutex};
 
 use rusqlite::Connection;
 use sheratan_proto::data::{JobError, JobStatus, Outcome};
+use sheratan_store::jobs::{Ending, Reaccept};
 use sheratan_store::jobs::{MAX_TIMEOUT_S, retry_delay};
 use sheratan_store::{
     Clock, Counts, ExtendOutcome, FinishOutcome, JobRecord, JobSpec, LeaseGrant, LeaseOrder,
@@ -396,11 +397,13 @@ impl Writer {
                 db::finish(
                     &self.conn,
                     row,
-                    JobStatus::Completed,
-                    Some(&report.result),
-                    None,
-                    false,
-                    Some(report.lease_id),
+                    &Ending {
+                        status: JobStatus::Completed,
+                        result: Some(&report.result),
+                        error: None,
+                        acked: false,
+                        result_lease: Some(report.lease_id),
+                    },
                     now,
                 )?;
                 self.state.remove(row);
@@ -420,10 +423,12 @@ impl Writer {
                     db::reaccept(
                         &self.conn,
                         row,
-                        run_at,
-                        Some(&error),
-                        false,
-                        Some(report.lease_id),
+                        &Reaccept {
+                            run_at,
+                            error: Some(&error),
+                            reset_attempts: false,
+                            result_lease: Some(report.lease_id),
+                        },
                         now,
                     )?;
                     self.state.requeue(row, Some(run_at), false);
@@ -433,11 +438,13 @@ impl Writer {
                     db::finish(
                         &self.conn,
                         row,
-                        JobStatus::Failed,
-                        result,
-                        Some(&error),
-                        false,
-                        Some(report.lease_id),
+                        &Ending {
+                            status: JobStatus::Failed,
+                            result,
+                            error: Some(&error),
+                            acked: false,
+                            result_lease: Some(report.lease_id),
+                        },
                         now,
                     )?;
                     self.state.remove(row);
@@ -463,11 +470,13 @@ impl Writer {
             db::finish(
                 &self.conn,
                 b.row,
-                JobStatus::Cancelled,
-                None,
-                None,
-                false,
-                None,
+                &Ending {
+                    status: JobStatus::Cancelled,
+                    result: None,
+                    error: None,
+                    acked: false,
+                    result_lease: None,
+                },
                 now,
             )?;
             self.state.remove(b.row);
@@ -489,7 +498,17 @@ impl Writer {
         if b.status.is_terminal() && !b.acked {
             self.state.results_pending = self.state.results_pending.saturating_sub(1);
         }
-        db::reaccept(&self.conn, b.row, now, None, true, None, now)?;
+        db::reaccept(
+            &self.conn,
+            b.row,
+            &Reaccept {
+                run_at: now,
+                error: None,
+                reset_attempts: true,
+                result_lease: None,
+            },
+            now,
+        )?;
         if self.state.get(b.row).is_some() {
             self.state.requeue(b.row, None, true);
         } else if let Some(record) = db::load_by_id(&self.conn, job_id)? {
@@ -533,7 +552,17 @@ impl Writer {
                     ),
                     retryable: true,
                 };
-                db::reaccept(&self.conn, row, now, Some(&error), false, None, now)?;
+                db::reaccept(
+                    &self.conn,
+                    row,
+                    &Reaccept {
+                        run_at: now,
+                        error: Some(&error),
+                        reset_attempts: false,
+                        result_lease: None,
+                    },
+                    now,
+                )?;
                 self.state.requeue(row, None, false);
                 fx.ready = true;
                 JobStatus::Accepted
@@ -548,11 +577,13 @@ impl Writer {
                 db::finish(
                     &self.conn,
                     row,
-                    JobStatus::Failed,
-                    None,
-                    Some(&error),
-                    false,
-                    None,
+                    &Ending {
+                        status: JobStatus::Failed,
+                        result: None,
+                        error: Some(&error),
+                        acked: false,
+                        result_lease: None,
+                    },
                     now,
                 )?;
                 self.state.remove(row);
@@ -607,11 +638,13 @@ impl Writer {
             db::finish(
                 &self.conn,
                 row,
-                JobStatus::Cancelled,
-                None,
-                Some(&error),
-                true,
-                None,
+                &Ending {
+                    status: JobStatus::Cancelled,
+                    result: None,
+                    error: Some(&error),
+                    acked: true,
+                    result_lease: None,
+                },
                 now,
             )?;
             self.state.remove(row);

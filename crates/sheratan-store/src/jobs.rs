@@ -295,3 +295,25 @@ mod tests {
         assert_eq!(retry_delay(base, 40, 1.0), Duration::from_secs(600));
     }
 }
+
+/// How a job ends (completed, failed or cancelled), as a backend writes it.
+#[derive(Debug, Clone, Copy)]
+pub struct Ending<'a> {
+    pub status: JobStatus,
+    pub result: Option<&'a str>,
+    pub error: Option<&'a JobError>,
+    /// Acknowledged at once (a purge), or pending until its submitter acknowledges it.
+    pub acked: bool,
+    /// The lease whose result this is, so a repeat of it is recognised.
+    pub result_lease: Option<Uuid>,
+}
+
+/// How a job goes back to `accepted` (a retry, a reaped lease, a requeue).
+#[derive(Debug, Clone, Copy)]
+pub struct Reaccept<'a> {
+    pub run_at: i64,
+    pub error: Option<&'a JobError>,
+    /// A requeue starts over: attempts and the old result are cleared.
+    pub reset_attempts: bool,
+    pub result_lease: Option<Uuid>,
+}

@@ -5,6 +5,7 @@
 //! Exit codes: 0 success, 1 a runtime failure, 2 a usage or configuration error; `submit
 //! --wait` adds 3 (the job failed), 4 (cancelled) and 5 (waiting timed out).
 
+mod banner;
 mod client_args;
 mod client_cmds;
 mod hub_args;
@@ -12,6 +13,9 @@ mod hub_cmd;
 mod mesh_cmd;
 mod ops_cmds;
 mod relay_cmd;
+mod store_open;
+mod supervisor;
+mod up_cmd;
 mod worker_cmd;
 
 use std::process::ExitCode;
@@ -48,7 +52,7 @@ enum Command {
     /// Run the Hub: Control plane (8787) and Data plane (8788).
     Hub(HubArgs),
     /// Run the whole system on this machine, on the embedded store.
-    Up(Box<hub_cmd::UpArgs>),
+    Up(Box<up_cmd::UpArgs>),
     /// Run a worker: lease jobs from the hub and run them with its handlers.
     Worker(worker_cmd::WorkerArgs),
     /// Run a host: bid for auctioned jobs and execute the ones it wins.
@@ -172,11 +176,8 @@ fn main() -> ExitCode {
 
 async fn run(cli: Cli) -> Result<(), Failure> {
     match cli.command {
-        Command::Hub(args) => hub_cmd::run_hub(args, None).await,
-        Command::Up(args) => {
-            let worker = args.worker_plan();
-            hub_cmd::run_hub(args.hub, Some(worker)).await
-        }
+        Command::Hub(args) => hub_cmd::run_hub(args).await,
+        Command::Up(args) => hub_cmd::run_up(*args).await,
         Command::Worker(args) => run_worker(args).await,
         Command::Host(args) => mesh_cmd::run_host(args).await,
         Command::Broker(args) => mesh_cmd::run_broker(args).await,

@@ -171,7 +171,6 @@ pub fn bind_error(what: &str, addr: SocketAddr, variable: &str, err: std::io::Er
     ))
 }
 
-#[allow(clippy::too_many_arguments)]
 pub fn host_config(
     node_id: &str,
     listen: SocketAddr,
@@ -225,7 +224,6 @@ pub async fn auction_store(
     Ok(Arc::new(sqlite))
 }
 
-#[allow(clippy::too_many_arguments)]
 pub fn broker_config(
     node_id: &str,
     listen: SocketAddr,
@@ -360,7 +358,10 @@ pub async fn run_broker(args: BrokerArgs) -> Result<(), Failure> {
         "sheratan broker {VERSION}: {node_id}, queue auction, {} at once, bids within {} ms, up to {} rounds",
         args.options.broker_concurrency, args.options.bid_deadline_ms, args.options.auction_rounds
     );
-    println!("  broker: {}  ({auth})", sheratan_auction::url_of(addr));
+    println!(
+        "  broker: {}  ({auth})",
+        sheratan_runtime::serve::local_url(addr)
+    );
     println!(
         "  hub: {} (control), {} (data)",
         args.client.control_url, args.client.data_url
@@ -397,7 +398,7 @@ pub async fn run_core(args: CoreArgs) -> Result<(), Failure> {
     println!("sheratan core {VERSION}");
     println!(
         "  core: {}  (/api/*, {auth})",
-        sheratan_auction::url_of(addr)
+        sheratan_runtime::serve::local_url(addr)
     );
     println!(
         "  hub: {} (control), {} (data)",
@@ -441,7 +442,7 @@ pub async fn run_dashboard(args: DashboardArgs) -> Result<(), Failure> {
     let addr = dashboard
         .local_addr()
         .map_err(|e| Failure::from(anyhow::Error::new(e)))?;
-    let url = sheratan_auction::url_of(addr);
+    let url = sheratan_runtime::serve::local_url(addr);
     println!("sheratan dashboard {VERSION}");
     println!("  dashboard: {url}  (sign in with the mesh token)");
     println!(

@@ -87,19 +87,31 @@ pub struct RelayArgs {
     pub options: RelayOptions,
 }
 
-/// The relay's settings. `auto_launch` (for `up`): launch Chromium when one is on the PATH and
-/// no DevTools URL was given.
-#[allow(clippy::too_many_arguments)]
+/// Where a relay runs: its id and listener, the hub, its home, and whether to launch
+/// Chromium when one is on the PATH and no DevTools URL was given (`up` does).
+pub struct RelaySetup<'a> {
+    pub node_id: &'a str,
+    pub listen: SocketAddr,
+    pub control_url: &'a str,
+    pub data_url: &'a str,
+    pub home: &'a Path,
+    pub auto_launch: bool,
+}
+
+/// The relay's settings.
 pub fn relay_config(
-    node_id: &str,
-    listen: SocketAddr,
-    control_url: &str,
-    data_url: &str,
+    setup: RelaySetup<'_>,
     token: impl Into<sheratan_client::MeshToken>,
-    home: &Path,
     options: &RelayOptions,
-    auto_launch: bool,
 ) -> Result<RelayConfig, Failure> {
+    let RelaySetup {
+        node_id,
+        listen,
+        control_url,
+        data_url,
+        home,
+        auto_launch,
+    } = setup;
     sheratan_proto::ids::validate_node_id(node_id).map_err(|e| usage(format!("--node-id: {e}")))?;
     if options.relay_tabs == 0 || options.relay_tabs > 64 {
         return Err(usage("--relay-tabs must be between 1 and 64".into()));
@@ -181,14 +193,16 @@ pub async fn run_relay(args: RelayArgs) -> Result<(), Failure> {
     let token = args.client.member_token(&args.auth, "relay")?;
     let auth = auth_banner(&token);
     let mut config = relay_config(
-        &args.node_id,
-        args.listen,
-        &args.client.control_url,
-        &args.client.data_url,
+        RelaySetup {
+            node_id: &args.node_id,
+            listen: args.listen,
+            control_url: &args.client.control_url,
+            data_url: &args.client.data_url,
+            home: &args.client.home,
+            auto_launch: false,
+        },
         token,
-        &args.client.home,
         &args.options,
-        false,
     )?;
     config.serve = limits(&args.edge)?;
     config.max_body_bytes = args.edge.max_body_bytes;
@@ -212,7 +226,7 @@ pub async fn run_relay(args: RelayArgs) -> Result<(), Failure> {
     println!("sheratan relay {VERSION}: {}, queue llm", args.node_id);
     println!(
         "  relay: {}  ({cdp}; {openai}; {auth})",
-        sheratan_auction::url_of(addr)
+        sheratan_runtime::serve::local_url(addr)
     );
     println!(
         "  hub: {} (control), {} (data)",

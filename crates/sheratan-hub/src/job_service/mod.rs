@@ -19,7 +19,9 @@ use sheratan_store::StoreError;
 pub use admin::{QueueAction, cancel, get, list, queue_admin, requeue};
 pub use lease::{extend, lease, lease_order};
 pub use reaper::run_reaper;
-pub use results::{IntegrityFailure, ResultHeaders, ack, finish, pending, verify, verify_result};
+#[cfg(feature = "fuzzing")]
+pub use results::verify_result;
+pub use results::{IntegrityFailure, ResultHeaders, ack, finish, pending, verify};
 pub use submit::{Submitted, decode_batch, submit};
 
 use crate::metrics::{Family, Kind};

@@ -1,0 +1,76 @@
+//! The hub's job store: its home created (0700) if missing, SQLite or PostgreSQL opened, and
+//! for PostgreSQL the state hubs share.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use sheratan_hub::Hub;
+
+use crate::hub_args::{HubArgs, StoreChoice, StoreUrl};
+use crate::{Failure, usage};
+
+/// Opens the store `args` name, creating `home` first.
+pub async fn open(
+    args: &HubArgs,
+    home: &Path,
+    clock: Arc<dyn sheratan_store::Clock>,
+) -> Result<(StoreUrl, Arc<dyn sheratan_store::Store>), Failure> {
+    let (store_url, choice) = args.store_config(clock).map_err(usage)?;
+    create_home(home)?;
+    let store: Arc<dyn sheratan_store::Store> = match choice {
+        StoreChoice::Sqlite(config) => {
+            // Opening recovers every live job into memory: blocking work, off the runtime.
+            let store = tokio::task::spawn_blocking(move || {
+                sheratan_store_sqlite::SqliteStore::open(config)
+            })
+            .await
+            .map_err(|e| Failure::from(anyhow::anyhow!("opening the job store failed: {e}")))?
+            .map_err(|e| Failure::from(anyhow::Error::new(e)))?;
+            Arc::new(store)
+        }
+        StoreChoice::Postgres(config) => {
+            let store = sheratan_store_postgres::PgStore::open(config).await.map_err(|e| {
+                Failure::from(anyhow::anyhow!(
+                    "opening the PostgreSQL store at {} failed: {e} (is the database running, and does SHERATAN_STORE name it?)",
+                    store_url.display()
+                ))
+            })?;
+            Arc::new(store)
+        }
+    };
+    Ok((store_url, store))
+}
+
+/// A home this command creates is its owner's alone (token, job store, logs); one that
+/// exists keeps the mode its operator gave it.
+fn create_home(home: &Path) -> Result<(), Failure> {
+    if home.exists() {
+        return Ok(());
+    }
+    use std::os::unix::fs::DirBuilderExt;
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(home)
+        .map_err(|e| {
+            Failure::from(anyhow::anyhow!(
+                "cannot create SHERATAN_HOME {}: {e}",
+                home.display()
+            ))
+        })
+}
+
+/// Hubs on one PostgreSQL database share the registry, token rotation and bundles.
+pub async fn share_state(hub: &mut Hub, url: &str, schema: Option<String>) -> Result<(), Failure> {
+    let shared = sheratan_store_postgres::PgShared::open(url, schema)
+        .await
+        .map_err(|e| Failure::from(anyhow::anyhow!("opening the shared hub state: {e}")))?;
+    let hub_id = format!(
+        "{}-{}-{}",
+        crate::client_args::hostname(),
+        hub.control_addr().map_or(0, |a| a.port()),
+        std::process::id()
+    );
+    hub.share_state(Arc::new(shared), hub_id);
+    Ok(())
+}
