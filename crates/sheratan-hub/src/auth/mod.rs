@@ -1,65 +1,45 @@
 //! The mesh token: where it comes from, how a request's credential is checked, and dual-token
 //! rotation (docs/API.md, "Settings"; docs/API.md, "Control plane").
 //!
+//! [`Tokens`] is the authority every request asks: it holds the [`rotation::Rotation`] state
+//! machine behind a lock and adds what the state machine leaves out: the clock, the files
+//! under `$SHERATAN_HOME` ([`files`]), the audit events, failure counts and the timer that
+//! finalizes a rotation at its deadline. What a token may be is [`policy`].
+//!
 //! Tokens are compared as SHA-256 digests with a constant-time equality, so neither the
 //! content nor the length of the hub's token leaks through response timing. Rotation state is
 //! persisted in `$SHERATAN_HOME/token_rotation.json` (mode 0600) so a restart in the middle of
 //! a rotation, or after it, keeps its outcome even when the environment still names the old
 //! token.
 
+mod files;
+mod policy;
+mod rotation;
+
 use std::collections::HashMap;
-use std::fs;
-use std::io;
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
-use rand::RngCore;
-use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
 use sheratan_proto::{EventKind, Plane};
 use sheratan_store::Clock;
-use subtle::ConstantTimeEq;
 use time::OffsetDateTime;
 use tokio_util::sync::CancellationToken;
+
+pub use files::{ROTATION_FILE, TOKEN_FILE, read_token_file};
+pub use policy::{
+    MIN_STRONG_TOKEN_LEN, Secret, TokenError, WEAK_DEFAULT_TOKEN, check_strength, is_weak,
+    validate_token,
+};
+pub use sheratan_proto::data::RotationStatus;
 
 use crate::audit::{AuditLog, Event};
 use crate::metrics::MinuteWindow;
 use crate::persist::write_atomic;
-
-/// The token that is accepted only when set explicitly, and then with a WEAK_TOKEN warning.
-pub const WEAK_DEFAULT_TOKEN: &str = "shared-secret";
-/// Tokens shorter than this are reported as weak too.
-pub const MIN_STRONG_TOKEN_LEN: usize = 16;
-pub const TOKEN_FILE: &str = "hub_token";
-pub const ROTATION_FILE: &str = "token_rotation.json";
-
-/// A secret string whose `Debug` never prints it.
-#[derive(Clone, PartialEq, Eq)]
-pub struct Secret(String);
-
-impl Secret {
-    pub fn new(s: impl Into<String>) -> Self {
-        Self(s.into())
-    }
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-    fn digest(&self) -> [u8; 32] {
-        digest(&self.0)
-    }
-}
-
-impl std::fmt::Debug for Secret {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("<redacted>")
-    }
-}
-
-fn digest(s: &str) -> [u8; 32] {
-    Sha256::digest(s.as_bytes()).into()
-}
+use files::{RotationFile, file_stamp, read_or_generate, read_rotation, write_rotation};
+use policy::weak_reason;
+use rotation::{Applied, Match, Rotation};
 
 /// Token settings as configured (flags and environment).
 #[derive(Debug, Clone)]
@@ -107,51 +87,10 @@ impl AuthFailure {
     }
 }
 
-#[derive(Debug, thiserror::Error)]
-pub enum TokenError {
-    #[error("cannot read or write {path}: {source}")]
-    Io {
-        path: PathBuf,
-        #[source]
-        source: io::Error,
-    },
-    #[error("{0}")]
-    Invalid(String),
-}
-
-/// Persisted rotation state. `from_sha256` ties it to the token that was current when the
-/// rotation started, so a state file left over from another configuration is recognised.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-struct RotationFile {
-    from_sha256: String,
-    next_token: String,
-    #[serde(with = "time::serde::rfc3339")]
-    until: OffsetDateTime,
-    #[serde(default, with = "time::serde::rfc3339::option")]
-    finalized_at: Option<OffsetDateTime>,
-    /// Digests of every token retired so far (this rotation's old token once it finalizes),
-    /// so they keep counting as `old_token` after restarts and later rotations.
-    #[serde(default)]
-    retired_sha256: Vec<String>,
-}
-
-struct TokenState {
-    current: Secret,
-    current_digest: [u8; 32],
-    next: Option<(Secret, [u8; 32])>,
-    until: Option<OffsetDateTime>,
-    /// Digests of tokens retired by rotations, to tell `old_token` from `invalid`.
-    retired: Vec<[u8; 32]>,
-    /// The rotation's persisted form, rewritten when it finalizes.
-    rotation: Option<RotationFile>,
-}
-
-pub use sheratan_proto::data::RotationStatus;
-
 /// The hub's token authority.
 pub struct Tokens {
     required: bool,
-    state: RwLock<TokenState>,
+    state: RwLock<Rotation>,
     allow_weak: bool,
     home: PathBuf,
     /// Set when the current token lives in `$SHERATAN_HOME/hub_token`; a finished rotation
@@ -192,18 +131,10 @@ impl Tokens {
         };
         validate_token(&what, configured.expose())?;
         check_strength(&what, configured.expose(), config.allow_weak)?;
-        let state = TokenState {
-            current_digest: configured.digest(),
-            current: configured,
-            next: None,
-            until: None,
-            retired: Vec::new(),
-            rotation: None,
-        };
         let rotation_path = home.join(ROTATION_FILE);
         let tokens = Tokens {
             required: config.required,
-            state: RwLock::new(state),
+            state: RwLock::new(Rotation::new(configured)),
             allow_weak: config.allow_weak,
             home: home.to_owned(),
             token_file,
@@ -218,29 +149,7 @@ impl Tokens {
         if let Some(saved) = read_rotation(&rotation_path)? {
             tokens.apply_saved(saved)?;
         }
-
-        match (config.next, config.rotation_until) {
-            (Some(next), Some(until)) => {
-                let already = {
-                    let state = tokens.read();
-                    let d = next.digest();
-                    d == state.current_digest || state.next.as_ref().is_some_and(|(_, n)| *n == d)
-                };
-                if !already {
-                    // A deadline already past means the operator wants the rotation done:
-                    // finalize at once rather than refuse to start.
-                    tokens.begin_rotation(next, until)?;
-                    tokens.finalize_if_due();
-                }
-            }
-            (None, None) => {}
-            _ => {
-                return Err(TokenError::Invalid(
-                    "SHERATAN_HUB_TOKEN_NEXT and SHERATAN_HUB_TOKEN_ROTATION_UNTIL must be set together"
-                        .into(),
-                ));
-            }
-        }
+        tokens.apply_configured_rotation(config.next, config.rotation_until)?;
         tokens.report_weak_tokens();
         if !tokens.required {
             tracing::warn!(
@@ -250,9 +159,31 @@ impl Tokens {
         Ok(tokens)
     }
 
-    /// Applies a saved rotation: the configured token may be its old token (the rotation is
-    /// pending or finished), its new token (the operator already switched), or neither (a
-    /// file left from another configuration, ignored).
+    /// `SHERATAN_HUB_TOKEN_NEXT` with `SHERATAN_HUB_TOKEN_ROTATION_UNTIL`: starts that
+    /// rotation unless it is already the one running (or done).
+    fn apply_configured_rotation(
+        &self,
+        next: Option<Secret>,
+        until: Option<OffsetDateTime>,
+    ) -> Result<(), TokenError> {
+        match (next, until) {
+            (Some(next), Some(until)) => {
+                if !self.read().knows_token(&next) {
+                    // A deadline already past means the operator wants the rotation done:
+                    // finalize at once rather than refuse to start.
+                    self.begin_rotation(next, until)?;
+                    self.finalize_if_due();
+                }
+                Ok(())
+            }
+            (None, None) => Ok(()),
+            _ => Err(TokenError::Invalid(
+                "SHERATAN_HUB_TOKEN_NEXT and SHERATAN_HUB_TOKEN_ROTATION_UNTIL must be set together"
+                    .into(),
+            )),
+        }
+    }
+
     fn apply_saved(&self, saved: RotationFile) -> Result<(), TokenError> {
         // A rotation saved while weak tokens were allowed (or by another hub that allows them)
         // does not bring a weak token in through the back door.
@@ -262,51 +193,16 @@ impl Tokens {
             self.allow_weak,
         )?;
         let now = self.clock.now();
-        let from = hex_digest_bytes(&saved.from_sha256);
-        let next = Secret::new(saved.next_token.clone());
-        let next_digest = next.digest();
-        let mut state = self.write();
-        for retired in saved
-            .retired_sha256
-            .iter()
-            .filter_map(|h| hex_digest_bytes(h))
-        {
-            if !state.retired.contains(&retired) && retired != state.current_digest {
-                state.retired.push(retired);
+        let applied = self.write().apply_saved(saved, now);
+        match applied {
+            Applied::Pending => self.changed.notify_one(),
+            Applied::Due => {
+                self.finalize();
             }
-        }
-        if from == Some(state.current_digest) {
-            if saved.finalized_at.is_some() || now >= saved.until {
-                let finalized_elsewhere = saved.finalized_at.is_some();
-                state.next = Some((next, next_digest));
-                state.until = Some(saved.until);
-                state.rotation = Some(saved);
-                drop(state);
-                if finalized_elsewhere {
-                    // Already finalized (before a restart, or by another process): switch
-                    // without emitting the events a second time.
-                    self.switch_to_next(None);
-                } else {
-                    self.finalize();
-                }
-                return Ok(());
+            Applied::Switched | Applied::AlreadyCurrent => {}
+            Applied::Foreign => {
+                tracing::warn!("the saved token rotation belongs to a different token; ignoring it")
             }
-            state.next = Some((next, next_digest));
-            state.until = Some(saved.until);
-            state.rotation = Some(saved);
-            drop(state);
-            self.changed.notify_one();
-        } else if next_digest == state.current_digest {
-            // The operator already configured the new token: the rotation is over, and its
-            // old token still counts as old.
-            if let Some(from) = from
-                && !state.retired.contains(&from)
-            {
-                state.retired.push(from);
-            }
-            state.rotation = Some(saved);
-        } else {
-            tracing::warn!("the saved token rotation belongs to a different token; ignoring it");
         }
         Ok(())
     }
@@ -323,32 +219,24 @@ impl Tokens {
             *seen = stamp;
         }
         match read_rotation(&path) {
-            Ok(Some(saved)) => {
-                let known = self.read().rotation.as_ref().is_some_and(|r| {
-                    r.from_sha256 == saved.from_sha256
-                        && r.next_token == saved.next_token
-                        && r.until == saved.until
-                        && r.finalized_at.is_some() == saved.finalized_at.is_some()
-                });
-                if !known {
-                    tracing::info!("token rotation state changed on disk; applying it");
-                    if let Err(err) = self.apply_saved(saved) {
-                        tracing::error!(%err, "ignoring the token rotation written on disk");
-                    }
+            Ok(Some(saved)) if !self.read().knows(&saved) => {
+                tracing::info!("token rotation state changed on disk; applying it");
+                if let Err(err) = self.apply_saved(saved) {
+                    tracing::error!(%err, "ignoring the token rotation written on disk");
                 }
             }
-            Ok(None) => {}
+            Ok(_) => {}
             Err(err) => tracing::warn!(%err, "cannot re-read the token rotation state"),
         }
     }
 
-    fn read(&self) -> std::sync::RwLockReadGuard<'_, TokenState> {
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, Rotation> {
         self.state
             .read()
             .expect("token state lock is never poisoned")
     }
 
-    fn write(&self) -> std::sync::RwLockWriteGuard<'_, TokenState> {
+    fn write(&self) -> std::sync::RwLockWriteGuard<'_, Rotation> {
         self.state
             .write()
             .expect("token state lock is never poisoned")
@@ -365,26 +253,19 @@ impl Tokens {
 
     /// The current token, e.g. to sign requests of an embedded client.
     pub fn current(&self) -> Secret {
-        self.read().current.clone()
+        self.read().current().clone()
     }
 
     /// The current token and, while a rotation runs, the next one, read together (a
     /// finalization between two separate reads would pair the old token with no next one).
     pub fn current_and_next(&self) -> (Secret, Option<Secret>) {
         let state = self.read();
-        (
-            state.current.clone(),
-            state.next.as_ref().map(|(next, _)| next.clone()),
-        )
+        (state.current().clone(), state.next().cloned())
     }
 
     /// The secret that matches `credential`, as the HMAC key of signed results.
     pub fn secret_for(&self, credential: Credential) -> Secret {
-        let state = self.read();
-        match (credential, &state.next) {
-            (Credential::Next, Some((next, _))) => next.clone(),
-            _ => state.current.clone(),
-        }
+        self.read().secret_for(credential).clone()
     }
 
     /// Checks the presented token (one, from either header; a request with two different
@@ -404,25 +285,15 @@ impl Tokens {
         if self.deadline_passed() {
             self.finalize();
         }
-        let d = digest(token);
-        let state = self.read();
-        // Every comparison runs, so which token matched does not show in the time.
-        let current = bool::from(d.ct_eq(&state.current_digest));
-        let next = state
-            .next
-            .as_ref()
-            .is_some_and(|(_, next)| bool::from(d.ct_eq(next)));
-        let retired = state.retired.iter().any(|r| bool::from(d.ct_eq(r)));
-        drop(state);
-        if current {
-            Ok(Credential::Current)
-        } else if next {
-            self.notice_next(remote, plane);
-            Ok(Credential::Next)
-        } else if retired {
-            Err(self.fail(AuthFailure::OldToken))
-        } else {
-            Err(self.fail(AuthFailure::Invalid))
+        let matched = self.read().matches(token);
+        match matched {
+            Match::Current => Ok(Credential::Current),
+            Match::Next => {
+                self.notice_next(remote, plane);
+                Ok(Credential::Next)
+            }
+            Match::Retired => Err(self.fail(AuthFailure::OldToken)),
+            Match::Unknown => Err(self.fail(AuthFailure::Invalid)),
         }
     }
 
@@ -468,9 +339,7 @@ impl Tokens {
     }
 
     fn deadline_passed(&self) -> bool {
-        self.read()
-            .until
-            .is_some_and(|until| self.clock.now() >= until)
+        self.read().deadline_passed(self.clock.now())
     }
 
     /// Starts (or replaces an unfinished) rotation to `next`, finalized at `until`.
@@ -487,25 +356,9 @@ impl Tokens {
     fn begin_rotation(&self, next: Secret, until: OffsetDateTime) -> Result<(), TokenError> {
         validate_token("the next token", next.expose())?;
         check_strength("the next token", next.expose(), self.allow_weak)?;
-        let next_digest = next.digest();
-        let mut state = self.write();
-        if next_digest == state.current_digest {
-            return Err(TokenError::Invalid(
-                "the next token equals the current token".into(),
-            ));
-        }
-        let file = RotationFile {
-            from_sha256: hex::encode(state.current_digest),
-            next_token: next.expose().to_owned(),
-            until,
-            finalized_at: None,
-            retired_sha256: state.retired.iter().map(hex::encode).collect(),
-        };
-        write_rotation(&self.home.join(ROTATION_FILE), &file)?;
-        state.next = Some((next.clone(), next_digest));
-        state.until = Some(until);
-        state.rotation = Some(file);
-        drop(state);
+        let path = self.home.join(ROTATION_FILE);
+        self.write()
+            .begin(next.clone(), until, |file| write_rotation(&path, file))?;
         if is_weak(next.expose()) {
             self.audit
                 .emit(Event::new(EventKind::WeakToken, Plane::Control).detail(
@@ -525,38 +378,14 @@ impl Tokens {
 
     fn finalize(&self) -> bool {
         let now = self.clock.now();
-        let Some((file, next)) = self.switch_to_next(Some(now)) else {
+        let Some(switched) = self.write().switch_to_next(Some(now)) else {
             // Already finalized by the timer or by a concurrent request.
             return false;
         };
-        if let Some(file) = file {
-            self.persist_finalized(&file, &next);
+        if let Some(record) = switched.record {
+            self.persist_finalized(&record, &switched.new_token);
         }
         true
-    }
-
-    /// Makes the next token the current one and retires the old. Returns the rotation's
-    /// record (stamped finalized at `at` when given) and the new token; `None` when no
-    /// rotation is pending.
-    fn switch_to_next(&self, at: Option<OffsetDateTime>) -> Option<(Option<RotationFile>, Secret)> {
-        let mut state = self.write();
-        let (next, next_digest) = state.next.take()?;
-        let old = state.current_digest;
-        if !state.retired.contains(&old) {
-            state.retired.push(old);
-        }
-        state.current = next.clone();
-        state.current_digest = next_digest;
-        state.until = None;
-        let retired: Vec<String> = state.retired.iter().map(hex::encode).collect();
-        let file = state.rotation.as_mut().map(|r| {
-            if let Some(at) = at {
-                r.finalized_at = Some(at);
-            }
-            r.retired_sha256 = retired;
-            r.clone()
-        });
-        Some((file, next))
     }
 
     fn persist_finalized(&self, file: &RotationFile, new_token: &Secret) {
@@ -582,26 +411,11 @@ impl Tokens {
     }
 
     pub fn rotation_status(&self) -> RotationStatus {
-        let state = self.read();
-        RotationStatus {
-            active: state.next.is_some(),
-            until: state.until,
-            finalized_at: state.rotation.as_ref().and_then(|r| r.finalized_at),
-        }
+        self.read().status()
     }
 
     fn report_weak_tokens(&self) {
-        let state = self.read();
-        let mut weak = Vec::new();
-        if is_weak(state.current.expose()) {
-            weak.push(("current", weak_reason(state.current.expose())));
-        }
-        if let Some((next, _)) = &state.next
-            && is_weak(next.expose())
-        {
-            weak.push(("next", weak_reason(next.expose())));
-        }
-        drop(state);
+        let weak = self.read().weak();
         for (which, reason) in weak {
             tracing::warn!(
                 which,
@@ -618,11 +432,9 @@ impl Tokens {
     /// Finalizes the rotation when its deadline passes, whether or not requests arrive.
     pub async fn run_rotation_timer(self: Arc<Self>, shutdown: CancellationToken) {
         loop {
-            let until = self.read().until;
-            let sleep = match until {
+            let sleep = match self.read().until() {
                 Some(until) => {
-                    let left = until - self.clock.now();
-                    Duration::try_from(left).unwrap_or(Duration::ZERO)
+                    Duration::try_from(until - self.clock.now()).unwrap_or(Duration::ZERO)
                 }
                 None => Duration::from_secs(3600),
             };
@@ -641,144 +453,16 @@ impl Tokens {
     }
 }
 
-/// Tokens travel in HTTP headers and live in a file read back with whitespace trimmed: only
-/// visible ASCII (no spaces, no control characters) survives both unchanged.
-pub fn validate_token(what: &str, token: &str) -> Result<(), TokenError> {
-    if token.is_empty() {
-        return Err(TokenError::Invalid(format!(
-            "{what} is empty; unset it to use a generated token, or set a long random value"
-        )));
-    }
-    if token.len() > 512 {
-        return Err(TokenError::Invalid(format!(
-            "{what} is longer than 512 bytes"
-        )));
-    }
-    if !token.bytes().all(|b| (0x21..=0x7e).contains(&b)) {
-        return Err(TokenError::Invalid(format!(
-            "{what} may contain only visible ASCII characters (no spaces or control characters)"
-        )));
-    }
-    Ok(())
-}
-
-/// A weak token is refused unless the operator allowed it (`SHERATAN_ALLOW_WEAK_TOKEN=1`):
-/// a 6-character token falls to a brute force in minutes, however the hub paces refusals.
-pub fn check_strength(what: &str, token: &str, allow_weak: bool) -> Result<(), TokenError> {
-    if allow_weak || !is_weak(token) {
-        return Ok(());
-    }
-    Err(TokenError::Invalid(format!(
-        "{what} is weak ({}): use a random value of at least {MIN_STRONG_TOKEN_LEN} characters (e.g. `openssl rand -hex 32`), or unset SHERATAN_HUB_TOKEN to have one generated; SHERATAN_ALLOW_WEAK_TOKEN=1 accepts it anyway (then WEAK_TOKEN is logged)",
-        weak_reason(token)
-    )))
-}
-
-/// The literal default or shorter than [`MIN_STRONG_TOKEN_LEN`]: reported as `WEAK_TOKEN`.
-pub fn is_weak(token: &str) -> bool {
-    token == WEAK_DEFAULT_TOKEN || token.len() < MIN_STRONG_TOKEN_LEN
-}
-
-fn weak_reason(token: &str) -> &'static str {
-    if token == WEAK_DEFAULT_TOKEN {
-        "the well-known default token"
-    } else {
-        "shorter than 16 characters"
-    }
-}
-
 fn fmt_time(t: OffsetDateTime) -> String {
     t.format(&time::format_description::well_known::Rfc3339)
         .unwrap_or_default()
 }
 
-/// (modified time, length) of a file, to notice that another process rewrote it.
-fn file_stamp(path: &Path) -> Option<(std::time::SystemTime, u64)> {
-    let meta = fs::metadata(path).ok()?;
-    Some((meta.modified().ok()?, meta.len()))
-}
-
-fn hex_digest_bytes(hex_str: &str) -> Option<[u8; 32]> {
-    let bytes = hex::decode(hex_str).ok()?;
-    bytes.try_into().ok()
-}
-
-fn read_or_generate(path: &Path) -> Result<Secret, TokenError> {
-    let io_err = |source| TokenError::Io {
-        path: path.to_owned(),
-        source,
-    };
-    match fs::read_to_string(path) {
-        Ok(text) => {
-            let token = text.trim();
-            if token.is_empty() {
-                return Err(TokenError::Invalid(format!(
-                    "{} is empty; delete it to have a new token generated",
-                    path.display()
-                )));
-            }
-            validate_token(&path.display().to_string(), token)?;
-            Ok(Secret::new(token))
-        }
-        Err(err) if err.kind() == io::ErrorKind::NotFound => {
-            let mut bytes = [0u8; 32];
-            rand::rng().fill_bytes(&mut bytes);
-            let token = hex::encode(bytes);
-            let dir = path.parent().unwrap_or_else(|| Path::new("."));
-            fs::create_dir_all(dir).map_err(io_err)?;
-            // Written whole under a temporary name, then linked into place only if no other
-            // process created the file meanwhile: two hubs starting on one home agree.
-            let tmp = dir.join(format!(".{TOKEN_FILE}.new-{}", std::process::id()));
-            write_atomic(&tmp, format!("{token}\n").as_bytes(), 0o600).map_err(io_err)?;
-            let linked = fs::hard_link(&tmp, path);
-            let _ = fs::remove_file(&tmp);
-            match linked {
-                Ok(()) => {
-                    tracing::info!(path = %path.display(), "generated a new hub token");
-                    Ok(Secret::new(token))
-                }
-                Err(err) if err.kind() == io::ErrorKind::AlreadyExists => read_or_generate(path),
-                Err(err) => Err(io_err(err)),
-            }
-        }
-        Err(err) => Err(io_err(err)),
-    }
-}
-
-/// Reads the hub token the way every local command does: `SHERATAN_HUB_TOKEN` first, then
-/// `$SHERATAN_HOME/hub_token`.
-pub fn read_token_file(home: &Path) -> io::Result<String> {
-    Ok(fs::read_to_string(home.join(TOKEN_FILE))?.trim().to_owned())
-}
-
-fn read_rotation(path: &Path) -> Result<Option<RotationFile>, TokenError> {
-    match fs::read(path) {
-        Ok(bytes) => match serde_json::from_slice(&bytes) {
-            Ok(file) => Ok(Some(file)),
-            Err(err) => {
-                tracing::error!(%err, path = %path.display(), "the saved token rotation is unreadable; ignoring it");
-                Ok(None)
-            }
-        },
-        Err(err) if err.kind() == io::ErrorKind::NotFound => Ok(None),
-        Err(source) => Err(TokenError::Io {
-            path: path.to_owned(),
-            source,
-        }),
-    }
-}
-
-fn write_rotation(path: &Path, file: &RotationFile) -> Result<(), TokenError> {
-    let bytes = serde_json::to_vec_pretty(file).expect("rotation state always serializes");
-    write_atomic(path, &bytes, 0o600).map_err(|source| TokenError::Io {
-        path: path.to_owned(),
-        source,
-    })
-}
-
 #[cfg(test)]
 mod tests {
     use sheratan_store::ManualClock;
+
+    use std::fs;
 
     use super::*;
     use crate::audit::AuditConfig;
