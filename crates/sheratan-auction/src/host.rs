@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use axum::extract::State;
 use axum::http::HeaderMap;
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use sheratan_client::MeshToken;
@@ -21,6 +21,7 @@ use sheratan_proto::auction::{BidRequest, BidResponse, ExecuteRequest, ExecuteRe
 use sheratan_proto::control::Role;
 use sheratan_proto::data::JobError;
 use sheratan_runtime::edge::{self, ApiError, JsonBody};
+use sheratan_runtime::metrics::{Family, Kind, prometheus_response};
 use sheratan_runtime::serve::{ServeLimits, local_url};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -227,40 +228,33 @@ async fn health(State(s): State<Arc<HostState>>) -> Json<sheratan_proto::health:
 
 async fn metrics(State(s): State<Arc<HostState>>, _: Caller) -> Response {
     let n = |a: &AtomicU64| a.load(Ordering::Relaxed) as f64;
-    crate::metrics::render(&[
-        (
+    let label = |k: &'static str, v: &str| vec![(k, v.to_owned())];
+    let families = [
+        Family::new(
             "sheratan_host_bids_total",
             "Bids answered, by answer.",
-            "counter",
-            vec![
-                ("answer=\"accept\"".into(), n(&s.bids_accepted)),
-                ("answer=\"decline\"".into(), n(&s.bids_declined)),
-            ],
-        ),
-        (
+            Kind::Counter,
+        )
+        .value(label("answer", "accept"), n(&s.bids_accepted))
+        .value(label("answer", "decline"), n(&s.bids_declined)),
+        Family::new(
             "sheratan_host_executions_total",
             "Awarded jobs, by outcome.",
-            "counter",
-            vec![
-                ("outcome=\"success\"".into(), n(&s.succeeded)),
-                ("outcome=\"failure\"".into(), n(&s.failed)),
-                ("outcome=\"refused_at_capacity\"".into(), n(&s.refused)),
-            ],
-        ),
-        (
-            "sheratan_host_inflight",
-            "Jobs running now.",
-            "gauge",
-            vec![(String::new(), f64::from(s.inflight.load(Ordering::Relaxed)))],
-        ),
-        (
+            Kind::Counter,
+        )
+        .value(label("outcome", "success"), n(&s.succeeded))
+        .value(label("outcome", "failure"), n(&s.failed))
+        .value(label("outcome", "refused_at_capacity"), n(&s.refused)),
+        Family::new("sheratan_host_inflight", "Jobs running now.", Kind::Gauge)
+            .value(vec![], f64::from(s.inflight.load(Ordering::Relaxed))),
+        Family::new(
             "sheratan_host_capacity",
             "Jobs this host runs at once.",
-            "gauge",
-            vec![(String::new(), f64::from(s.config.capacity))],
-        ),
-    ])
-    .into_response()
+            Kind::Gauge,
+        )
+        .value(vec![], f64::from(s.config.capacity)),
+    ];
+    prometheus_response(&families)
 }
 
 /// The host's answer to a bid request.

@@ -6,6 +6,5 @@
 
 pub mod broker;
 pub mod host;
-mod metrics;
 
 pub use sheratan_client::{Identity, capability_hash};

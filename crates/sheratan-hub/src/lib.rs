@@ -42,8 +42,8 @@ pub use pacing::MAX_RATE as MAX_REFUSALS_PER_SEC;
 use crate::audit::{AuditLog, AuditWriter};
 use crate::auth::{TokenError, Tokens};
 use crate::bundles::Bundles;
-use crate::metrics::{Family, Kind};
 use crate::registry::Registry;
+use sheratan_runtime::metrics::{Family, Kind};
 use sheratan_runtime::serve;
 
 #[derive(Debug, thiserror::Error)]

@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 
 use axum::extract::State;
 use axum::http::HeaderMap;
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde_json::Value;
@@ -31,6 +31,7 @@ use sheratan_proto::health::{
     SandboxState, TabCount,
 };
 use sheratan_runtime::edge::{self, ApiError, JsonBody};
+use sheratan_runtime::metrics::{Family, Kind, prometheus_response};
 use sheratan_runtime::serve::{ServeLimits, local_url};
 use time::OffsetDateTime;
 use tokio::net::TcpListener;
@@ -580,62 +581,62 @@ async fn sessions(State(s): State<Arc<RelayState>>, _: Caller) -> Json<SessionLi
 }
 
 async fn metrics(State(s): State<Arc<RelayState>>, _: Caller) -> Response {
-    use std::fmt::Write;
-    let mut out = String::new();
-    let _ = writeln!(
-        out,
-        "# HELP sheratan_relay_jobs_total Completions, by backend and outcome."
+    let jobs = s.metrics.jobs.lock().expect("metrics lock").iter().fold(
+        Family::new(
+            "sheratan_relay_jobs_total",
+            "Completions, by backend and outcome.",
+            Kind::Counter,
+        ),
+        |f, ((backend, outcome), n)| {
+            let labels = vec![
+                ("backend", backend.to_string()),
+                ("outcome", outcome.to_string()),
+            ];
+            f.value(labels, *n as f64)
+        },
     );
-    let _ = writeln!(out, "# TYPE sheratan_relay_jobs_total counter");
-    for ((backend, outcome), n) in s.metrics.jobs.lock().expect("metrics lock").iter() {
-        let _ = writeln!(
-            out,
-            "sheratan_relay_jobs_total{{backend=\"{backend}\",outcome=\"{outcome}\"}} {n}"
-        );
-    }
-    let gauges = [
-        (
+    let one =
+        |name, help, kind, value: u64| Family::new(name, help, kind).value(vec![], value as f64);
+    let tabs = s.sessions.lock().expect("sessions lock").len() as u64;
+    let browser = s.browser.as_ref();
+    let families = [
+        jobs,
+        one(
             "sheratan_relay_tabs_open",
             "Tabs open now.",
-            s.sessions.lock().expect("sessions lock").len() as u64,
-            "gauge",
+            Kind::Gauge,
+            tabs,
         ),
-        (
+        one(
             "sheratan_relay_inflight",
             "Jobs running now.",
+            Kind::Gauge,
             u64::from(s.inflight.load(Ordering::Relaxed)),
-            "gauge",
         ),
-        (
+        one(
             "sheratan_relay_elapsed_ms_total",
             "Milliseconds spent in completions.",
+            Kind::Counter,
             s.metrics.elapsed_ms_sum.load(Ordering::Relaxed),
-            "counter",
         ),
-        (
+        one(
             "sheratan_relay_screenshots_total",
             "Failure screenshots kept.",
+            Kind::Counter,
             s.metrics.screenshots.load(Ordering::Relaxed),
-            "counter",
         ),
-        (
+        one(
             "sheratan_relay_browser_launches_total",
             "Chromium launches by this relay.",
-            s.browser.as_ref().map_or(0, Browser::launches),
-            "counter",
+            Kind::Counter,
+            browser.map_or(0, Browser::launches),
         ),
-        (
+        one(
             "sheratan_relay_browser_connected",
             "1 while connected to the browser.",
-            u64::from(s.browser.as_ref().is_some_and(|b| b.connected().is_some())),
-            "gauge",
+            Kind::Gauge,
+            u64::from(browser.is_some_and(|b| b.connected().is_some())),
         ),
     ];
-    for (name, help, value, kind) in gauges {
-        let _ = writeln!(
-            out,
-            "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}"
-        );
-    }
-    out.into_response()
+    prometheus_response(&families)
 }

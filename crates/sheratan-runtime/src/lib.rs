@@ -1,9 +1,11 @@
 //! Process plumbing shared by every `sheratan` subcommand: logging set-up, the shutdown token
 //! that SIGINT and SIGTERM cancel, and the one HTTP edge every server shares: the accept loop
 //! ([`serve`]: timeouts, per-source caps, drain) and the request side ([`edge`]: the
-//! contract's error type, authentication, bodies within the limit).
+//! contract's error type, authentication, bodies within the limit); and the one metrics
+//! exposition every component's `/metrics` uses ([`metrics`]).
 
 pub mod edge;
+pub mod metrics;
 pub mod serve;
 
 use tokio_util::sync::CancellationToken;

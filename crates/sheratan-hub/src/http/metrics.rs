@@ -2,10 +2,10 @@
 
 use axum::Json;
 use axum::extract::State;
-use axum::http::{HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 use sheratan_proto::control::MetricsQuery;
 use sheratan_runtime::edge::ApiError;
+use sheratan_runtime::metrics::{prometheus_response, render_json};
 
 use super::extract::{Caller, QueryParams};
 use super::plane::PlaneState;
@@ -18,15 +18,8 @@ pub(super) async fn metrics(
 ) -> Result<Response, ApiError> {
     let families = state.hub.metric_families(state.plane);
     match q.format.as_deref() {
-        None | Some("") | Some("prometheus") | Some("text") => Ok((
-            [(
-                header::CONTENT_TYPE,
-                HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
-            )],
-            crate::metrics::render_prometheus(&families),
-        )
-            .into_response()),
-        Some("json") => Ok(Json(crate::metrics::render_json(&families)).into_response()),
+        None | Some("") | Some("prometheus") | Some("text") => Ok(prometheus_response(&families)),
+        Some("json") => Ok(Json(render_json(&families)).into_response()),
         Some(other) => Err(ApiError::invalid(format!(
             "query parameter format: unknown format {other:?}; use json or leave it out"
         ))),

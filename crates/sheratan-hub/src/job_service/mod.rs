@@ -24,7 +24,7 @@ pub use results::verify_result;
 pub use results::{IntegrityFailure, ResultHeaders, ack, finish, pending, verify};
 pub use submit::{Submitted, decode_batch, submit};
 
-use crate::metrics::{Family, Kind};
+use sheratan_runtime::metrics::{Family, Kind};
 
 /// Longest long poll a lease or a results follow may ask for.
 pub const MAX_WAIT_MS: u64 = 30_000;

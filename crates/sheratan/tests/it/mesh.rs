@@ -150,6 +150,18 @@ fn handlers_file(dir: &Path) -> String {
     path.to_string_lossy().into_owned()
 }
 
+/// A component's `/metrics` text.
+async fn metrics_of(base: &str, token: &str) -> String {
+    let response = http()
+        .get(format!("{base}/metrics"))
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    response.text().await.unwrap()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_cheapest_accepting_host_wins() {
     let hub = quick_hub();
@@ -162,7 +174,7 @@ async fn the_cheapest_accepting_host_wins() {
         "host-a",
         &["--base-price", "2.0", "--handlers", &handlers],
     );
-    let _b = host(
+    let b = host(
         &hub,
         &token,
         "host-b",
@@ -206,6 +218,20 @@ async fn the_cheapest_accepting_host_wins() {
     );
     assert!(round["elapsed_ms"].is_u64() && round["started_at"].is_string());
 
+    // The metrics count it.
+    let metrics = metrics_of(&broker.urls["broker"], &token).await;
+    for line in [
+        "# TYPE sheratan_broker_bid_round_seconds histogram\n",
+        "sheratan_broker_bid_round_seconds_bucket{le=\"+Inf\"} 1\n",
+        "sheratan_broker_bid_round_seconds_count 1\n",
+        "sheratan_broker_auctions_total{outcome=\"completed\"} 1\n",
+        "sheratan_broker_wins_total{node_id=\"host-b\"} 1\n",
+        "sheratan_broker_bids_total{answer=\"accept\"} 2\n",
+        "sheratan_broker_bids_total{answer=\"decline\"} 1\n",
+    ] {
+        assert!(metrics.contains(line), "{line} in {metrics}");
+    }
+
     // The record survives a broker restart (it lives in the auction store).
     drop(broker);
     let broker = self::broker(&hub, &token);
@@ -221,20 +247,14 @@ async fn the_cheapest_accepting_host_wins() {
     assert_eq!(status, StatusCode::OK);
     assert_eq!(list["auctions"][0]["job_id"], job_id.as_str());
 
-    // The metrics count it.
-    let metrics = http()
-        .get(format!("{}/metrics", broker.urls["broker"]))
-        .bearer_auth(&token)
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    assert!(
-        metrics.contains("sheratan_broker_bid_round_seconds_bucket"),
-        "{metrics}"
-    );
+    let metrics = metrics_of(&b.urls["host-b"], &token).await;
+    for line in [
+        "sheratan_host_bids_total{answer=\"accept\"} 1\n",
+        "sheratan_host_executions_total{outcome=\"success\"} 1\n",
+        "sheratan_host_inflight 0\n",
+    ] {
+        assert!(metrics.contains(line), "{line} in {metrics}");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
