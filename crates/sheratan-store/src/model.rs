@@ -9,7 +9,7 @@
 use std::time::Duration;
 
 use proptest::prelude::*;
-use sheratan_proto::data::{JobError, JobStatus, Outcome};
+use sheratan_proto::data::{JobError, JobStatus, Outcome, SubmitJob};
 use time::OffsetDateTime;
 use uuid::Uuid;
 
@@ -140,289 +140,341 @@ pub async fn run(backend: &dyn Backend, steps: &[Step]) {
     let mut m = Model::default();
     for (n, step) in steps.iter().enumerate() {
         let at = format!("step {n} ({step:?}) of {steps:?}");
-        let now = w.clock.now();
+        let mut s = Apply {
+            w: &w,
+            m: &mut m,
+            n,
+            now: w.clock.now(),
+            at: &at,
+        };
         match *step {
-            Step::Submit { priority } => {
-                let mut j = job("q", serde_json::json!({"n": n}));
-                j.priority = priority;
-                j.max_attempts = Some(MAX_ATTEMPTS);
-                j.timeout_s = Some(TIMEOUT_S as u32);
-                let id = w.submit(j).await;
-                m.jobs.push(ModelJob {
-                    id,
-                    seq: m.jobs.len(),
-                    priority,
-                    status: JobStatus::Accepted,
-                    attempt: 0,
-                    run_at: now,
-                    lease: None,
-                    result_lease: None,
-                });
-            }
-            Step::Lease { max } => {
-                let got = w.lease("node", &["q"], &[], max).await;
-                let want: Vec<usize> = m.ready(now).into_iter().take(max as usize).collect();
-                let got_ids: Vec<Uuid> = got.iter().map(|l| l.job_id).collect();
-                let want_ids: Vec<Uuid> = want.iter().map(|&i| m.jobs[i].id).collect();
-                assert_eq!(got_ids, want_ids, "leased jobs at {at}");
-                for (leased, i) in got.iter().zip(want) {
-                    let j = &mut m.jobs[i];
-                    j.status = JobStatus::InProgress;
-                    j.attempt += 1;
-                    assert_eq!(leased.attempt, j.attempt, "attempt at {at}");
-                    let expires = now + time::Duration::seconds(TIMEOUT_S);
-                    assert_eq!(leased.lease_expires_at, expires, "expiry at {at}");
-                    j.lease = Some((leased.lease_id, expires));
-                    m.leases.push((leased.lease_id, i));
-                }
-            }
-            Step::Extend { lease } => {
-                let Some(&(lease_id, i)) = pick(&m.leases, lease) else {
-                    continue;
-                };
-                let got = w.store.extend(lease_id, None).await.expect("extend");
-                let j = &mut m.jobs[i];
-                match j.lease {
-                    Some((l, _)) if l == lease_id && j.status == JobStatus::InProgress => {
-                        let expires = now + time::Duration::seconds(TIMEOUT_S);
-                        j.lease = Some((l, expires));
-                        assert_eq!(
-                            got,
-                            ExtendOutcome::Extended {
-                                job_id: j.id,
-                                expires_at: expires
-                            },
-                            "extend at {at}"
-                        );
-                    }
-                    _ => assert_eq!(got, ExtendOutcome::NotHeld, "extend at {at}"),
-                }
-            }
-            Step::Succeed { lease } | Step::Fail { lease, .. } => {
-                let Some(&(lease_id, i)) = pick(&m.leases, lease) else {
-                    continue;
-                };
-                let (outcome, error) = match *step {
-                    Step::Fail { retryable, .. } => (
-                        Outcome::Failure,
-                        Some(JobError {
-                            message: "model failure".into(),
-                            retryable,
-                        }),
-                    ),
-                    _ => (Outcome::Success, None),
-                };
-                let got = w
-                    .store
-                    .finish(ResultReport {
-                        job_id: m.jobs[i].id,
-                        lease_id,
-                        outcome,
-                        result: if error.is_some() {
-                            "null"
-                        } else {
-                            "{\"ok\":true}"
-                        }
-                        .into(),
-                        error: error.clone(),
-                    })
-                    .await
-                    .expect("finish");
-                if let Some(want) = m.finish_answer(i, lease_id) {
-                    assert_eq!(got, want, "result at {at}");
-                } else {
-                    let j = &mut m.jobs[i];
-                    j.lease = None;
-                    j.result_lease = Some(lease_id);
-                    j.status = match &error {
-                        None => JobStatus::Completed,
-                        Some(e) if e.retryable && j.attempt < MAX_ATTEMPTS => JobStatus::Accepted,
-                        Some(_) => JobStatus::Failed,
-                    };
-                    assert_eq!(
-                        got,
-                        FinishOutcome::Recorded { status: j.status },
-                        "result at {at}"
-                    );
-                    if j.status == JobStatus::Accepted {
-                        // The backoff's jitter is the store's: read it, check its bounds.
-                        let record = w.store.get(j.id).await.expect("get").expect("the job");
-                        let nominal = RETRY_BASE.as_secs_f64() * f64::from(1u32 << (j.attempt - 1));
-                        let delay = (record.run_at - now).as_seconds_f64();
-                        assert!(
-                            delay >= nominal * 0.8 - 0.002 && delay <= nominal * 1.2 + 0.002,
-                            "backoff {delay} s for nominal {nominal} s at {at}"
-                        );
-                        j.run_at = record.run_at;
-                    }
-                }
-            }
-            Step::Wait { long } => {
-                w.advance(Duration::from_secs(if long { 40 } else { 5 }));
-                let report = w.store.tick().await.expect("tick");
-                let now = w.clock.now();
-                let mut reaped: Vec<Uuid> = report.reaped.iter().map(|r| r.job_id).collect();
-                reaped.sort();
-                let mut want = Vec::new();
-                for j in m.jobs.iter_mut() {
-                    if j.status == JobStatus::InProgress
-                        && j.lease.is_some_and(|(_, expires)| expires <= now)
-                    {
-                        want.push(j.id);
-                        j.lease = None;
-                        if j.attempt < MAX_ATTEMPTS {
-                            j.status = JobStatus::Accepted;
-                            j.run_at = now;
-                        } else {
-                            j.status = JobStatus::Failed;
-                        }
-                    }
-                }
-                want.sort();
-                assert_eq!(reaped, want, "reaped at {at}");
-            }
-            Step::Cancel { job } => {
-                let Some(i) = index(m.jobs.len(), job) else {
-                    continue;
-                };
-                let record = w.store.cancel(m.jobs[i].id).await.expect("cancel");
-                let j = &mut m.jobs[i];
-                if !j.status.is_terminal() {
-                    j.status = JobStatus::Cancelled;
-                    j.lease = None;
-                }
-                assert_eq!(record.map(|r| r.status), Some(j.status), "cancel at {at}");
-            }
+            Step::Submit { priority } => s.submit(priority).await,
+            Step::Lease { max } => s.lease(max).await,
+            Step::Extend { lease } => s.extend(lease).await,
+            Step::Succeed { lease } => s.finish(lease, None).await,
+            Step::Fail { lease, retryable } => s.finish(lease, Some(retryable)).await,
+            Step::Wait { long } => s.wait(long).await,
+            Step::Cancel { job } => s.cancel(job).await,
+            Step::Requeue { job } => s.requeue(job).await,
             Step::Burst { submits, leases } => {
-                let mut tasks = Vec::new();
-                for k in 0..submits {
-                    let mut j = job("q", serde_json::json!({"n": n, "k": k}));
-                    j.priority = 100 + m.burst_priority;
-                    m.burst_priority += 1;
-                    j.max_attempts = Some(MAX_ATTEMPTS);
-                    j.timeout_s = Some(TIMEOUT_S as u32);
-                    let priority = j.priority;
-                    let (store, spec) = (w.store.clone(), w.spec(j));
-                    tasks.push(tokio::spawn(async move {
-                        (priority, store.submit(vec![spec]).await)
-                    }));
-                }
-                for t in tasks {
-                    let (priority, answer) = t.await.expect("a submit task");
-                    let id = match answer.expect("submit").remove(0) {
-                        crate::SubmitOutcome::Created { job_id } => job_id,
-                        other => panic!("expected a new job at {at}, got {other:?}"),
-                    };
-                    m.jobs.push(ModelJob {
-                        id,
-                        seq: m.jobs.len(),
-                        priority,
-                        status: JobStatus::Accepted,
-                        attempt: 0,
-                        run_at: now,
-                        lease: None,
-                        result_lease: None,
-                    });
-                }
-                let mut tasks = Vec::new();
-                for k in 0..leases {
-                    let store = w.store.clone();
-                    tasks.push(tokio::spawn(async move {
-                        store
-                            .lease(crate::LeaseOrder {
-                                node_id: format!("burst-{k}"),
-                                queues: vec!["q".into()],
-                                capabilities: Vec::new(),
-                                max_jobs: 2,
-                            })
-                            .await
-                    }));
-                }
-                let mut got = Vec::new();
-                for t in tasks {
-                    got.extend(t.await.expect("a lease task").expect("lease").jobs);
-                }
-                let want: Vec<usize> = m
-                    .ready(now)
-                    .into_iter()
-                    .take(2 * usize::from(leases))
-                    .collect();
-                let mut got_ids: Vec<Uuid> = got.iter().map(|l| l.job_id).collect();
-                let mut want_ids: Vec<Uuid> = want.iter().map(|&i| m.jobs[i].id).collect();
-                got_ids.sort();
-                want_ids.sort();
-                assert_eq!(got_ids, want_ids, "jobs leased by a burst at {at}");
-                for leased in got {
-                    let i = m
-                        .jobs
-                        .iter()
-                        .position(|j| j.id == leased.job_id)
-                        .expect("known");
-                    let j = &mut m.jobs[i];
-                    j.status = JobStatus::InProgress;
-                    j.attempt += 1;
-                    assert_eq!(leased.attempt, j.attempt, "attempt at {at}");
-                    let expires = now + time::Duration::seconds(TIMEOUT_S);
-                    assert_eq!(leased.lease_expires_at, expires, "expiry at {at}");
-                    j.lease = Some((leased.lease_id, expires));
-                    m.leases.push((leased.lease_id, i));
-                }
+                s.burst_submits(submits).await;
+                s.burst_leases(leases).await;
             }
-            Step::SucceedAll => {
-                let mut tasks = Vec::new();
-                for (i, j) in m.jobs.iter().enumerate() {
-                    if let (JobStatus::InProgress, Some((lease_id, _))) = (j.status, j.lease) {
-                        let (store, job_id) = (w.store.clone(), j.id);
-                        tasks.push((
-                            i,
-                            lease_id,
-                            tokio::spawn(async move {
-                                store
-                                    .finish(ResultReport {
-                                        job_id,
-                                        lease_id,
-                                        outcome: Outcome::Success,
-                                        result: "{\"ok\":true}".into(),
-                                        error: None,
-                                    })
-                                    .await
-                            }),
-                        ));
-                    }
-                }
-                for (i, lease_id, t) in tasks {
-                    let got = t.await.expect("a result task").expect("finish");
-                    assert_eq!(
-                        got,
-                        FinishOutcome::Recorded {
-                            status: JobStatus::Completed
-                        },
-                        "result at {at}"
-                    );
-                    let j = &mut m.jobs[i];
-                    j.status = JobStatus::Completed;
-                    j.lease = None;
-                    j.result_lease = Some(lease_id);
-                }
-            }
-            Step::Requeue { job } => {
-                let Some(i) = index(m.jobs.len(), job) else {
-                    continue;
-                };
-                let record = w.store.requeue(m.jobs[i].id).await.expect("requeue");
-                let j = &mut m.jobs[i];
-                j.status = JobStatus::Accepted;
-                j.attempt = 0;
-                j.lease = None;
-                j.run_at = now;
-                assert_eq!(
-                    record.map(|r| (r.status, r.attempt)),
-                    Some((JobStatus::Accepted, 0)),
-                    "requeue at {at}"
-                );
-            }
+            Step::SucceedAll => s.succeed_all().await,
         }
         compare(&w, &m, &at).await;
+    }
+}
+
+/// One step applied to the store and to the model, checking the store's answers.
+struct Apply<'a, 'w> {
+    w: &'a World<'w>,
+    m: &'a mut Model,
+    /// The step's number, in every job's payload.
+    n: usize,
+    now: OffsetDateTime,
+    /// The step, for assertion messages.
+    at: &'a str,
+}
+
+impl Apply<'_, '_> {
+    fn spec(&self, priority: i32, payload: serde_json::Value) -> SubmitJob {
+        let mut j = job("q", payload);
+        j.priority = priority;
+        j.max_attempts = Some(MAX_ATTEMPTS);
+        j.timeout_s = Some(TIMEOUT_S as u32);
+        j
+    }
+
+    fn accepted(&mut self, id: Uuid, priority: i32) {
+        self.m.jobs.push(ModelJob {
+            id,
+            seq: self.m.jobs.len(),
+            priority,
+            status: JobStatus::Accepted,
+            attempt: 0,
+            run_at: self.now,
+            lease: None,
+            result_lease: None,
+        });
+    }
+
+    /// The model's side of a lease the store handed out for job `i`.
+    fn leased(&mut self, leased: &crate::LeasedJob, i: usize) {
+        let at = self.at;
+        let j = &mut self.m.jobs[i];
+        j.status = JobStatus::InProgress;
+        j.attempt += 1;
+        assert_eq!(leased.attempt, j.attempt, "attempt at {at}");
+        let expires = self.now + time::Duration::seconds(TIMEOUT_S);
+        assert_eq!(leased.lease_expires_at, expires, "expiry at {at}");
+        j.lease = Some((leased.lease_id, expires));
+        self.m.leases.push((leased.lease_id, i));
+    }
+
+    async fn submit(&mut self, priority: i32) {
+        let spec = self.spec(priority, serde_json::json!({"n": self.n}));
+        let id = self.w.submit(spec).await;
+        self.accepted(id, priority);
+    }
+
+    async fn lease(&mut self, max: u32) {
+        let got = self.w.lease("node", &["q"], &[], max).await;
+        let want: Vec<usize> = self
+            .m
+            .ready(self.now)
+            .into_iter()
+            .take(max as usize)
+            .collect();
+        let got_ids: Vec<Uuid> = got.iter().map(|l| l.job_id).collect();
+        let want_ids: Vec<Uuid> = want.iter().map(|&i| self.m.jobs[i].id).collect();
+        assert_eq!(got_ids, want_ids, "leased jobs at {}", self.at);
+        for (leased, i) in got.iter().zip(want) {
+            self.leased(leased, i);
+        }
+    }
+
+    async fn extend(&mut self, lease: usize) {
+        let Some(&(lease_id, i)) = pick(&self.m.leases, lease) else {
+            return;
+        };
+        let got = self.w.store.extend(lease_id, None).await.expect("extend");
+        let j = &mut self.m.jobs[i];
+        match j.lease {
+            Some((l, _)) if l == lease_id && j.status == JobStatus::InProgress => {
+                let expires = self.now + time::Duration::seconds(TIMEOUT_S);
+                j.lease = Some((l, expires));
+                let want = ExtendOutcome::Extended {
+                    job_id: j.id,
+                    expires_at: expires,
+                };
+                assert_eq!(got, want, "extend at {}", self.at);
+            }
+            _ => assert_eq!(got, ExtendOutcome::NotHeld, "extend at {}", self.at),
+        }
+    }
+
+    /// A result for a lease: success, or a failure (retryable or not) when `failure` is set.
+    async fn finish(&mut self, lease: usize, failure: Option<bool>) {
+        let Some(&(lease_id, i)) = pick(&self.m.leases, lease) else {
+            return;
+        };
+        let error = failure.map(|retryable| JobError {
+            message: "model failure".into(),
+            retryable,
+        });
+        let report = ResultReport {
+            job_id: self.m.jobs[i].id,
+            lease_id,
+            outcome: if error.is_some() {
+                Outcome::Failure
+            } else {
+                Outcome::Success
+            },
+            result: if error.is_some() {
+                "null"
+            } else {
+                "{\"ok\":true}"
+            }
+            .into(),
+            error: error.clone(),
+        };
+        let got = self.w.store.finish(report).await.expect("finish");
+        if let Some(want) = self.m.finish_answer(i, lease_id) {
+            assert_eq!(got, want, "result at {}", self.at);
+            return;
+        }
+        let j = &mut self.m.jobs[i];
+        j.lease = None;
+        j.result_lease = Some(lease_id);
+        j.status = match &error {
+            None => JobStatus::Completed,
+            Some(e) if e.retryable && j.attempt < MAX_ATTEMPTS => JobStatus::Accepted,
+            Some(_) => JobStatus::Failed,
+        };
+        let want = FinishOutcome::Recorded { status: j.status };
+        assert_eq!(got, want, "result at {}", self.at);
+        if j.status == JobStatus::Accepted {
+            self.check_backoff(i).await;
+        }
+    }
+
+    /// The backoff's jitter is the store's: read it, check its bounds, take it into the model.
+    async fn check_backoff(&mut self, i: usize) {
+        let j = &mut self.m.jobs[i];
+        let record = self.w.store.get(j.id).await.expect("get").expect("the job");
+        let nominal = RETRY_BASE.as_secs_f64() * f64::from(1u32 << (j.attempt - 1));
+        let delay = (record.run_at - self.now).as_seconds_f64();
+        assert!(
+            delay >= nominal * 0.8 - 0.002 && delay <= nominal * 1.2 + 0.002,
+            "backoff {delay} s for nominal {nominal} s at {}",
+            self.at
+        );
+        j.run_at = record.run_at;
+    }
+
+    async fn wait(&mut self, long: bool) {
+        self.w
+            .advance(Duration::from_secs(if long { 40 } else { 5 }));
+        let report = self.w.store.tick().await.expect("tick");
+        let now = self.w.clock.now();
+        let mut reaped: Vec<Uuid> = report.reaped.iter().map(|r| r.job_id).collect();
+        reaped.sort();
+        let mut want = Vec::new();
+        for j in self.m.jobs.iter_mut() {
+            if j.status == JobStatus::InProgress
+                && j.lease.is_some_and(|(_, expires)| expires <= now)
+            {
+                want.push(j.id);
+                j.lease = None;
+                if j.attempt < MAX_ATTEMPTS {
+                    j.status = JobStatus::Accepted;
+                    j.run_at = now;
+                } else {
+                    j.status = JobStatus::Failed;
+                }
+            }
+        }
+        want.sort();
+        assert_eq!(reaped, want, "reaped at {}", self.at);
+    }
+
+    async fn cancel(&mut self, job: usize) {
+        let Some(i) = index(self.m.jobs.len(), job) else {
+            return;
+        };
+        let record = self
+            .w
+            .store
+            .cancel(self.m.jobs[i].id)
+            .await
+            .expect("cancel");
+        let j = &mut self.m.jobs[i];
+        if !j.status.is_terminal() {
+            j.status = JobStatus::Cancelled;
+            j.lease = None;
+        }
+        assert_eq!(
+            record.map(|r| r.status),
+            Some(j.status),
+            "cancel at {}",
+            self.at
+        );
+    }
+
+    async fn requeue(&mut self, job: usize) {
+        let Some(i) = index(self.m.jobs.len(), job) else {
+            return;
+        };
+        let record = self
+            .w
+            .store
+            .requeue(self.m.jobs[i].id)
+            .await
+            .expect("requeue");
+        let j = &mut self.m.jobs[i];
+        j.status = JobStatus::Accepted;
+        j.attempt = 0;
+        j.lease = None;
+        j.run_at = self.now;
+        assert_eq!(
+            record.map(|r| (r.status, r.attempt)),
+            Some((JobStatus::Accepted, 0)),
+            "requeue at {}",
+            self.at
+        );
+    }
+
+    /// Concurrent submits, each of a job with its own priority above every single submit's.
+    async fn burst_submits(&mut self, submits: u8) {
+        let mut tasks = Vec::new();
+        for k in 0..submits {
+            let priority = 100 + self.m.burst_priority;
+            self.m.burst_priority += 1;
+            let spec = self.spec(priority, serde_json::json!({"n": self.n, "k": k}));
+            let (store, spec) = (self.w.store.clone(), self.w.spec(spec));
+            tasks.push(tokio::spawn(async move {
+                (priority, store.submit(vec![spec]).await)
+            }));
+        }
+        for t in tasks {
+            let (priority, answer) = t.await.expect("a submit task");
+            let id = match answer.expect("submit").remove(0) {
+                crate::SubmitOutcome::Created { job_id } => job_id,
+                other => panic!("expected a new job at {}, got {other:?}", self.at),
+            };
+            self.accepted(id, priority);
+        }
+    }
+
+    /// Concurrent leases of up to 2 jobs each: together they hand out the ready jobs of the
+    /// highest priorities, in some order.
+    async fn burst_leases(&mut self, leases: u8) {
+        let mut tasks = Vec::new();
+        for k in 0..leases {
+            let store = self.w.store.clone();
+            tasks.push(tokio::spawn(async move {
+                store
+                    .lease(crate::LeaseOrder {
+                        node_id: format!("burst-{k}"),
+                        queues: vec!["q".into()],
+                        capabilities: Vec::new(),
+                        max_jobs: 2,
+                    })
+                    .await
+            }));
+        }
+        let mut got = Vec::new();
+        for t in tasks {
+            got.extend(t.await.expect("a lease task").expect("lease").jobs);
+        }
+        let want = self
+            .m
+            .ready(self.now)
+            .into_iter()
+            .take(2 * usize::from(leases));
+        let mut got_ids: Vec<Uuid> = got.iter().map(|l| l.job_id).collect();
+        let mut want_ids: Vec<Uuid> = want.map(|i| self.m.jobs[i].id).collect();
+        got_ids.sort();
+        want_ids.sort();
+        assert_eq!(got_ids, want_ids, "jobs leased by a burst at {}", self.at);
+        for leased in got {
+            let i = self.m.jobs.iter().position(|j| j.id == leased.job_id);
+            self.leased(&leased, i.expect("known"));
+        }
+    }
+
+    /// Every live lease's success, reported concurrently.
+    async fn succeed_all(&mut self) {
+        let mut tasks = Vec::new();
+        for (i, j) in self.m.jobs.iter().enumerate() {
+            if let (JobStatus::InProgress, Some((lease_id, _))) = (j.status, j.lease) {
+                let store = self.w.store.clone();
+                let report = ResultReport {
+                    job_id: j.id,
+                    lease_id,
+                    outcome: Outcome::Success,
+                    result: "{\"ok\":true}".into(),
+                    error: None,
+                };
+                tasks.push((
+                    i,
+                    lease_id,
+                    tokio::spawn(async move { store.finish(report).await }),
+                ));
+            }
+        }
+        for (i, lease_id, t) in tasks {
+            let got = t.await.expect("a result task").expect("finish");
+            let want = FinishOutcome::Recorded {
+                status: JobStatus::Completed,
+            };
+            assert_eq!(got, want, "result at {}", self.at);
+            let j = &mut self.m.jobs[i];
+            j.status = JobStatus::Completed;
+            j.lease = None;
+            j.result_lease = Some(lease_id);
+        }
     }
 }
 
