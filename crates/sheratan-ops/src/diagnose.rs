@@ -5,10 +5,11 @@
 
 use std::collections::BTreeMap;
 use std::io::Write;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 use sheratan_client::{ControlClient, DataClient};
+use sheratan_proto::control::HealthResponse;
 use sheratan_proto::event::{ALERTS_FILE, AUDIT_LOG_FILE};
 use time::OffsetDateTime;
 
@@ -29,10 +30,13 @@ pub struct DiagnoseInput {
 /// Files that hold secrets themselves: never copied.
 const SECRET_FILES: [&str; 2] = ["hub_token", "token_rotation.json"];
 
+/// The bundle's files by name, before redaction.
+type Files = BTreeMap<String, Vec<u8>>;
+
 pub async fn run(input: DiagnoseInput) -> anyhow::Result<PathBuf> {
     let steps = 7;
     let step = |n: usize, what: &str| eprintln!("[{n}/{steps}] {what}");
-    let mut files: BTreeMap<String, Vec<u8>> = BTreeMap::new();
+    let mut files = Files::new();
     let secrets = collect_secrets(&input);
 
     step(1, "versions");
@@ -45,99 +49,123 @@ pub async fn run(input: DiagnoseInput) -> anyhow::Result<PathBuf> {
             "collected_at": now_rfc3339(),
         })),
     );
-
     step(2, "health of both planes");
-    let control = ControlClient::new(&input.control_url, input.token.clone())?;
-    let data = DataClient::new(&input.data_url, input.token.clone())?
-        .with_retry(sheratan_client::RetryPolicy::none());
-    let control_health = control.health().await;
-    let data_health = data.health().await;
-    let hub_up = control_health.is_ok() || data_health.is_ok();
-    let describe =
-        |r: &Result<sheratan_proto::control::HealthResponse, sheratan_client::ClientError>| match r
-        {
+    let hub = Hub::new(&input)?;
+    let hub_up = hub.health(&mut files).await;
+    let state = if hub_up {
+        "up"
+    } else {
+        "down: collecting what is on disk"
+    };
+    eprintln!("      the hub is {state}");
+    step(3, "metrics");
+    if hub_up {
+        hub.metrics(&mut files).await;
+    }
+    step(4, "node registry");
+    hub.registry(hub_up, &input.home, &mut files).await?;
+    step(5, "logs");
+    collect_logs(&input.home, &mut files);
+    step(6, "configuration (secrets redacted)");
+    files.insert("config.json".into(), json_bytes(&configuration(&input)));
+    step(7, "writing the bundle");
+    redact_all(&mut files, &secrets);
+    write_zip(&input.out_dir, &files)
+}
+
+/// The hub's two planes, as far as they answer.
+struct Hub {
+    control: ControlClient,
+    data: DataClient,
+    /// The data plane's `/metrics` (the control client's calls work on either plane).
+    data_metrics: ControlClient,
+}
+
+impl Hub {
+    fn new(input: &DiagnoseInput) -> anyhow::Result<Hub> {
+        Ok(Hub {
+            control: ControlClient::new(&input.control_url, input.token.clone())?,
+            data: DataClient::new(&input.data_url, input.token.clone())?
+                .with_retry(sheratan_client::RetryPolicy::none()),
+            data_metrics: ControlClient::new(&input.data_url, input.token.clone())?,
+        })
+    }
+
+    /// `health.json`; whether either plane answered.
+    async fn health(&self, files: &mut Files) -> bool {
+        let control = self.control.health().await;
+        let data = self.data.health().await;
+        let hub_up = control.is_ok() || data.is_ok();
+        let describe = |r: &Result<HealthResponse, sheratan_client::ClientError>| match r {
             Ok(h) => serde_json::to_value(h).unwrap_or_default(),
             Err(e) => serde_json::json!({ "unreachable": e.to_string() }),
         };
-    files.insert(
-        "health.json".into(),
-        json_bytes(&serde_json::json!({
-            "hub": if hub_up { "up" } else { "down" },
-            "control": describe(&control_health),
-            "data": describe(&data_health),
-        })),
-    );
-    eprintln!(
-        "      the hub is {}",
-        if hub_up {
-            "up"
-        } else {
-            "down: collecting what is on disk"
-        }
-    );
+        files.insert(
+            "health.json".into(),
+            json_bytes(&serde_json::json!({
+                "hub": if hub_up { "up" } else { "down" },
+                "control": describe(&control),
+                "data": describe(&data),
+            })),
+        );
+        hub_up
+    }
 
-    step(3, "metrics");
-    if hub_up {
-        let data_metrics = ControlClient::new(&input.data_url, input.token.clone())?;
-        for (name, client) in [("control", &control), ("data", &data_metrics)] {
+    /// Both planes' metrics, as text and JSON; an error in place of text that failed.
+    async fn metrics(&self, files: &mut Files) {
+        for (name, client) in [("control", &self.control), ("data", &self.data_metrics)] {
             match client.metrics_text().await {
-                Ok(text) => {
-                    files.insert(format!("metrics/{name}.prom"), text.into_bytes());
-                }
-                Err(e) => {
-                    files.insert(
-                        format!("metrics/{name}.error.txt"),
-                        e.to_string().into_bytes(),
-                    );
-                }
-            }
+                Ok(text) => files.insert(format!("metrics/{name}.prom"), text.into_bytes()),
+                Err(e) => files.insert(format!("metrics/{name}.error.txt"), e.to_string().into()),
+            };
             if let Ok(json) = client.metrics_json().await {
                 files.insert(format!("metrics/{name}.json"), json_bytes(&json));
             }
         }
     }
 
-    step(4, "node registry");
-    match if hub_up {
-        data.registry().await.ok()
-    } else {
-        None
-    } {
-        Some(list) => {
-            files.insert(
-                "registry.json".into(),
-                json_bytes(&serde_json::to_value(list)?),
-            );
-        }
-        None => {
-            if let Ok(bytes) = std::fs::read(input.home.join("nodes_registry.json")) {
-                files.insert("registry_snapshot_on_disk.json".into(), bytes);
+    /// The registry from the hub, or its last snapshot on disk when the hub is down.
+    async fn registry(&self, hub_up: bool, home: &Path, files: &mut Files) -> anyhow::Result<()> {
+        let live = if hub_up {
+            self.data.registry().await.ok()
+        } else {
+            None
+        };
+        match live {
+            Some(list) => {
+                let list = json_bytes(&serde_json::to_value(list)?);
+                files.insert("registry.json".into(), list);
+            }
+            None => {
+                if let Ok(bytes) = std::fs::read(home.join("nodes_registry.json")) {
+                    files.insert("registry_snapshot_on_disk.json".into(), bytes);
+                }
             }
         }
+        Ok(())
     }
+}
 
-    step(5, "logs");
-    let logs = input.home.join("logs");
-    if let Ok(entries) = std::fs::read_dir(&logs) {
-        for entry in entries.flatten() {
-            let name = entry.file_name().to_string_lossy().into_owned();
-            if (name.starts_with(AUDIT_LOG_FILE)
-                || name == ALERTS_FILE
-                || name == "audit-watch.state")
-                && let Ok(bytes) = std::fs::read(entry.path())
-            {
-                files.insert(format!("logs/{name}"), bytes);
-            }
+/// The audit log (with its rotated files), the alerts and the watcher's state.
+fn collect_logs(home: &Path, files: &mut Files) {
+    let Ok(entries) = std::fs::read_dir(home.join("logs")) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if (name.starts_with(AUDIT_LOG_FILE) || name == ALERTS_FILE || name == "audit-watch.state")
+            && let Ok(bytes) = std::fs::read(entry.path())
+        {
+            files.insert(format!("logs/{name}"), bytes);
         }
     }
+}
 
-    step(6, "configuration (secrets redacted)");
-    files.insert("config.json".into(), json_bytes(&configuration(&input)));
-
-    step(7, "writing the bundle");
-    // Binary files cannot be redacted with confidence: they are left out, and listed.
+/// Redacts every file; binary files cannot be redacted with confidence: they are left out,
+/// and listed in `left_out.txt`.
+fn redact_all(files: &mut Files, secrets: &[String]) {
     let mut left_out = Vec::new();
-    files.retain(|name, bytes| match redact(bytes, &secrets) {
+    files.retain(|name, bytes| match redact(bytes, secrets) {
         Some(clean) => {
             *bytes = clean;
             true
@@ -148,42 +176,38 @@ pub async fn run(input: DiagnoseInput) -> anyhow::Result<PathBuf> {
         }
     });
     if !left_out.is_empty() {
-        files.insert(
-            "left_out.txt".into(),
-            format!(
-                "not valid UTF-8, so not redactable; left out:\n{}\n",
-                left_out.join("\n")
-            )
-            .into_bytes(),
+        let list = format!(
+            "not valid UTF-8, so not redactable; left out:\n{}\n",
+            left_out.join("\n")
         );
+        files.insert("left_out.txt".into(), list.into_bytes());
     }
-    std::fs::create_dir_all(&input.out_dir)
-        .with_context(|| format!("create {}", input.out_dir.display()))?;
+}
+
+/// `diag_bundle_<time>.zip` in `out_dir`, mode 0600: redacted, but still the mesh's inner
+/// workings, for its owner only.
+fn write_zip(out_dir: &Path, files: &Files) -> anyhow::Result<PathBuf> {
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    std::fs::create_dir_all(out_dir).with_context(|| format!("create {}", out_dir.display()))?;
     let stamp = OffsetDateTime::now_utc()
         .format(time::macros::format_description!(
             "[year][month][day]T[hour][minute][second]Z"
         ))
         .unwrap_or_default();
-    let path = input.out_dir.join(format!("diag_bundle_{stamp}.zip"));
-    // Redacted, but still the mesh's inner workings: for its owner only.
-    let file = {
-        use std::os::unix::fs::OpenOptionsExt;
-        use std::os::unix::fs::PermissionsExt;
-        let file = std::fs::OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(0o600)
-            .open(&path)
-            .with_context(|| format!("create {}", path.display()))?;
-        // An existing file keeps its mode on open: set it.
-        file.set_permissions(std::fs::Permissions::from_mode(0o600))?;
-        file
-    };
+    let path = out_dir.join(format!("diag_bundle_{stamp}.zip"));
+    let file = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&path)
+        .with_context(|| format!("create {}", path.display()))?;
+    // An existing file keeps its mode on open: set it.
+    file.set_permissions(std::fs::Permissions::from_mode(0o600))?;
     let mut zip = zip::ZipWriter::new(file);
     let options = zip::write::SimpleFileOptions::default()
         .compression_method(zip::CompressionMethod::Deflated);
-    for (name, bytes) in &files {
+    for (name, bytes) in files {
         zip.start_file(format!("diag/{name}"), options)?;
         zip.write_all(bytes)?;
     }

@@ -76,142 +76,153 @@ pub async fn run(input: &SmokeInput) -> anyhow::Result<Vec<Check>> {
         .build()?;
     let c = input.control_url.trim_end_matches('/');
     let d = input.data_url.trim_end_matches('/');
-    let method = |m: &str| reqwest::Method::from_bytes(m.as_bytes()).expect("a known method");
-    let mut checks = Vec::new();
-
-    let mut f = Vec::new();
-    match probe(&http, reqwest::Method::GET, &format!("{c}/health"), None).await {
-        Ok((200, _, _)) => {}
-        Ok((s, code, _)) => f.push(format!("GET /health without a token answered {s} {code}")),
-        Err(e) => f.push(e),
-    }
-    checks.push(check(
-        "control /health is public",
-        f,
-        "200 without a token",
-        "is the control plane running at SHERATAN_CONTROL_URL?",
-    ));
-
-    let mut f = Vec::new();
-    match probe(&http, reqwest::Method::GET, &format!("{d}/health"), None).await {
-        Ok((200, _, _)) => {}
-        Ok((s, code, _)) => f.push(format!("GET /health from this machine answered {s} {code}")),
-        Err(e) => f.push(e),
-    }
-    checks.push(check(
-        "data /health answers loopback peers",
-        f,
-        "200 from loopback without a token",
-        "run smoke on the hub's machine, with SHERATAN_DATA_URL on 127.0.0.1",
-    ));
-
+    let mut checks = vec![
+        public_health(
+            &http,
+            c,
+            "control /health is public",
+            "without a token",
+            "200 without a token",
+            "is the control plane running at SHERATAN_CONTROL_URL?",
+        )
+        .await,
+        public_health(
+            &http,
+            d,
+            "data /health answers loopback peers",
+            "from this machine",
+            "200 from loopback without a token",
+            "run smoke on the hub's machine, with SHERATAN_DATA_URL on 127.0.0.1",
+        )
+        .await,
+    ];
     for (plane, base, routes) in [
         ("control", c, &CONTROL_PROTECTED[..]),
         ("data", d, &DATA_PROTECTED[..]),
     ] {
-        for (label, token) in [
-            ("without a token", None),
-            ("with a wrong token", Some("smoke-wrong-token-0123456789")),
-        ] {
-            let mut f = Vec::new();
-            for (m, path) in routes {
-                match probe(&http, method(m), &format!("{base}{path}"), token).await {
-                    Ok((403, code, _)) if code == "AUTH_FAIL" => {}
-                    Ok((s, code, _)) => f.push(format!("{m} {path} answered {s} {code}")),
-                    Err(e) => f.push(e),
-                }
-            }
-            checks.push(check(
-                &format!("{plane} routes refuse requests {label}"),
-                f,
-                &format!("403 AUTH_FAIL on {} routes", routes.len()),
-                "authentication is off or broken: is the hub running with SHERATAN_HUB_TOKEN_REQUIRED=0? set it to 1 (the default)",
-            ));
-        }
+        checks.extend(refused_without_the_token(&http, plane, base, routes).await);
     }
-
-    let data_port = d
-        .rsplit(':')
-        .next()
-        .unwrap_or("")
-        .trim_end_matches('/')
-        .to_owned();
-    let control_port = c
-        .rsplit(':')
-        .next()
-        .unwrap_or("")
-        .trim_end_matches('/')
-        .to_owned();
-    let mut f = Vec::new();
-    for (m, path) in [
+    let data_routes = [
         ("POST", "/v1/jobs"),
         ("POST", "/v1/leases"),
         ("GET", "/admin/registry"),
-    ] {
-        match probe(&http, method(m), &format!("{c}{path}"), None).await {
-            Ok((421, code, hint)) if code == "PORT_MISMATCH" && hint.contains(&data_port) => {}
-            Ok((s, code, hint)) => f.push(format!(
-                "{m} {path} on the control port answered {s} {code} {hint}"
-            )),
-            Err(e) => f.push(e),
-        }
-    }
-    checks.push(check(
-        "data routes on the control port answer 421",
-        f,
-        "421 PORT_MISMATCH naming the data port",
-        "the planes must run on separate listeners (SHERATAN_CONTROL_ADDR, SHERATAN_DATA_ADDR)",
-    ));
-    let mut f = Vec::new();
-    for (m, path) in [("POST", "/v1/heartbeat"), ("GET", "/v1/nodes")] {
-        match probe(&http, method(m), &format!("{d}{path}"), None).await {
-            Ok((421, code, hint)) if code == "PORT_MISMATCH" && hint.contains(&control_port) => {}
-            Ok((s, code, hint)) => f.push(format!(
-                "{m} {path} on the data port answered {s} {code} {hint}"
-            )),
-            Err(e) => f.push(e),
-        }
-    }
-    checks.push(check(
-        "control routes on the data port answer 421",
-        f,
-        "421 PORT_MISMATCH naming the control port",
-        "the planes must run on separate listeners (SHERATAN_CONTROL_ADDR, SHERATAN_DATA_ADDR)",
-    ));
-
+    ];
+    checks.push(wrong_port(&http, ("data", d), ("control", c), &data_routes).await);
+    let control_routes = [("POST", "/v1/heartbeat"), ("GET", "/v1/nodes")];
+    checks.push(wrong_port(&http, ("control", c), ("data", d), &control_routes).await);
     if let Some(token) = &input.token {
+        checks.push(token_accepted(&http, c, d, token).await);
+    }
+    checks.push(remote_peers(&http, d, input.token.as_deref()).await);
+    Ok(checks)
+}
+
+fn method(m: &str) -> reqwest::Method {
+    reqwest::Method::from_bytes(m.as_bytes()).expect("a known method")
+}
+
+/// The port of a base URL (`http://host:PORT`), as text; empty when there is none.
+fn port_of(base: &str) -> &str {
+    base.rsplit(':').next().unwrap_or("").trim_end_matches('/')
+}
+
+/// `GET /health` answers 200 without a token.
+async fn public_health(
+    http: &reqwest::Client,
+    base: &str,
+    name: &str,
+    how: &str,
+    pass: &str,
+    hint: &str,
+) -> Check {
+    let mut f = Vec::new();
+    match probe(http, reqwest::Method::GET, &format!("{base}/health"), None).await {
+        Ok((200, _, _)) => {}
+        Ok((s, code, _)) => f.push(format!("GET /health {how} answered {s} {code}")),
+        Err(e) => f.push(e),
+    }
+    check(name, f, pass, hint)
+}
+
+/// Every protected route answers 403 AUTH_FAIL without a token and with a wrong one.
+async fn refused_without_the_token(
+    http: &reqwest::Client,
+    plane: &str,
+    base: &str,
+    routes: &[(&str, &str)],
+) -> Vec<Check> {
+    let mut checks = Vec::new();
+    for (label, token) in [
+        ("without a token", None),
+        ("with a wrong token", Some("smoke-wrong-token-0123456789")),
+    ] {
         let mut f = Vec::new();
-        for (base, path) in [
-            (c, "/v1/nodes"),
-            (c, "/metrics"),
-            (d, "/metrics"),
-            (d, "/admin/registry"),
-        ] {
-            match probe(
-                &http,
-                reqwest::Method::GET,
-                &format!("{base}{path}"),
-                Some(token),
-            )
-            .await
-            {
-                Ok((200, _, _)) => {}
-                Ok((s, code, _)) => {
-                    f.push(format!("GET {path} with the token answered {s} {code}"))
-                }
+        for (m, path) in routes {
+            match probe(http, method(m), &format!("{base}{path}"), token).await {
+                Ok((403, code, _)) if code == "AUTH_FAIL" => {}
+                Ok((s, code, _)) => f.push(format!("{m} {path} answered {s} {code}")),
                 Err(e) => f.push(e),
             }
         }
         checks.push(check(
-            "the token is accepted",
+            &format!("{plane} routes refuse requests {label}"),
             f,
-            "200 on protected routes with the token",
-            "check SHERATAN_HUB_TOKEN (or $SHERATAN_HOME/hub_token) against the hub's",
+            &format!("403 AUTH_FAIL on {} routes", routes.len()),
+            "authentication is off or broken: is the hub running with SHERATAN_HUB_TOKEN_REQUIRED=0? set it to 1 (the default)",
         ));
     }
+    checks
+}
 
-    checks.push(remote_peers(&http, d, input.token.as_deref()).await);
-    Ok(checks)
+/// Routes of one plane sent to the other plane's port answer 421 PORT_MISMATCH, with a hint
+/// naming the right port.
+async fn wrong_port(
+    http: &reqwest::Client,
+    (plane, right): (&str, &str),
+    (other, wrong): (&str, &str),
+    routes: &[(&str, &str)],
+) -> Check {
+    let right_port = port_of(right);
+    let mut f = Vec::new();
+    for (m, path) in routes {
+        match probe(http, method(m), &format!("{wrong}{path}"), None).await {
+            Ok((421, code, hint)) if code == "PORT_MISMATCH" && hint.contains(right_port) => {}
+            Ok((s, code, hint)) => f.push(format!(
+                "{m} {path} on the {other} port answered {s} {code} {hint}"
+            )),
+            Err(e) => f.push(e),
+        }
+    }
+    check(
+        &format!("{plane} routes on the {other} port answer 421"),
+        f,
+        &format!("421 PORT_MISMATCH naming the {plane} port"),
+        "the planes must run on separate listeners (SHERATAN_CONTROL_ADDR, SHERATAN_DATA_ADDR)",
+    )
+}
+
+/// Protected routes answer 200 with the token.
+async fn token_accepted(http: &reqwest::Client, c: &str, d: &str, token: &str) -> Check {
+    let mut f = Vec::new();
+    for (base, path) in [
+        (c, "/v1/nodes"),
+        (c, "/metrics"),
+        (d, "/metrics"),
+        (d, "/admin/registry"),
+    ] {
+        let url = format!("{base}{path}");
+        match probe(http, reqwest::Method::GET, &url, Some(token)).await {
+            Ok((200, _, _)) => {}
+            Ok((s, code, _)) => f.push(format!("GET {path} with the token answered {s} {code}")),
+            Err(e) => f.push(e),
+        }
+    }
+    check(
+        "the token is accepted",
+        f,
+        "200 on protected routes with the token",
+        "check SHERATAN_HUB_TOKEN (or $SHERATAN_HOME/hub_token) against the hub's",
+    )
 }
 
 /// The data plane's `/health` and `/admin` must refuse peers that are not loopback. Smoke

@@ -87,6 +87,43 @@ async fn measure(n: u32, args: &AuctionArgs) -> anyhow::Result<Report> {
     let stop = CancellationToken::new();
     let _stop_on_drop = stop.clone().drop_guard();
     let token = "bench-token".to_owned();
+    let hosts = Arc::new(start_hosts(n, &token, &stop).await?);
+    let auctioneer = Auctioneer::new(Some(token), Duration::from_millis(300));
+    // Warm the connection pools.
+    for i in 0..20 {
+        auctioneer.collect_bids(&hosts, &ask(i)).await;
+    }
+
+    eprintln!("{n} hosts: {} auctions, one at a time ...", args.auctions);
+    let mut bid_us = Vec::with_capacity(args.auctions as usize);
+    let mut forward_us = Vec::with_capacity(args.auctions as usize);
+    for i in 0..args.auctions {
+        let (bid, forward) = one_auction(&auctioneer, &hosts, i).await?;
+        bid_us.push(bid);
+        forward_us.push(forward);
+    }
+
+    eprintln!(
+        "{n} hosts: {} auctions, {} at once ...",
+        args.auctions, args.concurrency
+    );
+    let started = Instant::now();
+    let mut under_load = concurrently(&auctioneer, &hosts, args).await?;
+    let seconds = started.elapsed().as_secs_f64();
+    Ok(Report {
+        bench: "auction",
+        hosts: n,
+        auctions: args.auctions,
+        added_latency: Percentiles::from_micros(&mut bid_us),
+        forward_latency: Percentiles::from_micros(&mut forward_us),
+        concurrency: args.concurrency,
+        auctions_per_s: f64::from(args.auctions) / seconds,
+        bid_round_under_load: Percentiles::from_micros(&mut under_load),
+    })
+}
+
+/// `n` production hosts serving on loopback until `stop`, as the broker would see them.
+async fn start_hosts(n: u32, token: &str, stop: &CancellationToken) -> anyhow::Result<Vec<Bidder>> {
     let mut hosts = Vec::new();
     for i in 0..n {
         let node_id = format!("bench-host-{i:03}");
@@ -94,7 +131,7 @@ async fn measure(n: u32, args: &AuctionArgs) -> anyhow::Result<Report> {
             &node_id,
             "127.0.0.1:0".parse()?,
             "http://127.0.0.1:1",
-            Some(token.clone()),
+            Some(token.to_owned()),
         );
         config.capacity = 100_000;
         // Distinct prices, so every auction has one clear winner, as in a real fleet.
@@ -107,51 +144,53 @@ async fn measure(n: u32, args: &AuctionArgs) -> anyhow::Result<Report> {
         });
         tokio::spawn(host.serve(stop.clone()));
     }
-    let auctioneer = Auctioneer::new(Some(token), Duration::from_millis(300));
-    let ask = |i: u32| BidRequest {
+    Ok(hosts)
+}
+
+fn ask(i: u32) -> BidRequest {
+    BidRequest {
         job_id: format!("job-{i}"),
         kind: "echo".into(),
         required_capabilities: vec!["echo".into()],
         payload_bytes: 32,
-    };
-    let forward = |i: u32| ExecuteRequest {
+    }
+}
+
+fn forward(i: u32) -> ExecuteRequest {
+    ExecuteRequest {
         job_id: format!("job-{i}"),
         kind: "echo".into(),
         payload: serde_json::json!({"i": i}),
         deadline_ms: 10_000,
-    };
-    // Warm the connection pools.
-    for i in 0..20 {
-        auctioneer.collect_bids(&hosts, &ask(i)).await;
     }
+}
 
-    eprintln!("{n} hosts: {} auctions, one at a time ...", args.auctions);
-    let mut bid_us = Vec::with_capacity(args.auctions as usize);
-    let mut forward_us = Vec::with_capacity(args.auctions as usize);
-    for i in 0..args.auctions {
-        let t = Instant::now();
-        let bids = auctioneer.collect_bids(&hosts, &ask(i)).await;
-        let winner = Auctioneer::award(&bids)
-            .context("no host bid")?
-            .node_id
-            .clone();
-        bid_us.push(t.elapsed().as_micros() as u32);
-        let host = hosts.iter().find(|h| h.node_id == winner).expect("a host");
-        let t = Instant::now();
-        auctioneer
-            .execute(host, &forward(i))
-            .await
-            .map_err(|e| anyhow::anyhow!("{e}"))?;
-        forward_us.push(t.elapsed().as_micros() as u32);
-    }
+/// One bid round and the forward to its winner: their durations in µs.
+async fn one_auction(
+    auctioneer: &Auctioneer,
+    hosts: &[Bidder],
+    i: u32,
+) -> anyhow::Result<(u32, u32)> {
+    let t = Instant::now();
+    let bids = auctioneer.collect_bids(hosts, &ask(i)).await;
+    let winner = &Auctioneer::award(&bids).context("no host bid")?.node_id;
+    let bid_us = t.elapsed().as_micros() as u32;
+    let host = hosts.iter().find(|h| &h.node_id == winner).expect("a host");
+    let t = Instant::now();
+    auctioneer
+        .execute(host, &forward(i))
+        .await
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    Ok((bid_us, t.elapsed().as_micros() as u32))
+}
 
-    eprintln!(
-        "{n} hosts: {} auctions, {} at once ...",
-        args.auctions, args.concurrency
-    );
+/// `--auctions` auctions, `--concurrency` at once: every bid round's duration in µs.
+async fn concurrently(
+    auctioneer: &Auctioneer,
+    hosts: &Arc<Vec<Bidder>>,
+    args: &AuctionArgs,
+) -> anyhow::Result<Vec<u32>> {
     let next = Arc::new(AtomicU64::new(0));
-    let hosts = Arc::new(hosts);
-    let started = Instant::now();
     let mut tasks = tokio::task::JoinSet::new();
     for _ in 0..args.concurrency {
         let (next, hosts, auctioneer) = (next.clone(), hosts.clone(), auctioneer.clone());
@@ -163,37 +202,8 @@ async fn measure(n: u32, args: &AuctionArgs) -> anyhow::Result<Report> {
                 if i >= total {
                     return Ok::<_, anyhow::Error>(rounds);
                 }
-                let i = i as u32;
-                let t = Instant::now();
-                let bids = auctioneer
-                    .collect_bids(
-                        &hosts,
-                        &BidRequest {
-                            job_id: format!("job-{i}"),
-                            kind: "echo".into(),
-                            required_capabilities: vec!["echo".into()],
-                            payload_bytes: 32,
-                        },
-                    )
-                    .await;
-                let winner = Auctioneer::award(&bids)
-                    .context("no host bid")?
-                    .node_id
-                    .clone();
-                rounds.push(t.elapsed().as_micros() as u32);
-                let host = hosts.iter().find(|h| h.node_id == winner).expect("a host");
-                auctioneer
-                    .execute(
-                        host,
-                        &ExecuteRequest {
-                            job_id: format!("job-{i}"),
-                            kind: "echo".into(),
-                            payload: serde_json::json!({"i": i}),
-                            deadline_ms: 10_000,
-                        },
-                    )
-                    .await
-                    .map_err(|e| anyhow::anyhow!("{e}"))?;
+                let (bid_us, _) = one_auction(&auctioneer, &hosts, i as u32).await?;
+                rounds.push(bid_us);
             }
         });
     }
@@ -201,15 +211,5 @@ async fn measure(n: u32, args: &AuctionArgs) -> anyhow::Result<Report> {
     while let Some(done) = tasks.join_next().await {
         under_load.extend(done??);
     }
-    let seconds = started.elapsed().as_secs_f64();
-    Ok(Report {
-        bench: "auction",
-        hosts: n,
-        auctions: args.auctions,
-        added_latency: Percentiles::from_micros(&mut bid_us),
-        forward_latency: Percentiles::from_micros(&mut forward_us),
-        concurrency: args.concurrency,
-        auctions_per_s: f64::from(args.auctions) / seconds,
-        bid_round_under_load: Percentiles::from_micros(&mut under_load),
-    })
+    Ok(under_load)
 }

@@ -4,6 +4,7 @@
 //! phases, the hub's memory, the security audit log's size and the alerts the audit watcher
 //! raised (the watcher runs in this process on the hub's log directory, as `up` runs it).
 
+use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -113,106 +114,35 @@ pub async fn run(args: FloodArgs) -> anyhow::Result<()> {
     }
     eprintln!("starting a hub in a temp dir ...");
     let target = Target::spawn(&[])?;
-    let home = target
-        .home()
-        .context("the bench's own hub has a home")?
-        .to_owned();
+    let home = target.home().context("the bench's own hub has a home")?;
     let log_dir = home.join("logs");
     let shutdown = CancellationToken::new();
     let watcher = tokio::spawn(crate::watch::run(
         WatchConfig::new(log_dir.clone(), &args.rules),
         shutdown.clone(),
     ));
-
-    let mut rss_max = 0u64;
     let rss_before = target.rss_bytes().unwrap_or(0);
     eprintln!(
         "valid traffic alone: {} jobs/s for {} s ...",
         args.rate, args.baseline_s
     );
-    let stop = Arc::new(AtomicBool::new(false));
-    let baseline = {
-        let stop = stop.clone();
-        let (url, token, rate) = (target.data_url.clone(), target.token.clone(), args.rate);
-        super::on_own_thread(move || async move { valid_traffic(&url, &token, rate, &stop).await })
-    };
+    let baseline = ValidTraffic::start(&target, args.rate);
     tokio::time::sleep(Duration::from_secs(args.baseline_s)).await;
-    stop.store(true, Ordering::Relaxed);
-    let (mut unloaded, failures_before) = baseline.await??;
+    let (mut unloaded, failures_before) = baseline.stop().await?;
 
     eprintln!(
         "flood: {} bad-token and {} malformed requests over {} connections, valid traffic on ...",
         args.bad_tokens, args.malformed, args.flooders
     );
-    let stop = Arc::new(AtomicBool::new(false));
-    let during = {
-        let stop = stop.clone();
-        let (url, token, rate) = (target.data_url.clone(), target.token.clone(), args.rate);
-        super::on_own_thread(move || async move { valid_traffic(&url, &token, rate, &stop).await })
+    let during = ValidTraffic::start(&target, args.rate);
+    let mut flood = Flood::start(&target, &args);
+    let watched = flood.watch(&target, &log_dir, args.json).await;
+    let (bad, mal) = flood.statuses().await?;
+    let (mut loaded, failures_during) = during.stop().await?;
+    let first_alert_s = match watched.first_alert_s {
+        Some(s) => Some(s),
+        None => wait_for_alert(&log_dir, flood.started).await,
     };
-    let sent = Arc::new(AtomicU64::new(0));
-    let started = Instant::now();
-    let mut flooders = Vec::new();
-    let per_kind = args.flooders.div_ceil(2).max(1);
-    for i in 0..per_kind {
-        let share =
-            |total: u64| total / per_kind as u64 + u64::from((i as u64) < total % per_kind as u64);
-        let (control, data, counter) = (
-            target.control_url.clone(),
-            target.data_url.clone(),
-            sent.clone(),
-        );
-        let n = share(args.bad_tokens);
-        flooders.push(tokio::spawn(async move {
-            bad_tokens(&control, &data, n, &counter)
-                .await
-                .map(|s| (true, s))
-        }));
-        let (data, token, counter) = (target.data_url.clone(), target.token.clone(), sent.clone());
-        let n = share(args.malformed);
-        flooders.push(tokio::spawn(async move {
-            malformed(&data, &token, n, &counter)
-                .await
-                .map(|s| (false, s))
-        }));
-    }
-    let total = args.bad_tokens + args.malformed;
-    let mut last = Instant::now();
-    let mut first_alert_s = None;
-    while !flooders.iter().all(|f| f.is_finished()) {
-        tokio::time::sleep(Duration::from_millis(100)).await;
-        rss_max = rss_max.max(target.rss_bytes().unwrap_or(0));
-        if first_alert_s.is_none() && !crate::watch::read_alerts(&log_dir).is_empty() {
-            first_alert_s = Some(started.elapsed().as_secs_f64());
-        }
-        if last.elapsed() >= Duration::from_secs(1) && !args.json {
-            last = Instant::now();
-            eprintln!(
-                "  {} / {total} hostile requests sent, hub RSS {:.1} MiB",
-                sent.load(Ordering::Relaxed),
-                rss_max as f64 / 1048576.0
-            );
-        }
-    }
-    let flood_seconds = started.elapsed().as_secs_f64();
-    let mut bad = Statuses::default();
-    let mut mal = Statuses::default();
-    for f in flooders {
-        let (is_bad, s) = f.await??;
-        if is_bad { &mut bad } else { &mut mal }.add(&s);
-    }
-    stop.store(true, Ordering::Relaxed);
-    let (mut loaded, failures_during) = during.await??;
-    // Repeats of one event are folded into a line written when the hub's fold window closes
-    // (SHERATAN_AUDIT_FOLD_WINDOW_SEC, 10 s by default); the watcher alerts once it reads it.
-    let wait_until = Instant::now() + Duration::from_secs(20);
-    while first_alert_s.is_none() && Instant::now() < wait_until {
-        if !crate::watch::read_alerts(&log_dir).is_empty() {
-            first_alert_s = Some(started.elapsed().as_secs_f64());
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
     tokio::time::sleep(Duration::from_secs(1)).await;
     shutdown.cancel();
     let _ = watcher.await;
@@ -223,32 +153,27 @@ pub async fn run(args: FloodArgs) -> anyhow::Result<()> {
             .await?["refusals.paced"]
             .as_f64()
             .unwrap_or(0.0) as u64;
-
     let audit = std::fs::read_to_string(log_dir.join(sheratan_proto::event::AUDIT_LOG_FILE))
         .unwrap_or_default();
-    let mut alerts = std::collections::BTreeMap::new();
-    for alert in crate::watch::read_alerts(&log_dir) {
-        *alerts.entry(alert.rule).or_insert(0) += 1;
-    }
     let valid_unloaded = Percentiles::from_micros(&mut unloaded);
     let valid_during_flood = Percentiles::from_micros(&mut loaded);
     let report = Report {
         p99_ratio: valid_during_flood.p99_ms / valid_unloaded.p99_ms.max(0.001),
         valid_requests: (unloaded.len() + loaded.len()) as u64,
         valid_failures: failures_before + failures_during,
-        flood_requests: total,
-        flood_seconds,
+        flood_requests: flood.total,
+        flood_seconds: watched.seconds,
         valid_unloaded,
         valid_during_flood,
         bad_token: bad,
         malformed: mal,
         refusals_paced,
         rss_before_bytes: rss_before,
-        rss_max_bytes: rss_max.max(rss_after),
+        rss_max_bytes: watched.rss_max.max(rss_after),
         rss_after_bytes: rss_after,
         audit_log_bytes: audit.len() as u64,
         audit_log_lines: audit.lines().count() as u64,
-        alerts,
+        alerts: alert_counts(&log_dir),
         first_alert_s,
     };
     if args.json {
@@ -257,6 +182,139 @@ pub async fn run(args: FloodArgs) -> anyhow::Result<()> {
         print_table(&report);
     }
     Ok(())
+}
+
+/// Valid jobs at a steady rate on a thread of their own, until stopped.
+struct ValidTraffic {
+    stop: Arc<AtomicBool>,
+    done: tokio::sync::oneshot::Receiver<anyhow::Result<(Vec<u32>, u64)>>,
+}
+
+impl ValidTraffic {
+    fn start(target: &Target, rate: u64) -> ValidTraffic {
+        let stop = Arc::new(AtomicBool::new(false));
+        let flag = stop.clone();
+        let (url, token) = (target.data_url.clone(), target.token.clone());
+        let done =
+            super::on_own_thread(
+                move || async move { valid_traffic(&url, &token, rate, &flag).await },
+            );
+        ValidTraffic { stop, done }
+    }
+
+    /// The latencies (µs) and the number of failed jobs.
+    async fn stop(self) -> anyhow::Result<(Vec<u32>, u64)> {
+        self.stop.store(true, Ordering::Relaxed);
+        self.done.await?
+    }
+}
+
+/// The flooders: half send bad tokens, half malformed bodies.
+struct Flood {
+    tasks: Vec<tokio::task::JoinHandle<anyhow::Result<(bool, Statuses)>>>,
+    sent: Arc<AtomicU64>,
+    total: u64,
+    started: Instant,
+}
+
+/// What watching the flood saw.
+struct Watched {
+    rss_max: u64,
+    first_alert_s: Option<f64>,
+    seconds: f64,
+}
+
+impl Flood {
+    fn start(target: &Target, args: &FloodArgs) -> Flood {
+        let sent = Arc::new(AtomicU64::new(0));
+        let mut tasks = Vec::new();
+        let per_kind = args.flooders.div_ceil(2).max(1) as u64;
+        for i in 0..per_kind {
+            let share = |total: u64| total / per_kind + u64::from(i < total % per_kind);
+            let (control, data, counter) = (
+                target.control_url.clone(),
+                target.data_url.clone(),
+                sent.clone(),
+            );
+            let n = share(args.bad_tokens);
+            tasks.push(tokio::spawn(async move {
+                let statuses = bad_tokens(&control, &data, n, &counter).await;
+                statuses.map(|s| (true, s))
+            }));
+            let (data, token, counter) =
+                (target.data_url.clone(), target.token.clone(), sent.clone());
+            let n = share(args.malformed);
+            tasks.push(tokio::spawn(async move {
+                let statuses = malformed(&data, &token, n, &counter).await;
+                statuses.map(|s| (false, s))
+            }));
+        }
+        Flood {
+            tasks,
+            sent,
+            total: args.bad_tokens + args.malformed,
+            started: Instant::now(),
+        }
+    }
+
+    /// Until every flooder is done: the hub's peak memory, the first alert, progress lines.
+    async fn watch(&self, target: &Target, log_dir: &Path, quiet: bool) -> Watched {
+        let mut last = Instant::now();
+        let (mut rss_max, mut first_alert_s) = (0u64, None);
+        while !self.tasks.iter().all(|f| f.is_finished()) {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            rss_max = rss_max.max(target.rss_bytes().unwrap_or(0));
+            if first_alert_s.is_none() && !crate::watch::read_alerts(log_dir).is_empty() {
+                first_alert_s = Some(self.started.elapsed().as_secs_f64());
+            }
+            if last.elapsed() >= Duration::from_secs(1) && !quiet {
+                last = Instant::now();
+                eprintln!(
+                    "  {} / {} hostile requests sent, hub RSS {:.1} MiB",
+                    self.sent.load(Ordering::Relaxed),
+                    self.total,
+                    rss_max as f64 / 1048576.0
+                );
+            }
+        }
+        Watched {
+            rss_max,
+            first_alert_s,
+            seconds: self.started.elapsed().as_secs_f64(),
+        }
+    }
+
+    /// The answers the bad-token flooders and the malformed-body flooders got.
+    async fn statuses(&mut self) -> anyhow::Result<(Statuses, Statuses)> {
+        let (mut bad, mut mal) = (Statuses::default(), Statuses::default());
+        for f in self.tasks.drain(..) {
+            let (is_bad, s) = f.await??;
+            if is_bad { &mut bad } else { &mut mal }.add(&s);
+        }
+        Ok((bad, mal))
+    }
+}
+
+/// Repeats of one event are folded into a line written when the hub's fold window closes
+/// (SHERATAN_AUDIT_FOLD_WINDOW_SEC, 10 s by default); the watcher alerts once it reads it.
+/// Seconds from `started` to the first alert, waiting up to 20 s.
+async fn wait_for_alert(log_dir: &Path, started: Instant) -> Option<f64> {
+    let wait_until = Instant::now() + Duration::from_secs(20);
+    while Instant::now() < wait_until {
+        if !crate::watch::read_alerts(log_dir).is_empty() {
+            return Some(started.elapsed().as_secs_f64());
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    None
+}
+
+fn alert_counts(log_dir: &Path) -> std::collections::BTreeMap<String, u64> {
+    let mut alerts = std::collections::BTreeMap::new();
+    for alert in crate::watch::read_alerts(log_dir) {
+        *alerts.entry(alert.rule).or_insert(0) += 1;
+    }
+    alerts
 }
 
 fn print_table(r: &Report) {

@@ -94,45 +94,94 @@ pub async fn run(args: HeartbeatArgs) -> anyhow::Result<()> {
     if args.nodes == 0 || args.connections == 0 {
         bail!("--nodes and --connections must be at least 1");
     }
-    let target = match &args.control_url {
-        Some(url) => Target::external(
-            url.clone(),
-            String::new(),
-            args.token
-                .clone()
-                .context("--token (or SHERATAN_HUB_TOKEN) is required with --control-url")?,
-            args.hub_pid,
-        ),
-        None => {
-            eprintln!("starting a hub in a temp dir ...");
-            let mut extra = vec![
-                "--registry-flush-ms".to_owned(),
-                args.registry_flush_ms.to_string(),
-            ];
-            extra.extend(
-                args.hub_args
-                    .iter()
-                    .flat_map(|a| a.split_whitespace().map(str::to_owned)),
-            );
-            Target::spawn(&extra)?
-        }
-    };
+    let target = target(&args)?;
     let client = ControlClient::new(&target.control_url, Some(target.token.clone()))?;
     client.health().await.context("the hub's /health")?;
     tokio::time::sleep(Duration::from_millis(500)).await;
     let rss_baseline = target.rss_bytes();
 
-    // Phase 1: every node registers once.
     let started = Instant::now();
+    let lanes = register_all(&args, &target).await?;
+    let register_per_s = args.nodes as f64 / started.elapsed().as_secs_f64();
+    // Let the first snapshot of the full registry happen before reading memory.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let rss_registered = target.rss_bytes();
+    let before = client.metrics_json().await.ok();
+
+    let run = sustain(&args, lanes, &client).await?;
+    let after = client.metrics_json().await.ok();
+    let (mut during, mut outside) = run.split_by_snapshots();
+    let mut samples: Vec<u32> = run.samples.iter().map(|&(_, micros)| micros).collect();
+    let heartbeats = samples.len() as u64;
+    let metric =
+        |m: &Option<serde_json::Value>, name: &str| m.as_ref().and_then(|v| v[name].as_f64());
+    let snapshots = |m| metric(m, "registry.snapshots");
+    let report = HeartbeatReport {
+        bench: "heartbeat",
+        nodes: args.nodes,
+        connections: args.connections,
+        target_rate: (args.rate > 0.0).then_some(args.rate),
+        registry_flush_ms: args.control_url.is_none().then_some(args.registry_flush_ms),
+        register_per_s,
+        heartbeats,
+        errors: run.errors,
+        heartbeats_per_s: heartbeats as f64 / run.elapsed_s,
+        latency: Percentiles::from_micros(&mut samples),
+        during_snapshot: during.len(),
+        latency_during_snapshot: Percentiles::from_micros(&mut during),
+        latency_outside_snapshot: Percentiles::from_micros(&mut outside),
+        rss_baseline_bytes: rss_baseline,
+        rss_registered_bytes: rss_registered,
+        rss_end_bytes: target.rss_bytes(),
+        rss_per_node_bytes: rss_baseline
+            .zip(rss_registered)
+            .map(|(a, b)| b.saturating_sub(a) as f64 / args.nodes as f64),
+        snapshots_during_run: snapshots(&before)
+            .zip(snapshots(&after))
+            .map(|(a, b)| (b - a) as u64),
+        snapshot_seconds: metric(&after, "registry.snapshot_seconds"),
+        snapshot_bytes: metric(&after, "registry.snapshot_bytes").map(|v| v as u64),
+    };
+    print_report(&report, args.json)?;
+    Ok(())
+}
+
+/// The hub to measure: the running one of `--control-url`, or one started here.
+fn target(args: &HeartbeatArgs) -> anyhow::Result<Target> {
+    if let Some(url) = &args.control_url {
+        let token = args
+            .token
+            .clone()
+            .context("--token (or SHERATAN_HUB_TOKEN) is required with --control-url")?;
+        return Ok(Target::external(
+            url.clone(),
+            String::new(),
+            token,
+            args.hub_pid,
+        ));
+    }
+    eprintln!("starting a hub in a temp dir ...");
+    let mut extra = vec![
+        "--registry-flush-ms".to_owned(),
+        args.registry_flush_ms.to_string(),
+    ];
+    extra.extend(
+        args.hub_args
+            .iter()
+            .flat_map(|a| a.split_whitespace().map(str::to_owned)),
+    );
+    Target::spawn(&extra)
+}
+
+/// Phase 1: every node registers once, over `--connections` lanes (returned for phase 2).
+async fn register_all(args: &HeartbeatArgs, target: &Target) -> anyhow::Result<Vec<Lane>> {
     let next = Arc::new(AtomicUsize::new(0));
     let done = Arc::new(AtomicU64::new(0));
     let progress = progress_ticker("registering", args.nodes as u64, done.clone());
     let mut lanes = Vec::new();
     for _ in 0..args.connections {
         let mut lane = Lane::connect(&target.control_url, &target.token).await?;
-        let next = next.clone();
-        let done = done.clone();
-        let nodes = args.nodes;
+        let (next, done, nodes) = (next.clone(), done.clone(), args.nodes);
         lanes.push(tokio::spawn(async move {
             loop {
                 let i = next.fetch_add(1, Ordering::Relaxed);
@@ -152,112 +201,122 @@ pub async fn run(args: HeartbeatArgs) -> anyhow::Result<()> {
         ready.push(lane.await??);
     }
     progress.abort();
-    let register_per_s = args.nodes as f64 / started.elapsed().as_secs_f64();
-    // Let the first snapshot of the full registry happen before reading memory.
-    tokio::time::sleep(Duration::from_millis(1500)).await;
-    let rss_registered = target.rss_bytes();
-    let before = client.metrics_json().await.ok();
+    Ok(ready)
+}
 
-    // Phase 2: sustained heartbeats, round robin over the nodes.
-    let duration = Duration::from_secs_f64(args.duration_s);
+/// What the sustained phase saw.
+struct Sustained {
+    /// (sent, in ms after the start; latency in µs) of every answered heartbeat.
+    samples: Vec<(u32, u32)>,
+    errors: u64,
+    elapsed_s: f64,
+    /// The start in Unix seconds, to place samples against the snapshot windows.
+    base_unix_s: f64,
+    /// Registry snapshot writes during the phase, (start, end) in Unix seconds.
+    windows: Vec<(f64, f64)>,
+}
+
+impl Sustained {
+    /// Latencies of the requests that overlapped a snapshot write, and of the others.
+    fn split_by_snapshots(&self) -> (Vec<u32>, Vec<u32>) {
+        let (mut during, mut outside) = (Vec::new(), Vec::new());
+        for &(sent_ms, micros) in &self.samples {
+            let from = self.base_unix_s + f64::from(sent_ms) / 1000.0;
+            let to = from + f64::from(micros) / 1e6;
+            if self.windows.iter().any(|&(ws, we)| from < we && to > ws) {
+                during.push(micros);
+            } else {
+                outside.push(micros);
+            }
+        }
+        (during, outside)
+    }
+}
+
+/// Phase 2: sustained heartbeats for `--duration-s`, round robin over the nodes.
+async fn sustain(
+    args: &HeartbeatArgs,
+    lanes: Vec<Lane>,
+    client: &ControlClient,
+) -> anyhow::Result<Sustained> {
     let done = Arc::new(AtomicU64::new(0));
     let progress = progress_ticker("sustained", 0, done.clone());
-    let deadline = Instant::now() + duration;
+    let deadline = Instant::now() + Duration::from_secs_f64(args.duration_s);
     let started = Instant::now();
     let base_unix_s = unix_now_s();
     let windows = watch_snapshots(client.clone(), deadline);
-    let mut tasks = Vec::new();
-    for (lane_no, mut lane) in ready.into_iter().enumerate() {
-        let done = done.clone();
-        let nodes = args.nodes;
-        let step = args.connections;
-        // With --rate, each lane sends on a fixed schedule (rate / connections per second);
-        // without, as fast as the hub answers.
-        let period =
-            (args.rate > 0.0).then(|| Duration::from_secs_f64(args.connections as f64 / args.rate));
-        tasks.push(tokio::spawn(async move {
-            let mut samples: Vec<(u32, u32)> = Vec::with_capacity(200_000);
-            let mut errors = 0u64;
-            let mut i = lane_no;
-            // Spread the lanes' first sends over one period.
-            let mut next_send = tokio::time::Instant::now()
-                + period.map_or(Duration::ZERO, |p| p * lane_no as u32 / step as u32);
-            while Instant::now() < deadline {
-                if let Some(period) = period {
-                    tokio::time::sleep_until(next_send).await;
-                    next_send += period;
-                }
-                let sent_ms = u32::try_from(started.elapsed().as_millis()).unwrap_or(u32::MAX);
-                match lane.post("/v1/heartbeat", body(i % nodes)).await {
-                    Ok((200, micros)) => samples.push((sent_ms, micros)),
-                    Ok(_) | Err(_) => errors += 1,
-                }
-                done.fetch_add(1, Ordering::Relaxed);
-                i += step;
-            }
-            (samples, errors)
-        }));
-    }
-    let mut samples = Vec::new();
-    let mut errors = 0;
+    // With --rate, each lane sends on a fixed schedule (rate / connections per second);
+    // without, as fast as the hub answers.
+    let period =
+        (args.rate > 0.0).then(|| Duration::from_secs_f64(args.connections as f64 / args.rate));
+    let tasks: Vec<_> = lanes
+        .into_iter()
+        .enumerate()
+        .map(|(lane_no, lane)| {
+            let schedule = Schedule {
+                first_node: lane_no,
+                step: args.connections,
+                nodes: args.nodes,
+                period,
+                started,
+                deadline,
+            };
+            tokio::spawn(schedule.run(lane, done.clone()))
+        })
+        .collect();
+    let (mut samples, mut errors) = (Vec::new(), 0);
     for task in tasks {
         let (s, e) = task.await?;
         samples.extend(s);
         errors += e;
     }
-    let elapsed = started.elapsed().as_secs_f64();
+    let elapsed_s = started.elapsed().as_secs_f64();
     progress.abort();
-    let after = client.metrics_json().await.ok();
-    let windows = windows.await.unwrap_or_default();
-    let (mut during, mut outside): (Vec<u32>, Vec<u32>) = (Vec::new(), Vec::new());
-    for &(sent_ms, micros) in &samples {
-        let from = base_unix_s + f64::from(sent_ms) / 1000.0;
-        let to = from + f64::from(micros) / 1e6;
-        if windows.iter().any(|&(ws, we)| from < we && to > ws) {
-            during.push(micros);
-        } else {
-            outside.push(micros);
-        }
-    }
-    let mut samples: Vec<u32> = samples.into_iter().map(|(_, micros)| micros).collect();
-    let rss_end = target.rss_bytes();
-
-    let heartbeats = samples.len() as u64;
-    let metric =
-        |m: &Option<serde_json::Value>, name: &str| m.as_ref().and_then(|v| v[name].as_f64());
-    let report = HeartbeatReport {
-        bench: "heartbeat",
-        nodes: args.nodes,
-        connections: args.connections,
-        target_rate: (args.rate > 0.0).then_some(args.rate),
-        registry_flush_ms: args.control_url.is_none().then_some(args.registry_flush_ms),
-        register_per_s,
-        heartbeats,
+    Ok(Sustained {
+        samples,
         errors,
-        heartbeats_per_s: heartbeats as f64 / elapsed,
-        latency: Percentiles::from_micros(&mut samples),
-        during_snapshot: during.len(),
-        latency_during_snapshot: Percentiles::from_micros(&mut during),
-        latency_outside_snapshot: Percentiles::from_micros(&mut outside),
-        rss_baseline_bytes: rss_baseline,
-        rss_registered_bytes: rss_registered,
-        rss_end_bytes: rss_end,
-        rss_per_node_bytes: match (rss_baseline, rss_registered) {
-            (Some(a), Some(b)) => Some((b.saturating_sub(a)) as f64 / args.nodes as f64),
-            _ => None,
-        },
-        snapshots_during_run: match (
-            metric(&before, "registry.snapshots"),
-            metric(&after, "registry.snapshots"),
-        ) {
-            (Some(a), Some(b)) => Some((b - a) as u64),
-            _ => None,
-        },
-        snapshot_seconds: metric(&after, "registry.snapshot_seconds"),
-        snapshot_bytes: metric(&after, "registry.snapshot_bytes").map(|v| v as u64),
-    };
-    print_report(&report, args.json)?;
-    Ok(())
+        elapsed_s,
+        base_unix_s,
+        windows: windows.await.unwrap_or_default(),
+    })
+}
+
+/// One lane's sends in the sustained phase.
+struct Schedule {
+    first_node: usize,
+    /// Lanes, so that together they go round robin over the nodes.
+    step: usize,
+    nodes: usize,
+    period: Option<Duration>,
+    started: Instant,
+    deadline: Instant,
+}
+
+impl Schedule {
+    async fn run(self, mut lane: Lane, done: Arc<AtomicU64>) -> (Vec<(u32, u32)>, u64) {
+        let mut samples: Vec<(u32, u32)> = Vec::with_capacity(200_000);
+        let mut errors = 0u64;
+        let mut i = self.first_node;
+        // Spread the lanes' first sends over one period.
+        let offset = self.period.map_or(Duration::ZERO, |p| {
+            p * self.first_node as u32 / self.step as u32
+        });
+        let mut next_send = tokio::time::Instant::now() + offset;
+        while Instant::now() < self.deadline {
+            if let Some(period) = self.period {
+                tokio::time::sleep_until(next_send).await;
+                next_send += period;
+            }
+            let sent_ms = u32::try_from(self.started.elapsed().as_millis()).unwrap_or(u32::MAX);
+            match lane.post("/v1/heartbeat", body(i % self.nodes)).await {
+                Ok((200, micros)) => samples.push((sent_ms, micros)),
+                Ok(_) | Err(_) => errors += 1,
+            }
+            done.fetch_add(1, Ordering::Relaxed);
+            i += self.step;
+        }
+        (samples, errors)
+    }
 }
 
 fn unix_now_s() -> f64 {

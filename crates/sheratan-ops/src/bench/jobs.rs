@@ -94,6 +94,17 @@ struct Lat {
     max: f64,
 }
 
+impl From<&Percentiles> for Lat {
+    fn from(p: &Percentiles) -> Lat {
+        Lat {
+            p50: p.p50_ms,
+            p90: p.p90_ms,
+            p99: p.p99_ms,
+            max: p.max_ms,
+        }
+    }
+}
+
 #[derive(Debug, Serialize)]
 struct Report {
     peer: &'static str,
@@ -161,54 +172,7 @@ pub async fn run(args: JobsArgs) -> anyhow::Result<()> {
     if args.hubs == 0 || (args.hubs > 1 && args.store.is_none()) {
         bail!("--hubs must be 1, or more with --store postgres://…");
     }
-    let mut extra: Vec<String> = vec![
-        "--max-queue-depth".into(),
-        "100000000".into(),
-        "--max-inflight".into(),
-        "1000000".into(),
-        "--sync".into(),
-        args.sync.clone(),
-    ];
-    let variant = match &args.store {
-        Some(url) => {
-            let url = if url.contains("schema=") {
-                url.clone()
-            } else {
-                let sep = if url.contains('?') { '&' } else { '?' };
-                format!("{url}{sep}schema=bench_{}", std::process::id())
-            };
-            extra.push("--store".into());
-            extra.push(url);
-            format!(
-                "postgres/{} hub{}",
-                args.hubs,
-                if args.hubs == 1 { "" } else { "s" }
-            )
-        }
-        None => format!("sqlite/{}", args.sync),
-    };
-    let mut targets = Vec::new();
-    let variant = match &args.data_url {
-        Some(url) => {
-            targets.push(Target::external(
-                String::new(),
-                url.clone(),
-                args.token
-                    .clone()
-                    .context("--token (or SHERATAN_HUB_TOKEN) is required with --data-url")?,
-                args.hub_pid,
-            ));
-            format!("running hub at {url}")
-        }
-        None => {
-            eprintln!("starting {} hub(s) in temp dirs ({variant}) ...", args.hubs);
-            let token = format!("bench-token-{}", std::process::id());
-            for _ in 0..args.hubs {
-                targets.push(Target::spawn_with(&extra, Some(&token))?);
-            }
-            variant
-        }
-    };
+    let (targets, variant) = targets(&args)?;
     let target = &targets[0];
     let ctx = Ctx {
         urls: Arc::new(targets.iter().map(|t| t.data_url.clone()).collect()),
@@ -219,71 +183,106 @@ pub async fn run(args: JobsArgs) -> anyhow::Result<()> {
     if let Some(depth) = args.deep_queue {
         return deep_queue(&ctx, target, depth, &args).await;
     }
+    let report = phases(&ctx, &args, variant, target).await?;
+    let mut out = std::io::stdout().lock();
+    if args.json {
+        writeln!(out, "{}", serde_json::to_string(&report)?)?;
+    } else {
+        print_table(&mut out, &report)?;
+    }
+    Ok(())
+}
 
+/// The hubs to measure (started here, or the running one of `--data-url`) and the variant's
+/// name for the report.
+fn targets(args: &JobsArgs) -> anyhow::Result<(Vec<Target>, String)> {
+    if let Some(url) = &args.data_url {
+        let token = args
+            .token
+            .clone()
+            .context("--token (or SHERATAN_HUB_TOKEN) is required with --data-url")?;
+        let target = Target::external(String::new(), url.clone(), token, args.hub_pid);
+        return Ok((vec![target], format!("running hub at {url}")));
+    }
+    let mut extra: Vec<String> = [
+        "--max-queue-depth",
+        "100000000",
+        "--max-inflight",
+        "1000000",
+        "--sync",
+        &args.sync,
+    ]
+    .map(String::from)
+    .into();
+    let variant = match &args.store {
+        Some(url) => {
+            let url = if url.contains("schema=") {
+                url.clone()
+            } else {
+                let sep = if url.contains('?') { '&' } else { '?' };
+                format!("{url}{sep}schema=bench_{}", std::process::id())
+            };
+            extra.extend(["--store".into(), url]);
+            let plural = if args.hubs == 1 { "" } else { "s" };
+            format!("postgres/{} hub{plural}", args.hubs)
+        }
+        None => format!("sqlite/{}", args.sync),
+    };
+    eprintln!("starting {} hub(s) in temp dirs ({variant}) ...", args.hubs);
+    let token = format!("bench-token-{}", std::process::id());
+    let targets = (0..args.hubs)
+        .map(|_| Target::spawn_with(&extra, Some(&token)))
+        .collect::<anyhow::Result<_>>()?;
+    Ok((targets, variant))
+}
+
+/// The warm-up, then each phase in turn.
+async fn phases(
+    ctx: &Ctx,
+    args: &JobsArgs,
+    variant: String,
+    target: &Target,
+) -> anyhow::Result<Report> {
+    let (n, producers, consumers, lease_max) =
+        (args.n, args.producers, args.consumers, args.lease_max);
     if args.warmup > 0 {
         eprintln!("warm-up: {} jobs", args.warmup);
-        enqueue(&ctx, args.warmup, args.producers, 1).await?;
-        drain(&ctx, args.warmup, args.consumers, args.lease_max).await?;
+        enqueue(ctx, args.warmup, producers, 1).await?;
+        drain(ctx, args.warmup, consumers, lease_max).await?;
     }
-    eprintln!(
-        "enqueue: {} single submits, {} in flight",
-        args.n, args.producers
-    );
-    let enqueue_jps = enqueue(&ctx, args.n, args.producers, 1).await?;
-    eprintln!("drain: {} jobs, {} consumers", args.n, args.consumers);
-    let (drain_jps, _) = drain(&ctx, args.n, args.consumers, args.lease_max).await?;
-    eprintln!("enqueue: {} jobs in batches of 100", args.n);
-    let bulk_jps = enqueue(&ctx, args.n, args.producers, 100).await?;
-    drain(&ctx, args.n, args.consumers, args.lease_max).await?;
-    eprintln!(
-        "concurrent: {} jobs, producers and consumers at once",
-        args.n
-    );
-    let started = Instant::now();
-    let consumers = tokio::spawn(drain_owned(
-        ctx.clone(),
-        args.n,
-        args.consumers,
-        args.lease_max,
-    ));
-    enqueue(&ctx, args.n, args.producers, 1).await?;
-    let (_, mut lat) = consumers.await??;
-    let concurrent_jps = args.n as f64 / started.elapsed().as_secs_f64();
-    let concurrent = Percentiles::from_micros(&mut lat);
+    eprintln!("enqueue: {n} single submits, {producers} in flight");
+    let enqueue_jps = enqueue(ctx, n, producers, 1).await?;
+    eprintln!("drain: {n} jobs, {consumers} consumers");
+    let (drain_jps, _) = drain(ctx, n, consumers, lease_max).await?;
+    eprintln!("enqueue: {n} jobs in batches of 100");
+    let enqueue_bulk100_jps = enqueue(ctx, n, producers, 100).await?;
+    drain(ctx, n, consumers, lease_max).await?;
+    eprintln!("concurrent: {n} jobs, producers and consumers at once");
+    let (concurrent_jps, concurrent) = with_consumers(ctx, args, n, async {
+        enqueue(ctx, n, producers, 1).await.map(drop)
+    })
+    .await?;
     eprintln!("paced: {} jobs at {}/s", args.paced_n, args.rate);
-    let started = Instant::now();
-    let consumers = tokio::spawn(drain_owned(
-        ctx.clone(),
-        args.paced_n,
-        args.consumers,
-        args.lease_max,
-    ));
-    paced(&ctx, args.paced_n, args.rate).await?;
-    let (_, mut lat) = consumers.await??;
-    let paced_jps = args.paced_n as f64 / started.elapsed().as_secs_f64();
-    let paced_lat = Percentiles::from_micros(&mut lat);
-
-    let report = Report {
+    let (achieved_jps, paced_lat) = with_consumers(ctx, args, args.paced_n, async {
+        paced(ctx, args.paced_n, args.rate).await
+    })
+    .await?;
+    Ok(Report {
         peer: "hub",
-        variant: variant.clone(),
-        n: args.n,
-        consumers: args.consumers,
-        producers: args.producers,
-        lease_max: args.lease_max,
+        variant,
+        n,
+        consumers,
+        producers,
+        lease_max,
         enqueue_jps,
-        enqueue_bulk100_jps: bulk_jps,
+        enqueue_bulk100_jps,
         drain_jps,
         concurrent_jps,
-        concurrent_lat_ms: Lat {
-            p50: concurrent.p50_ms,
-            p90: concurrent.p90_ms,
-            p99: concurrent.p99_ms,
-            max: concurrent.max_ms,
-        },
+        concurrent_lat_ms: Lat::from(&concurrent),
         paced: Paced {
             rate: args.rate,
             n: args.paced_n,
-            achieved_jps: paced_jps,
+            achieved_jps,
             p50_ms: paced_lat.p50_ms,
             p90_ms: paced_lat.p90_ms,
             p99_ms: paced_lat.p99_ms,
@@ -291,57 +290,52 @@ pub async fn run(args: JobsArgs) -> anyhow::Result<()> {
         },
         hub_rss_end_bytes: target.rss_bytes(),
         versions: serde_json::json!({"sheratan": env!("CARGO_PKG_VERSION"), "client": "rust hyper 1"}),
-    };
-    let mut out = std::io::stdout().lock();
-    if args.json {
-        writeln!(out, "{}", serde_json::to_string(&report)?)?;
-    } else {
-        writeln!(
-            out,
-            "jobs over HTTP: {variant}, N={}, C={}, P={}, {} per lease",
-            args.n, args.consumers, args.producers, args.lease_max
-        )?;
-        writeln!(
-            out,
-            "  enqueue             {:>9.0} jobs/s",
-            report.enqueue_jps
-        )?;
-        writeln!(
-            out,
-            "  enqueue bulk100     {:>9.0} jobs/s",
-            report.enqueue_bulk100_jps
-        )?;
-        writeln!(
-            out,
-            "  drain               {:>9.0} jobs/s",
-            report.drain_jps
-        )?;
-        writeln!(
-            out,
-            "  concurrent          {:>9.0} jobs/s  (backlog latency p50 {:.1} ms, p90 {:.1} ms, p99 {:.1} ms, max {:.1} ms)",
-            report.concurrent_jps,
-            concurrent.p50_ms,
-            concurrent.p90_ms,
-            concurrent.p99_ms,
-            concurrent.max_ms
-        )?;
-        writeln!(
-            out,
-            "  paced {}/s          {:>9.0} jobs/s  latency p50 {:.2} ms, p90 {:.2} ms, p99 {:.2} ms, max {:.2} ms",
-            args.rate,
-            paced_jps,
-            paced_lat.p50_ms,
-            paced_lat.p90_ms,
-            paced_lat.p99_ms,
-            paced_lat.max_ms
-        )?;
-        if let Some(rss) = report.hub_rss_end_bytes {
-            writeln!(
-                out,
-                "  hub RSS at the end  {:>9.1} MiB",
-                rss as f64 / 1048576.0
-            )?;
-        }
+    })
+}
+
+/// Runs `produce` while the consumers drain `n` jobs; jobs/s over both, and the latencies.
+async fn with_consumers(
+    ctx: &Ctx,
+    args: &JobsArgs,
+    n: u64,
+    produce: impl std::future::Future<Output = anyhow::Result<()>>,
+) -> anyhow::Result<(f64, Percentiles)> {
+    let started = Instant::now();
+    let consumers = tokio::spawn(drain_owned(ctx.clone(), n, args.consumers, args.lease_max));
+    produce.await?;
+    let (_, mut lat) = consumers.await??;
+    let jps = n as f64 / started.elapsed().as_secs_f64();
+    Ok((jps, Percentiles::from_micros(&mut lat)))
+}
+
+fn print_table(out: &mut impl Write, r: &Report) -> std::io::Result<()> {
+    writeln!(
+        out,
+        "jobs over HTTP: {}, N={}, C={}, P={}, {} per lease",
+        r.variant, r.n, r.consumers, r.producers, r.lease_max
+    )?;
+    writeln!(out, "  enqueue             {:>9.0} jobs/s", r.enqueue_jps)?;
+    writeln!(
+        out,
+        "  enqueue bulk100     {:>9.0} jobs/s",
+        r.enqueue_bulk100_jps
+    )?;
+    writeln!(out, "  drain               {:>9.0} jobs/s", r.drain_jps)?;
+    let c = &r.concurrent_lat_ms;
+    writeln!(
+        out,
+        "  concurrent          {:>9.0} jobs/s  (backlog latency p50 {:.1} ms, p90 {:.1} ms, p99 {:.1} ms, max {:.1} ms)",
+        r.concurrent_jps, c.p50, c.p90, c.p99, c.max
+    )?;
+    let p = &r.paced;
+    writeln!(
+        out,
+        "  paced {}/s          {:>9.0} jobs/s  latency p50 {:.2} ms, p90 {:.2} ms, p99 {:.2} ms, max {:.2} ms",
+        p.rate, p.achieved_jps, p.p50_ms, p.p90_ms, p.p99_ms, p.max_ms
+    )?;
+    if let Some(rss) = r.hub_rss_end_bytes {
+        let mib = rss as f64 / 1048576.0;
+        writeln!(out, "  hub RSS at the end  {mib:>9.1} MiB")?;
     }
     Ok(())
 }

@@ -67,7 +67,30 @@ struct Report {
     hub_rss_bytes: Option<u64>,
 }
 
+/// The worker processes, killed when dropped.
 struct Workers(Vec<Child>);
+
+impl Workers {
+    fn start(args: &WorkersArgs, target: &Target) -> anyhow::Result<Workers> {
+        let exe = std::env::current_exe().context("find the sheratan binary")?;
+        let mut workers = Workers(Vec::new());
+        for w in 0..args.workers {
+            let child = Command::new(&exe)
+                .args(["worker", "--node-id", &format!("bench-w{w}")])
+                .args(["--concurrency", &args.concurrency.to_string()])
+                .args(["--control-url", &target.control_url])
+                .args(["--data-url", &target.data_url])
+                .env("SHERATAN_HUB_TOKEN", &target.token)
+                .env("SHERATAN_LOG", "warn")
+                .stdout(Stdio::null())
+                .stderr(Stdio::inherit())
+                .spawn()
+                .context("start a worker")?;
+            workers.0.push(child);
+        }
+        Ok(workers)
+    }
+}
 
 impl Drop for Workers {
     fn drop(&mut self) {
@@ -82,32 +105,12 @@ pub async fn run(args: WorkersArgs) -> anyhow::Result<()> {
     if args.n == 0 || args.workers == 0 {
         bail!("--n and --workers must be at least 1");
     }
-    let target = match (&args.control_url, &args.data_url) {
-        (Some(control), Some(data)) => Target::external(
-            control.clone(),
-            data.clone(),
-            args.token
-                .clone()
-                .context("--token (or SHERATAN_HUB_TOKEN) is required with a running hub")?,
-            args.hub_pid,
-        ),
-        _ => {
-            eprintln!("starting a hub in a temp dir ...");
-            Target::spawn(&[
-                "--max-queue-depth".into(),
-                "100000000".into(),
-                "--max-inflight".into(),
-                "1000000".into(),
-            ])?
-        }
-    };
+    let target = target(&args)?;
     let data = sheratan_client::DataClient::new(&target.data_url, Some(target.token.clone()))?;
     let metrics =
         sheratan_client::ControlClient::new(&target.data_url, Some(target.token.clone()))?;
     // A running hub has completed jobs before: count from here.
-    let completed_before = metrics.metrics_json().await?["jobs.completed"]
-        .as_u64()
-        .unwrap_or(0);
+    let completed_before = completed(&metrics).await?;
     eprintln!("queueing {} echo jobs ...", args.n);
     let mut queued = 0;
     while queued < args.n {
@@ -117,56 +120,13 @@ pub async fn run(args: WorkersArgs) -> anyhow::Result<()> {
         queued += batch.len() as u64;
         data.submit_batch(batch).await?;
     }
-    let exe = std::env::current_exe().context("find the sheratan binary")?;
     eprintln!(
         "starting {} worker process(es) with {} slots each ...",
         args.workers, args.concurrency
     );
     let started = Instant::now();
-    let mut workers = Workers(Vec::new());
-    for w in 0..args.workers {
-        workers.0.push(
-            Command::new(&exe)
-                .args([
-                    "worker",
-                    "--node-id",
-                    &format!("bench-w{w}"),
-                    "--concurrency",
-                    &args.concurrency.to_string(),
-                ])
-                .args([
-                    "--control-url",
-                    &target.control_url,
-                    "--data-url",
-                    &target.data_url,
-                ])
-                .env("SHERATAN_HUB_TOKEN", &target.token)
-                .env("SHERATAN_LOG", "warn")
-                .stdout(Stdio::null())
-                .stderr(Stdio::inherit())
-                .spawn()
-                .context("start a worker")?,
-        );
-    }
-    let mut last_progress = Instant::now();
-    loop {
-        let m = metrics.metrics_json().await?;
-        let done = m["jobs.completed"]
-            .as_u64()
-            .unwrap_or(0)
-            .saturating_sub(completed_before);
-        if done >= args.n {
-            break;
-        }
-        if !args.json && last_progress.elapsed() >= Duration::from_secs(1) {
-            last_progress = Instant::now();
-            eprintln!("  {done} / {} jobs completed", args.n);
-        }
-        if started.elapsed() > Duration::from_secs(600) {
-            bail!("only {done} of {} jobs completed in 10 minutes", args.n);
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    let workers = Workers::start(&args, &target)?;
+    wait_completed(&metrics, completed_before + args.n, &args, started).await?;
     let seconds = started.elapsed().as_secs_f64();
     let (mut latencies, paced_achieved_jps) = paced(&data, &args).await?;
     let hub_rss_bytes = target.rss_bytes();
@@ -187,20 +147,80 @@ pub async fn run(args: WorkersArgs) -> anyhow::Result<()> {
     if args.json {
         writeln!(out, "{}", serde_json::to_string(&report)?)?;
     } else {
-        writeln!(
-            out,
-            "{} jobs through {} worker process(es) × {} slots: {:.0} jobs/s ({:.2} s, including worker start-up)",
-            report.n, report.workers, report.concurrency, report.jobs_per_s, report.seconds
-        )?;
-        let l = &report.paced_latency;
-        writeln!(
-            out,
-            "paced {} jobs at {:.0}/s: accepted to finished p50 {:.0} ms  p90 {:.0} ms  p99 {:.0} ms  max {:.0} ms",
-            report.paced_jobs, report.paced_achieved_jps, l.p50_ms, l.p90_ms, l.p99_ms, l.max_ms
-        )?;
-        if let Some(rss) = report.hub_rss_bytes {
-            writeln!(out, "hub RSS {:.1} MiB", rss as f64 / 1048576.0)?;
+        print_table(&mut out, &report)?;
+    }
+    Ok(())
+}
+
+/// The hub to measure: the running one of `--control-url` and `--data-url`, or one started
+/// here.
+fn target(args: &WorkersArgs) -> anyhow::Result<Target> {
+    if let (Some(control), Some(data)) = (&args.control_url, &args.data_url) {
+        let token = args
+            .token
+            .clone()
+            .context("--token (or SHERATAN_HUB_TOKEN) is required with a running hub")?;
+        return Ok(Target::external(
+            control.clone(),
+            data.clone(),
+            token,
+            args.hub_pid,
+        ));
+    }
+    eprintln!("starting a hub in a temp dir ...");
+    Target::spawn(&[
+        "--max-queue-depth".into(),
+        "100000000".into(),
+        "--max-inflight".into(),
+        "1000000".into(),
+    ])
+}
+
+async fn completed(metrics: &sheratan_client::ControlClient) -> anyhow::Result<u64> {
+    Ok(metrics.metrics_json().await?["jobs.completed"]
+        .as_u64()
+        .unwrap_or(0))
+}
+
+/// Until the hub has completed `goal` jobs in all (ten minutes at most), with progress.
+async fn wait_completed(
+    metrics: &sheratan_client::ControlClient,
+    goal: u64,
+    args: &WorkersArgs,
+    started: Instant,
+) -> anyhow::Result<()> {
+    let mut last_progress = Instant::now();
+    loop {
+        let left = goal.saturating_sub(completed(metrics).await?);
+        let done = args.n.saturating_sub(left);
+        if left == 0 {
+            return Ok(());
         }
+        if !args.json && last_progress.elapsed() >= Duration::from_secs(1) {
+            last_progress = Instant::now();
+            eprintln!("  {done} / {} jobs completed", args.n);
+        }
+        if started.elapsed() > Duration::from_secs(600) {
+            bail!("only {done} of {} jobs completed in 10 minutes", args.n);
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+fn print_table(out: &mut impl Write, r: &Report) -> std::io::Result<()> {
+    writeln!(
+        out,
+        "{} jobs through {} worker process(es) × {} slots: {:.0} jobs/s ({:.2} s, including worker start-up)",
+        r.n, r.workers, r.concurrency, r.jobs_per_s, r.seconds
+    )?;
+    let l = &r.paced_latency;
+    writeln!(
+        out,
+        "paced {} jobs at {:.0}/s: accepted to finished p50 {:.0} ms  p90 {:.0} ms  p99 {:.0} ms  max {:.0} ms",
+        r.paced_jobs, r.paced_achieved_jps, l.p50_ms, l.p90_ms, l.p99_ms, l.max_ms
+    )?;
+    if let Some(rss) = r.hub_rss_bytes {
+        writeln!(out, "hub RSS {:.1} MiB", rss as f64 / 1048576.0)?;
     }
     Ok(())
 }
