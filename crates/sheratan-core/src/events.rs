@@ -170,37 +170,7 @@ async fn poll_once(s: &CoreState, seen: &mut Seen, round: u64) {
         seen.hub_reachable = Some(reachable);
     }
     if let Ok(recent) = recent {
-        let running = s
-            .data
-            .jobs(&JobFilter {
-                status: Some(JobStatus::InProgress),
-                limit: Some(200),
-                ..Default::default()
-            })
-            .await
-            .map(|l| l.jobs)
-            .unwrap_or_default();
-        let mut jobs: Vec<JobView> = recent.jobs;
-        jobs.extend(running);
-        // Unfinished jobs that left both listings: ask for each (a few per poll).
-        let listed: std::collections::HashSet<&str> =
-            jobs.iter().map(|j| j.job_id.as_str()).collect();
-        let lost: Vec<String> = seen
-            .jobs
-            .iter()
-            .filter(|(id, (_, finished, _))| !finished && !listed.contains(id.as_str()))
-            .map(|(id, _)| id.clone())
-            .take(FOLLOW_PER_POLL)
-            .collect();
-        for id in lost {
-            match s.data.job(&id).await {
-                Ok(job) => jobs.push(job),
-                // Gone (purged): stop following it.
-                Err(_) => {
-                    seen.jobs.remove(&id);
-                }
-            }
-        }
+        let jobs = jobs_to_compare(s, seen, recent.jobs).await;
         for job in &jobs {
             let event = job_event(job);
             let finished = job.status.is_terminal();
@@ -213,38 +183,10 @@ async fn poll_once(s: &CoreState, seen: &mut Seen, round: u64) {
                 }
             }
         }
-        if seen.jobs.len() > REMEMBER {
-            // Forget finished jobs seen longest ago.
-            let mut finished: Vec<(u64, String)> = seen
-                .jobs
-                .iter()
-                .filter(|(_, (_, f, _))| *f)
-                .map(|(id, (_, _, r))| (*r, id.clone()))
-                .collect();
-            finished.sort();
-            for (_, id) in finished.into_iter().take(seen.jobs.len() - REMEMBER) {
-                seen.jobs.remove(&id);
-            }
-        }
+        seen.forget_old_jobs();
     }
-    let path = s
-        .config
-        .home
-        .join("logs")
-        .join(sheratan_proto::event::ALERTS_FILE);
-    if let Ok(Ok(alerts)) =
-        tokio::task::spawn_blocking(move || crate::tail::jsonl::<AlertRecord>(&path, 50)).await
-    {
-        if let Some(last) = &seen.last_alert {
-            let start = match last {
-                Some(last) => alerts.iter().rposition(|a| a == last).map_or(0, |i| i + 1),
-                None => 0,
-            };
-            for alert in &alerts[start..] {
-                send("alert", wire(alert));
-            }
-        }
-        seen.last_alert = Some(alerts.last().cloned());
+    for alert in new_alerts(s, seen).await {
+        send("alert", wire(&alert));
     }
     if let Ok(nodes) = s.control.nodes(None, None).await {
         for node in &nodes {
@@ -253,6 +195,80 @@ async fn poll_once(s: &CoreState, seen: &mut Seen, round: u64) {
                 send("node", event.clone());
                 seen.nodes.insert(node.node_id.clone(), event);
             }
+        }
+    }
+}
+
+/// The recent jobs, the running ones, and (a few per poll) unfinished jobs that left both
+/// listings, asked for one by one; a job that is gone (purged) is no longer followed.
+async fn jobs_to_compare(s: &CoreState, seen: &mut Seen, mut jobs: Vec<JobView>) -> Vec<JobView> {
+    let running = s
+        .data
+        .jobs(&JobFilter {
+            status: Some(JobStatus::InProgress),
+            limit: Some(200),
+            ..Default::default()
+        })
+        .await
+        .map(|l| l.jobs)
+        .unwrap_or_default();
+    jobs.extend(running);
+    let listed: std::collections::HashSet<&str> = jobs.iter().map(|j| j.job_id.as_str()).collect();
+    let lost: Vec<String> = seen
+        .jobs
+        .iter()
+        .filter(|(id, (_, finished, _))| !finished && !listed.contains(id.as_str()))
+        .map(|(id, _)| id.clone())
+        .take(FOLLOW_PER_POLL)
+        .collect();
+    for id in lost {
+        match s.data.job(&id).await {
+            Ok(job) => jobs.push(job),
+            Err(_) => {
+                seen.jobs.remove(&id);
+            }
+        }
+    }
+    jobs
+}
+
+/// Alerts written since the last look (none at the first: nothing is replayed).
+async fn new_alerts(s: &CoreState, seen: &mut Seen) -> Vec<AlertRecord> {
+    let path = s
+        .config
+        .home
+        .join("logs")
+        .join(sheratan_proto::event::ALERTS_FILE);
+    let Ok(Ok(mut alerts)) =
+        tokio::task::spawn_blocking(move || crate::tail::jsonl::<AlertRecord>(&path, 50)).await
+    else {
+        return Vec::new();
+    };
+    let last = seen.last_alert.replace(alerts.last().cloned());
+    let start = match last {
+        None => alerts.len(),
+        Some(None) => 0,
+        Some(Some(last)) => alerts.iter().rposition(|a| *a == last).map_or(0, |i| i + 1),
+    };
+    alerts.split_off(start)
+}
+
+impl Seen {
+    /// Past `REMEMBER` jobs, forgets the finished jobs seen longest ago.
+    fn forget_old_jobs(&mut self) {
+        if self.jobs.len() <= REMEMBER {
+            return;
+        }
+        let mut finished: Vec<(u64, String)> = self
+            .jobs
+            .iter()
+            .filter(|(_, (_, f, _))| *f)
+            .map(|(id, (_, _, r))| (*r, id.clone()))
+            .collect();
+        finished.sort();
+        let excess = self.jobs.len() - REMEMBER;
+        for (_, id) in finished.into_iter().take(excess) {
+            self.jobs.remove(&id);
         }
     }
 }

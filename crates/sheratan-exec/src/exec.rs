@@ -57,9 +57,51 @@ impl ExecSpec {
 
     pub(crate) async fn run(&self, payload: &serde_json::Value, deadline: Duration) -> Outcome {
         let timeout = Duration::from_secs(self.timeout_s).min(deadline);
+        let mut child = match self.command().spawn() {
+            Ok(child) => child,
+            Err(e) => {
+                return Outcome::Failure {
+                    message: format!("cannot start {:?}: {e}", self.command[0]),
+                    retryable: false,
+                };
+            }
+        };
+        let pgid = child.id();
+        let (status, out, err) =
+            match tokio::time::timeout(timeout, talk(&mut child, payload.to_string())).await {
+                Ok(done) => done,
+                Err(_) => {
+                    if let Some(pgid) = pgid.and_then(|p| rustix::process::Pid::from_raw(p as i32))
+                    {
+                        let _ = rustix::process::kill_process_group(
+                            pgid,
+                            rustix::process::Signal::KILL,
+                        );
+                    }
+                    return Outcome::Failure {
+                        message: format!(
+                            "{:?} ran longer than {timeout:?} and was killed",
+                            self.command[0]
+                        ),
+                        retryable: true,
+                    };
+                }
+            };
+        match status {
+            Ok(status) => self.outcome(status, &out, &err),
+            Err(e) => Outcome::Failure {
+                message: format!("waiting for {:?} failed: {e}", self.command[0]),
+                retryable: true,
+            },
+        }
+    }
+
+    /// The command, ready to spawn: an empty environment plus an allow-list (the node's own,
+    /// with its mesh token and the API keys of the relay's backends, is none of a job
+    /// command's business), piped standard streams, its own process group (so a timeout
+    /// kills what it started too).
+    fn command(&self) -> tokio::process::Command {
         let mut cmd = tokio::process::Command::new(&self.command[0]);
-        // An empty environment plus an allow-list: the node's own (its mesh token, API keys
-        // of the relay's backends, …) is none of a job command's business.
         cmd.env_clear();
         for name in INHERITED_ENV {
             if let Some(value) = std::env::var_os(name) {
@@ -71,72 +113,17 @@ impl ExecSpec {
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
-            // Its own process group, so a timeout kills what it started too.
             .process_group(0)
             .kill_on_drop(true);
         if let Some(cwd) = &self.cwd {
             cmd.current_dir(cwd);
         }
-        let mut child = match cmd.spawn() {
-            Ok(child) => child,
-            Err(e) => {
-                return Outcome::Failure {
-                    message: format!("cannot start {:?}: {e}", self.command[0]),
-                    retryable: false,
-                };
-            }
-        };
-        let pgid = child.id();
-        let input = payload.to_string();
-        let mut stdin = child.stdin.take().expect("stdin is piped");
-        let mut stdout = child.stdout.take().expect("stdout is piped");
-        let mut stderr = child.stderr.take().expect("stderr is piped");
-        let io = async {
-            let write = async {
-                // A command that does not read its input must not fail the job.
-                let _ = stdin.write_all(input.as_bytes()).await;
-                drop(stdin);
-            };
-            let mut out = Vec::new();
-            let mut err = Vec::new();
-            let read_out = async {
-                let _ = (&mut stdout)
-                    .take(MAX_STDOUT as u64)
-                    .read_to_end(&mut out)
-                    .await;
-            };
-            let read_err = async {
-                let _ = stderr.read_to_end(&mut err).await;
-            };
-            tokio::join!(write, read_out, read_err);
-            let status = child.wait().await;
-            (status, out, err)
-        };
-        let (status, out, err) = match tokio::time::timeout(timeout, io).await {
-            Ok(done) => done,
-            Err(_) => {
-                if let Some(pgid) = pgid.and_then(|p| rustix::process::Pid::from_raw(p as i32)) {
-                    let _ =
-                        rustix::process::kill_process_group(pgid, rustix::process::Signal::KILL);
-                }
-                return Outcome::Failure {
-                    message: format!(
-                        "{:?} ran longer than {timeout:?} and was killed",
-                        self.command[0]
-                    ),
-                    retryable: true,
-                };
-            }
-        };
-        let status = match status {
-            Ok(status) => status,
-            Err(e) => {
-                return Outcome::Failure {
-                    message: format!("waiting for {:?} failed: {e}", self.command[0]),
-                    retryable: true,
-                };
-            }
-        };
+        cmd
+    }
+
+    /// A finished command's outcome: its stdout as one JSON value, or the failure with the
+    /// tail of its stderr.
+    fn outcome(&self, status: std::process::ExitStatus, out: &[u8], err: &[u8]) -> Outcome {
         if !status.success() {
             let tail_start = err.len().saturating_sub(STDERR_TAIL);
             let tail = String::from_utf8_lossy(&err[tail_start..]);
@@ -149,7 +136,7 @@ impl ExecSpec {
                 retryable: self.retry_on_failure,
             };
         }
-        match serde_json::from_slice(&out) {
+        match serde_json::from_slice(out) {
             Ok(value) => Outcome::Success(value),
             Err(e) => Outcome::Failure {
                 message: format!(
@@ -161,6 +148,34 @@ impl ExecSpec {
             },
         }
     }
+}
+
+/// Writes the input, reads stdout (up to its cap) and stderr at once, and waits for the
+/// command to exit.
+async fn talk(
+    child: &mut tokio::process::Child,
+    input: String,
+) -> (std::io::Result<std::process::ExitStatus>, Vec<u8>, Vec<u8>) {
+    let mut stdin = child.stdin.take().expect("stdin is piped");
+    let mut stdout = child.stdout.take().expect("stdout is piped");
+    let mut stderr = child.stderr.take().expect("stderr is piped");
+    let write = async {
+        // A command that does not read its input must not fail the job.
+        let _ = stdin.write_all(input.as_bytes()).await;
+        drop(stdin);
+    };
+    let (mut out, mut err) = (Vec::new(), Vec::new());
+    let read_out = async {
+        let _ = (&mut stdout)
+            .take(MAX_STDOUT as u64)
+            .read_to_end(&mut out)
+            .await;
+    };
+    let read_err = async {
+        let _ = stderr.read_to_end(&mut err).await;
+    };
+    tokio::join!(write, read_out, read_err);
+    (child.wait().await, out, err)
 }
 
 #[cfg(test)]

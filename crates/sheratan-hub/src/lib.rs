@@ -29,7 +29,6 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use sheratan_proto::{EventKind, Plane};
 use sheratan_store::registry::RegistryPolicy;
 use sheratan_store::{Clock, Store, SystemClock};
 use time::OffsetDateTime;
@@ -43,7 +42,6 @@ use crate::audit::{AuditLog, AuditWriter};
 use crate::auth::{TokenError, Tokens};
 use crate::bundles::Bundles;
 use crate::registry::Registry;
-use sheratan_runtime::metrics::{Family, Kind};
 use sheratan_runtime::serve;
 
 #[derive(Debug, thiserror::Error)]
@@ -102,204 +100,6 @@ pub struct HubState {
     pub stopping: CancellationToken,
     /// Slows refusals down under a flood (`SHERATAN_REFUSALS_PER_SEC`).
     pub refusals: pacing::RefusalPacer,
-}
-
-impl HubState {
-    /// Connections the listeners closed without serving them, by plane and reason.
-    fn connection_family(&self) -> Family {
-        let mut family = Family::new(
-            "sheratan_connections_closed_total",
-            "Connections closed without a request: at the listener's cap, at a source's cap (SHERATAN_MAX_CONN_PER_IP), or at the request-head deadline.",
-            Kind::Counter,
-        );
-        for (plane, stats) in [
-            ("control", &self.serve_stats[0]),
-            ("data", &self.serve_stats[1]),
-        ] {
-            for (reason, counter) in [
-                ("listener_cap", &stats.refused),
-                ("source_cap", &stats.refused_per_source),
-                ("deadline", &stats.timed_out),
-            ] {
-                family = family.sample(
-                    vec![("plane", plane.to_owned()), ("reason", reason.to_owned())],
-                    counter.load(std::sync::atomic::Ordering::Relaxed) as f64,
-                    format!("connections.{plane}.{reason}"),
-                );
-            }
-        }
-        family
-    }
-
-    /// All metrics of the hub, gathered now.
-    pub fn metric_families(&self, plane: Plane) -> Vec<Family> {
-        let [online, stale, dead] = self.registry.counts();
-        let (old_token, invalid) = self.tokens.failures_last_minute();
-        let snapshot = self.registry.snapshot_stats();
-        let mut events = Family::new(
-            "sheratan_security_events_total",
-            "Security and operations events emitted, by event.",
-            Kind::Counter,
-        );
-        for kind in EventKind::ALL {
-            events = events.sample(
-                vec![("event", kind.as_str().to_owned())],
-                self.audit.count(kind) as f64,
-                format!("events.{}", kind.as_str().to_ascii_lowercase()),
-            );
-        }
-        let mut families = vec![
-            Family::new("sheratan_nodes", "Registered nodes by status.", Kind::Gauge)
-                .sample(
-                    vec![("status", "online".into())],
-                    online as f64,
-                    "nodes.online",
-                )
-                .sample(
-                    vec![("status", "stale".into())],
-                    stale as f64,
-                    "nodes.stale",
-                )
-                .sample(vec![("status", "dead".into())], dead as f64, "nodes.dead"),
-            Family::new(
-                "sheratan_auth_failures_1m",
-                "Failed authentications in the last 60 seconds, by reason.",
-                Kind::Gauge,
-            )
-            .sample(
-                vec![("reason", "old_token".into())],
-                old_token as f64,
-                "auth_failure.old_token_1m",
-            )
-            .sample(
-                vec![("reason", "invalid".into())],
-                invalid as f64,
-                "auth_failure.invalid_1m",
-            ),
-            events,
-            self.connection_family(),
-            Family::single(
-                "sheratan_audit_events_dropped_total",
-                "Events that did not reach the audit log because its queue was full.",
-                Kind::Counter,
-                "audit.dropped",
-                self.audit.dropped() as f64,
-            ),
-            Family::single(
-                "sheratan_refusals_paced_total",
-                "Refused requests (400, 403, 405, 413, 421) whose answer waited for the refusal pacer.",
-                Kind::Counter,
-                "refusals.paced",
-                self.refusals.paced() as f64,
-            ),
-            Family::single(
-                "sheratan_heartbeats_total",
-                "Heartbeats accepted.",
-                Kind::Counter,
-                "heartbeats.total",
-                self.registry.heartbeats() as f64,
-            ),
-            Family::single(
-                "sheratan_registry_snapshots_total",
-                "Registry snapshots written.",
-                Kind::Counter,
-                "registry.snapshots",
-                snapshot.writes as f64,
-            ),
-            Family::single(
-                "sheratan_registry_snapshot_failures_total",
-                "Registry snapshot writes that failed.",
-                Kind::Counter,
-                "registry.snapshot_failures",
-                snapshot.failures as f64,
-            ),
-            Family::single(
-                "sheratan_registry_snapshot_seconds",
-                "Duration of the last registry snapshot write.",
-                Kind::Gauge,
-                "registry.snapshot_seconds",
-                snapshot.last_duration.as_secs_f64(),
-            ),
-            Family::single(
-                "sheratan_registry_snapshot_last_start_timestamp_seconds",
-                "When the last registry snapshot write started (Unix seconds).",
-                Kind::Gauge,
-                "registry.snapshot_last_start_unix_s",
-                snapshot.last_started_unix_s,
-            ),
-            Family::single(
-                "sheratan_registry_snapshot_bytes",
-                "Size of the last registry snapshot.",
-                Kind::Gauge,
-                "registry.snapshot_bytes",
-                snapshot.last_bytes as f64,
-            ),
-            Family::single(
-                "sheratan_token_rotation_active",
-                "1 while a token rotation accepts two tokens.",
-                Kind::Gauge,
-                "token.rotation_active",
-                if self.tokens.rotation_status().active {
-                    1.0
-                } else {
-                    0.0
-                },
-            ),
-            Family::single(
-                "sheratan_auth_required",
-                "0 when authentication is disabled (SHERATAN_HUB_TOKEN_REQUIRED=0).",
-                Kind::Gauge,
-                "auth.required",
-                if self.tokens.required() { 1.0 } else { 0.0 },
-            ),
-        ];
-        if plane == Plane::Data {
-            families.extend(self.data_families());
-        }
-        families
-    }
-
-    /// The data plane's gauges and counters.
-    fn data_families(&self) -> Vec<Family> {
-        let counts = self.store.counts();
-        let mut depth = Family::new(
-            "sheratan_queue_depth",
-            "Accepted (not yet leased) jobs, by queue.",
-            Kind::Gauge,
-        );
-        for (queue, n) in &counts.queue_depth {
-            depth = depth.sample(
-                vec![("queue", queue.clone())],
-                *n as f64,
-                format!("queue_depth.{queue}"),
-            );
-        }
-        vec![
-            depth,
-            Family::single(
-                "sheratan_queue_depth_total",
-                "Accepted jobs, all queues (the backpressure limit applies to this).",
-                Kind::Gauge,
-                "queue_depth_total",
-                counts.total_depth() as f64,
-            ),
-            Family::single(
-                "sheratan_inflight",
-                "Leased jobs not yet finished.",
-                Kind::Gauge,
-                "inflight",
-                counts.inflight as f64,
-            ),
-            Family::single(
-                "sheratan_results_pending",
-                "Finished jobs whose submitter has not acknowledged them.",
-                Kind::Gauge,
-                "results_pending",
-                counts.results_pending as f64,
-            ),
-            self.jobs.families(),
-        ]
-    }
 }
 
 /// A hub whose listeners are bound; [`Hub::run`] serves them.
@@ -423,108 +223,126 @@ impl Hub {
             audit_writer,
             shared,
         } = self;
-        let mut servers = tokio::task::JoinSet::new();
-        let listeners = usize::from(control.is_some()) + usize::from(data.is_some());
-        let limits = serve::ServeLimits {
-            max_connections: Some(
-                state
-                    .config
-                    .serve
-                    .max_connections
-                    .unwrap_or_else(|| serve::default_max_connections(listeners)),
-            ),
-            ..state.config.serve
-        };
-        if let Some(listener) = control {
-            let router = http::control_router(state.clone());
-            let stats = state.serve_stats[0].clone();
-            servers.spawn(serve::serve(
-                listener,
-                router,
-                limits,
-                stats,
-                shutdown.clone(),
-            ));
-        }
-        if let Some(listener) = data {
-            let router = http::data_router(state.clone());
-            let stats = state.serve_stats[1].clone();
-            servers.spawn(serve::serve(
-                listener,
-                router,
-                limits,
-                stats,
-                shutdown.clone(),
-            ));
-        }
-        // Background work stops only after the listeners have drained, so the final snapshot
-        // holds every heartbeat that was answered.
-        let background = CancellationToken::new();
-        // The registry belongs to the process that serves the control plane.
-        let registry_task = state.config.planes.control().then(|| {
-            tokio::spawn(
-                state
-                    .registry
-                    .clone()
-                    .run_background(state.config.registry_flush_interval, background.clone()),
-            )
-        });
-        let rotation_task =
-            tokio::spawn(state.tokens.clone().run_rotation_timer(background.clone()));
-        // Jobs belong to the process that serves the data plane.
-        let reaper_task = state.config.planes.data().then(|| {
-            tokio::spawn(job_service::run_reaper(
-                state.clone(),
-                state.config.reap_interval,
-                background.clone(),
-            ))
-        });
-        let mirror_task = shared.map(|(shared, hub_id)| {
-            tokio::spawn(mirror::run(
-                state.clone(),
-                shared,
-                hub_id,
-                background.clone(),
-            ))
-        });
+        let servers = serve_planes(&state, control, data, &shutdown);
+        let background = Background::start(&state, shared);
         let stopping = state.stopping.clone();
         let shutdown_watch = shutdown.clone();
         tokio::spawn(async move {
             shutdown_watch.cancelled().await;
             stopping.cancel();
         });
-
-        let mut result = Ok(());
-        while let Some(joined) = servers.join_next().await {
-            match joined {
-                Ok(Ok(())) => {}
-                Ok(Err(err)) => {
-                    // One listener failed: stop the whole hub rather than run half of it.
-                    tracing::error!(%err, "a listener failed; shutting the hub down");
-                    shutdown.cancel();
-                    result = Err(HubError::Serve(err));
-                }
-                Err(err) => {
-                    tracing::error!(%err, "a listener task panicked; shutting the hub down");
-                    shutdown.cancel();
-                    result = Err(HubError::Serve(std::io::Error::other(err.to_string())));
-                }
-            }
-        }
-        background.cancel();
-        if let Some(task) = registry_task {
-            let _ = task.await;
-        }
-        let _ = rotation_task.await;
-        if let Some(task) = mirror_task {
-            let _ = task.await;
-        }
-        if let Some(task) = reaper_task {
-            let _ = task.await;
-        }
+        let result = wait_for_listeners(servers, &shutdown).await;
+        // Background work stops only after the listeners have drained, so the final snapshot
+        // holds every heartbeat that was answered.
+        background.stop().await;
         audit_writer.shutdown();
         tracing::info!("hub stopped");
         result
+    }
+}
+
+/// One server task per bound plane, sharing the connection limits.
+fn serve_planes(
+    state: &Arc<HubState>,
+    control: Option<TcpListener>,
+    data: Option<TcpListener>,
+    shutdown: &CancellationToken,
+) -> tokio::task::JoinSet<std::io::Result<()>> {
+    let listeners = usize::from(control.is_some()) + usize::from(data.is_some());
+    let serve_config = state.config.serve;
+    let limits = serve::ServeLimits {
+        max_connections: Some(
+            serve_config
+                .max_connections
+                .unwrap_or_else(|| serve::default_max_connections(listeners)),
+        ),
+        ..serve_config
+    };
+    let mut servers = tokio::task::JoinSet::new();
+    let planes = [
+        (control, http::control_router(state.clone()), 0),
+        (data, http::data_router(state.clone()), 1),
+    ];
+    for (listener, router, stats) in planes {
+        if let Some(listener) = listener {
+            let stats = state.serve_stats[stats].clone();
+            servers.spawn(serve::serve(
+                listener,
+                router,
+                limits,
+                stats,
+                shutdown.clone(),
+            ));
+        }
+    }
+    servers
+}
+
+/// Waits for every listener to drain. One that fails stops the whole hub rather than run
+/// half of it.
+async fn wait_for_listeners(
+    mut servers: tokio::task::JoinSet<std::io::Result<()>>,
+    shutdown: &CancellationToken,
+) -> Result<(), HubError> {
+    let mut result = Ok(());
+    while let Some(joined) = servers.join_next().await {
+        let err = match joined {
+            Ok(Ok(())) => continue,
+            Ok(Err(err)) => {
+                tracing::error!(%err, "a listener failed; shutting the hub down");
+                err
+            }
+            Err(err) => {
+                tracing::error!(%err, "a listener task panicked; shutting the hub down");
+                std::io::Error::other(err.to_string())
+            }
+        };
+        shutdown.cancel();
+        result = Err(HubError::Serve(err));
+    }
+    result
+}
+
+/// The hub's background tasks: the registry's sweeper and snapshots (the control plane's
+/// process owns the registry), the rotation timer, the reaper (the data plane's process owns
+/// the jobs), and the mirror of state shared with other hubs.
+struct Background {
+    stop: CancellationToken,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Background {
+    fn start(
+        state: &Arc<HubState>,
+        shared: Option<(Arc<dyn sheratan_store::SharedState>, String)>,
+    ) -> Background {
+        let stop = CancellationToken::new();
+        let config = &state.config;
+        let mut tasks = vec![tokio::spawn(
+            state.tokens.clone().run_rotation_timer(stop.clone()),
+        )];
+        if config.planes.control() {
+            let registry = state.registry.clone();
+            let flush = config.registry_flush_interval;
+            tasks.push(tokio::spawn(registry.run_background(flush, stop.clone())));
+        }
+        if config.planes.data() {
+            let reaper = job_service::run_reaper(state.clone(), config.reap_interval, stop.clone());
+            tasks.push(tokio::spawn(reaper));
+        }
+        if let Some((shared, hub_id)) = shared {
+            let mirror = mirror::run(state.clone(), shared, hub_id, stop.clone());
+            tasks.push(tokio::spawn(mirror));
+        }
+        Background { stop, tasks }
+    }
+
+    /// Stops every task and waits for each (the registry writes its final snapshot).
+    async fn stop(self) {
+        self.stop.cancel();
+        for task in self.tasks {
+            let _ = task.await;
+        }
     }
 }
 

@@ -1,9 +1,225 @@
-//! Counting for the hub's metrics: the one-minute windows behind the `_1m` values. The
-//! exposition (families, Prometheus text, the JSON view) is `sheratan_runtime::metrics`,
-//! shared with every component.
+//! The hub's metrics: the families `/metrics` shows (gathered from where the values live:
+//! the registry, the token authority, the audit log, the listeners, the store), and the
+//! one-minute windows behind the `_1m` values. The exposition (Prometheus text, the JSON
+//! view) is `sheratan_runtime::metrics`, shared with every component.
 
 use std::sync::Mutex;
+use std::sync::atomic::Ordering;
 use std::time::{SystemTime, UNIX_EPOCH};
+
+use sheratan_proto::{EventKind, Plane};
+use sheratan_runtime::metrics::{Family, Kind};
+
+use crate::HubState;
+
+impl HubState {
+    /// All metrics of the hub, gathered now; the data plane adds the jobs'.
+    pub fn metric_families(&self, plane: Plane) -> Vec<Family> {
+        let mut families = self.security_families();
+        families.push(self.connection_family());
+        families.extend(self.registry_families());
+        if plane == Plane::Data {
+            families.extend(self.data_families());
+        }
+        families
+    }
+
+    /// Authentication, the audit log and the refusal pacer.
+    fn security_families(&self) -> Vec<Family> {
+        let (old_token, invalid) = self.tokens.failures_last_minute();
+        let events = EventKind::ALL.iter().fold(
+            Family::new(
+                "sheratan_security_events_total",
+                "Security and operations events emitted, by event.",
+                Kind::Counter,
+            ),
+            |f, kind| {
+                f.sample(
+                    vec![("event", kind.as_str().to_owned())],
+                    self.audit.count(*kind) as f64,
+                    format!("events.{}", kind.as_str().to_ascii_lowercase()),
+                )
+            },
+        );
+        let flag = |on: bool| if on { 1.0 } else { 0.0 };
+        vec![
+            Family::new(
+                "sheratan_auth_failures_1m",
+                "Failed authentications in the last 60 seconds, by reason.",
+                Kind::Gauge,
+            )
+            .sample(
+                vec![("reason", "old_token".into())],
+                old_token as f64,
+                "auth_failure.old_token_1m",
+            )
+            .sample(
+                vec![("reason", "invalid".into())],
+                invalid as f64,
+                "auth_failure.invalid_1m",
+            ),
+            events,
+            Family::single(
+                "sheratan_audit_events_dropped_total",
+                "Events that did not reach the audit log because its queue was full.",
+                Kind::Counter,
+                "audit.dropped",
+                self.audit.dropped() as f64,
+            ),
+            Family::single(
+                "sheratan_refusals_paced_total",
+                "Refused requests (400, 403, 405, 413, 421) whose answer waited for the refusal pacer.",
+                Kind::Counter,
+                "refusals.paced",
+                self.refusals.paced() as f64,
+            ),
+            Family::single(
+                "sheratan_token_rotation_active",
+                "1 while a token rotation accepts two tokens.",
+                Kind::Gauge,
+                "token.rotation_active",
+                flag(self.tokens.rotation_status().active),
+            ),
+            Family::single(
+                "sheratan_auth_required",
+                "0 when authentication is disabled (SHERATAN_HUB_TOKEN_REQUIRED=0).",
+                Kind::Gauge,
+                "auth.required",
+                flag(self.tokens.required()),
+            ),
+        ]
+    }
+
+    /// Connections the listeners closed without serving them, by plane and reason.
+    fn connection_family(&self) -> Family {
+        let mut family = Family::new(
+            "sheratan_connections_closed_total",
+            "Connections closed without a request: at the listener's cap, at a source's cap (SHERATAN_MAX_CONN_PER_IP), or at the request-head deadline.",
+            Kind::Counter,
+        );
+        for (plane, stats) in [
+            ("control", &self.serve_stats[0]),
+            ("data", &self.serve_stats[1]),
+        ] {
+            for (reason, counter) in [
+                ("listener_cap", &stats.refused),
+                ("source_cap", &stats.refused_per_source),
+                ("deadline", &stats.timed_out),
+            ] {
+                family = family.sample(
+                    vec![("plane", plane.to_owned()), ("reason", reason.to_owned())],
+                    counter.load(Ordering::Relaxed) as f64,
+                    format!("connections.{plane}.{reason}"),
+                );
+            }
+        }
+        family
+    }
+
+    /// The node registry: nodes by status, heartbeats, and its snapshot writes.
+    fn registry_families(&self) -> Vec<Family> {
+        let [online, stale, dead] = self.registry.counts();
+        let snapshot = self.registry.snapshot_stats();
+        vec![
+            Family::new("sheratan_nodes", "Registered nodes by status.", Kind::Gauge)
+                .sample(
+                    vec![("status", "online".into())],
+                    online as f64,
+                    "nodes.online",
+                )
+                .sample(
+                    vec![("status", "stale".into())],
+                    stale as f64,
+                    "nodes.stale",
+                )
+                .sample(vec![("status", "dead".into())], dead as f64, "nodes.dead"),
+            Family::single(
+                "sheratan_heartbeats_total",
+                "Heartbeats accepted.",
+                Kind::Counter,
+                "heartbeats.total",
+                self.registry.heartbeats() as f64,
+            ),
+            Family::single(
+                "sheratan_registry_snapshots_total",
+                "Registry snapshots written.",
+                Kind::Counter,
+                "registry.snapshots",
+                snapshot.writes as f64,
+            ),
+            Family::single(
+                "sheratan_registry_snapshot_failures_total",
+                "Registry snapshot writes that failed.",
+                Kind::Counter,
+                "registry.snapshot_failures",
+                snapshot.failures as f64,
+            ),
+            Family::single(
+                "sheratan_registry_snapshot_seconds",
+                "Duration of the last registry snapshot write.",
+                Kind::Gauge,
+                "registry.snapshot_seconds",
+                snapshot.last_duration.as_secs_f64(),
+            ),
+            Family::single(
+                "sheratan_registry_snapshot_last_start_timestamp_seconds",
+                "When the last registry snapshot write started (Unix seconds).",
+                Kind::Gauge,
+                "registry.snapshot_last_start_unix_s",
+                snapshot.last_started_unix_s,
+            ),
+            Family::single(
+                "sheratan_registry_snapshot_bytes",
+                "Size of the last registry snapshot.",
+                Kind::Gauge,
+                "registry.snapshot_bytes",
+                snapshot.last_bytes as f64,
+            ),
+        ]
+    }
+
+    /// The data plane's gauges and counters.
+    fn data_families(&self) -> Vec<Family> {
+        let counts = self.store.counts();
+        let mut depth = Family::new(
+            "sheratan_queue_depth",
+            "Accepted (not yet leased) jobs, by queue.",
+            Kind::Gauge,
+        );
+        for (queue, n) in &counts.queue_depth {
+            depth = depth.sample(
+                vec![("queue", queue.clone())],
+                *n as f64,
+                format!("queue_depth.{queue}"),
+            );
+        }
+        vec![
+            depth,
+            Family::single(
+                "sheratan_queue_depth_total",
+                "Accepted jobs, all queues (the backpressure limit applies to this).",
+                Kind::Gauge,
+                "queue_depth_total",
+                counts.total_depth() as f64,
+            ),
+            Family::single(
+                "sheratan_inflight",
+                "Leased jobs not yet finished.",
+                Kind::Gauge,
+                "inflight",
+                counts.inflight as f64,
+            ),
+            Family::single(
+                "sheratan_results_pending",
+                "Finished jobs whose submitter has not acknowledged them.",
+                Kind::Gauge,
+                "results_pending",
+                counts.results_pending as f64,
+            ),
+            self.jobs.families(),
+        ]
+    }
+}
 
 /// Counts events over the last 60 seconds in one-second buckets. Cheap enough for a flood:
 /// one short lock per event.

@@ -162,88 +162,12 @@ fn js(s: &str) -> String {
 pub async fn ask(tab: &Tab, profile: &Profile, prompt: &str) -> Result<String, PageError> {
     let started = Instant::now();
     let deadline = started + Duration::from_secs(profile.timeout_s);
-    let navigated = tab
-        .call("Page.navigate", json!({"url": profile.url}))
-        .await?;
-    if let Some(error) = navigated.get("errorText").and_then(Value::as_str)
-        && !error.is_empty()
-    {
-        return Err(PageError::Navigation(format!("{}: {error}", profile.url)));
-    }
-    // Loaded, with the prompt box there (pages that build their UI in script need a moment).
-    let ready = format!(
-        "document.readyState === 'complete' && !!document.querySelector({})",
-        js(&profile.input)
-    );
-    let load_deadline =
-        (Instant::now() + Duration::from_secs(profile.timeout_s.min(30))).min(deadline);
-    loop {
-        if tab.eval(&ready).await? == Value::Bool(true) {
-            break;
-        }
-        if Instant::now() >= load_deadline {
-            return Err(PageError::NoInput(profile.input.clone()));
-        }
-        tokio::time::sleep(POLL).await;
-    }
-    // A watcher in the page notes when the last answer's text last changed, by the page's own
-    // clock: the quiet period is measured exactly, not to the nearest poll.
-    let answers = format!(
-        "(() => {{ const all = document.querySelectorAll({}); const last = all.length ? all[all.length - 1] : null; \
-         return [all.length, last ? (last.innerText || last.textContent || '') : '']; }})",
-        js(&profile.answer)
-    );
-    tab.eval(&format!(
-        "(() => {{ const read = {answers}; const key = () => JSON.stringify(read()); \
-         window.__sheratan = {{ read, seen: key(), at: performance.now() }}; \
-         new MutationObserver(() => {{ const now = key(); if (now !== window.__sheratan.seen) {{ window.__sheratan.seen = now; window.__sheratan.at = performance.now(); }} }}) \
-           .observe(document, {{ subtree: true, childList: true, characterData: true }}); return true; }})()"
-    ))
-    .await?;
-    let state_js = format!(
-        "(() => {{ const [count, text] = window.__sheratan.read(); \
-         return {{ count, text, busy: {busy}, quiet_ms: performance.now() - window.__sheratan.at }}; }})()",
-        busy = match &profile.busy {
-            Some(b) => format!("!!document.querySelector({})", js(b)),
-            None => "false".into(),
-        }
-    );
+    load(tab, profile, deadline).await?;
+    let state_js = watch_answers(tab, profile).await?;
     // Answers already on the page (a greeting, history) are not ours.
     let before = tab.eval(&state_js).await?["count"].as_u64().unwrap_or(0);
     let loaded_ms = started.elapsed().as_millis();
-
-    let focused = tab
-        .eval(&format!(
-            "(() => {{ const el = document.querySelector({}); if (!el) return false; el.focus(); return true; }})()",
-            js(&profile.input)
-        ))
-        .await?;
-    if focused != Value::Bool(true) {
-        return Err(PageError::NoInput(profile.input.clone()));
-    }
-    // One insertText: near-instant for long prompts (typing key by key costs ~4 ms a character).
-    tab.call("Input.insertText", json!({"text": prompt}))
-        .await?;
-    if profile.submit.eq_ignore_ascii_case("enter") {
-        for kind in ["keyDown", "keyUp"] {
-            tab.call(
-                "Input.dispatchKeyEvent",
-                json!({"type": kind, "key": "Enter", "code": "Enter", "windowsVirtualKeyCode": 13, "nativeVirtualKeyCode": 13, "text": if kind == "keyDown" { "\r" } else { "" }}),
-            )
-            .await?;
-        }
-    } else {
-        let clicked = tab
-            .eval(&format!(
-                "(() => {{ const el = document.querySelector({}); if (!el) return false; el.click(); return true; }})()",
-                js(&profile.submit)
-            ))
-            .await?;
-        if clicked != Value::Bool(true) {
-            return Err(PageError::NoSubmit(profile.submit.clone()));
-        }
-    }
-
+    send(tab, profile, prompt).await?;
     let sent_ms = started.elapsed().as_millis();
     // Settled: a new answer element, not busy, its text unchanged for stable_ms.
     loop {
@@ -266,4 +190,87 @@ pub async fn ask(tab: &Tab, profile: &Profile, prompt: &str) -> Result<String, P
         }
         tokio::time::sleep(POLL).await;
     }
+}
+
+/// Opens the profile's page and waits until it is loaded with the prompt box there (pages
+/// that build their UI in script need a moment).
+async fn load(tab: &Tab, profile: &Profile, deadline: Instant) -> Result<(), PageError> {
+    let navigated = tab
+        .call("Page.navigate", json!({"url": profile.url}))
+        .await?;
+    if let Some(error) = navigated.get("errorText").and_then(Value::as_str)
+        && !error.is_empty()
+    {
+        return Err(PageError::Navigation(format!("{}: {error}", profile.url)));
+    }
+    let ready = format!(
+        "document.readyState === 'complete' && !!document.querySelector({})",
+        js(&profile.input)
+    );
+    let load_deadline =
+        (Instant::now() + Duration::from_secs(profile.timeout_s.min(30))).min(deadline);
+    loop {
+        if tab.eval(&ready).await? == Value::Bool(true) {
+            return Ok(());
+        }
+        if Instant::now() >= load_deadline {
+            return Err(PageError::NoInput(profile.input.clone()));
+        }
+        tokio::time::sleep(POLL).await;
+    }
+}
+
+/// Installs a watcher in the page that notes when the last answer's text last changed, by
+/// the page's own clock: the quiet period is measured exactly, not to the nearest poll.
+/// Returns the script that reads the state: `{count, text, busy, quiet_ms}`.
+async fn watch_answers(tab: &Tab, profile: &Profile) -> Result<String, PageError> {
+    let answers = format!(
+        "(() => {{ const all = document.querySelectorAll({}); const last = all.length ? all[all.length - 1] : null; \
+         return [all.length, last ? (last.innerText || last.textContent || '') : '']; }})",
+        js(&profile.answer)
+    );
+    tab.eval(&format!(
+        "(() => {{ const read = {answers}; const key = () => JSON.stringify(read()); \
+         window.__sheratan = {{ read, seen: key(), at: performance.now() }}; \
+         new MutationObserver(() => {{ const now = key(); if (now !== window.__sheratan.seen) {{ window.__sheratan.seen = now; window.__sheratan.at = performance.now(); }} }}) \
+           .observe(document, {{ subtree: true, childList: true, characterData: true }}); return true; }})()"
+    ))
+    .await?;
+    let busy = match &profile.busy {
+        Some(b) => format!("!!document.querySelector({})", js(b)),
+        None => "false".into(),
+    };
+    Ok(format!(
+        "(() => {{ const [count, text] = window.__sheratan.read(); \
+         return {{ count, text, busy: {busy}, quiet_ms: performance.now() - window.__sheratan.at }}; }})()"
+    ))
+}
+
+/// Puts the prompt in the input and submits it: the Enter key, or a click on the submit
+/// element.
+async fn send(tab: &Tab, profile: &Profile, prompt: &str) -> Result<(), PageError> {
+    let on_element = |selector: &str, action: &str| {
+        format!(
+            "(() => {{ const el = document.querySelector({}); if (!el) return false; el.{action}(); return true; }})()",
+            js(selector)
+        )
+    };
+    if tab.eval(&on_element(&profile.input, "focus")).await? != Value::Bool(true) {
+        return Err(PageError::NoInput(profile.input.clone()));
+    }
+    // One insertText: near-instant for long prompts (typing key by key costs ~4 ms a character).
+    tab.call("Input.insertText", json!({"text": prompt}))
+        .await?;
+    if profile.submit.eq_ignore_ascii_case("enter") {
+        for kind in ["keyDown", "keyUp"] {
+            tab.call(
+                "Input.dispatchKeyEvent",
+                json!({"type": kind, "key": "Enter", "code": "Enter", "windowsVirtualKeyCode": 13, "nativeVirtualKeyCode": 13, "text": if kind == "keyDown" { "\r" } else { "" }}),
+            )
+            .await?;
+        }
+    } else if tab.eval(&on_element(&profile.submit, "click")).await? != Value::Bool(true) {
+        return Err(PageError::NoSubmit(profile.submit.clone()));
+    }
+    Ok(())
 }
