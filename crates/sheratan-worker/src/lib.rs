@@ -247,18 +247,7 @@ async fn lease_loop(shared: Arc<Shared>, shutdown: CancellationToken) {
             }
             Err(err) => {
                 report_error("lease", &err);
-                match err.code() {
-                    Some(ErrorCode::AuthFail) | Some(ErrorCode::PortMismatch) => {
-                        auth_backoff.next()
-                    }
-                    _ => match &err {
-                        ClientError::Api {
-                            retry_after_s: Some(s),
-                            ..
-                        } => Duration::from_secs(*s).max(backoff.next()),
-                        _ => backoff.next(),
-                    },
-                }
+                pause_after(&err, &mut backoff, &mut auth_backoff)
             }
         };
         drop(permits);
@@ -291,14 +280,56 @@ async fn lease_loop(shared: Arc<Shared>, shutdown: CancellationToken) {
     }
 }
 
+/// How long to wait after a failed lease call: a refused token or a wrong port waits on the
+/// slow `auth` backoff (nothing changes until an operator acts, and hammering the hub fills
+/// its audit log); a hub that says when to come back (429, 503 with Retry-After) is
+/// believed, never undercut by the backoff; anything else backs off from 200 ms.
+fn pause_after(err: &ClientError, backoff: &mut Backoff, auth: &mut Backoff) -> Duration {
+    match err.code() {
+        Some(ErrorCode::AuthFail) | Some(ErrorCode::PortMismatch) => auth.next(),
+        _ => match err {
+            ClientError::Api {
+                retry_after_s: Some(s),
+                ..
+            } => Duration::from_secs(*s).max(backoff.next()),
+            _ => backoff.next(),
+        },
+    }
+}
+
+/// The signed-result request for a handler's outcome (a failure carries no result value).
+fn report_for(job: &LeasedJob, outcome: Outcome) -> ResultRequest {
+    let (outcome, result, error) = match outcome {
+        Outcome::Success(value) => (sheratan_proto::data::Outcome::Success, value, None),
+        Outcome::Failure { message, retryable } => (
+            sheratan_proto::data::Outcome::Failure,
+            serde_json::Value::Null,
+            Some(JobError { message, retryable }),
+        ),
+    };
+    ResultRequest {
+        job_id: job.job_id.clone(),
+        lease_id: job.lease_id.clone(),
+        outcome,
+        result,
+        error,
+    }
+}
+
+/// How often a running job's lease is extended: three times per lease, and never more often
+/// than every third of a second (a lease about to end, or already past, is not a busy loop).
+fn extend_every(lease_expires_at: time::OffsetDateTime, now: time::OffsetDateTime) -> Duration {
+    let left: Duration = (lease_expires_at - now)
+        .try_into()
+        .unwrap_or(Duration::from_secs(1));
+    Duration::max(left, Duration::from_secs(1)) / 3
+}
+
 /// Runs one leased job: keeps its lease alive while the handler works, then reports.
 /// Everything happens in this one task: a job shorter than a third of its lease costs no
 /// timers, no extra tasks and no extension requests.
 async fn run_job(shared: &Shared, job: LeasedJob, cancel: &CancellationToken) {
-    let lease_left: Duration = (job.lease_expires_at - time::OffsetDateTime::now_utc())
-        .try_into()
-        .unwrap_or(Duration::from_secs(1));
-    let every = Duration::max(lease_left, Duration::from_secs(1)) / 3;
+    let every = extend_every(job.lease_expires_at, time::OffsetDateTime::now_utc());
     // A generous bound: the handler's own timeout (and the job's lease) is the real one.
     let deadline = Duration::from_secs(24 * 3600);
     let stop = cancel.child_token();
@@ -326,21 +357,7 @@ async fn run_job(shared: &Shared, job: LeasedJob, cancel: &CancellationToken) {
             }
         }
     };
-    let (outcome_kind, result, error) = match outcome {
-        Outcome::Success(value) => (sheratan_proto::data::Outcome::Success, value, None),
-        Outcome::Failure { message, retryable } => (
-            sheratan_proto::data::Outcome::Failure,
-            serde_json::Value::Null,
-            Some(JobError { message, retryable }),
-        ),
-    };
-    let report = ResultRequest {
-        job_id: job.job_id.clone(),
-        lease_id: job.lease_id.clone(),
-        outcome: outcome_kind,
-        result,
-        error,
-    };
+    let report = report_for(&job, outcome);
     // Results are safe to repeat: keep trying through hub restarts until the hub answers.
     let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(5));
     for _ in 0..60 {
@@ -363,4 +380,139 @@ async fn run_job(shared: &Shared, job: LeasedJob, cancel: &CancellationToken) {
         }
     }
     tracing::error!(job_id = %job.job_id, "giving up on reporting the result; the lease will be reaped and the job run again");
+}
+
+#[cfg(test)]
+mod tests {
+    use time::macros::datetime;
+
+    use super::*;
+
+    fn api_error(code: ErrorCode, retry_after_s: Option<u64>) -> ClientError {
+        ClientError::Api {
+            status: code.http_status(),
+            code,
+            message: "refused".into(),
+            hint: String::new(),
+            retry_after_s,
+        }
+    }
+
+    #[test]
+    fn backoff_doubles_to_its_cap_with_jitter_and_resets() {
+        let mut b = Backoff::new(Duration::from_millis(100), Duration::from_secs(1));
+        let within = |d: Duration, nominal_ms: f64| {
+            let ms = d.as_secs_f64() * 1000.0;
+            assert!(
+                ms >= nominal_ms * 0.8 - 0.001 && ms <= nominal_ms * 1.2 + 0.001,
+                "{ms} ms for nominal {nominal_ms} ms"
+            );
+        };
+        for nominal in [100.0, 200.0, 400.0, 800.0, 1000.0, 1000.0] {
+            within(b.next(), nominal);
+        }
+        for _ in 0..100 {
+            within(b.next(), 1000.0);
+        }
+        b.reset();
+        within(b.next(), 100.0);
+    }
+
+    #[test]
+    fn a_refused_token_waits_on_the_slow_backoff() {
+        let mut fast = Backoff::new(Duration::from_millis(200), Duration::from_secs(10));
+        let mut auth = Backoff::new(Duration::from_secs(2), Duration::from_secs(60));
+        let wait = pause_after(&api_error(ErrorCode::AuthFail, None), &mut fast, &mut auth);
+        assert!(wait >= Duration::from_millis(1600), "{wait:?}");
+        let wait = pause_after(
+            &api_error(ErrorCode::PortMismatch, None),
+            &mut fast,
+            &mut auth,
+        );
+        assert!(wait >= Duration::from_millis(3200), "doubles: {wait:?}");
+        assert_eq!(fast.failures, 0, "the fast backoff is untouched");
+    }
+
+    #[test]
+    fn retry_after_is_believed_and_never_undercut() {
+        let mut fast = Backoff::new(Duration::from_millis(200), Duration::from_secs(10));
+        let mut auth = Backoff::new(Duration::from_secs(2), Duration::from_secs(60));
+        let busy = api_error(ErrorCode::BackpressureDrop, Some(7));
+        assert!(pause_after(&busy, &mut fast, &mut auth) >= Duration::from_secs(7));
+        let other = api_error(ErrorCode::Internal, None);
+        let wait = pause_after(&other, &mut fast, &mut auth);
+        assert!(wait < Duration::from_secs(1), "{wait:?}");
+        assert_eq!(auth.failures, 0);
+    }
+
+    #[test]
+    fn outcomes_become_result_requests() {
+        let job = LeasedJob {
+            job_id: "j".into(),
+            lease_id: "l".into(),
+            queue: "default".into(),
+            kind: "echo".into(),
+            payload: serde_json::json!({}),
+            attempt: 1,
+            lease_expires_at: datetime!(2026-12-05 10:00 UTC),
+        };
+        let ok = report_for(&job, Outcome::Success(serde_json::json!({"a": 1})));
+        assert_eq!((ok.job_id.as_str(), ok.lease_id.as_str()), ("j", "l"));
+        assert_eq!(ok.outcome, sheratan_proto::data::Outcome::Success);
+        assert_eq!(ok.result, serde_json::json!({"a": 1}));
+        assert!(ok.error.is_none());
+        let failed = Outcome::Failure {
+            message: "boom".into(),
+            retryable: true,
+        };
+        let failed = report_for(&job, failed);
+        assert_eq!(failed.outcome, sheratan_proto::data::Outcome::Failure);
+        assert_eq!(failed.result, serde_json::Value::Null);
+        let error = failed.error.expect("the failure");
+        assert_eq!((error.message.as_str(), error.retryable), ("boom", true));
+    }
+
+    #[test]
+    fn leases_are_extended_three_times_per_lease() {
+        let now = datetime!(2026-12-05 10:00 UTC);
+        let every = |left_s: i64| extend_every(now + time::Duration::seconds(left_s), now);
+        assert_eq!(every(30), Duration::from_secs(10));
+        assert_eq!(every(300), Duration::from_secs(100));
+        // A lease about to end (or past): extended soon, never in a busy loop.
+        assert_eq!(every(0), Duration::from_secs(1) / 3);
+        assert_eq!(every(-5), Duration::from_secs(1) / 3);
+    }
+
+    #[test]
+    fn the_capability_hash_follows_the_handlers() {
+        let a = WorkerConfig::new("http://c", "http://d", None::<String>, "w");
+        let mut b = a.clone();
+        assert_eq!(a.capability_hash(), b.capability_hash());
+        assert_eq!(a.capability_hash().len(), 64);
+        b.handlers = Handlers::from_toml("[handlers.greet]\ncommand = [\"true\"]\n").unwrap();
+        assert_ne!(a.capability_hash(), b.capability_hash());
+    }
+
+    #[tokio::test]
+    async fn a_worker_refuses_settings_it_cannot_run_with() {
+        let mut config = WorkerConfig::new(
+            "http://127.0.0.1:1",
+            "http://127.0.0.1:1",
+            None::<String>,
+            "w",
+        );
+        config.concurrency = 0;
+        let err = run(config, CancellationToken::new()).await.unwrap_err();
+        assert!(err.to_string().contains("concurrency"), "{err}");
+        let config = WorkerConfig::new(
+            "http://127.0.0.1:1",
+            "http://127.0.0.1:1",
+            None::<String>,
+            "bad id!",
+        );
+        assert!(matches!(
+            run(config, CancellationToken::new()).await,
+            Err(WorkerError::Config(_))
+        ));
+    }
 }
