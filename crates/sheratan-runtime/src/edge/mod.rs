@@ -8,6 +8,8 @@
 mod auth;
 mod error;
 mod extract;
+#[cfg(test)]
+mod tests;
 
 pub use auth::{Presented, auth_fail, check_mesh_token, presented_token};
 pub use error::ApiError;
