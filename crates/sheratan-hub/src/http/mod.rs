@@ -9,6 +9,8 @@ pub mod extract;
 mod job_routes;
 mod metrics;
 mod plane;
+#[cfg(test)]
+mod tests;
 
 use std::sync::Arc;
 

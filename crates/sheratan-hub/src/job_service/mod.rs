@@ -18,6 +18,8 @@ use sheratan_store::StoreError;
 
 pub use admin::{QueueAction, cancel, get, list, queue_admin, requeue};
 pub use lease::{extend, lease, lease_order};
+#[cfg(test)]
+pub(crate) use reaper::reap_once;
 pub use reaper::run_reaper;
 #[cfg(feature = "fuzzing")]
 pub use results::verify_result;

@@ -23,10 +23,7 @@ pub async fn run_reaper(hub: Arc<HubState>, interval: Duration, shutdown: Cancel
             () = shutdown.cancelled() => return,
             _ = tick.tick() => {}
         }
-        match hub.store.tick().await {
-            Ok(report) => report_reaped(&hub, report.reaped),
-            Err(err) => tracing::warn!(%err, "the lease reaper could not run; will retry"),
-        }
+        reap_once(&hub).await;
         if last_expiry.elapsed() >= Duration::from_secs(60) {
             last_expiry = tokio::time::Instant::now();
             let ttl =
@@ -41,6 +38,14 @@ pub async fn run_reaper(hub: Arc<HubState>, interval: Duration, shutdown: Cancel
                 Err(err) => tracing::warn!(%err, "cannot expire idempotency keys"),
             }
         }
+    }
+}
+
+/// One pass: expired leases back to `accepted` (or `failed`), delayed jobs promoted.
+pub(crate) async fn reap_once(hub: &HubState) {
+    match hub.store.tick().await {
+        Ok(report) => report_reaped(hub, report.reaped),
+        Err(err) => tracing::warn!(%err, "the lease reaper could not run; will retry"),
     }
 }
 

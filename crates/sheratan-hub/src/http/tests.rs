@@ -1,0 +1,585 @@
+//! Both planes in process: the real routers over a real SQLite store, driven with
+//! `Router::oneshot`, a manual clock shared by hub and store, and peer addresses of the test's
+//! choosing. The edge cases here need no process and no socket, so each runs in milliseconds;
+//! the process tests in `crates/sheratan/tests/it` keep the whole system's guarantee.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::ConnectInfo;
+use axum::http::{Method, Request, StatusCode, header};
+use http_body_util::BodyExt;
+use serde_json::{Value, json};
+use sheratan_store::{Clock, ManualClock};
+use sheratan_store_sqlite::{SqliteConfig, SqliteStore};
+use tower::ServiceExt;
+
+use crate::auth::{Secret, TokenConfig};
+use crate::{Hub, HubConfig, HubState};
+
+const TOKEN: &str = "router-test-token-0123456789";
+const NEXT: &str = "router-test-next-0123456789";
+
+struct TestHub {
+    state: Arc<HubState>,
+    control: Router,
+    data: Router,
+    clock: Arc<ManualClock>,
+    /// Holds the audit writer and the (unused) listeners.
+    _hub: Hub,
+    _dir: tempfile::TempDir,
+}
+
+async fn hub_with(tweak: impl FnOnce(&mut HubConfig, &mut sheratan_store::StoreLimits)) -> TestHub {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = Arc::new(ManualClock::new(
+        time::macros::datetime!(2026-12-05 08:00 UTC),
+    ));
+    let tokens = TokenConfig {
+        token: Some(Secret::new(TOKEN)),
+        required: true,
+        next: None,
+        rotation_until: None,
+        allow_weak: false,
+    };
+    let mut config = HubConfig::new(dir.path().join("home"), tokens);
+    config.control_addr = "127.0.0.1:0".parse().unwrap();
+    config.data_addr = "127.0.0.1:0".parse().unwrap();
+    let mut store_config = SqliteConfig::new(dir.path().join("jobs.db"), clock.clone());
+    tweak(&mut config, &mut store_config.limits);
+    let store = tokio::task::block_in_place(|| SqliteStore::open(store_config)).unwrap();
+    let hub = Hub::build_with_clock(config, Arc::new(store), clock.clone())
+        .await
+        .unwrap();
+    let state = hub.state().clone();
+    TestHub {
+        control: super::control_router(state.clone()),
+        data: super::data_router(state.clone()),
+        state,
+        clock,
+        _hub: hub,
+        _dir: dir,
+    }
+}
+
+async fn hub() -> TestHub {
+    hub_with(|_, _| {}).await
+}
+
+fn loopback() -> SocketAddr {
+    "127.0.0.1:50000".parse().unwrap()
+}
+
+fn remote() -> SocketAddr {
+    "192.0.2.7:50000".parse().unwrap()
+}
+
+/// One request: method, path, peer, token, body.
+struct Call<'a> {
+    method: Method,
+    path: &'a str,
+    peer: SocketAddr,
+    token: Option<&'a str>,
+    body: Option<Vec<u8>>,
+    headers: Vec<(&'a str, String)>,
+}
+
+fn call<'a>(method: Method, path: &'a str) -> Call<'a> {
+    Call {
+        method,
+        path,
+        peer: loopback(),
+        token: Some(TOKEN),
+        body: None,
+        headers: Vec::new(),
+    }
+}
+
+impl<'a> Call<'a> {
+    fn json(mut self, body: Value) -> Self {
+        self.body = Some(body.to_string().into_bytes());
+        self
+    }
+    fn token(mut self, token: Option<&'a str>) -> Self {
+        self.token = token;
+        self
+    }
+    fn from(mut self, peer: SocketAddr) -> Self {
+        self.peer = peer;
+        self
+    }
+    fn header(mut self, name: &'a str, value: impl Into<String>) -> Self {
+        self.headers.push((name, value.into()));
+        self
+    }
+
+    async fn to(self, router: &Router) -> (StatusCode, Value) {
+        let (status, _, body) = self.answered(router).await;
+        (status, body)
+    }
+
+    /// Status, headers and body (parsed as JSON when it is JSON).
+    async fn answered(self, router: &Router) -> (StatusCode, axum::http::HeaderMap, Value) {
+        let mut req = Request::builder().method(self.method).uri(self.path);
+        if let Some(token) = self.token {
+            req = req.header(header::AUTHORIZATION, format!("Bearer {token}"));
+        }
+        if self.body.is_some() {
+            req = req.header(header::CONTENT_TYPE, "application/json");
+        }
+        for (name, value) in self.headers {
+            req = req.header(name, value);
+        }
+        let mut req = req.body(Body::from(self.body.unwrap_or_default())).unwrap();
+        req.extensions_mut().insert(ConnectInfo(self.peer));
+        let response = router.clone().oneshot(req).await.unwrap();
+        let (parts, body) = response.into_parts();
+        let bytes = body.collect().await.unwrap().to_bytes();
+        let body = serde_json::from_slice(&bytes)
+            .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into()));
+        (parts.status, parts.headers, body)
+    }
+}
+
+fn code(body: &Value) -> &str {
+    body["error"]["code"].as_str().unwrap_or_default()
+}
+
+/// Submits a job; its id.
+async fn submit(h: &TestHub, job: Value) -> String {
+    let (status, body) = call(Method::POST, "/v1/jobs").json(job).to(&h.data).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+    body["job_id"].as_str().unwrap().to_owned()
+}
+
+/// Leases one job of the default queue as `node`.
+async fn lease(h: &TestHub, node: &str) -> Vec<Value> {
+    let (status, body) = call(Method::POST, "/v1/leases")
+        .json(json!({"node_id": node, "capabilities": ["echo"]}))
+        .to(&h.data)
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    body["jobs"].as_array().unwrap().clone()
+}
+
+async fn job(h: &TestHub, id: &str) -> Value {
+    let (status, body) = call(Method::GET, &format!("/v1/jobs/{id}"))
+        .to(&h.data)
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    body
+}
+
+/// A signed result for `leased`, signed with `key`.
+fn result(leased: &Value, key: &str) -> Call<'static> {
+    let body = json!({
+        "job_id": leased["job_id"], "lease_id": leased["lease_id"],
+        "outcome": "success", "result": {"ok": true},
+    })
+    .to_string();
+    let (sha, signature) = sheratan_client::sign_result(body.as_bytes(), key);
+    let mut c = call(Method::POST, "/v1/results")
+        .header(sheratan_proto::headers::CONTENT_SHA256, sha)
+        .header(sheratan_proto::headers::SIGNATURE, signature);
+    c.body = Some(body.into_bytes());
+    c
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn both_planes_refuse_missing_wrong_and_conflicting_tokens() {
+    let h = hub().await;
+    for (router, path) in [(&h.control, "/v1/nodes"), (&h.data, "/v1/jobs")] {
+        for token in [None, Some("router-test-token-012345678"), Some("")] {
+            let (status, body) = call(Method::GET, path).token(token).to(router).await;
+            assert_eq!(
+                (status, code(&body)),
+                (StatusCode::FORBIDDEN, "AUTH_FAIL"),
+                "{path} {token:?}"
+            );
+        }
+        let (status, _) = call(Method::GET, path)
+            .header(sheratan_proto::headers::TOKEN, "another-guess-0123456789")
+            .to(router)
+            .await;
+        assert_eq!(
+            status,
+            StatusCode::FORBIDDEN,
+            "two tokens, one right: {path}"
+        );
+        assert_eq!(call(Method::GET, path).to(router).await.0, StatusCode::OK);
+    }
+    let (old, invalid) = h.state.tokens.failures_last_minute();
+    assert_eq!((old, invalid), (0, 8), "every refusal counts as invalid");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_admin_path_and_data_health_refuse_a_remote_peer_with_the_right_token() {
+    let h = hub().await;
+    for (method, path) in [
+        (Method::GET, "/admin/registry"),
+        (Method::GET, "/health"),
+        (Method::POST, "/admin/queues/default/pause"),
+    ] {
+        let (status, body) = call(method.clone(), path).from(remote()).to(&h.data).await;
+        assert_eq!(
+            (status, code(&body)),
+            (StatusCode::FORBIDDEN, "LOCALHOST_ONLY"),
+            "{path}"
+        );
+        let (status, _) = call(method, path).to(&h.data).await;
+        assert_eq!(status, StatusCode::OK, "{path} from loopback");
+    }
+    // The data plane's job routes serve remote workers with the token.
+    assert_eq!(
+        call(Method::GET, "/v1/jobs")
+            .from(remote())
+            .to(&h.data)
+            .await
+            .0,
+        StatusCode::OK
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_route_of_the_other_plane_answers_421_naming_the_right_port() {
+    let h = hub().await;
+    let ports = h.state.ports;
+    let (status, body) = call(Method::POST, "/v1/jobs")
+        .token(None)
+        .to(&h.control)
+        .await;
+    assert_eq!(
+        (status, code(&body)),
+        (StatusCode::MISDIRECTED_REQUEST, "PORT_MISMATCH")
+    );
+    assert!(
+        body["error"]["hint"]
+            .as_str()
+            .unwrap()
+            .contains(&ports.data.to_string()),
+        "{body}"
+    );
+    let (status, body) = call(Method::POST, "/v1/heartbeat")
+        .token(None)
+        .to(&h.data)
+        .await;
+    assert_eq!(
+        (status, code(&body)),
+        (StatusCode::MISDIRECTED_REQUEST, "PORT_MISMATCH")
+    );
+    assert!(
+        body["error"]["hint"]
+            .as_str()
+            .unwrap()
+            .contains(&ports.control.to_string()),
+        "{body}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn bodies_are_checked_before_anything_is_stored() {
+    let h = hub_with(|config, _| config.max_body_bytes = 1024).await;
+    let refused = [
+        (
+            json!({"kind": "echo", "payload": {}, "priority": "high"}),
+            "priority",
+        ),
+        (json!({"kind": "", "payload": {}}), "kind"),
+        (
+            json!({"kind": "echo", "payload": {}, "queue": "a b"}),
+            "queue",
+        ),
+        (
+            json!({"kind": "echo", "payload": {}, "max_attempts": 0}),
+            "max_attempts",
+        ),
+        (json!([{"kind": "echo"}]), "JSON object"),
+    ];
+    for (body, says) in refused {
+        let (status, answer) = call(Method::POST, "/v1/jobs")
+            .json(body.clone())
+            .to(&h.data)
+            .await;
+        assert_eq!(
+            (status, code(&answer)),
+            (StatusCode::BAD_REQUEST, "INVALID_REQUEST"),
+            "{body}"
+        );
+        assert!(
+            answer["error"]["message"].as_str().unwrap().contains(says),
+            "{body}: {answer}"
+        );
+    }
+    let big = json!({"kind": "echo", "payload": {"pad": "x".repeat(2000)}});
+    let (status, answer) = call(Method::POST, "/v1/jobs").json(big).to(&h.data).await;
+    assert_eq!(
+        (status, code(&answer)),
+        (StatusCode::PAYLOAD_TOO_LARGE, "PAYLOAD_TOO_LARGE")
+    );
+    assert_eq!(
+        h.state.store.counts().total_depth(),
+        0,
+        "nothing was stored"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_idempotent_repeat_answers_the_same_job_and_a_changed_one_collides() {
+    let h = hub().await;
+    let first = json!({"kind": "echo", "payload": {"n": 1}, "idempotency_key": "k-1"});
+    let id = submit(&h, first.clone()).await;
+    let (status, again) = call(Method::POST, "/v1/jobs").json(first).to(&h.data).await;
+    assert_eq!(
+        (status, again["job_id"].as_str()),
+        (StatusCode::OK, Some(id.as_str()))
+    );
+    let changed = json!({"kind": "echo", "payload": {"n": 2}, "idempotency_key": "k-1"});
+    let (status, body) = call(Method::POST, "/v1/jobs")
+        .json(changed)
+        .to(&h.data)
+        .await;
+    assert_eq!(
+        (status, code(&body)),
+        (StatusCode::CONFLICT, "IDEMPOTENCY_KEY_COLLISION")
+    );
+    assert_eq!(h.state.store.counts().total_depth(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_full_queue_refuses_with_retry_after() {
+    let h = hub_with(|_, limits| limits.max_queue_depth = 2).await;
+    for n in 0..2 {
+        submit(&h, json!({"kind": "echo", "payload": {"n": n}})).await;
+    }
+    let (status, headers, body) = call(Method::POST, "/v1/jobs")
+        .json(json!({"kind": "echo", "payload": {}}))
+        .answered(&h.data)
+        .await;
+    assert_eq!(
+        (status, code(&body)),
+        (StatusCode::TOO_MANY_REQUESTS, "BACKPRESSURE_DROP")
+    );
+    let retry_after = headers[header::RETRY_AFTER]
+        .to_str()
+        .unwrap()
+        .parse::<u64>();
+    assert!(retry_after.is_ok_and(|s| s >= 1), "{headers:?}");
+    assert_eq!(
+        h.state.store.counts().total_depth(),
+        2,
+        "the refused job is not stored"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_expired_lease_is_reaped_and_its_late_result_refused() {
+    let h = hub().await;
+    let id = submit(&h, json!({"kind": "echo", "payload": {}, "timeout_s": 30})).await;
+    let first = lease(&h, "node-a").await.remove(0);
+    assert_eq!(first["attempt"], 1);
+    h.clock.advance(time::Duration::seconds(31));
+    crate::job_service::reap_once(&h.state).await;
+    assert_eq!(job(&h, &id).await["status"], "accepted");
+    let second = lease(&h, "node-b").await.remove(0);
+    assert_eq!(
+        (second["job_id"].as_str(), second["attempt"].as_u64()),
+        (Some(id.as_str()), Some(2))
+    );
+    // The first node comes back with its result: its lease is no longer the job's.
+    let (status, body) = result(&first, TOKEN).to(&h.data).await;
+    assert_eq!(
+        (status, code(&body)),
+        (StatusCode::CONFLICT, "LEASE_EXPIRED"),
+        "{body}"
+    );
+    let (status, body) = call(
+        Method::POST,
+        &format!("/v1/leases/{}/extend", first["lease_id"].as_str().unwrap()),
+    )
+    .json(json!({}))
+    .to(&h.data)
+    .await;
+    assert_eq!(
+        (status, code(&body)),
+        (StatusCode::CONFLICT, "LEASE_EXPIRED")
+    );
+    let (status, body) = result(&second, TOKEN).to(&h.data).await;
+    assert_eq!(
+        (status, body["status"].as_str()),
+        (StatusCode::OK, Some("completed")),
+        "{body}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_result_signed_with_another_key_or_altered_is_refused() {
+    let h = hub().await;
+    submit(&h, json!({"kind": "echo", "payload": {}})).await;
+    let leased = lease(&h, "node-a").await.remove(0);
+    let (status, body) = result(&leased, "not-the-token-0123456789")
+        .to(&h.data)
+        .await;
+    assert_eq!(
+        (status, code(&body)),
+        (StatusCode::UNPROCESSABLE_ENTITY, "RESULT_INTEGRITY_FAIL"),
+        "{body}"
+    );
+    // The right signature over other bytes.
+    let mut altered = result(&leased, TOKEN);
+    altered.body = Some(
+        String::from_utf8(altered.body.unwrap())
+            .unwrap()
+            .replace("true", "false")
+            .into_bytes(),
+    );
+    let (status, body) = altered.to(&h.data).await;
+    assert_eq!(
+        (status, code(&body)),
+        (StatusCode::UNPROCESSABLE_ENTITY, "RESULT_INTEGRITY_FAIL"),
+        "{body}"
+    );
+    let mut unsigned = result(&leased, TOKEN);
+    unsigned.headers.clear();
+    let (status, body) = unsigned.to(&h.data).await;
+    assert_eq!(
+        (status, code(&body)),
+        (StatusCode::UNPROCESSABLE_ENTITY, "RESULT_INTEGRITY_FAIL"),
+        "unsigned: {body}"
+    );
+    let (status, body) = result(&leased, TOKEN).to(&h.data).await;
+    assert_eq!(
+        (status, body["duplicate"].as_bool()),
+        (StatusCode::OK, Some(false)),
+        "{body}"
+    );
+    let (status, body) = result(&leased, TOKEN).to(&h.data).await;
+    assert_eq!(
+        (status, body["duplicate"].as_bool()),
+        (StatusCode::OK, Some(true)),
+        "counted once"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_rotation_accepts_both_tokens_until_its_deadline_then_only_the_next() {
+    let h = hub().await;
+    let until = h.clock.now() + time::Duration::minutes(10);
+    let rfc = until
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap();
+    let (status, body) = call(Method::POST, "/admin/token-rotation")
+        .json(json!({"next_token": "short", "until": rfc}))
+        .to(&h.data)
+        .await;
+    assert_eq!(
+        (status, code(&body)),
+        (StatusCode::BAD_REQUEST, "INVALID_REQUEST"),
+        "weak: {body}"
+    );
+    let (status, body) = call(Method::POST, "/admin/token-rotation")
+        .json(json!({"next_token": NEXT, "until": rfc}))
+        .from(remote())
+        .to(&h.data)
+        .await;
+    assert_eq!(
+        (status, code(&body)),
+        (StatusCode::FORBIDDEN, "LOCALHOST_ONLY"),
+        "remote: {body}"
+    );
+    let (status, body) = call(Method::POST, "/admin/token-rotation")
+        .json(json!({"next_token": NEXT, "until": rfc}))
+        .to(&h.data)
+        .await;
+    assert_eq!(
+        (status, body["active"].as_bool()),
+        (StatusCode::OK, Some(true)),
+        "{body}"
+    );
+    for token in [TOKEN, NEXT] {
+        let (status, _) = call(Method::GET, "/v1/nodes")
+            .token(Some(token))
+            .to(&h.control)
+            .await;
+        assert_eq!(status, StatusCode::OK, "{token}");
+    }
+    h.clock.advance(time::Duration::minutes(10));
+    let (status, body) = call(Method::GET, "/v1/nodes").to(&h.control).await;
+    assert_eq!(
+        (status, code(&body)),
+        (StatusCode::FORBIDDEN, "AUTH_FAIL"),
+        "the old token"
+    );
+    let (status, _) = call(Method::GET, "/v1/nodes")
+        .token(Some(NEXT))
+        .to(&h.control)
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(
+        h.state.tokens.failures_last_minute(),
+        (1, 0),
+        "counted as old_token"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn heartbeats_with_hostile_fields_are_refused() {
+    let h = hub().await;
+    let beat = |fields: Value| {
+        let mut body = json!({"node_id": "w-1", "role": "worker"});
+        body.as_object_mut()
+            .unwrap()
+            .extend(fields.as_object().unwrap().clone());
+        call(Method::POST, "/v1/heartbeat").json(body)
+    };
+    for (fields, says) in [
+        (json!({"addr": "http://user:pw@10.0.0.1:8080"}), "user name"),
+        (json!({"addr": "ftp://10.0.0.1"}), "addr"),
+        (json!({"node_id": "../etc"}), "node_id"),
+        (json!({"role": "emperor"}), "role"),
+        (json!({"load": {"inflight": -1, "capacity": 1}}), "load"),
+    ] {
+        let (status, body) = beat(fields.clone()).to(&h.control).await;
+        assert_eq!(
+            (status, code(&body)),
+            (StatusCode::BAD_REQUEST, "INVALID_REQUEST"),
+            "{fields}"
+        );
+        assert!(
+            body["error"]["message"].as_str().unwrap().contains(says),
+            "{fields}: {body}"
+        );
+    }
+    let (status, body) = beat(json!({"addr": "http://10.0.0.1:8080"}))
+        .from(remote())
+        .to(&h.control)
+        .await;
+    assert_eq!(
+        (status, body["status"].as_str()),
+        (StatusCode::OK, Some("ONLINE")),
+        "{body}"
+    );
+    assert_eq!(h.state.registry.list(None, None).len(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_long_poll_answers_at_once_when_the_hub_stops() {
+    let h = hub().await;
+    let data = h.data.clone();
+    let poll = tokio::spawn(async move {
+        call(Method::POST, "/v1/leases")
+            .json(json!({"node_id": "w", "wait_ms": 30000}))
+            .to(&data)
+            .await
+    });
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    h.state.stopping.cancel();
+    let (status, body) = tokio::time::timeout(Duration::from_secs(5), poll)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["jobs"], json!([]));
+}
