@@ -15,9 +15,63 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 const INDEX_HTML: &str = include_str!("../assets/index.html");
-const APP_JS: &str = include_str!("../assets/app.js");
-const APP_CSS: &str = include_str!("../assets/app.css");
-const FAVICON_SVG: &str = include_str!("../assets/favicon.svg");
+
+const JS: &str = "text/javascript; charset=utf-8";
+
+/// Every file of the UI besides the page: (path, content type, contents). The scripts are ES
+/// modules, one per concern and one per view, loaded by `app.js`; no build step.
+const ASSETS: &[(&str, &str, &str)] = &[
+    ("/app.js", JS, include_str!("../assets/app.js")),
+    ("/js/html.js", JS, include_str!("../assets/js/html.js")),
+    ("/js/core.js", JS, include_str!("../assets/js/core.js")),
+    (
+        "/js/widgets.js",
+        JS,
+        include_str!("../assets/js/widgets.js"),
+    ),
+    ("/js/live.js", JS, include_str!("../assets/js/live.js")),
+    ("/js/login.js", JS, include_str!("../assets/js/login.js")),
+    (
+        "/js/views/overview.js",
+        JS,
+        include_str!("../assets/js/views/overview.js"),
+    ),
+    (
+        "/js/views/nodes.js",
+        JS,
+        include_str!("../assets/js/views/nodes.js"),
+    ),
+    (
+        "/js/views/jobs.js",
+        JS,
+        include_str!("../assets/js/views/jobs.js"),
+    ),
+    (
+        "/js/views/auctions.js",
+        JS,
+        include_str!("../assets/js/views/auctions.js"),
+    ),
+    (
+        "/js/views/security.js",
+        JS,
+        include_str!("../assets/js/views/security.js"),
+    ),
+    (
+        "/js/views/relay.js",
+        JS,
+        include_str!("../assets/js/views/relay.js"),
+    ),
+    (
+        "/app.css",
+        "text/css; charset=utf-8",
+        include_str!("../assets/app.css"),
+    ),
+    (
+        "/favicon.svg",
+        "image/svg+xml",
+        include_str!("../assets/favicon.svg"),
+    ),
+];
 
 #[derive(Debug, Clone)]
 pub struct DashboardConfig {
@@ -81,42 +135,29 @@ impl Dashboard {
 }
 
 fn router(state: Arc<DashboardState>) -> Router {
-    let routes =
-        Router::new()
-            .route("/", get(index))
-            .route("/index.html", get(index))
-            .route(
-                "/app.js",
-                get(|s: State<Arc<DashboardState>>| async move {
-                    asset(&s, "text/javascript; charset=utf-8", APP_JS)
-                }),
-            )
-            .route(
-                "/app.css",
-                get(|s: State<Arc<DashboardState>>| async move {
-                    asset(&s, "text/css; charset=utf-8", APP_CSS)
-                }),
-            )
-            .route(
-                "/favicon.svg",
-                get(|s: State<Arc<DashboardState>>| async move {
-                    asset(&s, "image/svg+xml", FAVICON_SVG)
-                }),
-            )
-            .route("/config.json", get(config))
-            .route(
-                "/health",
-                get(|| async {
-                    axum::Json(sheratan_proto::health::DashboardHealth {
-                        status: "ok".into(),
-                        role: "dashboard".into(),
-                    })
-                }),
-            );
+    let mut routes = Router::new()
+        .route("/", get(index))
+        .route("/index.html", get(index))
+        .route("/config.json", get(config))
+        .route(
+            "/health",
+            get(|| async {
+                axum::Json(sheratan_proto::health::DashboardHealth {
+                    status: "ok".into(),
+                    role: "dashboard".into(),
+                })
+            }),
+        );
+    for &(path, content_type, body) in ASSETS {
+        routes = routes.route(
+            path,
+            get(move |s: State<Arc<DashboardState>>| async move { asset(&s, content_type, body) }),
+        );
+    }
     sheratan_runtime::edge::with_fallbacks(
         routes,
         "the dashboard",
-        "/, /app.js, /app.css, /favicon.svg, /config.json and /health (its pages live under /#/…)",
+        "/, /app.js, /js/…, /app.css, /favicon.svg, /config.json and /health (its pages live under /#/…)",
     )
     .with_state(state)
 }
@@ -163,6 +204,71 @@ async fn config(State(s): State<Arc<DashboardState>>) -> Response {
 
 #[cfg(test)]
 mod tests {
+    use super::ASSETS;
+
+    /// The module a script's `import … from '…'` names, resolved against the script's path.
+    fn imports(path: &str, script: &str) -> Vec<String> {
+        let dir = &path[..path.rfind('/').unwrap()];
+        script
+            .split("from '")
+            .skip(1)
+            .map(|rest| {
+                let target = &rest[..rest.find('\'').unwrap()];
+                let mut parts: Vec<&str> = dir.split('/').filter(|p| !p.is_empty()).collect();
+                for part in target.split('/') {
+                    match part {
+                        "." => {}
+                        ".." => {
+                            parts.pop();
+                        }
+                        name => parts.push(name),
+                    }
+                }
+                format!("/{}", parts.join("/"))
+            })
+            .collect()
+    }
+
+    #[test]
+    fn every_imported_module_is_served() {
+        let served: Vec<&str> = ASSETS.iter().map(|(path, _, _)| *path).collect();
+        let mut checked = 0;
+        for (path, _, body) in ASSETS.iter().filter(|(p, _, _)| p.ends_with(".js")) {
+            for import in imports(path, body) {
+                assert!(
+                    served.contains(&import.as_str()),
+                    "{path} imports {import}, which is not served"
+                );
+                checked += 1;
+            }
+        }
+        assert!(
+            checked >= 20,
+            "only {checked} imports found: is the parser still right?"
+        );
+    }
+
+    #[test]
+    fn markup_enters_the_page_only_through_the_html_module() {
+        for (path, _, body) in ASSETS.iter().filter(|(p, _, _)| p.ends_with(".js")) {
+            if *path == "/js/html.js" {
+                continue;
+            }
+            for sink in [
+                "innerHTML",
+                "outerHTML",
+                "insertAdjacentHTML",
+                "document.write",
+                "eval(",
+            ] {
+                assert!(
+                    !body.contains(sink),
+                    "{path} uses {sink}: build markup with html`…` and put()"
+                );
+            }
+        }
+    }
+
     #[test]
     fn origin_of_a_url() {
         assert_eq!(

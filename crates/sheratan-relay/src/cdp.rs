@@ -34,12 +34,15 @@ pub enum CdpError {
 }
 
 type Pending = Arc<Mutex<HashMap<u64, oneshot::Sender<Result<Value, String>>>>>;
+/// Who wants a session's events (messages without an id): (session id, where to send them).
+type Listeners = Arc<Mutex<Vec<(String, mpsc::UnboundedSender<Value>)>>>;
 
 /// One connection to a browser: a WebSocket to a running Chrome, or the pipes of a Chromium
 /// this process launched (`--remote-debugging-pipe`).
 pub struct Connection {
     outgoing: mpsc::UnboundedSender<String>,
     pending: Pending,
+    listeners: Listeners,
     next_id: AtomicU64,
     alive: Arc<AtomicBool>,
     /// The browser's version string, from `Browser.getVersion`.
@@ -49,6 +52,7 @@ pub struct Connection {
 /// Where a connection's reader hands the browser's answers.
 struct Inbox {
     pending: Pending,
+    listeners: Listeners,
     alive: Arc<AtomicBool>,
 }
 
@@ -57,8 +61,10 @@ impl Inbox {
         let Ok(value) = serde_json::from_str::<Value>(text) else {
             return;
         };
-        // Events (no id) are not used: the relay polls the page instead.
+        // Events (no id) go to whoever listens to their session; the relay itself polls the
+        // page instead, so with no listener they cost a parse.
         let Some(id) = value.get("id").and_then(Value::as_u64) else {
+            self.dispatch(value);
             return;
         };
         let waiter = self.pending.lock().expect("cdp lock").remove(&id);
@@ -75,6 +81,14 @@ impl Inbox {
         }
     }
 
+    fn dispatch(&self, event: Value) {
+        let Some(session) = event.get("sessionId").and_then(Value::as_str) else {
+            return;
+        };
+        let mut listeners = self.listeners.lock().expect("cdp lock");
+        listeners.retain(|(wanted, tx)| wanted != session || tx.send(event.clone()).is_ok());
+    }
+
     /// The browser is gone: every caller still waiting learns it.
     fn close(&self) {
         self.alive.store(false, Ordering::Release);
@@ -88,14 +102,17 @@ impl Connection {
     fn parts() -> (Connection, mpsc::UnboundedReceiver<String>, Inbox) {
         let (outgoing, queue) = mpsc::unbounded_channel();
         let pending: Pending = Arc::default();
+        let listeners: Listeners = Arc::default();
         let alive = Arc::new(AtomicBool::new(true));
         let inbox = Inbox {
             pending: pending.clone(),
+            listeners: listeners.clone(),
             alive: alive.clone(),
         };
         let connection = Connection {
             outgoing,
             pending,
+            listeners,
             next_id: AtomicU64::new(1),
             alive,
             version: String::new(),
@@ -180,6 +197,17 @@ impl Connection {
             inbox.close();
         });
         connection.handshake().await
+    }
+
+    /// The events of one session (a tab), as the browser sends them: `{method, params,
+    /// sessionId}`. Enable a domain (`Runtime.enable`, `Log.enable`) to get its events.
+    pub fn events(&self, session: &str) -> mpsc::UnboundedReceiver<Value> {
+        let (tx, rx) = mpsc::unbounded_channel();
+        self.listeners
+            .lock()
+            .expect("cdp lock")
+            .push((session.to_owned(), tx));
+        rx
     }
 
     pub fn is_alive(&self) -> bool {

@@ -83,6 +83,11 @@ impl Tab {
             .await
     }
 
+    /// This tab's events (see [`Connection::events`]).
+    pub fn events(&self) -> tokio::sync::mpsc::UnboundedReceiver<Value> {
+        self.connection.events(&self.session_id)
+    }
+
     /// Evaluates `expression` in the page and returns its value.
     pub async fn eval(&self, expression: &str) -> Result<Value, PageError> {
         let answer = self

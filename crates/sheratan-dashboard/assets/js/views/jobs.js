@@ -1,0 +1,190 @@
+// Jobs: the list with its filter and the submit form (rows follow job events in place), and
+// one job's detail with cancel and requeue.
+
+import { api, currentView, explain, hooks, routeId, state } from '../core.js';
+import { element, html, put } from '../html.js';
+import { ago, badge, shortId, status, toast, when } from '../widgets.js';
+
+const JOB_STATUSES = ['accepted', 'in_progress', 'completed', 'failed', 'cancelled'];
+const jobFilter = { queue: '', status: '' };
+
+export function jobRow(j) {
+  return html`<tr data-job="${j.job_id}">
+    <td class="mono"><a href="#/jobs/${j.job_id}">${shortId(j.job_id)}</a></td>
+    <td>${j.queue}</td><td>${j.kind}</td><td class="job-status">${status(j.status)}</td>
+    <td>${j.attempt}</td><td>${ago(j.updated_at)}</td></tr>`;
+}
+
+function rowElement(j) {
+  return element(html`<table><tbody>${jobRow(j)}</tbody></table>`, 'tr');
+}
+
+// A job event: its row is replaced, or added to the list when it matches the filter.
+export function updateJobRow(j) {
+  const row = document.querySelector(`tr[data-job="${CSS.escape(j.job_id)}"]`);
+  if (row) {
+    row.replaceWith(rowElement(state.jobs.get(j.job_id) || j));
+    return;
+  }
+  const body = document.getElementById('job-rows');
+  const matches = (!jobFilter.queue || jobFilter.queue === j.queue) && (!jobFilter.status || jobFilter.status === j.status);
+  if (body && matches && currentView() === 'jobs') {
+    const empty = document.getElementById('jobs-empty');
+    if (empty) empty.remove();
+    document.getElementById('jobs-table').hidden = false;
+    body.prepend(rowElement(j));
+  }
+}
+
+function list(jobs) {
+  return html`${!jobs.length && html`<div class="empty" id="jobs-empty">No jobs match. Submit one above, or with <code>sheratan submit</code>.</div>`}
+    <div class="table-wrap" id="jobs-table" ${jobs.length ? '' : html`hidden`}><table>
+      <thead><tr><th>Job</th><th>Queue</th><th>Kind</th><th>Status</th><th>Attempt</th><th>Updated</th></tr></thead>
+      <tbody id="job-rows">${jobs.map(jobRow)}</tbody></table></div>`;
+}
+
+const submitForm = html`
+  <section class="panel">
+    <h3>Submit a job</h3>
+    <form id="submit-form" class="stack" novalidate>
+      <div class="row">
+        <label class="field" for="submit-kind">Kind<input id="submit-kind" required value="echo" size="14"></label>
+        <label class="field" for="submit-dispatch">Dispatch
+          <select id="submit-dispatch"><option value="queue">queue (workers)</option><option value="auction">auction (hosts)</option><option value="llm">llm (relay)</option></select></label>
+        <label class="field" for="submit-queue">Queue<input id="submit-queue" value="default" size="12"></label>
+        <label class="field" for="submit-priority">Priority<input id="submit-priority" type="number" value="0" class="narrow"></label>
+      </div>
+      <label class="field" for="submit-payload">Payload (JSON)<textarea id="submit-payload">{"hello": "world"}</textarea></label>
+      <div class="row"><button id="submit-button" type="submit">Submit</button><span id="submit-result" role="status"></span></div>
+    </form>
+  </section>`;
+
+export const jobs = {
+  title: () => 'Jobs',
+  keepForms: true,
+  async load() {
+    const q = new URLSearchParams({ limit: '100' });
+    if (jobFilter.queue) q.set('queue', jobFilter.queue);
+    if (jobFilter.status) q.set('status', jobFilter.status);
+    const { jobs } = await api(`/api/jobs?${q}`);
+    for (const j of jobs) state.jobs.set(j.job_id, j);
+    const options = JOB_STATUSES.map((s) => html`<option ${s === jobFilter.status && html`selected`}>${s}</option>`);
+    return html`
+      ${submitForm}
+      <section class="panel gap-top">
+        <div class="row gap-bottom-small">
+          <label class="field" for="filter-queue">Queue<input id="filter-queue" value="${jobFilter.queue}" placeholder="all" size="12"></label>
+          <label class="field" for="filter-status">Status<select id="filter-status"><option value="">all</option>${options}</select></label>
+          <button type="button" class="secondary" id="filter-apply">Apply</button>
+        </div>
+        <div id="jobs-list">${list(jobs)}</div>
+      </section>`;
+  },
+  refresh() { /* rows update in place from events */ },
+  bind(root) {
+    const dispatch = root.querySelector('#submit-dispatch');
+    const queue = root.querySelector('#submit-queue');
+    dispatch.onchange = () => {
+      queue.disabled = dispatch.value !== 'queue';
+      queue.value = dispatch.value === 'queue' ? 'default' : dispatch.value;
+    };
+    root.querySelector('#filter-apply').onclick = () => {
+      jobFilter.queue = root.querySelector('#filter-queue').value.trim();
+      jobFilter.status = root.querySelector('#filter-status').value;
+      hooks.render();
+    };
+    root.querySelector('#submit-form').onsubmit = (e) => {
+      e.preventDefault();
+      submit(root, dispatch.value, queue.value);
+    };
+  },
+};
+
+async function submit(root, dispatch, queue) {
+  const out = root.querySelector('#submit-result');
+  let payload;
+  try {
+    payload = JSON.parse(root.querySelector('#submit-payload').value || 'null');
+  } catch (err) {
+    put(out, html`<span class="error">The payload is not JSON: ${err.message}</span>`);
+    return;
+  }
+  const body = {
+    kind: root.querySelector('#submit-kind').value.trim(),
+    dispatch,
+    payload,
+    priority: Number(root.querySelector('#submit-priority').value) || 0,
+  };
+  if (dispatch === 'queue') body.queue = queue.trim() || 'default';
+  const button = root.querySelector('#submit-button');
+  button.disabled = true;
+  try {
+    const answer = await api('/api/jobs', { method: 'POST', body });
+    put(out, html`Submitted <a href="#/jobs/${answer.job_id}" class="mono">${shortId(answer.job_id)}</a> to ${answer.queue}`);
+    const job = { job_id: answer.job_id, queue: answer.queue, kind: body.kind, status: answer.status, attempt: 0, updated_at: Date.now() };
+    state.jobs.set(job.job_id, { ...job, ...(state.jobs.get(job.job_id) || {}) });
+    updateJobRow(state.jobs.get(job.job_id));
+  } catch (err) {
+    put(out, html`<span class="error">${explain(err)}</span>`);
+  } finally {
+    button.disabled = false;
+  }
+}
+
+function pretty(value) {
+  return html`<pre>${JSON.stringify(value, null, 2)}</pre>`;
+}
+
+export const job = {
+  title: () => `Job ${routeId().slice(0, 8)}`,
+  async load() {
+    const id = routeId();
+    const job = await api(`/api/jobs/${encodeURIComponent(id)}`);
+    const live = state.jobs.get(id);
+    const canCancel = job.status === 'accepted' || job.status === 'in_progress';
+    const canRequeue = job.status === 'failed' || job.status === 'cancelled';
+    const requires = (job.required_capabilities || []).map((c) => html`<span class="chip">${c}</span>`);
+    return html`
+      <div class="grid two">
+        <section class="panel"><h3>Job</h3><dl class="kv">
+          <dt>ID</dt><dd class="mono">${job.job_id}</dd>
+          <dt>Status</dt><dd id="job-status">${status(job.status)}${live && live.status !== job.status && html` ${status(live.status)}`}</dd>
+          <dt>Queue</dt><dd>${job.queue}</dd><dt>Kind</dt><dd>${job.kind}</dd>
+          <dt>Attempts</dt><dd>${job.attempt} of ${job.max_attempts}</dd>
+          <dt>Priority</dt><dd>${job.priority}</dd>
+          <dt>Requires</dt><dd>${requires.length ? requires : '—'}</dd>
+          <dt>Created</dt><dd>${when(job.created_at)}</dd><dt>Updated</dt><dd>${when(job.updated_at)}</dd>
+          <dt>Finished</dt><dd>${when(job.finished_at)}</dd>
+          <dt>Lease</dt><dd>${job.lease ? html`${job.lease.node_id} until ${when(job.lease.expires_at)}` : '—'}</dd>
+          ${job.queue === 'auction' && html`<dt>Auction</dt><dd><a href="#/auctions">see the auctions</a></dd>`}
+        </dl>
+        <div class="row gap-top">
+          ${canCancel && html`<button type="button" class="danger" id="job-cancel">Cancel</button>`}
+          ${canRequeue && html`<button type="button" class="secondary" id="job-requeue">Requeue</button>`}
+          <a href="#/jobs">Back to jobs</a>
+        </div></section>
+        <section class="panel stack">
+          <div><h3>Payload</h3>${pretty(job.payload)}</div>
+          <div><h3>Result</h3>${job.result != null ? pretty(job.result) : html`<div class="empty">No result yet.</div>`}</div>
+          ${job.error && html`<div><h3>Error</h3><div class="error">${job.error.message} ${job.error.retryable ? badge('retryable', 'warn') : badge('final', 'bad')}</div></div>`}
+        </section>
+      </div>`;
+  },
+  bind(root) {
+    const id = encodeURIComponent(routeId());
+    const act = (selector, path, done) => {
+      const b = root.querySelector(selector);
+      if (!b) return;
+      b.onclick = async () => {
+        b.disabled = true;
+        try {
+          await api(path, { method: 'POST' });
+          toast(done);
+          hooks.render({ quiet: true });
+        } catch (err) { toast(explain(err), true); b.disabled = false; }
+      };
+    };
+    act('#job-cancel', `/api/jobs/${id}/cancel`, 'Job cancelled');
+    act('#job-requeue', `/api/jobs/${id}/requeue`, 'Job requeued');
+  },
+};
