@@ -51,7 +51,7 @@ pub use beat::{Identity, capability_hash, heartbeat_loop};
 pub use control::{BundleFetch, ControlClient};
 pub use data::{DataClient, JobFilter, Submitted};
 pub use error::ClientError;
-pub use member::{Member, Pull};
+pub use member::{Member, Pull, member_clients};
 pub use sign::sign_result;
 pub use token::{MeshToken, TokenState};
 

@@ -9,7 +9,23 @@ use std::sync::atomic::AtomicU32;
 use tokio_util::sync::CancellationToken;
 
 use crate::pull::{JobRunner, PullConfig, pull_loop};
-use crate::{ControlClient, DataClient, Identity, heartbeat_loop};
+use crate::{ControlClient, DataClient, Identity, MeshToken, RetryPolicy, heartbeat_loop};
+
+/// The clients of a member that talks to both planes (the broker, the relay, Core): the
+/// control plane's for heartbeats, and the data plane's without the client's own retries (the
+/// pull loop retries on its own schedule, and Core hands a refusal back to its caller at once).
+/// An error is a malformed URL, as the operator gave it.
+pub fn member_clients(
+    control_url: &str,
+    data_url: &str,
+    token: &MeshToken,
+) -> std::io::Result<(ControlClient, DataClient)> {
+    let control = ControlClient::new(control_url, token.clone()).map_err(std::io::Error::other)?;
+    let data = DataClient::new(data_url, token.clone())
+        .map_err(std::io::Error::other)?
+        .with_retry(RetryPolicy::none());
+    Ok((control, data))
+}
 
 /// A member's identity and the load it reports.
 pub struct Member {

@@ -24,7 +24,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use sheratan_client::{
-    ClientError, ControlClient, DataClient, Identity, JobFilter, MeshToken, RetryPolicy, Submitted,
+    ClientError, ControlClient, DataClient, Identity, JobFilter, MeshToken, Submitted,
 };
 use sheratan_proto::AuditRecord;
 use sheratan_proto::ErrorCode;
@@ -121,12 +121,8 @@ pub struct Core {
 
 impl Core {
     pub async fn bind(config: CoreConfig) -> std::io::Result<Core> {
-        let control = ControlClient::new(&config.control_url, config.token.clone())
-            .map_err(std::io::Error::other)?;
-        // Core answers for the hub: a refusal (429, 503) goes back to the caller at once.
-        let data = DataClient::new(&config.data_url, config.token.clone())
-            .map_err(std::io::Error::other)?
-            .with_retry(RetryPolicy::none());
+        let (control, data) =
+            sheratan_client::member_clients(&config.control_url, &config.data_url, &config.token)?;
         let http = reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(1))
             .timeout(Duration::from_secs(5))

@@ -22,7 +22,7 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde_json::Value;
 use sheratan_client::pull::{JobRunner, PullConfig};
-use sheratan_client::{ControlClient, DataClient, Identity, MeshToken, RetryPolicy};
+use sheratan_client::{ControlClient, DataClient, Identity, MeshToken};
 use sheratan_proto::ErrorCode;
 use sheratan_proto::control::Role;
 use sheratan_proto::data::{JobError, LeasedJob, Outcome, ResultRequest};
@@ -172,11 +172,8 @@ impl Relay {
                 "relay tabs and concurrency must be at least 1",
             ));
         }
-        let control = ControlClient::new(&config.control_url, config.token.clone())
-            .map_err(std::io::Error::other)?;
-        let data = DataClient::new(&config.data_url, config.token.clone())
-            .map_err(std::io::Error::other)?
-            .with_retry(RetryPolicy::none());
+        let (control, data) =
+            sheratan_client::member_clients(&config.control_url, &config.data_url, &config.token)?;
         let listener = TcpListener::bind(config.listen).await?;
         Ok(Relay {
             listener,

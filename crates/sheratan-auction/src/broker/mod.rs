@@ -19,7 +19,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use sheratan_client::pull::PullConfig;
-use sheratan_client::{ControlClient, DataClient, MeshToken, RetryPolicy};
+use sheratan_client::{ControlClient, DataClient, MeshToken};
 use sheratan_proto::control::Role;
 use sheratan_runtime::serve::{ServeLimits, local_url};
 use sheratan_store::AuctionStore;
@@ -112,11 +112,8 @@ impl Broker {
                 "broker concurrency and max rounds must be at least 1",
             ));
         }
-        let control = ControlClient::new(&config.control_url, config.token.clone())
-            .map_err(std::io::Error::other)?;
-        let data = DataClient::new(&config.data_url, config.token.clone())
-            .map_err(std::io::Error::other)?
-            .with_retry(RetryPolicy::none());
+        let (control, data) =
+            sheratan_client::member_clients(&config.control_url, &config.data_url, &config.token)?;
         let listener = TcpListener::bind(config.listen).await?;
         Ok(Broker {
             listener,

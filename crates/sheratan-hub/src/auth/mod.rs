@@ -489,6 +489,17 @@ mod tests {
         }
     }
 
+    impl Fixture {
+        fn load(&self, config: TokenConfig) -> Result<Tokens, TokenError> {
+            Tokens::load(
+                config,
+                self.dir.path(),
+                self.clock.clone(),
+                self.audit.clone(),
+            )
+        }
+    }
+
     fn config(token: &str) -> TokenConfig {
         TokenConfig {
             token: Some(Secret::new(token)),
@@ -507,8 +518,8 @@ mod tests {
         let f = fixture();
         let mut cfg = config("x");
         cfg.token = None;
-        let a = Tokens::load(cfg.clone(), f.dir.path(), f.clock.clone(), f.audit.clone()).unwrap();
-        let b = Tokens::load(cfg, f.dir.path(), f.clock.clone(), f.audit.clone()).unwrap();
+        let a = f.load(cfg.clone()).unwrap();
+        let b = f.load(cfg).unwrap();
         assert_eq!(a.current(), b.current());
         assert_eq!(a.current().expose().len(), 64);
         let mode = fs::metadata(f.dir.path().join(TOKEN_FILE))
@@ -523,7 +534,7 @@ mod tests {
         let f = fixture();
         let old = "old-token-0123456789";
         let new = "new-token-0123456789";
-        let t = Tokens::load(config(old), f.dir.path(), f.clock.clone(), f.audit.clone()).unwrap();
+        let t = f.load(config(old)).unwrap();
         t.start_rotation(Secret::new(new), f.clock.now() + time::Duration::minutes(5))
             .unwrap();
         assert_eq!(
@@ -554,7 +565,7 @@ mod tests {
         assert_eq!(f.audit.count(EventKind::TokenRotationFinalized), 1);
 
         // A restart still configured with the old token keeps the outcome, without new events.
-        let t2 = Tokens::load(config(old), f.dir.path(), f.clock.clone(), f.audit.clone()).unwrap();
+        let t2 = f.load(config(old)).unwrap();
         assert_eq!(
             t2.check(Some(new), IP, Plane::Control),
             Ok(Credential::Current)
@@ -564,7 +575,7 @@ mod tests {
             Err(AuthFailure::OldToken)
         );
         // And so does one configured with the new token.
-        let t3 = Tokens::load(config(new), f.dir.path(), f.clock.clone(), f.audit.clone()).unwrap();
+        let t3 = f.load(config(new)).unwrap();
         assert_eq!(
             t3.check(Some(old), IP, Plane::Control),
             Err(AuthFailure::OldToken)
@@ -575,26 +586,14 @@ mod tests {
     #[test]
     fn restart_mid_rotation_keeps_both_tokens() {
         let f = fixture();
-        let t = Tokens::load(
-            config("a-0123456789abcdef"),
-            f.dir.path(),
-            f.clock.clone(),
-            f.audit.clone(),
-        )
-        .unwrap();
+        let t = f.load(config("a-0123456789abcdef")).unwrap();
         t.start_rotation(
             Secret::new("b-0123456789abcdef"),
             f.clock.now() + time::Duration::hours(1),
         )
         .unwrap();
         drop(t);
-        let t = Tokens::load(
-            config("a-0123456789abcdef"),
-            f.dir.path(),
-            f.clock.clone(),
-            f.audit.clone(),
-        )
-        .unwrap();
+        let t = f.load(config("a-0123456789abcdef")).unwrap();
         assert_eq!(
             t.check(Some("b-0123456789abcdef"), IP, Plane::Data),
             Ok(Credential::Next)
@@ -605,13 +604,7 @@ mod tests {
     #[test]
     fn next_token_notices_are_rate_limited_per_source() {
         let f = fixture();
-        let t = Tokens::load(
-            config("a-0123456789abcdef"),
-            f.dir.path(),
-            f.clock.clone(),
-            f.audit.clone(),
-        )
-        .unwrap();
+        let t = f.load(config("a-0123456789abcdef")).unwrap();
         t.start_rotation(
             Secret::new("b-0123456789abcdef"),
             f.clock.now() + time::Duration::hours(1),
@@ -634,9 +627,7 @@ mod tests {
     fn weak_tokens_are_refused_unless_allowed_and_then_reported() {
         let f = fixture();
         for weak in [WEAK_DEFAULT_TOKEN, "abc", "fifteen-chars-x"] {
-            let err = Tokens::load(config(weak), f.dir.path(), f.clock.clone(), f.audit.clone())
-                .err()
-                .expect("a weak token is refused");
+            let err = f.load(config(weak)).err().expect("a weak token is refused");
             assert!(
                 err.to_string().contains("SHERATAN_ALLOW_WEAK_TOKEN"),
                 "{err}"
@@ -644,35 +635,25 @@ mod tests {
         }
         let mut allowed = config(WEAK_DEFAULT_TOKEN);
         allowed.allow_weak = true;
-        Tokens::load(allowed, f.dir.path(), f.clock.clone(), f.audit.clone()).unwrap();
+        f.load(allowed).unwrap();
         assert_eq!(f.audit.count(EventKind::WeakToken), 1);
 
         // A rotation saved while weak tokens were allowed is refused at a start without.
         let mut allowed = config("a-0123456789abcdef");
         allowed.allow_weak = true;
-        let t = Tokens::load(allowed, f.dir.path(), f.clock.clone(), f.audit.clone()).unwrap();
+        let t = f.load(allowed).unwrap();
         t.start_rotation(Secret::new("w"), f.clock.now() + time::Duration::hours(1))
             .unwrap();
         drop(t);
-        let err = Tokens::load(
-            config("a-0123456789abcdef"),
-            f.dir.path(),
-            f.clock.clone(),
-            f.audit.clone(),
-        )
-        .err()
-        .expect("the saved weak rotation is refused");
+        let err = f
+            .load(config("a-0123456789abcdef"))
+            .err()
+            .expect("the saved weak rotation is refused");
         assert!(err.to_string().contains("saved token rotation"), "{err}");
         std::fs::remove_file(f.dir.path().join(ROTATION_FILE)).unwrap();
 
         // A rotation to a weak next token is refused the same way.
-        let t = Tokens::load(
-            config("a-0123456789abcdef"),
-            f.dir.path(),
-            f.clock.clone(),
-            f.audit.clone(),
-        )
-        .unwrap();
+        let t = f.load(config("a-0123456789abcdef")).unwrap();
         let until = f.clock.now() + time::Duration::hours(1);
         assert!(t.start_rotation(Secret::new("x"), until).is_err());
         assert!(!t.rotation_status().active);
@@ -683,7 +664,7 @@ mod tests {
         let f = fixture();
         let mut cfg = config("a-0123456789abcdef");
         cfg.required = false;
-        let t = Tokens::load(cfg, f.dir.path(), f.clock.clone(), f.audit.clone()).unwrap();
+        let t = f.load(cfg).unwrap();
         assert_eq!(t.check(None, IP, Plane::Control), Ok(Credential::Unchecked));
     }
 
@@ -692,6 +673,6 @@ mod tests {
         let f = fixture();
         let mut cfg = config("a-0123456789abcdef");
         cfg.next = Some(Secret::new("b-0123456789abcdef"));
-        assert!(Tokens::load(cfg, f.dir.path(), f.clock.clone(), f.audit.clone()).is_err());
+        assert!(f.load(cfg).is_err());
     }
 }
