@@ -53,6 +53,14 @@ impl std::fmt::Display for NoToken {
 }
 
 impl ClientArgs {
+    /// The banner's line naming the hub a member talks to.
+    pub fn print_hub(&self) {
+        println!(
+            "  hub: {} (control), {} (data)",
+            self.control_url, self.data_url
+        );
+    }
+
     /// The token: --token / SHERATAN_HUB_TOKEN, else --token-file / SHERATAN_HUB_TOKEN_FILE,
     /// else the local hub's $SHERATAN_HOME/hub_token. `Err` names every place looked at.
     pub fn find_token(&self) -> Result<String, NoToken> {

@@ -217,13 +217,9 @@ async fn run_worker(args: worker_cmd::WorkerArgs) -> Result<(), Failure> {
         config.queues.join(","),
         config.handlers.names().join(",")
     );
-    println!(
-        "  hub: {} (control), {} (data)",
-        args.client.control_url, args.client.data_url
-    );
-    let shutdown = sheratan_runtime::shutdown_on_signals();
-    println!("ready: Ctrl-C (or SIGTERM) stops the worker after running jobs finish");
-    sheratan_worker::run(config, shutdown)
-        .await
-        .map_err(|e| Failure::from(anyhow::Error::new(e)))
+    args.client.print_hub();
+    mesh_cmd::until_signal("the worker after running jobs finish", |stop| {
+        sheratan_worker::run(config, stop)
+    })
+    .await
 }

@@ -165,6 +165,21 @@ fn default_id(prefix: &str) -> String {
 }
 
 /// A bind failure that names the setting to change.
+/// The last step of every member's start-up: the ready line, then `run` until SIGINT or
+/// SIGTERM cancels the token it gets.
+pub async fn until_signal<F, Fut, E>(stops: &str, run: F) -> Result<(), Failure>
+where
+    F: FnOnce(tokio_util::sync::CancellationToken) -> Fut,
+    Fut: std::future::Future<Output = Result<(), E>>,
+    E: std::error::Error + Send + Sync + 'static,
+{
+    let shutdown = sheratan_runtime::shutdown_on_signals();
+    println!("ready: Ctrl-C (or SIGTERM) stops {stops}");
+    run(shutdown)
+        .await
+        .map_err(|e| Failure::from(anyhow::Error::new(e)))
+}
+
 pub fn bind_error(what: &str, addr: SocketAddr, variable: &str, err: std::io::Error) -> Failure {
     Failure::from(anyhow::anyhow!(
         "{what}: cannot listen on {addr}: {err} (set {variable} to another address)"
@@ -320,11 +335,7 @@ pub async fn run_host(args: HostArgs) -> Result<(), Failure> {
     );
     println!("  host: {} {}  ({auth})", node_id, host.url());
     println!("  hub: {} (control)", args.client.control_url);
-    let shutdown = sheratan_runtime::shutdown_on_signals();
-    println!("ready: Ctrl-C (or SIGTERM) stops the host after running jobs finish");
-    host.run(shutdown)
-        .await
-        .map_err(|e| Failure::from(anyhow::Error::new(e)))
+    until_signal("the host after running jobs finish", |stop| host.run(stop)).await
 }
 
 pub async fn run_broker(args: BrokerArgs) -> Result<(), Failure> {
@@ -362,16 +373,11 @@ pub async fn run_broker(args: BrokerArgs) -> Result<(), Failure> {
         "  broker: {}  ({auth})",
         sheratan_runtime::serve::local_url(addr)
     );
-    println!(
-        "  hub: {} (control), {} (data)",
-        args.client.control_url, args.client.data_url
-    );
-    let shutdown = sheratan_runtime::shutdown_on_signals();
-    println!("ready: Ctrl-C (or SIGTERM) stops the broker after running auctions finish");
-    broker
-        .run(shutdown)
-        .await
-        .map_err(|e| Failure::from(anyhow::Error::new(e)))
+    args.client.print_hub();
+    until_signal("the broker after running auctions finish", |stop| {
+        broker.run(stop)
+    })
+    .await
 }
 
 pub async fn run_core(args: CoreArgs) -> Result<(), Failure> {
@@ -400,15 +406,8 @@ pub async fn run_core(args: CoreArgs) -> Result<(), Failure> {
         "  core: {}  (/api/*, {auth})",
         sheratan_runtime::serve::local_url(addr)
     );
-    println!(
-        "  hub: {} (control), {} (data)",
-        args.client.control_url, args.client.data_url
-    );
-    let shutdown = sheratan_runtime::shutdown_on_signals();
-    println!("ready: Ctrl-C (or SIGTERM) stops core");
-    core.run(shutdown)
-        .await
-        .map_err(|e| Failure::from(anyhow::Error::new(e)))
+    args.client.print_hub();
+    until_signal("core", |stop| core.run(stop)).await
 }
 
 #[derive(Debug, Clone, Args)]
@@ -449,10 +448,5 @@ pub async fn run_dashboard(args: DashboardArgs) -> Result<(), Failure> {
         "  core: {}  (Core must allow this origin: SHERATAN_DASHBOARD_ORIGIN={url})",
         args.core_url
     );
-    let shutdown = sheratan_runtime::shutdown_on_signals();
-    println!("ready: Ctrl-C (or SIGTERM) stops the dashboard");
-    dashboard
-        .run(shutdown)
-        .await
-        .map_err(|e| Failure::from(anyhow::Error::new(e)))
+    until_signal("the dashboard", |stop| dashboard.run(stop)).await
 }

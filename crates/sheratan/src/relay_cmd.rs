@@ -12,7 +12,7 @@ use sheratan_relay::{Backend, Relay, RelayConfig};
 
 use crate::client_args::{ClientArgs, MemberAuthArgs};
 use crate::hub_args::EdgeArgs;
-use crate::mesh_cmd::{auth_banner, bind_error, limits};
+use crate::mesh_cmd::{auth_banner, bind_error, limits, until_signal};
 use crate::{BUILD_ID, Failure, VERSION, usage};
 
 #[derive(Debug, Clone, Args)]
@@ -228,14 +228,9 @@ pub async fn run_relay(args: RelayArgs) -> Result<(), Failure> {
         "  relay: {}  ({cdp}; {openai}; {auth})",
         sheratan_runtime::serve::local_url(addr)
     );
-    println!(
-        "  hub: {} (control), {} (data)",
-        args.client.control_url, args.client.data_url
-    );
-    let shutdown = sheratan_runtime::shutdown_on_signals();
-    println!("ready: Ctrl-C (or SIGTERM) stops the relay after running jobs finish");
-    relay
-        .run(shutdown)
-        .await
-        .map_err(|e| Failure::from(anyhow::Error::new(e)))
+    args.client.print_hub();
+    until_signal("the relay after running jobs finish", |stop| {
+        relay.run(stop)
+    })
+    .await
 }
