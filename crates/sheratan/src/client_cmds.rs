@@ -94,21 +94,7 @@ pub async fn submit(args: SubmitArgs) -> Result<(), Failure> {
         note_if_no_node_can_run(&args.client, &job.required_capabilities, &job.queue).await;
     }
     if !args.wait {
-        let mut out = std::io::stdout().lock();
-        if args.json {
-            writeln!(
-                out,
-                "{}",
-                serde_json::to_string(submitted.response()).expect("serializes")
-            )
-            .ok();
-        } else {
-            let what = match submitted {
-                Submitted::Created(_) => "submitted",
-                Submitted::Existing(_) => "already submitted (same idempotency key)",
-            };
-            writeln!(out, "{job_id} {what}").ok();
-        }
+        print_submitted(&submitted, args.json);
         return Ok(());
     }
     let view = wait_for(&data, &job_id, Duration::from_secs(args.wait_timeout_s)).await?;
@@ -117,35 +103,52 @@ pub async fn submit(args: SubmitArgs) -> Result<(), Failure> {
     if ours && let Err(err) = data.ack(vec![job_id.clone()]).await {
         eprintln!("note: could not acknowledge the result of {job_id}: {err}");
     }
-    let mut out = std::io::stdout().lock();
-    if args.json {
-        writeln!(out, "{}", serde_json::to_string(&view).expect("serializes")).ok();
-    } else {
-        match view.status {
-            JobStatus::Completed => {
-                writeln!(
-                    out,
-                    "{}",
-                    serde_json::to_string_pretty(&view.result).expect("serializes")
-                )
-                .ok();
-            }
-            _ => {
-                let message = view.error.as_ref().map_or("", |e| e.message.as_str());
-                writeln!(
-                    out,
-                    "job {job_id} {} after {} attempt(s): {message}",
-                    view.status.as_str(),
-                    view.attempt
-                )
-                .ok();
-            }
-        }
-    }
+    print_outcome(&view, args.json);
     match view.status {
         JobStatus::Completed => Ok(()),
         JobStatus::Cancelled => Err(Failure::quiet(4)),
         _ => Err(Failure::quiet(3)),
+    }
+}
+
+/// The submit's answer: the job id and whether it is new.
+fn print_submitted(submitted: &Submitted, json: bool) {
+    let mut out = std::io::stdout().lock();
+    let answer = submitted.response();
+    if json {
+        writeln!(
+            out,
+            "{}",
+            serde_json::to_string(answer).expect("serializes")
+        )
+        .ok();
+        return;
+    }
+    let what = match submitted {
+        Submitted::Created(_) => "submitted",
+        Submitted::Existing(_) => "already submitted (same idempotency key)",
+    };
+    writeln!(out, "{} {what}", answer.job_id).ok();
+}
+
+/// A finished job: its result, or what became of it.
+fn print_outcome(view: &JobView, json: bool) {
+    let mut out = std::io::stdout().lock();
+    if json {
+        writeln!(out, "{}", serde_json::to_string(view).expect("serializes")).ok();
+    } else if view.status == JobStatus::Completed {
+        let result = serde_json::to_string_pretty(&view.result).expect("serializes");
+        writeln!(out, "{result}").ok();
+    } else {
+        let message = view.error.as_ref().map_or("", |e| e.message.as_str());
+        writeln!(
+            out,
+            "job {} {} after {} attempt(s): {message}",
+            view.job_id,
+            view.status.as_str(),
+            view.attempt
+        )
+        .ok();
     }
 }
 
@@ -277,95 +280,94 @@ pub enum JobsCommand {
 }
 
 pub async fn jobs(cmd: JobsCommand) -> Result<(), Failure> {
-    match cmd {
+    enum Act {
+        Show,
+        Cancel,
+        Requeue,
+    }
+    let (client, job_id, json, act) = match cmd {
         JobsCommand::List {
             client,
             queue,
             status,
             limit,
             json,
-        } => {
-            let status = status
-                .map(|s| s.parse::<JobStatus>())
-                .transpose()
-                .map_err(crate::usage)?;
-            let list = client
-                .data()?
-                .jobs(&JobFilter {
-                    queue,
-                    status,
-                    limit: Some(limit),
-                    cursor: None,
-                })
-                .await
-                .map_err(anyhow::Error::new)?;
-            if json {
-                println!("{}", serde_json::to_string(&list).expect("serializes"));
-                return Ok(());
-            }
-            let rows: Vec<Vec<String>> = list
-                .jobs
-                .iter()
-                .map(|j| {
-                    vec![
-                        j.job_id.clone(),
-                        j.queue.clone(),
-                        j.kind.clone(),
-                        j.status.as_str().into(),
-                        j.attempt.to_string(),
-                        fmt_time(j.created_at),
-                    ]
-                })
-                .collect();
-            print_table(
-                &["JOB", "QUEUE", "KIND", "STATUS", "ATTEMPT", "CREATED"],
-                &rows,
-            );
-            if list.jobs.is_empty() {
-                println!("(no jobs)");
-            }
-            Ok(())
-        }
+        } => return list_jobs(&client, queue, status, limit, json).await,
         JobsCommand::Show {
             client,
             job_id,
             json,
-        } => {
-            let view = client
-                .data()?
-                .job(&job_id)
-                .await
-                .map_err(anyhow::Error::new)?;
-            print_job(&view, json);
-            Ok(())
-        }
+        } => (client, job_id, json, Act::Show),
         JobsCommand::Cancel {
             client,
             job_id,
             json,
-        } => {
-            let view = client
-                .data()?
-                .cancel(&job_id)
-                .await
-                .map_err(anyhow::Error::new)?;
-            print_job(&view, json);
-            Ok(())
-        }
+        } => (client, job_id, json, Act::Cancel),
         JobsCommand::Requeue {
             client,
             job_id,
             json,
-        } => {
-            let view = client
-                .data()?
-                .requeue(&job_id)
-                .await
-                .map_err(anyhow::Error::new)?;
-            print_job(&view, json);
-            Ok(())
-        }
+        } => (client, job_id, json, Act::Requeue),
+    };
+    let data = client.data()?;
+    let view = match act {
+        Act::Show => data.job(&job_id).await,
+        Act::Cancel => data.cancel(&job_id).await,
+        Act::Requeue => data.requeue(&job_id).await,
     }
+    .map_err(anyhow::Error::new)?;
+    print_job(&view, json);
+    Ok(())
+}
+
+async fn list_jobs(
+    client: &ClientArgs,
+    queue: Option<String>,
+    status: Option<String>,
+    limit: u32,
+    json: bool,
+) -> Result<(), Failure> {
+    let status = status
+        .map(|s| s.parse::<JobStatus>())
+        .transpose()
+        .map_err(crate::usage)?;
+    let filter = JobFilter {
+        queue,
+        status,
+        limit: Some(limit),
+        cursor: None,
+    };
+    let list = client
+        .data()?
+        .jobs(&filter)
+        .await
+        .map_err(anyhow::Error::new)?;
+    if json {
+        println!("{}", serde_json::to_string(&list).expect("serializes"));
+        return Ok(());
+    }
+    let rows: Vec<Vec<String>> = list
+        .jobs
+        .iter()
+        .map(|j| {
+            vec![
+                j.job_id.clone(),
+                j.queue.clone(),
+                j.kind.clone(),
+                j.status.as_str().into(),
+                j.attempt.to_string(),
+                fmt_time(j.created_at),
+            ]
+        })
+        .collect();
+    print_table(
+        &["JOB", "QUEUE", "KIND", "STATUS", "ATTEMPT", "CREATED"],
+        &rows,
+    );
+    if list.jobs.is_empty() {
+        println!("(no jobs)");
+    }
+    Ok(())
 }
 
 fn print_job(view: &JobView, json: bool) {

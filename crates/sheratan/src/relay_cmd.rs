@@ -127,53 +127,68 @@ pub fn relay_config(
     config.tabs = options.relay_tabs;
     config.concurrency = options.relay_tabs * 2;
     config.build_id = BUILD_ID.into();
+    set_browser(&mut config, options, home, auto_launch)?;
+    config.openai = openai_config(options)?;
+    Ok(config)
+}
+
+/// Where the CDP backend's browser comes from: a Chromium the relay launches (with
+/// `--launch-chromium`, or under `up` when no `SHERATAN_CDP_URL` is set), or a running Chrome.
+/// No Chromium to launch is an error only when asked for by name; under `up` the backend is
+/// reported unavailable, with what to install.
+fn set_browser(
+    config: &mut RelayConfig,
+    options: &RelayOptions,
+    home: &Path,
+    auto_launch: bool,
+) -> Result<(), Failure> {
+    let launch = options.launch_chromium || (auto_launch && options.cdp_url.is_none());
+    if !launch {
+        let url = options.cdp_url.clone();
+        config.browser = Some(BrowserSource::Url(
+            url.unwrap_or_else(|| "http://127.0.0.1:9222".into()),
+        ));
+        return Ok(());
+    }
     let chromium = options
         .chromium
         .clone()
         .or_else(sheratan_relay::cdp::find_chromium);
-    let launch = options.launch_chromium || (auto_launch && options.cdp_url.is_none());
-    if launch {
-        match chromium {
-            Some(chromium) => {
-                config.browser = Some(BrowserSource::Launch {
-                    chromium,
-                    dir: home.join("relay"),
-                    sandbox: options.chromium_sandbox,
-                })
-            }
-            None if options.launch_chromium => {
-                return Err(usage("--launch-chromium: no chromium on the PATH (apt-get install chromium, or set SHERATAN_CHROMIUM)".into()));
-            }
-            None => {
-                config.cdp_unavailable =
-                    "no chromium on the PATH: install Debian's chromium, or set SHERATAN_CDP_URL to a running Chrome".into()
-            }
+    match chromium {
+        Some(chromium) => {
+            config.browser = Some(BrowserSource::Launch {
+                chromium,
+                dir: home.join("relay"),
+                sandbox: options.chromium_sandbox,
+            })
         }
-    } else {
-        config.browser = Some(BrowserSource::Url(
-            options
-                .cdp_url
-                .clone()
-                .unwrap_or_else(|| "http://127.0.0.1:9222".into()),
-        ));
+        None if options.launch_chromium => {
+            return Err(usage("--launch-chromium: no chromium on the PATH (apt-get install chromium, or set SHERATAN_CHROMIUM)".into()));
+        }
+        None => {
+            config.cdp_unavailable =
+                "no chromium on the PATH: install Debian's chromium, or set SHERATAN_CDP_URL to a running Chrome".into()
+        }
     }
-    config.openai = match (&options.openai_base_url, &options.openai_model) {
-        (Some(base_url), Some(model)) => Some(OpenAiConfig {
+    Ok(())
+}
+
+/// The OpenAI-compatible backend, when both its URL and its model are set.
+fn openai_config(options: &RelayOptions) -> Result<Option<OpenAiConfig>, Failure> {
+    match (&options.openai_base_url, &options.openai_model) {
+        (Some(base_url), Some(model)) => Ok(Some(OpenAiConfig {
             base_url: base_url.clone(),
             model: model.clone(),
             api_key: options.openai_api_key.clone().filter(|k| !k.is_empty()),
             timeout: Duration::from_secs(options.openai_timeout_sec.max(1)),
             attempts: 3,
-        }),
-        (Some(_), None) | (None, Some(_)) => {
-            return Err(usage(
-                "the OpenAI backend needs both SHERATAN_OPENAI_BASE_URL and SHERATAN_OPENAI_MODEL"
-                    .into(),
-            ));
-        }
-        (None, None) => None,
-    };
-    Ok(config)
+        })),
+        (Some(_), None) | (None, Some(_)) => Err(usage(
+            "the OpenAI backend needs both SHERATAN_OPENAI_BASE_URL and SHERATAN_OPENAI_MODEL"
+                .into(),
+        )),
+        (None, None) => Ok(None),
+    }
 }
 
 /// One line on how the CDP backend is set up, for banners.
