@@ -30,6 +30,9 @@ pub(crate) fn jsonl<T: DeserializeOwned>(path: &Path, limit: usize) -> std::io::
         .iter()
         .rev()
         .filter(|l| !l.is_empty())
+        // A line this build cannot read as `T` (torn by a crash, or an event kind a newer hub
+        // on this home writes) is skipped: the tail shows what it understands, the file keeps
+        // everything.
         .filter_map(|l| serde_json::from_slice(l).ok())
         .take(limit)
         .collect();

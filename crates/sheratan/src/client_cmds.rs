@@ -638,11 +638,13 @@ pub async fn token(cmd: TokenCommand) -> Result<(), Failure> {
     }
 }
 
+/// A time in UTC, to the second (the `Z` is true whatever offset `t` carries).
 fn fmt_time(t: time::OffsetDateTime) -> String {
-    t.format(time::macros::format_description!(
-        "[year]-[month]-[day] [hour]:[minute]:[second]Z"
-    ))
-    .unwrap_or_default()
+    t.to_offset(time::UtcOffset::UTC)
+        .format(time::macros::format_description!(
+            "[year]-[month]-[day] [hour]:[minute]:[second]Z"
+        ))
+        .unwrap_or_default()
 }
 
 fn print_table(header: &[&str], rows: &[Vec<String>]) {
@@ -666,5 +668,14 @@ fn print_table(header: &[&str], rows: &[Vec<String>]) {
     let _ = writeln!(out, "{}", line(header.to_vec()));
     for row in rows {
         let _ = writeln!(out, "{}", line(row.iter().map(String::as_str).collect()));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn times_print_in_utc() {
+        let t = time::macros::datetime!(2026-11-27 10:00 +02:00);
+        assert_eq!(super::fmt_time(t), "2026-11-27 08:00:00Z");
     }
 }

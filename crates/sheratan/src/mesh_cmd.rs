@@ -164,7 +164,6 @@ fn default_id(prefix: &str) -> String {
         .collect()
 }
 
-/// A bind failure that names the setting to change.
 /// The last step of every member's start-up: the ready line, then `run` until SIGINT or
 /// SIGTERM cancels the token it gets.
 pub async fn until_signal<F, Fut, E>(stops: &str, run: F) -> Result<(), Failure>
@@ -180,6 +179,7 @@ where
         .map_err(|e| Failure::from(anyhow::Error::new(e)))
 }
 
+/// A bind failure that names the setting to change.
 pub fn bind_error(what: &str, addr: SocketAddr, variable: &str, err: std::io::Error) -> Failure {
     Failure::from(anyhow::anyhow!(
         "{what}: cannot listen on {addr}: {err} (set {variable} to another address)"

@@ -64,8 +64,14 @@ impl Supervisor {
             () = self.signals.cancelled() => {}
             ended = &mut hub_task => {
                 // The hub stopped on its own (a listener failed): stop everything with its error.
+                // Workers finish what they run; the others would only wait out their grace
+                // against a hub that is gone, so they are cut off.
                 self.signals.cancel();
                 self.hub_stop.cancel();
+                self.members.abort_all();
+                if let Some(watcher) = self.watcher.take() {
+                    watcher.abort();
+                }
                 self.wait_members().await;
                 return hub_result(ended);
             }

@@ -59,7 +59,8 @@ async function readEvents(reader) {
       if (data.length) {
         let parsed;
         try { parsed = JSON.parse(data.join('\n')); } catch (e) { continue; /* a keep-alive or a torn line */ }
-        onEvent(name, parsed);
+        // One event that cannot be shown must not cost the stream (and the events after it).
+        try { onEvent(name, parsed); } catch (e) { console.warn('event not shown', name, e); }
       }
     }
   }
