@@ -204,6 +204,26 @@ async fn sleep(payload: &serde_json::Value) -> Outcome {
 mod tests {
     use super::*;
 
+    /// The handlers file the README shows (`examples/handlers.toml`) loads, and its handlers
+    /// do what its comments say.
+    #[tokio::test]
+    async fn the_example_handlers_file_works() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/handlers.toml");
+        let h = Handlers::from_file(&path).unwrap();
+        assert_eq!(h.names(), ["echo", "sleep", "upper", "wordcount"]);
+        let never = CancellationToken::new();
+        let d = Duration::from_secs(10);
+        let text = serde_json::json!({"text": "hi there"});
+        assert_eq!(
+            h.run("upper", &text, d, &never).await,
+            Outcome::Success(serde_json::json!({"TEXT": "HI THERE"}))
+        );
+        assert_eq!(
+            h.run("wordcount", &text, d, &never).await,
+            Outcome::Success(serde_json::json!({"words": 2}))
+        );
+    }
+
     #[tokio::test]
     async fn builtins() {
         let h = Handlers::builtin();

@@ -31,6 +31,10 @@ struct IndexEntry {
 pub enum BundleError {
     #[error("{0}")]
     InvalidName(String),
+    /// Nothing to publish: almost always a file that was not there (`curl --data-binary
+    /// @FILE` sends an empty body when FILE is missing, and `-s` hides its warning).
+    #[error("the bundle is empty")]
+    Empty,
     #[error("bundle storage failed: {0}")]
     Io(#[from] io::Error),
 }
@@ -105,6 +109,9 @@ impl Bundles {
         now: OffsetDateTime,
     ) -> Result<BundleInfo, BundleError> {
         validate_bundle_name(name).map_err(BundleError::InvalidName)?;
+        if bytes.is_empty() {
+            return Err(BundleError::Empty);
+        }
         let sha256 = hex::encode(Sha256::digest(bytes));
         let object = self.dir.join("sha256").join(&sha256);
         if !object.exists() {

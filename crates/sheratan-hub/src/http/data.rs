@@ -94,6 +94,11 @@ async fn admin_publish_bundle(
         .map_err(ApiError::internal)?
         .map_err(|e| match e {
             BundleError::InvalidName(msg) => ApiError::invalid(msg),
+            BundleError::Empty => ApiError::new(
+                sheratan_proto::ErrorCode::InvalidRequest,
+                "the bundle is empty",
+                "send the file's bytes (curl --data-binary @FILE sends nothing when FILE does not exist, and -s hides its warning)",
+            ),
             BundleError::Io(err) => ApiError::unavailable("cannot store the bundle", err),
         })?;
     tracing::info!(name = %info.name, sha256 = %info.sha256, size = info.size, "bundle published");

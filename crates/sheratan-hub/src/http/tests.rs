@@ -583,3 +583,34 @@ async fn a_long_poll_answers_at_once_when_the_hub_stops() {
     assert_eq!(status, StatusCode::OK, "{body}");
     assert_eq!(body["jobs"], json!([]));
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_empty_bundle_is_refused_with_a_hint() {
+    let h = hub().await;
+    let mut empty = call(Method::PUT, "/admin/bundles/tool.sh");
+    empty.body = Some(Vec::new());
+    let (status, body) = empty.to(&h.data).await;
+    assert_eq!(
+        (status, code(&body)),
+        (StatusCode::BAD_REQUEST, "INVALID_REQUEST")
+    );
+    assert!(
+        body["error"]["hint"]
+            .as_str()
+            .unwrap()
+            .contains("--data-binary"),
+        "{body}"
+    );
+    assert!(
+        h.state.bundles.get("tool.sh").is_none(),
+        "nothing was published"
+    );
+    let mut file = call(Method::PUT, "/admin/bundles/tool.sh");
+    file.body = Some(b"#!/bin/sh\necho hi\n".to_vec());
+    let (status, body) = file.to(&h.data).await;
+    assert_eq!(
+        (status, body["size"].as_u64()),
+        (StatusCode::CREATED, Some(18)),
+        "{body}"
+    );
+}
