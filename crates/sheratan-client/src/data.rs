@@ -304,6 +304,20 @@ impl DataClient {
         .await
     }
 
+    /// Admin path: removes a node from the registry (it comes back if it heartbeats again).
+    pub async fn remove_node(
+        &self,
+        node_id: &str,
+    ) -> Result<sheratan_proto::control::NodeView, ClientError> {
+        let path = format!("/admin/nodes/{node_id}");
+        json(
+            self.base
+                .send_retrying(Retry::Safe, || self.base.request(Method::DELETE, &path))
+                .await?,
+        )
+        .await
+    }
+
     /// Prometheus text of the data plane.
     pub async fn metrics_text(&self) -> Result<String, ClientError> {
         let response = self

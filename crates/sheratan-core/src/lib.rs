@@ -21,7 +21,7 @@ use axum::extract::{Path, Request, State};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{delete, get, post};
 use axum::{Json, Router};
 use sheratan_client::{
     ClientError, ControlClient, DataClient, Identity, JobFilter, MeshToken, Submitted,
@@ -223,6 +223,7 @@ fn router(state: Arc<CoreState>) -> Router {
         .route("/api/relay/sessions", get(relay_sessions))
         .route("/api/overview", get(overview_route))
         .route("/api/nodes", get(nodes))
+        .route("/api/nodes/{node_id}", delete(remove_node))
         .route("/api/auctions", get(auctions))
         .route("/api/auctions/{job_id}", get(one_auction))
         .route("/api/alerts", get(alerts))
@@ -268,7 +269,7 @@ fn add_cors(headers: &mut HeaderMap, origin: HeaderValue) {
     headers.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, origin);
     headers.insert(
         header::ACCESS_CONTROL_ALLOW_METHODS,
-        HeaderValue::from_static("GET, POST, OPTIONS"),
+        HeaderValue::from_static("GET, POST, DELETE, OPTIONS"),
     );
     headers.insert(
         header::ACCESS_CONTROL_ALLOW_HEADERS,
@@ -443,12 +444,27 @@ async fn accept_attestation(
         .map_err(hub_data)
 }
 
+/// Through the hub's admin path, like requeue: the node comes back if it heartbeats again.
+async fn remove_node(
+    State(s): State<Arc<CoreState>>,
+    caller: Caller,
+    Path(node_id): Path<String>,
+) -> Result<Json<sheratan_proto::control::NodeView>, ApiError> {
+    require_local(&caller, "/api/nodes/{node_id}")?;
+    sheratan_proto::ids::validate_node_id(&node_id).map_err(ApiError::invalid)?;
+    s.data
+        .remove_node(&node_id)
+        .await
+        .map(Json)
+        .map_err(hub_data)
+}
+
 /// The loopback rule of the hub's admin path, kept at Core for the routes that reach it.
 fn require_local(caller: &Caller, route: &str) -> Result<(), ApiError> {
     edge::require_loopback(caller.peer, route).map_err(|err| {
         tracing::warn!(peer = %caller.peer, route, "LOCALHOST_ONLY: an admin action from a remote caller was refused");
         ApiError {
-            hint: "admin actions (requeue, accepting an attestation) are taken only for callers on the machine Core and the hub run on: run the request there (e.g. over ssh), or use `sheratan jobs requeue` on the hub's machine".into(),
+            hint: "admin actions (requeue, accepting an attestation, removing a node) are taken only for callers on the machine Core and the hub run on: run the request there (e.g. over ssh), or use `sheratan jobs requeue` on the hub's machine".into(),
             ..err
         }
     })

@@ -1,9 +1,9 @@
 //! Hubs on one database share state beyond jobs through it (PostgreSQL's [`SharedState`]):
 //! once a second each hub
 //!
-//! - publishes the registry entries it heard from and merges the ones other hubs published
-//!   (a node may heartbeat to any hub and is seen by all; each hub still writes its own
-//!   `nodes_registry.json`);
+//! - publishes the registry entries it heard from (and the nodes an operator removed) and
+//!   merges the ones other hubs published (a node may heartbeat to any hub and is seen by all;
+//!   each hub still writes its own `nodes_registry.json`);
 //! - mirrors the token rotation state (`token_rotation.json`): a rotation started or
 //!   finalized on one hub is written to the database, and the others write it to their own
 //!   file, which their token timer picks up within a second;
@@ -24,6 +24,28 @@ use crate::HubState;
 use crate::auth::ROTATION_FILE;
 
 const ROTATION_SETTING: &str = "token_rotation";
+
+/// A row of the shared registry: a node's entry, or the record that an operator removed it
+/// (it replaces the entry, being newer than its last heartbeat; a later heartbeat replaces it).
+#[derive(serde::Serialize, serde::Deserialize)]
+#[serde(untagged)]
+enum Shared {
+    Removed {
+        node_id: String,
+        #[serde(with = "time::serde::rfc3339")]
+        removed_at: OffsetDateTime,
+    },
+    Entry(Box<NodeExport>),
+}
+
+impl Shared {
+    fn node_id(&self) -> &str {
+        match self {
+            Shared::Removed { node_id, .. } => node_id,
+            Shared::Entry(entry) => &entry.node_id,
+        }
+    }
+}
 /// Every so often the whole registry is read again, in case an entry committed out of order
 /// was skipped by the incremental cursor.
 const FULL_RESYNC_EVERY: u32 = 30;
@@ -73,15 +95,23 @@ async fn sync_nodes(
     cursor: i64,
 ) -> Result<(OffsetDateTime, i64), String> {
     let now = state.clock.now();
-    let fresh: Vec<(String, String, i64)> = state
-        .registry
-        .export_since(pushed_until)
-        .into_iter()
-        .filter_map(|e| {
-            let seen = (e.last_seen.unix_timestamp_nanos() / 1_000_000) as i64;
-            serde_json::to_string(&e)
-                .ok()
-                .map(|json| (e.node_id, json, seen))
+    let ms = |t: OffsetDateTime| (t.unix_timestamp_nanos() / 1_000_000) as i64;
+    let entries = state.registry.export_since(pushed_until).into_iter();
+    let removals = state.registry.removed_since(pushed_until).into_iter();
+    let fresh: Vec<(String, String, i64)> = entries
+        .map(|e| (e.last_seen, Shared::Entry(Box::new(e))))
+        .chain(removals.map(|(node_id, removed_at)| {
+            (
+                removed_at,
+                Shared::Removed {
+                    node_id,
+                    removed_at,
+                },
+            )
+        }))
+        .filter_map(|(at, record)| {
+            let json = serde_json::to_string(&record).ok()?;
+            Some((record.node_id().to_owned(), json, ms(at)))
         })
         .collect();
     shared
@@ -92,10 +122,18 @@ async fn sync_nodes(
         .nodes_since(hub_id, cursor)
         .await
         .map_err(|e| e.to_string())?;
-    let entries: Vec<NodeExport> = records
-        .iter()
-        .filter_map(|r| serde_json::from_str(r).ok())
-        .collect();
+    let mut entries: Vec<NodeExport> = Vec::new();
+    for record in records.iter().filter_map(|r| serde_json::from_str(r).ok()) {
+        match record {
+            Shared::Entry(entry) => entries.push(*entry),
+            Shared::Removed {
+                node_id,
+                removed_at,
+            } => {
+                state.registry.merge_removal(&node_id, removed_at);
+            }
+        }
+    }
     let merged = state.registry.merge(&entries);
     if merged > 0 {
         tracing::debug!(merged, "shared registry: entries from other hubs");

@@ -100,6 +100,9 @@ pub struct Registry {
     stats: Mutex<SnapshotStats>,
     /// Serializes snapshot writers (the timer and a shutdown flush).
     write_lock: Mutex<()>,
+    /// Nodes an operator removed, and when: an entry heard from no later than that (another
+    /// hub's copy on a shared database) does not bring the node back; a new heartbeat does.
+    removed: Mutex<HashMap<String, time::OffsetDateTime>>,
 }
 
 /// A heartbeat field that breaks the rules; the message names the field.
@@ -133,6 +136,7 @@ impl Registry {
             status_counts: Default::default(),
             stats: Mutex::new(SnapshotStats::default()),
             write_lock: Mutex::new(()),
+            removed: Mutex::new(HashMap::new()),
         };
         registry.load();
         registry
@@ -347,6 +351,12 @@ impl Registry {
         std::array::from_fn(|i| self.status_counts[i].load(Ordering::Relaxed))
     }
 
+    /// Whether an operator removed the node at or after `seen`.
+    fn removed_after(&self, node_id: &str, seen: time::OffsetDateTime) -> bool {
+        let removed = self.removed.lock().expect("registry removals lock");
+        removed.get(node_id).is_some_and(|at| *at >= seen)
+    }
+
     fn count_transition(&self, from: Option<NodeStatus>, to: NodeStatus) {
         if let Some(from) = from {
             self.status_counts[rank(from) as usize].fetch_sub(1, Ordering::Relaxed);
@@ -390,7 +400,9 @@ impl Registry {
             let previous = shard
                 .get(entry.node_id.as_str())
                 .map(|r| (r.last_seen, r.reported_status));
-            if previous.is_some_and(|(seen, _)| seen >= entry.last_seen) {
+            if previous.is_some_and(|(seen, _)| seen >= entry.last_seen)
+                || self.removed_after(&entry.node_id, entry.last_seen)
+            {
                 continue;
             }
             let record = NodeRecord::import(entry, &self.interner, now, &self.policy);
@@ -402,6 +414,58 @@ impl Registry {
             self.changed.store(true, Ordering::Relaxed);
         }
         merged
+    }
+
+    /// Removes a node from the registry (an operator's decision: a node gone for good, a test
+    /// node). `None` if the node is unknown. A node that heartbeats again simply comes back.
+    pub fn remove(&self, node_id: &str) -> Option<NodeView> {
+        let now = self.clock.now();
+        let mut shard = self.shard(node_id).lock().expect("registry shard lock");
+        let record = shard.remove(node_id)?;
+        drop(shard);
+        self.status_counts[rank(record.reported_status) as usize].fetch_sub(1, Ordering::Relaxed);
+        self.removed
+            .lock()
+            .expect("registry removals lock")
+            .insert(node_id.to_owned(), now);
+        self.changed.store(true, Ordering::Relaxed);
+        tracing::info!(node_id, "node removed from the registry");
+        Some(record.view(now, &self.policy))
+    }
+
+    /// Removals after `since`: (node id, when), for hubs that share a database.
+    pub fn removed_since(
+        &self,
+        since: time::OffsetDateTime,
+    ) -> Vec<(String, time::OffsetDateTime)> {
+        let removed = self.removed.lock().expect("registry removals lock");
+        removed
+            .iter()
+            .filter(|(_, at)| **at > since)
+            .map(|(id, at)| (id.clone(), *at))
+            .collect()
+    }
+
+    /// A removal another hub made: the node goes here too unless this hub heard from it
+    /// since.
+    pub fn merge_removal(&self, node_id: &str, at: time::OffsetDateTime) -> bool {
+        let mut shard = self.shard(node_id).lock().expect("registry shard lock");
+        let removed = match shard.get(node_id) {
+            Some(record) if record.last_seen <= at => shard.remove(node_id),
+            _ => None,
+        };
+        drop(shard);
+        let mut removals = self.removed.lock().expect("registry removals lock");
+        if removals.get(node_id).is_none_or(|known| *known < at) {
+            removals.insert(node_id.to_owned(), at);
+        }
+        drop(removals);
+        let Some(record) = removed else {
+            return false;
+        };
+        self.status_counts[rank(record.reported_status) as usize].fetch_sub(1, Ordering::Relaxed);
+        self.changed.store(true, Ordering::Relaxed);
+        true
     }
 
     /// Makes the node's current attestation its new baseline. `None` if the node is unknown.
@@ -792,4 +856,98 @@ fn validate(req: &HeartbeatRequest) -> Result<(), InvalidHeartbeat> {
         ));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use sheratan_store::ManualClock;
+
+    use super::*;
+    use crate::audit::AuditConfig;
+
+    /// Two hubs' registries on one manual clock, as hubs sharing a database see each other.
+    struct Two {
+        _dir: tempfile::TempDir,
+        clock: Arc<ManualClock>,
+        a: Registry,
+        b: Registry,
+        _writer: crate::audit::AuditWriter,
+    }
+
+    fn two() -> Two {
+        let dir = tempfile::tempdir().unwrap();
+        let clock = Arc::new(ManualClock::new(
+            time::macros::datetime!(2026-12-05 08:00 UTC),
+        ));
+        let (audit, writer) =
+            AuditLog::start(AuditConfig::new(dir.path().join("logs")), clock.clone()).unwrap();
+        let policy = RegistryPolicy {
+            ttl: Duration::from_secs(30),
+            dead_after: Duration::from_secs(90),
+            spoof_threshold: 3,
+            spoof_window: Duration::from_secs(600),
+        };
+        let open = |name: &str| {
+            let home = dir.path().join(name);
+            std::fs::create_dir_all(&home).unwrap();
+            Registry::open(&home, policy, clock.clone(), audit.clone())
+        };
+        Two {
+            a: open("a"),
+            b: open("b"),
+            clock,
+            _dir: dir,
+            _writer: writer,
+        }
+    }
+
+    fn beat(r: &Registry, node: &str) {
+        let req: HeartbeatRequest =
+            serde_json::from_value(serde_json::json!({"node_id": node, "role": "worker"})).unwrap();
+        r.heartbeat(&req, "10.0.0.1".parse().unwrap(), 10).unwrap();
+    }
+
+    #[test]
+    fn a_removal_on_one_hub_reaches_the_other_and_a_later_heartbeat_wins() {
+        let t = two();
+        let epoch = time::OffsetDateTime::UNIX_EPOCH;
+        beat(&t.a, "w1");
+        assert_eq!(t.b.merge(&t.a.export_since(epoch)), 1);
+        t.clock.advance(time::Duration::seconds(1));
+        assert!(t.a.remove("w1").is_some());
+        let removals = t.a.removed_since(epoch);
+        assert_eq!(removals.len(), 1);
+        for (node, at) in &removals {
+            assert!(t.b.merge_removal(node, *at));
+        }
+        assert!(t.b.get("w1").is_none());
+        assert_eq!(t.b.counts(), [0, 0, 0]);
+        // An older copy (from a third hub, or the database's row) does not bring it back.
+        let mut stale = t.a.export_since(epoch);
+        assert!(stale.is_empty());
+        beat(&t.b, "w2");
+        stale = t.b.export_since(epoch);
+        stale[0].node_id = "w1".into();
+        stale[0].last_seen = removals[0].1;
+        assert_eq!(t.a.merge(&stale), 0);
+        // A heartbeat after the removal does.
+        t.clock.advance(time::Duration::seconds(1));
+        beat(&t.a, "w1");
+        assert_eq!(t.b.merge(&t.a.export_since(removals[0].1)), 1);
+        assert!(t.b.get("w1").is_some());
+        assert_eq!(t.b.counts(), [2, 0, 0]);
+    }
+
+    #[test]
+    fn a_removal_does_not_take_a_node_the_other_hub_heard_from_since() {
+        let t = two();
+        beat(&t.a, "w1");
+        let removed_at = t.clock.now();
+        t.clock.advance(time::Duration::seconds(1));
+        beat(&t.b, "w1");
+        assert!(!t.b.merge_removal("w1", removed_at));
+        assert!(t.b.get("w1").is_some());
+    }
 }

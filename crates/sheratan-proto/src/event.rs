@@ -34,11 +34,13 @@ pub enum EventKind {
     /// A result or lease extension named a lease that is not the job's current one: a late
     /// worker, or someone guessing at another node's lease.
     LeaseMismatch,
+    /// An operator removed a node from the registry (`DELETE /admin/nodes/{node_id}`).
+    NodeRemoved,
 }
 
 impl EventKind {
     /// All events, in declaration order; metrics list a counter for each, zero included.
-    pub const ALL: [EventKind; 20] = [
+    pub const ALL: [EventKind; 21] = [
         EventKind::AuthFail,
         EventKind::PortMismatch,
         EventKind::LocalhostOnly,
@@ -59,6 +61,7 @@ impl EventKind {
         EventKind::IdempotencyKeyCollision,
         EventKind::ResultIntegrityFail,
         EventKind::LeaseMismatch,
+        EventKind::NodeRemoved,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -83,6 +86,7 @@ impl EventKind {
             EventKind::IdempotencyKeyCollision => "IDEMPOTENCY_KEY_COLLISION",
             EventKind::ResultIntegrityFail => "RESULT_INTEGRITY_FAIL",
             EventKind::LeaseMismatch => "LEASE_MISMATCH",
+            EventKind::NodeRemoved => "NODE_REMOVED",
         }
     }
 
@@ -95,7 +99,8 @@ impl EventKind {
             | TokenAcceptedNext
             | TokenRetired
             | TokenRotationFinalized
-            | LeaseReap => Severity::Info,
+            | LeaseReap
+            | NodeRemoved => Severity::Info,
             AuthFail
             | PortMismatch
             | LocalhostOnly

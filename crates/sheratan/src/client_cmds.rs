@@ -404,7 +404,10 @@ fn print_job(view: &JobView, json: bool) {
 }
 
 #[derive(Debug, Args)]
+#[command(args_conflicts_with_subcommands = true)]
 pub struct NodesArgs {
+    #[command(subcommand)]
+    pub command: Option<NodesCommand>,
     #[command(flatten)]
     pub client: ClientArgs,
     #[arg(long)]
@@ -415,7 +418,43 @@ pub struct NodesArgs {
     pub json: bool,
 }
 
+#[derive(Debug, Subcommand)]
+pub enum NodesCommand {
+    /// Removes a node from the registry (the hub's admin path: run it on the hub's machine).
+    /// A node that heartbeats again simply comes back.
+    Rm {
+        #[command(flatten)]
+        client: ClientArgs,
+        node_id: String,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
 pub async fn nodes(args: NodesArgs) -> Result<(), Failure> {
+    if let Some(NodesCommand::Rm {
+        client,
+        node_id,
+        json,
+    }) = args.command
+    {
+        let removed = client
+            .data()?
+            .remove_node(&node_id)
+            .await
+            .map_err(anyhow::Error::new)?;
+        if json {
+            println!("{}", serde_json::to_string(&removed).expect("serializes"));
+        } else {
+            println!(
+                "removed {} ({}, last seen {}); it comes back if it heartbeats again",
+                removed.node_id,
+                removed.status.as_str(),
+                fmt_time(removed.last_seen)
+            );
+        }
+        return Ok(());
+    }
     let role = args
         .role
         .map(|r| r.parse::<Role>())

@@ -3,14 +3,15 @@
 
 use axum::extract::{Request, State};
 use axum::http::StatusCode;
-use axum::routing::{get, post, put};
+use axum::routing::{delete, get, post, put};
 use axum::{Json, Router};
-use sheratan_proto::Plane;
 use sheratan_proto::control::{BundleInfo, HealthResponse, NodeList, NodeView};
 use sheratan_proto::data::RotationRequest;
+use sheratan_proto::{EventKind, Plane};
 
 use super::extract::{Admin, JsonBody, PathParams, Peer, read_body, require_loopback};
 use super::plane::PlaneState;
+use crate::audit::Event;
 use crate::auth::{RotationStatus, Secret, TokenError};
 use crate::bundles::BundleError;
 use sheratan_runtime::edge::ApiError;
@@ -26,6 +27,7 @@ pub(super) fn routes() -> Router<PlaneState> {
             "/admin/nodes/{id}/attestation/accept",
             post(admin_accept_attestation),
         )
+        .route("/admin/nodes/{id}", delete(admin_remove_node))
 }
 
 async fn health(
@@ -103,6 +105,28 @@ async fn admin_publish_bundle(
         })?;
     tracing::info!(name = %info.name, sha256 = %info.sha256, size = info.size, "bundle published");
     Ok((StatusCode::CREATED, Json(info)))
+}
+
+/// Removes a node from the registry (audited as NODE_REMOVED); it comes back if it
+/// heartbeats again.
+async fn admin_remove_node(
+    State(state): State<PlaneState>,
+    admin: Admin,
+    PathParams(id): PathParams<String>,
+) -> Result<Json<NodeView>, ApiError> {
+    sheratan_proto::ids::validate_node_id(&id).map_err(ApiError::invalid)?;
+    registry_here(&state)?;
+    let removed = state
+        .hub
+        .registry
+        .remove(&id)
+        .ok_or_else(|| ApiError::not_found(format!("no node {id:?} in the registry")))?;
+    state.hub.audit.emit(
+        Event::new(EventKind::NodeRemoved, state.plane)
+            .node(&id)
+            .remote(admin.peer.ip()),
+    );
+    Ok(Json(removed))
 }
 
 async fn admin_accept_attestation(

@@ -85,7 +85,10 @@ pub fn require_loopback(peer: SocketAddr, state: &PlaneState, route: &str) -> Re
 
 /// The admin path's caller: token first, then loopback (docs/API.md, "Wire rules",
 /// precedence).
-pub struct Admin;
+/// A caller on the admin path: authenticated, from a loopback peer.
+pub struct Admin {
+    pub peer: std::net::SocketAddr,
+}
 
 impl axum::extract::FromRequestParts<PlaneState> for Admin {
     type Rejection = ApiError;
@@ -99,6 +102,6 @@ impl axum::extract::FromRequestParts<PlaneState> for Admin {
         )
         .await?;
         require_loopback(caller.peer, state, "/admin")?;
-        Ok(Admin)
+        Ok(Admin { peer: caller.peer })
     }
 }

@@ -614,3 +614,71 @@ async fn an_empty_bundle_is_refused_with_a_hint() {
         "{body}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_operator_removes_a_node_and_a_heartbeat_brings_it_back() {
+    let h = hub().await;
+    let beat = json!({"node_id": "w1", "role": "worker", "capabilities": ["echo"]});
+    assert_eq!(
+        call(Method::POST, "/v1/heartbeat")
+            .json(beat.clone())
+            .to(&h.control)
+            .await
+            .0,
+        StatusCode::OK
+    );
+    assert_eq!(h.state.registry.counts(), [1, 0, 0]);
+    let (status, body) = call(Method::DELETE, "/admin/nodes/w1")
+        .from(remote())
+        .to(&h.data)
+        .await;
+    assert_eq!(
+        (status, code(&body)),
+        (StatusCode::FORBIDDEN, "LOCALHOST_ONLY"),
+        "from elsewhere"
+    );
+    let (status, body) = call(Method::DELETE, "/admin/nodes/w1")
+        .token(None)
+        .to(&h.data)
+        .await;
+    assert_eq!(
+        (status, code(&body)),
+        (StatusCode::FORBIDDEN, "AUTH_FAIL"),
+        "without the token"
+    );
+    let (status, body) = call(Method::DELETE, "/admin/nodes/w1").to(&h.data).await;
+    assert_eq!(
+        (status, body["node_id"].as_str()),
+        (StatusCode::OK, Some("w1")),
+        "{body}"
+    );
+    assert_eq!(h.state.registry.counts(), [0, 0, 0]);
+    let (status, body) = call(Method::GET, "/v1/nodes/w1").to(&h.control).await;
+    assert_eq!((status, code(&body)), (StatusCode::NOT_FOUND, "NOT_FOUND"));
+    let (status, body) = call(Method::DELETE, "/admin/nodes/w1").to(&h.data).await;
+    assert_eq!(
+        (status, code(&body)),
+        (StatusCode::NOT_FOUND, "NOT_FOUND"),
+        "once"
+    );
+    h.state.audit.flush();
+    assert_eq!(
+        h.state.audit.count(sheratan_proto::EventKind::NodeRemoved),
+        1
+    );
+    // The node is still alive somewhere: its next heartbeat registers it again.
+    h.clock.advance(time::Duration::seconds(1));
+    assert_eq!(
+        call(Method::POST, "/v1/heartbeat")
+            .json(beat)
+            .to(&h.control)
+            .await
+            .0,
+        StatusCode::OK
+    );
+    assert_eq!(
+        call(Method::GET, "/v1/nodes/w1").to(&h.control).await.0,
+        StatusCode::OK
+    );
+    assert_eq!(h.state.registry.counts(), [1, 0, 0]);
+}

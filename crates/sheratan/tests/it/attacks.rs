@@ -464,6 +464,22 @@ async fn core_does_not_relay_admin_actions_for_remote_callers() {
             "{route}: {status} {body}"
         );
     }
+    // Removing a node is an admin action too.
+    let r = remote
+        .delete(format!("{remote_core}/api/nodes/worker-1"))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    let status = r.status();
+    let body: serde_json::Value = r.json().await.unwrap();
+    assert_error(status, &body, 403, "LOCALHOST_ONLY");
+    let (status, _) = get(
+        &format!("{}/v1/nodes/worker-1", hub.control_url),
+        Auth::Bearer(&token),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "the node is still there");
     // Reads from a remote caller are fine.
     let r = remote
         .get(format!("{remote_core}/api/nodes"))

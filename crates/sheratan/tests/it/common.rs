@@ -179,3 +179,20 @@ pub async fn submit(data: &str, token: &str, job: &Value) -> (StatusCode, Value)
     )
     .await
 }
+
+/// Runs a `sheratan` CLI command against `hub`; returns (exit code, stdout, stderr).
+pub fn cli(hub: &sheratan_testkit::HubProcess, args: &[&str]) -> (i32, String, String) {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_sheratan"))
+        .args(args)
+        .env("SHERATAN_CONTROL_URL", &hub.control_url)
+        .env("SHERATAN_DATA_URL", &hub.data_url)
+        .env("SHERATAN_HUB_TOKEN", hub.token())
+        .env("SHERATAN_LOG", "warn")
+        .output()
+        .expect("run sheratan");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}

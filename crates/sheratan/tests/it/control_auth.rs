@@ -38,6 +38,7 @@ async fn control_health_is_public_and_every_other_route_needs_the_token() {
             Method::POST,
             format!("{d}/admin/nodes/w1/attestation/accept"),
         ),
+        (Method::DELETE, format!("{d}/admin/nodes/w1")),
         (Method::GET, format!("{d}/no/such/route")),
     ];
     for (method, url) in &protected {

@@ -184,6 +184,35 @@ async fn the_dashboard_end_to_end() {
     }
     ui.shot("04-nodes").await;
 
+    // A node reported by hand (the README's sample heartbeat) is removed with two clicks.
+    let (status, _) = post(
+        &format!("{}/v1/heartbeat", hub.control_url),
+        Auth::Bearer(&token),
+        &json!({"node_id": "w1", "role": "worker", "capabilities": ["echo"]}).to_string(),
+    )
+    .await;
+    assert_eq!(status.as_u16(), 200);
+    ui.wait(
+        "w1 listed",
+        "document.querySelector('tr[data-node=\"w1\"]')",
+    )
+    .await;
+    ui.click("[data-remove=\"w1\"]").await;
+    ui.wait(
+        "the confirmation",
+        "document.querySelector('[data-remove=\"w1\"]').textContent === 'Confirm remove'",
+    )
+    .await;
+    ui.click("[data-remove=\"w1\"]").await;
+    ui.wait("w1 gone", "!document.querySelector('tr[data-node=\"w1\"]')")
+        .await;
+    let (status, _) = get(
+        &format!("{}/v1/nodes/w1", hub.control_url),
+        Auth::Bearer(&token),
+    )
+    .await;
+    assert_eq!(status.as_u16(), 404, "the hub forgot w1");
+
     // Jobs: submit with the form and watch it complete live (no reload).
     ui.go("#/jobs").await;
     ui.wait("the submit form", "document.getElementById('submit-form')")

@@ -399,6 +399,58 @@ async fn hubs_share_the_registry_the_token_rotation_and_bundles() {
     })
     .await;
 
+    // A node an operator removes on hub B is gone from hub A too, and stays gone (hub A's
+    // own older copy in the database does not bring it back); its next heartbeat does.
+    let removed = reqwest::Client::new()
+        .delete(format!("{}/admin/nodes/edge-7", b.data_url))
+        .bearer_auth(TOKEN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(removed.status().as_u16(), 200);
+    eventually(10, "hub A forgets the node hub B removed", || async {
+        let (s, _) = get(
+            &format!("{}/v1/nodes/edge-7", a.control_url),
+            Auth::Bearer(TOKEN),
+        )
+        .await;
+        s.as_u16() == 404
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    for hub in [&a, &b] {
+        let (s, _) = get(
+            &format!("{}/v1/nodes/edge-7", hub.control_url),
+            Auth::Bearer(TOKEN),
+        )
+        .await;
+        assert_eq!(
+            s.as_u16(),
+            404,
+            "a mirror round brought the removed node back"
+        );
+    }
+    let (s, _) = post(
+        &format!("{}/v1/heartbeat", a.control_url),
+        Auth::Bearer(TOKEN),
+        &beat(2),
+    )
+    .await;
+    assert_eq!(s.as_u16(), 200);
+    eventually(
+        10,
+        "hub B sees the node again after its heartbeat",
+        || async {
+            let (_, node) = get(
+                &format!("{}/v1/nodes/edge-7", b.control_url),
+                Auth::Bearer(TOKEN),
+            )
+            .await;
+            node["load"]["inflight"] == 2
+        },
+    )
+    .await;
+
     // A bundle published on hub A is served by hub B.
     let bytes = b"#!/bin/sh\necho shared\n".to_vec();
     let put = reqwest::Client::new()

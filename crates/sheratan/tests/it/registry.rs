@@ -418,3 +418,43 @@ async fn attestation_reports_drift_and_flip_flops_without_blocking() {
     .await;
     assert_error(status, &body, 404, "NOT_FOUND");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_operator_removes_a_node_with_the_cli_and_the_removal_survives_a_restart() {
+    let mut hub = hub().start();
+    let token = hub.token();
+    post(
+        &format!("{}/v1/heartbeat", hub.control_url),
+        Auth::Bearer(&token),
+        &heartbeat_body("w1"),
+    )
+    .await;
+    let (code, out, err) = cli(&hub, &["nodes", "rm", "w1"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.starts_with("removed w1 (ONLINE"), "{out}");
+    let (code, _, err) = cli(&hub, &["nodes", "rm", "w1"]);
+    assert_eq!(code, 1);
+    assert!(err.contains("NOT_FOUND"), "{err}");
+    let (_, list, _) = cli(&hub, &["nodes", "--json"]);
+    assert_eq!(
+        serde_json::from_str::<Value>(&list).unwrap()["nodes"],
+        json!([])
+    );
+    let records = hub.wait_audit(Duration::from_secs(5), |r| {
+        count_events(r, EventKind::NodeRemoved) >= 1
+    });
+    let removed = records
+        .iter()
+        .find(|r| r.event == EventKind::NodeRemoved)
+        .unwrap();
+    assert_eq!(removed.node_id.as_deref(), Some("w1"));
+    // The snapshot forgets it: a restart does not bring it back.
+    hub.terminate();
+    hub.restart();
+    let (status, _) = get(
+        &format!("{}/v1/nodes/w1", hub.control_url),
+        Auth::Bearer(&token),
+    )
+    .await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+}

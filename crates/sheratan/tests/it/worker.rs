@@ -16,23 +16,6 @@ fn bin() -> &'static Path {
     Path::new(env!("CARGO_BIN_EXE_sheratan"))
 }
 
-/// Runs a `sheratan` CLI command against `hub`; returns (exit code, stdout, stderr).
-fn cli(hub: &HubProcess, args: &[&str]) -> (i32, String, String) {
-    let out = Command::new(bin())
-        .args(args)
-        .env("SHERATAN_CONTROL_URL", &hub.control_url)
-        .env("SHERATAN_DATA_URL", &hub.data_url)
-        .env("SHERATAN_HUB_TOKEN", hub.token())
-        .env("SHERATAN_LOG", "warn")
-        .output()
-        .expect("run sheratan");
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
-
 fn worker(hub: &HubProcess, node: &str, token: &str, extra: &[&str], env: &[(&str, &str)]) -> Proc {
     let mut args = vec![
         "worker",
