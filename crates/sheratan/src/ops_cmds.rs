@@ -52,9 +52,9 @@ pub async fn audit_watch(args: WatchArgs) -> Result<(), Failure> {
 pub struct DiagnoseArgs {
     #[command(flatten)]
     pub client: ClientArgs,
-    /// Where to write diag_bundle_<UTC timestamp>.zip.
-    #[arg(long, default_value = ".")]
-    pub out: PathBuf,
+    /// Where to write diag_bundle_<UTC timestamp>.zip [default: $SHERATAN_HOME/diagnostics].
+    #[arg(long)]
+    pub out: Option<PathBuf>,
 }
 
 pub async fn diagnose(args: DiagnoseArgs) -> Result<(), Failure> {
@@ -63,13 +63,15 @@ pub async fn diagnose(args: DiagnoseArgs) -> Result<(), Failure> {
         data_url: args.client.data_url.clone(),
         token: args.client.token(),
         home: args.client.home.clone(),
-        out_dir: args.out,
+        out_dir: args
+            .out
+            .unwrap_or_else(|| args.client.home.join("diagnostics")),
         version: VERSION.into(),
     };
     let path = sheratan_ops::diagnose::run(input)
         .await
         .map_err(Failure::from)?;
-    println!("{}", path.display());
+    println!("wrote {} (secrets redacted; mode 0600)", path.display());
     Ok(())
 }
 

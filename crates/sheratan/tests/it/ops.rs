@@ -15,6 +15,15 @@ fn bin() -> &'static Path {
     Path::new(env!("CARGO_BIN_EXE_sheratan"))
 }
 
+/// The path in diagnose's `wrote PATH (…)` line.
+fn bundle_path(out: &str) -> &str {
+    let line = out
+        .trim()
+        .strip_prefix("wrote ")
+        .expect("diagnose says what it wrote");
+    line.split(" (").next().unwrap()
+}
+
 fn run(hub: &HubProcess, args: &[&str], env: &[(&str, &str)]) -> (i32, String, String) {
     let mut cmd = Command::new(bin());
     cmd.args(args)
@@ -149,7 +158,7 @@ async fn diagnose_bundles_every_part_and_no_secret() {
         err.contains("[7/7]") && err.contains("the hub is up"),
         "progress is shown: {err}"
     );
-    let path = Path::new(out.trim());
+    let path = Path::new(bundle_path(&out));
     let name = path.file_name().unwrap().to_string_lossy();
     assert!(
         name.starts_with("diag_bundle_") && name.ends_with(".zip"),
@@ -200,14 +209,13 @@ async fn diagnose_bundles_every_part_and_no_secret() {
     // With the hub down, the bundle still comes, from what is on disk, and says so.
     let mut hub = hub;
     hub.terminate();
-    let (code, out, err) = run(
-        &hub,
-        &["diagnose", "--out", out_dir.path().to_str().unwrap()],
-        &[("SHERATAN_HUB_TOKEN", token)],
-    );
+    // Without --out the bundle goes under the hub's home, never into the current directory.
+    let (code, out, err) = run(&hub, &["diagnose"], &[("SHERATAN_HUB_TOKEN", token)]);
     assert_eq!(code, 0, "{err}");
     assert!(err.contains("the hub is down"), "{err}");
-    let files = unzip(Path::new(out.trim()));
+    let path = Path::new(bundle_path(&out));
+    assert!(path.starts_with(hub.home.join("diagnostics")), "{out}");
+    let files = unzip(path);
     let health = &files
         .iter()
         .find(|(n, _)| n == "diag/health.json")
