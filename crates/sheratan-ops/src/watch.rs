@@ -7,7 +7,7 @@
 
 use std::collections::{BTreeMap, VecDeque};
 use std::fs::{self, File};
-use std::io::{BufRead, BufReader, Seek, SeekFrom};
+use std::io::{BufRead, BufReader, Seek, SeekFrom, Write};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -169,10 +169,56 @@ struct State {
 }
 
 const STATE_FILE: &str = "audit-watch.state";
+/// Held (an exclusive `flock`) by the one watcher of a log directory, with its PID inside.
+const LOCK_FILE: &str = "audit-watch.lock";
+
+/// Another watcher already follows this log directory: a second one would write every alert
+/// twice.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "another audit watcher ({holder}) already follows {dir}: every alert would be written twice. `sheratan up` runs one already; stop the other watcher first if you want this one"
+)]
+pub struct AlreadyWatched {
+    pub dir: String,
+    pub holder: String,
+}
+
+/// Takes the directory's watcher lock, or says who holds it.
+fn lock(log_dir: &Path) -> anyhow::Result<File> {
+    let path = log_dir.join(LOCK_FILE);
+    let mut file = fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(&path)?;
+    match file.try_lock() {
+        Ok(()) => {
+            file.set_len(0)?;
+            write!(file, "{}", std::process::id())?;
+            Ok(file)
+        }
+        Err(fs::TryLockError::WouldBlock) => {
+            let pid = fs::read_to_string(&path).unwrap_or_default();
+            let holder = match pid.trim() {
+                "" => "a process".to_owned(),
+                pid => format!("pid {pid}"),
+            };
+            Err(AlreadyWatched {
+                dir: log_dir.display().to_string(),
+                holder,
+            }
+            .into())
+        }
+        Err(fs::TryLockError::Error(err)) => Err(err.into()),
+    }
+}
 
 /// The follower and rule engine, testable without a runtime: [`Watcher::poll`] reads what is
 /// new and returns the alerts it raised (already appended to `alerts.jsonl`).
 pub struct Watcher {
+    /// The directory's watcher lock, held while this watcher lives.
+    _lock: File,
     config: WatchConfig,
     state: State,
     reader: Option<BufReader<File>>,
@@ -180,13 +226,16 @@ pub struct Watcher {
 }
 
 impl Watcher {
-    pub fn open(config: WatchConfig) -> std::io::Result<Watcher> {
+    /// Opens the watcher of `config.log_dir`; [`AlreadyWatched`] when another one runs.
+    pub fn open(config: WatchConfig) -> anyhow::Result<Watcher> {
         fs::create_dir_all(&config.log_dir)?;
+        let lock = lock(&config.log_dir)?;
         let state = fs::read(config.log_dir.join(STATE_FILE))
             .ok()
             .and_then(|b| serde_json::from_slice(&b).ok())
             .unwrap_or_default();
         let mut w = Watcher {
+            _lock: lock,
             config,
             state,
             reader: None,
@@ -392,9 +441,14 @@ impl Watcher {
 
 /// Runs the watcher until `shutdown`, posting each alert to the webhook if one is set.
 pub async fn run(config: WatchConfig, shutdown: CancellationToken) -> anyhow::Result<()> {
-    let poll = config.poll;
-    let webhook = config.webhook.clone();
-    let mut watcher = tokio::task::spawn_blocking(move || Watcher::open(config)).await??;
+    let watcher = tokio::task::spawn_blocking(move || Watcher::open(config)).await??;
+    follow(watcher, shutdown).await
+}
+
+/// Runs an opened watcher (it holds the directory's lock already) until `shutdown`.
+pub async fn follow(mut watcher: Watcher, shutdown: CancellationToken) -> anyhow::Result<()> {
+    let poll = watcher.config.poll;
+    let webhook = watcher.config.webhook.clone();
     let http = reqwest::Client::builder()
         .timeout(Duration::from_secs(5))
         .build()?;
@@ -574,5 +628,21 @@ mod tests {
         fs::write(&log, next(1)).unwrap();
         assert_eq!(w.poll().unwrap().len(), 1);
         assert_eq!(read_alerts(dir.path()).len(), 16);
+    }
+
+    #[test]
+    fn one_watcher_per_log_directory() {
+        let dir = tempfile::tempdir().unwrap();
+        let first = Watcher::open(config(dir.path(), 0)).unwrap();
+        let second = Watcher::open(config(dir.path(), 0))
+            .err()
+            .expect("a second watcher is refused");
+        let already = second
+            .downcast_ref::<AlreadyWatched>()
+            .expect("AlreadyWatched");
+        assert_eq!(already.holder, format!("pid {}", std::process::id()));
+        assert!(second.to_string().contains("written twice"), "{second}");
+        drop(first);
+        Watcher::open(config(dir.path(), 0)).expect("free again once the first is gone");
     }
 }

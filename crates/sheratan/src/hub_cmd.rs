@@ -41,19 +41,42 @@ async fn start(args: &HubArgs, up: Option<&UpArgs>) -> Result<(), Failure> {
         Some(up) => crate::up_cmd::bind(up, &hub, &mesh_token, &home).await?,
         None => Members::default(),
     };
+    // The watcher takes its log's lock before the ready line: a watcher started after it
+    // (the README's readers try `sheratan audit-watch`) finds it taken.
+    let watcher = match up {
+        Some(up) => open_watcher(up)?,
+        None => None,
+    };
     banner.listeners(&hub, &members);
-    banner.state(&hub, &home, &store_url, up.is_some());
+    banner.state(&hub, &home, &store_url, up.is_some() && watcher.is_some());
     let signals = sheratan_runtime::shutdown_on_signals();
     banner.print(up.is_some());
-    let watch = up.map(UpArgs::watch_config);
     Supervisor::new(signals)
         .run(
             hub,
             members,
-            watch,
+            watcher,
             up.is_some().then_some((mesh_token, in_use)),
         )
         .await
+}
+
+/// `up`'s audit watcher; none (with a warning) when another watcher follows these logs.
+fn open_watcher(up: &UpArgs) -> Result<Option<sheratan_ops::watch::Watcher>, Failure> {
+    match sheratan_ops::watch::Watcher::open(up.watch_config()) {
+        Ok(watcher) => Ok(Some(watcher)),
+        Err(err) => match err.downcast_ref::<sheratan_ops::watch::AlreadyWatched>() {
+            Some(already) => {
+                tracing::warn!(
+                    "another audit watcher ({}) follows {}: it raises the alerts, and up starts none",
+                    already.holder,
+                    already.dir
+                );
+                Ok(None)
+            }
+            None => Err(Failure::from(err.context("start the audit watcher"))),
+        },
+    }
 }
 
 /// A hub that cannot be built: a configuration error (exit 2) or a failure (exit 1).

@@ -78,7 +78,8 @@ enum Command {
     /// Rotate the mesh token without a restart.
     #[command(subcommand)]
     Token(client_cmds::TokenCommand),
-    /// Follow the security audit log and raise alerts on bursts (logs/alerts.jsonl).
+    /// Follow the security audit log and raise alerts on bursts (logs/alerts.jsonl). One
+    /// watcher per home: `up` runs one; a second says which process holds the log and exits 2.
     AuditWatch(ops_cmds::WatchArgs),
     /// Write a diagnostics bundle (zip) with logs, metrics, registry and redacted settings.
     Diagnose(ops_cmds::DiagnoseArgs),

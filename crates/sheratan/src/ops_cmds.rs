@@ -8,6 +8,8 @@ use sheratan_ops::watch::{RuleArgs, WatchConfig};
 use crate::client_args::ClientArgs;
 use crate::{Failure, VERSION};
 
+/// Follows the security audit log and raises alerts. One watcher per home: a second one
+/// (`sheratan up` runs one) says which process holds the log and exits 2.
 #[derive(Debug, Clone, Args)]
 pub struct WatchArgs {
     /// State directory of the hub whose audit log to follow.
@@ -45,7 +47,13 @@ pub async fn audit_watch(args: WatchArgs) -> Result<(), Failure> {
     println!("ready: Ctrl-C (or SIGTERM) stops the watcher");
     sheratan_ops::watch::run(config, shutdown)
         .await
-        .map_err(Failure::from)
+        .map_err(
+            |err| match err.downcast_ref::<sheratan_ops::watch::AlreadyWatched>() {
+                // Not a failure of this watcher: a setting to change (exit 2).
+                Some(already) => crate::usage(already.to_string()),
+                None => Failure::from(err),
+            },
+        )
 }
 
 #[derive(Debug, Args)]

@@ -46,7 +46,7 @@ impl Supervisor {
         mut self,
         hub: Hub,
         members: Members,
-        watch: Option<sheratan_ops::watch::WatchConfig>,
+        watcher: Option<sheratan_ops::watch::Watcher>,
         follow: Option<(MeshToken, TokensInUse)>,
     ) -> Result<(), Failure> {
         if let Some((token, in_use)) = follow {
@@ -59,7 +59,7 @@ impl Supervisor {
             )));
         }
         let mut hub_task = tokio::spawn(hub.run(self.hub_stop.clone()));
-        self.spawn_members(members, watch);
+        self.spawn_members(members, watcher);
         tokio::select! {
             () = self.signals.cancelled() => {}
             ended = &mut hub_task => {
@@ -85,7 +85,7 @@ impl Supervisor {
         hub_result(ended)
     }
 
-    fn spawn_members(&mut self, members: Members, watch: Option<sheratan_ops::watch::WatchConfig>) {
+    fn spawn_members(&mut self, members: Members, watcher: Option<sheratan_ops::watch::Watcher>) {
         let stop = &self.signals;
         for config in members.workers {
             self.workers
@@ -106,8 +106,7 @@ impl Supervisor {
         if let Some(core) = members.core {
             self.members.spawn(core.run(stop.clone()));
         }
-        self.watcher =
-            watch.map(|config| tokio::spawn(sheratan_ops::watch::run(config, stop.clone())));
+        self.watcher = watcher.map(|w| tokio::spawn(sheratan_ops::watch::follow(w, stop.clone())));
     }
 
     /// Workers first (they finish their jobs and report), then the other members and the

@@ -299,3 +299,17 @@ async fn the_watcher_in_up_alerts_once_per_burst_and_calls_the_webhook() {
     assert_eq!(lines.len(), 1, "{alerts}");
     assert_eq!(lines[0]["event"], "AUTH_FAIL");
 }
+
+/// `up` runs the audit watcher; a second one on the same home (the README used to suggest
+/// running one beside `up`) would write every alert twice: it says who holds the log and
+/// exits 2, and `up`'s watcher goes on alone.
+#[test]
+fn a_second_audit_watcher_on_one_home_refuses_to_run() {
+    let hub = hub().up().start();
+    let (code, _, err) = run(&hub, &["audit-watch"], &[]);
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.contains("another audit watcher (pid ") && err.contains("sheratan up"),
+        "{err}"
+    );
+}
