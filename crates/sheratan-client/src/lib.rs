@@ -52,7 +52,7 @@ pub use control::{BundleFetch, ControlClient};
 pub use data::{DataClient, JobFilter, Submitted};
 pub use error::ClientError;
 pub use member::{Member, Pull, member_clients};
-pub use sign::sign_result;
+pub use sign::{probe_header, sign_result};
 pub use token::{MeshToken, TokenState};
 
 use std::time::Duration;

@@ -15,3 +15,13 @@ pub fn sign_result(body: &[u8], token: &str) -> (String, String) {
         format!("sha256={}", hex::encode(mac.finalize().into_bytes())),
     )
 }
+
+/// The `X-Sheratan-Probe` value of a `sheratan smoke` run (see
+/// `sheratan_proto::headers::PROBE`): `nonce` names the run, `unix_s` is now.
+pub fn probe_header(token: &str, nonce: &str, unix_s: i64) -> String {
+    let claim = format!("smoke.{nonce}.{unix_s}");
+    let mut mac =
+        Hmac::<Sha256>::new_from_slice(token.as_bytes()).expect("HMAC takes keys of any length");
+    mac.update(claim.as_bytes());
+    format!("{claim}.{}", hex::encode(mac.finalize().into_bytes()))
+}

@@ -30,6 +30,8 @@ pub struct Event {
     pub remote: Option<IpAddr>,
     pub node_id: Option<String>,
     pub detail: serde_json::Value,
+    /// The run nonce of a verified `sheratan smoke` probe that provoked the event.
+    pub probe: Option<String>,
 }
 
 impl Event {
@@ -40,7 +42,14 @@ impl Event {
             remote: None,
             node_id: None,
             detail: serde_json::Value::Object(Default::default()),
+            probe: None,
         }
+    }
+
+    /// Marks the event as provoked by a `sheratan smoke` probe (kept apart when folding).
+    pub fn probe(mut self, nonce: Option<String>) -> Self {
+        self.probe = nonce;
+        self
     }
 
     pub fn remote(mut self, ip: IpAddr) -> Self {
@@ -205,6 +214,8 @@ struct FoldKey {
     detail: String,
     /// Folded across all sources: too many distinct sources were seen at once.
     any_source: bool,
+    /// Probes fold apart from real traffic, so a probe never hides a real event's line.
+    probe: Option<String>,
 }
 
 impl FoldKey {
@@ -294,6 +305,7 @@ fn record(
         node_id: event.node_id.clone(),
         detail: event.detail.to_string(),
         any_source: false,
+        probe: event.probe.clone(),
     };
     if folds.len() >= MAX_FOLD_KEYS && !folds.contains_key(&key) {
         // A flood from more sources than we can remember one by one (an IPv6 range, say):
@@ -327,6 +339,7 @@ fn record(
         detail: event.detail.clone(),
         count: 1,
         first_ts: None,
+        probe: key.probe.clone(),
     });
     folds.insert(
         key,
@@ -355,6 +368,7 @@ fn write_fold(file: &mut RotatingFile, key: &FoldKey, fold: Folded) {
         detail: fold.detail,
         count: fold.repeats,
         first_ts: fold.first_repeat,
+        probe: key.probe.clone(),
     });
 }
 

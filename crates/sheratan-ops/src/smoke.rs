@@ -71,9 +71,7 @@ const DATA_PROTECTED: [(&str, &str); 7] = [
 ];
 
 pub async fn run(input: &SmokeInput) -> anyhow::Result<Vec<Check>> {
-    let http = reqwest::Client::builder()
-        .timeout(Duration::from_secs(10))
-        .build()?;
+    let http = probe_client(input.token.as_deref())?;
     let c = input.control_url.trim_end_matches('/');
     let d = input.data_url.trim_end_matches('/');
     let mut checks = vec![
@@ -115,6 +113,26 @@ pub async fn run(input: &SmokeInput) -> anyhow::Result<Vec<Check>> {
     }
     checks.push(remote_peers(&http, d, input.token.as_deref()).await);
     Ok(checks)
+}
+
+/// The checklist's HTTP client. Its probes say who they are (`User-Agent:
+/// sheratan-smoke/<version>`) and, with the token, carry a signed `X-Sheratan-Probe` for this
+/// run: the hub records the run's nonce in the audit lines the probes provoke and the audit
+/// watcher raises no alert for them. Without the token the probes are ordinary refused
+/// requests, and alert as such.
+fn probe_client(token: Option<&str>) -> anyhow::Result<reqwest::Client> {
+    let mut headers = reqwest::header::HeaderMap::new();
+    if let Some(token) = token {
+        let nonce = format!("{:016x}", rand::random::<u64>());
+        let now = time::OffsetDateTime::now_utc().unix_timestamp();
+        let probe = sheratan_client::probe_header(token, &nonce, now);
+        headers.insert(sheratan_proto::headers::PROBE, probe.parse()?);
+    }
+    Ok(reqwest::Client::builder()
+        .user_agent(concat!("sheratan-smoke/", env!("CARGO_PKG_VERSION")))
+        .default_headers(headers)
+        .timeout(Duration::from_secs(10))
+        .build()?)
 }
 
 fn method(m: &str) -> reqwest::Method {

@@ -171,6 +171,10 @@ pub struct AuditRecord {
         skip_serializing_if = "Option::is_none"
     )]
     pub first_ts: Option<OffsetDateTime>,
+    /// Set when a verified `sheratan smoke` probe provoked the event: the run's nonce. The
+    /// audit watcher's rules skip these lines.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub probe: Option<String>,
 }
 
 /// One line of `logs/alerts.jsonl` (and the body of an alert webhook call, and an entry of

@@ -399,6 +399,22 @@ fn errors_events_and_alerts() {
             detail: json!({"reason": "invalid"}),
             count: 12,
             first_ts: Some(T),
+            probe: None,
+        }
+    );
+    insta::assert_json_snapshot!(
+        "audit_record_of_a_probe",
+        AuditRecord {
+            ts: T,
+            event: EventKind::PortMismatch,
+            severity: Severity::Warning,
+            plane: Plane::Data,
+            remote_addr: Some("127.0.0.1".into()),
+            node_id: None,
+            detail: json!({"route": "/v1/heartbeat", "right_plane": "control", "right_port": 8787}),
+            count: 1,
+            first_ts: None,
+            probe: Some("6f1c0e2a9b7d4c3e".into()),
         }
     );
     insta::assert_json_snapshot!(

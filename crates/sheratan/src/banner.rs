@@ -34,9 +34,7 @@ impl Banner {
     /// The hub's planes, and what `up` runs beside it.
     pub fn listeners(&mut self, hub: &Hub, members: &Members) {
         if let Some(addr) = hub.control_addr() {
-            self.lines.push(format!(
-                "control plane: http://{addr}  (public /health; everything else needs the token)"
-            ));
+            self.lines.push(control_line(addr));
         }
         if let Some(addr) = hub.data_addr() {
             self.lines.push(format!(
@@ -119,4 +117,32 @@ fn try_next(hub: &Hub) -> Vec<String> {
 
 fn canonical(path: &Path) -> PathBuf {
     std::fs::canonicalize(path).unwrap_or_else(|_| path.to_owned())
+}
+
+/// The control plane's line. On every address (the default, so nodes on other machines can
+/// heartbeat) the line says so first, with the setting that keeps it on this machine.
+fn control_line(addr: std::net::SocketAddr) -> String {
+    if addr.ip().is_unspecified() {
+        format!(
+            "control plane: http://{addr}  (ON EVERY ADDRESS of this machine, for nodes elsewhere; SHERATAN_CONTROL_ADDR=127.0.0.1:{} keeps it local; public /health, everything else needs the token)",
+            addr.port()
+        )
+    } else {
+        format!("control plane: http://{addr}  (public /health; everything else needs the token)")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_control_line_says_when_it_listens_everywhere() {
+        let everywhere = super::control_line("0.0.0.0:8787".parse().unwrap());
+        assert!(everywhere.contains("ON EVERY ADDRESS"), "{everywhere}");
+        assert!(
+            everywhere.contains("SHERATAN_CONTROL_ADDR=127.0.0.1:8787"),
+            "{everywhere}"
+        );
+        let local = super::control_line("127.0.0.1:8787".parse().unwrap());
+        assert!(!local.contains("EVERY"), "{local}");
+    }
 }

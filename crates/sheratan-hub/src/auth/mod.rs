@@ -297,6 +297,33 @@ impl Tokens {
         }
     }
 
+    /// The run nonce of a `sheratan smoke` probe header (`X-Sheratan-Probe`), if the header
+    /// was made with one of this hub's tokens within five minutes of now; `None` otherwise,
+    /// so a request without the token cannot pass itself off as a probe.
+    pub fn verify_probe(&self, value: &str) -> Option<String> {
+        use hmac::{Hmac, Mac};
+        let (claim, mac) = value.rsplit_once('.')?;
+        let mut parts = claim.splitn(3, '.');
+        let (kind, nonce, unix_s) = (parts.next()?, parts.next()?, parts.next()?);
+        let fresh = unix_s
+            .parse::<i64>()
+            .is_ok_and(|t| (self.clock.now().unix_timestamp() - t).abs() <= 300);
+        let plain_nonce =
+            (1..=64).contains(&nonce.len()) && nonce.bytes().all(|b| b.is_ascii_alphanumeric());
+        if kind != "smoke" || !fresh || !plain_nonce {
+            return None;
+        }
+        let mac = hex::decode(mac).ok()?;
+        let (current, next) = self.current_and_next();
+        let matches = |secret: &Secret| {
+            let mut m = Hmac::<sha2::Sha256>::new_from_slice(secret.expose().as_bytes())
+                .expect("HMAC takes keys of any length");
+            m.update(claim.as_bytes());
+            m.verify_slice(&mac).is_ok()
+        };
+        (matches(&current) || next.as_ref().is_some_and(matches)).then(|| nonce.to_owned())
+    }
+
     /// A request that presented two different tokens: refused and counted as invalid.
     pub fn refuse_conflicting(&self) -> AuthFailure {
         self.fail(AuthFailure::Conflicting)

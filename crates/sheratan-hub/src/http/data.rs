@@ -33,8 +33,9 @@ pub(super) fn routes() -> Router<PlaneState> {
 async fn health(
     State(state): State<PlaneState>,
     Peer(peer): Peer,
+    headers: axum::http::HeaderMap,
 ) -> Result<Json<HealthResponse>, ApiError> {
-    require_loopback(peer, &state, "/health")?;
+    require_loopback(peer, &headers, &state, "/health")?;
     let counts = state.hub.store.counts();
     let mut health = super::plane::health_of(Plane::Data);
     health.queue_depth = Some(counts.total_depth());

@@ -53,7 +53,8 @@ pub fn authenticate(
             state.hub.audit.emit(
                 Event::new(EventKind::AuthFail, state.plane)
                     .remote(peer.ip())
-                    .detail(serde_json::json!({ "reason": failure.reason() })),
+                    .detail(serde_json::json!({ "reason": failure.reason() }))
+                    .probe(probe(state, headers)),
             );
             Err(match failure {
                 AuthFailure::OldToken => ApiError::new(
@@ -67,15 +68,28 @@ pub fn authenticate(
     }
 }
 
+/// The nonce of a verified `sheratan smoke` probe header on the request, for the audit line
+/// of what it provoked.
+pub fn probe(state: &PlaneState, headers: &HeaderMap) -> Option<String> {
+    let value = headers.get(sheratan_proto::headers::PROBE)?.to_str().ok()?;
+    state.hub.tokens.verify_probe(value)
+}
+
 /// Requires a loopback peer; otherwise LOCALHOST_ONLY (and its event).
-pub fn require_loopback(peer: SocketAddr, state: &PlaneState, route: &str) -> Result<(), ApiError> {
+pub fn require_loopback(
+    peer: SocketAddr,
+    headers: &HeaderMap,
+    state: &PlaneState,
+    route: &str,
+) -> Result<(), ApiError> {
     if is_loopback(peer.ip()) {
         return Ok(());
     }
     state.hub.audit.emit(
         Event::new(EventKind::LocalhostOnly, state.plane)
             .remote(peer.ip())
-            .detail(serde_json::json!({ "route": route })),
+            .detail(serde_json::json!({ "route": route }))
+            .probe(probe(state, headers)),
     );
     Err(ApiError::localhost_only(
         route,
@@ -101,7 +115,7 @@ impl axum::extract::FromRequestParts<PlaneState> for Admin {
             parts, state,
         )
         .await?;
-        require_loopback(caller.peer, state, "/admin")?;
+        require_loopback(caller.peer, &parts.headers, state, "/admin")?;
         Ok(Admin { peer: caller.peer })
     }
 }

@@ -120,7 +120,8 @@ async fn plane_guard(State(state): State<PlaneState>, req: Request, next: Next) 
             state.hub.audit.emit(
                 Event::new(EventKind::PortMismatch, state.plane)
                     .remote(peer.ip())
-                    .detail(serde_json::json!({ "route": route, "right_plane": right, "right_port": port })),
+                    .detail(serde_json::json!({ "route": route, "right_plane": right, "right_port": port }))
+                    .probe(extract::probe(&state, req.headers())),
             );
         }
         return ApiError::new(
@@ -140,7 +141,7 @@ async fn plane_guard(State(state): State<PlaneState>, req: Request, next: Next) 
         let (parts, body) = req.into_parts();
         let checked = extract::peer_of(&parts).and_then(|peer| {
             extract::authenticate(&parts.headers, peer, &state)?;
-            extract::require_loopback(peer, &state, "/admin")
+            extract::require_loopback(peer, &parts.headers, &state, "/admin")
         });
         if let Err(err) = checked {
             return err.into_response();

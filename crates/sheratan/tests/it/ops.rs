@@ -7,6 +7,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use serde_json::Value;
+use sheratan_proto::EventKind;
 use sheratan_testkit::{HubProcess, wait_for};
 
 use crate::common::*;
@@ -312,4 +313,69 @@ fn a_second_audit_watcher_on_one_home_refuses_to_run() {
         err.contains("another audit watcher (pid ") && err.contains("sheratan up"),
         "{err}"
     );
+}
+
+/// `sheratan smoke` provokes refusals on purpose (AUTH_FAIL, PORT_MISMATCH): with the token it
+/// signs its probes, the hub records the run in those audit lines, and the watcher `up` runs
+/// raises no alert for them. A probe header made without the hub's token is ignored: the
+/// same refusals then alert as usual (so the marking cannot hide an attack).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn smoke_probes_are_audited_but_page_nobody_and_forged_probes_do_not_hide_a_burst() {
+    let hub = hub()
+        .up()
+        .env("SHERATAN_UP_WORKERS", "0")
+        .env("SHERATAN_AUDIT_FOLD_WINDOW_SEC", "1")
+        .env("SHERATAN_ALERT_PORT_MISMATCH_THRESHOLD", "3")
+        .start();
+    let token = hub.token();
+    let (code, out, err) = run(&hub, &["smoke"], &[("SHERATAN_HUB_TOKEN", &token)]);
+    assert_eq!(code, 0, "{out}{err}");
+    let records = hub.wait_audit(Duration::from_secs(10), |r| {
+        r.iter()
+            .filter(|x| x.probe.is_some())
+            .map(|x| x.count)
+            .sum::<u64>()
+            >= 24
+    });
+    let probes: Vec<_> = records.iter().filter(|r| r.probe.is_some()).collect();
+    for kind in [EventKind::AuthFail, EventKind::PortMismatch] {
+        assert!(
+            probes.iter().any(|r| r.event == kind),
+            "{kind} from smoke: {records:?}"
+        );
+    }
+    let nonce = probes[0].probe.clone().unwrap();
+    assert!(
+        probes
+            .iter()
+            .all(|r| r.probe.as_deref() == Some(nonce.as_str())),
+        "one run, one nonce"
+    );
+    // Past the fold window and a watcher poll: no alert.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let alerts = sheratan_ops::watch::read_alerts(&hub.home.join("logs"));
+    assert!(alerts.is_empty(), "smoke paged the operator: {alerts:?}");
+
+    // The same probe header, made with another token: ignored, and the burst alerts.
+    let forged = sheratan_client::probe_header(
+        "not-the-hub-token-0123456789",
+        &nonce,
+        time::OffsetDateTime::now_utc().unix_timestamp(),
+    );
+    let client = reqwest::Client::new();
+    for _ in 0..6 {
+        let r = client
+            .post(format!("{}/v1/jobs", hub.control_url))
+            .header(sheratan_proto::headers::PROBE, &forged)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status().as_u16(), 421);
+    }
+    let alert = wait_for(Duration::from_secs(10), || {
+        sheratan_ops::watch::read_alerts(&hub.home.join("logs"))
+            .into_iter()
+            .find(|a| a.rule == "port_mismatch_burst")
+    });
+    assert!(alert.is_some(), "a forged probe header hid a burst");
 }
