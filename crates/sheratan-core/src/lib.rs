@@ -350,6 +350,9 @@ async fn submit(
         max_attempts: req.max_attempts,
         timeout_s: req.timeout_s,
         run_at: None,
+        // Core's callers (the dashboard, scripts) follow jobs through /api/jobs and the event
+        // stream, never through the data plane's pending results: those would pile up.
+        follow_result: Some(false),
     };
     let submitted = s.data.submit(&job).await.map_err(hub_data)?;
     let status = match submitted {

@@ -86,6 +86,11 @@ pub struct SubmitJob {
         skip_serializing_if = "Option::is_none"
     )]
     pub run_at: Option<OffsetDateTime>,
+    /// Whether the submitter follows the result through `GET /v1/results?pending=1` (and
+    /// acknowledges it). `false`: the result is kept with the job but never pending, so
+    /// `results_pending` counts only results somebody will collect. Default `true`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub follow_result: Option<bool>,
 }
 
 pub fn default_queue() -> String {

@@ -207,6 +207,7 @@ fn hub_data_plane_jobs() {
             max_attempts: Some(3),
             timeout_s: Some(60),
             run_at: Some(T),
+            follow_result: Some(false),
         }
     );
     insta::assert_json_snapshot!(

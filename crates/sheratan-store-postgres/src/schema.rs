@@ -88,6 +88,11 @@ const MIGRATIONS: &[&str] = &[
     r#"
     CREATE INDEX jobs_delayed ON jobs (run_at) WHERE status = 0 AND run_at > created_at;
     "#,
+    // Whether the submitter follows the result: an unfollowed job is stored acknowledged
+    // when it finishes, so it never counts as a pending result.
+    r#"
+    ALTER TABLE jobs ADD COLUMN follow BOOLEAN NOT NULL DEFAULT TRUE;
+    "#,
 ];
 
 /// The lock every hub takes while migrating.

@@ -356,9 +356,9 @@ impl Batch {
         }
         let mut results = results.into_iter();
         while let Some((report, reply)) = results.next() {
-            if recorded.contains(&report.job_id) {
+            if let Some(&follow) = recorded.get(&report.job_id) {
                 fx.delta.inflight -= 1;
-                fx.delta.pending += 1;
+                fx.delta.pending += i64::from(follow);
                 fx.finished = true;
                 held.push(Box::new(Answer {
                     reply,
@@ -464,13 +464,14 @@ impl Batch {
         if !self.submits.is_empty() {
             rows.next();
         }
+        // The jobs the batch completed, and whether each one's submitter follows the result.
         let recorded = if self.results.is_empty() {
-            std::collections::HashSet::new()
+            std::collections::HashMap::new()
         } else {
             rows.next()
                 .unwrap_or_default()
                 .iter()
-                .map(|r| r.get(0))
+                .map(|r| (r.get(0), r.get(1)))
                 .collect()
         };
         let leases = self
@@ -507,8 +508,9 @@ impl Batch {
 struct BatchAnswers {
     submits: Vec<(Vec<JobSpec>, Reply<Vec<SubmitOutcome>>)>,
     results: Vec<(ResultReport, Reply<FinishOutcome>)>,
-    /// The jobs the UPDATE completed (their lease was still live).
-    recorded: std::collections::HashSet<Uuid>,
+    /// The jobs the UPDATE completed (their lease was still live), and whether each one's
+    /// submitter follows the result.
+    recorded: std::collections::HashMap<Uuid, bool>,
     leases: Vec<(LeaseReply, Vec<tokio_postgres::Row>)>,
 }
 
@@ -516,18 +518,18 @@ type LeaseReply = (LeaseOrder, Reply<LeaseGrant>);
 
 /// One INSERT for many new jobs.
 const INSERT_JOBS: &str = "INSERT INTO jobs (job_id, queue, kind, payload, priority, required_capabilities, \
-     max_attempts, timeout_s, run_at, status, attempt, created_at, updated_at) \
-     SELECT j, q, k, p, pr, c::TEXT[], ma, t, r, 0, 0, $10, $10 \
-     FROM unnest($1::UUID[], $2::TEXT[], $3::TEXT[], $4::TEXT[], $5::INT[], $6::TEXT[], $7::INT[], $8::INT[], $9::BIGINT[]) \
-       AS n(j, q, k, p, pr, c, ma, t, r)";
+     max_attempts, timeout_s, run_at, status, attempt, created_at, updated_at, follow) \
+     SELECT j, q, k, p, pr, c::TEXT[], ma, t, r, 0, 0, $10, $10, f \
+     FROM unnest($1::UUID[], $2::TEXT[], $3::TEXT[], $4::TEXT[], $5::INT[], $6::TEXT[], $7::INT[], $8::INT[], $9::BIGINT[], $11::BOOL[]) \
+       AS n(j, q, k, p, pr, c, ma, t, r, f)";
 
 /// One UPDATE for many successful results; returns the jobs it completed (those whose lease
 /// was still live).
 const COMPLETE_JOBS: &str = "UPDATE jobs SET status = $4, result = r.body, error_message = NULL, error_retryable = NULL, \
-     finished_at = $5, updated_at = $5, acked = FALSE, result_lease_id = r.lease_id \
+     finished_at = $5, updated_at = $5, acked = NOT jobs.follow, result_lease_id = r.lease_id \
      FROM unnest($1::UUID[], $2::UUID[], $3::TEXT[]) AS r(job_id, lease_id, body) \
      WHERE jobs.job_id = r.job_id AND jobs.status = 1 AND jobs.lease_id = r.lease_id \
-     RETURNING jobs.job_id";
+     RETURNING jobs.job_id, jobs.follow";
 
 /// Picks and leases up to $4 ready jobs, by priority then age.
 const LEASE_JOBS: &str = "WITH picked AS ( \
@@ -579,6 +581,7 @@ struct InsertColumns<'a> {
     max_attempts: Vec<i32>,
     timeout_s: Vec<i32>,
     run_at: Vec<i64>,
+    follow: Vec<bool>,
 }
 
 impl<'a> InsertColumns<'a> {
@@ -593,6 +596,7 @@ impl<'a> InsertColumns<'a> {
             max_attempts: Vec::new(),
             timeout_s: Vec::new(),
             run_at: Vec::new(),
+            follow: Vec::new(),
         };
         for s in specs {
             c.job_id.push(s.job_id);
@@ -604,11 +608,12 @@ impl<'a> InsertColumns<'a> {
             c.max_attempts.push(s.max_attempts as i32);
             c.timeout_s.push(s.timeout_s as i32);
             c.run_at.push(ms(s.run_at));
+            c.follow.push(s.follow);
         }
         c
     }
 
-    fn params<'p>(&'p self, now: &'p i64) -> [&'p (dyn ToSql + Sync); 10] {
+    fn params<'p>(&'p self, now: &'p i64) -> [&'p (dyn ToSql + Sync); 11] {
         [
             &self.job_id,
             &self.queue,
@@ -620,6 +625,7 @@ impl<'a> InsertColumns<'a> {
             &self.timeout_s,
             &self.run_at,
             now,
+            &self.follow,
         ]
     }
 }
@@ -750,8 +756,8 @@ async fn submit(
         let run_at = ms(spec.run_at);
         tx.execute(
             "INSERT INTO jobs (job_id, queue, kind, payload, priority, required_capabilities, idempotency_key, \
-             max_attempts, timeout_s, run_at, status, attempt, created_at, updated_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, 0, 0, $11, $11)",
+             max_attempts, timeout_s, run_at, status, attempt, created_at, updated_at, follow) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, 0, 0, $11, $11, $12)",
             &[
                 &spec.job_id,
                 &spec.queue,
@@ -764,6 +770,7 @@ async fn submit(
                 &(spec.timeout_s as i32),
                 &run_at,
                 &now,
+                &spec.follow,
             ],
         )
         .await?;
@@ -859,10 +866,10 @@ async fn finish(
     // failure, a duplicate, a lost lease) takes the path below that reads the job first.
     if matches!(report.outcome, Outcome::Success) {
         let updated = tx
-            .execute(
+            .query_opt(
                 "UPDATE jobs SET status = $3, result = $4, error_message = NULL, error_retryable = NULL, \
-                 finished_at = $5, updated_at = $5, acked = FALSE, result_lease_id = $2 \
-                 WHERE job_id = $1 AND status = 1 AND lease_id = $2",
+                 finished_at = $5, updated_at = $5, acked = NOT follow, result_lease_id = $2 \
+                 WHERE job_id = $1 AND status = 1 AND lease_id = $2 RETURNING follow",
                 &[
                     &report.job_id,
                     &report.lease_id,
@@ -872,9 +879,9 @@ async fn finish(
                 ],
             )
             .await?;
-        if updated == 1 {
+        if let Some(row) = updated {
             fx.delta.inflight -= 1;
-            fx.delta.pending += 1;
+            fx.delta.pending += i64::from(row.get::<_, bool>(0));
             fx.finished = true;
             return Ok(FinishOutcome::Recorded {
                 status: JobStatus::Completed,
@@ -905,9 +912,9 @@ async fn finish(
     let max_attempts = row.get::<_, i32>(5) as u32;
     let queue: String = row.get(6);
     fx.delta.inflight -= 1;
-    let new_status = match report.outcome {
+    let (new_status, pending) = match report.outcome {
         Outcome::Success => {
-            end(
+            let pending = end(
                 tx,
                 id,
                 &Ending {
@@ -920,7 +927,7 @@ async fn finish(
                 now,
             )
             .await?;
-            JobStatus::Completed
+            (JobStatus::Completed, pending)
         }
         Outcome::Failure => {
             let error = report.error.clone().unwrap_or(JobError {
@@ -949,7 +956,7 @@ async fn finish(
                 });
             }
             let result = (report.result != "null").then_some(report.result.as_str());
-            end(
+            let pending = end(
                 tx,
                 id,
                 &Ending {
@@ -962,24 +969,26 @@ async fn finish(
                 now,
             )
             .await?;
-            JobStatus::Failed
+            (JobStatus::Failed, pending)
         }
     };
-    fx.delta.pending += 1;
+    fx.delta.pending += i64::from(pending);
     fx.finished = true;
     Ok(FinishOutcome::Recorded { status: new_status })
 }
 
-/// Ends a job: completed, failed or cancelled.
+/// Ends a job: completed, failed or cancelled. True when its result is now pending (not
+/// acknowledged: `end.acked` is false and the submitter follows the result).
 async fn end(
     tx: &Db<'_>,
     id: i64,
     end: &Ending<'_>,
     now: i64,
-) -> Result<(), tokio_postgres::Error> {
-    tx.execute(
+) -> Result<bool, tokio_postgres::Error> {
+    let row = tx.query_one(
         "UPDATE jobs SET status = $2, result = $3, error_message = $4, error_retryable = $5, finished_at = $6, \
-         updated_at = $6, acked = $7, result_lease_id = COALESCE($8, result_lease_id) WHERE id = $1",
+         updated_at = $6, acked = ($7 OR NOT follow), result_lease_id = COALESCE($8, result_lease_id) \
+         WHERE id = $1 RETURNING NOT acked",
         &[
             &id,
             &status_code(end.status),
@@ -992,7 +1001,7 @@ async fn end(
         ],
     )
     .await?;
-    Ok(())
+    Ok(row.get(0))
 }
 
 /// Back to accepted, to run at `run_at` (a retry, a reaped lease, a requeue).
@@ -1050,7 +1059,7 @@ async fn cancel(
     };
     let status = status_of(row.get(1));
     if !status.is_terminal() {
-        end(
+        let pending = end(
             tx,
             row.get(0),
             &Ending {
@@ -1067,7 +1076,7 @@ async fn cancel(
             JobStatus::Accepted => *fx.delta.depth.entry(row.get(2)).or_default() -= 1,
             _ => fx.delta.inflight -= 1,
         }
-        fx.delta.pending += 1;
+        fx.delta.pending += i64::from(pending);
         fx.finished = true;
     }
     load(tx, job_id).await
@@ -1186,7 +1195,7 @@ async fn tick(
                 ),
                 retryable: false,
             };
-            end(
+            let pending = end(
                 tx,
                 id,
                 &Ending {
@@ -1199,7 +1208,7 @@ async fn tick(
                 now,
             )
             .await?;
-            fx.delta.pending += 1;
+            fx.delta.pending += i64::from(pending);
             fx.finished = true;
             JobStatus::Failed
         };

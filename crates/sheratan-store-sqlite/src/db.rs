@@ -49,8 +49,8 @@ pub fn insert_job(conn: &Connection, spec: &JobSpec, now: i64) -> rusqlite::Resu
     let caps = serde_json::to_string(&spec.required_capabilities).expect("strings serialize");
     conn.prepare_cached(
         "INSERT INTO jobs (job_id, queue, kind, payload, priority, required_capabilities, \
-         idempotency_key, max_attempts, timeout_s, run_at, status, attempt, created_at, updated_at) \
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, 0, 0, ?11, ?11)",
+         idempotency_key, max_attempts, timeout_s, run_at, status, attempt, created_at, updated_at, \
+         follow) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, 0, 0, ?11, ?11, ?12)",
     )?
     .execute(params![
         spec.job_id.as_bytes(),
@@ -64,6 +64,7 @@ pub fn insert_job(conn: &Connection, spec: &JobSpec, now: i64) -> rusqlite::Resu
         spec.timeout_s,
         ms(spec.run_at),
         now,
+        spec.follow,
     ])?;
     Ok(conn.last_insert_rowid())
 }
@@ -163,24 +164,28 @@ pub fn set_lease_expiry(
     Ok(())
 }
 
-/// Ends a job: completed, failed or cancelled.
-pub fn finish(conn: &Connection, row: RowId, end: &Ending<'_>, now: i64) -> rusqlite::Result<()> {
+/// Ends a job: completed, failed or cancelled. True when its result is now pending (not
+/// acknowledged: `end.acked` is false and the submitter follows the result).
+pub fn finish(conn: &Connection, row: RowId, end: &Ending<'_>, now: i64) -> rusqlite::Result<bool> {
     conn.prepare_cached(
         "UPDATE jobs SET status = ?2, result = ?3, error_message = ?4, error_retryable = ?5, \
-         finished_at = ?6, updated_at = ?6, acked = ?7, \
-         result_lease_id = COALESCE(?8, result_lease_id) WHERE id = ?1",
+         finished_at = ?6, updated_at = ?6, acked = CASE WHEN follow = 0 THEN 1 ELSE ?7 END, \
+         result_lease_id = COALESCE(?8, result_lease_id) WHERE id = ?1 RETURNING acked",
     )?
-    .execute(params![
-        row,
-        status_code(end.status),
-        end.result,
-        end.error.map(|e| e.message.as_str()),
-        end.error.map(|e| e.retryable),
-        now,
-        end.acked,
-        end.result_lease.map(|l| l.as_bytes().to_vec()),
-    ])?;
-    Ok(())
+    .query_row(
+        params![
+            row,
+            status_code(end.status),
+            end.result,
+            end.error.map(|e| e.message.as_str()),
+            end.error.map(|e| e.retryable),
+            now,
+            end.acked,
+            end.result_lease.map(|l| l.as_bytes().to_vec()),
+        ],
+        |r| r.get::<_, i64>(0),
+    )
+    .map(|acked| acked == 0)
 }
 
 /// Puts a job back to accepted, to run at `run_at`.

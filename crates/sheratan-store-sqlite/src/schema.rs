@@ -61,6 +61,11 @@ const MIGRATIONS: &[&str] = &[
     ) WITHOUT ROWID;
     CREATE INDEX auctions_recent ON auctions(updated_at);
     "#,
+    // Whether the submitter follows the result: an unfollowed job is stored acknowledged
+    // when it finishes, so it never counts as a pending result.
+    r#"
+    ALTER TABLE jobs ADD COLUMN follow INTEGER NOT NULL DEFAULT 1;
+    "#,
 ];
 
 /// Brings the database to the current schema, each migration in its own transaction.

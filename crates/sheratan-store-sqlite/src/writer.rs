@@ -394,7 +394,7 @@ impl Writer {
         };
         let status = match report.outcome {
             Outcome::Success => {
-                db::finish(
+                let pending = db::finish(
                     &self.conn,
                     row,
                     &Ending {
@@ -407,7 +407,9 @@ impl Writer {
                     now,
                 )?;
                 self.state.remove(row);
-                self.state.results_pending += 1;
+                if pending {
+                    self.state.results_pending += 1;
+                }
                 fx.finished = true;
                 JobStatus::Completed
             }
@@ -435,7 +437,7 @@ impl Writer {
                     JobStatus::Accepted
                 } else {
                     let result = (report.result != "null").then_some(report.result.as_str());
-                    db::finish(
+                    let pending = db::finish(
                         &self.conn,
                         row,
                         &Ending {
@@ -448,7 +450,9 @@ impl Writer {
                         now,
                     )?;
                     self.state.remove(row);
-                    self.state.results_pending += 1;
+                    if pending {
+                        self.state.results_pending += 1;
+                    }
                     fx.finished = true;
                     JobStatus::Failed
                 }
@@ -467,7 +471,7 @@ impl Writer {
             return Ok(None);
         };
         if !b.status.is_terminal() {
-            db::finish(
+            let pending = db::finish(
                 &self.conn,
                 b.row,
                 &Ending {
@@ -480,7 +484,9 @@ impl Writer {
                 now,
             )?;
             self.state.remove(b.row);
-            self.state.results_pending += 1;
+            if pending {
+                self.state.results_pending += 1;
+            }
             fx.finished = true;
         }
         db::load_by_id(&self.conn, job_id)
@@ -574,7 +580,7 @@ impl Writer {
                     ),
                     retryable: false,
                 };
-                db::finish(
+                let pending = db::finish(
                     &self.conn,
                     row,
                     &Ending {
@@ -587,7 +593,9 @@ impl Writer {
                     now,
                 )?;
                 self.state.remove(row);
-                self.state.results_pending += 1;
+                if pending {
+                    self.state.results_pending += 1;
+                }
                 fx.finished = true;
                 JobStatus::Failed
             };

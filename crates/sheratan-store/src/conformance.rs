@@ -210,6 +210,7 @@ pub fn job(queue: &str, payload: serde_json::Value) -> SubmitJob {
         max_attempts: None,
         timeout_s: Some(30),
         run_at: None,
+        follow_result: None,
     }
 }
 
@@ -754,6 +755,104 @@ pub async fn finished_results_stay_pending_until_acknowledged(b: &dyn Backend) {
     assert!(w.store.get(a).await.unwrap().unwrap().result_acked);
 }
 
+/// A job whose submitter does not follow its result (`follow_result: false`) keeps its
+/// result but never counts as pending, however it ends (success alone or in a group,
+/// failure, cancel, a reaped last attempt, a requeue and a second end), across a reopen.
+pub async fn unfollowed_results_are_never_pending(b: &dyn Backend) {
+    let mut w = World::new(b, limits(100, 100));
+    let unfollowed = |payload: serde_json::Value| {
+        let mut j = job("q", payload);
+        j.follow_result = Some(false);
+        j.max_attempts = Some(1);
+        j.timeout_s = Some(30);
+        j
+    };
+    let followed = w.submit(job("q", serde_json::json!("followed"))).await;
+    let mut ids = Vec::new();
+    for n in 0..6 {
+        ids.push(w.submit(unfollowed(serde_json::json!(n))).await);
+    }
+    let cancelled = w.submit(unfollowed(serde_json::json!("cancel"))).await;
+    let mut leased = w.lease("n", &["q"], &[], 7).await;
+    assert_eq!(leased.len(), 7);
+    // Several results at once (a backend may record them as one group), then the rest.
+    let together: Vec<LeasedJob> = leased.drain(..4).collect();
+    let tasks: Vec<_> = together
+        .iter()
+        .map(|l| {
+            let (store, report) = (
+                w.store.clone(),
+                ResultReport {
+                    job_id: l.job_id,
+                    lease_id: l.lease_id,
+                    outcome: Outcome::Success,
+                    result: "{\"ok\":1}".into(),
+                    error: None,
+                },
+            );
+            tokio::spawn(async move { store.finish(report).await })
+        })
+        .collect();
+    for task in tasks {
+        let outcome = task.await.expect("a result task").expect("finish");
+        assert!(
+            matches!(outcome, FinishOutcome::Recorded { .. }),
+            "{outcome:?}"
+        );
+    }
+    let failing = leased.pop().unwrap();
+    w.fail(&failing, false).await;
+    let reaped = leased.pop().unwrap();
+    for l in &leased {
+        w.succeed(l, "2").await;
+    }
+    w.store.cancel(cancelled).await.unwrap();
+    w.advance(Duration::from_secs(31));
+    let report = w.store.tick().await.unwrap();
+    assert_eq!(report.reaped.len(), 1);
+    assert_eq!(w.status(reaped.job_id).await, JobStatus::Failed);
+    let pending = |w: &World<'_>| {
+        let store = w.store.clone();
+        async move {
+            let ids: Vec<Uuid> = store
+                .pending_results(100)
+                .await
+                .unwrap()
+                .iter()
+                .map(|r| r.job_id)
+                .collect();
+            (ids, store.counts().results_pending)
+        }
+    };
+    assert_eq!(
+        pending(&w).await,
+        (vec![followed], 1),
+        "only the followed job is pending"
+    );
+    // The first job leased is the followed one; the others of the group are not followed.
+    assert_eq!(together[0].job_id, followed);
+    let kept = w.store.get(together[1].job_id).await.unwrap().unwrap();
+    assert_eq!(
+        kept.result.as_deref(),
+        Some("{\"ok\":1}"),
+        "the result is kept"
+    );
+    assert!(kept.result_acked);
+    // Requeued and finished again: still not pending.
+    w.store.requeue(together[1].job_id).await.unwrap();
+    let again = w.lease("n", &["q"], &[], 1).await;
+    assert_eq!(again[0].job_id, together[1].job_id);
+    w.succeed(&again[0], "3").await;
+    assert_eq!(pending(&w).await.1, 1);
+    w.reopen();
+    assert_eq!(
+        pending(&w).await,
+        (vec![followed], 1),
+        "counted again from the data"
+    );
+    assert!(ids.iter().all(|id| *id != followed));
+}
+
 pub async fn list_filters_and_pages_newest_first(b: &dyn Backend) {
     let w = World::new(b, limits(100, 100));
     let mut ids = Vec::new();
@@ -907,6 +1006,7 @@ macro_rules! conformance_tests {
             cancel_and_requeue,
             queues_pause_resume_and_purge,
             finished_results_stay_pending_until_acknowledged,
+            unfollowed_results_are_never_pending,
             list_filters_and_pages_newest_first,
             everything_survives_a_reopen,
             submits_wake_long_polls

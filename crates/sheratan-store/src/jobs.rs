@@ -50,6 +50,9 @@ pub struct JobSpec {
     pub run_at: OffsetDateTime,
     /// SHA-256 of the canonical JSON of (queue, kind, payload), for idempotency.
     pub request_hash: [u8; 32],
+    /// The submitter follows the result (`follow_result`, default true); otherwise the
+    /// finished job is stored acknowledged, never among the pending results.
+    pub follow: bool,
 }
 
 impl JobSpec {
@@ -118,6 +121,7 @@ impl JobSpec {
             timeout_s,
             run_at: job.run_at.unwrap_or(now).max(now),
             request_hash,
+            follow: job.follow_result.unwrap_or(true),
         })
     }
 }
@@ -230,6 +234,7 @@ mod tests {
             max_attempts: None,
             timeout_s: None,
             run_at: None,
+            follow_result: None,
         }
     }
 

@@ -84,6 +84,9 @@ pub async fn submit(args: SubmitArgs) -> Result<(), Failure> {
         max_attempts: args.max_attempts,
         timeout_s: args.timeout_s,
         run_at: None,
+        // With --wait this command collects the result (and acknowledges it); without, nobody
+        // does: the result stays with the job but never counts as pending.
+        follow_result: Some(args.wait),
     };
     let data = args.client.data()?;
     let submitted = data.submit(&job).await.map_err(anyhow::Error::new)?;

@@ -213,6 +213,7 @@ async fn throughput(
             max_attempts: Some(1),
             timeout_s: None,
             run_at: None,
+            follow_result: None,
         })
         .collect();
     let started = Instant::now();

@@ -237,6 +237,7 @@ fn echo_job(payload: serde_json::Value) -> SubmitJob {
         max_attempts: None,
         timeout_s: None,
         run_at: None,
+        follow_result: None,
     }
 }
 
