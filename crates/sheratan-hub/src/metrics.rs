@@ -211,7 +211,7 @@ impl HubState {
             ),
             Family::single(
                 "sheratan_results_pending",
-                "Finished jobs whose submitter has not acknowledged them.",
+                "Finished jobs whose submitter follows the result (follow_result, the data plane's default) and has not acknowledged it.",
                 Kind::Gauge,
                 "results_pending",
                 counts.results_pending as f64,

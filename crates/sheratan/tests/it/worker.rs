@@ -540,3 +540,55 @@ async fn sigterm_lets_running_jobs_finish_and_report() {
     .await;
     assert_eq!(view["status"], "accepted");
 }
+
+/// "Results pending" counts only results somebody will collect: jobs submitted through Core
+/// (the dashboard) or by the CLI without --wait are finished without ever being pending; a
+/// data-plane submit (which follows its result by default) is pending until acknowledged.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_followed_results_count_as_pending() {
+    let hub = hub().up().start();
+    let token = hub.token();
+    let core = &hub.urls["core"];
+    let pending = || async {
+        let (_, m) = get(
+            &format!("{}/metrics?format=json", hub.data_url),
+            Auth::Bearer(&token),
+        )
+        .await;
+        m["results_pending"].as_u64().unwrap()
+    };
+    let done = |id: String| {
+        let (data, token) = (hub.data_url.clone(), token.clone());
+        async move {
+            for _ in 0..200 {
+                let (_, job) = get(&format!("{data}/v1/jobs/{id}"), Auth::Bearer(&token)).await;
+                if job["status"] == "completed" {
+                    return;
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            panic!("job {id} did not complete");
+        }
+    };
+    let (status, body) = post(
+        &format!("{core}/api/jobs"),
+        Auth::Bearer(&token),
+        &json!({"kind": "echo", "payload": {"via": "core"}}).to_string(),
+    )
+    .await;
+    assert_eq!(status.as_u16(), 202, "{body}");
+    done(body["job_id"].as_str().unwrap().to_owned()).await;
+    let (code, out, err) = cli(&hub, &["submit", "--kind", "echo", "--payload", "{}"]);
+    assert_eq!(code, 0, "{err}");
+    done(out.split_whitespace().next().unwrap().to_owned()).await;
+    assert_eq!(pending().await, 0, "nobody collects these");
+    let (status, body) = post(
+        &format!("{}/v1/jobs", hub.data_url),
+        Auth::Bearer(&token),
+        &json!({"kind": "echo", "payload": {"via": "data"}}).to_string(),
+    )
+    .await;
+    assert_eq!(status.as_u16(), 202, "{body}");
+    done(body["job_id"].as_str().unwrap().to_owned()).await;
+    assert_eq!(pending().await, 1, "a data-plane submit follows its result");
+}

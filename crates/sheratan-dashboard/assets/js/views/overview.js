@@ -30,7 +30,7 @@ export const overview = {
         ${card(byStatus ? byStatus.ONLINE : '—', 'nodes online', `${byStatus ? byStatus.STALE : 0} stale · ${byStatus ? byStatus.DEAD : 0} dead`)}
         ${card(data.queue_depth, 'queue depth')}
         ${card(data.inflight, 'inflight')}
-        ${card(jobs.results_pending, 'results pending')}
+        ${card(jobs.results_pending, 'results pending', 'finished, not yet collected by a submitter that follows its results (Core and dashboard jobs never count)')}
         ${card(jobs.auth_failures_1m, 'failed auth, last minute')}
       </div>
       <div class="grid two gap-top">
