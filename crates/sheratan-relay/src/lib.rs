@@ -122,7 +122,7 @@ impl RelayConfig {
             data_url: data_url.into(),
             token: token.into(),
             home,
-            profiles: Profiles::builtin(profiles::GENERIC_URL),
+            profiles: Profiles::builtin(None),
             default_backend: Backend::Cdp,
             browser: None,
             cdp_unavailable: "no browser configured".into(),
@@ -175,6 +175,13 @@ impl Relay {
         let (control, data) =
             sheratan_client::member_clients(&config.control_url, &config.data_url, &config.token)?;
         let listener = TcpListener::bind(config.listen).await?;
+        let mut config = config;
+        let demo = format!(
+            "{}{}",
+            local_url(listener.local_addr()?),
+            profiles::DEMO_PATH
+        );
+        config.profiles.resolve_demo_page(&demo);
         Ok(Relay {
             listener,
             state: Arc::new(RelayState {
@@ -450,16 +457,53 @@ impl edge::Edge for RelayState {
 
 type Caller = edge::Caller<Arc<RelayState>>;
 
+const DEMO_HTML: &str = include_str!("../assets/demo-chat.html");
+const DEMO_JS: &str = include_str!("../assets/demo-chat.js");
+const DEMO_CSS: &str = include_str!("../assets/demo-chat.css");
+
+/// A file of the demo chat page (public: it holds no data; its answers are made in the page).
+/// The page may run its own script and style only, and may not be framed.
+async fn demo_asset(body: &'static str, content_type: &'static str) -> Response {
+    use axum::http::{HeaderValue, header};
+    use axum::response::IntoResponse;
+    (
+        [
+            (header::CONTENT_TYPE, HeaderValue::from_static(content_type)),
+            (
+                header::CONTENT_SECURITY_POLICY,
+                HeaderValue::from_static(
+                    "default-src 'none'; script-src 'self'; style-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'",
+                ),
+            ),
+            (header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff")),
+        ],
+        body,
+    )
+        .into_response()
+}
+
 fn router(state: Arc<RelayState>) -> Router {
     let routes = Router::new()
         .route("/health", get(health))
         .route("/metrics", get(metrics))
         .route("/v1/complete", post(complete_route))
-        .route("/v1/sessions", get(sessions));
+        .route("/v1/sessions", get(sessions))
+        .route(
+            profiles::DEMO_PATH,
+            get(|| demo_asset(DEMO_HTML, "text/html; charset=utf-8")),
+        )
+        .route(
+            "/demo/chat.js",
+            get(|| demo_asset(DEMO_JS, "text/javascript; charset=utf-8")),
+        )
+        .route(
+            "/demo/chat.css",
+            get(|| demo_asset(DEMO_CSS, "text/css; charset=utf-8")),
+        );
     edge::with_fallbacks(
         routes,
         "the relay",
-        "/health, /metrics, /v1/complete and /v1/sessions",
+        "/health, /metrics, /v1/complete, /v1/sessions and the demo chat page /demo/chat",
     )
     .with_state(state)
 }

@@ -101,7 +101,7 @@ impl OpenAi {
                 Err(e) => (
                     OpenAiError::Transport {
                         url: shown.clone(),
-                        message: e.without_url().to_string(),
+                        message: transport_failure(&e),
                     },
                     None,
                 ),
@@ -145,6 +145,33 @@ impl OpenAi {
     }
 }
 
+/// What went wrong on the way to the server, in the words an operator acts on ("connection
+/// refused", not reqwest's outer "error sending request").
+fn transport_failure(e: &reqwest::Error) -> String {
+    let mut innermost: &(dyn std::error::Error + 'static) = e;
+    while let Some(next) = innermost.source() {
+        innermost = next;
+    }
+    if let Some(io) = innermost.downcast_ref::<std::io::Error>() {
+        match io.kind() {
+            std::io::ErrorKind::ConnectionRefused => {
+                return "connection refused: is the server running at this address?".into();
+            }
+            std::io::ErrorKind::TimedOut => return "the connection timed out".into(),
+            _ => {}
+        }
+    }
+    if e.is_timeout() {
+        return "no answer within the timeout".into();
+    }
+    let text = innermost.to_string();
+    if e.is_connect() {
+        format!("cannot connect: {text}")
+    } else {
+        text
+    }
+}
+
 fn content(url: &str, text: &str) -> Result<String, OpenAiError> {
     let malformed = |detail: String| OpenAiError::Malformed {
         url: url.to_owned(),
@@ -162,4 +189,34 @@ fn content(url: &str, text: &str) -> Result<String, OpenAiError> {
         .next()
         .map(|choice| choice.message.content)
         .ok_or_else(|| malformed(text.chars().take(200).collect()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A server that is not there: the error says "connection refused" and names the URL
+    /// (without its password), not reqwest's "error sending request".
+    #[tokio::test]
+    async fn a_refused_connection_says_so_and_names_the_url() {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let openai = OpenAi::new(OpenAiConfig {
+            base_url: format!("http://user:secret-pw@127.0.0.1:{port}/v1"),
+            model: "m".into(),
+            api_key: None,
+            timeout: Duration::from_secs(5),
+            attempts: 1,
+        });
+        let err = openai.complete("hi", None).await.unwrap_err().to_string();
+        assert!(err.contains("connection refused"), "{err}");
+        assert!(
+            err.contains(&format!("127.0.0.1:{port}/v1/chat/completions")),
+            "{err}"
+        );
+        assert!(!err.contains("secret-pw"), "{err}");
+    }
 }

@@ -1,5 +1,6 @@
 //! Site profiles: how to drive one chat page (docs/API.md, "Hosts, broker, relay, Core"), from the TOML file
-//! `SHERATAN_RELAY_PROFILES`, plus the built-in `generic`.
+//! `SHERATAN_RELAY_PROFILES`, plus the built-ins: `demo` (the relay's own demo chat page)
+//! and `generic` (a plain chat page at `SHERATAN_RELAY_GENERIC_URL`, else the demo page).
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -40,8 +41,10 @@ fn timeout_s() -> u64 {
     120
 }
 
-/// The built-in profile's page when `SHERATAN_RELAY_GENERIC_URL` does not say otherwise.
-pub const GENERIC_URL: &str = "http://127.0.0.1:8000/chat.html";
+/// Stands for the relay's own demo page (`/demo/chat`) until the relay knows its address.
+pub const OWN_DEMO_PAGE: &str = "relay:/demo/chat";
+/// The path of the demo page on the relay's listener.
+pub const DEMO_PATH: &str = "/demo/chat";
 
 /// The built-in profile: a plain chat page (a text area, Enter to send, answers as the last
 /// bot/assistant message, a typing indicator while it writes).
@@ -69,15 +72,30 @@ struct ProfilesFile {
 pub struct Profiles(BTreeMap<String, Profile>);
 
 impl Profiles {
-    pub fn builtin(generic_url: &str) -> Self {
-        Self(BTreeMap::from([(
-            "generic".to_owned(),
-            generic(generic_url),
-        )]))
+    /// `demo` (the relay's own demo chat page) and `generic` (`generic_url`, or the demo page
+    /// when `None`).
+    pub fn builtin(generic_url: Option<&str>) -> Self {
+        Self(BTreeMap::from([
+            ("demo".to_owned(), generic(OWN_DEMO_PAGE)),
+            (
+                "generic".to_owned(),
+                generic(generic_url.unwrap_or(OWN_DEMO_PAGE)),
+            ),
+        ]))
     }
 
-    /// The built-in plus the file's profiles; errors name the file and the problem.
-    pub fn load(path: Option<&Path>, generic_url: &str) -> Result<Self, String> {
+    /// Points the profiles of the relay's own demo page at `url` (its address is known once
+    /// its listener is bound).
+    pub fn resolve_demo_page(&mut self, url: &str) {
+        for profile in self.0.values_mut() {
+            if profile.url == OWN_DEMO_PAGE {
+                profile.url = url.to_owned();
+            }
+        }
+    }
+
+    /// The built-ins plus the file's profiles; errors name the file and the problem.
+    pub fn load(path: Option<&Path>, generic_url: Option<&str>) -> Result<Self, String> {
         let mut all = Self::builtin(generic_url);
         let Some(path) = path else { return Ok(all) };
         let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
@@ -126,8 +144,8 @@ mod tests {
             "[profiles.local-chat]\nurl = \"http://127.0.0.1:8000/chat.html\"\ninput = \"textarea\"\nsubmit = \"button#send\"\nanswer = \".msg.bot\"\nbusy = \".typing\"\nstable_ms = 500\ntimeout_s = 60\n\n[profiles.min]\nurl = \"http://x/\"\ninput = \"#q\"\nanswer = \".a\"\n",
         )
         .unwrap();
-        let p = Profiles::load(Some(&path), GENERIC_URL).unwrap();
-        assert_eq!(p.names(), vec!["generic", "local-chat", "min"]);
+        let p = Profiles::load(Some(&path), None).unwrap();
+        assert_eq!(p.names(), vec!["demo", "generic", "local-chat", "min"]);
         assert_eq!(p.get("local-chat").unwrap().submit, "button#send");
         let min = p.get("min").unwrap();
         assert_eq!(
@@ -146,7 +164,7 @@ mod tests {
         )
         .unwrap();
         assert!(
-            Profiles::load(Some(&path), GENERIC_URL)
+            Profiles::load(Some(&path), None)
                 .unwrap_err()
                 .contains("url must be")
         );
@@ -155,6 +173,6 @@ mod tests {
             "[profiles.typo]\nurl = \"http://x/\"\ninput = \"a\"\nanswr = \"b\"\n",
         )
         .unwrap();
-        assert!(Profiles::load(Some(&path), GENERIC_URL).is_err());
+        assert!(Profiles::load(Some(&path), None).is_err());
     }
 }

@@ -34,8 +34,10 @@ pub struct RelayOptions {
     #[arg(long, env = "SHERATAN_RELAY_PROFILES")]
     pub relay_profiles: Option<PathBuf>,
     /// The page of the built-in `generic` profile.
-    #[arg(long, env = "SHERATAN_RELAY_GENERIC_URL", default_value = sheratan_relay::profiles::GENERIC_URL)]
-    pub relay_generic_url: String,
+    /// The chat page of the built-in `generic` profile [default: the relay's own demo page,
+    /// /demo/chat].
+    #[arg(long, env = "SHERATAN_RELAY_GENERIC_URL")]
+    pub relay_generic_url: Option<String>,
     /// The backend of jobs that do not name one: cdp or openai.
     #[arg(long, env = "SHERATAN_RELAY_BACKEND", default_value = "cdp", value_parser = parse_backend)]
     pub relay_backend: Backend,
@@ -120,7 +122,7 @@ pub fn relay_config(
     config.node_id = node_id.into();
     config.profiles = Profiles::load(
         options.relay_profiles.as_deref(),
-        &options.relay_generic_url,
+        options.relay_generic_url.as_deref(),
     )
     .map_err(usage)?;
     config.default_backend = options.relay_backend;

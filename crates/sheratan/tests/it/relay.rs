@@ -777,3 +777,43 @@ async fn an_unprivileged_relay_keeps_the_chromium_sandbox() {
         .replace('\0', " ");
     assert!(!cmdline.contains("--no-sandbox"), "{cmdline}");
 }
+
+/// A fresh machine with nothing but Chromium: `sheratan up`, then an LLM job through Core
+/// completes end to end through the relay's own demo chat page in headless Chromium (the
+/// default profile), and the page itself is there for a person to try.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_llm_job_through_core_completes_on_the_relays_demo_page() {
+    let hub = hub().up().start();
+    let token = hub.token();
+    let relay = &hub.urls["relay"];
+    let page = reqwest::get(format!("{relay}/demo/chat")).await.unwrap();
+    assert_eq!(page.status().as_u16(), 200);
+    let csp = page.headers()["content-security-policy"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    assert!(csp.contains("script-src 'self'"), "{csp}");
+    assert!(page.text().await.unwrap().contains("id=\"prompt\""));
+    let (status, body) = post(
+        &format!("{}/api/jobs", hub.urls["core"]),
+        Auth::Bearer(&token),
+        &json!({"kind": "chat", "dispatch": "llm", "payload": {"prompt": "hello demo page"}})
+            .to_string(),
+    )
+    .await;
+    assert_eq!(status.as_u16(), 202, "{body}");
+    let job_id = body["job_id"].as_str().unwrap().to_owned();
+    let job = wait_job(&hub, &token, &job_id, |j| {
+        j["status"] == "completed" || j["status"] == "failed"
+    })
+    .await;
+    assert_eq!(job["status"], "completed", "{job}");
+    assert_eq!(
+        job["result"]["text"],
+        "Demo answer (no model behind this page): you wrote 3 words: \"hello demo page\"."
+    );
+    assert_eq!(job["result"]["backend"], "cdp");
+    let (_, health) = get(&format!("{relay}/health"), Auth::None).await;
+    let profiles = health["profiles"].as_array().unwrap();
+    assert!(profiles.iter().any(|p| p == "demo"), "{health}");
+}
