@@ -107,6 +107,16 @@ impl DataClient {
         .await
     }
 
+    /// Every queue with jobs or a recent consumer, and whether a node serves it.
+    pub async fn queues(&self) -> Result<sheratan_proto::data::QueueList, ClientError> {
+        json(
+            self.base
+                .send_retrying(Retry::Safe, || self.base.request(Method::GET, "/v1/queues"))
+                .await?,
+        )
+        .await
+    }
+
     pub async fn jobs(&self, filter: &JobFilter) -> Result<JobList, ClientError> {
         let mut query: Vec<(&str, String)> = Vec::new();
         if let Some(q) = &filter.queue {

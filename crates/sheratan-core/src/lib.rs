@@ -223,6 +223,7 @@ fn router(state: Arc<CoreState>) -> Router {
         .route("/api/relay/sessions", get(relay_sessions))
         .route("/api/overview", get(overview_route))
         .route("/api/nodes", get(nodes))
+        .route("/api/queues", get(queues))
         .route("/api/nodes/{node_id}", delete(remove_node))
         .route("/api/auctions", get(auctions))
         .route("/api/auctions/{job_id}", get(one_auction))
@@ -366,6 +367,7 @@ async fn submit(
             job_id: r.job_id.clone(),
             status: r.status,
             queue,
+            warning: r.warning.clone(),
         }),
     )
         .into_response())
@@ -495,6 +497,14 @@ async fn nodes(State(s): State<Arc<CoreState>>, _: Caller) -> Result<Json<NodeLi
         .await
         .map_err(|err| upstream("Hub Control", err))?;
     Ok(Json(NodeList { nodes }))
+}
+
+/// The data plane's queues: depth, and whether a node serves each.
+async fn queues(
+    State(s): State<Arc<CoreState>>,
+    _: Caller,
+) -> Result<Json<sheratan_proto::data::QueueList>, ApiError> {
+    s.data.queues().await.map(Json).map_err(hub_data)
 }
 
 fn limit(q: &LimitQuery, default: u32, max: u32) -> Result<u32, ApiError> {

@@ -78,6 +78,9 @@ impl<W: Write> Write for CountingWriter<W> {
     }
 }
 
+/// Distinct capability sets, each sorted.
+pub type CapabilitySets = Arc<Vec<Vec<String>>>;
+
 pub struct Registry {
     shards: Box<[Shard]>,
     hasher: std::collections::hash_map::RandomState,
@@ -103,6 +106,8 @@ pub struct Registry {
     /// Nodes an operator removed, and when: an entry heard from no later than that (another
     /// hub's copy on a shared database) does not bring the node back; a new heartbeat does.
     removed: Mutex<HashMap<String, time::OffsetDateTime>>,
+    /// The distinct capability sets of ONLINE nodes, and when they were gathered.
+    online_caps: std::sync::RwLock<Option<(Instant, CapabilitySets)>>,
 }
 
 /// A heartbeat field that breaks the rules; the message names the field.
@@ -137,6 +142,7 @@ impl Registry {
             stats: Mutex::new(SnapshotStats::default()),
             write_lock: Mutex::new(()),
             removed: Mutex::new(HashMap::new()),
+            online_caps: std::sync::RwLock::new(None),
         };
         registry.load();
         registry
@@ -247,10 +253,14 @@ impl Registry {
                     let observed = record.observe(&obs, now, &self.policy, &self.interner);
                     if reported != NodeStatus::Online {
                         self.count_transition(Some(reported), NodeStatus::Online);
+                        self.forget_online_capabilities();
+                    } else if observed.changed {
+                        self.forget_online_capabilities();
                     }
                     (observed.signals, observed.changed)
                 }
                 None => {
+                    self.forget_online_capabilities();
                     let key = self.interner.intern(&req.node_id);
                     let (record, signal) =
                         NodeRecord::first(key.clone(), &obs, now, &self.interner);
@@ -340,6 +350,47 @@ impl Registry {
         }
         out.sort_by(|a, b| a.node_id.cmp(&b.node_id));
         out
+    }
+
+    /// The distinct capability sets (handler names included) of the ONLINE nodes, each sorted:
+    /// what submits compare a job's requirements with. Gathered at most once a second, so a
+    /// submit costs a lock and a look at a few sets, whatever the size of the registry.
+    pub fn online_capabilities(&self) -> CapabilitySets {
+        {
+            let cached = self.online_caps.read().expect("registry capabilities lock");
+            if let Some((at, sets)) = cached.as_ref()
+                && at.elapsed() < Duration::from_secs(1)
+            {
+                return sets.clone();
+            }
+        }
+        let now = self.clock.now();
+        let mut sets: std::collections::BTreeSet<Vec<String>> = Default::default();
+        for shard in self.shards.iter() {
+            let shard = shard.lock().expect("registry shard lock");
+            for record in shard.values() {
+                if record.status_at(now, &self.policy) == NodeStatus::Online {
+                    let mut caps: Vec<String> =
+                        record.capabilities.iter().map(|c| c.to_string()).collect();
+                    caps.sort();
+                    sets.insert(caps);
+                }
+            }
+        }
+        let sets = Arc::new(sets.into_iter().collect::<Vec<_>>());
+        *self
+            .online_caps
+            .write()
+            .expect("registry capabilities lock") = Some((Instant::now(), sets.clone()));
+        sets
+    }
+
+    /// A node came online or changed what it offers: the next submit gathers the sets again.
+    fn forget_online_capabilities(&self) {
+        *self
+            .online_caps
+            .write()
+            .expect("registry capabilities lock") = None;
     }
 
     /// Node counts by status: [online, stale, dead].

@@ -50,6 +50,10 @@ pub struct CoreSubmitted {
     pub job_id: String,
     pub status: JobStatus,
     pub queue: String,
+    /// The hub's note when the job may wait (no ONLINE node offers its kind, or nobody
+    /// serves its queue).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub warning: Option<String>,
 }
 
 /// `?limit=` of Core's lists (`/api/auctions`, `/api/alerts`, `/api/audit`) and the broker's

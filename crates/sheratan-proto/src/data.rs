@@ -105,6 +105,30 @@ pub struct SubmitResponse {
     /// The cached result of a completed job, on an idempotent repeat.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub result: Option<serde_json::Value>,
+    /// Why the job may wait: no ONLINE node offers its kind and capabilities, or no node has
+    /// leased from its queue lately. The job is accepted all the same.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub warning: Option<String>,
+}
+
+/// One queue in `GET /v1/queues`: its depth, and whether a node serves it (asked it for
+/// jobs within the last 60 s).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct QueueView {
+    pub queue: String,
+    /// Accepted jobs waiting to be leased.
+    pub depth: u64,
+    pub served: bool,
+    /// Seconds since a node last asked the queue for jobs; absent if none has since the hub
+    /// started.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_asked_s: Option<u64>,
+}
+
+/// `GET /v1/queues`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct QueueList {
+    pub queues: Vec<QueueView>,
 }
 
 /// `POST /v1/jobs/batch`.
@@ -125,6 +149,8 @@ pub struct BatchOutcome {
     pub status: Option<JobStatus>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub result: Option<serde_json::Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub warning: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none", flatten)]
     pub error: Option<ErrorBody>,
 }

@@ -216,6 +216,35 @@ fn hub_data_plane_jobs() {
             job_id: JOB.into(),
             status: JobStatus::Completed,
             result: Some(json!({"hello": "world"})),
+            warning: None,
+        }
+    );
+    insta::assert_json_snapshot!(
+        "submit_response_with_a_warning",
+        SubmitResponse {
+            job_id: JOB.into(),
+            status: JobStatus::Accepted,
+            result: None,
+            warning: Some("no ONLINE node offers kind \"resize\" with every required capability (resize): the job waits in queue \"default\" until one does".into()),
+        }
+    );
+    insta::assert_json_snapshot!(
+        "queue_list",
+        QueueList {
+            queues: vec![
+                QueueView {
+                    queue: "default".into(),
+                    depth: 3,
+                    served: true,
+                    last_asked_s: Some(2)
+                },
+                QueueView {
+                    queue: "nobody".into(),
+                    depth: 1,
+                    served: false,
+                    last_asked_s: None
+                },
+            ],
         }
     );
     insta::assert_json_snapshot!(
@@ -227,6 +256,7 @@ fn hub_data_plane_jobs() {
                     job_id: Some(JOB.into()),
                     status: Some(JobStatus::Accepted),
                     result: None,
+                    warning: None,
                     error: None,
                 },
                 BatchOutcome {
@@ -234,6 +264,7 @@ fn hub_data_plane_jobs() {
                     job_id: None,
                     status: None,
                     result: None,
+                    warning: None,
                     error: Some(ErrorBody {
                         error: ErrorDetail {
                             code: ErrorCode::InvalidRequest,
@@ -626,6 +657,7 @@ fn core_api() {
                 job_id: JOB.into(),
                 status: JobStatus::Accepted,
                 queue: "auction".into(),
+                warning: Some("no node has asked queue \"auction\" for jobs in the last 60 s: the job waits until one does (e.g. sheratan worker --queues auction)".into()),
             }
         )
     );

@@ -98,6 +98,9 @@ pub struct RelayConfig {
     /// Jobs leased at once (both backends).
     pub concurrency: u32,
     pub queue: String,
+    /// The job kinds the relay runs (every prompt the same way, whatever the kind): offered
+    /// as capabilities, since a job is leased only to a node that offers its kind.
+    pub kinds: Vec<String>,
     pub lease_wait: Duration,
     pub grace: Duration,
     pub build_id: String,
@@ -106,6 +109,9 @@ pub struct RelayConfig {
     /// The largest `/v1/complete` body read.
     pub max_body_bytes: usize,
 }
+
+/// The kinds a relay runs unless `SHERATAN_RELAY_KINDS` says otherwise.
+pub const DEFAULT_KINDS: [&str; 2] = ["chat", "llm"];
 
 impl RelayConfig {
     pub fn new(
@@ -130,6 +136,7 @@ impl RelayConfig {
             tabs: 4,
             concurrency: 8,
             queue: LLM_QUEUE.into(),
+            kinds: DEFAULT_KINDS.map(String::from).into(),
             lease_wait: Duration::from_secs(10),
             grace: Duration::from_secs(30),
             build_id: env!("CARGO_PKG_VERSION").into(),
@@ -247,12 +254,15 @@ impl Relay {
 /// `llm`, plus each backend this relay can use.
 fn capabilities(s: &RelayState) -> Vec<String> {
     let mut caps = vec!["llm".to_owned()];
+    caps.extend(s.config.kinds.iter().cloned());
     if s.browser.is_some() {
         caps.push("cdp".into());
     }
     if s.openai.is_some() {
         caps.push("openai".into());
     }
+    caps.sort();
+    caps.dedup();
     caps
 }
 

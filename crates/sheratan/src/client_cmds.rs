@@ -38,8 +38,8 @@ pub struct SubmitArgs {
     /// Lease length in seconds (the hub's default when absent).
     #[arg(long)]
     pub timeout_s: Option<u32>,
-    /// Capabilities a node needs, comma-separated. By default the job's kind, so only nodes
-    /// with that handler take it; pass an empty value to require nothing.
+    /// Capabilities a node needs besides the job's kind (which the hub always requires: a job
+    /// goes only to a node with a handler for it), comma-separated.
     #[arg(long, value_delimiter = ',')]
     pub require: Option<Vec<String>>,
     /// Wait for the job to finish and print its result.
@@ -70,10 +70,14 @@ fn read_payload(arg: &str) -> anyhow::Result<serde_json::Value> {
 
 pub async fn submit(args: SubmitArgs) -> Result<(), Failure> {
     let payload = read_payload(&args.payload).map_err(|e| crate::usage(format!("{e:#}")))?;
-    let required = match &args.require {
-        Some(list) => list.iter().filter(|c| !c.is_empty()).cloned().collect(),
-        None => vec![args.kind.clone()],
-    };
+    // The hub adds the kind itself: a job goes only to a node that offers its kind.
+    let required: Vec<String> = args
+        .require
+        .iter()
+        .flatten()
+        .filter(|c| !c.is_empty())
+        .cloned()
+        .collect();
     let job = SubmitJob {
         queue: args.queue.clone(),
         kind: args.kind.clone(),
@@ -93,8 +97,8 @@ pub async fn submit(args: SubmitArgs) -> Result<(), Failure> {
     let job_id = submitted.response().job_id.clone();
     // An idempotent repeat may be somebody else's job: its result is theirs to acknowledge.
     let ours = matches!(submitted, Submitted::Created(_));
-    if !job.required_capabilities.is_empty() {
-        note_if_no_node_can_run(&args.client, &job.required_capabilities, &job.queue).await;
+    if let Some(warning) = &submitted.response().warning {
+        eprintln!("note: {warning}");
     }
     if !args.wait {
         print_submitted(&submitted, args.json);
@@ -152,38 +156,6 @@ fn print_outcome(view: &JobView, json: bool) {
             view.attempt
         )
         .ok();
-    }
-}
-
-/// Says so (on stderr) when no ONLINE node offers every capability the job requires: it would
-/// wait in its queue until one does. Silent when the registry cannot be read (a data-only
-/// setup, a missing token): the submit itself succeeded.
-async fn note_if_no_node_can_run(client: &ClientArgs, required: &[String], queue: &str) {
-    let Ok(control) = client.control() else {
-        return;
-    };
-    let Ok(nodes) = control.nodes(None, Some(NodeStatus::Online)).await else {
-        return;
-    };
-    let able = nodes
-        .iter()
-        .any(|n| required.iter().all(|c| n.capabilities.contains(c)));
-    if !able {
-        let mut offered: Vec<&str> = nodes
-            .iter()
-            .flat_map(|n| n.capabilities.iter().map(String::as_str))
-            .collect();
-        offered.sort_unstable();
-        offered.dedup();
-        eprintln!(
-            "note: no ONLINE node offers {} (online nodes offer: {}); the job waits in queue {queue:?} until one does (--require sets what it needs)",
-            required.join(", "),
-            if offered.is_empty() {
-                "nothing, no node is online".to_owned()
-            } else {
-                offered.join(", ")
-            }
-        );
     }
 }
 

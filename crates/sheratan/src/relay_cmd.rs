@@ -44,6 +44,15 @@ pub struct RelayOptions {
     /// Tabs (CDP jobs) at once.
     #[arg(long, env = "SHERATAN_RELAY_TABS", default_value_t = 4)]
     pub relay_tabs: u32,
+    /// The job kinds the relay runs, comma-separated (a job goes only to a node that offers
+    /// its kind).
+    #[arg(
+        long,
+        env = "SHERATAN_RELAY_KINDS",
+        value_delimiter = ',',
+        default_value = "chat,llm"
+    )]
+    pub relay_kinds: Vec<String>,
     /// OpenAI-compatible server, e.g. http://127.0.0.1:11434/v1 (Ollama).
     #[arg(long, env = "SHERATAN_OPENAI_BASE_URL")]
     pub openai_base_url: Option<String>,
@@ -127,6 +136,7 @@ pub fn relay_config(
     .map_err(usage)?;
     config.default_backend = options.relay_backend;
     config.tabs = options.relay_tabs;
+    config.kinds = options.relay_kinds.clone();
     config.concurrency = options.relay_tabs * 2;
     config.build_id = BUILD_ID.into();
     set_browser(&mut config, options, home, auto_launch)?;

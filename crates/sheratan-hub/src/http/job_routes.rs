@@ -11,7 +11,7 @@ use serde::Deserialize;
 use sheratan_proto::data::{
     AckRequest, AckResponse, BatchResponse, ExtendRequest, ExtendResponse, JobList, JobView,
     JobsQuery, LeaseRequest, LeaseResponse, PendingQuery, PendingResults, QueueAdminResponse,
-    ResultRequest, ResultResponse, SubmitBatch, SubmitJob,
+    QueueList, ResultRequest, ResultResponse, SubmitBatch, SubmitJob,
 };
 
 use super::extract::{Admin, Caller, JsonBody, PathParams, QueryParams, RawBody, parse_json};
@@ -24,6 +24,7 @@ pub(super) fn routes() -> Router<PlaneState> {
         .route("/v1/jobs", post(submit).get(list))
         .route("/v1/jobs/batch", post(submit_batch))
         .route("/v1/jobs/{id}", get(get_job))
+        .route("/v1/queues", get(queues))
         .route("/v1/jobs/{id}/cancel", post(cancel))
         .route("/v1/leases", post(lease))
         .route("/v1/leases/{lease_id}/extend", post(extend))
@@ -92,6 +93,13 @@ async fn list(
     QueryParams(q): QueryParams<JobsQuery>,
 ) -> Result<Json<JobList>, ApiError> {
     Ok(Json(svc::list(&state.hub, q).await?))
+}
+
+/// Every queue with jobs or a recent consumer: its depth and whether a node serves it.
+async fn queues(State(state): State<PlaneState>, _: Caller) -> Json<QueueList> {
+    Json(QueueList {
+        queues: svc::queues(&state.hub),
+    })
 }
 
 async fn cancel(

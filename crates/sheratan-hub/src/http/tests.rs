@@ -682,3 +682,79 @@ async fn an_operator_removes_a_node_and_a_heartbeat_brings_it_back() {
     );
     assert_eq!(h.state.registry.counts(), [1, 0, 0]);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_job_goes_only_to_a_node_that_offers_its_kind_and_the_submit_says_why_it_waits() {
+    let h = hub().await;
+    // Nobody has asked the queue for jobs, and no node offers the kind.
+    let (status, body) = call(Method::POST, "/v1/jobs")
+        .json(json!({"kind": "resize", "payload": {}}))
+        .to(&h.data)
+        .await;
+    assert_eq!(status, StatusCode::ACCEPTED);
+    let warning = body["warning"].as_str().unwrap();
+    assert!(
+        warning.contains("no ONLINE node offers kind \"resize\""),
+        "{warning}"
+    );
+    assert!(warning.contains("no node is ONLINE"), "{warning}");
+    let id = body["job_id"].as_str().unwrap().to_owned();
+    assert_eq!(
+        job(&h, &id).await["required_capabilities"],
+        json!(["resize"])
+    );
+    // A node without the kind gets nothing; one with it gets the job.
+    assert!(lease(&h, "echo-only").await.is_empty());
+    let (_, grant) = call(Method::POST, "/v1/leases")
+        .json(json!({"node_id": "resizer", "capabilities": ["resize"]}))
+        .to(&h.data)
+        .await;
+    assert_eq!(grant["jobs"][0]["job_id"], id.as_str());
+    // Now a node has asked the default queue with `resize`: no warning.
+    let (_, body) = call(Method::POST, "/v1/jobs")
+        .json(json!({"kind": "resize", "payload": {}}))
+        .to(&h.data)
+        .await;
+    assert!(body.get("warning").is_none(), "{body}");
+    // A queue nobody serves, though an ONLINE node offers the kind.
+    let beat = json!({"node_id": "w1", "role": "worker", "capabilities": ["echo"]});
+    call(Method::POST, "/v1/heartbeat")
+        .json(beat)
+        .to(&h.control)
+        .await;
+    let (_, body) = call(Method::POST, "/v1/jobs")
+        .json(json!({"kind": "echo", "queue": "nobody", "payload": {}}))
+        .to(&h.data)
+        .await;
+    let warning = body["warning"].as_str().unwrap();
+    assert!(
+        warning.contains("no node has asked queue \"nobody\""),
+        "{warning}"
+    );
+    let (status, queues) = call(Method::GET, "/v1/queues").to(&h.data).await;
+    assert_eq!(status, StatusCode::OK);
+    let of = |name: &str| {
+        queues["queues"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|q| q["queue"] == name)
+            .cloned()
+            .unwrap()
+    };
+    assert_eq!(
+        (
+            of("default")["served"].as_bool(),
+            of("default")["depth"].as_u64()
+        ),
+        (Some(true), Some(1))
+    );
+    assert_eq!(
+        (
+            of("nobody")["served"].as_bool(),
+            of("nobody")["depth"].as_u64()
+        ),
+        (Some(false), Some(1))
+    );
+    assert!(of("nobody").get("last_asked_s").is_none());
+}

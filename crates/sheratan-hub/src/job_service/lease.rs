@@ -57,6 +57,7 @@ pub async fn lease(
     caller_ip: IpAddr,
     stopping: &CancellationToken,
 ) -> Result<LeaseResponse, JobsError> {
+    hub.jobs.served.asked(&order.queues, &order.capabilities);
     let deadline = tokio::time::Instant::now() + Duration::from_millis(wait_ms);
     let mut ready = hub.store.ready_signal();
     loop {

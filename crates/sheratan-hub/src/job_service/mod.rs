@@ -1,6 +1,7 @@
 //! The data plane's service over the `Store` trait: submits and their outcomes, long-poll
 //! leasing and extensions, results (integrity, recording, the pending follow), reads and the
-//! job side of the admin path, the reaper loop, and the job counters behind `/metrics`. It
+//! job side of the admin path, the reaper loop, why a job may wait (`waiting`), and the job
+//! counters behind `/metrics`. It
 //! knows the contract's error codes (`sheratan-proto`) but not HTTP: its [`JobsError`] becomes
 //! the HTTP answer in `http/job_routes.rs`.
 
@@ -9,6 +10,7 @@ mod lease;
 mod reaper;
 mod results;
 mod submit;
+mod waiting;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -25,6 +27,7 @@ pub use reaper::run_reaper;
 pub use results::verify_result;
 pub use results::{IntegrityFailure, ResultHeaders, ack, finish, pending, verify};
 pub use submit::{Submitted, decode_batch, submit};
+pub use waiting::queues;
 
 use sheratan_runtime::metrics::{Family, Kind};
 
@@ -157,6 +160,7 @@ impl JobsError {
             job_id: None,
             status: None,
             result: None,
+            warning: None,
             error: Some(ErrorBody {
                 error: ErrorDetail {
                     code: self.code(),
@@ -178,6 +182,8 @@ pub struct JobCounters {
     pub retried: AtomicU64,
     pub reaped: AtomicU64,
     pub duplicates: AtomicU64,
+    /// Which queues nodes ask for jobs, and when they last did.
+    pub served: waiting::ServedQueues,
 }
 
 impl JobCounters {

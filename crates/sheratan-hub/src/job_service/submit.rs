@@ -33,6 +33,7 @@ impl Submitted {
             job_id: Some(r.job_id),
             status: Some(r.status),
             result: r.result,
+            warning: r.warning,
             error: None,
         }
     }
@@ -80,8 +81,9 @@ pub async fn submit(
         match job.and_then(|j| {
             JobSpec::from_wire(j, hub.config.job_defaults, now).map_err(JobsError::Invalid)
         }) {
-            Ok(spec) => {
-                slots.push((i, spec.queue.clone()));
+            Ok(mut spec) => {
+                super::waiting::require_kind(&mut spec);
+                slots.push((i, spec.queue.clone(), super::waiting::warning(hub, &spec)));
                 specs.push(spec);
                 answers.push(None);
             }
@@ -90,8 +92,12 @@ pub async fn submit(
     }
     if !specs.is_empty() {
         let outcomes = hub.store.submit(specs).await?;
-        for ((i, queue), outcome) in slots.into_iter().zip(outcomes) {
-            answers[i] = Some(answer(hub, outcome, &queue, plane, caller_ip));
+        for ((i, queue, warning), outcome) in slots.into_iter().zip(outcomes) {
+            let mut submitted = answer(hub, outcome, &queue, plane, caller_ip);
+            if let Submitted::Created(r) | Submitted::Existing(r) = &mut submitted {
+                r.warning = warning;
+            }
+            answers[i] = Some(submitted);
         }
     }
     Ok(answers
@@ -122,6 +128,7 @@ fn answer(
                 job_id: job_id.to_string(),
                 status: JobStatus::Accepted,
                 result: None,
+                warning: None,
             })
         }
         SubmitOutcome::Existing {
@@ -132,6 +139,7 @@ fn answer(
             job_id: job_id.to_string(),
             status,
             result: result.as_deref().map(parse_json),
+            warning: None,
         }),
         SubmitOutcome::Collision { job_id } => refused(
             EventKind::IdempotencyKeyCollision,

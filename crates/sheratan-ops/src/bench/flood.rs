@@ -403,7 +403,9 @@ async fn valid_traffic(
             failures += 1;
             continue;
         }
-        let lease = Bytes::from_static(br#"{"node_id":"flood-valid","max_jobs":1,"wait_ms":0}"#);
+        let lease = Bytes::from_static(
+            br#"{"node_id":"flood-valid","capabilities":["echo"],"max_jobs":1,"wait_ms":0}"#,
+        );
         let (status, answer, us) = lane.exchange("/v1/leases", lease, &[]).await?;
         latencies.push(us);
         if status != 200 {

@@ -424,7 +424,7 @@ async fn drain_owned(
         let (ctx, done, latencies) = (ctx.clone(), done.clone(), latencies.clone());
         tasks.push(tokio::spawn(async move {
             let lease_body = Bytes::from(format!(
-                r#"{{"node_id":"bench-{c}","max_jobs":{lease_max},"wait_ms":200}}"#
+                r#"{{"node_id":"bench-{c}","capabilities":["email.send"],"max_jobs":{lease_max},"wait_ms":200}}"#
             ));
             let mut mine = Vec::new();
             while done.load(Ordering::Relaxed) < n {
@@ -478,7 +478,8 @@ async fn deep_queue(ctx: &Ctx, target: &Target, depth: u64, args: &JobsArgs) -> 
     }
     let fill_jps = filler.await??;
     let mut lane = ctx.lane().await?;
-    let body = Bytes::from_static(br#"{"node_id":"bench","max_jobs":1}"#);
+    let body =
+        Bytes::from_static(br#"{"node_id":"bench","capabilities":["email.send"],"max_jobs":1}"#);
     let leases = 2000;
     let mut samples = Vec::with_capacity(leases);
     for _ in 0..leases {

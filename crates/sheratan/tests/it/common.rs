@@ -148,7 +148,28 @@ pub async fn complete(
     .await
 }
 
-/// `POST /v1/leases`; returns the leased jobs and `defer_ms`.
+/// The kinds the tests' hand-made node offers when it leases: a job goes only to a node that
+/// offers its kind.
+pub const TEST_KINDS: [&str; 15] = [
+    "echo",
+    "sleep",
+    "k",
+    "before",
+    "during",
+    "after",
+    "charge",
+    "slow",
+    "flaky",
+    "bad",
+    "ok-1",
+    "ok-2",
+    "ok-3",
+    "nope",
+    "email.send",
+];
+
+/// `POST /v1/leases`, as a node offering [`TEST_KINDS`]; returns the leased jobs and
+/// `defer_ms`.
 pub async fn lease(
     data: &str,
     token: &str,
@@ -160,7 +181,7 @@ pub async fn lease(
     let (status, body) = post(
         &format!("{data}/v1/leases"),
         Auth::Bearer(token),
-        &serde_json::json!({"node_id": node, "queues": queues, "max_jobs": max, "wait_ms": wait_ms}).to_string(),
+        &serde_json::json!({"node_id": node, "queues": queues, "capabilities": TEST_KINDS, "max_jobs": max, "wait_ms": wait_ms}).to_string(),
     )
     .await;
     assert_eq!(status, StatusCode::OK, "lease: {body}");

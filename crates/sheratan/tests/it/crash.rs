@@ -159,7 +159,7 @@ async fn kill_9_at_random_moments_during_a_mixed_load_loses_no_acknowledged_job(
         workers.push(tokio::spawn(async move {
             let mut idle_since: Option<Instant> = None;
             loop {
-                let body = json!({"node_id": format!("w{w}"), "max_jobs": 10, "wait_ms": 200}).to_string();
+                let body = json!({"node_id": format!("w{w}"), "capabilities": TEST_KINDS, "max_jobs": 10, "wait_ms": 200}).to_string();
                 let Ok(r) = http().post(format!("{d}/v1/leases")).bearer_auth(&token).body(body).send().await else {
                     tokio::time::sleep(Duration::from_millis(50)).await;
                     continue;

@@ -165,7 +165,8 @@ async fn priority_capabilities_delays_and_listing() {
     let (status, body) = post(
         &format!("{d}/v1/leases"),
         Auth::Bearer(&token),
-        &json!({"node_id": "gpu", "capabilities": ["gpu", "cuda"], "max_jobs": 10}).to_string(),
+        &json!({"node_id": "gpu", "capabilities": ["gpu", "cuda", "k"], "max_jobs": 10})
+            .to_string(),
     )
     .await;
     assert_eq!(status, StatusCode::OK);

@@ -159,19 +159,31 @@ async fn the_http_handler_is_off_by_default() {
     let token = hub.token();
     let _plain = worker(&hub, "w-plain", "plain", None);
     let (_, outside_hits) = test_server("127.0.0.2").await;
-    let view = run_job(
+    // The worker does not offer `http`: the job is never leased to it, and the submit says so.
+    let (status, job) = submit(
         &hub.data_url,
         &token,
-        "plain",
-        json!({"url": "http://127.0.0.2:9/hello"}),
-        false,
+        &json!({"queue": "plain", "kind": "http", "payload": {"url": "http://127.0.0.2:9/hello"}}),
     )
     .await;
-    assert_eq!(view["status"], "failed", "{view}");
-    let message = view["error"]["message"].as_str().unwrap();
+    assert_eq!(status.as_u16(), 202, "{job}");
     assert!(
-        message.contains("no handler for kind \"http\""),
-        "{message}"
+        job["warning"]
+            .as_str()
+            .is_some_and(|w| w.contains("kind \"http\"")),
+        "{job}"
+    );
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let id = job["job_id"].as_str().unwrap();
+    let (_, view) = get(
+        &format!("{}/v1/jobs/{id}", hub.data_url),
+        Auth::Bearer(&token),
+    )
+    .await;
+    assert_eq!(
+        (view["status"].as_str(), view["attempt"].as_u64()),
+        (Some("accepted"), Some(0)),
+        "{view}"
     );
     assert_eq!(outside_hits.load(Ordering::Relaxed), 0);
     let (_, nodes) = get(

@@ -102,7 +102,7 @@ async fn up_runs_a_worker_and_submit_wait_prints_the_result() {
     // A kind no node offers is accepted, and the command says why it will wait.
     let (code, _, err) = cli(&hub, &["submit", "--kind", "ech", "--payload", "{}"]);
     assert_eq!(code, 0, "{err}");
-    assert!(err.contains("no ONLINE node offers ech"), "{err}");
+    assert!(err.contains("no ONLINE node offers kind \"ech\""), "{err}");
     assert!(
         err.contains("echo"),
         "the note lists what is offered: {err}"

@@ -8,10 +8,15 @@ import { ago, badge, shortId, status, toast, when } from '../widgets.js';
 const JOB_STATUSES = ['accepted', 'in_progress', 'completed', 'failed', 'cancelled'];
 const jobFilter = { queue: '', status: '' };
 
+// Queues no node serves (from /api/queues, refreshed with the list): their waiting jobs say so.
+const unserved = new Set();
+
 export function jobRow(j) {
+  const waiting = j.status === 'accepted' && unserved.has(j.queue)
+    && html`<div class="warn-note">waiting: no node serves queue ${j.queue}</div>`;
   return html`<tr data-job="${j.job_id}">
     <td class="mono"><a href="#/jobs/${j.job_id}">${shortId(j.job_id)}</a></td>
-    <td>${j.queue}</td><td>${j.kind}</td><td class="job-status">${status(j.status)}</td>
+    <td>${j.queue}</td><td>${j.kind}</td><td class="job-status">${status(j.status)}${waiting}</td>
     <td>${j.attempt}</td><td>${ago(j.updated_at)}</td></tr>`;
 }
 
@@ -66,7 +71,9 @@ export const jobs = {
     const q = new URLSearchParams({ limit: '100' });
     if (jobFilter.queue) q.set('queue', jobFilter.queue);
     if (jobFilter.status) q.set('status', jobFilter.status);
-    const { jobs } = await api(`/api/jobs?${q}`);
+    const [{ jobs }, { queues }] = await Promise.all([api(`/api/jobs?${q}`), api('/api/queues')]);
+    unserved.clear();
+    for (const queue of queues) if (!queue.served) unserved.add(queue.queue);
     for (const j of jobs) state.jobs.set(j.job_id, j);
     const options = JOB_STATUSES.map((s) => html`<option ${s === jobFilter.status && html`selected`}>${s}</option>`);
     return html`
@@ -120,7 +127,7 @@ async function submit(root, dispatch, queue) {
   button.disabled = true;
   try {
     const answer = await api('/api/jobs', { method: 'POST', body });
-    put(out, html`Submitted <a href="#/jobs/${answer.job_id}" class="mono">${shortId(answer.job_id)}</a> to ${answer.queue}`);
+    put(out, html`Submitted <a href="#/jobs/${answer.job_id}" class="mono">${shortId(answer.job_id)}</a> to ${answer.queue}${answer.warning && html` <span class="warn" id="submit-warning">${answer.warning}</span>`}`);
     const job = { job_id: answer.job_id, queue: answer.queue, kind: body.kind, status: answer.status, attempt: 0, updated_at: Date.now() };
     state.jobs.set(job.job_id, { ...job, ...(state.jobs.get(job.job_id) || {}) });
     updateJobRow(state.jobs.get(job.job_id));
