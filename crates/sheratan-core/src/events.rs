@@ -7,7 +7,7 @@
 //! `lagged` event and should reload its view.
 //!
 //! Events: `ready` (on connect), `job` (`{job_id, queue, kind, status, attempt, updated_at,
-//! error}`), `node` (`{node_id, role, status, health, attestation, load}`), `alert` (a new
+//! error, node_id}`), `node` (`{node_id, role, status, health, attestation, load}`), `alert` (a new
 //! line of `logs/alerts.jsonl`), `hub` (`{reachable}` when Hub Data stops or starts
 //! answering), `lagged`.
 
@@ -110,6 +110,7 @@ fn job_event(j: &JobView) -> Value {
         attempt: j.attempt,
         updated_at: (j.updated_at.unix_timestamp_nanos() / 1_000_000) as i64,
         error: j.error.clone(),
+        node_id: j.node_id.clone(),
     })
 }
 
@@ -144,6 +145,10 @@ pub(crate) async fn poll(s: Arc<CoreState>, shutdown: CancellationToken) {
             () = tokio::time::sleep(s.events.poll_interval) => {}
         }
         if s.events.subscribers() == 0 {
+            // Alerts raised while nobody listens are no news to the next subscriber (the
+            // Security view lists them): look again from the end of the file, or every
+            // sign-in would replay them as fresh toasts.
+            seen.last_alert = None;
             continue;
         }
         round += 1;

@@ -397,8 +397,10 @@ async fn list_jobs(
     s.data.jobs(&filter).await.map(Json).map_err(hub_data)
 }
 
+/// A whole job id or a piece of one (the hub looks pieces up and says when one is ambiguous);
+/// checked here too so nothing but an id reaches the hub's path.
 fn job_id(job_id: &str) -> Result<(), ApiError> {
-    sheratan_proto::ids::parse_uuid("job_id", job_id)
+    sheratan_proto::ids::parse_job_ref("job_id", job_id)
         .map(|_| ())
         .map_err(ApiError::invalid)
 }

@@ -167,6 +167,9 @@ pub struct JobEvent {
     /// Unix milliseconds.
     pub updated_at: i64,
     pub error: Option<JobError>,
+    /// The node that holds or last held the job's lease.
+    #[serde(default)]
+    pub node_id: Option<String>,
 }
 
 /// `event: node`: a node appeared or changed.

@@ -203,6 +203,10 @@ pub struct JobView {
     pub result: Option<serde_json::Value>,
     pub error: Option<JobError>,
     pub lease: Option<LeaseView>,
+    /// The node that holds the job's lease, or held its last one (the node that ran it);
+    /// `None` for a job never leased.
+    #[serde(default)]
+    pub node_id: Option<String>,
     /// Whether the submitter has acknowledged the finished job's result.
     pub result_acked: bool,
 }

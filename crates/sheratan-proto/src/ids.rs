@@ -43,9 +43,70 @@ pub fn parse_uuid(field: &str, text: &str) -> Result<uuid::Uuid, String> {
         .map_err(|_| format!("{field} {text:?} is not a UUID (8-4-4-4-12 hex digits)"))
 }
 
+/// The fewest characters of a job id an operator may type instead of the whole id.
+pub const JOB_ID_FRAGMENT_MIN: usize = 8;
+
+/// A job named by its whole id or by a piece of it an operator typed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum JobRef {
+    Id(uuid::Uuid),
+    /// 8 to 35 characters, lowercase hex and hyphens: the start or the end of one id.
+    Fragment(String),
+}
+
+/// Parses a job id as the routes that name one job accept it: the whole UUID, or a prefix or
+/// suffix of its text form of at least 8 characters (the end of a UUIDv7 is its random part,
+/// so 8 characters of it name one job among millions; its start is a timestamp).
+pub fn parse_job_ref(field: &str, text: &str) -> Result<JobRef, String> {
+    if text.len() == 36 {
+        return parse_uuid(field, text).map(JobRef::Id);
+    }
+    let ok = (JOB_ID_FRAGMENT_MIN..36).contains(&text.len())
+        && text.chars().all(|c| c.is_ascii_hexdigit() || c == '-');
+    if !ok {
+        return Err(format!(
+            "{field} {text:?} is neither a UUID (8-4-4-4-12 hex digits) nor the start or end of one \
+             ({JOB_ID_FRAGMENT_MIN} to 35 hex digits and hyphens)"
+        ));
+    }
+    Ok(JobRef::Fragment(text.to_ascii_lowercase()))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn job_refs_are_whole_ids_or_fragments_of_eight_or_more() {
+        let id = "0193a1b2-c3d4-7e5f-8a9b-0c1d2e3f4a5b";
+        assert_eq!(
+            parse_job_ref("job id", id),
+            Ok(JobRef::Id(id.parse().unwrap()))
+        );
+        assert_eq!(
+            parse_job_ref("job id", "2E3F4A5B"),
+            Ok(JobRef::Fragment("2e3f4a5b".into()))
+        );
+        assert_eq!(
+            parse_job_ref("job id", "0193a1b2-c3"),
+            Ok(JobRef::Fragment("0193a1b2-c3".into()))
+        );
+        for bad in [
+            "",
+            "2e3f4a5",
+            "2e3f4a5g",
+            "../../admin",
+            "2e3f%4a5b",
+            "2e3f_4a5b",
+            &format!("{id}0"),
+        ] {
+            let err = parse_job_ref("job id", bad).unwrap_err();
+            assert!(
+                err.contains("neither a UUID") || err.contains("not a UUID"),
+                "{bad}: {err}"
+            );
+        }
+    }
 
     #[test]
     fn node_id_rules() {

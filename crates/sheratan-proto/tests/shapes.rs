@@ -81,6 +81,7 @@ fn job() -> JobView {
             node_id: "worker-1".into(),
             expires_at: T,
         }),
+        node_id: Some("worker-1".into()),
         result_acked: false,
     }
 }
@@ -724,6 +725,7 @@ fn core_api() {
                 attempt: 3,
                 updated_at: 1_796_464_800_000,
                 error: Some(job_error()),
+                node_id: Some("worker-1".into()),
             },
             NodeEvent {
                 node_id: "worker-1".into(),

@@ -259,6 +259,21 @@ impl Store for PgStore {
         Ok(row.map(|r| record(&r)))
     }
 
+    async fn find_ids(&self, fragment: &str, limit: u32) -> Result<Vec<Uuid>, StoreError> {
+        let client = self.readers.get().await?;
+        // The fragment is hex and hyphens only (checked by the caller): no LIKE wildcards.
+        let rows = client
+            .query(
+                "SELECT job_id FROM jobs \
+                 WHERE job_id::TEXT LIKE $1 || '%' OR job_id::TEXT LIKE '%' || $1 \
+                 ORDER BY job_id DESC LIMIT $2",
+                &[&fragment, &i64::from(limit)],
+            )
+            .await
+            .map_err(classify)?;
+        Ok(rows.iter().map(|r| r.get(0)).collect())
+    }
+
     async fn list(&self, filter: ListFilter) -> Result<(Vec<JobRecord>, Option<Uuid>), StoreError> {
         let limit = i64::from(filter.limit.clamp(1, 1000));
         let client = self.readers.get().await?;

@@ -346,6 +346,17 @@ pub fn load_by_id(conn: &Connection, job_id: Uuid) -> rusqlite::Result<Option<Jo
     .optional()
 }
 
+/// Ids whose hex form starts or ends with `hex` (uppercase, no hyphens), newest first.
+/// A scan of the jobs table: operators' short ids only.
+pub fn find_ids(conn: &Connection, hex: &str, limit: u32) -> rusqlite::Result<Vec<Uuid>> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT job_id FROM jobs WHERE hex(job_id) LIKE ?1 || '%' OR hex(job_id) LIKE '%' || ?1 \
+         ORDER BY job_id DESC LIMIT ?2",
+    )?;
+    let rows = stmt.query_map(params![hex, limit], |row| uuid_of(row.get(0)?))?;
+    rows.collect()
+}
+
 pub fn list(
     conn: &Connection,
     queue: Option<&str>,

@@ -289,6 +289,24 @@ impl Store for SqliteStore {
         self.readers.read(move |c| db::load_by_id(c, job_id)).await
     }
 
+    async fn find_ids(&self, fragment: &str, limit: u32) -> Result<Vec<Uuid>, StoreError> {
+        let hex = fragment.replace('-', "").to_ascii_uppercase();
+        let wanted = fragment.to_owned();
+        // Hyphens sit at fixed places, so matching the hex form finds every candidate; the
+        // text check drops a fragment whose hyphens are elsewhere.
+        let ids = self
+            .readers
+            .read(move |c| db::find_ids(c, &hex, limit))
+            .await?;
+        Ok(ids
+            .into_iter()
+            .filter(|id| {
+                let text = id.to_string();
+                text.starts_with(&wanted) || text.ends_with(&wanted)
+            })
+            .collect())
+    }
+
     async fn list(&self, filter: ListFilter) -> Result<(Vec<JobRecord>, Option<Uuid>), StoreError> {
         let limit = filter.limit.clamp(1, 1000);
         let jobs = self

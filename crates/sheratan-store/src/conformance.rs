@@ -157,6 +157,9 @@ impl Store for Placeholder {
     async fn get(&self, _: Uuid) -> Result<Option<crate::JobRecord>, crate::StoreError> {
         unreachable!("placeholder")
     }
+    async fn find_ids(&self, _: &str, _: u32) -> Result<Vec<Uuid>, crate::StoreError> {
+        unreachable!("placeholder")
+    }
     async fn list(
         &self,
         _: ListFilter,
@@ -853,6 +856,41 @@ pub async fn unfollowed_results_are_never_pending(b: &dyn Backend) {
     assert!(ids.iter().all(|id| *id != followed));
 }
 
+pub async fn ids_are_found_by_prefix_or_suffix(b: &dyn Backend) {
+    let w = World::new(b, limits(100, 100));
+    let mut ids = Vec::new();
+    for n in 0..3 {
+        ids.push(w.submit(job("q1", serde_json::json!({ "n": n }))).await);
+    }
+    let text = ids[1].to_string();
+    let find = |frag: String| {
+        let store = w.store.clone();
+        async move { store.find_ids(&frag, 10).await.unwrap() }
+    };
+    // The end of an id is its random part: it names one job.
+    assert_eq!(
+        find(text[text.len() - 12..].to_string()).await,
+        vec![ids[1]]
+    );
+    assert_eq!(find(text.clone()).await, vec![ids[1]]);
+    // A prefix with hyphens in it names one job too when it reaches the random part.
+    assert_eq!(find(text[..35].to_string()).await, vec![ids[1]]);
+    // The start of a UUIDv7 is its timestamp: jobs made in one millisecond share it, and
+    // every match comes back, newest first.
+    let shared: String = ids[0].to_string()[..8].to_string();
+    let same_ms: Vec<Uuid> = ids
+        .iter()
+        .rev()
+        .filter(|id| id.to_string().starts_with(&shared))
+        .copied()
+        .collect();
+    assert_eq!(find(shared).await, same_ms);
+    // The limit holds, and a fragment in neither place matches nothing.
+    assert!(w.store.find_ids(&text[..8], 1).await.unwrap().len() <= 1);
+    assert!(find("ffffffff-ffff".into()).await.is_empty());
+    assert!(find(text[4..16].to_string()).await.is_empty());
+}
+
 pub async fn list_filters_and_pages_newest_first(b: &dyn Backend) {
     let w = World::new(b, limits(100, 100));
     let mut ids = Vec::new();
@@ -1008,6 +1046,7 @@ macro_rules! conformance_tests {
             finished_results_stay_pending_until_acknowledged,
             unfollowed_results_are_never_pending,
             list_filters_and_pages_newest_first,
+            ids_are_found_by_prefix_or_suffix,
             everything_survives_a_reopen,
             submits_wake_long_polls
         );

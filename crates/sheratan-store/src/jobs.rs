@@ -198,6 +198,7 @@ impl JobRecord {
                     node_id: l.node_id.clone(),
                     expires_at: l.expires_at,
                 }),
+            node_id: self.lease.as_ref().map(|l| l.node_id.clone()),
             result_acked: self.result_acked,
         }
     }

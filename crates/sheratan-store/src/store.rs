@@ -199,6 +199,12 @@ pub trait Store: Send + Sync + 'static {
 
     async fn get(&self, job_id: Uuid) -> Result<Option<JobRecord>, StoreError>;
 
+    /// Ids of jobs whose text form (`0190…-…`, lowercase) starts or ends with `fragment`,
+    /// newest first, at most `limit`. The caller checks that `fragment` is 8+ characters of
+    /// lowercase hex and hyphens. Operators type short ids; this scans the jobs table once,
+    /// so it is for people, never for a hot path.
+    async fn find_ids(&self, fragment: &str, limit: u32) -> Result<Vec<Uuid>, StoreError>;
+
     /// Jobs matching the filter, newest first, and the cursor of the next page.
     async fn list(&self, filter: ListFilter) -> Result<(Vec<JobRecord>, Option<Uuid>), StoreError>;
 

@@ -232,6 +232,7 @@ pub enum JobsCommand {
     Show {
         #[command(flatten)]
         client: ClientArgs,
+        /// The whole job id, or 8+ characters from its end (or start).
         job_id: String,
         #[arg(long)]
         json: bool,
@@ -240,6 +241,7 @@ pub enum JobsCommand {
     Cancel {
         #[command(flatten)]
         client: ClientArgs,
+        /// The whole job id, or 8+ characters from its end (or start).
         job_id: String,
         #[arg(long)]
         json: bool,
@@ -248,6 +250,7 @@ pub enum JobsCommand {
     Requeue {
         #[command(flatten)]
         client: ClientArgs,
+        /// The whole job id, or 8+ characters from its end (or start).
         job_id: String,
         #[arg(long)]
         json: bool,

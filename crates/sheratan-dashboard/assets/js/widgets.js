@@ -21,8 +21,19 @@ export function when(ts) {
   return html`<time datetime="${ts}" title="${ts}">${d.toLocaleString()}</time>`;
 }
 
+// The end of a job id: a UUIDv7 starts with its creation time (jobs of one minute share
+// their first 8 characters) and ends with random bits that tell jobs apart. The CLI and Core
+// accept these 8 characters as the job's id.
 export function shortId(id) {
-  return String(id).slice(0, 8);
+  return '…' + String(id).slice(-8);
+}
+
+// An audit line's details as key/value pairs (nested values as compact JSON).
+export function details(detail) {
+  if (detail == null || detail === '') return '';
+  if (typeof detail !== 'object' || Array.isArray(detail)) return String(JSON.stringify(detail));
+  const pairs = Object.entries(detail).map(([k, v]) => html`<dt>${k}</dt><dd>${typeof v === 'string' ? v : JSON.stringify(v)}</dd>`);
+  return html`<dl class="detail-kv">${pairs}</dl>`;
 }
 
 export function badge(text, kind) {

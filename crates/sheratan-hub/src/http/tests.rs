@@ -758,3 +758,67 @@ async fn a_job_goes_only_to_a_node_that_offers_its_kind_and_the_submit_says_why_
     );
     assert!(of("nobody").get("last_asked_s").is_none());
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_job_is_found_by_the_start_or_end_of_its_id_and_an_ambiguous_piece_lists_the_matches() {
+    let h = hub().await;
+    // The first 8 characters of a UUIDv7 change every 65 s: two jobs submitted now share them
+    // (try again once if a boundary fell between them).
+    let (a, b) = loop {
+        let a = submit(&h, json!({"kind": "echo", "payload": 1})).await;
+        let b = submit(&h, json!({"kind": "echo", "payload": 2})).await;
+        if a[..8] == b[..8] {
+            break (a, b);
+        }
+    };
+    let tail = &b[b.len() - 8..];
+    assert_eq!(job(&h, tail).await["job_id"], b.as_str());
+    assert_eq!(job(&h, &tail.to_uppercase()).await["job_id"], b.as_str());
+    assert_eq!(job(&h, &a[..35]).await["job_id"], a.as_str());
+
+    let (status, body) = call(Method::GET, &format!("/v1/jobs/{}", &a[..8]))
+        .to(&h.data)
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    assert_eq!(code(&body), "INVALID_REQUEST");
+    let message = body["error"]["message"].as_str().unwrap();
+    assert!(message.contains(&a) && message.contains(&b), "{message}");
+    assert!(
+        body["error"]["hint"]
+            .as_str()
+            .unwrap()
+            .contains("more characters")
+    );
+
+    let cancel = format!("/v1/jobs/{tail}/cancel");
+    let (status, body) = call(Method::POST, &cancel).to(&h.data).await;
+    assert_eq!(
+        (status, body["job_id"].as_str()),
+        (StatusCode::OK, Some(b.as_str()))
+    );
+    assert_eq!(body["status"], "cancelled");
+    let requeue = format!("/admin/jobs/{tail}/requeue");
+    let (status, body) = call(Method::POST, &requeue).to(&h.data).await;
+    assert_eq!(
+        (status, body["status"].as_str()),
+        (StatusCode::OK, Some("accepted"))
+    );
+
+    // Not found, too short, or not an id at all: the contract's errors, nothing else.
+    let (status, body) = call(Method::GET, "/v1/jobs/0000000000").to(&h.data).await;
+    assert_eq!(
+        (status, code(&body)),
+        (StatusCode::NOT_FOUND, "NOT_FOUND"),
+        "{body}"
+    );
+    for bad in ["%2e%2e%2fadmin", &tail[1..], "zzzzzzzzzz", "0123_4567"] {
+        let (status, body) = call(Method::GET, &format!("/v1/jobs/{bad}"))
+            .to(&h.data)
+            .await;
+        assert_eq!(
+            (status, code(&body)),
+            (StatusCode::BAD_REQUEST, "INVALID_REQUEST"),
+            "{bad}: {body}"
+        );
+    }
+}

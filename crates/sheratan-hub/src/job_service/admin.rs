@@ -2,13 +2,48 @@
 //! pause, resume and purge).
 
 use sheratan_proto::data::{JobList, JobStatus, JobView, JobsQuery, QueueAdminResponse};
+use sheratan_proto::ids::{JobRef, parse_job_ref};
 use sheratan_store::ListFilter;
 
 use super::{JobsError, parse_id};
 use crate::HubState;
 
+/// How many matches an ambiguous piece of an id lists.
+const AMBIGUOUS_SHOWN: u32 = 10;
+
+/// The job a route's `{job_id}` names: a whole id as it is, a piece of one looked up.
+pub async fn resolve_job_id(hub: &HubState, text: &str) -> Result<uuid::Uuid, JobsError> {
+    let fragment = match parse_job_ref("job id", text).map_err(JobsError::Invalid)? {
+        JobRef::Id(id) => return Ok(id),
+        JobRef::Fragment(f) => f,
+    };
+    let found = hub.store.find_ids(&fragment, AMBIGUOUS_SHOWN + 1).await?;
+    match found.as_slice() {
+        [] => Err(JobsError::NotFound(format!(
+            "no job id starts or ends with {fragment:?}"
+        ))),
+        [one] => Ok(*one),
+        many => {
+            let shown: Vec<String> = many
+                .iter()
+                .take(AMBIGUOUS_SHOWN as usize)
+                .map(|id| id.to_string())
+                .collect();
+            let more = if many.len() > AMBIGUOUS_SHOWN as usize {
+                " and more".to_string()
+            } else {
+                String::new()
+            };
+            Err(JobsError::Ambiguous(format!(
+                "{fragment:?} names more than one job: {}{more}",
+                shown.join(", ")
+            )))
+        }
+    }
+}
+
 pub async fn get(hub: &HubState, id: &str) -> Result<JobView, JobsError> {
-    let id = parse_id("job id", id)?;
+    let id = resolve_job_id(hub, id).await?;
     let record = hub.store.get(id).await?;
     record
         .map(|r| r.view())
@@ -16,7 +51,7 @@ pub async fn get(hub: &HubState, id: &str) -> Result<JobView, JobsError> {
 }
 
 pub async fn cancel(hub: &HubState, id: &str) -> Result<JobView, JobsError> {
-    let id = parse_id("job id", id)?;
+    let id = resolve_job_id(hub, id).await?;
     let record = hub.store.cancel(id).await?;
     record
         .map(|r| r.view())
@@ -60,7 +95,7 @@ pub async fn list(hub: &HubState, q: JobsQuery) -> Result<JobList, JobsError> {
 
 /// A finished or stuck job back to `accepted` (an operator's action).
 pub async fn requeue(hub: &HubState, id: &str) -> Result<JobView, JobsError> {
-    let id = parse_id("job id", id)?;
+    let id = resolve_job_id(hub, id).await?;
     let record = hub
         .store
         .requeue(id)

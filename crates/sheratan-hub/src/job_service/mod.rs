@@ -46,6 +46,8 @@ pub enum JobsError {
     /// A field or parameter is wrong; the message names it.
     Invalid(String),
     NotFound(String),
+    /// A piece of a job id that names more than one job; the message lists them.
+    Ambiguous(String),
     /// The idempotency key belongs to another request.
     Collision {
         job_id: String,
@@ -74,7 +76,7 @@ impl JobsError {
 
     pub fn code(&self) -> ErrorCode {
         match self {
-            JobsError::Invalid(_) => ErrorCode::InvalidRequest,
+            JobsError::Invalid(_) | JobsError::Ambiguous(_) => ErrorCode::InvalidRequest,
             JobsError::NotFound(_) => ErrorCode::NotFound,
             JobsError::Collision { .. } => ErrorCode::IdempotencyKeyCollision,
             JobsError::QueueFull { .. } => ErrorCode::BackpressureDrop,
@@ -88,7 +90,10 @@ impl JobsError {
     /// What the client is told (never a store's internal detail).
     pub fn message(&self) -> String {
         match self {
-            JobsError::Invalid(m) | JobsError::NotFound(m) | JobsError::LeaseNotHeld(m) => {
+            JobsError::Invalid(m)
+            | JobsError::NotFound(m)
+            | JobsError::Ambiguous(m)
+            | JobsError::LeaseNotHeld(m) => {
                 m.clone()
             }
             JobsError::Collision { job_id } => format!(
@@ -112,6 +117,9 @@ impl JobsError {
                 "fix the request as the message says; docs/API.md lists the routes and the wire rules"
             }
             JobsError::NotFound(_) => "",
+            JobsError::Ambiguous(_) => {
+                "give more characters of the id (its end is random, its start is the time it was made), or the whole id"
+            }
             JobsError::Collision { .. } => {
                 "use a new key for a different request, or send exactly the same request to get the existing job"
             }

@@ -120,6 +120,13 @@ async fn the_dashboard_end_to_end() {
     )
     .await
     .unwrap();
+    // Every toast the page shows, kept (toasts vanish after 6 s).
+    tab.call(
+        "Page.addScriptToEvaluateOnNewDocument",
+        json!({"source": "window.__toasts = []; new MutationObserver((ms) => ms.forEach((m) => m.addedNodes.forEach((n) => n.classList && n.classList.contains('toast') && window.__toasts.push(n.textContent)))).observe(document, {childList: true, subtree: true});"}),
+    )
+    .await
+    .unwrap();
     let ui = Ui {
         tab,
         shots: artifacts(),
@@ -245,12 +252,23 @@ async fn the_dashboard_end_to_end() {
         "the page was not reloaded"
     );
     ui.shot("05-jobs").await;
-    ui.go(&format!("#/jobs/{job_id}")).await;
+    jobs_show_their_node_error_and_distinguishing_id(&ui, &job_id).await;
+    // The detail, named by the end of its id as the list shows it.
+    ui.go(&format!("#/jobs/{}", &job_id[job_id.len() - 8..]))
+        .await;
     ui.wait(
         "the job's detail",
         "document.body.innerText.includes('slept_ms')",
     )
     .await;
+    assert!(
+        ui.js("document.body.innerText")
+            .await
+            .as_str()
+            .unwrap()
+            .contains(&job_id),
+        "the detail shows the whole id"
+    );
     ui.shot("06-job-detail").await;
 
     // Security: bad-token requests make an alert appear.
@@ -305,6 +323,7 @@ async fn the_dashboard_end_to_end() {
     )
     .await;
     ui.shot("10-overview-after").await;
+    every_view_fits_at_three_widths(&ui, &job_id).await;
 
     hostile_data_is_shown_as_text(&ui, &hub, &token).await;
     the_html_tag_escapes_what_it_interpolates(&ui).await;
@@ -323,6 +342,7 @@ async fn the_dashboard_end_to_end() {
         ui.js("sessionStorage.getItem('sheratan.token')").await,
         Value::Null
     );
+    only_alerts_raised_after_sign_in_pop_up(&ui, &hub, &token).await;
     ui.tab.close().await;
     browser.shutdown().await;
 }
@@ -424,4 +444,166 @@ async fn the_html_tag_escapes_what_it_interpolates(ui: &Ui) {
     assert_eq!(checks["empty"], "0");
     assert_eq!(checks["trusted"], "<br>");
     assert_eq!(checks["refused"], true);
+}
+
+/// The jobs list shows the end of each id (the start of a UUIDv7 is its time), the node that
+/// ran the job and its error; a submit to a queue nobody serves says so, and so does its row.
+async fn jobs_show_their_node_error_and_distinguishing_id(ui: &Ui, job_id: &str) {
+    let row = format!("document.querySelector('tr[data-job=\"{job_id}\"]')");
+    assert_eq!(
+        ui.js(&format!("{row}.querySelector('a').textContent"))
+            .await,
+        json!(format!("…{}", &job_id[job_id.len() - 8..]))
+    );
+    ui.wait(
+        "the node that ran the job",
+        &format!("{row}.querySelector('.job-node').textContent === 'worker-1'"),
+    )
+    .await;
+
+    ui.fill("#submit-kind", "sleep").await;
+    ui.fill("#submit-payload", r#"{"ms": "soon"}"#).await;
+    ui.click("#submit-button").await;
+    let failed = submitted_job(ui, job_id).await;
+    ui.wait(
+        "the failed job's error in its row",
+        &format!("(document.querySelector('tr[data-job=\"{failed}\"] .job-error') || {{}}).textContent === 'sleep needs {{\"ms\": N}} or {{\"seconds\": S}}'"),
+    )
+    .await;
+
+    ui.fill("#submit-kind", "echo").await;
+    ui.fill("#submit-queue", "nobody-serves").await;
+    ui.fill("#submit-payload", "{}").await;
+    ui.click("#submit-button").await;
+    let waiting = submitted_job(ui, &failed).await;
+    ui.wait(
+        "the submit's warning",
+        "(document.getElementById('submit-warning') || {}).textContent.includes('\"nobody-serves\"')",
+    )
+    .await;
+    ui.click("#filter-apply").await;
+    ui.wait(
+        "the waiting job's note",
+        &format!("(document.querySelector('tr[data-job=\"{waiting}\"] .warn-note') || {{}}).textContent === 'waiting: no node serves queue nobody-serves'"),
+    )
+    .await;
+    ui.fill("#submit-queue", "default").await;
+}
+
+/// The id of the job the submit form just submitted, once it is not `previous`.
+async fn submitted_job(ui: &Ui, previous: &str) -> String {
+    ui.wait(
+        "a new submitted job",
+        &format!("document.querySelector('#submit-result a') && !document.querySelector('#submit-result a').getAttribute('href').endsWith('{previous}')"),
+    )
+    .await;
+    let id = ui
+        .js("document.querySelector('#submit-result a').getAttribute('href').split('/').pop()")
+        .await;
+    id.as_str().unwrap().to_owned()
+}
+
+/// Every view at 800, 1400 and 1920 px: the page never scrolls sideways, and from 1400 px on
+/// every table fits its card (nothing, such as the alerts' Message column, is cut off).
+/// Screenshots of each go to the artifacts folder.
+async fn every_view_fits_at_three_widths(ui: &Ui, job_id: &str) {
+    let views = [
+        ("overview", "#/overview".to_string()),
+        ("nodes", "#/nodes".to_string()),
+        ("jobs", "#/jobs".to_string()),
+        ("job", format!("#/jobs/{job_id}")),
+        ("auctions", "#/auctions".to_string()),
+        ("security", "#/security".to_string()),
+        ("relay", "#/relay".to_string()),
+    ];
+    for width in [800, 1400, 1920] {
+        ui.tab
+            .call(
+                "Emulation.setDeviceMetricsOverride",
+                json!({"width": width, "height": 1000, "deviceScaleFactor": 1, "mobile": false}),
+            )
+            .await
+            .unwrap();
+        for (name, hash) in &views {
+            ui.go(hash).await;
+            ui.wait(
+                &format!("the {name} view at {width} px"),
+                "document.querySelector('.main .panel') && !document.querySelector('.main .loading')",
+            )
+            .await;
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            ui.shot(&format!("width-{width}-{name}")).await;
+            let fits = ui
+                .js("document.documentElement.scrollWidth <= document.documentElement.clientWidth")
+                .await;
+            if fits != json!(true) {
+                // Name what reaches past the right edge, to say what to fix.
+                let wide = ui
+                    .js("Array.from(document.querySelectorAll('body *')).filter((e) => e.getBoundingClientRect().right > document.documentElement.clientWidth + 1).slice(0, 8).map((e) => `${e.tagName}.${e.className}#${e.id}`)")
+                    .await;
+                panic!("{name} at {width} px scrolls sideways; too wide: {wide}");
+            }
+            if width >= 1400 {
+                let cut = ui
+                    .js("Array.from(document.querySelectorAll('.table-wrap')).filter((w) => w.scrollWidth > w.clientWidth + 1).map((w) => w.closest('.panel').querySelector('h3').textContent)")
+                    .await;
+                assert_eq!(cut, json!([]), "{name} at {width} px: tables cut off");
+            }
+        }
+    }
+    ui.tab
+        .call(
+            "Emulation.setDeviceMetricsOverride",
+            json!({"width": 1366, "height": 860, "deviceScaleFactor": 1, "mobile": false}),
+        )
+        .await
+        .unwrap();
+}
+
+/// Alerts raised while nobody was signed in are listed in the Security view, never replayed
+/// as toasts at the next sign-in; an alert raised after it pops up.
+async fn only_alerts_raised_after_sign_in_pop_up(ui: &Ui, hub: &HubProcess, token: &str) {
+    let alerts = hub.home.join("logs").join("alerts.jsonl");
+    let line = |message: &str| {
+        let alert = json!({
+            "ts": time::OffsetDateTime::now_utc().format(&time::format_description::well_known::Rfc3339).unwrap(),
+            "rule": "auth_fail_burst", "event": "AUTH_FAIL", "severity": "warning",
+            "source": "192.0.2.9", "count": 12, "window_s": 60, "message": message,
+            "detail": {"reason": "invalid"},
+        });
+        let mut file = std::fs::OpenOptions::new()
+            .append(true)
+            .create(true)
+            .open(&alerts)
+            .unwrap();
+        std::io::Write::write_all(&mut file, format!("{alert}\n").as_bytes()).unwrap();
+    };
+    // Signed out: Core stops following (give its poller two rounds to notice).
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    line("raised while nobody was signed in");
+    ui.fill("#login-token", token).await;
+    ui.click("#login-submit").await;
+    ui.wait(
+        "live updates again",
+        "document.getElementById('live').textContent === 'Live'",
+    )
+    .await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    line("raised after sign-in");
+    ui.wait(
+        "the new alert's toast",
+        "window.__toasts.some((t) => t.includes('raised after sign-in'))",
+    )
+    .await;
+    let toasts = ui.js("window.__toasts").await;
+    assert!(
+        !toasts.to_string().contains("raised while nobody"),
+        "an old alert popped up at sign-in: {toasts}"
+    );
+    ui.go("#/security").await;
+    ui.wait(
+        "the old alert in the Security view",
+        "document.body.innerText.includes('raised while nobody was signed in')",
+    )
+    .await;
 }

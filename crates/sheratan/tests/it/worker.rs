@@ -361,7 +361,12 @@ async fn the_cli_lists_shows_cancels_requeues_and_handles_bundles() {
     let (code, show, _) = cli(&hub, &["jobs", "show", &job_id]);
     assert_eq!(code, 0);
     assert!(show.contains("payload   {\"n\":1}"), "{show}");
-    let (_, cancelled, _) = cli(&hub, &["jobs", "cancel", &job_id, "--json"]);
+    // The last 8 characters (the random end of a UUIDv7) name the job as well.
+    let tail = &job_id[job_id.len() - 8..];
+    let (code, show, _) = cli(&hub, &["jobs", "show", tail]);
+    assert_eq!(code, 0);
+    assert!(show.contains(&job_id), "{show}");
+    let (_, cancelled, _) = cli(&hub, &["jobs", "cancel", tail, "--json"]);
     assert_eq!(
         serde_json::from_str::<Value>(&cancelled).unwrap()["status"],
         "cancelled"
@@ -379,6 +384,32 @@ async fn the_cli_lists_shows_cancels_requeues_and_handles_bundles() {
     );
     assert_eq!(code, 1);
     assert!(err.contains("NOT_FOUND"), "{err}");
+    // Jobs made in the same minute share their first 8 characters: the CLI lists them.
+    let (a, b) = loop {
+        let submit = ["submit", "--kind", "echo", "--queue", "q1"];
+        let a = cli(&hub, &submit)
+            .1
+            .split_whitespace()
+            .next()
+            .unwrap()
+            .to_owned();
+        let b = cli(&hub, &submit)
+            .1
+            .split_whitespace()
+            .next()
+            .unwrap()
+            .to_owned();
+        if a[..8] == b[..8] {
+            break (a, b);
+        }
+    };
+    let (code, _, err) = cli(&hub, &["jobs", "show", &a[..8]]);
+    assert_eq!(code, 1);
+    assert!(
+        err.contains("names more than one job") && err.contains(&a) && err.contains(&b),
+        "{err}"
+    );
+    assert!(err.contains("more characters"), "{err}");
     let (code, _, err) = cli(
         &hub,
         &["submit", "--kind", "echo", "--payload", "{not json"],

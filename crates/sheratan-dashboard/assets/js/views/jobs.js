@@ -14,10 +14,13 @@ const unserved = new Set();
 export function jobRow(j) {
   const waiting = j.status === 'accepted' && unserved.has(j.queue)
     && html`<div class="warn-note">waiting: no node serves queue ${j.queue}</div>`;
+  const error = j.error && j.error.message;
   return html`<tr data-job="${j.job_id}">
-    <td class="mono"><a href="#/jobs/${j.job_id}">${shortId(j.job_id)}</a></td>
+    <td class="mono"><a href="#/jobs/${j.job_id}" title="${j.job_id}">${shortId(j.job_id)}</a></td>
     <td>${j.queue}</td><td>${j.kind}</td><td class="job-status">${status(j.status)}${waiting}</td>
-    <td>${j.attempt}</td><td>${ago(j.updated_at)}</td></tr>`;
+    <td class="job-node mono">${j.node_id || '—'}</td><td>${j.attempt}</td>
+    <td class="job-error">${error ? html`<span title="${error}">${error}</span>` : ''}</td>
+    <td>${ago(j.updated_at)}</td></tr>`;
 }
 
 function rowElement(j) {
@@ -44,7 +47,7 @@ export function updateJobRow(j) {
 function list(jobs) {
   return html`${!jobs.length && html`<div class="empty" id="jobs-empty">No jobs match. Submit one above, or with <code>sheratan submit</code>.</div>`}
     <div class="table-wrap" id="jobs-table" ${jobs.length ? '' : html`hidden`}><table>
-      <thead><tr><th>Job</th><th>Queue</th><th>Kind</th><th>Status</th><th>Attempt</th><th>Updated</th></tr></thead>
+      <thead><tr><th>Job</th><th>Queue</th><th>Kind</th><th>Status</th><th>Node</th><th>Attempt</th><th>Error</th><th>Updated</th></tr></thead>
       <tbody id="job-rows">${jobs.map(jobRow)}</tbody></table></div>`;
 }
 
@@ -127,7 +130,7 @@ async function submit(root, dispatch, queue) {
   button.disabled = true;
   try {
     const answer = await api('/api/jobs', { method: 'POST', body });
-    put(out, html`Submitted <a href="#/jobs/${answer.job_id}" class="mono">${shortId(answer.job_id)}</a> to ${answer.queue}${answer.warning && html` <span class="warn" id="submit-warning">${answer.warning}</span>`}`);
+    put(out, html`Submitted <a href="#/jobs/${answer.job_id}" class="mono">${shortId(answer.job_id)}</a> to ${answer.queue}${answer.warning && html` <span class="submit-warning" id="submit-warning">${answer.warning}</span>`}`);
     const job = { job_id: answer.job_id, queue: answer.queue, kind: body.kind, status: answer.status, attempt: 0, updated_at: Date.now() };
     state.jobs.set(job.job_id, { ...job, ...(state.jobs.get(job.job_id) || {}) });
     updateJobRow(state.jobs.get(job.job_id));
@@ -143,7 +146,7 @@ function pretty(value) {
 }
 
 export const job = {
-  title: () => `Job ${routeId().slice(0, 8)}`,
+  title: () => `Job ${shortId(routeId())}`,
   async load() {
     const id = routeId();
     const job = await api(`/api/jobs/${encodeURIComponent(id)}`);
@@ -162,6 +165,7 @@ export const job = {
           <dt>Requires</dt><dd>${requires.length ? requires : '—'}</dd>
           <dt>Created</dt><dd>${when(job.created_at)}</dd><dt>Updated</dt><dd>${when(job.updated_at)}</dd>
           <dt>Finished</dt><dd>${when(job.finished_at)}</dd>
+          <dt>Node</dt><dd class="mono">${job.node_id || '—'}</dd>
           <dt>Lease</dt><dd>${job.lease ? html`${job.lease.node_id} until ${when(job.lease.expires_at)}` : '—'}</dd>
           ${job.queue === 'auction' && html`<dt>Auction</dt><dd><a href="#/auctions">see the auctions</a></dd>`}
         </dl>

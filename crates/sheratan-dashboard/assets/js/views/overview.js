@@ -23,7 +23,7 @@ export const overview = {
       <tr><td>${name}</td><td>${status(c.status)}</td>
       <td class="muted">${c.error || (c.latency_ms != null ? c.latency_ms.toFixed(1) + ' ms' : '')}</td></tr>`);
     const alertRows = (alerts.entries || []).slice().reverse().map((a) => html`
-      <tr><td>${ago(a.ts)}</td><td>${a.rule}</td><td>${status(a.severity)}</td><td>${a.message || ''}</td></tr>`);
+      <tr><td>${ago(a.ts)}</td><td>${a.rule}</td><td>${status(a.severity)}</td><td class="message">${a.message || ''}</td></tr>`);
     const points = history.points || [];
     return html`
       <div class="grid cards">
@@ -37,7 +37,7 @@ export const overview = {
         <section class="panel"><h3>Queue depth, last hour</h3>${chart(points, 'queue_depth', 'Queue depth')}</section>
         <section class="panel"><h3>Failed authentications per minute, last hour</h3>${chart(points, 'auth_failures_1m', 'Failed authentications', 'bad')}</section>
         <section class="panel"><h3>Components</h3><div class="table-wrap"><table><tbody>${components}</tbody></table></div></section>
-        <section class="panel"><h3>Recent alerts</h3>${alertRows.length
+        <section class="panel wide" id="recent-alerts"><h3>Recent alerts</h3>${alertRows.length
           ? html`<div class="table-wrap"><table><thead><tr><th>When</th><th>Rule</th><th>Severity</th><th>Message</th></tr></thead><tbody>${alertRows}</tbody></table></div>`
           : html`<div class="empty">No alerts. The audit watcher raises them on bursts of security events.</div>`}</section>
       </div>`;

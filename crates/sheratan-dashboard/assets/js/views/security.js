@@ -2,19 +2,19 @@
 
 import { api } from '../core.js';
 import { html } from '../html.js';
-import { status, when } from '../widgets.js';
+import { details, status, when } from '../widgets.js';
 
 function alertRow(a) {
   return html`
     <tr data-alert-rule="${a.rule}"><td>${when(a.ts)}</td><td>${a.rule}</td><td>${status(a.severity)}</td>
-    <td class="mono">${a.source}</td><td>${a.count}</td><td>${a.message}</td></tr>`;
+    <td class="mono">${a.source}</td><td>${a.count}</td><td class="message">${a.message}</td></tr>`;
 }
 
 function auditRow(e) {
   return html`
     <tr><td>${when(e.ts)}</td><td>${e.event}${e.count > 1 && ` ×${e.count}`}</td><td>${status(e.severity)}</td><td>${e.plane || ''}</td>
     <td class="mono">${e.remote_addr || ''}</td><td class="mono">${e.node_id || ''}</td>
-    <td class="muted mono detail">${e.detail ? JSON.stringify(e.detail) : ''}</td></tr>`;
+    <td class="detail">${details(e.detail)}</td></tr>`;
 }
 
 export const security = {
