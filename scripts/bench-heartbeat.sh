@@ -4,7 +4,7 @@
 # the bench starts itself, and prints one JSON line per case.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-/var/cache/sheratan-target}"
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$PWD/target}"
 cargo build --release --locked -p sheratan >&2
 B="$CARGO_TARGET_DIR/release/sheratan"
 D="${DURATION:-20}"

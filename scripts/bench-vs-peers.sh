@@ -19,7 +19,7 @@ if [ -z "${PEERS_SRC:-}" ] || [ ! -d "$PEERS_SRC" ]; then
   exit 2
 fi
 WORK=${WORK:-/tmp/sheratan-vs-peers}
-export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-/var/cache/sheratan-target}"
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$ROOT/target}"
 
 (cd "$ROOT" && cargo build --release --locked -p sheratan)
 BIN="$CARGO_TARGET_DIR/release/sheratan"

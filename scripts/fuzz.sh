@@ -8,7 +8,7 @@
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 SECONDS_EACH=${1:-20}
-export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-/var/cache/sheratan-target}"
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$ROOT/target}"
 if ! rustup run nightly rustc --version >/dev/null 2>&1; then
   echo "fuzz: no nightly toolchain (rustup toolchain install nightly); skipping the fuzz runs." >&2
   echo "fuzz: the kept inputs still run on stable (crates/sheratan-hub/tests/fuzz_regressions.rs)." >&2

@@ -8,7 +8,7 @@
 #   scripts/perf-report.sh            # ~10 min with the peers, ~3 min with PEERS=0
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
-export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-/var/cache/sheratan-target}"
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$ROOT/target}"
 (cd "$ROOT" && cargo build --release --locked -p sheratan)
 BIN="$CARGO_TARGET_DIR/release/sheratan"
 OUT=$(mktemp -d)

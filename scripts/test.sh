@@ -4,12 +4,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-# Reuse one build cache outside the clone so CI runs stay incremental.
-export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-/var/cache/sheratan-target}"
-if ! mkdir -p "$CARGO_TARGET_DIR" 2>/dev/null || [ ! -w "$CARGO_TARGET_DIR" ]; then
-  export CARGO_TARGET_DIR="$HOME/.cache/sheratan-target"
-  mkdir -p "$CARGO_TARGET_DIR"
-fi
+# One build directory with `cargo run`: ./target, unless CARGO_TARGET_DIR names another
+# (CI sets it to a cache outside the clone so its runs stay incremental).
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$PWD/target}"
 
 step() { printf '\n==> %s\n' "$*"; }
 

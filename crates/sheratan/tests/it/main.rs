@@ -15,6 +15,7 @@ mod mesh;
 mod multihub;
 mod ops;
 mod ports;
+mod readme;
 mod registry;
 mod relay;
 mod rotation;
