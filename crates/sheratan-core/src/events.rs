@@ -40,6 +40,8 @@ pub(crate) struct Hub {
     sender: broadcast::Sender<(&'static str, Value)>,
     subscribers: Arc<AtomicUsize>,
     poll_interval: Duration,
+    /// When the first of the current subscribers arrived: alerts from then on are news.
+    listening_since: std::sync::Mutex<Option<time::OffsetDateTime>>,
 }
 
 impl Hub {
@@ -49,11 +51,16 @@ impl Hub {
             sender,
             subscribers: Arc::new(AtomicUsize::new(0)),
             poll_interval,
+            listening_since: std::sync::Mutex::default(),
         }
     }
 
     pub(crate) fn subscribers(&self) -> usize {
         self.subscribers.load(Ordering::Relaxed)
+    }
+
+    fn listening_since(&self) -> Option<time::OffsetDateTime> {
+        *self.listening_since.lock().expect("events lock")
     }
 }
 
@@ -71,7 +78,10 @@ pub(crate) async fn stream(
     _: crate::Caller,
 ) -> Sse<impl Stream<Item = Result<Event, Infallible>>> {
     let receiver = s.events.sender.subscribe();
-    s.events.subscribers.fetch_add(1, Ordering::Relaxed);
+    if s.events.subscribers.fetch_add(1, Ordering::Relaxed) == 0 {
+        *s.events.listening_since.lock().expect("events lock") =
+            Some(time::OffsetDateTime::now_utc());
+    }
     let guard = Subscribed(s.events.subscribers.clone());
     let ready = Event::default().event("ready").data(
         wire(&ReadyEvent {
@@ -132,7 +142,7 @@ struct Seen {
     jobs: HashMap<String, (Value, bool, u64)>,
     nodes: HashMap<String, Value>,
     hub_reachable: Option<bool>,
-    /// The newest alert line seen; `None` before the first look (then nothing is replayed).
+    /// The newest alert line seen; `None` before the first look since somebody listens.
     last_alert: Option<Option<AlertRecord>>,
 }
 
@@ -237,7 +247,8 @@ async fn jobs_to_compare(s: &CoreState, seen: &mut Seen, mut jobs: Vec<JobView>)
     jobs
 }
 
-/// Alerts written since the last look (none at the first: nothing is replayed).
+/// Alerts written since the last look; at the first look since somebody listens, those
+/// written since they arrived (older ones are not replayed).
 async fn new_alerts(s: &CoreState, seen: &mut Seen) -> Vec<AlertRecord> {
     let path = s
         .config
@@ -251,7 +262,13 @@ async fn new_alerts(s: &CoreState, seen: &mut Seen) -> Vec<AlertRecord> {
     };
     let last = seen.last_alert.replace(alerts.last().cloned());
     let start = match last {
-        None => alerts.len(),
+        // The first look since somebody listens: only what arrived after they did.
+        None => s.events.listening_since().map_or(alerts.len(), |since| {
+            alerts
+                .iter()
+                .position(|a| a.ts >= since)
+                .unwrap_or(alerts.len())
+        }),
         Some(None) => 0,
         Some(Some(last)) => alerts.iter().rposition(|a| *a == last).map_or(0, |i| i + 1),
     };

@@ -537,7 +537,8 @@ async fn one_auction(
     _: Caller,
     Path(id): Path<String>,
 ) -> Result<Json<AuctionRecord>, ApiError> {
-    job_id(&id)?;
+    // The broker names auctions by whole job ids only.
+    sheratan_proto::ids::parse_uuid("job_id", &id).map_err(ApiError::invalid)?;
     let broker = peer::Peer::broker(&s);
     broker.get(&format!("/v1/auctions/{id}")).await.map(Json)
 }

@@ -473,12 +473,14 @@ impl Registry {
         let now = self.clock.now();
         let mut shard = self.shard(node_id).lock().expect("registry shard lock");
         let record = shard.remove(node_id)?;
-        drop(shard);
-        self.status_counts[rank(record.reported_status) as usize].fetch_sub(1, Ordering::Relaxed);
+        // The removal is recorded before the shard is let go (lock order: shard, then
+        // removals, as in `merge`), so no merge can slip the old entry back in between.
         self.removed
             .lock()
             .expect("registry removals lock")
             .insert(node_id.to_owned(), now);
+        drop(shard);
+        self.status_counts[rank(record.reported_status) as usize].fetch_sub(1, Ordering::Relaxed);
         self.changed.store(true, Ordering::Relaxed);
         tracing::info!(node_id, "node removed from the registry");
         Some(record.view(now, &self.policy))
@@ -505,12 +507,12 @@ impl Registry {
             Some(record) if record.last_seen <= at => shard.remove(node_id),
             _ => None,
         };
-        drop(shard);
         let mut removals = self.removed.lock().expect("registry removals lock");
         if removals.get(node_id).is_none_or(|known| *known < at) {
             removals.insert(node_id.to_owned(), at);
         }
         drop(removals);
+        drop(shard);
         let Some(record) = removed else {
             return false;
         };

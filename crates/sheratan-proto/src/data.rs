@@ -261,6 +261,10 @@ pub struct LeasedJob {
 pub struct LeaseResponse {
     pub jobs: Vec<LeasedJob>,
     pub defer_ms: u64,
+    /// Why an empty answer may stay empty (a lease offering no capabilities: every job
+    /// requires its kind).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub warning: Option<String>,
 }
 
 /// `POST /v1/leases/{lease_id}/extend`.

@@ -50,7 +50,8 @@ pub const JOB_ID_FRAGMENT_MIN: usize = 8;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum JobRef {
     Id(uuid::Uuid),
-    /// 8 to 35 characters, lowercase hex and hyphens: the start or the end of one id.
+    /// 8 to 35 characters of the text form (lowercase hex, hyphens where the form has them):
+    /// the start or the end of one id.
     Fragment(String),
 }
 
@@ -61,12 +62,24 @@ pub fn parse_job_ref(field: &str, text: &str) -> Result<JobRef, String> {
     if text.len() == 36 {
         return parse_uuid(field, text).map(JobRef::Id);
     }
-    let ok = (JOB_ID_FRAGMENT_MIN..36).contains(&text.len())
-        && text.chars().all(|c| c.is_ascii_hexdigit() || c == '-');
+    // A piece of the text form: hex digits, with hyphens exactly where the 8-4-4-4-12 form
+    // has them, counted from the start (a prefix) or from the end (a suffix).
+    let shaped = |offset: usize| {
+        text.bytes().enumerate().all(|(i, b)| {
+            let hyphen = matches!(i + offset, 8 | 13 | 18 | 23);
+            if hyphen {
+                b == b'-'
+            } else {
+                b.is_ascii_hexdigit()
+            }
+        })
+    };
+    let ok =
+        (JOB_ID_FRAGMENT_MIN..36).contains(&text.len()) && (shaped(0) || shaped(36 - text.len()));
     if !ok {
         return Err(format!(
             "{field} {text:?} is neither a UUID (8-4-4-4-12 hex digits) nor the start or end of one \
-             ({JOB_ID_FRAGMENT_MIN} to 35 hex digits and hyphens)"
+             ({JOB_ID_FRAGMENT_MIN} to 35 of its characters, hyphens included)"
         ));
     }
     Ok(JobRef::Fragment(text.to_ascii_lowercase()))
@@ -91,6 +104,11 @@ mod tests {
             parse_job_ref("job id", "0193a1b2-c3"),
             Ok(JobRef::Fragment("0193a1b2-c3".into()))
         );
+        assert_eq!(
+            parse_job_ref("job id", "8a9b-0c1d2e3f4a5b"),
+            Ok(JobRef::Fragment("8a9b-0c1d2e3f4a5b".into()))
+        );
+        let unhyphenated = id.replace('-', "");
         for bad in [
             "",
             "2e3f4a5",
@@ -98,6 +116,10 @@ mod tests {
             "../../admin",
             "2e3f%4a5b",
             "2e3f_4a5b",
+            "--------",
+            "0193a1b2c3d4e",
+            "0193-a1b2c3",
+            &unhyphenated,
             &format!("{id}0"),
         ] {
             let err = parse_job_ref("job id", bad).unwrap_err();

@@ -41,6 +41,10 @@ pub struct RelayResult {
     pub text: String,
     pub backend: Backend,
     pub elapsed_ms: u64,
+    /// The answer came from the relay's own demo page, which has no model behind it (a job
+    /// without a profile on a relay with no chat site configured).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub demo: bool,
 }
 
 /// An open tab, as `GET /v1/sessions` shows it.

@@ -320,6 +320,7 @@ fn hub_data_plane_leases_and_results() {
                 lease_expires_at: T,
             }],
             defer_ms: 0,
+            warning: None,
         }
     );
     insta::assert_json_snapshot!("extend_request", ExtendRequest { extend_s: Some(60) });
@@ -551,6 +552,7 @@ fn relay() {
                 text: "Hello".into(),
                 backend: Backend::Cdp,
                 elapsed_ms: 950,
+                demo: false,
             }
         )
     );

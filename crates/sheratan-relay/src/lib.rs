@@ -189,6 +189,11 @@ impl Relay {
             profiles::DEMO_PATH
         );
         config.profiles.resolve_demo_page(&demo);
+        if config.profiles.generic_is_demo() && config.default_backend == Backend::Cdp {
+            tracing::warn!(
+                "relay: LLM jobs without a profile are answered by the demo page {demo}, which has no model behind it (their results say \"demo\": true); point SHERATAN_RELAY_GENERIC_URL or SHERATAN_RELAY_PROFILES at a real chat site, or use SHERATAN_OPENAI_BASE_URL"
+            );
+        }
         Ok(Relay {
             listener,
             state: Arc::new(RelayState {
@@ -337,6 +342,11 @@ async fn complete(
         )));
     }
     let backend = req.backend.unwrap_or(s.config.default_backend);
+    let demo = backend == Backend::Cdp
+        && s.config
+            .profiles
+            .get(req.profile.as_deref().unwrap_or("generic"))
+            .is_some_and(|p| p.demo);
     let started = Instant::now();
     let answer = match backend {
         Backend::Cdp => complete_cdp(s, req, job_id).await,
@@ -357,6 +367,7 @@ async fn complete(
         text,
         backend,
         elapsed_ms,
+        demo,
     })
 }
 

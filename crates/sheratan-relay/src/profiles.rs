@@ -27,6 +27,9 @@ pub struct Profile {
     pub stable_ms: u64,
     #[serde(default = "timeout_s")]
     pub timeout_s: u64,
+    /// The relay's own demo page (no model behind it): its answers are marked `demo`.
+    #[serde(skip)]
+    pub demo: bool,
 }
 
 fn enter() -> String {
@@ -57,6 +60,7 @@ pub fn generic(url: &str) -> Profile {
         busy: Some(".typing, [aria-busy=\"true\"]".into()),
         stable_ms: 800,
         timeout_s: 120,
+        demo: url == OWN_DEMO_PAGE,
     }
 }
 
@@ -120,6 +124,11 @@ impl Profiles {
             all.0.insert(name, profile);
         }
         Ok(all)
+    }
+
+    /// Whether a job without a profile (`generic`) is answered by the demo page.
+    pub fn generic_is_demo(&self) -> bool {
+        self.get("generic").is_some_and(|p| p.demo)
     }
 
     pub fn get(&self, name: &str) -> Option<&Profile> {

@@ -44,16 +44,23 @@ pub async fn audit_watch(args: WatchArgs) -> Result<(), Failure> {
             .display()
     );
     let shutdown = sheratan_runtime::shutdown_on_signals();
-    println!("ready: Ctrl-C (or SIGTERM) stops the watcher");
-    sheratan_ops::watch::run(config, shutdown)
+    // The lock first: a second watcher of this home says so instead of claiming to be ready.
+    let watcher = tokio::task::spawn_blocking(move || sheratan_ops::watch::Watcher::open(config))
         .await
-        .map_err(
-            |err| match err.downcast_ref::<sheratan_ops::watch::AlreadyWatched>() {
-                // Not a failure of this watcher: a setting to change (exit 2).
-                Some(already) => crate::usage(already.to_string()),
-                None => Failure::from(err),
-            },
-        )
+        .map_err(anyhow::Error::new)?
+        .map_err(watch_failure)?;
+    println!("ready: Ctrl-C (or SIGTERM) stops the watcher");
+    sheratan_ops::watch::follow(watcher, shutdown)
+        .await
+        .map_err(watch_failure)
+}
+
+fn watch_failure(err: anyhow::Error) -> Failure {
+    match err.downcast_ref::<sheratan_ops::watch::AlreadyWatched>() {
+        // Not a failure of this watcher: a setting to change (exit 2).
+        Some(already) => crate::usage(already.to_string()),
+        None => Failure::from(err),
+    }
 }
 
 #[derive(Debug, Args)]

@@ -203,14 +203,23 @@ fn openai_config(options: &RelayOptions) -> Result<Option<OpenAiConfig>, Failure
     }
 }
 
+/// Says when jobs without a profile get the demo page's canned answers.
+fn demo_note(config: &RelayConfig) -> &'static str {
+    if config.profiles.generic_is_demo() {
+        "; without a profile: the demo chat page, no model"
+    } else {
+        ""
+    }
+}
+
 /// One line on how the CDP backend is set up, for banners.
 pub fn describe_cdp(config: &RelayConfig) -> String {
     match &config.browser {
         Some(BrowserSource::Launch { chromium, .. }) => {
-            format!("cdp: launches {} on the first job", chromium.display())
+            format!("cdp: launches {} on the first job", chromium.display()) + demo_note(config)
         }
         Some(BrowserSource::Url(url)) => {
-            format!("cdp: Chrome at {}", sheratan_proto::redact::url(url))
+            format!("cdp: Chrome at {}", sheratan_proto::redact::url(url)) + demo_note(config)
         }
         None => format!("cdp: unavailable ({})", config.cdp_unavailable),
     }

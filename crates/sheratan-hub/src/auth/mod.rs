@@ -307,7 +307,7 @@ impl Tokens {
         let (kind, nonce, unix_s) = (parts.next()?, parts.next()?, parts.next()?);
         let fresh = unix_s
             .parse::<i64>()
-            .is_ok_and(|t| (self.clock.now().unix_timestamp() - t).abs() <= 300);
+            .is_ok_and(|t| self.clock.now().unix_timestamp().abs_diff(t) <= 300);
         let plain_nonce =
             (1..=64).contains(&nonce.len()) && nonce.bytes().all(|b| b.is_ascii_alphanumeric());
         if kind != "smoke" || !fresh || !plain_nonce {
@@ -538,6 +538,36 @@ mod tests {
     }
 
     const IP: IpAddr = IpAddr::V4(std::net::Ipv4Addr::LOCALHOST);
+
+    /// A probe header counts only when made with the token, recently; extreme or forged
+    /// values are refused, never a panic.
+    #[test]
+    fn probe_headers_need_the_token_and_a_recent_time() {
+        let f = fixture();
+        let token = "probe-test-token-0123456789";
+        let tokens = f.load(config(token)).unwrap();
+        let now = f.clock.now().unix_timestamp();
+        let header = |key: &str, t: i64| sheratan_client::probe_header(key, "run1", t);
+        assert_eq!(
+            tokens.verify_probe(&header(token, now)),
+            Some("run1".into())
+        );
+        assert_eq!(
+            tokens.verify_probe(&header(token, now - 290)),
+            Some("run1".into())
+        );
+        assert_eq!(tokens.verify_probe(&header(token, now - 301)), None);
+        assert_eq!(
+            tokens.verify_probe(&header("another-token-0123456789", now)),
+            None
+        );
+        for t in [i64::MIN, i64::MAX, -1] {
+            assert_eq!(tokens.verify_probe(&header(token, t)), None);
+        }
+        for junk in ["", "smoke", "smoke.run1", "smoke.run1.x.zz", "x.run1.1.00"] {
+            assert_eq!(tokens.verify_probe(junk), None, "{junk}");
+        }
+    }
 
     #[test]
     fn generated_token_is_written_once_with_mode_0600() {

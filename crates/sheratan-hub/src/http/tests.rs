@@ -703,8 +703,21 @@ async fn a_job_goes_only_to_a_node_that_offers_its_kind_and_the_submit_says_why_
         job(&h, &id).await["required_capabilities"],
         json!(["resize"])
     );
-    // A node without the kind gets nothing; one with it gets the job.
+    // A node without the kind gets nothing; one that offers nothing is told why; one with
+    // the kind gets the job.
     assert!(lease(&h, "echo-only").await.is_empty());
+    let (_, nothing) = call(Method::POST, "/v1/leases")
+        .json(json!({"node_id": "bare"}))
+        .to(&h.data)
+        .await;
+    assert_eq!(nothing["jobs"], json!([]));
+    assert!(
+        nothing["warning"]
+            .as_str()
+            .unwrap()
+            .contains("every job requires its kind"),
+        "{nothing}"
+    );
     let (_, grant) = call(Method::POST, "/v1/leases")
         .json(json!({"node_id": "resizer", "capabilities": ["resize"]}))
         .to(&h.data)

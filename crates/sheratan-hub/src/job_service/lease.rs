@@ -48,6 +48,9 @@ pub fn lease_order(req: &LeaseRequest) -> Result<LeaseOrder, JobsError> {
     })
 }
 
+/// Said to a lease that offers nothing: since every job requires its kind, it gets no job.
+const NO_CAPABILITIES: &str = "this lease offers no capabilities, and every job requires its kind: list the kinds this node runs (and any other capabilities) in \"capabilities\"";
+
 /// Leases jobs, waiting up to `wait_ms` for one to become ready. Woken by submissions,
 /// retries, reaps and resumed queues, never by polling.
 pub async fn lease(
@@ -73,6 +76,7 @@ pub async fn lease(
             return Ok(LeaseResponse {
                 jobs: Vec::new(),
                 defer_ms: DEFER_MS,
+                warning: None,
             });
         }
         if !grant.jobs.is_empty() {
@@ -92,12 +96,20 @@ pub async fn lease(
                     lease_expires_at: j.lease_expires_at,
                 })
                 .collect();
-            return Ok(LeaseResponse { jobs, defer_ms: 0 });
+            return Ok(LeaseResponse {
+                jobs,
+                defer_ms: 0,
+                warning: None,
+            });
         }
         let idle = LeaseResponse {
             jobs: Vec::new(),
             // A caller that did not wait is asked not to ask again at once.
             defer_ms: if wait_ms == 0 { DEFER_MS } else { 0 },
+            warning: order
+                .capabilities
+                .is_empty()
+                .then(|| NO_CAPABILITIES.to_owned()),
         };
         tokio::select! {
             () = tokio::time::sleep_until(deadline) => return Ok(idle),

@@ -32,6 +32,12 @@ struct Asked {
 /// Distinct capability sets remembered per queue.
 const MAX_SETS_PER_QUEUE: usize = 64;
 
+/// Queues remembered at most: lease calls may name any queue, and memory must stay bounded.
+const MAX_QUEUES: usize = 10_000;
+
+/// A queue nobody has asked for this long is forgotten (and no longer listed).
+const FORGET_AFTER: Duration = Duration::from_secs(600);
+
 impl ServedQueues {
     /// A lease call asked these queues with these (sorted) capabilities. Cheap on the lease
     /// path: a read lock, and a write only when what it would record is over a second old.
@@ -57,7 +63,13 @@ impl ServedQueues {
             return;
         }
         let mut seen = self.queues.write().expect("served queues lock");
+        if seen.len() >= MAX_QUEUES {
+            seen.retain(|_, a| now.duration_since(a.last) <= FORGET_AFTER);
+        }
         for q in stale {
+            if seen.len() >= MAX_QUEUES && !seen.contains_key(q) {
+                continue;
+            }
             let asked = seen.entry(q.clone()).or_insert_with(|| Asked {
                 last: now,
                 capabilities: Vec::new(),
@@ -102,9 +114,13 @@ impl ServedQueues {
         })
     }
 
+    /// Queues asked for within the last `FORGET_AFTER`.
     fn names(&self) -> Vec<String> {
         let seen = self.queues.read().expect("served queues lock");
-        seen.keys().cloned().collect()
+        seen.iter()
+            .filter(|(_, a)| a.last.elapsed() <= FORGET_AFTER)
+            .map(|(q, _)| q.clone())
+            .collect()
     }
 }
 
@@ -181,4 +197,22 @@ pub fn queues(hub: &HubState) -> Vec<sheratan_proto::data::QueueView> {
             depth,
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Lease calls may name any queue: what is remembered stays bounded.
+    #[test]
+    fn remembered_queues_are_capped() {
+        let served = ServedQueues::default();
+        let caps = vec!["echo".to_owned()];
+        for i in 0..MAX_QUEUES + 50 {
+            served.asked(&[format!("q{i}")], &caps);
+        }
+        assert_eq!(served.names().len(), MAX_QUEUES);
+        assert!(served.served("q0"));
+        assert!(!served.served(&format!("q{}", MAX_QUEUES + 10)));
+    }
 }

@@ -488,6 +488,16 @@ async fn jobs_show_their_node_error_and_distinguishing_id(ui: &Ui, job_id: &str)
     )
     .await;
     ui.fill("#submit-queue", "default").await;
+
+    // Dispatching to the relay picks a kind it runs (it offers chat and llm, not echo).
+    let pick = |to: &str| {
+        format!(
+            "(() => {{ const d = document.getElementById('submit-dispatch'); d.value = '{to}'; d.dispatchEvent(new Event('change')); return document.getElementById('submit-kind').value; }})()"
+        )
+    };
+    ui.fill("#submit-kind", "echo").await;
+    assert_eq!(ui.js(&pick("llm")).await, json!("chat"));
+    assert_eq!(ui.js(&pick("queue")).await, json!("echo"));
 }
 
 /// The id of the job the submit form just submitted, once it is not `previous`.

@@ -307,8 +307,12 @@ async fn the_watcher_in_up_alerts_once_per_burst_and_calls_the_webhook() {
 #[test]
 fn a_second_audit_watcher_on_one_home_refuses_to_run() {
     let hub = hub().up().start();
-    let (code, _, err) = run(&hub, &["audit-watch"], &[]);
+    let (code, out, err) = run(&hub, &["audit-watch"], &[]);
     assert_eq!(code, 2, "{err}");
+    assert!(
+        !out.contains("ready:"),
+        "it never claimed to be ready: {out}"
+    );
     assert!(
         err.contains("another audit watcher (pid ") && err.contains("sheratan up"),
         "{err}"

@@ -32,7 +32,7 @@ const EXPECTED: &[(&str, i32, &[&str])] = &[
     ("sheratan jobs list", 0, &["JOB", "completed"]),
     ("sheratan jobs show ${JOB: -8}", 0, &[r#"{"n":1}"#]),
     ("--kind upper", 0, &[r#""TEXT": "HI""#]),
-    ("kill %1 && wait %1", 0, &[]),
+    ("kill $W && wait $W", 0, &[]),
     ("sheratan nodes rm worker-2", 0, &["removed worker-2"]),
     ("$C/health", 0, &[r#""status":"ok""#]),
     ("$C/v1/heartbeat", 0, &[r#""node_id":"w1""#]),
@@ -71,13 +71,16 @@ const EXPECTED: &[(&str, i32, &[&str])] = &[
     ),
     ("sheratan nodes rm w1", 0, &["removed w1"]),
     (r#""dispatch":"auction""#, 0, &[r#""queue":"auction""#]),
-    ("$A/auctions", 0, &[r#""winner""#]),
+    ("$A/auctions", 0, &[r#""winner":"host-"#]),
     ("$A/overview", 0, &[r#""components""#]),
     ("$A/events", 28, &["event: ready"]),
     (
         "--queue llm --kind chat",
         0,
-        &[r#"you wrote 3 words: \"hello demo page\""#],
+        &[
+            r#"you wrote 3 words: \"hello demo page\""#,
+            r#""demo": true"#,
+        ],
     ),
     ("3000/v1/complete", 0, &[r#"you wrote 1 word: \"Hi\""#]),
     ("3000/health", 0, &["cdp"]),
@@ -124,7 +127,7 @@ fn tour_commands(readme: &str) -> Vec<String> {
 fn script(commands: &[String]) -> String {
     let mut s = String::from(
         "set -u\nip link set lo up\n\
-         # Not a job of this shell: the tour's own `%1` is its background worker.\n\
+         # Not a job of this shell: the tour's background jobs are its own.\n\
          ( sheratan up > up.log 2>&1 & echo $! > up.pid )\n\
          for _ in $(seq 1 600); do grep -q '^ready:' up.log && break; sleep 0.2; done\n\
          grep -q '^ready:' up.log || { echo '@@@ up never became ready'; exit 1; }\n",
@@ -211,6 +214,11 @@ fn the_readme_tour_runs_verbatim_and_says_what_it_shows() {
         }
     }
     let output = run_with_deadline(cmd, Duration::from_secs(240));
+    assert!(
+        output.contains("\n@@@ CMD 0\n"),
+        "the tour never started (it needs `unshare -n` as root or `unshare -rn` with user \
+         namespaces, `ip` and `bash`):\n{output}"
+    );
     let up_log = std::fs::read_to_string(work.join("up.log")).unwrap_or_default();
     let results = transcript(&output, commands.len());
     let report = || {

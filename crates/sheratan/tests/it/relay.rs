@@ -813,6 +813,13 @@ async fn an_llm_job_through_core_completes_on_the_relays_demo_page() {
         "Demo answer (no model behind this page): you wrote 3 words: \"hello demo page\"."
     );
     assert_eq!(job["result"]["backend"], "cdp");
+    // No model answered: the result says so, and so did the banner.
+    assert_eq!(job["result"]["demo"], true, "{job}");
+    let banner = hub.stdout();
+    assert!(
+        banner.contains("without a profile: the demo chat page, no model"),
+        "{banner}"
+    );
     let (_, health) = get(&format!("{relay}/health"), Auth::None).await;
     let profiles = health["profiles"].as_array().unwrap();
     assert!(profiles.iter().any(|p| p == "demo"), "{health}");

@@ -94,9 +94,13 @@ export const jobs = {
   bind(root) {
     const dispatch = root.querySelector('#submit-dispatch');
     const queue = root.querySelector('#submit-queue');
+    const kind = root.querySelector('#submit-kind');
     dispatch.onchange = () => {
       queue.disabled = dispatch.value !== 'queue';
       queue.value = dispatch.value === 'queue' ? 'default' : dispatch.value;
+      // The relay runs the kinds chat and llm: keep the default kind one it offers.
+      if (dispatch.value === 'llm' && kind.value === 'echo') kind.value = 'chat';
+      if (dispatch.value !== 'llm' && kind.value === 'chat') kind.value = 'echo';
     };
     root.querySelector('#filter-apply').onclick = () => {
       jobFilter.queue = root.querySelector('#filter-queue').value.trim();
