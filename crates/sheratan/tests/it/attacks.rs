@@ -441,21 +441,24 @@ async fn core_does_not_relay_admin_actions_for_remote_callers() {
     )
     .await;
     let job_id = job["job_id"].as_str().unwrap().to_owned();
+    let refused_from_remote = |method: reqwest::Method, route: String| {
+        let request = remote
+            .request(method, format!("{remote_core}{route}"))
+            .bearer_auth(&token);
+        async move {
+            let r = request.send().await.unwrap();
+            let status = r.status();
+            let body: serde_json::Value = r.json().await.unwrap();
+            let (_, hint) = assert_error(status, &body, 403, "LOCALHOST_ONLY");
+            assert!(hint.contains("ssh"), "{route}: {hint}");
+        }
+    };
     let admin_routes = [
         format!("/api/jobs/{job_id}/requeue"),
         "/api/nodes/worker-1/attestation/accept".to_owned(),
     ];
     for route in &admin_routes {
-        let r = remote
-            .post(format!("{remote_core}{route}"))
-            .bearer_auth(&token)
-            .send()
-            .await
-            .unwrap();
-        let status = r.status();
-        let body: serde_json::Value = r.json().await.unwrap();
-        let (_, hint) = assert_error(status, &body, 403, "LOCALHOST_ONLY");
-        assert!(hint.contains("ssh"), "{hint}");
+        refused_from_remote(reqwest::Method::POST, route.clone()).await;
         // The same call from loopback reaches the hub's admin path.
         let (status, body) = post(&format!("{local_core}{route}"), Auth::Bearer(&token), "").await;
         assert_ne!(body["error"]["code"], "LOCALHOST_ONLY", "{route}: {body}");
@@ -465,15 +468,7 @@ async fn core_does_not_relay_admin_actions_for_remote_callers() {
         );
     }
     // Removing a node is an admin action too.
-    let r = remote
-        .delete(format!("{remote_core}/api/nodes/worker-1"))
-        .bearer_auth(&token)
-        .send()
-        .await
-        .unwrap();
-    let status = r.status();
-    let body: serde_json::Value = r.json().await.unwrap();
-    assert_error(status, &body, 403, "LOCALHOST_ONLY");
+    refused_from_remote(reqwest::Method::DELETE, "/api/nodes/worker-1".into()).await;
     let (status, _) = get(
         &format!("{}/v1/nodes/worker-1", hub.control_url),
         Auth::Bearer(&token),
