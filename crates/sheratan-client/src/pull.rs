@@ -58,12 +58,21 @@ pub async fn pull_loop<R: JobRunner>(
         {
             permits.push(p);
         }
+        let capabilities = runner.capabilities().await;
+        // Every job requires its kind, so a lease offering nothing gets nothing: rather than
+        // long-poll with it, ask again after the hub's short pause, when what this node
+        // offers may have changed (a broker whose hosts are not ONLINE yet).
+        let wait = if capabilities.is_empty() {
+            Duration::ZERO
+        } else {
+            config.lease_wait
+        };
         let req = LeaseRequest {
             node_id: config.node_id.clone(),
             queues: config.queues.clone(),
-            capabilities: runner.capabilities().await,
+            capabilities,
             max_jobs: permits.len() as u32,
-            wait_ms: config.lease_wait.as_millis() as u64,
+            wait_ms: wait.as_millis() as u64,
         };
         let leased = tokio::select! {
             () = &mut shutdown => break,
