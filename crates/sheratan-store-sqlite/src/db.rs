@@ -164,28 +164,30 @@ pub fn set_lease_expiry(
     Ok(())
 }
 
-/// Ends a job: completed, failed or cancelled. True when its result is now pending (not
-/// acknowledged: `end.acked` is false and the submitter follows the result).
-pub fn finish(conn: &Connection, row: RowId, end: &Ending<'_>, now: i64) -> rusqlite::Result<bool> {
+/// Ends a job: completed, failed or cancelled.
+pub fn finish(conn: &Connection, row: RowId, end: &Ending<'_>, now: i64) -> rusqlite::Result<()> {
     conn.prepare_cached(
         "UPDATE jobs SET status = ?2, result = ?3, error_message = ?4, error_retryable = ?5, \
-         finished_at = ?6, updated_at = ?6, acked = CASE WHEN follow = 0 THEN 1 ELSE ?7 END, \
-         result_lease_id = COALESCE(?8, result_lease_id) WHERE id = ?1 RETURNING acked",
+         finished_at = ?6, updated_at = ?6, acked = ?7, \
+         result_lease_id = COALESCE(?8, result_lease_id) WHERE id = ?1",
     )?
-    .query_row(
-        params![
-            row,
-            status_code(end.status),
-            end.result,
-            end.error.map(|e| e.message.as_str()),
-            end.error.map(|e| e.retryable),
-            now,
-            end.acked,
-            end.result_lease.map(|l| l.as_bytes().to_vec()),
-        ],
-        |r| r.get::<_, i64>(0),
-    )
-    .map(|acked| acked == 0)
+    .execute(params![
+        row,
+        status_code(end.status),
+        end.result,
+        end.error.map(|e| e.message.as_str()),
+        end.error.map(|e| e.retryable),
+        now,
+        end.acked,
+        end.result_lease.map(|l| l.as_bytes().to_vec()),
+    ])?;
+    Ok(())
+}
+
+/// Whether the job's submitter follows its result (`follow_result`).
+pub fn follows(conn: &Connection, row: RowId) -> rusqlite::Result<bool> {
+    conn.prepare_cached("SELECT follow FROM jobs WHERE id = ?1")?
+        .query_row([row], |r| r.get(0))
 }
 
 /// Puts a job back to accepted, to run at `run_at`.
@@ -258,12 +260,13 @@ pub struct LiveRow {
     pub run_at: i64,
     pub status: JobStatus,
     pub lease: Option<(Uuid, String, i64)>,
+    pub follow: bool,
 }
 
 pub fn live_jobs(conn: &Connection) -> rusqlite::Result<Vec<LiveRow>> {
     let mut stmt = conn.prepare(
         "SELECT id, job_id, queue, kind, priority, required_capabilities, attempt, max_attempts, \
-         timeout_s, run_at, status, lease_id, lease_node, lease_expires_at \
+         timeout_s, run_at, status, lease_id, lease_node, lease_expires_at, follow \
          FROM jobs WHERE status IN (0, 1) ORDER BY id",
     )?;
     let rows = stmt.query_map([], |r| {
@@ -290,6 +293,7 @@ pub fn live_jobs(conn: &Connection) -> rusqlite::Result<Vec<LiveRow>> {
             run_at: r.get(9)?,
             status: status_of(r.get(10)?),
             lease,
+            follow: r.get(14)?,
         })
     })?;
     rows.collect()

@@ -42,6 +42,8 @@ pub struct LiveJob {
     pub attempt: u32,
     pub max_attempts: u32,
     pub timeout_s: u32,
+    /// The submitter follows the result: it is pending until acknowledged.
+    pub follow: bool,
     pub phase: Phase,
 }
 
@@ -354,6 +356,7 @@ mod tests {
             attempt: 0,
             max_attempts: 3,
             timeout_s: 30,
+            follow: true,
             phase: Phase::Ready,
         }
     }

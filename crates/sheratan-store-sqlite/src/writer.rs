@@ -106,6 +106,7 @@ impl Writer {
                     attempt: row.attempt,
                     max_attempts: row.max_attempts,
                     timeout_s: row.timeout_s,
+                    follow: row.follow,
                     phase,
                 },
             );
@@ -288,6 +289,7 @@ impl Writer {
                 attempt: 0,
                 max_attempts: spec.max_attempts,
                 timeout_s: spec.timeout_s,
+                follow: spec.follow,
                 phase,
             };
             self.state.insert(row, job);
@@ -394,10 +396,9 @@ impl Writer {
         };
         let status = match report.outcome {
             Outcome::Success => {
-                let pending = db::finish(
-                    &self.conn,
+                self.end_live(
                     row,
-                    &Ending {
+                    Ending {
                         status: JobStatus::Completed,
                         result: Some(&report.result),
                         error: None,
@@ -406,10 +407,6 @@ impl Writer {
                     },
                     now,
                 )?;
-                self.state.remove(row);
-                if pending {
-                    self.state.results_pending += 1;
-                }
                 fx.finished = true;
                 JobStatus::Completed
             }
@@ -437,10 +434,9 @@ impl Writer {
                     JobStatus::Accepted
                 } else {
                     let result = (report.result != "null").then_some(report.result.as_str());
-                    let pending = db::finish(
-                        &self.conn,
+                    self.end_live(
                         row,
-                        &Ending {
+                        Ending {
                             status: JobStatus::Failed,
                             result,
                             error: Some(&error),
@@ -449,10 +445,6 @@ impl Writer {
                         },
                         now,
                     )?;
-                    self.state.remove(row);
-                    if pending {
-                        self.state.results_pending += 1;
-                    }
                     fx.finished = true;
                     JobStatus::Failed
                 }
@@ -471,10 +463,9 @@ impl Writer {
             return Ok(None);
         };
         if !b.status.is_terminal() {
-            let pending = db::finish(
-                &self.conn,
+            self.end_live(
                 b.row,
-                &Ending {
+                Ending {
                     status: JobStatus::Cancelled,
                     result: None,
                     error: None,
@@ -483,10 +474,6 @@ impl Writer {
                 },
                 now,
             )?;
-            self.state.remove(b.row);
-            if pending {
-                self.state.results_pending += 1;
-            }
             fx.finished = true;
         }
         db::load_by_id(&self.conn, job_id)
@@ -529,6 +516,7 @@ impl Writer {
                 attempt: 0,
                 max_attempts: record.max_attempts,
                 timeout_s: record.timeout_s,
+                follow: db::follows(&self.conn, b.row)?,
                 phase: Phase::Ready,
             };
             self.state.insert(b.row, job);
@@ -580,10 +568,9 @@ impl Writer {
                     ),
                     retryable: false,
                 };
-                let pending = db::finish(
-                    &self.conn,
+                self.end_live(
                     row,
-                    &Ending {
+                    Ending {
                         status: JobStatus::Failed,
                         result: None,
                         error: Some(&error),
@@ -592,10 +579,6 @@ impl Writer {
                     },
                     now,
                 )?;
-                self.state.remove(row);
-                if pending {
-                    self.state.results_pending += 1;
-                }
                 fx.finished = true;
                 JobStatus::Failed
             };
@@ -635,6 +618,18 @@ impl Writer {
         Ok(QueueState { queue, paused })
     }
 
+    /// Ends a live job in the table and the index. Its result is pending unless `end` says
+    /// it is acknowledged or its submitter does not follow results (`follow_result: false`).
+    fn end_live(&mut self, row: RowId, mut end: Ending<'_>, now: i64) -> rusqlite::Result<()> {
+        end.acked |= self.state.get(row).is_some_and(|j| !j.follow);
+        db::finish(&self.conn, row, &end, now)?;
+        self.state.remove(row);
+        if !end.acked {
+            self.state.results_pending += 1;
+        }
+        Ok(())
+    }
+
     fn purge(&mut self, queue: String, now: i64) -> rusqlite::Result<(u64, QueueState)> {
         let error = JobError {
             message: format!("purged from queue {queue} by an operator"),
@@ -643,10 +638,9 @@ impl Writer {
         let rows: Vec<RowId> = self.state.accepted_of(&queue);
         for &row in &rows {
             // Purged jobs are acknowledged at once: nobody waits for their results.
-            db::finish(
-                &self.conn,
+            self.end_live(
                 row,
-                &Ending {
+                Ending {
                     status: JobStatus::Cancelled,
                     result: None,
                     error: Some(&error),
@@ -655,7 +649,6 @@ impl Writer {
                 },
                 now,
             )?;
-            self.state.remove(row);
         }
         let paused = self.state.is_paused(&queue);
         Ok((rows.len() as u64, QueueState { queue, paused }))

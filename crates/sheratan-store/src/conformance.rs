@@ -854,6 +854,13 @@ pub async fn unfollowed_results_are_never_pending(b: &dyn Backend) {
         "counted again from the data"
     );
     assert!(ids.iter().all(|id| *id != followed));
+    // A live unfollowed job keeps its flag across a reopen.
+    let live = w.submit(unfollowed(serde_json::json!("live"))).await;
+    w.reopen();
+    let leased = w.lease("n", &["q"], &[], 1).await;
+    assert_eq!(leased[0].job_id, live);
+    w.succeed(&leased[0], "4").await;
+    assert_eq!(pending(&w).await, (vec![followed], 1));
 }
 
 pub async fn ids_are_found_by_prefix_or_suffix(b: &dyn Backend) {
