@@ -77,13 +77,31 @@ pub async fn submit(
     let mut answers: Vec<Option<Submitted>> = Vec::with_capacity(jobs.len());
     let mut specs = Vec::new();
     let mut slots = Vec::new();
+    // A batch's jobs mostly share queue and requirements: their warning is worked out once.
+    let mut last: Option<(String, Vec<String>, Option<String>)> = None;
     for (i, job) in jobs.into_iter().enumerate() {
         match job.and_then(|j| {
             JobSpec::from_wire(j, hub.config.job_defaults, now).map_err(JobsError::Invalid)
         }) {
             Ok(mut spec) => {
                 super::waiting::require_kind(&mut spec);
-                slots.push((i, spec.queue.clone(), super::waiting::warning(hub, &spec)));
+                let warning = match &last {
+                    Some((queue, required, warning))
+                        if *queue == spec.queue && *required == spec.required_capabilities =>
+                    {
+                        warning.clone()
+                    }
+                    _ => {
+                        let warning = super::waiting::warning(hub, &spec);
+                        last = Some((
+                            spec.queue.clone(),
+                            spec.required_capabilities.clone(),
+                            warning.clone(),
+                        ));
+                        warning
+                    }
+                };
+                slots.push((i, spec.queue.clone(), warning));
                 specs.push(spec);
                 answers.push(None);
             }
