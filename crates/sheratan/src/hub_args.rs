@@ -154,7 +154,8 @@ pub struct HubArgs {
           value_parser = clap::value_parser!(u32).range(0..=i64::from(sheratan_hub::MAX_REFUSALS_PER_SEC)))]
     pub refusals_per_sec: u32,
 
-    /// Job store: sqlite://PATH (default: sqlite://$SHERATAN_HOME/sheratan.db).
+    /// Job store: sqlite://PATH (default: sqlite://$SHERATAN_HOME/sheratan.db), or
+    /// postgres://USER:PASSWORD@HOST:PORT/DB[?schema=NAME] for hubs that share one database.
     #[arg(long, env = "SHERATAN_STORE", hide_env_values = true)]
     pub store: Option<String>,
 

@@ -323,6 +323,14 @@ async fn the_dashboard_end_to_end() {
     )
     .await;
     ui.shot("10-overview-after").await;
+    // An LLM job, so the relay view has a row to lay out too.
+    let (status, body) = post(
+        &format!("{}/api/jobs", hub.urls["core"]),
+        Auth::Bearer(&token),
+        &json!({"kind": "chat", "dispatch": "llm", "payload": {"prompt": "hello"}}).to_string(),
+    )
+    .await;
+    assert_eq!(status.as_u16(), 202, "{body}");
     every_view_fits_at_three_widths(&ui, &job_id).await;
 
     hostile_data_is_shown_as_text(&ui, &hub, &token).await;
@@ -553,6 +561,15 @@ async fn every_view_fits_at_three_widths(ui: &Ui, job_id: &str) {
                     .await;
                 panic!("{name} at {width} px scrolls sideways; too wide: {wide}");
             }
+            // Every row of every table has as many cells as its header has columns.
+            let misaligned = ui
+                .js("Array.from(document.querySelectorAll('.main table')).filter((t) => t.tHead && t.tBodies.length).filter((t) => Array.from(t.tBodies[0].rows).some((r) => r.cells.length !== t.tHead.rows[0].cells.length)).map((t) => t.closest('.panel').querySelector('h3').textContent)")
+                .await;
+            assert_eq!(
+                misaligned,
+                json!([]),
+                "{name}: rows that do not match their header"
+            );
             if width >= 1400 {
                 let cut = ui
                     .js("Array.from(document.querySelectorAll('.table-wrap')).filter((w) => w.scrollWidth > w.clientWidth + 1).map((w) => w.closest('.panel').querySelector('h3').textContent)")

@@ -11,6 +11,9 @@ const jobFilter = { queue: '', status: '' };
 // Queues no node serves (from /api/queues, refreshed with the list): their waiting jobs say so.
 const unserved = new Set();
 
+// The header of a table of jobRow()s (the jobs list, the relay's recent jobs).
+export const jobHead = html`<thead><tr><th>Job</th><th>Queue</th><th>Kind</th><th>Status</th><th>Node</th><th>Attempt</th><th>Error</th><th>Updated</th></tr></thead>`;
+
 export function jobRow(j) {
   const waiting = j.status === 'accepted' && unserved.has(j.queue)
     && html`<div class="warn-note">waiting: no node serves queue ${j.queue}</div>`;
@@ -47,7 +50,7 @@ export function updateJobRow(j) {
 function list(jobs) {
   return html`${!jobs.length && html`<div class="empty" id="jobs-empty">No jobs match. Submit one above, or with <code>sheratan submit</code>.</div>`}
     <div class="table-wrap" id="jobs-table" ${jobs.length ? '' : html`hidden`}><table>
-      <thead><tr><th>Job</th><th>Queue</th><th>Kind</th><th>Status</th><th>Node</th><th>Attempt</th><th>Error</th><th>Updated</th></tr></thead>
+      ${jobHead}
       <tbody id="job-rows">${jobs.map(jobRow)}</tbody></table></div>`;
 }
 

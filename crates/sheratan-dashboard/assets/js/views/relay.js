@@ -3,7 +3,7 @@
 import { api, explain } from '../core.js';
 import { html } from '../html.js';
 import { ago, shortId, status } from '../widgets.js';
-import { jobRow } from './jobs.js';
+import { jobHead, jobRow } from './jobs.js';
 
 function backendRow([name, b]) {
   const detail = b.version || b.detail || b.base_url || (b.source ? JSON.stringify(b.source) : '');
@@ -36,7 +36,7 @@ export const relay = {
       </div>
       <section class="panel gap-top"><h3>Recent LLM jobs</h3>
         ${jobs.jobs.length
-          ? html`<div class="table-wrap"><table><thead><tr><th>Job</th><th>Queue</th><th>Kind</th><th>Status</th><th>Attempt</th><th>Updated</th></tr></thead><tbody>${jobs.jobs.map(jobRow)}</tbody></table></div>`
+          ? html`<div class="table-wrap"><table>${jobHead}<tbody>${jobs.jobs.map(jobRow)}</tbody></table></div>`
           : html`<div class="empty">No LLM jobs yet. Submit one with dispatch "llm".</div>`}
       </section>`;
   },
