@@ -7,6 +7,7 @@
 pub mod edge;
 pub mod metrics;
 pub mod serve;
+pub mod tls;
 
 use tokio_util::sync::CancellationToken;
 use tracing_subscriber::EnvFilter;

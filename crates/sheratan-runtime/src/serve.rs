@@ -36,6 +36,8 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tower::ServiceExt;
 
+use crate::tls::TlsServer;
+
 /// Transport limits of a listener.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ServeLimits {
@@ -114,6 +116,19 @@ pub async fn serve(
     stats: Arc<ServeStats>,
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
+    serve_with(listener, router, limits, stats, shutdown, None).await
+}
+
+/// [`serve`], over TLS when `tls` is given: the handshake counts against the first request
+/// head's deadline, and a plain-HTTP request gets a 400 saying to use https://.
+pub async fn serve_with(
+    listener: TcpListener,
+    router: axum::Router,
+    limits: ServeLimits,
+    stats: Arc<ServeStats>,
+    shutdown: CancellationToken,
+    tls: Option<TlsServer>,
+) -> std::io::Result<()> {
     let max_connections = limits
         .max_connections
         .unwrap_or_else(|| default_max_connections(1));
@@ -179,12 +194,28 @@ pub async fn serve(
                 }
             })
         };
-        let conn =
-            builder.serve_connection(TokioIo::new(stream), TowerToHyperService::new(service));
-        let conn = graceful.watch(conn);
-        let stats = stats.clone();
+        let service = TowerToHyperService::new(service);
+        let (builder, watcher, tls, stats) = (
+            builder.clone(),
+            graceful.watcher(),
+            tls.clone(),
+            stats.clone(),
+        );
         tokio::spawn(async move {
-            if watch(conn, &activity, &limits).await == Ended::TimedOut {
+            let ended = match tls {
+                None => {
+                    let conn = builder.serve_connection(TokioIo::new(stream), service);
+                    watch(watcher.watch(conn), &activity, &limits).await
+                }
+                Some(tls) => match handshake(stream, &tls, limits.header_timeout).await {
+                    Ok(stream) => {
+                        let conn = builder.serve_connection(TokioIo::new(stream), service);
+                        watch(watcher.watch(conn), &activity, &limits).await
+                    }
+                    Err(ended) => ended,
+                },
+            };
+            if ended == Ended::TimedOut {
                 stats.timed_out.fetch_add(1, Ordering::Relaxed);
             }
             drop((slot, source));
@@ -201,6 +232,44 @@ pub async fn serve(
         );
     }
     Ok(())
+}
+
+/// A TLS connection's handshake, within `limit`. A client that speaks plain HTTP to the port
+/// gets a 400 that says so (rather than a failed handshake it cannot explain).
+async fn handshake(
+    mut stream: tokio::net::TcpStream,
+    tls: &TlsServer,
+    limit: Duration,
+) -> Result<tokio_rustls::server::TlsStream<tokio::net::TcpStream>, Ended> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let deadline = Instant::now() + limit;
+    let mut first = [0u8; 1];
+    match tokio::time::timeout_at(deadline, stream.peek(&mut first)).await {
+        Err(_) => return Err(Ended::TimedOut),
+        Ok(Err(_) | Ok(0)) => return Err(Ended::Closed),
+        Ok(Ok(_)) => {}
+    }
+    if crate::tls::looks_like_plain_http(&first) {
+        // Read what the client sent first, so closing does not reset the connection before
+        // it reads the answer.
+        let mut head = [0u8; 8192];
+        let _ = tokio::time::timeout_at(deadline, stream.read(&mut head)).await;
+        let _ = tokio::time::timeout(
+            Duration::from_secs(1),
+            stream.write_all(crate::tls::PLAIN_HTTP_ON_TLS_PORT),
+        )
+        .await;
+        let _ = stream.shutdown().await;
+        return Err(Ended::Closed);
+    }
+    match tokio::time::timeout_at(deadline, tls.acceptor().accept(stream)).await {
+        Err(_) => Err(Ended::TimedOut),
+        Ok(Err(err)) => {
+            tracing::debug!(%err, "TLS handshake failed");
+            Err(Ended::Closed)
+        }
+        Ok(Ok(stream)) => Ok(stream),
+    }
 }
 
 #[derive(Debug, PartialEq, Eq)]

@@ -1,0 +1,206 @@
+//! Server TLS for the listeners: rustls on the aws-lc-rs provider, TLS 1.2 and 1.3 with rustls'
+//! defaults, HTTP/1.1 over it (ALPN `http/1.1`).
+//!
+//! The certificate and key are PEM files, reloaded when they change on disk: the resolver
+//! looks at the files' modification times at most once a second, at a handshake, and swaps in
+//! the new pair once it parses and matches; a pair that does not parse keeps the old one
+//! serving (and says why in the log), so a half-written renewal never takes a listener down.
+//! A key file that every user of the machine may read is refused.
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime};
+
+use rustls::crypto::CryptoProvider;
+use rustls::server::{ClientHello, ResolvesServerCert};
+use rustls::sign::CertifiedKey;
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+
+/// How often a handshake may look at the files for a renewal.
+const RELOAD_CHECK: Duration = Duration::from_secs(1);
+
+/// Where a listener's certificate chain and private key are (PEM).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsFiles {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
+/// A listener's TLS: the server configuration over a certificate that follows its files.
+#[derive(Clone)]
+pub struct TlsServer {
+    acceptor: tokio_rustls::TlsAcceptor,
+    resolver: Arc<Reloading>,
+}
+
+impl std::fmt::Debug for TlsServer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TlsServer")
+            .field("files", &self.resolver.files)
+            .finish()
+    }
+}
+
+/// The workspace's one crypto provider.
+pub fn provider() -> Arc<CryptoProvider> {
+    Arc::new(rustls::crypto::aws_lc_rs::default_provider())
+}
+
+impl TlsServer {
+    /// Loads the pair; the error names the file and what is wrong with it.
+    pub fn load(files: TlsFiles) -> Result<Self, String> {
+        let provider = provider();
+        let key = load_pair(&files, &provider)?;
+        let resolver = Arc::new(Reloading {
+            state: Mutex::new(Current {
+                key,
+                stamp: stamp(&files),
+                checked: Instant::now(),
+            }),
+            files,
+            provider: provider.clone(),
+        });
+        let mut config = rustls::ServerConfig::builder_with_provider(provider)
+            .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
+            .map_err(|e| format!("TLS configuration: {e}"))?
+            .with_no_client_auth()
+            .with_cert_resolver(resolver.clone());
+        config.alpn_protocols = vec![b"http/1.1".to_vec()];
+        Ok(Self {
+            acceptor: tokio_rustls::TlsAcceptor::from(Arc::new(config)),
+            resolver,
+        })
+    }
+
+    pub fn acceptor(&self) -> &tokio_rustls::TlsAcceptor {
+        &self.acceptor
+    }
+
+    pub fn files(&self) -> &TlsFiles {
+        &self.resolver.files
+    }
+}
+
+/// The pair being served, and what its files looked like when it was read.
+struct Current {
+    key: Arc<CertifiedKey>,
+    stamp: Option<Stamp>,
+    checked: Instant,
+}
+
+/// Modification time and length of both files: a change to either is a renewal.
+type Stamp = [(SystemTime, u64); 2];
+
+fn stamp(files: &TlsFiles) -> Option<Stamp> {
+    let one = |path: &Path| {
+        std::fs::metadata(path)
+            .ok()
+            .and_then(|m| Some((m.modified().ok()?, m.len())))
+    };
+    Some([one(&files.cert)?, one(&files.key)?])
+}
+
+struct Reloading {
+    files: TlsFiles,
+    provider: Arc<CryptoProvider>,
+    state: Mutex<Current>,
+}
+
+impl std::fmt::Debug for Reloading {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Reloading")
+            .field("files", &self.files)
+            .finish()
+    }
+}
+
+impl ResolvesServerCert for Reloading {
+    fn resolve(&self, _hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        let mut current = self.state.lock().expect("tls state lock");
+        if current.checked.elapsed() >= RELOAD_CHECK {
+            current.checked = Instant::now();
+            let now = stamp(&self.files);
+            if now.is_some() && now != current.stamp {
+                match load_pair(&self.files, &self.provider) {
+                    Ok(key) => {
+                        current.key = key;
+                        current.stamp = now;
+                        tracing::info!(cert = %self.files.cert.display(), "TLS certificate reloaded");
+                    }
+                    // Maybe half written: keep serving the old pair, try again in a second.
+                    Err(err) => {
+                        tracing::warn!("TLS certificate not reloaded, the current one stays: {err}")
+                    }
+                }
+            }
+        }
+        Some(current.key.clone())
+    }
+}
+
+/// Reads, checks and pairs a certificate chain and its key.
+fn load_pair(files: &TlsFiles, provider: &CryptoProvider) -> Result<Arc<CertifiedKey>, String> {
+    refuse_shared_key(&files.key)?;
+    let at = |path: &Path, what: String| format!("{}: {what}", path.display());
+    let certs = CertificateDer::pem_file_iter(&files.cert)
+        .map_err(|e| at(&files.cert, format!("cannot read a PEM certificate: {e}")))?
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| at(&files.cert, format!("not a PEM certificate: {e}")))?;
+    if certs.is_empty() {
+        return Err(at(
+            &files.cert,
+            "holds no certificate (expected -----BEGIN CERTIFICATE-----)".into(),
+        ));
+    }
+    let key = PrivateKeyDer::from_pem_file(&files.key)
+        .map_err(|e| at(&files.key, format!("not a PEM private key: {e}")))?;
+    let key = CertifiedKey::from_der(certs, key, provider).map_err(|e| {
+        format!(
+            "{} and {}: {e} (is the key the certificate's?)",
+            files.cert.display(),
+            files.key.display()
+        )
+    })?;
+    Ok(Arc::new(key))
+}
+
+/// A private key every user of the machine may read is no secret: refuse it.
+fn refuse_shared_key(path: &Path) -> Result<(), String> {
+    let meta =
+        std::fs::metadata(path).map_err(|e| format!("{}: cannot read it: {e}", path.display()))?;
+    let mode = meta.permissions().mode() & 0o777;
+    if mode & 0o004 != 0 {
+        return Err(format!(
+            "{}: the private key is readable by every user of this machine (mode {mode:o}); chmod 600 it",
+            path.display()
+        ));
+    }
+    Ok(())
+}
+
+/// What the first bytes of a connection to a TLS port say: a TLS record starts with 0x16
+/// (handshake); an HTTP/1 request starts with its method's letters.
+pub fn looks_like_plain_http(first: &[u8]) -> bool {
+    first.first().is_some_and(|b| b.is_ascii_uppercase())
+}
+
+/// The answer to a plain-HTTP request on a TLS port: a clear error, then the connection closes.
+pub const PLAIN_HTTP_ON_TLS_PORT: &[u8] = b"HTTP/1.1 400 Bad Request\r\n\
+content-type: text/plain; charset=utf-8\r\nconnection: close\r\ncontent-length: 68\r\n\r\n\
+this port speaks TLS: use https:// (and the mesh CA, if it has one)\n";
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_plain_http_answer_has_the_length_it_says() {
+        let text = std::str::from_utf8(PLAIN_HTTP_ON_TLS_PORT).unwrap();
+        let (head, body) = text.split_once("\r\n\r\n").unwrap();
+        assert!(head.contains(&format!("content-length: {}", body.len())));
+        assert!(looks_like_plain_http(b"GET / HTTP/1.1"));
+        assert!(!looks_like_plain_http(&[0x16, 0x03, 0x01]));
+    }
+}
