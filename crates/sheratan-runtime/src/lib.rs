@@ -4,6 +4,7 @@
 //! contract's error type, authentication, bodies within the limit); and the one metrics
 //! exposition every component's `/metrics` uses ([`metrics`]).
 
+pub mod ca;
 pub mod edge;
 pub mod metrics;
 pub mod serve;

@@ -242,3 +242,16 @@ fn bad_files_are_refused_with_their_name_and_the_reason() {
         "{e}"
     );
 }
+
+/// The mesh CA's server certificate serves TLS that a client trusting only `ca.pem` verifies.
+#[tokio::test]
+async fn the_mesh_ca_issues_a_certificate_its_clients_verify() {
+    let home = tempfile::tempdir().unwrap();
+    let ca = sheratan_runtime::ca::MeshCa::open_or_create(&home.path().join("tls")).unwrap();
+    let (files, _) = ca.server_cert("hub", &["127.0.0.1".to_owned()]).unwrap();
+    let (addr, _stop) = server(files).await;
+    let ca_der: CertificateDer<'static> =
+        rustls::pki_types::pem::PemObject::from_pem_slice(ca.pem().as_bytes()).unwrap();
+    let (answer, _) = get(addr, &ca_der, BOTH).await.unwrap();
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+}
