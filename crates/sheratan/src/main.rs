@@ -15,6 +15,7 @@ mod ops_cmds;
 mod relay_cmd;
 mod store_open;
 mod supervisor;
+mod tls_cmd;
 mod up_cmd;
 mod worker_cmd;
 
@@ -88,6 +89,9 @@ enum Command {
     /// Measure the hub (see docs/PERFORMANCE.md).
     #[command(subcommand)]
     Bench(sheratan_ops::bench::BenchCommand),
+    /// The mesh CA and the certificates it issues.
+    #[command(subcommand)]
+    Tls(tls_cmd::TlsCommand),
 }
 
 impl Command {
@@ -154,7 +158,8 @@ fn main() -> ExitCode {
         | Command::Token(_)
         | Command::Diagnose(_)
         | Command::Smoke(_)
-        | Command::AuditWatch(_) => tokio::runtime::Builder::new_current_thread(),
+        | Command::AuditWatch(_)
+        | Command::Tls(_) => tokio::runtime::Builder::new_current_thread(),
         _ => tokio::runtime::Builder::new_multi_thread(),
     };
     let runtime = match builder.enable_all().build() {
@@ -194,6 +199,7 @@ async fn run(cli: Cli) -> Result<(), Failure> {
         Command::Diagnose(args) => ops_cmds::diagnose(args).await,
         Command::Smoke(args) => ops_cmds::smoke(args).await,
         Command::Bench(cmd) => sheratan_ops::bench::run(cmd).await.map_err(Failure::from),
+        Command::Tls(cmd) => tls_cmd::run(cmd),
     }
 }
 

@@ -20,4 +20,5 @@ mod registry;
 mod relay;
 mod rotation;
 mod ssrf;
+mod tls;
 mod worker;
