@@ -20,6 +20,11 @@ pub enum ClientError {
         "cannot reach {url}: {message} (is the hub running, and is this its address? see SHERATAN_CONTROL_URL and SHERATAN_DATA_URL)"
     )]
     Transport { url: String, message: String },
+    /// The server's TLS certificate is not one this client trusts: retrying cannot help.
+    #[error(
+        "the TLS certificate of {url} is not trusted ({message}); give the mesh CA in SHERATAN_CA_FILE (on the hub's machine: $SHERATAN_HOME/tls/ca.pem; `sheratan tls ca` prints its SHA-256 to compare)"
+    )]
+    Untrusted { url: String, message: String },
     #[error("cannot decode the answer: {0}")]
     Decode(String),
     #[error("client configuration: {0}")]
@@ -41,6 +46,17 @@ impl ClientError {
         while let Some(s) = source {
             message = format!("{message}: {s}");
             source = s.source();
+        }
+        if message.contains("invalid peer certificate") {
+            let reason = message
+                .rsplit("invalid peer certificate: ")
+                .next()
+                .unwrap_or_default()
+                .to_owned();
+            return ClientError::Untrusted {
+                url: url.to_owned(),
+                message: format!("invalid peer certificate: {reason}"),
+            };
         }
         ClientError::Transport {
             url: url.to_owned(),

@@ -114,6 +114,25 @@ enum Retry {
     Refused,
 }
 
+/// The mesh CA's certificates (`SHERATAN_CA_FILE`, PEM), trusted beside the system's roots
+/// for `https://` hubs; none when it is not set.
+pub fn mesh_ca() -> Result<Vec<reqwest::Certificate>, ClientError> {
+    let Some(path) = std::env::var_os("SHERATAN_CA_FILE").filter(|p| !p.is_empty()) else {
+        return Ok(Vec::new());
+    };
+    let path = std::path::PathBuf::from(path);
+    let at =
+        |what: String| ClientError::Config(format!("SHERATAN_CA_FILE {}: {what}", path.display()));
+    let pem = std::fs::read(&path).map_err(|e| at(e.to_string()))?;
+    let certs = reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| at(e.to_string()))?;
+    if certs.is_empty() {
+        return Err(at(
+            "holds no certificate (expected -----BEGIN CERTIFICATE-----)".into(),
+        ));
+    }
+    Ok(certs)
+}
+
 /// Shared plumbing of every API client: base URL, token, retries and error decoding.
 #[derive(Clone)]
 struct Base {
@@ -135,12 +154,8 @@ impl Base {
                 "{url:?} is not an http:// or https:// URL"
             )));
         }
-        if url.starts_with("https://") {
-            return Err(ClientError::Config(format!(
-                "{url}: this build speaks plain HTTP only; terminate TLS in front of the hub and use http:// on the inside"
-            )));
-        }
         let http = reqwest::Client::builder()
+            .tls_certs_merge(mesh_ca()?)
             .timeout(Duration::from_secs(60))
             .connect_timeout(Duration::from_secs(5))
             // Below the servers' keep-alive timeout (60 s): a pooled connection is never

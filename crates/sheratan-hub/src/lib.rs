@@ -92,6 +92,8 @@ pub struct HubState {
     pub started_at: OffsetDateTime,
     /// What each listener refused or cut: [control, data].
     pub serve_stats: [Arc<serve::ServeStats>; 2],
+    /// Both planes' TLS, when `config.tls` names a certificate (`SHERATAN_TLS_CERT`).
+    pub tls: Option<sheratan_runtime::tls::TlsServer>,
     /// Durable job storage.
     pub store: Arc<dyn Store>,
     pub jobs: job_service::JobCounters,
@@ -125,6 +127,12 @@ impl Hub {
         clock: Arc<dyn Clock>,
     ) -> Result<Hub, HubError> {
         config.validate().map_err(HubError::Config)?;
+        let tls = config
+            .tls
+            .clone()
+            .map(sheratan_runtime::tls::TlsServer::load)
+            .transpose()
+            .map_err(HubError::Config)?;
         let home_err = |cause| HubError::Home {
             path: config.home.clone(),
             cause,
@@ -181,6 +189,7 @@ impl Hub {
             ports,
             started_at,
             serve_stats: Default::default(),
+            tls,
             store,
             jobs: Default::default(),
             stopping: CancellationToken::new(),
@@ -266,12 +275,13 @@ fn serve_planes(
     for (listener, router, stats) in planes {
         if let Some(listener) = listener {
             let stats = state.serve_stats[stats].clone();
-            servers.spawn(serve::serve(
+            servers.spawn(serve::serve_with(
                 listener,
                 router,
                 limits,
                 stats,
                 shutdown.clone(),
+                state.tls.clone(),
             ));
         }
     }

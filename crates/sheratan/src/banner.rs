@@ -33,12 +33,17 @@ impl Banner {
 
     /// The hub's planes, and what `up` runs beside it.
     pub fn listeners(&mut self, hub: &Hub, members: &Members) {
+        let scheme = if hub.state().tls.is_some() {
+            "https"
+        } else {
+            "http"
+        };
         if let Some(addr) = hub.control_addr() {
-            self.lines.push(control_line(addr));
+            self.lines.push(control_line(scheme, addr));
         }
         if let Some(addr) = hub.data_addr() {
             self.lines.push(format!(
-                "data plane: http://{addr}  (jobs, leases, results; /health and /admin from loopback only)"
+                "data plane: {scheme}://{addr}  (jobs, leases, results; /health and /admin from loopback only)"
             ));
         }
         for w in &members.workers {
@@ -121,14 +126,16 @@ fn canonical(path: &Path) -> PathBuf {
 
 /// The control plane's line. On every address (the default, so nodes on other machines can
 /// heartbeat) the line says so first, with the setting that keeps it on this machine.
-fn control_line(addr: std::net::SocketAddr) -> String {
+fn control_line(scheme: &str, addr: std::net::SocketAddr) -> String {
     if addr.ip().is_unspecified() {
         format!(
-            "control plane: http://{addr}  (ON EVERY ADDRESS of this machine, for nodes elsewhere; SHERATAN_CONTROL_ADDR=127.0.0.1:{} keeps it local; public /health, everything else needs the token)",
+            "control plane: {scheme}://{addr}  (ON EVERY ADDRESS of this machine, for nodes elsewhere; SHERATAN_CONTROL_ADDR=127.0.0.1:{} keeps it local; public /health, everything else needs the token)",
             addr.port()
         )
     } else {
-        format!("control plane: http://{addr}  (public /health; everything else needs the token)")
+        format!(
+            "control plane: {scheme}://{addr}  (public /health; everything else needs the token)"
+        )
     }
 }
 
@@ -136,13 +143,13 @@ fn control_line(addr: std::net::SocketAddr) -> String {
 mod tests {
     #[test]
     fn the_control_line_says_when_it_listens_everywhere() {
-        let everywhere = super::control_line("0.0.0.0:8787".parse().unwrap());
+        let everywhere = super::control_line("http", "0.0.0.0:8787".parse().unwrap());
         assert!(everywhere.contains("ON EVERY ADDRESS"), "{everywhere}");
         assert!(
             everywhere.contains("SHERATAN_CONTROL_ADDR=127.0.0.1:8787"),
             "{everywhere}"
         );
-        let local = super::control_line("127.0.0.1:8787".parse().unwrap());
+        let local = super::control_line("http", "127.0.0.1:8787".parse().unwrap());
         assert!(!local.contains("EVERY"), "{local}");
     }
 }

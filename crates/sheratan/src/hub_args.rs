@@ -154,6 +154,15 @@ pub struct HubArgs {
           value_parser = clap::value_parser!(u32).range(0..=i64::from(sheratan_hub::MAX_REFUSALS_PER_SEC)))]
     pub refusals_per_sec: u32,
 
+    /// Serve both planes over TLS with this certificate chain (PEM); reloaded when the file
+    /// changes. Needs --tls-key.
+    #[arg(long, env = "SHERATAN_TLS_CERT")]
+    pub tls_cert: Option<std::path::PathBuf>,
+
+    /// The certificate's private key (PEM, not readable by other users).
+    #[arg(long, env = "SHERATAN_TLS_KEY")]
+    pub tls_key: Option<std::path::PathBuf>,
+
     /// Job store: sqlite://PATH (default: sqlite://$SHERATAN_HOME/sheratan.db), or
     /// postgres://USER:PASSWORD@HOST:PORT/DB[?schema=NAME] for hubs that share one database.
     #[arg(long, env = "SHERATAN_STORE", hide_env_values = true)]
@@ -371,6 +380,19 @@ impl HubArgs {
         )?;
         config.max_body_bytes = self.edge.max_body_bytes;
         config.serve = self.edge.limits()?;
+        config.tls = match (&self.tls_cert, &self.tls_key) {
+            (Some(cert), Some(key)) => Some(sheratan_runtime::tls::TlsFiles {
+                cert: cert.clone(),
+                key: key.clone(),
+            }),
+            (None, None) => None,
+            _ => {
+                return Err(
+                    "SHERATAN_TLS_CERT and SHERATAN_TLS_KEY go together: give both or neither"
+                        .into(),
+                );
+            }
+        };
         config.registry_flush_interval = Duration::from_millis(self.registry_flush_ms.max(10));
         config.heartbeat_interval_s = self.heartbeat_interval_sec.max(1);
         config.audit_max_bytes = self.audit_max_bytes;

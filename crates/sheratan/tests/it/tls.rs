@@ -74,3 +74,106 @@ fn the_cli_makes_the_ca_once_and_issues_certificates_from_it() {
     assert_eq!(code, 2, "{err}");
     assert!(!home.path().join("tls/escape.pem").exists());
 }
+
+/// A hub given a certificate serves both planes over TLS: the CLI reaches them with the mesh
+/// CA (`SHERATAN_CA_FILE`), refuses them without it, and plain HTTP to the port gets a clear
+/// answer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hub_serves_tls_that_clients_verify_against_the_mesh_ca() {
+    let dir = tempfile::tempdir().unwrap();
+    let home = dir.path().join("home");
+    let (code, _, err) = tls(&home, &["cert", "--name", "hub", "--san", "127.0.0.1"]);
+    assert_eq!(code, 0, "{err}");
+    let issued = home.join("tls/issued");
+    let hub = sheratan_testkit::HubBuilder::new(env!("CARGO_BIN_EXE_sheratan"))
+        .home(&home)
+        .env(
+            "SHERATAN_TLS_CERT",
+            issued.join("hub.pem").display().to_string(),
+        )
+        .env(
+            "SHERATAN_TLS_KEY",
+            issued.join("hub.key").display().to_string(),
+        )
+        .start();
+    assert!(
+        hub.control_url.starts_with("https://"),
+        "{}",
+        hub.control_url
+    );
+    assert!(hub.data_url.starts_with("https://"), "{}", hub.data_url);
+    let cli = |args: &[&str], ca: Option<&std::path::Path>| {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_sheratan"));
+        cmd.args(args)
+            .args([
+                "--control-url",
+                &hub.control_url,
+                "--data-url",
+                &hub.data_url,
+            ])
+            .env("SHERATAN_HUB_TOKEN", hub.token())
+            .env_remove("SHERATAN_CA_FILE");
+        if let Some(ca) = ca {
+            cmd.env("SHERATAN_CA_FILE", ca);
+        }
+        let out = cmd.output().unwrap();
+        (
+            out.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let ca = home.join("tls/ca.pem");
+    let (code, out, err) = cli(&["submit", "--kind", "echo"], Some(&ca));
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("submitted"), "{out}");
+    let (code, out, err) = cli(&["jobs", "list"], Some(&ca));
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("accepted"), "{out}");
+    // Without the CA the certificate is not trusted: nothing is sent.
+    let (code, _, err) = cli(&["jobs", "list"], None);
+    assert_eq!(code, 1);
+    assert!(
+        err.contains("is not trusted (invalid peer certificate: UnknownIssuer)")
+            && err.contains("SHERATAN_CA_FILE"),
+        "{err}"
+    );
+    // Once: a certificate that is not trusted is not retried.
+    assert_eq!(
+        err.matches("failed to verify TLS certificate").count(),
+        1,
+        "{err}"
+    );
+    // Plain HTTP on the TLS port: a clear 400, not a hang.
+    let plain = hub.data_url.replace("https://", "http://");
+    let r = reqwest::get(format!("{plain}/health")).await.unwrap();
+    assert_eq!(r.status().as_u16(), 400);
+    assert!(r.text().await.unwrap().contains("use https://"));
+}
+
+#[test]
+fn a_hub_refuses_half_a_tls_setting_and_up_refuses_tls_for_now() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_sheratan"))
+        .args(["hub", "--home"])
+        .arg(dir.path())
+        .env("SHERATAN_TLS_CERT", dir.path().join("x.pem"))
+        .env_remove("SHERATAN_TLS_KEY")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("give both or neither"));
+    let out = Command::new(env!("CARGO_BIN_EXE_sheratan"))
+        .args(["up", "--home"])
+        .arg(dir.path())
+        .env("SHERATAN_TLS_CERT", dir.path().join("x.pem"))
+        .env("SHERATAN_TLS_KEY", dir.path().join("x.key"))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("does not serve TLS yet"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
