@@ -49,7 +49,19 @@ impl MeshCa {
             .create(dir)
             .map_err(|e| at(format!("cannot create it: {e}")))?;
         let (cert_path, key_path) = (dir.join("ca.pem"), dir.join("ca.key"));
-        if !cert_path.exists() && !key_path.exists() {
+        if cert_path.exists() != key_path.exists() {
+            let (there, missing) = if cert_path.exists() {
+                (&cert_path, &key_path)
+            } else {
+                (&key_path, &cert_path)
+            };
+            return Err(format!(
+                "{} is there but {} is not: restore it, or remove both to make a new CA (every certificate it issued must then be issued again)",
+                there.display(),
+                missing.display()
+            ));
+        }
+        if !cert_path.exists() {
             let key = KeyPair::generate().map_err(|e| at(format!("CA key: {e}")))?;
             let cert = ca_params(&key)
                 .self_signed(&key)
@@ -64,6 +76,13 @@ impl MeshCa {
         let pem = read(&cert_path)?;
         let key = KeyPair::from_pem(&read(&key_path)?)
             .map_err(|e| format!("{}: not a private key: {e}", key_path.display()))?;
+        if !key_matches(&pem, &key) {
+            return Err(format!(
+                "{} and {} do not belong together (is one of them from another CA?)",
+                cert_path.display(),
+                key_path.display()
+            ));
+        }
         let issuer = Issuer::from_ca_cert_pem(&pem, key)
             .map_err(|e| format!("{}: not a CA certificate: {e}", cert_path.display()))?;
         Ok(Self {
@@ -189,6 +208,16 @@ pub fn validity_and_names(pem: &[u8]) -> Option<(OffsetDateTime, Vec<String>)> {
     Some((not_after, names))
 }
 
+/// Whether `key` is the key of the certificate in `pem`.
+fn key_matches(pem: &str, key: &KeyPair) -> bool {
+    let Ok((_, pem)) = x509_parser::pem::parse_x509_pem(pem.as_bytes()) else {
+        return false;
+    };
+    pem.parse_x509().is_ok_and(|cert| {
+        cert.public_key().subject_public_key.data.as_ref() == key.public_key_raw()
+    })
+}
+
 /// A name or address as a certificate lists it.
 fn normal(text: &str) -> String {
     text.parse::<IpAddr>()
@@ -223,8 +252,11 @@ fn san(text: &str) -> Result<SanType, String> {
         return Ok(SanType::IpAddress(ip));
     }
     let refused = || format!("{text:?} is neither an IP address nor a DNS name");
-    let name = text.strip_prefix("*.").unwrap_or(text);
+    let wildcard = text.strip_prefix("*.");
+    let name = wildcard.unwrap_or(text);
+    // `*.com` would let the mesh CA speak for a whole top-level domain.
     let dns = !name.is_empty()
+        && (wildcard.is_none() || name.split('.').count() >= 2)
         && text.len() <= 253
         && name.split('.').all(|label| {
             (1..=63).contains(&label.len())
@@ -260,10 +292,15 @@ pub fn fingerprint(pem: &str) -> Option<String> {
 fn write_file(path: &Path, text: &str, mode: u32) -> Result<(), String> {
     use std::io::Write;
     let at = |e: std::io::Error| format!("{}: {e}", path.display());
+    // Unique per writer: two processes making files here at once never share a temp file.
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
     let mut name = path.file_name().unwrap_or_default().to_owned();
-    name.push(".tmp");
+    name.push(format!(
+        ".{}.{}.tmp",
+        std::process::id(),
+        NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+    ));
     let tmp = path.with_file_name(name);
-    let _ = std::fs::remove_file(&tmp);
     let mut file = std::fs::OpenOptions::new()
         .write(true)
         .create_new(true)
@@ -359,5 +396,37 @@ mod tests {
             err.contains("neither an IP address nor a DNS name"),
             "{err}"
         );
+        for bad in [
+            "",
+            "-a.example",
+            "a..example",
+            "a_b.example",
+            "*.",
+            "*.com",
+            "a b",
+        ] {
+            assert!(san(bad).is_err(), "{bad:?}");
+        }
+        for good in ["hub", "hub.example", "*.mesh.example", "10.0.0.1", "::1"] {
+            assert!(san(good).is_ok(), "{good:?}");
+        }
+    }
+
+    #[test]
+    fn a_half_or_mismatched_ca_is_refused_not_replaced() {
+        let home = tempfile::tempdir().unwrap();
+        let dir = home.path().join("tls");
+        MeshCa::open_or_create(&dir).unwrap();
+        let other = home.path().join("other");
+        MeshCa::open_or_create(&other).unwrap();
+        // A key from another CA.
+        std::fs::copy(other.join("ca.key"), dir.join("ca.key")).unwrap();
+        let err = MeshCa::open_or_create(&dir).err().unwrap();
+        assert!(err.contains("do not belong together"), "{err}");
+        // Half a CA (a crash between the two files): refused, never silently remade.
+        std::fs::remove_file(dir.join("ca.key")).unwrap();
+        let err = MeshCa::open_or_create(&dir).err().unwrap();
+        assert!(err.contains("remove both to make a new CA"), "{err}");
+        assert!(!dir.join("ca.key").exists());
     }
 }

@@ -159,7 +159,7 @@ pub struct HubArgs {
     #[arg(long, env = "SHERATAN_TLS_CERT")]
     pub tls_cert: Option<std::path::PathBuf>,
 
-    /// The certificate's private key (PEM, not readable by other users).
+    /// The certificate's private key (PEM; refused if every user of the machine may read it).
     #[arg(long, env = "SHERATAN_TLS_KEY")]
     pub tls_key: Option<std::path::PathBuf>,
 

@@ -40,6 +40,9 @@ pub struct CertArgs {
     /// Where to write NAME.pem and NAME.key (0600) [default: $SHERATAN_HOME/tls/issued].
     #[arg(long)]
     pub out: Option<PathBuf>,
+    /// Replace NAME.pem and NAME.key if they exist.
+    #[arg(long)]
+    pub force: bool,
 }
 
 pub fn run(cmd: TlsCommand) -> Result<(), Failure> {
@@ -73,6 +76,21 @@ fn cert(args: CertArgs) -> Result<(), Failure> {
         .unwrap_or_else(|| args.ca.home.join("tls").join("issued"));
     std::fs::create_dir_all(&out)
         .map_err(|e| Failure::from(anyhow::anyhow!("{}: {e}", out.display())))?;
+    let tls_dir = args.ca.home.join("tls");
+    if std::fs::canonicalize(&out).ok() == std::fs::canonicalize(&tls_dir).ok() {
+        return Err(crate::usage(format!(
+            "--out {}: that is the CA's own directory; issue certificates elsewhere",
+            out.display()
+        )));
+    }
+    for existing in ["pem", "key"].map(|ext| out.join(format!("{}.{ext}", args.name))) {
+        if existing.exists() && !args.force {
+            return Err(crate::usage(format!(
+                "{} exists; --force replaces it",
+                existing.display()
+            )));
+        }
+    }
     let usage = if args.client {
         Usage::Client
     } else {

@@ -177,3 +177,37 @@ fn a_hub_refuses_half_a_tls_setting_and_up_refuses_tls_for_now() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+#[test]
+fn issuing_never_overwrites_without_force_nor_writes_into_the_cas_directory() {
+    let home = tempfile::tempdir().unwrap();
+    let args = ["cert", "--name", "host-a", "--san", "127.0.0.1"];
+    assert_eq!(tls(home.path(), &args).0, 0);
+    let (code, _, err) = tls(home.path(), &args);
+    assert_eq!(code, 2);
+    assert!(err.contains("--force replaces it"), "{err}");
+    let mut forced = args.to_vec();
+    forced.push("--force");
+    assert_eq!(tls(home.path(), &forced).0, 0);
+    let ca_key = std::fs::read(home.path().join("tls/ca.key")).unwrap();
+    let out = home.path().join("tls").display().to_string();
+    let (code, _, err) = tls(
+        home.path(),
+        &[
+            "cert",
+            "--name",
+            "ca",
+            "--san",
+            "x.example",
+            "--out",
+            &out,
+            "--force",
+        ],
+    );
+    assert_eq!(code, 2);
+    assert!(err.contains("the CA's own directory"), "{err}");
+    assert_eq!(
+        std::fs::read(home.path().join("tls/ca.key")).unwrap(),
+        ca_key
+    );
+}
