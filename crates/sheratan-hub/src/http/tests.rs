@@ -835,3 +835,34 @@ async fn a_job_is_found_by_the_start_or_end_of_its_id_and_an_ambiguous_piece_lis
         );
     }
 }
+
+/// The read routes this hub added (which queues are served; a job named by a piece of its
+/// id) answer only the token: without it a caller learns neither the queues nor whether a
+/// job with that piece exists.
+#[tokio::test(flavor = "multi_thread")]
+async fn queues_and_short_id_lookups_refuse_callers_without_the_token() {
+    let h = hub().await;
+    let id = submit(&h, json!({"kind": "echo", "payload": 1})).await;
+    let tail = format!("/v1/jobs/{}", &id[id.len() - 8..]);
+    for path in ["/v1/queues", tail.as_str(), "/v1/jobs/0000000000"] {
+        for token in [None, Some("router-test-token-012345678")] {
+            let (status, body) = call(Method::GET, path).token(token).to(&h.data).await;
+            assert_eq!(
+                (status, code(&body)),
+                (StatusCode::FORBIDDEN, "AUTH_FAIL"),
+                "{path} {token:?}"
+            );
+        }
+    }
+    // With the token, from another address too (these are reads, not the admin path).
+    let (status, _) = call(Method::GET, "/v1/queues")
+        .from(remote())
+        .to(&h.data)
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    let (status, body) = call(Method::GET, &tail).from(remote()).to(&h.data).await;
+    assert_eq!(
+        (status, body["job_id"].as_str()),
+        (StatusCode::OK, Some(id.as_str()))
+    );
+}

@@ -203,7 +203,9 @@ async fn a_request_with_many_tokens_is_refused_even_with_the_right_one() {
     let targets = [
         format!("{}/v1/nodes", hub.control_url),
         format!("{}/v1/jobs", hub.data_url),
+        format!("{}/v1/queues", hub.data_url),
         format!("{}/api/nodes", hub.urls["core"]),
+        format!("{}/api/queues", hub.urls["core"]),
         format!("{}/metrics", hub.urls["broker"]),
         format!("{}/metrics", hub.urls["host-a"]),
         format!("{}/v1/sessions", hub.urls["relay"]),
