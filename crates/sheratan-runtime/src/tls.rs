@@ -77,10 +77,6 @@ impl TlsServer {
     pub fn acceptor(&self) -> &tokio_rustls::TlsAcceptor {
         &self.acceptor
     }
-
-    pub fn files(&self) -> &TlsFiles {
-        &self.resolver.files
-    }
 }
 
 /// The pair being served, and what its files looked like when it was read.

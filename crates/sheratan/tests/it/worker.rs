@@ -333,7 +333,7 @@ async fn a_wrong_token_is_reported_with_the_hint_and_the_request_rate_stays_boun
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_cli_lists_shows_cancels_requeues_and_handles_bundles() {
     let hub = hub().start();
-    let (code, out, _) = cli(
+    let (code, out, err) = cli(
         &hub,
         &[
             "submit",
@@ -346,6 +346,11 @@ async fn the_cli_lists_shows_cancels_requeues_and_handles_bundles() {
         ],
     );
     assert_eq!(code, 0);
+    // No node serves q1 or offers echo here: the CLI passes the hub's warning on.
+    assert!(
+        err.contains("note: no ONLINE node offers kind \"echo\""),
+        "{err}"
+    );
     let job_id = out.split_whitespace().next().unwrap().to_owned();
     assert!(out.contains("submitted"));
     let (_, list, _) = cli(&hub, &["jobs", "list"]);
