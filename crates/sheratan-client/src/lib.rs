@@ -36,7 +36,8 @@
 //! # }
 //! ```
 //!
-//! Plain HTTP only for now: terminate TLS in front of the hub (see docs/SECURITY.md, "Known limits").
+//! `https://` hubs are verified against the system's roots and the mesh CA (`SHERATAN_CA_FILE`,
+//! [`trust_ca_file`]).
 
 mod beat;
 mod control;
@@ -114,23 +115,57 @@ enum Retry {
     Refused,
 }
 
-/// The mesh CA's certificates (`SHERATAN_CA_FILE`, PEM), trusted beside the system's roots
-/// for `https://` hubs; none when it is not set.
+/// CA files this process trusts beside `SHERATAN_CA_FILE`: `sheratan up` adds the mesh CA it
+/// made, a join adds the CA it pinned.
+static TRUSTED_CA_FILES: std::sync::Mutex<Vec<std::path::PathBuf>> =
+    std::sync::Mutex::new(Vec::new());
+
+/// Makes every HTTP client this process builds from now on trust the CA certificates in
+/// `path` (PEM), beside `SHERATAN_CA_FILE` and the system's roots.
+pub fn trust_ca_file(path: impl Into<std::path::PathBuf>) {
+    let path = path.into();
+    let mut files = TRUSTED_CA_FILES.lock().expect("trusted CA list");
+    if !files.contains(&path) {
+        files.push(path);
+    }
+}
+
+/// The mesh CA's certificates (`SHERATAN_CA_FILE`, PEM, and any file given to
+/// [`trust_ca_file`]), trusted beside the system's roots for `https://`; none when neither is set.
 pub fn mesh_ca() -> Result<Vec<reqwest::Certificate>, ClientError> {
-    let Some(path) = std::env::var_os("SHERATAN_CA_FILE").filter(|p| !p.is_empty()) else {
-        return Ok(Vec::new());
-    };
-    let path = std::path::PathBuf::from(path);
-    let at =
-        |what: String| ClientError::Config(format!("SHERATAN_CA_FILE {}: {what}", path.display()));
-    let pem = std::fs::read(&path).map_err(|e| at(e.to_string()))?;
-    let certs = reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| at(e.to_string()))?;
-    if certs.is_empty() {
-        return Err(at(
-            "holds no certificate (expected -----BEGIN CERTIFICATE-----)".into(),
-        ));
+    let mut paths: Vec<std::path::PathBuf> = std::env::var_os("SHERATAN_CA_FILE")
+        .filter(|p| !p.is_empty())
+        .map(Into::into)
+        .into_iter()
+        .collect();
+    paths.extend(
+        TRUSTED_CA_FILES
+            .lock()
+            .expect("trusted CA list")
+            .iter()
+            .cloned(),
+    );
+    let mut certs = Vec::new();
+    for path in paths {
+        let at = |what: String| {
+            ClientError::Config(format!("SHERATAN_CA_FILE {}: {what}", path.display()))
+        };
+        let pem = std::fs::read(&path).map_err(|e| at(e.to_string()))?;
+        let found = reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| at(e.to_string()))?;
+        if found.is_empty() {
+            return Err(at(
+                "holds no certificate (expected -----BEGIN CERTIFICATE-----)".into(),
+            ));
+        }
+        certs.extend(found);
     }
     Ok(certs)
+}
+
+/// An HTTP client builder that verifies `https://` servers against the system's roots and the
+/// mesh CA ([`mesh_ca`]): what every component's outbound client starts from.
+pub fn http_client_builder() -> Result<reqwest::ClientBuilder, ClientError> {
+    Ok(reqwest::Client::builder().tls_certs_merge(mesh_ca()?))
 }
 
 /// Shared plumbing of every API client: base URL, token, retries and error decoding.
@@ -154,8 +189,7 @@ impl Base {
                 "{url:?} is not an http:// or https:// URL"
             )));
         }
-        let http = reqwest::Client::builder()
-            .tls_certs_merge(mesh_ca()?)
+        let http = http_client_builder()?
             .timeout(Duration::from_secs(60))
             .connect_timeout(Duration::from_secs(5))
             // Below the servers' keep-alive timeout (60 s): a pooled connection is never

@@ -123,7 +123,8 @@ impl Core {
     pub async fn bind(config: CoreConfig) -> std::io::Result<Core> {
         let (control, data) =
             sheratan_client::member_clients(&config.control_url, &config.data_url, &config.token)?;
-        let http = reqwest::Client::builder()
+        let http = sheratan_client::http_client_builder()
+            .map_err(std::io::Error::other)?
             .connect_timeout(Duration::from_secs(1))
             .timeout(Duration::from_secs(5))
             .pool_idle_timeout(Duration::from_secs(30))

@@ -275,7 +275,9 @@ impl HttpHandler {
         let policy = Arc::new(Policy::from_settings(settings)?);
         let redirect_policy = policy.clone();
         let max_redirects = settings.max_redirects;
-        let client = reqwest::Client::builder()
+        // `https://` is verified against the system's roots and the mesh CA (SHERATAN_CA_FILE).
+        let client = sheratan_client::http_client_builder()
+            .map_err(|e| format!("the http handler's client: {e}"))?
             // Proxies from the environment would resolve the destination themselves.
             .no_proxy()
             .dns_resolver(Arc::new(GuardedResolver {
@@ -429,7 +431,24 @@ fn failure(err: &reqwest::Error) -> Outcome {
         }
         source = e.source();
     }
-    Outcome::fail(format!("http: {err}"), true)
+    // reqwest's own message is "error sending request"; the why is down the chain.
+    let mut message = err.to_string();
+    let mut source = std::error::Error::source(err);
+    while let Some(e) = source {
+        message = format!("{message}: {e}");
+        source = e.source();
+    }
+    // A certificate this node does not trust will not become trusted by retrying.
+    if let Some(reason) = message.split("invalid peer certificate: ").nth(1) {
+        return Outcome::fail(
+            format!(
+                "http: the TLS certificate of {} is not trusted (invalid peer certificate: {reason}); the http handler trusts the system's roots and SHERATAN_CA_FILE",
+                err.url().map(|u| u.as_str()).unwrap_or("the server")
+            ),
+            false,
+        );
+    }
+    Outcome::fail(format!("http: {message}"), true)
 }
 
 #[cfg(test)]

@@ -128,7 +128,7 @@ fn probe_client(token: Option<&str>) -> anyhow::Result<reqwest::Client> {
         let probe = sheratan_client::probe_header(token, &nonce, now);
         headers.insert(sheratan_proto::headers::PROBE, probe.parse()?);
     }
-    Ok(reqwest::Client::builder()
+    Ok(sheratan_client::http_client_builder()?
         .user_agent(concat!("sheratan-smoke/", env!("CARGO_PKG_VERSION")))
         .default_headers(headers)
         .timeout(Duration::from_secs(10))

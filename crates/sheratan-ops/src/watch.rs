@@ -455,7 +455,7 @@ pub async fn run(config: WatchConfig, shutdown: CancellationToken) -> anyhow::Re
 pub async fn follow(mut watcher: Watcher, shutdown: CancellationToken) -> anyhow::Result<()> {
     let poll = watcher.config.poll;
     let webhook = watcher.config.webhook.clone();
-    let http = reqwest::Client::builder()
+    let http = sheratan_client::http_client_builder()?
         .timeout(Duration::from_secs(5))
         .build()?;
     tracing::info!("audit watcher following the security audit log");

@@ -198,7 +198,12 @@ impl Relay {
             listener,
             state: Arc::new(RelayState {
                 browser: config.browser.clone().map(Browser::new),
-                openai: config.openai.clone().map(OpenAi::new),
+                openai: config
+                    .openai
+                    .clone()
+                    .map(OpenAi::new)
+                    .transpose()
+                    .map_err(std::io::Error::other)?,
                 tabs: Semaphore::new(config.tabs as usize),
                 sessions: Mutex::default(),
                 control,

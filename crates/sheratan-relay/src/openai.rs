@@ -51,13 +51,15 @@ pub struct OpenAi {
 }
 
 impl OpenAi {
-    pub fn new(config: OpenAiConfig) -> Self {
-        let http = reqwest::Client::builder()
+    /// Verifies `https://` servers against the system's roots and the mesh CA
+    /// (`SHERATAN_CA_FILE`); fails only when that file cannot be read.
+    pub fn new(config: OpenAiConfig) -> Result<Self, sheratan_client::ClientError> {
+        let http = sheratan_client::http_client_builder()?
             .connect_timeout(Duration::from_secs(5))
             .timeout(config.timeout)
             .build()
-            .expect("a plain HTTP client always builds");
-        Self { config, http }
+            .map_err(|e| sheratan_client::ClientError::Config(e.to_string()))?;
+        Ok(Self { config, http })
     }
 
     pub fn config(&self) -> &OpenAiConfig {
@@ -210,7 +212,8 @@ mod tests {
             api_key: None,
             timeout: Duration::from_secs(5),
             attempts: 1,
-        });
+        })
+        .unwrap();
         let err = openai.complete("hi", None).await.unwrap_err().to_string();
         assert!(err.contains("connection refused"), "{err}");
         assert!(

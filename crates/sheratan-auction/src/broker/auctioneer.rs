@@ -57,18 +57,22 @@ pub struct Auctioneer {
 }
 
 impl Auctioneer {
-    pub fn new(token: impl Into<MeshToken>, bid_deadline: Duration) -> Self {
-        let http = reqwest::Client::builder()
+    /// Fails only on an unreadable mesh CA (`SHERATAN_CA_FILE`): hosts may serve `https://`.
+    pub fn new(
+        token: impl Into<MeshToken>,
+        bid_deadline: Duration,
+    ) -> Result<Self, sheratan_client::ClientError> {
+        let http = sheratan_client::http_client_builder()?
             .connect_timeout(Duration::from_secs(2))
             .pool_idle_timeout(Duration::from_secs(30))
             .tcp_nodelay(true)
             .build()
-            .expect("a plain HTTP client always builds");
-        Self {
+            .map_err(|e| sheratan_client::ClientError::Config(e.to_string()))?;
+        Ok(Self {
             http,
             token: token.into(),
             bid_deadline,
-        }
+        })
     }
 
     fn post(&self, url: String) -> reqwest::RequestBuilder {

@@ -118,7 +118,8 @@ impl Broker {
         Ok(Broker {
             listener,
             state: Arc::new(BrokerState {
-                auctioneer: Auctioneer::new(config.token.clone(), config.bid_deadline),
+                auctioneer: Auctioneer::new(config.token.clone(), config.bid_deadline)
+                    .map_err(std::io::Error::other)?,
                 config,
                 control,
                 data,

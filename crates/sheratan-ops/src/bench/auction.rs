@@ -88,7 +88,7 @@ async fn measure(n: u32, args: &AuctionArgs) -> anyhow::Result<Report> {
     let _stop_on_drop = stop.clone().drop_guard();
     let token = "bench-token".to_owned();
     let hosts = Arc::new(start_hosts(n, &token, &stop).await?);
-    let auctioneer = Auctioneer::new(Some(token), Duration::from_millis(300));
+    let auctioneer = Auctioneer::new(Some(token), Duration::from_millis(300))?;
     // Warm the connection pools.
     for i in 0..20 {
         auctioneer.collect_bids(&hosts, &ask(i)).await;

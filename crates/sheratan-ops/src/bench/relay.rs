@@ -199,7 +199,7 @@ async fn throughput(
     token: &str,
     jobs: u32,
 ) -> anyhow::Result<f64> {
-    let http = reqwest::Client::new();
+    let http = sheratan_client::http_client_builder()?.build()?;
     complete(&http, relay, token).await.context("warm-up")?;
     let data = DataClient::new(&target.data_url, Some(token.to_owned()))?;
     let batch: Vec<SubmitJob> = (0..jobs)
@@ -286,7 +286,7 @@ pub async fn run(args: RelayArgs) -> anyhow::Result<()> {
         args.n
     );
     let relay = RelayProcess::start(&target, dir.path(), &profiles, 4)?;
-    let http = reqwest::Client::new();
+    let http = sheratan_client::http_client_builder()?.build()?;
     complete(&http, &relay, &token)
         .await
         .context("warm-up (launches Chromium)")?;

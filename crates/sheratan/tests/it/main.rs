@@ -14,6 +14,7 @@ mod lifecycle;
 mod mesh;
 mod multihub;
 mod ops;
+mod outbound_tls;
 mod ports;
 mod readme;
 mod registry;
