@@ -22,7 +22,7 @@ use sheratan_proto::control::Role;
 use sheratan_proto::data::JobError;
 use sheratan_runtime::edge::{self, ApiError, JsonBody};
 use sheratan_runtime::metrics::{Family, Kind, prometheus_response};
-use sheratan_runtime::serve::{ServeLimits, local_url};
+use sheratan_runtime::serve::{ServeLimits, local_url_tls};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
@@ -46,6 +46,8 @@ pub struct HostConfig {
     pub build_id: String,
     /// The listener's connection caps and deadlines.
     pub serve: ServeLimits,
+    /// The listener's TLS (`SHERATAN_TLS`); plain HTTP without.
+    pub tls: Option<sheratan_runtime::tls::TlsServer>,
     /// The largest job payload accepted (`SHERATAN_MAX_BODY_BYTES`); an execute request may
     /// be [`ENVELOPE_BYTES`] larger.
     pub max_body_bytes: usize,
@@ -74,6 +76,7 @@ impl HostConfig {
             base_eta_ms: 100,
             build_id: env!("CARGO_PKG_VERSION").into(),
             serve: ServeLimits::default(),
+            tls: None,
             max_body_bytes: edge::DEFAULT_MAX_BODY_BYTES,
         }
     }
@@ -123,11 +126,12 @@ impl Host {
 
     /// The URL the broker reaches this host at.
     pub fn url(&self) -> String {
-        self.state
-            .config
-            .advertise
-            .clone()
-            .unwrap_or_else(|| local_url(self.local_addr().unwrap_or(self.state.config.listen)))
+        self.state.config.advertise.clone().unwrap_or_else(|| {
+            local_url_tls(
+                self.local_addr().unwrap_or(self.state.config.listen),
+                self.state.config.tls.is_some(),
+            )
+        })
     }
 
     /// The host's router, for tests and benchmarks that serve it themselves.
@@ -139,12 +143,14 @@ impl Host {
     /// auctioneer the host list themselves.
     pub async fn serve(self, shutdown: CancellationToken) -> std::io::Result<()> {
         let limits = self.state.config.serve;
-        sheratan_runtime::serve::serve(
+        let tls = self.state.config.tls.clone();
+        sheratan_runtime::serve::serve_with(
             self.listener,
             router(self.state),
             limits,
             Default::default(),
             shutdown,
+            tls,
         )
         .await
     }
@@ -176,12 +182,14 @@ impl Host {
             stopping.cancel();
         });
         let limits = state.config.serve;
-        let serve = sheratan_runtime::serve::serve(
+        let tls = state.config.tls.clone();
+        let serve = sheratan_runtime::serve::serve_with(
             self.listener,
             router(state),
             limits,
             Default::default(),
             shutdown.clone(),
+            tls,
         );
         member.serve(serve, shutdown).await
     }

@@ -46,6 +46,7 @@ mod error;
 pub mod member;
 pub mod pull;
 mod sign;
+mod tls_diag;
 mod token;
 
 pub use beat::{Identity, capability_hash, heartbeat_loop};
@@ -130,9 +131,8 @@ pub fn trust_ca_file(path: impl Into<std::path::PathBuf>) {
     }
 }
 
-/// The mesh CA's certificates (`SHERATAN_CA_FILE`, PEM, and any file given to
-/// [`trust_ca_file`]), trusted beside the system's roots for `https://`; none when neither is set.
-pub fn mesh_ca() -> Result<Vec<reqwest::Certificate>, ClientError> {
+/// The files [`mesh_ca`] reads: `SHERATAN_CA_FILE`, then those given to [`trust_ca_file`].
+pub fn mesh_ca_files() -> Vec<std::path::PathBuf> {
     let mut paths: Vec<std::path::PathBuf> = std::env::var_os("SHERATAN_CA_FILE")
         .filter(|p| !p.is_empty())
         .map(Into::into)
@@ -145,8 +145,14 @@ pub fn mesh_ca() -> Result<Vec<reqwest::Certificate>, ClientError> {
             .iter()
             .cloned(),
     );
+    paths
+}
+
+/// The mesh CA's certificates (`SHERATAN_CA_FILE`, PEM, and any file given to
+/// [`trust_ca_file`]), trusted beside the system's roots for `https://`; none when neither is set.
+pub fn mesh_ca() -> Result<Vec<reqwest::Certificate>, ClientError> {
     let mut certs = Vec::new();
-    for path in paths {
+    for path in mesh_ca_files() {
         let at = |what: String| {
             ClientError::Config(format!("SHERATAN_CA_FILE {}: {what}", path.display()))
         };
@@ -236,11 +242,26 @@ impl Base {
 
     /// Sends once and turns any non-2xx answer into [`ClientError::Api`].
     async fn send(&self, req: RequestBuilder) -> Result<Response, ClientError> {
-        let response = req
-            .send()
-            .await
-            .map_err(|e| ClientError::transport(&self.url, e))?;
+        let response = match req.send().await {
+            Ok(response) => response,
+            Err(e) => return Err(self.explained(ClientError::transport(&self.url, e)).await),
+        };
         check(response).await
+    }
+
+    /// An untrusted certificate's error, with what the server presents (subject, issuer,
+    /// validity, names): the operator sees which certificate it is and why it is refused.
+    async fn explained(&self, err: ClientError) -> ClientError {
+        match err {
+            ClientError::Untrusted { url, message } => {
+                let message = match tls_diag::describe_peer(&self.parsed).await {
+                    Some(presented) => format!("{message}; {presented}"),
+                    None => message,
+                };
+                ClientError::Untrusted { url, message }
+            }
+            other => other,
+        }
     }
 
     /// Sends `build()` until it succeeds, fails for good, or the retries run out.

@@ -38,7 +38,7 @@ use sheratan_proto::event::AlertRecord;
 use sheratan_proto::health::CoreHealth;
 use sheratan_proto::relay::SessionList;
 use sheratan_runtime::edge::{self, ApiError, JsonBody, QueryParams};
-use sheratan_runtime::serve::{ServeLimits, local_url};
+use sheratan_runtime::serve::{ServeLimits, local_url_tls};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
@@ -69,6 +69,8 @@ pub struct CoreConfig {
     pub build_id: String,
     /// The listener's connection caps and deadlines.
     pub serve: ServeLimits,
+    /// The listener's TLS (`SHERATAN_TLS`); plain HTTP without.
+    pub tls: Option<sheratan_runtime::tls::TlsServer>,
     /// The largest request body read (a submit's payload goes on to the hub).
     pub max_body_bytes: usize,
 }
@@ -98,6 +100,7 @@ impl CoreConfig {
             history_interval: Duration::from_secs(10),
             build_id: env!("CARGO_PKG_VERSION").into(),
             serve: ServeLimits::default(),
+            tls: None,
             max_body_bytes: edge::DEFAULT_MAX_BODY_BYTES,
         }
     }
@@ -166,7 +169,10 @@ impl Core {
             identity: Identity {
                 node_id: state.config.node_id.clone(),
                 role: Role::Core,
-                addr: Some(local_url(self.local_addr()?)),
+                addr: Some(local_url_tls(
+                    self.local_addr()?,
+                    self.state.config.tls.is_some(),
+                )),
                 capabilities: Vec::new(),
                 build_id: state.config.build_id.clone(),
             },
@@ -180,12 +186,14 @@ impl Core {
             history::sample(&sampled.history, sampled.data.clone(), sampler_stop).await;
         });
         let limits = state.config.serve;
-        let serve = sheratan_runtime::serve::serve(
+        let tls = state.config.tls.clone();
+        let serve = sheratan_runtime::serve::serve_with(
             self.listener,
             router(state),
             limits,
             Default::default(),
             shutdown.clone(),
+            tls,
         );
         let result = member.serve(serve, shutdown).await;
         poller.abort();

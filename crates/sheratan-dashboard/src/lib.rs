@@ -81,6 +81,8 @@ pub struct DashboardConfig {
     pub version: String,
     /// The listener's connection caps and deadlines.
     pub serve: sheratan_runtime::serve::ServeLimits,
+    /// The listener's TLS (`SHERATAN_TLS`); plain HTTP without.
+    pub tls: Option<sheratan_runtime::tls::TlsServer>,
 }
 
 struct DashboardState {
@@ -123,12 +125,14 @@ impl Dashboard {
 
     pub async fn run(self, shutdown: CancellationToken) -> std::io::Result<()> {
         let limits = self.state.config.serve;
-        sheratan_runtime::serve::serve(
+        let tls = self.state.config.tls.clone();
+        sheratan_runtime::serve::serve_with(
             self.listener,
             router(self.state),
             limits,
             Default::default(),
             shutdown,
+            tls,
         )
         .await
     }

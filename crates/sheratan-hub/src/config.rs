@@ -56,9 +56,9 @@ pub struct HubConfig {
     /// request-head deadlines. `max_connections: None` derives the cap from the open-files
     /// limit, shared by the listeners this process runs.
     pub serve: ServeLimits,
-    /// Certificate and key both planes serve TLS with (`SHERATAN_TLS_CERT`/`_KEY`); plain
-    /// HTTP without.
-    pub tls: Option<sheratan_runtime::tls::TlsFiles>,
+    /// Each plane's TLS, [control, data] (`SHERATAN_TLS`, `SHERATAN_TLS_CERT`/`_KEY`, or a
+    /// certificate from the mesh CA); plain HTTP where `None`.
+    pub tls: [Option<sheratan_runtime::tls::TlsServer>; 2],
     /// `max_attempts` and `timeout_s` (`SHERATAN_LEASE_TIMEOUT`) of jobs that leave them out.
     pub job_defaults: JobDefaults,
     /// Idempotency keys are forgotten this long after their job was submitted.
@@ -92,7 +92,7 @@ impl HubConfig {
             audit_keep: 5,
             audit_fold_window: Duration::from_secs(10),
             serve: ServeLimits::default(),
-            tls: None,
+            tls: [None, None],
             job_defaults: JobDefaults::default(),
             idempotency_ttl: Duration::from_secs(24 * 3600),
             reap_interval: Duration::from_millis(250),

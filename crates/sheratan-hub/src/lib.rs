@@ -92,8 +92,8 @@ pub struct HubState {
     pub started_at: OffsetDateTime,
     /// What each listener refused or cut: [control, data].
     pub serve_stats: [Arc<serve::ServeStats>; 2],
-    /// Both planes' TLS, when `config.tls` names a certificate (`SHERATAN_TLS_CERT`).
-    pub tls: Option<sheratan_runtime::tls::TlsServer>,
+    /// Each plane's TLS, [control, data] (from `config.tls`).
+    pub tls: [Option<sheratan_runtime::tls::TlsServer>; 2],
     /// Durable job storage.
     pub store: Arc<dyn Store>,
     pub jobs: job_service::JobCounters,
@@ -127,12 +127,7 @@ impl Hub {
         clock: Arc<dyn Clock>,
     ) -> Result<Hub, HubError> {
         config.validate().map_err(HubError::Config)?;
-        let tls = config
-            .tls
-            .clone()
-            .map(sheratan_runtime::tls::TlsServer::load)
-            .transpose()
-            .map_err(HubError::Config)?;
+        let tls = config.tls.clone();
         let home_err = |cause| HubError::Home {
             path: config.home.clone(),
             cause,
@@ -218,6 +213,18 @@ impl Hub {
         self.data.as_ref().and_then(|l| l.local_addr().ok())
     }
 
+    /// The control plane's URL as processes on this machine reach it (`https://` with TLS).
+    pub fn control_url(&self) -> Option<String> {
+        let tls = self.state.tls[0].is_some();
+        self.control_addr().map(|a| serve::local_url_tls(a, tls))
+    }
+
+    /// The data plane's URL as processes on this machine reach it (`https://` with TLS).
+    pub fn data_url(&self) -> Option<String> {
+        let tls = self.state.tls[1].is_some();
+        self.data_addr().map(|a| serve::local_url_tls(a, tls))
+    }
+
     pub fn state(&self) -> &Arc<HubState> {
         &self.state
     }
@@ -272,16 +279,16 @@ fn serve_planes(
         (control, http::control_router(state.clone()), 0),
         (data, http::data_router(state.clone()), 1),
     ];
-    for (listener, router, stats) in planes {
+    for (listener, router, plane) in planes {
         if let Some(listener) = listener {
-            let stats = state.serve_stats[stats].clone();
+            let stats = state.serve_stats[plane].clone();
             servers.spawn(serve::serve_with(
                 listener,
                 router,
                 limits,
                 stats,
                 shutdown.clone(),
-                state.tls.clone(),
+                state.tls[plane].clone(),
             ));
         }
     }

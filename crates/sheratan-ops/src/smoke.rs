@@ -112,7 +112,72 @@ pub async fn run(input: &SmokeInput) -> anyhow::Result<Vec<Check>> {
         checks.push(token_accepted(&http, c, d, token).await);
     }
     checks.push(remote_peers(&http, d, input.token.as_deref()).await);
+    checks.push(tls_to_other_machines(&http, c, d).await);
     Ok(checks)
+}
+
+/// How a listener answers a peer on another machine (this one's non-loopback address).
+#[derive(Debug, PartialEq)]
+enum Remote {
+    /// Nothing listens there: the plane is on loopback only.
+    Refused,
+    /// TLS: plain HTTP gets the "this port speaks TLS" answer.
+    Tls,
+    Plain,
+}
+
+async fn remote_scheme(http: &reqwest::Client, ip: IpAddr, port: u16) -> Remote {
+    let addr = SocketAddr::new(ip, port);
+    let connects =
+        tokio::time::timeout(Duration::from_secs(3), tokio::net::TcpStream::connect(addr)).await;
+    if !matches!(connects, Ok(Ok(_))) {
+        return Remote::Refused;
+    }
+    match http.get(format!("http://{addr}/health")).send().await {
+        Ok(r) if r.status() == 400 => match r.text().await {
+            Ok(body) if body.contains("this port speaks TLS") => Remote::Tls,
+            _ => Remote::Plain,
+        },
+        _ => Remote::Plain,
+    }
+}
+
+fn port_number(url: &str) -> Option<u16> {
+    url.rsplit(':')
+        .next()
+        .and_then(|p| p.trim_end_matches('/').parse::<u16>().ok())
+}
+
+/// Listeners other machines can reach must speak TLS (`SHERATAN_TLS=off` fails this item).
+async fn tls_to_other_machines(http: &reqwest::Client, control: &str, data: &str) -> Check {
+    let name = "listeners other machines reach speak TLS";
+    let Some(ip) = non_loopback_ip() else {
+        return check(
+            name,
+            Vec::new(),
+            "this machine has no non-loopback address",
+            "",
+        );
+    };
+    let mut f = Vec::new();
+    for (plane, url) in [("control", control), ("data", data)] {
+        let Some(port) = port_number(url) else {
+            f.push(format!("cannot read the port of {url}"));
+            continue;
+        };
+        if remote_scheme(http, ip, port).await == Remote::Plain {
+            f.push(format!(
+                "the {plain} plane answers plain HTTP at {ip}:{port}",
+                plain = plane
+            ));
+        }
+    }
+    check(
+        name,
+        f,
+        &format!("TLS (or loopback only) at {ip}"),
+        "the token and payloads cross the network in clear text: remove SHERATAN_TLS=off (the hub then serves TLS with its mesh CA), or bind the plane to 127.0.0.1",
+    )
 }
 
 /// The checklist's HTTP client. Its probes say who they are (`User-Agent:
@@ -248,11 +313,7 @@ async fn token_accepted(http: &reqwest::Client, c: &str, d: &str, token: &str) -
 /// mean the plane listens on loopback only (also a pass).
 async fn remote_peers(http: &reqwest::Client, data_url: &str, token: Option<&str>) -> Check {
     let name = "data /health and /admin refuse non-loopback peers";
-    let Some(port) = data_url
-        .rsplit(':')
-        .next()
-        .and_then(|p| p.trim_end_matches('/').parse::<u16>().ok())
-    else {
+    let Some(port) = port_number(data_url) else {
         return check(
             name,
             vec![format!("cannot read the port of {data_url}")],
@@ -268,22 +329,21 @@ async fn remote_peers(http: &reqwest::Client, data_url: &str, token: Option<&str
             "",
         );
     };
-    let base = format!("http://{}", SocketAddr::new(ip, port));
-    if tokio::time::timeout(
-        Duration::from_secs(3),
-        tokio::net::TcpStream::connect(SocketAddr::new(ip, port)),
-    )
-    .await
-    .map(|r| r.is_err())
-    .unwrap_or(true)
-    {
-        return check(
-            name,
-            Vec::new(),
-            &format!("{ip}:{port} refuses connections: the data plane listens on loopback only"),
-            "",
-        );
-    }
+    let scheme = match remote_scheme(http, ip, port).await {
+        Remote::Refused => {
+            return check(
+                name,
+                Vec::new(),
+                &format!(
+                    "{ip}:{port} refuses connections: the data plane listens on loopback only"
+                ),
+                "",
+            );
+        }
+        Remote::Tls => "https",
+        Remote::Plain => "http",
+    };
+    let base = format!("{scheme}://{}", SocketAddr::new(ip, port));
     let mut f = Vec::new();
     for (path, tok) in [("/health", None), ("/admin/registry", token)] {
         match probe(http, reqwest::Method::GET, &format!("{base}{path}"), tok).await {

@@ -32,7 +32,7 @@ use sheratan_proto::health::{
 };
 use sheratan_runtime::edge::{self, ApiError, JsonBody};
 use sheratan_runtime::metrics::{Family, Kind, prometheus_response};
-use sheratan_runtime::serve::{ServeLimits, local_url};
+use sheratan_runtime::serve::{ServeLimits, local_url_tls};
 use time::OffsetDateTime;
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
@@ -106,6 +106,8 @@ pub struct RelayConfig {
     pub build_id: String,
     /// The listener's connection caps and deadlines.
     pub serve: ServeLimits,
+    /// The listener's TLS (`SHERATAN_TLS`); plain HTTP without.
+    pub tls: Option<sheratan_runtime::tls::TlsServer>,
     /// The largest `/v1/complete` body read.
     pub max_body_bytes: usize,
 }
@@ -141,6 +143,7 @@ impl RelayConfig {
             grace: Duration::from_secs(30),
             build_id: env!("CARGO_PKG_VERSION").into(),
             serve: ServeLimits::default(),
+            tls: None,
             max_body_bytes: edge::DEFAULT_MAX_BODY_BYTES,
         }
     }
@@ -185,7 +188,7 @@ impl Relay {
         let mut config = config;
         let demo = format!(
             "{}{}",
-            local_url(listener.local_addr()?),
+            local_url_tls(listener.local_addr()?, config.tls.is_some()),
             profiles::DEMO_PATH
         );
         config.profiles.resolve_demo_page(&demo);
@@ -228,7 +231,10 @@ impl Relay {
             identity: Identity {
                 node_id: state.config.node_id.clone(),
                 role: Role::Relay,
-                addr: Some(local_url(self.local_addr()?)),
+                addr: Some(local_url_tls(
+                    self.local_addr()?,
+                    self.state.config.tls.is_some(),
+                )),
                 capabilities: capabilities(&state),
                 build_id: state.config.build_id.clone(),
             },
@@ -246,12 +252,13 @@ impl Relay {
             },
             runner: Arc::new(Runner(state.clone())),
         };
-        let serve = sheratan_runtime::serve::serve(
+        let serve = sheratan_runtime::serve::serve_with(
             self.listener,
             router(state.clone()),
             state.config.serve,
             Default::default(),
             shutdown.clone(),
+            state.config.tls.clone(),
         );
         let served = member.serve_and_pull(serve, pull, shutdown).await;
         if let Some(browser) = &state.browser {

@@ -275,6 +275,16 @@ fn san(text: &str) -> Result<SanType, String> {
         .map_err(|_| refused())
 }
 
+/// Keeps a mesh CA certificate a node trusts (no key) as `<dir>/ca.pem`, making `dir` (0700).
+pub fn store_trusted(dir: &Path, pem: &str) -> Result<(), String> {
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .map_err(|e| format!("{}: cannot create it: {e}", dir.display()))?;
+    write_file(&dir.join("ca.pem"), pem, 0o644)
+}
+
 /// SHA-256 of the first certificate in `pem`, lowercase hex.
 pub fn fingerprint(pem: &str) -> Option<String> {
     use rustls_pki_types::CertificateDer;

@@ -18,7 +18,7 @@
 
 use std::collections::HashMap;
 use std::convert::Infallible;
-use std::net::{IpAddr, Ipv6Addr};
+use std::net::{IpAddr, Ipv6Addr, SocketAddr};
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -207,8 +207,12 @@ pub async fn serve_with(
                     let conn = builder.serve_connection(TokioIo::new(stream), service);
                     watch(watcher.watch(conn), &activity, &limits).await
                 }
-                Some(tls) => match handshake(stream, &tls, limits.header_timeout).await {
-                    Ok(stream) => {
+                Some(tls) => match handshake(stream, peer, &tls, limits.header_timeout).await {
+                    Ok(Accepted::Tls(stream)) => {
+                        let conn = builder.serve_connection(TokioIo::new(stream), service);
+                        watch(watcher.watch(conn), &activity, &limits).await
+                    }
+                    Ok(Accepted::Plain(stream)) => {
                         let conn = builder.serve_connection(TokioIo::new(stream), service);
                         watch(watcher.watch(conn), &activity, &limits).await
                     }
@@ -234,13 +238,22 @@ pub async fn serve_with(
     Ok(())
 }
 
+/// A connection to a TLS listener, once its first bytes are in.
+enum Accepted {
+    Tls(Box<tokio_rustls::server::TlsStream<tokio::net::TcpStream>>),
+    /// Plain HTTP from this machine, where the listener allows it (`SHERATAN_TLS=auto`).
+    Plain(tokio::net::TcpStream),
+}
+
 /// A TLS connection's handshake, within `limit`. A client that speaks plain HTTP to the port
-/// gets a 400 that says so (rather than a failed handshake it cannot explain).
+/// gets a 400 that says so (rather than a failed handshake it cannot explain), unless it
+/// connects from loopback to a listener that allows that.
 async fn handshake(
     mut stream: tokio::net::TcpStream,
+    peer: SocketAddr,
     tls: &TlsServer,
     limit: Duration,
-) -> Result<tokio_rustls::server::TlsStream<tokio::net::TcpStream>, Ended> {
+) -> Result<Accepted, Ended> {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let deadline = Instant::now() + limit;
     let mut first = [0u8; 1];
@@ -250,6 +263,9 @@ async fn handshake(
         Ok(Ok(_)) => {}
     }
     if crate::tls::looks_like_plain_http(&first) {
+        if tls.plain_from_loopback() && peer.ip().to_canonical().is_loopback() {
+            return Ok(Accepted::Plain(stream));
+        }
         // Read what the client sent first, so closing does not reset the connection before
         // it reads the answer.
         let mut head = [0u8; 8192];
@@ -268,7 +284,7 @@ async fn handshake(
             tracing::debug!(%err, "TLS handshake failed");
             Err(Ended::Closed)
         }
-        Ok(Ok(stream)) => Ok(stream),
+        Ok(Ok(stream)) => Ok(Accepted::Tls(Box::new(stream))),
     }
 }
 
@@ -442,12 +458,18 @@ pub fn source_key(ip: IpAddr) -> IpAddr {
 /// `http://ip:port` of a bound address, as processes on this machine reach it: an
 /// unspecified IP (0.0.0.0, ::) becomes loopback.
 pub fn local_url(addr: std::net::SocketAddr) -> String {
+    local_url_tls(addr, false)
+}
+
+/// [`local_url`] with `https://` when the listener serves TLS.
+pub fn local_url_tls(addr: std::net::SocketAddr, tls: bool) -> String {
     let ip = if addr.ip().is_unspecified() {
         IpAddr::from([127, 0, 0, 1])
     } else {
         addr.ip()
     };
-    format!("http://{}", std::net::SocketAddr::new(ip, addr.port()))
+    let scheme = if tls { "https" } else { "http" };
+    format!("{scheme}://{}", std::net::SocketAddr::new(ip, addr.port()))
 }
 
 /// Raises the soft open-files limit to the hard limit (servers need descriptors) and returns

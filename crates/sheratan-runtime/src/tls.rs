@@ -33,6 +33,7 @@ pub struct TlsFiles {
 pub struct TlsServer {
     acceptor: tokio_rustls::TlsAcceptor,
     resolver: Arc<Reloading>,
+    plain_from_loopback: bool,
 }
 
 impl std::fmt::Debug for TlsServer {
@@ -71,11 +72,24 @@ impl TlsServer {
         Ok(Self {
             acceptor: tokio_rustls::TlsAcceptor::from(Arc::new(config)),
             resolver,
+            plain_from_loopback: false,
         })
     }
 
     pub fn acceptor(&self) -> &tokio_rustls::TlsAcceptor {
         &self.acceptor
+    }
+
+    /// Also answers plain HTTP from this machine's loopback addresses (`SHERATAN_TLS=auto`:
+    /// such traffic never crosses a network, like a loopback-only listener's). Other sources
+    /// speaking plain HTTP still get the 400.
+    pub fn with_plain_from_loopback(mut self, allow: bool) -> Self {
+        self.plain_from_loopback = allow;
+        self
+    }
+
+    pub fn plain_from_loopback(&self) -> bool {
+        self.plain_from_loopback
     }
 }
 
@@ -176,6 +190,63 @@ fn refuse_shared_key(path: &Path) -> Result<(), String> {
     Ok(())
 }
 
+/// Which listeners serve TLS (`SHERATAN_TLS`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum TlsMode {
+    /// Listeners bound to a non-loopback address (0.0.0.0 included) serve TLS; loopback-only
+    /// ones stay plain HTTP (only this machine reaches them).
+    #[default]
+    Auto,
+    /// Every listener serves TLS.
+    On,
+    /// No listener does: an explicit opt-out, warned about at start for non-loopback ones.
+    Off,
+}
+
+impl TlsMode {
+    /// Whether a listener bound to `addr` serves TLS.
+    pub fn serves_tls(self, addr: std::net::SocketAddr) -> bool {
+        match self {
+            TlsMode::On => true,
+            TlsMode::Off => false,
+            TlsMode::Auto => !addr.ip().is_loopback(),
+        }
+    }
+}
+
+/// The addresses this machine answers on, from the kernel's tables (`/proc/net/fib_trie` for
+/// IPv4, `/proc/net/if_inet6` for IPv6; link-local ones left out): what a certificate for
+/// "this machine" names. Loopback included; empty where `/proc` is not Linux's.
+pub fn local_addresses() -> Vec<std::net::IpAddr> {
+    let mut found: Vec<std::net::IpAddr> = Vec::new();
+    // fib_trie prints each local address on the line before its "/32 host LOCAL".
+    if let Ok(trie) = std::fs::read_to_string("/proc/net/fib_trie") {
+        let mut previous = "";
+        for line in trie.lines() {
+            if line.trim() == "/32 host LOCAL"
+                && let Some(ip) = previous.trim().strip_prefix("|-- ")
+                && let Ok(ip) = ip.parse::<std::net::Ipv4Addr>()
+            {
+                found.push(ip.into());
+            }
+            previous = line;
+        }
+    }
+    if let Ok(v6) = std::fs::read_to_string("/proc/net/if_inet6") {
+        for hex in v6.lines().filter_map(|l| l.split_whitespace().next()) {
+            if let Ok(bits) = u128::from_str_radix(hex, 16) {
+                let ip = std::net::Ipv6Addr::from(bits);
+                if !ip.is_unicast_link_local() {
+                    found.push(ip.into());
+                }
+            }
+        }
+    }
+    found.sort();
+    found.dedup();
+    found
+}
+
 /// What the first bytes of a connection to a TLS port say: a TLS record starts with 0x16
 /// (handshake); an HTTP/1 request starts with its method's letters.
 pub fn looks_like_plain_http(first: &[u8]) -> bool {
@@ -190,6 +261,26 @@ this port speaks TLS: use https:// (and the mesh CA, if it has one)\n";
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn auto_serves_tls_where_other_machines_can_reach() {
+        let at = |s: &str| s.parse::<std::net::SocketAddr>().unwrap();
+        assert!(!TlsMode::Auto.serves_tls(at("127.0.0.1:1")));
+        assert!(!TlsMode::Auto.serves_tls(at("[::1]:1")));
+        assert!(TlsMode::Auto.serves_tls(at("0.0.0.0:1")));
+        assert!(TlsMode::Auto.serves_tls(at("10.1.2.3:1")));
+        assert!(TlsMode::On.serves_tls(at("127.0.0.1:1")));
+        assert!(!TlsMode::Off.serves_tls(at("0.0.0.0:1")));
+    }
+
+    #[test]
+    fn this_machines_addresses_include_loopback() {
+        let found = local_addresses();
+        assert!(
+            found.contains(&std::net::IpAddr::from([127, 0, 0, 1])),
+            "{found:?}"
+        );
+    }
 
     #[test]
     fn the_plain_http_answer_has_the_length_it_says() {

@@ -7,7 +7,6 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use sheratan_hub::{Hub, HubConfig};
-use sheratan_runtime::serve::local_url;
 
 use crate::VERSION;
 use crate::hub_args::StoreUrl;
@@ -33,15 +32,15 @@ impl Banner {
 
     /// The hub's planes, and what `up` runs beside it.
     pub fn listeners(&mut self, hub: &Hub, members: &Members) {
-        let scheme = if hub.state().tls.is_some() {
-            "https"
-        } else {
-            "http"
+        let scheme = |plane: usize| match hub.state().tls[plane] {
+            Some(_) => "https",
+            None => "http",
         };
         if let Some(addr) = hub.control_addr() {
-            self.lines.push(control_line(scheme, addr));
+            self.lines.push(control_line(scheme(0), addr));
         }
         if let Some(addr) = hub.data_addr() {
+            let scheme = scheme(1);
             self.lines.push(format!(
                 "data plane: {scheme}://{addr}  (jobs, leases, results; /health and /admin from loopback only)"
             ));
@@ -77,6 +76,18 @@ impl Banner {
             self.lines
                 .push(format!("token: {}", canonical(path).display()));
         }
+        let ca = home.join("tls").join("ca.pem");
+        if hub.state().tls.iter().any(Option::is_some)
+            && let Some(sha) = std::fs::read_to_string(&ca)
+                .ok()
+                .and_then(|pem| sheratan_runtime::ca::fingerprint(&pem))
+        {
+            self.lines.push(format!(
+                "tls: mesh CA {} (sha256 {}…); nodes elsewhere join with `sheratan join-string`",
+                ca.display(),
+                &sha[..16]
+            ));
+        }
         self.lines.push(format!("state: {}", home.display()));
         self.lines.push(format!("store: {}", store.display()));
         if up {
@@ -106,12 +117,18 @@ impl Banner {
 
 /// The commands to try once `up` runs, with the hub's URLs when they are not the defaults.
 fn try_next(hub: &Hub) -> Vec<String> {
-    let env = match (hub.control_addr(), hub.data_addr()) {
-        (Some(c), Some(d)) if c.port() != 8787 || d.port() != 8788 => format!(
-            "SHERATAN_CONTROL_URL={} SHERATAN_DATA_URL={} ",
-            local_url(c),
-            local_url(d)
-        ),
+    // The commands' defaults are http://127.0.0.1:8787 and :8788, which a TLS plane still
+    // answers from loopback unless it speaks TLS only (SHERATAN_TLS=on).
+    let tls_only = hub
+        .state()
+        .tls
+        .iter()
+        .flatten()
+        .any(|t| !t.plain_from_loopback());
+    let env = match (hub.control_url(), hub.data_url()) {
+        (Some(c), Some(d)) if !c.ends_with(":8787") || !d.ends_with(":8788") || tls_only => {
+            format!("SHERATAN_CONTROL_URL={c} SHERATAN_DATA_URL={d} ")
+        }
         _ => String::new(),
     };
     vec![

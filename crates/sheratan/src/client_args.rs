@@ -30,6 +30,11 @@ pub struct ClientArgs {
     /// State directory of a local hub: without --token or --token-file, its hub_token is used.
     #[arg(long, env = "SHERATAN_HOME", default_value = "./.sheratan")]
     pub home: PathBuf,
+    /// Join a hub with the string `sheratan join-string` printed on it: its URLs, its CA
+    /// (pinned, kept in $SHERATAN_HOME/tls/ca.pem) and the token, in one. Overrides the
+    /// URL and token settings.
+    #[arg(long, env = "SHERATAN_JOIN", hide_env_values = true)]
+    pub join: Option<String>,
 }
 
 /// How a mesh member (worker, host, broker, relay, Core) authenticates, and whether it may

@@ -688,6 +688,44 @@ fn print_table(header: &[&str], rows: &[Vec<String>]) {
     }
 }
 
+impl JobsCommand {
+    pub fn client_mut(&mut self) -> &mut ClientArgs {
+        match self {
+            JobsCommand::List { client, .. }
+            | JobsCommand::Show { client, .. }
+            | JobsCommand::Cancel { client, .. }
+            | JobsCommand::Requeue { client, .. } => client,
+        }
+    }
+}
+
+impl NodesArgs {
+    pub fn client_mut(&mut self) -> &mut ClientArgs {
+        match &mut self.command {
+            Some(NodesCommand::Rm { client, .. }) => client,
+            None => &mut self.client,
+        }
+    }
+}
+
+impl BundleCommand {
+    pub fn client_mut(&mut self) -> &mut ClientArgs {
+        match self {
+            BundleCommand::Publish { client, .. }
+            | BundleCommand::List { client, .. }
+            | BundleCommand::Fetch { client, .. } => client,
+        }
+    }
+}
+
+impl TokenCommand {
+    pub fn client_mut(&mut self) -> &mut ClientArgs {
+        match self {
+            TokenCommand::Rotate { client, .. } => client,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     #[test]

@@ -44,6 +44,8 @@ pub struct EdgeArgs {
     /// Request bodies above this many bytes get 413 PAYLOAD_TOO_LARGE.
     #[arg(long, env = "SHERATAN_MAX_BODY_BYTES", default_value_t = sheratan_runtime::edge::DEFAULT_MAX_BODY_BYTES)]
     pub max_body_bytes: usize,
+    #[command(flatten)]
+    pub tls: crate::tls_setup::TlsArgs,
 }
 
 impl EdgeArgs {
@@ -153,15 +155,6 @@ pub struct HubArgs {
     #[arg(long, env = "SHERATAN_REFUSALS_PER_SEC", default_value_t = 5000,
           value_parser = clap::value_parser!(u32).range(0..=i64::from(sheratan_hub::MAX_REFUSALS_PER_SEC)))]
     pub refusals_per_sec: u32,
-
-    /// Serve both planes over TLS with this certificate chain (PEM); reloaded when the file
-    /// changes. Needs --tls-key.
-    #[arg(long, env = "SHERATAN_TLS_CERT")]
-    pub tls_cert: Option<std::path::PathBuf>,
-
-    /// The certificate's private key (PEM; refused if every user of the machine may read it).
-    #[arg(long, env = "SHERATAN_TLS_KEY")]
-    pub tls_key: Option<std::path::PathBuf>,
 
     /// Job store: sqlite://PATH (default: sqlite://$SHERATAN_HOME/sheratan.db), or
     /// postgres://USER:PASSWORD@HOST:PORT/DB[?schema=NAME] for hubs that share one database.
@@ -355,6 +348,30 @@ impl HubArgs {
     }
 
     /// Plain, validated configuration; binds nothing.
+    /// Each plane's TLS ([control, data]); both planes share one certificate.
+    fn plane_tls(
+        &self,
+        planes: &Planes,
+    ) -> Result<[Option<sheratan_runtime::tls::TlsServer>; 2], String> {
+        use crate::tls_setup::Issuer;
+        let tls = &self.edge.tls;
+        let home = &self.home.home;
+        let control = match planes.control() {
+            true => tls.listener(
+                "the hub's control plane",
+                self.control_addr,
+                home,
+                Issuer::MakeCa,
+            )?,
+            false => None,
+        };
+        let data = match planes.data() {
+            true => tls.listener("the hub's data plane", self.data_addr, home, Issuer::MakeCa)?,
+            false => None,
+        };
+        Ok([control, data])
+    }
+
     pub fn to_config(&self) -> Result<HubConfig, String> {
         let tokens = TokenConfig {
             token: self.token.clone().map(Secret::new),
@@ -380,19 +397,7 @@ impl HubArgs {
         )?;
         config.max_body_bytes = self.edge.max_body_bytes;
         config.serve = self.edge.limits()?;
-        config.tls = match (&self.tls_cert, &self.tls_key) {
-            (Some(cert), Some(key)) => Some(sheratan_runtime::tls::TlsFiles {
-                cert: cert.clone(),
-                key: key.clone(),
-            }),
-            (None, None) => None,
-            _ => {
-                return Err(
-                    "SHERATAN_TLS_CERT and SHERATAN_TLS_KEY go together: give both or neither"
-                        .into(),
-                );
-            }
-        };
+        config.tls = self.plane_tls(&config.planes)?;
         config.registry_flush_interval = Duration::from_millis(self.registry_flush_ms.max(10));
         config.heartbeat_interval_s = self.heartbeat_interval_sec.max(1);
         config.audit_max_bytes = self.audit_max_bytes;

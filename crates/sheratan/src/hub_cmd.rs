@@ -23,13 +23,12 @@ pub async fn run_up(args: UpArgs) -> Result<(), Failure> {
 
 async fn start(args: &HubArgs, up: Option<&UpArgs>) -> Result<(), Failure> {
     let config = args.to_config().map_err(usage)?;
-    if up.is_some() && config.tls.is_some() {
-        // What `up` runs beside the hub speaks plain HTTP to it so far.
-        return Err(usage(
-            "sheratan up does not serve TLS yet; run `sheratan hub` with SHERATAN_TLS_CERT and SHERATAN_TLS_KEY".into(),
-        ));
-    }
     let home = config.home.clone();
+    // What `up` runs beside the hub trusts the mesh CA the hub's certificate comes from.
+    let ca = home.join("tls/ca.pem");
+    if up.is_some() && config.tls.iter().any(Option::is_some) && ca.exists() {
+        sheratan_client::trust_ca_file(ca);
+    }
     let clock: Arc<dyn sheratan_store::Clock> = Arc::new(sheratan_store::SystemClock);
     let (store_url, store) = crate::store_open::open(args, &home, clock.clone()).await?;
     let mut banner = Banner::hub(&config);

@@ -10,12 +10,14 @@ mod client_args;
 mod client_cmds;
 mod hub_args;
 mod hub_cmd;
+mod join;
 mod mesh_cmd;
 mod ops_cmds;
 mod relay_cmd;
 mod store_open;
 mod supervisor;
 mod tls_cmd;
+mod tls_setup;
 mod up_cmd;
 mod worker_cmd;
 
@@ -92,9 +94,37 @@ enum Command {
     /// The mesh CA and the certificates it issues.
     #[command(subcommand)]
     Tls(tls_cmd::TlsCommand),
+    /// Print the string nodes on other machines join this hub with (--join / SHERATAN_JOIN):
+    /// its address, the SHA-256 of its CA, and the token.
+    JoinString(join::JoinStringArgs),
 }
 
 impl Command {
+    /// Where a command that talks to the hub finds it (and `--join` applies).
+    fn client_mut(&mut self) -> Option<&mut client_args::ClientArgs> {
+        Some(match self {
+            Command::Worker(a) => &mut a.client,
+            Command::Host(a) => &mut a.client,
+            Command::Broker(a) => &mut a.client,
+            Command::Core(a) => &mut a.client,
+            Command::Relay(a) => &mut a.client,
+            Command::Submit(a) => &mut a.client,
+            Command::Jobs(c) => c.client_mut(),
+            Command::Nodes(a) => a.client_mut(),
+            Command::Bundle(c) => c.client_mut(),
+            Command::Token(c) => c.client_mut(),
+            Command::Diagnose(a) => &mut a.client,
+            Command::Smoke(a) => &mut a.client,
+            Command::Hub(_)
+            | Command::Up(_)
+            | Command::Dashboard(_)
+            | Command::AuditWatch(_)
+            | Command::Bench(_)
+            | Command::Tls(_)
+            | Command::JoinString(_) => return None,
+        })
+    }
+
     /// Long-running members of the mesh, which hold the token (and the relay its API keys)
     /// while running other users' jobs beside them.
     fn holds_secrets(&self) -> bool {
@@ -159,7 +189,8 @@ fn main() -> ExitCode {
         | Command::Diagnose(_)
         | Command::Smoke(_)
         | Command::AuditWatch(_)
-        | Command::Tls(_) => tokio::runtime::Builder::new_current_thread(),
+        | Command::Tls(_)
+        | Command::JoinString(_) => tokio::runtime::Builder::new_current_thread(),
         _ => tokio::runtime::Builder::new_multi_thread(),
     };
     let runtime = match builder.enable_all().build() {
@@ -180,7 +211,10 @@ fn main() -> ExitCode {
     }
 }
 
-async fn run(cli: Cli) -> Result<(), Failure> {
+async fn run(mut cli: Cli) -> Result<(), Failure> {
+    if let Some(client) = cli.command.client_mut() {
+        join::prepare(client).await?;
+    }
     match cli.command {
         Command::Hub(args) => hub_cmd::run_hub(args).await,
         Command::Up(args) => hub_cmd::run_up(*args).await,
@@ -200,6 +234,7 @@ async fn run(cli: Cli) -> Result<(), Failure> {
         Command::Smoke(args) => ops_cmds::smoke(args).await,
         Command::Bench(cmd) => sheratan_ops::bench::run(cmd).await.map_err(Failure::from),
         Command::Tls(cmd) => tls_cmd::run(cmd),
+        Command::JoinString(args) => join::join_string(args),
     }
 }
 

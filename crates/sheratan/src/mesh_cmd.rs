@@ -294,6 +294,19 @@ pub fn limits(edge: &EdgeArgs) -> Result<sheratan_runtime::serve::ServeLimits, F
     edge.limits().map_err(usage)
 }
 
+/// The TLS of a component's listener (`SHERATAN_TLS`): its configured certificate, or one
+/// from the mesh CA when this home holds the CA's key (the hub's machine).
+pub fn member_tls(
+    edge: &EdgeArgs,
+    what: &str,
+    addr: SocketAddr,
+    home: &Path,
+) -> Result<Option<sheratan_runtime::tls::TlsServer>, Failure> {
+    edge.tls
+        .listener(what, addr, home, crate::tls_setup::Issuer::LocalCa)
+        .map_err(usage)
+}
+
 /// How a component's banner names its authentication.
 pub fn auth_banner(token: &Option<String>) -> &'static str {
     if token.is_some() {
@@ -326,6 +339,7 @@ pub async fn run_host(args: HostArgs) -> Result<(), Failure> {
     config.advertise = args.advertise.clone();
     config.serve = limits(&args.edge)?;
     config.max_body_bytes = args.edge.max_body_bytes;
+    config.tls = member_tls(&args.edge, "the host", args.listen, &args.client.home)?;
     let host = Host::bind(config)
         .await
         .map_err(|e| bind_error("host", args.listen, "SHERATAN_HOST_ADDR", e))?;
@@ -359,6 +373,8 @@ pub async fn run_broker(args: BrokerArgs) -> Result<(), Failure> {
         store,
     )?;
     config.serve = limits(&args.edge)?;
+    config.tls = member_tls(&args.edge, "the broker", args.listen, &args.client.home)?;
+    let tls = config.tls.is_some();
     let broker = Broker::bind(config)
         .await
         .map_err(|e| bind_error("broker", args.listen, "SHERATAN_BROKER_ADDR", e))?;
@@ -371,7 +387,7 @@ pub async fn run_broker(args: BrokerArgs) -> Result<(), Failure> {
     );
     println!(
         "  broker: {}  ({auth})",
-        sheratan_runtime::serve::local_url(addr)
+        sheratan_runtime::serve::local_url_tls(addr, tls)
     );
     args.client.print_hub();
     until_signal("the broker after running auctions finish", |stop| {
@@ -395,6 +411,8 @@ pub async fn run_core(args: CoreArgs) -> Result<(), Failure> {
     config.relay_url = Some(args.relay_url.clone());
     config.serve = limits(&args.edge)?;
     config.max_body_bytes = args.edge.max_body_bytes;
+    config.tls = member_tls(&args.edge, "core", args.listen, &args.client.home)?;
+    let tls = config.tls.is_some();
     let core = Core::bind(config)
         .await
         .map_err(|e| bind_error("core", args.listen, "SHERATAN_CORE_ADDR", e))?;
@@ -404,7 +422,7 @@ pub async fn run_core(args: CoreArgs) -> Result<(), Failure> {
     println!("sheratan core {VERSION}");
     println!(
         "  core: {}  (/api/*, {auth})",
-        sheratan_runtime::serve::local_url(addr)
+        sheratan_runtime::serve::local_url_tls(addr, tls)
     );
     args.client.print_hub();
     until_signal("core", |stop| core.run(stop)).await
@@ -427,21 +445,26 @@ pub struct DashboardArgs {
     pub core_url: String,
     #[command(flatten)]
     pub edge: EdgeArgs,
+    #[command(flatten)]
+    pub home: crate::hub_args::HomeArgs,
 }
 
 pub async fn run_dashboard(args: DashboardArgs) -> Result<(), Failure> {
+    let tls = member_tls(&args.edge, "the dashboard", args.listen, &args.home.home)?;
+    let https = tls.is_some();
     let dashboard = sheratan_dashboard::Dashboard::bind(sheratan_dashboard::DashboardConfig {
         listen: args.listen,
         core_url: args.core_url.clone(),
         version: BUILD_ID.into(),
         serve: limits(&args.edge)?,
+        tls,
     })
     .await
     .map_err(|e| bind_error("dashboard", args.listen, "SHERATAN_DASHBOARD_ADDR", e))?;
     let addr = dashboard
         .local_addr()
         .map_err(|e| Failure::from(anyhow::Error::new(e)))?;
-    let url = sheratan_runtime::serve::local_url(addr);
+    let url = sheratan_runtime::serve::local_url_tls(addr, https);
     println!("sheratan dashboard {VERSION}");
     println!("  dashboard: {url}  (sign in with the mesh token)");
     println!(

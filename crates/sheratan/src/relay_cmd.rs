@@ -242,6 +242,9 @@ pub async fn run_relay(args: RelayArgs) -> Result<(), Failure> {
     )?;
     config.serve = limits(&args.edge)?;
     config.max_body_bytes = args.edge.max_body_bytes;
+    config.tls =
+        crate::mesh_cmd::member_tls(&args.edge, "the relay", args.listen, &args.client.home)?;
+    let tls = config.tls.is_some();
     let cdp = describe_cdp(&config);
     let openai = config
         .openai
@@ -262,7 +265,7 @@ pub async fn run_relay(args: RelayArgs) -> Result<(), Failure> {
     println!("sheratan relay {VERSION}: {}, queue llm", args.node_id);
     println!(
         "  relay: {}  ({cdp}; {openai}; {auth})",
-        sheratan_runtime::serve::local_url(addr)
+        sheratan_runtime::serve::local_url_tls(addr, tls)
     );
     args.client.print_hub();
     until_signal("the relay after running jobs finish", |stop| {

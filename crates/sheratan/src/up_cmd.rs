@@ -9,7 +9,7 @@ use std::path::Path;
 use clap::Args;
 use sheratan_client::MeshToken;
 use sheratan_hub::Hub;
-use sheratan_runtime::serve::{ServeLimits, local_url};
+use sheratan_runtime::serve::{ServeLimits, local_url_tls};
 
 use crate::hub_args::HubArgs;
 use crate::mesh_cmd::{
@@ -95,6 +95,20 @@ struct Context<'a> {
     home: &'a Path,
     serve: ServeLimits,
     max_body_bytes: usize,
+    tls: &'a crate::tls_setup::TlsArgs,
+}
+
+impl Context<'_> {
+    /// The TLS of the member `what` listening on `addr` (`up` owns the mesh CA).
+    fn tls(
+        &self,
+        what: &str,
+        addr: SocketAddr,
+    ) -> Result<Option<sheratan_runtime::tls::TlsServer>, Failure> {
+        self.tls
+            .listener(what, addr, self.home, crate::tls_setup::Issuer::MakeCa)
+            .map_err(usage)
+    }
 }
 
 /// Binds everything `up` runs beside `hub`.
@@ -104,16 +118,17 @@ pub async fn bind(
     token: &MeshToken,
     home: &Path,
 ) -> Result<Members, Failure> {
-    let (Some(control), Some(data)) = (hub.control_addr(), hub.data_addr()) else {
+    let (Some(control_url), Some(data_url)) = (hub.control_url(), hub.data_url()) else {
         return Ok(Members::default());
     };
     let cx = Context {
-        control_url: local_url(control),
-        data_url: local_url(data),
+        control_url,
+        data_url,
         token,
         home,
         serve: crate::mesh_cmd::limits(&args.hub.edge)?,
         max_body_bytes: args.hub.edge.max_body_bytes,
+        tls: &args.hub.edge.tls,
     };
     let mut members = Members {
         workers: workers(args, &cx)?,
@@ -162,6 +177,7 @@ async fn bind_hosts(args: &UpArgs, cx: &Context<'_>, m: &mut Members) -> Result<
         )?;
         config.serve = cx.serve;
         config.max_body_bytes = cx.max_body_bytes;
+        config.tls = cx.tls(node_id, addr)?;
         let host = sheratan_auction::host::Host::bind(config)
             .await
             .map_err(|e| bind_error(node_id, addr, variable, e))?;
@@ -191,10 +207,12 @@ async fn bind_broker(args: &UpArgs, cx: &Context<'_>, m: &mut Members) -> Result
         auctions,
     )?;
     config.serve = cx.serve;
+    config.tls = cx.tls("the broker", args.broker_addr)?;
+    let tls = config.tls.is_some();
     let broker = sheratan_auction::broker::Broker::bind(config)
         .await
         .map_err(|e| bind_error("broker", args.broker_addr, "SHERATAN_BROKER_ADDR", e))?;
-    let url = local_url(broker.local_addr().map_err(io_failure)?);
+    let url = local_url_tls(broker.local_addr().map_err(io_failure)?, tls);
     m.banner.push(format!(
         "broker: {url}  (auctions the \"auction\" queue among the hosts)"
     ));
@@ -218,11 +236,13 @@ async fn bind_relay(args: &UpArgs, cx: &Context<'_>, m: &mut Members) -> Result<
     )?;
     config.serve = cx.serve;
     config.max_body_bytes = cx.max_body_bytes;
+    config.tls = cx.tls("the relay", args.relay_addr)?;
+    let tls = config.tls.is_some();
     let cdp = crate::relay_cmd::describe_cdp(&config);
     let relay = sheratan_relay::Relay::bind(config)
         .await
         .map_err(|e| bind_error("relay", args.relay_addr, "SHERATAN_RELAY_ADDR", e))?;
-    let url = local_url(relay.local_addr().map_err(io_failure)?);
+    let url = local_url_tls(relay.local_addr().map_err(io_failure)?, tls);
     m.banner
         .push(format!("relay: {url}  (the \"llm\" queue; {cdp})"));
     m.relay = Some(relay);
@@ -250,17 +270,21 @@ async fn bind_core_and_dashboard(
     config.relay_url = Some(relay_url);
     config.serve = cx.serve;
     config.max_body_bytes = cx.max_body_bytes;
+    config.tls = cx.tls("core", args.core_addr)?;
+    let core_tls = config.tls.is_some();
     let mut core = sheratan_core::Core::bind(config)
         .await
         .map_err(|e| bind_error("core", args.core_addr, "SHERATAN_CORE_ADDR", e))?;
-    let core_url = local_url(core.local_addr().map_err(io_failure)?);
+    let core_url = local_url_tls(core.local_addr().map_err(io_failure)?, core_tls);
     let auth = auth_banner(&cx.token.send());
     m.banner.push(format!("core: {core_url}  (/api/*, {auth})"));
+    let dashboard_tls = cx.tls("the dashboard", args.dashboard_addr)?;
     let dashboard = sheratan_dashboard::Dashboard::bind(sheratan_dashboard::DashboardConfig {
         listen: args.dashboard_addr,
         core_url,
         version: BUILD_ID.into(),
         serve: cx.serve,
+        tls: dashboard_tls.clone(),
     })
     .await
     .map_err(|e| {
@@ -272,9 +296,14 @@ async fn bind_core_and_dashboard(
         )
     })?;
     let dashboard_addr = dashboard.local_addr().map_err(io_failure)?;
-    let dashboard_url = local_url(dashboard_addr);
+    let dashboard_url = local_url_tls(dashboard_addr, dashboard_tls.is_some());
     core.allow_origin(dashboard_url.clone());
-    core.allow_origin(format!("http://localhost:{}", dashboard_addr.port()));
+    let scheme = if dashboard_tls.is_some() {
+        "https"
+    } else {
+        "http"
+    };
+    core.allow_origin(format!("{scheme}://localhost:{}", dashboard_addr.port()));
     m.banner.push(format!(
         "dashboard: {dashboard_url}  (sign in with the token)"
     ));

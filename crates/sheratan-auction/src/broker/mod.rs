@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 use sheratan_client::pull::PullConfig;
 use sheratan_client::{ControlClient, DataClient, MeshToken};
 use sheratan_proto::control::Role;
-use sheratan_runtime::serve::{ServeLimits, local_url};
+use sheratan_runtime::serve::{ServeLimits, local_url_tls};
 use sheratan_store::AuctionStore;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -58,6 +58,8 @@ pub struct BrokerConfig {
     pub store: Arc<dyn AuctionStore>,
     /// The listener's connection caps and deadlines.
     pub serve: ServeLimits,
+    /// The listener's TLS (`SHERATAN_TLS`); plain HTTP without.
+    pub tls: Option<sheratan_runtime::tls::TlsServer>,
 }
 
 impl BrokerConfig {
@@ -85,6 +87,7 @@ impl BrokerConfig {
             build_id: env!("CARGO_PKG_VERSION").into(),
             store,
             serve: ServeLimits::default(),
+            tls: None,
         }
     }
 }
@@ -143,7 +146,10 @@ impl Broker {
             identity: Identity {
                 node_id: state.config.node_id.clone(),
                 role: Role::Broker,
-                addr: Some(local_url(self.local_addr()?)),
+                addr: Some(local_url_tls(
+                    self.local_addr()?,
+                    self.state.config.tls.is_some(),
+                )),
                 capabilities: Vec::new(),
                 build_id: state.config.build_id.clone(),
             },
@@ -162,12 +168,14 @@ impl Broker {
             runner: Arc::new(rounds::Runner(state.clone())),
         };
         let limits = state.config.serve;
-        let serve = sheratan_runtime::serve::serve(
+        let tls = state.config.tls.clone();
+        let serve = sheratan_runtime::serve::serve_with(
             self.listener,
             http::router(state),
             limits,
             Default::default(),
             shutdown.clone(),
+            tls,
         );
         member.serve_and_pull(serve, pull, shutdown).await
     }

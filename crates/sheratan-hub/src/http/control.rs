@@ -27,6 +27,19 @@ pub(super) fn routes() -> Router<PlaneState> {
         .route("/v1/nodes/{id}", get(get_node))
         .route("/v1/bundles", get(list_bundles))
         .route("/v1/bundles/{name}", get(get_bundle))
+        .route("/v1/tls/ca", get(tls_ca))
+}
+
+/// The mesh CA's certificate. Public, like /health: a joining node fetches it before it
+/// trusts the hub, and trusts it only if its SHA-256 is the one its join string pins.
+async fn tls_ca(State(state): State<PlaneState>) -> Result<Response, ApiError> {
+    let path = state.hub.config.home.join("tls/ca.pem");
+    match tokio::fs::read(&path).await {
+        Ok(pem) => Ok(([(header::CONTENT_TYPE, "application/x-pem-file")], pem).into_response()),
+        Err(_) => Err(ApiError::not_found(
+            "this hub has no mesh CA (its certificate comes from elsewhere): nodes trust it through SHERATAN_CA_FILE, not a join string".to_string(),
+        )),
+    }
 }
 
 async fn health() -> Json<HealthResponse> {

@@ -60,6 +60,10 @@ pub struct JobsArgs {
     /// Hubs sharing the store (PostgreSQL only); the bench spreads its connections over them.
     #[arg(long, default_value_t = 1)]
     pub hubs: usize,
+    /// Start the hubs with TLS on every listener (`--tls on`, a mesh CA of their own) and
+    /// speak https:// to them, verified, over the same keep-alive connections.
+    #[arg(long)]
+    pub tls: bool,
     /// Measure this running hub (its data plane) instead of starting one. Its queue-depth and
     /// inflight limits must leave room for --n jobs.
     #[arg(long, conflicts_with_all = ["store", "hubs"])]
@@ -214,6 +218,9 @@ fn targets(args: &JobsArgs) -> anyhow::Result<(Vec<Target>, String)> {
     ]
     .map(String::from)
     .into();
+    if args.tls {
+        extra.extend(["--tls".into(), "on".into()]);
+    }
     let variant = match &args.store {
         Some(url) => {
             let url = if url.contains("schema=") {
@@ -227,6 +234,11 @@ fn targets(args: &JobsArgs) -> anyhow::Result<(Vec<Target>, String)> {
             format!("postgres/{} hub{plural}", args.hubs)
         }
         None => format!("sqlite/{}", args.sync),
+    };
+    let variant = if args.tls {
+        format!("{variant}, TLS")
+    } else {
+        variant
     };
     eprintln!("starting {} hub(s) in temp dirs ({variant}) ...", args.hubs);
     let token = format!("bench-token-{}", std::process::id());

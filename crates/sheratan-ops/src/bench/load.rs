@@ -12,6 +12,32 @@ use hyper::Request;
 use hyper::client::conn::http1::SendRequest;
 use hyper_util::rt::TokioIo;
 
+/// The lanes' TLS: the system's roots are not needed against a hub the bench started, the
+/// mesh CA (`SHERATAN_CA_FILE` and the files the client library trusts) is.
+fn tls_config() -> anyhow::Result<std::sync::Arc<rustls::ClientConfig>> {
+    use rustls_pki_types::CertificateDer;
+    use rustls_pki_types::pem::PemObject;
+    static CONFIG: std::sync::OnceLock<std::sync::Arc<rustls::ClientConfig>> =
+        std::sync::OnceLock::new();
+    if let Some(config) = CONFIG.get() {
+        return Ok(config.clone());
+    }
+    let mut roots = rustls::RootCertStore::empty();
+    for path in sheratan_client::mesh_ca_files() {
+        for cert in CertificateDer::pem_file_iter(&path)
+            .with_context(|| format!("read {}", path.display()))?
+        {
+            roots.add(cert.with_context(|| format!("parse {}", path.display()))?)?;
+        }
+    }
+    let provider = std::sync::Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    Ok(CONFIG.get_or_init(|| std::sync::Arc::new(config)).clone())
+}
+
 pub struct Lane {
     sender: SendRequest<Full<Bytes>>,
     host: String,
@@ -30,21 +56,34 @@ impl Lane {
         token: &str,
         source: Option<std::net::IpAddr>,
     ) -> anyhow::Result<Lane> {
-        let host = url
-            .strip_prefix("http://")
-            .context("the bench speaks plain http:// only")?
-            .trim_end_matches('/')
-            .to_owned();
+        let (tls, host) = match (url.strip_prefix("https://"), url.strip_prefix("http://")) {
+            (Some(host), _) => (true, host),
+            (None, Some(host)) => (false, host),
+            (None, None) => anyhow::bail!("{url} is not an http:// or https:// URL"),
+        };
+        let host = host.trim_end_matches('/').to_owned();
         let addr: SocketAddr = tokio::net::lookup_host(&host)
             .await?
             .next()
             .context("resolve the hub address")?;
         let stream = connect_from(source, addr).await?;
         stream.set_nodelay(true)?;
-        let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
-        tokio::spawn(async move {
-            let _ = conn.await;
-        });
+        let sender = if tls {
+            let name = rustls_pki_types::ServerName::try_from(addr.ip().to_string())?;
+            let stream = tokio_rustls::TlsConnector::from(tls_config()?)
+                .connect(name, stream)
+                .await
+                .context("TLS handshake with the hub")?;
+            let (sender, conn) =
+                hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
+            tokio::spawn(conn);
+            sender
+        } else {
+            let (sender, conn) =
+                hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
+            tokio::spawn(conn);
+            sender
+        };
         Ok(Lane {
             sender,
             host,

@@ -75,6 +75,11 @@ impl Target {
                 }
             }
         }
+        // A hub serving TLS (--tls on) made its CA: the bench's clients trust it.
+        let ca = home.path().join("tls").join("ca.pem");
+        if ca.exists() {
+            sheratan_client::trust_ca_file(ca);
+        }
         // Keep draining stdout so the hub never blocks on a full pipe.
         std::thread::spawn(move || for _ in lines {});
         let token = match token {

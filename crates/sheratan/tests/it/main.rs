@@ -13,6 +13,7 @@ mod hostile;
 mod lifecycle;
 mod mesh;
 mod multihub;
+mod netns;
 mod ops;
 mod outbound_tls;
 mod ports;

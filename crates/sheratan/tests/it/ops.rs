@@ -67,6 +67,30 @@ fn smoke_passes_on_a_healthy_hub() {
     assert_eq!(report["passed"], true);
 }
 
+/// SHERATAN_TLS=off on a plane other machines reach: smoke fails that item (and only it).
+#[test]
+fn smoke_fails_the_tls_item_when_tls_is_off_on_the_network() {
+    if sheratan_testkit::non_loopback_ipv4().is_none() {
+        panic!("this test needs a non-loopback IPv4 address on the machine (none found)");
+    }
+    let hub = hub()
+        .env("SHERATAN_TLS", "off")
+        .data_addr("0.0.0.0:0")
+        .start();
+    let port = hub.data_url.rsplit(':').next().unwrap().to_owned();
+    let data_url = format!("http://127.0.0.1:{port}");
+    let (code, out, _) = run(&hub, &["smoke", "--data-url", &data_url], &[]);
+    assert_eq!(code, 1, "{out}");
+    let failed: Vec<&str> = out.lines().filter(|l| l.starts_with("FAIL")).collect();
+    assert_eq!(failed.len(), 1, "{out}");
+    assert!(
+        failed[0].contains("listeners other machines reach speak TLS")
+            && failed[0].contains("the data plane answers plain HTTP"),
+        "{out}"
+    );
+    assert!(out.contains("remove SHERATAN_TLS=off"), "{out}");
+}
+
 #[test]
 fn smoke_fails_with_the_right_line_when_auth_is_off() {
     let hub = hub().env("SHERATAN_HUB_TOKEN_REQUIRED", "0").start();

@@ -16,19 +16,26 @@ use tokio::net::TcpListener;
 use crate::common::*;
 
 /// A test CA in `dir/tls` and a server certificate from it for `ip`.
-fn test_ca(dir: &Path, ip: &str) -> (PathBuf, TlsServer) {
+pub fn test_ca(dir: &Path, ip: &str) -> (PathBuf, TlsServer) {
     let ca = MeshCa::open_or_create(&dir.join("tls")).unwrap();
     let (files, _) = ca.server_cert("api", &[ip.to_owned()]).unwrap();
     (ca.cert_path(), TlsServer::load(files).unwrap())
 }
 
-/// An HTTPS server on `ip` answering every request with `answer(path, body)` as JSON.
-async fn https_server(ip: &str, tls: TlsServer, answer: fn(&str, &str) -> Value) -> SocketAddr {
+/// An HTTPS server on `ip` answering every request with `answer(head, body)` (the request
+/// line and headers, and the body), as JSON when the answer parses as JSON.
+pub async fn https_server(
+    ip: &str,
+    tls: TlsServer,
+    answer: impl Fn(&str, &str) -> String + Send + Sync + 'static,
+) -> SocketAddr {
+    let answer = std::sync::Arc::new(answer);
     let listener = TcpListener::bind((ip, 0)).await.unwrap();
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move {
         while let Ok((tcp, _)) = listener.accept().await {
             let acceptor = tls.acceptor().clone();
+            let answer = answer.clone();
             tokio::spawn(async move {
                 let Ok(mut stream) = acceptor.accept(tcp).await else {
                     return;
@@ -58,11 +65,14 @@ async fn https_server(ip: &str, tls: TlsServer, answer: fn(&str, &str) -> Value)
                     }
                 }
                 let text = String::from_utf8_lossy(&buf[..head]).into_owned();
-                let path = text.split_whitespace().nth(1).unwrap_or("/").to_owned();
                 let body = String::from_utf8_lossy(&buf[head..head + want]).into_owned();
-                let reply = answer(&path, &body).to_string();
+                let reply = answer(&text, &body);
+                let kind = match serde_json::from_str::<Value>(&reply) {
+                    Ok(_) => "application/json",
+                    Err(_) => "text/plain",
+                };
                 let out = format!(
-                    "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{reply}",
+                    "HTTP/1.1 200 OK\r\ncontent-type: {kind}\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{reply}",
                     reply.len()
                 );
                 let _ = stream.write_all(out.as_bytes()).await;
@@ -71,6 +81,11 @@ async fn https_server(ip: &str, tls: TlsServer, answer: fn(&str, &str) -> Value)
         }
     });
     addr
+}
+
+/// The path of a request's head.
+fn path_of(head: &str) -> &str {
+    head.split_whitespace().nth(1).unwrap_or("/")
 }
 
 fn bin() -> &'static Path {
@@ -137,7 +152,10 @@ async fn run_http_job(data: &str, token: &str, queue: &str, url: &str) -> Value 
 async fn an_http_job_fetches_an_https_url_verified_against_the_mesh_ca() {
     let dir = tempfile::tempdir().unwrap();
     let (ca, tls) = test_ca(dir.path(), "127.0.0.2");
-    let api = https_server("127.0.0.2", tls, |path, _| json!({"path": path})).await;
+    let api = https_server("127.0.0.2", tls, |head, _| {
+        json!({"path": path_of(head)}).to_string()
+    })
+    .await;
     let hub = hub().start();
     let token = hub.token();
     let url = format!("https://{api}/hello");
@@ -170,7 +188,8 @@ async fn an_http_job_fetches_an_https_url_verified_against_the_mesh_ca() {
 async fn an_llm_job_completes_through_an_openai_compatible_server_over_tls() {
     let dir = tempfile::tempdir().unwrap();
     let (ca, tls) = test_ca(dir.path(), "127.0.0.1");
-    let api = https_server("127.0.0.1", tls, |path, body| {
+    let api = https_server("127.0.0.1", tls, |head, body| {
+        let path = path_of(head);
         let asked: Value = serde_json::from_str(body).unwrap_or_default();
         let prompt = asked["messages"]
             .as_array()
@@ -179,6 +198,7 @@ async fn an_llm_job_completes_through_an_openai_compatible_server_over_tls() {
             .unwrap_or_default()
             .to_uppercase();
         json!({"choices": [{"message": {"role": "assistant", "content": format!("{path} {prompt}")}}]})
+            .to_string()
     })
     .await;
     let hub = hub().start();

@@ -152,7 +152,7 @@ async fn a_hub_serves_tls_that_clients_verify_against_the_mesh_ca() {
 }
 
 #[test]
-fn a_hub_refuses_half_a_tls_setting_and_up_refuses_tls_for_now() {
+fn a_hub_refuses_half_a_tls_setting() {
     let dir = tempfile::tempdir().unwrap();
     let out = Command::new(env!("CARGO_BIN_EXE_sheratan"))
         .args(["hub", "--home"])
@@ -163,18 +163,148 @@ fn a_hub_refuses_half_a_tls_setting_and_up_refuses_tls_for_now() {
         .unwrap();
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("give both or neither"));
+}
+
+/// `up` on its default control address (every address) makes the mesh CA, serves the control
+/// plane over TLS, and what it runs inside trusts it: its worker heartbeats and runs a job.
+/// Other machines must speak TLS (plain HTTP from a non-loopback source gets 400); this
+/// machine's loopback may still speak plain HTTP (SHERATAN_TLS=auto).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn up_serves_its_control_plane_over_tls_with_a_ca_of_its_own() {
+    let hub = sheratan_testkit::HubBuilder::new(env!("CARGO_BIN_EXE_sheratan"))
+        .up()
+        .control_addr("0.0.0.0:0")
+        .start();
+    assert!(
+        hub.control_url.starts_with("https://0.0.0.0:"),
+        "{}",
+        hub.control_url
+    );
+    assert!(
+        hub.data_url.starts_with("http://127.0.0.1:"),
+        "loopback stays plain"
+    );
+    let tls = hub.home.join("tls");
+    let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode(&tls), 0o700);
+    assert_eq!(mode(&tls.join("ca.key")), 0o600);
+    let (_, names) =
+        sheratan_runtime::ca::validity_and_names(&std::fs::read(tls.join("server.pem")).unwrap())
+            .unwrap();
+    assert!(names.iter().any(|n| n == "127.0.0.1"), "{names:?}");
+    assert!(names.iter().any(|n| n == "localhost"), "{names:?}");
+
+    // The worker `up` runs reaches the TLS control plane and takes a job.
+    let token = hub.token();
+    let (code, out, err) = crate::common::cli(
+        &hub,
+        &[
+            "submit",
+            "--kind",
+            "echo",
+            "--payload",
+            "{\"a\":1}",
+            "--wait",
+        ],
+    );
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("\"a\": 1"), "the echo job's result: {out}");
+    let port = hub.control_url.rsplit(':').next().unwrap();
+    let ca = reqwest::Certificate::from_pem(&std::fs::read(tls.join("ca.pem")).unwrap()).unwrap();
+    let verified = reqwest::Client::builder()
+        .tls_certs_merge([ca])
+        .build()
+        .unwrap();
+    let nodes: serde_json::Value = verified
+        .get(format!("https://127.0.0.1:{port}/v1/nodes"))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(nodes.to_string().contains("worker-1"), "{nodes}");
+    // Plain HTTP from this machine's loopback is still answered (auto) ...
+    let plain = reqwest::get(format!("http://127.0.0.1:{port}/health"))
+        .await
+        .unwrap();
+    assert_eq!(plain.status().as_u16(), 200);
+    // ... but not from an address other machines use.
+    if let Some(ip) = sheratan_testkit::non_loopback_ipv4() {
+        let remote = reqwest::Client::builder()
+            .local_address(std::net::IpAddr::V4(ip))
+            .build()
+            .unwrap();
+        let r = remote
+            .get(format!("http://{ip}:{port}/health"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status().as_u16(), 400);
+        assert!(r.text().await.unwrap().contains("use https://"));
+        let r = verified
+            .get(format!("https://{ip}:{port}/health"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status().as_u16(), 200, "the certificate names {ip}");
+    }
+}
+
+/// SHERATAN_TLS=on: every listener serves TLS, loopback included, and plain HTTP gets 400
+/// from anywhere; SHERATAN_TLS=off on an address other machines reach warns at start.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_on_means_everywhere_and_off_is_said_out_loud() {
+    let hub = sheratan_testkit::HubBuilder::new(env!("CARGO_BIN_EXE_sheratan"))
+        .env("SHERATAN_TLS", "on")
+        .start();
+    assert!(
+        hub.data_url.starts_with("https://127.0.0.1:"),
+        "{}",
+        hub.data_url
+    );
+    let plain = hub.data_url.replace("https://", "http://");
+    let r = reqwest::get(format!("{plain}/health")).await.unwrap();
+    assert_eq!(r.status().as_u16(), 400);
+
+    let off = sheratan_testkit::HubBuilder::new(env!("CARGO_BIN_EXE_sheratan"))
+        .env("SHERATAN_TLS", "off")
+        .control_addr("0.0.0.0:0")
+        .start();
+    assert!(
+        off.control_url.starts_with("http://"),
+        "{}",
+        off.control_url
+    );
+    assert!(
+        off.stderr()
+            .contains("serves plain HTTP to the network (SHERATAN_TLS=off)"),
+        "{}",
+        off.stderr()
+    );
+    assert!(!off.home.join("tls").exists(), "no CA without TLS");
+}
+
+/// A component away from the hub's machine (no CA key in its home) that must serve TLS and
+/// has no certificate refuses to start, saying what to do.
+#[test]
+fn a_component_without_a_certificate_on_a_network_address_says_what_to_do() {
+    let dir = tempfile::tempdir().unwrap();
     let out = Command::new(env!("CARGO_BIN_EXE_sheratan"))
-        .args(["up", "--home"])
+        .args(["host", "--listen", "0.0.0.0:0", "--home"])
         .arg(dir.path())
-        .env("SHERATAN_TLS_CERT", dir.path().join("x.pem"))
-        .env("SHERATAN_TLS_KEY", dir.path().join("x.key"))
+        .env(
+            "SHERATAN_HUB_TOKEN",
+            "a-token-long-enough-for-the-hub-0123456789",
+        )
         .output()
         .unwrap();
-    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
     assert!(
-        String::from_utf8_lossy(&out.stderr).contains("does not serve TLS yet"),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+        err.contains("so it serves TLS") && err.contains("sheratan tls cert --name"),
+        "{err}"
     );
 }
 
@@ -210,4 +340,248 @@ fn issuing_never_overwrites_without_force_nor_writes_into_the_cas_directory() {
         std::fs::read(home.path().join("tls/ca.key")).unwrap(),
         ca_key
     );
+}
+
+fn run_cli(args: &[&str], env: &[(&str, &str)]) -> (i32, String, String) {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_sheratan"));
+    cmd.args(args)
+        .env_remove("SHERATAN_HUB_TOKEN")
+        .env_remove("SHERATAN_CA_FILE")
+        .env_remove("SHERATAN_HOME")
+        .env("SHERATAN_LOG", "warn");
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let out = cmd.output().unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// The join string: a worker and the CLI with nothing but the string (no token, no CA, no
+/// URLs) fetch the hub's CA, pin it, keep it under their home and run a job over verified
+/// TLS. A wrong pin exits 2 saying what was expected and found; an impostor with a CA of its
+/// own, pinned against, gets no token.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_joins_with_one_string_and_a_wrong_pin_sends_no_token() {
+    let hub = sheratan_testkit::HubBuilder::new(env!("CARGO_BIN_EXE_sheratan"))
+        .env("SHERATAN_TLS", "on")
+        .start();
+    let hub_home = hub.home.display().to_string();
+    let (code, out, err) = run_cli(
+        &[
+            "join-string",
+            "--home",
+            &hub_home,
+            "--host",
+            "127.0.0.1",
+            "--control-url",
+            &hub.control_url,
+            "--data-url",
+            &hub.data_url,
+        ],
+        &[],
+    );
+    assert_eq!(code, 0, "{err}");
+    let join = out.trim().to_owned();
+    let ca_sha = sheratan_runtime::ca::fingerprint(
+        &std::fs::read_to_string(hub.home.join("tls/ca.pem")).unwrap(),
+    )
+    .unwrap();
+    assert!(join.starts_with(&format!("sht1:{ca_sha}:")), "{join}");
+    assert!(err.contains("holds the mesh token"), "{err}");
+
+    let dir = tempfile::tempdir().unwrap();
+    let node_home = dir.path().join("node");
+    let node_home_s = node_home.display().to_string();
+    let worker = sheratan_testkit::Proc::start(
+        std::path::Path::new(env!("CARGO_BIN_EXE_sheratan")),
+        &["worker", "--node-id", "joined-1", "--home", &node_home_s],
+        &[("SHERATAN_JOIN", &join), ("SHERATAN_HUB_TOKEN", "")],
+        true,
+    );
+    assert!(
+        worker.stdout().contains("https://127.0.0.1:"),
+        "{}",
+        worker.stdout()
+    );
+    let kept = std::fs::read_to_string(node_home.join("tls/ca.pem")).unwrap();
+    assert_eq!(sheratan_runtime::ca::fingerprint(&kept).unwrap(), ca_sha);
+    let client_home = dir.path().join("cli").display().to_string();
+    let (code, out, err) = run_cli(
+        &[
+            "submit",
+            "--kind",
+            "echo",
+            "--payload",
+            "{\"j\":1}",
+            "--wait",
+            "--home",
+            &client_home,
+        ],
+        &[("SHERATAN_JOIN", &join)],
+    );
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("\"j\": 1"), "{out}");
+    let (code, out, err) = run_cli(
+        &["nodes", "--home", &client_home],
+        &[("SHERATAN_JOIN", &join)],
+    );
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("joined-1"), "{out}");
+
+    // A wrong pin: refused before anything is sent, exit 2, both hashes named.
+    let wrong_sha = "0".repeat(64);
+    let wrong = join.replacen(&ca_sha, &wrong_sha, 1);
+    let other_home = dir.path().join("other").display().to_string();
+    let (code, _, err) = run_cli(
+        &["worker", "--node-id", "w-wrong", "--home", &other_home],
+        &[("SHERATAN_JOIN", &wrong)],
+    );
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.contains(&format!("expected sha256 {wrong_sha}, found {ca_sha}")),
+        "{err}"
+    );
+    assert!(!dir.path().join("other/tls/ca.pem").exists());
+
+    // An impostor at the hub's address (a CA of its own) sees no token, ever.
+    let (_, impostor_tls) = crate::outbound_tls::test_ca(&dir.path().join("impostor"), "127.0.0.1");
+    let impostor_pem = std::fs::read_to_string(dir.path().join("impostor/tls/ca.pem")).unwrap();
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+    let log = seen.clone();
+    let impostor = crate::outbound_tls::https_server("127.0.0.1", impostor_tls, move |head, _| {
+        log.lock().unwrap().push(head.to_owned());
+        impostor_pem.clone()
+    })
+    .await;
+    let aimed = sheratan_testkit_join(&join, &impostor.to_string());
+    let (code, _, err) = run_cli(
+        &["jobs", "list", "--home", &other_home],
+        &[("SHERATAN_JOIN", &aimed)],
+    );
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("does not match the join string"), "{err}");
+    let seen = seen.lock().unwrap();
+    assert_eq!(seen.len(), 1, "only the CA was fetched: {seen:?}");
+    assert!(seen[0].starts_with("GET /v1/tls/ca "), "{seen:?}");
+    assert!(
+        !seen[0].to_ascii_lowercase().contains("authorization"),
+        "no token to an unverified server: {seen:?}"
+    );
+}
+
+/// The join string `join` aimed at `addr` (host:port) instead of the hub.
+fn sheratan_testkit_join(join: &str, addr: &str) -> String {
+    let (head, _) = join.rsplit_once('@').unwrap();
+    format!("{head}@{addr}")
+}
+
+/// A certificate for a hub with a test CA of its own: `names`, valid `from`..`to`, signed by
+/// `ca` (or self-signed); written to `dir/NAME.pem` and `.key` (0600).
+fn test_cert(
+    dir: &std::path::Path,
+    name: &str,
+    names: &[&str],
+    (from, to): (time::OffsetDateTime, time::OffsetDateTime),
+    ca: Option<&rcgen::Issuer<'_, rcgen::KeyPair>>,
+) -> (String, String) {
+    let mut params =
+        rcgen::CertificateParams::new(names.iter().map(|n| n.to_string()).collect::<Vec<_>>())
+            .unwrap();
+    params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, name);
+    params.not_before = from;
+    params.not_after = to;
+    let key = rcgen::KeyPair::generate().unwrap();
+    let cert = match ca {
+        Some(ca) => params.signed_by(&key, ca).unwrap(),
+        None => params.self_signed(&key).unwrap(),
+    };
+    let (cert_path, key_path) = (
+        dir.join(format!("{name}.pem")),
+        dir.join(format!("{name}.key")),
+    );
+    std::fs::write(&cert_path, cert.pem()).unwrap();
+    std::fs::write(&key_path, key.serialize_pem()).unwrap();
+    std::fs::set_permissions(&key_path, std::fs::Permissions::from_mode(0o600)).unwrap();
+    (
+        cert_path.display().to_string(),
+        key_path.display().to_string(),
+    )
+}
+
+/// Expired, not-yet-valid, wrong-name and self-signed (unpinned) certificates are refused by
+/// clients with a message that names the certificate's subject and the reason.
+#[test]
+fn bad_server_certificates_are_refused_naming_the_subject_and_the_reason() {
+    use time::{Duration, OffsetDateTime};
+    let dir = tempfile::tempdir().unwrap();
+    let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    ca_params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, "test CA");
+    let ca_key = rcgen::KeyPair::generate().unwrap();
+    let ca_cert = ca_params.self_signed(&ca_key).unwrap();
+    let ca_file = dir.path().join("ca.pem");
+    std::fs::write(&ca_file, ca_cert.pem()).unwrap();
+    let ca = rcgen::Issuer::new(ca_params, ca_key);
+    let now = OffsetDateTime::now_utc();
+    let day = Duration::days(1);
+    let cases = [
+        (
+            "expired-hub",
+            vec!["127.0.0.1"],
+            (now - 10 * day, now - day),
+            true,
+            "certificate expired",
+        ),
+        (
+            "future-hub",
+            vec!["127.0.0.1"],
+            (now + day, now + 10 * day),
+            true,
+            "not valid yet",
+        ),
+        (
+            "wrong-name-hub",
+            vec!["hub.example"],
+            (now - day, now + day),
+            true,
+            "not valid for name",
+        ),
+        (
+            "lonely-hub",
+            vec!["127.0.0.1"],
+            (now - day, now + day),
+            false,
+            "UnknownIssuer",
+        ),
+    ];
+    for (name, names, validity, signed, reason) in cases {
+        let (cert, key) = test_cert(dir.path(), name, &names, validity, signed.then_some(&ca));
+        let hub = sheratan_testkit::HubBuilder::new(env!("CARGO_BIN_EXE_sheratan"))
+            .env("SHERATAN_TLS_CERT", cert)
+            .env("SHERATAN_TLS_KEY", key)
+            .start();
+        let out = Command::new(env!("CARGO_BIN_EXE_sheratan"))
+            .args(["jobs", "list", "--data-url", &hub.data_url])
+            .env("SHERATAN_HUB_TOKEN", hub.token())
+            .env("SHERATAN_CA_FILE", &ca_file)
+            .env("SHERATAN_HOME", dir.path().join("nowhere"))
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{name}: {err}");
+        assert!(err.contains("is not trusted"), "{name}: {err}");
+        assert!(err.contains(reason), "{name}: expected {reason:?} in {err}");
+        assert!(
+            err.contains(&format!("the server presents subject CN={name}")),
+            "{name}: {err}"
+        );
+    }
 }

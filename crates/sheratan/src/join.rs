@@ -1,0 +1,258 @@
+//! The one-string join (k3s style): `sht1:<ca-sha256>:<token>@<host>:<control-port>[,<data-port>]`.
+//! `sheratan join-string` prints it on the hub's machine; `--join` / `SHERATAN_JOIN` on a node
+//! fetches the hub's CA, checks it against the pinned SHA-256 before any token is sent, keeps
+//! it under the node's home, and from then on speaks TLS verified against it.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use clap::Args;
+
+use crate::client_args::ClientArgs;
+use crate::{Failure, usage};
+
+const PREFIX: &str = "sht1:";
+/// The hub's data plane port when the string names none.
+const DEFAULT_DATA_PORT: u16 = 8788;
+
+/// A parsed join string.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JoinString {
+    pub ca_sha256: String,
+    pub token: String,
+    /// Host name or IP address (IPv6 without brackets).
+    pub host: String,
+    pub control_port: u16,
+    pub data_port: u16,
+}
+
+impl JoinString {
+    pub fn parse(text: &str) -> Result<JoinString, String> {
+        let bad = |why: &str| {
+            format!(
+                "not a join string ({why}); expected sht1:<ca-sha256>:<token>@<host>:<port>, as `sheratan join-string` prints it on the hub"
+            )
+        };
+        let rest = text
+            .trim()
+            .strip_prefix(PREFIX)
+            .ok_or_else(|| bad("no sht1: prefix"))?;
+        let (sha, rest) = rest.split_once(':').ok_or_else(|| bad("no CA hash"))?;
+        if sha.len() != 64 || !sha.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Err(bad("the CA hash is not 64 hex digits"));
+        }
+        let (token, addr) = rest.rsplit_once('@').ok_or_else(|| bad("no @host"))?;
+        if token.is_empty() {
+            return Err(bad("no token"));
+        }
+        let (hostport, data_port) = match addr.split_once(',') {
+            Some((hp, data)) => (hp, data.parse().map_err(|_| bad("bad data port"))?),
+            None => (addr, DEFAULT_DATA_PORT),
+        };
+        let (host, port) = hostport.rsplit_once(':').ok_or_else(|| bad("no :port"))?;
+        let host = host.trim_start_matches('[').trim_end_matches(']');
+        if host.is_empty() {
+            return Err(bad("no host"));
+        }
+        Ok(JoinString {
+            ca_sha256: sha.to_ascii_lowercase(),
+            token: token.to_owned(),
+            host: host.to_owned(),
+            control_port: port.parse().map_err(|_| bad("bad port"))?,
+            data_port,
+        })
+    }
+
+    pub fn render(&self) -> String {
+        format!(
+            "{PREFIX}{}:{}@{}:{},{}",
+            self.ca_sha256,
+            self.token,
+            self.bracketed(),
+            self.control_port,
+            self.data_port
+        )
+    }
+
+    fn bracketed(&self) -> String {
+        if self.host.contains(':') {
+            format!("[{}]", self.host)
+        } else {
+            self.host.clone()
+        }
+    }
+
+    pub fn control_url(&self) -> String {
+        format!("https://{}:{}", self.bracketed(), self.control_port)
+    }
+
+    pub fn data_url(&self) -> String {
+        format!("https://{}:{}", self.bracketed(), self.data_port)
+    }
+}
+
+/// Applies `--join` (if given) to a command's hub settings: the CA is fetched, pinned and
+/// stored, the URLs become the hub's `https://` ones, the token the string's. A CA kept
+/// under the home (joined before, or the hub's own machine) is trusted either way.
+pub async fn prepare(client: &mut ClientArgs) -> Result<(), Failure> {
+    if let Some(text) = client.join.clone().filter(|j| !j.trim().is_empty()) {
+        let join = JoinString::parse(&text).map_err(usage)?;
+        fetch_ca(&join, &client.home).await?;
+        client.control_url = join.control_url();
+        client.data_url = join.data_url();
+        client.token = Some(join.token);
+        client.token_file = None;
+    }
+    let ca = client.home.join("tls/ca.pem");
+    if ca.exists() {
+        sheratan_client::trust_ca_file(ca);
+    }
+    Ok(())
+}
+
+/// Fetches the hub's CA (no token is sent), checks it against the pin, and keeps it as
+/// `<home>/tls/ca.pem`.
+async fn fetch_ca(join: &JoinString, home: &Path) -> Result<PathBuf, Failure> {
+    let url = format!("{}/v1/tls/ca", join.control_url());
+    // Unverified on purpose, and only here: nothing secret is sent, and what comes back is
+    // trusted only if its hash is the pinned one.
+    let http = reqwest::Client::builder()
+        .danger_accept_invalid_certs(true)
+        .timeout(Duration::from_secs(10))
+        .build()
+        .map_err(|e| Failure::from(anyhow::anyhow!("HTTP client: {e}")))?;
+    let answer =
+        http.get(&url).send().await.map_err(|e| {
+            Failure::from(anyhow::anyhow!("cannot fetch the hub's CA from {url}: {e}"))
+        })?;
+    let status = answer.status();
+    let pem = answer
+        .text()
+        .await
+        .map_err(|e| Failure::from(anyhow::anyhow!("cannot read the hub's CA from {url}: {e}")))?;
+    if !status.is_success() {
+        return Err(Failure::from(anyhow::anyhow!(
+            "{url} answered {status}: {}",
+            pem.trim()
+        )));
+    }
+    let found = sheratan_runtime::ca::fingerprint(&pem).unwrap_or_else(|| "no certificate".into());
+    if found != join.ca_sha256 {
+        return Err(usage(format!(
+            "the hub at {} presents a CA that does not match the join string: expected sha256 {}, found {found}; the token was not sent. Check the string (`sheratan join-string` on the hub) and what sits between this machine and the hub",
+            join.control_url(),
+            join.ca_sha256
+        )));
+    }
+    store_ca(home, &pem, &found).map_err(usage)
+}
+
+/// Keeps the pinned CA under the node's home, never over a different CA whose key is there
+/// (that home is a hub's).
+fn store_ca(home: &Path, pem: &str, sha: &str) -> Result<PathBuf, String> {
+    let dir = home.join("tls");
+    let path = dir.join("ca.pem");
+    if let Ok(current) = std::fs::read_to_string(&path) {
+        if sheratan_runtime::ca::fingerprint(&current).as_deref() == Some(sha) {
+            return Ok(path);
+        }
+        if dir.join("ca.key").exists() {
+            return Err(format!(
+                "{} holds another mesh CA with its key (this home is a hub's): join with another --home",
+                path.display()
+            ));
+        }
+    }
+    sheratan_runtime::ca::store_trusted(&dir, pem)?;
+    tracing::info!(ca = %path.display(), sha256 = sha, "joined: the hub's CA is pinned and kept");
+    Ok(path)
+}
+
+/// `sheratan join-string`.
+#[derive(Debug, Args)]
+pub struct JoinStringArgs {
+    #[command(flatten)]
+    pub client: ClientArgs,
+    /// The name or address nodes reach the hub at [default: this machine's first non-loopback
+    /// address].
+    #[arg(long)]
+    pub host: Option<String>,
+}
+
+pub fn join_string(args: JoinStringArgs) -> Result<(), Failure> {
+    let home = &args.client.home;
+    let ca = std::fs::read_to_string(home.join("tls/ca.pem")).map_err(|_| {
+        usage(format!(
+            "no mesh CA in {}: start the hub (or `sheratan up`) with TLS first, or make one with `sheratan tls ca`",
+            home.join("tls").display()
+        ))
+    })?;
+    let ca_sha256 = sheratan_runtime::ca::fingerprint(&ca).ok_or_else(|| {
+        usage(format!(
+            "{}/tls/ca.pem holds no certificate",
+            home.display()
+        ))
+    })?;
+    let token = args.client.find_token().map_err(|e| usage(e.to_string()))?;
+    let port = |url: &str, default: u16| {
+        reqwest::Url::parse(url)
+            .ok()
+            .and_then(|u| u.port_or_known_default())
+            .unwrap_or(default)
+    };
+    let host = match &args.host {
+        Some(host) => host.clone(),
+        None => default_host(),
+    };
+    let join = JoinString {
+        ca_sha256,
+        token,
+        host,
+        control_port: port(&args.client.control_url, 8787),
+        data_port: port(&args.client.data_url, DEFAULT_DATA_PORT),
+    };
+    println!("{}", join.render());
+    eprintln!(
+        "note: the string holds the mesh token: pass it like a password (SHERATAN_JOIN in a file only the node's user reads). Nodes reach the data plane at {} too: the hub must listen there (SHERATAN_DATA_ADDR=0.0.0.0:{}).",
+        join.data_url(),
+        join.data_port
+    );
+    Ok(())
+}
+
+/// This machine's first non-loopback address, else its hostname.
+fn default_host() -> String {
+    sheratan_runtime::tls::local_addresses()
+        .into_iter()
+        .find(|ip| !ip.is_loopback() && ip.is_ipv4())
+        .map(|ip| ip.to_string())
+        .unwrap_or_else(crate::client_args::hostname)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_join_string_round_trips_and_bad_ones_say_why() {
+        let sha = "ab".repeat(32);
+        let join = JoinString::parse(&format!("sht1:{sha}:to:k@en@hub.example:8787")).unwrap();
+        assert_eq!(join.token, "to:k@en");
+        assert_eq!(join.host, "hub.example");
+        assert_eq!((join.control_port, join.data_port), (8787, 8788));
+        assert_eq!(JoinString::parse(&join.render()).unwrap(), join);
+        let v6 = JoinString::parse(&format!("sht1:{sha}:t@[fd00::1]:1,2")).unwrap();
+        assert_eq!(v6.control_url(), "https://[fd00::1]:1");
+        assert_eq!(v6.data_url(), "https://[fd00::1]:2");
+        for bad in [
+            "sht2:x".to_owned(),
+            format!("sht1:{}:t@h:1", "ab".repeat(31)),
+            format!("sht1:{sha}:@h:1"),
+            format!("sht1:{sha}:t@h"),
+            format!("sht1:{sha}:t@h:99999"),
+        ] {
+            let err = JoinString::parse(&bad).unwrap_err();
+            assert!(err.contains("not a join string"), "{bad}: {err}");
+        }
+    }
+}
