@@ -145,8 +145,13 @@ fn canonical(path: &Path) -> PathBuf {
 /// heartbeat) the line says so first, with the setting that keeps it on this machine.
 fn control_line(scheme: &str, addr: std::net::SocketAddr) -> String {
     if addr.ip().is_unspecified() {
+        let how = if scheme == "https" {
+            "over TLS, "
+        } else {
+            "PLAIN HTTP, "
+        };
         format!(
-            "control plane: {scheme}://{addr}  (ON EVERY ADDRESS of this machine, for nodes elsewhere; SHERATAN_CONTROL_ADDR=127.0.0.1:{} keeps it local; public /health, everything else needs the token)",
+            "control plane: {scheme}://{addr}  (ON EVERY ADDRESS of this machine, {how}for nodes elsewhere; SHERATAN_CONTROL_ADDR=127.0.0.1:{} keeps it local; public /health, everything else needs the token)",
             addr.port()
         )
     } else {
