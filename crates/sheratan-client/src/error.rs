@@ -25,6 +25,11 @@ pub enum ClientError {
         "the TLS certificate of {url} is not trusted ({message}); give the mesh CA in SHERATAN_CA_FILE (on the hub's machine: $SHERATAN_HOME/tls/ca.pem; `sheratan tls ca` prints its SHA-256 to compare)"
     )]
     Untrusted { url: String, message: String },
+    /// The hub asks for a client certificate (mutual TLS) and this client gave none it takes.
+    #[error(
+        "the hub at {url} requires a client certificate (mutual TLS) and refused this one or its absence ({message}); give this node's in SHERATAN_TLS_CLIENT_CERT and SHERATAN_TLS_CLIENT_KEY (`sheratan tls cert --client --name NODE_ID` on the hub's machine)"
+    )]
+    CertificateRequired { url: String, message: String },
     #[error("cannot decode the answer: {0}")]
     Decode(String),
     #[error("client configuration: {0}")]
@@ -46,6 +51,15 @@ impl ClientError {
         while let Some(s) = source {
             message = format!("{message}: {s}");
             source = s.source();
+        }
+        if let Some(alert) = ["CertificateRequired", "BadCertificate", "UnknownCA"]
+            .iter()
+            .find(|alert| message.contains(&format!("received fatal alert: {alert}")))
+        {
+            return ClientError::CertificateRequired {
+                url: url.to_owned(),
+                message: format!("TLS alert {alert}"),
+            };
         }
         if message.contains("invalid peer certificate") {
             let reason = message

@@ -174,6 +174,41 @@ pub fn http_client_builder() -> Result<reqwest::ClientBuilder, ClientError> {
     Ok(reqwest::Client::builder().tls_certs_merge(mesh_ca()?))
 }
 
+/// [`http_client_builder`] for talking to the hub: it also presents this node's client
+/// certificate (`SHERATAN_TLS_CLIENT_CERT`, `SHERATAN_TLS_CLIENT_KEY`) when one is set, for
+/// hubs that require mutual TLS. Other servers never see it.
+pub fn hub_client_builder() -> Result<reqwest::ClientBuilder, ClientError> {
+    let builder = http_client_builder()?;
+    let var = |name: &str| std::env::var_os(name).filter(|v| !v.is_empty());
+    match (
+        var("SHERATAN_TLS_CLIENT_CERT"),
+        var("SHERATAN_TLS_CLIENT_KEY"),
+    ) {
+        (None, None) => Ok(builder),
+        (Some(cert), Some(key)) => {
+            let read = |path: &std::ffi::OsStr| {
+                std::fs::read(path).map_err(|e| {
+                    ClientError::Config(format!(
+                        "{}: {e}",
+                        std::path::Path::new(path).display()
+                    ))
+                })
+            };
+            let pem = [read(&key)?, b"\n".to_vec(), read(&cert)?].concat();
+            let identity = reqwest::Identity::from_pem(&pem).map_err(|e| {
+                ClientError::Config(format!(
+                    "SHERATAN_TLS_CLIENT_CERT/SHERATAN_TLS_CLIENT_KEY: not a certificate and its key: {e}"
+                ))
+            })?;
+            Ok(builder.identity(identity))
+        }
+        _ => Err(ClientError::Config(
+            "SHERATAN_TLS_CLIENT_CERT and SHERATAN_TLS_CLIENT_KEY go together: give both or neither"
+                .into(),
+        )),
+    }
+}
+
 /// Shared plumbing of every API client: base URL, token, retries and error decoding.
 #[derive(Clone)]
 struct Base {
@@ -195,7 +230,7 @@ impl Base {
                 "{url:?} is not an http:// or https:// URL"
             )));
         }
-        let http = http_client_builder()?
+        let http = hub_client_builder()?
             .timeout(Duration::from_secs(60))
             .connect_timeout(Duration::from_secs(5))
             // Below the servers' keep-alive timeout (60 s): a pooled connection is never

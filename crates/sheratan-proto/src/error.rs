@@ -9,6 +9,9 @@ use serde::{Deserialize, Serialize};
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum ErrorCode {
     AuthFail,
+    /// Authenticated, but this identity may not do this (a client certificate naming another
+    /// node).
+    Forbidden,
     LocalhostOnly,
     PortMismatch,
     InvalidRequest,
@@ -31,7 +34,7 @@ impl ErrorCode {
     /// The HTTP status this code is always sent with.
     pub fn http_status(self) -> u16 {
         match self {
-            ErrorCode::AuthFail | ErrorCode::LocalhostOnly => 403,
+            ErrorCode::AuthFail | ErrorCode::Forbidden | ErrorCode::LocalhostOnly => 403,
             ErrorCode::PortMismatch => 421,
             ErrorCode::InvalidRequest => 400,
             ErrorCode::PayloadTooLarge => 413,
@@ -49,6 +52,7 @@ impl ErrorCode {
     pub fn as_str(self) -> &'static str {
         match self {
             ErrorCode::AuthFail => "AUTH_FAIL",
+            ErrorCode::Forbidden => "FORBIDDEN",
             ErrorCode::LocalhostOnly => "LOCALHOST_ONLY",
             ErrorCode::PortMismatch => "PORT_MISMATCH",
             ErrorCode::InvalidRequest => "INVALID_REQUEST",

@@ -36,11 +36,13 @@ pub enum EventKind {
     LeaseMismatch,
     /// An operator removed a node from the registry (`DELETE /admin/nodes/{node_id}`).
     NodeRemoved,
+    /// A connection's client certificate (mutual TLS) names another node than the request.
+    ClientCertMismatch,
 }
 
 impl EventKind {
     /// All events, in declaration order; metrics list a counter for each, zero included.
-    pub const ALL: [EventKind; 21] = [
+    pub const ALL: [EventKind; 22] = [
         EventKind::AuthFail,
         EventKind::PortMismatch,
         EventKind::LocalhostOnly,
@@ -62,6 +64,7 @@ impl EventKind {
         EventKind::ResultIntegrityFail,
         EventKind::LeaseMismatch,
         EventKind::NodeRemoved,
+        EventKind::ClientCertMismatch,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -87,6 +90,7 @@ impl EventKind {
             EventKind::ResultIntegrityFail => "RESULT_INTEGRITY_FAIL",
             EventKind::LeaseMismatch => "LEASE_MISMATCH",
             EventKind::NodeRemoved => "NODE_REMOVED",
+            EventKind::ClientCertMismatch => "CLIENT_CERT_MISMATCH",
         }
     }
 
@@ -111,9 +115,11 @@ impl EventKind {
             | InflightSaturated
             | IdempotencyKeyCollision
             | LeaseMismatch => Severity::Warning,
-            AttestationSpoofSuspect | NodeDead | RegistryCorrupt | ResultIntegrityFail => {
-                Severity::Critical
-            }
+            AttestationSpoofSuspect
+            | NodeDead
+            | RegistryCorrupt
+            | ResultIntegrityFail
+            | ClientCertMismatch => Severity::Critical,
         }
     }
 }

@@ -36,7 +36,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tower::ServiceExt;
 
-use crate::tls::TlsServer;
+use crate::tls::{ClientCert, TlsServer};
 
 /// Transport limits of a listener.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -178,11 +178,17 @@ pub async fn serve_with(
         };
         let _ = stream.set_nodelay(true);
         let activity = Arc::new(Activity::new());
+        // Set once the handshake has seen a client certificate (mutual TLS).
+        let client_cert = Arc::new(std::sync::OnceLock::<ClientCert>::new());
         let service = {
             let router = router.clone();
             let activity = activity.clone();
+            let client_cert = client_cert.clone();
             tower::service_fn(move |mut req: hyper::Request<hyper::body::Incoming>| {
                 req.extensions_mut().insert(ConnectInfo(peer));
+                if let Some(cert) = client_cert.get() {
+                    req.extensions_mut().insert(cert.clone());
+                }
                 let in_flight = activity.begin();
                 let response = router.clone().oneshot(req);
                 async move {
@@ -209,6 +215,15 @@ pub async fn serve_with(
                 }
                 Some(tls) => match handshake(stream, peer, &tls, limits.header_timeout).await {
                     Ok(Accepted::Tls(stream)) => {
+                        if let Some(name) = stream
+                            .get_ref()
+                            .1
+                            .peer_certificates()
+                            .and_then(|chain| chain.first())
+                            .and_then(|leaf| crate::tls::common_name(leaf))
+                        {
+                            let _ = client_cert.set(ClientCert(name));
+                        }
                         let conn = builder.serve_connection(TokioIo::new(stream), service);
                         watch(watcher.watch(conn), &activity, &limits).await
                     }

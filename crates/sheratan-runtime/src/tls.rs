@@ -49,9 +49,20 @@ pub fn provider() -> Arc<CryptoProvider> {
     Arc::new(rustls::crypto::aws_lc_rs::default_provider())
 }
 
+/// The name (common name) of the client certificate a connection presented, put into each
+/// of its requests' extensions by the accept loop (mutual TLS).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClientCert(pub String);
+
 impl TlsServer {
     /// Loads the pair; the error names the file and what is wrong with it.
     pub fn load(files: TlsFiles) -> Result<Self, String> {
+        Self::load_with(files, None)
+    }
+
+    /// [`TlsServer::load`], requiring every TLS client to present a certificate issued by a CA
+    /// in `client_ca` (PEM) when given: mutual TLS.
+    pub fn load_with(files: TlsFiles, client_ca: Option<&Path>) -> Result<Self, String> {
         let provider = provider();
         let key = load_pair(&files, &provider)?;
         let resolver = Arc::new(Reloading {
@@ -59,15 +70,19 @@ impl TlsServer {
                 key,
                 stamp: stamp(&files),
                 checked: Instant::now(),
+                failed: None,
             }),
             files,
             provider: provider.clone(),
         });
-        let mut config = rustls::ServerConfig::builder_with_provider(provider)
+        let builder = rustls::ServerConfig::builder_with_provider(provider.clone())
             .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
-            .map_err(|e| format!("TLS configuration: {e}"))?
-            .with_no_client_auth()
-            .with_cert_resolver(resolver.clone());
+            .map_err(|e| format!("TLS configuration: {e}"))?;
+        let builder = match client_ca {
+            None => builder.with_no_client_auth(),
+            Some(path) => builder.with_client_cert_verifier(client_verifier(path, provider)?),
+        };
+        let mut config = builder.with_cert_resolver(resolver.clone());
         config.alpn_protocols = vec![b"http/1.1".to_vec()];
         Ok(Self {
             acceptor: tokio_rustls::TlsAcceptor::from(Arc::new(config)),
@@ -98,16 +113,20 @@ struct Current {
     key: Arc<CertifiedKey>,
     stamp: Option<Stamp>,
     checked: Instant,
+    /// The files' stamp when a reload last failed: said once, retried quietly.
+    failed: Option<Stamp>,
 }
 
-/// Modification time and length of both files: a change to either is a renewal.
-type Stamp = [(SystemTime, u64); 2];
+/// Modification time, length and inode of both files: a change to either is a renewal (a
+/// file replaced by a rename changes its inode even within one clock tick).
+type Stamp = [(SystemTime, u64, u64); 2];
 
 fn stamp(files: &TlsFiles) -> Option<Stamp> {
+    use std::os::unix::fs::MetadataExt;
     let one = |path: &Path| {
         std::fs::metadata(path)
             .ok()
-            .and_then(|m| Some((m.modified().ok()?, m.len())))
+            .and_then(|m| Some((m.modified().ok()?, m.len(), m.ino())))
     };
     Some([one(&files.cert)?, one(&files.key)?])
 }
@@ -141,13 +160,48 @@ impl ResolvesServerCert for Reloading {
                     }
                     // Maybe half written: keep serving the old pair, try again in a second.
                     Err(err) => {
-                        tracing::warn!("TLS certificate not reloaded, the current one stays: {err}")
+                        if current.failed != now {
+                            current.failed = now;
+                            tracing::warn!(
+                                "TLS certificate not reloaded, the current one stays: {err}"
+                            );
+                        }
                     }
                 }
             }
         }
         Some(current.key.clone())
     }
+}
+
+/// Client certificates must chain to a CA in `path`.
+fn client_verifier(
+    path: &Path,
+    provider: Arc<CryptoProvider>,
+) -> Result<Arc<dyn rustls::server::danger::ClientCertVerifier>, String> {
+    let at = |what: String| format!("{} (SHERATAN_TLS_CLIENT_CA): {what}", path.display());
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in CertificateDer::pem_file_iter(path)
+        .map_err(|e| at(format!("cannot read a PEM certificate: {e}")))?
+    {
+        let cert = cert.map_err(|e| at(format!("not a PEM certificate: {e}")))?;
+        roots
+            .add(cert)
+            .map_err(|e| at(format!("not a CA certificate: {e}")))?;
+    }
+    if roots.is_empty() {
+        return Err(at("holds no certificate".into()));
+    }
+    rustls::server::WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider)
+        .build()
+        .map_err(|e| at(e.to_string()))
+}
+
+/// The common name of a DER certificate (a client certificate's is its node id).
+pub fn common_name(der: &[u8]) -> Option<String> {
+    let (_, cert) = x509_parser::parse_x509_certificate(der).ok()?;
+    let name = cert.subject().iter_common_name().next()?.as_str().ok()?;
+    Some(name.to_owned())
 }
 
 /// Reads, checks and pairs a certificate chain and its key.

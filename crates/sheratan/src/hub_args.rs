@@ -156,6 +156,11 @@ pub struct HubArgs {
           value_parser = clap::value_parser!(u32).range(0..=i64::from(sheratan_hub::MAX_REFUSALS_PER_SEC)))]
     pub refusals_per_sec: u32,
 
+    /// Require client certificates issued by this CA (PEM) on both planes' TLS connections
+    /// (mutual TLS): a node's certificate name must be the node id it heartbeats and leases as.
+    #[arg(long, env = "SHERATAN_TLS_CLIENT_CA")]
+    pub tls_client_ca: Option<PathBuf>,
+
     /// Job store: sqlite://PATH (default: sqlite://$SHERATAN_HOME/sheratan.db), or
     /// postgres://USER:PASSWORD@HOST:PORT/DB[?schema=NAME] for hubs that share one database.
     #[arg(long, env = "SHERATAN_STORE", hide_env_values = true)]
@@ -356,19 +361,17 @@ impl HubArgs {
         use crate::tls_setup::Issuer;
         let tls = &self.edge.tls;
         let home = &self.home.home;
-        let control = match planes.control() {
-            true => tls.listener(
-                "the hub's control plane",
-                self.control_addr,
-                home,
-                Issuer::MakeCa,
-            )?,
-            false => None,
+        let client_ca = self.tls_client_ca.as_deref();
+        let plane = |serves: bool, what: &str, addr: SocketAddr| match serves {
+            true => tls.listener_with(what, addr, home, Issuer::MakeCa, client_ca),
+            false => Ok(None),
         };
-        let data = match planes.data() {
-            true => tls.listener("the hub's data plane", self.data_addr, home, Issuer::MakeCa)?,
-            false => None,
-        };
+        let control = plane(
+            planes.control(),
+            "the hub's control plane",
+            self.control_addr,
+        )?;
+        let data = plane(planes.data(), "the hub's data plane", self.data_addr)?;
         Ok([control, data])
     }
 

@@ -22,6 +22,12 @@ pub async fn run_up(args: UpArgs) -> Result<(), Failure> {
 }
 
 async fn start(args: &HubArgs, up: Option<&UpArgs>) -> Result<(), Failure> {
+    if up.is_some() && args.tls_client_ca.is_some() {
+        // What `up` runs beside the hub has no client certificates to present.
+        return Err(usage(
+            "SHERATAN_TLS_CLIENT_CA (mutual TLS) is for a hub whose nodes run elsewhere: run `sheratan hub` with it".into(),
+        ));
+    }
     let config = args.to_config().map_err(usage)?;
     let home = config.home.clone();
     // What `up` runs beside the hub trusts the mesh CA the hub's certificate comes from.

@@ -116,7 +116,9 @@ async fn fetch_ca(join: &JoinString, home: &Path) -> Result<PathBuf, Failure> {
     let url = format!("{}/v1/tls/ca", join.control_url());
     // Unverified on purpose, and only here: nothing secret is sent, and what comes back is
     // trusted only if its hash is the pinned one.
-    let http = reqwest::Client::builder()
+    // The node's client certificate goes along: a hub requiring mutual TLS asks for it.
+    let http = sheratan_client::hub_client_builder()
+        .map_err(|e| usage(e.to_string()))?
         .danger_accept_invalid_certs(true)
         .timeout(Duration::from_secs(10))
         .build()

@@ -87,10 +87,28 @@ impl TlsArgs {
         home: &Path,
         issuer: Issuer,
     ) -> Result<Option<TlsServer>, String> {
+        self.listener_with(what, addr, home, issuer, None)
+    }
+
+    /// [`TlsArgs::listener`], requiring client certificates from `client_ca` (mutual TLS).
+    pub fn listener_with(
+        &self,
+        what: &str,
+        addr: SocketAddr,
+        home: &Path,
+        issuer: Issuer,
+        client_ca: Option<&Path>,
+    ) -> Result<Option<TlsServer>, String> {
         let files = self.files()?;
         // Under auto, a certificate the operator gave means TLS even on loopback.
         let given = self.mode() == TlsMode::Auto && files.is_some();
         if !self.mode().serves_tls(addr) && !given {
+            if client_ca.is_some() {
+                return Err(format!(
+                    "SHERATAN_TLS_CLIENT_CA asks for client certificates, but {what} on {addr} serves plain HTTP (SHERATAN_TLS={}): use SHERATAN_TLS=on",
+                    self.mode_name()
+                ));
+            }
             if !addr.ip().is_loopback() {
                 tracing::warn!(
                     "{what} on {addr} serves plain HTTP to the network (SHERATAN_TLS=off): the token, payloads and results cross it in clear text; remove SHERATAN_TLS=off to serve TLS"
@@ -107,7 +125,7 @@ impl TlsArgs {
         // certificate, and `on`, speak TLS only.
         let plain_from_loopback = self.mode() == TlsMode::Auto && !addr.ip().is_loopback();
         Ok(Some(
-            TlsServer::load(files)?.with_plain_from_loopback(plain_from_loopback),
+            TlsServer::load_with(files, client_ca)?.with_plain_from_loopback(plain_from_loopback),
         ))
     }
 

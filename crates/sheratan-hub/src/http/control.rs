@@ -13,7 +13,7 @@ use sheratan_proto::control::{
     NodeView, Role, validate_bundle_name,
 };
 
-use super::extract::{Caller, JsonBody, PathParams, QueryParams};
+use super::extract::{Caller, JsonBody, PathParams, PeerCert, QueryParams};
 use super::plane::PlaneState;
 use crate::bundles::if_none_match_hits;
 use sheratan_runtime::edge::ApiError;
@@ -49,8 +49,10 @@ async fn health() -> Json<HealthResponse> {
 async fn heartbeat(
     State(state): State<PlaneState>,
     caller: Caller,
+    cert: PeerCert,
     JsonBody(req): JsonBody<HeartbeatRequest>,
 ) -> Result<Json<HeartbeatResponse>, ApiError> {
+    cert.require_node(&req.node_id, caller.peer, &state)?;
     state
         .hub
         .registry

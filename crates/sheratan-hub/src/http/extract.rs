@@ -119,3 +119,51 @@ impl axum::extract::FromRequestParts<PlaneState> for Admin {
         Ok(Admin { peer: caller.peer })
     }
 }
+
+/// The name of the client certificate the caller's connection presented (mutual TLS,
+/// `SHERATAN_TLS_CLIENT_CA`); `None` without one.
+pub struct PeerCert(pub Option<String>);
+
+impl<S: Send + Sync> axum::extract::FromRequestParts<S> for PeerCert {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        _: &S,
+    ) -> Result<Self, Self::Rejection> {
+        let cert = parts
+            .extensions
+            .get::<sheratan_runtime::tls::ClientCert>()
+            .map(|c| c.0.clone());
+        Ok(PeerCert(cert))
+    }
+}
+
+impl PeerCert {
+    /// A node heartbeats and leases only as the node its certificate names: anyone else is
+    /// audited (CLIENT_CERT_MISMATCH) and refused with 403 FORBIDDEN.
+    pub fn require_node(
+        &self,
+        node_id: &str,
+        peer: SocketAddr,
+        state: &PlaneState,
+    ) -> Result<(), ApiError> {
+        let Some(name) = &self.0 else {
+            return Ok(());
+        };
+        if name == node_id {
+            return Ok(());
+        }
+        state.hub.audit.emit(
+            Event::new(EventKind::ClientCertMismatch, state.plane)
+                .remote(peer.ip())
+                .node(node_id)
+                .detail(serde_json::json!({ "certificate": name })),
+        );
+        Err(ApiError::new(
+            sheratan_proto::ErrorCode::Forbidden,
+            format!("the client certificate names node {name:?}, not {node_id:?}"),
+            "a node acts only as the node id its certificate names (sheratan tls cert --client --name NODE_ID)",
+        ))
+    }
+}

@@ -14,7 +14,9 @@ use sheratan_proto::data::{
     QueueList, ResultRequest, ResultResponse, SubmitBatch, SubmitJob,
 };
 
-use super::extract::{Admin, Caller, JsonBody, PathParams, QueryParams, RawBody, parse_json};
+use super::extract::{
+    Admin, Caller, JsonBody, PathParams, PeerCert, QueryParams, RawBody, parse_json,
+};
 use super::plane::PlaneState;
 use crate::job_service::{self as svc, JobsError, ResultHeaders, Submitted};
 use sheratan_runtime::edge::ApiError;
@@ -113,8 +115,10 @@ async fn cancel(
 async fn lease(
     State(state): State<PlaneState>,
     caller: Caller,
+    cert: PeerCert,
     JsonBody(req): JsonBody<LeaseRequest>,
 ) -> Result<Json<LeaseResponse>, ApiError> {
+    cert.require_node(&req.node_id, caller.peer, &state)?;
     let order = svc::lease_order(&req)?;
     let ip = caller.peer.ip();
     let answer = svc::lease(&state.hub, order, req.wait_ms, ip, &state.hub.stopping).await?;

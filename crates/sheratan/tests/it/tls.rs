@@ -134,7 +134,7 @@ async fn a_hub_serves_tls_that_clients_verify_against_the_mesh_ca() {
     let (code, _, err) = cli(&["jobs", "list"], None);
     assert_eq!(code, 1);
     assert!(
-        err.contains("is not trusted (invalid peer certificate: UnknownIssuer)")
+        err.contains("is not trusted (invalid peer certificate: UnknownIssuer; the server presents subject CN=hub, issued by CN=Sheratan mesh CA")
             && err.contains("SHERATAN_CA_FILE"),
         "{err}"
     );
@@ -584,4 +584,152 @@ fn bad_server_certificates_are_refused_naming_the_subject_and_the_reason() {
             "{name}: {err}"
         );
     }
+}
+
+/// Mutual TLS: with SHERATAN_TLS_CLIENT_CA the hub takes only connections with a client
+/// certificate from that CA, and a certificate's name is the one node id its holder may
+/// heartbeat and lease as (another: 403 FORBIDDEN and a CLIENT_CERT_MISMATCH audit event),
+/// token or not.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_mutual_tls_a_certificate_is_one_node_and_no_other() {
+    let dir = tempfile::tempdir().unwrap();
+    let home = dir.path().join("hub");
+    let (code, _, err) = tls(&home, &["cert", "--client", "--name", "w-good"]);
+    assert_eq!(code, 0, "{err}");
+    let ca = home.join("tls/ca.pem");
+    let issued = home.join("tls/issued");
+    let hub = sheratan_testkit::HubBuilder::new(env!("CARGO_BIN_EXE_sheratan"))
+        .home(&home)
+        .env("SHERATAN_TLS", "on")
+        .env("SHERATAN_TLS_CLIENT_CA", ca.display().to_string())
+        .env("SHERATAN_AUDIT_FOLD_WINDOW_SEC", "0.1")
+        .start();
+    let token = hub.token();
+    let cert = issued.join("w-good.pem").display().to_string();
+    let key = issued.join("w-good.key").display().to_string();
+    let ca_s = ca.display().to_string();
+    let _worker = sheratan_testkit::Proc::start(
+        std::path::Path::new(env!("CARGO_BIN_EXE_sheratan")),
+        &[
+            "worker",
+            "--node-id",
+            "w-good",
+            "--control-url",
+            &hub.control_url,
+            "--data-url",
+            &hub.data_url,
+        ],
+        &[
+            ("SHERATAN_HUB_TOKEN", &token),
+            ("SHERATAN_CA_FILE", &ca_s),
+            ("SHERATAN_TLS_CLIENT_CERT", &cert),
+            ("SHERATAN_TLS_CLIENT_KEY", &key),
+        ],
+        true,
+    );
+    let with_cert = [
+        ("SHERATAN_HUB_TOKEN", token.as_str()),
+        ("SHERATAN_CA_FILE", &ca_s),
+        ("SHERATAN_TLS_CLIENT_CERT", &cert),
+        ("SHERATAN_TLS_CLIENT_KEY", &key),
+    ];
+    let urls = [
+        "--control-url",
+        &hub.control_url,
+        "--data-url",
+        &hub.data_url,
+    ];
+    let mut args = vec![
+        "submit",
+        "--kind",
+        "echo",
+        "--payload",
+        "{\"m\":1}",
+        "--wait",
+    ];
+    args.extend(urls);
+    let (code, out, err) = run_cli(&args, &with_cert);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("\"m\": 1"), "the job ran on w-good: {out}");
+
+    // No client certificate: the handshake is refused, the token never reaches a handler.
+    let mut args = vec!["jobs", "list"];
+    args.extend(urls);
+    let (code, _, err) = run_cli(
+        &args,
+        &[
+            ("SHERATAN_HUB_TOKEN", token.as_str()),
+            ("SHERATAN_CA_FILE", &ca_s),
+        ],
+    );
+    assert_eq!(code, 1, "{err}");
+    assert!(
+        err.contains("requires a client certificate") && err.contains("SHERATAN_TLS_CLIENT_CERT"),
+        "{err}"
+    );
+
+    // w-good's certificate claiming another node: refused and audited, token or not.
+    let pem = [
+        std::fs::read(issued.join("w-good.key")).unwrap(),
+        std::fs::read(issued.join("w-good.pem")).unwrap(),
+    ]
+    .concat();
+    let client = reqwest::Client::builder()
+        .tls_certs_merge([reqwest::Certificate::from_pem(&std::fs::read(&ca).unwrap()).unwrap()])
+        .identity(reqwest::Identity::from_pem(&pem).unwrap())
+        .build()
+        .unwrap();
+    for (url, body) in [
+        (
+            format!("{}/v1/heartbeat", hub.control_url),
+            serde_json::json!({"node_id": "w-evil", "role": "worker"}),
+        ),
+        (
+            format!("{}/v1/leases", hub.data_url),
+            serde_json::json!({"node_id": "w-evil", "queues": ["default"], "wait_ms": 0}),
+        ),
+    ] {
+        let r = client
+            .post(&url)
+            .bearer_auth(&token)
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status().as_u16(), 403, "{url}");
+        let body: serde_json::Value = r.json().await.unwrap();
+        assert_eq!(body["error"]["code"], "FORBIDDEN", "{body}");
+        assert!(
+            body["error"]["message"]
+                .as_str()
+                .unwrap()
+                .contains("names node \"w-good\", not \"w-evil\""),
+            "{body}"
+        );
+    }
+    let records = hub.wait_audit(std::time::Duration::from_secs(5), |records| {
+        sheratan_testkit::count_events(records, sheratan_proto::EventKind::ClientCertMismatch) >= 2
+    });
+    assert!(
+        sheratan_testkit::count_events(&records, sheratan_proto::EventKind::ClientCertMismatch)
+            >= 2,
+        "two CLIENT_CERT_MISMATCH events"
+    );
+    // The same certificate as itself is fine.
+    let r = client
+        .post(format!("{}/v1/heartbeat", hub.control_url))
+        .bearer_auth(&token)
+        .json(&serde_json::json!({"node_id": "w-good", "role": "worker"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+    // `up` refuses mutual TLS (its members have no client certificates).
+    let out = Command::new(env!("CARGO_BIN_EXE_sheratan"))
+        .args(["up", "--home"])
+        .arg(dir.path().join("up"))
+        .env("SHERATAN_TLS_CLIENT_CA", &ca)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
 }
