@@ -153,9 +153,7 @@ pub fn mesh_ca_files() -> Vec<std::path::PathBuf> {
 pub fn mesh_ca() -> Result<Vec<reqwest::Certificate>, ClientError> {
     let mut certs = Vec::new();
     for path in mesh_ca_files() {
-        let at = |what: String| {
-            ClientError::Config(format!("SHERATAN_CA_FILE {}: {what}", path.display()))
-        };
+        let at = |what: String| ClientError::Config(format!("CA file {}: {what}", path.display()));
         let pem = std::fs::read(&path).map_err(|e| at(e.to_string()))?;
         let found = reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| at(e.to_string()))?;
         if found.is_empty() {
@@ -209,6 +207,48 @@ pub fn hub_client_builder() -> Result<reqwest::ClientBuilder, ClientError> {
     }
 }
 
+/// The mesh token never crosses a network in clear text: `http://` is for this machine
+/// (loopback, `localhost`). `SHERATAN_ALLOW_PLAIN_HTTP=1` is the named opt-out, for a hub an
+/// operator runs with `SHERATAN_TLS=off` on a network they trust; it is logged.
+fn refuse_token_in_clear(url: &reqwest::Url, token: &MeshToken) -> Result<(), ClientError> {
+    if token.send().is_none() {
+        return Ok(());
+    }
+    match clear_text_refusal(url) {
+        Some(why) => Err(ClientError::Config(why)),
+        None => Ok(()),
+    }
+}
+
+/// Why the token may not be sent to `url`, if it may not: plain `http://` to an address
+/// other than this machine's, without `SHERATAN_ALLOW_PLAIN_HTTP=1`.
+pub fn clear_text_refusal(url: &reqwest::Url) -> Option<String> {
+    if url.scheme() != "http" {
+        return None;
+    }
+    let host = url.host_str().unwrap_or_default();
+    let local = match host
+        .trim_start_matches('[')
+        .trim_end_matches(']')
+        .parse::<std::net::IpAddr>()
+    {
+        Ok(ip) => ip.to_canonical().is_loopback(),
+        Err(_) => host.eq_ignore_ascii_case("localhost"),
+    };
+    if local {
+        return None;
+    }
+    if std::env::var("SHERATAN_ALLOW_PLAIN_HTTP").is_ok_and(|v| v == "1") {
+        tracing::warn!(
+            "SHERATAN_ALLOW_PLAIN_HTTP=1: sending the mesh token to {url} in clear text"
+        );
+        return None;
+    }
+    Some(format!(
+        "refusing to send the mesh token over plain HTTP to {url}: it would cross the network in clear text. Hubs serve TLS on addresses other machines reach: use https:// (with the mesh CA: SHERATAN_CA_FILE, or join with SHERATAN_JOIN), or set SHERATAN_ALLOW_PLAIN_HTTP=1 for a hub run with SHERATAN_TLS=off"
+    ))
+}
+
 /// Shared plumbing of every API client: base URL, token, retries and error decoding.
 #[derive(Clone)]
 struct Base {
@@ -240,6 +280,7 @@ impl Base {
             .map_err(|e| ClientError::Config(e.to_string()))?;
         let parsed =
             reqwest::Url::parse(&url).map_err(|e| ClientError::Config(format!("{url:?}: {e}")))?;
+        refuse_token_in_clear(&parsed, &token)?;
         if !token.is_sendable() {
             return Err(ClientError::Config(
                 "the token contains characters a header cannot carry".into(),

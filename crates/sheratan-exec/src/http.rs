@@ -443,7 +443,10 @@ fn failure(err: &reqwest::Error) -> Outcome {
         return Outcome::fail(
             format!(
                 "http: the TLS certificate of {} is not trusted (invalid peer certificate: {reason}); the http handler trusts the system's roots and SHERATAN_CA_FILE",
-                err.url().map(|u| u.as_str()).unwrap_or("the server")
+                // Scheme, host and path only: a query may carry a job's secrets.
+                err.url()
+                    .map(|u| format!("{}{}", u.origin().ascii_serialization(), u.path()))
+                    .unwrap_or_else(|| "the server".into())
             ),
             false,
         );

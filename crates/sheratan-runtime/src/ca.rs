@@ -48,7 +48,15 @@ impl MeshCa {
             .mode(0o700)
             .create(dir)
             .map_err(|e| at(format!("cannot create it: {e}")))?;
+        // A directory made earlier (or by someone else) with wider rights is narrowed: who
+        // may write here may replace the CA.
+        std::fs::set_permissions(
+            dir,
+            <std::fs::Permissions as std::os::unix::fs::PermissionsExt>::from_mode(0o700),
+        )
+        .map_err(|e| at(format!("cannot make it private (chmod 700): {e}")))?;
         let (cert_path, key_path) = (dir.join("ca.pem"), dir.join("ca.key"));
+        refuse_shared(&key_path)?;
         if cert_path.exists() != key_path.exists() {
             let (there, missing) = if cert_path.exists() {
                 (&cert_path, &key_path)
@@ -161,6 +169,18 @@ impl MeshCa {
             cert: self.dir.join("server.pem"),
             key: self.dir.join("server.key"),
         };
+        // One renewal at a time, across the processes sharing this home: two interleaved
+        // renewals could leave one's key beside the other's certificate.
+        let lock_path = self.dir.join(".server.lock");
+        let lock = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .mode(0o600)
+            .open(&lock_path)
+            .map_err(|e| format!("{}: {e}", lock_path.display()))?;
+        lock.lock()
+            .map_err(|e| format!("{}: cannot lock it: {e}", lock_path.display()))?;
         if current_enough(&files, sans) {
             return Ok((files, false));
         }
@@ -174,7 +194,11 @@ fn current_enough(files: &TlsFiles, sans: &[String]) -> bool {
     let Ok(pem) = std::fs::read(&files.cert) else {
         return false;
     };
-    if !files.key.exists() {
+    let key = std::fs::read_to_string(&files.key)
+        .ok()
+        .and_then(|k| KeyPair::from_pem(&k).ok());
+    // A key that is not the certificate's (a crash between the two writes) is re-issued.
+    if !key.is_some_and(|key| key_matches(&String::from_utf8_lossy(&pem), &key)) {
         return false;
     }
     let Some((not_after, names)) = validity_and_names(&pem) else {
@@ -216,6 +240,19 @@ fn key_matches(pem: &str, key: &KeyPair) -> bool {
     pem.parse_x509().is_ok_and(|cert| {
         cert.public_key().subject_public_key.data.as_ref() == key.public_key_raw()
     })
+}
+
+/// The CA's key readable or writable by anyone but its owner is refused.
+fn refuse_shared(key: &Path) -> Result<(), String> {
+    use std::os::unix::fs::PermissionsExt;
+    match std::fs::metadata(key) {
+        Ok(meta) if meta.permissions().mode() & 0o077 != 0 => Err(format!(
+            "{}: the CA's private key is open to other users (mode {:o}); chmod 600 it, and issue new certificates if someone may have copied it",
+            key.display(),
+            meta.permissions().mode() & 0o777
+        )),
+        _ => Ok(()),
+    }
 }
 
 /// A name or address as a certificate lists it.
@@ -285,6 +322,50 @@ pub fn store_trusted(dir: &Path, pem: &str) -> Result<(), String> {
     write_file(&dir.join("ca.pem"), pem, 0o644)
 }
 
+/// The one certificate a CA answer may hold: its SHA-256 (what a join string pins) and that
+/// certificate alone, re-encoded, so nothing else the server sent is ever kept or trusted (a
+/// second certificate after the pinned one would otherwise become a trust anchor too).
+pub fn one_certificate(pem: &str) -> Result<(String, String), String> {
+    use base64::Engine;
+    use rustls_pki_types::CertificateDer;
+    use rustls_pki_types::pem::PemObject;
+    let certs = CertificateDer::pem_slice_iter(pem.as_bytes())
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| format!("not a PEM certificate: {e}"))?;
+    let [cert] = certs.as_slice() else {
+        return Err(format!(
+            "{} certificates where exactly one CA certificate belongs",
+            certs.len()
+        ));
+    };
+    let sha = sha2::Sha256::digest(cert.as_ref())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    let encoded = base64::engine::general_purpose::STANDARD.encode(cert.as_ref());
+    let lines: Vec<&str> = encoded
+        .as_bytes()
+        .chunks(64)
+        .map(|line| std::str::from_utf8(line).unwrap_or_default())
+        .collect();
+    let pem = format!(
+        "-----BEGIN CERTIFICATE-----\n{}\n-----END CERTIFICATE-----\n",
+        lines.join("\n")
+    );
+    Ok((sha, pem))
+}
+
+/// `<dir>/ca.pem` when it may be trusted without being named: `dir` belongs to this user and
+/// no one else may write to it or to the file (a CA planted in a shared directory is not).
+pub fn private_ca_file(dir: &Path) -> Option<PathBuf> {
+    use std::os::unix::fs::MetadataExt;
+    let me = rustix::process::getuid().as_raw();
+    let private =
+        |path: &Path| std::fs::metadata(path).is_ok_and(|m| m.uid() == me && m.mode() & 0o022 == 0);
+    let file = dir.join("ca.pem");
+    (private(dir) && private(&file)).then_some(file)
+}
+
 /// SHA-256 of the first certificate in `pem`, lowercase hex.
 pub fn fingerprint(pem: &str) -> Option<String> {
     use rustls_pki_types::CertificateDer;
@@ -330,6 +411,64 @@ mod tests {
 
     fn mode(path: &Path) -> u32 {
         std::fs::metadata(path).unwrap().permissions().mode() & 0o777
+    }
+
+    #[test]
+    fn a_ca_answer_is_one_certificate_and_only_that_is_kept() {
+        let home = tempfile::tempdir().unwrap();
+        let ca = MeshCa::open_or_create(&home.path().join("a")).unwrap();
+        let other = MeshCa::open_or_create(&home.path().join("b")).unwrap();
+        let (sha, pem) = one_certificate(ca.pem()).unwrap();
+        assert_eq!(sha, ca.sha256());
+        assert_eq!(
+            fingerprint(&pem),
+            Some(sha),
+            "re-encoded, the same certificate"
+        );
+        // The pinned CA with another one after it: refused, not "the first one matches".
+        let two = format!("{}{}", ca.pem(), other.pem());
+        let err = one_certificate(&two).unwrap_err();
+        assert!(err.contains("2 certificates"), "{err}");
+        assert!(one_certificate("not pem").is_err());
+    }
+
+    #[test]
+    fn an_open_ca_directory_is_narrowed_and_an_open_ca_key_refused() {
+        let home = tempfile::tempdir().unwrap();
+        let dir = home.path().join("tls");
+        MeshCa::open_or_create(&dir).unwrap();
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o777)).unwrap();
+        MeshCa::open_or_create(&dir).unwrap();
+        assert_eq!(mode(&dir), 0o700);
+        assert!(private_ca_file(&dir).is_some());
+        let key = dir.join("ca.key");
+        std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o640)).unwrap();
+        let err = MeshCa::open_or_create(&dir).err().unwrap();
+        assert!(err.contains("open to other users"), "{err}");
+        // A CA file others may write is not trusted without being named.
+        std::fs::set_permissions(dir.join("ca.pem"), std::fs::Permissions::from_mode(0o666))
+            .unwrap();
+        assert!(private_ca_file(&dir).is_none());
+    }
+
+    #[test]
+    fn a_server_certificate_whose_key_is_not_its_own_is_issued_again() {
+        let home = tempfile::tempdir().unwrap();
+        let ca = MeshCa::open_or_create(home.path()).unwrap();
+        let sans = ["127.0.0.1".to_owned()];
+        let (files, fresh) = ca.server_cert("hub", &sans).unwrap();
+        assert!(fresh);
+        assert!(!ca.server_cert("hub", &sans).unwrap().1, "current: kept");
+        // A crash between the two writes of a renewal: the key of another pair.
+        let stray = ca
+            .issue("x", &sans, Usage::Server, home.path(), "stray")
+            .unwrap();
+        std::fs::copy(&stray.key, &files.key).unwrap();
+        assert!(
+            ca.server_cert("hub", &sans).unwrap().1,
+            "mismatched: issued again"
+        );
+        assert!(crate::tls::TlsServer::load(files).is_ok());
     }
 
     #[test]

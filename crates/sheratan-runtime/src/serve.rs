@@ -215,13 +215,15 @@ pub async fn serve_with(
                 }
                 Some(tls) => match handshake(stream, peer, &tls, limits.header_timeout).await {
                     Ok(Accepted::Tls(stream)) => {
-                        if let Some(name) = stream
+                        // A certificate without a readable common name names no node: "" never
+                        // equals a node id, so it can act as none.
+                        if let Some(leaf) = stream
                             .get_ref()
                             .1
                             .peer_certificates()
                             .and_then(|chain| chain.first())
-                            .and_then(|leaf| crate::tls::common_name(leaf))
                         {
+                            let name = crate::tls::common_name(leaf).unwrap_or_default();
                             let _ = client_cert.set(ClientCert(name));
                         }
                         let conn = builder.serve_connection(TokioIo::new(stream), service);

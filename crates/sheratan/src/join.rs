@@ -54,11 +54,18 @@ impl JoinString {
         if host.is_empty() {
             return Err(bad("no host"));
         }
+        let control_port: u16 = port.parse().map_err(|_| bad("bad port"))?;
+        if control_port == 0 || data_port == 0 {
+            return Err(bad("port 0"));
+        }
+        if host.contains(':') && host.parse::<std::net::Ipv6Addr>().is_err() {
+            return Err(bad("a host with a colon that is not an IPv6 address"));
+        }
         Ok(JoinString {
             ca_sha256: sha.to_ascii_lowercase(),
             token: token.to_owned(),
             host: host.to_owned(),
-            control_port: port.parse().map_err(|_| bad("bad port"))?,
+            control_port,
             data_port,
         })
     }
@@ -92,80 +99,98 @@ impl JoinString {
 }
 
 /// Applies `--join` (if given) to a command's hub settings: the CA is fetched, pinned and
-/// stored, the URLs become the hub's `https://` ones, the token the string's. A CA kept
-/// under the home (joined before, or the hub's own machine) is trusted either way.
+/// stored (unless the one kept from an earlier join is the pinned one already), the URLs
+/// become the hub's `https://` ones, the token the string's. A CA kept privately under the
+/// home (joined before, or the hub's own machine) is trusted either way.
 pub async fn prepare(client: &mut ClientArgs) -> Result<(), Failure> {
+    let dir = client.home.join("tls");
     if let Some(text) = client.join.clone().filter(|j| !j.trim().is_empty()) {
         let join = JoinString::parse(&text).map_err(usage)?;
-        fetch_ca(&join, &client.home).await?;
+        let kept = std::fs::read_to_string(dir.join("ca.pem"))
+            .ok()
+            .and_then(|pem| sheratan_runtime::ca::one_certificate(&pem).ok());
+        if kept.is_none_or(|(sha, _)| sha != join.ca_sha256) {
+            fetch_ca(&join, &dir).await?;
+        }
         client.control_url = join.control_url();
         client.data_url = join.data_url();
         client.token = Some(join.token);
         client.token_file = None;
     }
-    let ca = client.home.join("tls/ca.pem");
-    if ca.exists() {
+    if let Some(ca) = sheratan_runtime::ca::private_ca_file(&dir) {
         sheratan_client::trust_ca_file(ca);
     }
     Ok(())
 }
 
+/// The most a CA answer may be: a certificate is a few hundred bytes.
+const MAX_CA_BYTES: usize = 64 * 1024;
+
 /// Fetches the hub's CA (no token is sent), checks it against the pin, and keeps it as
-/// `<home>/tls/ca.pem`.
-async fn fetch_ca(join: &JoinString, home: &Path) -> Result<PathBuf, Failure> {
+/// `<dir>/ca.pem`.
+async fn fetch_ca(join: &JoinString, dir: &Path) -> Result<PathBuf, Failure> {
     let url = format!("{}/v1/tls/ca", join.control_url());
+    let failed = |what: String| Failure::from(anyhow::anyhow!("{what}"));
     // Unverified on purpose, and only here: nothing secret is sent, and what comes back is
-    // trusted only if its hash is the pinned one.
-    // The node's client certificate goes along: a hub requiring mutual TLS asks for it.
+    // trusted only if it is one certificate whose hash is the pinned one. The node's client
+    // certificate goes along (a hub requiring mutual TLS asks for it; its key never does).
     let http = sheratan_client::hub_client_builder()
         .map_err(|e| usage(e.to_string()))?
         .danger_accept_invalid_certs(true)
+        .redirect(reqwest::redirect::Policy::none())
         .timeout(Duration::from_secs(10))
         .build()
-        .map_err(|e| Failure::from(anyhow::anyhow!("HTTP client: {e}")))?;
-    let answer =
-        http.get(&url).send().await.map_err(|e| {
-            Failure::from(anyhow::anyhow!("cannot fetch the hub's CA from {url}: {e}"))
-        })?;
-    let status = answer.status();
-    let pem = answer
-        .text()
+        .map_err(|e| failed(format!("HTTP client: {e}")))?;
+    let mut answer = http
+        .get(&url)
+        .send()
         .await
-        .map_err(|e| Failure::from(anyhow::anyhow!("cannot read the hub's CA from {url}: {e}")))?;
-    if !status.is_success() {
-        return Err(Failure::from(anyhow::anyhow!(
-            "{url} answered {status}: {}",
-            pem.trim()
+        .map_err(|e| failed(format!("cannot fetch the hub's CA from {url}: {e}")))?;
+    if !answer.status().is_success() {
+        return Err(failed(format!(
+            "{url} answered {} instead of the hub's CA (is this a Sheratan hub with a mesh CA?)",
+            answer.status()
         )));
     }
-    let found = sheratan_runtime::ca::fingerprint(&pem).unwrap_or_else(|| "no certificate".into());
-    if found != join.ca_sha256 {
-        return Err(usage(format!(
+    let mut body = Vec::new();
+    while let Some(chunk) = answer
+        .chunk()
+        .await
+        .map_err(|e| failed(format!("cannot read the hub's CA from {url}: {e}")))?
+    {
+        body.extend_from_slice(&chunk);
+        if body.len() > MAX_CA_BYTES {
+            return Err(failed(format!(
+                "{url} answered more than {MAX_CA_BYTES} bytes: not a CA certificate"
+            )));
+        }
+    }
+    let mismatch = |found: &str| {
+        usage(format!(
             "the hub at {} presents a CA that does not match the join string: expected sha256 {}, found {found}; the token was not sent. Check the string (`sheratan join-string` on the hub) and what sits between this machine and the hub",
             join.control_url(),
             join.ca_sha256
-        )));
+        ))
+    };
+    let (found, pem) = sheratan_runtime::ca::one_certificate(&String::from_utf8_lossy(&body))
+        .map_err(|why| mismatch(&why))?;
+    if found != join.ca_sha256 {
+        return Err(mismatch(&found));
     }
-    store_ca(home, &pem, &found).map_err(usage)
+    store_ca(dir, &pem, &found).map_err(usage)
 }
 
-/// Keeps the pinned CA under the node's home, never over a different CA whose key is there
-/// (that home is a hub's).
-fn store_ca(home: &Path, pem: &str, sha: &str) -> Result<PathBuf, String> {
-    let dir = home.join("tls");
+/// Keeps the pinned CA (that certificate alone) in the node's `tls` directory, never beside
+/// a CA key (that home is a hub's).
+fn store_ca(dir: &Path, pem: &str, sha: &str) -> Result<PathBuf, String> {
     let path = dir.join("ca.pem");
-    if let Ok(current) = std::fs::read_to_string(&path) {
-        if sheratan_runtime::ca::fingerprint(&current).as_deref() == Some(sha) {
-            return Ok(path);
-        }
-        if dir.join("ca.key").exists() {
-            return Err(format!(
-                "{} holds another mesh CA with its key (this home is a hub's): join with another --home",
-                path.display()
-            ));
-        }
+    if dir.join("ca.key").exists() {
+        return Err(format!(
+            "{} holds a mesh CA's key (this home is a hub's): join with another --home",
+            dir.display()
+        ));
     }
-    sheratan_runtime::ca::store_trusted(&dir, pem)?;
+    sheratan_runtime::ca::store_trusted(dir, pem)?;
     tracing::info!(ca = %path.display(), sha256 = sha, "joined: the hub's CA is pinned and kept");
     Ok(path)
 }
@@ -203,6 +228,11 @@ pub fn join_string(args: JoinStringArgs) -> Result<(), Failure> {
             .unwrap_or(default)
     };
     let host = match &args.host {
+        Some(host) if host.contains(':') && host.parse::<std::net::Ipv6Addr>().is_err() => {
+            return Err(usage(format!(
+                "--host {host:?}: give the name or address alone; the ports come from --control-url and --data-url"
+            )));
+        }
         Some(host) => host.clone(),
         None => default_host(),
     };
@@ -252,6 +282,8 @@ mod tests {
             format!("sht1:{sha}:@h:1"),
             format!("sht1:{sha}:t@h"),
             format!("sht1:{sha}:t@h:99999"),
+            format!("sht1:{sha}:t@h:0"),
+            format!("sht1:{sha}:t@a:b:1"),
         ] {
             let err = JoinString::parse(&bad).unwrap_err();
             assert!(err.contains("not a join string"), "{bad}: {err}");

@@ -123,7 +123,9 @@ impl TlsArgs {
         // Auto lets this machine's own connections stay plain on a listener that serves TLS
         // to others (as on a loopback-only one); a loopback listener with a given
         // certificate, and `on`, speak TLS only.
-        let plain_from_loopback = self.mode() == TlsMode::Auto && !addr.ip().is_loopback();
+        // Mutual TLS holds for every connection: no plain ones, loopback or not.
+        let plain_from_loopback =
+            self.mode() == TlsMode::Auto && !addr.ip().is_loopback() && client_ca.is_none();
         Ok(Some(
             TlsServer::load_with(files, client_ca)?.with_plain_from_loopback(plain_from_loopback),
         ))
@@ -199,9 +201,18 @@ fn machine_sans(addr: SocketAddr, extra: &[String]) -> Vec<String> {
 /// Re-checks the issued certificate twice a day, so a process that runs for a year still
 /// serves a valid one (the listener reloads the renewed files by itself).
 fn renew_in_background(dir: PathBuf, sans: Vec<String>) {
+    // One task per directory however many listeners use its certificate.
+    static RENEWING: std::sync::Mutex<Vec<PathBuf>> = std::sync::Mutex::new(Vec::new());
     let Ok(runtime) = tokio::runtime::Handle::try_current() else {
         return;
     };
+    {
+        let mut renewing = RENEWING.lock().expect("renewal list");
+        if renewing.contains(&dir) {
+            return;
+        }
+        renewing.push(dir.clone());
+    }
     runtime.spawn(async move {
         loop {
             tokio::time::sleep(RENEW_CHECK).await;

@@ -75,11 +75,21 @@ impl Auctioneer {
         })
     }
 
+    /// A request to a host, with the token unless it would cross a network in clear text
+    /// (a host on another machine advertising `http://`): then the host refuses it, and the
+    /// auction records why.
     fn post(&self, url: String) -> reqwest::RequestBuilder {
+        let refusal = reqwest::Url::parse(&url)
+            .ok()
+            .and_then(|u| sheratan_client::clear_text_refusal(&u));
         let r = self.http.post(url);
-        match self.token.send() {
-            Some(t) => r.bearer_auth(t),
-            None => r,
+        match (self.token.send(), refusal) {
+            (Some(t), None) => r.bearer_auth(t),
+            (Some(_), Some(why)) => {
+                tracing::warn!("broker: {why}");
+                r
+            }
+            (None, _) => r,
         }
     }
 

@@ -162,7 +162,11 @@ impl PeerCert {
         );
         Err(ApiError::new(
             sheratan_proto::ErrorCode::Forbidden,
-            format!("the client certificate names node {name:?}, not {node_id:?}"),
+            if name.is_empty() {
+                format!("the client certificate names no node (no common name), not {node_id:?}")
+            } else {
+                format!("the client certificate names node {name:?}, not {node_id:?}")
+            },
             "a node acts only as the node id its certificate names (sheratan tls cert --client --name NODE_ID)",
         ))
     }

@@ -150,7 +150,8 @@ fn a_worker_on_another_machine_joins_with_the_string_and_runs_jobs_over_tls() {
         &["worker", "--node-id", "far-1", "--home", &node_home],
         &[("SHERATAN_JOIN", &join)],
     );
-    // Plain HTTP across the network is refused (the token would have crossed in clear).
+    // Plain HTTP across the network: the client refuses to send the token in clear, and the
+    // hub would refuse it too.
     let (code, _, err) = machines.run(
         1,
         &[
@@ -163,6 +164,25 @@ fn a_worker_on_another_machine_joins_with_the_string_and_runs_jobs_over_tls() {
             "whatever-it-is-not-sent-in-clear",
         ],
         &[],
+    );
+    assert_ne!(code, 0);
+    assert!(
+        err.contains("refusing to send the mesh token over plain HTTP"),
+        "{err}"
+    );
+    let (code, _, err) = machines.run(
+        1,
+        &[
+            "nodes",
+            "--home",
+            &node_home,
+            "--control-url",
+            &format!("http://{}:8787", machines.addrs[0]),
+        ],
+        &[
+            ("SHERATAN_ALLOW_PLAIN_HTTP", "1"),
+            ("SHERATAN_HUB_TOKEN", "x"),
+        ],
     );
     assert_ne!(code, 0);
     assert!(err.contains("this port speaks TLS"), "{err}");

@@ -447,9 +447,15 @@ async fn a_node_joins_with_one_string_and_a_wrong_pin_sends_no_token() {
     );
     assert!(!dir.path().join("other/tls/ca.pem").exists());
 
-    // An impostor at the hub's address (a CA of its own) sees no token, ever.
+    // An impostor at the hub's address with a CA of its own, answering the CA request with
+    // the hub's real (public) CA followed by its own: the pin matches the first certificate,
+    // yet the answer is refused whole, and the impostor sees no token, ever.
     let (_, impostor_tls) = crate::outbound_tls::test_ca(&dir.path().join("impostor"), "127.0.0.1");
-    let impostor_pem = std::fs::read_to_string(dir.path().join("impostor/tls/ca.pem")).unwrap();
+    let impostor_pem = format!(
+        "{}{}",
+        std::fs::read_to_string(hub.home.join("tls/ca.pem")).unwrap(),
+        std::fs::read_to_string(dir.path().join("impostor/tls/ca.pem")).unwrap()
+    );
     let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
     let log = seen.clone();
     let impostor = crate::outbound_tls::https_server("127.0.0.1", impostor_tls, move |head, _| {
@@ -463,7 +469,15 @@ async fn a_node_joins_with_one_string_and_a_wrong_pin_sends_no_token() {
         &[("SHERATAN_JOIN", &aimed)],
     );
     assert_eq!(code, 2, "{err}");
-    assert!(err.contains("does not match the join string"), "{err}");
+    assert!(
+        err.contains("does not match the join string")
+            && err.contains("found 2 certificates where exactly one CA certificate belongs"),
+        "{err}"
+    );
+    assert!(
+        !dir.path().join("other/tls/ca.pem").exists(),
+        "nothing kept"
+    );
     let seen = seen.lock().unwrap();
     assert_eq!(seen.len(), 1, "only the CA was fetched: {seen:?}");
     assert!(seen[0].starts_with("GET /v1/tls/ca "), "{seen:?}");
@@ -724,6 +738,56 @@ async fn with_mutual_tls_a_certificate_is_one_node_and_no_other() {
         .await
         .unwrap();
     assert_eq!(r.status().as_u16(), 200);
+    // A certificate from the CA without a common name (SANs only) names no node at all.
+    let issuer = rcgen::Issuer::from_ca_cert_pem(
+        &std::fs::read_to_string(&ca).unwrap(),
+        rcgen::KeyPair::from_pem(&std::fs::read_to_string(home.join("tls/ca.key")).unwrap())
+            .unwrap(),
+    )
+    .unwrap();
+    let mut params = rcgen::CertificateParams::new(vec!["victim-node".to_owned()]).unwrap();
+    params.distinguished_name = rcgen::DistinguishedName::new();
+    params.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ClientAuth];
+    let san_key = rcgen::KeyPair::generate().unwrap();
+    let san_cert = params.signed_by(&san_key, &issuer).unwrap();
+    let san_only = reqwest::Client::builder()
+        .tls_certs_merge([reqwest::Certificate::from_pem(&std::fs::read(&ca).unwrap()).unwrap()])
+        .identity(
+            reqwest::Identity::from_pem(
+                format!("{}{}", san_key.serialize_pem(), san_cert.pem()).as_bytes(),
+            )
+            .unwrap(),
+        )
+        .build()
+        .unwrap();
+    let r = san_only
+        .post(format!("{}/v1/heartbeat", hub.control_url))
+        .bearer_auth(&token)
+        .json(&serde_json::json!({"node_id": "victim-node", "role": "worker"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 403);
+    let body: serde_json::Value = r.json().await.unwrap();
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("names no node"),
+        "{body}"
+    );
+    // Under auto, a hub requiring client certificates answers no plain HTTP, loopback included.
+    let auto = sheratan_testkit::HubBuilder::new(env!("CARGO_BIN_EXE_sheratan"))
+        .home(dir.path().join("auto"))
+        .control_addr("0.0.0.0:0")
+        .data_addr("0.0.0.0:0")
+        .env("SHERATAN_TLS_CLIENT_CA", ca.display().to_string())
+        .start();
+    let port = auto.control_url.rsplit(':').next().unwrap().to_owned();
+    let r = reqwest::get(format!("http://127.0.0.1:{port}/health"))
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 400, "no plain HTTP beside mutual TLS");
     // `up` refuses mutual TLS (its members have no client certificates).
     let out = Command::new(env!("CARGO_BIN_EXE_sheratan"))
         .args(["up", "--home"])
@@ -732,4 +796,58 @@ async fn with_mutual_tls_a_certificate_is_one_node_and_no_other() {
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(2));
+}
+
+/// The token stays on this machine unless it is encrypted: a client refuses to send it over
+/// plain HTTP to anything but loopback, unless told so by name (SHERATAN_ALLOW_PLAIN_HTTP=1).
+#[test]
+fn the_token_is_never_sent_in_clear_across_a_network() {
+    use std::io::Read;
+    let ip = sheratan_testkit::non_loopback_ipv4()
+        .expect("this test needs a non-loopback IPv4 address on this machine");
+    // A listener on this machine's network address, keeping what arrives.
+    let listener = std::net::TcpListener::bind("0.0.0.0:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let received = std::sync::Arc::new(std::sync::Mutex::new(Vec::<u8>::new()));
+    let keep = received.clone();
+    std::thread::spawn(move || {
+        for stream in listener.incoming().flatten() {
+            let mut stream = stream;
+            let _ = stream.set_read_timeout(Some(std::time::Duration::from_millis(500)));
+            let mut buf = [0u8; 4096];
+            if let Ok(n) = stream.read(&mut buf) {
+                keep.lock().unwrap().extend_from_slice(&buf[..n]);
+            }
+        }
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let home = dir.path().display().to_string();
+    let url = format!("http://{ip}:{port}");
+    let args = ["jobs", "list", "--data-url", &url, "--home", &home];
+    let token = "a-token-that-stays-home-123";
+    let (code, _, err) = run_cli(&args, &[("SHERATAN_HUB_TOKEN", token)]);
+    assert_eq!(code, 1, "{err}");
+    assert!(
+        err.contains(&format!(
+            "refusing to send the mesh token over plain HTTP to {url}/"
+        )),
+        "{err}"
+    );
+    assert!(err.contains("SHERATAN_ALLOW_PLAIN_HTTP=1"), "{err}");
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    assert!(received.lock().unwrap().is_empty(), "nothing was sent");
+    // The named opt-out sends it, and says so.
+    let (_, _, err) = run_cli(
+        &args,
+        &[
+            ("SHERATAN_HUB_TOKEN", token),
+            ("SHERATAN_ALLOW_PLAIN_HTTP", "1"),
+        ],
+    );
+    assert!(
+        err.contains("in clear text"),
+        "the opt-out is logged: {err}"
+    );
+    let seen = String::from_utf8_lossy(&received.lock().unwrap()).into_owned();
+    assert!(seen.contains(token), "{seen}");
 }
