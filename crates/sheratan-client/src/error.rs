@@ -61,6 +61,12 @@ impl ClientError {
                 message: format!("TLS alert {alert}"),
             };
         }
+        if message.contains("InvalidContentType") || message.contains("corrupt message") {
+            // Retrying cannot help: the URL's scheme is wrong.
+            return ClientError::Config(format!(
+                "{url} does not speak TLS (a plain HTTP port?): use http:// for this machine's loopback, or the port that serves TLS"
+            ));
+        }
         if message.contains("invalid peer certificate") {
             let reason = message
                 .rsplit("invalid peer certificate: ")

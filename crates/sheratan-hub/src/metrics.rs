@@ -94,7 +94,7 @@ impl HubState {
     fn connection_family(&self) -> Family {
         let mut family = Family::new(
             "sheratan_connections_closed_total",
-            "Connections closed without a request: at the listener's cap, at a source's cap (SHERATAN_MAX_CONN_PER_IP), or at the request-head deadline.",
+            "Connections closed without a request: at the listener's cap, at a source's cap (SHERATAN_MAX_CONN_PER_IP), at the request-head deadline, at a failed TLS handshake, or for speaking plain HTTP to a TLS port.",
             Kind::Counter,
         );
         for (plane, stats) in [
@@ -105,6 +105,8 @@ impl HubState {
                 ("listener_cap", &stats.refused),
                 ("source_cap", &stats.refused_per_source),
                 ("deadline", &stats.timed_out),
+                ("tls_handshake", &stats.tls_failed),
+                ("plain_http", &stats.plain_http),
             ] {
                 family = family.sample(
                     vec![("plane", plane.to_owned()), ("reason", reason.to_owned())],

@@ -106,6 +106,10 @@ pub struct ServeStats {
     pub refused_per_source: AtomicU64,
     /// Connections closed because no request head arrived in time.
     pub timed_out: AtomicU64,
+    /// TLS handshakes that failed.
+    pub tls_failed: AtomicU64,
+    /// Plain-HTTP connections to a TLS port (answered 400 "use https://").
+    pub plain_http: AtomicU64,
 }
 
 /// Serves `router` on `listener` until `shutdown`; then stops accepting and drains.
@@ -236,8 +240,14 @@ pub async fn serve_with(
                     Err(ended) => ended,
                 },
             };
-            if ended == Ended::TimedOut {
-                stats.timed_out.fetch_add(1, Ordering::Relaxed);
+            let counter = match ended {
+                Ended::TimedOut => Some(&stats.timed_out),
+                Ended::TlsFailed => Some(&stats.tls_failed),
+                Ended::PlainHttp => Some(&stats.plain_http),
+                Ended::Closed => None,
+            };
+            if let Some(counter) = counter {
+                counter.fetch_add(1, Ordering::Relaxed);
             }
             drop((slot, source));
         });
@@ -293,13 +303,13 @@ async fn handshake(
         )
         .await;
         let _ = stream.shutdown().await;
-        return Err(Ended::Closed);
+        return Err(Ended::PlainHttp);
     }
     match tokio::time::timeout_at(deadline, tls.acceptor().accept(stream)).await {
         Err(_) => Err(Ended::TimedOut),
         Ok(Err(err)) => {
             tracing::debug!(%err, "TLS handshake failed");
-            Err(Ended::Closed)
+            Err(Ended::TlsFailed)
         }
         Ok(Ok(stream)) => Ok(Accepted::Tls(Box::new(stream))),
     }
@@ -307,6 +317,11 @@ async fn handshake(
 
 #[derive(Debug, PartialEq, Eq)]
 enum Ended {
+    /// The TLS handshake failed (a client that does not trust the certificate, a missing
+    /// client certificate, garbage).
+    TlsFailed,
+    /// Plain HTTP on a TLS port, answered with the 400 that says so.
+    PlainHttp,
     Closed,
     TimedOut,
 }

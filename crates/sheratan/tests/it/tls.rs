@@ -149,6 +149,39 @@ async fn a_hub_serves_tls_that_clients_verify_against_the_mesh_ca() {
     let r = reqwest::get(format!("{plain}/health")).await.unwrap();
     assert_eq!(r.status().as_u16(), 400);
     assert!(r.text().await.unwrap().contains("use https://"));
+    // Both refusals are counted where the operator looks.
+    let ca_cert = reqwest::Certificate::from_pem(&std::fs::read(&ca).unwrap()).unwrap();
+    let metrics = reqwest::Client::builder()
+        .tls_certs_merge([ca_cert])
+        .build()
+        .unwrap()
+        .get(format!("{}/metrics", hub.data_url))
+        .bearer_auth(hub.token())
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics
+            .contains(r#"sheratan_connections_closed_total{plane="data",reason="plain_http"} 1"#),
+        "{metrics}"
+    );
+    let failed = metrics
+        .lines()
+        .find(|l| {
+            l.starts_with(
+                r#"sheratan_connections_closed_total{plane="data",reason="tls_handshake"}"#,
+            )
+        })
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse::<f64>().ok())
+        .unwrap_or(0.0);
+    assert!(
+        failed >= 1.0,
+        "the untrusting client's handshake: {metrics}"
+    );
 }
 
 #[test]
@@ -284,6 +317,17 @@ async fn tls_on_means_everywhere_and_off_is_said_out_loud() {
         off.stderr()
     );
     assert!(!off.home.join("tls").exists(), "no CA without TLS");
+    // https:// to a plain port: said plainly, at once.
+    let wrong = off.data_url.replace("http://", "https://");
+    let (code, _, err) = run_cli(
+        &["jobs", "list", "--data-url", &wrong],
+        &[("SHERATAN_HUB_TOKEN", off.token().as_str())],
+    );
+    assert_eq!(code, 1, "{err}");
+    assert!(
+        err.contains("does not speak TLS (a plain HTTP port?)"),
+        "{err}"
+    );
 }
 
 /// A component away from the hub's machine (no CA key in its home) that must serve TLS and
