@@ -128,26 +128,6 @@ fn http_worker(
     )
 }
 
-async fn run_http_job(data: &str, token: &str, queue: &str, url: &str) -> Value {
-    let (status, job) = submit(
-        data,
-        token,
-        &json!({"queue": queue, "kind": "http", "payload": {"url": url}, "max_attempts": 1}),
-    )
-    .await;
-    assert!(status.is_success(), "{job}");
-    let id = job["job_id"].as_str().unwrap();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let (_, view) = get(&format!("{data}/v1/jobs/{id}"), Auth::Bearer(token)).await;
-        if matches!(view["status"].as_str(), Some("completed" | "failed")) {
-            return view;
-        }
-        assert!(Instant::now() < deadline, "the job did not finish: {view}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_http_job_fetches_an_https_url_verified_against_the_mesh_ca() {
     let dir = tempfile::tempdir().unwrap();
@@ -161,7 +141,14 @@ async fn an_http_job_fetches_an_https_url_verified_against_the_mesh_ca() {
     let url = format!("https://{api}/hello");
 
     let _trusting = http_worker(&hub, dir.path(), "trusting", Some(&ca));
-    let view = run_http_job(&hub.data_url, &token, "trusting", &url).await;
+    let view = crate::ssrf::run_job(
+        &hub.data_url,
+        &token,
+        "trusting",
+        json!({"url": url}),
+        false,
+    )
+    .await;
     assert_eq!(view["status"], "completed", "{view}");
     assert_eq!(view["result"]["status"], 200, "{view}");
     assert!(
@@ -174,7 +161,14 @@ async fn an_http_job_fetches_an_https_url_verified_against_the_mesh_ca() {
 
     // The same server to a worker without the CA: the certificate is refused, nothing fetched.
     let _other = http_worker(&hub, dir.path(), "untrusting", None);
-    let view = run_http_job(&hub.data_url, &token, "untrusting", &url).await;
+    let view = crate::ssrf::run_job(
+        &hub.data_url,
+        &token,
+        "untrusting",
+        json!({"url": url}),
+        false,
+    )
+    .await;
     assert_eq!(view["status"], "failed", "{view}");
     let message = view["error"]["message"].as_str().unwrap_or_default();
     assert!(

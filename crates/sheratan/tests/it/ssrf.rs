@@ -85,7 +85,7 @@ async fn answer(mut stream: TcpStream) {
 }
 
 /// Submits an `http` job to `queue` (one attempt) and waits for it to finish.
-async fn run_job(data: &str, token: &str, queue: &str, payload: Value, require: bool) -> Value {
+pub async fn run_job(data: &str, token: &str, queue: &str, payload: Value, require: bool) -> Value {
     let caps: Vec<&str> = if require { vec!["http"] } else { vec![] };
     let (status, job) = submit(
         data,
