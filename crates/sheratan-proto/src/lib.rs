@@ -5,6 +5,7 @@
 pub mod auction;
 pub mod control;
 pub mod core_api;
+pub mod credentials;
 pub mod data;
 pub mod error;
 pub mod event;

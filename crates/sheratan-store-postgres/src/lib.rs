@@ -11,6 +11,7 @@
 //!   503) and connections are reopened on the next operation: nothing committed is lost.
 
 mod conn;
+mod credentials;
 mod notify;
 mod rows;
 mod schema;
@@ -31,6 +32,7 @@ use tokio::sync::{mpsc, oneshot};
 use uuid::Uuid;
 
 pub use conn::quote_ident;
+pub use credentials::PgCredentialStore;
 pub use shared::{PgAuctionStore, PgShared};
 
 use crate::conn::{Pool, Slot, Target, classify};

@@ -93,6 +93,19 @@ const MIGRATIONS: &[&str] = &[
     r#"
     ALTER TABLE jobs ADD COLUMN follow BOOLEAN NOT NULL DEFAULT TRUE;
     "#,
+    // Credentials with a role and a name; the secret only as its SHA-256.
+    r#"
+    CREATE TABLE credentials (
+        name          TEXT PRIMARY KEY,
+        role          TEXT NOT NULL,
+        queues        TEXT NOT NULL,                      -- JSON array
+        secret_sha256 TEXT NOT NULL,
+        created_at    BIGINT NOT NULL,                    -- Unix ms
+        expires_at    BIGINT,
+        revoked_at    BIGINT,
+        last_used_at  BIGINT
+    );
+    "#,
 ];
 
 /// The lock every hub takes while migrating.

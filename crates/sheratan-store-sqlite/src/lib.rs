@@ -14,6 +14,7 @@
 //! job, one UPDATE per result, all by integer primary key.
 
 mod auctions;
+mod credentials;
 mod db;
 mod schema;
 mod state;
@@ -35,6 +36,7 @@ use tokio::sync::oneshot;
 use uuid::Uuid;
 
 pub use auctions::SqliteAuctionStore;
+pub use credentials::SqliteCredentialStore;
 pub use schema::SyncMode;
 
 use crate::writer::{Op, Shared, Writer, classify};

@@ -66,6 +66,19 @@ const MIGRATIONS: &[&str] = &[
     r#"
     ALTER TABLE jobs ADD COLUMN follow INTEGER NOT NULL DEFAULT 1;
     "#,
+    // Credentials with a role and a name; the secret only as its SHA-256.
+    r#"
+    CREATE TABLE credentials (
+        name          TEXT PRIMARY KEY,
+        role          TEXT NOT NULL,                 -- admin, node, submit, read
+        queues        TEXT NOT NULL,                 -- JSON array
+        secret_sha256 TEXT NOT NULL,
+        created_at    INTEGER NOT NULL,              -- Unix ms
+        expires_at    INTEGER,
+        revoked_at    INTEGER,
+        last_used_at  INTEGER
+    ) WITHOUT ROWID;
+    "#,
 ];
 
 /// Brings the database to the current schema, each migration in its own transaction.

@@ -49,4 +49,20 @@ async fn auction_records() {
     sheratan_store::conformance::auction_records_round_trip(&store, &reopen).await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn credentials() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("sheratan.db");
+    let open = || {
+        sheratan_store_sqlite::SqliteCredentialStore::open(
+            &path,
+            sheratan_store_sqlite::SyncMode::Normal,
+        )
+        .unwrap()
+    };
+    let store = open();
+    let reopen = || -> Box<dyn sheratan_store::CredentialStore> { Box::new(open()) };
+    sheratan_store::conformance::credentials_round_trip(&store, &reopen).await;
+}
+
 sheratan_store::model_tests!(Sqlite::new(), 64);

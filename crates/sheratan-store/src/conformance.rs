@@ -1120,3 +1120,89 @@ pub async fn auction_records_round_trip(
         Some(record("j2", Some("host-b")))
     );
 }
+
+/// Credentials: created once per name, listed with everything but the secret, revoked once,
+/// last use kept, all of it durable.
+pub async fn credentials_round_trip(
+    store: &dyn crate::CredentialStore,
+    reopen: &dyn Fn() -> Box<dyn crate::CredentialStore>,
+) {
+    use sheratan_proto::credentials::CredentialRole;
+    let at = time::macros::datetime!(2026-12-05 12:00 UTC);
+    let record = |name: &str, role: CredentialRole| crate::CredentialRecord {
+        name: name.into(),
+        role,
+        queues: if role == CredentialRole::Submit {
+            vec!["a".into(), "b".into()]
+        } else {
+            vec![]
+        },
+        secret_sha256: format!("{:064x}", name.len()),
+        created_at: at,
+        expires_at: (role == CredentialRole::Read).then(|| at + time::Duration::days(30)),
+        revoked_at: None,
+        last_used_at: None,
+    };
+    assert!(
+        store
+            .create_credential(record("w-1", CredentialRole::Node))
+            .await
+            .unwrap()
+    );
+    assert!(
+        store
+            .create_credential(record("ci", CredentialRole::Submit))
+            .await
+            .unwrap()
+    );
+    assert!(
+        store
+            .create_credential(record("viewer", CredentialRole::Read))
+            .await
+            .unwrap()
+    );
+    assert!(
+        !store
+            .create_credential(record("w-1", CredentialRole::Admin))
+            .await
+            .unwrap(),
+        "a name is taken once"
+    );
+    let all = store.credentials().await.unwrap();
+    let names: Vec<&str> = all.iter().map(|c| c.name.as_str()).collect();
+    assert_eq!(names, ["ci", "viewer", "w-1"]);
+    assert_eq!(all[0], record("ci", CredentialRole::Submit));
+    assert_eq!(all[1], record("viewer", CredentialRole::Read));
+    assert_eq!(all[2].role, CredentialRole::Node, "the first create stands");
+
+    let later = at + time::Duration::minutes(5);
+    store
+        .touch_credentials(vec![("ci".into(), later), ("nobody".into(), later)])
+        .await
+        .unwrap();
+    store
+        .touch_credentials(vec![("ci".into(), at)])
+        .await
+        .unwrap();
+    assert!(store.revoke_credential("w-1", later).await.unwrap());
+    assert!(
+        !store.revoke_credential("w-1", later).await.unwrap(),
+        "once"
+    );
+    assert!(!store.revoke_credential("nobody", later).await.unwrap());
+    assert!(
+        !store
+            .create_credential(record("w-1", CredentialRole::Node))
+            .await
+            .unwrap(),
+        "a revoked name stays taken"
+    );
+
+    let reopened = reopen();
+    let all = reopened.credentials().await.unwrap();
+    let ci = all.iter().find(|c| c.name == "ci").unwrap();
+    assert_eq!(ci.last_used_at, Some(later), "the latest use is kept");
+    let w1 = all.iter().find(|c| c.name == "w-1").unwrap();
+    assert_eq!(w1.revoked_at, Some(later));
+    assert_eq!(all.len(), 3);
+}

@@ -16,7 +16,7 @@ pub mod store;
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use jobs::{JobDefaults, JobRecord, JobSpec, Lease};
 pub use store::{
-    AuctionStore, Counts, ExtendOutcome, FinishOutcome, LeaseGrant, LeaseOrder, LeasedJob,
-    ListFilter, QueueState, Reaped, ResultReport, SharedState, Store, StoreError, StoreLimits,
-    SubmitOutcome, TickReport,
+    AuctionStore, Counts, CredentialRecord, CredentialStore, ExtendOutcome, FinishOutcome,
+    LeaseGrant, LeaseOrder, LeasedJob, ListFilter, QueueState, Reaped, ResultReport, SharedState,
+    Store, StoreError, StoreLimits, SubmitOutcome, TickReport,
 };

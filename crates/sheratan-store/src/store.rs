@@ -266,6 +266,41 @@ pub trait AuctionStore: Send + Sync + 'static {
     ) -> Result<Vec<sheratan_proto::auction::AuctionRecord>, StoreError>;
 }
 
+/// A credential as stored: its secret only as a SHA-256 digest.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CredentialRecord {
+    pub name: String,
+    pub role: sheratan_proto::credentials::CredentialRole,
+    /// `submit` credentials: the queues they may use (empty: all).
+    pub queues: Vec<String>,
+    /// SHA-256 of the secret, lowercase hex.
+    pub secret_sha256: String,
+    pub created_at: OffsetDateTime,
+    pub expires_at: Option<OffsetDateTime>,
+    pub revoked_at: Option<OffsetDateTime>,
+    pub last_used_at: Option<OffsetDateTime>,
+}
+
+/// Where credentials live: in the job store's database, so every hub on one PostgreSQL shares
+/// them. Small and read whole: hubs keep them in memory and re-read them every second.
+#[async_trait]
+pub trait CredentialStore: Send + Sync + 'static {
+    /// Every credential, revoked ones included, by name.
+    async fn credentials(&self) -> Result<Vec<CredentialRecord>, StoreError>;
+
+    /// Adds `record`; `false` when its name is taken (a revoked name stays taken).
+    async fn create_credential(&self, record: CredentialRecord) -> Result<bool, StoreError>;
+
+    /// Revokes `name` at `at`; `false` when there is no such live credential.
+    async fn revoke_credential(&self, name: &str, at: OffsetDateTime) -> Result<bool, StoreError>;
+
+    /// Notes when credentials were last used (kept if later than what is stored).
+    async fn touch_credentials(
+        &self,
+        used: Vec<(String, OffsetDateTime)>,
+    ) -> Result<(), StoreError>;
+}
+
 /// What several hubs on one database share besides jobs: the node registry (merged from
 /// every hub's heartbeats), settings such as the token rotation, and bundles.
 #[async_trait]
