@@ -61,7 +61,7 @@ impl ClientError {
                 message: format!("TLS alert {alert}"),
             };
         }
-        if message.contains("InvalidContentType") || message.contains("corrupt message") {
+        if message.contains("InvalidContentType") {
             // Retrying cannot help: the URL's scheme is wrong.
             return ClientError::Config(format!(
                 "{url} does not speak TLS (a plain HTTP port?): use http:// for this machine's loopback, or the port that serves TLS"

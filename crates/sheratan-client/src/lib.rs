@@ -176,7 +176,9 @@ pub fn http_client_builder() -> Result<reqwest::ClientBuilder, ClientError> {
 /// certificate (`SHERATAN_TLS_CLIENT_CERT`, `SHERATAN_TLS_CLIENT_KEY`) when one is set, for
 /// hubs that require mutual TLS. Other servers never see it.
 pub fn hub_client_builder() -> Result<reqwest::ClientBuilder, ClientError> {
-    let builder = http_client_builder()?;
+    // No proxy from the environment: the token goes where the URL says, checked above, and
+    // not in clear text to a proxy.
+    let builder = http_client_builder()?.no_proxy();
     let var = |name: &str| std::env::var_os(name).filter(|v| !v.is_empty());
     match (
         var("SHERATAN_TLS_CLIENT_CERT"),
@@ -220,6 +222,18 @@ fn refuse_token_in_clear(url: &reqwest::Url, token: &MeshToken) -> Result<(), Cl
     }
 }
 
+/// This machine's own addresses a process knows it serves on (`sheratan up` with a hub on a
+/// specific address): plain HTTP to them never leaves the machine.
+static OWN_ADDRESSES: std::sync::Mutex<Vec<std::net::IpAddr>> = std::sync::Mutex::new(Vec::new());
+
+/// Declares `ip` one of this machine's addresses (see [`clear_text_refusal`]).
+pub fn own_address(ip: std::net::IpAddr) {
+    let mut own = OWN_ADDRESSES.lock().expect("own addresses");
+    if !own.contains(&ip) {
+        own.push(ip);
+    }
+}
+
 /// Why the token may not be sent to `url`, if it may not: plain `http://` to an address
 /// other than this machine's, without `SHERATAN_ALLOW_PLAIN_HTTP=1`.
 pub fn clear_text_refusal(url: &reqwest::Url) -> Option<String> {
@@ -232,16 +246,28 @@ pub fn clear_text_refusal(url: &reqwest::Url) -> Option<String> {
         .trim_end_matches(']')
         .parse::<std::net::IpAddr>()
     {
-        Ok(ip) => ip.to_canonical().is_loopback(),
+        Ok(ip) => {
+            let ip = ip.to_canonical();
+            ip.is_loopback()
+                || ip.is_unspecified()
+                || OWN_ADDRESSES.lock().expect("own addresses").contains(&ip)
+        }
         Err(_) => host.eq_ignore_ascii_case("localhost"),
     };
     if local {
         return None;
     }
     if std::env::var("SHERATAN_ALLOW_PLAIN_HTTP").is_ok_and(|v| v == "1") {
-        tracing::warn!(
-            "SHERATAN_ALLOW_PLAIN_HTTP=1: sending the mesh token to {url} in clear text"
-        );
+        // Said once per address, not per request.
+        static WARNED: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
+        let origin = url.origin().ascii_serialization();
+        let mut warned = WARNED.lock().expect("warned list");
+        if !warned.contains(&origin) {
+            tracing::warn!(
+                "SHERATAN_ALLOW_PLAIN_HTTP=1: sending the mesh token to {origin} in clear text"
+            );
+            warned.push(origin);
+        }
         return None;
     }
     Some(format!(

@@ -126,8 +126,24 @@ impl Core {
     pub async fn bind(config: CoreConfig) -> std::io::Result<Core> {
         let (control, data) =
             sheratan_client::member_clients(&config.control_url, &config.data_url, &config.token)?;
+        // Core sends the token to the broker and the relay: never in clear text across a
+        // network, never through a proxy.
+        if config.token.send().is_some() {
+            for url in [&config.broker_url, &config.relay_url]
+                .into_iter()
+                .flatten()
+            {
+                if let Some(why) = reqwest::Url::parse(url)
+                    .ok()
+                    .and_then(|u| sheratan_client::clear_text_refusal(&u))
+                {
+                    return Err(std::io::Error::other(why));
+                }
+            }
+        }
         let http = sheratan_client::http_client_builder()
             .map_err(std::io::Error::other)?
+            .no_proxy()
             .connect_timeout(Duration::from_secs(1))
             .timeout(Duration::from_secs(5))
             .pool_idle_timeout(Duration::from_secs(30))

@@ -71,6 +71,16 @@ const DATA_PROTECTED: [(&str, &str); 7] = [
 ];
 
 pub async fn run(input: &SmokeInput) -> anyhow::Result<Vec<Check>> {
+    if input.token.is_some() {
+        for url in [&input.control_url, &input.data_url] {
+            if let Some(why) = reqwest::Url::parse(url)
+                .ok()
+                .and_then(|u| sheratan_client::clear_text_refusal(&u))
+            {
+                anyhow::bail!(why);
+            }
+        }
+    }
     let http = probe_client(input.token.as_deref())?;
     let c = input.control_url.trim_end_matches('/');
     let d = input.data_url.trim_end_matches('/');
@@ -194,6 +204,7 @@ fn probe_client(token: Option<&str>) -> anyhow::Result<reqwest::Client> {
         headers.insert(sheratan_proto::headers::PROBE, probe.parse()?);
     }
     Ok(sheratan_client::http_client_builder()?
+        .no_proxy()
         .user_agent(concat!("sheratan-smoke/", env!("CARGO_PKG_VERSION")))
         .default_headers(headers)
         .timeout(Duration::from_secs(10))

@@ -48,13 +48,7 @@ impl MeshCa {
             .mode(0o700)
             .create(dir)
             .map_err(|e| at(format!("cannot create it: {e}")))?;
-        // A directory made earlier (or by someone else) with wider rights is narrowed: who
-        // may write here may replace the CA.
-        std::fs::set_permissions(
-            dir,
-            <std::fs::Permissions as std::os::unix::fs::PermissionsExt>::from_mode(0o700),
-        )
-        .map_err(|e| at(format!("cannot make it private (chmod 700): {e}")))?;
+        make_private(dir)?;
         let (cert_path, key_path) = (dir.join("ca.pem"), dir.join("ca.key"));
         refuse_shared(&key_path)?;
         if cert_path.exists() != key_path.exists() {
@@ -169,18 +163,13 @@ impl MeshCa {
             cert: self.dir.join("server.pem"),
             key: self.dir.join("server.key"),
         };
+        // Most starts find it current, and take no lock (a read-only directory works).
+        if current_enough(&files, sans) {
+            return Ok((files, false));
+        }
         // One renewal at a time, across the processes sharing this home: two interleaved
         // renewals could leave one's key beside the other's certificate.
-        let lock_path = self.dir.join(".server.lock");
-        let lock = std::fs::OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .mode(0o600)
-            .open(&lock_path)
-            .map_err(|e| format!("{}: {e}", lock_path.display()))?;
-        lock.lock()
-            .map_err(|e| format!("{}: cannot lock it: {e}", lock_path.display()))?;
+        let _lock = lock_dir(&self.dir)?;
         if current_enough(&files, sans) {
             return Ok((files, false));
         }
@@ -242,16 +231,78 @@ fn key_matches(pem: &str, key: &KeyPair) -> bool {
     })
 }
 
-/// The CA's key readable or writable by anyone but its owner is refused.
+/// The CA's key must be this user's and closed to everyone else.
 fn refuse_shared(key: &Path) -> Result<(), String> {
-    use std::os::unix::fs::PermissionsExt;
-    match std::fs::metadata(key) {
-        Ok(meta) if meta.permissions().mode() & 0o077 != 0 => Err(format!(
+    use std::os::unix::fs::MetadataExt;
+    let Ok(meta) = std::fs::symlink_metadata(key) else {
+        return Ok(());
+    };
+    if meta.uid() != rustix::process::geteuid().as_raw() || !meta.is_file() {
+        return Err(format!(
+            "{}: the CA's private key is not a file of this user's (owner uid {}); whoever owns it holds the CA",
+            key.display(),
+            meta.uid()
+        ));
+    }
+    if meta.mode() & 0o077 != 0 {
+        return Err(format!(
             "{}: the CA's private key is open to other users (mode {:o}); chmod 600 it, and issue new certificates if someone may have copied it",
             key.display(),
-            meta.permissions().mode() & 0o777
-        )),
-        _ => Ok(()),
+            meta.mode() & 0o777
+        ));
+    }
+    Ok(())
+}
+
+/// The CA's directory must be this user's; wider rights than 0700 are narrowed (who may write
+/// there may replace the CA). Left alone when it is private already (read-only mounts work).
+fn make_private(dir: &Path) -> Result<(), String> {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    let meta = std::fs::symlink_metadata(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    if meta.uid() != rustix::process::geteuid().as_raw() || !meta.is_dir() {
+        return Err(format!(
+            "{}: not a directory of this user's (owner uid {}); whoever owns it can replace the CA",
+            dir.display(),
+            meta.uid()
+        ));
+    }
+    if meta.mode() & 0o077 != 0 {
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+            .map_err(|e| format!("{}: cannot make it private (chmod 700): {e}", dir.display()))?;
+    }
+    Ok(())
+}
+
+/// An exclusive lock on `<dir>/.server.lock`, waited for at most 10 s: no symlink followed, no
+/// FIFO waited on.
+fn lock_dir(dir: &Path) -> Result<std::fs::File, String> {
+    use rustix::fs::OFlags;
+    let path = dir.join(".server.lock");
+    let at = |e: std::io::Error| format!("{}: {e}", path.display());
+    let flags = (OFlags::NOFOLLOW | OFlags::NONBLOCK).bits();
+    let lock = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .mode(0o600)
+        .custom_flags(flags as i32)
+        .open(&path)
+        .map_err(at)?;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        match lock.try_lock() {
+            Ok(()) => return Ok(lock),
+            Err(std::fs::TryLockError::WouldBlock) if std::time::Instant::now() < deadline => {
+                std::thread::sleep(std::time::Duration::from_millis(50));
+            }
+            Err(std::fs::TryLockError::WouldBlock) => {
+                return Err(format!(
+                    "{}: another process has held it for 10 s",
+                    path.display()
+                ));
+            }
+            Err(std::fs::TryLockError::Error(e)) => return Err(at(e)),
+        }
     }
 }
 
@@ -319,6 +370,7 @@ pub fn store_trusted(dir: &Path, pem: &str) -> Result<(), String> {
         .mode(0o700)
         .create(dir)
         .map_err(|e| format!("{}: cannot create it: {e}", dir.display()))?;
+    make_private(dir)?;
     write_file(&dir.join("ca.pem"), pem, 0o644)
 }
 

@@ -30,6 +30,13 @@ async fn start(args: &HubArgs, up: Option<&UpArgs>) -> Result<(), Failure> {
     }
     let config = args.to_config().map_err(usage)?;
     let home = config.home.clone();
+    if up.is_some() {
+        // Everything `up` runs talks to this machine only: plain HTTP to its own addresses
+        // (a hub on a specific address with SHERATAN_TLS=off) never crosses a network.
+        for ip in sheratan_runtime::tls::local_addresses() {
+            sheratan_client::own_address(ip);
+        }
+    }
     // What `up` runs beside the hub trusts the mesh CA the hub's certificate comes from.
     let ca = home.join("tls/ca.pem");
     if up.is_some() && config.tls.iter().any(Option::is_some) && ca.exists() {

@@ -117,8 +117,14 @@ pub async fn prepare(client: &mut ClientArgs) -> Result<(), Failure> {
         client.token = Some(join.token);
         client.token_file = None;
     }
-    if let Some(ca) = sheratan_runtime::ca::private_ca_file(&dir) {
-        sheratan_client::trust_ca_file(ca);
+    match sheratan_runtime::ca::private_ca_file(&dir) {
+        Some(ca) => sheratan_client::trust_ca_file(ca),
+        None if dir.join("ca.pem").exists() => tracing::warn!(
+            "{} is not trusted without being named: it or its directory is not this user's or others may write it (chmod 700 {}, or name it in SHERATAN_CA_FILE)",
+            dir.join("ca.pem").display(),
+            dir.display()
+        ),
+        None => {}
     }
     Ok(())
 }

@@ -63,6 +63,7 @@ impl Auctioneer {
         bid_deadline: Duration,
     ) -> Result<Self, sheratan_client::ClientError> {
         let http = sheratan_client::http_client_builder()?
+            .no_proxy()
             .connect_timeout(Duration::from_secs(2))
             .pool_idle_timeout(Duration::from_secs(30))
             .tcp_nodelay(true)
@@ -75,22 +76,21 @@ impl Auctioneer {
         })
     }
 
-    /// A request to a host, with the token unless it would cross a network in clear text
-    /// (a host on another machine advertising `http://`): then the host refuses it, and the
-    /// auction records why.
     fn post(&self, url: String) -> reqwest::RequestBuilder {
-        let refusal = reqwest::Url::parse(&url)
-            .ok()
-            .and_then(|u| sheratan_client::clear_text_refusal(&u));
         let r = self.http.post(url);
-        match (self.token.send(), refusal) {
-            (Some(t), None) => r.bearer_auth(t),
-            (Some(_), Some(why)) => {
-                tracing::warn!("broker: {why}");
-                r
-            }
-            (None, _) => r,
+        match self.token.send() {
+            Some(t) => r.bearer_auth(t),
+            None => r,
         }
+    }
+
+    /// Why a host may not be contacted at all: it advertises `http://` on another machine, so
+    /// the token and the job's payload would cross the network in clear text.
+    fn refusal(&self, host: &Bidder) -> Option<String> {
+        self.token.send()?;
+        let url = reqwest::Url::parse(&host.url).ok()?;
+        sheratan_client::clear_text_refusal(&url)
+            .map(|why| format!("not contacted: {why} (the host must serve TLS: https://)"))
     }
 
     /// Asks every host for a bid at once; a host that does not answer within the deadline,
@@ -101,12 +101,16 @@ impl Auctioneer {
         let body = bytes::Bytes::from(serde_json::to_vec(req).unwrap_or_default());
         let deadline = self.bid_deadline;
         let asks = hosts.iter().map(|host| {
+            let refused = self.refusal(host);
             let call = self
                 .post(format!("{}/v1/bid", host.url))
                 .header(reqwest::header::CONTENT_TYPE, "application/json")
                 .body(body.clone())
                 .send();
             async move {
+                if let Some(why) = refused {
+                    return declined(host.node_id.clone(), why);
+                }
                 let answer = tokio::time::timeout(deadline, async {
                     let response = call.await.map_err(|e| format!("bid failed: {e}"))?;
                     if !response.status().is_success() {
@@ -157,6 +161,9 @@ impl Auctioneer {
         req: &ExecuteRequest,
     ) -> Result<ExecuteResponse, HostFailure> {
         let limit = Duration::from_millis(req.deadline_ms) + Duration::from_secs(5);
+        if let Some(why) = self.refusal(host) {
+            return Err(HostFailure::Transport(why));
+        }
         let call = async {
             let response = self
                 .post(format!("{}/v1/execute", host.url))
@@ -224,6 +231,33 @@ mod tests {
             eta_ms,
             reason: String::new(),
         }
+    }
+
+    /// A host on another machine that advertises plain `http://` is never contacted: the
+    /// token and the job's payload would cross the network in clear text.
+    #[tokio::test]
+    async fn a_host_advertising_plain_http_elsewhere_is_not_contacted() {
+        let auctioneer =
+            Auctioneer::new(Some("a-token".to_owned()), Duration::from_secs(2)).unwrap();
+        // 203.0.113.7 (TEST-NET-3): were it contacted, the bid would time out, not say this.
+        let host = Bidder {
+            node_id: "far".into(),
+            url: "http://203.0.113.7:8081".into(),
+            capabilities: vec![],
+        };
+        let ask = BidRequest {
+            job_id: "j".into(),
+            kind: "echo".into(),
+            required_capabilities: vec![],
+            payload_bytes: 0,
+        };
+        let bids = auctioneer.collect_bids(&[host], &ask).await;
+        assert!(!bids[0].accept);
+        assert!(
+            bids[0].reason.contains("not contacted"),
+            "{}",
+            bids[0].reason
+        );
     }
 
     #[test]

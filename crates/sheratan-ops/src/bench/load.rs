@@ -62,6 +62,14 @@ impl Lane {
             (None, None) => anyhow::bail!("{url} is not an http:// or https:// URL"),
         };
         let host = host.trim_end_matches('/').to_owned();
+        if !tls
+            && !token.is_empty()
+            && let Some(why) = reqwest::Url::parse(url)
+                .ok()
+                .and_then(|u| sheratan_client::clear_text_refusal(&u))
+        {
+            anyhow::bail!(why);
+        }
         let addr: SocketAddr = tokio::net::lookup_host(&host)
             .await?
             .next()

@@ -880,6 +880,42 @@ fn the_token_is_never_sent_in_clear_across_a_network() {
     assert!(err.contains("SHERATAN_ALLOW_PLAIN_HTTP=1"), "{err}");
     std::thread::sleep(std::time::Duration::from_millis(200));
     assert!(received.lock().unwrap().is_empty(), "nothing was sent");
+    // Nor do the other clients that carry the token: the smoke checklist, and a proxy from
+    // the environment never sees a request meant for loopback.
+    let (code, _, err) = run_cli(
+        &[
+            "smoke",
+            "--control-url",
+            &url,
+            "--data-url",
+            &url,
+            "--home",
+            &home,
+        ],
+        &[("SHERATAN_HUB_TOKEN", token)],
+    );
+    assert_ne!(code, 0);
+    assert!(err.contains("refusing to send the mesh token"), "{err}");
+    let (_, _, _) = run_cli(
+        &[
+            "nodes",
+            "--control-url",
+            "http://127.0.0.1:9",
+            "--home",
+            &home,
+        ],
+        &[
+            ("SHERATAN_HUB_TOKEN", token),
+            ("HTTP_PROXY", &url),
+            ("http_proxy", &url),
+        ],
+    );
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    assert!(
+        received.lock().unwrap().is_empty(),
+        "nothing was sent: {:?}",
+        received.lock().unwrap()
+    );
     // The named opt-out sends it, and says so.
     let (_, _, err) = run_cli(
         &args,
