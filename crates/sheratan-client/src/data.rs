@@ -328,6 +328,50 @@ impl DataClient {
         .await
     }
 
+    /// Admin path: creates a credential; the answer holds its secret, shown this once. Not
+    /// retried on a lost connection (the second try would find the name taken).
+    pub async fn create_credential(
+        &self,
+        req: &sheratan_proto::credentials::CreateCredential,
+    ) -> Result<sheratan_proto::credentials::CreatedCredential, ClientError> {
+        json(
+            self.base
+                .send_retrying(Retry::Refused, || {
+                    self.base.request(Method::POST, "/admin/tokens").json(req)
+                })
+                .await?,
+        )
+        .await
+    }
+
+    /// Admin path: every credential, without secrets.
+    pub async fn credentials(
+        &self,
+    ) -> Result<sheratan_proto::credentials::CredentialList, ClientError> {
+        json(
+            self.base
+                .send_retrying(Retry::Safe, || {
+                    self.base.request(Method::GET, "/admin/tokens")
+                })
+                .await?,
+        )
+        .await
+    }
+
+    /// Admin path: revokes a credential.
+    pub async fn revoke_credential(
+        &self,
+        name: &str,
+    ) -> Result<sheratan_proto::credentials::CredentialView, ClientError> {
+        let path = format!("/admin/tokens/{name}");
+        json(
+            self.base
+                .send_retrying(Retry::Refused, || self.base.request(Method::DELETE, &path))
+                .await?,
+        )
+        .await
+    }
+
     /// Prometheus text of the data plane.
     pub async fn metrics_text(&self) -> Result<String, ClientError> {
         let response = self

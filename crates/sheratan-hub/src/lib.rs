@@ -14,6 +14,7 @@ pub(crate) mod audit;
 pub mod auth;
 pub(crate) mod bundles;
 pub(crate) mod config;
+pub mod credentials;
 #[cfg(feature = "fuzzing")]
 pub mod fuzzing;
 pub(crate) mod http;
@@ -102,6 +103,8 @@ pub struct HubState {
     pub stopping: CancellationToken,
     /// Slows refusals down under a flood (`SHERATAN_REFUSALS_PER_SEC`).
     pub refusals: pacing::RefusalPacer,
+    /// Credentials with a role and a name (`/admin/tokens`).
+    pub credentials: credentials::Credentials,
 }
 
 /// A hub whose listeners are bound; [`Hub::run`] serves them.
@@ -189,6 +192,7 @@ impl Hub {
             jobs: Default::default(),
             stopping: CancellationToken::new(),
             refusals: pacing::RefusalPacer::new(refusals_per_sec),
+            credentials: credentials::Credentials::default(),
         });
         Ok(Hub {
             state,

@@ -21,6 +21,8 @@ pub enum ErrorCode {
     MethodNotAllowed,
     IdempotencyKeyCollision,
     LeaseExpired,
+    /// Something by that name exists already (a credential's name).
+    Conflict,
     BackpressureDrop,
     ResultIntegrityFail,
     Internal,
@@ -40,7 +42,9 @@ impl ErrorCode {
             ErrorCode::PayloadTooLarge => 413,
             ErrorCode::NotFound => 404,
             ErrorCode::MethodNotAllowed => 405,
-            ErrorCode::IdempotencyKeyCollision | ErrorCode::LeaseExpired => 409,
+            ErrorCode::IdempotencyKeyCollision | ErrorCode::LeaseExpired | ErrorCode::Conflict => {
+                409
+            }
             ErrorCode::BackpressureDrop => 429,
             ErrorCode::ResultIntegrityFail => 422,
             ErrorCode::Internal | ErrorCode::Unknown => 500,
@@ -61,6 +65,7 @@ impl ErrorCode {
             ErrorCode::MethodNotAllowed => "METHOD_NOT_ALLOWED",
             ErrorCode::IdempotencyKeyCollision => "IDEMPOTENCY_KEY_COLLISION",
             ErrorCode::LeaseExpired => "LEASE_EXPIRED",
+            ErrorCode::Conflict => "CONFLICT",
             ErrorCode::BackpressureDrop => "BACKPRESSURE_DROP",
             ErrorCode::ResultIntegrityFail => "RESULT_INTEGRITY_FAIL",
             ErrorCode::Internal => "INTERNAL",

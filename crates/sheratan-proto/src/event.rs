@@ -38,11 +38,15 @@ pub enum EventKind {
     NodeRemoved,
     /// A connection's client certificate (mutual TLS) names another node than the request.
     ClientCertMismatch,
+    /// An operator created a credential (`POST /admin/tokens`).
+    CredentialCreated,
+    /// An operator revoked a credential (`DELETE /admin/tokens/{name}`).
+    CredentialRevoked,
 }
 
 impl EventKind {
     /// All events, in declaration order; metrics list a counter for each, zero included.
-    pub const ALL: [EventKind; 22] = [
+    pub const ALL: [EventKind; 24] = [
         EventKind::AuthFail,
         EventKind::PortMismatch,
         EventKind::LocalhostOnly,
@@ -65,6 +69,8 @@ impl EventKind {
         EventKind::LeaseMismatch,
         EventKind::NodeRemoved,
         EventKind::ClientCertMismatch,
+        EventKind::CredentialCreated,
+        EventKind::CredentialRevoked,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -91,6 +97,8 @@ impl EventKind {
             EventKind::LeaseMismatch => "LEASE_MISMATCH",
             EventKind::NodeRemoved => "NODE_REMOVED",
             EventKind::ClientCertMismatch => "CLIENT_CERT_MISMATCH",
+            EventKind::CredentialCreated => "CREDENTIAL_CREATED",
+            EventKind::CredentialRevoked => "CREDENTIAL_REVOKED",
         }
     }
 
@@ -104,7 +112,9 @@ impl EventKind {
             | TokenRetired
             | TokenRotationFinalized
             | LeaseReap
-            | NodeRemoved => Severity::Info,
+            | NodeRemoved
+            | CredentialCreated
+            | CredentialRevoked => Severity::Info,
             AuthFail
             | PortMismatch
             | LocalhostOnly

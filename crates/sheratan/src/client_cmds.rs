@@ -603,10 +603,149 @@ pub enum TokenCommand {
         #[arg(long)]
         replace: bool,
     },
+    /// Create a credential with a role and a name; prints its secret once (admin path).
+    Create {
+        #[command(flatten)]
+        client: ClientArgs,
+        /// admin, node, submit or read.
+        #[arg(long)]
+        role: sheratan_proto::credentials::CredentialRole,
+        /// Its name ([A-Za-z0-9._-]{1,64}); a node credential's is its node id.
+        #[arg(long)]
+        name: String,
+        /// submit only: the queues it may use (comma-separated; default all).
+        #[arg(long, value_delimiter = ',')]
+        queues: Vec<String>,
+        /// How long it works: 90s, 30m, 12h, 30d (default: until revoked).
+        #[arg(long, value_parser = parse_lifetime)]
+        expires: Option<u64>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Every credential: names, roles, scopes, created/last used/expiry; never secrets.
+    List {
+        #[command(flatten)]
+        client: ClientArgs,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Revoke a credential (admin path).
+    Revoke {
+        #[command(flatten)]
+        client: ClientArgs,
+        name: String,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+/// `90s`, `30m`, `12h`, `30d` as seconds.
+fn parse_lifetime(text: &str) -> Result<u64, String> {
+    let (number, unit) = text.split_at(text.len().saturating_sub(1));
+    let scale = match unit {
+        "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" => 86_400,
+        _ => return Err(format!("{text:?}: give a number and s, m, h or d (30d)")),
+    };
+    number
+        .parse::<u64>()
+        .ok()
+        .filter(|n| *n > 0)
+        .and_then(|n| n.checked_mul(scale))
+        .ok_or_else(|| format!("{text:?}: give a positive number and s, m, h or d (30d)"))
 }
 
 pub async fn token(cmd: TokenCommand) -> Result<(), Failure> {
     match cmd {
+        TokenCommand::Create {
+            client,
+            role,
+            name,
+            queues,
+            expires,
+            json,
+        } => {
+            let req = sheratan_proto::credentials::CreateCredential {
+                name,
+                role,
+                queues,
+                expires_in_s: expires,
+            };
+            let created = client
+                .data()?
+                .create_credential(&req)
+                .await
+                .map_err(anyhow::Error::new)?;
+            if json {
+                print_json(&created)?;
+            } else {
+                let c = &created.credential;
+                println!(
+                    "created {} ({}); its secret, shown only now:",
+                    c.name, c.role
+                );
+                println!("{}", created.secret);
+            }
+            Ok(())
+        }
+        TokenCommand::List { client, json } => {
+            let list = client
+                .data()?
+                .credentials()
+                .await
+                .map_err(anyhow::Error::new)?;
+            if json {
+                return print_json(&list);
+            }
+            let when =
+                |t: Option<time::OffsetDateTime>| t.map(fmt_time).unwrap_or_else(|| "-".into());
+            let rows: Vec<Vec<String>> = list
+                .credentials
+                .iter()
+                .map(|c| {
+                    vec![
+                        c.name.clone(),
+                        c.role.to_string(),
+                        if c.queues.is_empty() {
+                            "-".into()
+                        } else {
+                            c.queues.join(",")
+                        },
+                        fmt_time(c.created_at),
+                        when(c.last_used_at),
+                        when(c.expires_at),
+                        when(c.revoked_at),
+                    ]
+                })
+                .collect();
+            print_table(
+                &[
+                    "NAME",
+                    "ROLE",
+                    "QUEUES",
+                    "CREATED",
+                    "LAST USED",
+                    "EXPIRES",
+                    "REVOKED",
+                ],
+                &rows,
+            );
+            Ok(())
+        }
+        TokenCommand::Revoke { client, name, json } => {
+            let revoked = client
+                .data()?
+                .revoke_credential(&name)
+                .await
+                .map_err(anyhow::Error::new)?;
+            if json {
+                return print_json(&revoked);
+            }
+            println!("revoked {} ({})", revoked.name, revoked.role);
+            Ok(())
+        }
         TokenCommand::Rotate {
             client,
             next,
@@ -721,9 +860,21 @@ impl BundleCommand {
 impl TokenCommand {
     pub fn client_mut(&mut self) -> &mut ClientArgs {
         match self {
-            TokenCommand::Rotate { client, .. } => client,
+            TokenCommand::Rotate { client, .. }
+            | TokenCommand::Create { client, .. }
+            | TokenCommand::List { client, .. }
+            | TokenCommand::Revoke { client, .. } => client,
         }
     }
+}
+
+/// One JSON line on standard output.
+fn print_json(value: &impl serde::Serialize) -> Result<(), Failure> {
+    println!(
+        "{}",
+        serde_json::to_string(value).map_err(anyhow::Error::new)?
+    );
+    Ok(())
 }
 
 #[cfg(test)]

@@ -43,11 +43,13 @@ async fn start(args: &HubArgs, up: Option<&UpArgs>) -> Result<(), Failure> {
         sheratan_client::trust_ca_file(ca);
     }
     let clock: Arc<dyn sheratan_store::Clock> = Arc::new(sheratan_store::SystemClock);
-    let (store_url, store) = crate::store_open::open(args, &home, clock.clone()).await?;
+    let opened = crate::store_open::open(args, &home, clock.clone()).await?;
+    let (store_url, store) = (opened.url, opened.store);
     let mut banner = Banner::hub(&config);
     let mut hub = Hub::build_with_clock(config, store, clock)
         .await
         .map_err(hub_error)?;
+    hub.state().credentials.attach(opened.credentials);
     if let StoreUrl::Postgres { url, schema } = &store_url {
         crate::store_open::share_state(&mut hub, url, schema.clone()).await?;
     }

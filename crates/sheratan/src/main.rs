@@ -78,7 +78,7 @@ enum Command {
     /// Publish, list or fetch bundles.
     #[command(subcommand)]
     Bundle(client_cmds::BundleCommand),
-    /// Rotate the mesh token without a restart.
+    /// Rotate the mesh token without a restart; create, list and revoke credentials.
     #[command(subcommand)]
     Token(client_cmds::TokenCommand),
     /// Follow the security audit log and raise alerts on bursts (logs/alerts.jsonl). One

@@ -9,14 +9,22 @@ use sheratan_hub::Hub;
 use crate::hub_args::{HubArgs, StoreChoice, StoreUrl};
 use crate::{Failure, usage};
 
+/// The job store and, in its database, the credentials.
+pub struct Opened {
+    pub url: StoreUrl,
+    pub store: Arc<dyn sheratan_store::Store>,
+    pub credentials: Arc<dyn sheratan_store::CredentialStore>,
+}
+
 /// Opens the store `args` name, creating `home` first.
 pub async fn open(
     args: &HubArgs,
     home: &Path,
     clock: Arc<dyn sheratan_store::Clock>,
-) -> Result<(StoreUrl, Arc<dyn sheratan_store::Store>), Failure> {
+) -> Result<Opened, Failure> {
     let (store_url, choice) = args.store_config(clock).map_err(usage)?;
     create_home(home)?;
+    let credentials = open_credentials(&choice).await?;
     let store: Arc<dyn sheratan_store::Store> = match choice {
         StoreChoice::Sqlite(config) => {
             // Opening recovers every live job into memory: blocking work, off the runtime.
@@ -38,7 +46,40 @@ pub async fn open(
             Arc::new(store)
         }
     };
-    Ok((store_url, store))
+    Ok(Opened {
+        url: store_url,
+        store,
+        credentials,
+    })
+}
+
+/// The credentials' table, in the job store's database.
+async fn open_credentials(
+    choice: &StoreChoice,
+) -> Result<Arc<dyn sheratan_store::CredentialStore>, Failure> {
+    let failed = |e: sheratan_store::StoreError| {
+        Failure::from(anyhow::anyhow!(
+            "opening the credentials in the job store failed: {e}"
+        ))
+    };
+    Ok(match choice {
+        StoreChoice::Sqlite(config) => {
+            let (path, sync) = (config.path.clone(), config.sync);
+            Arc::new(
+                tokio::task::spawn_blocking(move || {
+                    sheratan_store_sqlite::SqliteCredentialStore::open(&path, sync)
+                })
+                .await
+                .map_err(|e| Failure::from(anyhow::anyhow!("{e}")))?
+                .map_err(failed)?,
+            )
+        }
+        StoreChoice::Postgres(config) => Arc::new(
+            sheratan_store_postgres::PgCredentialStore::open(&config.url, config.schema.clone())
+                .await
+                .map_err(failed)?,
+        ),
+    })
 }
 
 /// A home this command creates is its owner's alone (token, job store, logs); one that

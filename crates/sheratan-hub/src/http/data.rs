@@ -28,6 +28,7 @@ pub(super) fn routes() -> Router<PlaneState> {
             post(admin_accept_attestation),
         )
         .route("/admin/nodes/{id}", delete(admin_remove_node))
+        .merge(super::credential_routes::routes())
 }
 
 async fn health(

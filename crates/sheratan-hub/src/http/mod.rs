@@ -4,6 +4,7 @@
 //! and route names are public) — live in [`plane_guard`].
 
 mod control;
+mod credential_routes;
 mod data;
 pub mod extract;
 mod job_routes;

@@ -5,6 +5,7 @@ mod bench;
 mod common;
 mod control_auth;
 mod crash;
+mod credentials;
 mod dashboard;
 mod data;
 mod data_errors;
