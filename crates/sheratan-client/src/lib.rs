@@ -54,7 +54,7 @@ pub use control::{BundleFetch, ControlClient};
 pub use data::{DataClient, JobFilter, Submitted};
 pub use error::ClientError;
 pub use member::{Member, Pull, member_clients};
-pub use sign::{probe_header, sign_result};
+pub use sign::{CREDENTIAL_PREFIX, probe_header, sign_result, signing_key};
 pub use token::{MeshToken, TokenState};
 
 use std::time::Duration;

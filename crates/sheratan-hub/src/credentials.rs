@@ -3,10 +3,12 @@
 //! SHA-256, so every hub on one PostgreSQL sees the same ones. The secret is shown once, in
 //! the answer that creates it.
 //!
-//! This is the management half; requests authenticated by these credentials, and what each
-//! role may do, come next (issue 18).
+//! Requests present a credential's secret like the mesh token; the hub finds it by its
+//! digest in an in-memory copy of the table, re-read every second (so a revocation on another
+//! hub sharing the database takes effect within about a second), never on the request's path.
 
-use std::sync::{Arc, OnceLock};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, OnceLock, RwLock};
 use std::time::Duration;
 
 use sha2::Digest;
@@ -16,6 +18,9 @@ use sheratan_proto::credentials::{
 };
 use sheratan_store::{CredentialRecord, CredentialStore, StoreError};
 use time::OffsetDateTime;
+
+/// What every credential's secret starts with (the mesh token may be anything else).
+pub const SECRET_PREFIX: &str = "shtc_";
 
 /// The longest a credential may live when it expires at all: ten years.
 const MAX_LIFETIME: Duration = Duration::from_secs(10 * 365 * 24 * 3600);
@@ -35,16 +40,84 @@ pub enum CredentialError {
     Store(#[from] StoreError),
 }
 
-/// The hub's credentials: where they are stored.
+/// The hub's credentials: where they are stored, and a copy by digest for requests.
 #[derive(Default)]
 pub struct Credentials {
     store: OnceLock<Arc<dyn CredentialStore>>,
+    by_digest: RwLock<Arc<HashMap<String, Arc<CredentialRecord>>>>,
+    /// Last uses not yet written (name → when), flushed with each refresh.
+    used: Mutex<HashMap<String, OffsetDateTime>>,
+}
+
+/// What a presented secret is.
+#[derive(Debug)]
+pub enum Lookup {
+    /// No credential has this secret.
+    Unknown,
+    Valid(Arc<CredentialRecord>),
+    /// Known, but no longer valid: why (for the audit line, never the answer).
+    Refused(&'static str),
 }
 
 impl Credentials {
     /// Where credentials are kept (the job store's database); set once, before serving.
     pub fn attach(&self, store: Arc<dyn CredentialStore>) {
         let _ = self.store.set(store);
+    }
+
+    /// Re-reads every credential into memory and writes pending last uses.
+    pub async fn refresh(&self) -> Result<(), CredentialError> {
+        let store = self.store()?;
+        let used: Vec<(String, OffsetDateTime)> =
+            self.used.lock().expect("credential uses").drain().collect();
+        if !used.is_empty() {
+            store.touch_credentials(used).await?;
+        }
+        let records = store.credentials().await?;
+        let map = records
+            .into_iter()
+            .map(|r| (r.secret_sha256.clone(), Arc::new(r)))
+            .collect();
+        *self.by_digest.write().expect("credential cache") = Arc::new(map);
+        Ok(())
+    }
+
+    /// Whether any live node credential exists (results then check who holds the lease).
+    pub fn has_nodes(&self) -> bool {
+        let cache = self.by_digest.read().expect("credential cache").clone();
+        cache
+            .values()
+            .any(|r| r.role == CredentialRole::Node && r.revoked_at.is_none())
+    }
+
+    /// Whether `node_id` has a live node credential.
+    pub fn is_node(&self, node_id: &str) -> bool {
+        let cache = self.by_digest.read().expect("credential cache").clone();
+        cache
+            .values()
+            .any(|r| r.role == CredentialRole::Node && r.name == node_id && r.revoked_at.is_none())
+    }
+
+    /// The credential whose secret `presented` is, from memory: one SHA-256 and a map lookup.
+    pub fn lookup(&self, presented: &str, now: OffsetDateTime) -> Lookup {
+        let cache = self.by_digest.read().expect("credential cache").clone();
+        if cache.is_empty() {
+            return Lookup::Unknown;
+        }
+        let Some(record) = cache.get(&digest(presented)) else {
+            return Lookup::Unknown;
+        };
+        if record.revoked_at.is_some() {
+            return Lookup::Refused("revoked");
+        }
+        if record.expires_at.is_some_and(|at| at <= now) {
+            return Lookup::Refused("expired");
+        }
+        self.used
+            .lock()
+            .expect("credential uses")
+            .insert(record.name.clone(), now);
+        Lookup::Valid(record.clone())
     }
 
     fn store(&self) -> Result<&Arc<dyn CredentialStore>, CredentialError> {
@@ -65,6 +138,7 @@ impl Credentials {
             role: req.role,
             queues: req.queues,
             secret_sha256: digest(&secret),
+            signing_key: derive_signing_key(&secret),
             created_at: now,
             expires_at: req.expires_in_s.map(|s| now + Duration::from_secs(s)),
             revoked_at: None,
@@ -73,6 +147,7 @@ impl Credentials {
         if !store.create_credential(record.clone()).await? {
             return Err(CredentialError::Exists(req.name));
         }
+        self.refresh().await?;
         Ok(CreatedCredential {
             credential: view(&record),
             secret,
@@ -98,6 +173,7 @@ impl Credentials {
         if !store.revoke_credential(name, now).await? {
             return Err(CredentialError::NotFound(name.to_owned()));
         }
+        self.refresh().await?;
         let records = store.credentials().await?;
         records
             .iter()
@@ -146,10 +222,47 @@ pub fn view(record: &CredentialRecord) -> CredentialView {
 /// A new secret: 32 random bytes, hex, after a prefix that says what it is.
 fn new_secret() -> String {
     let bytes: [u8; 32] = rand::random();
-    format!("shtc_{}", hex::encode(bytes))
+    format!("{SECRET_PREFIX}{}", hex::encode(bytes))
+}
+
+/// The key a credential's results are signed with: lowercase hex of HKDF-SHA256 (RFC 5869;
+/// IKM the secret, no salt, info `sheratan result signing v1`, 32 bytes). The same derivation
+/// as `sheratan_client::signing_key`, which nodes sign with (docs/API.md, "Result signing").
+fn derive_signing_key(secret: &str) -> String {
+    use hmac::{Hmac, Mac};
+    let mut extract = Hmac::<sha2::Sha256>::new_from_slice(&[0u8; 32]).expect("any key length");
+    extract.update(secret.as_bytes());
+    let prk = extract.finalize().into_bytes();
+    let mut expand = Hmac::<sha2::Sha256>::new_from_slice(&prk).expect("any key length");
+    expand.update(b"sheratan result signing v1");
+    expand.update(&[1]);
+    hex::encode(expand.finalize().into_bytes())
 }
 
 /// SHA-256 of a secret, lowercase hex: how the store knows it.
 pub fn digest(secret: &str) -> String {
     hex::encode(sha2::Sha256::digest(secret.as_bytes()))
+}
+
+/// Requests refused 403 `FORBIDDEN` by role (`sheratan_forbidden_total{role}`).
+#[derive(Debug, Default)]
+pub struct RoleRefusals([std::sync::atomic::AtomicU64; 4]);
+
+impl RoleRefusals {
+    pub const ROLES: [CredentialRole; 4] = [
+        CredentialRole::Admin,
+        CredentialRole::Node,
+        CredentialRole::Submit,
+        CredentialRole::Read,
+    ];
+
+    pub fn count(&self, role: CredentialRole) {
+        let i = Self::ROLES.iter().position(|r| *r == role).unwrap_or(0);
+        self.0[i].fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    pub fn get(&self, role: CredentialRole) -> u64 {
+        let i = Self::ROLES.iter().position(|r| *r == role).unwrap_or(0);
+        self.0[i].load(std::sync::atomic::Ordering::Relaxed)
+    }
 }

@@ -105,6 +105,8 @@ pub struct HubState {
     pub refusals: pacing::RefusalPacer,
     /// Credentials with a role and a name (`/admin/tokens`).
     pub credentials: credentials::Credentials,
+    /// Requests a credential's role did not allow, by role.
+    pub role_refusals: credentials::RoleRefusals,
 }
 
 /// A hub whose listeners are bound; [`Hub::run`] serves them.
@@ -193,6 +195,7 @@ impl Hub {
             stopping: CancellationToken::new(),
             refusals: pacing::RefusalPacer::new(refusals_per_sec),
             credentials: credentials::Credentials::default(),
+            role_refusals: credentials::RoleRefusals::default(),
         });
         Ok(Hub {
             state,

@@ -17,6 +17,7 @@ impl HubState {
     pub fn metric_families(&self, plane: Plane) -> Vec<Family> {
         let mut families = self.security_families();
         families.push(self.connection_family());
+        families.push(self.forbidden_family());
         families.extend(self.registry_families());
         if plane == Plane::Data {
             families.extend(self.data_families());
@@ -88,6 +89,24 @@ impl HubState {
                 flag(self.tokens.required()),
             ),
         ]
+    }
+
+    /// Requests a credential's role did not allow (403 FORBIDDEN), by role.
+    fn forbidden_family(&self) -> Family {
+        crate::credentials::RoleRefusals::ROLES.iter().fold(
+            Family::new(
+                "sheratan_forbidden_total",
+                "Requests refused 403 FORBIDDEN because the credential's role does not allow them, by role.",
+                Kind::Counter,
+            ),
+            |family, role| {
+                family.sample(
+                    vec![("role", role.as_str().to_owned())],
+                    self.role_refusals.get(*role) as f64,
+                    format!("forbidden.{role}"),
+                )
+            },
+        )
     }
 
     /// Connections the listeners closed without serving them, by plane and reason.

@@ -42,11 +42,14 @@ pub enum EventKind {
     CredentialCreated,
     /// An operator revoked a credential (`DELETE /admin/tokens/{name}`).
     CredentialRevoked,
+    /// A node credential acted as another node (heartbeat, lease) or reported for a lease
+    /// another node holds.
+    IdentityMismatch,
 }
 
 impl EventKind {
     /// All events, in declaration order; metrics list a counter for each, zero included.
-    pub const ALL: [EventKind; 24] = [
+    pub const ALL: [EventKind; 25] = [
         EventKind::AuthFail,
         EventKind::PortMismatch,
         EventKind::LocalhostOnly,
@@ -71,6 +74,7 @@ impl EventKind {
         EventKind::ClientCertMismatch,
         EventKind::CredentialCreated,
         EventKind::CredentialRevoked,
+        EventKind::IdentityMismatch,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -99,6 +103,7 @@ impl EventKind {
             EventKind::ClientCertMismatch => "CLIENT_CERT_MISMATCH",
             EventKind::CredentialCreated => "CREDENTIAL_CREATED",
             EventKind::CredentialRevoked => "CREDENTIAL_REVOKED",
+            EventKind::IdentityMismatch => "IDENTITY_MISMATCH",
         }
     }
 
@@ -129,7 +134,8 @@ impl EventKind {
             | NodeDead
             | RegistryCorrupt
             | ResultIntegrityFail
-            | ClientCertMismatch => Severity::Critical,
+            | ClientCertMismatch
+            | IdentityMismatch => Severity::Critical,
         }
     }
 }

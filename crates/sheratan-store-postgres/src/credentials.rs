@@ -38,10 +38,11 @@ fn record(r: &tokio_postgres::Row) -> Result<CredentialRecord, StoreError> {
         role: r.get::<_, &str>(1).parse().map_err(bad)?,
         queues: serde_json::from_str(r.get::<_, &str>(2)).map_err(|e| bad(e.to_string()))?,
         secret_sha256: r.get(3),
-        created_at: from_ms(r.get(4)),
-        expires_at: r.get::<_, Option<i64>>(5).map(from_ms),
-        revoked_at: r.get::<_, Option<i64>>(6).map(from_ms),
-        last_used_at: r.get::<_, Option<i64>>(7).map(from_ms),
+        signing_key: r.get(4),
+        created_at: from_ms(r.get(5)),
+        expires_at: r.get::<_, Option<i64>>(6).map(from_ms),
+        revoked_at: r.get::<_, Option<i64>>(7).map(from_ms),
+        last_used_at: r.get::<_, Option<i64>>(8).map(from_ms),
     })
 }
 
@@ -51,7 +52,7 @@ impl CredentialStore for PgCredentialStore {
         let client = self.pool.get().await?;
         let rows = client
             .query(
-                "SELECT name, role, queues, secret_sha256, created_at, expires_at, revoked_at, last_used_at \
+                "SELECT name, role, queues, secret_sha256, signing_key, created_at, expires_at, revoked_at, last_used_at \
                  FROM credentials ORDER BY name",
                 &[],
             )
@@ -67,13 +68,14 @@ impl CredentialStore for PgCredentialStore {
         let inserted = client
             .execute(
                 "INSERT INTO credentials \
-                 (name, role, queues, secret_sha256, created_at, expires_at, revoked_at, last_used_at) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT (name) DO NOTHING",
+                 (name, role, queues, secret_sha256, signing_key, created_at, expires_at, revoked_at, last_used_at) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) ON CONFLICT (name) DO NOTHING",
                 &[
                     &record.name,
                     &record.role.as_str(),
                     &queues,
                     &record.secret_sha256,
+                    &record.signing_key,
                     &ms(record.created_at),
                     &record.expires_at.map(ms),
                     &record.revoked_at.map(ms),

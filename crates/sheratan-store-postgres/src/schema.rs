@@ -100,6 +100,7 @@ const MIGRATIONS: &[&str] = &[
         role          TEXT NOT NULL,
         queues        TEXT NOT NULL,                      -- JSON array
         secret_sha256 TEXT NOT NULL,
+        signing_key   TEXT NOT NULL,                      -- hex HKDF of the secret
         created_at    BIGINT NOT NULL,                    -- Unix ms
         expires_at    BIGINT,
         revoked_at    BIGINT,

@@ -52,10 +52,11 @@ fn row(r: &rusqlite::Row<'_>) -> rusqlite::Result<CredentialRecord> {
         role: role.parse().map_err(bad)?,
         queues: serde_json::from_str(&queues).map_err(|e| bad(e.to_string()))?,
         secret_sha256: r.get(3)?,
-        created_at: from_ms(r.get(4)?),
-        expires_at: r.get::<_, Option<i64>>(5)?.map(from_ms),
-        revoked_at: r.get::<_, Option<i64>>(6)?.map(from_ms),
-        last_used_at: r.get::<_, Option<i64>>(7)?.map(from_ms),
+        signing_key: r.get(4)?,
+        created_at: from_ms(r.get(5)?),
+        expires_at: r.get::<_, Option<i64>>(6)?.map(from_ms),
+        revoked_at: r.get::<_, Option<i64>>(7)?.map(from_ms),
+        last_used_at: r.get::<_, Option<i64>>(8)?.map(from_ms),
     })
 }
 
@@ -64,7 +65,7 @@ impl CredentialStore for SqliteCredentialStore {
     async fn credentials(&self) -> Result<Vec<CredentialRecord>, StoreError> {
         self.with(|c| {
             let mut stmt = c.prepare_cached(
-                "SELECT name, role, queues, secret_sha256, created_at, expires_at, revoked_at, last_used_at \
+                "SELECT name, role, queues, secret_sha256, signing_key, created_at, expires_at, revoked_at, last_used_at \
                  FROM credentials ORDER BY name",
             )?;
             let rows = stmt.query_map([], row)?;
@@ -80,14 +81,15 @@ impl CredentialStore for SqliteCredentialStore {
             let inserted = c
                 .prepare_cached(
                     "INSERT OR IGNORE INTO credentials \
-                     (name, role, queues, secret_sha256, created_at, expires_at, revoked_at, last_used_at) \
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+                     (name, role, queues, secret_sha256, signing_key, created_at, expires_at, revoked_at, last_used_at) \
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
                 )?
                 .execute(params![
                     record.name,
                     record.role.as_str(),
                     queues,
                     record.secret_sha256,
+                    record.signing_key,
                     ms(record.created_at),
                     record.expires_at.map(ms),
                     record.revoked_at.map(ms),

@@ -73,6 +73,7 @@ const MIGRATIONS: &[&str] = &[
         role          TEXT NOT NULL,                 -- admin, node, submit, read
         queues        TEXT NOT NULL,                 -- JSON array
         secret_sha256 TEXT NOT NULL,
+        signing_key   TEXT NOT NULL,                 -- hex HKDF of the secret: checks results
         created_at    INTEGER NOT NULL,              -- Unix ms
         expires_at    INTEGER,
         revoked_at    INTEGER,

@@ -1138,6 +1138,7 @@ pub async fn credentials_round_trip(
             vec![]
         },
         secret_sha256: format!("{:064x}", name.len()),
+        signing_key: format!("{:064x}", name.len() + 100),
         created_at: at,
         expires_at: (role == CredentialRole::Read).then(|| at + time::Duration::days(30)),
         revoked_at: None,

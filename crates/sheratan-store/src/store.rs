@@ -275,6 +275,9 @@ pub struct CredentialRecord {
     pub queues: Vec<String>,
     /// SHA-256 of the secret, lowercase hex.
     pub secret_sha256: String,
+    /// The key its results are signed with (docs/API.md, "Result signing"): derived from the
+    /// secret, never the secret.
+    pub signing_key: String,
     pub created_at: OffsetDateTime,
     pub expires_at: Option<OffsetDateTime>,
     pub revoked_at: Option<OffsetDateTime>,

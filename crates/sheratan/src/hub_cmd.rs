@@ -50,6 +50,7 @@ async fn start(args: &HubArgs, up: Option<&UpArgs>) -> Result<(), Failure> {
         .await
         .map_err(hub_error)?;
     hub.state().credentials.attach(opened.credentials);
+    refresh_credentials(hub.state().clone()).await?;
     if let StoreUrl::Postgres { url, schema } = &store_url {
         crate::store_open::share_state(&mut hub, url, schema.clone()).await?;
     }
@@ -106,4 +107,32 @@ fn hub_error(e: sheratan_hub::HubError) -> Failure {
         sheratan_hub::HubError::Token(sheratan_hub::auth::TokenError::Invalid(msg)) => usage(msg),
         other => Failure::from(anyhow::Error::new(other)),
     }
+}
+
+/// Credentials into memory now, and again twice a second: a revocation on another hub sharing
+/// the database takes effect here within about half a second.
+async fn refresh_credentials(state: Arc<sheratan_hub::HubState>) -> Result<(), Failure> {
+    state
+        .credentials
+        .refresh()
+        .await
+        .map_err(|e| Failure::from(anyhow::anyhow!("loading the credentials: {e}")))?;
+    tokio::spawn(async move {
+        let mut failing = false;
+        loop {
+            tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+            match state.credentials.refresh().await {
+                Ok(()) => failing = false,
+                // Said once per outage: the copy in memory stays in force meanwhile.
+                Err(err) if !failing => {
+                    failing = true;
+                    tracing::warn!(
+                        "cannot re-read the credentials (the last copy stays in force): {err}"
+                    );
+                }
+                Err(_) => {}
+            }
+        }
+    });
+    Ok(())
 }

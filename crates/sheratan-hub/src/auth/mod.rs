@@ -56,13 +56,25 @@ pub struct TokenConfig {
 }
 
 /// Which credential a request presented.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Credential {
     Current,
     /// The rotation's next token, before the deadline.
     Next,
     /// Auth is disabled (`SHERATAN_HUB_TOKEN_REQUIRED=0`).
     Unchecked,
+    /// A credential with a role and a name (`/admin/tokens`).
+    Named(std::sync::Arc<sheratan_store::CredentialRecord>),
+}
+
+impl Credential {
+    /// The named credential's record, if it is one.
+    pub fn named(&self) -> Option<&sheratan_store::CredentialRecord> {
+        match self {
+            Credential::Named(record) => Some(record),
+            _ => None,
+        }
+    }
 }
 
 /// Why a request was refused.
@@ -74,6 +86,10 @@ pub enum AuthFailure {
     OldToken,
     /// Two different tokens in one request (see `sheratan_runtime::edge::Presented`).
     Conflicting,
+    /// A credential revoked on the admin path.
+    Revoked,
+    /// A credential past its expiry.
+    Expired,
 }
 
 impl AuthFailure {
@@ -83,6 +99,8 @@ impl AuthFailure {
             AuthFailure::Invalid => "invalid",
             AuthFailure::OldToken => "old_token",
             AuthFailure::Conflicting => "conflicting",
+            AuthFailure::Revoked => "revoked",
+            AuthFailure::Expired => "expired",
         }
     }
 }
@@ -264,7 +282,7 @@ impl Tokens {
     }
 
     /// The secret that matches `credential`, as the HMAC key of signed results.
-    pub fn secret_for(&self, credential: Credential) -> Secret {
+    pub fn secret_for(&self, credential: &Credential) -> Secret {
         self.read().secret_for(credential).clone()
     }
 
@@ -329,12 +347,19 @@ impl Tokens {
         self.fail(AuthFailure::Conflicting)
     }
 
+    /// Counts a refusal decided elsewhere (a revoked or expired credential).
+    pub fn refuse(&self, failure: AuthFailure) -> AuthFailure {
+        self.fail(failure)
+    }
+
     fn fail(&self, failure: AuthFailure) -> AuthFailure {
         match failure {
             AuthFailure::OldToken => self.failures_old.record(),
-            AuthFailure::Missing | AuthFailure::Invalid | AuthFailure::Conflicting => {
-                self.failures_invalid.record()
-            }
+            AuthFailure::Missing
+            | AuthFailure::Invalid
+            | AuthFailure::Conflicting
+            | AuthFailure::Revoked
+            | AuthFailure::Expired => self.failures_invalid.record(),
         }
         failure
     }

@@ -85,7 +85,7 @@ impl Rotation {
     }
 
     /// The secret that matches `credential`, as the HMAC key of signed results.
-    pub fn secret_for(&self, credential: Credential) -> &Secret {
+    pub fn secret_for(&self, credential: &Credential) -> &Secret {
         match (credential, &self.next) {
             (Credential::Next, Some((next, _))) => next,
             _ => &self.current,
@@ -360,7 +360,7 @@ mod tests {
         assert_eq!(record.retired_sha256, vec![hex::encode(digest(A))]);
         assert_eq!(r.matches(B), Match::Current);
         assert_eq!(r.matches(A), Match::Retired);
-        assert_eq!(r.secret_for(Credential::Next).expose(), B);
+        assert_eq!(r.secret_for(&Credential::Next).expose(), B);
         assert!(r.switch_to_next(Some(NOW)).is_none(), "finalizes once");
         let status = r.status();
         assert!(!status.active);
@@ -388,11 +388,11 @@ mod tests {
     #[test]
     fn secret_for_next_is_the_next_token_only_while_rotating() {
         let r = rotating(A, B);
-        assert_eq!(r.secret_for(Credential::Next).expose(), B);
-        assert_eq!(r.secret_for(Credential::Current).expose(), A);
-        assert_eq!(r.secret_for(Credential::Unchecked).expose(), A);
+        assert_eq!(r.secret_for(&Credential::Next).expose(), B);
+        assert_eq!(r.secret_for(&Credential::Current).expose(), A);
+        assert_eq!(r.secret_for(&Credential::Unchecked).expose(), A);
         let idle = Rotation::new(Secret::new(A));
-        assert_eq!(idle.secret_for(Credential::Next).expose(), A);
+        assert_eq!(idle.secret_for(&Credential::Next).expose(), A);
     }
 
     #[test]

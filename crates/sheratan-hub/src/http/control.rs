@@ -53,6 +53,7 @@ async fn heartbeat(
     JsonBody(req): JsonBody<HeartbeatRequest>,
 ) -> Result<Json<HeartbeatResponse>, ApiError> {
     cert.require_node(&req.node_id, caller.peer, &state)?;
+    super::extract::require_identity(&caller, &req.node_id, &state)?;
     state
         .hub
         .registry

@@ -17,6 +17,7 @@ pub use sheratan_runtime::edge::{
 use super::plane::PlaneState;
 use crate::audit::Event;
 use crate::auth::{AuthFailure, Credential};
+use crate::credentials::Lookup;
 use sheratan_runtime::edge::ApiError;
 
 /// An authenticated request to the hub: which token matched (or auth disabled) and the peer.
@@ -44,7 +45,10 @@ pub fn authenticate(
     let presented = edge::presented_token(headers);
     let checked = match &presented {
         Presented::None => state.hub.tokens.check(None, peer.ip(), state.plane),
-        Presented::One(token) => state.hub.tokens.check(Some(token), peer.ip(), state.plane),
+        Presented::One(token) => match named(token, state) {
+            Some(result) => result,
+            None => state.hub.tokens.check(Some(token), peer.ip(), state.plane),
+        },
         Presented::Conflicting => Err(state.hub.tokens.refuse_conflicting()),
     };
     match checked {
@@ -65,6 +69,23 @@ pub fn authenticate(
                 _ => edge::auth_fail(&presented),
             })
         }
+    }
+}
+
+/// A credential's secret (`shtc_…`) found in memory: valid, or refused with why; `None` when
+/// it is no credential (then it may still be the mesh token).
+fn named(token: &str, state: &PlaneState) -> Option<Result<Credential, AuthFailure>> {
+    if !token.starts_with(crate::credentials::SECRET_PREFIX) || !state.hub.tokens.required() {
+        return None;
+    }
+    match state.hub.credentials.lookup(token, state.hub.clock.now()) {
+        Lookup::Unknown => None,
+        Lookup::Valid(record) => Some(Ok(Credential::Named(record))),
+        Lookup::Refused(why) => Some(Err(state.hub.tokens.refuse(if why == "revoked" {
+            AuthFailure::Revoked
+        } else {
+            AuthFailure::Expired
+        }))),
     }
 }
 
@@ -115,7 +136,15 @@ impl axum::extract::FromRequestParts<PlaneState> for Admin {
             parts, state,
         )
         .await?;
-        require_loopback(caller.peer, &parts.headers, state, "/admin")?;
+        // An admin credential may use the admin path from any address; the loopback rule
+        // stays for the mesh token. Other roles never reach here (the role check refuses).
+        match caller.credential.named() {
+            Some(record) if record.role == sheratan_proto::credentials::CredentialRole::Admin => {}
+            Some(record) => {
+                return Err(crate::http::roles::forbidden(record, "use the admin path"));
+            }
+            None => require_loopback(caller.peer, &parts.headers, state, "/admin")?,
+        }
         Ok(Admin { peer: caller.peer })
     }
 }
@@ -170,4 +199,33 @@ impl PeerCert {
             "a node acts only as the node id its certificate names (sheratan tls cert --client --name NODE_ID)",
         ))
     }
+}
+
+/// A node credential acts only as the node it is named after: another node id is audited
+/// (IDENTITY_MISMATCH) and refused 403 FORBIDDEN. Other credentials pass (their role decided
+/// whether they got here).
+pub fn require_identity(
+    caller: &Caller,
+    node_id: &str,
+    state: &PlaneState,
+) -> Result<(), ApiError> {
+    let Some(record) = caller.credential.named() else {
+        return Ok(());
+    };
+    if record.role != sheratan_proto::credentials::CredentialRole::Node || record.name == node_id {
+        return Ok(());
+    }
+    state.hub.audit.emit(
+        Event::new(EventKind::IdentityMismatch, state.plane)
+            .remote(caller.peer.ip())
+            .node(node_id)
+            .detail(
+                serde_json::json!({ "credential": format!("{} ({})", record.name, record.role) }),
+            ),
+    );
+    state.hub.role_refusals.count(record.role);
+    Err(crate::http::roles::forbidden(
+        record,
+        &format!("act as node {node_id:?} (a node credential is its own node only)"),
+    ))
 }

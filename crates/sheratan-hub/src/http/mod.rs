@@ -10,6 +10,7 @@ pub mod extract;
 mod job_routes;
 mod metrics;
 mod plane;
+pub(crate) mod roles;
 #[cfg(test)]
 mod tests;
 
@@ -43,6 +44,10 @@ fn plane_router(routes: Router<PlaneState>, hub: Arc<HubState>, plane: Plane) ->
     routes
         .fallback(unknown_route)
         .method_not_allowed_fallback(wrong_method)
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            roles::check_role,
+        ))
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             plane_guard,
@@ -141,8 +146,17 @@ async fn plane_guard(State(state): State<PlaneState>, req: Request, next: Next) 
     if state.plane == Plane::Data && is_admin_path(req.uri().path()) {
         let (parts, body) = req.into_parts();
         let checked = extract::peer_of(&parts).and_then(|peer| {
-            extract::authenticate(&parts.headers, peer, &state)?;
-            extract::require_loopback(peer, &parts.headers, &state, "/admin")
+            let caller = extract::authenticate(&parts.headers, peer, &state)?;
+            // An admin credential may use the admin path from anywhere; other credentials
+            // never; the mesh token from loopback only.
+            match caller.credential.named() {
+                Some(r) if r.role == sheratan_proto::credentials::CredentialRole::Admin => Ok(()),
+                Some(r) => {
+                    state.hub.role_refusals.count(r.role);
+                    Err(roles::forbidden(r, "use the admin path"))
+                }
+                None => extract::require_loopback(peer, &parts.headers, &state, "/admin"),
+            }
         });
         if let Err(err) = checked {
             return err.into_response();

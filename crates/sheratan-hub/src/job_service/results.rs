@@ -74,9 +74,11 @@ pub fn verify_result(
 }
 
 /// The key a caller's result must be signed with: the token it authenticated with.
-pub fn signing_key(hub: &HubState, credential: Credential) -> Option<Secret> {
+pub fn signing_key(hub: &HubState, credential: &Credential) -> Option<Secret> {
     match credential {
         Credential::Unchecked => None,
+        // A credential's results are signed with the key derived from its secret.
+        Credential::Named(record) => Some(Secret::new(record.signing_key.clone())),
         other => Some(hub.tokens.secret_for(other)),
     }
 }
@@ -91,7 +93,7 @@ pub struct ResultHeaders<'a> {
 /// parsing); a failure is audited and logged.
 pub fn verify(
     hub: &HubState,
-    credential: Credential,
+    credential: &Credential,
     headers: ResultHeaders<'_>,
     body: &[u8],
     caller_ip: IpAddr,

@@ -154,3 +154,214 @@ async fn credentials_cannot_be_made_from_another_machine_with_the_mesh_token() {
     let (status, body) = get(&format!("http://127.0.0.1:{port}/admin/tokens"), Auth::None).await;
     assert_error(status, &body, 403, "AUTH_FAIL");
 }
+
+/// A credential made with the CLI over the data plane's loopback address; its secret.
+fn create(hub: &sheratan_testkit::HubProcess, role: &str, name: &str) -> String {
+    let data = loopback_data(hub);
+    let (code, out, err) = cli(
+        hub,
+        &[
+            "token",
+            "create",
+            "--role",
+            role,
+            "--name",
+            name,
+            "--data-url",
+            &data,
+        ],
+    );
+    assert_eq!(code, 0, "{err}");
+    out.lines().nth(1).unwrap().trim().to_owned()
+}
+
+/// The data plane as this machine reaches it in plain HTTP (it listens on every address).
+fn loopback_data(hub: &sheratan_testkit::HubProcess) -> String {
+    format!(
+        "http://127.0.0.1:{}",
+        hub.data_url.rsplit(':').next().unwrap()
+    )
+}
+
+/// Each role's boundary, crossed and refused: a read credential cancelling, a submit
+/// credential leasing, a node credential heartbeating or leasing as another node, a result for
+/// a node credential's lease signed with the mesh token, a revoked credential; an admin
+/// credential uses the admin path from another address; a worker runs on a node credential.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_role_does_its_part_and_is_refused_the_rest() {
+    let hub = hub()
+        .data_addr("0.0.0.0:0")
+        .env("SHERATAN_AUDIT_FOLD_WINDOW_SEC", "0.1")
+        .start();
+    let port = hub.data_url.rsplit(':').next().unwrap().to_owned();
+    let data = format!("http://127.0.0.1:{port}");
+    let control = hub.control_url.clone();
+    let read = create(&hub, "read", "viewer");
+    let submit = create(&hub, "submit", "ci");
+    let node = create(&hub, "node", "w-1");
+    let admin = create(&hub, "admin", "boss");
+
+    // read: every GET, no change.
+    let (status, _) = get(&format!("{data}/v1/jobs"), Auth::Bearer(&read)).await;
+    assert_eq!(status, StatusCode::OK);
+    let (status, job) = post(
+        &format!("{data}/v1/jobs"),
+        Auth::Bearer(&submit),
+        &json!({"queue": "q", "kind": "echo", "payload": {"n": 1}}).to_string(),
+    )
+    .await;
+    assert_eq!(status, StatusCode::ACCEPTED, "submit may submit: {job}");
+    let id = job["job_id"].as_str().unwrap().to_owned();
+    let (status, body) = post(
+        &format!("{data}/v1/jobs/{id}/cancel"),
+        Auth::Bearer(&read),
+        "",
+    )
+    .await;
+    let (message, _) = assert_error(status, &body, 403, "FORBIDDEN");
+    assert!(
+        message.contains("the read credential \"viewer\" may not POST"),
+        "{message}"
+    );
+
+    // submit: no leases, no heartbeats.
+    let lease_as = |who: &str| {
+        json!({"node_id": who, "queues": ["q"], "capabilities": ["echo"], "wait_ms": 0}).to_string()
+    };
+    let (status, body) = post(
+        &format!("{data}/v1/leases"),
+        Auth::Bearer(&submit),
+        &lease_as("w-1"),
+    )
+    .await;
+    assert_error(status, &body, 403, "FORBIDDEN");
+
+    // node: itself only.
+    let (status, body) = post(
+        &format!("{control}/v1/heartbeat"),
+        Auth::Bearer(&node),
+        &heartbeat_body("w-2"),
+    )
+    .await;
+    let (message, _) = assert_error(status, &body, 403, "FORBIDDEN");
+    assert!(message.contains("act as node \"w-2\""), "{message}");
+    let (status, body) = post(
+        &format!("{data}/v1/leases"),
+        Auth::Bearer(&node),
+        &lease_as("w-2"),
+    )
+    .await;
+    assert_error(status, &body, 403, "FORBIDDEN");
+    let (status, body) = post(
+        &format!("{control}/v1/heartbeat"),
+        Auth::Bearer(&node),
+        &heartbeat_body("w-1"),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let (status, grant) = post(
+        &format!("{data}/v1/leases"),
+        Auth::Bearer(&node),
+        &lease_as("w-1"),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{grant}");
+    let leased = &grant["jobs"][0];
+    let result = json!({"job_id": leased["job_id"], "lease_id": leased["lease_id"], "outcome": "success", "result": {"ok": true}});
+    // The mesh token's holder cannot complete a node credential's lease...
+    let (status, body) = send_result(&data, &hub.token(), &result).await;
+    assert_error(status, &body, 403, "FORBIDDEN");
+    // ...nor can another node's credential; the holder can, signing with its derived key.
+    let other = create(&hub, "node", "w-9");
+    let (status, body) = send_result(&data, &other, &result).await;
+    assert_error(status, &body, 403, "FORBIDDEN");
+    let (status, body) = send_result(&data, &node, &result).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["status"], "completed", "{body}");
+
+    // admin: the admin path from another machine's address.
+    let ip = sheratan_testkit::non_loopback_ipv4().expect("a non-loopback IPv4 address");
+    let remote = reqwest::Client::builder()
+        .danger_accept_invalid_certs(true)
+        .local_address(std::net::IpAddr::V4(ip))
+        .build()
+        .unwrap();
+    let r = remote
+        .get(format!("https://{ip}:{port}/admin/tokens"))
+        .bearer_auth(&admin)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        r.status().as_u16(),
+        200,
+        "an admin credential from anywhere"
+    );
+    let r = remote
+        .get(format!("https://{ip}:{port}/admin/tokens"))
+        .bearer_auth(&read)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 403);
+
+    // Revoked: refused like an unknown token; the audit line says why.
+    let (code, _, err) = cli(&hub, &["token", "revoke", "viewer", "--data-url", &data]);
+    assert_eq!(code, 0, "{err}");
+    let (status, body) = get(&format!("{data}/v1/jobs"), Auth::Bearer(&read)).await;
+    assert_error(status, &body, 403, "AUTH_FAIL");
+    let records = hub.wait_audit(std::time::Duration::from_secs(5), |r| {
+        count_events(r, EventKind::IdentityMismatch) >= 4
+            && r.iter().any(|x| format!("{x:?}").contains("revoked"))
+    });
+    assert!(count_events(&records, EventKind::IdentityMismatch) >= 4);
+    let (_, metrics) = get(
+        &format!("{data}/metrics?format=json"),
+        Auth::Bearer(&hub.token()),
+    )
+    .await;
+    assert!(
+        metrics["forbidden.read"].as_f64().unwrap_or(0.0) >= 2.0,
+        "{metrics}"
+    );
+    assert!(
+        metrics["forbidden.node"].as_f64().unwrap_or(0.0) >= 2.0,
+        "{metrics}"
+    );
+
+    // A worker runs on its node credential: heartbeats, leases, signed results.
+    let worker_secret = create(&hub, "node", "w-run");
+    let _worker = sheratan_testkit::Proc::start(
+        std::path::Path::new(env!("CARGO_BIN_EXE_sheratan")),
+        &[
+            "worker",
+            "--node-id",
+            "w-run",
+            "--queues",
+            "runq",
+            "--control-url",
+            &control,
+            "--data-url",
+            &data,
+        ],
+        &[("SHERATAN_HUB_TOKEN", &worker_secret)],
+        true,
+    );
+    let (code, out, err) = cli(
+        &hub,
+        &[
+            "submit",
+            "--queue",
+            "runq",
+            "--kind",
+            "echo",
+            "--payload",
+            "{\"w\":1}",
+            "--wait",
+            "--data-url",
+            &data,
+        ],
+    );
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("\"w\": 1"), "{out}");
+}

@@ -529,3 +529,52 @@ async fn hubs_share_the_registry_the_token_rotation_and_bundles() {
         403
     );
 }
+
+/// Credentials live in the shared database: one created on hub A works on hub B, and one
+/// revoked on hub A stops working on hub B within 2 s.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_credential_revoked_on_one_hub_is_refused_by_the_other_within_two_seconds() {
+    let store = store_url(&pg_url(), &schema());
+    let a = pg_hub(&store, &[]);
+    let b = pg_hub(&store, &[]);
+    let (status, created) = post(
+        &format!("{}/admin/tokens", a.data_url),
+        Auth::Bearer(TOKEN),
+        &json!({"name": "viewer", "role": "read"}).to_string(),
+    )
+    .await;
+    assert_eq!(status.as_u16(), 201, "{created}");
+    let secret = created["secret"].as_str().unwrap().to_owned();
+    // Known to B after its next re-read (at most a second or so).
+    let jobs_on_b = format!("{}/v1/jobs", b.data_url);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let (status, _) = get(&jobs_on_b, Auth::Bearer(&secret)).await;
+        if status.is_success() {
+            break;
+        }
+        assert!(Instant::now() < deadline, "hub B never took the credential");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let (status, body) = call(
+        reqwest::Method::DELETE,
+        &format!("{}/admin/tokens/viewer", a.data_url),
+        Auth::Bearer(TOKEN),
+        None,
+    )
+    .await;
+    assert_eq!(status.as_u16(), 200, "{body}");
+    let revoked_at = Instant::now();
+    loop {
+        let (status, body) = get(&jobs_on_b, Auth::Bearer(&secret)).await;
+        if status.as_u16() == 403 {
+            assert_eq!(body["error"]["code"], "AUTH_FAIL", "{body}");
+            break;
+        }
+        assert!(
+            revoked_at.elapsed() < Duration::from_secs(2),
+            "hub B still accepts the revoked credential after 2 s"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}

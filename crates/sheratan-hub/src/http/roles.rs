@@ -1,0 +1,100 @@
+//! What each credential role may do (docs/SECURITY.md, "Roles"). One table, checked before
+//! any handler runs; a request with a credential whose role does not list the route is
+//! refused 403 `FORBIDDEN`, naming the role and the action. Deny by default: a route not named
+//! here is the admin role's only. The mesh token is not a role: it keeps doing everything it
+//! did (with the loopback rule of the admin path).
+
+use axum::extract::{Request, State};
+use axum::http::Method;
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use sheratan_proto::credentials::CredentialRole;
+use sheratan_runtime::edge::{self, ApiError, Presented};
+use sheratan_store::CredentialRecord;
+
+use super::plane::PlaneState;
+use crate::credentials::{Lookup, SECRET_PREFIX};
+
+/// Whether `role` may call `method path`.
+pub fn permits(role: CredentialRole, method: &Method, path: &str) -> bool {
+    let get = method == Method::GET;
+    let post = method == Method::POST;
+    match role {
+        CredentialRole::Admin => true,
+        CredentialRole::Read => get && !path.starts_with("/admin"),
+        CredentialRole::Submit => {
+            (post && matches!(path, "/v1/jobs" | "/v1/jobs/batch" | "/v1/results/ack"))
+                || (post && path.starts_with("/v1/jobs/") && path.ends_with("/cancel"))
+                || (get
+                    && (path == "/v1/jobs"
+                        || path.starts_with("/v1/jobs/")
+                        || path == "/v1/results"
+                        || path == "/v1/queues"
+                        || path == "/health"))
+        }
+        CredentialRole::Node => {
+            (post
+                && (matches!(path, "/v1/heartbeat" | "/v1/leases" | "/v1/results")
+                    || (path.starts_with("/v1/leases/") && path.ends_with("/extend"))))
+                || (get && (path.starts_with("/v1/bundles") || path == "/health"))
+        }
+    }
+}
+
+/// 403 `FORBIDDEN`: what the credential is, and what it tried.
+pub fn forbidden(record: &CredentialRecord, action: &str) -> ApiError {
+    ApiError::new(
+        sheratan_proto::ErrorCode::Forbidden,
+        format!(
+            "the {} credential {:?} may not {action}",
+            record.role, record.name
+        ),
+        "docs/SECURITY.md lists what each role may do; an admin creates a credential with the role needed (sheratan token create)",
+    )
+}
+
+/// The role check, before the handler: only requests that present a valid credential are
+/// looked at (anything else is the handlers' to authenticate).
+pub(super) async fn check_role(
+    State(state): State<PlaneState>,
+    req: Request,
+    next: Next,
+) -> Response {
+    if let Presented::One(token) = edge::presented_token(req.headers())
+        && token.starts_with(SECRET_PREFIX)
+        && let Lookup::Valid(record) = state.hub.credentials.lookup(&token, state.hub.clock.now())
+        && !permits(record.role, req.method(), req.uri().path())
+    {
+        let action = format!("{} {}", req.method(), req.uri().path());
+        state.hub.role_refusals.count(record.role);
+        return forbidden(&record, &action).into_response();
+    }
+    next.run(req).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_role_may_do_its_part_and_nothing_else() {
+        let may = |role, m: &str, p: &str| permits(role, &m.parse().unwrap(), p);
+        use CredentialRole::*;
+        assert!(may(Admin, "POST", "/admin/tokens"));
+        assert!(may(Read, "GET", "/v1/jobs") && may(Read, "GET", "/v1/nodes"));
+        assert!(!may(Read, "POST", "/v1/jobs/x/cancel"));
+        assert!(!may(Read, "GET", "/admin/registry"));
+        assert!(may(Submit, "POST", "/v1/jobs") && may(Submit, "POST", "/v1/jobs/x/cancel"));
+        assert!(!may(Submit, "POST", "/v1/leases"));
+        assert!(!may(Submit, "POST", "/v1/heartbeat"));
+        assert!(may(Node, "POST", "/v1/leases") && may(Node, "POST", "/v1/leases/l/extend"));
+        assert!(may(Node, "POST", "/v1/results") && may(Node, "GET", "/v1/bundles/x"));
+        assert!(!may(Node, "POST", "/v1/jobs"));
+        assert!(!may(Node, "GET", "/v1/jobs"));
+        for role in [Read, Submit, Node] {
+            assert!(!may(role, "POST", "/admin/tokens"), "{role}");
+            assert!(!may(role, "DELETE", "/admin/tokens/x"), "{role}");
+            assert!(!may(role, "PUT", "/admin/bundles/x"), "{role}");
+        }
+    }
+}
