@@ -12,6 +12,16 @@ use crate::audit::AuditConfig;
 use crate::auth::TokenConfig;
 
 /// Which listeners this hub process runs.
+/// What the mesh token may do once the mesh has credentials.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum MeshTokenScope {
+    /// Everything, as before credentials existed.
+    #[default]
+    Full,
+    /// Create, list and revoke credentials (the admin path's `/admin/tokens`) only.
+    Bootstrap,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Planes {
     #[default]
@@ -49,6 +59,8 @@ pub struct HubConfig {
     pub registry_flush_interval: Duration,
     /// What the heartbeat answer asks nodes to use.
     pub heartbeat_interval_s: u32,
+    /// What the mesh token may do (`SHERATAN_MESH_TOKEN_SCOPE`).
+    pub mesh_token_scope: MeshTokenScope,
     pub audit_max_bytes: u64,
     pub audit_keep: usize,
     pub audit_fold_window: Duration,
@@ -88,6 +100,7 @@ impl HubConfig {
             max_bundle_bytes: 64 * 1024 * 1024,
             registry_flush_interval: Duration::from_secs(1),
             heartbeat_interval_s: 12,
+            mesh_token_scope: MeshTokenScope::Full,
             audit_max_bytes: 10 * 1024 * 1024,
             audit_keep: 5,
             audit_fold_window: Duration::from_secs(10),

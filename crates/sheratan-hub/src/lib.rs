@@ -36,7 +36,7 @@ use time::OffsetDateTime;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-pub use config::{HubConfig, Planes};
+pub use config::{HubConfig, MeshTokenScope, Planes};
 pub use pacing::MAX_RATE as MAX_REFUSALS_PER_SEC;
 
 use crate::audit::{AuditLog, AuditWriter};

@@ -65,6 +65,12 @@ impl EdgeArgs {
     }
 }
 
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum MeshTokenScopeArg {
+    Full,
+    Bootstrap,
+}
+
 #[derive(Debug, Clone, Args)]
 pub struct HubArgs {
     #[command(flatten)]
@@ -155,6 +161,16 @@ pub struct HubArgs {
     #[arg(long, env = "SHERATAN_REFUSALS_PER_SEC", default_value_t = 5000,
           value_parser = clap::value_parser!(u32).range(0..=i64::from(sheratan_hub::MAX_REFUSALS_PER_SEC)))]
     pub refusals_per_sec: u32,
+
+    /// full: the mesh token does everything; bootstrap: it only creates, lists and revokes
+    /// credentials (once every node and user has one).
+    #[arg(
+        long,
+        env = "SHERATAN_MESH_TOKEN_SCOPE",
+        value_enum,
+        default_value = "full"
+    )]
+    pub mesh_token_scope: MeshTokenScopeArg,
 
     /// Require client certificates issued by this CA (PEM) on both planes' TLS connections
     /// (mutual TLS): a node's certificate name must be the node id it heartbeats and leases as.
@@ -401,6 +417,10 @@ impl HubArgs {
         config.max_body_bytes = self.edge.max_body_bytes;
         config.serve = self.edge.limits()?;
         config.tls = self.plane_tls(&config.planes)?;
+        config.mesh_token_scope = match self.mesh_token_scope {
+            MeshTokenScopeArg::Full => sheratan_hub::MeshTokenScope::Full,
+            MeshTokenScopeArg::Bootstrap => sheratan_hub::MeshTokenScope::Bootstrap,
+        };
         config.registry_flush_interval = Duration::from_millis(self.registry_flush_ms.max(10));
         config.heartbeat_interval_s = self.heartbeat_interval_sec.max(1);
         config.audit_max_bytes = self.audit_max_bytes;

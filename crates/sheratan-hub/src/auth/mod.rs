@@ -347,6 +347,11 @@ impl Tokens {
         self.fail(AuthFailure::Conflicting)
     }
 
+    /// Whether `token` is the mesh token (current or next), without counting anything.
+    pub fn is_mesh_token(&self, token: &str) -> bool {
+        matches!(self.read().matches(token), Match::Current | Match::Next)
+    }
+
     /// Counts a refusal decided elsewhere (a revoked or expired credential).
     pub fn refuse(&self, failure: AuthFailure) -> AuthFailure {
         self.fail(failure)

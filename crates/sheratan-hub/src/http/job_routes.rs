@@ -51,6 +51,7 @@ async fn submit(
     caller: Caller,
     JsonBody(job): JsonBody<SubmitJob>,
 ) -> Result<Response, ApiError> {
+    queue_allowed(&caller, &job.queue)?;
     let mut answers = svc::submit(&state.hub, vec![Ok(job)], state.plane, caller.peer.ip()).await?;
     Ok(match answers.remove(0) {
         Submitted::Created(r) => (StatusCode::ACCEPTED, Json(r)).into_response(),
@@ -75,10 +76,30 @@ async fn submit_batch(
     JsonBody(batch): JsonBody<RawBatch>,
 ) -> Result<Json<BatchResponse>, ApiError> {
     let items = svc::decode_batch(batch.jobs)?;
+    for job in items.iter().flatten() {
+        queue_allowed(&caller, &job.queue)?;
+    }
     let answers = svc::submit(&state.hub, items, state.plane, caller.peer.ip()).await?;
     Ok(Json(BatchResponse {
         jobs: answers.into_iter().map(Submitted::into_outcome).collect(),
     }))
+}
+
+/// A submit credential with queues submits to those queues only (the whole batch is refused
+/// when one item names another).
+fn queue_allowed(caller: &Caller, queue: &str) -> Result<(), ApiError> {
+    match caller.credential.named() {
+        Some(r) if !r.queues.is_empty() && !r.queues.iter().any(|q| q == queue) => {
+            Err(super::roles::forbidden(
+                r,
+                &format!(
+                    "submit to queue {queue:?} (it may use {})",
+                    r.queues.join(", ")
+                ),
+            ))
+        }
+        _ => Ok(()),
+    }
 }
 
 async fn get_job(

@@ -13,6 +13,7 @@ use sheratan_runtime::edge::{self, ApiError, Presented};
 use sheratan_store::CredentialRecord;
 
 use super::plane::PlaneState;
+use crate::config::MeshTokenScope;
 use crate::credentials::{Lookup, SECRET_PREFIX};
 
 /// Whether `role` may call `method path`.
@@ -60,16 +61,36 @@ pub(super) async fn check_role(
     req: Request,
     next: Next,
 ) -> Response {
-    if let Presented::One(token) = edge::presented_token(req.headers())
-        && token.starts_with(SECRET_PREFIX)
+    let Presented::One(token) = edge::presented_token(req.headers()) else {
+        return next.run(req).await;
+    };
+    let action = || format!("{} {}", req.method(), req.uri().path());
+    if token.starts_with(SECRET_PREFIX)
         && let Lookup::Valid(record) = state.hub.credentials.lookup(&token, state.hub.clock.now())
         && !permits(record.role, req.method(), req.uri().path())
     {
-        let action = format!("{} {}", req.method(), req.uri().path());
         state.hub.role_refusals.count(record.role);
-        return forbidden(&record, &action).into_response();
+        return forbidden(&record, &action()).into_response();
+    }
+    if state.hub.config.mesh_token_scope == MeshTokenScope::Bootstrap
+        && !bootstrap_permits(req.method(), req.uri().path())
+        && state.hub.tokens.is_mesh_token(&token)
+    {
+        return ApiError::new(
+            sheratan_proto::ErrorCode::Forbidden,
+            format!("the mesh token may not {}: it only creates, lists and revokes credentials (SHERATAN_MESH_TOKEN_SCOPE=bootstrap)", action()),
+            "use a credential (sheratan token create --role …), or SHERATAN_MESH_TOKEN_SCOPE=full",
+        )
+        .into_response();
     }
     next.run(req).await
+}
+
+/// What a mesh token reduced to `bootstrap` may still do.
+fn bootstrap_permits(method: &Method, path: &str) -> bool {
+    path == "/health"
+        || path == "/admin/tokens"
+        || (method == Method::DELETE && path.starts_with("/admin/tokens/"))
 }
 
 #[cfg(test)]

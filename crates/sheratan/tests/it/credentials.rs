@@ -175,6 +175,28 @@ fn create(hub: &sheratan_testkit::HubProcess, role: &str, name: &str) -> String 
     out.lines().nth(1).unwrap().trim().to_owned()
 }
 
+/// A submit credential limited to `queues`; its secret.
+fn create_scoped(hub: &sheratan_testkit::HubProcess, name: &str, queues: &str) -> String {
+    let data = loopback_data(hub);
+    let (code, out, err) = cli(
+        hub,
+        &[
+            "token",
+            "create",
+            "--role",
+            "submit",
+            "--name",
+            name,
+            "--queues",
+            queues,
+            "--data-url",
+            &data,
+        ],
+    );
+    assert_eq!(code, 0, "{err}");
+    out.lines().nth(1).unwrap().trim().to_owned()
+}
+
 /// The data plane as this machine reaches it in plain HTTP (it listens on every address).
 fn loopback_data(hub: &sheratan_testkit::HubProcess) -> String {
     format!(
@@ -223,6 +245,31 @@ async fn each_role_does_its_part_and_is_refused_the_rest() {
         message.contains("the read credential \"viewer\" may not POST"),
         "{message}"
     );
+
+    // A submit credential with queues: those queues only (one item elsewhere refuses a batch).
+    let scoped = create_scoped(&hub, "only-a", "a");
+    let (status, body) = post(
+        &format!("{data}/v1/jobs"),
+        Auth::Bearer(&scoped),
+        &json!({"queue": "b", "kind": "echo"}).to_string(),
+    )
+    .await;
+    let (message, _) = assert_error(status, &body, 403, "FORBIDDEN");
+    assert!(message.contains("submit to queue \"b\""), "{message}");
+    let (status, body) = post(
+        &format!("{data}/v1/jobs/batch"),
+        Auth::Bearer(&scoped),
+        &json!({"jobs": [{"queue": "a", "kind": "echo"}, {"kind": "echo"}]}).to_string(),
+    )
+    .await;
+    assert_error(status, &body, 403, "FORBIDDEN");
+    let (status, body) = post(
+        &format!("{data}/v1/jobs"),
+        Auth::Bearer(&scoped),
+        &json!({"queue": "a", "kind": "echo"}).to_string(),
+    )
+    .await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{body}");
 
     // submit: no leases, no heartbeats.
     let lease_as = |who: &str| {
@@ -364,4 +411,28 @@ async fn each_role_does_its_part_and_is_refused_the_rest() {
     );
     assert_eq!(code, 0, "{err}");
     assert!(out.contains("\"w\": 1"), "{out}");
+}
+
+/// SHERATAN_MESH_TOKEN_SCOPE=bootstrap: the mesh token only makes credentials; the credentials
+/// it makes do the work.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bootstrap_mesh_token_only_makes_credentials() {
+    let hub = hub().env("SHERATAN_MESH_TOKEN_SCOPE", "bootstrap").start();
+    let token = hub.token();
+    let (status, body) = get(&format!("{}/v1/jobs", hub.data_url), Auth::Bearer(&token)).await;
+    let (message, _) = assert_error(status, &body, 403, "FORBIDDEN");
+    assert!(
+        message.contains("SHERATAN_MESH_TOKEN_SCOPE=bootstrap"),
+        "{message}"
+    );
+    let (status, body) = post(
+        &format!("{}/v1/heartbeat", hub.control_url),
+        Auth::Bearer(&token),
+        &heartbeat_body("w1"),
+    )
+    .await;
+    assert_error(status, &body, 403, "FORBIDDEN");
+    let admin = create(&hub, "admin", "boss");
+    let (status, body) = get(&format!("{}/v1/jobs", hub.data_url), Auth::Bearer(&admin)).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
 }
