@@ -60,6 +60,11 @@ pub struct JobsArgs {
     /// Hubs sharing the store (PostgreSQL only); the bench spreads its connections over them.
     #[arg(long, default_value_t = 1)]
     pub hubs: usize,
+    /// How the bench authenticates: with the mesh token, with an admin credential, or with an
+    /// admin credential while a node credential exists (then every result checks who holds
+    /// its lease).
+    #[arg(long, value_enum, default_value = "mesh")]
+    pub auth: BenchAuth,
     /// Start the hubs with TLS on every listener (`--tls on`, a mesh CA of their own) and
     /// speak https:// to them, verified, over the same keep-alive connections.
     #[arg(long)]
@@ -178,10 +183,11 @@ pub async fn run(args: JobsArgs) -> anyhow::Result<()> {
     }
     let (targets, variant) = targets(&args)?;
     let target = &targets[0];
+    let (token, variant) = bench_token(&args, target, variant).await?;
     let ctx = Ctx {
         urls: Arc::new(targets.iter().map(|t| t.data_url.clone()).collect()),
         next_lane: Arc::default(),
-        token: target.token.clone(),
+        token,
         epoch: Instant::now(),
     };
     if let Some(depth) = args.deep_queue {
@@ -195,6 +201,46 @@ pub async fn run(args: JobsArgs) -> anyhow::Result<()> {
         print_table(&mut out, &report)?;
     }
     Ok(())
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum BenchAuth {
+    Mesh,
+    Credential,
+    CredentialAndNode,
+}
+
+/// The token the lanes send (made on the hub with its mesh token), and the variant's name.
+async fn bench_token(
+    args: &JobsArgs,
+    target: &Target,
+    variant: String,
+) -> anyhow::Result<(String, String)> {
+    use sheratan_proto::credentials::{CreateCredential, CredentialRole};
+    if args.auth == BenchAuth::Mesh {
+        return Ok((target.token.clone(), variant));
+    }
+    let admin = sheratan_client::DataClient::new(&target.data_url, Some(target.token.clone()))?;
+    let create = |name: &str, role| CreateCredential {
+        name: name.into(),
+        role,
+        queues: vec![],
+        expires_in_s: None,
+    };
+    let secret = admin
+        .create_credential(&create("bench", CredentialRole::Admin))
+        .await?
+        .secret;
+    if args.auth == BenchAuth::CredentialAndNode {
+        admin
+            .create_credential(&create("bench-node", CredentialRole::Node))
+            .await?;
+        return Ok((
+            secret,
+            format!("{variant}, admin credential, a node credential exists"),
+        ));
+    }
+    Ok((secret, format!("{variant}, admin credential")))
 }
 
 /// The hubs to measure (started here, or the running one of `--data-url`) and the variant's
