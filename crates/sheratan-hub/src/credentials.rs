@@ -22,6 +22,9 @@ use time::OffsetDateTime;
 /// What every credential's secret starts with (the mesh token may be anything else).
 pub const SECRET_PREFIX: &str = "shtc_";
 
+/// How old the copy of the credentials in memory may get before they fail closed.
+const MAX_STALE: Duration = Duration::from_secs(10);
+
 /// The longest a credential may live when it expires at all: ten years.
 const MAX_LIFETIME: Duration = Duration::from_secs(10 * 365 * 24 * 3600);
 
@@ -45,6 +48,9 @@ pub enum CredentialError {
 pub struct Credentials {
     store: OnceLock<Arc<dyn CredentialStore>>,
     by_digest: RwLock<Arc<HashMap<String, Arc<CredentialRecord>>>>,
+    /// When the copy in memory was last read whole: past [`MAX_STALE`], credentials fail
+    /// closed (a revocation elsewhere might be missing).
+    refreshed: Mutex<Option<std::time::Instant>>,
     /// Last uses not yet written (name → when), flushed with each refresh.
     used: Mutex<HashMap<String, OffsetDateTime>>,
 }
@@ -65,37 +71,48 @@ impl Credentials {
         let _ = self.store.set(store);
     }
 
-    /// Re-reads every credential into memory and writes pending last uses.
+    /// Re-reads every credential into memory, then writes pending last uses (a failing
+    /// write never keeps a revocation out).
     pub async fn refresh(&self) -> Result<(), CredentialError> {
         let store = self.store()?;
-        let used: Vec<(String, OffsetDateTime)> =
-            self.used.lock().expect("credential uses").drain().collect();
-        if !used.is_empty() {
-            store.touch_credentials(used).await?;
-        }
         let records = store.credentials().await?;
         let map = records
             .into_iter()
             .map(|r| (r.secret_sha256.clone(), Arc::new(r)))
             .collect();
         *self.by_digest.write().expect("credential cache") = Arc::new(map);
+        *self.refreshed.lock().expect("credential refresh") = Some(std::time::Instant::now());
+        let used: Vec<(String, OffsetDateTime)> =
+            self.used.lock().expect("credential uses").drain().collect();
+        if !used.is_empty()
+            && let Err(err) = store.touch_credentials(used).await
+        {
+            tracing::warn!("cannot record when credentials were last used: {err}");
+        }
         Ok(())
+    }
+
+    /// Whether the copy in memory is recent enough to trust.
+    fn fresh(&self) -> bool {
+        self.refreshed
+            .lock()
+            .expect("credential refresh")
+            .is_some_and(|at| at.elapsed() <= MAX_STALE)
     }
 
     /// Whether any live node credential exists (results then check who holds the lease).
     pub fn has_nodes(&self) -> bool {
         let cache = self.by_digest.read().expect("credential cache").clone();
-        cache
-            .values()
-            .any(|r| r.role == CredentialRole::Node && r.revoked_at.is_none())
+        cache.values().any(|r| r.role == CredentialRole::Node)
     }
 
-    /// Whether `node_id` has a live node credential.
+    /// Whether `node_id` has (or had: revoked and expired ones count, so their leases take
+    /// results from no one else until they end) a node credential.
     pub fn is_node(&self, node_id: &str) -> bool {
         let cache = self.by_digest.read().expect("credential cache").clone();
         cache
             .values()
-            .any(|r| r.role == CredentialRole::Node && r.name == node_id && r.revoked_at.is_none())
+            .any(|r| r.role == CredentialRole::Node && r.name == node_id)
     }
 
     /// The credential whose secret `presented` is, from memory: one SHA-256 and a map lookup.
@@ -107,6 +124,9 @@ impl Credentials {
         let Some(record) = cache.get(&digest(presented)) else {
             return Lookup::Unknown;
         };
+        if !self.fresh() {
+            return Lookup::Refused("stale");
+        }
         if record.revoked_at.is_some() {
             return Lookup::Refused("revoked");
         }
@@ -147,7 +167,14 @@ impl Credentials {
         if !store.create_credential(record.clone()).await? {
             return Err(CredentialError::Exists(req.name));
         }
-        self.refresh().await?;
+        // Stored: the answer must carry the secret whatever happens next (the periodic
+        // re-read picks the credential up if this one fails).
+        if let Err(err) = self.refresh().await {
+            tracing::warn!(
+                "credential {} stored, not yet in memory: {err}",
+                record.name
+            );
+        }
         Ok(CreatedCredential {
             credential: view(&record),
             secret,
@@ -173,7 +200,9 @@ impl Credentials {
         if !store.revoke_credential(name, now).await? {
             return Err(CredentialError::NotFound(name.to_owned()));
         }
-        self.refresh().await?;
+        if let Err(err) = self.refresh().await {
+            tracing::warn!("credential {name} revoked, the copy in memory not yet: {err}");
+        }
         let records = store.credentials().await?;
         records
             .iter()

@@ -90,6 +90,8 @@ pub enum AuthFailure {
     Revoked,
     /// A credential past its expiry.
     Expired,
+    /// Credentials could not be re-read for a while: none is trusted until they are.
+    Stale,
 }
 
 impl AuthFailure {
@@ -101,6 +103,7 @@ impl AuthFailure {
             AuthFailure::Conflicting => "conflicting",
             AuthFailure::Revoked => "revoked",
             AuthFailure::Expired => "expired",
+            AuthFailure::Stale => "credentials_stale",
         }
     }
 }
@@ -364,7 +367,8 @@ impl Tokens {
             | AuthFailure::Invalid
             | AuthFailure::Conflicting
             | AuthFailure::Revoked
-            | AuthFailure::Expired => self.failures_invalid.record(),
+            | AuthFailure::Expired
+            | AuthFailure::Stale => self.failures_invalid.record(),
         }
         failure
     }

@@ -68,6 +68,12 @@ pub fn validate_token(what: &str, token: &str) -> Result<(), TokenError> {
             "{what} may contain only visible ASCII characters (no spaces or control characters)"
         )));
     }
+    if token.starts_with(crate::credentials::SECRET_PREFIX) {
+        return Err(TokenError::Invalid(format!(
+            "{what} starts with {}, which marks a credential's secret: pick another value",
+            crate::credentials::SECRET_PREFIX
+        )));
+    }
     Ok(())
 }
 

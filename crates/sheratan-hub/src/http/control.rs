@@ -54,6 +54,7 @@ async fn heartbeat(
 ) -> Result<Json<HeartbeatResponse>, ApiError> {
     cert.require_node(&req.node_id, caller.peer, &state)?;
     super::extract::require_identity(&caller, &req.node_id, &state)?;
+    node_credentials_register_no_address(&caller, &req)?;
     state
         .hub
         .registry
@@ -146,4 +147,28 @@ async fn get_bundle(
         body,
     )
         .into_response())
+}
+
+/// A node credential heartbeats as a worker without an address: an address in the registry is
+/// where the broker sends jobs and, for now, the mesh token (hosts), so registering one stays
+/// with the mesh token until hosts get per-job grants instead.
+fn node_credentials_register_no_address(
+    caller: &Caller,
+    req: &HeartbeatRequest,
+) -> Result<(), ApiError> {
+    match caller.credential.named() {
+        Some(record)
+            if record.role == sheratan_proto::credentials::CredentialRole::Node
+                && (req.addr.is_some() || req.role != Role::Worker) =>
+        {
+            Err(super::roles::forbidden(
+                record,
+                &format!(
+                    "register as a {} or with an address (a node credential heartbeats as a worker; hosts, brokers and relays use the mesh token for now)",
+                    req.role.as_str()
+                ),
+            ))
+        }
+        _ => Ok(()),
+    }
 }

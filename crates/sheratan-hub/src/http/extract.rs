@@ -81,10 +81,10 @@ fn named(token: &str, state: &PlaneState) -> Option<Result<Credential, AuthFailu
     match state.hub.credentials.lookup(token, state.hub.clock.now()) {
         Lookup::Unknown => None,
         Lookup::Valid(record) => Some(Ok(Credential::Named(record))),
-        Lookup::Refused(why) => Some(Err(state.hub.tokens.refuse(if why == "revoked" {
-            AuthFailure::Revoked
-        } else {
-            AuthFailure::Expired
+        Lookup::Refused(why) => Some(Err(state.hub.tokens.refuse(match why {
+            "revoked" => AuthFailure::Revoked,
+            "expired" => AuthFailure::Expired,
+            _ => AuthFailure::Stale,
         }))),
     }
 }

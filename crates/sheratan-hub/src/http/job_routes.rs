@@ -127,10 +127,31 @@ async fn queues(State(state): State<PlaneState>, _: Caller) -> Json<QueueList> {
 
 async fn cancel(
     State(state): State<PlaneState>,
-    _: Caller,
+    caller: Caller,
     PathParams(id): PathParams<String>,
 ) -> Result<Json<JobView>, ApiError> {
+    if scoped(&caller).is_some() {
+        let job = svc::get(&state.hub, &id).await?;
+        queue_allowed(&caller, &job.queue)?;
+    }
     Ok(Json(svc::cancel(&state.hub, &id).await?))
+}
+
+/// A submit credential limited to queues, if the caller is one.
+fn scoped(caller: &Caller) -> Option<&sheratan_store::CredentialRecord> {
+    caller.credential.named().filter(|r| !r.queues.is_empty())
+}
+
+/// Results are not yet filtered by queue: a credential limited to queues neither lists nor
+/// acknowledges them (it follows its jobs with `GET /v1/jobs/{id}`).
+fn results_unscoped(caller: &Caller) -> Result<(), ApiError> {
+    match scoped(caller) {
+        Some(r) => Err(super::roles::forbidden(
+            r,
+            "list or acknowledge results (a credential limited to queues follows its jobs with GET /v1/jobs/{id})",
+        )),
+        None => Ok(()),
+    }
 }
 
 async fn lease(
@@ -235,9 +256,10 @@ fn who(credential: &crate::auth::Credential) -> String {
 
 async fn pending(
     State(state): State<PlaneState>,
-    _: Caller,
+    caller: Caller,
     QueryParams(q): QueryParams<PendingQuery>,
 ) -> Result<Json<PendingResults>, ApiError> {
+    results_unscoped(&caller)?;
     Ok(Json(
         svc::pending(&state.hub, q, &state.hub.stopping).await?,
     ))
@@ -245,9 +267,10 @@ async fn pending(
 
 async fn ack(
     State(state): State<PlaneState>,
-    _: Caller,
+    caller: Caller,
     JsonBody(req): JsonBody<AckRequest>,
 ) -> Result<Json<AckResponse>, ApiError> {
+    results_unscoped(&caller)?;
     Ok(Json(svc::ack(&state.hub, req).await?))
 }
 

@@ -18,7 +18,11 @@ use crate::credentials::{Lookup, SECRET_PREFIX};
 
 /// Whether `role` may call `method path`.
 pub fn permits(role: CredentialRole, method: &Method, path: &str) -> bool {
-    let get = method == Method::GET;
+    let get = method == Method::GET || method == Method::HEAD;
+    // Public routes, answered to anyone (the handlers ask for no credential).
+    if get && matches!(path, "/health" | "/v1/tls/ca") {
+        return true;
+    }
     let post = method == Method::POST;
     match role {
         CredentialRole::Admin => true,

@@ -270,6 +270,21 @@ async fn each_role_does_its_part_and_is_refused_the_rest() {
     )
     .await;
     assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+    // ...and cancels or acknowledges nothing of other queues.
+    let (status, body) = post(
+        &format!("{data}/v1/jobs/{id}/cancel"),
+        Auth::Bearer(&scoped),
+        "",
+    )
+    .await;
+    assert_error(status, &body, 403, "FORBIDDEN");
+    let (status, body) = post(
+        &format!("{data}/v1/results/ack"),
+        Auth::Bearer(&scoped),
+        &json!({"job_ids": [id]}).to_string(),
+    )
+    .await;
+    assert_error(status, &body, 403, "FORBIDDEN");
 
     // submit: no leases, no heartbeats.
     let lease_as = |who: &str| {
@@ -299,6 +314,20 @@ async fn each_role_does_its_part_and_is_refused_the_rest() {
     )
     .await;
     assert_error(status, &body, 403, "FORBIDDEN");
+    // A node credential cannot register itself as a host, or any address: the broker would
+    // send that address the mesh token.
+    for hostile in [
+        json!({"node_id": "w-1", "role": "host", "addr": "https://attacker.example"}),
+        json!({"node_id": "w-1", "role": "worker", "addr": "https://attacker.example"}),
+    ] {
+        let (status, body) = post(
+            &format!("{control}/v1/heartbeat"),
+            Auth::Bearer(&node),
+            &hostile.to_string(),
+        )
+        .await;
+        assert_error(status, &body, 403, "FORBIDDEN");
+    }
     let (status, body) = post(
         &format!("{control}/v1/heartbeat"),
         Auth::Bearer(&node),
@@ -435,4 +464,23 @@ async fn a_bootstrap_mesh_token_only_makes_credentials() {
     let admin = create(&hub, "admin", "boss");
     let (status, body) = get(&format!("{}/v1/jobs", hub.data_url), Auth::Bearer(&admin)).await;
     assert_eq!(status, StatusCode::OK, "{body}");
+}
+
+/// A mesh token may not look like a credential's secret (results would be signed with the
+/// wrong key).
+#[test]
+fn a_mesh_token_shaped_like_a_credential_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_sheratan"))
+        .args(["hub", "--home"])
+        .arg(dir.path())
+        .env("SHERATAN_HUB_TOKEN", format!("shtc_{}", "0".repeat(64)))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("marks a credential's secret"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
