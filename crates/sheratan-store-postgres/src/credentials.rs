@@ -1,13 +1,11 @@
 //! Credentials on PostgreSQL: every hub on the database reads the same table (re-read whole
 //! every second), so a revocation reaches all of them.
 
-use std::sync::Arc;
-
 use async_trait::async_trait;
 use sheratan_store::{CredentialRecord, CredentialStore, StoreError};
 use time::OffsetDateTime;
 
-use crate::conn::{Pool, Target, classify};
+use crate::conn::{Pool, classify};
 use crate::rows::{from_ms, ms};
 
 pub struct PgCredentialStore {
@@ -17,16 +15,8 @@ pub struct PgCredentialStore {
 impl PgCredentialStore {
     /// Connects and migrates (the same schema as the job store).
     pub async fn open(url: &str, schema: Option<String>) -> Result<Self, StoreError> {
-        let target = Arc::new(Target {
-            url: url.into(),
-            schema,
-        });
-        let mut client = target.connect().await?;
-        crate::schema::migrate(&mut client)
-            .await
-            .map_err(classify)?;
         Ok(Self {
-            pool: Pool::new(target, 2),
+            pool: crate::shared::side_pool(url, schema).await?,
         })
     }
 }

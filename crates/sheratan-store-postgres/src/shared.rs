@@ -17,18 +17,24 @@ pub struct PgAuctionStore {
 impl PgAuctionStore {
     /// Connects and migrates (the same schema as the job store).
     pub async fn open(url: &str, schema: Option<String>) -> Result<Self, StoreError> {
-        let target = Arc::new(Target {
-            url: url.into(),
-            schema,
-        });
-        let mut client = target.connect().await?;
-        crate::schema::migrate(&mut client)
-            .await
-            .map_err(classify)?;
         Ok(Self {
-            pool: Pool::new(target, 2),
+            pool: side_pool(url, schema).await?,
         })
     }
+}
+
+/// Two connections of their own to the job store's database, migrated, for the small
+/// tables beside the jobs (auction records, credentials).
+pub(crate) async fn side_pool(url: &str, schema: Option<String>) -> Result<Pool, StoreError> {
+    let target = Arc::new(Target {
+        url: url.into(),
+        schema,
+    });
+    let mut client = target.connect().await?;
+    crate::schema::migrate(&mut client)
+        .await
+        .map_err(classify)?;
+    Ok(Pool::new(target, 2))
 }
 
 #[async_trait]

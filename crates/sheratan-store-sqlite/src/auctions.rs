@@ -2,31 +2,24 @@
 //! its own connection (a broker process does not need the job store's writer or index).
 
 use std::path::Path;
-use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
 use rusqlite::{Connection, OptionalExtension, params};
 use sheratan_proto::auction::AuctionRecord;
 use sheratan_store::{AuctionStore, StoreError};
 
-use crate::schema::{self, SyncMode};
-use crate::writer::classify;
+use crate::schema::SyncMode;
+use crate::side::Side;
 
 pub struct SqliteAuctionStore {
-    conn: Arc<Mutex<Connection>>,
+    side: Side,
 }
 
 impl SqliteAuctionStore {
     /// Opens (creating and migrating) the database at `path`; it may be the hub's own.
     pub fn open(path: &Path, sync: SyncMode) -> Result<Self, StoreError> {
-        if let Some(dir) = path.parent() {
-            std::fs::create_dir_all(dir).map_err(|e| StoreError::Unavailable(e.to_string()))?;
-        }
-        let mut conn = Connection::open(path).map_err(classify)?;
-        schema::configure(&conn, sync).map_err(classify)?;
-        schema::migrate(&mut conn).map_err(classify)?;
         Ok(Self {
-            conn: Arc::new(Mutex::new(conn)),
+            side: Side::open(path, sync)?,
         })
     }
 
@@ -34,12 +27,7 @@ impl SqliteAuctionStore {
         &self,
         f: impl FnOnce(&Connection) -> rusqlite::Result<T> + Send + 'static,
     ) -> Result<T, StoreError> {
-        let conn = self.conn.clone();
-        tokio::task::spawn_blocking(move || {
-            f(&conn.lock().expect("auction store lock")).map_err(classify)
-        })
-        .await
-        .map_err(|e| StoreError::Internal(e.to_string()))?
+        self.side.with(f).await
     }
 }
 

@@ -2,7 +2,6 @@
 //! whole by the hub every second; written when an operator creates or revokes one).
 
 use std::path::Path;
-use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
 use rusqlite::{Connection, params};
@@ -10,21 +9,18 @@ use sheratan_store::{CredentialRecord, CredentialStore, StoreError};
 use time::OffsetDateTime;
 
 use crate::db::{from_ms, ms};
-use crate::schema::{self, SyncMode};
-use crate::writer::classify;
+use crate::schema::SyncMode;
+use crate::side::Side;
 
 pub struct SqliteCredentialStore {
-    conn: Arc<Mutex<Connection>>,
+    side: Side,
 }
 
 impl SqliteCredentialStore {
     /// Opens (creating and migrating) the database at `path`: the hub's own.
     pub fn open(path: &Path, sync: SyncMode) -> Result<Self, StoreError> {
-        let mut conn = Connection::open(path).map_err(classify)?;
-        schema::configure(&conn, sync).map_err(classify)?;
-        schema::migrate(&mut conn).map_err(classify)?;
         Ok(Self {
-            conn: Arc::new(Mutex::new(conn)),
+            side: Side::open(path, sync)?,
         })
     }
 
@@ -32,12 +28,7 @@ impl SqliteCredentialStore {
         &self,
         f: impl FnOnce(&Connection) -> rusqlite::Result<T> + Send + 'static,
     ) -> Result<T, StoreError> {
-        let conn = self.conn.clone();
-        tokio::task::spawn_blocking(move || {
-            f(&conn.lock().expect("credential store lock")).map_err(classify)
-        })
-        .await
-        .map_err(|e| StoreError::Internal(e.to_string()))?
+        self.side.with(f).await
     }
 }
 

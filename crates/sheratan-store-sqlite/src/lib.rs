@@ -17,6 +17,7 @@ mod auctions;
 mod credentials;
 mod db;
 mod schema;
+mod side;
 mod state;
 mod writer;
 
