@@ -210,9 +210,15 @@ pub struct JoinStringArgs {
     /// address].
     #[arg(long)]
     pub host: Option<String>,
+    /// Put a fresh node credential named NAME in the string instead of the mesh token: the
+    /// node can then act only as NAME (run it with --node-id NAME).
+    #[arg(long, value_name = "NAME")]
+    pub node: Option<String>,
 }
 
-pub fn join_string(args: JoinStringArgs) -> Result<(), Failure> {
+pub async fn join_string(mut args: JoinStringArgs) -> Result<(), Failure> {
+    // The hub's own CA (this is its machine) verifies the admin call that makes a credential.
+    prepare(&mut args.client).await?;
     let home = &args.client.home;
     let ca = std::fs::read_to_string(home.join("tls/ca.pem")).map_err(|_| {
         usage(format!(
@@ -226,7 +232,16 @@ pub fn join_string(args: JoinStringArgs) -> Result<(), Failure> {
             home.display()
         ))
     })?;
-    let token = args.client.find_token().map_err(|e| usage(e.to_string()))?;
+    let (token, holds) = match &args.node {
+        Some(name) => (
+            node_credential(&args.client, name).await?,
+            "a node credential's secret",
+        ),
+        None => (
+            args.client.find_token().map_err(|e| usage(e.to_string()))?,
+            "the mesh token",
+        ),
+    };
     let port = |url: &str, default: u16| {
         reqwest::Url::parse(url)
             .ok()
@@ -251,11 +266,27 @@ pub fn join_string(args: JoinStringArgs) -> Result<(), Failure> {
     };
     println!("{}", join.render());
     eprintln!(
-        "note: the string holds the mesh token: pass it like a password (SHERATAN_JOIN in a file only the node's user reads). Nodes reach the data plane at {} too: the hub must listen there (SHERATAN_DATA_ADDR=0.0.0.0:{}).",
+        "note: the string holds {holds}: pass it like a password (SHERATAN_JOIN in a file only the node's user reads). Nodes reach the data plane at {} too: the hub must listen there (SHERATAN_DATA_ADDR=0.0.0.0:{}).",
         join.data_url(),
         join.data_port
     );
     Ok(())
+}
+
+/// A new node credential named `name`, made on the hub's admin path; its secret.
+async fn node_credential(client: &ClientArgs, name: &str) -> Result<String, Failure> {
+    let req = sheratan_proto::credentials::CreateCredential {
+        name: name.to_owned(),
+        role: sheratan_proto::credentials::CredentialRole::Node,
+        queues: vec![],
+        expires_in_s: None,
+    };
+    let created = client
+        .data()?
+        .create_credential(&req)
+        .await
+        .map_err(anyhow::Error::new)?;
+    Ok(created.secret)
 }
 
 /// This machine's first non-loopback address, else its hostname.

@@ -234,7 +234,7 @@ async fn run(mut cli: Cli) -> Result<(), Failure> {
         Command::Smoke(args) => ops_cmds::smoke(args).await,
         Command::Bench(cmd) => sheratan_ops::bench::run(cmd).await.map_err(Failure::from),
         Command::Tls(cmd) => tls_cmd::run(cmd),
-        Command::JoinString(args) => join::join_string(args),
+        Command::JoinString(args) => join::join_string(args).await,
     }
 }
 

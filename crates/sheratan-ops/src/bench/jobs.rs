@@ -287,7 +287,7 @@ fn targets(args: &JobsArgs) -> anyhow::Result<(Vec<Target>, String)> {
         variant
     };
     eprintln!("starting {} hub(s) in temp dirs ({variant}) ...", args.hubs);
-    let token = format!("bench-token-{}", std::process::id());
+    let token = format!("bench-token-{:010}", std::process::id());
     let targets = (0..args.hubs)
         .map(|_| Target::spawn_with(&extra, Some(&token)))
         .collect::<anyhow::Result<_>>()?;

@@ -187,6 +187,58 @@ fn a_worker_on_another_machine_joins_with_the_string_and_runs_jobs_over_tls() {
     assert_ne!(code, 0);
     assert!(err.contains("this port speaks TLS"), "{err}");
 
+    // A second far worker joins with a node credential of its own instead of the mesh token:
+    // it runs as itself, and as no other node.
+    let (code, node_join, err) = machines.run(
+        0,
+        &[
+            "join-string",
+            "--home",
+            &hub_home,
+            "--host",
+            &machines.addrs[0],
+            "--node",
+            "far-2",
+        ],
+        &[],
+    );
+    assert_eq!(code, 0, "{err}");
+    assert!(err.contains("a node credential's secret"), "{err}");
+    let node_join = node_join.trim().to_owned();
+    assert!(node_join.contains(":shtc_"), "{node_join}");
+    let far2_home = dir.path().join("far2").display().to_string();
+    let _far2 = machines.start(
+        1,
+        &[
+            "worker",
+            "--node-id",
+            "far-2",
+            "--queues",
+            "far2",
+            "--home",
+            &far2_home,
+        ],
+        &[("SHERATAN_JOIN", &node_join)],
+    );
+    let (code, out, err) = machines.run(
+        1,
+        &[
+            "submit",
+            "--queue",
+            "far2",
+            "--kind",
+            "echo",
+            "--payload",
+            "{\"n\":2}",
+            "--wait",
+            "--home",
+            &node_home,
+        ],
+        &[("SHERATAN_JOIN", &join)],
+    );
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("\"n\": 2"), "{out}");
+
     // A job submitted from the far machine runs on the far worker.
     let (code, out, err) = machines.run(
         1,
