@@ -48,6 +48,9 @@ pub enum CredentialError {
 pub struct Credentials {
     store: OnceLock<Arc<dyn CredentialStore>>,
     by_digest: RwLock<Arc<HashMap<String, Arc<CredentialRecord>>>>,
+    /// The names of node credentials (revoked and expired ones too), derived at each re-read:
+    /// every result asks whether its lease's holder is one.
+    nodes: RwLock<Arc<std::collections::HashSet<String>>>,
     /// When the copy in memory was last read whole: past [`MAX_STALE`], credentials fail
     /// closed (a revocation elsewhere might be missing).
     refreshed: Mutex<Option<std::time::Instant>>,
@@ -76,11 +79,17 @@ impl Credentials {
     pub async fn refresh(&self) -> Result<(), CredentialError> {
         let store = self.store()?;
         let records = store.credentials().await?;
+        let nodes = records
+            .iter()
+            .filter(|r| r.role == CredentialRole::Node)
+            .map(|r| r.name.clone())
+            .collect();
         let map = records
             .into_iter()
             .map(|r| (r.secret_sha256.clone(), Arc::new(r)))
             .collect();
         *self.by_digest.write().expect("credential cache") = Arc::new(map);
+        *self.nodes.write().expect("node names") = Arc::new(nodes);
         *self.refreshed.lock().expect("credential refresh") = Some(std::time::Instant::now());
         let used: Vec<(String, OffsetDateTime)> =
             self.used.lock().expect("credential uses").drain().collect();
@@ -102,17 +111,13 @@ impl Credentials {
 
     /// Whether any live node credential exists (results then check who holds the lease).
     pub fn has_nodes(&self) -> bool {
-        let cache = self.by_digest.read().expect("credential cache").clone();
-        cache.values().any(|r| r.role == CredentialRole::Node)
+        !self.nodes.read().expect("node names").is_empty()
     }
 
     /// Whether `node_id` has (or had: revoked and expired ones count, so their leases take
     /// results from no one else until they end) a node credential.
     pub fn is_node(&self, node_id: &str) -> bool {
-        let cache = self.by_digest.read().expect("credential cache").clone();
-        cache
-            .values()
-            .any(|r| r.role == CredentialRole::Node && r.name == node_id)
+        self.nodes.read().expect("node names").contains(node_id)
     }
 
     /// The credential whose secret `presented` is, from memory: one SHA-256 and a map lookup.

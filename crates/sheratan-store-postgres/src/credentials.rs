@@ -16,7 +16,7 @@ impl PgCredentialStore {
     /// Connects and migrates (the same schema as the job store).
     pub async fn open(url: &str, schema: Option<String>) -> Result<Self, StoreError> {
         Ok(Self {
-            pool: crate::shared::side_pool(url, schema).await?,
+            pool: crate::shared::side_pool(url, schema, 2).await?,
         })
     }
 }

@@ -18,14 +18,18 @@ impl PgAuctionStore {
     /// Connects and migrates (the same schema as the job store).
     pub async fn open(url: &str, schema: Option<String>) -> Result<Self, StoreError> {
         Ok(Self {
-            pool: side_pool(url, schema).await?,
+            pool: side_pool(url, schema, 2).await?,
         })
     }
 }
 
-/// Two connections of their own to the job store's database, migrated, for the small
-/// tables beside the jobs (auction records, credentials).
-pub(crate) async fn side_pool(url: &str, schema: Option<String>) -> Result<Pool, StoreError> {
+/// `size` connections of their own to the job store's database, migrated, for what lives
+/// beside the jobs (shared hub state, auction records, credentials).
+pub(crate) async fn side_pool(
+    url: &str,
+    schema: Option<String>,
+    size: usize,
+) -> Result<Pool, StoreError> {
     let target = Arc::new(Target {
         url: url.into(),
         schema,
@@ -34,7 +38,7 @@ pub(crate) async fn side_pool(url: &str, schema: Option<String>) -> Result<Pool,
     crate::schema::migrate(&mut client)
         .await
         .map_err(classify)?;
-    Ok(Pool::new(target, 2))
+    Ok(Pool::new(target, size))
 }
 
 #[async_trait]
@@ -87,16 +91,8 @@ pub struct PgShared {
 
 impl PgShared {
     pub async fn open(url: &str, schema: Option<String>) -> Result<Self, StoreError> {
-        let target = Arc::new(Target {
-            url: url.into(),
-            schema,
-        });
-        let mut client = target.connect().await?;
-        crate::schema::migrate(&mut client)
-            .await
-            .map_err(classify)?;
         Ok(Self {
-            pool: Pool::new(target, 1),
+            pool: side_pool(url, schema, 1).await?,
         })
     }
 }

@@ -578,3 +578,56 @@ async fn a_credential_revoked_on_one_hub_is_refused_by_the_other_within_two_seco
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
+
+/// A hub that cannot re-read the credentials fails closed: after 10 s without a good re-read
+/// it refuses every credential (a revocation elsewhere could be missing), and says why in the
+/// audit line; the mesh token keeps working.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn credentials_fail_closed_when_they_cannot_be_re_read() {
+    let schema = schema();
+    let hub = pg_hub(
+        &store_url(&pg_url(), &schema),
+        &[("SHERATAN_AUDIT_FOLD_WINDOW_SEC", "0.1")],
+    );
+    let (status, created) = post(
+        &format!("{}/admin/tokens", hub.data_url),
+        Auth::Bearer(TOKEN),
+        &json!({"name": "viewer", "role": "read"}).to_string(),
+    )
+    .await;
+    assert_eq!(status.as_u16(), 201, "{created}");
+    let secret = created["secret"].as_str().unwrap().to_owned();
+    let jobs = format!("{}/v1/jobs", hub.data_url);
+    let (status, _) = get(&jobs, Auth::Bearer(&secret)).await;
+    assert!(status.is_success());
+    // The table goes away under the hub (a broken database, a bad migration).
+    let (client, connection) = tokio_postgres::connect(&pg_url(), tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(connection);
+    client
+        .batch_execute(&format!(
+            "ALTER TABLE {schema}.credentials RENAME TO credentials_gone"
+        ))
+        .await
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let (status, body) = get(&jobs, Auth::Bearer(&secret)).await;
+        if status.as_u16() == 403 {
+            assert_eq!(body["error"]["code"], "AUTH_FAIL", "{body}");
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the stale credential is still accepted"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    hub.wait_audit(Duration::from_secs(5), |r| {
+        r.iter()
+            .any(|x| format!("{x:?}").contains("credentials_stale"))
+    });
+    let (status, _) = get(&jobs, Auth::Bearer(TOKEN)).await;
+    assert!(status.is_success(), "the mesh token is not a credential");
+}
