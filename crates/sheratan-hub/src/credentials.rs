@@ -16,11 +16,11 @@ use sheratan_proto::credentials::{
     CreateCredential, CreatedCredential, CredentialList, CredentialRole, CredentialView,
     validate_credential_name,
 };
-use sheratan_store::{CredentialRecord, CredentialStore, StoreError};
+use sheratan_store::{CredentialRecord, CredentialStore, HolderRule, StoreError};
 use time::OffsetDateTime;
 
 /// What every credential's secret starts with (the mesh token may be anything else).
-pub const SECRET_PREFIX: &str = "shtc_";
+pub use sheratan_sign::CREDENTIAL_PREFIX as SECRET_PREFIX;
 
 /// How old the copy of the credentials in memory may get before they fail closed.
 const MAX_STALE: Duration = Duration::from_secs(10);
@@ -114,6 +114,16 @@ impl Credentials {
         !self.nodes.read().expect("node names").is_empty()
     }
 
+    /// What the store checks a lease's holder against for a request made with `credential`;
+    /// `None` (nothing to check) while no node credential exists.
+    pub fn holder_rule(&self, credential: &crate::auth::Credential) -> Option<HolderRule> {
+        let bound = self.nodes.read().expect("node names").clone();
+        (!bound.is_empty()).then(|| HolderRule {
+            reporter: credential.node_name().map(str::to_owned),
+            bound,
+        })
+    }
+
     /// Whether `node_id` has (or had: revoked and expired ones count, so their leases take
     /// results from no one else until they end) a node credential.
     pub fn is_node(&self, node_id: &str) -> bool {
@@ -163,7 +173,7 @@ impl Credentials {
             role: req.role,
             queues: req.queues,
             secret_sha256: digest(&secret),
-            signing_key: derive_signing_key(&secret),
+            signing_key: sheratan_sign::signing_key(&secret),
             created_at: now,
             expires_at: req.expires_in_s.map(|s| now + Duration::from_secs(s)),
             revoked_at: None,
@@ -257,20 +267,6 @@ pub fn view(record: &CredentialRecord) -> CredentialView {
 fn new_secret() -> String {
     let bytes: [u8; 32] = rand::random();
     format!("{SECRET_PREFIX}{}", hex::encode(bytes))
-}
-
-/// The key a credential's results are signed with: lowercase hex of HKDF-SHA256 (RFC 5869;
-/// IKM the secret, no salt, info `sheratan result signing v1`, 32 bytes). The same derivation
-/// as `sheratan_client::signing_key`, which nodes sign with (docs/API.md, "Result signing").
-fn derive_signing_key(secret: &str) -> String {
-    use hmac::{Hmac, Mac};
-    let mut extract = Hmac::<sha2::Sha256>::new_from_slice(&[0u8; 32]).expect("any key length");
-    extract.update(secret.as_bytes());
-    let prk = extract.finalize().into_bytes();
-    let mut expand = Hmac::<sha2::Sha256>::new_from_slice(&prk).expect("any key length");
-    expand.update(b"sheratan result signing v1");
-    expand.update(&[1]);
-    hex::encode(expand.finalize().into_bytes())
 }
 
 /// SHA-256 of a secret, lowercase hex: how the store knows it.

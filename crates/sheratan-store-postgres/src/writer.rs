@@ -10,16 +10,16 @@
 //! under a database-wide advisory lock with exact counts near them, so hubs together never
 //! pass a limit.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 
 use sheratan_proto::data::{JobError, JobStatus, Outcome};
 use sheratan_store::jobs::{Ending, Reaccept};
 use sheratan_store::jobs::{MAX_TIMEOUT_S, retry_delay};
 use sheratan_store::{
-    Clock, Counts, ExtendOutcome, FinishOutcome, JobRecord, JobSpec, LeaseGrant, LeaseOrder,
-    LeasedJob, QueueState, Reaped, ResultReport, StoreError, StoreLimits, SubmitOutcome,
-    TickReport,
+    Clock, Counts, ExtendOutcome, FinishOutcome, HolderRule, JobRecord, JobSpec, LeaseGrant,
+    LeaseOrder, LeasedJob, QueueState, Reaped, ResultReport, StoreError, StoreLimits,
+    SubmitOutcome, TickReport,
 };
 use tokio::sync::mpsc;
 use tokio_postgres::types::ToSql;
@@ -228,7 +228,9 @@ async fn apply(
     match op {
         Op::Submit(specs, reply) => answer!(reply, submit(tx, shared, specs, now, fx).await),
         Op::Lease(order, reply) => answer!(reply, lease(tx, shared, order, now, fx).await),
-        Op::Extend(lease_id, secs, reply) => answer!(reply, extend(tx, lease_id, secs, now).await),
+        Op::Extend(lease_id, secs, holder, reply) => {
+            answer!(reply, extend(tx, lease_id, secs, holder, now).await)
+        }
         Op::Finish(report, reply) => answer!(reply, finish(tx, shared, report, now, fx).await),
         Op::Cancel(job_id, reply) => answer!(reply, cancel(tx, job_id, now, fx).await),
         Op::Requeue(job_id, reply) => answer!(reply, requeue(tx, job_id, now, fx).await),
@@ -257,6 +259,21 @@ struct Batch {
     results: Vec<(ResultReport, Reply<FinishOutcome>)>,
     /// With the number of jobs each may take.
     leases: Vec<(LeaseOrder, i64, Reply<LeaseGrant>)>,
+    /// The credentialed nodes the results' holder rules name (one copy for the whole batch).
+    bound: Option<Arc<HashSet<String>>>,
+}
+
+/// Whether a report's holder rule uses the batch's copy of the credentialed nodes (taking its
+/// copy as the batch's when the batch has none yet).
+fn same_bound(batch: &mut Option<Arc<HashSet<String>>>, rule: Option<&HolderRule>) -> bool {
+    let Some(rule) = rule else { return true };
+    match batch {
+        Some(set) => Arc::ptr_eq(set, &rule.bound),
+        None => {
+            *batch = Some(rule.bound.clone());
+            true
+        }
+    }
 }
 
 impl Batch {
@@ -269,6 +286,9 @@ impl Batch {
         let mut leasing = 0i64;
         let max_inflight = shared.limits.max_inflight.min(i64::MAX as u64) as i64;
         let mut reported = std::collections::HashSet::new();
+        // The one set of credentialed nodes the batch's UPDATE checks holders against; a
+        // report made under another copy (the hub re-read its credentials) goes the careful way.
+        let mut bound: Option<Arc<HashSet<String>>> = None;
         for op in group {
             match op {
                 Op::Submit(specs, reply)
@@ -285,6 +305,7 @@ impl Batch {
                 // A second report for one job goes the careful way, after the first.
                 Op::Finish(report, reply)
                     if matches!(report.outcome, Outcome::Success)
+                        && same_bound(&mut bound, report.holder.as_deref())
                         && reported.insert(report.job_id) =>
                 {
                     batch.results.push((report, reply));
@@ -304,6 +325,7 @@ impl Batch {
                 other => others.push(other),
             }
         }
+        batch.bound = bound;
         (batch, others)
     }
 
@@ -425,8 +447,24 @@ impl Batch {
                 .map(|(r, _)| r.result.as_str())
                 .collect();
             let completed = status_code(JobStatus::Completed);
-            let complete_params: [&(dyn ToSql + Sync); 5] =
-                [&job_ids, &lease_ids, &bodies, &completed, &now];
+            let checked: Vec<bool> = self
+                .results
+                .iter()
+                .map(|(r, _)| r.holder.is_some())
+                .collect();
+            let reporters: Vec<Option<&str>> = self
+                .results
+                .iter()
+                .map(|(r, _)| r.holder.as_ref().and_then(|h| h.reporter.as_deref()))
+                .collect();
+            let bound: Vec<&str> = self
+                .bound
+                .iter()
+                .flat_map(|set| set.iter().map(String::as_str))
+                .collect();
+            let complete_params: [&(dyn ToSql + Sync); 8] = [
+                &job_ids, &lease_ids, &bodies, &completed, &now, &checked, &reporters, &bound,
+            ];
             let lease_params: Vec<[&(dyn ToSql + Sync); 5]> = self
                 .leases
                 .iter()
@@ -524,11 +562,13 @@ const INSERT_JOBS: &str = "INSERT INTO jobs (job_id, queue, kind, payload, prior
        AS n(j, q, k, p, pr, c, ma, t, r, f)";
 
 /// One UPDATE for many successful results; returns the jobs it completed (those whose lease
-/// was still live).
+/// was still live and whose holder rule, when checked, let the reporter complete it: the
+/// reporter is the holder, or the holder has no node credential — `$8`).
 const COMPLETE_JOBS: &str = "UPDATE jobs SET status = $4, result = r.body, error_message = NULL, error_retryable = NULL, \
      finished_at = $5, updated_at = $5, acked = NOT jobs.follow, result_lease_id = r.lease_id \
-     FROM unnest($1::UUID[], $2::UUID[], $3::TEXT[]) AS r(job_id, lease_id, body) \
+     FROM unnest($1::UUID[], $2::UUID[], $3::TEXT[], $6::BOOL[], $7::TEXT[]) AS r(job_id, lease_id, body, checked, reporter) \
      WHERE jobs.job_id = r.job_id AND jobs.status = 1 AND jobs.lease_id = r.lease_id \
+       AND (NOT r.checked OR jobs.lease_node = r.reporter OR NOT (jobs.lease_node = ANY($8::TEXT[]))) \
      RETURNING jobs.job_id, jobs.follow";
 
 /// Picks and leases up to $4 ready jobs, by priority then age.
@@ -832,12 +872,29 @@ async fn lease(
     Ok(granted(rows, fx))
 }
 
+/// The holder of a lease when `rule` does not let the caller act on it.
+fn refused_holder(rule: Option<&HolderRule>, holder: Option<String>) -> Option<String> {
+    holder.filter(|h| rule.is_some_and(|rule| !rule.permits(h)))
+}
+
 async fn extend(
     tx: &Db<'_>,
     lease_id: Uuid,
     secs: Option<u32>,
+    holder: Option<Box<HolderRule>>,
     now: i64,
 ) -> Result<ExtendOutcome, tokio_postgres::Error> {
+    if holder.is_some() {
+        let node = tx
+            .query_opt(
+                "SELECT lease_node FROM jobs WHERE lease_id = $1 AND status = 1",
+                &[&lease_id],
+            )
+            .await?;
+        if let Some(holder) = node.and_then(|r| refused_holder(holder.as_deref(), r.get(0))) {
+            return Ok(ExtendOutcome::WrongHolder { holder });
+        }
+    }
     let secs = secs.map(|s| s.clamp(1, MAX_TIMEOUT_S) as i64);
     let row = tx
         .query_opt(
@@ -863,8 +920,9 @@ async fn finish(
     fx: &mut Effects,
 ) -> Result<FinishOutcome, tokio_postgres::Error> {
     // The common case, a success under a live lease, in one statement; anything else (a
-    // failure, a duplicate, a lost lease) takes the path below that reads the job first.
-    if matches!(report.outcome, Outcome::Success) {
+    // failure, a duplicate, a lost lease, a holder to check) takes the path below that reads
+    // the job first.
+    if matches!(report.outcome, Outcome::Success) && report.holder.is_none() {
         let updated = tx
             .query_opt(
                 "UPDATE jobs SET status = $3, result = $4, error_message = NULL, error_retryable = NULL, \
@@ -890,7 +948,7 @@ async fn finish(
     }
     let Some(row) = tx
         .query_opt(
-            "SELECT id, status, lease_id, result_lease_id, attempt, max_attempts, queue FROM jobs WHERE job_id = $1 FOR UPDATE",
+            "SELECT id, status, lease_id, result_lease_id, attempt, max_attempts, queue, lease_node FROM jobs WHERE job_id = $1 FOR UPDATE",
             &[&report.job_id],
         )
         .await?
@@ -907,6 +965,9 @@ async fn finish(
         } else {
             FinishOutcome::LeaseNotHeld { status }
         });
+    }
+    if let Some(holder) = refused_holder(report.holder.as_deref(), row.get(7)) {
+        return Ok(FinishOutcome::WrongHolder { holder });
     }
     let attempt = row.get::<_, i32>(4) as u32;
     let max_attempts = row.get::<_, i32>(5) as u32;

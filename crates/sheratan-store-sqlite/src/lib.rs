@@ -28,9 +28,9 @@ use std::sync::{Arc, Mutex};
 use async_trait::async_trait;
 use rusqlite::{Connection, OpenFlags};
 use sheratan_store::{
-    Clock, Counts, ExtendOutcome, FinishOutcome, JobRecord, JobSpec, LeaseGrant, LeaseOrder,
-    ListFilter, QueueState, ResultReport, Store, StoreError, StoreLimits, SubmitOutcome,
-    TickReport,
+    Clock, Counts, ExtendOutcome, FinishOutcome, HolderRule, JobRecord, JobSpec, LeaseGrant,
+    LeaseOrder, ListFilter, QueueState, ResultReport, Store, StoreError, StoreLimits,
+    SubmitOutcome, TickReport,
 };
 use time::OffsetDateTime;
 use tokio::sync::oneshot;
@@ -280,8 +280,10 @@ impl Store for SqliteStore {
         &self,
         lease_id: Uuid,
         extend_s: Option<u32>,
+        holder: Option<HolderRule>,
     ) -> Result<ExtendOutcome, StoreError> {
-        self.call(|r| Op::Extend(lease_id, extend_s, r)).await
+        self.call(|r| Op::Extend(lease_id, extend_s, holder.map(Box::new), r))
+            .await
     }
 
     async fn finish(&self, report: ResultReport) -> Result<FinishOutcome, StoreError> {

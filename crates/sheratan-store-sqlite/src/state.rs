@@ -47,6 +47,18 @@ pub struct LiveJob {
     pub phase: Phase,
 }
 
+impl LiveJob {
+    /// The holder of this job's lease when `rule` does not let the caller act on it.
+    pub fn refused_holder(&self, rule: Option<&sheratan_store::HolderRule>) -> Option<String> {
+        match (&self.phase, rule) {
+            (Phase::Leased { node_id, .. }, Some(rule)) if !rule.permits(node_id) => {
+                Some(node_id.to_string())
+            }
+            _ => None,
+        }
+    }
+}
+
 #[derive(Default)]
 struct QueueIndex {
     paused: bool,

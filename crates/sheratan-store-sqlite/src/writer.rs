@@ -14,9 +14,9 @@ use sheratan_proto::data::{JobError, JobStatus, Outcome};
 use sheratan_store::jobs::{Ending, Reaccept};
 use sheratan_store::jobs::{MAX_TIMEOUT_S, retry_delay};
 use sheratan_store::{
-    Clock, Counts, ExtendOutcome, FinishOutcome, JobRecord, JobSpec, LeaseGrant, LeaseOrder,
-    LeasedJob, QueueState, Reaped, ResultReport, StoreError, StoreLimits, SubmitOutcome,
-    TickReport,
+    Clock, Counts, ExtendOutcome, FinishOutcome, HolderRule, JobRecord, JobSpec, LeaseGrant,
+    LeaseOrder, LeasedJob, QueueState, Reaped, ResultReport, StoreError, StoreLimits,
+    SubmitOutcome, TickReport,
 };
 
 use uuid::Uuid;
@@ -217,7 +217,9 @@ impl Writer {
         match op {
             Op::Submit(specs, reply) => answer!(reply, self.submit(specs, now, fx)),
             Op::Lease(order, reply) => answer!(reply, self.lease(order, now)),
-            Op::Extend(lease, secs, reply) => answer!(reply, self.extend(lease, secs, now)),
+            Op::Extend(lease, secs, holder, reply) => {
+                answer!(reply, self.extend(lease, secs, holder, now))
+            }
             Op::Finish(report, reply) => answer!(reply, self.finish(report, now, fx)),
             Op::Cancel(job_id, reply) => answer!(reply, self.cancel(job_id, now, fx)),
             Op::Requeue(job_id, reply) => answer!(reply, self.requeue(job_id, now, fx)),
@@ -354,6 +356,7 @@ impl Writer {
         &mut self,
         lease_id: Uuid,
         secs: Option<u32>,
+        holder: Option<Box<HolderRule>>,
         now: i64,
     ) -> rusqlite::Result<ExtendOutcome> {
         let Some(row) = self.state.row_of_lease(&lease_id) else {
@@ -362,6 +365,9 @@ impl Writer {
         let Some(job) = self.state.get(row) else {
             return Ok(ExtendOutcome::NotHeld);
         };
+        if let Some(holder) = job.refused_holder(holder.as_deref()) {
+            return Ok(ExtendOutcome::WrongHolder { holder });
+        }
         let job_id = job.job_id;
         let secs = secs.unwrap_or(job.timeout_s).clamp(1, MAX_TIMEOUT_S);
         let expires = now + i64::from(secs) * 1000;
@@ -394,6 +400,9 @@ impl Writer {
                 Some(b) => FinishOutcome::LeaseNotHeld { status: b.status },
             });
         };
+        if let Some(holder) = job.refused_holder(report.holder.as_deref()) {
+            return Ok(FinishOutcome::WrongHolder { holder });
+        }
         let status = match report.outcome {
             Outcome::Success => {
                 self.end_live(

@@ -13,8 +13,8 @@ use time::OffsetDateTime;
 use uuid::Uuid;
 
 use crate::{
-    Clock, ExtendOutcome, FinishOutcome, JobDefaults, JobSpec, LeaseOrder, LeasedJob, ListFilter,
-    ManualClock, ResultReport, Store, StoreLimits, SubmitOutcome,
+    Clock, ExtendOutcome, FinishOutcome, HolderRule, JobDefaults, JobSpec, LeaseOrder, LeasedJob,
+    ListFilter, ManualClock, ResultReport, Store, StoreLimits, SubmitOutcome,
 };
 
 /// A backend under test.
@@ -101,6 +101,7 @@ impl<'a> World<'a> {
     pub async fn succeed(&self, job: &LeasedJob, result: &str) -> FinishOutcome {
         self.store
             .finish(ResultReport {
+                holder: None,
                 job_id: job.job_id,
                 lease_id: job.lease_id,
                 outcome: Outcome::Success,
@@ -114,6 +115,7 @@ impl<'a> World<'a> {
     pub async fn fail(&self, job: &LeasedJob, retryable: bool) -> FinishOutcome {
         self.store
             .finish(ResultReport {
+                holder: None,
                 job_id: job.job_id,
                 lease_id: job.lease_id,
                 outcome: Outcome::Failure,
@@ -148,7 +150,12 @@ impl Store for Placeholder {
     async fn lease(&self, _: LeaseOrder) -> Result<crate::LeaseGrant, crate::StoreError> {
         unreachable!("placeholder")
     }
-    async fn extend(&self, _: Uuid, _: Option<u32>) -> Result<ExtendOutcome, crate::StoreError> {
+    async fn extend(
+        &self,
+        _: Uuid,
+        _: Option<u32>,
+        _: Option<HolderRule>,
+    ) -> Result<ExtendOutcome, crate::StoreError> {
         unreachable!("placeholder")
     }
     async fn finish(&self, _: ResultReport) -> Result<FinishOutcome, crate::StoreError> {
@@ -350,7 +357,7 @@ pub async fn expired_leases_are_reaped_then_failed_when_attempts_run_out(b: &dyn
         FinishOutcome::LeaseNotHeld { .. }
     ));
     assert!(matches!(
-        w.store.extend(first.lease_id, None).await.unwrap(),
+        w.store.extend(first.lease_id, None, None).await.unwrap(),
         ExtendOutcome::NotHeld
     ));
     let second = w.lease("n2", &["q"], &[], 1).await.remove(0);
@@ -624,7 +631,7 @@ pub async fn leases_can_be_extended(b: &dyn Backend) {
     w.submit(j).await;
     let l = w.lease("n", &["q"], &[], 1).await.remove(0);
     w.advance(Duration::from_secs(8));
-    match w.store.extend(l.lease_id, Some(20)).await.unwrap() {
+    match w.store.extend(l.lease_id, Some(20), None).await.unwrap() {
         ExtendOutcome::Extended { expires_at, .. } => {
             assert_eq!(expires_at, w.clock.now() + time::Duration::seconds(20))
         }
@@ -633,7 +640,7 @@ pub async fn leases_can_be_extended(b: &dyn Backend) {
     w.advance(Duration::from_secs(15));
     assert!(w.store.tick().await.unwrap().reaped.is_empty());
     // Without extend_s, the job's own timeout.
-    match w.store.extend(l.lease_id, None).await.unwrap() {
+    match w.store.extend(l.lease_id, None, None).await.unwrap() {
         ExtendOutcome::Extended { expires_at, .. } => {
             assert_eq!(expires_at, w.clock.now() + time::Duration::seconds(10))
         }
@@ -646,12 +653,81 @@ pub async fn leases_can_be_extended(b: &dyn Backend) {
         }
     );
     assert_eq!(
-        w.store.extend(l.lease_id, None).await.unwrap(),
+        w.store.extend(l.lease_id, None, None).await.unwrap(),
         ExtendOutcome::NotHeld
     );
     assert_eq!(
-        w.store.extend(Uuid::now_v7(), None).await.unwrap(),
+        w.store.extend(Uuid::now_v7(), None, None).await.unwrap(),
         ExtendOutcome::NotHeld
+    );
+}
+
+/// A lease held by a node with a credential of its own answers that credential only: another
+/// node's or the mesh token's result and extension are refused (and change nothing), several
+/// results in one group included; a node without a credential takes anybody's.
+pub async fn leases_answer_their_holders_only(b: &dyn Backend) {
+    let w = World::new(b, limits(100, 100));
+    for _ in 0..4 {
+        w.submit(job("q", serde_json::Value::Null)).await;
+    }
+    let bound: Arc<HashSet<String>> = Arc::new(["a".to_owned(), "b".to_owned()].into());
+    let rule = |reporter: Option<&str>| HolderRule {
+        reporter: reporter.map(str::to_owned),
+        bound: bound.clone(),
+    };
+    let held = w.lease("a", &["q"], &[], 3).await;
+    let free = w.lease("legacy", &["q"], &[], 1).await.remove(0);
+    let report = |l: &LeasedJob, rule: Option<HolderRule>| ResultReport {
+        job_id: l.job_id,
+        lease_id: l.lease_id,
+        outcome: Outcome::Success,
+        result: "1".into(),
+        error: None,
+        holder: rule.map(Box::new),
+    };
+    let wrong = FinishOutcome::WrongHolder { holder: "a".into() };
+    // Refused together (one group where the backend batches) and alone, failure included.
+    let tasks: Vec<_> = [rule(Some("b")), rule(None)]
+        .into_iter()
+        .map(|r| {
+            let (store, report) = (w.store.clone(), report(&held[0], Some(r)));
+            tokio::spawn(async move { store.finish(report).await })
+        })
+        .collect();
+    for task in tasks {
+        assert_eq!(task.await.unwrap().unwrap(), wrong);
+    }
+    let mut failure = report(&held[1], Some(rule(Some("b"))));
+    failure.outcome = Outcome::Failure;
+    assert_eq!(w.store.finish(failure).await.unwrap(), wrong);
+    assert_eq!(
+        w.store
+            .extend(held[0].lease_id, None, Some(rule(Some("b"))))
+            .await
+            .unwrap(),
+        ExtendOutcome::WrongHolder { holder: "a".into() }
+    );
+    assert_eq!(
+        w.store.get(held[0].job_id).await.unwrap().unwrap().status,
+        JobStatus::InProgress
+    );
+    // The holder itself, and anybody for a node without a credential.
+    assert!(matches!(
+        w.store
+            .extend(held[0].lease_id, None, Some(rule(Some("a"))))
+            .await
+            .unwrap(),
+        ExtendOutcome::Extended { .. }
+    ));
+    let completed = FinishOutcome::Recorded {
+        status: JobStatus::Completed,
+    };
+    for (l, r) in [(&held[0], rule(Some("a"))), (&free, rule(Some("b")))] {
+        assert_eq!(w.store.finish(report(l, Some(r))).await.unwrap(), completed);
+    }
+    assert_eq!(
+        w.store.finish(report(&held[2], None)).await.unwrap(),
+        completed
     );
 }
 
@@ -786,6 +862,7 @@ pub async fn unfollowed_results_are_never_pending(b: &dyn Backend) {
             let (store, report) = (
                 w.store.clone(),
                 ResultReport {
+                    holder: None,
                     job_id: l.job_id,
                     lease_id: l.lease_id,
                     outcome: Outcome::Success,
@@ -1048,6 +1125,7 @@ macro_rules! conformance_tests {
             inflight_limit_holds_jobs_back,
             delayed_jobs_wait_for_run_at,
             leases_can_be_extended,
+            leases_answer_their_holders_only,
             cancel_and_requeue,
             queues_pause_resume_and_purge,
             finished_results_stay_pending_until_acknowledged,

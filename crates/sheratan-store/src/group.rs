@@ -5,8 +5,8 @@ use tokio::sync::oneshot;
 use uuid::Uuid;
 
 use crate::{
-    ExtendOutcome, FinishOutcome, JobRecord, JobSpec, LeaseGrant, LeaseOrder, QueueState,
-    ResultReport, StoreError, SubmitOutcome, TickReport,
+    ExtendOutcome, FinishOutcome, HolderRule, JobRecord, JobSpec, LeaseGrant, LeaseOrder,
+    QueueState, ResultReport, StoreError, SubmitOutcome, TickReport,
 };
 
 pub type Reply<T> = oneshot::Sender<Result<T, StoreError>>;
@@ -15,7 +15,12 @@ pub type Reply<T> = oneshot::Sender<Result<T, StoreError>>;
 pub enum Op {
     Submit(Vec<JobSpec>, Reply<Vec<SubmitOutcome>>),
     Lease(LeaseOrder, Reply<LeaseGrant>),
-    Extend(Uuid, Option<u32>, Reply<ExtendOutcome>),
+    Extend(
+        Uuid,
+        Option<u32>,
+        Option<Box<HolderRule>>,
+        Reply<ExtendOutcome>,
+    ),
     Finish(ResultReport, Reply<FinishOutcome>),
     Cancel(Uuid, Reply<Option<JobRecord>>),
     Requeue(Uuid, Reply<Option<JobRecord>>),
@@ -71,7 +76,7 @@ pub fn unanswered(op: Op) -> Box<dyn Held> {
     match op {
         Op::Submit(_, r) => none(r),
         Op::Lease(_, r) => none(r),
-        Op::Extend(_, _, r) => none(r),
+        Op::Extend(_, _, _, r) => none(r),
         Op::Finish(_, r) => none(r),
         Op::Cancel(_, r) => none(r),
         Op::Requeue(_, r) => none(r),

@@ -17,6 +17,6 @@ pub use clock::{Clock, ManualClock, SystemClock};
 pub use jobs::{JobDefaults, JobRecord, JobSpec, Lease};
 pub use store::{
     AuctionStore, Counts, CredentialRecord, CredentialStore, ExtendOutcome, FinishOutcome,
-    LeaseGrant, LeaseOrder, LeasedJob, ListFilter, QueueState, Reaped, ResultReport, SharedState,
-    Store, StoreError, StoreLimits, SubmitOutcome, TickReport,
+    HolderRule, LeaseGrant, LeaseOrder, LeasedJob, ListFilter, QueueState, Reaped, ResultReport,
+    SharedState, Store, StoreError, StoreLimits, SubmitOutcome, TickReport,
 };

@@ -238,7 +238,12 @@ impl Apply<'_, '_> {
         let Some(&(lease_id, i)) = pick(&self.m.leases, lease) else {
             return;
         };
-        let got = self.w.store.extend(lease_id, None).await.expect("extend");
+        let got = self
+            .w
+            .store
+            .extend(lease_id, None, None)
+            .await
+            .expect("extend");
         let j = &mut self.m.jobs[i];
         match j.lease {
             Some((l, _)) if l == lease_id && j.status == JobStatus::InProgress => {
@@ -264,6 +269,7 @@ impl Apply<'_, '_> {
             retryable,
         });
         let report = ResultReport {
+            holder: None,
             job_id: self.m.jobs[i].id,
             lease_id,
             outcome: if error.is_some() {
@@ -451,6 +457,7 @@ impl Apply<'_, '_> {
             if let (JobStatus::InProgress, Some((lease_id, _))) = (j.status, j.lease) {
                 let store = self.w.store.clone();
                 let report = ResultReport {
+                    holder: None,
                     job_id: j.id,
                     lease_id,
                     outcome: Outcome::Success,

@@ -88,6 +88,26 @@ pub enum ExtendOutcome {
     },
     /// The lease is no longer held (expired and reaped, finished, cancelled, or never issued).
     NotHeld,
+    /// The lease is held by `holder`, whose own credential alone may act on it.
+    WrongHolder { holder: String },
+}
+
+/// Who may report a result for, or extend, a lease: the node holding it, when that node has a
+/// credential of its own; anybody with access otherwise. The store checks it where it already
+/// has the lease in hand, so the rule costs no extra read.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HolderRule {
+    /// The node credential making the request (`None`: the mesh token or another role).
+    pub reporter: Option<String>,
+    /// The nodes that have node credentials.
+    pub bound: std::sync::Arc<std::collections::HashSet<String>>,
+}
+
+impl HolderRule {
+    /// Whether the rule lets its reporter act on a lease held by `holder`.
+    pub fn permits(&self, holder: &str) -> bool {
+        self.reporter.as_deref() == Some(holder) || !self.bound.contains(holder)
+    }
 }
 
 /// A result reported by the holder of a lease.
@@ -99,6 +119,8 @@ pub struct ResultReport {
     /// JSON text.
     pub result: String,
     pub error: Option<JobError>,
+    /// Checked against the lease's holder; `None` checks nothing.
+    pub holder: Option<Box<HolderRule>>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -111,6 +133,8 @@ pub enum FinishOutcome {
     LeaseNotHeld { status: JobStatus },
     /// No such job.
     UnknownJob,
+    /// The lease is live but held by `holder`, whose own credential alone may report for it.
+    WrongHolder { holder: String },
 }
 
 /// A lease the reaper took back.
@@ -187,11 +211,13 @@ pub trait Store: Send + Sync + 'static {
     /// node has: priority first, then first in, first out. Never more than the inflight limit.
     async fn lease(&self, order: LeaseOrder) -> Result<LeaseGrant, StoreError>;
 
-    /// Extends a live lease by `extend_s` (the job's `timeout_s` if `None`) from now.
+    /// Extends a live lease by `extend_s` (the job's `timeout_s` if `None`) from now, if
+    /// `holder` (when given) lets the caller act on it.
     async fn extend(
         &self,
         lease_id: Uuid,
         extend_s: Option<u32>,
+        holder: Option<HolderRule>,
     ) -> Result<ExtendOutcome, StoreError>;
 
     /// Records a result for a live lease.

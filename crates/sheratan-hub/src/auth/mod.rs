@@ -75,6 +75,22 @@ impl Credential {
             _ => None,
         }
     }
+
+    /// How audit lines name the credential: `"w-gpu-1 (node)"`, `"the mesh token"`.
+    pub fn label(&self) -> String {
+        match self {
+            Credential::Named(r) => format!("{} ({})", r.name, r.role),
+            Credential::Current | Credential::Next => "the mesh token".into(),
+            Credential::Unchecked => "none (authentication is off)".into(),
+        }
+    }
+
+    /// The node credential's name, if this is one.
+    pub fn node_name(&self) -> Option<&str> {
+        self.named()
+            .filter(|r| r.role == sheratan_proto::credentials::CredentialRole::Node)
+            .map(|r| r.name.as_str())
+    }
 }
 
 /// Why a request was refused.

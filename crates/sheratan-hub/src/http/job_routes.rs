@@ -180,9 +180,8 @@ async fn extend(
     } else {
         parse_json(&body)?
     };
-    Ok(Json(
-        svc::extend(&state.hub, &lease_id, req, caller.peer.ip()).await?,
-    ))
+    let who = (&caller.credential, caller.peer.ip());
+    Ok(Json(svc::extend(&state.hub, &lease_id, req, who).await?))
 }
 
 async fn result(
@@ -199,59 +198,8 @@ async fn result(
     let ip = caller.peer.ip();
     svc::verify(&state.hub, &caller.credential, integrity, &body, ip)?;
     let req: ResultRequest = parse_json(&body)?;
-    lease_holder_only(&state, &caller, &req).await?;
-    Ok(Json(svc::finish(&state.hub, req, ip).await?))
-}
-
-/// A result for a lease held by a node that has a node credential is accepted only from that
-/// credential (signed with its key): another node's credential, or the mesh token, cannot
-/// complete its jobs. Costs a job read per result only while node credentials exist.
-async fn lease_holder_only(
-    state: &PlaneState,
-    caller: &Caller,
-    req: &ResultRequest,
-) -> Result<(), ApiError> {
-    if !state.hub.credentials.has_nodes() {
-        return Ok(());
-    }
-    let Ok(job_id) = req.job_id.parse::<uuid::Uuid>() else {
-        return Ok(()); // the result path answers the malformed id
-    };
-    let holder = state
-        .hub
-        .store
-        .get(job_id)
-        .await
-        .map_err(|e| ApiError::unavailable("the job store", e))?
-        .and_then(|job| job.lease.map(|l| l.node_id));
-    let Some(holder) = holder else {
-        return Ok(());
-    };
-    let is_holder = caller.credential.named().is_some_and(|r| r.name == holder);
-    if is_holder || !state.hub.credentials.is_node(&holder) {
-        return Ok(());
-    }
-    state.hub.audit.emit(
-        crate::audit::Event::new(sheratan_proto::EventKind::IdentityMismatch, state.plane)
-            .remote(caller.peer.ip())
-            .node(&holder)
-            .detail(serde_json::json!({"credential": who(&caller.credential)})),
-    );
-    Err(ApiError::new(
-        sheratan_proto::ErrorCode::Forbidden,
-        format!(
-            "the lease is held by node {holder:?}, which has a node credential: only that credential may report its result"
-        ),
-        "a node reports with its own credential (SHERATAN_HUB_TOKEN = its secret)",
-    ))
-}
-
-/// How an audit line names a request's credential.
-fn who(credential: &crate::auth::Credential) -> String {
-    match credential.named() {
-        Some(r) => format!("{} ({})", r.name, r.role),
-        None => "the mesh token".into(),
-    }
+    let who = (&caller.credential, ip);
+    Ok(Json(svc::finish(&state.hub, req, who).await?))
 }
 
 async fn pending(

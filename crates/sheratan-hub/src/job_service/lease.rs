@@ -13,6 +13,7 @@ use tokio_util::sync::CancellationToken;
 use super::{DEFER_MS, JobsError, MAX_JOBS_PER_LEASE, MAX_WAIT_MS, parse_id};
 use crate::HubState;
 use crate::audit::Event;
+use crate::auth::Credential;
 
 /// Validates a lease request into an order.
 pub fn lease_order(req: &LeaseRequest) -> Result<LeaseOrder, JobsError> {
@@ -128,8 +129,9 @@ pub async fn extend(
     hub: &HubState,
     lease_id: &str,
     req: ExtendRequest,
-    caller_ip: IpAddr,
+    caller: (&Credential, IpAddr),
 ) -> Result<ExtendResponse, JobsError> {
+    let (credential, caller_ip) = caller;
     let lease_id = parse_id("lease id", lease_id)?;
     if req
         .extend_s
@@ -140,7 +142,8 @@ pub async fn extend(
             sheratan_store::jobs::MAX_TIMEOUT_S
         )));
     }
-    match hub.store.extend(lease_id, req.extend_s).await? {
+    let rule = hub.credentials.holder_rule(credential);
+    match hub.store.extend(lease_id, req.extend_s, rule).await? {
         ExtendOutcome::Extended { job_id, expires_at } => Ok(ExtendResponse {
             lease_id: lease_id.to_string(),
             job_id: job_id.to_string(),
@@ -152,7 +155,33 @@ pub async fn extend(
                 "the lease is no longer held".into(),
             ))
         }
+        ExtendOutcome::WrongHolder { holder } => {
+            Err(wrong_holder(hub, caller, &holder, "extend its lease"))
+        }
     }
+}
+
+/// A request on a lease held by a node with a credential of its own, from another credential:
+/// audited as `IDENTITY_MISMATCH` naming both, counted per role, refused with `FORBIDDEN`.
+pub(super) fn wrong_holder(
+    hub: &HubState,
+    (credential, caller_ip): (&Credential, IpAddr),
+    holder: &str,
+    action: &str,
+) -> JobsError {
+    hub.audit.emit(
+        Event::new(EventKind::IdentityMismatch, Plane::Data)
+            .remote(caller_ip)
+            .node(holder)
+            .detail(serde_json::json!({ "credential": credential.label(), "action": action })),
+    );
+    if let Some(record) = credential.named() {
+        hub.role_refusals.count(record.role);
+    }
+    JobsError::WrongHolder(format!(
+        "the lease is held by node {holder:?}, which has a node credential: only that credential may {action} ({} may not)",
+        credential.label()
+    ))
 }
 
 /// A result or extension named a lease that is not the job's current one. One from a worker

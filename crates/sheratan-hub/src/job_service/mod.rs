@@ -59,6 +59,8 @@ pub enum JobsError {
     },
     /// The named lease is not the job's current one.
     LeaseNotHeld(String),
+    /// The lease is held by a node with a credential of its own; the message names it.
+    WrongHolder(String),
     Integrity(IntegrityFailure),
     Store(StoreError),
 }
@@ -81,6 +83,7 @@ impl JobsError {
             JobsError::Collision { .. } => ErrorCode::IdempotencyKeyCollision,
             JobsError::QueueFull { .. } => ErrorCode::BackpressureDrop,
             JobsError::LeaseNotHeld(_) => ErrorCode::LeaseExpired,
+            JobsError::WrongHolder(_) => ErrorCode::Forbidden,
             JobsError::Integrity(_) => ErrorCode::ResultIntegrityFail,
             JobsError::Store(StoreError::Unavailable(_)) => ErrorCode::Unavailable,
             JobsError::Store(StoreError::Internal(_)) => ErrorCode::Internal,
@@ -93,7 +96,8 @@ impl JobsError {
             JobsError::Invalid(m)
             | JobsError::NotFound(m)
             | JobsError::Ambiguous(m)
-            | JobsError::LeaseNotHeld(m) => {
+            | JobsError::LeaseNotHeld(m)
+            | JobsError::WrongHolder(m) => {
                 m.clone()
             }
             JobsError::Collision { job_id } => format!(
@@ -128,6 +132,9 @@ impl JobsError {
             }
             JobsError::LeaseNotHeld(_) => {
                 "stop working on this job: its lease expired (it may run elsewhere) or it was cancelled; lease again"
+            }
+            JobsError::WrongHolder(_) => {
+                "a node reports for and extends its own leases only, with its own credential (SHERATAN_HUB_TOKEN = its secret)"
             }
             JobsError::Integrity(_) => {
                 "send X-Sheratan-Content-Sha256: <hex sha256 of the raw body> and X-Sheratan-Signature: sha256=<hex HMAC-SHA256(token, raw body)>, signed with the token this request authenticates with"

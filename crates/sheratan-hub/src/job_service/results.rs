@@ -120,9 +120,11 @@ pub fn verify(
 pub async fn finish(
     hub: &HubState,
     req: ResultRequest,
-    caller_ip: IpAddr,
+    caller: (&Credential, IpAddr),
 ) -> Result<ResultResponse, JobsError> {
-    let report = report(req)?;
+    let (credential, caller_ip) = caller;
+    let mut report = report(req)?;
+    report.holder = hub.credentials.holder_rule(credential).map(Box::new);
     let job_id = report.job_id;
     let (status, duplicate) = match hub.store.finish(report).await? {
         FinishOutcome::Recorded { status } => {
@@ -148,6 +150,10 @@ pub async fn finish(
         FinishOutcome::UnknownJob => {
             return Err(JobsError::NotFound(format!("no job {job_id}")));
         }
+        FinishOutcome::WrongHolder { holder } => {
+            let action = "report its result";
+            return Err(super::lease::wrong_holder(hub, caller, &holder, action));
+        }
     };
     Ok(ResultResponse {
         job_id: job_id.to_string(),
@@ -170,6 +176,7 @@ fn report(req: ResultRequest) -> Result<ResultReport, JobsError> {
         outcome: req.outcome,
         result: req.result.to_string(),
         error: req.error,
+        holder: None,
     })
 }
 

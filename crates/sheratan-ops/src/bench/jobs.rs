@@ -60,9 +60,10 @@ pub struct JobsArgs {
     /// Hubs sharing the store (PostgreSQL only); the bench spreads its connections over them.
     #[arg(long, default_value_t = 1)]
     pub hubs: usize,
-    /// How the bench authenticates: with the mesh token, with an admin credential, or with an
-    /// admin credential while a node credential exists (then every result checks who holds
-    /// its lease).
+    /// How the bench authenticates: with the mesh token, with an admin credential, or as a
+    /// least-privilege mesh does (`node`): producers with a submit credential, each consumer
+    /// with a node credential of its own (`bench-0`, `bench-1`, …), its results signed with
+    /// the key derived from it and checked against the lease's holder.
     #[arg(long, value_enum, default_value = "mesh")]
     pub auth: BenchAuth,
     /// Start the hubs with TLS on every listener (`--tls on`, a mesh CA of their own) and
@@ -151,14 +152,27 @@ struct Ctx {
     urls: Arc<Vec<String>>,
     next_lane: Arc<std::sync::atomic::AtomicUsize>,
     token: String,
+    /// Consumer `c`'s own token (a node credential named `bench-{c}`); the shared token where
+    /// there is none.
+    consumer_tokens: Arc<Vec<String>>,
     /// The zero of every latency: submits carry their offset from it.
     epoch: Instant,
 }
 
 impl Ctx {
     async fn lane(&self) -> anyhow::Result<Lane> {
+        self.lane_with(&self.token).await
+    }
+
+    /// A lane for consumer `c`, which leases as node `bench-{c}`.
+    async fn consumer_lane(&self, c: usize) -> anyhow::Result<Lane> {
+        self.lane_with(self.consumer_tokens.get(c).unwrap_or(&self.token))
+            .await
+    }
+
+    async fn lane_with(&self, token: &str) -> anyhow::Result<Lane> {
         let i = self.next_lane.fetch_add(1, Ordering::Relaxed);
-        Lane::connect(&self.urls[i % self.urls.len()], &self.token).await
+        Lane::connect(&self.urls[i % self.urls.len()], token).await
     }
 
     fn now_us(&self) -> u64 {
@@ -183,11 +197,12 @@ pub async fn run(args: JobsArgs) -> anyhow::Result<()> {
     }
     let (targets, variant) = targets(&args)?;
     let target = &targets[0];
-    let (token, variant) = bench_token(&args, target, variant).await?;
+    let (token, consumer_tokens, variant) = bench_tokens(&args, target, variant).await?;
     let ctx = Ctx {
         urls: Arc::new(targets.iter().map(|t| t.data_url.clone()).collect()),
         next_lane: Arc::default(),
         token,
+        consumer_tokens: Arc::new(consumer_tokens),
         epoch: Instant::now(),
     };
     if let Some(depth) = args.deep_queue {
@@ -207,18 +222,19 @@ pub async fn run(args: JobsArgs) -> anyhow::Result<()> {
 pub enum BenchAuth {
     Mesh,
     Credential,
-    CredentialAndNode,
+    Node,
 }
 
-/// The token the lanes send (made on the hub with its mesh token), and the variant's name.
-async fn bench_token(
+/// The tokens the lanes send (made on the hub with its mesh token): the producers' and each
+/// consumer's; and the variant's name.
+async fn bench_tokens(
     args: &JobsArgs,
     target: &Target,
     variant: String,
-) -> anyhow::Result<(String, String)> {
+) -> anyhow::Result<(String, Vec<String>, String)> {
     use sheratan_proto::credentials::{CreateCredential, CredentialRole};
     if args.auth == BenchAuth::Mesh {
-        return Ok((target.token.clone(), variant));
+        return Ok((target.token.clone(), Vec::new(), variant));
     }
     let admin = sheratan_client::DataClient::new(&target.data_url, Some(target.token.clone()))?;
     let create = |name: &str, role| CreateCredential {
@@ -227,20 +243,29 @@ async fn bench_token(
         queues: vec![],
         expires_in_s: None,
     };
-    let secret = admin
-        .create_credential(&create("bench", CredentialRole::Admin))
+    if args.auth == BenchAuth::Credential {
+        let secret = admin
+            .create_credential(&create("bench", CredentialRole::Admin))
+            .await?
+            .secret;
+        return Ok((secret, Vec::new(), format!("{variant}, admin credential")));
+    }
+    let submit = admin
+        .create_credential(&create("bench-submit", CredentialRole::Submit))
         .await?
         .secret;
-    if args.auth == BenchAuth::CredentialAndNode {
-        admin
-            .create_credential(&create("bench-node", CredentialRole::Node))
-            .await?;
-        return Ok((
-            secret,
-            format!("{variant}, admin credential, a node credential exists"),
-        ));
+    let mut nodes = Vec::with_capacity(args.consumers);
+    for c in 0..args.consumers {
+        let name = format!("bench-{c}");
+        nodes.push(
+            admin
+                .create_credential(&create(&name, CredentialRole::Node))
+                .await?
+                .secret,
+        );
     }
-    Ok((secret, format!("{variant}, admin credential")))
+    let variant = format!("{variant}, submit and node credentials");
+    Ok((submit, nodes, variant))
 }
 
 /// The hubs to measure (started here, or the running one of `--data-url`) and the variant's
@@ -478,7 +503,7 @@ async fn drain_owned(
     let started = Instant::now();
     let mut tasks = Vec::new();
     for c in 0..consumers {
-        let mut lane = ctx.lane().await?;
+        let mut lane = ctx.consumer_lane(c).await?;
         let (ctx, done, latencies) = (ctx.clone(), done.clone(), latencies.clone());
         tasks.push(tokio::spawn(async move {
             let lease_body = Bytes::from(format!(
@@ -535,9 +560,9 @@ async fn deep_queue(ctx: &Ctx, target: &Target, depth: u64, args: &JobsArgs) -> 
         eprintln!("  {:.0} s", started.elapsed().as_secs_f64());
     }
     let fill_jps = filler.await??;
-    let mut lane = ctx.lane().await?;
+    let mut lane = ctx.consumer_lane(0).await?;
     let body =
-        Bytes::from_static(br#"{"node_id":"bench","capabilities":["email.send"],"max_jobs":1}"#);
+        Bytes::from_static(br#"{"node_id":"bench-0","capabilities":["email.send"],"max_jobs":1}"#);
     let leases = 2000;
     let mut samples = Vec::with_capacity(leases);
     for _ in 0..leases {

@@ -351,6 +351,18 @@ async fn each_role_does_its_part_and_is_refused_the_rest() {
     let other = create(&hub, "node", "w-9");
     let (status, body) = send_result(&data, &other, &result).await;
     assert_error(status, &body, 403, "FORBIDDEN");
+    // Nor may they keep it alive (the lease id is no key on its own); its holder may.
+    let extend = format!(
+        "{data}/v1/leases/{}/extend",
+        leased["lease_id"].as_str().unwrap()
+    );
+    for stranger in [&other, &hub.token()] {
+        let (status, body) = post(&extend, Auth::Bearer(stranger), "{}").await;
+        let (message, _) = assert_error(status, &body, 403, "FORBIDDEN");
+        assert!(message.contains("held by node \"w-1\""), "{message}");
+    }
+    let (status, body) = post(&extend, Auth::Bearer(&node), "{}").await;
+    assert_eq!(status, StatusCode::OK, "{body}");
     let (status, body) = send_result(&data, &node, &result).await;
     assert_eq!(status, StatusCode::OK, "{body}");
     assert_eq!(body["status"], "completed", "{body}");
@@ -387,10 +399,10 @@ async fn each_role_does_its_part_and_is_refused_the_rest() {
     let (status, body) = get(&format!("{data}/v1/jobs"), Auth::Bearer(&read)).await;
     assert_error(status, &body, 403, "AUTH_FAIL");
     let records = hub.wait_audit(std::time::Duration::from_secs(5), |r| {
-        count_events(r, EventKind::IdentityMismatch) >= 4
+        count_events(r, EventKind::IdentityMismatch) >= 6
             && r.iter().any(|x| format!("{x:?}").contains("revoked"))
     });
-    assert!(count_events(&records, EventKind::IdentityMismatch) >= 4);
+    assert!(count_events(&records, EventKind::IdentityMismatch) >= 6);
     let (_, metrics) = get(
         &format!("{data}/metrics?format=json"),
         Auth::Bearer(&hub.token()),
@@ -401,7 +413,7 @@ async fn each_role_does_its_part_and_is_refused_the_rest() {
         "{metrics}"
     );
     assert!(
-        metrics["forbidden.node"].as_f64().unwrap_or(0.0) >= 2.0,
+        metrics["forbidden.node"].as_f64().unwrap_or(0.0) >= 4.0,
         "{metrics}"
     );
 
