@@ -195,11 +195,45 @@ impl Host {
     }
 }
 
-impl edge::Edge for HostState {
-    type Credential = ();
+/// What a request to a host presented.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Access {
+    /// The host's own token (or authentication is off).
+    Token,
+    /// An execute grant from the hub (docs/API.md, "Execute grants"): this one job only.
+    Grant { job_id: String },
+}
 
-    fn authenticate(&self, headers: &HeaderMap, _: std::net::SocketAddr) -> Result<(), ApiError> {
-        edge::check_mesh_token(headers, self.config.token.load().accepted().as_deref())
+impl edge::Edge for HostState {
+    type Credential = Access;
+
+    fn authenticate(
+        &self,
+        headers: &HeaderMap,
+        _: std::net::SocketAddr,
+    ) -> Result<Access, ApiError> {
+        let token = self.config.token.load();
+        // A host on a node credential also takes the grants the hub made with its key; a
+        // broker on a credential never sends a host anything else.
+        if let Some(own) = token
+            .send()
+            .filter(|t| t.starts_with(sheratan_sign::CREDENTIAL_PREFIX))
+            && let edge::Presented::One(presented) = edge::presented_token(headers)
+            && presented.starts_with(sheratan_sign::GRANT_PREFIX)
+        {
+            let key = sheratan_sign::grant_key(&sheratan_sign::signing_key(own));
+            let now = time::OffsetDateTime::now_utc().unix_timestamp();
+            return sheratan_sign::verify_grant(&key, &self.config.node_id, &presented, now)
+                .map(|job_id| Access::Grant { job_id })
+                .map_err(|refusal| {
+                    ApiError::new(
+                        ErrorCode::AuthFail,
+                        refusal.reason(),
+                        "the broker asks the hub for a fresh grant (POST /v1/grants) each round",
+                    )
+                });
+        }
+        edge::check_mesh_token(headers, token.accepted().as_deref()).map(|()| Access::Token)
     }
 
     fn body_limit(&self) -> usize {
@@ -234,7 +268,26 @@ async fn health(State(s): State<Arc<HostState>>) -> Json<sheratan_proto::health:
     })
 }
 
-async fn metrics(State(s): State<Arc<HostState>>, _: Caller) -> Response {
+/// A grant opens `/v1/bid` and `/v1/execute` for its own job only.
+fn for_job(caller: &Caller, job_id: &str) -> Result<(), ApiError> {
+    match &caller.credential {
+        Access::Grant { job_id: granted } if granted != job_id => Err(ApiError::new(
+            ErrorCode::Forbidden,
+            format!("the execute grant is for job {granted}, not {job_id}"),
+            "a grant opens one job on one host; ask the hub for this job's",
+        )),
+        _ => Ok(()),
+    }
+}
+
+async fn metrics(State(s): State<Arc<HostState>>, caller: Caller) -> Result<Response, ApiError> {
+    if caller.credential != Access::Token {
+        return Err(ApiError::new(
+            ErrorCode::Forbidden,
+            "an execute grant opens /v1/bid and /v1/execute only",
+            "read metrics with the host's own token",
+        ));
+    }
     let n = |a: &AtomicU64| a.load(Ordering::Relaxed) as f64;
     let label = |k: &'static str, v: &str| vec![(k, v.to_owned())];
     let families = [
@@ -262,7 +315,7 @@ async fn metrics(State(s): State<Arc<HostState>>, _: Caller) -> Response {
         )
         .value(vec![], f64::from(s.config.capacity)),
     ];
-    prometheus_response(&families)
+    Ok(prometheus_response(&families))
 }
 
 /// The host's answer to a bid request.
@@ -301,16 +354,17 @@ fn quote(s: &HostState, req: &BidRequest) -> BidResponse {
 
 async fn bid(
     State(s): State<Arc<HostState>>,
-    _: Caller,
+    caller: Caller,
     JsonBody(req): JsonBody<BidRequest>,
-) -> Json<BidResponse> {
+) -> Result<Json<BidResponse>, ApiError> {
+    for_job(&caller, &req.job_id)?;
     let answer = quote(&s, &req);
     if answer.accept {
         s.bids_accepted.fetch_add(1, Ordering::Relaxed);
     } else {
         s.bids_declined.fetch_add(1, Ordering::Relaxed);
     }
-    Json(answer)
+    Ok(Json(answer))
 }
 
 /// Releases an execution slot when the execution ends, however it ends.
@@ -324,9 +378,10 @@ impl Drop for Slot<'_> {
 
 async fn execute(
     State(s): State<Arc<HostState>>,
-    _: Caller,
+    caller: Caller,
     JsonBody(req): JsonBody<ExecuteRequest>,
 ) -> Result<Json<ExecuteResponse>, ApiError> {
+    for_job(&caller, &req.job_id)?;
     // Take a slot, or refuse: a bid is a quote, not a reservation.
     let taken = s
         .inflight

@@ -181,6 +181,22 @@ impl DataClient {
         .await
     }
 
+    /// Execute grants for `hosts` to run a job whose lease this client holds (a broker's
+    /// hosts): only hosts with a node credential get one. Safe to repeat.
+    pub async fn grants(
+        &self,
+        req: &sheratan_proto::auction::GrantRequest,
+    ) -> Result<sheratan_proto::auction::GrantResponse, ClientError> {
+        json(
+            self.base
+                .send_retrying(Retry::Safe, || {
+                    self.base.request(Method::POST, "/v1/grants").json(req)
+                })
+                .await?,
+        )
+        .await
+    }
+
     /// Reports a result, signed with this client's token (content SHA-256 and HMAC-SHA256).
     /// Safe to repeat: the hub counts a repeated result once.
     pub async fn report(&self, result: &ResultRequest) -> Result<ResultResponse, ClientError> {

@@ -130,6 +130,23 @@ impl Credentials {
         self.nodes.read().expect("node names").contains(node_id)
     }
 
+    /// The key `host`'s execute grants are made with, if it has a valid node credential.
+    pub fn grant_key(&self, host: &str, now: OffsetDateTime) -> Option<String> {
+        if !self.fresh() {
+            return None;
+        }
+        let cache = self.by_digest.read().expect("credential cache").clone();
+        cache
+            .values()
+            .find(|r| {
+                r.name == host
+                    && r.role == CredentialRole::Node
+                    && r.revoked_at.is_none()
+                    && r.expires_at.is_none_or(|at| at > now)
+            })
+            .map(|r| sheratan_sign::grant_key(&r.signing_key))
+    }
+
     /// The credential whose secret `presented` is, from memory: one SHA-256 and a map lookup.
     pub fn lookup(&self, presented: &str, now: OffsetDateTime) -> Lookup {
         let cache = self.by_digest.read().expect("credential cache").clone();

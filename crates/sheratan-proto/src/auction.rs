@@ -94,3 +94,28 @@ pub struct AuctionRecord {
 pub struct AuctionList {
     pub auctions: Vec<AuctionRecord>,
 }
+
+/// `POST /v1/grants` on the hub's data plane: execute grants for the hosts a broker is about
+/// to ask for bids, for a job whose lease the caller holds.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GrantRequest {
+    pub job_id: String,
+    pub lease_id: String,
+    /// Host node ids, at most [`MAX_GRANT_HOSTS`].
+    pub hosts: Vec<String>,
+}
+
+/// The most hosts one grant request may name.
+pub const MAX_GRANT_HOSTS: usize = 256;
+
+/// The answer: a grant for each named host that has a valid node credential (hosts without
+/// one are left out); each is the bearer token of that host's `/v1/bid` and `/v1/execute`
+/// for this job until `expires_at`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct GrantResponse {
+    pub job_id: String,
+    pub grants: std::collections::BTreeMap<String, String>,
+    #[serde(with = "time::serde::rfc3339")]
+    pub expires_at: OffsetDateTime,
+}

@@ -325,6 +325,22 @@ fn hub_data_plane_leases_and_results() {
     );
     insta::assert_json_snapshot!("extend_request", ExtendRequest { extend_s: Some(60) });
     insta::assert_json_snapshot!(
+        "grant_request",
+        GrantRequest {
+            job_id: JOB.into(),
+            lease_id: LEASE.into(),
+            hosts: vec!["host-a".into(), "host-b".into()],
+        }
+    );
+    insta::assert_json_snapshot!(
+        "grant_response",
+        GrantResponse {
+            job_id: JOB.into(),
+            grants: [("host-a".to_owned(), format!("shtg1.{JOB}.1796000000.00ff"))].into(),
+            expires_at: T,
+        }
+    );
+    insta::assert_json_snapshot!(
         "extend_response",
         ExtendResponse {
             lease_id: LEASE.into(),

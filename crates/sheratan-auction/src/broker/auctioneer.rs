@@ -15,6 +15,8 @@ pub struct Bidder {
     /// Base URL, e.g. `http://127.0.0.1:8081`.
     pub url: String,
     pub capabilities: Vec<String>,
+    /// This round's execute grant from the hub, when the host has a node credential.
+    pub grant: Option<String>,
 }
 
 impl Bidder {
@@ -27,6 +29,7 @@ impl Bidder {
             node_id: node.node_id.clone(),
             url: url.to_owned(),
             capabilities: node.capabilities.clone(),
+            grant: None,
         })
     }
 
@@ -76,21 +79,39 @@ impl Auctioneer {
         })
     }
 
-    fn post(&self, url: String) -> reqwest::RequestBuilder {
-        let r = self.http.post(url);
+    /// What the broker presents to `host`: its execute grant for the job; without one, the
+    /// broker's own token only when that is the mesh token (a host that predates grants);
+    /// `None` when authentication is off. A broker on a node credential never sends it.
+    fn credential_for(&self, host: &Bidder) -> Result<Option<String>, String> {
+        if let Some(grant) = &host.grant {
+            return Ok(Some(grant.clone()));
+        }
         match self.token.send() {
-            Some(t) => r.bearer_auth(t),
-            None => r,
+            Some(t) if t.starts_with(sheratan_sign::CREDENTIAL_PREFIX) => Err(
+                "not contacted: no execute grant (the host has no valid node credential; a broker on a node credential sends hosts grants only)".into(),
+            ),
+            other => Ok(other),
         }
     }
 
-    /// Why a host may not be contacted at all: it advertises `http://` on another machine, so
-    /// the token and the job's payload would cross the network in clear text.
-    fn refusal(&self, host: &Bidder) -> Option<String> {
-        self.token.send()?;
-        let url = reqwest::Url::parse(&host.url).ok()?;
-        sheratan_client::clear_text_refusal(&url)
-            .map(|why| format!("not contacted: {why} (the host must serve TLS: https://)"))
+    /// A request to `host` with its credential, or why the host may not be contacted at all:
+    /// it has no credential the broker may send, or it advertises `http://` on another
+    /// machine, so a credential and the job's payload would cross the network in clear text.
+    fn post(&self, host: &Bidder, path: &str) -> Result<reqwest::RequestBuilder, String> {
+        let credential = self.credential_for(host)?;
+        if credential.is_some()
+            && let Ok(url) = reqwest::Url::parse(&host.url)
+            && let Some(why) = sheratan_client::clear_text_refusal(&url)
+        {
+            return Err(format!(
+                "not contacted: {why} (the host must serve TLS: https://)"
+            ));
+        }
+        let r = self.http.post(format!("{}{path}", host.url));
+        Ok(match credential {
+            Some(t) => r.bearer_auth(t),
+            None => r,
+        })
     }
 
     /// Asks every host for a bid at once; a host that does not answer within the deadline,
@@ -101,16 +122,16 @@ impl Auctioneer {
         let body = bytes::Bytes::from(serde_json::to_vec(req).unwrap_or_default());
         let deadline = self.bid_deadline;
         let asks = hosts.iter().map(|host| {
-            let refused = self.refusal(host);
-            let call = self
-                .post(format!("{}/v1/bid", host.url))
-                .header(reqwest::header::CONTENT_TYPE, "application/json")
-                .body(body.clone())
-                .send();
+            let call = self.post(host, "/v1/bid").map(|r| {
+                r.header(reqwest::header::CONTENT_TYPE, "application/json")
+                    .body(body.clone())
+                    .send()
+            });
             async move {
-                if let Some(why) = refused {
-                    return declined(host.node_id.clone(), why);
-                }
+                let call = match call {
+                    Ok(call) => call,
+                    Err(why) => return declined(host.node_id.clone(), why),
+                };
                 let answer = tokio::time::timeout(deadline, async {
                     let response = call.await.map_err(|e| format!("bid failed: {e}"))?;
                     if !response.status().is_success() {
@@ -161,12 +182,11 @@ impl Auctioneer {
         req: &ExecuteRequest,
     ) -> Result<ExecuteResponse, HostFailure> {
         let limit = Duration::from_millis(req.deadline_ms) + Duration::from_secs(5);
-        if let Some(why) = self.refusal(host) {
-            return Err(HostFailure::Transport(why));
-        }
+        let request = self
+            .post(host, "/v1/execute")
+            .map_err(HostFailure::Transport)?;
         let call = async {
-            let response = self
-                .post(format!("{}/v1/execute", host.url))
+            let response = request
                 .json(req)
                 .send()
                 .await
@@ -244,6 +264,7 @@ mod tests {
             node_id: "far".into(),
             url: "http://203.0.113.7:8081".into(),
             capabilities: vec![],
+            grant: None,
         };
         let ask = BidRequest {
             job_id: "j".into(),
@@ -257,6 +278,34 @@ mod tests {
             bids[0].reason.contains("not contacted"),
             "{}",
             bids[0].reason
+        );
+    }
+
+    /// A broker on a node credential sends a host its grant or nothing: never its own secret
+    /// (a host without a grant is declined before any connection).
+    #[tokio::test]
+    async fn a_broker_on_a_credential_never_sends_its_secret_to_a_host() {
+        let secret = format!("{}{}", sheratan_sign::CREDENTIAL_PREFIX, "ab".repeat(32));
+        let auctioneer = Auctioneer::new(Some(secret.clone()), Duration::from_secs(2)).unwrap();
+        let mut host = Bidder {
+            node_id: "h".into(),
+            url: "http://127.0.0.1:9".into(),
+            capabilities: vec![],
+            grant: None,
+        };
+        let refused = auctioneer.credential_for(&host).unwrap_err();
+        assert!(refused.contains("no execute grant"), "{refused}");
+        host.grant = Some("shtg1.j.1.00".into());
+        assert_eq!(
+            auctioneer.credential_for(&host).unwrap().as_deref(),
+            Some("shtg1.j.1.00")
+        );
+        // A broker on the mesh token still reaches hosts that predate grants.
+        let legacy = Auctioneer::new(Some("mesh".to_owned()), Duration::from_secs(2)).unwrap();
+        host.grant = None;
+        assert_eq!(
+            legacy.credential_for(&host).unwrap().as_deref(),
+            Some("mesh")
         );
     }
 
@@ -295,6 +344,7 @@ mod tests {
             node_id: "h".into(),
             url: "http://127.0.0.1:1".into(),
             capabilities: vec!["echo".into(), "gpu".into()],
+            grant: None,
         };
         assert!(host.can_run(&[]));
         assert!(host.can_run(&["gpu".into()]));

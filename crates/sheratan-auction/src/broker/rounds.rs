@@ -7,7 +7,7 @@ use std::time::Instant;
 
 use sheratan_client::pull::JobRunner;
 use sheratan_proto::auction::{
-    AuctionRecord, BidRequest, ExecuteRequest, ExecuteResponse, RoundRecord,
+    AuctionRecord, BidRequest, ExecuteRequest, ExecuteResponse, GrantRequest, RoundRecord,
 };
 use sheratan_proto::control::{NodeStatus, Role};
 use sheratan_proto::data::{JobError, LeasedJob, Outcome, ResultRequest};
@@ -245,12 +245,13 @@ impl Auction<'_> {
     async fn bid(&self, round: u32, excluded: &BTreeSet<String>) -> (Vec<Bidder>, RoundRecord) {
         let started_at = OffsetDateTime::now_utc();
         let started = Instant::now();
-        let hosts: Vec<Bidder> = online_hosts(self.s)
+        let mut hosts: Vec<Bidder> = online_hosts(self.s)
             .await
             .iter()
             .filter(|h| !excluded.contains(&h.node_id) && h.can_run(self.required))
             .cloned()
             .collect();
+        self.grant(&mut hosts).await;
         let ask = BidRequest {
             job_id: self.job.job_id.clone(),
             kind: self.job.kind.clone(),
@@ -271,6 +272,31 @@ impl Auction<'_> {
             bid_ms,
         };
         (hosts, entry)
+    }
+
+    /// Gives each host of the round its execute grant for this job (hosts with a node
+    /// credential get one from the hub; the others none). A hub that cannot answer leaves
+    /// every host without, and the round goes on (a broker on the mesh token still reaches
+    /// hosts that predate grants).
+    async fn grant(&self, hosts: &mut [Bidder]) {
+        if hosts.is_empty() {
+            return;
+        }
+        let req = GrantRequest {
+            job_id: self.job.job_id.clone(),
+            lease_id: self.job.lease_id.clone(),
+            hosts: hosts.iter().map(|h| h.node_id.clone()).collect(),
+        };
+        match self.s.data.grants(&req).await {
+            Ok(mut answer) => {
+                for host in hosts {
+                    host.grant = answer.grants.remove(&host.node_id);
+                }
+            }
+            Err(err) => {
+                tracing::warn!(job_id = %self.job.job_id, "broker: no execute grants from the hub: {err}")
+            }
+        }
     }
 
     /// Forwards the job to the winner; `None` when the lease is lost meanwhile.

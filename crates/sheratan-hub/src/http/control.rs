@@ -54,7 +54,7 @@ async fn heartbeat(
 ) -> Result<Json<HeartbeatResponse>, ApiError> {
     cert.require_node(&req.node_id, caller.peer, &state)?;
     super::extract::require_identity(&caller, &req.node_id, &state)?;
-    node_credentials_register_no_address(&caller, &req)?;
+    credentialed_names_are_their_own(&caller, &req, &state)?;
     state
         .hub
         .registry
@@ -149,26 +149,36 @@ async fn get_bundle(
         .into_response())
 }
 
-/// A node credential heartbeats as a worker without an address: an address in the registry is
-/// where the broker sends jobs and, for now, the mesh token (hosts), so registering one stays
-/// with the mesh token until hosts get per-job grants instead.
-fn node_credentials_register_no_address(
+/// A node with a credential of its own is registered by that credential only: another
+/// credential or the mesh token heartbeating as it (to move its address, where the broker sends
+/// jobs) is refused as an `IDENTITY_MISMATCH`. Its own credential may register any role and
+/// address; the broker sends such a host per-job grants, never a secret.
+fn credentialed_names_are_their_own(
     caller: &Caller,
     req: &HeartbeatRequest,
+    state: &PlaneState,
 ) -> Result<(), ApiError> {
-    match caller.credential.named() {
-        Some(record)
-            if record.role == sheratan_proto::credentials::CredentialRole::Node
-                && (req.addr.is_some() || req.role != Role::Worker) =>
-        {
-            Err(super::roles::forbidden(
-                record,
-                &format!(
-                    "register as a {} or with an address (a node credential heartbeats as a worker; hosts, brokers and relays use the mesh token for now)",
-                    req.role.as_str()
-                ),
-            ))
-        }
-        _ => Ok(()),
+    if caller.credential.node_name() == Some(req.node_id.as_str())
+        || !state.hub.credentials.is_node(&req.node_id)
+    {
+        return Ok(());
     }
+    state.hub.audit.emit(
+        crate::audit::Event::new(sheratan_proto::EventKind::IdentityMismatch, state.plane)
+            .remote(caller.peer.ip())
+            .node(&req.node_id)
+            .detail(serde_json::json!({ "credential": caller.credential.label() })),
+    );
+    if let Some(record) = caller.credential.named() {
+        state.hub.role_refusals.count(record.role);
+    }
+    Err(ApiError::new(
+        sheratan_proto::ErrorCode::Forbidden,
+        format!(
+            "node {:?} has a node credential: only that credential may heartbeat as it ({} may not)",
+            req.node_id,
+            caller.credential.label()
+        ),
+        "run the node with its own credential (SHERATAN_HUB_TOKEN = its secret), or pick another node_id",
+    ))
 }

@@ -32,6 +32,7 @@ pub(super) fn routes() -> Router<PlaneState> {
         .route("/v1/leases/{lease_id}/extend", post(extend))
         .route("/v1/results", post(result).get(pending))
         .route("/v1/results/ack", post(ack))
+        .route("/v1/grants", post(grants))
         .route("/admin/jobs/{id}/requeue", post(requeue))
         .route("/admin/queues/{queue}/{action}", post(queue_admin))
 }
@@ -104,10 +105,31 @@ fn queue_allowed(caller: &Caller, queue: &str) -> Result<(), ApiError> {
 
 async fn get_job(
     State(state): State<PlaneState>,
-    _: Caller,
+    caller: Caller,
     PathParams(id): PathParams<String>,
 ) -> Result<Json<JobView>, ApiError> {
-    Ok(Json(svc::get(&state.hub, &id).await?))
+    let view = svc::get(&state.hub, &id).await?;
+    // A node credential reads the jobs it holds (a broker reads its job's requirements).
+    if let Some(name) = caller.credential.node_name()
+        && view.node_id.as_deref() != Some(name)
+    {
+        let record = caller.credential.named().expect("a node credential");
+        state.hub.role_refusals.count(record.role);
+        return Err(super::roles::forbidden(
+            record,
+            "read a job it does not hold",
+        ));
+    }
+    Ok(Json(view))
+}
+
+async fn grants(
+    State(state): State<PlaneState>,
+    caller: Caller,
+    JsonBody(req): JsonBody<sheratan_proto::auction::GrantRequest>,
+) -> Result<Json<sheratan_proto::auction::GrantResponse>, ApiError> {
+    let who = (&caller.credential, caller.peer.ip());
+    Ok(Json(svc::grants(&state.hub, req, who).await?))
 }
 
 async fn list(

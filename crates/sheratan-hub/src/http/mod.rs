@@ -91,7 +91,13 @@ async fn pace_refusals(State(state): State<PlaneState>, req: Request, next: Next
 
 /// Path prefixes that belong to each plane. `/health` and `/metrics` exist on both.
 const CONTROL_ROUTES: &[&str] = &["/v1/heartbeat", "/v1/nodes", "/v1/bundles"];
-const DATA_ROUTES: &[&str] = &["/v1/jobs", "/v1/leases", "/v1/results", "/admin"];
+const DATA_ROUTES: &[&str] = &[
+    "/v1/jobs",
+    "/v1/leases",
+    "/v1/results",
+    "/v1/grants",
+    "/admin",
+];
 
 /// The route prefix of `path` if it belongs to the plane other than `plane`.
 fn other_plane_route(plane: Plane, path: &str) -> Option<&'static str> {

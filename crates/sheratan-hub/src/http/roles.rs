@@ -37,11 +37,19 @@ pub fn permits(role: CredentialRole, method: &Method, path: &str) -> bool {
                         || path == "/v1/queues"
                         || path == "/health"))
         }
+        // A node also reads the registry (a broker finds its hosts) and the jobs it holds
+        // (checked in the handler), and asks grants for them (a broker's hosts).
         CredentialRole::Node => {
             (post
-                && (matches!(path, "/v1/heartbeat" | "/v1/leases" | "/v1/results")
-                    || (path.starts_with("/v1/leases/") && path.ends_with("/extend"))))
-                || (get && (path.starts_with("/v1/bundles") || path == "/health"))
+                && (matches!(
+                    path,
+                    "/v1/heartbeat" | "/v1/leases" | "/v1/results" | "/v1/grants"
+                ) || (path.starts_with("/v1/leases/") && path.ends_with("/extend"))))
+                || (get
+                    && (path.starts_with("/v1/bundles")
+                        || path == "/v1/nodes"
+                        || (path.starts_with("/v1/jobs/") && path.matches('/').count() == 3)
+                        || path == "/health"))
         }
     }
 }
@@ -116,6 +124,9 @@ mod tests {
         assert!(may(Node, "POST", "/v1/results") && may(Node, "GET", "/v1/bundles/x"));
         assert!(!may(Node, "POST", "/v1/jobs"));
         assert!(!may(Node, "GET", "/v1/jobs"));
+        assert!(may(Node, "GET", "/v1/jobs/j") && may(Node, "POST", "/v1/grants"));
+        assert!(!may(Node, "GET", "/v1/jobs/j/x") && !may(Node, "POST", "/v1/jobs/j/cancel"));
+        assert!(!may(Submit, "POST", "/v1/grants") && !may(Read, "POST", "/v1/grants"));
         for role in [Read, Submit, Node] {
             assert!(!may(role, "POST", "/admin/tokens"), "{role}");
             assert!(!may(role, "DELETE", "/admin/tokens/x"), "{role}");

@@ -6,6 +6,7 @@
 //! the HTTP answer in `http/job_routes.rs`.
 
 mod admin;
+mod grants;
 mod lease;
 mod reaper;
 mod results;
@@ -19,6 +20,7 @@ use sheratan_proto::{ErrorBody, ErrorCode, ErrorDetail};
 use sheratan_store::StoreError;
 
 pub use admin::{QueueAction, cancel, get, list, queue_admin, requeue};
+pub use grants::grants;
 pub use lease::{extend, lease, lease_order};
 #[cfg(test)]
 pub(crate) use reaper::reap_once;

@@ -141,6 +141,7 @@ async fn start_hosts(n: u32, token: &str, stop: &CancellationToken) -> anyhow::R
             node_id,
             url: host.url(),
             capabilities: vec!["echo".into()],
+            grant: None,
         });
         tokio::spawn(host.serve(stop.clone()));
     }

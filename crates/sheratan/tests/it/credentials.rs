@@ -156,7 +156,7 @@ async fn credentials_cannot_be_made_from_another_machine_with_the_mesh_token() {
 }
 
 /// A credential made with the CLI over the data plane's loopback address; its secret.
-fn create(hub: &sheratan_testkit::HubProcess, role: &str, name: &str) -> String {
+pub(crate) fn create(hub: &sheratan_testkit::HubProcess, role: &str, name: &str) -> String {
     let data = loopback_data(hub);
     let (code, out, err) = cli(
         hub,
@@ -314,16 +314,15 @@ async fn each_role_does_its_part_and_is_refused_the_rest() {
     )
     .await;
     assert_error(status, &body, 403, "FORBIDDEN");
-    // A node credential cannot register itself as a host, or any address: the broker would
-    // send that address the mesh token.
-    for hostile in [
-        json!({"node_id": "w-1", "role": "host", "addr": "https://attacker.example"}),
-        json!({"node_id": "w-1", "role": "worker", "addr": "https://attacker.example"}),
-    ] {
+    // Nobody but w-1's credential registers w-1 (its address is where a broker sends jobs):
+    // not the mesh token, not another node's credential.
+    let hijack = json!({"node_id": "w-1", "role": "host", "addr": "https://attacker.example"});
+    let stranger = create(&hub, "node", "w-8");
+    for token in [hub.token(), stranger] {
         let (status, body) = post(
             &format!("{control}/v1/heartbeat"),
-            Auth::Bearer(&node),
-            &hostile.to_string(),
+            Auth::Bearer(&token),
+            &hijack.to_string(),
         )
         .await;
         assert_error(status, &body, 403, "FORBIDDEN");

@@ -741,3 +741,154 @@ async fn up_runs_the_mesh_and_events_deliver_a_completion() {
     let (s, alerts) = get(&format!("{api}/alerts"), Auth::Bearer(&token)).await;
     assert_eq!(s, StatusCode::OK, "{alerts}");
 }
+
+/// A stand-in host: records the Authorization header of every request it gets and declines
+/// every bid.
+async fn spy_host(
+    node_id: &'static str,
+) -> (String, std::sync::Arc<std::sync::Mutex<Vec<String>>>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let record = seen.clone();
+    tokio::spawn(async move {
+        while let Ok((mut conn, _)) = listener.accept().await {
+            let record = record.clone();
+            tokio::spawn(async move {
+                let mut buf = Vec::new();
+                let mut chunk = [0u8; 4096];
+                while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match conn.read(&mut chunk).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                    }
+                }
+                let head = String::from_utf8_lossy(&buf).into_owned();
+                let auth = head
+                    .lines()
+                    .find(|l| l.to_ascii_lowercase().starts_with("authorization:"))
+                    .map_or(String::new(), |l| {
+                        l["authorization:".len()..].trim().to_owned()
+                    });
+                record.lock().unwrap().push(auth);
+                let body = json!({"node_id": node_id, "accept": false, "price": 0.0, "eta_ms": 0, "reason": "a spy"}).to_string();
+                let answer = format!(
+                    "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+                let _ = conn.write_all(answer.as_bytes()).await;
+            });
+        }
+    });
+    (url, seen)
+}
+
+/// Hosts and the broker on node credentials: a host's address is registered by its own
+/// credential only, and the broker sends each host a per-job grant, never a secret. The spy
+/// host sees grants only; its grant opens nothing on another host; the mesh token cannot move
+/// a credentialed host's address.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hosts_get_per_job_grants_from_a_broker_on_a_node_credential_never_a_secret() {
+    use crate::credentials::create;
+    let hub = quick_hub();
+    let mesh = hub.token();
+    let host_secret = create(&hub, "node", "h-real");
+    let spy_secret = create(&hub, "node", "h-spy");
+    let broker_secret = create(&hub, "node", "broker-t");
+    let submitter = create(&hub, "submit", "ci");
+    let real = host(&hub, &host_secret, "h-real", &[]);
+    let (spy_url, seen) = spy_host("h-spy").await;
+    let spy_beat =
+        json!({"node_id": "h-spy", "role": "host", "addr": spy_url, "capabilities": ["echo"]});
+    let (status, body) = post(
+        &format!("{}/v1/heartbeat", hub.control_url),
+        Auth::Bearer(&spy_secret),
+        &spy_beat.to_string(),
+    )
+    .await;
+    assert_eq!(
+        status,
+        StatusCode::OK,
+        "a node credential registers its own address: {body}"
+    );
+    wait_hosts(&hub, &mesh, 2).await;
+
+    // The mesh token (or another node's credential) cannot move a credentialed host.
+    let hijack =
+        json!({"node_id": "h-real", "role": "host", "addr": spy_url, "capabilities": ["echo"]});
+    for stranger in [&mesh, &spy_secret] {
+        let (status, body) = post(
+            &format!("{}/v1/heartbeat", hub.control_url),
+            Auth::Bearer(stranger),
+            &hijack.to_string(),
+        )
+        .await;
+        assert_error(status, &body, 403, "FORBIDDEN");
+    }
+
+    let _broker = broker(&hub, &broker_secret);
+    let job_id = submit_auction(
+        &hub,
+        &submitter,
+        json!({"queue": "auction", "kind": "echo", "payload": {"x": 1}}),
+    )
+    .await;
+    let job = wait_job(&hub, &mesh, &job_id, Duration::from_secs(20), completed).await;
+    assert_eq!(job["node_id"], "broker-t", "{job}");
+    assert_eq!(job["result"], json!({"x": 1}), "{job}");
+
+    // The spy saw a grant for this job, and nothing else.
+    let seen = seen.lock().unwrap().clone();
+    assert!(!seen.is_empty(), "the spy was asked for a bid");
+    for auth in &seen {
+        let grant = auth.strip_prefix("Bearer ").unwrap_or(auth);
+        assert!(
+            grant.starts_with(&format!("shtg1.{job_id}.")),
+            "a grant for this job only: {auth}"
+        );
+        for secret in [&mesh, &broker_secret, &host_secret, &spy_secret] {
+            assert!(!auth.contains(secret.as_str()), "a secret reached a host");
+        }
+    }
+    // The spy's grant opens nothing on the real host (it is made with the spy's key).
+    let grant = seen[0].strip_prefix("Bearer ").unwrap().to_owned();
+    let execute = json!({"job_id": job_id, "kind": "echo", "payload": {}, "deadline_ms": 1000});
+    let (status, body) = post(
+        &format!("{}/v1/execute", real.urls["h-real"]),
+        Auth::Bearer(&grant),
+        &execute.to_string(),
+    )
+    .await;
+    let (message, _) = assert_error(status, &body, 403, "AUTH_FAIL");
+    assert!(message.contains("not signed for this host"), "{message}");
+    // A grant the real host's key made opens only its job, and only until it expires.
+    let key = sheratan_sign::grant_key(&sheratan_sign::signing_key(&host_secret));
+    let now = time::OffsetDateTime::now_utc().unix_timestamp();
+    let other_job = sheratan_sign::mint_grant(&key, "h-real", "another-job", now + 60);
+    let (status, body) = post(
+        &format!("{}/v1/execute", real.urls["h-real"]),
+        Auth::Bearer(&other_job),
+        &execute.to_string(),
+    )
+    .await;
+    let (message, _) = assert_error(status, &body, 403, "FORBIDDEN");
+    assert!(message.contains("is for job another-job"), "{message}");
+    let expired = sheratan_sign::mint_grant(&key, "h-real", &job_id, now - 1);
+    let (status, body) = post(
+        &format!("{}/v1/execute", real.urls["h-real"]),
+        Auth::Bearer(&expired),
+        &execute.to_string(),
+    )
+    .await;
+    let (message, _) = assert_error(status, &body, 403, "AUTH_FAIL");
+    assert!(message.contains("expired"), "{message}");
+    // Nor does the broker's own credential (a host knows only its own secret and grants).
+    let (status, body) = post(
+        &format!("{}/v1/execute", real.urls["h-real"]),
+        Auth::Bearer(&broker_secret),
+        &execute.to_string(),
+    )
+    .await;
+    assert_error(status, &body, 403, "AUTH_FAIL");
+}
