@@ -59,7 +59,10 @@ async fn start(args: &HubArgs, up: Option<&UpArgs>) -> Result<(), Failure> {
     let in_use = crate::supervisor::tokens_to_use(&hub.state().tokens);
     mesh_token.set(in_use.0.clone(), in_use.1.clone());
     let members = match up {
-        Some(up) => crate::up_cmd::bind(up, &hub, &mesh_token, &home).await?,
+        Some(up) => {
+            let own = member_credentials(up, &hub, &home).await?;
+            crate::up_cmd::bind(up, &hub, &mesh_token, &own, &home).await?
+        }
         None => Members::default(),
     };
     // The watcher takes its log's lock before the ready line: a watcher started after it
@@ -80,6 +83,25 @@ async fn start(args: &HubArgs, up: Option<&UpArgs>) -> Result<(), Failure> {
             up.is_some().then_some((mesh_token, in_use)),
         )
         .await
+}
+
+/// The secrets of the members `up` runs on node credentials (none with authentication off or
+/// `--member-credentials off`, which is said).
+async fn member_credentials(
+    up: &UpArgs,
+    hub: &Hub,
+    home: &std::path::Path,
+) -> Result<std::collections::HashMap<String, String>, Failure> {
+    if !hub.state().tokens.required() {
+        return Ok(Default::default());
+    }
+    if up.member_credentials == crate::up_cmd::OnOff::Off {
+        tracing::warn!(
+            "--member-credentials off: up's workers and hosts run on the mesh token (a handler that leaks it leaks the whole mesh)"
+        );
+        return Ok(Default::default());
+    }
+    crate::up_credentials::ensure(hub.state(), home, &up.credentialed_members()).await
 }
 
 /// `up`'s audit watcher; none (with a warning) when another watcher follows these logs.

@@ -19,6 +19,7 @@ mod supervisor;
 mod tls_cmd;
 mod tls_setup;
 mod up_cmd;
+mod up_credentials;
 mod worker_cmd;
 
 use std::process::ExitCode;

@@ -51,6 +51,16 @@ pub struct UpArgs {
     pub broker: BrokerOptions,
     #[command(flatten)]
     pub core: CoreOptions,
+    /// Run the workers and hosts on node credentials of their own (made on the first start,
+    /// kept in $SHERATAN_HOME/credentials/); `off` runs them on the mesh token, as before
+    /// credentials existed (logged as a warning).
+    #[arg(
+        long,
+        env = "SHERATAN_UP_CREDENTIALS",
+        value_enum,
+        default_value = "on"
+    )]
+    pub member_credentials: OnOff,
     /// Relay listen address.
     #[arg(long, env = "SHERATAN_RELAY_ADDR", default_value = "127.0.0.1:3000")]
     pub relay_addr: SocketAddr,
@@ -65,7 +75,21 @@ pub struct UpArgs {
     pub dashboard_addr: SocketAddr,
 }
 
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum OnOff {
+    On,
+    Off,
+}
+
 impl UpArgs {
+    /// The nodes `up` runs on node credentials of their own.
+    pub fn credentialed_members(&self) -> Vec<String> {
+        let workers = (1..=self.workers).map(|i| format!("worker-{i}"));
+        workers
+            .chain(["host-a".to_owned(), "host-b".to_owned()])
+            .collect()
+    }
+
     /// The audit watcher `up` runs on the hub's logs.
     pub fn watch_config(&self) -> sheratan_ops::watch::WatchConfig {
         let mut watch =
@@ -92,6 +116,8 @@ struct Context<'a> {
     control_url: String,
     data_url: String,
     token: &'a MeshToken,
+    /// The secrets of the members that run on credentials of their own, by node id.
+    own: &'a std::collections::HashMap<String, String>,
     home: &'a Path,
     serve: ServeLimits,
     max_body_bytes: usize,
@@ -99,6 +125,14 @@ struct Context<'a> {
 }
 
 impl Context<'_> {
+    /// The token node `node_id` runs on: its own credential, else the shared mesh token.
+    fn token_for(&self, node_id: &str) -> MeshToken {
+        match self.own.get(node_id) {
+            Some(secret) => MeshToken::new(Some(secret.clone())),
+            None => self.token.clone(),
+        }
+    }
+
     /// The TLS of the member `what` listening on `addr` (`up` owns the mesh CA).
     fn tls(
         &self,
@@ -116,6 +150,7 @@ pub async fn bind(
     args: &UpArgs,
     hub: &Hub,
     token: &MeshToken,
+    own: &std::collections::HashMap<String, String>,
     home: &Path,
 ) -> Result<Members, Failure> {
     let (Some(control_url), Some(data_url)) = (hub.control_url(), hub.data_url()) else {
@@ -125,6 +160,7 @@ pub async fn bind(
         control_url,
         data_url,
         token,
+        own,
         home,
         serve: crate::mesh_cmd::limits(&args.hub.edge)?,
         max_body_bytes: args.hub.edge.max_body_bytes,
@@ -138,6 +174,12 @@ pub async fn bind(
     let broker_url = bind_broker(args, &cx, &mut members).await?;
     let relay_url = bind_relay(args, &cx, &mut members).await?;
     bind_core_and_dashboard(args, &cx, &mut members, broker_url, relay_url).await?;
+    if !own.is_empty() {
+        members.banner.push(format!(
+            "least privilege: workers and hosts run on node credentials of their own (secrets in {}; `sheratan token list`)",
+            crate::up_credentials::dir(home).display()
+        ));
+    }
     Ok(members)
 }
 
@@ -148,7 +190,7 @@ fn workers(args: &UpArgs, cx: &Context<'_>) -> Result<Vec<sheratan_worker::Worke
             worker_config(
                 &cx.control_url,
                 &cx.data_url,
-                cx.token.clone(),
+                cx.token_for(&format!("worker-{i}")),
                 &format!("worker-{i}"),
                 &args.worker,
                 BUILD_ID,
@@ -171,7 +213,7 @@ async fn bind_hosts(args: &UpArgs, cx: &Context<'_>, m: &mut Members) -> Result<
             node_id,
             addr,
             &cx.control_url,
-            cx.token.clone(),
+            cx.token_for(node_id),
             &args.host,
             handlers.clone(),
         )?;

@@ -495,3 +495,72 @@ fn a_mesh_token_shaped_like_a_credential_is_refused() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// `sheratan up` runs its workers and hosts on node credentials of their own, made once and
+/// kept (0600) under its home; a restart reuses them; nobody else can take their names.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn up_runs_its_workers_and_hosts_on_node_credentials_of_their_own() {
+    use std::os::unix::fs::PermissionsExt;
+    let mut hub = hub().up().start();
+    let dir = hub.home.join("credentials");
+    let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode(&dir), 0o700);
+    let secret = |name: &str| std::fs::read_to_string(dir.join(name)).unwrap();
+    for name in ["worker-1", "host-a", "host-b"] {
+        assert_eq!(mode(&dir.join(name)), 0o600, "{name}");
+        assert!(secret(name).starts_with("shtc_"), "{name}");
+    }
+    let listed = |hub: &sheratan_testkit::HubProcess| {
+        let (code, out, err) = cli(hub, &["token", "list", "--json"]);
+        assert_eq!(code, 0, "{err}");
+        let list: Value = serde_json::from_str(&out).unwrap();
+        list["credentials"].as_array().unwrap().clone()
+    };
+    let nodes: Vec<String> = listed(&hub)
+        .iter()
+        .filter(|c| c["role"] == "node")
+        .map(|c| c["name"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(nodes, ["host-a", "host-b", "worker-1"]);
+    // The mesh token can no longer be worker-1 or host-a.
+    for name in ["worker-1", "host-a"] {
+        let (status, body) = post(
+            &format!("{}/v1/heartbeat", hub.control_url),
+            Auth::Bearer(&hub.token()),
+            &heartbeat_body(name),
+        )
+        .await;
+        assert_error(status, &body, 403, "FORBIDDEN");
+    }
+    // The worker runs jobs on its credential: the job completes, held by worker-1.
+    let (code, out, err) = cli(
+        &hub,
+        &[
+            "submit",
+            "--kind",
+            "echo",
+            "--payload",
+            "{\"up\":1}",
+            "--wait",
+        ],
+    );
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("\"up\": 1"), "{out}");
+    // A restart keeps the same credentials (no new ones, the same secrets).
+    let before = secret("worker-1");
+    hub.restart();
+    assert_eq!(secret("worker-1"), before);
+    assert_eq!(listed(&hub).len(), 3);
+    let (code, _, err) = cli(
+        &hub,
+        &[
+            "submit",
+            "--kind",
+            "echo",
+            "--payload",
+            "{\"up\":2}",
+            "--wait",
+        ],
+    );
+    assert_eq!(code, 0, "{err}");
+}

@@ -201,14 +201,28 @@ async fn the_components_up_runs_follow_a_rotation() {
     )
     .await;
     assert_eq!(status, StatusCode::OK, "{body}");
-    // During the rotation core, the broker, the relay and a host accept both tokens (once
-    // `up` looked: every 250 ms).
+    // During the rotation core, the broker and the relay accept both tokens (once `up` looked:
+    // every 250 ms). The hosts and the worker run on node credentials of their own, which a
+    // rotation of the mesh token leaves alone: a host takes neither mesh token, only its own
+    // secret (and the broker's per-job grants).
     let guarded = [
         format!("{core}/api/jobs"),
         format!("{}/v1/auctions", hub.urls["broker"]),
         format!("{}/v1/sessions", hub.urls["relay"]),
-        format!("{}/metrics", hub.urls["host-a"]),
     ];
+    let host_metrics = format!("{}/metrics", hub.urls["host-a"]);
+    let host_secret = std::fs::read_to_string(hub.home.join("credentials/host-a")).unwrap();
+    assert!(host_secret.starts_with("shtc_"), "{host_secret}");
+    for mesh in [A, B] {
+        assert_eq!(
+            get(&host_metrics, Auth::Bearer(mesh)).await.0,
+            StatusCode::FORBIDDEN
+        );
+    }
+    assert_eq!(
+        get(&host_metrics, Auth::Bearer(&host_secret)).await.0,
+        StatusCode::OK
+    );
     tokio::time::sleep(Duration::from_millis(600)).await;
     for url in &guarded {
         assert_eq!(get(url, Auth::Bearer(A)).await.0, StatusCode::OK, "{url}");
