@@ -32,6 +32,8 @@ pub struct Event {
     pub detail: serde_json::Value,
     /// The run nonce of a verified `sheratan smoke` probe that provoked the event.
     pub probe: Option<String>,
+    /// How the request's credential is named (`Credential::label`).
+    pub credential: Option<String>,
 }
 
 impl Event {
@@ -43,7 +45,14 @@ impl Event {
             node_id: None,
             detail: serde_json::Value::Object(Default::default()),
             probe: None,
+            credential: None,
         }
+    }
+
+    /// Names the credential the request presented.
+    pub fn by(mut self, credential: &crate::auth::Credential) -> Self {
+        self.credential = Some(credential.label());
+        self
     }
 
     /// Marks the event as provoked by a `sheratan smoke` probe (kept apart when folding).
@@ -216,6 +225,7 @@ struct FoldKey {
     any_source: bool,
     /// Probes fold apart from real traffic, so a probe never hides a real event's line.
     probe: Option<String>,
+    credential: Option<String>,
 }
 
 impl FoldKey {
@@ -306,6 +316,7 @@ fn record(
         detail: event.detail.to_string(),
         any_source: false,
         probe: event.probe.clone(),
+        credential: event.credential.clone(),
     };
     if folds.len() >= MAX_FOLD_KEYS && !folds.contains_key(&key) {
         // A flood from more sources than we can remember one by one (an IPv6 range, say):
@@ -340,6 +351,7 @@ fn record(
         count: 1,
         first_ts: None,
         probe: key.probe.clone(),
+        credential: key.credential.clone(),
     });
     folds.insert(
         key,
@@ -369,6 +381,7 @@ fn write_fold(file: &mut RotatingFile, key: &FoldKey, fold: Folded) {
         count: fold.repeats,
         first_ts: fold.first_repeat,
         probe: key.probe.clone(),
+        credential: key.credential.clone(),
     });
 }
 

@@ -197,6 +197,10 @@ pub struct AuditRecord {
     /// audit watcher's rules skip these lines.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub probe: Option<String>,
+    /// The credential the request that caused the event presented, as `"w-gpu-1 (node)"` or
+    /// `"the mesh token"`; absent when none was checked (an unauthenticated request).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub credential: Option<String>,
 }
 
 /// One line of `logs/alerts.jsonl` (and the body of an alert webhook call, and an entry of

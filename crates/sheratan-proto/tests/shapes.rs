@@ -450,6 +450,7 @@ fn errors_events_and_alerts() {
             count: 12,
             first_ts: Some(T),
             probe: None,
+            credential: None,
         }
     );
     insta::assert_json_snapshot!(
@@ -465,6 +466,7 @@ fn errors_events_and_alerts() {
             count: 1,
             first_ts: None,
             probe: Some("6f1c0e2a9b7d4c3e".into()),
+            credential: Some("w-gpu-1 (node)".into()),
         }
     );
     insta::assert_json_snapshot!(

@@ -167,7 +167,7 @@ fn credentialed_names_are_their_own(
         crate::audit::Event::new(sheratan_proto::EventKind::IdentityMismatch, state.plane)
             .remote(caller.peer.ip())
             .node(&req.node_id)
-            .detail(serde_json::json!({ "credential": caller.credential.label() })),
+            .by(&caller.credential),
     );
     if let Some(record) = caller.credential.named() {
         state.hub.role_refusals.count(record.role);

@@ -37,6 +37,7 @@ async fn create(
     state.hub.audit.emit(
         Event::new(EventKind::CredentialCreated, state.plane)
             .remote(admin.peer.ip())
+            .by(&admin.credential)
             .detail(serde_json::json!({"credential": format!("{} ({})", c.name, c.role)})),
     );
     Ok((StatusCode::CREATED, Json(created)))
@@ -69,6 +70,7 @@ async fn revoke(
     state.hub.audit.emit(
         Event::new(EventKind::CredentialRevoked, state.plane)
             .remote(admin.peer.ip())
+            .by(&admin.credential)
             .detail(
                 serde_json::json!({"credential": format!("{} ({})", revoked.name, revoked.role)}),
             ),

@@ -123,6 +123,7 @@ pub fn require_loopback(
 /// A caller on the admin path: authenticated, from a loopback peer.
 pub struct Admin {
     pub peer: std::net::SocketAddr,
+    pub credential: crate::auth::Credential,
 }
 
 impl axum::extract::FromRequestParts<PlaneState> for Admin {
@@ -145,7 +146,10 @@ impl axum::extract::FromRequestParts<PlaneState> for Admin {
             }
             None => require_loopback(caller.peer, &parts.headers, state, "/admin")?,
         }
-        Ok(Admin { peer: caller.peer })
+        Ok(Admin {
+            peer: caller.peer,
+            credential: caller.credential,
+        })
     }
 }
 
@@ -219,9 +223,7 @@ pub fn require_identity(
         Event::new(EventKind::IdentityMismatch, state.plane)
             .remote(caller.peer.ip())
             .node(node_id)
-            .detail(
-                serde_json::json!({ "credential": format!("{} ({})", record.name, record.role) }),
-            ),
+            .by(&caller.credential),
     );
     state.hub.role_refusals.count(record.role);
     Err(crate::http::roles::forbidden(

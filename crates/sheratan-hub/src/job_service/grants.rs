@@ -34,7 +34,7 @@ pub async fn grants(
         .and_then(|j| j.lease.as_ref())
         .filter(|l| l.lease_id == lease_id);
     let Some(lease) = lease else {
-        super::lease::lease_mismatch(hub, caller.1, "grants");
+        super::lease::lease_mismatch(hub, caller, "grants");
         return Err(JobsError::LeaseNotHeld(
             "the lease is not the job's live one: grants are for the holder of a live lease".into(),
         ));

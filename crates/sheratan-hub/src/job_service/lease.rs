@@ -131,7 +131,7 @@ pub async fn extend(
     req: ExtendRequest,
     caller: (&Credential, IpAddr),
 ) -> Result<ExtendResponse, JobsError> {
-    let (credential, caller_ip) = caller;
+    let credential = caller.0;
     let lease_id = parse_id("lease id", lease_id)?;
     if req
         .extend_s
@@ -150,7 +150,7 @@ pub async fn extend(
             lease_expires_at: expires_at,
         }),
         ExtendOutcome::NotHeld => {
-            lease_mismatch(hub, caller_ip, "extend");
+            lease_mismatch(hub, caller, "extend");
             Err(JobsError::LeaseNotHeld(
                 "the lease is no longer held".into(),
             ))
@@ -173,7 +173,8 @@ pub(super) fn wrong_holder(
         Event::new(EventKind::IdentityMismatch, Plane::Data)
             .remote(caller_ip)
             .node(holder)
-            .detail(serde_json::json!({ "credential": credential.label(), "action": action })),
+            .by(credential)
+            .detail(serde_json::json!({ "action": action })),
     );
     if let Some(record) = credential.named() {
         hub.role_refusals.count(record.role);
@@ -187,10 +188,15 @@ pub(super) fn wrong_holder(
 /// A result or extension named a lease that is not the job's current one. One from a worker
 /// whose lease was reaped is normal; many from one source are someone trying lease ids, which
 /// the audit log shows (folded, like every event) and the watcher alerts on.
-pub(super) fn lease_mismatch(hub: &HubState, caller_ip: IpAddr, route: &'static str) {
+pub(super) fn lease_mismatch(
+    hub: &HubState,
+    (credential, caller_ip): (&Credential, IpAddr),
+    route: &'static str,
+) {
     hub.audit.emit(
         Event::new(EventKind::LeaseMismatch, Plane::Data)
             .remote(caller_ip)
+            .by(credential)
             .detail(serde_json::json!({ "route": route })),
     );
 }

@@ -109,6 +109,7 @@ pub fn verify(
         hub.audit.emit(
             Event::new(EventKind::ResultIntegrityFail, Plane::Data)
                 .remote(caller_ip)
+                .by(credential)
                 .detail(serde_json::json!({ "reason": failure.reason() })),
         );
         tracing::warn!(peer = %caller_ip, reason = failure.reason(), "RESULT_INTEGRITY_FAIL");
@@ -122,7 +123,7 @@ pub async fn finish(
     req: ResultRequest,
     caller: (&Credential, IpAddr),
 ) -> Result<ResultResponse, JobsError> {
-    let (credential, caller_ip) = caller;
+    let credential = caller.0;
     let mut report = report(req)?;
     report.holder = hub.credentials.holder_rule(credential).map(Box::new);
     let job_id = report.job_id;
@@ -141,7 +142,7 @@ pub async fn finish(
             (status, true)
         }
         FinishOutcome::LeaseNotHeld { status } => {
-            super::lease::lease_mismatch(hub, caller_ip, "results");
+            super::lease::lease_mismatch(hub, caller, "results");
             return Err(JobsError::LeaseNotHeld(format!(
                 "the lease is no longer held; the job is {}",
                 status.as_str()

@@ -402,6 +402,16 @@ async fn each_role_does_its_part_and_is_refused_the_rest() {
             && r.iter().any(|x| format!("{x:?}").contains("revoked"))
     });
     assert!(count_events(&records, EventKind::IdentityMismatch) >= 6);
+    // Each line names the credential that tried.
+    for who in ["w-9 (node)", "the mesh token", "w-1 (node)"] {
+        assert!(
+            records
+                .iter()
+                .any(|r| r.event == EventKind::IdentityMismatch
+                    && r.credential.as_deref() == Some(who)),
+            "an IDENTITY_MISMATCH line names {who}"
+        );
+    }
     let (_, metrics) = get(
         &format!("{data}/metrics?format=json"),
         Auth::Bearer(&hub.token()),
