@@ -360,6 +360,24 @@ impl DataClient {
         .await
     }
 
+    /// The same client sending `token` instead (sharing its connections): a service acting for
+    /// its caller, with the caller's rights.
+    pub fn with_token(&self, token: String) -> DataClient {
+        let mut base = self.base.clone();
+        base.token = crate::MeshToken::new(Some(token));
+        DataClient { base }
+    }
+
+    /// What this client's token is and may do.
+    pub async fn whoami(&self) -> Result<sheratan_proto::credentials::Whoami, ClientError> {
+        json(
+            self.base
+                .send_retrying(Retry::Safe, || self.base.request(Method::GET, "/v1/whoami"))
+                .await?,
+        )
+        .await
+    }
+
     /// Admin path: every credential, without secrets.
     pub async fn credentials(
         &self,

@@ -6,6 +6,7 @@
 //! Live views: `GET /api/events` is a server-sent event stream of job and node changes, fed by
 //! one poller shared by all subscribers (see [`events`]).
 
+mod access;
 mod events;
 mod history;
 mod overview;
@@ -114,6 +115,8 @@ pub(crate) struct CoreState {
     http: reqwest::Client,
     events: events::Hub,
     history: history::History,
+    /// What the hub said about callers' tokens lately.
+    vouches: access::Vouches,
 }
 
 /// A Core API whose listener is bound.
@@ -161,6 +164,7 @@ impl Core {
                 http,
                 events,
                 history,
+                vouches: access::Vouches::default(),
             }),
         })
     }
@@ -230,8 +234,7 @@ impl edge::Edge for CoreState {
     }
 }
 
-/// Every `/api/*` handler takes one: no route can forget authentication.
-pub(crate) type Caller = edge::Caller<Arc<CoreState>>;
+pub(crate) use access::Caller;
 
 fn router(state: Arc<CoreState>) -> Router {
     let routes = Router::new()
@@ -254,7 +257,10 @@ fn router(state: Arc<CoreState>) -> Router {
         .route("/api/auctions/{job_id}", get(one_auction))
         .route("/api/alerts", get(alerts))
         .route("/api/audit", get(audit))
-        .route("/api/events", get(events::stream));
+        .route("/api/events", get(events::stream))
+        .route("/api/whoami", get(whoami))
+        .route("/api/tokens", get(list_tokens).post(create_token))
+        .route("/api/tokens/{name}", delete(revoke_token));
     edge::with_fallbacks(routes, "Core", "/health and /api/*")
         .layer(axum::middleware::from_fn_with_state(state.clone(), cors))
         .with_state(state)
@@ -362,7 +368,7 @@ pub fn queue_for(dispatch: Dispatch, queue: Option<&str>) -> Result<String, Stri
 
 async fn submit(
     State(s): State<Arc<CoreState>>,
-    _: Caller,
+    caller: Caller,
     JsonBody(req): JsonBody<CoreSubmit>,
 ) -> Result<Response, ApiError> {
     let queue = queue_for(req.dispatch, req.queue.as_deref()).map_err(ApiError::invalid)?;
@@ -380,7 +386,7 @@ async fn submit(
         // stream, never through the data plane's pending results: those would pile up.
         follow_result: Some(false),
     };
-    let submitted = s.data.submit(&job).await.map_err(hub_data)?;
+    let submitted = caller.data(&s).submit(&job).await.map_err(hub_data)?;
     let status = match submitted {
         Submitted::Created(_) => StatusCode::ACCEPTED,
         Submitted::Existing(_) => StatusCode::OK,
@@ -400,7 +406,7 @@ async fn submit(
 
 async fn list_jobs(
     State(s): State<Arc<CoreState>>,
-    _: Caller,
+    caller: Caller,
     QueryParams(q): QueryParams<JobsQuery>,
 ) -> Result<Json<sheratan_proto::data::JobList>, ApiError> {
     let status = q
@@ -419,7 +425,12 @@ async fn list_jobs(
         limit: q.limit,
         cursor: q.cursor,
     };
-    s.data.jobs(&filter).await.map(Json).map_err(hub_data)
+    caller
+        .data(&s)
+        .jobs(&filter)
+        .await
+        .map(Json)
+        .map_err(hub_data)
 }
 
 /// A whole job id or a piece of one (the hub looks pieces up and says when one is ambiguous);
@@ -432,20 +443,25 @@ fn job_id(job_id: &str) -> Result<(), ApiError> {
 
 async fn one_job(
     State(s): State<Arc<CoreState>>,
-    _: Caller,
+    caller: Caller,
     Path(id): Path<String>,
 ) -> Result<Json<sheratan_proto::data::JobView>, ApiError> {
     job_id(&id)?;
-    s.data.job(&id).await.map(Json).map_err(hub_data)
+    caller.data(&s).job(&id).await.map(Json).map_err(hub_data)
 }
 
 async fn cancel_job(
     State(s): State<Arc<CoreState>>,
-    _: Caller,
+    caller: Caller,
     Path(id): Path<String>,
 ) -> Result<Json<sheratan_proto::data::JobView>, ApiError> {
     job_id(&id)?;
-    s.data.cancel(&id).await.map(Json).map_err(hub_data)
+    caller
+        .data(&s)
+        .cancel(&id)
+        .await
+        .map(Json)
+        .map_err(hub_data)
 }
 
 /// Through the hub's admin path, which answers loopback callers only: Core makes that call
@@ -458,7 +474,12 @@ async fn requeue_job(
 ) -> Result<Json<sheratan_proto::data::JobView>, ApiError> {
     require_local(&caller, "/api/jobs/{job_id}/requeue")?;
     job_id(&id)?;
-    s.data.requeue(&id).await.map(Json).map_err(hub_data)
+    caller
+        .data(&s)
+        .requeue(&id)
+        .await
+        .map(Json)
+        .map_err(hub_data)
 }
 
 /// Through the hub's admin path, like requeue.
@@ -469,7 +490,8 @@ async fn accept_attestation(
 ) -> Result<Json<sheratan_proto::control::NodeView>, ApiError> {
     require_local(&caller, "/api/nodes/{node_id}/attestation/accept")?;
     sheratan_proto::ids::validate_node_id(&node_id).map_err(ApiError::invalid)?;
-    s.data
+    caller
+        .data(&s)
         .accept_attestation(&node_id)
         .await
         .map(Json)
@@ -484,15 +506,71 @@ async fn remove_node(
 ) -> Result<Json<sheratan_proto::control::NodeView>, ApiError> {
     require_local(&caller, "/api/nodes/{node_id}")?;
     sheratan_proto::ids::validate_node_id(&node_id).map_err(ApiError::invalid)?;
-    s.data
+    caller
+        .data(&s)
         .remove_node(&node_id)
         .await
         .map(Json)
         .map_err(hub_data)
 }
 
-/// The loopback rule of the hub's admin path, kept at Core for the routes that reach it.
+/// Who the caller is to Core, and what it may do (the dashboard shows only what it allows).
+async fn whoami(
+    State(s): State<Arc<CoreState>>,
+    caller: Caller,
+) -> Json<sheratan_proto::credentials::Whoami> {
+    Json(caller.whoami(&s))
+}
+
+/// Credentials, through the hub's admin path (like requeue).
+async fn list_tokens(
+    State(s): State<Arc<CoreState>>,
+    caller: Caller,
+) -> Result<Json<sheratan_proto::credentials::CredentialList>, ApiError> {
+    require_local(&caller, "/api/tokens")?;
+    caller
+        .data(&s)
+        .credentials()
+        .await
+        .map(Json)
+        .map_err(hub_data)
+}
+
+async fn create_token(
+    State(s): State<Arc<CoreState>>,
+    caller: Caller,
+    JsonBody(req): JsonBody<sheratan_proto::credentials::CreateCredential>,
+) -> Result<Response, ApiError> {
+    require_local(&caller, "/api/tokens")?;
+    let created = caller
+        .data(&s)
+        .create_credential(&req)
+        .await
+        .map_err(hub_data)?;
+    Ok((StatusCode::CREATED, Json(created)).into_response())
+}
+
+async fn revoke_token(
+    State(s): State<Arc<CoreState>>,
+    caller: Caller,
+    Path(name): Path<String>,
+) -> Result<Json<sheratan_proto::credentials::CredentialView>, ApiError> {
+    require_local(&caller, "/api/tokens/{name}")?;
+    sheratan_proto::credentials::validate_credential_name(&name).map_err(ApiError::invalid)?;
+    caller
+        .data(&s)
+        .revoke_credential(&name)
+        .await
+        .map(Json)
+        .map_err(hub_data)
+}
+
+/// The loopback rule of the hub's admin path, kept at Core for the routes that reach it (an
+/// admin credential, which the hub takes from anywhere, passes).
 fn require_local(caller: &Caller, route: &str) -> Result<(), ApiError> {
+    if caller.is_admin_credential() {
+        return Ok(());
+    }
     edge::require_loopback(caller.peer, route).map_err(|err| {
         tracing::warn!(peer = %caller.peer, route, "LOCALHOST_ONLY: an admin action from a remote caller was refused");
         ApiError {

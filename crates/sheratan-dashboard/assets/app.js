@@ -4,29 +4,30 @@
 // in a URL); live updates come from Core's server-sent events (js/live.js). All markup is
 // built with the html`…` tag (js/html.js), which escapes what it interpolates.
 
-import { currentView, explain, hooks, state, VIEWS } from './js/core.js';
+import { can, currentView, explain, hooks, state, views } from './js/core.js';
 import { html, put } from './js/html.js';
 import { setLive, startStream } from './js/live.js';
-import { logout, renderLogin } from './js/login.js';
+import { logout, renderLogin, signIn } from './js/login.js';
 import { auctions } from './js/views/auctions.js';
 import { job, jobs } from './js/views/jobs.js';
 import { nodes } from './js/views/nodes.js';
 import { overview } from './js/views/overview.js';
 import { relay } from './js/views/relay.js';
 import { security } from './js/views/security.js';
+import { tokens } from './js/views/tokens.js';
 
-const renderers = { overview, nodes, jobs, job, auctions, security, relay };
+const renderers = { overview, nodes, jobs, job, auctions, security, relay, tokens };
 const app = document.getElementById('app');
 
 function shell(title) {
   const view = currentView() === 'job' ? 'jobs' : currentView();
-  const links = VIEWS.map(([v, label]) => html`<a href="#/${v}" ${v === view && html`aria-current="page"`}>${label}</a>`);
+  const links = views().map(([v, label]) => html`<a href="#/${v}" ${v === view && html`aria-current="page"`}>${label}</a>`);
   return html`
   <div class="shell">
     <nav class="side" aria-label="Sections">
       <div class="brand"><img src="/favicon.svg" alt="">Sheratan</div>
       ${links}
-      <div class="foot">Core: ${state.coreUrl}<br>${state.version}</div>
+      <div class="foot"><span id="signed-in-as">${state.who ? state.who.credential : ''}</span><br>Core: ${state.coreUrl}<br>${state.version}</div>
     </nav>
     <main class="main">
       <div class="top">
@@ -92,8 +93,14 @@ async function boot() {
   }
   window.addEventListener('hashchange', () => render());
   if (state.token) {
+    try {
+      await signIn();
+    } catch (err) {
+      logout(explain(err));
+      return;
+    }
     render();
-    startStream();
+    if (can('read')) startStream();
   } else {
     renderLogin();
   }

@@ -62,6 +62,11 @@ const ASSETS: &[(&str, &str, &str)] = &[
         include_str!("../assets/js/views/relay.js"),
     ),
     (
+        "/js/views/tokens.js",
+        JS,
+        include_str!("../assets/js/views/tokens.js"),
+    ),
+    (
         "/app.css",
         "text/css; charset=utf-8",
         include_str!("../assets/app.css"),

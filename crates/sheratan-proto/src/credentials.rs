@@ -124,3 +124,19 @@ mod tests {
         assert!(validate_credential_name(&"x".repeat(65)).is_err());
     }
 }
+
+/// `GET /v1/whoami` (hub data plane) and `GET /api/whoami` (Core): what the presented token is
+/// and may do, for a service that signs people in with any credential (Core, the dashboard).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Whoami {
+    /// How audit lines name it: `"ops (admin)"`, `"the mesh token"`.
+    pub credential: String,
+    /// `None` for the mesh token (everything, the admin path from loopback only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub role: Option<CredentialRole>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// A submit credential's queues (empty: every queue).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub queues: Vec<String>,
+}

@@ -14,7 +14,20 @@ export const state = {
   nodes: new Map(), // node_id -> node view (or event fields)
   alerts: [],
   stream: null,
+  who: null, // Core's /api/whoami: the credential signed in and its role (none: the mesh token)
 };
+
+// What the signed-in credential may do (the same split as the hub's roles; Core and the hub
+// refuse anything else anyway, this only keeps buttons that would fail off the page).
+export function can(action) {
+  const role = state.who ? state.who.role || 'admin' : 'admin';
+  switch (action) {
+    case 'read': return role === 'admin' || role === 'read';
+    case 'submit': return role === 'admin' || role === 'submit';
+    case 'admin': return role === 'admin';
+    default: return false;
+  }
+}
 
 // Filled by app.js.
 export const hooks = {
@@ -29,13 +42,22 @@ export const VIEWS = [
   ['auctions', 'Auctions'],
   ['security', 'Security'],
   ['relay', 'Relay'],
+  ['tokens', 'Tokens'],
 ];
+
+// The views the signed-in credential may open: a submit credential sees its jobs only, the
+// Tokens view is an admin's.
+export function views() {
+  return VIEWS.filter(([v]) => (v === 'jobs' ? can('read') || can('submit') : v === 'tokens' ? can('admin') : can('read')));
+}
 
 export function currentView() {
   const hash = location.hash.replace(/^#\/?/, '');
   const [view, id] = hash.split('/');
-  if (view === 'jobs' && id) return 'job';
-  return VIEWS.some(([v]) => v === view) ? view : 'overview';
+  const open = views();
+  if (view === 'jobs' && id && open.some(([v]) => v === 'jobs')) return 'job';
+  if (open.some(([v]) => v === view)) return view;
+  return open.length ? open[0][0] : 'overview';
 }
 
 export function routeId() {
@@ -56,7 +78,7 @@ export function explain(err) {
     return `Cannot reach the Core API at ${state.coreUrl}. Is it running (sheratan up, or sheratan core)?`;
   }
   if (err.code === 'AUTH_FAIL') {
-    return 'The token does not match the hub\'s token. Use the contents of $SHERATAN_HOME/hub_token (or SHERATAN_HUB_TOKEN).';
+    return 'The token does not match the hub\'s token or any live credential. Use the contents of $SHERATAN_HOME/hub_token (or SHERATAN_HUB_TOKEN), or a credential from sheratan token create.';
   }
   return `${err.code ? err.code + ': ' : ''}${err.message}${err.hint ? ' — ' + err.hint : ''}`;
 }
@@ -76,7 +98,7 @@ export async function api(path, options = {}) {
   try { body = await response.json(); } catch (e) { body = null; }
   if (!response.ok) {
     const error = (body && body.error) || {};
-    if (error.code === 'AUTH_FAIL' && path !== '/api/overview') hooks.logout('The token was refused: log in again.');
+    if (error.code === 'AUTH_FAIL' && path !== '/api/whoami') hooks.logout('The token was refused: log in again.');
     throw new ApiError('api', error.message || `HTTP ${response.status}`, { status: response.status, code: error.code, hint: error.hint });
   }
   return body;

@@ -1,6 +1,7 @@
-// Signing in with the mesh token (kept in this tab's sessionStorage only) and out.
+// Signing in with the mesh token or a credential (kept in this tab's sessionStorage only) and
+// out; who signed in decides which views and buttons show.
 
-import { api, explain, hooks, state, TOKEN_KEY } from './core.js';
+import { api, can, explain, hooks, state, TOKEN_KEY } from './core.js';
 import { html, put } from './html.js';
 import { startStream, stopStream } from './live.js';
 
@@ -10,10 +11,10 @@ export function renderLogin(message) {
   put(app, html`
   <form class="login" id="login" autocomplete="off">
     <h1>Sheratan</h1>
-    <p>Sign in with the mesh token. It stays in this browser tab only.</p>
+    <p>Sign in with the mesh token or a credential. It stays in this browser tab only.</p>
     <label for="login-token">Token</label>
     <input id="login-token" type="password" required autofocus aria-describedby="login-help">
-    <p id="login-help" class="help">On the hub's machine: <code>cat .sheratan/hub_token</code></p>
+    <p id="login-help" class="help">On the hub's machine: <code>cat .sheratan/hub_token</code>, or <code>sheratan token create --role read --name me</code></p>
     <div id="login-error" role="alert" class="${message ? 'error' : ''}">${message || ''}</div>
     <button id="login-submit" type="submit">Sign in</button>
   </form>`);
@@ -25,13 +26,14 @@ export function renderLogin(message) {
     button.textContent = 'Checking…';
     state.token = document.getElementById('login-token').value.trim();
     try {
-      await api('/api/overview');
+      await signIn();
       sessionStorage.setItem(TOKEN_KEY, state.token);
       if (!location.hash) location.hash = '#/overview';
       hooks.render();
-      startStream();
+      if (can('read')) startStream();
     } catch (err) {
       state.token = '';
+      state.who = null;
       box.className = 'error';
       box.textContent = explain(err);
       button.disabled = false;
@@ -40,9 +42,18 @@ export function renderLogin(message) {
   };
 }
 
+// Asks Core who the token is; a node credential has nothing to do here.
+export async function signIn() {
+  state.who = await api('/api/whoami');
+  if (!can('read') && !can('submit')) {
+    throw new Error(`${state.who.credential} is a node's credential: sign in with the mesh token or an admin, read or submit credential.`);
+  }
+}
+
 export function logout(message) {
   sessionStorage.removeItem(TOKEN_KEY);
   state.token = '';
+  state.who = null;
   state.jobs.clear();
   state.nodes.clear();
   renderLogin(message);

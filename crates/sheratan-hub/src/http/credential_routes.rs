@@ -20,6 +20,18 @@ pub(super) fn routes() -> Router<PlaneState> {
     Router::new()
         .route("/admin/tokens", post(create).get(list))
         .route("/admin/tokens/{name}", delete(revoke))
+        .route("/v1/whoami", axum::routing::get(whoami))
+}
+
+/// Any caller's own identity: Core signs people in with it.
+async fn whoami(caller: super::extract::Caller) -> Json<sheratan_proto::credentials::Whoami> {
+    let record = caller.credential.named();
+    Json(sheratan_proto::credentials::Whoami {
+        credential: caller.credential.label(),
+        role: record.map(|r| r.role),
+        name: record.map(|r| r.name.clone()),
+        queues: record.map(|r| r.queues.clone()).unwrap_or_default(),
+    })
 }
 
 async fn create(

@@ -96,6 +96,7 @@ const DATA_ROUTES: &[&str] = &[
     "/v1/leases",
     "/v1/results",
     "/v1/grants",
+    "/v1/whoami",
     "/admin",
 ];
 

@@ -19,8 +19,9 @@ use crate::credentials::{Lookup, SECRET_PREFIX};
 /// Whether `role` may call `method path`.
 pub fn permits(role: CredentialRole, method: &Method, path: &str) -> bool {
     let get = method == Method::GET || method == Method::HEAD;
-    // Public routes, answered to anyone (the handlers ask for no credential).
-    if get && matches!(path, "/health" | "/v1/tls/ca") {
+    // Public routes, answered to anyone (the handlers ask for no credential), and every
+    // credential's own identity.
+    if get && matches!(path, "/health" | "/v1/tls/ca" | "/v1/whoami") {
         return true;
     }
     let post = method == Method::POST;

@@ -218,14 +218,14 @@ async fn a_request_with_many_tokens_is_refused_even_with_the_right_one() {
     for (url, token) in &targets {
         let token = token.as_str();
         // The right token alone works.
-        let r = http().get(url).bearer_auth(&token).send().await.unwrap();
+        let r = http().get(url).bearer_auth(token).send().await.unwrap();
         assert_eq!(r.status(), StatusCode::OK, "{url}");
         // 90 guesses and the right token: refused.
         let mut req = http().get(url);
         for i in 0..90 {
             req = req.header("authorization", format!("Bearer guess-{i}"));
         }
-        let r = req.bearer_auth(&token).send().await.unwrap();
+        let r = req.bearer_auth(token).send().await.unwrap();
         assert_eq!(r.status(), StatusCode::FORBIDDEN, "{url}");
         let body: serde_json::Value = r.json().await.unwrap();
         assert_eq!(body["error"]["code"], "AUTH_FAIL", "{url}");
@@ -241,7 +241,7 @@ async fn a_request_with_many_tokens_is_refused_even_with_the_right_one() {
         // The same token in both headers is one token.
         let r = http()
             .get(url)
-            .bearer_auth(&token)
+            .bearer_auth(token)
             .header("x-sheratan-token", token)
             .send()
             .await

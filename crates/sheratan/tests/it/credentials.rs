@@ -574,3 +574,72 @@ async fn up_runs_its_workers_and_hosts_on_node_credentials_of_their_own() {
     );
     assert_eq!(code, 0, "{err}");
 }
+
+/// Core takes any credential the hub knows, with its role: what the role may not do is refused
+/// at Core, what it may do goes to the hub with the caller's own token (so a submit
+/// credential's queues hold through Core); an admin credential takes Core's admin actions from
+/// another machine, the mesh token only from Core's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn core_takes_credentials_with_their_roles() {
+    let hub = hub().up().env("SHERATAN_CORE_ADDR", "0.0.0.0:0").start();
+    let core = hub.urls["core"].clone();
+    let port = core
+        .rsplit(':')
+        .next()
+        .unwrap()
+        .trim_end_matches('/')
+        .to_owned();
+    let local = format!("https://127.0.0.1:{port}");
+    let node = std::fs::read_to_string(hub.home.join("credentials/worker-1")).unwrap();
+    let read = create(&hub, "read", "viewer");
+    let scoped = create_scoped(&hub, "only-a", "a");
+    let admin = create(&hub, "admin", "ops");
+    let client = reqwest::Client::builder()
+        .danger_accept_invalid_certs(true)
+        .build()
+        .unwrap();
+    let call = |method: reqwest::Method, path: &str, token: &str, body: Option<Value>| {
+        let mut r = client
+            .request(method, format!("{local}{path}"))
+            .bearer_auth(token);
+        if let Some(body) = body {
+            r = r.json(&body);
+        }
+        async move {
+            let r = r.send().await.unwrap();
+            let status = r.status();
+            (status, r.json::<Value>().await.unwrap_or(Value::Null))
+        }
+    };
+    let (status, who) = call(reqwest::Method::GET, "/api/whoami", &node, None).await;
+    assert_eq!(status, StatusCode::OK, "{who}");
+    assert_eq!(who["credential"], "worker-1 (node)");
+    let (status, body) = call(reqwest::Method::GET, "/api/overview", &node, None).await;
+    assert_error(status, &body, 403, "FORBIDDEN");
+    let junk = format!("shtc_{}", "0".repeat(64));
+    let (status, body) = call(reqwest::Method::GET, "/api/overview", &junk, None).await;
+    assert_error(status, &body, 403, "AUTH_FAIL");
+    let (status, _) = call(reqwest::Method::GET, "/api/overview", &read, None).await;
+    assert_eq!(status, StatusCode::OK);
+    let job = json!({"kind": "echo", "queue": "b", "payload": {}});
+    let (status, body) = call(reqwest::Method::POST, "/api/jobs", &read, Some(job.clone())).await;
+    assert_error(status, &body, 403, "FORBIDDEN");
+    // The hub refuses the scoped credential's other queue: Core sent the caller's token.
+    let (status, body) = call(reqwest::Method::POST, "/api/jobs", &scoped, Some(job)).await;
+    let (message, _) = assert_error(status, &body, 403, "FORBIDDEN");
+    assert!(message.contains("submit to queue \"b\""), "{message}");
+
+    // From another machine's address: an admin credential lists credentials; the mesh token
+    // may not (LOCALHOST_ONLY, as on the hub's admin path); a read credential may not either.
+    let ip = sheratan_testkit::non_loopback_ipv4().expect("a non-loopback IPv4 address");
+    let remote = reqwest::Client::builder()
+        .danger_accept_invalid_certs(true)
+        .local_address(std::net::IpAddr::V4(ip))
+        .build()
+        .unwrap();
+    let tokens = format!("https://{ip}:{port}/api/tokens");
+    for (token, want) in [(&admin, 200), (&hub.token(), 403), (&read, 403)] {
+        let r = remote.get(&tokens).bearer_auth(token).send().await.unwrap();
+        assert_eq!(r.status().as_u16(), want, "{}", r.text().await.unwrap());
+    }
+}

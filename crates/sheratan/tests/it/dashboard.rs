@@ -351,6 +351,9 @@ async fn the_dashboard_end_to_end() {
         Value::Null
     );
     only_alerts_raised_after_sign_in_pop_up(&ui, &hub, &token).await;
+    each_role_sees_what_it_may_do(&ui, &hub).await;
+    let errors = page_errors(&mut events);
+    assert!(errors.is_empty(), "the page reported errors: {errors:#?}");
     ui.tab.close().await;
     browser.shutdown().await;
 }
@@ -633,4 +636,129 @@ async fn only_alerts_raised_after_sign_in_pop_up(ui: &Ui, hub: &HubProcess, toke
         "document.body.innerText.includes('raised while nobody was signed in')",
     )
     .await;
+}
+
+/// Signs in as `secret` (after signing out whoever is in).
+async fn sign_in_as(ui: &Ui, secret: &str) {
+    ui.js("sessionStorage.clear(); setTimeout(() => location.reload(), 0); true")
+        .await;
+    ui.wait("the login form", "document.getElementById('login-token')")
+        .await;
+    ui.fill("#login-token", secret).await;
+    ui.click("#login-submit").await;
+    ui.wait("the signed-in shell", "document.querySelector('nav.side')")
+        .await;
+}
+
+/// Any credential signs in; the page shows what its role allows. A read credential sees no
+/// submit form and no cancel, requeue or remove buttons (and Core refuses them anyway); an
+/// admin credential manages credentials in the Tokens view.
+async fn each_role_sees_what_it_may_do(ui: &Ui, hub: &HubProcess) {
+    use crate::credentials::create;
+    let viewer = create(hub, "read", "viewer");
+    sign_in_as(ui, &viewer).await;
+    ui.wait(
+        "who is signed in",
+        "document.getElementById('signed-in-as').textContent === 'viewer (read)'",
+    )
+    .await;
+    assert_eq!(
+        ui.js("[...document.querySelectorAll('nav.side a')].map((a) => a.textContent).join(',')")
+            .await,
+        json!("Overview,Nodes,Jobs,Auctions,Security,Relay"),
+        "a read credential has no Tokens view"
+    );
+    ui.go("#/jobs").await;
+    ui.wait("the job list", "document.getElementById('jobs-list')")
+        .await;
+    assert_eq!(
+        ui.js("!!document.getElementById('submit-form')").await,
+        json!(false)
+    );
+    ui.go("#/nodes").await;
+    ui.wait("the node list", "document.querySelector('tr[data-node]')")
+        .await;
+    assert_eq!(
+        ui.js("document.querySelectorAll('[data-remove]').length")
+            .await,
+        json!(0)
+    );
+    ui.shot("20-read-credential-nodes").await;
+    // The Security view names who did what (the viewer's refused cancel below is audited at
+    // the hub; here, the credentials made for this test).
+    ui.go("#/security").await;
+    ui.wait(
+        "an audit line naming a credential",
+        "document.body.innerText.includes('the mesh token')",
+    )
+    .await;
+    // Core refuses what the page does not offer.
+    let core = &hub.urls["core"];
+    let (status, body) = post(
+        &format!("{core}/api/jobs"),
+        Auth::Bearer(&viewer),
+        r#"{"kind":"echo","payload":{}}"#,
+    )
+    .await;
+    assert_error(status, &body, 403, "FORBIDDEN");
+
+    let ops = create(hub, "admin", "ops");
+    sign_in_as(ui, &ops).await;
+    ui.go("#/tokens").await;
+    ui.wait(
+        "the Tokens view",
+        "document.querySelector('tr[data-token=\"viewer\"]')",
+    )
+    .await;
+    ui.fill("#token-name", "ci-bot").await;
+    ui.js("document.getElementById('token-role').value = 'submit'")
+        .await;
+    ui.fill("#token-queues", "build").await;
+    ui.click("#token-create").await;
+    ui.wait(
+        "the new secret, shown once",
+        "(document.getElementById('token-secret-value') || {}).textContent?.startsWith('shtc_')",
+    )
+    .await;
+    ui.shot("21-tokens-created").await;
+    let secret = ui
+        .js("document.getElementById('token-secret-value').textContent")
+        .await;
+    // The new credential works, within its queues, through Core.
+    let secret = secret.as_str().unwrap().to_owned();
+    let (status, body) = post(
+        &format!("{core}/api/jobs"),
+        Auth::Bearer(&secret),
+        r#"{"kind":"echo","queue":"other","payload":{}}"#,
+    )
+    .await;
+    assert_error(status, &body, 403, "FORBIDDEN");
+    let (status, body) = post(
+        &format!("{core}/api/jobs"),
+        Auth::Bearer(&secret),
+        r#"{"kind":"echo","queue":"build","payload":{}}"#,
+    )
+    .await;
+    assert_eq!(status.as_u16(), 202, "{body}");
+    // Revoked with two clicks; Core refuses it within its few seconds of memory.
+    ui.click("[data-revoke=\"ci-bot\"]").await;
+    ui.click("[data-revoke=\"ci-bot\"]").await;
+    ui.wait(
+        "ci-bot revoked",
+        "(document.querySelector('tr[data-token=\"ci-bot\"]') || {}).textContent?.includes('revoked')",
+    )
+    .await;
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let (status, body) = get(&format!("{core}/api/jobs"), Auth::Bearer(&secret)).await;
+        if status.as_u16() == 403 {
+            assert_eq!(body["error"]["code"], "AUTH_FAIL", "{body}");
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "Core still takes a revoked credential"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
 }

@@ -1,7 +1,7 @@
 // Jobs: the list with its filter and the submit form (rows follow job events in place), and
 // one job's detail with cancel and requeue.
 
-import { api, currentView, explain, hooks, routeId, state } from '../core.js';
+import { api, can, currentView, explain, hooks, routeId, state } from '../core.js';
 import { element, html, put } from '../html.js';
 import { ago, badge, shortId, status, toast, when } from '../widgets.js';
 
@@ -83,8 +83,8 @@ export const jobs = {
     for (const j of jobs) state.jobs.set(j.job_id, j);
     const options = JOB_STATUSES.map((s) => html`<option ${s === jobFilter.status && html`selected`}>${s}</option>`);
     return html`
-      ${submitForm}
-      <section class="panel gap-top">
+      ${can('submit') && submitForm}
+      <section class="panel${can('submit') ? ' gap-top' : ''}">
         <div class="row gap-bottom-small">
           <label class="field" for="filter-queue">Queue<input id="filter-queue" value="${jobFilter.queue}" placeholder="all" size="12"></label>
           <label class="field" for="filter-status">Status<select id="filter-status"><option value="">all</option>${options}</select></label>
@@ -98,7 +98,7 @@ export const jobs = {
     const dispatch = root.querySelector('#submit-dispatch');
     const queue = root.querySelector('#submit-queue');
     const kind = root.querySelector('#submit-kind');
-    dispatch.onchange = () => {
+    if (dispatch) dispatch.onchange = () => {
       queue.disabled = dispatch.value !== 'queue';
       queue.value = dispatch.value === 'queue' ? 'default' : dispatch.value;
       // The relay runs the kinds chat and llm: keep the default kind one it offers.
@@ -110,10 +110,13 @@ export const jobs = {
       jobFilter.status = root.querySelector('#filter-status').value;
       hooks.render();
     };
-    root.querySelector('#submit-form').onsubmit = (e) => {
-      e.preventDefault();
-      submit(root, dispatch.value, queue.value);
-    };
+    const form = root.querySelector('#submit-form');
+    if (form) {
+      form.onsubmit = (e) => {
+        e.preventDefault();
+        submit(root, dispatch.value, queue.value);
+      };
+    }
   },
 };
 
@@ -158,8 +161,8 @@ export const job = {
     const id = routeId();
     const job = await api(`/api/jobs/${encodeURIComponent(id)}`);
     const live = state.jobs.get(id);
-    const canCancel = job.status === 'accepted' || job.status === 'in_progress';
-    const canRequeue = job.status === 'failed' || job.status === 'cancelled';
+    const canCancel = can('submit') && (job.status === 'accepted' || job.status === 'in_progress');
+    const canRequeue = can('admin') && (job.status === 'failed' || job.status === 'cancelled');
     const requires = (job.required_capabilities || []).map((c) => html`<span class="chip">${c}</span>`);
     return html`
       <div class="grid two">

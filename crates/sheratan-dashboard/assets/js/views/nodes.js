@@ -1,13 +1,13 @@
 // The registry: every node with its status, health, attestation and load.
 
-import { api, explain, hooks, state } from '../core.js';
+import { api, can, explain, hooks, state } from '../core.js';
 import { html } from '../html.js';
 import { ago, status, toast } from '../widgets.js';
 
 function nodeRow(n) {
   const flag = n.attestation === 'SPOOF_SUSPECT' ? 'flag-bad' : n.attestation === 'DRIFT' ? 'flag-warn' : '';
   const load = n.load ? `${n.load.inflight}/${n.load.capacity}` : '—';
-  const accept = n.attestation !== 'OK'
+  const accept = n.attestation !== 'OK' && can('admin')
     && html`<button type="button" class="secondary" data-accept="${n.node_id}">Accept attestation</button>`;
   const capabilities = (n.capabilities || []).map((c) => html`<span class="chip">${c}</span>`);
   return html`<tr class="${flag}" data-node="${n.node_id}">
@@ -17,7 +17,7 @@ function nodeRow(n) {
     <td>${ago(n.last_seen)}</td><td class="mono">${n.build_id}</td>
     <td>${capabilities.length ? capabilities : html`<span class="muted">—</span>`}</td>
     <td>${load}</td>
-    <td><button type="button" class="secondary" data-remove="${n.node_id}">Remove</button></td></tr>`;
+    <td>${can('admin') && html`<button type="button" class="secondary" data-remove="${n.node_id}">Remove</button>`}</td></tr>`;
 }
 
 export const nodes = {

@@ -14,7 +14,7 @@ function auditRow(e) {
   return html`
     <tr><td>${when(e.ts)}</td><td>${e.event}${e.count > 1 && ` ×${e.count}`}</td><td>${status(e.severity)}</td><td>${e.plane || ''}</td>
     <td class="mono">${e.remote_addr || ''}</td><td class="mono">${e.node_id || ''}</td>
-    <td class="detail">${details(e.detail)}</td></tr>`;
+    <td class="mono">${e.credential || ''}</td><td class="detail">${details(e.detail)}</td></tr>`;
 }
 
 export const security = {
@@ -31,7 +31,7 @@ export const security = {
       </section>
       <section class="panel gap-top"><h3>Audit log (newest first)</h3>
         ${auditRows.length
-          ? html`<div class="table-wrap"><table><thead><tr><th>When</th><th>Event</th><th>Severity</th><th>Plane</th><th>Peer</th><th>Node</th><th>Detail</th></tr></thead><tbody>${auditRows}</tbody></table></div>`
+          ? html`<div class="table-wrap"><table><thead><tr><th>When</th><th>Event</th><th>Severity</th><th>Plane</th><th>Peer</th><th>Node</th><th>Credential</th><th>Detail</th></tr></thead><tbody>${auditRows}</tbody></table></div>`
           : html`<div class="empty">The audit log is empty.</div>`}
       </section>`;
   },
