@@ -48,6 +48,7 @@ pub mod pull;
 mod sign;
 mod tls_diag;
 mod token;
+mod vouch;
 
 pub use beat::{Identity, capability_hash, heartbeat_loop};
 pub use control::{BundleFetch, ControlClient};
@@ -56,6 +57,7 @@ pub use error::ClientError;
 pub use member::{Member, Pull, member_clients};
 pub use sign::{CREDENTIAL_PREFIX, probe_header, sign_result, signing_key};
 pub use token::{MeshToken, TokenState};
+pub use vouch::{VOUCH_TTL, Vouches};
 
 use std::time::Duration;
 

@@ -116,7 +116,7 @@ pub(crate) struct CoreState {
     events: events::Hub,
     history: history::History,
     /// What the hub said about callers' tokens lately.
-    vouches: access::Vouches,
+    vouches: sheratan_client::Vouches,
 }
 
 /// A Core API whose listener is bound.
@@ -164,7 +164,7 @@ impl Core {
                 http,
                 events,
                 history,
-                vouches: access::Vouches::default(),
+                vouches: sheratan_client::Vouches::default(),
             }),
         })
     }
@@ -223,10 +223,19 @@ impl Core {
 }
 
 impl edge::Edge for CoreState {
-    type Credential = ();
+    type Credential = access::Access;
 
-    fn authenticate(&self, headers: &HeaderMap, _: SocketAddr) -> Result<(), ApiError> {
+    fn authenticate(&self, headers: &HeaderMap, _: SocketAddr) -> Result<access::Access, ApiError> {
         edge::check_mesh_token(headers, self.config.token.load().accepted().as_deref())
+            .map(|()| access::Access::Own)
+    }
+
+    fn vouch(
+        &self,
+        token: &str,
+        request: &axum::http::request::Parts,
+    ) -> impl std::future::Future<Output = Result<Option<access::Access>, ApiError>> + Send {
+        access::vouch(self, token, request)
     }
 
     fn body_limit(&self) -> usize {
@@ -234,7 +243,7 @@ impl edge::Edge for CoreState {
     }
 }
 
-pub(crate) use access::Caller;
+pub(crate) use access::{Caller, CallerExt};
 
 fn router(state: Arc<CoreState>) -> Router {
     let routes = Router::new()

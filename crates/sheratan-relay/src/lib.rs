@@ -167,6 +167,8 @@ pub(crate) struct RelayState {
     data: DataClient,
     inflight: Arc<AtomicU32>,
     metrics: RelayMetrics,
+    /// What the hub said about callers' tokens lately.
+    vouches: sheratan_client::Vouches,
 }
 
 /// A relay whose listener is bound.
@@ -213,6 +215,7 @@ impl Relay {
                 data,
                 inflight: Arc::default(),
                 metrics: RelayMetrics::default(),
+                vouches: sheratan_client::Vouches::default(),
                 config,
             }),
         })
@@ -485,6 +488,39 @@ impl edge::Edge for RelayState {
 
     fn body_limit(&self) -> usize {
         self.config.max_body_bytes
+    }
+
+    /// A relay on a credential, or a caller with one, is checked with the hub: a submit or
+    /// admin credential (or the mesh token) may ask for completions, a read credential reads.
+    fn vouch(
+        &self,
+        token: &str,
+        request: &axum::http::request::Parts,
+    ) -> impl std::future::Future<Output = Result<Option<()>, ApiError>> + Send {
+        let (method, path) = (request.method.clone(), request.uri.path().to_owned());
+        async move {
+            if !sheratan_client::Vouches::worth_asking(&self.config.token, token) {
+                return Ok(None);
+            }
+            let Some(who) = self
+                .vouches
+                .check(&self.data, token)
+                .await
+                .map_err(edge::cannot_vouch)?
+            else {
+                edge::log_unvouched(request);
+                return Ok(None);
+            };
+            // A submit credential limited to queues needs the relay's (`llm`) among them.
+            let submit = who.role == Some(sheratan_proto::credentials::CredentialRole::Submit)
+                && (who.queues.is_empty() || who.queues.iter().any(|q| q == "llm"))
+                && method == axum::http::Method::POST
+                && path == "/v1/complete";
+            if !(submit || edge::read_role_permits(who.role, &method)) {
+                return Err(edge::forbidden_here(&who.credential, &method, &path));
+            }
+            Ok(Some(()))
+        }
     }
 }
 

@@ -97,7 +97,7 @@ async fn member_credentials(
     }
     if up.member_credentials == crate::up_cmd::OnOff::Off {
         tracing::warn!(
-            "--member-credentials off: up's workers and hosts run on the mesh token (a handler that leaks it leaks the whole mesh)"
+            "--member-credentials off: up's members run on the mesh token (a handler that leaks it leaks the whole mesh)"
         );
         return Ok(Default::default());
     }

@@ -9,6 +9,7 @@ use std::path::Path;
 use clap::Args;
 use sheratan_client::MeshToken;
 use sheratan_hub::Hub;
+use sheratan_proto::credentials::CredentialRole;
 use sheratan_runtime::serve::{ServeLimits, local_url_tls};
 
 use crate::hub_args::HubArgs;
@@ -51,9 +52,10 @@ pub struct UpArgs {
     pub broker: BrokerOptions,
     #[command(flatten)]
     pub core: CoreOptions,
-    /// Run the workers and hosts on node credentials of their own (made on the first start,
-    /// kept in $SHERATAN_HOME/credentials/); `off` runs them on the mesh token, as before
-    /// credentials existed (logged as a warning).
+    /// Run the members on credentials of their own (workers, hosts, broker and relay on node
+    /// credentials, core on an admin one; made on the first start, kept in
+    /// $SHERATAN_HOME/credentials/); `off` runs them on the mesh token, as before credentials
+    /// existed (logged as a warning).
     #[arg(
         long,
         env = "SHERATAN_UP_CREDENTIALS",
@@ -82,11 +84,15 @@ pub enum OnOff {
 }
 
 impl UpArgs {
-    /// The nodes `up` runs on node credentials of their own.
-    pub fn credentialed_members(&self) -> Vec<String> {
+    /// The members `up` runs on credentials of their own, named after their node ids: a node
+    /// credential each, an admin one for Core (it acts for its callers, with their tokens).
+    pub fn credentialed_members(&self) -> Vec<(String, CredentialRole)> {
         let workers = (1..=self.workers).map(|i| format!("worker-{i}"));
+        let nodes = ["host-a", "host-b", "broker", "relay"].map(String::from);
         workers
-            .chain(["host-a".to_owned(), "host-b".to_owned()])
+            .chain(nodes)
+            .map(|name| (name, CredentialRole::Node))
+            .chain([("core".to_owned(), CredentialRole::Admin)])
             .collect()
     }
 
@@ -176,7 +182,7 @@ pub async fn bind(
     bind_core_and_dashboard(args, &cx, &mut members, broker_url, relay_url).await?;
     if !own.is_empty() {
         members.banner.push(format!(
-            "least privilege: workers and hosts run on node credentials of their own (secrets in {}; `sheratan token list`)",
+            "least privilege: workers, hosts, broker and relay run on node credentials of their own, core on an admin one (secrets in {}; `sheratan token list`)",
             crate::up_credentials::dir(home).display()
         ));
     }
@@ -244,7 +250,7 @@ async fn bind_broker(args: &UpArgs, cx: &Context<'_>, m: &mut Members) -> Result
         args.broker_addr,
         &cx.control_url,
         &cx.data_url,
-        cx.token.clone(),
+        cx.token_for("broker"),
         &args.broker,
         auctions,
     )?;
@@ -273,7 +279,7 @@ async fn bind_relay(args: &UpArgs, cx: &Context<'_>, m: &mut Members) -> Result<
             home: cx.home,
             auto_launch: true,
         },
-        cx.token.clone(),
+        cx.token_for("relay"),
         &args.relay,
     )?;
     config.serve = cx.serve;
@@ -304,7 +310,7 @@ async fn bind_core_and_dashboard(
         args.core_addr,
         &cx.control_url,
         &cx.data_url,
-        cx.token.clone(),
+        cx.token_for("core"),
         cx.home,
         &args.core,
     );

@@ -1,7 +1,8 @@
-//! The node credentials `sheratan up` runs its workers and hosts on (docs/SECURITY.md,
-//! "Roles"): made on the first start, their secrets kept in `$SHERATAN_HOME/credentials/`
-//! (directory 0700, files 0600), reused on every start after. A handler that leaks its
-//! process's token leaks one node's credential, not the mesh token.
+//! The credentials `sheratan up` runs its members on (docs/SECURITY.md, "Roles"): a node
+//! credential for each worker, host, the broker and the relay, an admin one for Core; made on
+//! the first start, their secrets kept in `$SHERATAN_HOME/credentials/` (directory 0700, files
+//! 0600), reused on every start after. A handler that leaks its process's token leaks one
+//! node's credential, not the mesh token.
 
 use std::collections::HashMap;
 use std::io::Write;
@@ -19,11 +20,12 @@ pub fn dir(home: &Path) -> PathBuf {
     home.join("credentials")
 }
 
-/// The secret of each of `names` (node credentials named after the nodes), made where missing.
+/// The secret of each of `members` (credentials named after the nodes, with their role), made
+/// where missing.
 pub async fn ensure(
     hub: &HubState,
     home: &Path,
-    names: &[String],
+    members: &[(String, CredentialRole)],
 ) -> Result<HashMap<String, String>, Failure> {
     let dir = dir(home);
     std::fs::DirBuilder::new()
@@ -32,15 +34,15 @@ pub async fn ensure(
         .create(&dir)
         .map_err(|e| usage(format!("cannot make {}: {e}", dir.display())))?;
     let mut secrets = HashMap::new();
-    for name in names {
+    for (name, role) in members {
         // A secret the store does not know (a new database) is replaced by a new credential.
         let kept = match read(&dir.join(name))? {
-            Some(secret) => check(hub, name, secret, &dir)?,
+            Some(secret) => check(hub, (name, *role), secret, &dir)?,
             None => None,
         };
         let secret = match kept {
             Some(secret) => secret,
-            None => create(hub, name, &dir).await?,
+            None => create(hub, (name, *role), &dir).await?,
         };
         secrets.insert(name.clone(), secret);
     }
@@ -64,12 +66,12 @@ fn read(path: &Path) -> Result<Option<String>, Failure> {
 /// know it at all.
 fn check(
     hub: &HubState,
-    name: &str,
+    (name, role): (&str, CredentialRole),
     secret: String,
     dir: &Path,
 ) -> Result<Option<String>, Failure> {
     let why = match hub.credentials.lookup(&secret, hub.clock.now()) {
-        Lookup::Valid(r) if r.name == name && r.role == CredentialRole::Node => {
+        Lookup::Valid(r) if r.name == name && r.role == role => {
             return Ok(Some(secret));
         }
         Lookup::Unknown => return Ok(None),
@@ -77,15 +79,19 @@ fn check(
         Lookup::Refused(reason) => format!("is {reason}"),
     };
     Err(usage(format!(
-        "the node credential {name:?} of `sheratan up` (its secret in {}) {why}, and names are never reused: run up under another SHERATAN_HOME, or with --member-credentials off (its workers and hosts then use the mesh token)",
+        "the credential {name:?} of `sheratan up` (its secret in {}) {why}, and names are never reused: run up under another SHERATAN_HOME, or with --member-credentials off (its members then use the mesh token)",
         dir.join(name).display()
     )))
 }
 
-async fn create(hub: &HubState, name: &str, dir: &Path) -> Result<String, Failure> {
+async fn create(
+    hub: &HubState,
+    (name, role): (&str, CredentialRole),
+    dir: &Path,
+) -> Result<String, Failure> {
     let req = CreateCredential {
         name: name.to_owned(),
-        role: CredentialRole::Node,
+        role,
         queues: Vec::new(),
         expires_in_s: None,
     };
@@ -95,7 +101,7 @@ async fn create(hub: &HubState, name: &str, dir: &Path) -> Result<String, Failur
         .await
         .map_err(|e| {
             usage(format!(
-                "`sheratan up` cannot make the node credential {name:?} for its member: {e} (its secret is not in {}; run up with --member-credentials off, or under another SHERATAN_HOME)",
+                "`sheratan up` cannot make the credential {name:?} for its member: {e} (its secret is not in {}; run up with --member-credentials off, or under another SHERATAN_HOME)",
                 dir.display()
             ))
         })?;

@@ -26,6 +26,34 @@ impl edge::Edge for BrokerState {
     fn body_limit(&self) -> usize {
         0
     }
+
+    /// A broker on a credential, or a caller with one, is checked with the hub: an admin or
+    /// read credential (or the mesh token) reads the auctions and metrics.
+    fn vouch(
+        &self,
+        token: &str,
+        request: &axum::http::request::Parts,
+    ) -> impl std::future::Future<Output = Result<Option<()>, ApiError>> + Send {
+        let (method, path) = (request.method.clone(), request.uri.path().to_owned());
+        async move {
+            if !sheratan_client::Vouches::worth_asking(&self.config.token, token) {
+                return Ok(None);
+            }
+            let Some(who) = self
+                .vouches
+                .check(&self.data, token)
+                .await
+                .map_err(edge::cannot_vouch)?
+            else {
+                edge::log_unvouched(request);
+                return Ok(None);
+            };
+            if !edge::read_role_permits(who.role, &method) {
+                return Err(edge::forbidden_here(&who.credential, &method, &path));
+            }
+            Ok(Some(()))
+        }
+    }
 }
 
 type Caller = edge::Caller<Arc<BrokerState>>;

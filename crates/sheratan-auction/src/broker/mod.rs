@@ -100,6 +100,8 @@ pub(crate) struct BrokerState {
     hosts: Mutex<(Option<Instant>, Arc<Vec<Bidder>>)>,
     inflight: Arc<AtomicU32>,
     metrics: BrokerMetrics,
+    /// What the hub said about callers' tokens lately.
+    vouches: sheratan_client::Vouches,
 }
 
 /// A broker whose listener is bound.
@@ -129,6 +131,7 @@ impl Broker {
                 hosts: Mutex::new((None, Arc::new(Vec::new()))),
                 inflight: Arc::new(AtomicU32::new(0)),
                 metrics: BrokerMetrics::default(),
+                vouches: sheratan_client::Vouches::default(),
             }),
         })
     }

@@ -28,6 +28,18 @@ pub trait Edge: Send + Sync {
 
     /// The largest request body this server reads, in bytes.
     fn body_limit(&self) -> usize;
+
+    /// A second chance for the one token a request presented that [`Edge::authenticate`]
+    /// refused: a server that takes the hub's credentials asks the hub who it is and whether
+    /// it may make this request (`Ok(None)`: no, and the first refusal is the answer).
+    /// Servers that know their callers' tokens keep the default, which asks nobody.
+    fn vouch(
+        &self,
+        _token: &str,
+        _request: &Parts,
+    ) -> impl std::future::Future<Output = Result<Option<Self::Credential>, ApiError>> + Send {
+        async { Ok(None) }
+    }
 }
 
 impl<T: Edge + ?Sized> Edge for std::sync::Arc<T> {
@@ -43,6 +55,14 @@ impl<T: Edge + ?Sized> Edge for std::sync::Arc<T> {
 
     fn body_limit(&self) -> usize {
         (**self).body_limit()
+    }
+
+    fn vouch(
+        &self,
+        token: &str,
+        request: &Parts,
+    ) -> impl std::future::Future<Output = Result<Option<Self::Credential>, ApiError>> + Send {
+        (**self).vouch(token, request)
     }
 }
 
@@ -95,8 +115,17 @@ impl<S: Edge> FromRequestParts<S> for Caller<S> {
 
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
         let peer = peer_of(parts)?;
-        let credential = state.authenticate(&parts.headers, peer)?;
-        Ok(Caller { credential, peer })
+        let refused = match state.authenticate(&parts.headers, peer) {
+            Ok(credential) => return Ok(Caller { credential, peer }),
+            Err(refused) => refused,
+        };
+        let super::Presented::One(token) = super::presented_token(&parts.headers) else {
+            return Err(refused);
+        };
+        match state.vouch(&token, parts).await? {
+            Some(credential) => Ok(Caller { credential, peer }),
+            None => Err(refused),
+        }
     }
 }
 

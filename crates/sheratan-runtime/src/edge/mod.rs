@@ -62,3 +62,48 @@ pub fn require_loopback(peer: std::net::SocketAddr, route: &str) -> Result<(), A
         "run the request on this server's machine (127.0.0.1), e.g. over ssh",
     ))
 }
+
+/// 403 `FORBIDDEN` for a credential the hub vouched for (named as audit lines name it) that may
+/// not make this request here.
+pub fn forbidden_here(credential: &str, method: &axum::http::Method, path: &str) -> ApiError {
+    ApiError::new(
+        ErrorCode::Forbidden,
+        format!("{credential} may not {method} {path} here"),
+        "docs/SECURITY.md lists what each role may do; an admin creates a credential with the role needed (sheratan token create)",
+    )
+}
+
+/// 503 `UNAVAILABLE`: the hub could not be asked about a caller's token.
+pub fn cannot_vouch(err: impl std::fmt::Display) -> ApiError {
+    ApiError::new(
+        ErrorCode::Unavailable,
+        format!("cannot check the token with the hub: {err}"),
+        "check that the hub is running; this server's own token still works",
+    )
+}
+
+/// Whether a read-only role (or the mesh token, `None`, or an admin) may make a request to a
+/// server that only shows things (the broker's auctions, metrics): every `GET`/`HEAD`.
+pub fn read_role_permits(
+    role: Option<sheratan_proto::credentials::CredentialRole>,
+    method: &axum::http::Method,
+) -> bool {
+    use sheratan_proto::credentials::CredentialRole::{Admin, Read};
+    let get = method == axum::http::Method::GET || method == axum::http::Method::HEAD;
+    match role {
+        None | Some(Admin) => true,
+        Some(Read) => get,
+        Some(_) => false,
+    }
+}
+
+/// Says in this server's log who presented a token the hub refused: the hub's own `AUTH_FAIL`
+/// line names this server's address (it asked), this line names the caller's.
+pub fn log_unvouched(request: &axum::http::request::Parts) {
+    let peer = peer_of(request).map(|p| p.to_string()).unwrap_or_default();
+    tracing::warn!(
+        peer,
+        path = request.uri.path(),
+        "AUTH_FAIL: the hub knows no such token"
+    );
+}

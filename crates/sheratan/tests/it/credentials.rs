@@ -506,17 +506,18 @@ fn a_mesh_token_shaped_like_a_credential_is_refused() {
     );
 }
 
-/// `sheratan up` runs its workers and hosts on node credentials of their own, made once and
-/// kept (0600) under its home; a restart reuses them; nobody else can take their names.
+/// `sheratan up` runs its members on credentials of their own (node ones for the worker, hosts,
+/// broker and relay, an admin one for Core), made once and kept (0600) under its home; a restart
+/// reuses them; nobody else can take their names; the mesh token still signs in to Core.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn up_runs_its_workers_and_hosts_on_node_credentials_of_their_own() {
+async fn up_runs_its_members_on_credentials_of_their_own() {
     use std::os::unix::fs::PermissionsExt;
     let mut hub = hub().up().start();
     let dir = hub.home.join("credentials");
     let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
     assert_eq!(mode(&dir), 0o700);
     let secret = |name: &str| std::fs::read_to_string(dir.join(name)).unwrap();
-    for name in ["worker-1", "host-a", "host-b"] {
+    for name in ["worker-1", "host-a", "host-b", "broker", "relay", "core"] {
         assert_eq!(mode(&dir.join(name)), 0o600, "{name}");
         assert!(secret(name).starts_with("shtc_"), "{name}");
     }
@@ -531,7 +532,32 @@ async fn up_runs_its_workers_and_hosts_on_node_credentials_of_their_own() {
         .filter(|c| c["role"] == "node")
         .map(|c| c["name"].as_str().unwrap().to_owned())
         .collect();
-    assert_eq!(nodes, ["host-a", "host-b", "worker-1"]);
+    assert_eq!(nodes, ["broker", "host-a", "host-b", "relay", "worker-1"]);
+    let admins: Vec<Value> = listed(&hub)
+        .into_iter()
+        .filter(|c| c["role"] == "admin")
+        .collect();
+    assert_eq!(admins.len(), 1);
+    assert_eq!(admins[0]["name"], "core");
+    // Core runs on its credential and still takes the mesh token (the hub vouches for it), as
+    // the broker does from Core.
+    let (status, who) = get(
+        &format!("{}/api/whoami", hub.urls["core"]),
+        Auth::Bearer(&hub.token()),
+    )
+    .await;
+    assert_eq!(status, reqwest::StatusCode::OK, "{who}");
+    assert_eq!(who["credential"], "the mesh token");
+    let (status, body) = get(
+        &format!("{}/api/auctions", hub.urls["core"]),
+        Auth::Bearer(&hub.token()),
+    )
+    .await;
+    assert_eq!(
+        status,
+        reqwest::StatusCode::OK,
+        "Core reaches the broker: {body}"
+    );
     // The mesh token can no longer be worker-1 or host-a.
     for name in ["worker-1", "host-a"] {
         let (status, body) = post(
@@ -560,7 +586,7 @@ async fn up_runs_its_workers_and_hosts_on_node_credentials_of_their_own() {
     let before = secret("worker-1");
     hub.restart();
     assert_eq!(secret("worker-1"), before);
-    assert_eq!(listed(&hub).len(), 3);
+    assert_eq!(listed(&hub).len(), 6);
     let (code, _, err) = cli(
         &hub,
         &[
