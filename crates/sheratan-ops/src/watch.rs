@@ -406,10 +406,19 @@ impl Watcher {
                 count: total,
                 window_s: rule.window_s,
                 message: format!(
-                    "{} × {} from {source} within {} s (threshold {})",
-                    total, record.event, rule.window_s, rule.threshold
+                    "{} × {} from {source} within {} s (threshold {}){}",
+                    total,
+                    record.event,
+                    rule.window_s,
+                    rule.threshold,
+                    record
+                        .credential
+                        .as_ref()
+                        .map(|c| format!(", the last by {c}"))
+                        .unwrap_or_default()
                 ),
                 detail: record.detail.clone(),
+                credential: record.credential.clone(),
             });
         }
         // Forget quiet keys so the state stays small.
@@ -569,6 +578,24 @@ mod tests {
         append(&log, &later);
         assert_eq!(w.poll().unwrap().len(), 1);
         assert_eq!(read_alerts(dir.path()).len(), 3);
+    }
+
+    #[test]
+    fn an_alert_names_the_credential_of_its_last_line() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join(AUDIT_LOG_FILE);
+        let mut w = Watcher::open(config(dir.path(), 300)).unwrap();
+        let named = line("PORT_MISMATCH", "10.0.0.5", 0)
+            .replace("\"count\":1", "\"count\":1,\"credential\":\"w-1 (node)\"");
+        append(&log, &named);
+        let alerts = w.poll().unwrap();
+        assert_eq!(alerts.len(), 1, "{alerts:?}");
+        assert_eq!(alerts[0].credential.as_deref(), Some("w-1 (node)"));
+        assert!(
+            alerts[0].message.ends_with("the last by w-1 (node)"),
+            "{}",
+            alerts[0].message
+        );
     }
 
     #[test]

@@ -220,6 +220,9 @@ pub struct AlertRecord {
     pub message: String,
     /// The last record's detail, for context.
     pub detail: serde_json::Value,
+    /// The credential the last record names (`AuditRecord::credential`), when it names one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub credential: Option<String>,
 }
 
 #[cfg(test)]

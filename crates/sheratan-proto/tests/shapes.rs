@@ -481,6 +481,7 @@ fn errors_events_and_alerts() {
             window_s: 60,
             message: "12 × AUTH_FAIL from 10.0.0.9 within 60 s".into(),
             detail: json!({"reason": "invalid"}),
+            credential: None,
         }
     );
 }

@@ -52,7 +52,7 @@ async fn submit(
     caller: Caller,
     JsonBody(job): JsonBody<SubmitJob>,
 ) -> Result<Response, ApiError> {
-    queue_allowed(&caller, &job.queue)?;
+    queue_allowed(&caller, &job.queue, "submit to")?;
     let mut answers = svc::submit(&state.hub, vec![Ok(job)], state.plane, caller.peer.ip()).await?;
     Ok(match answers.remove(0) {
         Submitted::Created(r) => (StatusCode::ACCEPTED, Json(r)).into_response(),
@@ -78,7 +78,7 @@ async fn submit_batch(
 ) -> Result<Json<BatchResponse>, ApiError> {
     let items = svc::decode_batch(batch.jobs)?;
     for job in items.iter().flatten() {
-        queue_allowed(&caller, &job.queue)?;
+        queue_allowed(&caller, &job.queue, "submit to")?;
     }
     let answers = svc::submit(&state.hub, items, state.plane, caller.peer.ip()).await?;
     Ok(Json(BatchResponse {
@@ -86,15 +86,15 @@ async fn submit_batch(
     }))
 }
 
-/// A submit credential with queues submits to those queues only (the whole batch is refused
-/// when one item names another).
-fn queue_allowed(caller: &Caller, queue: &str) -> Result<(), ApiError> {
+/// A submit credential with queues submits to, reads and cancels jobs of those queues only (the
+/// whole batch is refused when one item names another).
+fn queue_allowed(caller: &Caller, queue: &str, action: &str) -> Result<(), ApiError> {
     match caller.credential.named() {
         Some(r) if !r.queues.is_empty() && !r.queues.iter().any(|q| q == queue) => {
             Err(super::roles::forbidden(
                 r,
                 &format!(
-                    "submit to queue {queue:?} (it may use {})",
+                    "{action} queue {queue:?} (it may use {})",
                     r.queues.join(", ")
                 ),
             ))
@@ -120,6 +120,7 @@ async fn get_job(
             "read a job it does not hold",
         ));
     }
+    queue_allowed(&caller, &view.queue, "read a job of")?;
     Ok(Json(view))
 }
 
@@ -134,9 +135,18 @@ async fn grants(
 
 async fn list(
     State(state): State<PlaneState>,
-    _: Caller,
+    caller: Caller,
     QueryParams(q): QueryParams<JobsQuery>,
 ) -> Result<Json<JobList>, ApiError> {
+    // A credential limited to queues lists one of them at a time (`?queue=`).
+    let scoped = caller
+        .credential
+        .named()
+        .is_some_and(|r| !r.queues.is_empty());
+    if scoped {
+        let queue = q.queue.as_deref().filter(|q| !q.is_empty()).unwrap_or("*");
+        queue_allowed(&caller, queue, "list jobs of")?;
+    }
     Ok(Json(svc::list(&state.hub, q).await?))
 }
 
@@ -154,7 +164,7 @@ async fn cancel(
 ) -> Result<Json<JobView>, ApiError> {
     if scoped(&caller).is_some() {
         let job = svc::get(&state.hub, &id).await?;
-        queue_allowed(&caller, &job.queue)?;
+        queue_allowed(&caller, &job.queue, "cancel a job of")?;
     }
     Ok(Json(svc::cancel(&state.hub, &id).await?))
 }

@@ -285,6 +285,15 @@ async fn each_role_does_its_part_and_is_refused_the_rest() {
     )
     .await;
     assert_error(status, &body, 403, "FORBIDDEN");
+    // ...and reads only its queues' jobs: not another queue's job, not the whole list.
+    let (status, body) = get(&format!("{data}/v1/jobs/{id}"), Auth::Bearer(&scoped)).await;
+    let (message, _) = assert_error(status, &body, 403, "FORBIDDEN");
+    assert!(message.contains("read a job of queue \"q\""), "{message}");
+    let (status, body) = get(&format!("{data}/v1/jobs"), Auth::Bearer(&scoped)).await;
+    assert_error(status, &body, 403, "FORBIDDEN");
+    let (status, body) = get(&format!("{data}/v1/jobs?queue=a"), Auth::Bearer(&scoped)).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["jobs"].as_array().map(Vec::len), Some(1), "{body}");
 
     // submit: no leases, no heartbeats.
     let lease_as = |who: &str| {

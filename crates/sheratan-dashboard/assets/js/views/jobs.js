@@ -74,6 +74,9 @@ export const jobs = {
   title: () => 'Jobs',
   keepForms: true,
   async load() {
+    // A credential limited to queues lists one of them at a time.
+    const mine = (state.who && state.who.queues) || [];
+    if (mine.length && !mine.includes(jobFilter.queue)) jobFilter.queue = mine[0];
     const q = new URLSearchParams({ limit: '100' });
     if (jobFilter.queue) q.set('queue', jobFilter.queue);
     if (jobFilter.status) q.set('status', jobFilter.status);
