@@ -57,7 +57,7 @@ pub use error::ClientError;
 pub use member::{Member, Pull, member_clients};
 pub use sign::{CREDENTIAL_PREFIX, probe_header, sign_result, signing_key};
 pub use token::{MeshToken, TokenState};
-pub use vouch::{VOUCH_TTL, Vouches};
+pub use vouch::{MAX_UNKNOWN_PER_MINUTE, VOUCH_TTL, Vouches};
 
 use std::time::Duration;
 

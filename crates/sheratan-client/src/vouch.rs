@@ -17,12 +17,20 @@ pub const VOUCH_TTL: Duration = Duration::from_secs(2);
 /// The most tokens remembered at once; past it the memory starts over.
 const MAX_REMEMBERED: usize = 10_000;
 
+/// Tokens the hub refused that one caller address may have asked about per minute; past it,
+/// new tokens from that address are refused without asking the hub (junk must not turn into a
+/// stream of hub calls, whose AUTH_FAIL lines would name this server, not the caller).
+pub const MAX_UNKNOWN_PER_MINUTE: u32 = 20;
+
 /// When the hub was asked about a token, and its answer (`None`: refused).
 type Vouch = (Instant, Option<Arc<Whoami>>);
 
-/// The memory of the hub's answers.
+/// The memory of the hub's answers, and of who keeps presenting tokens the hub refuses.
 #[derive(Default)]
-pub struct Vouches(Mutex<HashMap<String, Vouch>>);
+pub struct Vouches {
+    answers: Mutex<HashMap<String, Vouch>>,
+    unknown: Mutex<HashMap<std::net::IpAddr, (Instant, u32)>>,
+}
 
 impl Vouches {
     /// Whether a token presented to a server on `own` is worth asking the hub about: one that
@@ -36,33 +44,59 @@ impl Vouches {
     }
 
     /// The hub's word on `token` (`None`: it refuses it), asked through `data` (whose own
-    /// token is replaced by `token` for the question).
+    /// token is replaced by `token` for the question); `peer` is who presented it, held to
+    /// [`MAX_UNKNOWN_PER_MINUTE`].
     pub async fn check(
         &self,
         data: &DataClient,
         token: &str,
+        peer: Option<std::net::IpAddr>,
     ) -> Result<Option<Arc<Whoami>>, ClientError> {
         if let Some(known) = self.remembered(token) {
             return Ok(known);
+        }
+        if peer.is_some_and(|ip| self.too_many_unknown(ip, false)) {
+            return Ok(None);
         }
         let who = match data.with_token(token.to_owned()).whoami().await {
             Ok(who) => Some(Arc::new(who)),
             Err(ClientError::Api { status: 403, .. }) => None,
             Err(other) => return Err(other),
         };
+        if who.is_none()
+            && let Some(ip) = peer
+        {
+            self.too_many_unknown(ip, true);
+        }
         self.remember(token, who.clone());
         Ok(who)
     }
 
+    /// Whether `ip` used up its unknown tokens this minute; `count` adds one.
+    fn too_many_unknown(&self, ip: std::net::IpAddr, count: bool) -> bool {
+        let mut map = self.unknown.lock().expect("vouches");
+        if map.len() >= MAX_REMEMBERED {
+            map.clear();
+        }
+        let entry = map.entry(ip).or_insert((Instant::now(), 0));
+        if entry.0.elapsed() >= Duration::from_secs(60) {
+            *entry = (Instant::now(), 0);
+        }
+        if count {
+            entry.1 += 1;
+        }
+        entry.1 >= MAX_UNKNOWN_PER_MINUTE
+    }
+
     fn remembered(&self, token: &str) -> Option<Option<Arc<Whoami>>> {
-        let map = self.0.lock().expect("vouches");
+        let map = self.answers.lock().expect("vouches");
         map.get(token)
             .filter(|(at, _)| at.elapsed() < VOUCH_TTL)
             .map(|(_, who)| who.clone())
     }
 
     fn remember(&self, token: &str, who: Option<Arc<Whoami>>) {
-        let mut map = self.0.lock().expect("vouches");
+        let mut map = self.answers.lock().expect("vouches");
         if map.len() >= MAX_REMEMBERED {
             map.clear();
         }

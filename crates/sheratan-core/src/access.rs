@@ -79,7 +79,7 @@ pub(crate) async fn vouch(
     }
     let Some(who) = s
         .vouches
-        .check(&s.data, token)
+        .check(&s.data, token, edge::peer_of(request).ok().map(|p| p.ip()))
         .await
         .map_err(edge::cannot_vouch)?
     else {

@@ -75,8 +75,15 @@ impl Drop for Subscribed {
 
 pub(crate) async fn stream(
     State(s): State<Arc<CoreState>>,
-    _: crate::Caller,
+    caller: crate::Caller,
 ) -> Sse<impl Stream<Item = Result<Event, Infallible>>> {
+    // A credential the hub vouched for is asked about again while the stream is open: a
+    // revoked one's stream ends within the vouch memory's length.
+    let vouched = match caller.credential {
+        crate::access::Access::Vouched { token, .. } => Some(token),
+        crate::access::Access::Own => None,
+    };
+    let core = s.clone();
     let receiver = s.events.sender.subscribe();
     if s.events.subscribers.fetch_add(1, Ordering::Relaxed) == 0 {
         *s.events.listening_since.lock().expect("events lock") =
@@ -90,20 +97,49 @@ pub(crate) async fn stream(
         .to_string(),
     );
     let state = (Some(ready), receiver, guard);
-    let events = futures_util::stream::unfold(state, |(first, mut receiver, guard)| async move {
-        if let Some(ready) = first {
-            return Some((Ok(ready), (None, receiver, guard)));
+    let events = futures_util::stream::unfold(state, move |(first, mut receiver, guard)| {
+        let (core, vouched) = (core.clone(), vouched.clone());
+        async move {
+            if let Some(ready) = first {
+                return Some((Ok(ready), (None, receiver, guard)));
+            }
+            // Asked before each event and every VOUCH_TTL while none comes (the answer is
+            // remembered, so a busy stream costs a lookup per event, not a hub call).
+            let received = loop {
+                if !still_vouched(&core, vouched.as_deref()).await {
+                    return None;
+                }
+                tokio::select! {
+                    received = receiver.recv() => break received,
+                    () = tokio::time::sleep(sheratan_client::VOUCH_TTL) => {}
+                }
+            };
+            if !still_vouched(&core, vouched.as_deref()).await {
+                return None;
+            }
+            let event = match received {
+                Ok((name, data)) => Event::default().event(name).data(data.to_string()),
+                Err(broadcast::error::RecvError::Lagged(missed)) => Event::default()
+                    .event("lagged")
+                    .data(wire(&LaggedEvent { missed }).to_string()),
+                Err(broadcast::error::RecvError::Closed) => return None,
+            };
+            Some((Ok(event), (None, receiver, guard)))
         }
-        let event = match receiver.recv().await {
-            Ok((name, data)) => Event::default().event(name).data(data.to_string()),
-            Err(broadcast::error::RecvError::Lagged(missed)) => Event::default()
-                .event("lagged")
-                .data(wire(&LaggedEvent { missed }).to_string()),
-            Err(broadcast::error::RecvError::Closed) => return None,
-        };
-        Some((Ok(event), (None, receiver, guard)))
     });
     Sse::new(events).keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
+}
+
+/// Whether a stream's caller may still follow it: Core's own token always; a vouched token
+/// while the hub still knows it.
+async fn still_vouched(core: &CoreState, token: Option<&str>) -> bool {
+    match token {
+        None => true,
+        Some(token) => matches!(
+            core.vouches.check(&core.data, token, None).await,
+            Ok(Some(_))
+        ),
+    }
 }
 
 /// An event's data: its wire type as JSON (kept as a value to compare with what was sent).

@@ -130,8 +130,10 @@ impl Credentials {
         self.nodes.read().expect("node names").contains(node_id)
     }
 
-    /// The key `host`'s execute grants are made with, if it has a valid node credential.
-    pub fn grant_key(&self, host: &str, now: OffsetDateTime) -> Option<String> {
+    /// The key `host`'s execute grants for a job of `queue` are made with: only a valid node
+    /// credential that names the queue among its own (a host says which auctioned queues it
+    /// takes; a node credential without queues is a worker's, and gets no grants).
+    pub fn grant_key(&self, host: &str, queue: &str, now: OffsetDateTime) -> Option<String> {
         if !self.fresh() {
             return None;
         }
@@ -141,6 +143,7 @@ impl Credentials {
             .find(|r| {
                 r.name == host
                     && r.role == CredentialRole::Node
+                    && r.queues.iter().any(|q| q == queue)
                     && r.revoked_at.is_none()
                     && r.expires_at.is_none_or(|at| at > now)
             })
@@ -182,6 +185,26 @@ impl Credentials {
         req: CreateCredential,
         now: OffsetDateTime,
     ) -> Result<CreatedCredential, CredentialError> {
+        self.make(req, now, false).await
+    }
+
+    /// Like [`Credentials::create`], but an existing credential of the name (revoked, expired,
+    /// its secret lost) is replaced by the new one. For the process that owns the name only
+    /// (`sheratan up` healing its members); no route reaches it.
+    pub async fn reissue(
+        &self,
+        req: CreateCredential,
+        now: OffsetDateTime,
+    ) -> Result<CreatedCredential, CredentialError> {
+        self.make(req, now, true).await
+    }
+
+    async fn make(
+        &self,
+        req: CreateCredential,
+        now: OffsetDateTime,
+        replace: bool,
+    ) -> Result<CreatedCredential, CredentialError> {
         let store = self.store()?;
         check(&req)?;
         let secret = new_secret();
@@ -196,7 +219,9 @@ impl Credentials {
             revoked_at: None,
             last_used_at: None,
         };
-        if !store.create_credential(record.clone()).await? {
+        if replace {
+            store.put_credential(record.clone()).await?;
+        } else if !store.create_credential(record.clone()).await? {
             return Err(CredentialError::Exists(req.name));
         }
         // Stored: the answer must carry the secret whatever happens next (the periodic
@@ -248,9 +273,10 @@ impl Credentials {
 fn check(req: &CreateCredential) -> Result<(), CredentialError> {
     let invalid = |m: String| Err(CredentialError::Invalid(m));
     validate_credential_name(&req.name).map_err(CredentialError::Invalid)?;
-    if !req.queues.is_empty() && req.role != CredentialRole::Submit {
+    if !req.queues.is_empty() && !matches!(req.role, CredentialRole::Submit | CredentialRole::Node)
+    {
         return invalid(format!(
-            "queues limit submit credentials only; a {} credential has none",
+            "queues limit submit and node credentials only; a {} credential has none",
             req.role
         ));
     }

@@ -504,7 +504,11 @@ impl edge::Edge for RelayState {
             }
             let Some(who) = self
                 .vouches
-                .check(&self.data, token)
+                .check(
+                    &self.data,
+                    token,
+                    edge::peer_of(request).ok().map(|p| p.ip()),
+                )
                 .await
                 .map_err(edge::cannot_vouch)?
             else {

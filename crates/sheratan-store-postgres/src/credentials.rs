@@ -77,6 +77,34 @@ impl CredentialStore for PgCredentialStore {
         Ok(inserted == 1)
     }
 
+    async fn put_credential(&self, record: CredentialRecord) -> Result<(), StoreError> {
+        let queues = serde_json::to_string(&record.queues)
+            .map_err(|e| StoreError::Internal(e.to_string()))?;
+        let client = self.pool.get().await?;
+        client
+            .execute(
+                "INSERT INTO credentials \
+                 (name, role, queues, secret_sha256, signing_key, created_at, expires_at, revoked_at, last_used_at) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, NULL, NULL) \
+                 ON CONFLICT (name) DO UPDATE SET role = excluded.role, queues = excluded.queues, \
+                 secret_sha256 = excluded.secret_sha256, signing_key = excluded.signing_key, \
+                 created_at = excluded.created_at, expires_at = excluded.expires_at, \
+                 revoked_at = NULL, last_used_at = NULL",
+                &[
+                    &record.name,
+                    &record.role.as_str(),
+                    &queues,
+                    &record.secret_sha256,
+                    &record.signing_key,
+                    &ms(record.created_at),
+                    &record.expires_at.map(ms),
+                ],
+            )
+            .await
+            .map_err(classify)?;
+        Ok(())
+    }
+
     async fn revoke_credential(&self, name: &str, at: OffsetDateTime) -> Result<bool, StoreError> {
         let client = self.pool.get().await?;
         let changed = client

@@ -1284,4 +1284,18 @@ pub async fn credentials_round_trip(
     let w1 = all.iter().find(|c| c.name == "w-1").unwrap();
     assert_eq!(w1.revoked_at, Some(later));
     assert_eq!(all.len(), 3);
+
+    // Its owner may put a new secret under a name, lifting a revocation (and make new ones).
+    let mut fresh = record("w-1", CredentialRole::Node);
+    fresh.secret_sha256 = "f".repeat(64);
+    fresh.queues = vec!["auction".into()];
+    reopened.put_credential(fresh.clone()).await.unwrap();
+    reopened
+        .put_credential(record("relay", CredentialRole::Node))
+        .await
+        .unwrap();
+    let all = reopened.credentials().await.unwrap();
+    let w1 = all.iter().find(|c| c.name == "w-1").unwrap();
+    assert_eq!(*w1, fresh, "replaced whole, revocation lifted");
+    assert_eq!(all.len(), 4);
 }

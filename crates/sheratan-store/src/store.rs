@@ -323,6 +323,11 @@ pub trait CredentialStore: Send + Sync + 'static {
     /// Revokes `name` at `at`; `false` when there is no such live credential.
     async fn revoke_credential(&self, name: &str, at: OffsetDateTime) -> Result<bool, StoreError>;
 
+    /// Creates `record`, or replaces the credential of its name (a new secret, a revocation
+    /// lifted). Only for the process that owns the name (`sheratan up` healing its members'
+    /// credentials); no route reaches it.
+    async fn put_credential(&self, record: CredentialRecord) -> Result<(), StoreError>;
+
     /// Notes when credentials were last used (kept if later than what is stored).
     async fn touch_credentials(
         &self,

@@ -613,7 +613,8 @@ pub enum TokenCommand {
         /// Its name ([A-Za-z0-9._-]{1,64}); a node credential's is its node id.
         #[arg(long)]
         name: String,
-        /// submit only: the queues it may use (comma-separated; default all).
+        /// submit and node only: the queues it may use (comma-separated; default all). A host
+        /// or broker names `auction` (only such hosts get execute grants), a relay `llm`.
         #[arg(long, value_delimiter = ',')]
         queues: Vec<String>,
         /// How long it works: 90s, 30m, 12h, 30d (default: until revoked).

@@ -214,6 +214,10 @@ pub struct JoinStringArgs {
     /// node can then act only as NAME (run it with --node-id NAME).
     #[arg(long, value_name = "NAME")]
     pub node: Option<String>,
+    /// With --node: the queues the node may lease from (a worker's queues; `auction` for a
+    /// host or a broker, `llm` for a relay). Default: every queue, and no execute grants.
+    #[arg(long, value_delimiter = ',', requires = "node")]
+    pub queues: Vec<String>,
 }
 
 pub async fn join_string(mut args: JoinStringArgs) -> Result<(), Failure> {
@@ -234,7 +238,7 @@ pub async fn join_string(mut args: JoinStringArgs) -> Result<(), Failure> {
     })?;
     let (token, holds) = match &args.node {
         Some(name) => (
-            node_credential(&args.client, name).await?,
+            node_credential(&args.client, name, &args.queues).await?,
             "a node credential's secret",
         ),
         None => (
@@ -274,11 +278,15 @@ pub async fn join_string(mut args: JoinStringArgs) -> Result<(), Failure> {
 }
 
 /// A new node credential named `name`, made on the hub's admin path; its secret.
-async fn node_credential(client: &ClientArgs, name: &str) -> Result<String, Failure> {
+async fn node_credential(
+    client: &ClientArgs,
+    name: &str,
+    queues: &[String],
+) -> Result<String, Failure> {
     let req = sheratan_proto::credentials::CreateCredential {
         name: name.to_owned(),
         role: sheratan_proto::credentials::CredentialRole::Node,
-        queues: vec![],
+        queues: queues.to_vec(),
         expires_in_s: None,
     };
     let created = client

@@ -85,15 +85,30 @@ pub enum OnOff {
 
 impl UpArgs {
     /// The members `up` runs on credentials of their own, named after their node ids: a node
-    /// credential each, an admin one for Core (it acts for its callers, with their tokens).
-    pub fn credentialed_members(&self) -> Vec<(String, CredentialRole)> {
-        let workers = (1..=self.workers).map(|i| format!("worker-{i}"));
-        let nodes = ["host-a", "host-b", "broker", "relay"].map(String::from);
-        workers
-            .chain(nodes)
-            .map(|name| (name, CredentialRole::Node))
-            .chain([("core".to_owned(), CredentialRole::Admin)])
-            .collect()
+    /// credential each, limited to the queues the member serves (hosts and the broker the
+    /// auctioned one, the relay its own), an admin one for Core (it acts for its callers, with
+    /// their tokens).
+    pub fn credentialed_members(&self) -> Vec<crate::up_credentials::Member> {
+        use crate::up_credentials::Member;
+        let node = |name: String, queues: &[String]| Member {
+            name,
+            role: CredentialRole::Node,
+            queues: queues.to_vec(),
+        };
+        let auction = [sheratan_core::AUCTION_QUEUE.to_owned()];
+        let mut members: Vec<Member> = (1..=self.workers)
+            .map(|i| node(format!("worker-{i}"), &self.worker.queues))
+            .collect();
+        for name in ["host-a", "host-b", "broker"] {
+            members.push(node(name.into(), &auction));
+        }
+        members.push(node("relay".into(), &[sheratan_core::LLM_QUEUE.to_owned()]));
+        members.push(Member {
+            name: "core".into(),
+            role: CredentialRole::Admin,
+            queues: Vec::new(),
+        });
+        members
     }
 
     /// The audit watcher `up` runs on the hub's logs.

@@ -20,12 +20,18 @@ pub fn dir(home: &Path) -> PathBuf {
     home.join("credentials")
 }
 
-/// The secret of each of `members` (credentials named after the nodes, with their role), made
-/// where missing.
+/// A member's credential: named after its node id, with its role and queues.
+pub struct Member {
+    pub name: String,
+    pub role: CredentialRole,
+    pub queues: Vec<String>,
+}
+
+/// The secret of each of `members`, made where missing.
 pub async fn ensure(
     hub: &HubState,
     home: &Path,
-    members: &[(String, CredentialRole)],
+    members: &[Member],
 ) -> Result<HashMap<String, String>, Failure> {
     let dir = dir(home);
     std::fs::DirBuilder::new()
@@ -34,15 +40,13 @@ pub async fn ensure(
         .create(&dir)
         .map_err(|e| usage(format!("cannot make {}: {e}", dir.display())))?;
     let mut secrets = HashMap::new();
-    for (name, role) in members {
+    for member in members {
+        let name = &member.name;
         // A secret the store does not know (a new database) is replaced by a new credential.
-        let kept = match read(&dir.join(name))? {
-            Some(secret) => check(hub, (name, *role), secret, &dir)?,
-            None => None,
-        };
+        let kept = read(&dir.join(name))?.and_then(|secret| check(hub, member, secret));
         let secret = match kept {
             Some(secret) => secret,
-            None => create(hub, (name, *role), &dir).await?,
+            None => create(hub, member, &dir).await?,
         };
         secrets.insert(name.clone(), secret);
     }
@@ -62,46 +66,44 @@ fn read(path: &Path) -> Result<Option<String>, Failure> {
     }
 }
 
-/// A kept secret must still be `name`'s live node credential; `None` when the store does not
-/// know it at all.
-fn check(
-    hub: &HubState,
-    (name, role): (&str, CredentialRole),
-    secret: String,
-    dir: &Path,
-) -> Result<Option<String>, Failure> {
+/// A kept secret that is still the member's live credential, as it should be (role and
+/// queues); `None` (said in the log) when it must be made anew: unknown to the store (a new
+/// database), revoked, expired, or made for something else.
+fn check(hub: &HubState, member: &Member, secret: String) -> Option<String> {
     let why = match hub.credentials.lookup(&secret, hub.clock.now()) {
-        Lookup::Valid(r) if r.name == name && r.role == role => {
-            return Ok(Some(secret));
+        Lookup::Valid(r)
+            if r.name == member.name && r.role == member.role && r.queues == member.queues =>
+        {
+            return Some(secret);
         }
-        Lookup::Unknown => return Ok(None),
-        Lookup::Valid(_) => "belongs to another credential".to_owned(),
+        Lookup::Unknown => return None,
+        Lookup::Valid(_) => "was made with another role or other queues".to_owned(),
         Lookup::Refused(reason) => format!("is {reason}"),
     };
-    Err(usage(format!(
-        "the credential {name:?} of `sheratan up` (its secret in {}) {why}, and names are never reused: run up under another SHERATAN_HOME, or with --member-credentials off (its members then use the mesh token)",
-        dir.join(name).display()
-    )))
+    tracing::warn!(
+        "the credential {:?} of `sheratan up` {why}: up gives it a new secret",
+        member.name
+    );
+    None
 }
 
-async fn create(
-    hub: &HubState,
-    (name, role): (&str, CredentialRole),
-    dir: &Path,
-) -> Result<String, Failure> {
+async fn create(hub: &HubState, member: &Member, dir: &Path) -> Result<String, Failure> {
+    let name = member.name.as_str();
     let req = CreateCredential {
         name: name.to_owned(),
-        role,
-        queues: Vec::new(),
+        role: member.role,
+        queues: member.queues.clone(),
         expires_in_s: None,
     };
+    // up owns its members' names: a credential of the name whose secret is not here (revoked,
+    // lost, or made elsewhere) is replaced, never left to block the member.
     let created = hub
         .credentials
-        .create(req, hub.clock.now())
+        .reissue(req, hub.clock.now())
         .await
         .map_err(|e| {
             usage(format!(
-                "`sheratan up` cannot make the credential {name:?} for its member: {e} (its secret is not in {}; run up with --member-credentials off, or under another SHERATAN_HOME)",
+                "`sheratan up` cannot make the credential {name:?} for its member in {}: {e} (run up with --member-credentials off to use the mesh token instead)",
                 dir.display()
             ))
         })?;

@@ -108,6 +108,7 @@ async fn get_job(
     caller: Caller,
     PathParams(id): PathParams<String>,
 ) -> Result<Json<JobView>, ApiError> {
+    whole_id(&caller, &id)?;
     let view = svc::get(&state.hub, &id).await?;
     // A node credential reads the jobs it holds (a broker reads its job's requirements).
     if let Some(name) = caller.credential.node_name()
@@ -163,10 +164,23 @@ async fn cancel(
     PathParams(id): PathParams<String>,
 ) -> Result<Json<JobView>, ApiError> {
     if scoped(&caller).is_some() {
+        whole_id(&caller, &id)?;
         let job = svc::get(&state.hub, &id).await?;
         queue_allowed(&caller, &job.queue, "cancel a job of")?;
     }
     Ok(Json(svc::cancel(&state.hub, &id).await?))
+}
+
+/// A credential that may see only some jobs (a node's, a queue-limited one) names jobs by
+/// their whole id: a piece's lookup would list other jobs' ids in its "which one?" answer.
+fn whole_id(caller: &Caller, id: &str) -> Result<(), ApiError> {
+    let limited = caller.credential.node_name().is_some() || scoped(caller).is_some();
+    if limited && id.parse::<uuid::Uuid>().is_err() {
+        return Err(ApiError::invalid(
+            "job id: this credential names jobs by their whole id (36 characters)",
+        ));
+    }
+    Ok(())
 }
 
 /// A submit credential limited to queues, if the caller is one.
@@ -194,6 +208,10 @@ async fn lease(
 ) -> Result<Json<LeaseResponse>, ApiError> {
     cert.require_node(&req.node_id, caller.peer, &state)?;
     super::extract::require_identity(&caller, &req.node_id, &state)?;
+    // A node credential limited to queues leases from those only.
+    for queue in &req.queues {
+        queue_allowed(&caller, queue, "lease from")?;
+    }
     let order = svc::lease_order(&req)?;
     let ip = caller.peer.ip();
     let answer = svc::lease(&state.hub, order, req.wait_ms, ip, &state.hub.stopping).await?;

@@ -33,6 +33,7 @@ pub async fn grants(
         .filter(|j| j.status == JobStatus::InProgress)
         .and_then(|j| j.lease.as_ref())
         .filter(|l| l.lease_id == lease_id);
+    let queue = job.as_ref().map(|j| j.queue.clone()).unwrap_or_default();
     let Some(lease) = lease else {
         super::lease::lease_mismatch(hub, caller, "grants");
         return Err(JobsError::LeaseNotHeld(
@@ -56,7 +57,7 @@ pub async fn grants(
         .hosts
         .iter()
         .filter_map(|host| {
-            let key = hub.credentials.grant_key(host, now)?;
+            let key = hub.credentials.grant_key(host, &queue, now)?;
             let grant =
                 sheratan_sign::mint_grant(&key, host, &req.job_id, expires_at.unix_timestamp());
             Some((host.clone(), grant))

@@ -81,12 +81,12 @@ async fn credentials_are_created_listed_and_revoked_and_their_secrets_kept_nowhe
     let (code, _, err) = cli(
         &hub,
         &[
-            "token", "create", "--role", "node", "--name", "w1", "--queues", "x",
+            "token", "create", "--role", "read", "--name", "r1", "--queues", "x",
         ],
     );
     assert_eq!(code, 1);
     assert!(
-        err.contains("queues limit submit credentials only"),
+        err.contains("queues limit submit and node credentials only"),
         "{err}"
     );
     let (code, _, err) = cli(&hub, &["token", "create", "--role", "root", "--name", "x"]);
@@ -177,6 +177,16 @@ pub(crate) fn create(hub: &sheratan_testkit::HubProcess, role: &str, name: &str)
 
 /// A submit credential limited to `queues`; its secret.
 fn create_scoped(hub: &sheratan_testkit::HubProcess, name: &str, queues: &str) -> String {
+    create_limited(hub, "submit", name, queues)
+}
+
+/// A credential of `role` limited to `queues`; its secret.
+pub(crate) fn create_limited(
+    hub: &sheratan_testkit::HubProcess,
+    role: &str,
+    name: &str,
+    queues: &str,
+) -> String {
     let data = loopback_data(hub);
     let (code, out, err) = cli(
         hub,
@@ -184,7 +194,7 @@ fn create_scoped(hub: &sheratan_testkit::HubProcess, name: &str, queues: &str) -
             "token",
             "create",
             "--role",
-            "submit",
+            role,
             "--name",
             name,
             "--queues",
@@ -351,6 +361,11 @@ async fn each_role_does_its_part_and_is_refused_the_rest() {
     .await;
     assert_eq!(status, StatusCode::OK, "{grant}");
     let leased = &grant["jobs"][0];
+    // A node names jobs by their whole id: a piece's lookup would list other jobs' ids.
+    let piece = &leased["job_id"].as_str().unwrap()[..10];
+    let (status, body) = get(&format!("{data}/v1/jobs/{piece}"), Auth::Bearer(&node)).await;
+    let (message, _) = assert_error(status, &body, 400, "INVALID_REQUEST");
+    assert!(message.contains("whole id"), "{message}");
     let result = json!({"job_id": leased["job_id"], "lease_id": leased["lease_id"], "outcome": "success", "result": {"ok": true}});
     // The mesh token's holder cannot complete a node credential's lease...
     let (status, body) = send_result(&data, &hub.token(), &result).await;
@@ -608,6 +623,33 @@ async fn up_runs_its_members_on_credentials_of_their_own() {
         ],
     );
     assert_eq!(code, 0, "{err}");
+    // A member credential revoked (by an admin, say) or whose secret file was lost is given a
+    // new secret at the next start: up heals its members, the old secret stays dead.
+    let old_relay = secret("relay");
+    let (code, _, err) = cli(&hub, &["token", "revoke", "relay"]);
+    assert_eq!(code, 0, "{err}");
+    std::fs::remove_file(dir.join("worker-1")).unwrap();
+    hub.restart();
+    assert_ne!(secret("relay"), old_relay);
+    assert_ne!(secret("worker-1"), before);
+    let (status, body) = get(
+        &format!("{}/v1/jobs", hub.data_url),
+        Auth::Bearer(&old_relay),
+    )
+    .await;
+    assert_error(status, &body, 403, "AUTH_FAIL");
+    let (code, _, err) = cli(
+        &hub,
+        &[
+            "submit",
+            "--kind",
+            "echo",
+            "--payload",
+            "{\"up\":3}",
+            "--wait",
+        ],
+    );
+    assert_eq!(code, 0, "{err}");
 }
 
 /// Core takes any credential the hub knows, with its role: what the role may not do is refused
@@ -616,7 +658,11 @@ async fn up_runs_its_members_on_credentials_of_their_own() {
 /// another machine, the mesh token only from Core's.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn core_takes_credentials_with_their_roles() {
-    let hub = hub().up().env("SHERATAN_CORE_ADDR", "0.0.0.0:0").start();
+    let hub = hub()
+        .up()
+        .env("SHERATAN_CORE_ADDR", "0.0.0.0:0")
+        .env("SHERATAN_AUDIT_FOLD_WINDOW_SEC", "0.1")
+        .start();
     let core = hub.urls["core"].clone();
     let port = core
         .rsplit(':')
@@ -677,4 +723,39 @@ async fn core_takes_credentials_with_their_roles() {
         let r = remote.get(&tokens).bearer_auth(token).send().await.unwrap();
         assert_eq!(r.status().as_u16(), want, "{}", r.text().await.unwrap());
     }
+
+    // An open event stream of a credential ends soon after it is revoked.
+    let mut events = client
+        .get(format!("{local}/api/events"))
+        .bearer_auth(&read)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(events.status(), StatusCode::OK);
+    assert!(events.chunk().await.unwrap().is_some(), "the ready event");
+    let (code, _, err) = cli(&hub, &["token", "revoke", "viewer"]);
+    assert_eq!(code, 0, "{err}");
+    let ended = tokio::time::timeout(std::time::Duration::from_secs(8), async {
+        while let Ok(Some(_)) = events.chunk().await {}
+    })
+    .await;
+    assert!(
+        ended.is_ok(),
+        "the revoked credential's stream is still open"
+    );
+
+    // Junk shaped like credentials: refused, and after a few the hub is not even asked (its
+    // AUTH_FAIL lines would name Core, not the caller). Last: the address is then held off.
+    let before = count_events(&hub.audit_records(), EventKind::AuthFail);
+    for i in 0..40 {
+        let junk = format!("shtc_{i:064}");
+        let (status, body) = call(reqwest::Method::GET, "/api/jobs", &junk, None).await;
+        assert_error(status, &body, 403, "AUTH_FAIL");
+    }
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    let asked = count_events(&hub.audit_records(), EventKind::AuthFail) - before;
+    assert!(
+        asked <= u64::from(sheratan_client::MAX_UNKNOWN_PER_MINUTE),
+        "the hub was asked about {asked} junk tokens"
+    );
 }

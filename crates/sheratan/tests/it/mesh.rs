@@ -790,12 +790,14 @@ async fn spy_host(
 /// a credentialed host's address.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hosts_get_per_job_grants_from_a_broker_on_a_node_credential_never_a_secret() {
-    use crate::credentials::create;
+    use crate::credentials::{create, create_limited};
     let hub = quick_hub();
     let mesh = hub.token();
-    let host_secret = create(&hub, "node", "h-real");
-    let spy_secret = create(&hub, "node", "h-spy");
-    let broker_secret = create(&hub, "node", "broker-t");
+    // Hosts and the broker name the auctioned queue: only such hosts get grants.
+    let host_secret = create_limited(&hub, "node", "h-real", "auction");
+    let spy_secret = create_limited(&hub, "node", "h-spy", "auction");
+    let broker_secret = create_limited(&hub, "node", "broker-t", "auction");
+    let worker_secret = create_limited(&hub, "node", "w-other", "qx");
     let submitter = create(&hub, "submit", "ci");
     let real = host(&hub, &host_secret, "h-real", &[]);
     let (spy_url, seen) = spy_host("h-spy").await;
@@ -883,6 +885,50 @@ async fn hosts_get_per_job_grants_from_a_broker_on_a_node_credential_never_a_sec
     .await;
     let (message, _) = assert_error(status, &body, 403, "AUTH_FAIL");
     assert!(message.contains("expired"), "{message}");
+    // A node that holds a lease of another queue gets no grants: no host names that queue (a
+    // node credential without queues is no host at all).
+    let (status, body) = post(
+        &format!("{}/v1/jobs", hub.data_url),
+        Auth::Bearer(&submitter),
+        &json!({"queue": "qx", "kind": "echo", "payload": {}}).to_string(),
+    )
+    .await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+    let lease =
+        json!({"node_id": "w-other", "queues": ["qx"], "capabilities": ["echo"], "wait_ms": 2000});
+    let (status, grant) = post(
+        &format!("{}/v1/leases", hub.data_url),
+        Auth::Bearer(&worker_secret),
+        &lease.to_string(),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{grant}");
+    let held = &grant["jobs"][0];
+    let ask = json!({"job_id": held["job_id"], "lease_id": held["lease_id"], "hosts": ["h-real", "h-spy"]});
+    let (status, grants) = post(
+        &format!("{}/v1/grants", hub.data_url),
+        Auth::Bearer(&worker_secret),
+        &ask.to_string(),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{grants}");
+    assert_eq!(
+        grants["grants"],
+        json!({}),
+        "no grants for another queue's job"
+    );
+    // A node credential limited to queues leases from those only.
+    let (status, body) = post(
+        &format!("{}/v1/leases", hub.data_url),
+        Auth::Bearer(&worker_secret),
+        &json!({"node_id": "w-other", "queues": ["auction"], "capabilities": ["echo"]}).to_string(),
+    )
+    .await;
+    let (message, _) = assert_error(status, &body, 403, "FORBIDDEN");
+    assert!(
+        message.contains("lease from queue \"auction\""),
+        "{message}"
+    );
     // Nor does the broker's own credential (a host knows only its own secret and grants).
     let (status, body) = post(
         &format!("{}/v1/execute", real.urls["h-real"]),
