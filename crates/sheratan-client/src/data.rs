@@ -181,6 +181,24 @@ impl DataClient {
         .await
     }
 
+    /// Waits (up to the request's `wait_ms`) until one of a node's running leases ended: the
+    /// job was cancelled or the lease taken back. Not retried (the caller polls again).
+    pub async fn watch(
+        &self,
+        req: &sheratan_proto::data::WatchRequest,
+    ) -> Result<sheratan_proto::data::WatchResponse, ClientError> {
+        json(
+            self.base
+                .send_retrying(Retry::Refused, || {
+                    self.base
+                        .request(Method::POST, "/v1/leases/watch")
+                        .json(req)
+                })
+                .await?,
+        )
+        .await
+    }
+
     /// Execute grants for `hosts` to run a job whose lease this client holds (a broker's
     /// hosts): only hosts with a node credential get one. Safe to repeat.
     pub async fn grants(

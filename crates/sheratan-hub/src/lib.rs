@@ -107,6 +107,9 @@ pub struct HubState {
     pub credentials: credentials::Credentials,
     /// Requests a credential's role did not allow, by role.
     pub role_refusals: credentials::RoleRefusals,
+    /// The leases of jobs cancelled on this hub, for the nodes watching them
+    /// (`POST /v1/leases/watch`): a cancel reaches the running handler at once.
+    pub cancelled_leases: tokio::sync::broadcast::Sender<uuid::Uuid>,
 }
 
 /// A hub whose listeners are bound; [`Hub::run`] serves them.
@@ -196,6 +199,7 @@ impl Hub {
             refusals: pacing::RefusalPacer::new(refusals_per_sec),
             credentials: credentials::Credentials::default(),
             role_refusals: credentials::RoleRefusals::default(),
+            cancelled_leases: tokio::sync::broadcast::channel(1024).0,
         });
         Ok(Hub {
             state,

@@ -267,6 +267,34 @@ pub struct LeaseResponse {
     pub warning: Option<String>,
 }
 
+/// `POST /v1/leases/watch`: a node's running leases, answered as soon as one of them is no
+/// longer its to run (the job was cancelled, or the lease lost), or empty after `wait_ms`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WatchRequest {
+    /// At most [`MAX_WATCHED`].
+    pub leases: Vec<WatchedLease>,
+    #[serde(default)]
+    pub wait_ms: u64,
+}
+
+/// One running lease, as its node knows it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WatchedLease {
+    pub job_id: String,
+    pub lease_id: String,
+}
+
+/// The most leases one watch names.
+pub const MAX_WATCHED: usize = 256;
+
+/// The leases of a watch that ended: stop their handlers and report nothing.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct WatchResponse {
+    pub ended: Vec<String>,
+}
+
 /// `POST /v1/leases/{lease_id}/extend`.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]

@@ -18,6 +18,8 @@ use sheratan_proto::data::{JobError, LeaseRequest, LeasedJob, ResultRequest};
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
+mod watch;
+
 /// Settings of one worker.
 #[derive(Debug, Clone)]
 pub struct WorkerConfig {
@@ -111,6 +113,8 @@ struct Shared {
     control: ControlClient,
     data: DataClient,
     inflight: AtomicU32,
+    /// The jobs running now, watched for cancels.
+    running: watch::Running,
 }
 
 /// Runs the worker until `shutdown`; then stops leasing and lets running jobs finish within
@@ -129,6 +133,7 @@ pub async fn run(config: WorkerConfig, shutdown: CancellationToken) -> Result<()
         control,
         data,
         inflight: AtomicU32::new(0),
+        running: watch::Running::default(),
     });
     tracing::info!(
         node_id = %shared.config.node_id,
@@ -138,9 +143,17 @@ pub async fn run(config: WorkerConfig, shutdown: CancellationToken) -> Result<()
         "worker started"
     );
     let heartbeat = tokio::spawn(heartbeat_loop(shared.clone(), shutdown.clone()));
+    let watcher = {
+        let (shared, stop) = (shared.clone(), shutdown.clone());
+        tokio::spawn(
+            async move { watch::watch_loop(shared.data.clone(), &shared.running, stop).await },
+        )
+    };
     lease_loop(shared.clone(), shutdown.clone()).await;
     heartbeat.abort();
+    watcher.abort();
     let _ = heartbeat.await;
+    let _ = watcher.await;
     tracing::info!(node_id = %shared.config.node_id, "worker stopped");
     Ok(())
 }
@@ -325,6 +338,15 @@ fn extend_every(lease_expires_at: time::OffsetDateTime, now: time::OffsetDateTim
     Duration::max(left, Duration::from_secs(1)) / 3
 }
 
+/// Takes a job off the watched list when its run ends, however it ends.
+struct Registered<'a>(&'a watch::Running, &'a str);
+
+impl Drop for Registered<'_> {
+    fn drop(&mut self) {
+        self.0.finish(self.1);
+    }
+}
+
 /// Runs one leased job: keeps its lease alive while the handler works, then reports.
 /// Everything happens in this one task: a job shorter than a third of its lease costs no
 /// timers, no extra tasks and no extension requests.
@@ -338,10 +360,15 @@ async fn run_job(shared: &Shared, job: LeasedJob, cancel: &CancellationToken) {
         .handlers
         .run(&job.kind, &job.payload, deadline, &stop);
     tokio::pin!(handler);
+    let ended = shared.running.start(&job.job_id, &job.lease_id);
+    let _registered = Registered(&shared.running, &job.lease_id);
     let mut next_extend = tokio::time::Instant::now() + every;
     let outcome = loop {
         tokio::select! {
             outcome = &mut handler => break outcome,
+            // Cancelled (or taken back): stop now (dropping the handler kills an exec
+            // handler's process group) and report nothing; the job is no longer ours.
+            () = ended.cancelled() => return,
             () = tokio::time::sleep_until(next_extend) => {
                 next_extend += every;
                 match shared.data.extend(&job.lease_id, None).await {

@@ -30,6 +30,7 @@ pub(super) fn routes() -> Router<PlaneState> {
         .route("/v1/jobs/{id}/cancel", post(cancel))
         .route("/v1/leases", post(lease))
         .route("/v1/leases/{lease_id}/extend", post(extend))
+        .route("/v1/leases/watch", post(watch))
         .route("/v1/results", post(result).get(pending))
         .route("/v1/results/ack", post(ack))
         .route("/v1/grants", post(grants))
@@ -216,6 +217,17 @@ async fn lease(
     let ip = caller.peer.ip();
     let answer = svc::lease(&state.hub, order, req.wait_ms, ip, &state.hub.stopping).await?;
     Ok(Json(answer))
+}
+
+/// A node's long poll over its running leases (a cancel stops the handler at once).
+async fn watch(
+    State(state): State<PlaneState>,
+    _: Caller,
+    JsonBody(req): JsonBody<sheratan_proto::data::WatchRequest>,
+) -> Result<Json<sheratan_proto::data::WatchResponse>, ApiError> {
+    Ok(Json(
+        svc::watch(&state.hub, req, &state.hub.stopping).await?,
+    ))
 }
 
 async fn extend(

@@ -44,7 +44,11 @@ pub fn permits(role: CredentialRole, method: &Method, path: &str) -> bool {
             (post
                 && (matches!(
                     path,
-                    "/v1/heartbeat" | "/v1/leases" | "/v1/results" | "/v1/grants"
+                    "/v1/heartbeat"
+                        | "/v1/leases"
+                        | "/v1/leases/watch"
+                        | "/v1/results"
+                        | "/v1/grants"
                 ) || (path.starts_with("/v1/leases/") && path.ends_with("/extend"))))
                 || (get
                     && (path.starts_with("/v1/bundles")

@@ -53,6 +53,11 @@ pub async fn get(hub: &HubState, id: &str) -> Result<JobView, JobsError> {
 pub async fn cancel(hub: &HubState, id: &str) -> Result<JobView, JobsError> {
     let id = resolve_job_id(hub, id).await?;
     let record = hub.store.cancel(id).await?;
+    // The node running it (watching its lease) stops the handler now, not at its next
+    // extension. Nobody listening is fine.
+    if let Some(lease) = record.as_ref().and_then(|r| r.lease.as_ref()) {
+        let _ = hub.cancelled_leases.send(lease.lease_id);
+    }
     record
         .map(|r| r.view())
         .ok_or_else(|| JobsError::NotFound(format!("no job {id}")))

@@ -12,6 +12,7 @@ mod reaper;
 mod results;
 mod submit;
 mod waiting;
+mod watch;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -30,6 +31,7 @@ pub use results::verify_result;
 pub use results::{IntegrityFailure, ResultHeaders, ack, finish, pending, verify};
 pub use submit::{Submitted, decode_batch, submit};
 pub use waiting::queues;
+pub use watch::watch;
 
 use sheratan_runtime::metrics::{Family, Kind};
 

@@ -628,3 +628,96 @@ async fn only_followed_results_count_as_pending() {
     done(body["job_id"].as_str().unwrap().to_owned()).await;
     assert_eq!(pending().await, 1, "a data-plane submit follows its result");
 }
+
+/// Waits until the job is `in_progress`.
+async fn wait_running(hub: &HubProcess, token: &str, job_id: &str) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let (_, view) = get(
+            &format!("{}/v1/jobs/{job_id}", hub.data_url),
+            Auth::Bearer(token),
+        )
+        .await;
+        if view["status"] == "in_progress" {
+            return;
+        }
+        assert!(Instant::now() < deadline, "never started: {view}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// A cancel reaches the running handler at once (issue 19, first part): an `exec` command
+/// cancelled mid-run is killed with its process group before it writes its file, a `sleep`
+/// stops, and neither reports a result. Without the watch, the worker learned of the cancel
+/// at its next lease extension (a third of the job's timeout) and the command ran to the end.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cancel_stops_the_running_handler_within_a_second() {
+    let hub = hub().start();
+    let token = hub.token();
+    let dir = tempfile::tempdir().unwrap();
+    let done = dir.path().join("exec_done");
+    let handlers = dir.path().join("handlers.toml");
+    std::fs::write(
+        &handlers,
+        format!(
+            "[handlers.slow]\ncommand = [\"/bin/sh\", \"-c\", \"sleep 4; date > {}\"]\ntimeout_s = 60\n",
+            done.display()
+        ),
+    )
+    .unwrap();
+    let handlers = handlers.display().to_string();
+    let w = worker(
+        &hub,
+        "canceller",
+        &token,
+        &["--concurrency", "2", "--handlers", &handlers],
+        &[],
+    );
+    for (kind, payload) in [("slow", json!({})), ("sleep", json!({"ms": 30000}))] {
+        let (_, body) = submit(
+            &hub.data_url,
+            &token,
+            &json!({"kind": kind, "payload": payload, "timeout_s": 300}),
+        )
+        .await;
+        let job_id = body["job_id"].as_str().unwrap().to_owned();
+        wait_running(&hub, &token, &job_id).await;
+        tokio::time::sleep(Duration::from_millis(800)).await;
+        let cancelled_at = Instant::now();
+        let (status, view) = post(
+            &format!("{}/v1/jobs/{job_id}/cancel", hub.data_url),
+            Auth::Bearer(&token),
+            "",
+        )
+        .await;
+        assert_eq!(status.as_u16(), 200, "{view}");
+        // The worker says it stopped the handler; its slot is free again.
+        let stopped = loop {
+            if w.stderr().matches("stopping its handler").count() > usize::from(kind == "sleep") {
+                break cancelled_at.elapsed();
+            }
+            assert!(
+                cancelled_at.elapsed() < Duration::from_secs(5),
+                "the {kind} handler was not stopped: {}",
+                w.stderr()
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        };
+        assert!(
+            stopped < Duration::from_secs(1),
+            "{kind} stopped after {stopped:?}"
+        );
+        let (_, view) = get(
+            &format!("{}/v1/jobs/{job_id}", hub.data_url),
+            Auth::Bearer(&token),
+        )
+        .await;
+        assert_eq!(
+            view["status"], "cancelled",
+            "no result overwrote the cancel: {view}"
+        );
+    }
+    // The command was killed: past its 4 s it wrote nothing.
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    assert!(!done.exists(), "the cancelled command ran to its end");
+}
