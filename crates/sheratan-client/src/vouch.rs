@@ -25,10 +25,17 @@ pub const MAX_UNKNOWN_PER_MINUTE: u32 = 20;
 /// When the hub was asked about a token, and its answer (`None`: refused).
 type Vouch = (Instant, Option<Arc<Whoami>>);
 
+/// How long a token the hub vouched for stays exempt from the hold-off of its address: a
+/// flood of junk from a shared address (a NAT, everything on loopback) must not lock out the
+/// people already signed in there.
+const KNOWN_FOR: Duration = Duration::from_secs(600);
+
 /// The memory of the hub's answers, and of who keeps presenting tokens the hub refuses.
 #[derive(Default)]
 pub struct Vouches {
     answers: Mutex<HashMap<String, Vouch>>,
+    /// Tokens the hub vouched for lately (exempt from the hold-off; never trusted from here).
+    known: Mutex<HashMap<String, Instant>>,
     unknown: Mutex<HashMap<std::net::IpAddr, (Instant, u32)>>,
 }
 
@@ -55,7 +62,7 @@ impl Vouches {
         if let Some(known) = self.remembered(token) {
             return Ok(known);
         }
-        if peer.is_some_and(|ip| self.too_many_unknown(ip, false)) {
+        if !self.known_lately(token) && peer.is_some_and(|ip| self.too_many_unknown(ip, false)) {
             return Ok(None);
         }
         let who = match data.with_token(token.to_owned()).whoami().await {
@@ -63,20 +70,49 @@ impl Vouches {
             Err(ClientError::Api { status: 403, .. }) => None,
             Err(other) => return Err(other),
         };
-        if who.is_none()
-            && let Some(ip) = peer
-        {
-            self.too_many_unknown(ip, true);
+        match (&who, peer) {
+            (None, Some(ip)) => {
+                self.too_many_unknown(ip, true);
+            }
+            (Some(_), _) => self.know(token),
+            (None, None) => {}
         }
         self.remember(token, who.clone());
         Ok(who)
     }
 
-    /// Whether `ip` used up its unknown tokens this minute; `count` adds one.
+    fn known_lately(&self, token: &str) -> bool {
+        let map = self.known.lock().expect("vouches");
+        map.get(token).is_some_and(|at| at.elapsed() < KNOWN_FOR)
+    }
+
+    fn know(&self, token: &str) {
+        let mut map = self.known.lock().expect("vouches");
+        if map.len() >= MAX_REMEMBERED {
+            map.retain(|_, at| at.elapsed() < KNOWN_FOR);
+        }
+        if map.len() < MAX_REMEMBERED {
+            map.insert(token.to_owned(), Instant::now());
+        }
+    }
+
+    /// Whether `ip` (an IPv6 address counts as its /64, as the connection limits do) used up
+    /// its unknown tokens this minute; `count` adds one.
     fn too_many_unknown(&self, ip: std::net::IpAddr, count: bool) -> bool {
+        let ip = match ip {
+            std::net::IpAddr::V6(v6) => {
+                let bits = u128::from(v6) & !((1u128 << 64) - 1);
+                std::net::IpAddr::V6(bits.into())
+            }
+            v4 => v4,
+        };
         let mut map = self.unknown.lock().expect("vouches");
         if map.len() >= MAX_REMEMBERED {
-            map.clear();
+            // Forget finished minutes first: clearing all would forgive the flooders.
+            map.retain(|_, (start, _)| start.elapsed() < Duration::from_secs(60));
+        }
+        if map.len() >= MAX_REMEMBERED && !map.contains_key(&ip) {
+            return true;
         }
         let entry = map.entry(ip).or_insert((Instant::now(), 0));
         if entry.0.elapsed() >= Duration::from_secs(60) {
