@@ -66,27 +66,32 @@ impl ExecSpec {
                 };
             }
         };
-        let pgid = child.id();
-        let (status, out, err) =
-            match tokio::time::timeout(timeout, talk(&mut child, payload.to_string())).await {
-                Ok(done) => done,
-                Err(_) => {
-                    if let Some(pgid) = pgid.and_then(|p| rustix::process::Pid::from_raw(p as i32))
-                    {
-                        let _ = rustix::process::kill_process_group(
-                            pgid,
-                            rustix::process::Signal::KILL,
-                        );
-                    }
-                    return Outcome::Failure {
-                        message: format!(
-                            "{:?} ran longer than {timeout:?} and was killed",
-                            self.command[0]
-                        ),
-                        retryable: true,
-                    };
-                }
-            };
+        // Whatever ends this run early (its timeout, or the future dropped: a cancel, a lost
+        // lease) kills the command's whole process group, not only its first process.
+        let mut group = Group(
+            child
+                .id()
+                .and_then(|p| rustix::process::Pid::from_raw(p as i32)),
+        );
+        let (status, out, err) = match tokio::time::timeout(
+            timeout,
+            talk(&mut child, payload.to_string()),
+        )
+        .await
+        {
+            Ok(done) => done,
+            Err(_) => {
+                return Outcome::Failure {
+                    message: format!(
+                        "TIMEOUT: {:?} ran longer than {timeout:?} and was killed with its process group",
+                        self.command[0]
+                    ),
+                    retryable: true,
+                };
+            }
+        };
+        // Finished: its process group id may be reused from now on; kill nothing.
+        group.0 = None;
         match status {
             Ok(status) => self.outcome(status, &out, &err),
             Err(e) => Outcome::Failure {
@@ -176,6 +181,17 @@ async fn talk(
     };
     tokio::join!(write, read_out, read_err);
     (child.wait().await, out, err)
+}
+
+/// A running command's process group, killed when dropped while set.
+struct Group(Option<rustix::process::Pid>);
+
+impl Drop for Group {
+    fn drop(&mut self) {
+        if let Some(pgid) = self.0 {
+            let _ = rustix::process::kill_process_group(pgid, rustix::process::Signal::KILL);
+        }
+    }
 }
 
 #[cfg(test)]

@@ -182,7 +182,7 @@ impl Handlers {
         };
         tokio::select! {
             outcome = work => outcome,
-            () = tokio::time::sleep(deadline) => Outcome::fail(format!("the job ran past its deadline of {deadline:?}"), true),
+            () = tokio::time::sleep(deadline) => Outcome::fail(format!("TIMEOUT: the job ran past its timeout of {deadline:?} and was stopped"), true),
             () = cancel.cancelled() => Outcome::fail("the node stopped before the job finished", true),
         }
     }

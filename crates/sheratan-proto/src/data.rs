@@ -253,6 +253,10 @@ pub struct LeasedJob {
     pub attempt: u32,
     #[serde(with = "time::serde::rfc3339")]
     pub lease_expires_at: OffsetDateTime,
+    /// The longest the job may run: a worker kills its handler then and reports a retryable
+    /// `TIMEOUT` failure (absent from hubs before 2026-12-05).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout_s: Option<u32>,
 }
 
 /// The answer to a lease. With no jobs, `defer_ms` > 0 says how long to wait before asking

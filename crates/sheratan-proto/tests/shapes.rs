@@ -318,6 +318,7 @@ fn hub_data_plane_leases_and_results() {
                 payload: json!({}),
                 attempt: 1,
                 lease_expires_at: T,
+                timeout_s: Some(300),
             }],
             defer_ms: 0,
             warning: None,

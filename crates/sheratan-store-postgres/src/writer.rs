@@ -583,7 +583,7 @@ const LEASE_JOBS: &str = "WITH picked AS ( \
      UPDATE jobs j SET status = 1, attempt = j.attempt + 1, lease_id = gen_random_uuid(), lease_node = $5, \
         lease_expires_at = $1 + j.timeout_s::BIGINT * 1000, updated_at = $1 \
      FROM picked WHERE j.id = picked.id \
-     RETURNING j.job_id, j.lease_id, j.queue, j.kind, j.payload, j.attempt, j.lease_expires_at, j.priority, j.id";
+     RETURNING j.job_id, j.lease_id, j.queue, j.kind, j.payload, j.attempt, j.lease_expires_at, j.priority, j.id, j.timeout_s";
 
 /// A lease's rows as handed out, in leasing order; counted in the group's effects.
 fn granted(mut rows: Vec<tokio_postgres::Row>, fx: &mut Effects) -> LeaseGrant {
@@ -602,6 +602,7 @@ fn granted(mut rows: Vec<tokio_postgres::Row>, fx: &mut Effects) -> LeaseGrant {
             payload: r.get(4),
             attempt: r.get::<_, i32>(5) as u32,
             lease_expires_at: from_ms(r.get(6)),
+            timeout_s: r.get::<_, i32>(9) as u32,
         });
     }
     LeaseGrant {

@@ -344,6 +344,7 @@ impl Writer {
                 payload,
                 attempt,
                 lease_expires_at: from_ms(expires),
+                timeout_s,
             });
         }
         Ok(LeaseGrant {

@@ -71,6 +71,8 @@ pub struct LeasedJob {
     pub payload: String,
     pub attempt: u32,
     pub lease_expires_at: OffsetDateTime,
+    /// The longest the job may run.
+    pub timeout_s: u32,
 }
 
 #[derive(Debug, Clone, PartialEq, Default)]

@@ -352,8 +352,9 @@ impl Drop for Registered<'_> {
 /// timers, no extra tasks and no extension requests.
 async fn run_job(shared: &Shared, job: LeasedJob, cancel: &CancellationToken) {
     let every = extend_every(job.lease_expires_at, time::OffsetDateTime::now_utc());
-    // A generous bound: the handler's own timeout (and the job's lease) is the real one.
-    let deadline = Duration::from_secs(24 * 3600);
+    // The job's timeout_s is the longest it may run (a hub before 2026-12-05 does not say:
+    // then a day, the longest a job may ask for).
+    let deadline = Duration::from_secs(u64::from(job.timeout_s.unwrap_or(24 * 3600)));
     let stop = cancel.child_token();
     let handler = shared
         .config
@@ -482,6 +483,7 @@ mod tests {
             payload: serde_json::json!({}),
             attempt: 1,
             lease_expires_at: datetime!(2026-12-05 10:00 UTC),
+            timeout_s: Some(30),
         };
         let ok = report_for(&job, Outcome::Success(serde_json::json!({"a": 1})));
         assert_eq!((ok.job_id.as_str(), ok.lease_id.as_str()), ("j", "l"));

@@ -95,6 +95,7 @@ pub async fn lease(
                     payload: parse_json(&j.payload),
                     attempt: j.attempt,
                     lease_expires_at: j.lease_expires_at,
+                    timeout_s: Some(j.timeout_s),
                 })
                 .collect();
             return Ok(LeaseResponse {

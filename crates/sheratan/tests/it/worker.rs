@@ -660,7 +660,7 @@ async fn a_cancel_stops_the_running_handler_within_a_second() {
     std::fs::write(
         &handlers,
         format!(
-            "[handlers.slow]\ncommand = [\"/bin/sh\", \"-c\", \"sleep 4; date > {}\"]\ntimeout_s = 60\n",
+            "[handlers.slow]\ncommand = [\"/bin/sh\", \"-c\", \"sleep 4.125; date > {}\"]\ntimeout_s = 60\n",
             done.display()
         ),
     )
@@ -716,8 +716,82 @@ async fn a_cancel_stops_the_running_handler_within_a_second() {
             view["status"], "cancelled",
             "no result overwrote the cancel: {view}"
         );
+        // Its whole process group went, the command's own children included.
+        let stray = std::process::Command::new("pgrep")
+            .args(["-f", "sleep 4.125"])
+            .output()
+            .unwrap();
+        assert!(
+            stray.stdout.is_empty(),
+            "a cancelled command's child lives on"
+        );
     }
     // The command was killed: past its 4 s it wrote nothing.
     tokio::time::sleep(Duration::from_secs(4)).await;
     assert!(!done.exists(), "the cancelled command ran to its end");
+}
+
+/// `timeout_s` is the longest a job runs (issue 19, item 2, worker side): past it the handler
+/// is stopped — an `exec` command with its whole process group, grandchildren included — and
+/// the job fails retryably with `TIMEOUT` (here with one attempt: failed).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_past_its_timeout_is_killed_and_fails_with_timeout() {
+    let hub = hub().start();
+    let token = hub.token();
+    let dir = tempfile::tempdir().unwrap();
+    let handlers = dir.path().join("handlers.toml");
+    // A grandchild with a recognisable command line: it must not outlive the timeout.
+    std::fs::write(
+        &handlers,
+        "[handlers.stuck]\ncommand = [\"/bin/sh\", \"-c\", \"sleep 37.25; echo late\"]\ntimeout_s = 600\n",
+    )
+    .unwrap();
+    let handlers = handlers.display().to_string();
+    let _w = worker(
+        &hub,
+        "timer",
+        &token,
+        &["--concurrency", "2", "--handlers", &handlers],
+        &[],
+    );
+    let mut ids = Vec::new();
+    for (kind, payload) in [("stuck", json!({})), ("sleep", json!({"ms": 60000}))] {
+        let (_, body) = submit(
+            &hub.data_url,
+            &token,
+            &json!({"kind": kind, "payload": payload, "timeout_s": 2, "max_attempts": 1}),
+        )
+        .await;
+        ids.push(body["job_id"].as_str().unwrap().to_owned());
+    }
+    let started = Instant::now();
+    for id in &ids {
+        let view = loop {
+            let (_, view) = get(
+                &format!("{}/v1/jobs/{id}", hub.data_url),
+                Auth::Bearer(&token),
+            )
+            .await;
+            if view["status"] == "failed" {
+                break view;
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(10),
+                "not stopped at its timeout: {view}"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        };
+        let message = view["error"]["message"].as_str().unwrap_or_default();
+        assert!(message.starts_with("TIMEOUT"), "{view}");
+        assert_eq!(view["error"]["retryable"], true, "{view}");
+    }
+    let stray = std::process::Command::new("pgrep")
+        .args(["-f", "sleep 37.25"])
+        .output()
+        .unwrap();
+    assert!(
+        stray.stdout.is_empty(),
+        "the command's grandchild outlived its timeout: {}",
+        String::from_utf8_lossy(&stray.stdout)
+    );
 }
