@@ -49,6 +49,7 @@ mod sign;
 mod tls_diag;
 mod token;
 mod vouch;
+pub mod watch;
 
 pub use beat::{Identity, capability_hash, heartbeat_loop};
 pub use control::{BundleFetch, ControlClient};

@@ -46,6 +46,14 @@ pub async fn pull_loop<R: JobRunner>(
 ) {
     let mut shutdown = std::pin::pin!(shutdown);
     let slots = Arc::new(Semaphore::new(config.concurrency.max(1) as usize));
+    // Cancels stop running jobs at once (their run is dropped: a broker's forwarded execute
+    // request with it, so the host stops too).
+    let running = Arc::new(crate::watch::Running::default());
+    let watching = tokio_util::sync::CancellationToken::new();
+    let watcher = {
+        let (data, running, stop) = (data.clone(), running.clone(), watching.clone());
+        tokio::spawn(async move { crate::watch::watch_loop(data, &running, stop).await })
+    };
     let mut failures = 0u32;
     loop {
         let first = tokio::select! {
@@ -84,9 +92,16 @@ pub async fn pull_loop<R: JobRunner>(
                 for job in answer.jobs {
                     let Some(permit) = permits.pop() else { break };
                     let (runner, inflight) = (runner.clone(), inflight.clone());
+                    let running = running.clone();
                     inflight.fetch_add(1, Ordering::Relaxed);
                     tokio::spawn(async move {
-                        runner.run(job).await;
+                        let lease_id = job.lease_id.clone();
+                        let ended = running.start(&job.job_id, &lease_id);
+                        tokio::select! {
+                            () = runner.run(job) => {}
+                            () = ended.cancelled() => {}
+                        }
+                        running.finish(&lease_id);
                         inflight.fetch_sub(1, Ordering::Relaxed);
                         drop(permit);
                     });
@@ -115,6 +130,8 @@ pub async fn pull_loop<R: JobRunner>(
     }
     let all = config.concurrency.max(1);
     let _ = tokio::time::timeout(config.grace, slots.acquire_many(all)).await;
+    watching.cancel();
+    let _ = watcher.await;
 }
 
 /// Extends a lease every third of `timeout_s` until the returned future is dropped; returns

@@ -18,7 +18,7 @@ use sheratan_proto::data::{JobError, LeaseRequest, LeasedJob, ResultRequest};
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
-mod watch;
+use sheratan_client::watch;
 
 /// Settings of one worker.
 #[derive(Debug, Clone)]

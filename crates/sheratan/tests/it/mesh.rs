@@ -938,3 +938,68 @@ async fn hosts_get_per_job_grants_from_a_broker_on_a_node_credential_never_a_sec
     .await;
     assert_error(status, &body, 403, "AUTH_FAIL");
 }
+
+/// A cancel reaches an auctioned job on its host (issue 19, item 1): the broker's watch sees
+/// it, drops the forwarded execute request, and the host, losing its caller, kills the
+/// command's process group before the command's side effect.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cancelled_auction_job_stops_on_its_host() {
+    let hub = quick_hub();
+    let token = hub.token();
+    let dir = tempfile::tempdir().unwrap();
+    let done = dir.path().join("host_done");
+    let handlers = dir.path().join("handlers.toml");
+    std::fs::write(
+        &handlers,
+        format!(
+            "[handlers.slowhost]\ncommand = [\"/bin/sh\", \"-c\", \"sleep 4.375; date > {}\"]\ntimeout_s = 60\n",
+            done.display()
+        ),
+    )
+    .unwrap();
+    let handlers = handlers.display().to_string();
+    let h = host(&hub, &token, "host-slow", &["--handlers", &handlers]);
+    wait_hosts(&hub, &token, 1).await;
+    let _broker = broker(&hub, &token);
+    let job_id = submit_auction(
+        &hub,
+        &token,
+        json!({"queue": "auction", "kind": "slowhost", "payload": {}, "timeout_s": 300}),
+    )
+    .await;
+    wait_busy(&h.urls["host-slow"]).await;
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    let cancelled_at = std::time::Instant::now();
+    let (status, view) = post(
+        &format!("{}/v1/jobs/{job_id}/cancel", hub.data_url),
+        Auth::Bearer(&token),
+        "",
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{view}");
+    // The host's slot frees when its execution stops.
+    loop {
+        let (_, health) = get(&format!("{}/health", h.urls["host-slow"]), Auth::None).await;
+        if health["inflight"] == 0 {
+            break;
+        }
+        assert!(
+            cancelled_at.elapsed() < Duration::from_secs(3),
+            "the host still runs the cancelled job: {health}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let stray = std::process::Command::new("pgrep")
+        .args(["-f", "sleep 4.375"])
+        .output()
+        .unwrap();
+    assert!(stray.stdout.is_empty(), "the host's command lives on");
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    assert!(!done.exists(), "the cancelled command ran to its end");
+    let (_, view) = get(
+        &format!("{}/v1/jobs/{job_id}", hub.data_url),
+        Auth::Bearer(&token),
+    )
+    .await;
+    assert_eq!(view["status"], "cancelled", "{view}");
+}

@@ -8,7 +8,7 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use sheratan_client::{ClientError, DataClient};
+use crate::{ClientError, DataClient};
 use sheratan_proto::data::{WatchRequest, WatchedLease};
 use tokio_util::sync::CancellationToken;
 
