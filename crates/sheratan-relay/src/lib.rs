@@ -442,6 +442,9 @@ async fn complete_cdp(
             started_at: OffsetDateTime::now_utc(),
         },
     );
+    // Listed until this run ends, however it ends (a cancelled job's run is dropped: the tab
+    // closes itself in the background, and leaves the list here).
+    let _listed = Listed(&s.sessions, tab.target_id.clone());
     // The system message, if any, goes first in the same prompt: a chat page has one box.
     let prompt = match &req.system {
         Some(system) => format!("{system}\n\n{}", req.prompt),
@@ -451,10 +454,17 @@ async fn complete_cdp(
     if let Err(err) = &answer {
         keep_evidence(s, &tab, job_id, err).await;
     }
-    let target_id = tab.target_id.clone();
     tab.close().await;
-    s.sessions.lock().expect("sessions lock").remove(&target_id);
     answer.map_err(|e| RelayFailure::unavailable(format!("CDP ({name}): {e}"), e.retryable()))
+}
+
+/// An open tab's entry in `/v1/sessions`, removed when dropped.
+struct Listed<'a>(&'a Mutex<BTreeMap<String, SessionView>>, String);
+
+impl Drop for Listed<'_> {
+    fn drop(&mut self) {
+        self.0.lock().expect("sessions lock").remove(&self.1);
+    }
 }
 
 /// A screenshot and the HTML of a failed tab under `$SHERATAN_HOME/relay/`.

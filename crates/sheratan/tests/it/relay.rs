@@ -824,3 +824,50 @@ async fn an_llm_job_through_core_completes_on_the_relays_demo_page() {
     let profiles = health["profiles"].as_array().unwrap();
     assert!(profiles.iter().any(|p| p == "demo"), "{health}");
 }
+
+/// A cancel reaches a relay job (issue 19, item 1): the relay's watch sees it, drops the job's
+/// run, and its tab is closed at once; the job stays cancelled.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cancelled_llm_job_closes_its_tab() {
+    let hub = quick_hub();
+    let token = hub.token();
+    let site = chat_site().await;
+    let relay = cdp_relay(&hub, &token, &site).await;
+    let job_id = submit_llm(
+        &hub,
+        &token,
+        json!({"prompt": "take your time", "profile": "crawl-chat"}),
+    )
+    .await;
+    wait_job(&hub, &token, &job_id, |j| j["status"] == "in_progress").await;
+    for _ in 0..100 {
+        if !sessions(&relay, &token).await.is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(!sessions(&relay, &token).await.is_empty(), "the tab opened");
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    let cancelled_at = std::time::Instant::now();
+    let (status, view) = post(
+        &format!("{}/v1/jobs/{job_id}/cancel", hub.data_url),
+        Auth::Bearer(&token),
+        "",
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{view}");
+    while !sessions(&relay, &token).await.is_empty() {
+        assert!(
+            cancelled_at.elapsed() < Duration::from_secs(2),
+            "the cancelled job's tab is still open"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let (_, view) = get(
+        &format!("{}/v1/jobs/{job_id}", hub.data_url),
+        Auth::Bearer(&token),
+    )
+    .await;
+    assert_eq!(view["status"], "cancelled", "{view}");
+}
