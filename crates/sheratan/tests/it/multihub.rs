@@ -631,3 +631,47 @@ async fn credentials_fail_closed_when_they_cannot_be_re_read() {
     let (status, _) = get(&jobs, Auth::Bearer(TOKEN)).await;
     assert!(status.is_success(), "the mesh token is not a credential");
 }
+
+/// A cancel made on one hub reaches a job running on a worker of the other hub (issue 19,
+/// item 1): the other hub hears that a job ended (NOTIFY), looks at its watched leases, and
+/// the worker stops the handler.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cancel_on_one_hub_stops_a_job_running_through_the_other() {
+    let base = pg_url();
+    let schema = schema();
+    let store = store_url(&base, &schema);
+    let a = pg_hub(&store, &[]);
+    let b = pg_hub(&store, &[]);
+    let w = worker(&b, "wb-1");
+    let (status, body) = post(
+        &format!("{}/v1/jobs", b.data_url),
+        Auth::Bearer(TOKEN),
+        &serde_json::json!({"kind": "sleep", "payload": {"ms": 60000}, "timeout_s": 300})
+            .to_string(),
+    )
+    .await;
+    assert_eq!(status.as_u16(), 202, "{body}");
+    let id = body["job_id"].as_str().unwrap().to_owned();
+    eventually(10, "the job runs on wb-1", || async {
+        let (_, view) = get(&format!("{}/v1/jobs/{id}", a.data_url), Auth::Bearer(TOKEN)).await;
+        view["status"] == "in_progress"
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(900)).await;
+    let cancelled_at = std::time::Instant::now();
+    let (status, view) = post(
+        &format!("{}/v1/jobs/{id}/cancel", a.data_url),
+        Auth::Bearer(TOKEN),
+        "",
+    )
+    .await;
+    assert_eq!(status.as_u16(), 200, "{view}");
+    while !w.stderr().contains("stopping its handler") {
+        assert!(
+            cancelled_at.elapsed() < Duration::from_secs(3),
+            "a cancel on hub A did not reach the job running through hub B: {}",
+            w.stderr()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
