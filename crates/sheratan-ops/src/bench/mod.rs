@@ -2,6 +2,7 @@
 //! the peers in `docs/PERFORMANCE.md`.
 
 mod auction;
+mod cancel;
 mod flood;
 mod heartbeat;
 mod idle;
@@ -30,6 +31,8 @@ pub enum BenchCommand {
     /// Bad tokens and malformed bodies against a hub under load: valid latency, memory,
     /// audit log size, alerts. With --idle N: one address holding N idle connections.
     Flood(flood::FloodArgs),
+    /// How long a cancel takes to stop a running job's handler (cancel → process gone).
+    Cancel(cancel::CancelArgs),
 }
 
 pub async fn run(cmd: BenchCommand) -> anyhow::Result<()> {
@@ -37,6 +40,7 @@ pub async fn run(cmd: BenchCommand) -> anyhow::Result<()> {
         BenchCommand::Heartbeat(args) => heartbeat::run(args).await,
         BenchCommand::Jobs(args) => jobs::run(args).await,
         BenchCommand::Workers(args) => workers::run(args).await,
+        BenchCommand::Cancel(args) => cancel::run(args).await,
         BenchCommand::Auction(args) => auction::run(args).await,
         BenchCommand::Relay(args) => relay::run(args).await,
         BenchCommand::Flood(args) => flood::run(args).await,

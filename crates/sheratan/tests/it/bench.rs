@@ -94,6 +94,12 @@ fn every_workload_runs_on_a_hub_of_its_own() {
     assert!(f(&beats, &["heartbeats"]) >= 200.0, "{beats}");
     assert_ordered(&beats["latency"], PCT);
     assert!(f(&beats, &["rss_end_bytes"]) > 1e6, "{beats}");
+
+    // Each round cancels a running job and waits for its command to be gone.
+    let cancel = bench(&["cancel", "--n", "3"]);
+    assert_eq!(cancel["n"], 3, "{cancel}");
+    assert_ordered(&cancel["cancel_to_stop"], PCT);
+    assert!(f(&cancel, &["cancel_to_stop", "p50_ms"]) > 0.0, "{cancel}");
 }
 
 #[test]
