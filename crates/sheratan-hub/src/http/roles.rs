@@ -132,6 +132,8 @@ mod tests {
         assert!(may(Node, "GET", "/v1/jobs/j") && may(Node, "POST", "/v1/grants"));
         assert!(!may(Node, "GET", "/v1/jobs/j/x") && !may(Node, "POST", "/v1/jobs/j/cancel"));
         assert!(!may(Submit, "POST", "/v1/grants") && !may(Read, "POST", "/v1/grants"));
+        assert!(may(Node, "POST", "/v1/leases/watch"));
+        assert!(!may(Submit, "POST", "/v1/leases/watch") && !may(Read, "POST", "/v1/leases/watch"));
         for role in [Read, Submit, Node] {
             assert!(!may(role, "POST", "/admin/tokens"), "{role}");
             assert!(!may(role, "DELETE", "/admin/tokens/x"), "{role}");

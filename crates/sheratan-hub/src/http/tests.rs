@@ -584,6 +584,58 @@ async fn a_long_poll_answers_at_once_when_the_hub_stops() {
     assert_eq!(body["jobs"], json!([]));
 }
 
+/// `POST /v1/leases/watch`: hostile bodies are the contract's 400; a lease that is not its
+/// job's live one is answered at once; a parked watch wakes at its lease's cancel, and only
+/// then; another lease's id (guessed) says nothing about the real one.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_lease_watch_wakes_at_its_cancel_and_refuses_hostile_bodies() {
+    let h = hub().await;
+    let watch = |body: Value| call(Method::POST, "/v1/leases/watch").json(body);
+    let many: Vec<Value> = (0..257)
+        .map(|_| json!({"job_id": uuid::Uuid::now_v7(), "lease_id": uuid::Uuid::now_v7()}))
+        .collect();
+    for hostile in [
+        json!({"leases": many}),
+        json!({"leases": [{"job_id": "not-an-id", "lease_id": uuid::Uuid::now_v7()}]}),
+        json!({"leases": [], "wait_ms": 3_600_000}),
+        json!({"leases": [], "extra": 1}),
+    ] {
+        let (status, body) = watch(hostile).to(&h.data).await;
+        assert_eq!(
+            (status, code(&body)),
+            (StatusCode::BAD_REQUEST, "INVALID_REQUEST"),
+            "{body}"
+        );
+    }
+    let id = submit(&h, json!({"kind": "echo", "payload": {}})).await;
+    let leased = lease(&h, "w").await.remove(0);
+    let lease_id = leased["lease_id"].as_str().unwrap().to_owned();
+    // A guessed lease of the same job: "ended" at once, whatever the real one does.
+    let guess = uuid::Uuid::now_v7().to_string();
+    let (status, body) =
+        watch(json!({"leases": [{"job_id": id, "lease_id": guess}], "wait_ms": 5000}))
+            .to(&h.data)
+            .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(body["ended"], json!([guess]));
+    // The real one parks until the cancel.
+    let data = h.data.clone();
+    let body = json!({"leases": [{"job_id": id, "lease_id": lease_id}], "wait_ms": 10000});
+    let parked = tokio::spawn(async move { watch(body).to(&data).await });
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(!parked.is_finished(), "a live lease's watch waits");
+    let (status, _) = call(Method::POST, &format!("/v1/jobs/{id}/cancel"))
+        .to(&h.data)
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    let (status, body) = tokio::time::timeout(Duration::from_secs(2), parked)
+        .await
+        .expect("the watch wakes at the cancel")
+        .unwrap();
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(body["ended"], json!([lease_id]));
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn an_empty_bundle_is_refused_with_a_hint() {
     let h = hub().await;
