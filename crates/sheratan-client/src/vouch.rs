@@ -50,6 +50,21 @@ impl Vouches {
         on_credential || presented.starts_with(crate::CREDENTIAL_PREFIX)
     }
 
+    /// The hub's word on a token presented to a server running on `own`: `None` when it is
+    /// not worth asking ([`Vouches::worth_asking`]) or the hub refuses it.
+    pub async fn ask(
+        &self,
+        own: &MeshToken,
+        data: &DataClient,
+        token: &str,
+        peer: Option<std::net::IpAddr>,
+    ) -> Result<Option<Arc<Whoami>>, ClientError> {
+        if !Self::worth_asking(own, token) {
+            return Ok(None);
+        }
+        self.check(data, token, peer).await
+    }
+
     /// The hub's word on `token` (`None`: it refuses it), asked through `data` (whose own
     /// token is replaced by `token` for the question); `peer` is who presented it, held to
     /// [`MAX_UNKNOWN_PER_MINUTE`].

@@ -10,7 +10,7 @@ use std::sync::Arc;
 
 use axum::http::Method;
 use axum::http::request::Parts;
-use sheratan_client::{DataClient, Vouches};
+use sheratan_client::DataClient;
 use sheratan_proto::credentials::{CredentialRole, Whoami};
 use sheratan_runtime::edge::{self, ApiError};
 
@@ -74,16 +74,8 @@ pub(crate) async fn vouch(
     token: &str,
     request: &Parts,
 ) -> Result<Option<Access>, ApiError> {
-    if !Vouches::worth_asking(&s.config.token, token) {
-        return Ok(None);
-    }
-    let Some(who) = s
-        .vouches
-        .check(&s.data, token, edge::peer_of(request).ok().map(|p| p.ip()))
-        .await
-        .map_err(edge::cannot_vouch)?
-    else {
-        edge::log_unvouched(request);
+    let ask = |peer| s.vouches.ask(&s.config.token, &s.data, token, peer);
+    let Some(who) = edge::vouched(request, ask).await? else {
         return Ok(None);
     };
     let (method, path) = (&request.method, request.uri.path());

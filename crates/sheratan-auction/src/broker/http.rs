@@ -36,20 +36,11 @@ impl edge::Edge for BrokerState {
     ) -> impl std::future::Future<Output = Result<Option<()>, ApiError>> + Send {
         let (method, path) = (request.method.clone(), request.uri.path().to_owned());
         async move {
-            if !sheratan_client::Vouches::worth_asking(&self.config.token, token) {
-                return Ok(None);
-            }
-            let Some(who) = self
-                .vouches
-                .check(
-                    &self.data,
-                    token,
-                    edge::peer_of(request).ok().map(|p| p.ip()),
-                )
-                .await
-                .map_err(edge::cannot_vouch)?
-            else {
-                edge::log_unvouched(request);
+            let ask = |peer| {
+                self.vouches
+                    .ask(&self.config.token, &self.data, token, peer)
+            };
+            let Some(who) = edge::vouched(request, ask).await? else {
                 return Ok(None);
             };
             if !edge::read_role_permits(who.role, &method) {

@@ -97,13 +97,28 @@ pub fn read_role_permits(
     }
 }
 
-/// Says in this server's log who presented a token the hub refused: the hub's own `AUTH_FAIL`
-/// line names this server's address (it asked), this line names the caller's.
-pub fn log_unvouched(request: &axum::http::request::Parts) {
-    let peer = peer_of(request).map(|p| p.to_string()).unwrap_or_default();
-    tracing::warn!(
-        peer,
-        path = request.uri.path(),
-        "AUTH_FAIL: the hub knows no such token"
-    );
+/// The hub's word on a token a server does not know (`Edge::vouch`): `ask` puts the question
+/// for the caller's address; an error is 503 `UNAVAILABLE`; a refusal is said in this server's
+/// log with the caller's address (the hub's own `AUTH_FAIL` line names this server, which asked).
+pub async fn vouched<W, E, Fut>(
+    request: &axum::http::request::Parts,
+    ask: impl FnOnce(Option<std::net::IpAddr>) -> Fut,
+) -> Result<Option<W>, ApiError>
+where
+    E: std::fmt::Display,
+    Fut: std::future::Future<Output = Result<Option<W>, E>>,
+{
+    let peer = peer_of(request).ok();
+    match ask(peer.map(|p| p.ip())).await.map_err(cannot_vouch)? {
+        Some(who) => Ok(Some(who)),
+        None => {
+            let peer = peer.map(|p| p.to_string()).unwrap_or_default();
+            tracing::warn!(
+                peer,
+                path = request.uri.path(),
+                "AUTH_FAIL: a token neither this server's own nor vouched for by the hub"
+            );
+            Ok(None)
+        }
+    }
 }

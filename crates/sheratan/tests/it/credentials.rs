@@ -157,22 +157,7 @@ async fn credentials_cannot_be_made_from_another_machine_with_the_mesh_token() {
 
 /// A credential made with the CLI over the data plane's loopback address; its secret.
 pub(crate) fn create(hub: &sheratan_testkit::HubProcess, role: &str, name: &str) -> String {
-    let data = loopback_data(hub);
-    let (code, out, err) = cli(
-        hub,
-        &[
-            "token",
-            "create",
-            "--role",
-            role,
-            "--name",
-            name,
-            "--data-url",
-            &data,
-        ],
-    );
-    assert_eq!(code, 0, "{err}");
-    out.lines().nth(1).unwrap().trim().to_owned()
+    create_with(hub, role, name, &[])
 }
 
 /// A submit credential limited to `queues`; its secret.
@@ -187,22 +172,20 @@ pub(crate) fn create_limited(
     name: &str,
     queues: &str,
 ) -> String {
+    create_with(hub, role, name, &["--queues", queues])
+}
+
+fn create_with(
+    hub: &sheratan_testkit::HubProcess,
+    role: &str,
+    name: &str,
+    extra: &[&str],
+) -> String {
     let data = loopback_data(hub);
-    let (code, out, err) = cli(
-        hub,
-        &[
-            "token",
-            "create",
-            "--role",
-            role,
-            "--name",
-            name,
-            "--queues",
-            queues,
-            "--data-url",
-            &data,
-        ],
-    );
+    let mut args = vec!["token", "create", "--role", role, "--name", name];
+    args.extend_from_slice(extra);
+    args.extend_from_slice(&["--data-url", &data]);
+    let (code, out, err) = cli(hub, &args);
     assert_eq!(code, 0, "{err}");
     out.lines().nth(1).unwrap().trim().to_owned()
 }
@@ -582,6 +565,41 @@ async fn up_runs_its_members_on_credentials_of_their_own() {
         reqwest::StatusCode::OK,
         "Core reaches the broker: {body}"
     );
+    // The broker and the relay hold vouched credentials to their roles: a node's may not read
+    // the auctions, a submit credential not the relay's sessions, a read one no completions.
+    let submitter = create(&hub, "submit", "ci");
+    let reader = create(&hub, "read", "viewer");
+    let refused = [
+        (
+            "GET",
+            format!("{}/v1/auctions", hub.urls["broker"]),
+            secret("worker-1"),
+        ),
+        (
+            "GET",
+            format!("{}/v1/sessions", hub.urls["relay"]),
+            submitter,
+        ),
+        (
+            "POST",
+            format!("{}/v1/complete", hub.urls["relay"]),
+            reader.clone(),
+        ),
+    ];
+    for (method, url, token) in refused {
+        let (status, body) = if method == "GET" {
+            get(&url, Auth::Bearer(&token)).await
+        } else {
+            post(&url, Auth::Bearer(&token), r#"{"prompt":"hi"}"#).await
+        };
+        assert_error(status, &body, 403, "FORBIDDEN");
+    }
+    let (status, _) = get(
+        &format!("{}/v1/auctions", hub.urls["broker"]),
+        Auth::Bearer(&reader),
+    )
+    .await;
+    assert_eq!(status, reqwest::StatusCode::OK);
     // The mesh token can no longer be worker-1 or host-a.
     for name in ["worker-1", "host-a"] {
         let (status, body) = post(
@@ -610,7 +628,7 @@ async fn up_runs_its_members_on_credentials_of_their_own() {
     let before = secret("worker-1");
     hub.restart();
     assert_eq!(secret("worker-1"), before);
-    assert_eq!(listed(&hub).len(), 6);
+    assert_eq!(listed(&hub).len(), 8, "up's six and the two made above");
     let (code, _, err) = cli(
         &hub,
         &[
