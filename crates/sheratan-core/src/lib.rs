@@ -394,6 +394,8 @@ async fn submit(
         // Core's callers (the dashboard, scripts) follow jobs through /api/jobs and the event
         // stream, never through the data plane's pending results: those would pile up.
         follow_result: Some(false),
+        concurrency_key: None,
+        retry: None,
     };
     let submitted = caller.data(&s).submit(&job).await.map_err(hub_data)?;
     let status = match submitted {

@@ -110,6 +110,8 @@ pub struct HubState {
     /// The leases of jobs cancelled on this hub, for the nodes watching them
     /// (`POST /v1/leases/watch`): a cancel reaches the running handler at once.
     pub cancelled_leases: tokio::sync::broadcast::Sender<uuid::Uuid>,
+    /// Queue settings, re-read every second: submits take their queue's defaults from it.
+    pub queue_settings: job_service::SettingsCache,
 }
 
 /// A hub whose listeners are bound; [`Hub::run`] serves them.
@@ -199,8 +201,13 @@ impl Hub {
             refusals: pacing::RefusalPacer::new(refusals_per_sec),
             credentials: credentials::Credentials::default(),
             role_refusals: credentials::RoleRefusals::default(),
+            queue_settings: job_service::SettingsCache::default(),
             cancelled_leases: tokio::sync::broadcast::channel(1024).0,
         });
+        // Submits take their queue's defaults from the first request on.
+        if let Err(err) = state.queue_settings.refresh(state.store.as_ref()).await {
+            tracing::warn!(%err, "cannot read queue settings yet; the reaper will retry");
+        }
         Ok(Hub {
             state,
             control,

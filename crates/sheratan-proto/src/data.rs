@@ -91,6 +91,13 @@ pub struct SubmitJob {
     /// `results_pending` counts only results somebody will collect. Default `true`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub follow_result: Option<bool>,
+    /// Jobs sharing a key obey the queue's `key_concurrency` and `key_rate` together (one
+    /// account, one site, one API key). 1 to 256 bytes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub concurrency_key: Option<String>,
+    /// This job's retry backoff; fields left out take the queue's settings, then the hub's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry: Option<crate::queues::RetryPolicy>,
 }
 
 pub fn default_queue() -> String {
@@ -123,6 +130,9 @@ pub struct QueueView {
     /// started.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_asked_s: Option<u64>,
+    /// The queue's settings, when it has any (`/admin/queues/{queue}/settings`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub settings: Option<crate::queues::QueueSettings>,
 }
 
 /// `GET /v1/queues`.
@@ -207,6 +217,8 @@ pub struct JobView {
     /// `None` for a job never leased.
     #[serde(default)]
     pub node_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub concurrency_key: Option<String>,
     /// Whether the submitter has acknowledged the finished job's result.
     pub result_acked: bool,
 }

@@ -82,6 +82,7 @@ fn job() -> JobView {
             expires_at: T,
         }),
         node_id: Some("worker-1".into()),
+        concurrency_key: Some("account-7".into()),
         result_acked: false,
     }
 }
@@ -209,6 +210,8 @@ fn hub_data_plane_jobs() {
             timeout_s: Some(60),
             run_at: Some(T),
             follow_result: Some(false),
+            concurrency_key: None,
+            retry: None,
         }
     );
     insta::assert_json_snapshot!(
@@ -237,13 +240,23 @@ fn hub_data_plane_jobs() {
                     queue: "default".into(),
                     depth: 3,
                     served: true,
-                    last_asked_s: Some(2)
+                    last_asked_s: Some(2),
+                    settings: Some(sheratan_proto::queues::QueueSettings {
+                        key_concurrency: Some(1),
+                        rate: Some(sheratan_proto::queues::Rate {
+                            limit: 5,
+                            period_s: 1,
+                            burst: Some(10),
+                        }),
+                        ..Default::default()
+                    }),
                 },
                 QueueView {
                     queue: "nobody".into(),
                     depth: 1,
                     served: false,
-                    last_asked_s: None
+                    last_asked_s: None,
+                    settings: None,
                 },
             ],
         }

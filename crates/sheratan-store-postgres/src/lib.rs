@@ -12,6 +12,7 @@
 
 mod conn;
 mod credentials;
+mod limits;
 mod notify;
 mod rows;
 mod schema;
@@ -22,6 +23,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
+use sheratan_proto::queues::{QueueSettings, QueueSettingsPatch};
 use sheratan_store::{
     Clock, Counts, ExtendOutcome, FinishOutcome, HolderRule, JobRecord, JobSpec, LeaseGrant,
     LeaseOrder, ListFilter, QueueState, ResultReport, Store, StoreError, StoreLimits,
@@ -114,6 +116,8 @@ impl PgStore {
             )));
         }
         let tally = writer::exact_tally(&setup).await.map_err(classify)?;
+        let settings = setup.query(limits::SETTINGS, &[]).await.map_err(classify)?;
+        let limited = limits::limited_of(limits::settings_of(&settings));
         let (ready, _) = tokio::sync::watch::channel(0);
         let (finished, _) = tokio::sync::watch::channel(0);
         let notifier = Arc::new(notify::Notifier::new());
@@ -127,6 +131,8 @@ impl PgStore {
             limits: config.limits,
             last_tick: Mutex::new(None),
             notifier: notifier.clone(),
+            limited: std::sync::RwLock::new(limited),
+            limited_waiting: Default::default(),
         });
         let (ops, rx) = mpsc::unbounded_channel();
         let rx = Arc::new(tokio::sync::Mutex::new(rx));
@@ -330,8 +336,21 @@ impl Store for PgStore {
         self.call(|r| Op::Ack(job_ids, r)).await
     }
 
-    async fn set_paused(&self, queue: String, paused: bool) -> Result<QueueState, StoreError> {
-        self.call(|r| Op::SetPaused(queue, paused, r)).await
+    async fn queue_settings(&self) -> Result<Vec<(String, QueueSettings)>, StoreError> {
+        let client = self.readers.get().await?;
+        let rows = client
+            .query(limits::SETTINGS, &[])
+            .await
+            .map_err(classify)?;
+        Ok(limits::settings_of(&rows))
+    }
+
+    async fn update_queue_settings(
+        &self,
+        queue: String,
+        patch: QueueSettingsPatch,
+    ) -> Result<Result<QueueSettings, String>, StoreError> {
+        self.call(|r| Op::Settings(queue, Box::new(patch), r)).await
     }
 
     async fn purge(&self, queue: String) -> Result<(u64, QueueState), StoreError> {

@@ -107,6 +107,24 @@ const MIGRATIONS: &[&str] = &[
         last_used_at  BIGINT
     );
     "#,
+    // Running jobs: when a lease started (the run-time cap), the key per-key limits group
+    // jobs by, a job's own retry backoff; queue settings as JSON; rate-limit token buckets
+    // (key '' is the queue's own), updated under the queue's advisory lock.
+    r#"
+    ALTER TABLE jobs ADD COLUMN lease_started_at BIGINT;
+    ALTER TABLE jobs ADD COLUMN concurrency_key TEXT;
+    ALTER TABLE jobs ADD COLUMN retry_base_ms BIGINT;
+    ALTER TABLE jobs ADD COLUMN retry_max_ms BIGINT;
+    ALTER TABLE queues ADD COLUMN settings TEXT;
+    CREATE INDEX jobs_running_key ON jobs (queue, concurrency_key) WHERE status = 1;
+    CREATE TABLE rate_buckets (
+        queue  TEXT NOT NULL,
+        key    TEXT NOT NULL,
+        tokens DOUBLE PRECISION NOT NULL,
+        at_ms  BIGINT NOT NULL,
+        PRIMARY KEY (queue, key)
+    );
+    "#,
 ];
 
 /// The lock every hub takes while migrating.

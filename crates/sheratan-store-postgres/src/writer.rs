@@ -15,7 +15,7 @@ use std::sync::{Arc, Mutex};
 
 use sheratan_proto::data::{JobError, JobStatus, Outcome};
 use sheratan_store::jobs::{Ending, Reaccept};
-use sheratan_store::jobs::{MAX_TIMEOUT_S, retry_delay};
+use sheratan_store::jobs::{MAX_TIMEOUT_S, RUN_GRACE_MS, job_retry_delay, reaped_message};
 use sheratan_store::{
     Clock, Counts, ExtendOutcome, FinishOutcome, HolderRule, JobRecord, JobSpec, LeaseGrant,
     LeaseOrder, LeasedJob, QueueState, Reaped, ResultReport, StoreError, StoreLimits,
@@ -91,6 +91,22 @@ pub struct Shared {
     /// The last `tick`'s time: delayed jobs due since then are reported as promoted.
     pub last_tick: Mutex<Option<i64>>,
     pub notifier: Arc<crate::notify::Notifier>,
+    /// Queues with lease-time limits, as of this hub's last tick (or its own change).
+    pub limited: std::sync::RwLock<crate::limits::LimitedQueues>,
+    /// A limited queue held jobs back: the next tick wakes lessees to look again.
+    pub limited_waiting: std::sync::atomic::AtomicBool,
+}
+
+impl Shared {
+    fn limited(&self) -> crate::limits::LimitedQueues {
+        self.limited.read().expect("limited lock").clone()
+    }
+
+    /// Whether an order names a limited queue (it cannot take the fast path).
+    fn touches_limited(&self, order: &LeaseOrder) -> bool {
+        let limited = self.limited.read().expect("limited lock");
+        !limited.is_empty() && order.queues.iter().any(|q| limited.contains_key(q))
+    }
 }
 
 /// Side effects of a group, announced after the commit.
@@ -236,8 +252,16 @@ async fn apply(
         Op::Requeue(job_id, reply) => answer!(reply, requeue(tx, job_id, now, fx).await),
         Op::Tick(reply) => answer!(reply, tick(tx, shared, now, fx).await),
         Op::Ack(ids, reply) => answer!(reply, ack(tx, ids, fx).await),
-        Op::SetPaused(queue, paused, reply) => {
-            answer!(reply, set_paused(tx, queue, paused, fx).await)
+        Op::Settings(queue, patch, reply) => {
+            let updated = crate::limits::update(tx, &queue, &patch).await;
+            if let Ok(Ok(settings)) = &updated {
+                let mut all: HashMap<String, _> = (*shared.limited()).clone();
+                all.insert(queue, settings.clone());
+                *shared.limited.write().expect("limited lock") =
+                    crate::limits::limited_of(all.into_iter().collect());
+                fx.ready = true;
+            }
+            answer!(reply, updated)
         }
         Op::Purge(queue, reply) => answer!(reply, purge(tx, queue, now, fx).await),
         Op::ExpireKeys(before, reply) => answer!(
@@ -311,11 +335,12 @@ impl Batch {
                     batch.results.push((report, reply));
                 }
                 Op::Lease(order, reply)
-                    if !near(
-                        inflight_now(shared, fx) + leasing,
-                        i64::from(order.max_jobs),
-                        shared.limits.max_inflight,
-                    ) =>
+                    if !shared.touches_limited(&order)
+                        && !near(
+                            inflight_now(shared, fx) + leasing,
+                            i64::from(order.max_jobs),
+                            shared.limits.max_inflight,
+                        ) =>
                 {
                     let budget = i64::from(order.max_jobs)
                         .min(max_inflight - inflight_now(shared, fx) - leasing);
@@ -556,10 +581,12 @@ type LeaseReply = (LeaseOrder, Reply<LeaseGrant>);
 
 /// One INSERT for many new jobs.
 const INSERT_JOBS: &str = "INSERT INTO jobs (job_id, queue, kind, payload, priority, required_capabilities, \
-     max_attempts, timeout_s, run_at, status, attempt, created_at, updated_at, follow) \
-     SELECT j, q, k, p, pr, c::TEXT[], ma, t, r, 0, 0, $10, $10, f \
-     FROM unnest($1::UUID[], $2::TEXT[], $3::TEXT[], $4::TEXT[], $5::INT[], $6::TEXT[], $7::INT[], $8::INT[], $9::BIGINT[], $11::BOOL[]) \
-       AS n(j, q, k, p, pr, c, ma, t, r, f)";
+     max_attempts, timeout_s, run_at, status, attempt, created_at, updated_at, follow, \
+     concurrency_key, retry_base_ms, retry_max_ms) \
+     SELECT j, q, k, p, pr, c::TEXT[], ma, t, r, 0, 0, $10, $10, f, ck, rb, rm \
+     FROM unnest($1::UUID[], $2::TEXT[], $3::TEXT[], $4::TEXT[], $5::INT[], $6::TEXT[], $7::INT[], $8::INT[], $9::BIGINT[], $11::BOOL[], \
+                 $12::TEXT[], $13::BIGINT[], $14::BIGINT[]) \
+       AS n(j, q, k, p, pr, c, ma, t, r, f, ck, rb, rm)";
 
 /// One UPDATE for many successful results; returns the jobs it completed (those whose lease
 /// was still live and whose holder rule, when checked, let the reporter complete it: the
@@ -581,7 +608,7 @@ const LEASE_JOBS: &str = "WITH picked AS ( \
         FOR UPDATE SKIP LOCKED \
      ) \
      UPDATE jobs j SET status = 1, attempt = j.attempt + 1, lease_id = gen_random_uuid(), lease_node = $5, \
-        lease_expires_at = $1 + j.timeout_s::BIGINT * 1000, updated_at = $1 \
+        lease_expires_at = $1 + j.timeout_s::BIGINT * 1000, updated_at = $1, lease_started_at = $1 \
      FROM picked WHERE j.id = picked.id \
      RETURNING j.job_id, j.lease_id, j.queue, j.kind, j.payload, j.attempt, j.lease_expires_at, j.priority, j.id, j.timeout_s";
 
@@ -623,6 +650,9 @@ struct InsertColumns<'a> {
     timeout_s: Vec<i32>,
     run_at: Vec<i64>,
     follow: Vec<bool>,
+    key: Vec<Option<&'a str>>,
+    retry_base: Vec<Option<i64>>,
+    retry_max: Vec<Option<i64>>,
 }
 
 impl<'a> InsertColumns<'a> {
@@ -638,6 +668,9 @@ impl<'a> InsertColumns<'a> {
             timeout_s: Vec::new(),
             run_at: Vec::new(),
             follow: Vec::new(),
+            key: Vec::new(),
+            retry_base: Vec::new(),
+            retry_max: Vec::new(),
         };
         for s in specs {
             c.job_id.push(s.job_id);
@@ -650,11 +683,14 @@ impl<'a> InsertColumns<'a> {
             c.timeout_s.push(s.timeout_s as i32);
             c.run_at.push(ms(s.run_at));
             c.follow.push(s.follow);
+            c.key.push(s.concurrency_key.as_deref());
+            c.retry_base.push(s.retry_base_ms.map(|v| v as i64));
+            c.retry_max.push(s.retry_max_ms.map(|v| v as i64));
         }
         c
     }
 
-    fn params<'p>(&'p self, now: &'p i64) -> [&'p (dyn ToSql + Sync); 11] {
+    fn params<'p>(&'p self, now: &'p i64) -> [&'p (dyn ToSql + Sync); 14] {
         [
             &self.job_id,
             &self.queue,
@@ -667,6 +703,9 @@ impl<'a> InsertColumns<'a> {
             &self.run_at,
             now,
             &self.follow,
+            &self.key,
+            &self.retry_base,
+            &self.retry_max,
         ]
     }
 }
@@ -797,8 +836,9 @@ async fn submit(
         let run_at = ms(spec.run_at);
         tx.execute(
             "INSERT INTO jobs (job_id, queue, kind, payload, priority, required_capabilities, idempotency_key, \
-             max_attempts, timeout_s, run_at, status, attempt, created_at, updated_at, follow) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, 0, 0, $11, $11, $12)",
+             max_attempts, timeout_s, run_at, status, attempt, created_at, updated_at, follow, \
+             concurrency_key, retry_base_ms, retry_max_ms) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, 0, 0, $11, $11, $12, $13, $14, $15)",
             &[
                 &spec.job_id,
                 &spec.queue,
@@ -812,6 +852,9 @@ async fn submit(
                 &run_at,
                 &now,
                 &spec.follow,
+                &spec.concurrency_key,
+                &spec.retry_base_ms.map(|v| v as i64),
+                &spec.retry_max_ms.map(|v| v as i64),
             ],
         )
         .await?;
@@ -858,18 +901,40 @@ async fn lease(
         });
     }
     let budget = i64::from(order.max_jobs).min(limit - inflight);
-    let rows = tx
-        .query(
+    let limited = shared.limited();
+    let plain: Vec<&String> = order
+        .queues
+        .iter()
+        .filter(|q| !limited.contains_key(*q))
+        .collect();
+    let mut rows = if plain.is_empty() {
+        Vec::new()
+    } else {
+        tx.query(
             LEASE_JOBS,
-            &[
-                &now,
-                &order.queues,
-                &order.capabilities,
-                &budget,
-                &order.node_id,
-            ],
+            &[&now, &plain, &order.capabilities, &budget, &order.node_id],
         )
-        .await?;
+        .await?
+    };
+    let mut waiting = false;
+    for queue in order.queues.iter() {
+        let left = budget - rows.len() as i64;
+        let Some(settings) = limited.get(queue) else {
+            continue;
+        };
+        if left <= 0 {
+            break;
+        }
+        let got =
+            crate::limits::lease_limited(tx, queue, settings, &order, left, now, &mut waiting)
+                .await?;
+        rows.extend(got);
+    }
+    if waiting {
+        shared
+            .limited_waiting
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+    }
     Ok(granted(rows, fx))
 }
 
@@ -899,9 +964,12 @@ async fn extend(
     let secs = secs.map(|s| s.clamp(1, MAX_TIMEOUT_S) as i64);
     let row = tx
         .query_opt(
-            "UPDATE jobs SET lease_expires_at = $2 + COALESCE($3, timeout_s::BIGINT) * 1000, updated_at = $2 \
+            // Extensions prove the node alive; they never run the job past its timeout_s
+            // (LEAST ignores the NULL start of a lease taken before starts were recorded).
+            "UPDATE jobs SET lease_expires_at = LEAST($2 + COALESCE($3, timeout_s::BIGINT) * 1000, \
+                lease_started_at + timeout_s::BIGINT * 1000 + $4), updated_at = $2 \
              WHERE lease_id = $1 AND status = 1 RETURNING job_id, lease_expires_at",
-            &[&lease_id, &now, &secs],
+            &[&lease_id, &now, &secs, &RUN_GRACE_MS],
         )
         .await?;
     Ok(match row {
@@ -949,7 +1017,8 @@ async fn finish(
     }
     let Some(row) = tx
         .query_opt(
-            "SELECT id, status, lease_id, result_lease_id, attempt, max_attempts, queue, lease_node FROM jobs WHERE job_id = $1 FOR UPDATE",
+            "SELECT id, status, lease_id, result_lease_id, attempt, max_attempts, queue, lease_node, retry_base_ms, retry_max_ms \
+             FROM jobs WHERE job_id = $1 FOR UPDATE",
             &[&report.job_id],
         )
         .await?
@@ -998,7 +1067,13 @@ async fn finish(
             });
             if error.retryable && attempt < max_attempts {
                 let jitter = rand::random::<f64>() * 2.0 - 1.0;
-                let delay = retry_delay(shared.limits.retry_base, attempt, jitter);
+                let delay = job_retry_delay(
+                    shared.limits.retry_base,
+                    row.get::<_, Option<i64>>(8).map(|v| v as u64),
+                    row.get::<_, Option<i64>>(9).map(|v| v as u64),
+                    attempt,
+                    jitter,
+                );
                 let run_at = now + i64::try_from(delay.as_millis()).unwrap_or(i64::MAX / 2);
                 reaccept(
                     tx,
@@ -1211,11 +1286,22 @@ async fn tick(
     if promoted > 0 {
         fx.ready = true;
     }
+    // Settings other hubs changed; lessees of limited queues look again when jobs were held
+    // back (a rate token, a running job ending, another hub's turn).
+    *shared.limited.write().expect("limited lock") = crate::limits::limited_of(
+        crate::limits::settings_of(&tx.query(crate::limits::SETTINGS, &[]).await?),
+    );
+    if shared
+        .limited_waiting
+        .swap(false, std::sync::atomic::Ordering::Relaxed)
+    {
+        fx.ready = true;
+    }
     // Expired leases; SKIP LOCKED leaves those another hub is reaping (or a result is
     // finishing) alone.
     let expired = tx
         .query(
-            "SELECT id, job_id, queue, lease_node, attempt, max_attempts FROM jobs \
+            "SELECT id, job_id, queue, lease_node, attempt, max_attempts, lease_started_at, timeout_s FROM jobs \
              WHERE status = 1 AND lease_expires_at <= $1 ORDER BY lease_expires_at LIMIT 1000 FOR UPDATE SKIP LOCKED",
             &[&now],
         )
@@ -1230,8 +1316,11 @@ async fn tick(
         fx.delta.inflight -= 1;
         let status = if attempt < max_attempts {
             let error = JobError {
-                message: format!(
-                    "the lease held by {node_id} expired without a result or an extension"
+                message: reaped_message(
+                    &node_id,
+                    r.get::<_, Option<i64>>(6).unwrap_or(i64::MAX),
+                    r.get::<_, i32>(7) as u32,
+                    now,
                 ),
                 retryable: true,
             };
@@ -1297,23 +1386,6 @@ async fn ack(tx: &Db<'_>, ids: Vec<Uuid>, fx: &mut Effects) -> Result<u64, tokio
         .await?;
     fx.delta.pending -= n as i64;
     Ok(n)
-}
-
-async fn set_paused(
-    tx: &Db<'_>,
-    queue: String,
-    paused: bool,
-    fx: &mut Effects,
-) -> Result<QueueState, tokio_postgres::Error> {
-    tx.execute(
-        "INSERT INTO queues (name, paused) VALUES ($1, $2) ON CONFLICT (name) DO UPDATE SET paused = EXCLUDED.paused",
-        &[&queue, &paused],
-    )
-    .await?;
-    if !paused {
-        fx.ready = true;
-    }
-    Ok(QueueState { queue, paused })
 }
 
 async fn purge(

@@ -3,6 +3,7 @@
 
 use rusqlite::{Connection, OptionalExtension, Row, params};
 use sheratan_proto::data::{JobError, JobStatus};
+use sheratan_proto::queues::QueueSettings;
 use sheratan_store::jobs::{Ending, Reaccept};
 use sheratan_store::{JobRecord, JobSpec, Lease};
 use time::OffsetDateTime;
@@ -50,7 +51,8 @@ pub fn insert_job(conn: &Connection, spec: &JobSpec, now: i64) -> rusqlite::Resu
     conn.prepare_cached(
         "INSERT INTO jobs (job_id, queue, kind, payload, priority, required_capabilities, \
          idempotency_key, max_attempts, timeout_s, run_at, status, attempt, created_at, updated_at, \
-         follow) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, 0, 0, ?11, ?11, ?12)",
+         follow, concurrency_key, retry_base_ms, retry_max_ms) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, 0, 0, ?11, ?11, ?12, ?13, ?14, ?15)",
     )?
     .execute(params![
         spec.job_id.as_bytes(),
@@ -65,6 +67,9 @@ pub fn insert_job(conn: &Connection, spec: &JobSpec, now: i64) -> rusqlite::Resu
         ms(spec.run_at),
         now,
         spec.follow,
+        spec.concurrency_key,
+        spec.retry_base_ms.map(|v| v as i64),
+        spec.retry_max_ms.map(|v| v as i64),
     ])?;
     Ok(conn.last_insert_rowid())
 }
@@ -145,7 +150,7 @@ pub fn set_leased(
 ) -> rusqlite::Result<String> {
     conn.prepare_cached(
         "UPDATE jobs SET status = 1, attempt = ?2, lease_id = ?3, lease_node = ?4, \
-         lease_expires_at = ?5, updated_at = ?6 WHERE id = ?1 RETURNING payload",
+         lease_expires_at = ?5, updated_at = ?6, lease_started_at = ?6 WHERE id = ?1 RETURNING payload",
     )?
     .query_row(
         params![row, attempt, lease_id.as_bytes(), node, expires, now],
@@ -184,10 +189,23 @@ pub fn finish(conn: &Connection, row: RowId, end: &Ending<'_>, now: i64) -> rusq
     Ok(())
 }
 
-/// Whether the job's submitter follows its result (`follow_result`).
-pub fn follows(conn: &Connection, row: RowId) -> rusqlite::Result<bool> {
-    conn.prepare_cached("SELECT follow FROM jobs WHERE id = ?1")?
-        .query_row([row], |r| r.get(0))
+/// What the index keeps of a job beyond its record: whether its submitter follows its result
+/// (`follow_result`), its own retry backoff.
+pub struct Extras {
+    pub follow: bool,
+    pub retry_base_ms: Option<u64>,
+    pub retry_max_ms: Option<u64>,
+}
+
+pub fn extras(conn: &Connection, row: RowId) -> rusqlite::Result<Extras> {
+    conn.prepare_cached("SELECT follow, retry_base_ms, retry_max_ms FROM jobs WHERE id = ?1")?
+        .query_row([row], |r| {
+            Ok(Extras {
+                follow: r.get(0)?,
+                retry_base_ms: r.get::<_, Option<i64>>(1)?.map(|v| v as u64),
+                retry_max_ms: r.get::<_, Option<i64>>(2)?.map(|v| v as u64),
+            })
+        })
 }
 
 /// Puts a job back to accepted, to run at `run_at`.
@@ -225,15 +243,32 @@ pub fn ack(conn: &Connection, job_id: Uuid) -> rusqlite::Result<bool> {
         > 0)
 }
 
-pub fn set_paused(conn: &Connection, queue: &str, paused: bool) -> rusqlite::Result<()> {
-    conn.prepare_cached("INSERT OR REPLACE INTO queues (name, paused) VALUES (?1, ?2)")?
-        .execute(params![queue, paused])?;
+/// Writes a queue's settings: `paused` in its column, the rest as JSON.
+pub fn put_queue_settings(
+    conn: &Connection,
+    queue: &str,
+    settings: &QueueSettings,
+) -> rusqlite::Result<()> {
+    let json = serde_json::to_string(settings).expect("settings serialize");
+    conn.prepare_cached(
+        "INSERT OR REPLACE INTO queues (name, paused, settings) VALUES (?1, ?2, ?3)",
+    )?
+    .execute(params![queue, settings.paused, json])?;
     Ok(())
 }
 
-pub fn paused_queues(conn: &Connection) -> rusqlite::Result<Vec<String>> {
-    let mut stmt = conn.prepare("SELECT name FROM queues WHERE paused = 1")?;
-    let rows = stmt.query_map([], |r| r.get(0))?;
+/// Every queue with a row: its settings (a row from before settings existed has `paused` only).
+pub fn queue_settings(conn: &Connection) -> rusqlite::Result<Vec<(String, QueueSettings)>> {
+    let mut stmt =
+        conn.prepare_cached("SELECT name, paused, settings FROM queues ORDER BY name")?;
+    let rows = stmt.query_map([], |r| {
+        let json: Option<String> = r.get(2)?;
+        let mut settings: QueueSettings = json
+            .and_then(|j| serde_json::from_str(&j).ok())
+            .unwrap_or_default();
+        settings.paused = r.get(1)?;
+        Ok((r.get(0)?, settings))
+    })?;
     rows.collect()
 }
 
@@ -259,14 +294,19 @@ pub struct LiveRow {
     pub timeout_s: u32,
     pub run_at: i64,
     pub status: JobStatus,
-    pub lease: Option<(Uuid, String, i64)>,
+    /// Lease id, holder, expiry, start.
+    pub lease: Option<(Uuid, String, i64, i64)>,
     pub follow: bool,
+    pub key: Option<String>,
+    pub retry_base_ms: Option<u64>,
+    pub retry_max_ms: Option<u64>,
 }
 
 pub fn live_jobs(conn: &Connection) -> rusqlite::Result<Vec<LiveRow>> {
     let mut stmt = conn.prepare(
         "SELECT id, job_id, queue, kind, priority, required_capabilities, attempt, max_attempts, \
-         timeout_s, run_at, status, lease_id, lease_node, lease_expires_at, follow \
+         timeout_s, run_at, status, lease_id, lease_node, lease_expires_at, follow, \
+         lease_started_at, concurrency_key, retry_base_ms, retry_max_ms \
          FROM jobs WHERE status IN (0, 1) ORDER BY id",
     )?;
     let rows = stmt.query_map([], |r| {
@@ -277,6 +317,8 @@ pub fn live_jobs(conn: &Connection) -> rusqlite::Result<Vec<LiveRow>> {
                 uuid_of(id)?,
                 r.get::<_, Option<String>>(12)?.unwrap_or_default(),
                 r.get::<_, Option<i64>>(13)?.unwrap_or(0),
+                // A lease taken before starts were recorded has no run-time cap.
+                r.get::<_, Option<i64>>(15)?.unwrap_or(i64::MAX / 4),
             )),
             _ => None,
         };
@@ -294,6 +336,9 @@ pub fn live_jobs(conn: &Connection) -> rusqlite::Result<Vec<LiveRow>> {
             status: status_of(r.get(10)?),
             lease,
             follow: r.get(14)?,
+            key: r.get(16)?,
+            retry_base_ms: r.get::<_, Option<i64>>(17)?.map(|v| v as u64),
+            retry_max_ms: r.get::<_, Option<i64>>(18)?.map(|v| v as u64),
         })
     })?;
     rows.collect()
@@ -302,7 +347,7 @@ pub fn live_jobs(conn: &Connection) -> rusqlite::Result<Vec<LiveRow>> {
 /// The columns [`record`] reads, in order.
 pub const RECORD_COLUMNS: &str = "job_id, queue, kind, payload, priority, required_capabilities, \
     idempotency_key, max_attempts, timeout_s, run_at, status, attempt, created_at, updated_at, \
-    finished_at, result, error_message, error_retryable, lease_id, lease_node, lease_expires_at, acked";
+    finished_at, result, error_message, error_retryable, lease_id, lease_node, lease_expires_at, acked, concurrency_key";
 
 pub fn record(r: &Row<'_>) -> rusqlite::Result<JobRecord> {
     let caps: String = r.get(5)?;
@@ -339,6 +384,7 @@ pub fn record(r: &Row<'_>) -> rusqlite::Result<JobRecord> {
         }),
         lease,
         result_acked: r.get::<_, i64>(21)? != 0,
+        concurrency_key: r.get(22)?,
     })
 }
 

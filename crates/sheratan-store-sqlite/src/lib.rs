@@ -27,6 +27,7 @@ use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
 use rusqlite::{Connection, OpenFlags};
+use sheratan_proto::queues::{QueueSettings, QueueSettingsPatch};
 use sheratan_store::{
     Clock, Counts, ExtendOutcome, FinishOutcome, HolderRule, JobRecord, JobSpec, LeaseGrant,
     LeaseOrder, ListFilter, QueueState, ResultReport, Store, StoreError, StoreLimits,
@@ -353,8 +354,16 @@ impl Store for SqliteStore {
         self.call(|r| Op::Ack(job_ids, r)).await
     }
 
-    async fn set_paused(&self, queue: String, paused: bool) -> Result<QueueState, StoreError> {
-        self.call(|r| Op::SetPaused(queue, paused, r)).await
+    async fn queue_settings(&self) -> Result<Vec<(String, QueueSettings)>, StoreError> {
+        self.readers.read(db::queue_settings).await
+    }
+
+    async fn update_queue_settings(
+        &self,
+        queue: String,
+        patch: QueueSettingsPatch,
+    ) -> Result<Result<QueueSettings, String>, StoreError> {
+        self.call(|r| Op::Settings(queue, Box::new(patch), r)).await
     }
 
     async fn purge(&self, queue: String) -> Result<(u64, QueueState), StoreError> {

@@ -80,6 +80,15 @@ const MIGRATIONS: &[&str] = &[
         last_used_at  INTEGER
     ) WITHOUT ROWID;
     "#,
+    // Running jobs (issue "Running jobs"): when a lease started (the run-time cap), the key
+    // per-key limits group jobs by, a job's own retry backoff; a queue's settings as JSON.
+    r#"
+    ALTER TABLE jobs ADD COLUMN lease_started_at INTEGER;
+    ALTER TABLE jobs ADD COLUMN concurrency_key TEXT;
+    ALTER TABLE jobs ADD COLUMN retry_base_ms INTEGER;
+    ALTER TABLE jobs ADD COLUMN retry_max_ms INTEGER;
+    ALTER TABLE queues ADD COLUMN settings TEXT;
+    "#,
 ];
 
 /// Brings the database to the current schema, each migration in its own transaction.

@@ -2,11 +2,19 @@
 //! priority-then-FIFO order, delayed jobs by due time, leases by expiry. The database is the
 //! truth; this index is rebuilt from it at start (and after a failed commit), so leasing never
 //! scans a table: picking the next job is a B-tree lookup however deep the queue.
+//!
+//! Queue limits (docs/API.md, "Queue settings") are kept here too. A queue without limits
+//! leases exactly as before. In a limited queue, a job whose `concurrency_key` has no room
+//! (its running jobs at `key_concurrency`, or no token left of `key_rate`) is *parked* on its
+//! key, in order, until the key has room again (one of its jobs ends, a token comes due), so
+//! blocked jobs are stepped over once, not scanned at every lease.
 
 use std::cmp::Reverse;
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
 
+use sheratan_proto::queues::QueueSettings;
+use sheratan_store::limits::Bucket;
 use uuid::Uuid;
 
 /// The `jobs` table's integer primary key: insertion order.
@@ -28,6 +36,8 @@ pub enum Phase {
         lease_id: Uuid,
         node_id: Arc<str>,
         expires_ms: i64,
+        /// When the lease began: the run-time cap counts from here.
+        started_ms: i64,
     },
 }
 
@@ -45,6 +55,10 @@ pub struct LiveJob {
     /// The submitter follows the result: it is pending until acknowledged.
     pub follow: bool,
     pub phase: Phase,
+    /// Its `concurrency_key`.
+    pub key: Option<Arc<str>>,
+    pub retry_base_ms: Option<u64>,
+    pub retry_max_ms: Option<u64>,
 }
 
 impl LiveJob {
@@ -66,6 +80,60 @@ struct QueueIndex {
     parts: Vec<(CapSet, BTreeSet<Slot>)>,
     /// Accepted jobs of this queue, delayed ones included.
     depth: u64,
+    /// In-progress jobs of this queue.
+    running: u64,
+    /// The limits leasing obeys; `None` (no limit set) is the fast path.
+    limits: Option<Limits>,
+    /// The queue's rate bucket, when `rate` is set.
+    bucket: Option<Bucket>,
+    /// Keys with running or parked jobs (or a rate bucket not yet full).
+    keys: HashMap<Arc<str>, KeyState>,
+}
+
+/// A queue's lease-time limits.
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct Limits {
+    concurrency: Option<u32>,
+    key_concurrency: Option<u32>,
+    key_rate: Option<sheratan_proto::queues::Rate>,
+}
+
+#[derive(Default)]
+struct KeyState {
+    running: u64,
+    /// Ready jobs of this key stepped over because the key had no room, in leasing order.
+    parked: BTreeSet<Slot>,
+    bucket: Option<Bucket>,
+}
+
+impl KeyState {
+    /// How many more jobs of this key may start now.
+    fn room(&self, limits: &Limits, now_ms: i64) -> u64 {
+        let by_count = limits
+            .key_concurrency
+            .map_or(u64::MAX, |n| u64::from(n).saturating_sub(self.running));
+        let by_rate = self.bucket.map_or(u64::MAX, |b| b.whole_at(now_ms));
+        by_count.min(by_rate)
+    }
+
+    fn is_idle(&self, now_ms: i64) -> bool {
+        self.running == 0
+            && self.parked.is_empty()
+            && self.bucket.is_none_or(|b| b.is_full_at(now_ms))
+    }
+}
+
+impl QueueIndex {
+    /// Whether the queue-wide limits let one more job start now.
+    fn has_room(&self, now_ms: i64) -> bool {
+        let Some(limits) = &self.limits else {
+            return true;
+        };
+        limits
+            .concurrency
+            .is_none_or(|n| self.running < u64::from(n))
+            && self.bucket.is_none_or(|b| b.whole_at(now_ms) >= 1)
+    }
 }
 
 #[derive(Default)]
@@ -77,6 +145,11 @@ pub struct State {
     expiries: BTreeSet<(i64, RowId)>,
     names: HashSet<Arc<str>>,
     capsets: HashSet<CapSet>,
+    /// Keys waiting for a rate token: (due, queue, key).
+    timed: BTreeSet<(i64, Arc<str>, Arc<str>)>,
+    /// Room appeared in a limited queue (a job ended, a token came due, a setting changed):
+    /// lessees waiting on it should look again.
+    wake: bool,
     /// Accepted jobs, all queues.
     pub depth: u64,
     /// In-progress jobs.
@@ -137,9 +210,117 @@ impl State {
                 self.inflight += 1;
                 self.leases.insert(*lease_id, row);
                 self.expiries.insert((*expires_ms, row));
+                self.count_running(&job.queue, job.key.as_ref());
             }
         }
         self.jobs.insert(row, job);
+    }
+
+    /// Counts a job starting to run, in its queue and under its key.
+    fn count_running(&mut self, queue: &Arc<str>, key: Option<&Arc<str>>) {
+        let q = self.queues.entry(queue.clone()).or_default();
+        q.running += 1;
+        if let Some(key) = key {
+            q.keys.entry(key.clone()).or_default().running += 1;
+        }
+    }
+
+    /// Counts a job that stopped running; in a limited queue, its room goes to the next job.
+    fn uncount_running(&mut self, queue: &Arc<str>, key: Option<&Arc<str>>, now_ms: i64) {
+        let Some(q) = self.queues.get_mut(queue) else {
+            return;
+        };
+        q.running = q.running.saturating_sub(1);
+        if q.limits.is_some() {
+            self.wake = true;
+        }
+        if let Some(key) = key {
+            if let Some(k) = q.keys.get_mut(key) {
+                k.running = k.running.saturating_sub(1);
+            }
+            self.release_key(queue, key, now_ms);
+        }
+    }
+
+    /// Moves as many parked jobs of `key` back to the ready sets as the key has room for, and
+    /// forgets the key when nothing is left to remember.
+    fn release_key(&mut self, queue: &Arc<str>, key: &Arc<str>, now_ms: i64) {
+        let Some(q) = self.queues.get_mut(queue) else {
+            return;
+        };
+        let Some(k) = q.keys.get_mut(key) else {
+            return;
+        };
+        let room = match &q.limits {
+            Some(limits) => k.room(limits, now_ms),
+            None => u64::MAX,
+        };
+        let mut back = Vec::new();
+        while (back.len() as u64) < room {
+            match k.parked.pop_first() {
+                Some(slot) => back.push(slot),
+                None => break,
+            }
+        }
+        if k.is_idle(now_ms) {
+            q.keys.remove(key);
+        }
+        if !back.is_empty() {
+            self.wake = true;
+        }
+        for slot in back {
+            if let Some(job) = self.jobs.get(&slot.1).cloned() {
+                self.push_ready(slot.1, &job);
+            }
+        }
+    }
+
+    /// Releases keys whose next rate token has come due.
+    pub fn release_due(&mut self, now_ms: i64) {
+        while let Some((at, _, _)) = self.timed.first() {
+            if *at > now_ms {
+                break;
+            }
+            let Some((_, queue, key)) = self.timed.pop_first() else {
+                break;
+            };
+            self.release_key(&queue, &key, now_ms);
+        }
+    }
+
+    /// Whether room appeared in a limited queue since the last call.
+    pub fn take_wake(&mut self) -> bool {
+        std::mem::take(&mut self.wake)
+    }
+
+    /// Applies a queue's settings: its pause and its limits. Parked jobs go back to the
+    /// ready sets (the new limits decide again); rate buckets start full.
+    pub fn set_settings(&mut self, queue: &str, settings: &QueueSettings, now_ms: i64) {
+        let key = self.name(queue);
+        let q = self.queues.entry(key).or_default();
+        q.paused = settings.paused;
+        q.limits = settings.limits_leasing().then_some(Limits {
+            concurrency: settings.concurrency,
+            key_concurrency: settings.key_concurrency,
+            key_rate: settings.key_rate,
+        });
+        if q.bucket.map(|b| b.rate) != settings.rate {
+            q.bucket = settings.rate.map(|r| Bucket::full(r, now_ms));
+        }
+        let mut back = Vec::new();
+        for k in q.keys.values_mut() {
+            back.extend(std::mem::take(&mut k.parked));
+            if k.bucket.map(|b| b.rate) != settings.key_rate {
+                k.bucket = None;
+            }
+        }
+        q.keys.retain(|_, k| !k.is_idle(now_ms));
+        for slot in back {
+            if let Some(job) = self.jobs.get(&slot.1).cloned() {
+                self.push_ready(slot.1, &job);
+            }
+        }
+        self.wake = true;
     }
 
     fn count_accepted(&mut self, queue: &Arc<str>, delta: i64) {
@@ -168,16 +349,27 @@ impl State {
             let slot = (Reverse(job.priority), row);
             for (_, set) in q.parts.iter_mut() {
                 if set.remove(&slot) {
-                    break;
+                    return;
                 }
+            }
+            if let Some(k) = job.key.as_ref().and_then(|key| q.keys.get_mut(key)) {
+                k.parked.remove(&slot);
             }
         }
     }
 
     /// Takes up to `max` ready jobs of `queues` whose required capabilities are all in `caps`
-    /// (sorted): highest priority first, then first in. Paused queues are skipped. The jobs
-    /// leave the ready sets; the caller leases them with [`State::lease`].
-    pub fn pick(&mut self, queues: &[String], caps: &[String], max: usize) -> Vec<RowId> {
+    /// (sorted): highest priority first, then first in. Paused queues are skipped, and so are
+    /// jobs the queue's limits hold back at `now_ms`. The jobs leave the ready sets and count
+    /// as running; the caller leases them with [`State::lease`].
+    pub fn pick(
+        &mut self,
+        queues: &[String],
+        caps: &[String],
+        max: usize,
+        now_ms: i64,
+    ) -> Vec<RowId> {
+        self.release_due(now_ms);
         // Candidate (queue, part) pairs, decided once per call.
         let mut candidates: Vec<(Arc<str>, usize)> = Vec::new();
         for name in queues {
@@ -197,21 +389,70 @@ impl State {
         while picked.len() < max {
             let mut best: Option<(Slot, usize)> = None;
             for (c, (queue, part)) in candidates.iter().enumerate() {
-                let first = self.queues[queue].parts[*part].1.first().copied();
+                let q = &self.queues[queue];
+                let first = q.parts[*part].1.first().copied();
                 if let Some(slot) = first
                     && best.is_none_or(|(b, _)| slot < b)
+                    && (q.limits.is_none() || q.has_room(now_ms))
                 {
                     best = Some((slot, c));
                 }
             }
             let Some((slot, c)) = best else { break };
-            let (queue, part) = &candidates[c];
-            if let Some(q) = self.queues.get_mut(queue) {
-                q.parts[*part].1.remove(&slot);
+            let (queue, part) = candidates[c].clone();
+            if let Some(q) = self.queues.get_mut(&queue) {
+                q.parts[part].1.remove(&slot);
             }
-            picked.push(slot.1);
+            if self.take(&queue, slot, now_ms) {
+                picked.push(slot.1);
+            }
         }
         picked
+    }
+
+    /// Starts a job the pick chose, or parks it on its key when the key has no room.
+    fn take(&mut self, queue: &Arc<str>, slot: Slot, now_ms: i64) -> bool {
+        let key = self.jobs.get(&slot.1).and_then(|j| j.key.clone());
+        let q = self
+            .queues
+            .get_mut(queue)
+            .expect("a candidate queue is indexed");
+        if let (Some(limits), Some(key)) = (q.limits, &key) {
+            let k = q.keys.entry(key.clone()).or_default();
+            if k.bucket.is_none()
+                && let Some(rate) = limits.key_rate
+            {
+                k.bucket = Some(Bucket::full(rate, now_ms));
+            }
+            if k.room(&limits, now_ms) == 0 {
+                k.parked.insert(slot);
+                // Waiting for a token (not for a running job to end): come back when it is due.
+                if let Some(b) = k.bucket.filter(|b| b.whole_at(now_ms) == 0) {
+                    self.timed
+                        .insert((b.next_token_ms(now_ms), queue.clone(), key.clone()));
+                }
+                return false;
+            }
+            if let Some(b) = k.bucket.as_mut() {
+                b.take(now_ms);
+            }
+        }
+        if let Some(b) = q.bucket.as_mut() {
+            b.take(now_ms);
+        }
+        self.count_running(queue, key.as_ref());
+        true
+    }
+
+    /// When the next token of a rate-limited queue with ready jobs comes due, if one is
+    /// waiting for it: the writer wakes lessees then.
+    pub fn next_queue_token_ms(&self, now_ms: i64) -> Option<i64> {
+        self.queues
+            .values()
+            .filter(|q| !q.paused && q.parts.iter().any(|(_, s)| !s.is_empty()))
+            .filter_map(|q| q.bucket.filter(|b| b.whole_at(now_ms) == 0))
+            .map(|b| b.next_token_ms(now_ms))
+            .min()
     }
 
     /// Marks a picked job leased.
@@ -221,6 +462,7 @@ impl State {
         lease_id: Uuid,
         node_id: Arc<str>,
         expires_ms: i64,
+        started_ms: i64,
     ) -> Option<&LiveJob> {
         let job = self.jobs.get_mut(&row)?;
         job.attempt += 1;
@@ -228,6 +470,7 @@ impl State {
             lease_id,
             node_id,
             expires_ms,
+            started_ms,
         };
         let queue = job.queue.clone();
         self.count_accepted(&queue, -1);
@@ -249,13 +492,13 @@ impl State {
     }
 
     /// Removes a job from every index (it finished, was cancelled or purged).
-    pub fn remove(&mut self, row: RowId) -> Option<LiveJob> {
+    pub fn remove(&mut self, row: RowId, now_ms: i64) -> Option<LiveJob> {
         let job = self.jobs.remove(&row)?;
-        self.unindex(row, &job);
+        self.unindex(row, &job, now_ms);
         Some(job)
     }
 
-    fn unindex(&mut self, row: RowId, job: &LiveJob) {
+    fn unindex(&mut self, row: RowId, job: &LiveJob, now_ms: i64) {
         match &job.phase {
             Phase::Ready => {
                 self.pull_ready(row, job);
@@ -273,16 +516,23 @@ impl State {
                 self.leases.remove(lease_id);
                 self.expiries.remove(&(*expires_ms, row));
                 self.inflight = self.inflight.saturating_sub(1);
+                self.uncount_running(&job.queue, job.key.as_ref(), now_ms);
             }
         }
     }
 
     /// Puts a job back to accepted: ready now, or delayed until `run_at_ms`.
-    pub fn requeue(&mut self, row: RowId, run_at_ms: Option<i64>, reset_attempts: bool) {
+    pub fn requeue(
+        &mut self,
+        row: RowId,
+        run_at_ms: Option<i64>,
+        reset_attempts: bool,
+        now_ms: i64,
+    ) {
         let Some(mut job) = self.jobs.remove(&row) else {
             return;
         };
-        self.unindex(row, &job);
+        self.unindex(row, &job, now_ms);
         if reset_attempts {
             job.attempt = 0;
         }
@@ -329,11 +579,6 @@ impl State {
             .collect()
     }
 
-    pub fn set_paused(&mut self, queue: &str, paused: bool) {
-        let key = self.name(queue);
-        self.queues.entry(key).or_default().paused = paused;
-    }
-
     /// Accepted jobs per queue, sorted by name; queues without jobs are left out.
     pub fn depth_by_queue(&self) -> Vec<(String, u64)> {
         let mut out: Vec<(String, u64)> = self
@@ -370,6 +615,9 @@ mod tests {
             timeout_s: 30,
             follow: true,
             phase: Phase::Ready,
+            key: None,
+            retry_base_ms: None,
+            retry_max_ms: None,
         }
     }
 
@@ -387,14 +635,14 @@ mod tests {
         }
         assert_eq!(s.depth, 4);
         // A node without "gpu" skips row 2.
-        assert_eq!(s.pick(&["q".into()], &[], 10), vec![3, 1, 4]);
+        assert_eq!(s.pick(&["q".into()], &[], 10, 0), vec![3, 1, 4]);
         let mut s2 = State::default();
         for (row, prio, caps) in [(1, 0, vec![]), (2, 5, vec!["gpu"]), (3, 5, vec![])] {
             let j = job(&mut s2, "q", prio, &caps);
             s2.insert(row, j);
         }
         assert_eq!(
-            s2.pick(&["q".into()], &["cpu".into(), "gpu".into()], 2),
+            s2.pick(&["q".into()], &["cpu".into(), "gpu".into()], 2, 0),
             vec![2, 3]
         );
     }
@@ -408,27 +656,139 @@ mod tests {
         assert!(!is_subset(&s(&["a"]), &s(&[])));
     }
 
+    fn paused(p: bool) -> QueueSettings {
+        QueueSettings {
+            paused: p,
+            ..Default::default()
+        }
+    }
+
+    /// Leases whatever `pick` hands out, as the writer does.
+    fn lease_all(s: &mut State, rows: &[RowId], now: i64) {
+        for &row in rows {
+            s.lease(row, Uuid::now_v7(), "n".into(), now + 30_000, now);
+        }
+    }
+
+    fn keyed(s: &mut State, row: RowId, key: &str) {
+        let mut j = job(s, "q", 0, &[]);
+        j.key = Some(s.name(key));
+        s.insert(row, j);
+    }
+
+    #[test]
+    fn a_key_limit_parks_jobs_of_a_busy_key_and_releases_them_in_order() {
+        let mut s = State::default();
+        let limit = QueueSettings {
+            key_concurrency: Some(1),
+            ..Default::default()
+        };
+        s.set_settings("q", &limit, 0);
+        for (row, key) in [(1, "a"), (2, "a"), (3, "b"), (4, "a"), (5, "b")] {
+            keyed(&mut s, row, key);
+        }
+        // One of each key, in order; the others wait.
+        let first = s.pick(&["q".into()], &[], 10, 0);
+        assert_eq!(first, vec![1, 3]);
+        lease_all(&mut s, &first, 0);
+        assert!(s.pick(&["q".into()], &[], 10, 0).is_empty());
+        // Row 1 ends: the next "a" (row 2, not row 4) gets its room.
+        s.remove(1, 10);
+        assert!(s.take_wake());
+        assert_eq!(s.pick(&["q".into()], &[], 10, 10), vec![2]);
+        // Lifting the limit lets the rest go.
+        s.set_settings("q", &QueueSettings::default(), 20);
+        assert_eq!(s.pick(&["q".into()], &[], 10, 20), vec![4, 5]);
+    }
+
+    #[test]
+    fn rates_hold_jobs_back_until_their_tokens_come_due() {
+        let mut s = State::default();
+        let rate = |limit, burst| sheratan_proto::queues::Rate {
+            limit,
+            period_s: 1,
+            burst: Some(burst),
+        };
+        s.set_settings(
+            "q",
+            &QueueSettings {
+                rate: Some(rate(5, 2)),
+                ..Default::default()
+            },
+            0,
+        );
+        for row in 1..=5 {
+            let j = job(&mut s, "q", 0, &[]);
+            s.insert(row, j);
+        }
+        assert_eq!(s.pick(&["q".into()], &[], 10, 0), vec![1, 2]);
+        assert!(s.pick(&["q".into()], &[], 10, 100).is_empty());
+        assert_eq!(s.next_queue_token_ms(100), Some(200));
+        assert_eq!(s.pick(&["q".into()], &[], 10, 200), vec![3]);
+        // Per key: one start per second per key, other keys unaffected.
+        let mut k = State::default();
+        k.set_settings(
+            "q",
+            &QueueSettings {
+                key_rate: Some(rate(1, 1)),
+                ..Default::default()
+            },
+            0,
+        );
+        for (row, key) in [(1, "a"), (2, "a"), (3, "b")] {
+            keyed(&mut k, row, key);
+        }
+        assert_eq!(k.pick(&["q".into()], &[], 10, 0), vec![1, 3]);
+        k.release_due(999);
+        assert!(k.pick(&["q".into()], &[], 10, 999).is_empty());
+        k.release_due(1000);
+        assert_eq!(k.pick(&["q".into()], &[], 10, 1000), vec![2]);
+    }
+
+    #[test]
+    fn a_queue_concurrency_caps_its_running_jobs() {
+        let mut s = State::default();
+        s.set_settings(
+            "q",
+            &QueueSettings {
+                concurrency: Some(2),
+                ..Default::default()
+            },
+            0,
+        );
+        for row in 1..=4 {
+            let j = job(&mut s, "q", 0, &[]);
+            s.insert(row, j);
+        }
+        let first = s.pick(&["q".into()], &[], 10, 0);
+        assert_eq!(first, vec![1, 2]);
+        lease_all(&mut s, &first, 0);
+        assert!(s.pick(&["q".into()], &[], 10, 0).is_empty());
+        s.remove(2, 5);
+        assert_eq!(s.pick(&["q".into()], &[], 10, 5), vec![3]);
+    }
+
     #[test]
     fn paused_queues_are_skipped_and_counts_follow_phases() {
         let mut s = State::default();
         let j = job(&mut s, "q", 0, &[]);
         s.insert(1, j);
-        s.set_paused("q", true);
-        assert!(s.pick(&["q".into()], &[], 1).is_empty());
-        s.set_paused("q", false);
-        let picked = s.pick(&["q".into()], &[], 1);
+        s.set_settings("q", &paused(true), 0);
+        assert!(s.pick(&["q".into()], &[], 1, 0).is_empty());
+        s.set_settings("q", &paused(false), 0);
+        let picked = s.pick(&["q".into()], &[], 1, 0);
         assert_eq!(picked, vec![1]);
         let lease = Uuid::now_v7();
-        s.lease(1, lease, "n".into(), 1000);
+        s.lease(1, lease, "n".into(), 1000, 0);
         assert_eq!((s.depth, s.inflight), (0, 1));
         assert_eq!(s.expired(999), Vec::<RowId>::new());
         assert_eq!(s.expired(1000), vec![1]);
-        s.requeue(1, Some(5000), false);
+        s.requeue(1, Some(5000), false, 0);
         assert_eq!((s.depth, s.inflight), (1, 0));
         assert!(s.promote_due(4999).is_empty());
         assert_eq!(s.promote_due(5000), vec![1]);
         assert_eq!(s.get(1).unwrap().attempt, 1);
-        s.remove(1);
+        s.remove(1, 0);
         assert_eq!((s.depth, s.inflight), (0, 0));
     }
 }

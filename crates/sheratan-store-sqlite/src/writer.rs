@@ -11,8 +11,9 @@ use std::sync::{Arc, Mutex};
 
 use rusqlite::Connection;
 use sheratan_proto::data::{JobError, JobStatus, Outcome};
+use sheratan_proto::queues::{QueueSettings, QueueSettingsPatch};
 use sheratan_store::jobs::{Ending, Reaccept};
-use sheratan_store::jobs::{MAX_TIMEOUT_S, retry_delay};
+use sheratan_store::jobs::{MAX_TIMEOUT_S, job_retry_delay, reaped_message, run_deadline_ms};
 use sheratan_store::{
     Clock, Counts, ExtendOutcome, FinishOutcome, HolderRule, JobRecord, JobSpec, LeaseGrant,
     LeaseOrder, LeasedJob, QueueState, Reaped, ResultReport, StoreError, StoreLimits,
@@ -73,8 +74,9 @@ impl Writer {
     /// Rebuilds the in-memory index from the database.
     fn reload(&mut self) -> rusqlite::Result<()> {
         let mut state = State::default();
-        for name in db::paused_queues(&self.conn)? {
-            state.set_paused(&name, true);
+        let now = ms(self.clock.now());
+        for (name, settings) in db::queue_settings(&self.conn)? {
+            state.set_settings(&name, &settings, now);
         }
         for row in db::live_jobs(&self.conn)? {
             let queue = state.name(&row.queue);
@@ -82,15 +84,19 @@ impl Writer {
             let mut caps = row.caps;
             caps.sort();
             let caps = state.capset(&caps);
+            let key = row.key.as_deref().map(|k| state.name(k));
             let phase = match (row.status, row.lease) {
-                (JobStatus::InProgress, Some((lease_id, node, expires_ms))) => Phase::Leased {
-                    lease_id,
-                    node_id: state.name(&node),
-                    expires_ms,
-                },
+                (JobStatus::InProgress, Some((lease_id, node, expires_ms, started_ms))) => {
+                    Phase::Leased {
+                        lease_id,
+                        node_id: state.name(&node),
+                        expires_ms,
+                        started_ms,
+                    }
+                }
                 // An in-progress row without a lease cannot be resumed: run it again.
                 (JobStatus::InProgress, None) => Phase::Ready,
-                _ if row.run_at > ms(self.clock.now()) => Phase::Delayed {
+                _ if row.run_at > now => Phase::Delayed {
                     run_at_ms: row.run_at,
                 },
                 _ => Phase::Ready,
@@ -108,6 +114,9 @@ impl Writer {
                     timeout_s: row.timeout_s,
                     follow: row.follow,
                     phase,
+                    key,
+                    retry_base_ms: row.retry_base_ms,
+                    retry_max_ms: row.retry_max_ms,
                 },
             );
         }
@@ -214,7 +223,7 @@ impl Writer {
                 hold(held, $reply, $work)
             };
         }
-        match op {
+        let applied = match op {
             Op::Submit(specs, reply) => answer!(reply, self.submit(specs, now, fx)),
             Op::Lease(order, reply) => answer!(reply, self.lease(order, now)),
             Op::Extend(lease, secs, holder, reply) => {
@@ -225,14 +234,20 @@ impl Writer {
             Op::Requeue(job_id, reply) => answer!(reply, self.requeue(job_id, now, fx)),
             Op::Tick(reply) => answer!(reply, self.tick(now, fx)),
             Op::Ack(ids, reply) => answer!(reply, self.ack(ids)),
-            Op::SetPaused(queue, paused, reply) => {
-                answer!(reply, self.set_paused(queue, paused, fx))
+            Op::Settings(queue, patch, reply) => {
+                answer!(reply, self.update_settings(queue, patch, now))
             }
             Op::Purge(queue, reply) => answer!(reply, self.purge(queue, now)),
             Op::ExpireKeys(before, reply) => {
                 answer!(reply, db::expire_idempotency(&self.conn, ms(before)))
             }
+        };
+        // Room appeared in a limited queue (a job ended, a setting changed): lessees waiting
+        // for it look again.
+        if self.state.take_wake() {
+            fx.ready = true;
         }
+        applied
     }
 
     fn submit(
@@ -293,6 +308,9 @@ impl Writer {
                 timeout_s: spec.timeout_s,
                 follow: spec.follow,
                 phase,
+                key: spec.concurrency_key.as_deref().map(|k| self.state.name(k)),
+                retry_base_ms: spec.retry_base_ms,
+                retry_max_ms: spec.retry_max_ms,
             };
             self.state.insert(row, job);
             outcomes.push(SubmitOutcome::Created {
@@ -311,14 +329,16 @@ impl Writer {
             });
         }
         let budget = u64::from(order.max_jobs).min(limit - self.state.inflight) as usize;
-        let rows = self.state.pick(&order.queues, &order.capabilities, budget);
+        let rows = self
+            .state
+            .pick(&order.queues, &order.capabilities, budget, now);
         let node = self.state.name(&order.node_id);
         let mut jobs = Vec::with_capacity(rows.len());
         for row in rows {
             let lease_id = Uuid::now_v7();
             let timeout_s = self.state.get(row).map_or(30, |j| j.timeout_s);
             let expires = now + i64::from(timeout_s) * 1000;
-            let Some(job) = self.state.lease(row, lease_id, node.clone(), expires) else {
+            let Some(job) = self.state.lease(row, lease_id, node.clone(), expires, now) else {
                 continue;
             };
             let (job_id, queue, kind, attempt) = (
@@ -371,7 +391,12 @@ impl Writer {
         }
         let job_id = job.job_id;
         let secs = secs.unwrap_or(job.timeout_s).clamp(1, MAX_TIMEOUT_S);
-        let expires = now + i64::from(secs) * 1000;
+        // Extensions prove the node alive; they never run the job past its timeout_s.
+        let deadline = match job.phase {
+            Phase::Leased { started_ms, .. } => run_deadline_ms(started_ms, job.timeout_s),
+            _ => i64::MAX,
+        };
+        let expires = (now + i64::from(secs) * 1000).min(deadline);
         self.state.extend(row, expires);
         db::set_lease_expiry(&self.conn, row, expires, now)?;
         Ok(ExtendOutcome::Extended {
@@ -427,7 +452,13 @@ impl Writer {
                 });
                 if error.retryable && job.attempt < job.max_attempts {
                     let jitter = rand::random::<f64>() * 2.0 - 1.0;
-                    let delay = retry_delay(self.limits.retry_base, job.attempt, jitter);
+                    let delay = job_retry_delay(
+                        self.limits.retry_base,
+                        job.retry_base_ms,
+                        job.retry_max_ms,
+                        job.attempt,
+                        jitter,
+                    );
                     let run_at = now + i64::try_from(delay.as_millis()).unwrap_or(i64::MAX / 2);
                     db::reaccept(
                         &self.conn,
@@ -440,7 +471,7 @@ impl Writer {
                         },
                         now,
                     )?;
-                    self.state.requeue(row, Some(run_at), false);
+                    self.state.requeue(row, Some(run_at), false, now);
                     JobStatus::Accepted
                 } else {
                     let result = (report.result != "null").then_some(report.result.as_str());
@@ -513,10 +544,11 @@ impl Writer {
             now,
         )?;
         if self.state.get(b.row).is_some() {
-            self.state.requeue(b.row, None, true);
+            self.state.requeue(b.row, None, true, now);
         } else if let Some(record) = db::load_by_id(&self.conn, job_id)? {
             let mut caps = record.required_capabilities.clone();
             caps.sort();
+            let extras = db::extras(&self.conn, b.row)?;
             let job = LiveJob {
                 job_id,
                 queue: self.state.name(&record.queue),
@@ -526,8 +558,14 @@ impl Writer {
                 attempt: 0,
                 max_attempts: record.max_attempts,
                 timeout_s: record.timeout_s,
-                follow: db::follows(&self.conn, b.row)?,
+                follow: extras.follow,
                 phase: Phase::Ready,
+                key: record
+                    .concurrency_key
+                    .as_deref()
+                    .map(|k| self.state.name(k)),
+                retry_base_ms: extras.retry_base_ms,
+                retry_max_ms: extras.retry_max_ms,
             };
             self.state.insert(b.row, job);
         }
@@ -540,20 +578,31 @@ impl Writer {
         if promoted > 0 {
             fx.ready = true;
         }
+        // Rate limits: keys whose token came due, queues waiting for one.
+        self.state.release_due(now);
+        if self
+            .state
+            .next_queue_token_ms(now)
+            .is_some_and(|due| due <= now + TICK_MS)
+        {
+            fx.ready = true;
+        }
         let mut reaped = Vec::new();
         for row in self.state.expired(now) {
             let Some(job) = self.state.get(row).cloned() else {
                 continue;
             };
-            let node_id = match &job.phase {
-                Phase::Leased { node_id, .. } => node_id.to_string(),
-                _ => String::new(),
+            let (node_id, started_ms) = match &job.phase {
+                Phase::Leased {
+                    node_id,
+                    started_ms,
+                    ..
+                } => (node_id.to_string(), *started_ms),
+                _ => (String::new(), i64::MAX),
             };
             let status = if job.attempt < job.max_attempts {
                 let error = JobError {
-                    message: format!(
-                        "the lease held by {node_id} expired without a result or an extension"
-                    ),
+                    message: reaped_message(&node_id, started_ms, job.timeout_s, now),
                     retryable: true,
                 };
                 db::reaccept(
@@ -567,7 +616,7 @@ impl Writer {
                     },
                     now,
                 )?;
-                self.state.requeue(row, None, false);
+                self.state.requeue(row, None, false, now);
                 fx.ready = true;
                 JobStatus::Accepted
             } else {
@@ -614,18 +663,24 @@ impl Writer {
         Ok(acked)
     }
 
-    fn set_paused(
+    fn update_settings(
         &mut self,
         queue: String,
-        paused: bool,
-        fx: &mut Effects,
-    ) -> rusqlite::Result<QueueState> {
-        db::set_paused(&self.conn, &queue, paused)?;
-        self.state.set_paused(&queue, paused);
-        if !paused {
-            fx.ready = true;
+        patch: Box<QueueSettingsPatch>,
+        now: i64,
+    ) -> rusqlite::Result<Result<QueueSettings, String>> {
+        let old = db::queue_settings(&self.conn)?
+            .into_iter()
+            .find(|(name, _)| *name == queue)
+            .map(|(_, s)| s)
+            .unwrap_or_default();
+        let new = old.patched(&patch);
+        if let Err(e) = new.validate() {
+            return Ok(Err(e));
         }
-        Ok(QueueState { queue, paused })
+        db::put_queue_settings(&self.conn, &queue, &new)?;
+        self.state.set_settings(&queue, &new, now);
+        Ok(Ok(new))
     }
 
     /// Ends a live job in the table and the index. Its result is pending unless `end` says
@@ -633,7 +688,7 @@ impl Writer {
     fn end_live(&mut self, row: RowId, mut end: Ending<'_>, now: i64) -> rusqlite::Result<()> {
         end.acked |= self.state.get(row).is_some_and(|j| !j.follow);
         db::finish(&self.conn, row, &end, now)?;
-        self.state.remove(row);
+        self.state.remove(row, now);
         if !end.acked {
             self.state.results_pending += 1;
         }
@@ -664,6 +719,10 @@ impl Writer {
         Ok((rows.len() as u64, QueueState { queue, paused }))
     }
 }
+
+/// How often the hub ticks the store (its reaper runs every 250 ms): a queue whose next rate
+/// token comes due before the next tick wakes its lessees now.
+const TICK_MS: i64 = 250;
 
 /// Storage conditions an operator can fix (disk full, read-only, permissions) are
 /// `Unavailable`; anything else is `Internal`.

@@ -188,7 +188,16 @@ impl Store for Placeholder {
     async fn ack_results(&self, _: Vec<Uuid>) -> Result<u64, crate::StoreError> {
         unreachable!("placeholder")
     }
-    async fn set_paused(&self, _: String, _: bool) -> Result<crate::QueueState, crate::StoreError> {
+    async fn queue_settings(
+        &self,
+    ) -> Result<Vec<(String, sheratan_proto::queues::QueueSettings)>, crate::StoreError> {
+        unreachable!("placeholder")
+    }
+    async fn update_queue_settings(
+        &self,
+        _: String,
+        _: sheratan_proto::queues::QueueSettingsPatch,
+    ) -> Result<Result<sheratan_proto::queues::QueueSettings, String>, crate::StoreError> {
         unreachable!("placeholder")
     }
     async fn purge(&self, _: String) -> Result<(u64, crate::QueueState), crate::StoreError> {
@@ -221,6 +230,16 @@ pub fn job(queue: &str, payload: serde_json::Value) -> SubmitJob {
         timeout_s: Some(30),
         run_at: None,
         follow_result: None,
+        concurrency_key: None,
+        retry: None,
+    }
+}
+
+/// A job of `queue` with a `concurrency_key`.
+pub fn keyed(queue: &str, key: &str, n: i64) -> SubmitJob {
+    SubmitJob {
+        concurrency_key: Some(key.into()),
+        ..job(queue, serde_json::json!({ "n": n }))
     }
 }
 
@@ -627,7 +646,7 @@ pub async fn delayed_jobs_wait_for_run_at(b: &dyn Backend) {
 pub async fn leases_can_be_extended(b: &dyn Backend) {
     let w = World::new(b, limits(100, 100));
     let mut j = job("q", serde_json::Value::Null);
-    j.timeout_s = Some(10);
+    j.timeout_s = Some(100);
     w.submit(j).await;
     let l = w.lease("n", &["q"], &[], 1).await.remove(0);
     w.advance(Duration::from_secs(8));
@@ -639,10 +658,10 @@ pub async fn leases_can_be_extended(b: &dyn Backend) {
     }
     w.advance(Duration::from_secs(15));
     assert!(w.store.tick().await.unwrap().reaped.is_empty());
-    // Without extend_s, the job's own timeout.
+    // Without extend_s, the job's own timeout (up to its run-time cap).
     match w.store.extend(l.lease_id, None, None).await.unwrap() {
         ExtendOutcome::Extended { expires_at, .. } => {
-            assert_eq!(expires_at, w.clock.now() + time::Duration::seconds(10))
+            assert_eq!(expires_at, w.clock.now() + time::Duration::seconds(82))
         }
         other => panic!("{other:?}"),
     }
@@ -1106,6 +1125,225 @@ pub async fn submits_wake_long_polls(b: &dyn Backend) {
     }
 }
 
+/// Extensions keep a lease alive but never past its job's `timeout_s` (plus the grace for the
+/// node's own TIMEOUT report); then the reaper takes it back as a TIMEOUT, retryably.
+pub async fn extensions_never_run_a_job_past_its_timeout(b: &dyn Backend) {
+    let w = World::new(b, limits(100, 100));
+    let mut j = job("q", serde_json::Value::Null);
+    j.timeout_s = Some(10);
+    let id = w.submit(j).await;
+    let l = w.lease("n", &["q"], &[], 1).await.remove(0);
+    let started = w.clock.now();
+    let cap = started
+        + time::Duration::seconds(10)
+        + time::Duration::milliseconds(crate::jobs::RUN_GRACE_MS);
+    w.advance(Duration::from_secs(8));
+    match w.store.extend(l.lease_id, Some(60), None).await.unwrap() {
+        ExtendOutcome::Extended { expires_at, .. } => assert_eq!(expires_at, cap),
+        other => panic!("{other:?}"),
+    }
+    w.advance(Duration::from_secs(6));
+    assert!(w.store.tick().await.unwrap().reaped.is_empty(), "not yet");
+    w.advance(Duration::from_secs(2));
+    let reaped = w.store.tick().await.unwrap().reaped;
+    assert_eq!(reaped.len(), 1);
+    assert_eq!(reaped[0].status, JobStatus::Accepted, "retried");
+    let record = w.store.get(id).await.unwrap().unwrap();
+    let error = record.error.unwrap();
+    assert!(error.message.starts_with("TIMEOUT"), "{}", error.message);
+    assert!(error.retryable);
+}
+
+/// `key_concurrency` 1: one job per key runs at a time, across leases; the others wait in
+/// order and start as running ones end; keyless jobs are never held back.
+pub async fn key_concurrency_runs_one_job_per_key(b: &dyn Backend) {
+    use sheratan_proto::queues::QueueSettingsPatch;
+    let w = World::new(b, limits(100, 100));
+    let patch = QueueSettingsPatch {
+        key_concurrency: Some(Some(1)),
+        ..Default::default()
+    };
+    let settings = w
+        .store
+        .update_queue_settings("q".into(), patch)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(settings.key_concurrency, Some(1));
+    for (n, key) in ["a", "a", "b", "a", "b"].iter().enumerate() {
+        w.submit(keyed("q", key, n as i64)).await;
+    }
+    w.submit(job("q", serde_json::json!({"n": 5}))).await;
+    let ns = |jobs: &[LeasedJob]| -> Vec<i64> {
+        jobs.iter()
+            .map(|j| {
+                serde_json::from_str::<serde_json::Value>(&j.payload).unwrap()["n"]
+                    .as_i64()
+                    .unwrap()
+            })
+            .collect()
+    };
+    let first = w.lease("n1", &["q"], &[], 10).await;
+    assert_eq!(ns(&first), vec![0, 2, 5], "one per key, keyless too");
+    assert!(w.lease("n2", &["q"], &[], 10).await.is_empty());
+    // Job 0 (key a) ends: the next a is job 1, not job 3.
+    w.succeed(&first[0], "1").await;
+    let next = w.lease("n2", &["q"], &[], 10).await;
+    assert_eq!(ns(&next), vec![1]);
+    // A failure frees its key too.
+    w.fail(&first[1], false).await;
+    assert_eq!(ns(&w.lease("n2", &["q"], &[], 10).await), vec![4]);
+    // Lifting the limit lets the rest go; it never touched what was running.
+    w.store
+        .update_queue_settings(
+            "q".into(),
+            QueueSettingsPatch {
+                key_concurrency: Some(None),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(ns(&w.lease("n3", &["q"], &[], 10).await), vec![3]);
+    assert_eq!(w.store.counts().inflight, 4);
+}
+
+/// A queue's `concurrency` caps its running jobs; its `rate` lets a burst start, then one
+/// job per token; `key_rate` paces each key on its own.
+pub async fn queue_concurrency_and_rates_hold_jobs_back(b: &dyn Backend) {
+    use sheratan_proto::queues::{QueueSettingsPatch, Rate};
+    let w = World::new(b, limits(100, 100));
+    let set = |patch: QueueSettingsPatch| {
+        let store = w.store.clone();
+        async move {
+            store
+                .update_queue_settings("q".into(), patch)
+                .await
+                .unwrap()
+                .unwrap()
+        }
+    };
+    set(QueueSettingsPatch {
+        concurrency: Some(Some(2)),
+        ..Default::default()
+    })
+    .await;
+    for n in 0..6 {
+        w.submit(job("q", serde_json::json!({ "n": n }))).await;
+    }
+    let running = w.lease("n", &["q"], &[], 10).await;
+    assert_eq!(running.len(), 2);
+    assert!(w.lease("n", &["q"], &[], 10).await.is_empty());
+    w.succeed(&running[0], "1").await;
+    assert_eq!(w.lease("n", &["q"], &[], 10).await.len(), 1);
+
+    // 2 per second with a burst of 2, no concurrency cap.
+    set(QueueSettingsPatch {
+        concurrency: Some(None),
+        rate: Some(Some(Rate {
+            limit: 2,
+            period_s: 1,
+            burst: Some(2),
+        })),
+        ..Default::default()
+    })
+    .await;
+    assert_eq!(w.lease("n", &["q"], &[], 10).await.len(), 2, "the burst");
+    assert!(w.lease("n", &["q"], &[], 10).await.is_empty());
+    w.advance(Duration::from_millis(499));
+    assert!(w.lease("n", &["q"], &[], 10).await.is_empty());
+    w.advance(Duration::from_millis(1));
+    assert_eq!(w.lease("n", &["q"], &[], 10).await.len(), 1);
+
+    // Per key: 1 per 10 s per key (shorter than the jobs' leases, which stay live).
+    set(QueueSettingsPatch {
+        rate: Some(None),
+        key_rate: Some(Some(Rate {
+            limit: 1,
+            period_s: 10,
+            burst: None,
+        })),
+        ..Default::default()
+    })
+    .await;
+    for (n, key) in ["k1", "k1", "k2"].iter().enumerate() {
+        w.submit(keyed("r", key, n as i64)).await;
+    }
+    // Queue r has no settings: the key limit of q does not apply to it.
+    assert_eq!(w.lease("n", &["r"], &[], 10).await.len(), 3);
+    for (n, key) in ["k1", "k1", "k2"].iter().enumerate() {
+        w.submit(keyed("q", key, n as i64)).await;
+    }
+    assert_eq!(
+        w.lease("n", &["q"], &[], 10).await.len(),
+        2,
+        "k1 once, k2 once"
+    );
+    assert!(w.lease("n", &["q"], &[], 10).await.is_empty());
+    w.advance(Duration::from_secs(9));
+    assert!(w.lease("n", &["q"], &[], 10).await.is_empty());
+    w.advance(Duration::from_secs(1));
+    w.store.tick().await.unwrap();
+    assert_eq!(w.lease("n", &["q"], &[], 10).await.len(), 1, "k1's second");
+}
+
+/// Settings: a patch changes only what it names, bad values are refused naming the field and
+/// change nothing, and everything survives a reopen.
+pub async fn queue_settings_patch_validate_and_persist(b: &dyn Backend) {
+    use sheratan_proto::queues::QueueSettingsPatch;
+    let mut w = World::new(b, limits(100, 100));
+    let patch: QueueSettingsPatch =
+        serde_json::from_str(r#"{"concurrency": 3, "max_attempts": 7}"#).unwrap();
+    w.store
+        .update_queue_settings("q".into(), patch)
+        .await
+        .unwrap()
+        .unwrap();
+    let bad: QueueSettingsPatch =
+        serde_json::from_str(r#"{"concurrency": 0, "paused": true}"#).unwrap();
+    let err = w
+        .store
+        .update_queue_settings("q".into(), bad)
+        .await
+        .unwrap()
+        .unwrap_err();
+    assert!(err.starts_with("concurrency"), "{err}");
+    w.store.set_paused("q".into(), true).await.unwrap();
+    w.reopen();
+    let all = w.store.queue_settings().await.unwrap();
+    let q = &all.iter().find(|(n, _)| n == "q").unwrap().1;
+    assert_eq!(q.concurrency, Some(3));
+    assert_eq!(q.max_attempts, Some(7));
+    assert!(q.paused);
+    // The limit still holds after the reopen (the cap of 3 is enforced from the store).
+    w.store.set_paused("q".into(), false).await.unwrap();
+    for n in 0..5 {
+        w.submit(job("q", serde_json::json!({ "n": n }))).await;
+    }
+    assert_eq!(w.lease("n", &["q"], &[], 10).await.len(), 3);
+}
+
+/// A job's own retry backoff replaces the hub's.
+pub async fn a_jobs_own_retry_backoff_is_used(b: &dyn Backend) {
+    let w = World::new(b, limits(100, 100));
+    let mut j = job("q", serde_json::Value::Null);
+    j.retry = Some(sheratan_proto::queues::RetryPolicy {
+        base_ms: Some(60_000),
+        max_ms: Some(60_000),
+    });
+    let id = w.submit(j).await;
+    let l = w.lease("n", &["q"], &[], 1).await.remove(0);
+    w.fail(&l, true).await;
+    let record = w.store.get(id).await.unwrap().unwrap();
+    // ±20 % jitter, capped at max_ms: between 48 s and 60 s; the hub's base is 1 s.
+    let wait = record.run_at - w.clock.now();
+    assert!(
+        wait >= time::Duration::seconds(48) && wait <= time::Duration::seconds(60),
+        "{wait}"
+    );
+}
+
 /// Expands to one `#[tokio::test]` per conformance case for the backend `make()` returns.
 #[macro_export]
 macro_rules! conformance_tests {
@@ -1133,7 +1371,12 @@ macro_rules! conformance_tests {
             list_filters_and_pages_newest_first,
             ids_are_found_by_prefix_or_suffix,
             everything_survives_a_reopen,
-            submits_wake_long_polls
+            submits_wake_long_polls,
+            extensions_never_run_a_job_past_its_timeout,
+            key_concurrency_runs_one_job_per_key,
+            queue_concurrency_and_rates_hold_jobs_back,
+            queue_settings_patch_validate_and_persist,
+            a_jobs_own_retry_backoff_is_used
         );
     };
     (@cases $make:expr; $($case:ident),* $(,)?) => {

@@ -26,7 +26,11 @@ pub enum Op {
     Requeue(Uuid, Reply<Option<JobRecord>>),
     Tick(Reply<TickReport>),
     Ack(Vec<Uuid>, Reply<u64>),
-    SetPaused(String, bool, Reply<QueueState>),
+    Settings(
+        String,
+        Box<sheratan_proto::queues::QueueSettingsPatch>,
+        Reply<Result<sheratan_proto::queues::QueueSettings, String>>,
+    ),
     Purge(String, Reply<(u64, QueueState)>),
     ExpireKeys(time::OffsetDateTime, Reply<u64>),
 }
@@ -82,7 +86,7 @@ pub fn unanswered(op: Op) -> Box<dyn Held> {
         Op::Requeue(_, r) => none(r),
         Op::Tick(r) => none(r),
         Op::Ack(_, r) => none(r),
-        Op::SetPaused(_, _, r) => none(r),
+        Op::Settings(_, _, r) => none(r),
         Op::Purge(_, r) => none(r),
         Op::ExpireKeys(_, r) => none(r),
     }

@@ -17,11 +17,37 @@ pub const MAX_ATTEMPTS: u32 = 100;
 pub const MAX_TIMEOUT_S: u32 = 7 * 24 * 3600;
 pub const PRIORITY_RANGE: std::ops::RangeInclusive<i32> = -1_000_000..=1_000_000;
 
+/// How long after a job's `timeout_s` has run out the hub ends its lease, whatever
+/// extensions ask for. The node kills the handler at `timeout_s` and reports `TIMEOUT`
+/// itself; the grace lets that report arrive first. Extensions prove the node alive, they
+/// never lengthen the run.
+pub const RUN_GRACE_MS: i64 = 5_000;
+
+/// The latest a lease started at `started_ms` may be extended to.
+pub fn run_deadline_ms(started_ms: i64, timeout_s: u32) -> i64 {
+    started_ms
+        .saturating_add(i64::from(timeout_s) * 1000)
+        .saturating_add(RUN_GRACE_MS)
+}
+
+/// Why a lease was taken back: it ran past its job's `timeout_s`, or its node went quiet.
+pub fn reaped_message(node_id: &str, started_ms: i64, timeout_s: u32, now: i64) -> String {
+    if now >= started_ms.saturating_add(i64::from(timeout_s) * 1000) {
+        format!(
+            "TIMEOUT: the job ran longer than its timeout_s of {timeout_s} s on {node_id}; the hub ended its lease"
+        )
+    } else {
+        format!("the lease held by {node_id} expired without a result or an extension")
+    }
+}
+
 /// Defaults the hub applies to fields a submitter leaves out.
 #[derive(Debug, Clone, Copy)]
 pub struct JobDefaults {
     pub max_attempts: u32,
     pub timeout_s: u32,
+    /// The queue's retry backoff settings, if it has them.
+    pub retry: sheratan_proto::queues::RetryPolicy,
 }
 
 impl Default for JobDefaults {
@@ -29,6 +55,7 @@ impl Default for JobDefaults {
         Self {
             max_attempts: 3,
             timeout_s: 300,
+            retry: Default::default(),
         }
     }
 }
@@ -53,6 +80,11 @@ pub struct JobSpec {
     /// The submitter follows the result (`follow_result`, default true); otherwise the
     /// finished job is stored acknowledged, never among the pending results.
     pub follow: bool,
+    /// Jobs of one key share the queue's per-key limits.
+    pub concurrency_key: Option<String>,
+    /// This job's retry backoff (its own, else its queue's); `None`: the hub's.
+    pub retry_base_ms: Option<u64>,
+    pub retry_max_ms: Option<u64>,
 }
 
 impl JobSpec {
@@ -105,6 +137,16 @@ impl JobSpec {
         if !(1..=MAX_TIMEOUT_S).contains(&timeout_s) {
             return Err(format!("timeout_s: must be between 1 and {MAX_TIMEOUT_S}"));
         }
+        if let Some(key) = &job.concurrency_key {
+            sheratan_proto::queues::validate_concurrency_key(key)?;
+        }
+        let own = job.retry.unwrap_or_default();
+        own.validate("retry.")?;
+        let retry = sheratan_proto::queues::RetryPolicy {
+            base_ms: own.base_ms.or(defaults.retry.base_ms),
+            max_ms: own.max_ms.or(defaults.retry.max_ms),
+        };
+        retry.validate("retry.")?;
         let mut caps = job.required_capabilities;
         caps.sort();
         caps.dedup();
@@ -122,6 +164,9 @@ impl JobSpec {
             run_at: job.run_at.unwrap_or(now).max(now),
             request_hash,
             follow: job.follow_result.unwrap_or(true),
+            concurrency_key: job.concurrency_key,
+            retry_base_ms: retry.base_ms,
+            retry_max_ms: retry.max_ms,
         })
     }
 }
@@ -168,6 +213,7 @@ pub struct JobRecord {
     /// is recognised).
     pub lease: Option<Lease>,
     pub result_acked: bool,
+    pub concurrency_key: Option<String>,
 }
 
 impl JobRecord {
@@ -199,6 +245,7 @@ impl JobRecord {
                     expires_at: l.expires_at,
                 }),
             node_id: self.lease.as_ref().map(|l| l.node_id.clone()),
+            concurrency_key: self.concurrency_key.clone(),
             result_acked: self.result_acked,
         }
     }
@@ -210,14 +257,30 @@ pub fn parse_json(text: &str) -> serde_json::Value {
     serde_json::from_str(text).unwrap_or(serde_json::Value::Null)
 }
 
+/// The cap of the retry backoff when neither the job nor its queue sets one.
+pub const RETRY_CAP: Duration = Duration::from_secs(600);
+
 /// The wait before retry number `attempt` (1-based: the wait after the first failure is
-/// `base`): base × 2^(attempt−1), with `jitter` ∈ [−1, 1] scaling ±20 %, capped at 10 min.
-pub fn retry_delay(base: Duration, attempt: u32, jitter: f64) -> Duration {
-    const CAP: Duration = Duration::from_secs(600);
+/// `base`): base × 2^(attempt−1), with `jitter` ∈ [−1, 1] scaling ±20 %, capped at `cap`.
+pub fn retry_delay(base: Duration, cap: Duration, attempt: u32, jitter: f64) -> Duration {
     let exp = attempt.saturating_sub(1).min(30);
-    let raw = base.saturating_mul(1u32 << exp).min(CAP);
+    let raw = base.saturating_mul(1u32 << exp).min(cap);
     let factor = 1.0 + 0.2 * jitter.clamp(-1.0, 1.0);
-    raw.mul_f64(factor).min(CAP)
+    raw.mul_f64(factor).min(cap)
+}
+
+/// The backoff of a job: its own (or its queue's, fixed at submit) base and cap, else the
+/// hub's base and [`RETRY_CAP`].
+pub fn job_retry_delay(
+    hub_base: Duration,
+    base_ms: Option<u64>,
+    max_ms: Option<u64>,
+    attempt: u32,
+    jitter: f64,
+) -> Duration {
+    let base = base_ms.map_or(hub_base, Duration::from_millis);
+    let cap = max_ms.map_or(RETRY_CAP.max(base), Duration::from_millis);
+    retry_delay(base, cap, attempt, jitter)
 }
 
 #[cfg(test)]
@@ -236,6 +299,8 @@ mod tests {
             timeout_s: None,
             run_at: None,
             follow_result: None,
+            concurrency_key: None,
+            retry: None,
         }
     }
 
@@ -293,12 +358,20 @@ mod tests {
     #[test]
     fn backoff_doubles_with_jitter_and_a_cap() {
         let base = Duration::from_millis(1000);
-        assert_eq!(retry_delay(base, 1, 0.0), Duration::from_millis(1000));
-        assert_eq!(retry_delay(base, 2, 0.0), Duration::from_millis(2000));
-        assert_eq!(retry_delay(base, 3, 0.0), Duration::from_millis(4000));
-        assert_eq!(retry_delay(base, 3, 1.0), Duration::from_millis(4800));
-        assert_eq!(retry_delay(base, 3, -1.0), Duration::from_millis(3200));
-        assert_eq!(retry_delay(base, 40, 1.0), Duration::from_secs(600));
+        let cap = RETRY_CAP;
+        assert_eq!(retry_delay(base, cap, 1, 0.0), Duration::from_millis(1000));
+        assert_eq!(retry_delay(base, cap, 2, 0.0), Duration::from_millis(2000));
+        assert_eq!(retry_delay(base, cap, 3, 0.0), Duration::from_millis(4000));
+        assert_eq!(retry_delay(base, cap, 3, 1.0), Duration::from_millis(4800));
+        assert_eq!(retry_delay(base, cap, 3, -1.0), Duration::from_millis(3200));
+        assert_eq!(retry_delay(base, cap, 40, 1.0), Duration::from_secs(600));
+        // A job's own settings replace the hub's base and the cap.
+        let own = job_retry_delay(base, Some(50), Some(120), 3, 0.0);
+        assert_eq!(own, Duration::from_millis(120));
+        assert_eq!(
+            job_retry_delay(base, Some(50), None, 2, 0.0),
+            Duration::from_millis(100)
+        );
     }
 }
 

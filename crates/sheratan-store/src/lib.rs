@@ -8,6 +8,7 @@ pub mod clock;
 pub mod conformance;
 pub mod group;
 pub mod jobs;
+pub mod limits;
 #[cfg(feature = "conformance")]
 pub mod model;
 pub mod registry;

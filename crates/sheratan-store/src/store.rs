@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use sheratan_proto::data::{JobError, JobStatus, Outcome};
+use sheratan_proto::queues::{QueueSettings, QueueSettingsPatch};
 use time::OffsetDateTime;
 use uuid::Uuid;
 
@@ -253,7 +254,32 @@ pub trait Store: Send + Sync + 'static {
     /// Acknowledges finished jobs' results; returns how many were pending.
     async fn ack_results(&self, job_ids: Vec<Uuid>) -> Result<u64, StoreError>;
 
-    async fn set_paused(&self, queue: String, paused: bool) -> Result<QueueState, StoreError>;
+    async fn set_paused(&self, queue: String, paused: bool) -> Result<QueueState, StoreError> {
+        let patch = QueueSettingsPatch {
+            paused: Some(paused),
+            ..Default::default()
+        };
+        let settings = self
+            .update_queue_settings(queue.clone(), patch)
+            .await?
+            .map_err(StoreError::Internal)?;
+        Ok(QueueState {
+            queue,
+            paused: settings.paused,
+        })
+    }
+
+    /// Every queue with settings (paused, or any field set), by name.
+    async fn queue_settings(&self) -> Result<Vec<(String, QueueSettings)>, StoreError>;
+
+    /// Applies `patch` to a queue's settings in one step and returns the new settings, or
+    /// the validation error (naming the field) of what the patch would make. Takes effect
+    /// for the next lease; running jobs are left alone.
+    async fn update_queue_settings(
+        &self,
+        queue: String,
+        patch: QueueSettingsPatch,
+    ) -> Result<Result<QueueSettings, String>, StoreError>;
 
     /// Cancels every accepted job of the queue; returns how many, and the queue's state.
     async fn purge(&self, queue: String) -> Result<(u64, QueueState), StoreError>;

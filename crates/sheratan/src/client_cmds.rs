@@ -91,6 +91,8 @@ pub async fn submit(args: SubmitArgs) -> Result<(), Failure> {
         // With --wait this command collects the result (and acknowledges it); without, nobody
         // does: the result stays with the job but never counts as pending.
         follow_result: Some(args.wait),
+        concurrency_key: None,
+        retry: None,
     };
     let data = args.client.data()?;
     let submitted = data.submit(&job).await.map_err(anyhow::Error::new)?;

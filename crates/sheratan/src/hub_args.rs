@@ -447,6 +447,7 @@ impl HubArgs {
         config.job_defaults = sheratan_store::JobDefaults {
             max_attempts: self.max_attempts,
             timeout_s: self.lease_timeout,
+            retry: Default::default(),
         };
         config.idempotency_ttl = Duration::from_secs(self.idempotency_ttl_sec.max(60));
         config.validate()?;

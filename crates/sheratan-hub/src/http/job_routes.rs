@@ -19,6 +19,7 @@ use super::extract::{
 };
 use super::plane::PlaneState;
 use crate::job_service::{self as svc, JobsError, ResultHeaders, Submitted};
+use sheratan_proto::queues::{QueueSettings, QueueSettingsPatch};
 use sheratan_runtime::edge::ApiError;
 
 pub(super) fn routes() -> Router<PlaneState> {
@@ -35,6 +36,10 @@ pub(super) fn routes() -> Router<PlaneState> {
         .route("/v1/results/ack", post(ack))
         .route("/v1/grants", post(grants))
         .route("/admin/jobs/{id}/requeue", post(requeue))
+        .route(
+            "/admin/queues/{queue}/settings",
+            get(queue_settings).put(put_queue_settings),
+        )
         .route("/admin/queues/{queue}/{action}", post(queue_admin))
 }
 
@@ -290,6 +295,23 @@ async fn requeue(
     PathParams(id): PathParams<String>,
 ) -> Result<Json<JobView>, ApiError> {
     Ok(Json(svc::requeue(&state.hub, &id).await?))
+}
+
+async fn queue_settings(
+    State(state): State<PlaneState>,
+    _: Admin,
+    PathParams(queue): PathParams<String>,
+) -> Result<Json<QueueSettings>, ApiError> {
+    Ok(Json(svc::get_settings(&state.hub, &queue).await?))
+}
+
+async fn put_queue_settings(
+    State(state): State<PlaneState>,
+    _: Admin,
+    PathParams(queue): PathParams<String>,
+    JsonBody(patch): JsonBody<QueueSettingsPatch>,
+) -> Result<Json<QueueSettings>, ApiError> {
+    Ok(Json(svc::put_settings(&state.hub, &queue, patch).await?))
 }
 
 async fn queue_admin(

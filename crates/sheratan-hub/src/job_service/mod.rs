@@ -8,6 +8,7 @@
 mod admin;
 mod grants;
 mod lease;
+mod queue_settings;
 mod reaper;
 mod results;
 mod submit;
@@ -23,6 +24,7 @@ use sheratan_store::StoreError;
 pub use admin::{QueueAction, cancel, get, list, queue_admin, requeue};
 pub use grants::grants;
 pub use lease::{extend, lease, lease_order};
+pub use queue_settings::{SettingsCache, get_settings, put_settings};
 #[cfg(test)]
 pub(crate) use reaper::reap_once;
 pub use reaper::run_reaper;

@@ -18,12 +18,19 @@ pub async fn run_reaper(hub: Arc<HubState>, interval: Duration, shutdown: Cancel
     let mut tick = tokio::time::interval(interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut last_expiry = tokio::time::Instant::now();
+    let mut last_settings: Option<tokio::time::Instant> = None;
     loop {
         tokio::select! {
             () = shutdown.cancelled() => return,
             _ = tick.tick() => {}
         }
         reap_once(&hub).await;
+        if last_settings.is_none_or(|at| at.elapsed() >= Duration::from_secs(1)) {
+            last_settings = Some(tokio::time::Instant::now());
+            if let Err(err) = hub.queue_settings.refresh(hub.store.as_ref()).await {
+                tracing::warn!(%err, "cannot re-read queue settings; will retry");
+            }
+        }
         if last_expiry.elapsed() >= Duration::from_secs(60) {
             last_expiry = tokio::time::Instant::now();
             let ttl =

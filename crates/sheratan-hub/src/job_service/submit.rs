@@ -81,7 +81,10 @@ pub async fn submit(
     let mut last: Option<(String, Vec<String>, Option<String>)> = None;
     for (i, job) in jobs.into_iter().enumerate() {
         match job.and_then(|j| {
-            JobSpec::from_wire(j, hub.config.job_defaults, now).map_err(JobsError::Invalid)
+            let defaults = hub
+                .queue_settings
+                .defaults_for(hub.config.job_defaults, &j.queue);
+            JobSpec::from_wire(j, defaults, now).map_err(JobsError::Invalid)
         }) {
             Ok(mut spec) => {
                 super::waiting::require_kind(&mut spec);

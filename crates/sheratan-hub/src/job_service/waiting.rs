@@ -188,11 +188,16 @@ pub fn queues(hub: &HubState) -> Vec<sheratan_proto::data::QueueView> {
     for q in hub.jobs.served.names() {
         names.entry(q).or_insert(0);
     }
+    let settings = hub.queue_settings.all();
+    for q in settings.keys() {
+        names.entry(q.clone()).or_insert(0);
+    }
     names
         .into_iter()
         .map(|(queue, depth)| sheratan_proto::data::QueueView {
             served: hub.jobs.served.served(&queue),
             last_asked_s: hub.jobs.served.last_asked_s(&queue),
+            settings: settings.get(&queue).cloned(),
             queue,
             depth,
         })

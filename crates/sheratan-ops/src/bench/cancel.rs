@@ -113,6 +113,8 @@ async fn one(
         timeout_s: Some(300),
         run_at: None,
         follow_result: Some(false),
+        concurrency_key: None,
+        retry: None,
     };
     let id = data.submit(&job).await?.response().job_id.clone();
     // Running: its process id is the round's line.

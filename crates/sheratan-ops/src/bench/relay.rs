@@ -214,6 +214,8 @@ async fn throughput(
             timeout_s: None,
             run_at: None,
             follow_result: None,
+            concurrency_key: None,
+            retry: None,
         })
         .collect();
     let started = Instant::now();

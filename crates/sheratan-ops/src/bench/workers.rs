@@ -238,6 +238,8 @@ fn echo_job(payload: serde_json::Value) -> SubmitJob {
         timeout_s: None,
         run_at: None,
         follow_result: None,
+        concurrency_key: None,
+        retry: None,
     }
 }
 
