@@ -96,6 +96,8 @@ struct ModelJob {
     lease: Option<(Uuid, OffsetDateTime)>,
     /// The lease whose result was recorded last (a repeat of it is a duplicate).
     result_lease: Option<Uuid>,
+    /// When the live lease began: extensions never reach past its run-time cap.
+    started: OffsetDateTime,
 }
 
 #[derive(Default)]
@@ -196,6 +198,7 @@ impl Apply<'_, '_> {
             run_at: self.now,
             lease: None,
             result_lease: None,
+            started: self.now,
         });
     }
 
@@ -209,6 +212,7 @@ impl Apply<'_, '_> {
         let expires = self.now + time::Duration::seconds(TIMEOUT_S);
         assert_eq!(leased.lease_expires_at, expires, "expiry at {at}");
         j.lease = Some((leased.lease_id, expires));
+        j.started = self.now;
         self.m.leases.push((leased.lease_id, i));
     }
 
@@ -247,7 +251,10 @@ impl Apply<'_, '_> {
         let j = &mut self.m.jobs[i];
         match j.lease {
             Some((l, _)) if l == lease_id && j.status == JobStatus::InProgress => {
-                let expires = self.now + time::Duration::seconds(TIMEOUT_S);
+                let cap = j.started
+                    + time::Duration::seconds(TIMEOUT_S)
+                    + time::Duration::milliseconds(crate::jobs::RUN_GRACE_MS);
+                let expires = (self.now + time::Duration::seconds(TIMEOUT_S)).min(cap);
                 j.lease = Some((l, expires));
                 let want = ExtendOutcome::Extended {
                     job_id: j.id,
