@@ -295,6 +295,37 @@ impl DataClient {
         .await
     }
 
+    /// Admin path: a queue's settings.
+    pub async fn queue_settings(
+        &self,
+        queue: &str,
+    ) -> Result<sheratan_proto::queues::QueueSettings, ClientError> {
+        let path = format!("/admin/queues/{queue}/settings");
+        json(
+            self.base
+                .send_retrying(Retry::Safe, || self.base.request(Method::GET, &path))
+                .await?,
+        )
+        .await
+    }
+
+    /// Admin path: changes the settings `patch` names; the answer is the queue's settings now.
+    pub async fn put_queue_settings(
+        &self,
+        queue: &str,
+        patch: &sheratan_proto::queues::QueueSettingsPatch,
+    ) -> Result<sheratan_proto::queues::QueueSettings, ClientError> {
+        let path = format!("/admin/queues/{queue}/settings");
+        json(
+            self.base
+                .send_retrying(Retry::Safe, || {
+                    self.base.request(Method::PUT, &path).json(patch)
+                })
+                .await?,
+        )
+        .await
+    }
+
     /// Admin path: starts a token rotation to `next_token`, finalized at `until`.
     pub async fn rotate_token(
         &self,

@@ -19,7 +19,9 @@ pub const MAX_ATTEMPTS: u32 = 100;
 pub const MAX_CONCURRENCY_KEY_LEN: usize = 256;
 
 /// "At most `limit` starts per `period_s` seconds, in bursts of at most `burst`": a token
-/// bucket holding `burst` tokens (default `limit`) refilled at `limit / period_s` per second.
+/// bucket holding `burst` tokens refilled at `limit / period_s` per second. `burst` defaults
+/// to 1: starts are spaced evenly (5/s starts one job every 200 ms); a larger burst lets that
+/// many start at once after a quiet spell.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Rate {
@@ -37,7 +39,7 @@ fn one_second() -> u32 {
 impl Rate {
     /// Tokens the bucket holds when full.
     pub fn capacity(&self) -> f64 {
-        f64::from(self.burst.unwrap_or(self.limit).max(1))
+        f64::from(self.burst.unwrap_or(1).max(1))
     }
 
     /// Tokens added per millisecond.

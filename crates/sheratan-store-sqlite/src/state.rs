@@ -444,13 +444,13 @@ impl State {
         true
     }
 
-    /// When the next token of a rate-limited queue with ready jobs comes due, if one is
-    /// waiting for it: the writer wakes lessees then.
+    /// When the next token of a rate-limited queue with ready jobs comes due (`now_ms` if
+    /// one is there): the writer wakes lessees then, since no other event would.
     pub fn next_queue_token_ms(&self, now_ms: i64) -> Option<i64> {
         self.queues
             .values()
             .filter(|q| !q.paused && q.parts.iter().any(|(_, s)| !s.is_empty()))
-            .filter_map(|q| q.bucket.filter(|b| b.whole_at(now_ms) == 0))
+            .filter_map(|q| q.bucket)
             .map(|b| b.next_token_ms(now_ms))
             .min()
     }

@@ -35,9 +35,13 @@ pub struct SubmitArgs {
     pub priority: i32,
     #[arg(long)]
     pub max_attempts: Option<u32>,
-    /// Lease length in seconds (the hub's default when absent).
+    /// The longest the job may run, in seconds (the hub's default when absent): its handler
+    /// is killed then and the job fails with TIMEOUT.
     #[arg(long)]
     pub timeout_s: Option<u32>,
+    /// Jobs sharing a key obey the queue's key_concurrency and key_rate together.
+    #[arg(long)]
+    pub concurrency_key: Option<String>,
     /// Capabilities a node needs besides the job's kind (which the hub always requires: a job
     /// goes only to a node with a handler for it), comma-separated.
     #[arg(long, value_delimiter = ',')]
@@ -91,7 +95,7 @@ pub async fn submit(args: SubmitArgs) -> Result<(), Failure> {
         // With --wait this command collects the result (and acknowledges it); without, nobody
         // does: the result stays with the job but never counts as pending.
         follow_result: Some(args.wait),
-        concurrency_key: None,
+        concurrency_key: args.concurrency_key.clone(),
         retry: None,
     };
     let data = args.client.data()?;

@@ -13,6 +13,7 @@ mod hub_cmd;
 mod join;
 mod mesh_cmd;
 mod ops_cmds;
+mod queue_cmd;
 mod relay_cmd;
 mod store_open;
 mod supervisor;
@@ -74,6 +75,9 @@ enum Command {
     /// List, show, cancel or requeue jobs.
     #[command(subcommand)]
     Jobs(client_cmds::JobsCommand),
+    /// Show and change queue settings: pause, limits, rates, retry defaults.
+    #[command(subcommand)]
+    Queue(queue_cmd::QueueCommand),
     /// The node registry.
     Nodes(client_cmds::NodesArgs),
     /// Publish, list or fetch bundles.
@@ -111,6 +115,7 @@ impl Command {
             Command::Relay(a) => &mut a.client,
             Command::Submit(a) => &mut a.client,
             Command::Jobs(c) => c.client_mut(),
+            Command::Queue(c) => c.client_mut(),
             Command::Nodes(a) => a.client_mut(),
             Command::Bundle(c) => c.client_mut(),
             Command::Token(c) => c.client_mut(),
@@ -184,6 +189,7 @@ fn main() -> ExitCode {
         Command::Worker(_)
         | Command::Submit(_)
         | Command::Jobs(_)
+        | Command::Queue(_)
         | Command::Nodes(_)
         | Command::Bundle(_)
         | Command::Token(_)
@@ -227,6 +233,7 @@ async fn run(mut cli: Cli) -> Result<(), Failure> {
         Command::Dashboard(args) => mesh_cmd::run_dashboard(args).await,
         Command::Submit(args) => client_cmds::submit(args).await,
         Command::Jobs(cmd) => client_cmds::jobs(cmd).await,
+        Command::Queue(cmd) => queue_cmd::run(cmd).await,
         Command::Nodes(args) => client_cmds::nodes(args).await,
         Command::Bundle(cmd) => client_cmds::bundle(cmd).await,
         Command::Token(cmd) => client_cmds::token(cmd).await,

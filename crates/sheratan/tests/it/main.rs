@@ -12,6 +12,7 @@ mod data_errors;
 mod flood;
 mod hostile;
 mod lifecycle;
+mod limits;
 mod mesh;
 mod multihub;
 mod netns;
