@@ -308,6 +308,18 @@ fn summary(s: &QueueSettings) -> String {
     parts.join(" ")
 }
 
+impl QueueCommand {
+    pub fn client_mut(&mut self) -> &mut ClientArgs {
+        match self {
+            QueueCommand::List { client, .. }
+            | QueueCommand::Show { client, .. }
+            | QueueCommand::Set { client, .. }
+            | QueueCommand::Pause { client, .. }
+            | QueueCommand::Resume { client, .. } => client,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -320,18 +332,6 @@ mod tests {
         assert_eq!(parse_rate("60/min").unwrap().period_s, 60);
         for bad in ["5", "x/s", "5/fortnight", "5/s:x", "/s"] {
             assert!(parse_rate(bad).is_err(), "{bad}");
-        }
-    }
-}
-
-impl QueueCommand {
-    pub fn client_mut(&mut self) -> &mut ClientArgs {
-        match self {
-            QueueCommand::List { client, .. }
-            | QueueCommand::Show { client, .. }
-            | QueueCommand::Set { client, .. }
-            | QueueCommand::Pause { client, .. }
-            | QueueCommand::Resume { client, .. } => client,
         }
     }
 }
