@@ -402,7 +402,14 @@ async fn execute(
     let outcome = s
         .config
         .handlers
-        .run(&req.kind, &req.payload, deadline, &s.stopping)
+        // The broker holds the lease, not this host: an auctioned job reports no progress yet.
+        .run(
+            &req.kind,
+            &req.payload,
+            deadline,
+            &s.stopping,
+            &sheratan_client::ProgressSink::disabled(),
+        )
         .await;
     let elapsed_ms = started.elapsed().as_millis() as u64;
     let (outcome, result, err) = match outcome {

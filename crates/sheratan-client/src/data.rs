@@ -218,16 +218,37 @@ impl DataClient {
     /// Reports a result, signed with this client's token (content SHA-256 and HMAC-SHA256).
     /// Safe to repeat: the hub counts a repeated result once.
     pub async fn report(&self, result: &ResultRequest) -> Result<ResultResponse, ClientError> {
-        let body = serde_json::to_vec(result).map_err(|e| ClientError::Decode(e.to_string()))?;
+        self.signed_post("/v1/results", result, Retry::Safe).await
+    }
+
+    /// Reports a running job's progress (docs/API.md, "Progress"), signed like a result. Not
+    /// repeated after a failure once sent: its output would be appended twice.
+    pub async fn progress(
+        &self,
+        lease_id: &str,
+        report: &sheratan_proto::progress::ProgressReport,
+    ) -> Result<sheratan_proto::progress::ProgressAck, ClientError> {
+        let path = format!("/v1/leases/{lease_id}/progress");
+        self.signed_post(&path, report, Retry::Refused).await
+    }
+
+    /// POSTs `body` with its content SHA-256 and HMAC-SHA256 signature.
+    async fn signed_post<T: serde::de::DeserializeOwned>(
+        &self,
+        path: &str,
+        body: &impl serde::Serialize,
+        retry: Retry,
+    ) -> Result<T, ClientError> {
+        let body = serde_json::to_vec(body).map_err(|e| ClientError::Decode(e.to_string()))?;
         // One reading of the token for the signature and the request: the hub checks the HMAC
         // with the token that authenticated the request.
         let token = self.base.token.load();
         let (hash, signature) = sign_result(&body, token.send().unwrap_or(""));
         json(
             self.base
-                .send_retrying(Retry::Safe, || {
+                .send_retrying(retry, || {
                     self.base
-                        .request_as(&token, Method::POST, "/v1/results")
+                        .request_as(&token, Method::POST, path)
                         .header(sheratan_proto::headers::CONTENT_SHA256, &hash)
                         .header(sheratan_proto::headers::SIGNATURE, &signature)
                         .header(reqwest::header::CONTENT_TYPE, "application/json")

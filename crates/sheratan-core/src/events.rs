@@ -176,6 +176,8 @@ fn node_event(n: &NodeView) -> Value {
 struct Seen {
     /// job id → (what was sent, finished?, poll it was last seen in).
     jobs: HashMap<String, (Value, bool, u64)>,
+    /// job id → when its last progress event's progress was reported.
+    progress: HashMap<String, time::OffsetDateTime>,
     nodes: HashMap<String, Value>,
     hub_reachable: Option<bool>,
     /// The newest alert line seen; `None` before the first look since somebody listens.
@@ -223,6 +225,18 @@ async fn poll_once(s: &CoreState, seen: &mut Seen, round: u64) {
     if let Ok(recent) = recent {
         let jobs = jobs_to_compare(s, seen, recent.jobs).await;
         for job in &jobs {
+            if let Some(p) = &job.progress
+                && seen.progress.get(&job.job_id) != Some(&p.updated_at)
+            {
+                seen.progress.insert(job.job_id.clone(), p.updated_at);
+                send(
+                    "progress",
+                    wire(&sheratan_proto::core_api::ProgressEvent {
+                        job_id: job.job_id.clone(),
+                        progress: p.clone(),
+                    }),
+                );
+            }
             let event = job_event(job);
             let finished = job.status.is_terminal();
             match seen.jobs.get_mut(&job.job_id) {
@@ -327,6 +341,7 @@ impl Seen {
         let excess = self.jobs.len() - REMEMBER;
         for (_, id) in finished.into_iter().take(excess) {
             self.jobs.remove(&id);
+            self.progress.remove(&id);
         }
     }
 }

@@ -1,10 +1,12 @@
 //! Operator-declared `exec` handlers: a command run per job, payload on stdin, result on
 //! stdout, killed with its whole process group at the timeout.
 
+use sheratan_client::ProgressSink;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::process::Stdio;
 use std::time::Duration;
+use tokio::io::AsyncBufReadExt;
 
 use serde::Deserialize;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -55,7 +57,12 @@ impl ExecSpec {
         Ok(())
     }
 
-    pub(crate) async fn run(&self, payload: &serde_json::Value, deadline: Duration) -> Outcome {
+    pub(crate) async fn run(
+        &self,
+        payload: &serde_json::Value,
+        deadline: Duration,
+        progress: &ProgressSink,
+    ) -> Outcome {
         let timeout = Duration::from_secs(self.timeout_s).min(deadline);
         let mut child = match self.command().spawn() {
             Ok(child) => child,
@@ -75,7 +82,7 @@ impl ExecSpec {
         );
         let (status, out, err) = match tokio::time::timeout(
             timeout,
-            talk(&mut child, payload.to_string()),
+            talk(&mut child, payload.to_string(), progress),
         )
         .await
         {
@@ -156,10 +163,11 @@ impl ExecSpec {
 }
 
 /// Writes the input, reads stdout (up to its cap) and stderr at once, and waits for the
-/// command to exit.
+/// command to exit. Lines of stderr that start with a progress prefix are reported, not kept.
 async fn talk(
     child: &mut tokio::process::Child,
     input: String,
+    progress: &ProgressSink,
 ) -> (std::io::Result<std::process::ExitStatus>, Vec<u8>, Vec<u8>) {
     let mut stdin = child.stdin.take().expect("stdin is piped");
     let mut stdout = child.stdout.take().expect("stdout is piped");
@@ -177,10 +185,58 @@ async fn talk(
             .await;
     };
     let read_err = async {
-        let _ = stderr.read_to_end(&mut err).await;
+        let mut lines = tokio::io::BufReader::new(&mut stderr);
+        let mut line = Vec::new();
+        loop {
+            line.clear();
+            match lines.read_until(b'\n', &mut line).await {
+                Ok(0) | Err(_) => break,
+                Ok(_) => {
+                    if !report_line(&line, progress) {
+                        err.extend_from_slice(&line);
+                    }
+                }
+            }
+        }
     };
     tokio::join!(write, read_out, read_err);
     (child.wait().await, out, err)
+}
+
+/// Reports a stderr line written in the progress protocol (docs/API.md, "Progress"):
+/// `sheratan:progress <0.0–1.0> [message]`, `sheratan:message <text>`,
+/// `sheratan:output <text>` (appended with its newline). False for any other line.
+fn report_line(line: &[u8], progress: &ProgressSink) -> bool {
+    let Ok(text) = std::str::from_utf8(line) else {
+        return false;
+    };
+    let Some(rest) = text.strip_prefix("sheratan:") else {
+        return false;
+    };
+    let (verb, arg) = rest.split_once(' ').unwrap_or((rest.trim_end(), ""));
+    match verb {
+        "progress" => {
+            let arg = arg.trim_end_matches(['\n', '\r']);
+            let (value, message) = arg.split_once(' ').unwrap_or((arg, ""));
+            let Ok(value) = value.trim().parse::<f64>() else {
+                return false;
+            };
+            progress.fraction(value);
+            if !message.trim().is_empty() {
+                progress.message(message.trim());
+            }
+            true
+        }
+        "message" => {
+            progress.message(arg.trim_end_matches(['\n', '\r']));
+            true
+        }
+        "output" => {
+            progress.output(arg);
+            true
+        }
+        _ => false,
+    }
 }
 
 /// A running command's process group, killed when dropped while set.
@@ -223,12 +279,40 @@ mod tests {
                 &serde_json::json!({"n": 2}),
                 std::time::Duration::from_secs(5),
                 &CancellationToken::new(),
+                &sheratan_client::ProgressSink::disabled(),
             )
             .await;
         assert_eq!(
             out,
             Outcome::Success(serde_json::json!({"got": {"n": 2}, "env": "hi"}))
         );
+    }
+
+    /// Lines on stderr in the progress protocol are reported, not kept with the stderr a
+    /// failure shows; other lines (and malformed protocol lines) stay there.
+    #[tokio::test]
+    async fn stderr_progress_lines_are_reported() {
+        let h = handlers(
+            r#"
+            [handlers.talk]
+            command = ["/bin/sh", "-c", "echo 'sheratan:progress 0.5 half way' >&2; echo 'sheratan:output Hello,' >&2; echo 'sheratan:output world' >&2; echo 'sheratan:progress lots' >&2; echo plain >&2; echo '{}'"]
+            "#,
+        );
+        let sink = sheratan_client::ProgressSink::new();
+        let out = h
+            .run(
+                "talk",
+                &serde_json::Value::Null,
+                std::time::Duration::from_secs(5),
+                &CancellationToken::new(),
+                &sink,
+            )
+            .await;
+        assert_eq!(out, Outcome::Success(serde_json::json!({})));
+        let (value, message, output) = sink.unsent();
+        assert_eq!(value, Some(0.5));
+        assert_eq!(message.as_deref(), Some("half way"));
+        assert_eq!(output, "Hello,\nworld\n");
     }
 
     #[tokio::test]
@@ -241,7 +325,16 @@ mod tests {
         ));
         let d = std::time::Duration::from_secs(10);
         let never = CancellationToken::new();
-        match h.run("fail", &serde_json::Value::Null, d, &never).await {
+        match h
+            .run(
+                "fail",
+                &serde_json::Value::Null,
+                d,
+                &never,
+                &sheratan_client::ProgressSink::disabled(),
+            )
+            .await
+        {
             Outcome::Failure { message, retryable } => {
                 assert!(
                     message.contains("broken") && message.contains('3'),
@@ -253,7 +346,14 @@ mod tests {
         }
         let started = std::time::Instant::now();
         assert!(matches!(
-            h.run("hang", &serde_json::Value::Null, d, &never).await,
+            h.run(
+                "hang",
+                &serde_json::Value::Null,
+                d,
+                &never,
+                &sheratan_client::ProgressSink::disabled()
+            )
+            .await,
             Outcome::Failure {
                 retryable: true,
                 ..
@@ -264,14 +364,28 @@ mod tests {
             "killed at the timeout, not after the sleeps"
         );
         assert!(matches!(
-            h.run("text", &serde_json::Value::Null, d, &never).await,
+            h.run(
+                "text",
+                &serde_json::Value::Null,
+                d,
+                &never,
+                &sheratan_client::ProgressSink::disabled()
+            )
+            .await,
             Outcome::Failure {
                 retryable: false,
                 ..
             }
         ));
         assert!(matches!(
-            h.run("missing", &serde_json::Value::Null, d, &never).await,
+            h.run(
+                "missing",
+                &serde_json::Value::Null,
+                d,
+                &never,
+                &sheratan_client::ProgressSink::disabled()
+            )
+            .await,
             Outcome::Failure {
                 retryable: false,
                 ..

@@ -28,6 +28,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use serde::Deserialize;
+use sheratan_client::ProgressSink;
 use tokio_util::sync::CancellationToken;
 
 pub use exec::ExecSpec;
@@ -155,21 +156,23 @@ impl Handlers {
         }
     }
 
-    /// Runs the handler for `kind`. Never panics on a payload; a handler that outlives
-    /// `deadline` or sees `cancel` stops and fails retryably.
+    /// Runs the handler for `kind`, which reports its progress to `progress`. Never panics on
+    /// a payload; a handler that outlives `deadline` or sees `cancel` stops and fails
+    /// retryably.
     pub async fn run(
         &self,
         kind: &str,
         payload: &serde_json::Value,
         deadline: Duration,
         cancel: &CancellationToken,
+        progress: &ProgressSink,
     ) -> Outcome {
         let work = async {
             match (kind, &self.http, self.exec.get(kind)) {
                 ("echo", ..) => Outcome::Success(payload.clone()),
-                ("sleep", ..) => sleep(payload).await,
+                ("sleep", ..) => sleep(payload, progress).await,
                 ("http", Some(http), _) => http.run(payload, deadline).await,
-                (_, _, Some(spec)) => spec.run(payload, deadline).await,
+                (_, _, Some(spec)) => spec.run(payload, deadline, progress).await,
                 // Another node may have it: worth another attempt elsewhere.
                 (other, ..) => Outcome::fail(
                     format!(
@@ -188,15 +191,22 @@ impl Handlers {
     }
 }
 
-/// `sleep`: `{"ms": N}` (or `{"seconds": S}`); answers `{"slept_ms": N}`.
-async fn sleep(payload: &serde_json::Value) -> Outcome {
+/// `sleep`: `{"ms": N}` (or `{"seconds": S}`); answers `{"slept_ms": N}`. Reports the fraction
+/// slept in tenths (sleeps of a second or more).
+async fn sleep(payload: &serde_json::Value, progress: &ProgressSink) -> Outcome {
     let ms = payload["ms"]
         .as_u64()
         .or_else(|| payload["seconds"].as_f64().map(|s| (s * 1000.0) as u64));
     let Some(ms) = ms else {
         return Outcome::fail("sleep needs {\"ms\": N} or {\"seconds\": S}", false);
     };
-    tokio::time::sleep(Duration::from_millis(ms)).await;
+    let steps = if ms >= 1000 { 10 } else { 1 };
+    for step in 1..=steps {
+        tokio::time::sleep(Duration::from_millis(ms / steps)).await;
+        if steps > 1 {
+            progress.fraction(step as f64 / steps as f64);
+        }
+    }
     Outcome::Success(serde_json::json!({ "slept_ms": ms }))
 }
 
@@ -215,11 +225,25 @@ mod tests {
         let d = Duration::from_secs(10);
         let text = serde_json::json!({"text": "hi there"});
         assert_eq!(
-            h.run("upper", &text, d, &never).await,
+            h.run(
+                "upper",
+                &text,
+                d,
+                &never,
+                &sheratan_client::ProgressSink::disabled()
+            )
+            .await,
             Outcome::Success(serde_json::json!({"TEXT": "HI THERE"}))
         );
         assert_eq!(
-            h.run("wordcount", &text, d, &never).await,
+            h.run(
+                "wordcount",
+                &text,
+                d,
+                &never,
+                &sheratan_client::ProgressSink::disabled()
+            )
+            .await,
             Outcome::Success(serde_json::json!({"words": 2}))
         );
     }
@@ -230,23 +254,50 @@ mod tests {
         let never = CancellationToken::new();
         let d = Duration::from_secs(5);
         assert_eq!(
-            h.run("echo", &serde_json::json!({"a": 1}), d, &never).await,
+            h.run(
+                "echo",
+                &serde_json::json!({"a": 1}),
+                d,
+                &never,
+                &sheratan_client::ProgressSink::disabled()
+            )
+            .await,
             Outcome::Success(serde_json::json!({"a": 1}))
         );
         assert_eq!(
-            h.run("sleep", &serde_json::json!({"ms": 10}), d, &never)
-                .await,
+            h.run(
+                "sleep",
+                &serde_json::json!({"ms": 10}),
+                d,
+                &never,
+                &sheratan_client::ProgressSink::disabled()
+            )
+            .await,
             Outcome::Success(serde_json::json!({"slept_ms": 10}))
         );
         assert!(matches!(
-            h.run("sleep", &serde_json::json!({}), d, &never).await,
+            h.run(
+                "sleep",
+                &serde_json::json!({}),
+                d,
+                &never,
+                &sheratan_client::ProgressSink::disabled()
+            )
+            .await,
             Outcome::Failure {
                 retryable: false,
                 ..
             }
         ));
         assert!(matches!(
-            h.run("nope", &serde_json::Value::Null, d, &never).await,
+            h.run(
+                "nope",
+                &serde_json::Value::Null,
+                d,
+                &never,
+                &sheratan_client::ProgressSink::disabled()
+            )
+            .await,
             Outcome::Failure {
                 retryable: true,
                 ..
@@ -255,8 +306,14 @@ mod tests {
         // Deadline and cancellation both stop a long job.
         let short = Duration::from_millis(50);
         assert!(matches!(
-            h.run("sleep", &serde_json::json!({"ms": 10_000}), short, &never)
-                .await,
+            h.run(
+                "sleep",
+                &serde_json::json!({"ms": 10_000}),
+                short,
+                &never,
+                &sheratan_client::ProgressSink::disabled()
+            )
+            .await,
             Outcome::Failure {
                 retryable: true,
                 ..
@@ -265,8 +322,14 @@ mod tests {
         let cancel = CancellationToken::new();
         cancel.cancel();
         assert!(matches!(
-            h.run("sleep", &serde_json::json!({"ms": 10_000}), d, &cancel)
-                .await,
+            h.run(
+                "sleep",
+                &serde_json::json!({"ms": 10_000}),
+                d,
+                &cancel,
+                &sheratan_client::ProgressSink::disabled()
+            )
+            .await,
             Outcome::Failure {
                 retryable: true,
                 ..
@@ -279,7 +342,8 @@ mod tests {
                 "http",
                 &serde_json::json!({"url": "http://1.1.1.1/"}),
                 d,
-                &never
+                &never,
+                &sheratan_client::ProgressSink::disabled(),
             )
             .await,
             Outcome::Failure { .. }

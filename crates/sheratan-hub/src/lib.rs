@@ -112,6 +112,8 @@ pub struct HubState {
     pub cancelled_leases: tokio::sync::broadcast::Sender<uuid::Uuid>,
     /// Queue settings, re-read every second: submits take their queue's defaults from it.
     pub queue_settings: job_service::SettingsCache,
+    /// Running jobs' latest progress, written to the store coalesced.
+    pub progress: job_service::ProgressBoard,
 }
 
 /// A hub whose listeners are bound; [`Hub::run`] serves them.
@@ -202,6 +204,7 @@ impl Hub {
             credentials: credentials::Credentials::default(),
             role_refusals: credentials::RoleRefusals::default(),
             queue_settings: job_service::SettingsCache::default(),
+            progress: job_service::ProgressBoard::default(),
             cancelled_leases: tokio::sync::broadcast::channel(1024).0,
         });
         // Submits take their queue's defaults from the first request on.
@@ -364,6 +367,8 @@ impl Background {
         if config.planes.data() {
             let reaper = job_service::run_reaper(state.clone(), config.reap_interval, stop.clone());
             tasks.push(tokio::spawn(reaper));
+            let flusher = job_service::run_progress_flusher(state.clone(), stop.clone());
+            tasks.push(tokio::spawn(flusher));
         }
         if let Some((shared, hub_id)) = shared {
             let mirror = mirror::run(state.clone(), shared, hub_id, stop.clone());

@@ -172,6 +172,13 @@ pub struct JobEvent {
     pub node_id: Option<String>,
 }
 
+/// `event: progress`: a running job reported progress or output (docs/API.md, "Progress").
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ProgressEvent {
+    pub job_id: String,
+    pub progress: crate::progress::JobProgress,
+}
+
 /// `event: node`: a node appeared or changed.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct NodeEvent {

@@ -219,6 +219,9 @@ pub struct JobView {
     pub node_id: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub concurrency_key: Option<String>,
+    /// The latest progress its node reported (docs/API.md, "Progress"); kept after it ends.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub progress: Option<crate::progress::JobProgress>,
     /// Whether the submitter has acknowledged the finished job's result.
     pub result_acked: bool,
 }

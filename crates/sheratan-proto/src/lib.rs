@@ -13,6 +13,7 @@ pub mod headers;
 pub mod health;
 pub mod ids;
 pub mod json;
+pub mod progress;
 pub mod queues;
 pub mod redact;
 pub mod relay;

@@ -90,3 +90,23 @@ pub struct ChatResponse {
 pub struct ChatChoice {
     pub message: ChatMessage,
 }
+
+/// One `data:` event of a streamed chat-completions answer (`stream: true`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ChatChunk {
+    #[serde(default)]
+    pub choices: Vec<ChunkChoice>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ChunkChoice {
+    #[serde(default)]
+    pub delta: ChunkDelta,
+}
+
+/// The piece of the answer a chunk adds (a role-only first chunk has no content).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct ChunkDelta {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub content: Option<String>,
+}

@@ -83,6 +83,13 @@ fn job() -> JobView {
         }),
         node_id: Some("worker-1".into()),
         concurrency_key: Some("account-7".into()),
+        progress: Some(sheratan_proto::progress::JobProgress {
+            value: Some(0.5),
+            message: Some("writing".into()),
+            output_tail: "Hello, wor".into(),
+            output_bytes: 10,
+            updated_at: T,
+        }),
         result_acked: false,
     }
 }

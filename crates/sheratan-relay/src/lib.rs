@@ -303,16 +303,27 @@ async fn run_job(s: &RelayState, job: LeasedJob) {
     let timeout_s = (job.lease_expires_at - OffsetDateTime::now_utc())
         .whole_seconds()
         .clamp(3, 86_400) as u32;
+    // The answer streams out as it grows (docs/API.md, "Progress"), the rest of it before
+    // the result.
+    let sink = sheratan_client::ProgressSink::new();
+    let sent = tokio_util::sync::CancellationToken::new();
+    let sender =
+        sheratan_client::progress::send_loop(&s.data, &job.job_id, &job.lease_id, &sink, &sent);
     let work = async {
         let request: RelayRequest = serde_json::from_value(job.payload.clone()).map_err(|e| {
             RelayFailure::invalid(format!(
                 "the payload must be {{prompt, system?, backend?, profile?}}: {e}"
             ))
         })?;
-        complete(s, &request, Some(&job.job_id)).await
+        complete(s, &request, Some(&job.job_id), &sink).await
     };
-    let outcome = tokio::select! {
-        outcome = work => outcome,
+    let work = async {
+        let outcome = work.await;
+        sent.cancel();
+        outcome
+    };
+    let (outcome, ()) = tokio::select! {
+        both = futures_util::future::join(work, sender) => both,
         () = sheratan_client::pull::keep_lease(&s.data, &job.lease_id, timeout_s) => {
             tracing::warn!(job_id = %job.job_id, "relay: lease lost; the job is abandoned here");
             return;
@@ -347,6 +358,7 @@ async fn complete(
     s: &RelayState,
     req: &RelayRequest,
     job_id: Option<&str>,
+    progress: &sheratan_client::ProgressSink,
 ) -> Result<RelayResult, RelayFailure> {
     if req.prompt.trim().is_empty() {
         return Err(RelayFailure::invalid("prompt must not be empty"));
@@ -364,8 +376,8 @@ async fn complete(
             .is_some_and(|p| p.demo);
     let started = Instant::now();
     let answer = match backend {
-        Backend::Cdp => complete_cdp(s, req, job_id).await,
-        Backend::Openai => complete_openai(s, req).await,
+        Backend::Cdp => complete_cdp(s, req, job_id, progress).await,
+        Backend::Openai => complete_openai(s, req, progress).await,
     };
     let elapsed_ms = started.elapsed().as_millis() as u64;
     let outcome = if answer.is_ok() { "success" } else { "failure" };
@@ -386,7 +398,11 @@ async fn complete(
     })
 }
 
-async fn complete_openai(s: &RelayState, req: &RelayRequest) -> Result<String, RelayFailure> {
+async fn complete_openai(
+    s: &RelayState,
+    req: &RelayRequest,
+    progress: &sheratan_client::ProgressSink,
+) -> Result<String, RelayFailure> {
     let Some(openai) = &s.openai else {
         return Err(RelayFailure::unavailable(
             openai::OpenAiError::NotConfigured.to_string(),
@@ -394,7 +410,7 @@ async fn complete_openai(s: &RelayState, req: &RelayRequest) -> Result<String, R
         ));
     };
     openai
-        .complete(&req.prompt, req.system.as_deref())
+        .complete(&req.prompt, req.system.as_deref(), progress)
         .await
         .map_err(|e| RelayFailure::unavailable(e.to_string(), e.retryable()))
 }
@@ -403,6 +419,7 @@ async fn complete_cdp(
     s: &RelayState,
     req: &RelayRequest,
     job_id: Option<&str>,
+    progress: &sheratan_client::ProgressSink,
 ) -> Result<String, RelayFailure> {
     let name = req.profile.as_deref().unwrap_or("generic");
     let Some(profile) = s.config.profiles.get(name) else {
@@ -450,7 +467,7 @@ async fn complete_cdp(
         Some(system) => format!("{system}\n\n{}", req.prompt),
         None => req.prompt.clone(),
     };
-    let answer = page::ask(&tab, profile, &prompt).await;
+    let answer = page::ask(&tab, profile, &prompt, progress).await;
     if let Err(err) = &answer {
         keep_evidence(s, &tab, job_id, err).await;
     }
@@ -671,17 +688,20 @@ async fn complete_route(
     _: Caller,
     JsonBody(req): JsonBody<RelayRequest>,
 ) -> Result<Json<RelayResult>, ApiError> {
-    complete(&s, &req, None).await.map(Json).map_err(|failure| {
-        ApiError::new(
-            failure.code,
-            failure.message,
-            if failure.retryable {
-                "try again later"
-            } else {
-                ""
-            },
-        )
-    })
+    complete(&s, &req, None, &sheratan_client::ProgressSink::disabled())
+        .await
+        .map(Json)
+        .map_err(|failure| {
+            ApiError::new(
+                failure.code,
+                failure.message,
+                if failure.retryable {
+                    "try again later"
+                } else {
+                    ""
+                },
+            )
+        })
 }
 
 async fn sessions(State(s): State<Arc<RelayState>>, _: Caller) -> Json<SessionList> {

@@ -3,6 +3,7 @@
 
 use std::time::Duration;
 
+use sheratan_client::ProgressSink;
 use sheratan_proto::relay::{ChatMessage, ChatRequest, ChatResponse};
 
 #[derive(Debug, Clone)]
@@ -66,11 +67,14 @@ impl OpenAi {
         &self.config
     }
 
-    /// The assistant's answer to `prompt` (with an optional system message).
+    /// The assistant's answer to `prompt` (with an optional system message), asked with
+    /// `stream: true`: each piece goes to `progress` as it arrives. A server that answers in
+    /// one JSON body instead is read that way.
     pub async fn complete(
         &self,
         prompt: &str,
         system: Option<&str>,
+        progress: &ProgressSink,
     ) -> Result<String, OpenAiError> {
         let url = format!(
             "{}/chat/completions",
@@ -90,7 +94,7 @@ impl OpenAi {
         let body = ChatRequest {
             model: self.config.model.clone(),
             messages,
-            stream: false,
+            stream: true,
         };
         let mut attempt = 0;
         loop {
@@ -107,6 +111,18 @@ impl OpenAi {
                     },
                     None,
                 ),
+                Ok(response) if response.status().is_success() && is_event_stream(&response) => {
+                    match read_stream(response, progress).await {
+                        Ok(text) => return Ok(text),
+                        Err(message) => (
+                            OpenAiError::Transport {
+                                url: shown.clone(),
+                                message,
+                            },
+                            None,
+                        ),
+                    }
+                }
                 Ok(response) => {
                     let status = response.status().as_u16();
                     let retry_after = response
@@ -174,6 +190,58 @@ fn transport_failure(e: &reqwest::Error) -> String {
     }
 }
 
+fn is_event_stream(response: &reqwest::Response) -> bool {
+    response
+        .headers()
+        .get(reqwest::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("text/event-stream"))
+}
+
+/// Reads a streamed answer (server-sent events, `data: {chunk}` … `data: [DONE]`): the whole
+/// text, each piece also reported to `progress` as it arrives.
+async fn read_stream(
+    mut response: reqwest::Response,
+    progress: &ProgressSink,
+) -> Result<String, String> {
+    let mut answer = String::new();
+    let mut pending: Vec<u8> = Vec::new();
+    loop {
+        let chunk = response
+            .chunk()
+            .await
+            .map_err(|e| format!("the streamed answer broke off: {}", e.without_url()))?;
+        let Some(chunk) = chunk else {
+            return Ok(answer);
+        };
+        pending.extend_from_slice(&chunk);
+        while let Some(end) = pending.iter().position(|b| *b == b'\n') {
+            let line: Vec<u8> = pending.drain(..=end).collect();
+            let line = String::from_utf8_lossy(&line);
+            let Some(data) = line.trim_end().strip_prefix("data:") else {
+                continue;
+            };
+            let data = data.trim_start();
+            if data == "[DONE]" {
+                return Ok(answer);
+            }
+            let piece: sheratan_proto::relay::ChatChunk =
+                serde_json::from_str(data).map_err(|e| {
+                    format!("a streamed chunk is not chat-completions JSON ({e}): {data:.200}")
+                })?;
+            if let Some(text) = piece
+                .choices
+                .into_iter()
+                .next()
+                .and_then(|c| c.delta.content)
+            {
+                progress.output(&text);
+                answer.push_str(&text);
+            }
+        }
+    }
+}
+
 fn content(url: &str, text: &str) -> Result<String, OpenAiError> {
     let malformed = |detail: String| OpenAiError::Malformed {
         url: url.to_owned(),
@@ -214,7 +282,7 @@ mod tests {
             attempts: 1,
         })
         .unwrap();
-        let err = openai.complete("hi", None).await.unwrap_err().to_string();
+        let err = openai.complete("hi", None, &ProgressSink::disabled()).await.unwrap_err().to_string();
         assert!(err.contains("connection refused"), "{err}");
         assert!(
             err.contains(&format!("127.0.0.1:{port}/v1/chat/completions")),

@@ -1,6 +1,7 @@
 //! One prompt through one tab: open a tab, load the profile's page, type the prompt, send it,
 //! wait for the answer to settle, read it, close the tab (on every path).
 
+use sheratan_client::ProgressSink;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -163,8 +164,14 @@ fn js(s: &str) -> String {
     serde_json::to_string(s).unwrap_or_else(|_| "\"\"".into())
 }
 
-/// Runs `prompt` through the page of `profile` in `tab`; the answer's text.
-pub async fn ask(tab: &Tab, profile: &Profile, prompt: &str) -> Result<String, PageError> {
+/// Runs `prompt` through the page of `profile` in `tab`; the answer's text. While the answer
+/// grows on the page, what is new goes to `progress` at every look.
+pub async fn ask(
+    tab: &Tab,
+    profile: &Profile,
+    prompt: &str,
+    progress: &ProgressSink,
+) -> Result<String, PageError> {
     let started = Instant::now();
     let deadline = started + Duration::from_secs(profile.timeout_s);
     load(tab, profile, deadline).await?;
@@ -175,10 +182,17 @@ pub async fn ask(tab: &Tab, profile: &Profile, prompt: &str) -> Result<String, P
     send(tab, profile, prompt).await?;
     let sent_ms = started.elapsed().as_millis();
     // Settled: a new answer element, not busy, its text unchanged for stable_ms.
+    let mut shown = String::new();
     loop {
         let state = tab.eval(&state_js).await?;
         let count = state["count"].as_u64().unwrap_or(0);
         let text = state["text"].as_str().unwrap_or_default().trim();
+        // Streamed as it grows; a page that rewrites what it showed streams no more (the
+        // result still has the whole answer).
+        if count > before && text.len() > shown.len() && text.starts_with(shown.as_str()) {
+            progress.output(&text[shown.len()..]);
+            shown = text.to_owned();
+        }
         let busy = state["busy"].as_bool().unwrap_or(false);
         let quiet_ms = state["quiet_ms"].as_f64().unwrap_or(0.0);
         if count > before && !busy && !text.is_empty() && quiet_ms >= profile.stable_ms as f64 {

@@ -336,6 +336,10 @@ impl Store for PgStore {
         self.call(|r| Op::Ack(job_ids, r)).await
     }
 
+    async fn record_progress(&self, updates: Vec<(Uuid, String)>) -> Result<u64, StoreError> {
+        self.call(|r| Op::Progress(updates, r)).await
+    }
+
     async fn queue_settings(&self) -> Result<Vec<(String, QueueSettings)>, StoreError> {
         let client = self.readers.get().await?;
         let rows = client

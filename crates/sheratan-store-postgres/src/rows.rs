@@ -7,7 +7,7 @@ use tokio_postgres::Row;
 
 pub const RECORD_COLUMNS: &str = "job_id, queue, kind, payload, priority, required_capabilities, \
     idempotency_key, max_attempts, timeout_s, run_at, status, attempt, created_at, updated_at, \
-    finished_at, result, error_message, error_retryable, lease_id, lease_node, lease_expires_at, acked, concurrency_key";
+    finished_at, result, error_message, error_retryable, lease_id, lease_node, lease_expires_at, acked, concurrency_key, progress";
 
 pub fn ms(t: OffsetDateTime) -> i64 {
     (t.unix_timestamp_nanos() / 1_000_000) as i64
@@ -69,5 +69,6 @@ pub fn record(r: &Row) -> JobRecord {
         lease,
         result_acked: r.get(21),
         concurrency_key: r.get(22),
+        progress: r.get(23),
     }
 }

@@ -125,6 +125,10 @@ const MIGRATIONS: &[&str] = &[
         PRIMARY KEY (queue, key)
     );
     "#,
+    // A running job's latest progress (JSON of JobProgress), written coalesced by the hub.
+    r#"
+    ALTER TABLE jobs ADD COLUMN progress TEXT;
+    "#,
 ];
 
 /// The lock every hub takes while migrating.

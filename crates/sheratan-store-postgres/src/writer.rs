@@ -264,6 +264,18 @@ async fn apply(
             answer!(reply, updated)
         }
         Op::Purge(queue, reply) => answer!(reply, purge(tx, queue, now, fx).await),
+        Op::Progress(updates, reply) => {
+            let (leases, bodies): (Vec<Uuid>, Vec<String>) = updates.into_iter().unzip();
+            answer!(
+                reply,
+                tx.execute(
+                    "UPDATE jobs SET progress = p.body FROM unnest($1::UUID[], $2::TEXT[]) AS p(lease_id, body) \
+                     WHERE jobs.lease_id = p.lease_id AND jobs.status = 1",
+                    &[&leases, &bodies],
+                )
+                .await
+            )
+        }
         Op::ExpireKeys(before, reply) => answer!(
             reply,
             tx.execute(

@@ -243,6 +243,13 @@ pub fn ack(conn: &Connection, job_id: Uuid) -> rusqlite::Result<bool> {
         > 0)
 }
 
+/// Records a running job's progress (JSON).
+pub fn set_progress(conn: &Connection, row: RowId, json: &str) -> rusqlite::Result<()> {
+    conn.prepare_cached("UPDATE jobs SET progress = ?2 WHERE id = ?1")?
+        .execute(params![row, json])?;
+    Ok(())
+}
+
 /// Writes a queue's settings: `paused` in its column, the rest as JSON.
 pub fn put_queue_settings(
     conn: &Connection,
@@ -347,7 +354,7 @@ pub fn live_jobs(conn: &Connection) -> rusqlite::Result<Vec<LiveRow>> {
 /// The columns [`record`] reads, in order.
 pub const RECORD_COLUMNS: &str = "job_id, queue, kind, payload, priority, required_capabilities, \
     idempotency_key, max_attempts, timeout_s, run_at, status, attempt, created_at, updated_at, \
-    finished_at, result, error_message, error_retryable, lease_id, lease_node, lease_expires_at, acked, concurrency_key";
+    finished_at, result, error_message, error_retryable, lease_id, lease_node, lease_expires_at, acked, concurrency_key, progress";
 
 pub fn record(r: &Row<'_>) -> rusqlite::Result<JobRecord> {
     let caps: String = r.get(5)?;
@@ -385,6 +392,7 @@ pub fn record(r: &Row<'_>) -> rusqlite::Result<JobRecord> {
         lease,
         result_acked: r.get::<_, i64>(21)? != 0,
         concurrency_key: r.get(22)?,
+        progress: r.get(23)?,
     })
 }
 

@@ -354,6 +354,10 @@ impl Store for SqliteStore {
         self.call(|r| Op::Ack(job_ids, r)).await
     }
 
+    async fn record_progress(&self, updates: Vec<(Uuid, String)>) -> Result<u64, StoreError> {
+        self.call(|r| Op::Progress(updates, r)).await
+    }
+
     async fn queue_settings(&self) -> Result<Vec<(String, QueueSettings)>, StoreError> {
         self.readers.read(db::queue_settings).await
     }

@@ -89,6 +89,10 @@ const MIGRATIONS: &[&str] = &[
     ALTER TABLE jobs ADD COLUMN retry_max_ms INTEGER;
     ALTER TABLE queues ADD COLUMN settings TEXT;
     "#,
+    // A running job's latest progress (JSON of JobProgress), written coalesced by the hub.
+    r#"
+    ALTER TABLE jobs ADD COLUMN progress TEXT;
+    "#,
 ];
 
 /// Brings the database to the current schema, each migration in its own transaction.

@@ -238,6 +238,7 @@ impl Writer {
                 answer!(reply, self.update_settings(queue, patch, now))
             }
             Op::Purge(queue, reply) => answer!(reply, self.purge(queue, now)),
+            Op::Progress(updates, reply) => answer!(reply, self.progress(updates)),
             Op::ExpireKeys(before, reply) => {
                 answer!(reply, db::expire_idempotency(&self.conn, ms(before)))
             }
@@ -661,6 +662,17 @@ impl Writer {
         }
         self.state.results_pending = self.state.results_pending.saturating_sub(acked);
         Ok(acked)
+    }
+
+    fn progress(&mut self, updates: Vec<(Uuid, String)>) -> rusqlite::Result<u64> {
+        let mut recorded = 0;
+        for (lease_id, json) in updates {
+            if let Some(row) = self.state.row_of_lease(&lease_id) {
+                db::set_progress(&self.conn, row, &json)?;
+                recorded += 1;
+            }
+        }
+        Ok(recorded)
     }
 
     fn update_settings(

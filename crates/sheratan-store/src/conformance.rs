@@ -193,6 +193,9 @@ impl Store for Placeholder {
     ) -> Result<Vec<(String, sheratan_proto::queues::QueueSettings)>, crate::StoreError> {
         unreachable!("placeholder")
     }
+    async fn record_progress(&self, _: Vec<(Uuid, String)>) -> Result<u64, crate::StoreError> {
+        unreachable!("placeholder")
+    }
     async fn update_queue_settings(
         &self,
         _: String,

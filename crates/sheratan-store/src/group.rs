@@ -32,6 +32,8 @@ pub enum Op {
         Reply<Result<sheratan_proto::queues::QueueSettings, String>>,
     ),
     Purge(String, Reply<(u64, QueueState)>),
+    /// (lease, JSON of the job's progress).
+    Progress(Vec<(Uuid, String)>, Reply<u64>),
     ExpireKeys(time::OffsetDateTime, Reply<u64>),
 }
 
@@ -88,6 +90,7 @@ pub fn unanswered(op: Op) -> Box<dyn Held> {
         Op::Ack(_, r) => none(r),
         Op::Settings(_, _, r) => none(r),
         Op::Purge(_, r) => none(r),
+        Op::Progress(_, r) => none(r),
         Op::ExpireKeys(_, r) => none(r),
     }
 }

@@ -214,6 +214,8 @@ pub struct JobRecord {
     pub lease: Option<Lease>,
     pub result_acked: bool,
     pub concurrency_key: Option<String>,
+    /// JSON of the latest `JobProgress` its node reported.
+    pub progress: Option<String>,
 }
 
 impl JobRecord {
@@ -246,6 +248,10 @@ impl JobRecord {
                 }),
             node_id: self.lease.as_ref().map(|l| l.node_id.clone()),
             concurrency_key: self.concurrency_key.clone(),
+            progress: self
+                .progress
+                .as_deref()
+                .and_then(|p| serde_json::from_str(p).ok()),
             result_acked: self.result_acked,
         }
     }

@@ -269,6 +269,11 @@ pub trait Store: Send + Sync + 'static {
         })
     }
 
+    /// Records running jobs' latest progress (JSON of `JobProgress`) where the lease named is
+    /// still live; returns how many were recorded. The hub calls it coalesced (a few times a
+    /// second at most), never once per report.
+    async fn record_progress(&self, updates: Vec<(Uuid, String)>) -> Result<u64, StoreError>;
+
     /// Every queue with settings (paused, or any field set), by name.
     async fn queue_settings(&self) -> Result<Vec<(String, QueueSettings)>, StoreError>;
 

@@ -356,17 +356,32 @@ async fn run_job(shared: &Shared, job: LeasedJob, cancel: &CancellationToken) {
     // then a day, the longest a job may ask for).
     let deadline = Duration::from_secs(u64::from(job.timeout_s.unwrap_or(24 * 3600)));
     let stop = cancel.child_token();
+    // Progress the handler reports goes out at most every 250 ms, the rest of it right after
+    // the handler ends: the output is complete before the result.
+    let sink = sheratan_client::ProgressSink::new();
     let handler = shared
         .config
         .handlers
-        .run(&job.kind, &job.payload, deadline, &stop);
+        .run(&job.kind, &job.payload, deadline, &stop, &sink);
     tokio::pin!(handler);
+    let sent = CancellationToken::new();
+    let sender = sheratan_client::progress::send_loop(
+        &shared.data,
+        &job.job_id,
+        &job.lease_id,
+        &sink,
+        &sent,
+    );
+    tokio::pin!(sender);
+    let mut sending = true;
     let ended = shared.running.start(&job.job_id, &job.lease_id);
     let _registered = Registered(&shared.running, &job.lease_id);
     let mut next_extend = tokio::time::Instant::now() + every;
     let outcome = loop {
         tokio::select! {
             outcome = &mut handler => break outcome,
+            // Returns early only when the hub says the lease is gone.
+            () = &mut sender, if sending => sending = false,
             // Cancelled (or taken back): stop now (dropping the handler kills an exec
             // handler's process group) and report nothing; the job is no longer ours.
             () = ended.cancelled() => return,
@@ -385,6 +400,10 @@ async fn run_job(shared: &Shared, job: LeasedJob, cancel: &CancellationToken) {
             }
         }
     };
+    sent.cancel();
+    if sending {
+        sender.await;
+    }
     let report = report_for(&job, outcome);
     // Results are safe to repeat: keep trying through hub restarts until the hub answers.
     let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(5));

@@ -165,7 +165,9 @@ fn print_outcome(view: &JobView, json: bool) {
     }
 }
 
-/// Polls the job until it is finished, showing its status on a terminal.
+/// Polls the job until it is finished, showing its status on a terminal and printing its
+/// streamed output (docs/API.md, "Progress") to standard error as it arrives; standard output
+/// keeps only the result.
 async fn wait_for(
     data: &sheratan_client::DataClient,
     job_id: &str,
@@ -175,10 +177,15 @@ async fn wait_for(
     let tty = std::io::stderr().is_terminal();
     let spinner = ['|', '/', '-', '\\'];
     let mut tick = 0usize;
+    let mut output = StreamedOutput::default();
     loop {
         let view = data.job(job_id).await.map_err(anyhow::Error::new)?;
+        if output.show(&view, tty && tick > 0 && output.printed == 0) && tty {
+            tick = 0;
+        }
         if view.status.is_terminal() {
-            if tty {
+            output.end();
+            if tty && output.printed == 0 {
                 eprint!("\r\x1b[2K");
             }
             return Ok(view);
@@ -198,13 +205,17 @@ async fn wait_for(
             );
             return Err(Failure::quiet(5));
         }
-        if tty {
+        if tty && output.printed == 0 {
             let detail = match &view.lease {
                 Some(l) => format!("on {} (attempt {})", l.node_id, view.attempt),
                 None if view.attempt > 0 => {
                     format!("waiting to retry (attempt {} failed)", view.attempt)
                 }
                 None => "waiting for a worker".into(),
+            };
+            let detail = match view.progress.as_ref().and_then(|p| p.value) {
+                Some(v) => format!("{detail} {:.0}%", v * 100.0),
+                None => detail,
             };
             eprint!(
                 "\r\x1b[2K{} {} {} {:.1}s",
@@ -216,6 +227,43 @@ async fn wait_for(
             tick += 1;
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// What a waiting `submit` printed of the job's output.
+#[derive(Default)]
+struct StreamedOutput {
+    printed: u64,
+    ends_with_newline: bool,
+}
+
+impl StreamedOutput {
+    /// Prints the output the job produced since the last look; true when it printed some
+    /// (`clear`: a spinner is on the line and goes first).
+    fn show(&mut self, view: &JobView, clear: bool) -> bool {
+        let Some(progress) = &view.progress else {
+            return false;
+        };
+        let (new, total) = progress.new_output(self.printed);
+        if new.is_empty() {
+            return false;
+        }
+        let mut err = std::io::stderr().lock();
+        if clear {
+            let _ = write!(err, "\r\x1b[2K");
+        }
+        let _ = write!(err, "{new}");
+        let _ = err.flush();
+        self.printed = total;
+        self.ends_with_newline = new.ends_with('\n');
+        true
+    }
+
+    /// Ends the streamed output on a line of its own.
+    fn end(&self) {
+        if self.printed > 0 && !self.ends_with_newline {
+            eprintln!();
+        }
     }
 }
 

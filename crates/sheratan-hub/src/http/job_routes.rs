@@ -19,6 +19,7 @@ use super::extract::{
 };
 use super::plane::PlaneState;
 use crate::job_service::{self as svc, JobsError, ResultHeaders, Submitted};
+use sheratan_proto::progress::{ProgressAck, ProgressReport};
 use sheratan_proto::queues::{QueueSettings, QueueSettingsPatch};
 use sheratan_runtime::edge::ApiError;
 
@@ -31,6 +32,7 @@ pub(super) fn routes() -> Router<PlaneState> {
         .route("/v1/jobs/{id}/cancel", post(cancel))
         .route("/v1/leases", post(lease))
         .route("/v1/leases/{lease_id}/extend", post(extend))
+        .route("/v1/leases/{lease_id}/progress", post(progress))
         .route("/v1/leases/watch", post(watch))
         .route("/v1/results", post(result).get(pending))
         .route("/v1/results/ack", post(ack))
@@ -267,6 +269,28 @@ async fn result(
     let req: ResultRequest = parse_json(&body)?;
     let who = (&caller.credential, ip);
     Ok(Json(svc::finish(&state.hub, req, who).await?))
+}
+
+/// Signed like a result: the integrity check comes before anything reads the body.
+async fn progress(
+    State(state): State<PlaneState>,
+    caller: Caller,
+    PathParams(lease_id): PathParams<String>,
+    headers: HeaderMap,
+    RawBody(body): RawBody,
+) -> Result<Json<ProgressAck>, ApiError> {
+    let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+    let integrity = ResultHeaders {
+        content_sha256: header(sheratan_proto::headers::CONTENT_SHA256),
+        signature: header(sheratan_proto::headers::SIGNATURE),
+    };
+    let ip = caller.peer.ip();
+    svc::verify(&state.hub, &caller.credential, integrity, &body, ip)?;
+    let report: ProgressReport = parse_json(&body)?;
+    let who = (&caller.credential, ip);
+    Ok(Json(
+        svc::report_progress(&state.hub, &lease_id, report, who).await?,
+    ))
 }
 
 async fn pending(

@@ -49,7 +49,8 @@ pub fn permits(role: CredentialRole, method: &Method, path: &str) -> bool {
                         | "/v1/leases/watch"
                         | "/v1/results"
                         | "/v1/grants"
-                ) || (path.starts_with("/v1/leases/") && path.ends_with("/extend"))))
+                ) || (path.starts_with("/v1/leases/")
+                    && (path.ends_with("/extend") || path.ends_with("/progress")))))
                 || (get
                     && (path.starts_with("/v1/bundles")
                         || path == "/v1/nodes"

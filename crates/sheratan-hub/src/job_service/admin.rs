@@ -45,9 +45,11 @@ pub async fn resolve_job_id(hub: &HubState, text: &str) -> Result<uuid::Uuid, Jo
 pub async fn get(hub: &HubState, id: &str) -> Result<JobView, JobsError> {
     let id = resolve_job_id(hub, id).await?;
     let record = hub.store.get(id).await?;
-    record
+    let mut view = record
         .map(|r| r.view())
-        .ok_or_else(|| JobsError::NotFound(format!("no job {id}")))
+        .ok_or_else(|| JobsError::NotFound(format!("no job {id}")))?;
+    hub.progress.overlay(&mut view);
+    Ok(view)
 }
 
 pub async fn cancel(hub: &HubState, id: &str) -> Result<JobView, JobsError> {
@@ -93,7 +95,14 @@ pub async fn list(hub: &HubState, q: JobsQuery) -> Result<JobList, JobsError> {
     };
     let (jobs, next) = hub.store.list(filter).await?;
     Ok(JobList {
-        jobs: jobs.iter().map(|j| j.view()).collect(),
+        jobs: jobs
+            .iter()
+            .map(|j| {
+                let mut view = j.view();
+                hub.progress.overlay(&mut view);
+                view
+            })
+            .collect(),
         next_cursor: next.map(|n| n.to_string()),
     })
 }

@@ -8,6 +8,7 @@
 mod admin;
 mod grants;
 mod lease;
+mod progress;
 mod queue_settings;
 mod reaper;
 mod results;
@@ -24,6 +25,7 @@ use sheratan_store::StoreError;
 pub use admin::{QueueAction, cancel, get, list, queue_admin, requeue};
 pub use grants::grants;
 pub use lease::{extend, lease, lease_order};
+pub use progress::{ProgressBoard, report as report_progress, run_flusher as run_progress_flusher};
 pub use queue_settings::{SettingsCache, get_settings, put_settings};
 #[cfg(test)]
 pub(crate) use reaper::reap_once;
@@ -51,6 +53,8 @@ const DEFER_MS: u64 = 1000;
 pub enum JobsError {
     /// A field or parameter is wrong; the message names it.
     Invalid(String),
+    /// A field is larger than its limit; the message names it.
+    TooLarge(String),
     NotFound(String),
     /// A piece of a job id that names more than one job; the message lists them.
     Ambiguous(String),
@@ -85,6 +89,7 @@ impl JobsError {
     pub fn code(&self) -> ErrorCode {
         match self {
             JobsError::Invalid(_) | JobsError::Ambiguous(_) => ErrorCode::InvalidRequest,
+            JobsError::TooLarge(_) => ErrorCode::PayloadTooLarge,
             JobsError::NotFound(_) => ErrorCode::NotFound,
             JobsError::Collision { .. } => ErrorCode::IdempotencyKeyCollision,
             JobsError::QueueFull { .. } => ErrorCode::BackpressureDrop,
@@ -100,6 +105,7 @@ impl JobsError {
     pub fn message(&self) -> String {
         match self {
             JobsError::Invalid(m)
+            | JobsError::TooLarge(m)
             | JobsError::NotFound(m)
             | JobsError::Ambiguous(m)
             | JobsError::LeaseNotHeld(m)
@@ -127,6 +133,7 @@ impl JobsError {
                 "fix the request as the message says; docs/API.md lists the routes and the wire rules"
             }
             JobsError::NotFound(_) => "",
+            JobsError::TooLarge(_) => "send less at a time, as the message says",
             JobsError::Ambiguous(_) => {
                 "give more characters of the id (its end is random, its start is the time it was made), or the whole id"
             }

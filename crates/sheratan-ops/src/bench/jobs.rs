@@ -83,6 +83,12 @@ pub struct JobsArgs {
     /// Print one JSON object (the peers' format) instead of a table.
     #[arg(long)]
     pub json: bool,
+    /// Jobs carry a `concurrency_key` out of this many (0: none).
+    #[arg(long, default_value_t = 0)]
+    pub keys: u64,
+    /// Sets the queue's `key_concurrency` before the run (with --keys: what a key limit costs).
+    #[arg(long)]
+    pub key_concurrency: Option<u32>,
 }
 
 #[derive(Debug, Serialize)]
@@ -157,6 +163,8 @@ struct Ctx {
     consumer_tokens: Arc<Vec<String>>,
     /// The zero of every latency: submits carry their offset from it.
     epoch: Instant,
+    /// Jobs carry one of this many concurrency keys (0: none).
+    keys: u64,
 }
 
 impl Ctx {
@@ -182,8 +190,12 @@ impl Ctx {
     /// About 100 bytes of JSON, like the peers' payload, carrying the submit time.
     fn job(&self, i: u64) -> String {
         let t = self.now_us();
+        let key = match self.keys {
+            0 => String::new(),
+            k => format!(r#","concurrency_key":"acct-{}""#, i % k),
+        };
         format!(
-            r#"{{"kind":"email.send","payload":{{"i":{i},"t":{t},"kind":"email.send","user":"u_{i:08}","pad":"xxxxxxxxxxxxxxxxxxxxxx"}}}}"#
+            r#"{{"kind":"email.send"{key},"payload":{{"i":{i},"t":{t},"kind":"email.send","user":"u_{i:08}","pad":"xxxxxxxxxxxxxxxxxxxxxx"}}}}"#
         )
     }
 }
@@ -197,13 +209,26 @@ pub async fn run(args: JobsArgs) -> anyhow::Result<()> {
     }
     let (targets, variant) = targets(&args)?;
     let target = &targets[0];
-    let (token, consumer_tokens, variant) = bench_tokens(&args, target, variant).await?;
+    let (token, consumer_tokens, mut variant) = bench_tokens(&args, target, variant).await?;
+    if let Some(n) = args.key_concurrency {
+        let admin = sheratan_client::DataClient::new(&target.data_url, Some(target.token.clone()))?;
+        let patch = sheratan_proto::queues::QueueSettingsPatch {
+            key_concurrency: Some(Some(n)),
+            ..Default::default()
+        };
+        admin.put_queue_settings("default", &patch).await?;
+        variant = format!("{variant}, key_concurrency {n}");
+    }
+    if args.keys > 0 {
+        variant = format!("{variant}, {} keys", args.keys);
+    }
     let ctx = Ctx {
         urls: Arc::new(targets.iter().map(|t| t.data_url.clone()).collect()),
         next_lane: Arc::default(),
         token,
         consumer_tokens: Arc::new(consumer_tokens),
         epoch: Instant::now(),
+        keys: args.keys,
     };
     if let Some(depth) = args.deep_queue {
         return deep_queue(&ctx, target, depth, &args).await;
