@@ -282,7 +282,11 @@ mod tests {
             attempts: 1,
         })
         .unwrap();
-        let err = openai.complete("hi", None, &ProgressSink::disabled()).await.unwrap_err().to_string();
+        let err = openai
+            .complete("hi", None, &ProgressSink::disabled())
+            .await
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("connection refused"), "{err}");
         assert!(
             err.contains(&format!("127.0.0.1:{port}/v1/chat/completions")),

@@ -59,6 +59,7 @@ pub async fn cancel(hub: &HubState, id: &str) -> Result<JobView, JobsError> {
     // extension. Nobody listening is fine.
     if let Some(lease) = record.as_ref().and_then(|r| r.lease.as_ref()) {
         let _ = hub.cancelled_leases.send(lease.lease_id);
+        hub.progress.forget(lease.lease_id);
     }
     record
         .map(|r| r.view())

@@ -65,6 +65,24 @@ impl ProgressBoard {
         }
     }
 
+    /// Stops trusting a lease this hub saw end (a result, a cancel): its next report asks
+    /// the store, which says it is not held. What it reported is still flushed.
+    pub fn forget(&self, lease: Uuid) {
+        if let Some(e) = self.entries.lock().expect("progress board").get_mut(&lease) {
+            e.checked = Instant::now().checked_sub(TRUST).unwrap_or(e.checked);
+        }
+    }
+
+    /// A lease's progress not yet written, taken (its result is about to end the lease: the
+    /// stored progress must be complete when the job is).
+    pub fn take_unwritten(&self, lease: Uuid) -> Option<(Uuid, String)> {
+        let mut entries = self.entries.lock().expect("progress board");
+        let e = entries.get_mut(&lease).filter(|e| e.dirty)?;
+        e.dirty = false;
+        let json = serde_json::to_string(&e.progress).expect("progress serializes");
+        Some((lease, json))
+    }
+
     fn take_dirty(&self) -> Vec<(Uuid, String)> {
         let mut entries = self.entries.lock().expect("progress board");
         entries.retain(|_, e| e.dirty || e.touched.elapsed() < FORGET);

@@ -127,7 +127,15 @@ pub async fn finish(
     let mut report = report(req)?;
     report.holder = hub.credentials.holder_rule(credential).map(Box::new);
     let job_id = report.job_id;
-    let (status, duplicate) = match hub.store.finish(report).await? {
+    let lease_id = report.lease_id;
+    // Output reported just before the result is written first: a finished job's stored
+    // progress is complete (and only jobs that report progress pay this write).
+    if let Some(unwritten) = hub.progress.take_unwritten(lease_id) {
+        hub.store.record_progress(vec![unwritten]).await?;
+    }
+    let finished = hub.store.finish(report).await?;
+    hub.progress.forget(lease_id);
+    let (status, duplicate) = match finished {
         FinishOutcome::Recorded { status } => {
             let counter = match status {
                 JobStatus::Completed => &hub.jobs.completed,

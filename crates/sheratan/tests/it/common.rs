@@ -115,10 +115,15 @@ pub fn heartbeat_body(node_id: &str) -> String {
 
 /// A signed `POST /v1/results`, as an executor sends it.
 pub async fn send_result(data: &str, token: &str, body: &serde_json::Value) -> (StatusCode, Value) {
-    let raw = body.to_string();
+    send_signed(&format!("{data}/v1/results"), token, &body.to_string()).await
+}
+
+/// A `POST` of `raw`, signed like a result (content SHA-256 and HMAC with `token`).
+pub async fn send_signed(url: &str, token: &str, raw: &str) -> (StatusCode, Value) {
+    let raw = raw.to_owned();
     let (hash, signature) = sheratan_client::sign_result(raw.as_bytes(), token);
     let response = http()
-        .post(format!("{data}/v1/results"))
+        .post(url)
         .bearer_auth(token)
         .header("x-sheratan-content-sha256", hash)
         .header("x-sheratan-signature", signature)

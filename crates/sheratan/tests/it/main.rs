@@ -19,6 +19,7 @@ mod netns;
 mod ops;
 mod outbound_tls;
 mod ports;
+mod progress;
 mod readme;
 mod registry;
 mod relay;

@@ -871,3 +871,162 @@ async fn a_cancelled_llm_job_closes_its_tab() {
     .await;
     assert_eq!(view["status"], "cancelled", "{view}");
 }
+
+/// A stand-in OpenAI-compatible server that streams its answer (`stream: true`, server-sent
+/// events): `pieces` one every `gap`, then `[DONE]`. Returns its URL and the request bodies.
+async fn streaming_server(pieces: Vec<String>, gap: Duration) -> (String, Arc<Mutex<Vec<String>>>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let bodies = Arc::new(Mutex::new(Vec::new()));
+    let log = bodies.clone();
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut socket, _)) = listener.accept().await else {
+                return;
+            };
+            let (pieces, log) = (pieces.clone(), log.clone());
+            tokio::spawn(async move {
+                let mut raw = Vec::new();
+                let mut buf = [0u8; 8192];
+                let body = loop {
+                    let Ok(n) = socket.read(&mut buf).await else {
+                        return;
+                    };
+                    if n == 0 {
+                        return;
+                    }
+                    raw.extend_from_slice(&buf[..n]);
+                    let text = String::from_utf8_lossy(&raw).into_owned();
+                    if let Some(end) = text.find("\r\n\r\n") {
+                        let length = text[..end]
+                            .lines()
+                            .find_map(|l| {
+                                l.to_ascii_lowercase()
+                                    .strip_prefix("content-length:")
+                                    .map(|v| v.trim().parse::<usize>().unwrap_or(0))
+                            })
+                            .unwrap_or(0);
+                        if raw.len() >= end + 4 + length {
+                            break String::from_utf8_lossy(&raw[end + 4..end + 4 + length])
+                                .into_owned();
+                        }
+                    }
+                };
+                log.lock().unwrap().push(body);
+                let head = "HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ncache-control: no-cache\r\nconnection: close\r\n\r\n";
+                if socket.write_all(head.as_bytes()).await.is_err() {
+                    return;
+                }
+                let role = json!({"choices": [{"index": 0, "delta": {"role": "assistant"}}]});
+                let _ = socket
+                    .write_all(format!("data: {role}\n\n").as_bytes())
+                    .await;
+                for piece in pieces {
+                    tokio::time::sleep(gap).await;
+                    let chunk = json!({"choices": [{"index": 0, "delta": {"content": piece}}]});
+                    if socket
+                        .write_all(format!("data: {chunk}\n\n").as_bytes())
+                        .await
+                        .is_err()
+                    {
+                        return;
+                    }
+                }
+                let _ = socket.write_all(b"data: [DONE]\n\n").await;
+                let _ = socket.shutdown().await;
+            });
+        }
+    });
+    (url, bodies)
+}
+
+/// An LLM job on the OpenAI backend asks with `stream: true`; `sheratan submit --wait` prints
+/// the answer piece by piece as the server streams it, and the result has all of it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_openai_answer_streams_to_submit_wait() {
+    let pieces: Vec<String> = (1..=10).map(|i| format!("word{i} ")).collect();
+    let answer: String = pieces.concat();
+    let (base, bodies) = streaming_server(pieces, Duration::from_millis(200)).await;
+    let hub = quick_hub();
+    let token = hub.token();
+    let base_url = format!("{base}/v1");
+    let _relay = relay(
+        &hub,
+        &token,
+        &[],
+        &[
+            ("SHERATAN_OPENAI_BASE_URL", base_url.as_str()),
+            ("SHERATAN_OPENAI_MODEL", "test-model"),
+            ("SHERATAN_RELAY_BACKEND", "openai"),
+        ],
+    );
+    let at = crate::progress::addr(&hub);
+    let streamed = tokio::task::spawn_blocking(move || {
+        crate::progress::submit_streaming(
+            &at,
+            &[
+                "--queue",
+                "llm",
+                "--kind",
+                "chat",
+                "--payload",
+                r#"{"prompt": "count"}"#,
+            ],
+        )
+    })
+    .await
+    .unwrap();
+    assert_eq!(
+        streamed.view["result"]["text"],
+        answer.as_str(),
+        "{}",
+        streamed.view
+    );
+    assert!(
+        streamed.stderr().contains(&answer),
+        "{:?}",
+        streamed.stderr()
+    );
+    let first = streamed.seen_at("word1 ").expect("word1 printed");
+    let last = streamed.seen_at("word10 ").expect("word10 printed");
+    assert!(
+        last.duration_since(first) >= Duration::from_millis(900),
+        "the answer came in one piece ({:?} from first to last word)",
+        last.duration_since(first)
+    );
+    let request: Value = serde_json::from_str(&bodies.lock().unwrap()[0]).unwrap();
+    assert_eq!(request["stream"], true, "{request}");
+}
+
+/// The same through the browser: the relay's demo chat page writes its answer word by word,
+/// and `submit --wait` prints it as it grows.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_chat_pages_answer_streams_to_submit_wait() {
+    let hub = hub().up().start();
+    let prompt = (1..=40)
+        .map(|i| format!("w{i}"))
+        .collect::<Vec<_>>()
+        .join(" ");
+    let payload = json!({ "prompt": prompt }).to_string();
+    let at = crate::progress::addr(&hub);
+    let streamed = tokio::task::spawn_blocking(move || {
+        crate::progress::submit_streaming(
+            &at,
+            &["--queue", "llm", "--kind", "chat", "--payload", &payload],
+        )
+    })
+    .await
+    .unwrap();
+    let text = streamed.view["result"]["text"].as_str().unwrap().to_owned();
+    assert!(text.starts_with("Demo answer"), "{}", streamed.view);
+    assert!(streamed.stderr().contains(&text), "{:?}", streamed.stderr());
+    // The page takes ~1.4 s to write its 46 words: the first ones were printed long before
+    // the last.
+    let first = streamed.seen_at("Demo answer").expect("the start printed");
+    let last = streamed.seen_at(&text).expect("all of it printed");
+    assert!(
+        last.duration_since(first) >= Duration::from_millis(500),
+        "the answer came in one piece ({:?} from first to last word)",
+        last.duration_since(first)
+    );
+}
