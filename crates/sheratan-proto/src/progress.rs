@@ -171,7 +171,7 @@ mod tests {
         r.progress = Some(1.5);
         assert!(r.check().unwrap_err().1.starts_with("progress"));
         let r = report(&"x".repeat(MAX_OUTPUT + 1));
-        assert_eq!(r.check().unwrap_err().0, true);
+        assert!(r.check().unwrap_err().0);
         let mut r = report("");
         r.message = Some("m".repeat(MAX_MESSAGE + 1));
         assert!(r.check().unwrap_err().1.starts_with("message"));
