@@ -22,7 +22,7 @@ use axum::extract::{Path, Request, State};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use axum::routing::{delete, get, post};
+use axum::routing::{delete, get, post, put};
 use axum::{Json, Router};
 use sheratan_client::{
     ClientError, ControlClient, DataClient, Identity, JobFilter, MeshToken, Submitted,
@@ -261,6 +261,7 @@ fn router(state: Arc<CoreState>) -> Router {
         .route("/api/overview", get(overview_route))
         .route("/api/nodes", get(nodes))
         .route("/api/queues", get(queues))
+        .route("/api/queues/{queue}/settings", put(put_queue_settings))
         .route("/api/nodes/{node_id}", delete(remove_node))
         .route("/api/auctions", get(auctions))
         .route("/api/auctions/{job_id}", get(one_auction))
@@ -310,7 +311,7 @@ fn add_cors(headers: &mut HeaderMap, origin: HeaderValue) {
     headers.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, origin);
     headers.insert(
         header::ACCESS_CONTROL_ALLOW_METHODS,
-        HeaderValue::from_static("GET, POST, DELETE, OPTIONS"),
+        HeaderValue::from_static("GET, POST, PUT, DELETE, OPTIONS"),
     );
     headers.insert(
         header::ACCESS_CONTROL_ALLOW_HEADERS,
@@ -621,6 +622,23 @@ async fn queues(
     _: Caller,
 ) -> Result<Json<sheratan_proto::data::QueueList>, ApiError> {
     s.data.queues().await.map(Json).map_err(hub_data)
+}
+
+/// An admin's change of a queue's settings, passed to the hub's admin path as the caller.
+async fn put_queue_settings(
+    State(s): State<Arc<CoreState>>,
+    caller: Caller,
+    Path(queue): Path<String>,
+    JsonBody(patch): JsonBody<sheratan_proto::queues::QueueSettingsPatch>,
+) -> Result<Json<sheratan_proto::queues::QueueSettings>, ApiError> {
+    require_local(&caller, "/api/queues/{queue}/settings")?;
+    sheratan_proto::data::validate_queue(&queue).map_err(ApiError::invalid)?;
+    caller
+        .data(&s)
+        .put_queue_settings(&queue, &patch)
+        .await
+        .map(Json)
+        .map_err(hub_data)
 }
 
 fn limit(q: &LimitQuery, default: u32, max: u32) -> Result<u32, ApiError> {

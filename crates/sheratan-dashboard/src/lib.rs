@@ -62,6 +62,11 @@ const ASSETS: &[(&str, &str, &str)] = &[
         include_str!("../assets/js/views/relay.js"),
     ),
     (
+        "/js/views/queues.js",
+        JS,
+        include_str!("../assets/js/views/queues.js"),
+    ),
+    (
         "/js/views/tokens.js",
         JS,
         include_str!("../assets/js/views/tokens.js"),

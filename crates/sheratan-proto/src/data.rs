@@ -130,6 +130,9 @@ pub struct QueueView {
     /// started.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_asked_s: Option<u64>,
+    /// Jobs of the queue in progress.
+    #[serde(default)]
+    pub running: u64,
     /// The queue's settings, when it has any (`/admin/queues/{queue}/settings`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub settings: Option<crate::queues::QueueSettings>,

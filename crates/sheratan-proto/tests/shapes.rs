@@ -248,6 +248,7 @@ fn hub_data_plane_jobs() {
                     depth: 3,
                     served: true,
                     last_asked_s: Some(2),
+                    running: 4,
                     settings: Some(sheratan_proto::queues::QueueSettings {
                         key_concurrency: Some(1),
                         rate: Some(sheratan_proto::queues::Rate {
@@ -263,6 +264,7 @@ fn hub_data_plane_jobs() {
                     depth: 1,
                     served: false,
                     last_asked_s: None,
+                    running: 0,
                     settings: None,
                 },
             ],

@@ -44,6 +44,8 @@ pub struct Tally {
     pub depth: HashMap<String, i64>,
     pub inflight: i64,
     pub pending: i64,
+    /// In-progress jobs per queue, from the exact count only (groups do not track it).
+    pub running: HashMap<String, i64>,
 }
 
 impl Tally {
@@ -55,10 +57,18 @@ impl Tally {
             .map(|(q, n)| (q.clone(), *n as u64))
             .collect();
         queue_depth.sort();
+        let mut queue_running: Vec<(String, u64)> = self
+            .running
+            .iter()
+            .filter(|(_, n)| **n > 0)
+            .map(|(q, n)| (q.clone(), *n as u64))
+            .collect();
+        queue_running.sort();
         Counts {
             queue_depth,
             inflight: self.inflight.max(0) as u64,
             results_pending: self.pending.max(0) as u64,
+            queue_running,
         }
     }
 
@@ -1437,10 +1447,16 @@ pub async fn exact_tally(
     {
         tally.depth.insert(r.get(0), r.get(1));
     }
-    tally.inflight = client
-        .query_one("SELECT count(*) FROM jobs WHERE status = 1", &[])
+    for r in client
+        .query(
+            "SELECT queue, count(*) FROM jobs WHERE status = 1 GROUP BY queue",
+            &[],
+        )
         .await?
-        .get(0);
+    {
+        tally.running.insert(r.get(0), r.get(1));
+    }
+    tally.inflight = tally.running.values().sum();
     tally.pending = client
         .query_one(
             "SELECT count(*) FROM jobs WHERE NOT acked AND status >= 2",

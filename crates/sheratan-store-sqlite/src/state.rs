@@ -579,6 +579,18 @@ impl State {
             .collect()
     }
 
+    /// In-progress jobs per queue, sorted by name; queues without any are left out.
+    pub fn running_by_queue(&self) -> Vec<(String, u64)> {
+        let mut out: Vec<(String, u64)> = self
+            .queues
+            .iter()
+            .filter(|(_, q)| q.running > 0)
+            .map(|(name, q)| (name.to_string(), q.running))
+            .collect();
+        out.sort();
+        out
+    }
+
     /// Accepted jobs per queue, sorted by name; queues without jobs are left out.
     pub fn depth_by_queue(&self) -> Vec<(String, u64)> {
         let mut out: Vec<(String, u64)> = self

@@ -131,6 +131,7 @@ impl Writer {
             queue_depth: self.state.depth_by_queue(),
             inflight: self.state.inflight,
             results_pending: self.state.results_pending,
+            queue_running: self.state.running_by_queue(),
         };
         *self.shared.counts.lock().expect("counts lock") = counts;
     }

@@ -177,6 +177,9 @@ pub struct Counts {
     pub inflight: u64,
     /// Finished jobs whose submitter has not acknowledged them.
     pub results_pending: u64,
+    /// `in_progress` jobs per queue, sorted by queue (on PostgreSQL as of the last exact
+    /// count, at most a second old).
+    pub queue_running: Vec<(String, u64)>,
 }
 
 impl Counts {

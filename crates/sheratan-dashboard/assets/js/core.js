@@ -39,6 +39,7 @@ export const VIEWS = [
   ['overview', 'Overview'],
   ['nodes', 'Nodes'],
   ['jobs', 'Jobs'],
+  ['queues', 'Queues'],
   ['auctions', 'Auctions'],
   ['security', 'Security'],
   ['relay', 'Relay'],

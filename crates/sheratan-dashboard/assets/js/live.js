@@ -3,7 +3,7 @@
 
 import { currentView, hooks, state } from './core.js';
 import { toast } from './widgets.js';
-import { updateJobRow } from './views/jobs.js';
+import { updateJobProgress, updateJobRow } from './views/jobs.js';
 
 export function setLive(value) {
   state.live = value;
@@ -85,6 +85,8 @@ function onEvent(name, data) {
     updateJobRow(data);
     // An auction's record changes with its job: the auctions view follows job events too.
     rerenderSoon(['overview', 'relay', 'job', 'auctions']);
+  } else if (name === 'progress') {
+    updateJobProgress(data);
   } else if (name === 'node') {
     const old = state.nodes.get(data.node_id) || {};
     state.nodes.set(data.node_id, { ...old, ...data });

@@ -188,6 +188,14 @@ pub fn queues(hub: &HubState) -> Vec<sheratan_proto::data::QueueView> {
     for q in hub.jobs.served.names() {
         names.entry(q).or_insert(0);
     }
+    for (q, _) in &counts.queue_running {
+        names.entry(q.clone()).or_insert(0);
+    }
+    let running: std::collections::HashMap<&str, u64> = counts
+        .queue_running
+        .iter()
+        .map(|(q, n)| (q.as_str(), *n))
+        .collect();
     let settings = hub.queue_settings.all();
     for q in settings.keys() {
         names.entry(q.clone()).or_insert(0);
@@ -198,6 +206,7 @@ pub fn queues(hub: &HubState) -> Vec<sheratan_proto::data::QueueView> {
             served: hub.jobs.served.served(&queue),
             last_asked_s: hub.jobs.served.last_asked_s(&queue),
             settings: settings.get(&queue).cloned(),
+            running: running.get(queue.as_str()).copied().unwrap_or(0),
             queue,
             depth,
         })

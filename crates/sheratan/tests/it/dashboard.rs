@@ -270,6 +270,7 @@ async fn the_dashboard_end_to_end() {
         "the detail shows the whole id"
     );
     ui.shot("06-job-detail").await;
+    progress_shows_live_and_queues_are_set_from_the_page(&ui, &hub, &token).await;
 
     // Security: bad-token requests make an alert appear.
     ui.go("#/security").await;
@@ -533,6 +534,7 @@ async fn every_view_fits_at_three_widths(ui: &Ui, job_id: &str) {
         ("nodes", "#/nodes".to_string()),
         ("jobs", "#/jobs".to_string()),
         ("job", format!("#/jobs/{job_id}")),
+        ("queues", "#/queues".to_string()),
         ("auctions", "#/auctions".to_string()),
         ("security", "#/security".to_string()),
         ("relay", "#/relay".to_string()),
@@ -588,6 +590,92 @@ async fn every_view_fits_at_three_widths(ui: &Ui, job_id: &str) {
         )
         .await
         .unwrap();
+}
+
+/// A running sleep job's detail follows its progress live; the Queues view sets a key limit
+/// and a rate, pauses and resumes a queue, and the hub has what the page set.
+async fn progress_shows_live_and_queues_are_set_from_the_page(
+    ui: &Ui,
+    hub: &HubProcess,
+    token: &str,
+) {
+    let (status, body) = post(
+        &format!("{}/api/jobs", hub.urls["core"]),
+        Auth::Bearer(token),
+        &json!({"kind": "sleep", "payload": {"ms": 5000}}).to_string(),
+    )
+    .await;
+    assert_eq!(status.as_u16(), 202, "{body}");
+    let id = body["job_id"].as_str().unwrap().to_owned();
+    ui.go(&format!("#/jobs/{id}")).await;
+    ui.wait(
+        "the first progress",
+        "document.getElementById('job-progress-pct')",
+    )
+    .await;
+    let first = ui
+        .js("parseInt(document.getElementById('job-progress-pct').textContent)")
+        .await
+        .as_i64()
+        .unwrap();
+    ui.wait(
+        "progress moving on the open page",
+        &format!(
+            "parseInt((document.getElementById('job-progress-pct') || {{}}).textContent) > {first}"
+        ),
+    )
+    .await;
+    ui.shot("06b-job-progress").await;
+
+    ui.go("#/queues").await;
+    ui.wait("the queues view", "document.getElementById('queue-form')")
+        .await;
+    ui.fill("#q-name", "default").await;
+    ui.fill("#q-key-concurrency", "1").await;
+    ui.fill("#q-rate", "50/s").await;
+    ui.click("#queue-save").await;
+    ui.wait(
+        "the new limits in the table",
+        "(document.querySelector('tr[data-queue=\"default\"]') || {}).textContent && document.querySelector('tr[data-queue=\"default\"]').textContent.includes('50/s')",
+    )
+    .await;
+    let (status, settings) = get(
+        &format!("{}/admin/queues/default/settings", hub.data_url),
+        Auth::Bearer(token),
+    )
+    .await;
+    assert_eq!(status.as_u16(), 200, "{settings}");
+    assert_eq!(settings["key_concurrency"], 1, "{settings}");
+    assert_eq!(settings["rate"]["limit"], 50, "{settings}");
+    ui.shot("06c-queues").await;
+    ui.click("[data-pause=\"default\"]").await;
+    ui.wait(
+        "the queue paused",
+        "document.querySelector('[data-pause=\"default\"]').textContent === 'Resume'",
+    )
+    .await;
+    ui.click("[data-pause=\"default\"]").await;
+    ui.wait(
+        "the queue resumed",
+        "document.querySelector('[data-pause=\"default\"]').textContent === 'Pause'",
+    )
+    .await;
+    // Back to no limits for the rest of the run.
+    ui.fill("#q-name", "default").await;
+    ui.fill("#q-key-concurrency", "none").await;
+    ui.fill("#q-rate", "none").await;
+    ui.click("#queue-save").await;
+    ui.wait(
+        "the limits removed",
+        "!document.querySelector('tr[data-queue=\"default\"]').textContent.includes('50/s')",
+    )
+    .await;
+    let (_, settings) = get(
+        &format!("{}/admin/queues/default/settings", hub.data_url),
+        Auth::Bearer(token),
+    )
+    .await;
+    assert_eq!(settings, json!({"paused": false}));
 }
 
 /// Alerts raised while nobody was signed in are listed in the Security view, never replayed
@@ -665,9 +753,26 @@ async fn each_role_sees_what_it_may_do(ui: &Ui, hub: &HubProcess) {
     assert_eq!(
         ui.js("[...document.querySelectorAll('nav.side a')].map((a) => a.textContent).join(',')")
             .await,
-        json!("Overview,Nodes,Jobs,Auctions,Security,Relay"),
+        json!("Overview,Nodes,Jobs,Queues,Auctions,Security,Relay"),
         "a read credential has no Tokens view"
     );
+    // It sees the queues, and no way to change them; Core refuses the change too.
+    ui.go("#/queues").await;
+    ui.wait("the queue list", "document.getElementById('queues-table')")
+        .await;
+    assert_eq!(
+        ui.js("!!document.getElementById('queue-form') || document.querySelectorAll('[data-pause]').length > 0")
+            .await,
+        json!(false)
+    );
+    let (status, body) = call(
+        reqwest::Method::PUT,
+        &format!("{}/api/queues/default/settings", hub.urls["core"]),
+        Auth::Bearer(&viewer),
+        Some(r#"{"paused": true}"#),
+    )
+    .await;
+    assert_error(status, &body, 403, "FORBIDDEN");
     ui.go("#/jobs").await;
     ui.wait("the job list", "document.getElementById('jobs-list')")
         .await;

@@ -158,6 +158,25 @@ function pretty(value) {
   return html`<pre>${JSON.stringify(value, null, 2)}</pre>`;
 }
 
+// A job's latest progress: the fraction as a bar, its message, the end of its output.
+function progressBody(p) {
+  if (!p) return html`<div class="empty">None reported.</div>`;
+  const pct = p.value != null ? Math.round(p.value * 100) : null;
+  return html`${pct != null && html`<progress max="100" value="${pct}" aria-label="Done">${pct}%</progress> <span id="job-progress-pct">${pct}%</span>`}
+    ${p.message && html`<div id="job-progress-message">${p.message}</div>`}
+    ${p.output_tail && html`<pre class="output" id="job-output">${p.output_tail}</pre>`}`;
+}
+
+// A `progress` event: the open job's panel follows it without reloading the view.
+export function updateJobProgress(e) {
+  const id = routeId();
+  if (currentView() !== 'job' || !id || !(e.job_id.endsWith(id) || e.job_id.startsWith(id))) return;
+  const el = document.getElementById('job-progress');
+  if (el) put(el, progressBody(e.progress));
+  const out = document.getElementById('job-output');
+  if (out) out.scrollTop = out.scrollHeight;
+}
+
 export const job = {
   title: () => `Job ${shortId(routeId())}`,
   async load() {
@@ -189,6 +208,7 @@ export const job = {
         </div></section>
         <section class="panel stack">
           <div><h3>Payload</h3>${pretty(job.payload)}</div>
+          <div><h3>Progress</h3><div id="job-progress">${progressBody(job.progress)}</div></div>
           <div><h3>Result</h3>${job.result != null ? pretty(job.result) : html`<div class="empty">No result yet.</div>`}</div>
           ${job.error && html`<div><h3>Error</h3><div class="error">${job.error.message} ${job.error.retryable ? badge('retryable', 'warn') : badge('final', 'bad')}</div></div>`}
         </section>
