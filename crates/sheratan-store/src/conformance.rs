@@ -1075,10 +1075,17 @@ pub async fn everything_survives_a_reopen(b: &dyn Backend) {
         vec![done, running]
     );
     w.succeed(&leased[0], r#""ok""#).await;
-    let before = w.store.counts();
+    // Running jobs per queue are exact at open; between exact counts PostgreSQL does not
+    // follow them (docs/API.md, `/v1/queues`), so they are compared after the reopen only.
+    let without_running = |mut c: crate::Counts| {
+        c.queue_running.clear();
+        c
+    };
+    let before = without_running(w.store.counts());
 
     w.reopen();
-    assert_eq!(w.store.counts(), before);
+    assert_eq!(without_running(w.store.counts()), before);
+    assert_eq!(w.store.counts().queue_running, vec![("q".to_string(), 1)]);
     assert_eq!(w.status(done).await, JobStatus::Completed);
     // The live lease is still live: its holder can finish.
     assert_eq!(

@@ -30,6 +30,22 @@ const EXPECTED: &[(&str, i32, &[&str])] = &[
         &["worker-1", "host-a", "relay", "ONLINE"],
     ),
     ("sheratan jobs list", 0, &["JOB", "completed"]),
+    (
+        "--key-concurrency 1 --rate 50/s",
+        0,
+        &["key_concurrency  1", "rate             50/s"],
+    ),
+    ("--concurrency-key acct-7", 0, &[r#""n": 2"#]),
+    (
+        "sheratan queue list",
+        0,
+        &["default", "key_concurrency=1 rate=50/s"],
+    ),
+    (
+        "--key-concurrency none --rate none",
+        0,
+        &["key_concurrency  none", "rate             none"],
+    ),
     ("sheratan jobs show ${JOB: -8}", 0, &[r#"{"n":1}"#]),
     ("--kind upper", 0, &[r#""TEXT": "HI""#]),
     ("kill $W && wait $W", 0, &[]),
