@@ -220,6 +220,21 @@ async fn a_rate_of_five_per_second_spreads_twenty_starts_over_nearly_four_second
 async fn queue_settings_survive_a_restart_and_refuse_bad_input_and_non_admins() {
     let mut hub = hub().start();
     let url = format!("{}/admin/queues/llm/settings", hub.data_url);
+    // A job's own retry backoff is checked at submit, naming the field.
+    for (retry, field) in [
+        (json!({"base_ms": 0}), "retry.base_ms"),
+        (json!({"base_ms": 5000, "max_ms": 10}), "retry.max_ms"),
+        (json!({"base": 5}), "base"),
+    ] {
+        let (code, body) = post(
+            &format!("{}/v1/jobs", hub.data_url),
+            Auth::Bearer(&hub.token()),
+            &json!({"kind": "echo", "retry": retry}).to_string(),
+        )
+        .await;
+        let (message, _) = assert_error(code, &body, 400, "INVALID_REQUEST");
+        assert!(message.contains(field), "{message}");
+    }
     let token = hub.token();
     let put = |body: &'static str| {
         let url = url.clone();
@@ -321,4 +336,81 @@ async fn queue_settings_survive_a_restart_and_refuse_bad_input_and_non_admins() 
     let (code, _, err) = cli(&hub, &["queue", "set", "llm"]);
     assert_eq!(code, 2, "nothing to change is a usage error: {err}");
     assert!(err.contains("name at least one setting"), "{err}");
+}
+
+/// `timeout_s` caps the run on the hub too: a node that keeps extending (a hand-written worker
+/// that never kills its handler) gets extensions up to lease start + `timeout_s` + 5 s and no
+/// further, then the reaper takes the job back with a retryable `TIMEOUT` error.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_hub_ends_a_lease_at_its_run_time_cap_whatever_the_extensions() {
+    let hub = hub().env("SHERATAN_RETRY_BASE_MS", "100").start();
+    let token = hub.token();
+    let data = hub.data_url.clone();
+    let (status, body) = post(
+        &format!("{data}/v1/jobs"),
+        Auth::Bearer(&token),
+        &json!({"kind": "echo", "timeout_s": 2, "max_attempts": 2, "retry": {"base_ms": 60000}})
+            .to_string(),
+    )
+    .await;
+    assert_eq!(status.as_u16(), 202, "{body}");
+    let job_id = body["job_id"].as_str().unwrap().to_owned();
+    let (jobs, _) = lease(&data, &token, "stubborn", &["default"], 1, 0).await;
+    let started = Instant::now();
+    let lease_id = jobs[0]["lease_id"].as_str().unwrap().to_owned();
+    let leased_at = time::OffsetDateTime::now_utc();
+    let mut last_expiry = None;
+    let reaped = loop {
+        let (status, answer) = post(
+            &format!("{data}/v1/leases/{lease_id}/extend"),
+            Auth::Bearer(&token),
+            r#"{"extend_s": 600}"#,
+        )
+        .await;
+        if status.as_u16() == 409 {
+            break answer;
+        }
+        assert_eq!(status.as_u16(), 200, "{answer}");
+        let expiry = time::OffsetDateTime::parse(
+            answer["lease_expires_at"].as_str().unwrap(),
+            &time::format_description::well_known::Rfc3339,
+        )
+        .unwrap();
+        assert!(
+            expiry <= leased_at + time::Duration::seconds(8),
+            "extended past the cap: {expiry} (leased {leased_at})"
+        );
+        last_expiry = Some(expiry);
+        assert!(started.elapsed() < Duration::from_secs(20), "never cut off");
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    };
+    assert_error(reqwest::StatusCode::CONFLICT, &reaped, 409, "LEASE_EXPIRED");
+    assert!(
+        last_expiry.is_some(),
+        "extensions were answered until the cap"
+    );
+    assert!(
+        started.elapsed() >= Duration::from_secs(6),
+        "cut off at {:?}, before timeout_s + 5 s",
+        started.elapsed()
+    );
+    let (_, view) = get(&format!("{data}/v1/jobs/{job_id}"), Auth::Bearer(&token)).await;
+    assert_eq!(view["status"], "accepted", "retried: {view}");
+    let error = &view["error"];
+    assert!(
+        error["message"].as_str().unwrap().starts_with("TIMEOUT"),
+        "{view}"
+    );
+    assert_eq!(error["retryable"], true);
+    // A lease taken back runs again at once: the job's own retry backoff (60 s) is for
+    // failures its node reports.
+    let run_at = time::OffsetDateTime::parse(
+        view["run_at"].as_str().unwrap(),
+        &time::format_description::well_known::Rfc3339,
+    )
+    .unwrap();
+    assert!(
+        run_at <= time::OffsetDateTime::now_utc() + time::Duration::seconds(1),
+        "a reaped lease runs again at once: {view}"
+    );
 }
