@@ -187,13 +187,23 @@ async fn talk(
     let read_err = async {
         let mut lines = tokio::io::BufReader::new(&mut stderr);
         let mut line = Vec::new();
+        // Whether the last piece read ended its line (the next one starts a line).
+        let mut at_start = true;
         loop {
             line.clear();
-            match lines.read_until(b'\n', &mut line).await {
+            // A line longer than a protocol line can be is read in pieces, none of them taken
+            // for protocol: memory stays bounded whatever the command writes.
+            match (&mut lines)
+                .take(MAX_STDERR_LINE as u64)
+                .read_until(b'\n', &mut line)
+                .await
+            {
                 Ok(0) | Err(_) => break,
                 Ok(_) => {
-                    if !report_line(&line, progress) {
-                        err.extend_from_slice(&line);
+                    let whole = at_start && line.ends_with(b"\n");
+                    at_start = line.ends_with(b"\n");
+                    if !(whole && report_line(&line, progress)) {
+                        keep_tail(&mut err, &line);
                     }
                 }
             }
@@ -201,6 +211,18 @@ async fn talk(
     };
     tokio::join!(write, read_out, read_err);
     (child.wait().await, out, err)
+}
+
+/// The longest stderr line read at once: a protocol line with a whole report's output.
+const MAX_STDERR_LINE: usize = sheratan_proto::progress::MAX_OUTPUT + 64;
+
+/// Keeps the end of what a command wrote on stderr (a failure shows its last
+/// [`STDERR_TAIL`] bytes; nothing before them is needed).
+fn keep_tail(err: &mut Vec<u8>, piece: &[u8]) {
+    err.extend_from_slice(piece);
+    if err.len() > 2 * STDERR_TAIL {
+        err.drain(..err.len() - STDERR_TAIL);
+    }
 }
 
 /// Reports a stderr line written in the progress protocol (docs/API.md, "Progress"):
@@ -313,6 +335,40 @@ mod tests {
         assert_eq!(value, Some(0.5));
         assert_eq!(message.as_deref(), Some("half way"));
         assert_eq!(output, "Hello,\nworld\n");
+    }
+
+    /// A line too long to be a report is not one (nor is its continuation), and however much
+    /// a command writes on stderr, only its end is kept for the failure message.
+    #[tokio::test]
+    async fn long_stderr_lines_are_not_reports_and_stderr_is_kept_as_its_tail() {
+        let h = handlers(
+            r#"
+            [handlers.noisy]
+            command = ["/bin/sh", "-c", "printf 'sheratan:output %0200000d' 0 >&2; echo >&2; echo 'sheratan:output ok' >&2; yes x | head -c 3000000 >&2; echo ' the end' >&2; exit 3"]
+            "#,
+        );
+        let sink = sheratan_client::ProgressSink::new();
+        let out = h
+            .run(
+                "noisy",
+                &serde_json::Value::Null,
+                std::time::Duration::from_secs(10),
+                &CancellationToken::new(),
+                &sink,
+            )
+            .await;
+        assert_eq!(sink.unsent().2, "ok\n");
+        match out {
+            Outcome::Failure { message, .. } => {
+                assert!(
+                    message.ends_with("the end"),
+                    "{}",
+                    &message[message.len() - 40..]
+                );
+                assert!(message.len() < 4096, "{} bytes", message.len());
+            }
+            other => panic!("{other:?}"),
+        }
     }
 
     #[tokio::test]
