@@ -100,8 +100,9 @@ impl JobProgress {
     /// Folds a report in: the latest value and message win, output is appended and its tail
     /// kept.
     pub fn apply(&mut self, report: &ProgressReport, at: OffsetDateTime) {
-        if report.progress.is_some() {
-            self.value = report.progress;
+        if let Some(p) = report.progress {
+            // `-0.0` reads back as 0.
+            self.value = Some(p + 0.0);
         }
         if report.message.is_some() {
             self.message.clone_from(&report.message);

@@ -187,7 +187,7 @@ const CANDIDATES: &str = "SELECT j.id, j.concurrency_key, COALESCE(r.n, 0) FROM 
 /// Leases the chosen jobs; the same columns as `LEASE_JOBS` returns.
 const LEASE_IDS: &str = "UPDATE jobs j SET status = 1, attempt = j.attempt + 1, lease_id = gen_random_uuid(), \
         lease_node = $2, lease_expires_at = $1 + j.timeout_s::BIGINT * 1000, updated_at = $1, \
-        lease_started_at = $1 \
+        lease_started_at = $1, progress = NULL \
      WHERE j.id = ANY($3) AND j.status = 0 \
      RETURNING j.job_id, j.lease_id, j.queue, j.kind, j.payload, j.attempt, j.lease_expires_at, j.priority, j.id, j.timeout_s";
 

@@ -15,7 +15,9 @@ use std::sync::{Arc, Mutex};
 
 use sheratan_proto::data::{JobError, JobStatus, Outcome};
 use sheratan_store::jobs::{Ending, Reaccept};
-use sheratan_store::jobs::{MAX_TIMEOUT_S, RUN_GRACE_MS, job_retry_delay, reaped_message};
+use sheratan_store::jobs::{
+    MAX_TIMEOUT_S, RUN_GRACE_MS, job_retry_delay, reaped_final_message, reaped_message,
+};
 use sheratan_store::{
     Clock, Counts, ExtendOutcome, FinishOutcome, HolderRule, JobRecord, JobSpec, LeaseGrant,
     LeaseOrder, LeasedJob, QueueState, Reaped, ResultReport, StoreError, StoreLimits,
@@ -630,7 +632,8 @@ const LEASE_JOBS: &str = "WITH picked AS ( \
         FOR UPDATE SKIP LOCKED \
      ) \
      UPDATE jobs j SET status = 1, attempt = j.attempt + 1, lease_id = gen_random_uuid(), lease_node = $5, \
-        lease_expires_at = $1 + j.timeout_s::BIGINT * 1000, updated_at = $1, lease_started_at = $1 \
+        lease_expires_at = $1 + j.timeout_s::BIGINT * 1000, updated_at = $1, lease_started_at = $1, \
+        progress = NULL \
      FROM picked WHERE j.id = picked.id \
      RETURNING j.job_id, j.lease_id, j.queue, j.kind, j.payload, j.attempt, j.lease_expires_at, j.priority, j.id, j.timeout_s";
 
@@ -1323,7 +1326,7 @@ async fn tick(
     // finishing) alone.
     let expired = tx
         .query(
-            "SELECT id, job_id, queue, lease_node, attempt, max_attempts, lease_started_at, timeout_s FROM jobs \
+            "SELECT id, job_id, queue, lease_node, attempt, max_attempts, lease_started_at, timeout_s, lease_expires_at FROM jobs \
              WHERE status = 1 AND lease_expires_at <= $1 ORDER BY lease_expires_at LIMIT 1000 FOR UPDATE SKIP LOCKED",
             &[&now],
         )
@@ -1335,14 +1338,16 @@ async fn tick(
         let node_id: String = r.get::<_, Option<String>>(3).unwrap_or_default();
         let attempt = r.get::<_, i32>(4) as u32;
         let max_attempts = r.get::<_, i32>(5) as u32;
+        let started_ms = r.get::<_, Option<i64>>(6).unwrap_or(i64::MAX);
+        let expires_ms = r.get::<_, Option<i64>>(8).unwrap_or(0);
         fx.delta.inflight -= 1;
         let status = if attempt < max_attempts {
             let error = JobError {
                 message: reaped_message(
                     &node_id,
-                    r.get::<_, Option<i64>>(6).unwrap_or(i64::MAX),
+                    started_ms,
                     r.get::<_, i32>(7) as u32,
-                    now,
+                    expires_ms,
                 ),
                 retryable: true,
             };
@@ -1363,8 +1368,12 @@ async fn tick(
             JobStatus::Accepted
         } else {
             let error = JobError {
-                message: format!(
-                    "the lease expired on attempt {attempt} of {max_attempts}; no attempts left"
+                message: reaped_final_message(
+                    &node_id,
+                    started_ms,
+                    r.get::<_, i32>(7) as u32,
+                    expires_ms,
+                    (attempt, max_attempts),
                 ),
                 retryable: false,
             };

@@ -150,7 +150,8 @@ pub fn set_leased(
 ) -> rusqlite::Result<String> {
     conn.prepare_cached(
         "UPDATE jobs SET status = 1, attempt = ?2, lease_id = ?3, lease_node = ?4, \
-         lease_expires_at = ?5, updated_at = ?6, lease_started_at = ?6 WHERE id = ?1 RETURNING payload",
+         lease_expires_at = ?5, updated_at = ?6, lease_started_at = ?6, progress = NULL \
+         WHERE id = ?1 RETURNING payload",
     )?
     .query_row(
         params![row, attempt, lease_id.as_bytes(), node, expires, now],

@@ -262,6 +262,23 @@ impl State {
                 None => break,
             }
         }
+        // Jobs still parked behind the key's rate (not its running count, whose end releases
+        // them) come back when the token after those handed back now is due: nothing else
+        // would look at them again.
+        let count_room = q
+            .limits
+            .and_then(|l| l.key_concurrency)
+            .map_or(u64::MAX, |n| u64::from(n).saturating_sub(k.running));
+        if !k.parked.is_empty()
+            && count_room > back.len() as u64
+            && let Some(b) = k.bucket
+        {
+            let spent = back.len() as f64;
+            let missing = (spent + 1.0 - b.tokens_at(now_ms)).max(0.0);
+            let due = now_ms + (missing / b.rate.per_ms()).ceil() as i64;
+            self.timed
+                .insert((due.max(now_ms + 1), queue.clone(), key.clone()));
+        }
         if k.is_idle(now_ms) {
             q.keys.remove(key);
         }

@@ -13,7 +13,9 @@ use rusqlite::Connection;
 use sheratan_proto::data::{JobError, JobStatus, Outcome};
 use sheratan_proto::queues::{QueueSettings, QueueSettingsPatch};
 use sheratan_store::jobs::{Ending, Reaccept};
-use sheratan_store::jobs::{MAX_TIMEOUT_S, job_retry_delay, reaped_message, run_deadline_ms};
+use sheratan_store::jobs::{
+    MAX_TIMEOUT_S, job_retry_delay, reaped_final_message, reaped_message, run_deadline_ms,
+};
 use sheratan_store::{
     Clock, Counts, ExtendOutcome, FinishOutcome, HolderRule, JobRecord, JobSpec, LeaseGrant,
     LeaseOrder, LeasedJob, QueueState, Reaped, ResultReport, StoreError, StoreLimits,
@@ -594,17 +596,18 @@ impl Writer {
             let Some(job) = self.state.get(row).cloned() else {
                 continue;
             };
-            let (node_id, started_ms) = match &job.phase {
+            let (node_id, started_ms, expires_ms) = match &job.phase {
                 Phase::Leased {
                     node_id,
                     started_ms,
+                    expires_ms,
                     ..
-                } => (node_id.to_string(), *started_ms),
-                _ => (String::new(), i64::MAX),
+                } => (node_id.to_string(), *started_ms, *expires_ms),
+                _ => (String::new(), i64::MAX, 0),
             };
             let status = if job.attempt < job.max_attempts {
                 let error = JobError {
-                    message: reaped_message(&node_id, started_ms, job.timeout_s, now),
+                    message: reaped_message(&node_id, started_ms, job.timeout_s, expires_ms),
                     retryable: true,
                 };
                 db::reaccept(
@@ -623,9 +626,12 @@ impl Writer {
                 JobStatus::Accepted
             } else {
                 let error = JobError {
-                    message: format!(
-                        "the lease expired on attempt {} of {}; no attempts left",
-                        job.attempt, job.max_attempts
+                    message: reaped_final_message(
+                        &node_id,
+                        started_ms,
+                        job.timeout_s,
+                        expires_ms,
+                        (job.attempt, job.max_attempts),
                     ),
                     retryable: false,
                 };

@@ -1136,7 +1136,8 @@ pub async fn submits_wake_long_polls(b: &dyn Backend) {
 }
 
 /// Extensions keep a lease alive but never past its job's `timeout_s` (plus the grace for the
-/// node's own TIMEOUT report); then the reaper takes it back as a TIMEOUT, retryably.
+/// node's own TIMEOUT report); then the reaper takes it back as a TIMEOUT, retryably. (A lease
+/// never extended that simply expires is a quiet node, not a TIMEOUT.)
 pub async fn extensions_never_run_a_job_past_its_timeout(b: &dyn Backend) {
     let w = World::new(b, limits(100, 100));
     let mut j = job("q", serde_json::Value::Null);
@@ -1162,6 +1163,25 @@ pub async fn extensions_never_run_a_job_past_its_timeout(b: &dyn Backend) {
     let error = record.error.unwrap();
     assert!(error.message.starts_with("TIMEOUT"), "{}", error.message);
     assert!(error.retryable);
+    // On its last attempt the job fails, still saying why.
+    let mut last = job("q", serde_json::Value::Null);
+    last.timeout_s = Some(10);
+    last.max_attempts = Some(1);
+    let last_id = w.submit(last).await;
+    let leased = w.lease("n", &["q"], &[], 10).await;
+    let l = leased.iter().find(|l| l.job_id == last_id).unwrap();
+    w.advance(Duration::from_secs(8));
+    w.store.extend(l.lease_id, Some(60), None).await.unwrap();
+    w.advance(Duration::from_secs(8));
+    w.store.tick().await.unwrap();
+    let record = w.store.get(last_id).await.unwrap().unwrap();
+    assert_eq!(record.status, JobStatus::Failed);
+    let error = record.error.unwrap();
+    assert!(
+        error.message.starts_with("TIMEOUT") && error.message.ends_with("no attempts left"),
+        "{}",
+        error.message
+    );
 }
 
 /// `key_concurrency` 1: one job per key runs at a time, across leases; the others wait in
@@ -1282,7 +1302,7 @@ pub async fn queue_concurrency_and_rates_hold_jobs_back(b: &dyn Backend) {
     }
     // Queue r has no settings: the key limit of q does not apply to it.
     assert_eq!(w.lease("n", &["r"], &[], 10).await.len(), 3);
-    for (n, key) in ["k1", "k1", "k2"].iter().enumerate() {
+    for (n, key) in ["k1", "k1", "k2", "k1"].iter().enumerate() {
         w.submit(keyed("q", key, n as i64)).await;
     }
     assert_eq!(
@@ -1291,11 +1311,18 @@ pub async fn queue_concurrency_and_rates_hold_jobs_back(b: &dyn Backend) {
         "k1 once, k2 once"
     );
     assert!(w.lease("n", &["q"], &[], 10).await.is_empty());
-    w.advance(Duration::from_secs(9));
-    assert!(w.lease("n", &["q"], &[], 10).await.is_empty());
-    w.advance(Duration::from_secs(1));
-    w.store.tick().await.unwrap();
-    assert_eq!(w.lease("n", &["q"], &[], 10).await.len(), 1, "k1's second");
+    // One more of k1 per period, however many wait (none is forgotten).
+    for nth in ["second", "third"] {
+        w.advance(Duration::from_secs(9));
+        w.store.tick().await.unwrap();
+        assert!(
+            w.lease("n", &["q"], &[], 10).await.is_empty(),
+            "k1's {nth} too early"
+        );
+        w.advance(Duration::from_secs(1));
+        w.store.tick().await.unwrap();
+        assert_eq!(w.lease("n", &["q"], &[], 10).await.len(), 1, "k1's {nth}");
+    }
 }
 
 /// Settings: a patch changes only what it names, bad values are refused naming the field and

@@ -30,14 +30,37 @@ pub fn run_deadline_ms(started_ms: i64, timeout_s: u32) -> i64 {
         .saturating_add(RUN_GRACE_MS)
 }
 
-/// Why a lease was taken back: it ran past its job's `timeout_s`, or its node went quiet.
-pub fn reaped_message(node_id: &str, started_ms: i64, timeout_s: u32, now: i64) -> String {
-    if now >= started_ms.saturating_add(i64::from(timeout_s) * 1000) {
+/// Whether a lease taken back at `expires_ms` had run into its run-time cap (its node kept
+/// it alive until the cap ended it), rather than its node going quiet.
+fn hit_cap(started_ms: i64, timeout_s: u32, expires_ms: i64) -> bool {
+    expires_ms >= run_deadline_ms(started_ms, timeout_s)
+}
+
+/// Why a lease was taken back: it ran into its run-time cap, or its node went quiet.
+pub fn reaped_message(node_id: &str, started_ms: i64, timeout_s: u32, expires_ms: i64) -> String {
+    if hit_cap(started_ms, timeout_s, expires_ms) {
         format!(
             "TIMEOUT: the job ran longer than its timeout_s of {timeout_s} s on {node_id}; the hub ended its lease"
         )
     } else {
         format!("the lease held by {node_id} expired without a result or an extension")
+    }
+}
+
+/// Why a job failed when its lease was taken back on its last attempt.
+pub fn reaped_final_message(
+    node_id: &str,
+    started_ms: i64,
+    timeout_s: u32,
+    expires_ms: i64,
+    (attempt, max_attempts): (u32, u32),
+) -> String {
+    if hit_cap(started_ms, timeout_s, expires_ms) {
+        format!(
+            "TIMEOUT: the job ran longer than its timeout_s of {timeout_s} s on {node_id}; the hub ended its lease on attempt {attempt} of {max_attempts}; no attempts left"
+        )
+    } else {
+        format!("the lease expired on attempt {attempt} of {max_attempts}; no attempts left")
     }
 }
 

@@ -252,6 +252,11 @@ impl StreamedOutput {
         if clear {
             let _ = write!(err, "\r\x1b[2K");
         }
+        // The hub keeps the output's end only: say what came and went between two looks.
+        let skipped = total.saturating_sub(self.printed) - new.len() as u64;
+        if skipped > 0 {
+            let _ = write!(err, "\n[… {skipped} bytes of output not shown …]\n");
+        }
         let _ = write!(err, "{new}");
         let _ = err.flush();
         self.printed = total;

@@ -44,12 +44,20 @@ pub async fn resolve_job_id(hub: &HubState, text: &str) -> Result<uuid::Uuid, Jo
 
 pub async fn get(hub: &HubState, id: &str) -> Result<JobView, JobsError> {
     let id = resolve_job_id(hub, id).await?;
-    let record = hub.store.get(id).await?;
-    let mut view = record
-        .map(|r| r.view())
+    let record = hub
+        .store
+        .get(id)
+        .await?
         .ok_or_else(|| JobsError::NotFound(format!("no job {id}")))?;
-    hub.progress.overlay(&mut view);
-    Ok(view)
+    Ok(view_of(hub, &record))
+}
+
+/// A job's view, with this hub's newer progress of its live lease.
+fn view_of(hub: &HubState, record: &sheratan_store::JobRecord) -> JobView {
+    let mut view = record.view();
+    hub.progress
+        .overlay(&mut view, record.lease.as_ref().map(|l| l.lease_id));
+    view
 }
 
 pub async fn cancel(hub: &HubState, id: &str) -> Result<JobView, JobsError> {
@@ -96,14 +104,7 @@ pub async fn list(hub: &HubState, q: JobsQuery) -> Result<JobList, JobsError> {
     };
     let (jobs, next) = hub.store.list(filter).await?;
     Ok(JobList {
-        jobs: jobs
-            .iter()
-            .map(|j| {
-                let mut view = j.view();
-                hub.progress.overlay(&mut view);
-                view
-            })
-            .collect(),
+        jobs: jobs.iter().map(|j| view_of(hub, j)).collect(),
         next_cursor: next.map(|n| n.to_string()),
     })
 }
@@ -116,6 +117,10 @@ pub async fn requeue(hub: &HubState, id: &str) -> Result<JobView, JobsError> {
         .requeue(id)
         .await?
         .ok_or_else(|| JobsError::NotFound(format!("no job {id}")))?;
+    // Its last lease (now ended) takes no more progress.
+    if let Some(lease) = &record.lease {
+        hub.progress.forget(lease.lease_id);
+    }
     tracing::info!(job_id = %id, "job requeued by an operator");
     Ok(record.view())
 }

@@ -30,6 +30,8 @@ const FORGET: Duration = Duration::from_secs(60);
 
 struct Entry {
     job_id: Uuid,
+    /// The node holding the lease: the trusted path checks the caller against it too.
+    holder: String,
     progress: JobProgress,
     dirty: bool,
     checked: Instant,
@@ -43,25 +45,30 @@ pub struct ProgressBoard {
 }
 
 impl ProgressBoard {
-    /// The board's progress of `job_id`, if it has one newer than `stored`.
-    fn fresher(&self, job_id: &str, stored: Option<&JobProgress>) -> Option<JobProgress> {
-        let id = Uuid::parse_str(job_id).ok()?;
+    /// Shows this hub's newer progress of the job's live lease (`lease`, from its record) in
+    /// its view; an ended lease's reports never show.
+    pub fn overlay(&self, view: &mut JobView, lease: Option<Uuid>) {
+        let Some(lease) = lease.filter(|_| view.status == JobStatus::InProgress) else {
+            return;
+        };
         let entries = self.entries.lock().expect("progress board");
-        entries
-            .values()
-            .find(|e| e.job_id == id)
-            .map(|e| &e.progress)
-            .filter(|p| stored.is_none_or(|s| p.updated_at > s.updated_at))
-            .cloned()
+        let Some(e) = entries.get(&lease) else {
+            return;
+        };
+        if view
+            .progress
+            .as_ref()
+            .is_none_or(|s| e.progress.updated_at > s.updated_at)
+        {
+            view.progress = Some(e.progress.clone());
+        }
     }
 
-    /// Shows this hub's newer progress in a job view.
-    pub fn overlay(&self, view: &mut JobView) {
-        if view.status != JobStatus::InProgress {
-            return;
-        }
-        if let Some(p) = self.fresher(&view.job_id, view.progress.as_ref()) {
-            view.progress = Some(p);
+    /// Stops trusting the leases of a job this hub saw taken back (reaped).
+    pub fn forget_job(&self, job_id: Uuid) {
+        let mut entries = self.entries.lock().expect("progress board");
+        for e in entries.values_mut().filter(|e| e.job_id == job_id) {
+            e.checked = Instant::now().checked_sub(TRUST).unwrap_or(e.checked);
         }
     }
 
@@ -115,7 +122,8 @@ pub async fn report(
         }
     })?;
     let now = hub.clock.now();
-    if let Some(ack) = apply_trusted(hub, lease, job_id, &report, now) {
+    let rule = hub.credentials.holder_rule(caller.0);
+    if let Some(ack) = apply_trusted(hub, lease, job_id, &report, now, rule.as_ref())? {
         return Ok(ack);
     }
     // Not trusted (yet, or any more): ask the store whether the caller holds the lease.
@@ -137,13 +145,7 @@ pub async fn report(
         .as_ref()
         .map(|l| l.node_id.as_str())
         .unwrap_or("");
-    if let Some(rule) = hub.credentials.holder_rule(caller.0)
-        && !rule.permits(holder)
-    {
-        return Err(JobsError::WrongHolder(format!(
-            "lease {lease} is held by {holder}, whose own credential alone may report its progress"
-        )));
-    }
+    check_holder(rule.as_ref(), holder, lease)?;
     let stored = record.view().progress.unwrap_or(JobProgress {
         updated_at: now,
         ..Default::default()
@@ -151,6 +153,7 @@ pub async fn report(
     let mut entries = hub.progress.entries.lock().expect("progress board");
     let entry = entries.entry(lease).or_insert(Entry {
         job_id,
+        holder: holder.to_owned(),
         progress: stored,
         dirty: false,
         checked: Instant::now(),
@@ -160,19 +163,39 @@ pub async fn report(
     Ok(fold(entry, &report, now))
 }
 
-/// Folds a report into a lease's entry if the lease was found live lately.
+/// Folds a report into a lease's entry if the lease was found live lately (and the caller
+/// may report for its holder).
 fn apply_trusted(
     hub: &HubState,
     lease: Uuid,
     job_id: Uuid,
     report: &ProgressReport,
     now: time::OffsetDateTime,
-) -> Option<ProgressAck> {
+    rule: Option<&sheratan_store::HolderRule>,
+) -> Result<Option<ProgressAck>, JobsError> {
     let mut entries = hub.progress.entries.lock().expect("progress board");
-    let entry = entries
+    let Some(entry) = entries
         .get_mut(&lease)
-        .filter(|e| e.job_id == job_id && e.checked.elapsed() < TRUST)?;
-    Some(fold(entry, report, now))
+        .filter(|e| e.job_id == job_id && e.checked.elapsed() < TRUST)
+    else {
+        return Ok(None);
+    };
+    check_holder(rule, &entry.holder, lease)?;
+    Ok(Some(fold(entry, report, now)))
+}
+
+/// A node credential reports for its own leases only (as for results).
+fn check_holder(
+    rule: Option<&sheratan_store::HolderRule>,
+    holder: &str,
+    lease: Uuid,
+) -> Result<(), JobsError> {
+    match rule {
+        Some(rule) if !rule.permits(holder) => Err(JobsError::WrongHolder(format!(
+            "lease {lease} is held by {holder}, whose own credential alone may report its progress"
+        ))),
+        _ => Ok(()),
+    }
 }
 
 fn fold(entry: &mut Entry, report: &ProgressReport, now: time::OffsetDateTime) -> ProgressAck {

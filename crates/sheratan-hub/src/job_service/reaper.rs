@@ -65,6 +65,10 @@ fn report_reaped(hub: &HubState, reaped: Vec<sheratan_store::Reaped>) {
     hub.jobs
         .reaped
         .fetch_add(reaped.len() as u64, Ordering::Relaxed);
+    // A lease taken back takes no more progress.
+    for r in &reaped {
+        hub.progress.forget_job(r.job_id);
+    }
     let mut by_node: std::collections::BTreeMap<String, Vec<&sheratan_store::Reaped>> =
         Default::default();
     for r in &reaped {

@@ -264,10 +264,33 @@ async fn progress_reports_are_checked_like_results() {
     let lease2 = jobs[0]["lease_id"].as_str().unwrap().to_owned();
     let url2 = format!("{data}/v1/leases/{lease2}/progress");
     let report2 = json!({"job_id": job2, "output": "mine"}).to_string();
-    let (status, answer) = send_signed(&url2, &n3, &report2).await;
-    assert_error(status, &answer, 403, "FORBIDDEN");
     let (status, answer) = send_signed(&url2, &n2, &report2).await;
     assert_eq!(status.as_u16(), 200, "{answer}");
+    // Right after the holder's report (while the hub trusts the lease), another node is
+    // still refused.
+    let (status, answer) = send_signed(&url2, &n3, &report2).await;
+    assert_error(status, &answer, 403, "FORBIDDEN");
+
+    // A requeued job's old lease takes no more progress, and its next attempt starts with
+    // none of the old one's.
+    let (status, answer) = call(
+        reqwest::Method::POST,
+        &format!("{data}/admin/jobs/{job2}/requeue"),
+        Auth::Bearer(&token),
+        None,
+    )
+    .await;
+    assert_eq!(status.as_u16(), 200, "{answer}");
+    let (status, answer) = send_signed(&url2, &n2, &report2).await;
+    assert_error(status, &answer, 409, "LEASE_EXPIRED");
+    let (jobs, _) = lease(&data, &n2, "n-2", &["default"], 1, 0).await;
+    assert_eq!(jobs[0]["job_id"], job2.as_str());
+    let (_, view) = get(&format!("{data}/v1/jobs/{job2}"), Auth::Bearer(&token)).await;
+    assert_eq!(view["status"], "in_progress", "{view}");
+    assert!(
+        view.get("progress").is_none(),
+        "the old attempt's progress shows: {view}"
+    );
 
     // Once the job has its result, its lease takes no more progress.
     let (status, answer) = complete(
