@@ -22,14 +22,36 @@ pub const MAX_CONCURRENCY_KEY_LEN: usize = 256;
 /// bucket holding `burst` tokens refilled at `limit / period_s` per second. `burst` defaults
 /// to 1: starts are spaced evenly (5/s starts one job every 200 ms); a larger burst lets that
 /// many start at once after a quiet spell.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
 pub struct Rate {
     pub limit: u32,
-    #[serde(default = "one_second")]
     pub period_s: u32,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub burst: Option<u32>,
+}
+
+/// A rate as the wire writes it: an object only (serde's derive would also take an array).
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RateFields {
+    limit: u32,
+    #[serde(default = "one_second")]
+    period_s: u32,
+    #[serde(default)]
+    burst: Option<u32>,
+}
+
+impl<'de> Deserialize<'de> for Rate {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let map = serde_json::Map::<String, serde_json::Value>::deserialize(d)?;
+        let f: RateFields = serde_json::from_value(serde_json::Value::Object(map))
+            .map_err(serde::de::Error::custom)?;
+        Ok(Rate {
+            limit: f.limit,
+            period_s: f.period_s,
+            burst: f.burst,
+        })
+    }
 }
 
 fn one_second() -> u32 {
@@ -316,7 +338,12 @@ mod tests {
                 .unwrap_err();
             assert!(err.starts_with(field), "{body}: {err}");
         }
-        // Negative numbers and unknown fields do not even decode.
+        // Negative numbers, unknown fields and rates written as arrays do not even decode.
+        assert!(serde_json::from_str::<QueueSettingsPatch>(r#"{"rate": [5]}"#).is_err());
+        assert!(
+            serde_json::from_str::<QueueSettingsPatch>(r#"{"key_rate": {"limit": 1, "x": 2}}"#)
+                .is_err()
+        );
         assert!(serde_json::from_str::<QueueSettingsPatch>(r#"{"concurrency": -1}"#).is_err());
         assert!(serde_json::from_str::<QueueSettingsPatch>(r#"{"concurency": 1}"#).is_err());
     }

@@ -75,6 +75,29 @@ fn every_workload_runs_on_a_hub_of_its_own() {
     assert_eq!(jobs["paced"]["n"], 100);
     assert!(f(&jobs, &["hub_rss_end_bytes"]) > 1e6, "{jobs}");
 
+    // With a key limit: every job still runs (the keys cycle, so the limit binds briefly).
+    let keyed = bench(&[
+        "jobs",
+        "--n",
+        "1000",
+        "--warmup",
+        "100",
+        "--paced-n",
+        "100",
+        "--keys",
+        "50",
+        "--key-concurrency",
+        "1",
+    ]);
+    assert!(
+        keyed["variant"]
+            .as_str()
+            .unwrap()
+            .contains("key_concurrency 1, 50 keys"),
+        "{keyed}"
+    );
+    assert!(f(&keyed, &["concurrent_jps"]) > 0.0, "{keyed}");
+
     let deep = bench(&["jobs", "--deep-queue", "3000"]);
     assert_eq!(deep["queued"], 3000);
     assert!(f(&deep, &["leases"]) > 0.0, "{deep}");
