@@ -157,6 +157,8 @@ fn job_event(j: &JobView) -> Value {
         updated_at: (j.updated_at.unix_timestamp_nanos() / 1_000_000) as i64,
         error: j.error.clone(),
         node_id: j.node_id.clone(),
+        run_at: (j.status == JobStatus::Accepted && j.run_at > time::OffsetDateTime::now_utc())
+            .then_some(j.run_at),
     })
 }
 

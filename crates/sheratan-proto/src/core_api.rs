@@ -170,6 +170,13 @@ pub struct JobEvent {
     /// The node that holds or last held the job's lease.
     #[serde(default)]
     pub node_id: Option<String>,
+    /// When an accepted job may run, if that is still ahead (it is delayed).
+    #[serde(
+        default,
+        with = "time::serde::rfc3339::option",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub run_at: Option<time::OffsetDateTime>,
 }
 
 /// `event: progress`: a running job reported progress or output (docs/API.md, "Progress").

@@ -770,6 +770,7 @@ fn core_api() {
                 updated_at: 1_796_464_800_000,
                 error: Some(job_error()),
                 node_id: Some("worker-1".into()),
+                run_at: None,
             },
             NodeEvent {
                 node_id: "worker-1".into(),

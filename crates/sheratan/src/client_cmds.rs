@@ -42,6 +42,12 @@ pub struct SubmitArgs {
     /// Jobs sharing a key obey the queue's key_concurrency and key_rate together.
     #[arg(long)]
     pub concurrency_key: Option<String>,
+    /// Not before this time: RFC 3339 (2026-12-24T09:00:00Z) or Unix seconds.
+    #[arg(long, value_parser = crate::hub_args::parse_time, conflicts_with = "in_")]
+    pub at: Option<time::OffsetDateTime>,
+    /// Not before this long from now: 90s, 10m, 12h, 7d.
+    #[arg(long = "in", id = "in_", value_parser = parse_lifetime)]
+    pub in_: Option<u64>,
     /// Capabilities a node needs besides the job's kind (which the hub always requires: a job
     /// goes only to a node with a handler for it), comma-separated.
     #[arg(long, value_delimiter = ',')]
@@ -91,7 +97,12 @@ pub async fn submit(args: SubmitArgs) -> Result<(), Failure> {
         idempotency_key: args.idempotency_key.clone(),
         max_attempts: args.max_attempts,
         timeout_s: args.timeout_s,
-        run_at: None,
+        run_at: args.at.or_else(|| {
+            args.in_.map(|s| {
+                time::OffsetDateTime::now_utc()
+                    + time::Duration::seconds(s.min(i64::MAX as u64) as i64)
+            })
+        }),
         // With --wait this command collects the result (and acknowledges it); without, nobody
         // does: the result stays with the job but never counts as pending.
         follow_result: Some(args.wait),
@@ -107,7 +118,7 @@ pub async fn submit(args: SubmitArgs) -> Result<(), Failure> {
         eprintln!("note: {warning}");
     }
     if !args.wait {
-        print_submitted(&submitted, args.json);
+        print_submitted(&submitted, job.run_at, args.json);
         return Ok(());
     }
     let view = wait_for(&data, &job_id, Duration::from_secs(args.wait_timeout_s)).await?;
@@ -125,7 +136,7 @@ pub async fn submit(args: SubmitArgs) -> Result<(), Failure> {
 }
 
 /// The submit's answer: the job id and whether it is new.
-fn print_submitted(submitted: &Submitted, json: bool) {
+fn print_submitted(submitted: &Submitted, run_at: Option<time::OffsetDateTime>, json: bool) {
     let mut out = std::io::stdout().lock();
     let answer = submitted.response();
     if json {
@@ -141,7 +152,25 @@ fn print_submitted(submitted: &Submitted, json: bool) {
         Submitted::Created(_) => "submitted",
         Submitted::Existing(_) => "already submitted (same idempotency key)",
     };
-    writeln!(out, "{} {what}", answer.job_id).ok();
+    match run_at.filter(|t| *t > time::OffsetDateTime::now_utc()) {
+        Some(t) => writeln!(
+            out,
+            "{} {what}, delayed until {}",
+            answer.job_id,
+            fmt_time(t)
+        )
+        .ok(),
+        None => writeln!(out, "{} {what}", answer.job_id).ok(),
+    };
+}
+
+/// A job's status as people read it: an accepted job that may not run yet is "delayed".
+fn shown_status(view: &JobView) -> &'static str {
+    if view.status == JobStatus::Accepted && view.run_at > time::OffsetDateTime::now_utc() {
+        "delayed"
+    } else {
+        view.status.as_str()
+    }
 }
 
 /// A finished job: its result, or what became of it.
@@ -210,6 +239,9 @@ async fn wait_for(
                 Some(l) => format!("on {} (attempt {})", l.node_id, view.attempt),
                 None if view.attempt > 0 => {
                     format!("waiting to retry (attempt {} failed)", view.attempt)
+                }
+                None if shown_status(&view) == "delayed" => {
+                    format!("delayed until {}", fmt_time(view.run_at))
                 }
                 None => "waiting for a worker".into(),
             };
@@ -391,7 +423,7 @@ async fn list_jobs(
                 j.job_id.clone(),
                 j.queue.clone(),
                 j.kind.clone(),
-                j.status.as_str().into(),
+                shown_status(j).into(),
                 j.attempt.to_string(),
                 fmt_time(j.created_at),
             ]
@@ -416,7 +448,10 @@ fn print_job(view: &JobView, json: bool) {
     let _ = writeln!(out, "job       {}", view.job_id);
     let _ = writeln!(out, "queue     {}", view.queue);
     let _ = writeln!(out, "kind      {}", view.kind);
-    let _ = writeln!(out, "status    {}", view.status.as_str());
+    let _ = writeln!(out, "status    {}", shown_status(view));
+    if shown_status(view) == "delayed" {
+        let _ = writeln!(out, "runs at   {}", fmt_time(view.run_at));
+    }
     let _ = writeln!(out, "attempt   {} of {}", view.attempt, view.max_attempts);
     let _ = writeln!(out, "priority  {}", view.priority);
     let _ = writeln!(out, "created   {}", fmt_time(view.created_at));

@@ -251,6 +251,23 @@ async fn the_dashboard_end_to_end() {
         json!(true),
         "the page was not reloaded"
     );
+    // A delayed job says so in the list.
+    let later = (time::OffsetDateTime::now_utc() + time::Duration::hours(1))
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap();
+    let (status, body) = post(
+        &format!("{}/v1/jobs", hub.data_url),
+        Auth::Bearer(&token),
+        &json!({"kind": "echo", "queue": "later", "run_at": later}).to_string(),
+    )
+    .await;
+    assert_eq!(status.as_u16(), 202, "{body}");
+    let delayed = body["job_id"].as_str().unwrap().to_owned();
+    ui.wait(
+        "the delayed job marked",
+        &format!("(document.querySelector('tr[data-job=\"{delayed}\"] .job-delayed') || {{}}).textContent"),
+    )
+    .await;
     ui.shot("05-jobs").await;
     jobs_show_their_node_error_and_distinguishing_id(&ui, &job_id).await;
     // The detail, named by the end of its id as the list shows it.

@@ -414,3 +414,73 @@ async fn the_hub_ends_a_lease_at_its_run_time_cap_whatever_the_extensions() {
         "a reaped lease runs again at once: {view}"
     );
 }
+
+/// Delayed jobs from the command line (issue 20, item 4): `--in` and `--at` set `run_at`; the
+/// list and the detail say "delayed" with the time; a bad time is a usage error.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn delayed_jobs_are_submitted_and_shown_as_such() {
+    let hub = hub().start();
+    let (code, out, err) = cli(
+        &hub,
+        &["submit", "--kind", "echo", "--queue", "later", "--in", "1h"],
+    );
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("submitted, delayed until"), "{out}");
+    let id = out.split_whitespace().next().unwrap().to_owned();
+    let (code, out, err) = cli(&hub, &["jobs", "show", &id]);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.contains("status    delayed") && out.contains("runs at"),
+        "{out}"
+    );
+    let (code, out, _) = cli(&hub, &["jobs", "list", "--queue", "later"]);
+    assert_eq!(code, 0);
+    assert!(out.contains("delayed"), "{out}");
+    let (_, view) = get(
+        &format!("{}/v1/jobs/{id}", hub.data_url),
+        Auth::Bearer(&hub.token()),
+    )
+    .await;
+    let run_at = time::OffsetDateTime::parse(
+        view["run_at"].as_str().unwrap(),
+        &time::format_description::well_known::Rfc3339,
+    )
+    .unwrap();
+    let ahead = run_at - time::OffsetDateTime::now_utc();
+    assert!(
+        ahead > time::Duration::minutes(59) && ahead <= time::Duration::minutes(60),
+        "{view}"
+    );
+    // --at: a time given as such; in the past it means now (not delayed).
+    let (code, out, err) = cli(
+        &hub,
+        &[
+            "submit",
+            "--kind",
+            "echo",
+            "--queue",
+            "later",
+            "--at",
+            "2026-01-01T00:00:00Z",
+        ],
+    );
+    assert_eq!(code, 0, "{err}");
+    assert!(!out.contains("delayed"), "{out}");
+    for bad in [["--in", "soon"], ["--at", "tomorrow"]] {
+        let (code, _, err) = cli(&hub, &["submit", "--kind", "echo", bad[0], bad[1]]);
+        assert_eq!(code, 2, "{err}");
+    }
+    let (code, _, err) = cli(
+        &hub,
+        &[
+            "submit",
+            "--kind",
+            "echo",
+            "--in",
+            "1m",
+            "--at",
+            "2026-01-01T00:00:00Z",
+        ],
+    );
+    assert_eq!(code, 2, "--in and --at together: {err}");
+}

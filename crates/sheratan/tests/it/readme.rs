@@ -47,6 +47,7 @@ const EXPECTED: &[(&str, i32, &[&str])] = &[
         &["key_concurrency  none", "rate             none"],
     ),
     ("sheratan jobs show ${JOB: -8}", 0, &[r#"{"n":1}"#]),
+    ("--in 10m", 0, &["submitted, delayed until"]),
     ("--kind upper", 0, &[r#""TEXT": "HI""#]),
     ("kill $W && wait $W", 0, &[]),
     ("sheratan nodes rm worker-2", 0, &["removed worker-2"]),

@@ -14,13 +14,19 @@ const unserved = new Set();
 // The header of a table of jobRow()s (the jobs list, the relay's recent jobs).
 export const jobHead = html`<thead><tr><th>Job</th><th>Queue</th><th>Kind</th><th>Status</th><th>Node</th><th>Attempt</th><th>Error</th><th>Updated</th></tr></thead>`;
 
+// An accepted job whose run_at is still ahead (submitted with --at/--in, or waiting to retry).
+function isDelayed(j) {
+  return j.status === 'accepted' && j.run_at && Date.parse(j.run_at) > Date.now();
+}
+
 export function jobRow(j) {
   const waiting = j.status === 'accepted' && unserved.has(j.queue)
     && html`<div class="warn-note">waiting: no node serves queue ${j.queue}</div>`;
   const error = j.error && j.error.message;
+  const delayed = isDelayed(j) && html`<div class="muted job-delayed">delayed until ${when(j.run_at)}</div>`;
   return html`<tr data-job="${j.job_id}">
     <td class="mono"><a href="#/jobs/${j.job_id}" title="${j.job_id}">${shortId(j.job_id)}</a></td>
-    <td>${j.queue}</td><td>${j.kind}</td><td class="job-status">${status(j.status)}${waiting}</td>
+    <td>${j.queue}</td><td>${j.kind}</td><td class="job-status">${status(j.status)}${delayed}${waiting}</td>
     <td class="job-node mono">${j.node_id || '—'}</td><td>${j.attempt}</td>
     <td class="job-error">${error ? html`<span title="${error}">${error}</span>` : ''}</td>
     <td>${ago(j.updated_at)}</td></tr>`;
@@ -196,6 +202,7 @@ export const job = {
           <dt>Priority</dt><dd>${job.priority}</dd>
           <dt>Requires</dt><dd>${requires.length ? requires : '—'}</dd>
           <dt>Created</dt><dd>${when(job.created_at)}</dd><dt>Updated</dt><dd>${when(job.updated_at)}</dd>
+          <dt>Runs at</dt><dd id="job-run-at">${when(job.run_at)}${isDelayed(job) && html` ${badge('delayed', 'warn')}`}</dd>
           <dt>Finished</dt><dd>${when(job.finished_at)}</dd>
           <dt>Node</dt><dd class="mono">${job.node_id || '—'}</dd>
           <dt>Lease</dt><dd>${job.lease ? html`${job.lease.node_id} until ${when(job.lease.expires_at)}` : '—'}</dd>
