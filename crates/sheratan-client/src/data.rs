@@ -34,6 +34,11 @@ pub struct JobFilter {
     pub status: Option<JobStatus>,
     pub limit: Option<u32>,
     pub cursor: Option<String>,
+    pub kind: Option<String>,
+    /// Text the error message contains (any case).
+    pub error: Option<String>,
+    /// RFC 3339, or a duration back from now (`1h`).
+    pub since: Option<String>,
 }
 
 /// A typed client of the data plane. Cheap to clone.
@@ -127,6 +132,15 @@ impl DataClient {
         }
         if let Some(l) = filter.limit {
             query.push(("limit", l.to_string()));
+        }
+        for (name, value) in [
+            ("kind", &filter.kind),
+            ("error", &filter.error),
+            ("since", &filter.since),
+        ] {
+            if let Some(v) = value {
+                query.push((name, v.clone()));
+            }
         }
         if let Some(c) = &filter.cursor {
             query.push(("cursor", c.clone()));

@@ -436,6 +436,9 @@ async fn list_jobs(
         status,
         limit: q.limit,
         cursor: q.cursor,
+        kind: q.kind,
+        error: q.error,
+        since: q.since,
     };
     caller
         .data(&s)

@@ -420,6 +420,16 @@ pub struct JobsQuery {
     pub limit: Option<u32>,
     #[serde(default)]
     pub cursor: Option<String>,
+    /// Only jobs of this kind.
+    #[serde(default)]
+    pub kind: Option<String>,
+    /// Only jobs whose error message contains this text (any case).
+    #[serde(default)]
+    pub error: Option<String>,
+    /// Only jobs that last changed at or after this time: RFC 3339, or a duration back from
+    /// now (`90s`, `30m`, `1h`, `7d`).
+    #[serde(default)]
+    pub since: Option<String>,
 }
 
 /// `?pending=1&wait_ms=&limit=` of `GET /v1/results`.

@@ -313,6 +313,9 @@ fn hub_data_plane_jobs() {
             status: Some("accepted".into()),
             limit: Some(50),
             cursor: None,
+            kind: Some("email.send".into()),
+            error: Some("timeout".into()),
+            since: Some("1h".into()),
         }
     );
 }

@@ -38,7 +38,7 @@ pub use credentials::PgCredentialStore;
 pub use shared::{PgAuctionStore, PgShared};
 
 use crate::conn::{Pool, Slot, Target, classify};
-use crate::rows::{RECORD_COLUMNS, record, status_code};
+use crate::rows::{RECORD_COLUMNS, ms, record, status_code};
 use crate::writer::{Op, Shared};
 
 /// Settings of the PostgreSQL store.
@@ -292,10 +292,20 @@ impl Store for PgStore {
                 &format!(
                     "SELECT {RECORD_COLUMNS} FROM jobs \
                      WHERE ($1::TEXT IS NULL OR queue = $1) AND ($2::SMALLINT IS NULL OR status = $2) \
-                       AND ($3::UUID IS NULL OR job_id < $3) \
+                       AND ($3::UUID IS NULL OR job_id < $3) AND ($5::TEXT IS NULL OR kind = $5) \
+                       AND ($6::TEXT IS NULL OR strpos(lower(error_message), lower($6)) > 0) \
+                       AND ($7::BIGINT IS NULL OR updated_at >= $7) \
                      ORDER BY job_id DESC LIMIT $4"
                 ),
-                &[&filter.queue, &filter.status.map(status_code), &filter.before, &limit],
+                &[
+                    &filter.queue,
+                    &filter.status.map(status_code),
+                    &filter.before,
+                    &limit,
+                    &filter.kind,
+                    &filter.error,
+                    &filter.since.map(ms),
+                ],
             )
             .await
             .map_err(classify)?;

@@ -418,22 +418,25 @@ pub fn find_ids(conn: &Connection, hex: &str, limit: u32) -> rusqlite::Result<Ve
 
 pub fn list(
     conn: &Connection,
-    queue: Option<&str>,
-    status: Option<JobStatus>,
-    before: Option<Uuid>,
+    filter: &sheratan_store::ListFilter,
     limit: u32,
 ) -> rusqlite::Result<Vec<JobRecord>> {
     let mut stmt = conn.prepare_cached(&format!(
         "SELECT {RECORD_COLUMNS} FROM jobs \
          WHERE (?1 IS NULL OR queue = ?1) AND (?2 IS NULL OR status = ?2) AND (?3 IS NULL OR job_id < ?3) \
+           AND (?5 IS NULL OR kind = ?5) AND (?6 IS NULL OR instr(lower(error_message), lower(?6)) > 0) \
+           AND (?7 IS NULL OR updated_at >= ?7) \
          ORDER BY job_id DESC LIMIT ?4"
     ))?;
     let rows = stmt.query_map(
         params![
-            queue,
-            status.map(status_code),
-            before.map(|b| b.as_bytes().to_vec()),
-            limit
+            filter.queue,
+            filter.status.map(status_code),
+            filter.before.map(|b| b.as_bytes().to_vec()),
+            limit,
+            filter.kind,
+            filter.error,
+            filter.since.map(ms),
         ],
         record,
     )?;

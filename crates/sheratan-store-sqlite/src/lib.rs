@@ -317,15 +317,7 @@ impl Store for SqliteStore {
         let limit = filter.limit.clamp(1, 1000);
         let jobs = self
             .readers
-            .read(move |c| {
-                db::list(
-                    c,
-                    filter.queue.as_deref(),
-                    filter.status,
-                    filter.before,
-                    limit,
-                )
-            })
+            .read(move |c| db::list(c, &filter, limit))
             .await?;
         let next = (jobs.len() == limit as usize)
             .then(|| jobs.last().map(|j| j.job_id))

@@ -1055,6 +1055,56 @@ pub async fn list_filters_and_pages_newest_first(b: &dyn Backend) {
     assert_eq!(page.len(), 1);
     assert_eq!(page[0].job_id, l[0].job_id);
     assert_eq!(page[0].lease.as_ref().unwrap().node_id, "n");
+
+    // Dead letters by kind, error text (any case) and time.
+    w.advance(Duration::from_secs(60));
+    let mut mail = job("z", serde_json::Value::Null);
+    mail.kind = "mail".into();
+    mail.max_attempts = Some(1);
+    let mail_id = w.submit(mail).await;
+    let other = w.submit(job("z", serde_json::Value::Null)).await;
+    for leased in w.lease("n", &["z"], &[], 10).await {
+        w.fail(&leased, false).await;
+    }
+    let failed = |kind: Option<&str>, error: Option<&str>, since: Option<OffsetDateTime>| {
+        let store = w.store.clone();
+        let (kind, error) = (kind.map(str::to_owned), error.map(str::to_owned));
+        async move {
+            let (page, _) = store
+                .list(ListFilter {
+                    status: Some(JobStatus::Failed),
+                    kind,
+                    error,
+                    since,
+                    limit: 10,
+                    ..Default::default()
+                })
+                .await
+                .unwrap();
+            page.iter().map(|j| j.job_id).collect::<Vec<_>>()
+        }
+    };
+    assert_eq!(failed(Some("mail"), None, None).await, vec![mail_id]);
+    assert_eq!(failed(None, None, None).await, vec![other, mail_id]);
+    let message = w
+        .store
+        .get(mail_id)
+        .await
+        .unwrap()
+        .unwrap()
+        .error
+        .unwrap()
+        .message;
+    let piece = message[2..message.len().min(12)].to_uppercase();
+    assert_eq!(failed(None, Some(&piece), None).await, vec![other, mail_id]);
+    assert!(failed(None, Some("no such text"), None).await.is_empty());
+    let now = w.clock.now();
+    assert_eq!(failed(None, None, Some(now)).await, vec![other, mail_id]);
+    assert!(
+        failed(None, None, Some(now + time::Duration::seconds(1)))
+            .await
+            .is_empty()
+    );
 }
 
 pub async fn everything_survives_a_reopen(b: &dyn Backend) {

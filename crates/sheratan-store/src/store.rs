@@ -166,6 +166,11 @@ pub struct ListFilter {
     pub status: Option<JobStatus>,
     pub limit: u32,
     pub before: Option<Uuid>,
+    pub kind: Option<String>,
+    /// Text the error message contains, any case (ASCII case folding).
+    pub error: Option<String>,
+    /// Jobs last changed (`updated_at`) at or after this time.
+    pub since: Option<OffsetDateTime>,
 }
 
 /// Live counters, cheap to read.

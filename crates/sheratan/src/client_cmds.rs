@@ -316,6 +316,8 @@ pub enum JobsCommand {
         status: Option<String>,
         #[arg(long, default_value_t = 50)]
         limit: u32,
+        #[command(flatten)]
+        narrow: Narrow,
         #[arg(long)]
         json: bool,
     },
@@ -360,8 +362,9 @@ pub async fn jobs(cmd: JobsCommand) -> Result<(), Failure> {
             queue,
             status,
             limit,
+            narrow,
             json,
-        } => return list_jobs(&client, queue, status, limit, json).await,
+        } => return list_jobs(&client, queue, status, limit, narrow, json).await,
         JobsCommand::Show {
             client,
             job_id,
@@ -389,11 +392,26 @@ pub async fn jobs(cmd: JobsCommand) -> Result<(), Failure> {
     Ok(())
 }
 
+/// Narrower job lists: by kind, error text, and time.
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct Narrow {
+    /// Only jobs of this kind.
+    #[arg(long)]
+    kind: Option<String>,
+    /// Only jobs whose error message contains this text (any case).
+    #[arg(long)]
+    error: Option<String>,
+    /// Only jobs that changed since: 30m, 1h, 7d, or an RFC 3339 time.
+    #[arg(long)]
+    since: Option<String>,
+}
+
 async fn list_jobs(
     client: &ClientArgs,
     queue: Option<String>,
     status: Option<String>,
     limit: u32,
+    narrow: Narrow,
     json: bool,
 ) -> Result<(), Failure> {
     let status = status
@@ -405,6 +423,9 @@ async fn list_jobs(
         status,
         limit: Some(limit),
         cursor: None,
+        kind: narrow.kind,
+        error: narrow.error,
+        since: narrow.since,
     };
     let list = client
         .data()?

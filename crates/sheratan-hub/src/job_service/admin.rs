@@ -96,17 +96,66 @@ pub async fn list(hub: &HubState, q: JobsQuery) -> Result<JobList, JobsError> {
         .filter(|s| !s.is_empty())
         .map(|c| parse_id("cursor", &c))
         .transpose()?;
+    let kind = q.kind.filter(|s| !s.is_empty());
+    if let Some(kind) = &kind
+        && (kind.len() > sheratan_store::jobs::MAX_KIND_LEN || kind.chars().any(char::is_control))
+    {
+        return Err(JobsError::invalid(
+            "query parameter kind: at most 128 bytes without control characters",
+        ));
+    }
+    let error = q.error.filter(|s| !s.is_empty());
+    if error.as_ref().is_some_and(|e| e.len() > 256) {
+        return Err(JobsError::invalid(
+            "query parameter error: at most 256 bytes",
+        ));
+    }
+    let since = q
+        .since
+        .filter(|s| !s.is_empty())
+        .map(|s| parse_since(&s, hub.clock.now()))
+        .transpose()?;
     let filter = ListFilter {
         queue,
         status,
         limit,
         before,
+        kind,
+        error,
+        since,
     };
     let (jobs, next) = hub.store.list(filter).await?;
     Ok(JobList {
         jobs: jobs.iter().map(|j| view_of(hub, j)).collect(),
         next_cursor: next.map(|n| n.to_string()),
     })
+}
+
+/// `since`: RFC 3339, or a duration back from `now` (`90s`, `30m`, `1h`, `7d`).
+fn parse_since(text: &str, now: time::OffsetDateTime) -> Result<time::OffsetDateTime, JobsError> {
+    if let Ok(t) = time::OffsetDateTime::parse(text, &time::format_description::well_known::Rfc3339)
+    {
+        return Ok(t);
+    }
+    let (number, unit) = text.split_at(text.len().saturating_sub(1));
+    let scale = match unit {
+        "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" => 86_400,
+        _ => 0,
+    };
+    number
+        .parse::<i64>()
+        .ok()
+        .filter(|n| *n >= 0 && scale > 0)
+        .and_then(|n| n.checked_mul(scale))
+        .and_then(|s| now.checked_sub(time::Duration::seconds(s)))
+        .ok_or_else(|| {
+            JobsError::invalid(format!(
+                "query parameter since: {text:?} is neither an RFC 3339 time nor a duration such as 30m, 1h or 7d"
+            ))
+        })
 }
 
 /// A finished or stuck job back to `accepted` (an operator's action).

@@ -232,6 +232,7 @@ async fn throughput(
                 status: Some(JobStatus::Completed),
                 limit: Some(1000),
                 cursor: None,
+                ..Default::default()
             })
             .await?
             .jobs
@@ -244,6 +245,7 @@ async fn throughput(
                 status: Some(JobStatus::Failed),
                 limit: Some(1000),
                 cursor: None,
+                ..Default::default()
             })
             .await?
             .jobs

@@ -484,3 +484,60 @@ async fn delayed_jobs_are_submitted_and_shown_as_such() {
     );
     assert_eq!(code, 2, "--in and --at together: {err}");
 }
+
+/// Failed jobs are found by kind, error text and time (issue 20, item 3, the listing): over
+/// HTTP and with `sheratan jobs list`; a bad `since` is 400 naming it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failed_jobs_are_listed_by_kind_error_and_time() {
+    let hub = hub().start();
+    let token = hub.token();
+    let data = hub.data_url.clone();
+    for kind in ["charge", "echo"] {
+        let (status, body) = post(
+            &format!("{data}/v1/jobs"),
+            Auth::Bearer(&token),
+            &json!({"kind": kind, "queue": "dl", "max_attempts": 1}).to_string(),
+        )
+        .await;
+        assert_eq!(status.as_u16(), 202, "{body}");
+    }
+    let (jobs, _) = lease(&data, &token, "n-1", &["dl"], 10, 0).await;
+    assert_eq!(jobs.len(), 2);
+    for j in &jobs {
+        let message = format!("SMTP refused {}", j["kind"].as_str().unwrap());
+        let (status, answer) = send_result(
+            &data,
+            &token,
+            &json!({"job_id": j["job_id"], "lease_id": j["lease_id"], "outcome": "failure",
+                    "error": {"message": message, "retryable": false}}),
+        )
+        .await;
+        assert_eq!(status.as_u16(), 200, "{answer}");
+    }
+    let list = |query: &str| {
+        let url = format!("{data}/v1/jobs?status=failed&{query}");
+        let token = token.clone();
+        async move { get(&url, Auth::Bearer(&token)).await }
+    };
+    let (status, body) = list("kind=charge&error=smtp%20REFUSED&since=1h").await;
+    assert_eq!(status.as_u16(), 200, "{body}");
+    let jobs = body["jobs"].as_array().unwrap();
+    assert_eq!(jobs.len(), 1, "{body}");
+    assert_eq!(jobs[0]["kind"], "charge");
+    let (_, body) = list("error=refused").await;
+    assert_eq!(body["jobs"].as_array().unwrap().len(), 2, "{body}");
+    let (_, body) = list("since=2099-01-01T00:00:00Z").await;
+    assert!(body["jobs"].as_array().unwrap().is_empty(), "{body}");
+    let (status, body) = list("since=yesterday").await;
+    let (message, _) = assert_error(status, &body, 400, "INVALID_REQUEST");
+    assert!(message.contains("since"), "{message}");
+    let (code, out, err) = cli(
+        &hub,
+        &[
+            "jobs", "list", "--status", "failed", "--kind", "echo", "--error", "smtp", "--since",
+            "10m",
+        ],
+    );
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("echo") && !out.contains("charge"), "{out}");
+}
