@@ -315,6 +315,23 @@ impl DataClient {
         .await
     }
 
+    /// Admin path: finished jobs matching `req` back to `accepted`, in bulk.
+    pub async fn requeue_many(
+        &self,
+        req: &sheratan_proto::data::BulkRequeue,
+    ) -> Result<sheratan_proto::data::BulkRequeueResponse, ClientError> {
+        json(
+            self.base
+                .send_retrying(Retry::Refused, || {
+                    self.base
+                        .request(Method::POST, "/admin/jobs/requeue")
+                        .json(req)
+                })
+                .await?,
+        )
+        .await
+    }
+
     /// Admin path: `pause`, `resume` or `purge` a queue.
     pub async fn queue_action(
         &self,

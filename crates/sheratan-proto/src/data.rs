@@ -432,6 +432,35 @@ pub struct JobsQuery {
     pub since: Option<String>,
 }
 
+/// `POST /admin/jobs/requeue`: finished jobs matching every given filter back to `accepted`
+/// with fresh attempts, newest first, at most `limit`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BulkRequeue {
+    /// `failed` (the default) or `cancelled`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub queue: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kind: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// RFC 3339, or a duration back from now (`1h`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub since: Option<String>,
+    /// At most this many (1–10,000, default 1,000).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limit: Option<u32>,
+}
+
+/// What a bulk requeue did.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct BulkRequeueResponse {
+    pub requeued: u64,
+    pub job_ids: Vec<String>,
+}
+
 /// `?pending=1&wait_ms=&limit=` of `GET /v1/results`.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]

@@ -45,11 +45,14 @@ pub enum EventKind {
     /// A node credential acted as another node (heartbeat, lease) or reported for a lease
     /// another node holds.
     IdentityMismatch,
+    /// An operator requeued failed or cancelled jobs in bulk (`POST /admin/jobs/requeue`):
+    /// one line per action, with its count.
+    JobsRequeued,
 }
 
 impl EventKind {
     /// All events, in declaration order; metrics list a counter for each, zero included.
-    pub const ALL: [EventKind; 25] = [
+    pub const ALL: [EventKind; 26] = [
         EventKind::AuthFail,
         EventKind::PortMismatch,
         EventKind::LocalhostOnly,
@@ -75,6 +78,7 @@ impl EventKind {
         EventKind::CredentialCreated,
         EventKind::CredentialRevoked,
         EventKind::IdentityMismatch,
+        EventKind::JobsRequeued,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -104,6 +108,7 @@ impl EventKind {
             EventKind::CredentialCreated => "CREDENTIAL_CREATED",
             EventKind::CredentialRevoked => "CREDENTIAL_REVOKED",
             EventKind::IdentityMismatch => "IDENTITY_MISMATCH",
+            EventKind::JobsRequeued => "JOBS_REQUEUED",
         }
     }
 
@@ -119,7 +124,8 @@ impl EventKind {
             | LeaseReap
             | NodeRemoved
             | CredentialCreated
-            | CredentialRevoked => Severity::Info,
+            | CredentialRevoked
+            | JobsRequeued => Severity::Info,
             AuthFail
             | PortMismatch
             | LocalhostOnly

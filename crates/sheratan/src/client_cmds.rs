@@ -339,12 +339,24 @@ pub enum JobsCommand {
         #[arg(long)]
         json: bool,
     },
-    /// Put a job back to accepted with fresh attempts (admin path: run on the hub's machine).
+    /// Put a job back to accepted with fresh attempts, or, without a job id, every finished
+    /// job matching the filters (admin path: run on the hub's machine).
     Requeue {
         #[command(flatten)]
         client: ClientArgs,
         /// The whole job id, or 8+ characters from its end (or start).
-        job_id: String,
+        job_id: Option<String>,
+        /// In bulk: failed (the default) or cancelled jobs.
+        #[arg(long)]
+        status: Option<String>,
+        /// In bulk: only this queue's jobs.
+        #[arg(long)]
+        queue: Option<String>,
+        #[command(flatten)]
+        narrow: Narrow,
+        /// In bulk: at most this many (default 1,000).
+        #[arg(long)]
+        limit: Option<u32>,
         #[arg(long)]
         json: bool,
     },
@@ -377,9 +389,29 @@ pub async fn jobs(cmd: JobsCommand) -> Result<(), Failure> {
         } => (client, job_id, json, Act::Cancel),
         JobsCommand::Requeue {
             client,
-            job_id,
+            job_id: Some(job_id),
             json,
+            ..
         } => (client, job_id, json, Act::Requeue),
+        JobsCommand::Requeue {
+            client,
+            job_id: None,
+            status,
+            queue,
+            narrow,
+            limit,
+            json,
+        } => {
+            let req = sheratan_proto::data::BulkRequeue {
+                status,
+                queue,
+                kind: narrow.kind,
+                error: narrow.error,
+                since: narrow.since,
+                limit,
+            };
+            return requeue_many(&client, req, json).await;
+        }
     };
     let data = client.data()?;
     let view = match act {
@@ -389,6 +421,37 @@ pub async fn jobs(cmd: JobsCommand) -> Result<(), Failure> {
     }
     .map_err(anyhow::Error::new)?;
     print_job(&view, json);
+    Ok(())
+}
+
+/// `jobs requeue` without a job id: the matching finished jobs, in bulk.
+async fn requeue_many(
+    client: &ClientArgs,
+    req: sheratan_proto::data::BulkRequeue,
+    json: bool,
+) -> Result<(), Failure> {
+    let filtered = req.status.is_some()
+        || req.queue.is_some()
+        || req.kind.is_some()
+        || req.error.is_some()
+        || req.since.is_some();
+    if !filtered {
+        return Err(crate::usage(
+            "name a job id, or the jobs to requeue in bulk (--status, --queue, --kind, --error, --since)".into(),
+        ));
+    }
+    let done = client
+        .data()?
+        .requeue_many(&req)
+        .await
+        .map_err(anyhow::Error::new)?;
+    if json {
+        return print_json(&done);
+    }
+    println!("requeued {} job(s)", done.requeued);
+    for id in &done.job_ids {
+        println!("{id}");
+    }
     Ok(())
 }
 

@@ -38,6 +38,7 @@ pub(super) fn routes() -> Router<PlaneState> {
         .route("/v1/results/ack", post(ack))
         .route("/v1/grants", post(grants))
         .route("/admin/jobs/{id}/requeue", post(requeue))
+        .route("/admin/jobs/requeue", post(requeue_many))
         .route(
             "/admin/queues/{queue}/settings",
             get(queue_settings).put(put_queue_settings),
@@ -319,6 +320,16 @@ async fn requeue(
     PathParams(id): PathParams<String>,
 ) -> Result<Json<JobView>, ApiError> {
     Ok(Json(svc::requeue(&state.hub, &id).await?))
+}
+
+async fn requeue_many(
+    State(state): State<PlaneState>,
+    admin: Admin,
+    JsonBody(req): JsonBody<sheratan_proto::data::BulkRequeue>,
+) -> Result<Json<sheratan_proto::data::BulkRequeueResponse>, ApiError> {
+    Ok(Json(
+        svc::requeue_many(&state.hub, req, admin.peer.ip()).await?,
+    ))
 }
 
 async fn queue_settings(

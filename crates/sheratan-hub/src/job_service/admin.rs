@@ -1,12 +1,16 @@
 //! Reading jobs (one, a page, cancel) and the job side of the admin path (requeue, queue
 //! pause, resume and purge).
 
-use sheratan_proto::data::{JobList, JobStatus, JobView, JobsQuery, QueueAdminResponse};
+use sheratan_proto::data::{
+    BulkRequeue, BulkRequeueResponse, JobList, JobStatus, JobView, JobsQuery, QueueAdminResponse,
+};
 use sheratan_proto::ids::{JobRef, parse_job_ref};
+use sheratan_proto::{EventKind, Plane};
 use sheratan_store::ListFilter;
 
 use super::{JobsError, parse_id};
 use crate::HubState;
+use crate::audit::Event;
 
 /// How many matches an ambiguous piece of an id lists.
 const AMBIGUOUS_SHOWN: u32 = 10;
@@ -76,6 +80,16 @@ pub async fn cancel(hub: &HubState, id: &str) -> Result<JobView, JobsError> {
 
 /// A page of jobs, newest first; `next_cursor` is the last id of a full page.
 pub async fn list(hub: &HubState, q: JobsQuery) -> Result<JobList, JobsError> {
+    let filter = filter_of(hub, q)?;
+    let (jobs, next) = hub.store.list(filter).await?;
+    Ok(JobList {
+        jobs: jobs.iter().map(|j| view_of(hub, j)).collect(),
+        next_cursor: next.map(|n| n.to_string()),
+    })
+}
+
+/// The store's filter for a listing's query parameters; each bad one is named.
+fn filter_of(hub: &HubState, q: JobsQuery) -> Result<ListFilter, JobsError> {
     let queue = q.queue.filter(|s| !s.is_empty());
     if let Some(queue) = &queue {
         sheratan_proto::data::validate_queue(queue)
@@ -115,7 +129,7 @@ pub async fn list(hub: &HubState, q: JobsQuery) -> Result<JobList, JobsError> {
         .filter(|s| !s.is_empty())
         .map(|s| parse_since(&s, hub.clock.now()))
         .transpose()?;
-    let filter = ListFilter {
+    Ok(ListFilter {
         queue,
         status,
         limit,
@@ -123,11 +137,69 @@ pub async fn list(hub: &HubState, q: JobsQuery) -> Result<JobList, JobsError> {
         kind,
         error,
         since,
-    };
-    let (jobs, next) = hub.store.list(filter).await?;
-    Ok(JobList {
-        jobs: jobs.iter().map(|j| view_of(hub, j)).collect(),
-        next_cursor: next.map(|n| n.to_string()),
+    })
+}
+
+/// The most jobs one bulk requeue moves.
+const MAX_BULK: u32 = 10_000;
+
+/// Finished jobs matching the request back to `accepted` with fresh attempts (an operator's
+/// action), newest first; audited once with the count.
+pub async fn requeue_many(
+    hub: &HubState,
+    req: BulkRequeue,
+    peer: std::net::IpAddr,
+) -> Result<BulkRequeueResponse, JobsError> {
+    let status = req.status.clone().unwrap_or_else(|| "failed".into());
+    if status != "failed" && status != "cancelled" {
+        return Err(JobsError::invalid(
+            "status: failed or cancelled (running and waiting jobs are not requeued in bulk)",
+        ));
+    }
+    let limit = req.limit.unwrap_or(1000);
+    if !(1..=MAX_BULK).contains(&limit) {
+        return Err(JobsError::invalid(format!("limit: 1 to {MAX_BULK}")));
+    }
+    let mut filter = filter_of(
+        hub,
+        JobsQuery {
+            queue: req.queue.clone(),
+            status: Some(status),
+            limit: Some(limit.min(1000)),
+            cursor: None,
+            kind: req.kind.clone(),
+            error: req.error.clone(),
+            since: req.since.clone(),
+        },
+    )?;
+    let mut job_ids = Vec::new();
+    'pages: loop {
+        let (page, next) = hub.store.list(filter.clone()).await?;
+        for job in page {
+            if job_ids.len() as u32 >= limit {
+                break 'pages;
+            }
+            if hub.store.requeue(job.job_id).await?.is_some() {
+                job_ids.push(job.job_id.to_string());
+            }
+        }
+        match next {
+            Some(cursor) => filter.before = Some(cursor),
+            None => break,
+        }
+    }
+    hub.audit.emit(
+        Event::new(EventKind::JobsRequeued, Plane::Data)
+            .remote(peer)
+            .detail(serde_json::json!({"count": job_ids.len(), "filter": req})),
+    );
+    tracing::info!(
+        count = job_ids.len(),
+        "jobs requeued in bulk by an operator"
+    );
+    Ok(BulkRequeueResponse {
+        requeued: job_ids.len() as u64,
+        job_ids,
     })
 }
 

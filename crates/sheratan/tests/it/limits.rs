@@ -540,4 +540,63 @@ async fn failed_jobs_are_listed_by_kind_error_and_time() {
     );
     assert_eq!(code, 0, "{err}");
     assert!(out.contains("echo") && !out.contains("charge"), "{out}");
+
+    // Bulk requeue moves exactly the selected jobs, audited once with its count.
+    let (code, _, err) = cli(&hub, &["jobs", "requeue"]);
+    assert_eq!(code, 2, "no id and no filter: {err}");
+    let (status, body) = post(
+        &format!("{data}/admin/jobs/requeue"),
+        Auth::Bearer(&token),
+        r#"{"status": "in_progress"}"#,
+    )
+    .await;
+    let (message, _) = assert_error(status, &body, 400, "INVALID_REQUEST");
+    assert!(message.starts_with("status"), "{message}");
+    let (code, out, err) = cli(
+        &hub,
+        &[
+            "jobs", "requeue", "--status", "failed", "--queue", "dl", "--kind", "charge",
+            "--since", "1h",
+        ],
+    );
+    assert_eq!(code, 0, "{err}");
+    assert!(out.starts_with("requeued 1 job(s)"), "{out}");
+    let (_, body) = list("").await;
+    let still: Vec<&str> = body["jobs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|j| j["kind"].as_str().unwrap())
+        .collect();
+    assert_eq!(still, ["echo"], "only the charge job moved: {body}");
+    let (_, body) = get(
+        &format!("{data}/v1/jobs?queue=dl&status=accepted"),
+        Auth::Bearer(&token),
+    )
+    .await;
+    assert_eq!(body["jobs"][0]["kind"], "charge", "{body}");
+    assert_eq!(body["jobs"][0]["attempt"], 0, "fresh attempts: {body}");
+    let records = hub.wait_audit(Duration::from_secs(5), |r| {
+        r.iter()
+            .any(|e| e.event == sheratan_proto::EventKind::JobsRequeued)
+    });
+    let line = records
+        .iter()
+        .find(|e| e.event == sheratan_proto::EventKind::JobsRequeued)
+        .unwrap();
+    assert_eq!(line.detail["count"], 1, "{line:?}");
+    // Only admins requeue.
+    let (code, out, err) = cli(
+        &hub,
+        &["token", "create", "--role", "submit", "--name", "ci"],
+    );
+    assert_eq!(code, 0, "{err}");
+    let ci = out.lines().nth(1).unwrap().trim().to_owned();
+    let (status, body) = post(
+        &format!("{data}/admin/jobs/requeue"),
+        Auth::Bearer(&ci),
+        "{}",
+    )
+    .await;
+    assert_error(status, &body, 403, "FORBIDDEN");
 }
