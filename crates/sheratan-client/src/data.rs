@@ -318,14 +318,28 @@ impl DataClient {
     /// Admin path: finished jobs matching `req` back to `accepted`, in bulk.
     pub async fn requeue_many(
         &self,
-        req: &sheratan_proto::data::BulkRequeue,
-    ) -> Result<sheratan_proto::data::BulkRequeueResponse, ClientError> {
+        req: &sheratan_proto::data::BulkSelection,
+    ) -> Result<sheratan_proto::data::BulkOutcome, ClientError> {
+        self.bulk("/admin/jobs/requeue", req).await
+    }
+
+    /// Admin path: finished jobs matching `req` deleted, in bulk.
+    pub async fn delete_many(
+        &self,
+        req: &sheratan_proto::data::BulkSelection,
+    ) -> Result<sheratan_proto::data::BulkOutcome, ClientError> {
+        self.bulk("/admin/jobs/delete", req).await
+    }
+
+    async fn bulk(
+        &self,
+        path: &str,
+        req: &sheratan_proto::data::BulkSelection,
+    ) -> Result<sheratan_proto::data::BulkOutcome, ClientError> {
         json(
             self.base
                 .send_retrying(Retry::Refused, || {
-                    self.base
-                        .request(Method::POST, "/admin/jobs/requeue")
-                        .json(req)
+                    self.base.request(Method::POST, path).json(req)
                 })
                 .await?,
         )

@@ -432,12 +432,12 @@ pub struct JobsQuery {
     pub since: Option<String>,
 }
 
-/// `POST /admin/jobs/requeue`: finished jobs matching every given filter back to `accepted`
-/// with fresh attempts, newest first, at most `limit`.
+/// `POST /admin/jobs/requeue` and `POST /admin/jobs/delete`: the finished jobs matching every
+/// given filter, newest first, at most `limit`.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct BulkRequeue {
-    /// `failed` (the default) or `cancelled`.
+pub struct BulkSelection {
+    /// `failed` (the default) or `cancelled` (and, for a delete, `completed`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub status: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -454,10 +454,10 @@ pub struct BulkRequeue {
     pub limit: Option<u32>,
 }
 
-/// What a bulk requeue did.
+/// What a bulk requeue or delete did: how many jobs, and which.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct BulkRequeueResponse {
-    pub requeued: u64,
+pub struct BulkOutcome {
+    pub count: u64,
     pub job_ids: Vec<String>,
 }
 

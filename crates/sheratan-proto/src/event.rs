@@ -48,11 +48,14 @@ pub enum EventKind {
     /// An operator requeued failed or cancelled jobs in bulk (`POST /admin/jobs/requeue`):
     /// one line per action, with its count.
     JobsRequeued,
+    /// An operator deleted finished jobs in bulk (`POST /admin/jobs/delete`): one line per
+    /// action, with its count.
+    JobsDeleted,
 }
 
 impl EventKind {
     /// All events, in declaration order; metrics list a counter for each, zero included.
-    pub const ALL: [EventKind; 26] = [
+    pub const ALL: [EventKind; 27] = [
         EventKind::AuthFail,
         EventKind::PortMismatch,
         EventKind::LocalhostOnly,
@@ -79,6 +82,7 @@ impl EventKind {
         EventKind::CredentialRevoked,
         EventKind::IdentityMismatch,
         EventKind::JobsRequeued,
+        EventKind::JobsDeleted,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -109,6 +113,7 @@ impl EventKind {
             EventKind::CredentialRevoked => "CREDENTIAL_REVOKED",
             EventKind::IdentityMismatch => "IDENTITY_MISMATCH",
             EventKind::JobsRequeued => "JOBS_REQUEUED",
+            EventKind::JobsDeleted => "JOBS_DELETED",
         }
     }
 
@@ -125,7 +130,8 @@ impl EventKind {
             | NodeRemoved
             | CredentialCreated
             | CredentialRevoked
-            | JobsRequeued => Severity::Info,
+            | JobsRequeued
+            | JobsDeleted => Severity::Info,
             AuthFail
             | PortMismatch
             | LocalhostOnly

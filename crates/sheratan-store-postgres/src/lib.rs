@@ -346,6 +346,10 @@ impl Store for PgStore {
         self.call(|r| Op::Ack(job_ids, r)).await
     }
 
+    async fn delete_finished(&self, job_ids: Vec<Uuid>) -> Result<u64, StoreError> {
+        self.call(|r| Op::DeleteFinished(job_ids, r)).await
+    }
+
     async fn record_progress(&self, updates: Vec<(Uuid, String)>) -> Result<u64, StoreError> {
         self.call(|r| Op::Progress(updates, r)).await
     }

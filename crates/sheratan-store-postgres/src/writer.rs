@@ -276,6 +276,18 @@ async fn apply(
             answer!(reply, updated)
         }
         Op::Purge(queue, reply) => answer!(reply, purge(tx, queue, now, fx).await),
+        Op::DeleteFinished(ids, reply) => {
+            let deleted = tx
+                .query(
+                    "DELETE FROM jobs WHERE job_id = ANY($1) AND status >= 2 RETURNING acked",
+                    &[&ids],
+                )
+                .await;
+            if let Ok(rows) = &deleted {
+                fx.delta.pending -= rows.iter().filter(|r| !r.get::<_, bool>(0)).count() as i64;
+            }
+            answer!(reply, deleted.map(|rows| rows.len() as u64))
+        }
         Op::Progress(updates, reply) => {
             let (leases, bodies): (Vec<Uuid>, Vec<String>) = updates.into_iter().unzip();
             answer!(

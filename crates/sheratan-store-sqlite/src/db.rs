@@ -244,6 +244,13 @@ pub fn ack(conn: &Connection, job_id: Uuid) -> rusqlite::Result<bool> {
         > 0)
 }
 
+/// Deletes a finished job; `Some(acked)` when it was there to delete.
+pub fn delete_finished(conn: &Connection, job_id: Uuid) -> rusqlite::Result<Option<bool>> {
+    conn.prepare_cached("DELETE FROM jobs WHERE job_id = ?1 AND status >= 2 RETURNING acked")?
+        .query_row([job_id.as_bytes()], |r| r.get::<_, i64>(0).map(|a| a != 0))
+        .optional()
+}
+
 /// Records a running job's progress (JSON).
 pub fn set_progress(conn: &Connection, row: RowId, json: &str) -> rusqlite::Result<()> {
     conn.prepare_cached("UPDATE jobs SET progress = ?2 WHERE id = ?1")?

@@ -242,6 +242,7 @@ impl Writer {
             }
             Op::Purge(queue, reply) => answer!(reply, self.purge(queue, now)),
             Op::Progress(updates, reply) => answer!(reply, self.progress(updates)),
+            Op::DeleteFinished(ids, reply) => answer!(reply, self.delete_finished(ids)),
             Op::ExpireKeys(before, reply) => {
                 answer!(reply, db::expire_idempotency(&self.conn, ms(before)))
             }
@@ -669,6 +670,19 @@ impl Writer {
         }
         self.state.results_pending = self.state.results_pending.saturating_sub(acked);
         Ok(acked)
+    }
+
+    fn delete_finished(&mut self, ids: Vec<Uuid>) -> rusqlite::Result<u64> {
+        let mut deleted = 0;
+        for id in ids {
+            if let Some(acked) = db::delete_finished(&self.conn, id)? {
+                deleted += 1;
+                if !acked {
+                    self.state.results_pending = self.state.results_pending.saturating_sub(1);
+                }
+            }
+        }
+        Ok(deleted)
     }
 
     fn progress(&mut self, updates: Vec<(Uuid, String)>) -> rusqlite::Result<u64> {

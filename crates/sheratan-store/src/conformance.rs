@@ -196,6 +196,9 @@ impl Store for Placeholder {
     async fn record_progress(&self, _: Vec<(Uuid, String)>) -> Result<u64, crate::StoreError> {
         unreachable!("placeholder")
     }
+    async fn delete_finished(&self, _: Vec<Uuid>) -> Result<u64, crate::StoreError> {
+        unreachable!("placeholder")
+    }
     async fn update_queue_settings(
         &self,
         _: String,
@@ -1431,6 +1434,31 @@ pub async fn a_jobs_own_retry_backoff_is_used(b: &dyn Backend) {
     );
 }
 
+/// Finished jobs are deleted (results and all, pending results no longer counted); live ones
+/// named with them are left alone.
+pub async fn finished_jobs_are_deleted_live_ones_stay(b: &dyn Backend) {
+    let w = World::new(b, limits(100, 100));
+    let done = w.submit(job("q", serde_json::json!({"n": 1}))).await;
+    let waiting = w.submit(job("q", serde_json::json!({"n": 2}))).await;
+    let leased = w.lease("n", &["q"], &[], 1).await.remove(0);
+    assert_eq!(leased.job_id, done);
+    w.succeed(&leased, "1").await;
+    let running_id = w.submit(job("q", serde_json::json!({"n": 3}))).await;
+    let running = w.lease("n", &["q"], &[], 2).await;
+    assert_eq!(running.len(), 2);
+    assert_eq!(w.store.counts().results_pending, 1);
+    let deleted = w
+        .store
+        .delete_finished(vec![done, waiting, running_id, Uuid::now_v7()])
+        .await
+        .unwrap();
+    assert_eq!(deleted, 1, "only the finished job");
+    assert!(w.store.get(done).await.unwrap().is_none());
+    assert!(w.store.get(running_id).await.unwrap().is_some());
+    assert_eq!(w.store.counts().results_pending, 0);
+    assert_eq!(w.store.counts().inflight, 2);
+}
+
 /// Expands to one `#[tokio::test]` per conformance case for the backend `make()` returns.
 #[macro_export]
 macro_rules! conformance_tests {
@@ -1463,7 +1491,8 @@ macro_rules! conformance_tests {
             key_concurrency_runs_one_job_per_key,
             queue_concurrency_and_rates_hold_jobs_back,
             queue_settings_patch_validate_and_persist,
-            a_jobs_own_retry_backoff_is_used
+            a_jobs_own_retry_backoff_is_used,
+            finished_jobs_are_deleted_live_ones_stay
         );
     };
     (@cases $make:expr; $($case:ident),* $(,)?) => {

@@ -32,6 +32,7 @@ pub enum Op {
         Reply<Result<sheratan_proto::queues::QueueSettings, String>>,
     ),
     Purge(String, Reply<(u64, QueueState)>),
+    DeleteFinished(Vec<Uuid>, Reply<u64>),
     /// (lease, JSON of the job's progress).
     Progress(Vec<(Uuid, String)>, Reply<u64>),
     ExpireKeys(time::OffsetDateTime, Reply<u64>),
@@ -91,6 +92,7 @@ pub fn unanswered(op: Op) -> Box<dyn Held> {
         Op::Settings(_, _, r) => none(r),
         Op::Purge(_, r) => none(r),
         Op::Progress(_, r) => none(r),
+        Op::DeleteFinished(_, r) => none(r),
         Op::ExpireKeys(_, r) => none(r),
     }
 }

@@ -252,6 +252,10 @@ pub trait Store: Send + Sync + 'static {
     /// Puts a job back to `accepted` with its attempts reset (admin). `None` if unknown.
     async fn requeue(&self, job_id: Uuid) -> Result<Option<JobRecord>, StoreError>;
 
+    /// Deletes the finished jobs (completed, failed, cancelled) among `job_ids`, results and
+    /// all; live ones are left alone. Returns how many were deleted.
+    async fn delete_finished(&self, job_ids: Vec<Uuid>) -> Result<u64, StoreError>;
+
     /// Reaps expired leases and promotes delayed jobs that are due. Call it often (the hub
     /// does, every 250 ms).
     async fn tick(&self) -> Result<TickReport, StoreError>;

@@ -360,6 +360,24 @@ pub enum JobsCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Delete finished jobs matching the filters, results and all (admin path).
+    Delete {
+        #[command(flatten)]
+        client: ClientArgs,
+        /// failed (the default), cancelled or completed jobs.
+        #[arg(long)]
+        status: Option<String>,
+        /// Only this queue's jobs.
+        #[arg(long)]
+        queue: Option<String>,
+        #[command(flatten)]
+        narrow: Narrow,
+        /// At most this many (default 1,000).
+        #[arg(long)]
+        limit: Option<u32>,
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 pub async fn jobs(cmd: JobsCommand) -> Result<(), Failure> {
@@ -402,7 +420,7 @@ pub async fn jobs(cmd: JobsCommand) -> Result<(), Failure> {
             limit,
             json,
         } => {
-            let req = sheratan_proto::data::BulkRequeue {
+            let req = sheratan_proto::data::BulkSelection {
                 status,
                 queue,
                 kind: narrow.kind,
@@ -410,7 +428,25 @@ pub async fn jobs(cmd: JobsCommand) -> Result<(), Failure> {
                 since: narrow.since,
                 limit,
             };
-            return requeue_many(&client, req, json).await;
+            return bulk(&client, req, false, json).await;
+        }
+        JobsCommand::Delete {
+            client,
+            status,
+            queue,
+            narrow,
+            limit,
+            json,
+        } => {
+            let req = sheratan_proto::data::BulkSelection {
+                status,
+                queue,
+                kind: narrow.kind,
+                error: narrow.error,
+                since: narrow.since,
+                limit,
+            };
+            return bulk(&client, req, true, json).await;
         }
     };
     let data = client.data()?;
@@ -424,10 +460,11 @@ pub async fn jobs(cmd: JobsCommand) -> Result<(), Failure> {
     Ok(())
 }
 
-/// `jobs requeue` without a job id: the matching finished jobs, in bulk.
-async fn requeue_many(
+/// `jobs requeue` without a job id, and `jobs delete`: the matching finished jobs, in bulk.
+async fn bulk(
     client: &ClientArgs,
-    req: sheratan_proto::data::BulkRequeue,
+    req: sheratan_proto::data::BulkSelection,
+    delete: bool,
     json: bool,
 ) -> Result<(), Failure> {
     let filtered = req.status.is_some()
@@ -437,18 +474,21 @@ async fn requeue_many(
         || req.since.is_some();
     if !filtered {
         return Err(crate::usage(
-            "name a job id, or the jobs to requeue in bulk (--status, --queue, --kind, --error, --since)".into(),
+            "name the jobs: --status, --queue, --kind, --error or --since (or, to requeue one, its id)".into(),
         ));
     }
-    let done = client
-        .data()?
-        .requeue_many(&req)
-        .await
-        .map_err(anyhow::Error::new)?;
+    let data = client.data()?;
+    let done = if delete {
+        data.delete_many(&req).await
+    } else {
+        data.requeue_many(&req).await
+    }
+    .map_err(anyhow::Error::new)?;
     if json {
         return print_json(&done);
     }
-    println!("requeued {} job(s)", done.requeued);
+    let verb = if delete { "deleted" } else { "requeued" };
+    println!("{verb} {} job(s)", done.count);
     for id in &done.job_ids {
         println!("{id}");
     }
@@ -1012,7 +1052,8 @@ impl JobsCommand {
             JobsCommand::List { client, .. }
             | JobsCommand::Show { client, .. }
             | JobsCommand::Cancel { client, .. }
-            | JobsCommand::Requeue { client, .. } => client,
+            | JobsCommand::Requeue { client, .. }
+            | JobsCommand::Delete { client, .. } => client,
         }
     }
 }

@@ -39,6 +39,7 @@ pub(super) fn routes() -> Router<PlaneState> {
         .route("/v1/grants", post(grants))
         .route("/admin/jobs/{id}/requeue", post(requeue))
         .route("/admin/jobs/requeue", post(requeue_many))
+        .route("/admin/jobs/delete", post(delete_many))
         .route(
             "/admin/queues/{queue}/settings",
             get(queue_settings).put(put_queue_settings),
@@ -325,10 +326,22 @@ async fn requeue(
 async fn requeue_many(
     State(state): State<PlaneState>,
     admin: Admin,
-    JsonBody(req): JsonBody<sheratan_proto::data::BulkRequeue>,
-) -> Result<Json<sheratan_proto::data::BulkRequeueResponse>, ApiError> {
+    JsonBody(req): JsonBody<sheratan_proto::data::BulkSelection>,
+) -> Result<Json<sheratan_proto::data::BulkOutcome>, ApiError> {
+    let action = svc::BulkAction::Requeue;
     Ok(Json(
-        svc::requeue_many(&state.hub, req, admin.peer.ip()).await?,
+        svc::bulk(&state.hub, req, action, admin.peer.ip()).await?,
+    ))
+}
+
+async fn delete_many(
+    State(state): State<PlaneState>,
+    admin: Admin,
+    JsonBody(req): JsonBody<sheratan_proto::data::BulkSelection>,
+) -> Result<Json<sheratan_proto::data::BulkOutcome>, ApiError> {
+    let action = svc::BulkAction::Delete;
+    Ok(Json(
+        svc::bulk(&state.hub, req, action, admin.peer.ip()).await?,
     ))
 }
 

@@ -2,7 +2,7 @@
 //! pause, resume and purge).
 
 use sheratan_proto::data::{
-    BulkRequeue, BulkRequeueResponse, JobList, JobStatus, JobView, JobsQuery, QueueAdminResponse,
+    BulkOutcome, BulkSelection, JobList, JobStatus, JobView, JobsQuery, QueueAdminResponse,
 };
 use sheratan_proto::ids::{JobRef, parse_job_ref};
 use sheratan_proto::{EventKind, Plane};
@@ -143,18 +143,33 @@ fn filter_of(hub: &HubState, q: JobsQuery) -> Result<ListFilter, JobsError> {
 /// The most jobs one bulk requeue moves.
 const MAX_BULK: u32 = 10_000;
 
-/// Finished jobs matching the request back to `accepted` with fresh attempts (an operator's
-/// action), newest first; audited once with the count.
-pub async fn requeue_many(
+/// What an operator does to finished jobs in bulk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BulkAction {
+    /// Back to `accepted` with fresh attempts.
+    Requeue,
+    /// Gone, results and all.
+    Delete,
+}
+
+/// Applies `action` to the finished jobs matching the request, newest first, page by page;
+/// audited once with the count.
+pub async fn bulk(
     hub: &HubState,
-    req: BulkRequeue,
+    req: BulkSelection,
+    action: BulkAction,
     peer: std::net::IpAddr,
-) -> Result<BulkRequeueResponse, JobsError> {
+) -> Result<BulkOutcome, JobsError> {
     let status = req.status.clone().unwrap_or_else(|| "failed".into());
-    if status != "failed" && status != "cancelled" {
-        return Err(JobsError::invalid(
-            "status: failed or cancelled (running and waiting jobs are not requeued in bulk)",
-        ));
+    let allowed: &[&str] = match action {
+        BulkAction::Requeue => &["failed", "cancelled"],
+        BulkAction::Delete => &["failed", "cancelled", "completed"],
+    };
+    if !allowed.contains(&status.as_str()) {
+        return Err(JobsError::invalid(format!(
+            "status: one of {} (running and waiting jobs are not changed in bulk)",
+            allowed.join(", ")
+        )));
     }
     let limit = req.limit.unwrap_or(1000);
     if !(1..=MAX_BULK).contains(&limit) {
@@ -173,32 +188,40 @@ pub async fn requeue_many(
         },
     )?;
     let mut job_ids = Vec::new();
-    'pages: loop {
+    loop {
         let (page, next) = hub.store.list(filter.clone()).await?;
-        for job in page {
-            if job_ids.len() as u32 >= limit {
-                break 'pages;
+        let room = (limit as usize).saturating_sub(job_ids.len());
+        let chosen: Vec<uuid::Uuid> = page.iter().take(room).map(|j| j.job_id).collect();
+        match action {
+            BulkAction::Requeue => {
+                for id in &chosen {
+                    if hub.store.requeue(*id).await?.is_some() {
+                        job_ids.push(id.to_string());
+                    }
+                }
             }
-            if hub.store.requeue(job.job_id).await?.is_some() {
-                job_ids.push(job.job_id.to_string());
+            BulkAction::Delete => {
+                hub.store.delete_finished(chosen.clone()).await?;
+                job_ids.extend(chosen.iter().map(|id| id.to_string()));
             }
         }
         match next {
-            Some(cursor) => filter.before = Some(cursor),
-            None => break,
+            Some(cursor) if job_ids.len() < limit as usize => filter.before = Some(cursor),
+            _ => break,
         }
     }
+    let (kind, verb) = match action {
+        BulkAction::Requeue => (EventKind::JobsRequeued, "requeued"),
+        BulkAction::Delete => (EventKind::JobsDeleted, "deleted"),
+    };
     hub.audit.emit(
-        Event::new(EventKind::JobsRequeued, Plane::Data)
+        Event::new(kind, Plane::Data)
             .remote(peer)
             .detail(serde_json::json!({"count": job_ids.len(), "filter": req})),
     );
-    tracing::info!(
-        count = job_ids.len(),
-        "jobs requeued in bulk by an operator"
-    );
-    Ok(BulkRequeueResponse {
-        requeued: job_ids.len() as u64,
+    tracing::info!(count = job_ids.len(), "jobs {verb} in bulk by an operator");
+    Ok(BulkOutcome {
+        count: job_ids.len() as u64,
         job_ids,
     })
 }

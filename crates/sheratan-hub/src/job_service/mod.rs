@@ -22,7 +22,7 @@ use sheratan_proto::data::BatchOutcome;
 use sheratan_proto::{ErrorBody, ErrorCode, ErrorDetail};
 use sheratan_store::StoreError;
 
-pub use admin::{QueueAction, cancel, get, list, queue_admin, requeue, requeue_many};
+pub use admin::{BulkAction, QueueAction, bulk, cancel, get, list, queue_admin, requeue};
 pub use grants::grants;
 pub use lease::{extend, lease, lease_order};
 pub use progress::{ProgressBoard, report as report_progress, run_flusher as run_progress_flusher};

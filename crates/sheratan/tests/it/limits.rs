@@ -585,18 +585,49 @@ async fn failed_jobs_are_listed_by_kind_error_and_time() {
         .find(|e| e.event == sheratan_proto::EventKind::JobsRequeued)
         .unwrap();
     assert_eq!(line.detail["count"], 1, "{line:?}");
-    // Only admins requeue.
+    // Only admins requeue or delete.
     let (code, out, err) = cli(
         &hub,
         &["token", "create", "--role", "submit", "--name", "ci"],
     );
     assert_eq!(code, 0, "{err}");
     let ci = out.lines().nth(1).unwrap().trim().to_owned();
+    for action in ["requeue", "delete"] {
+        let (status, body) = post(
+            &format!("{data}/admin/jobs/{action}"),
+            Auth::Bearer(&ci),
+            "{}",
+        )
+        .await;
+        assert_error(status, &body, 403, "FORBIDDEN");
+    }
+    // Bulk delete: the failed echo job goes, the requeued one stays; audited with its count.
+    let (_, body) = list("").await;
+    let echo_id = body["jobs"][0]["job_id"].as_str().unwrap().to_owned();
+    let (code, out, err) = cli(
+        &hub,
+        &["jobs", "delete", "--status", "failed", "--queue", "dl"],
+    );
+    assert_eq!(code, 0, "{err}");
+    assert!(out.starts_with("deleted 1 job(s)"), "{out}");
+    let (status, _) = get(&format!("{data}/v1/jobs/{echo_id}"), Auth::Bearer(&token)).await;
+    assert_eq!(status.as_u16(), 404);
+    let (_, body) = get(&format!("{data}/v1/jobs?queue=dl"), Auth::Bearer(&token)).await;
+    assert_eq!(body["jobs"].as_array().unwrap().len(), 1, "{body}");
+    let records = hub.wait_audit(Duration::from_secs(5), |r| {
+        r.iter()
+            .any(|e| e.event == sheratan_proto::EventKind::JobsDeleted)
+    });
+    let line = records
+        .iter()
+        .find(|e| e.event == sheratan_proto::EventKind::JobsDeleted)
+        .unwrap();
+    assert_eq!(line.detail["count"], 1, "{line:?}");
     let (status, body) = post(
-        &format!("{data}/admin/jobs/requeue"),
-        Auth::Bearer(&ci),
-        "{}",
+        &format!("{data}/admin/jobs/delete"),
+        Auth::Bearer(&token),
+        r#"{"status": "accepted"}"#,
     )
     .await;
-    assert_error(status, &body, 403, "FORBIDDEN");
+    assert_error(status, &body, 400, "INVALID_REQUEST");
 }
