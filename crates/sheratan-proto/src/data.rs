@@ -403,6 +403,24 @@ pub struct QueueAdminResponse {
     pub purged: Option<u64>,
 }
 
+/// A duration as people write it on the command line and in query parameters: `90s`, `30m`,
+/// `12h`, `7d`, in seconds; `None` for anything else, zero included.
+pub fn duration_s(text: &str) -> Option<u64> {
+    let (number, unit) = text.split_at(text.len().saturating_sub(1));
+    let scale = match unit {
+        "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" => 86_400,
+        _ => return None,
+    };
+    number
+        .parse::<u64>()
+        .ok()
+        .filter(|n| *n > 0)
+        .and_then(|n| n.checked_mul(scale))
+}
+
 /// Queue names: `[A-Za-z0-9._-]{1,64}`, like node ids.
 pub fn validate_queue(name: &str) -> Result<(), String> {
     crate::ids::validate_name("queue", name, 64)

@@ -15,9 +15,7 @@ use std::sync::{Arc, Mutex};
 
 use sheratan_proto::data::{JobError, JobStatus, Outcome};
 use sheratan_store::jobs::{Ending, Reaccept};
-use sheratan_store::jobs::{
-    MAX_TIMEOUT_S, RUN_GRACE_MS, job_retry_delay, reaped_final_message, reaped_message,
-};
+use sheratan_store::jobs::{MAX_TIMEOUT_S, RUN_GRACE_MS, job_retry_delay, reaped_message};
 use sheratan_store::{
     Clock, Counts, ExtendOutcome, FinishOutcome, HolderRule, JobRecord, JobSpec, LeaseGrant,
     LeaseOrder, LeasedJob, QueueState, Reaped, ResultReport, StoreError, StoreLimits,
@@ -1360,6 +1358,7 @@ async fn tick(
                     started_ms,
                     r.get::<_, i32>(7) as u32,
                     expires_ms,
+                    None,
                 ),
                 retryable: true,
             };
@@ -1380,12 +1379,12 @@ async fn tick(
             JobStatus::Accepted
         } else {
             let error = JobError {
-                message: reaped_final_message(
+                message: reaped_message(
                     &node_id,
                     started_ms,
                     r.get::<_, i32>(7) as u32,
                     expires_ms,
-                    (attempt, max_attempts),
+                    Some((attempt, max_attempts)),
                 ),
                 retryable: false,
             };

@@ -13,9 +13,7 @@ use rusqlite::Connection;
 use sheratan_proto::data::{JobError, JobStatus, Outcome};
 use sheratan_proto::queues::{QueueSettings, QueueSettingsPatch};
 use sheratan_store::jobs::{Ending, Reaccept};
-use sheratan_store::jobs::{
-    MAX_TIMEOUT_S, job_retry_delay, reaped_final_message, reaped_message, run_deadline_ms,
-};
+use sheratan_store::jobs::{MAX_TIMEOUT_S, job_retry_delay, reaped_message, run_deadline_ms};
 use sheratan_store::{
     Clock, Counts, ExtendOutcome, FinishOutcome, HolderRule, JobRecord, JobSpec, LeaseGrant,
     LeaseOrder, LeasedJob, QueueState, Reaped, ResultReport, StoreError, StoreLimits,
@@ -608,7 +606,7 @@ impl Writer {
             };
             let status = if job.attempt < job.max_attempts {
                 let error = JobError {
-                    message: reaped_message(&node_id, started_ms, job.timeout_s, expires_ms),
+                    message: reaped_message(&node_id, started_ms, job.timeout_s, expires_ms, None),
                     retryable: true,
                 };
                 db::reaccept(
@@ -627,12 +625,12 @@ impl Writer {
                 JobStatus::Accepted
             } else {
                 let error = JobError {
-                    message: reaped_final_message(
+                    message: reaped_message(
                         &node_id,
                         started_ms,
                         job.timeout_s,
                         expires_ms,
-                        (job.attempt, job.max_attempts),
+                        Some((job.attempt, job.max_attempts)),
                     ),
                     retryable: false,
                 };

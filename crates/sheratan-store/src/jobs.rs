@@ -36,31 +36,29 @@ fn hit_cap(started_ms: i64, timeout_s: u32, expires_ms: i64) -> bool {
     expires_ms >= run_deadline_ms(started_ms, timeout_s)
 }
 
-/// Why a lease was taken back: it ran into its run-time cap, or its node went quiet.
-pub fn reaped_message(node_id: &str, started_ms: i64, timeout_s: u32, expires_ms: i64) -> String {
-    if hit_cap(started_ms, timeout_s, expires_ms) {
-        format!(
-            "TIMEOUT: the job ran longer than its timeout_s of {timeout_s} s on {node_id}; the hub ended its lease"
-        )
-    } else {
-        format!("the lease held by {node_id} expired without a result or an extension")
-    }
-}
-
-/// Why a job failed when its lease was taken back on its last attempt.
-pub fn reaped_final_message(
+/// Why a lease was taken back: it ran into its run-time cap, or its node went quiet; `last`
+/// (attempt, max) when that was the job's last attempt and it fails.
+pub fn reaped_message(
     node_id: &str,
     started_ms: i64,
     timeout_s: u32,
     expires_ms: i64,
-    (attempt, max_attempts): (u32, u32),
+    last: Option<(u32, u32)>,
 ) -> String {
-    if hit_cap(started_ms, timeout_s, expires_ms) {
-        format!(
-            "TIMEOUT: the job ran longer than its timeout_s of {timeout_s} s on {node_id}; the hub ended its lease on attempt {attempt} of {max_attempts}; no attempts left"
-        )
-    } else {
-        format!("the lease expired on attempt {attempt} of {max_attempts}; no attempts left")
+    let timed_out = hit_cap(started_ms, timeout_s, expires_ms);
+    match (timed_out, last) {
+        (true, None) => format!(
+            "TIMEOUT: the job ran longer than its timeout_s of {timeout_s} s on {node_id}; the hub ended its lease"
+        ),
+        (true, Some((attempt, max))) => format!(
+            "TIMEOUT: the job ran longer than its timeout_s of {timeout_s} s on {node_id}; the hub ended its lease on attempt {attempt} of {max}; no attempts left"
+        ),
+        (false, None) => {
+            format!("the lease held by {node_id} expired without a result or an extension")
+        }
+        (false, Some((attempt, max))) => {
+            format!("the lease expired on attempt {attempt} of {max}; no attempts left")
+        }
     }
 }
 

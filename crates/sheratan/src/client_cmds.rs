@@ -346,17 +346,9 @@ pub enum JobsCommand {
         client: ClientArgs,
         /// The whole job id, or 8+ characters from its end (or start).
         job_id: Option<String>,
-        /// In bulk: failed (the default) or cancelled jobs.
-        #[arg(long)]
-        status: Option<String>,
-        /// In bulk: only this queue's jobs.
-        #[arg(long)]
-        queue: Option<String>,
+        /// Without a job id: the jobs to requeue in bulk (failed or cancelled).
         #[command(flatten)]
-        narrow: Narrow,
-        /// In bulk: at most this many (default 1,000).
-        #[arg(long)]
-        limit: Option<u32>,
+        select: Select,
         #[arg(long)]
         json: bool,
     },
@@ -364,20 +356,49 @@ pub enum JobsCommand {
     Delete {
         #[command(flatten)]
         client: ClientArgs,
-        /// failed (the default), cancelled or completed jobs.
-        #[arg(long)]
-        status: Option<String>,
-        /// Only this queue's jobs.
-        #[arg(long)]
-        queue: Option<String>,
+        /// The jobs to delete (failed, cancelled or completed).
         #[command(flatten)]
-        narrow: Narrow,
-        /// At most this many (default 1,000).
-        #[arg(long)]
-        limit: Option<u32>,
+        select: Select,
         #[arg(long)]
         json: bool,
     },
+}
+
+/// Which finished jobs a bulk requeue or delete takes.
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct Select {
+    /// failed (the default), cancelled, or (delete only) completed.
+    #[arg(long)]
+    status: Option<String>,
+    /// Only this queue's jobs.
+    #[arg(long)]
+    queue: Option<String>,
+    #[command(flatten)]
+    narrow: Narrow,
+    /// At most this many (default 1,000).
+    #[arg(long)]
+    limit: Option<u32>,
+}
+
+impl Select {
+    /// The wire form, or a usage error when nothing narrows it (no "everything" by accident).
+    fn selection(self) -> Result<sheratan_proto::data::BulkSelection, Failure> {
+        let s = sheratan_proto::data::BulkSelection {
+            status: self.status,
+            queue: self.queue,
+            kind: self.narrow.kind,
+            error: self.narrow.error,
+            since: self.narrow.since,
+            limit: self.limit,
+        };
+        let named = [&s.status, &s.queue, &s.kind, &s.error, &s.since];
+        if named.iter().all(|f| f.is_none()) {
+            return Err(crate::usage(
+                "name the jobs: --status, --queue, --kind, --error or --since (or, to requeue one, its id)".into(),
+            ));
+        }
+        Ok(s)
+    }
 }
 
 pub async fn jobs(cmd: JobsCommand) -> Result<(), Failure> {
@@ -414,40 +435,14 @@ pub async fn jobs(cmd: JobsCommand) -> Result<(), Failure> {
         JobsCommand::Requeue {
             client,
             job_id: None,
-            status,
-            queue,
-            narrow,
-            limit,
+            select,
             json,
-        } => {
-            let req = sheratan_proto::data::BulkSelection {
-                status,
-                queue,
-                kind: narrow.kind,
-                error: narrow.error,
-                since: narrow.since,
-                limit,
-            };
-            return bulk(&client, req, false, json).await;
-        }
+        } => return bulk(&client, select.selection()?, false, json).await,
         JobsCommand::Delete {
             client,
-            status,
-            queue,
-            narrow,
-            limit,
+            select,
             json,
-        } => {
-            let req = sheratan_proto::data::BulkSelection {
-                status,
-                queue,
-                kind: narrow.kind,
-                error: narrow.error,
-                since: narrow.since,
-                limit,
-            };
-            return bulk(&client, req, true, json).await;
-        }
+        } => return bulk(&client, select.selection()?, true, json).await,
     };
     let data = client.data()?;
     let view = match act {
@@ -467,16 +462,6 @@ async fn bulk(
     delete: bool,
     json: bool,
 ) -> Result<(), Failure> {
-    let filtered = req.status.is_some()
-        || req.queue.is_some()
-        || req.kind.is_some()
-        || req.error.is_some()
-        || req.since.is_some();
-    if !filtered {
-        return Err(crate::usage(
-            "name the jobs: --status, --queue, --kind, --error or --since (or, to requeue one, its id)".into(),
-        ));
-    }
     let data = client.data()?;
     let done = if delete {
         data.delete_many(&req).await
@@ -860,19 +845,7 @@ pub enum TokenCommand {
 
 /// `90s`, `30m`, `12h`, `30d` as seconds.
 fn parse_lifetime(text: &str) -> Result<u64, String> {
-    let (number, unit) = text.split_at(text.len().saturating_sub(1));
-    let scale = match unit {
-        "s" => 1,
-        "m" => 60,
-        "h" => 3600,
-        "d" => 86_400,
-        _ => return Err(format!("{text:?}: give a number and s, m, h or d (30d)")),
-    };
-    number
-        .parse::<u64>()
-        .ok()
-        .filter(|n| *n > 0)
-        .and_then(|n| n.checked_mul(scale))
+    sheratan_proto::data::duration_s(text)
         .ok_or_else(|| format!("{text:?}: give a positive number and s, m, h or d (30d)"))
 }
 

@@ -38,8 +38,7 @@ pub(super) fn routes() -> Router<PlaneState> {
         .route("/v1/results/ack", post(ack))
         .route("/v1/grants", post(grants))
         .route("/admin/jobs/{id}/requeue", post(requeue))
-        .route("/admin/jobs/requeue", post(requeue_many))
-        .route("/admin/jobs/delete", post(delete_many))
+        .route("/admin/jobs/{action}", post(bulk))
         .route(
             "/admin/queues/{queue}/settings",
             get(queue_settings).put(put_queue_settings),
@@ -323,23 +322,14 @@ async fn requeue(
     Ok(Json(svc::requeue(&state.hub, &id).await?))
 }
 
-async fn requeue_many(
+/// `POST /admin/jobs/requeue` and `POST /admin/jobs/delete`.
+async fn bulk(
     State(state): State<PlaneState>,
     admin: Admin,
+    PathParams(action): PathParams<String>,
     JsonBody(req): JsonBody<sheratan_proto::data::BulkSelection>,
 ) -> Result<Json<sheratan_proto::data::BulkOutcome>, ApiError> {
-    let action = svc::BulkAction::Requeue;
-    Ok(Json(
-        svc::bulk(&state.hub, req, action, admin.peer.ip()).await?,
-    ))
-}
-
-async fn delete_many(
-    State(state): State<PlaneState>,
-    admin: Admin,
-    JsonBody(req): JsonBody<sheratan_proto::data::BulkSelection>,
-) -> Result<Json<sheratan_proto::data::BulkOutcome>, ApiError> {
-    let action = svc::BulkAction::Delete;
+    let action = action.parse::<svc::BulkAction>()?;
     Ok(Json(
         svc::bulk(&state.hub, req, action, admin.peer.ip()).await?,
     ))

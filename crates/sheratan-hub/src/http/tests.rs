@@ -222,14 +222,22 @@ async fn the_admin_path_and_data_health_refuse_a_remote_peer_with_the_right_toke
         (Method::GET, "/admin/registry"),
         (Method::GET, "/health"),
         (Method::POST, "/admin/queues/default/pause"),
+        (Method::GET, "/admin/queues/default/settings"),
+        (Method::PUT, "/admin/queues/default/settings"),
+        (Method::POST, "/admin/jobs/requeue"),
+        (Method::POST, "/admin/jobs/delete"),
     ] {
-        let (status, body) = call(method.clone(), path).from(remote()).to(&h.data).await;
+        let (status, body) = call(method.clone(), path)
+            .json(json!({}))
+            .from(remote())
+            .to(&h.data)
+            .await;
         assert_eq!(
             (status, code(&body)),
             (StatusCode::FORBIDDEN, "LOCALHOST_ONLY"),
             "{path}"
         );
-        let (status, _) = call(method, path).to(&h.data).await;
+        let (status, _) = call(method, path).json(json!({})).to(&h.data).await;
         assert_eq!(status, StatusCode::OK, "{path} from loopback");
     }
     // The data plane's job routes serve remote workers with the token.

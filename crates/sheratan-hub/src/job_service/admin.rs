@@ -152,6 +152,20 @@ pub enum BulkAction {
     Delete,
 }
 
+impl std::str::FromStr for BulkAction {
+    type Err = JobsError;
+
+    fn from_str(s: &str) -> Result<Self, JobsError> {
+        match s {
+            "requeue" => Ok(BulkAction::Requeue),
+            "delete" => Ok(BulkAction::Delete),
+            other => Err(JobsError::NotFound(format!(
+                "no bulk action {other:?}; use requeue or delete"
+            ))),
+        }
+    }
+}
+
 /// Applies `action` to the finished jobs matching the request, newest first, page by page;
 /// audited once with the count.
 pub async fn bulk(
@@ -232,19 +246,8 @@ fn parse_since(text: &str, now: time::OffsetDateTime) -> Result<time::OffsetDate
     {
         return Ok(t);
     }
-    let (number, unit) = text.split_at(text.len().saturating_sub(1));
-    let scale = match unit {
-        "s" => 1,
-        "m" => 60,
-        "h" => 3600,
-        "d" => 86_400,
-        _ => 0,
-    };
-    number
-        .parse::<i64>()
-        .ok()
-        .filter(|n| *n >= 0 && scale > 0)
-        .and_then(|n| n.checked_mul(scale))
+    sheratan_proto::data::duration_s(text)
+        .and_then(|s| i64::try_from(s).ok())
         .and_then(|s| now.checked_sub(time::Duration::seconds(s)))
         .ok_or_else(|| {
             JobsError::invalid(format!(
