@@ -182,6 +182,7 @@ pub async fn serve_with(
         };
         let _ = stream.set_nodelay(true);
         let activity = Arc::new(Activity::new());
+        let stream = Lingering::new(stream, activity.clone(), (slot, source));
         // Set once the handshake has seen a client certificate (mutual TLS).
         let client_cert = Arc::new(std::sync::OnceLock::<ClientCert>::new());
         let service = {
@@ -249,7 +250,6 @@ pub async fn serve_with(
             if let Some(counter) = counter {
                 counter.fetch_add(1, Ordering::Relaxed);
             }
-            drop((slot, source));
         });
     }
     drop(listener);
@@ -267,16 +267,16 @@ pub async fn serve_with(
 
 /// A connection to a TLS listener, once its first bytes are in.
 enum Accepted {
-    Tls(Box<tokio_rustls::server::TlsStream<tokio::net::TcpStream>>),
+    Tls(Box<tokio_rustls::server::TlsStream<Lingering>>),
     /// Plain HTTP from this machine, where the listener allows it (`SHERATAN_TLS=auto`).
-    Plain(tokio::net::TcpStream),
+    Plain(Lingering),
 }
 
 /// A TLS connection's handshake, within `limit`. A client that speaks plain HTTP to the port
 /// gets a 400 that says so (rather than a failed handshake it cannot explain), unless it
 /// connects from loopback to a listener that allows that.
 async fn handshake(
-    mut stream: tokio::net::TcpStream,
+    mut stream: Lingering,
     peer: SocketAddr,
     tls: &TlsServer,
     limit: Duration,
@@ -284,7 +284,7 @@ async fn handshake(
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let deadline = Instant::now() + limit;
     let mut first = [0u8; 1];
-    match tokio::time::timeout_at(deadline, stream.peek(&mut first)).await {
+    match tokio::time::timeout_at(deadline, stream.tcp().peek(&mut first)).await {
         Err(_) => return Err(Ended::TimedOut),
         Ok(Err(_) | Ok(0)) => return Err(Ended::Closed),
         Ok(Ok(_)) => {}
@@ -332,6 +332,8 @@ async fn watch<F: Future>(conn: F, activity: &Activity, limits: &ServeLimits) ->
     let mut conn = std::pin::pin!(conn);
     loop {
         let Some(wait) = activity.time_left(limits) else {
+            // Dropped for being idle: nothing is owed to the client, so no lingering close.
+            activity.abandoned.store(true, Ordering::Release);
             return Ended::TimedOut;
         };
         tokio::select! {
@@ -349,6 +351,8 @@ struct Activity {
     idle_since_ms: AtomicU64,
     /// Whether a request was ever served: the next head gets the keep-alive allowance.
     served: AtomicBool,
+    /// Closed by the watchdog for idling: the close needs no lingering.
+    abandoned: AtomicBool,
 }
 
 impl Activity {
@@ -358,6 +362,7 @@ impl Activity {
             in_flight: AtomicU32::new(0),
             idle_since_ms: AtomicU64::new(0),
             served: AtomicBool::new(false),
+            abandoned: AtomicBool::new(false),
         }
     }
 
@@ -527,6 +532,120 @@ pub fn default_max_connections(listeners: usize) -> usize {
     let nofile = raise_nofile_limit().unwrap_or(1024);
     let usable = nofile.saturating_sub(128) as usize / listeners.max(1);
     usable.clamp(64, 10_000)
+}
+
+/// How long, and for how many bytes, a connection that was answered is read from and discarded
+/// after the answer before it is closed.
+const LINGER_TIME: Duration = Duration::from_secs(2);
+const LINGER_BYTES: usize = 4 << 20;
+
+/// The connection's socket, closed the way HTTP servers must close ("lingering close"): when
+/// the server answers before reading the whole request (a 413 for a declared length over the
+/// limit, an early 401), closing a socket with unread bytes makes the kernel send a reset,
+/// and the client, still writing its body, sees `EPIPE`/`ECONNRESET` instead of the answer.
+/// So when the connection is dropped after serving, the socket is half-closed and what the
+/// client still sends is read and discarded for at most [`LINGER_TIME`] and
+/// [`LINGER_BYTES`]. The connection keeps its slots until then, so lingering sockets count
+/// against the caps. A connection dropped for idling (the watchdog) is closed at once.
+struct Lingering {
+    stream: Option<tokio::net::TcpStream>,
+    activity: Arc<Activity>,
+    held: Option<(tokio::sync::OwnedSemaphorePermit, SourceSlot)>,
+}
+
+impl Lingering {
+    fn new(
+        stream: tokio::net::TcpStream,
+        activity: Arc<Activity>,
+        held: (tokio::sync::OwnedSemaphorePermit, SourceSlot),
+    ) -> Self {
+        Self {
+            stream: Some(stream),
+            activity,
+            held: Some(held),
+        }
+    }
+
+    fn tcp(&mut self) -> &mut tokio::net::TcpStream {
+        self.stream
+            .as_mut()
+            .expect("the stream is taken only when dropped")
+    }
+
+    fn io(self: Pin<&mut Self>) -> Pin<&mut tokio::net::TcpStream> {
+        Pin::new(self.get_mut().tcp())
+    }
+}
+
+impl Drop for Lingering {
+    fn drop(&mut self) {
+        let (Some(stream), held) = (self.stream.take(), self.held.take()) else {
+            return;
+        };
+        let owed = self.activity.served.load(Ordering::Acquire)
+            && !self.activity.abandoned.load(Ordering::Acquire);
+        if !owed {
+            return;
+        }
+        // Outside a runtime (shutting down) the socket simply closes.
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            runtime.spawn(linger(stream, held));
+        }
+    }
+}
+
+async fn linger<H>(mut stream: tokio::net::TcpStream, _held: H) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let deadline = Instant::now() + LINGER_TIME;
+    let _ = tokio::time::timeout_at(deadline, stream.shutdown()).await;
+    let mut buf = vec![0u8; 64 * 1024];
+    let mut read = 0;
+    while read < LINGER_BYTES {
+        match tokio::time::timeout_at(deadline, stream.read(&mut buf)).await {
+            Ok(Ok(n)) if n > 0 => read += n,
+            _ => break,
+        }
+    }
+}
+
+impl tokio::io::AsyncRead for Lingering {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        self.io().poll_read(cx, buf)
+    }
+}
+
+impl tokio::io::AsyncWrite for Lingering {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        self.io().poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        self.io().poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.stream.as_ref().is_some_and(|s| s.is_write_vectored())
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        self.io().poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        self.io().poll_shutdown(cx)
+    }
 }
 
 #[cfg(test)]
