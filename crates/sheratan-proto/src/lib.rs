@@ -17,6 +17,7 @@ pub mod progress;
 pub mod queues;
 pub mod redact;
 pub mod relay;
+pub mod schedules;
 
 pub use error::{ErrorBody, ErrorCode, ErrorDetail};
 pub use event::{AuditRecord, EventKind, Plane, Severity};

@@ -15,6 +15,7 @@ mod credentials;
 mod limits;
 mod notify;
 mod rows;
+mod schedules;
 mod schema;
 mod shared;
 mod writer;
@@ -35,6 +36,7 @@ use uuid::Uuid;
 
 pub use conn::quote_ident;
 pub use credentials::PgCredentialStore;
+pub use schedules::PgScheduleStore;
 pub use shared::{PgAuctionStore, PgShared};
 
 use crate::conn::{Pool, Slot, Target, classify};

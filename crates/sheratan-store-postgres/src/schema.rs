@@ -129,6 +129,20 @@ const MIGRATIONS: &[&str] = &[
     r#"
     ALTER TABLE jobs ADD COLUMN progress TEXT;
     "#,
+    // Schedules: the spec as JSON, every tick up to done_until handled, the last run as JSON.
+    r#"
+    CREATE TABLE schedules (
+        name       TEXT PRIMARY KEY,
+        spec       TEXT NOT NULL,
+        done_until BIGINT NOT NULL,
+        last_run   TEXT,
+        runs       BIGINT NOT NULL DEFAULT 0,
+        skipped    BIGINT NOT NULL DEFAULT 0,
+        missed     BIGINT NOT NULL DEFAULT 0,
+        created_at BIGINT NOT NULL,
+        updated_at BIGINT NOT NULL
+    );
+    "#,
 ];
 
 /// The lock every hub takes while migrating.

@@ -84,6 +84,26 @@ async fn credentials() {
     sheratan_store::conformance::credentials_round_trip(&store, &reopen).await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn schedules() {
+    let schema = fresh_schema();
+    let store = sheratan_store_postgres::PgScheduleStore::open(&url(), Some(schema.clone()))
+        .await
+        .unwrap();
+    let reopen = || -> Box<dyn sheratan_store::ScheduleStore> {
+        let s = schema.clone();
+        Box::new(
+            tokio::task::block_in_place(|| {
+                tokio::runtime::Handle::current().block_on(
+                    sheratan_store_postgres::PgScheduleStore::open(&url(), Some(s)),
+                )
+            })
+            .unwrap(),
+        )
+    };
+    sheratan_store::conformance::schedules_round_trip(&store, &reopen).await;
+}
+
 /// Two stores on one schema are two hubs on one database: a submit through one wakes the
 /// other's waiters (through NOTIFY on the schema's own channel).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

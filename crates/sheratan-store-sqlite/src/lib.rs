@@ -16,6 +16,7 @@
 mod auctions;
 mod credentials;
 mod db;
+mod schedules;
 mod schema;
 mod side;
 mod state;
@@ -39,6 +40,7 @@ use uuid::Uuid;
 
 pub use auctions::SqliteAuctionStore;
 pub use credentials::SqliteCredentialStore;
+pub use schedules::SqliteScheduleStore;
 pub use schema::SyncMode;
 
 use crate::writer::{Op, Shared, Writer, classify};

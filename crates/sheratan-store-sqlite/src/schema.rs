@@ -93,6 +93,20 @@ const MIGRATIONS: &[&str] = &[
     r#"
     ALTER TABLE jobs ADD COLUMN progress TEXT;
     "#,
+    // Schedules: the spec as JSON, every tick up to done_until handled, the last run as JSON.
+    r#"
+    CREATE TABLE schedules (
+        name       TEXT PRIMARY KEY,
+        spec       TEXT NOT NULL,
+        done_until INTEGER NOT NULL,                 -- Unix ms
+        last_run   TEXT,
+        runs       INTEGER NOT NULL DEFAULT 0,
+        skipped    INTEGER NOT NULL DEFAULT 0,
+        missed     INTEGER NOT NULL DEFAULT 0,
+        created_at INTEGER NOT NULL,
+        updated_at INTEGER NOT NULL
+    ) WITHOUT ROWID;
+    "#,
 ];
 
 /// Brings the database to the current schema, each migration in its own transaction.

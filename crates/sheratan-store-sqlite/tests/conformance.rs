@@ -65,4 +65,20 @@ async fn credentials() {
     sheratan_store::conformance::credentials_round_trip(&store, &reopen).await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn schedules() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("sheratan.db");
+    let open = || {
+        sheratan_store_sqlite::SqliteScheduleStore::open(
+            &path,
+            sheratan_store_sqlite::SyncMode::Normal,
+        )
+        .unwrap()
+    };
+    let store = open();
+    let reopen = || -> Box<dyn sheratan_store::ScheduleStore> { Box::new(open()) };
+    sheratan_store::conformance::schedules_round_trip(&store, &reopen).await;
+}
+
 sheratan_store::model_tests!(Sqlite::new(), 64);

@@ -1658,3 +1658,128 @@ pub async fn credentials_round_trip(
     assert_eq!(*w1, fresh, "replaced whole, revocation lifted");
     assert_eq!(all.len(), 4);
 }
+
+/// Schedules: created once per name, updated, advanced by compare-and-set (of two hubs passing
+/// one tick, one counts it), `done_until` never moving back, deleted, all of it durable.
+pub async fn schedules_round_trip(
+    store: &dyn crate::ScheduleStore,
+    reopen: &dyn Fn() -> Box<dyn crate::ScheduleStore>,
+) {
+    use sheratan_proto::schedules::{RunOutcome, ScheduleRun, ScheduleSpec};
+    let at = time::macros::datetime!(2026-12-05 12:00 UTC);
+    let spec = |name: &str, cron: &str| -> ScheduleSpec {
+        serde_json::from_value(serde_json::json!({
+            "name": name, "cron": cron, "job": {"kind": "report", "payload": {"n": 1}}
+        }))
+        .unwrap()
+    };
+    let record = |name: &str| crate::ScheduleRecord {
+        spec: spec(name, "*/5 * * * *"),
+        done_until: at,
+        last_run: None,
+        runs: 0,
+        skipped: 0,
+        missed: 0,
+        created_at: at,
+        updated_at: at,
+    };
+    assert!(store.create_schedule(record("nightly")).await.unwrap());
+    assert!(store.create_schedule(record("hourly")).await.unwrap());
+    assert!(
+        !store.create_schedule(record("nightly")).await.unwrap(),
+        "a name is taken once"
+    );
+    let all = store.schedules().await.unwrap();
+    assert_eq!(all, vec![record("hourly"), record("nightly")]);
+
+    let later = at + time::Duration::minutes(5);
+    let changed = spec("nightly", "0 3 * * *");
+    assert!(
+        store
+            .update_schedule(changed.clone(), None, later)
+            .await
+            .unwrap()
+    );
+    assert!(
+        !store
+            .update_schedule(spec("nobody", "0 3 * * *"), None, later)
+            .await
+            .unwrap()
+    );
+    let run = ScheduleRun {
+        tick: later,
+        outcome: RunOutcome::Submitted,
+        job_id: Some("0190".into()),
+        reason: None,
+        job_status: None,
+    };
+    let advance = crate::ScheduleAdvance {
+        name: "nightly".into(),
+        expect: Some(at),
+        done_until: later,
+        last_run: Some(run.clone()),
+        runs: 1,
+        skipped: 0,
+        missed: 2,
+    };
+    assert!(store.advance_schedule(advance.clone()).await.unwrap());
+    assert!(
+        !store.advance_schedule(advance.clone()).await.unwrap(),
+        "a second hub passing the same tick does not count it again"
+    );
+    // Without an expectation (a run-now): counted, and done_until does not move back.
+    let run_now = crate::ScheduleAdvance {
+        expect: None,
+        done_until: at,
+        last_run: None,
+        runs: 1,
+        missed: 0,
+        skipped: 1,
+        ..advance.clone()
+    };
+    assert!(store.advance_schedule(run_now).await.unwrap());
+    assert!(
+        !store
+            .advance_schedule(crate::ScheduleAdvance {
+                name: "nobody".into(),
+                expect: None,
+                ..advance.clone()
+            })
+            .await
+            .unwrap()
+    );
+    let expected = crate::ScheduleRecord {
+        spec: changed.clone(),
+        done_until: later,
+        last_run: Some(run),
+        runs: 2,
+        skipped: 1,
+        missed: 2,
+        created_at: at,
+        updated_at: later,
+    };
+    let nightly =
+        |all: Vec<crate::ScheduleRecord>| all.into_iter().find(|r| r.spec.name == "nightly");
+    assert_eq!(
+        nightly(store.schedules().await.unwrap()),
+        Some(expected.clone())
+    );
+    // A resume moves done_until to its time.
+    let resumed = later + time::Duration::hours(1);
+    assert!(
+        store
+            .update_schedule(changed.clone(), Some(resumed), resumed)
+            .await
+            .unwrap()
+    );
+    let expected = crate::ScheduleRecord {
+        done_until: resumed,
+        updated_at: resumed,
+        ..expected
+    };
+    assert!(store.delete_schedule("hourly").await.unwrap());
+    assert!(!store.delete_schedule("hourly").await.unwrap());
+
+    let reopened = reopen();
+    assert_eq!(reopened.schedules().await.unwrap(), vec![expected]);
+}

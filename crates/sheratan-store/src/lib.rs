@@ -12,10 +12,12 @@ pub mod limits;
 #[cfg(feature = "conformance")]
 pub mod model;
 pub mod registry;
+pub mod schedules;
 pub mod store;
 
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use jobs::{JobDefaults, JobRecord, JobSpec, Lease};
+pub use schedules::{ScheduleAdvance, ScheduleRecord, ScheduleStore};
 pub use store::{
     AuctionStore, Counts, CredentialRecord, CredentialStore, ExtendOutcome, FinishOutcome,
     HolderRule, LeaseGrant, LeaseOrder, LeasedJob, ListFilter, QueueState, Reaped, ResultReport,
