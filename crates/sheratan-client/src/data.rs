@@ -7,6 +7,9 @@ use sheratan_proto::data::{
     JobView, LeaseRequest, LeaseResponse, PendingResults, QueueAdminResponse, ResultRequest,
     ResultResponse, SubmitBatch, SubmitJob, SubmitResponse,
 };
+use sheratan_proto::schedules::{
+    RunNowResponse, ScheduleList, SchedulePatch, ScheduleSpec, ScheduleView,
+};
 
 use crate::{Base, ClientError, Retry, RetryPolicy, json, sign_result};
 
@@ -386,6 +389,73 @@ impl DataClient {
             self.base
                 .send_retrying(Retry::Safe, || {
                     self.base.request(Method::PUT, &path).json(patch)
+                })
+                .await?,
+        )
+        .await
+    }
+
+    /// Every schedule, with its next runs and last run.
+    pub async fn schedules(&self) -> Result<ScheduleList, ClientError> {
+        self.schedule_call(Method::GET, "/v1/schedules", None::<&()>, Retry::Safe)
+            .await
+    }
+
+    /// One schedule.
+    pub async fn schedule(&self, name: &str) -> Result<ScheduleView, ClientError> {
+        let path = format!("/v1/schedules/{name}");
+        self.schedule_call(Method::GET, &path, None::<&()>, Retry::Safe)
+            .await
+    }
+
+    /// Creates a schedule. Not retried on a lost connection (the second try would find the
+    /// name taken).
+    pub async fn create_schedule(&self, spec: &ScheduleSpec) -> Result<ScheduleView, ClientError> {
+        self.schedule_call(Method::POST, "/v1/schedules", Some(spec), Retry::Refused)
+            .await
+    }
+
+    /// Changes the fields `patch` names (pause and resume are `paused`).
+    pub async fn patch_schedule(
+        &self,
+        name: &str,
+        patch: &SchedulePatch,
+    ) -> Result<ScheduleView, ClientError> {
+        let path = format!("/v1/schedules/{name}");
+        self.schedule_call(Method::PATCH, &path, Some(patch), Retry::Safe)
+            .await
+    }
+
+    /// Removes a schedule (its jobs stay); the answer is the schedule as it was.
+    pub async fn delete_schedule(&self, name: &str) -> Result<ScheduleView, ClientError> {
+        let path = format!("/v1/schedules/{name}");
+        self.schedule_call(Method::DELETE, &path, None::<&()>, Retry::Refused)
+            .await
+    }
+
+    /// Submits the schedule's job now, outside its ticks. Not retried on a lost connection
+    /// (a second try would submit a second job).
+    pub async fn run_schedule(&self, name: &str) -> Result<RunNowResponse, ClientError> {
+        let path = format!("/v1/schedules/{name}/run");
+        self.schedule_call(Method::POST, &path, None::<&()>, Retry::Refused)
+            .await
+    }
+
+    async fn schedule_call<T: serde::de::DeserializeOwned, B: serde::Serialize>(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<&B>,
+        retry: Retry,
+    ) -> Result<T, ClientError> {
+        json(
+            self.base
+                .send_retrying(retry, || {
+                    let request = self.base.request(method.clone(), path);
+                    match body {
+                        Some(body) => request.json(body),
+                        None => request,
+                    }
                 })
                 .await?,
         )

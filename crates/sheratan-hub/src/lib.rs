@@ -24,6 +24,7 @@ pub(crate) mod mirror;
 pub(crate) mod pacing;
 pub(crate) mod persist;
 pub(crate) mod registry;
+pub mod schedules;
 pub(crate) mod snapshot;
 
 use std::net::SocketAddr;
@@ -112,6 +113,8 @@ pub struct HubState {
     pub cancelled_leases: tokio::sync::broadcast::Sender<uuid::Uuid>,
     /// Queue settings, re-read every second: submits take their queue's defaults from it.
     pub queue_settings: job_service::SettingsCache,
+    /// Schedules: their store (attached once open) and what the scheduler counted.
+    pub schedules: schedules::Schedules,
     /// Running jobs' latest progress, written to the store coalesced.
     pub progress: job_service::ProgressBoard,
 }
@@ -204,6 +207,7 @@ impl Hub {
             credentials: credentials::Credentials::default(),
             role_refusals: credentials::RoleRefusals::default(),
             queue_settings: job_service::SettingsCache::default(),
+            schedules: schedules::Schedules::default(),
             progress: job_service::ProgressBoard::default(),
             cancelled_leases: tokio::sync::broadcast::channel(1024).0,
         });
@@ -369,6 +373,8 @@ impl Background {
             tasks.push(tokio::spawn(reaper));
             let flusher = job_service::run_progress_flusher(state.clone(), stop.clone());
             tasks.push(tokio::spawn(flusher));
+            let scheduler = schedules::run_scheduler(state.clone(), stop.clone());
+            tasks.push(tokio::spawn(scheduler));
         }
         if let Some((shared, hub_id)) = shared {
             let mirror = mirror::run(state.clone(), shared, hub_id, stop.clone());

@@ -239,6 +239,9 @@ impl HubState {
             ),
             self.jobs.families(),
         ]
+        .into_iter()
+        .chain(self.schedules.metrics.families())
+        .collect()
     }
 }
 

@@ -51,11 +51,16 @@ pub enum EventKind {
     /// An operator deleted finished jobs in bulk (`POST /admin/jobs/delete`): one line per
     /// action, with its count.
     JobsDeleted,
+    /// A schedule was created, changed, deleted or run now (`/v1/schedules`).
+    ScheduleChanged,
+    /// A schedule's tick submitted no job: the queue was full (429), the job was refused, or
+    /// the tick passed while no hub ran the schedule. One line per scheduler pass.
+    ScheduleMissed,
 }
 
 impl EventKind {
     /// All events, in declaration order; metrics list a counter for each, zero included.
-    pub const ALL: [EventKind; 27] = [
+    pub const ALL: [EventKind; 29] = [
         EventKind::AuthFail,
         EventKind::PortMismatch,
         EventKind::LocalhostOnly,
@@ -83,6 +88,8 @@ impl EventKind {
         EventKind::IdentityMismatch,
         EventKind::JobsRequeued,
         EventKind::JobsDeleted,
+        EventKind::ScheduleChanged,
+        EventKind::ScheduleMissed,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -114,6 +121,8 @@ impl EventKind {
             EventKind::IdentityMismatch => "IDENTITY_MISMATCH",
             EventKind::JobsRequeued => "JOBS_REQUEUED",
             EventKind::JobsDeleted => "JOBS_DELETED",
+            EventKind::ScheduleChanged => "SCHEDULE_CHANGED",
+            EventKind::ScheduleMissed => "SCHEDULE_MISSED",
         }
     }
 
@@ -131,7 +140,8 @@ impl EventKind {
             | CredentialCreated
             | CredentialRevoked
             | JobsRequeued
-            | JobsDeleted => Severity::Info,
+            | JobsDeleted
+            | ScheduleChanged => Severity::Info,
             AuthFail
             | PortMismatch
             | LocalhostOnly
@@ -141,7 +151,8 @@ impl EventKind {
             | BackpressureDrop
             | InflightSaturated
             | IdempotencyKeyCollision
-            | LeaseMismatch => Severity::Warning,
+            | LeaseMismatch
+            | ScheduleMissed => Severity::Warning,
             AttestationSpoofSuspect
             | NodeDead
             | RegistryCorrupt

@@ -63,7 +63,7 @@ pub struct SubmitArgs {
     pub json: bool,
 }
 
-fn read_payload(arg: &str) -> anyhow::Result<serde_json::Value> {
+pub(crate) fn read_payload(arg: &str) -> anyhow::Result<serde_json::Value> {
     let text = match arg.strip_prefix('@') {
         Some("-") => {
             let mut s = String::new();
@@ -844,7 +844,7 @@ pub enum TokenCommand {
 }
 
 /// `90s`, `30m`, `12h`, `30d` as seconds.
-fn parse_lifetime(text: &str) -> Result<u64, String> {
+pub(crate) fn parse_lifetime(text: &str) -> Result<u64, String> {
     sheratan_proto::data::duration_s(text)
         .ok_or_else(|| format!("{text:?}: give a positive number and s, m, h or d (30d)"))
 }

@@ -50,6 +50,7 @@ async fn start(args: &HubArgs, up: Option<&UpArgs>) -> Result<(), Failure> {
         .await
         .map_err(hub_error)?;
     hub.state().credentials.attach(opened.credentials);
+    hub.state().schedules.attach(opened.schedules);
     refresh_credentials(hub.state().clone()).await?;
     if let StoreUrl::Postgres { url, schema } = &store_url {
         crate::store_open::share_state(&mut hub, url, schema.clone()).await?;

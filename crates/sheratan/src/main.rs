@@ -15,6 +15,7 @@ mod mesh_cmd;
 mod ops_cmds;
 mod queue_cmd;
 mod relay_cmd;
+mod schedule_cmd;
 mod store_open;
 mod supervisor;
 mod tls_cmd;
@@ -78,6 +79,9 @@ enum Command {
     /// Show and change queue settings: pause, limits, rates, retry defaults.
     #[command(subcommand)]
     Queue(queue_cmd::QueueCommand),
+    /// Schedules: jobs submitted on a cron expression, exactly once per tick.
+    #[command(subcommand)]
+    Schedule(schedule_cmd::ScheduleCommand),
     /// The node registry.
     Nodes(client_cmds::NodesArgs),
     /// Publish, list or fetch bundles.
@@ -116,6 +120,7 @@ impl Command {
             Command::Submit(a) => &mut a.client,
             Command::Jobs(c) => c.client_mut(),
             Command::Queue(c) => c.client_mut(),
+            Command::Schedule(c) => c.client_mut(),
             Command::Nodes(a) => a.client_mut(),
             Command::Bundle(c) => c.client_mut(),
             Command::Token(c) => c.client_mut(),
@@ -190,6 +195,7 @@ fn main() -> ExitCode {
         | Command::Submit(_)
         | Command::Jobs(_)
         | Command::Queue(_)
+        | Command::Schedule(_)
         | Command::Nodes(_)
         | Command::Bundle(_)
         | Command::Token(_)
@@ -234,6 +240,7 @@ async fn run(mut cli: Cli) -> Result<(), Failure> {
         Command::Submit(args) => client_cmds::submit(args).await,
         Command::Jobs(cmd) => client_cmds::jobs(cmd).await,
         Command::Queue(cmd) => queue_cmd::run(cmd).await,
+        Command::Schedule(cmd) => schedule_cmd::run(cmd).await,
         Command::Nodes(args) => client_cmds::nodes(args).await,
         Command::Bundle(cmd) => client_cmds::bundle(cmd).await,
         Command::Token(cmd) => client_cmds::token(cmd).await,

@@ -9,11 +9,12 @@ use sheratan_hub::Hub;
 use crate::hub_args::{HubArgs, StoreChoice, StoreUrl};
 use crate::{Failure, usage};
 
-/// The job store and, in its database, the credentials.
+/// The job store and, in its database, the credentials and the schedules.
 pub struct Opened {
     pub url: StoreUrl,
     pub store: Arc<dyn sheratan_store::Store>,
     pub credentials: Arc<dyn sheratan_store::CredentialStore>,
+    pub schedules: Arc<dyn sheratan_store::ScheduleStore>,
 }
 
 /// Opens the store `args` name, creating `home` first.
@@ -25,6 +26,7 @@ pub async fn open(
     let (store_url, choice) = args.store_config(clock).map_err(usage)?;
     create_home(home)?;
     let credentials = open_credentials(&choice).await?;
+    let schedules = open_schedules(&choice).await?;
     let store: Arc<dyn sheratan_store::Store> = match choice {
         StoreChoice::Sqlite(config) => {
             // Opening recovers every live job into memory: blocking work, off the runtime.
@@ -50,6 +52,36 @@ pub async fn open(
         url: store_url,
         store,
         credentials,
+        schedules,
+    })
+}
+
+/// The schedules' table, in the job store's database.
+async fn open_schedules(
+    choice: &StoreChoice,
+) -> Result<Arc<dyn sheratan_store::ScheduleStore>, Failure> {
+    let failed = |e: sheratan_store::StoreError| {
+        Failure::from(anyhow::anyhow!(
+            "opening the schedules in the job store failed: {e}"
+        ))
+    };
+    Ok(match choice {
+        StoreChoice::Sqlite(config) => {
+            let (path, sync) = (config.path.clone(), config.sync);
+            Arc::new(
+                tokio::task::spawn_blocking(move || {
+                    sheratan_store_sqlite::SqliteScheduleStore::open(&path, sync)
+                })
+                .await
+                .map_err(|e| Failure::from(anyhow::anyhow!("{e}")))?
+                .map_err(failed)?,
+            )
+        }
+        StoreChoice::Postgres(config) => Arc::new(
+            sheratan_store_postgres::PgScheduleStore::open(&config.url, config.schema.clone())
+                .await
+                .map_err(failed)?,
+        ),
     })
 }
 

@@ -11,6 +11,7 @@ mod job_routes;
 mod metrics;
 mod plane;
 pub(crate) mod roles;
+mod schedule_routes;
 #[cfg(test)]
 mod tests;
 
@@ -36,7 +37,13 @@ pub fn control_router(hub: Arc<HubState>) -> Router {
 
 /// The data plane router (8788).
 pub fn data_router(hub: Arc<HubState>) -> Router {
-    plane_router(data::routes().merge(job_routes::routes()), hub, Plane::Data)
+    plane_router(
+        data::routes()
+            .merge(job_routes::routes())
+            .merge(schedule_routes::routes()),
+        hub,
+        Plane::Data,
+    )
 }
 
 fn plane_router(routes: Router<PlaneState>, hub: Arc<HubState>, plane: Plane) -> Router {
@@ -96,6 +103,7 @@ const DATA_ROUTES: &[&str] = &[
     "/v1/leases",
     "/v1/results",
     "/v1/grants",
+    "/v1/schedules",
     "/v1/whoami",
     "/admin",
 ];

@@ -36,6 +36,8 @@ pub fn permits(role: CredentialRole, method: &Method, path: &str) -> bool {
                         || path.starts_with("/v1/jobs/")
                         || path == "/v1/results"
                         || path == "/v1/queues"
+                        || path == "/v1/schedules"
+                        || path.starts_with("/v1/schedules/")
                         || path == "/health"))
         }
         // A node also reads the registry (a broker finds its hosts) and the jobs it holds

@@ -56,6 +56,8 @@ pub enum JobsError {
     /// A field is larger than its limit; the message names it.
     TooLarge(String),
     NotFound(String),
+    /// A name that is taken (a schedule's); the message names it.
+    Taken(String),
     /// A piece of a job id that names more than one job; the message lists them.
     Ambiguous(String),
     /// The idempotency key belongs to another request.
@@ -91,6 +93,7 @@ impl JobsError {
             JobsError::Invalid(_) | JobsError::Ambiguous(_) => ErrorCode::InvalidRequest,
             JobsError::TooLarge(_) => ErrorCode::PayloadTooLarge,
             JobsError::NotFound(_) => ErrorCode::NotFound,
+            JobsError::Taken(_) => ErrorCode::Conflict,
             JobsError::Collision { .. } => ErrorCode::IdempotencyKeyCollision,
             JobsError::QueueFull { .. } => ErrorCode::BackpressureDrop,
             JobsError::LeaseNotHeld(_) => ErrorCode::LeaseExpired,
@@ -107,6 +110,7 @@ impl JobsError {
             JobsError::Invalid(m)
             | JobsError::TooLarge(m)
             | JobsError::NotFound(m)
+            | JobsError::Taken(m)
             | JobsError::Ambiguous(m)
             | JobsError::LeaseNotHeld(m)
             | JobsError::WrongHolder(m) => {
@@ -133,6 +137,9 @@ impl JobsError {
                 "fix the request as the message says; docs/API.md lists the routes and the wire rules"
             }
             JobsError::NotFound(_) => "",
+            JobsError::Taken(_) => {
+                "choose another name, or change the existing one with PATCH (sheratan schedule pause|resume, or delete it first)"
+            }
             JobsError::TooLarge(_) => "send less at a time, as the message says",
             JobsError::Ambiguous(_) => {
                 "give more characters of the id (its end is random, its start is the time it was made), or the whole id"

@@ -24,6 +24,7 @@ mod readme;
 mod registry;
 mod relay;
 mod rotation;
+mod schedules;
 mod ssrf;
 mod tls;
 mod worker;
