@@ -111,9 +111,15 @@ pub struct ScheduleRun {
     /// Why it was skipped or missed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
-    /// The job's status now (views only; absent once the job is gone).
+}
+
+/// The latest job a schedule submitted, and how it stands now.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LastJob {
+    pub job_id: String,
+    /// Absent once the job is gone (deleted, or purged by retention).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub job_status: Option<JobStatus>,
+    pub status: Option<JobStatus>,
 }
 
 /// A schedule as `GET /v1/schedules/{name}` shows it.
@@ -132,6 +138,8 @@ pub struct ScheduleView {
     pub next_runs: Vec<OffsetDateTime>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_run: Option<ScheduleRun>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_job: Option<LastJob>,
     /// Ticks that submitted a job, and ticks skipped or missed, since the schedule was made.
     pub runs: u64,
     pub skipped: u64,

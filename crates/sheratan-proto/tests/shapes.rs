@@ -807,3 +807,64 @@ fn core_api() {
         )
     );
 }
+
+#[test]
+fn schedules() {
+    use sheratan_proto::schedules::*;
+    let spec: ScheduleSpec = serde_json::from_value(serde_json::json!({
+        "name": "nightly-report",
+        "cron": "30 2 * * *",
+        "timezone": "Europe/Berlin",
+        "job": {"kind": "report", "queue": "reports", "payload": {"day": "yesterday"}},
+        "overlap": "skip",
+        "catch_up": "last",
+        "jitter_s": 60
+    }))
+    .unwrap();
+    insta::assert_json_snapshot!("schedule_spec", spec);
+    insta::assert_json_snapshot!(
+        "schedule_patch",
+        SchedulePatch {
+            paused: Some(true),
+            ..SchedulePatch::default()
+        }
+    );
+    let view = ScheduleView {
+        name: spec.name.clone(),
+        cron: spec.cron.clone(),
+        timezone: spec.timezone.clone(),
+        job: spec.job.clone(),
+        paused: false,
+        overlap: spec.overlap,
+        catch_up: spec.catch_up,
+        jitter_s: spec.jitter_s,
+        next_runs: vec![T, T + time::Duration::days(1)],
+        last_run: Some(ScheduleRun {
+            tick: T,
+            outcome: RunOutcome::Skipped,
+            job_id: None,
+            reason: Some("overlap skip: the previous job 0190… has not finished".into()),
+        }),
+        last_job: Some(LastJob {
+            job_id: "01900000-0000-7000-8000-000000000001".into(),
+            status: Some(JobStatus::InProgress),
+        }),
+        runs: 41,
+        skipped: 1,
+        missed: 0,
+        created_at: T,
+        updated_at: T,
+    };
+    insta::assert_json_snapshot!(
+        "schedule_view",
+        ScheduleList {
+            schedules: vec![view]
+        }
+    );
+    insta::assert_json_snapshot!(
+        "schedule_run_now",
+        RunNowResponse {
+            job_id: "01900000-0000-7000-8000-000000000002".into()
+        }
+    );
+}

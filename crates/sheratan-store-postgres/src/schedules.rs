@@ -32,6 +32,7 @@ fn record(r: &tokio_postgres::Row) -> Result<ScheduleRecord, StoreError> {
             .get::<_, Option<&str>>(3)
             .map(|t| from_json(name, t))
             .transpose()?,
+        last_job_id: r.get(9),
         runs: r.get::<_, i64>(4) as u64,
         skipped: r.get::<_, i64>(5) as u64,
         missed: r.get::<_, i64>(6) as u64,
@@ -46,7 +47,7 @@ impl ScheduleStore for PgScheduleStore {
         let client = self.pool.get().await?;
         let rows = client
             .query(
-                "SELECT name, spec, done_until, last_run, runs, skipped, missed, created_at, updated_at \
+                "SELECT name, spec, done_until, last_run, runs, skipped, missed, created_at, updated_at, last_job \
                  FROM schedules ORDER BY name",
                 &[],
             )
@@ -62,8 +63,8 @@ impl ScheduleStore for PgScheduleStore {
         let inserted = client
             .execute(
                 "INSERT INTO schedules \
-                 (name, spec, done_until, last_run, runs, skipped, missed, created_at, updated_at) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) ON CONFLICT (name) DO NOTHING",
+                 (name, spec, done_until, last_run, runs, skipped, missed, created_at, updated_at, last_job) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) ON CONFLICT (name) DO NOTHING",
                 &[
                     &r.spec.name,
                     &spec,
@@ -74,6 +75,7 @@ impl ScheduleStore for PgScheduleStore {
                     &(r.missed as i64),
                     &ms(r.created_at),
                     &ms(r.updated_at),
+                    &r.last_job_id,
                 ],
             )
             .await
@@ -116,7 +118,8 @@ impl ScheduleStore for PgScheduleStore {
             .execute(
                 "UPDATE schedules SET done_until = GREATEST(done_until, $3), \
                  last_run = COALESCE($4, last_run), runs = runs + $5, \
-                 skipped = skipped + $6, missed = missed + $7 \
+                 skipped = skipped + $6, missed = missed + $7, \
+                 last_job = COALESCE($8, last_job) \
                  WHERE name = $1 AND ($2::BIGINT IS NULL OR done_until = $2)",
                 &[
                     &a.name,
@@ -126,6 +129,7 @@ impl ScheduleStore for PgScheduleStore {
                     &(a.runs as i64),
                     &(a.skipped as i64),
                     &(a.missed as i64),
+                    &a.last_job_id,
                 ],
             )
             .await

@@ -136,6 +136,7 @@ const MIGRATIONS: &[&str] = &[
         spec       TEXT NOT NULL,
         done_until BIGINT NOT NULL,
         last_run   TEXT,
+        last_job   TEXT,
         runs       BIGINT NOT NULL DEFAULT 0,
         skipped    BIGINT NOT NULL DEFAULT 0,
         missed     BIGINT NOT NULL DEFAULT 0,

@@ -25,15 +25,28 @@ impl SqliteScheduleStore {
     }
 }
 
-/// A row as read: (name, spec, done_until, last_run, runs, skipped, missed, created, updated).
-type Row = (String, String, i64, Option<String>, i64, i64, i64, i64, i64);
+/// A row as read: (name, spec, done_until, last_run, runs, skipped, missed, created, updated,
+/// last_job).
+type Row = (
+    String,
+    String,
+    i64,
+    Option<String>,
+    i64,
+    i64,
+    i64,
+    i64,
+    i64,
+    Option<String>,
+);
 
 fn record(row: Row) -> Result<ScheduleRecord, StoreError> {
-    let (name, spec, done_until, last_run, runs, skipped, missed, created, updated) = row;
+    let (name, spec, done_until, last_run, runs, skipped, missed, created, updated, last_job) = row;
     Ok(ScheduleRecord {
         spec: from_json(&name, &spec)?,
         done_until: from_ms(done_until),
         last_run: last_run.map(|r| from_json(&name, &r)).transpose()?,
+        last_job_id: last_job,
         runs: runs as u64,
         skipped: skipped as u64,
         missed: missed as u64,
@@ -49,7 +62,7 @@ impl ScheduleStore for SqliteScheduleStore {
             .side
             .with(|c: &Connection| {
                 let mut stmt = c.prepare_cached(
-                    "SELECT name, spec, done_until, last_run, runs, skipped, missed, created_at, updated_at \
+                    "SELECT name, spec, done_until, last_run, runs, skipped, missed, created_at, updated_at, last_job \
                      FROM schedules ORDER BY name",
                 )?;
                 let rows = stmt.query_map([], |r| {
@@ -63,6 +76,7 @@ impl ScheduleStore for SqliteScheduleStore {
                         r.get(6)?,
                         r.get(7)?,
                         r.get(8)?,
+                        r.get(9)?,
                     ))
                 })?;
                 rows.collect::<rusqlite::Result<Vec<Row>>>()
@@ -79,8 +93,8 @@ impl ScheduleStore for SqliteScheduleStore {
                 let inserted = c
                     .prepare_cached(
                         "INSERT OR IGNORE INTO schedules \
-                         (name, spec, done_until, last_run, runs, skipped, missed, created_at, updated_at) \
-                         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+                         (name, spec, done_until, last_run, runs, skipped, missed, created_at, updated_at, last_job) \
+                         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
                     )?
                     .execute(params![
                         r.spec.name,
@@ -92,6 +106,7 @@ impl ScheduleStore for SqliteScheduleStore {
                         r.missed as i64,
                         ms(r.created_at),
                         ms(r.updated_at),
+                        r.last_job_id,
                     ])?;
                 Ok(inserted == 1)
             })
@@ -139,7 +154,8 @@ impl ScheduleStore for SqliteScheduleStore {
                     .prepare_cached(
                         "UPDATE schedules SET done_until = MAX(done_until, ?3), \
                          last_run = COALESCE(?4, last_run), runs = runs + ?5, \
-                         skipped = skipped + ?6, missed = missed + ?7 \
+                         skipped = skipped + ?6, missed = missed + ?7, \
+                         last_job = COALESCE(?8, last_job) \
                          WHERE name = ?1 AND (?2 IS NULL OR done_until = ?2)",
                     )?
                     .execute(params![
@@ -150,6 +166,7 @@ impl ScheduleStore for SqliteScheduleStore {
                         a.runs as i64,
                         a.skipped as i64,
                         a.missed as i64,
+                        a.last_job_id,
                     ])?;
                 Ok(changed == 1)
             })

@@ -100,6 +100,7 @@ const MIGRATIONS: &[&str] = &[
         spec       TEXT NOT NULL,
         done_until INTEGER NOT NULL,                 -- Unix ms
         last_run   TEXT,
+        last_job   TEXT,
         runs       INTEGER NOT NULL DEFAULT 0,
         skipped    INTEGER NOT NULL DEFAULT 0,
         missed     INTEGER NOT NULL DEFAULT 0,

@@ -15,6 +15,8 @@ pub struct ScheduleRecord {
     /// Every tick up to and including this time is done (submitted, skipped or missed).
     pub done_until: OffsetDateTime,
     pub last_run: Option<ScheduleRun>,
+    /// The latest job it submitted (what `overlap` looks at).
+    pub last_job_id: Option<String>,
     pub runs: u64,
     pub skipped: u64,
     pub missed: u64,
@@ -33,6 +35,8 @@ pub struct ScheduleAdvance {
     pub done_until: OffsetDateTime,
     /// Replaces the stored last run when present.
     pub last_run: Option<ScheduleRun>,
+    /// Replaces the stored last job when present.
+    pub last_job_id: Option<String>,
     /// Added to the counters.
     pub runs: u64,
     pub skipped: u64,

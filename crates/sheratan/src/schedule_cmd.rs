@@ -246,7 +246,11 @@ fn last_run(view: &ScheduleView) -> String {
     };
     match run.outcome {
         RunOutcome::Submitted => {
-            let status = run.job_status.map_or("gone", |s| s.as_str());
+            let status = view
+                .last_job
+                .as_ref()
+                .filter(|j| run.job_id.as_deref() == Some(j.job_id.as_str()))
+                .map_or("gone", |j| j.status.map_or("gone", |s| s.as_str()));
             format!(
                 "{} job {} ({status})",
                 rfc3339(run.tick),

@@ -5,11 +5,13 @@
 
 mod plan;
 mod runner;
+#[cfg(test)]
+mod tests;
 
 use std::sync::{Arc, OnceLock};
 
 use sheratan_proto::schedules::{
-    RunNowResponse, RunOutcome, ScheduleList, SchedulePatch, ScheduleRun, ScheduleSpec,
+    LastJob, RunNowResponse, RunOutcome, ScheduleList, SchedulePatch, ScheduleRun, ScheduleSpec,
     ScheduleView,
 };
 use sheratan_proto::{EventKind, Plane};
@@ -92,6 +94,7 @@ pub async fn create(
         spec,
         done_until: now,
         last_run: None,
+        last_job_id: None,
         runs: 0,
         skipped: 0,
         missed: 0,
@@ -205,8 +208,8 @@ pub async fn run_now(
             outcome: RunOutcome::Submitted,
             job_id: Some(job_id.clone()),
             reason: Some("run now".into()),
-            job_status: None,
         }),
+        last_job_id: Some(job_id.clone()),
         runs: 1,
         skipped: 0,
         missed: 0,
@@ -248,12 +251,16 @@ async fn view(hub: &HubState, record: ScheduleRecord) -> ScheduleView {
         Ok(plan) if !record.spec.paused => plan.next_n(now.max(record.done_until), NEXT_RUNS),
         _ => Vec::new(),
     };
-    let mut last_run = record.last_run;
-    if let Some(run) = &mut last_run
-        && let Some(id) = run.job_id.as_deref().and_then(|id| id.parse().ok())
-    {
-        run.job_status = hub.store.get(id).await.ok().flatten().map(|j| j.status);
-    }
+    let last_job = match record.last_job_id {
+        Some(job_id) => {
+            let status = match job_id.parse() {
+                Ok(id) => hub.store.get(id).await.ok().flatten().map(|j| j.status),
+                Err(_) => None,
+            };
+            Some(LastJob { job_id, status })
+        }
+        None => None,
+    };
     let spec = record.spec;
     ScheduleView {
         name: spec.name,
@@ -265,7 +272,8 @@ async fn view(hub: &HubState, record: ScheduleRecord) -> ScheduleView {
         catch_up: spec.catch_up,
         jitter_s: spec.jitter_s,
         next_runs,
-        last_run,
+        last_run: record.last_run,
+        last_job,
         runs: record.runs,
         skipped: record.skipped,
         missed: record.missed,

@@ -120,6 +120,7 @@ async fn run_ticks(
             expect: Some(record.done_until),
             done_until: due.through,
             last_run: None,
+            last_job_id: None,
             runs: 0,
             skipped: 0,
             missed: due.dropped,
@@ -133,14 +134,13 @@ async fn run_ticks(
             due.dropped, spec.catch_up
         ));
     }
-    let mut last_job = record.last_run.as_ref().and_then(|r| r.job_id.clone());
+    let mut last_job = record.last_job_id.clone();
     for tick in due.ticks {
         let run = |outcome, job_id, reason| ScheduleRun {
             tick,
             outcome,
             job_id,
             reason,
-            job_status: None,
         };
         if spec.catch_up == CatchUp::None && now - tick > GRACE {
             let reason = "the tick passed while no hub ran the schedule (catch_up: none)";
@@ -160,6 +160,7 @@ async fn run_ticks(
                 tally.lateness.push((now - tick).as_seconds_f64().max(0.0));
                 tally.advance.last_run =
                     Some(run(RunOutcome::Submitted, Some(job_id.clone()), None));
+                tally.advance.last_job_id = Some(job_id.clone());
                 last_job = Some(job_id);
             }
             Err(err) => {

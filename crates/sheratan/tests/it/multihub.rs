@@ -64,14 +64,7 @@ fn worker(hub: &HubProcess, node: &str) -> Proc {
 }
 
 async fn sql(base: &str, schema: &str, query: &str) -> i64 {
-    let (client, connection) = tokio_postgres::connect(base, tokio_postgres::NoTls)
-        .await
-        .expect("connect to PostgreSQL");
-    tokio::spawn(connection);
-    client
-        .batch_execute(&format!("SET search_path TO {schema}"))
-        .await
-        .unwrap();
+    let client = connect(base, schema).await;
     client.query_one(query, &[]).await.expect(query).get(0)
 }
 
@@ -674,4 +667,95 @@ async fn a_cancel_on_one_hub_stops_a_job_running_through_the_other() {
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+}
+
+/// An `@every 1s` schedule on two hubs sharing one database makes exactly one job per tick
+/// for 30 s, through one hub killed (`kill -9`, possibly between its submit and its record of
+/// the tick) and started again: the tick's idempotency key holds it to one job, and the
+/// compare-and-set on the schedule counts it once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_every_second_schedule_on_two_hubs_makes_one_job_per_tick_through_a_kill() {
+    let base = pg_url();
+    let schema = schema();
+    let store = store_url(&base, &schema);
+    let mut a = pg_hub(&store, &[]);
+    let b = pg_hub(&store, &[]);
+    let spec =
+        json!({"name": "tick", "cron": "@every 1s", "job": {"kind": "echo", "queue": "sched"}});
+    let (status, view) = post(
+        &format!("{}/v1/schedules", a.data_url),
+        Auth::Bearer(TOKEN),
+        &spec.to_string(),
+    )
+    .await;
+    assert_eq!(status.as_u16(), 201, "{view}");
+    let started = Instant::now();
+    tokio::time::sleep(Duration::from_secs(12)).await;
+    a.kill9();
+    tokio::time::sleep(Duration::from_secs(8)).await;
+    a.restart();
+    tokio::time::sleep(Duration::from_secs(30).saturating_sub(started.elapsed())).await;
+    let (status, view) = call(
+        reqwest::Method::PATCH,
+        &format!("{}/v1/schedules/tick", b.data_url),
+        Auth::Bearer(TOKEN),
+        Some(r#"{"paused": true}"#),
+    )
+    .await;
+    assert_eq!(status.as_u16(), 200, "{view}");
+    // A pass that began before the pause may still record its tick.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+
+    let client = connect(&base, &schema).await;
+    let rows = client
+        .query(
+            "SELECT idempotency_key FROM jobs WHERE queue = 'sched'",
+            &[],
+        )
+        .await
+        .unwrap();
+    let mut ticks: Vec<i64> = rows
+        .iter()
+        .map(|r| {
+            let key: String = r.get(0);
+            key.strip_prefix("schedule:tick:").unwrap().parse().unwrap()
+        })
+        .collect();
+    ticks.sort();
+    let jobs = ticks.len();
+    ticks.dedup();
+    assert_eq!(ticks.len(), jobs, "a tick made more than one job");
+    assert!((27..=33).contains(&jobs), "{jobs} jobs in 30 s");
+    let gaps: Vec<i64> = ticks
+        .windows(2)
+        .map(|w| w[1] - w[0])
+        .filter(|d| *d != 1000)
+        .collect();
+    assert!(
+        gaps.is_empty(),
+        "ticks without a job: {gaps:?} in {ticks:?}"
+    );
+    let (_, view) = get(
+        &format!("{}/v1/schedules/tick", a.data_url),
+        Auth::Bearer(TOKEN),
+    )
+    .await;
+    assert_eq!(
+        view["runs"].as_u64(),
+        Some(jobs as u64),
+        "each tick counted once: {view}"
+    );
+    assert_eq!(view["missed"], 0, "{view}");
+}
+
+async fn connect(base: &str, schema: &str) -> tokio_postgres::Client {
+    let (client, connection) = tokio_postgres::connect(base, tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(connection);
+    client
+        .batch_execute(&format!("SET search_path TO {schema}"))
+        .await
+        .unwrap();
+    client
 }
