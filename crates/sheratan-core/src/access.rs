@@ -101,11 +101,14 @@ pub fn permits(role: Option<CredentialRole>, method: &Method, path: &str) -> boo
         Some(CredentialRole::Submit) => {
             (method == Method::POST
                 && (path == "/api/jobs"
-                    || (path.starts_with("/api/jobs/") && path.ends_with("/cancel"))))
+                    || (path.starts_with("/api/jobs/")
+                        && !path.starts_with("/api/jobs/bulk/")
+                        && path.ends_with("/cancel"))))
                 || (get
                     && (path == "/api/jobs"
                         || path.starts_with("/api/jobs/")
-                        || path == "/api/queues"))
+                        || path == "/api/queues"
+                        || path == "/api/schedules"))
         }
         Some(CredentialRole::Node) => false,
     }
@@ -125,6 +128,13 @@ mod tests {
         assert!(may(Some(Submit), "POST", "/api/jobs"));
         assert!(may(Some(Submit), "POST", "/api/jobs/j/cancel"));
         assert!(!may(Some(Submit), "POST", "/api/jobs/j/requeue"));
+        assert!(!may(Some(Submit), "POST", "/api/jobs/bulk/cancel"));
+        assert!(!may(Some(Submit), "POST", "/api/jobs/bulk/requeue"));
+        assert!(
+            may(Some(Submit), "GET", "/api/schedules") && may(Some(Read), "GET", "/api/schedules")
+        );
+        assert!(!may(Some(Read), "PATCH", "/api/schedules/x"));
+        assert!(!may(Some(Submit), "POST", "/api/schedules/x/run"));
         assert!(
             !may(Some(Submit), "GET", "/api/audit") && !may(Some(Submit), "GET", "/api/events")
         );

@@ -22,7 +22,7 @@ use axum::extract::{Path, Request, State};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use axum::routing::{delete, get, post, put};
+use axum::routing::{delete, get, patch, post, put};
 use axum::{Json, Router};
 use sheratan_client::{
     ClientError, ControlClient, DataClient, Identity, JobFilter, MeshToken, Submitted,
@@ -252,6 +252,10 @@ fn router(state: Arc<CoreState>) -> Router {
         .route("/api/jobs/{job_id}", get(one_job))
         .route("/api/jobs/{job_id}/cancel", post(cancel_job))
         .route("/api/jobs/{job_id}/requeue", post(requeue_job))
+        .route("/api/jobs/bulk/{action}", post(bulk_jobs))
+        .route("/api/schedules", get(schedules))
+        .route("/api/schedules/{name}", patch(patch_schedule))
+        .route("/api/schedules/{name}/run", post(run_schedule))
         .route(
             "/api/nodes/{node_id}/attestation/accept",
             post(accept_attestation),
@@ -492,6 +496,69 @@ async fn requeue_job(
     caller
         .data(&s)
         .requeue(&id)
+        .await
+        .map(Json)
+        .map_err(hub_data)
+}
+
+/// Finished jobs requeued or deleted in bulk (a selection in the dashboard, or a filter):
+/// through the hub's admin path as the caller, one audit line for the lot.
+async fn bulk_jobs(
+    State(s): State<Arc<CoreState>>,
+    caller: Caller,
+    Path(action): Path<String>,
+    JsonBody(selection): JsonBody<sheratan_proto::data::BulkSelection>,
+) -> Result<Json<sheratan_proto::data::BulkOutcome>, ApiError> {
+    require_local(&caller, "/api/jobs/bulk/{action}")?;
+    let data = caller.data(&s);
+    let done = match action.as_str() {
+        "requeue" => data.requeue_many(&selection).await,
+        "delete" => data.delete_many(&selection).await,
+        other => {
+            return Err(ApiError::new(
+                ErrorCode::NotFound,
+                format!("no bulk action {other:?}"),
+                "use /api/jobs/bulk/requeue or /api/jobs/bulk/delete",
+            ));
+        }
+    };
+    done.map(Json).map_err(hub_data)
+}
+
+/// The hub's schedules, with next runs and last jobs.
+async fn schedules(
+    State(s): State<Arc<CoreState>>,
+    _: Caller,
+) -> Result<Json<sheratan_proto::schedules::ScheduleList>, ApiError> {
+    s.data.schedules().await.map(Json).map_err(hub_data)
+}
+
+/// A schedule changed (paused, resumed) as the caller: the hub decides whether its role may.
+async fn patch_schedule(
+    State(s): State<Arc<CoreState>>,
+    caller: Caller,
+    Path(name): Path<String>,
+    JsonBody(patch): JsonBody<sheratan_proto::schedules::SchedulePatch>,
+) -> Result<Json<sheratan_proto::schedules::ScheduleView>, ApiError> {
+    sheratan_proto::schedules::validate_name(&name).map_err(ApiError::invalid)?;
+    caller
+        .data(&s)
+        .patch_schedule(&name, &patch)
+        .await
+        .map(Json)
+        .map_err(hub_data)
+}
+
+/// A schedule's job submitted now, as the caller.
+async fn run_schedule(
+    State(s): State<Arc<CoreState>>,
+    caller: Caller,
+    Path(name): Path<String>,
+) -> Result<Json<sheratan_proto::schedules::RunNowResponse>, ApiError> {
+    sheratan_proto::schedules::validate_name(&name).map_err(ApiError::invalid)?;
+    caller
+        .data(&s)
+        .run_schedule(&name)
         .await
         .map(Json)
         .map_err(hub_data)

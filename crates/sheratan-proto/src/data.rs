@@ -470,6 +470,10 @@ pub struct BulkSelection {
     /// At most this many (1–10,000, default 1,000).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub limit: Option<u32>,
+    /// Only these jobs (whole ids, at most 1,000: a selection in the dashboard), of those that
+    /// also match the status and the other filters.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub job_ids: Option<Vec<String>>,
 }
 
 /// What a bulk requeue or delete did: how many jobs, and which.

@@ -390,6 +390,7 @@ impl Select {
             error: self.narrow.error,
             since: self.narrow.since,
             limit: self.limit,
+            job_ids: None,
         };
         let named = [&s.status, &s.queue, &s.kind, &s.error, &s.since];
         if named.iter().all(|f| f.is_none()) {

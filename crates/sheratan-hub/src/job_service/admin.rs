@@ -202,26 +202,19 @@ pub async fn bulk(
         },
     )?;
     let mut job_ids = Vec::new();
-    loop {
-        let (page, next) = hub.store.list(filter.clone()).await?;
-        let room = (limit as usize).saturating_sub(job_ids.len());
-        let chosen: Vec<uuid::Uuid> = page.iter().take(room).map(|j| j.job_id).collect();
-        match action {
-            BulkAction::Requeue => {
-                for id in &chosen {
-                    if hub.store.requeue(*id).await?.is_some() {
-                        job_ids.push(id.to_string());
-                    }
-                }
+    if let Some(ids) = &req.job_ids {
+        let chosen = selected(hub, ids, &filter).await?;
+        apply(hub, action, &chosen, &mut job_ids).await?;
+    } else {
+        loop {
+            let (page, next) = hub.store.list(filter.clone()).await?;
+            let room = (limit as usize).saturating_sub(job_ids.len());
+            let chosen: Vec<uuid::Uuid> = page.iter().take(room).map(|j| j.job_id).collect();
+            apply(hub, action, &chosen, &mut job_ids).await?;
+            match next {
+                Some(cursor) if job_ids.len() < limit as usize => filter.before = Some(cursor),
+                _ => break,
             }
-            BulkAction::Delete => {
-                hub.store.delete_finished(chosen.clone()).await?;
-                job_ids.extend(chosen.iter().map(|id| id.to_string()));
-            }
-        }
-        match next {
-            Some(cursor) if job_ids.len() < limit as usize => filter.before = Some(cursor),
-            _ => break,
         }
     }
     let (kind, verb) = match action {
@@ -238,6 +231,66 @@ pub async fn bulk(
         count: job_ids.len() as u64,
         job_ids,
     })
+}
+
+/// Requeues or deletes `chosen`; what it changed goes into `done`.
+async fn apply(
+    hub: &HubState,
+    action: BulkAction,
+    chosen: &[uuid::Uuid],
+    done: &mut Vec<String>,
+) -> Result<(), JobsError> {
+    match action {
+        BulkAction::Requeue => {
+            for id in chosen {
+                if hub.store.requeue(*id).await?.is_some() {
+                    done.push(id.to_string());
+                }
+            }
+        }
+        BulkAction::Delete => {
+            hub.store.delete_finished(chosen.to_vec()).await?;
+            done.extend(chosen.iter().map(|id| id.to_string()));
+        }
+    }
+    Ok(())
+}
+
+/// The jobs of an explicit selection that also match `filter` (the others are left alone).
+async fn selected(
+    hub: &HubState,
+    ids: &[String],
+    filter: &ListFilter,
+) -> Result<Vec<uuid::Uuid>, JobsError> {
+    if ids.len() > 1000 {
+        return Err(JobsError::invalid("job_ids: at most 1000 ids"));
+    }
+    let mut chosen = Vec::new();
+    for (i, id) in ids.iter().enumerate() {
+        let uuid = sheratan_proto::ids::parse_uuid(&format!("job_ids[{i}]"), id)
+            .map_err(JobsError::Invalid)?;
+        if let Some(job) = hub.store.get(uuid).await?
+            && matches(filter, &job)
+            && !chosen.contains(&uuid)
+        {
+            chosen.push(uuid);
+        }
+    }
+    Ok(chosen)
+}
+
+/// Whether `job` is one `filter` would list.
+fn matches(filter: &ListFilter, job: &sheratan_store::JobRecord) -> bool {
+    let error = job.error.as_ref().map(|e| e.message.to_ascii_lowercase());
+    filter.status.is_none_or(|s| s == job.status)
+        && filter.queue.as_ref().is_none_or(|q| *q == job.queue)
+        && filter.kind.as_ref().is_none_or(|k| *k == job.kind)
+        && filter.since.is_none_or(|t| job.updated_at >= t)
+        && filter.error.as_ref().is_none_or(|needle| {
+            error
+                .as_deref()
+                .is_some_and(|e| e.contains(&needle.to_ascii_lowercase()))
+        })
 }
 
 /// `since`: RFC 3339, or a duration back from `now` (`90s`, `30m`, `1h`, `7d`).
