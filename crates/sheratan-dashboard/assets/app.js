@@ -15,9 +15,10 @@ import { overview } from './js/views/overview.js';
 import { relay } from './js/views/relay.js';
 import { security } from './js/views/security.js';
 import { queues } from './js/views/queues.js';
+import { schedules } from './js/views/schedules.js';
 import { tokens } from './js/views/tokens.js';
 
-const renderers = { overview, nodes, jobs, job, queues, auctions, security, relay, tokens };
+const renderers = { overview, nodes, jobs, job, queues, schedules, auctions, security, relay, tokens };
 const app = document.getElementById('app');
 
 function shell(title) {

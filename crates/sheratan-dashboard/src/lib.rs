@@ -67,6 +67,11 @@ const ASSETS: &[(&str, &str, &str)] = &[
         include_str!("../assets/js/views/queues.js"),
     ),
     (
+        "/js/views/schedules.js",
+        JS,
+        include_str!("../assets/js/views/schedules.js"),
+    ),
+    (
         "/js/views/tokens.js",
         JS,
         include_str!("../assets/js/views/tokens.js"),

@@ -40,6 +40,7 @@ export const VIEWS = [
   ['nodes', 'Nodes'],
   ['jobs', 'Jobs'],
   ['queues', 'Queues'],
+  ['schedules', 'Schedules'],
   ['auctions', 'Auctions'],
   ['security', 'Security'],
   ['relay', 'Relay'],

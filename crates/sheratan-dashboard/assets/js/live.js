@@ -84,7 +84,7 @@ function onEvent(name, data) {
     state.jobs.set(data.job_id, { ...old, ...data });
     updateJobRow(data);
     // An auction's record changes with its job: the auctions view follows job events too.
-    rerenderSoon(['overview', 'relay', 'job', 'auctions']);
+    rerenderSoon(['overview', 'relay', 'job', 'auctions', 'schedules']);
   } else if (name === 'progress') {
     updateJobProgress(data);
   } else if (name === 'node') {

@@ -288,6 +288,8 @@ async fn the_dashboard_end_to_end() {
     );
     ui.shot("06-job-detail").await;
     progress_shows_live_and_queues_are_set_from_the_page(&ui, &hub, &token).await;
+    schedules_are_shown_paused_and_run_from_the_page(&ui, &hub, &token).await;
+    cancelled_jobs_are_requeued_and_deleted_in_bulk_after_a_confirmation(&ui, &hub, &token).await;
 
     // Security: bad-token requests make an alert appear.
     ui.go("#/security").await;
@@ -552,6 +554,7 @@ async fn every_view_fits_at_three_widths(ui: &Ui, job_id: &str) {
         ("jobs", "#/jobs".to_string()),
         ("job", format!("#/jobs/{job_id}")),
         ("queues", "#/queues".to_string()),
+        ("schedules", "#/schedules".to_string()),
         ("auctions", "#/auctions".to_string()),
         ("security", "#/security".to_string()),
         ("relay", "#/relay".to_string()),
@@ -695,6 +698,204 @@ async fn progress_shows_live_and_queues_are_set_from_the_page(
     assert_eq!(settings, json!({"paused": false}));
 }
 
+/// The Schedules view shows a schedule's next run and its last job as it finishes; the page
+/// pauses it and runs it now, and the hub has what the page did.
+async fn schedules_are_shown_paused_and_run_from_the_page(ui: &Ui, hub: &HubProcess, token: &str) {
+    let spec = json!({
+        "name": "heartbeat-report",
+        "cron": "@every 2s",
+        "timezone": "Europe/Berlin",
+        "job": {"kind": "echo", "payload": {"report": "daily"}},
+        "overlap": "skip"
+    });
+    let (status, body) = post(
+        &format!("{}/v1/schedules", hub.data_url),
+        Auth::Bearer(token),
+        &spec.to_string(),
+    )
+    .await;
+    assert_eq!(status.as_u16(), 201, "{body}");
+    ui.go("#/schedules").await;
+    ui.wait(
+        "the schedule's last job completed",
+        "((document.querySelector('tr[data-schedule=\"heartbeat-report\"] .schedule-job') || {}).textContent || '').includes('completed')",
+    )
+    .await;
+    let next = ui
+        .js("document.querySelector('tr[data-schedule=\"heartbeat-report\"] .schedule-next time').getAttribute('datetime')")
+        .await;
+    assert!(next.as_str().is_some_and(|t| t.ends_with('Z')), "{next}");
+    ui.shot("06d-schedules").await;
+    ui.click("[data-pause=\"heartbeat-report\"]").await;
+    ui.wait(
+        "the schedule paused",
+        "document.querySelector('[data-pause=\"heartbeat-report\"]').textContent === 'Resume'",
+    )
+    .await;
+    let (_, view) = get(
+        &format!("{}/v1/schedules/heartbeat-report", hub.data_url),
+        Auth::Bearer(token),
+    )
+    .await;
+    assert_eq!(view["paused"], true, "{view}");
+    let runs = view["runs"].as_u64().unwrap();
+    ui.click("[data-run=\"heartbeat-report\"]").await;
+    ui.wait(
+        "the run-now toast",
+        "window.__toasts.some((t) => t.includes('heartbeat-report ran now'))",
+    )
+    .await;
+    let (_, view) = get(
+        &format!("{}/v1/schedules/heartbeat-report", hub.data_url),
+        Auth::Bearer(token),
+    )
+    .await;
+    assert_eq!(view["runs"].as_u64(), Some(runs + 1), "{view}");
+    assert_eq!(view["last_run"]["reason"], "run now", "{view}");
+    ui.shot("06e-schedules-paused").await;
+}
+
+/// Three cancelled jobs: the Jobs view, filtered to them, requeues the selection after a
+/// confirmation that names the count (one audited action), then deletes one of them.
+async fn cancelled_jobs_are_requeued_and_deleted_in_bulk_after_a_confirmation(
+    ui: &Ui,
+    hub: &HubProcess,
+    token: &str,
+) {
+    let mut ids = Vec::new();
+    for i in 0..3 {
+        let (status, body) = submit(
+            &hub.data_url,
+            token,
+            &json!({"kind": "echo", "queue": "nobody-serves", "payload": {"i": i}}),
+        )
+        .await;
+        assert_eq!(status.as_u16(), 202, "{body}");
+        let id = body["job_id"].as_str().unwrap().to_owned();
+        let (status, body) = post(
+            &format!("{}/v1/jobs/{id}/cancel", hub.data_url),
+            Auth::Bearer(token),
+            "",
+        )
+        .await;
+        assert_eq!(status.as_u16(), 200, "{body}");
+        ids.push(id);
+    }
+    ui.go("#/jobs").await;
+    ui.wait("the jobs view", "document.getElementById('filter-apply')")
+        .await;
+    ui.fill("#filter-queue", "nobody-serves").await;
+    ui.js("document.getElementById('filter-status').value = 'cancelled'")
+        .await;
+    ui.click("#filter-apply").await;
+    ui.wait(
+        "three selectable rows",
+        "document.querySelectorAll('#job-rows .pick').length === 3",
+    )
+    .await;
+    ui.click("#pick-all").await;
+    ui.wait(
+        "three selected",
+        "document.getElementById('bulk-count').textContent === '3 selected'",
+    )
+    .await;
+    ui.click("#bulk-requeue").await;
+    ui.wait(
+        "the confirmation",
+        "!document.getElementById('bulk-confirm').hidden && document.getElementById('bulk-yes').textContent === 'Requeue 3'",
+    )
+    .await;
+    ui.shot("06f-bulk-confirm").await;
+    // Nothing happens before the confirmation.
+    let (_, job) = get(
+        &format!("{}/v1/jobs/{}", hub.data_url, ids[0]),
+        Auth::Bearer(token),
+    )
+    .await;
+    assert_eq!(job["status"], "cancelled");
+    ui.click("#bulk-yes").await;
+    ui.wait(
+        "the requeued toast",
+        "window.__toasts.some((t) => t.includes('Requeued 3 job(s)'))",
+    )
+    .await;
+    for id in &ids {
+        let (_, job) = get(
+            &format!("{}/v1/jobs/{id}", hub.data_url),
+            Auth::Bearer(token),
+        )
+        .await;
+        assert_eq!(job["status"], "accepted", "{job}");
+    }
+    let records = hub.wait_audit(Duration::from_secs(5), |r| {
+        sheratan_testkit::count_events(r, sheratan_proto::EventKind::JobsRequeued) >= 1
+    });
+    let line = records
+        .iter()
+        .find(|r| r.event == sheratan_proto::EventKind::JobsRequeued)
+        .unwrap();
+    assert_eq!(
+        line.detail["count"], 3,
+        "one audit line for the lot: {line:?}"
+    );
+
+    // Cancelled again; only the first one is selected and deleted.
+    for id in &ids {
+        post(
+            &format!("{}/v1/jobs/{id}/cancel", hub.data_url),
+            Auth::Bearer(token),
+            "",
+        )
+        .await;
+    }
+    ui.click("#filter-apply").await;
+    ui.wait(
+        "three selectable rows again",
+        "document.querySelectorAll('#job-rows .pick').length === 3 && document.querySelectorAll('#job-rows .badge').length && Array.from(document.querySelectorAll('#job-rows .job-status')).every((c) => c.textContent.includes('cancelled'))",
+    )
+    .await;
+    ui.click(&format!("#job-rows .pick[value=\"{}\"]", ids[0]))
+        .await;
+    ui.js("document.getElementById('job-rows').dispatchEvent(new Event('change'))")
+        .await;
+    ui.click("#bulk-delete").await;
+    ui.wait(
+        "the delete confirmation",
+        "document.getElementById('bulk-yes').textContent === 'Delete 1' && document.getElementById('bulk-question').textContent.includes('cannot be undone')",
+    )
+    .await;
+    ui.click("#bulk-yes").await;
+    ui.wait(
+        "the deleted toast",
+        "window.__toasts.some((t) => t.includes('Deleted 1 job(s)'))",
+    )
+    .await;
+    let (status, _) = get(
+        &format!("{}/v1/jobs/{}", hub.data_url, ids[0]),
+        Auth::Bearer(token),
+    )
+    .await;
+    assert_eq!(status.as_u16(), 404);
+    for id in &ids[1..] {
+        let (_, job) = get(
+            &format!("{}/v1/jobs/{id}", hub.data_url),
+            Auth::Bearer(token),
+        )
+        .await;
+        assert_eq!(job["status"], "cancelled", "{job}");
+    }
+    // The list unfiltered again for what follows.
+    ui.fill("#filter-queue", "").await;
+    ui.js("document.getElementById('filter-status').value = ''")
+        .await;
+    ui.click("#filter-apply").await;
+    ui.wait(
+        "the unfiltered list",
+        "!document.getElementById('bulk-bar')",
+    )
+    .await;
+}
+
 /// Alerts raised while nobody was signed in are listed in the Security view, never replayed
 /// as toasts at the next sign-in; an alert raised after it pops up.
 async fn only_alerts_raised_after_sign_in_pop_up(ui: &Ui, hub: &HubProcess, token: &str) {
@@ -770,9 +971,35 @@ async fn each_role_sees_what_it_may_do(ui: &Ui, hub: &HubProcess) {
     assert_eq!(
         ui.js("[...document.querySelectorAll('nav.side a')].map((a) => a.textContent).join(',')")
             .await,
-        json!("Overview,Nodes,Jobs,Queues,Auctions,Security,Relay"),
+        json!("Overview,Nodes,Jobs,Queues,Schedules,Auctions,Security,Relay"),
         "a read credential has no Tokens view"
     );
+    // It sees the schedules, and no way to pause or run them; Core and the hub refuse too.
+    ui.go("#/schedules").await;
+    ui.wait(
+        "the schedule list",
+        "document.getElementById('schedules-table')",
+    )
+    .await;
+    assert_eq!(
+        ui.js("document.querySelectorAll('[data-pause], [data-run]').length")
+            .await,
+        json!(0)
+    );
+    for (method, path) in [
+        (reqwest::Method::PATCH, "/api/schedules/heartbeat-report"),
+        (reqwest::Method::POST, "/api/schedules/heartbeat-report/run"),
+        (reqwest::Method::POST, "/api/jobs/bulk/requeue"),
+    ] {
+        let (status, body) = call(
+            method,
+            &format!("{}{path}", hub.urls["core"]),
+            Auth::Bearer(&viewer),
+            Some(r#"{"paused": false}"#),
+        )
+        .await;
+        assert_error(status, &body, 403, "FORBIDDEN");
+    }
     // It sees the queues, and no way to change them; Core refuses the change too.
     ui.go("#/queues").await;
     ui.wait("the queue list", "document.getElementById('queues-table')")

@@ -19,12 +19,18 @@ function isDelayed(j) {
   return j.status === 'accepted' && j.run_at && Date.parse(j.run_at) > Date.now();
 }
 
-export function jobRow(j) {
+// Finished jobs an admin may act on in bulk, when the list shows one of these statuses.
+const BULK_STATUSES = ['failed', 'cancelled', 'completed'];
+function bulkOn() {
+  return can('admin') && BULK_STATUSES.includes(jobFilter.status) && currentView() === 'jobs';
+}
+
+export function jobRow(j, pick = false) {
   const waiting = j.status === 'accepted' && unserved.has(j.queue)
     && html`<div class="warn-note">waiting: no node serves queue ${j.queue}</div>`;
   const error = j.error && j.error.message;
   const delayed = isDelayed(j) && html`<div class="muted job-delayed">delayed until ${when(j.run_at)}</div>`;
-  return html`<tr data-job="${j.job_id}">
+  return html`<tr data-job="${j.job_id}">${pick && html`<td><input type="checkbox" class="pick" value="${j.job_id}" aria-label="Select job ${shortId(j.job_id)}"></td>`}
     <td class="mono"><a href="#/jobs/${j.job_id}" title="${j.job_id}">${shortId(j.job_id)}</a></td>
     <td>${j.queue}</td><td>${j.kind}</td><td class="job-status">${status(j.status)}${delayed}${waiting}</td>
     <td class="job-node mono">${j.node_id || '—'}</td><td>${j.attempt}</td>
@@ -33,14 +39,17 @@ export function jobRow(j) {
 }
 
 function rowElement(j) {
-  return element(html`<table><tbody>${jobRow(j)}</tbody></table>`, 'tr');
+  return element(html`<table><tbody>${jobRow(j, bulkOn())}</tbody></table>`, 'tr');
 }
 
 // A job event: its row is replaced, or added to the list when it matches the filter.
 export function updateJobRow(j) {
   const row = document.querySelector(`tr[data-job="${CSS.escape(j.job_id)}"]`);
   if (row) {
-    row.replaceWith(rowElement(state.jobs.get(j.job_id) || j));
+    const picked = row.querySelector('.pick:checked');
+    const fresh = rowElement(state.jobs.get(j.job_id) || j);
+    if (picked && fresh.querySelector('.pick')) fresh.querySelector('.pick').checked = true;
+    row.replaceWith(fresh);
     return;
   }
   const body = document.getElementById('job-rows');
@@ -54,10 +63,81 @@ export function updateJobRow(j) {
 }
 
 function list(jobs) {
+  const pick = bulkOn();
+  const head = pick
+    ? html`<thead><tr><th><input type="checkbox" id="pick-all" aria-label="Select every job shown"></th><th>Job</th><th>Queue</th><th>Kind</th><th>Status</th><th>Node</th><th>Attempt</th><th>Error</th><th>Updated</th></tr></thead>`
+    : jobHead;
   return html`${!jobs.length && html`<div class="empty" id="jobs-empty">No jobs match. Submit one above, or with <code>sheratan submit</code>.</div>`}
+    ${pick && jobs.length && bulkBar()}
     <div class="table-wrap" id="jobs-table" ${jobs.length ? '' : html`hidden`}><table>
-      ${jobHead}
-      <tbody id="job-rows">${jobs.map(jobRow)}</tbody></table></div>`;
+      ${head}
+      <tbody id="job-rows">${jobs.map((j) => jobRow(j, pick))}</tbody></table></div>`;
+}
+
+// Requeue or delete the selected jobs, each after a confirmation that says how many: one
+// bulk action through Core, audited once by the hub.
+function bulkBar() {
+  const requeue = jobFilter.status !== 'completed';
+  return html`<div class="row gap-bottom-small" id="bulk-bar">
+      ${requeue && html`<button type="button" class="secondary" id="bulk-requeue" disabled>Requeue selected</button>`}
+      <button type="button" class="secondary" id="bulk-delete" disabled>Delete selected</button>
+      <span id="bulk-count" class="muted" role="status">none selected</span>
+    </div>
+    <div class="panel confirm" id="bulk-confirm" role="alertdialog" aria-labelledby="bulk-question" hidden>
+      <p id="bulk-question"></p>
+      <div class="row"><button type="button" id="bulk-yes">Yes</button><button type="button" class="secondary" id="bulk-no">Cancel</button></div>
+    </div>`;
+}
+
+function picked(root) {
+  return [...root.querySelectorAll('#job-rows .pick:checked')].map((b) => b.value);
+}
+
+function bindBulk(root) {
+  const bar = root.querySelector('#bulk-bar');
+  if (!bar) return;
+  const confirm = root.querySelector('#bulk-confirm');
+  const count = () => {
+    const n = picked(root).length;
+    root.querySelector('#bulk-count').textContent = n ? `${n} selected` : 'none selected';
+    bar.querySelectorAll('button').forEach((b) => { b.disabled = n === 0; });
+  };
+  root.querySelector('#pick-all').onchange = (e) => {
+    root.querySelectorAll('#job-rows .pick').forEach((b) => { b.checked = e.target.checked; });
+    count();
+  };
+  root.querySelector('#job-rows').onchange = count;
+  const ask = (action) => {
+    const ids = picked(root);
+    const verb = action === 'requeue' ? 'Requeue' : 'Delete';
+    root.querySelector('#bulk-question').textContent = action === 'requeue'
+      ? `${verb} ${ids.length} ${jobFilter.status} job(s)? They run again with fresh attempts.`
+      : `${verb} ${ids.length} ${jobFilter.status} job(s) and their results? This cannot be undone.`;
+    const yes = root.querySelector('#bulk-yes');
+    yes.textContent = `${verb} ${ids.length}`;
+    confirm.hidden = false;
+    yes.focus();
+    yes.onclick = () => bulk(root, action, ids);
+  };
+  const requeue = root.querySelector('#bulk-requeue');
+  if (requeue) requeue.onclick = () => ask('requeue');
+  root.querySelector('#bulk-delete').onclick = () => ask('delete');
+  root.querySelector('#bulk-no').onclick = () => { confirm.hidden = true; };
+}
+
+async function bulk(root, action, ids) {
+  root.querySelector('#bulk-yes').disabled = true;
+  const body = { status: jobFilter.status, job_ids: ids };
+  if (jobFilter.queue) body.queue = jobFilter.queue;
+  try {
+    const done = await api(`/api/jobs/bulk/${action}`, { method: 'POST', body });
+    toast(`${action === 'requeue' ? 'Requeued' : 'Deleted'} ${done.count} job(s)`);
+    // A full render: deleted jobs send no event that would take their rows away.
+    hooks.render();
+  } catch (err) {
+    toast(explain(err), true);
+    root.querySelector('#bulk-yes').disabled = false;
+  }
 }
 
 const submitForm = html`
@@ -114,6 +194,7 @@ export const jobs = {
       if (dispatch.value === 'llm' && kind.value === 'echo') kind.value = 'chat';
       if (dispatch.value !== 'llm' && kind.value === 'chat') kind.value = 'echo';
     };
+    bindBulk(root);
     root.querySelector('#filter-apply').onclick = () => {
       jobFilter.queue = root.querySelector('#filter-queue').value.trim();
       jobFilter.status = root.querySelector('#filter-status').value;
