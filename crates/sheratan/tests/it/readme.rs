@@ -87,6 +87,12 @@ const EXPECTED: &[(&str, i32, &[&str])] = &[
         &["sheratan_results_pending 0"],
     ),
     ("sheratan nodes rm w1", 0, &["removed w1"]),
+    (
+        "sheratan schedule list",
+        0,
+        &["nightly", "30 2 * * * Europe/Berlin"],
+    ),
+    ("sheratan schedule rm nightly", 0, &["schedule nightly deleted"]),
     (r#""dispatch":"auction""#, 0, &[r#""queue":"auction""#]),
     ("$A/auctions", 0, &[r#""winner":"host-"#]),
     ("$A/overview", 0, &[r#""components""#]),
