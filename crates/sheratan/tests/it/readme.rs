@@ -92,7 +92,11 @@ const EXPECTED: &[(&str, i32, &[&str])] = &[
         0,
         &["nightly", "30 2 * * * Europe/Berlin"],
     ),
-    ("sheratan schedule rm nightly", 0, &["schedule nightly deleted"]),
+    (
+        "sheratan schedule rm nightly",
+        0,
+        &["schedule nightly deleted"],
+    ),
     (r#""dispatch":"auction""#, 0, &[r#""queue":"auction""#]),
     ("$A/auctions", 0, &[r#""winner":"host-"#]),
     ("$A/overview", 0, &[r#""components""#]),
