@@ -75,6 +75,9 @@ pub struct HubConfig {
     pub job_defaults: JobDefaults,
     /// Idempotency keys are forgotten this long after their job was submitted.
     pub idempotency_ttl: Duration,
+    /// Finished jobs are deleted this long after they finished (`SHERATAN_RETENTION`, a
+    /// queue's settings over it); `None` keeps them.
+    pub retention: Option<Duration>,
     /// How often expired leases are reaped and delayed jobs promoted.
     pub reap_interval: Duration,
     /// The `Retry-After` a 429 carries, in seconds.
@@ -108,6 +111,7 @@ impl HubConfig {
             tls: [None, None],
             job_defaults: JobDefaults::default(),
             idempotency_ttl: Duration::from_secs(24 * 3600),
+            retention: Some(Duration::from_secs(7 * 24 * 3600)),
             reap_interval: Duration::from_millis(250),
             backpressure_retry_after_s: 1,
             refusals_per_sec: 5000,

@@ -115,6 +115,8 @@ pub struct HubState {
     pub queue_settings: job_service::SettingsCache,
     /// Schedules: their store (attached once open) and what the scheduler counted.
     pub schedules: schedules::Schedules,
+    /// What retention deleted, and the newest id it knows was deleted (for 404s).
+    pub retention: job_service::RetentionState,
     /// Running jobs' latest progress, written to the store coalesced.
     pub progress: job_service::ProgressBoard,
 }
@@ -208,6 +210,7 @@ impl Hub {
             role_refusals: credentials::RoleRefusals::default(),
             queue_settings: job_service::SettingsCache::default(),
             schedules: schedules::Schedules::default(),
+            retention: job_service::RetentionState::default(),
             progress: job_service::ProgressBoard::default(),
             cancelled_leases: tokio::sync::broadcast::channel(1024).0,
         });
@@ -375,6 +378,8 @@ impl Background {
             tasks.push(tokio::spawn(flusher));
             let scheduler = schedules::run_scheduler(state.clone(), stop.clone());
             tasks.push(tokio::spawn(scheduler));
+            let retention = job_service::run_retention(state.clone(), stop.clone());
+            tasks.push(tokio::spawn(retention));
         }
         if let Some((shared, hub_id)) = shared {
             let mirror = mirror::run(state.clone(), shared, hub_id, stop.clone());

@@ -238,6 +238,13 @@ impl HubState {
                 counts.results_pending as f64,
             ),
             self.jobs.families(),
+            Family::single(
+                "sheratan_jobs_purged_total",
+                "Finished jobs deleted by retention (SHERATAN_RETENTION, queues' retention settings) on this hub.",
+                Kind::Counter,
+                "jobs_purged",
+                self.retention.purged.load(std::sync::atomic::Ordering::Relaxed) as f64,
+            ),
         ]
         .into_iter()
         .chain(self.schedules.metrics.families())

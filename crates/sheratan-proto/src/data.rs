@@ -421,6 +421,16 @@ pub fn duration_s(text: &str) -> Option<u64> {
         .and_then(|n| n.checked_mul(scale))
 }
 
+/// Seconds as [`duration_s`] reads them: `7d`, `12h`, `90s` (the largest unit that divides).
+pub fn fmt_duration_s(seconds: u64) -> String {
+    for (unit, scale) in [("d", 86_400), ("h", 3600), ("m", 60)] {
+        if seconds >= scale && seconds % scale == 0 {
+            return format!("{}{unit}", seconds / scale);
+        }
+    }
+    format!("{seconds}s")
+}
+
 /// Queue names: `[A-Za-z0-9._-]{1,64}`, like node ids.
 pub fn validate_queue(name: &str) -> Result<(), String> {
     crate::ids::validate_name("queue", name, 64)

@@ -56,11 +56,13 @@ pub enum EventKind {
     /// A schedule's tick submitted no job: the queue was full (429), the job was refused, or
     /// the tick passed while no hub ran the schedule. One line per scheduler pass.
     ScheduleMissed,
+    /// Retention deleted finished jobs: one line per batch, with the count.
+    JobsPurged,
 }
 
 impl EventKind {
     /// All events, in declaration order; metrics list a counter for each, zero included.
-    pub const ALL: [EventKind; 29] = [
+    pub const ALL: [EventKind; 30] = [
         EventKind::AuthFail,
         EventKind::PortMismatch,
         EventKind::LocalhostOnly,
@@ -90,6 +92,7 @@ impl EventKind {
         EventKind::JobsDeleted,
         EventKind::ScheduleChanged,
         EventKind::ScheduleMissed,
+        EventKind::JobsPurged,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -123,6 +126,7 @@ impl EventKind {
             EventKind::JobsDeleted => "JOBS_DELETED",
             EventKind::ScheduleChanged => "SCHEDULE_CHANGED",
             EventKind::ScheduleMissed => "SCHEDULE_MISSED",
+            EventKind::JobsPurged => "JOBS_PURGED",
         }
     }
 
@@ -141,7 +145,8 @@ impl EventKind {
             | CredentialRevoked
             | JobsRequeued
             | JobsDeleted
-            | ScheduleChanged => Severity::Info,
+            | ScheduleChanged
+            | JobsPurged => Severity::Info,
             AuthFail
             | PortMismatch
             | LocalhostOnly

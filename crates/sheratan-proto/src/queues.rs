@@ -118,6 +118,25 @@ pub struct QueueSettings {
     /// Retry backoff cap of jobs submitted without `retry.max_ms`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub retry_max_ms: Option<u64>,
+    /// How long the queue's finished jobs are kept: a duration (`30s`, `12h`, `7d`), or `0` to
+    /// keep them; absent: the hub's `SHERATAN_RETENTION`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retention: Option<String>,
+    /// How long its failed jobs are kept, when not as long as the others (`retention`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failed_retention: Option<String>,
+}
+
+/// A retention: `0` (keep) or a duration such as `30s`, `12h`, `7d`; in seconds, 0 for keep.
+pub fn parse_retention(field: &str, text: &str) -> Result<u64, String> {
+    if text == "0" {
+        return Ok(0);
+    }
+    crate::data::duration_s(text).ok_or_else(|| {
+        format!(
+            "{field}: a duration such as 30s, 12h or 7d, or 0 to keep finished jobs; got {text:?}"
+        )
+    })
 }
 
 impl QueueSettings {
@@ -146,6 +165,8 @@ impl QueueSettings {
             max_attempts: pick(&self.max_attempts, &patch.max_attempts),
             retry_base_ms: pick(&self.retry_base_ms, &patch.retry_base_ms),
             retry_max_ms: pick(&self.retry_max_ms, &patch.retry_max_ms),
+            retention: pick(&self.retention, &patch.retention),
+            failed_retention: pick(&self.failed_retention, &patch.failed_retention),
         }
     }
 
@@ -175,6 +196,14 @@ impl QueueSettings {
             return Err(format!(
                 "max_attempts: must be between 1 and {MAX_ATTEMPTS}"
             ));
+        }
+        for (field, value) in [
+            ("retention", &self.retention),
+            ("failed_retention", &self.failed_retention),
+        ] {
+            if let Some(text) = value {
+                parse_retention(field, text)?;
+            }
         }
         RetryPolicy {
             base_ms: self.retry_base_ms,
@@ -233,6 +262,18 @@ pub struct QueueSettingsPatch {
         skip_serializing_if = "Option::is_none"
     )]
     pub retry_max_ms: Option<Option<u64>>,
+    #[serde(
+        default,
+        deserialize_with = "present",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub retention: Option<Option<String>>,
+    #[serde(
+        default,
+        deserialize_with = "present",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub failed_retention: Option<Option<String>>,
 }
 
 /// A field that is present (its value possibly `null`) becomes `Some(value)`; an absent one

@@ -352,6 +352,23 @@ impl Store for PgStore {
         self.call(|r| Op::DeleteFinished(job_ids, r)).await
     }
 
+    async fn expire_finished(
+        &self,
+        rules: sheratan_store::retention::RetentionRules,
+        limit: u32,
+    ) -> Result<sheratan_store::retention::PurgeReport, StoreError> {
+        self.call(|r| Op::Expire(rules, limit, r)).await
+    }
+
+    async fn purged_through(&self) -> Result<Option<Uuid>, StoreError> {
+        let client = self.readers.get().await?;
+        let row = client
+            .query_opt("SELECT newest FROM retention_mark WHERE id = 1", &[])
+            .await
+            .map_err(conn::classify)?;
+        Ok(row.map(|r| r.get(0)))
+    }
+
     async fn record_progress(&self, updates: Vec<(Uuid, String)>) -> Result<u64, StoreError> {
         self.call(|r| Op::Progress(updates, r)).await
     }

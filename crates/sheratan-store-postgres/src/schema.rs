@@ -144,6 +144,15 @@ const MIGRATIONS: &[&str] = &[
         updated_at BIGINT NOT NULL
     );
     "#,
+    // Retention: finished jobs by when they finished (a purge takes the oldest first), and the
+    // newest id a purge deleted (what a 404 says was purged).
+    r#"
+    CREATE INDEX jobs_finished ON jobs (finished_at) WHERE status >= 2;
+    CREATE TABLE retention_mark (
+        id     INTEGER PRIMARY KEY,
+        newest UUID NOT NULL
+    );
+    "#,
 ];
 
 /// The lock every hub takes while migrating.

@@ -306,7 +306,64 @@ async fn apply(
             )
             .await
         ),
+        Op::Expire(rules, limit, reply) => {
+            let done = expire(tx, &rules, limit).await;
+            if let Ok((_, unacked)) = &done {
+                fx.delta.pending -= *unacked as i64;
+            }
+            answer!(reply, done.map(|(report, _)| report))
+        }
     }
+}
+
+const EXPIRE_QUEUE: &str = "DELETE FROM jobs WHERE id IN (SELECT id FROM jobs \
+     WHERE status >= 2 AND status = ANY($1) AND finished_at < $2 AND queue = ANY($4) \
+     ORDER BY finished_at LIMIT $3 FOR UPDATE SKIP LOCKED) RETURNING job_id, acked";
+const EXPIRE_OTHERS: &str = "DELETE FROM jobs WHERE id IN (SELECT id FROM jobs \
+     WHERE status >= 2 AND status = ANY($1) AND finished_at < $2 AND NOT (queue = ANY($4)) \
+     ORDER BY finished_at LIMIT $3 FOR UPDATE SKIP LOCKED) RETURNING job_id, acked";
+
+/// Retention: at most `limit` finished jobs past their cutoffs, oldest first (rows another
+/// hub is deleting are skipped); the report and how many of them were unacknowledged.
+async fn expire(
+    tx: &Db<'_>,
+    rules: &sheratan_store::retention::RetentionRules,
+    limit: u32,
+) -> Result<(sheratan_store::retention::PurgeReport, u64), tokio_postgres::Error> {
+    use sheratan_store::retention::Scope;
+    let mut report = sheratan_store::retention::PurgeReport::default();
+    let mut unacked = 0;
+    for pass in rules.passes() {
+        let room = i64::from(limit) - report.deleted as i64;
+        if room <= 0 {
+            break;
+        }
+        let statuses: Vec<i16> = pass.statuses.to_vec();
+        let (sql, queues): (&'static str, Vec<&str>) = match &pass.scope {
+            Scope::Queue(queue) => (EXPIRE_QUEUE, vec![*queue]),
+            Scope::Others(queues) => (EXPIRE_OTHERS, queues.clone()),
+        };
+        let rows = tx
+            .query(sql, &[&statuses, &pass.before_ms, &room, &queues])
+            .await?;
+        for row in rows {
+            let id: Uuid = row.get(0);
+            report.deleted += 1;
+            report.newest = report.newest.max(Some(id));
+            if !row.get::<_, bool>(1) {
+                unacked += 1;
+            }
+        }
+    }
+    if let Some(newest) = report.newest {
+        tx.execute(
+            "INSERT INTO retention_mark (id, newest) VALUES (1, $1) \
+             ON CONFLICT (id) DO UPDATE SET newest = GREATEST(retention_mark.newest, EXCLUDED.newest)",
+            &[&newest],
+        )
+        .await?;
+    }
+    Ok((report, unacked))
 }
 
 /// The parts of a group sent pipelined with its BEGIN: one INSERT for all plain submits, one

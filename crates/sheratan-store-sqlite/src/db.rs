@@ -251,6 +251,59 @@ pub fn delete_finished(conn: &Connection, job_id: Uuid) -> rusqlite::Result<Opti
         .optional()
 }
 
+/// One retention delete: at most `limit` jobs of `pass`, oldest finished first; their ids and
+/// whether each was acknowledged.
+pub fn expire(
+    conn: &Connection,
+    pass: &sheratan_store::retention::Pass<'_>,
+    limit: u64,
+) -> rusqlite::Result<Vec<(Uuid, bool)>> {
+    use sheratan_store::retention::Scope;
+    // Status codes are the store's own constants, never input.
+    let statuses: Vec<String> = pass.statuses.iter().map(|s| s.to_string()).collect();
+    let mut args: Vec<rusqlite::types::Value> = vec![pass.before_ms.into(), (limit as i64).into()];
+    let scope = match &pass.scope {
+        Scope::Queue(queue) => {
+            args.push(queue.to_string().into());
+            "AND queue = ?3".to_owned()
+        }
+        Scope::Others(queues) if queues.is_empty() => String::new(),
+        Scope::Others(queues) => {
+            let marks: Vec<String> = (0..queues.len()).map(|i| format!("?{}", i + 3)).collect();
+            args.extend(queues.iter().map(|q| q.to_string().into()));
+            format!("AND queue NOT IN ({})", marks.join(", "))
+        }
+    };
+    // `status >= 2` lets SQLite use the partial index jobs_finished.
+    let sql = format!(
+        "DELETE FROM jobs WHERE id IN (SELECT id FROM jobs WHERE status >= 2 AND status IN ({}) \
+         AND finished_at < ?1 {scope} ORDER BY finished_at LIMIT ?2) RETURNING job_id, acked",
+        statuses.join(", ")
+    );
+    let mut stmt = conn.prepare_cached(&sql)?;
+    let rows = stmt.query_map(rusqlite::params_from_iter(args), |r| {
+        Ok((uuid_of(r.get(0)?)?, r.get::<_, i64>(1)? != 0))
+    })?;
+    rows.collect()
+}
+
+/// Keeps the newest id retention deleted (never moving back).
+pub fn note_purged(conn: &Connection, newest: Uuid) -> rusqlite::Result<()> {
+    conn.prepare_cached(
+        "INSERT INTO retention_mark (id, newest) VALUES (1, ?1) \
+         ON CONFLICT (id) DO UPDATE SET newest = max(newest, excluded.newest)",
+    )?
+    .execute([newest.as_bytes()])?;
+    Ok(())
+}
+
+/// The newest id retention deleted.
+pub fn purged_through(conn: &Connection) -> rusqlite::Result<Option<Uuid>> {
+    conn.prepare_cached("SELECT newest FROM retention_mark WHERE id = 1")?
+        .query_row([], |r| uuid_of(r.get(0)?))
+        .optional()
+}
+
 /// Records a running job's progress (JSON).
 pub fn set_progress(conn: &Connection, row: RowId, json: &str) -> rusqlite::Result<()> {
     conn.prepare_cached("UPDATE jobs SET progress = ?2 WHERE id = ?1")?

@@ -352,6 +352,18 @@ impl Store for SqliteStore {
         self.call(|r| Op::DeleteFinished(job_ids, r)).await
     }
 
+    async fn expire_finished(
+        &self,
+        rules: sheratan_store::retention::RetentionRules,
+        limit: u32,
+    ) -> Result<sheratan_store::retention::PurgeReport, StoreError> {
+        self.call(|r| Op::Expire(rules, limit, r)).await
+    }
+
+    async fn purged_through(&self) -> Result<Option<Uuid>, StoreError> {
+        self.readers.read(db::purged_through).await
+    }
+
     async fn record_progress(&self, updates: Vec<(Uuid, String)>) -> Result<u64, StoreError> {
         self.call(|r| Op::Progress(updates, r)).await
     }

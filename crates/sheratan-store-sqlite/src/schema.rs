@@ -108,7 +108,54 @@ const MIGRATIONS: &[&str] = &[
         updated_at INTEGER NOT NULL
     ) WITHOUT ROWID;
     "#,
+    // Retention: finished jobs by when they finished (a purge takes the oldest first), and the
+    // newest id a purge deleted (what a 404 says was purged).
+    r#"
+    CREATE INDEX jobs_finished ON jobs(finished_at) WHERE status >= 2;
+    CREATE TABLE retention_mark (
+        id     INTEGER PRIMARY KEY CHECK (id = 1),
+        newest BLOB NOT NULL
+    );
+    "#,
 ];
+
+/// Databases up to this size are converted to incremental vacuum when opened (one `VACUUM`);
+/// larger ones are left as they are, with a warning saying how.
+const CONVERT_UP_TO_BYTES: i64 = 256 << 20;
+
+/// Pages freed by deletes (retention) go back to the file system: a new database is made
+/// with `auto_vacuum = INCREMENTAL` (it must be set before the first table), and an older one
+/// converted when small enough. The writer then gives freed pages back after each purge.
+fn incremental_vacuum(conn: &Connection, version: usize) -> rusqlite::Result<()> {
+    let mode: i64 = conn.query_row("PRAGMA auto_vacuum", [], |r| r.get(0))?;
+    if mode == 2 {
+        return Ok(());
+    }
+    if version == 0 {
+        let tables: i64 = conn.query_row("SELECT count(*) FROM sqlite_master", [], |r| r.get(0))?;
+        if tables == 0 {
+            return conn.pragma_update(None, "auto_vacuum", "INCREMENTAL");
+        }
+    }
+    let bytes: i64 = conn.query_row(
+        "SELECT page_count * page_size FROM pragma_page_count, pragma_page_size",
+        [],
+        |r| r.get(0),
+    )?;
+    if bytes > CONVERT_UP_TO_BYTES {
+        tracing::warn!(
+            bytes,
+            "this job store was made before retention gave disk space back: deleted jobs' space is reused but the file does not shrink; to convert it, stop the hub and run: sqlite3 sheratan.db 'PRAGMA auto_vacuum=INCREMENTAL; VACUUM;'"
+        );
+        return Ok(());
+    }
+    conn.pragma_update(None, "auto_vacuum", "INCREMENTAL")?;
+    if let Err(err) = conn.execute_batch("VACUUM") {
+        // Another connection busy on the file: the next open tries again.
+        tracing::warn!(%err, "could not convert the job store to incremental vacuum this time");
+    }
+    Ok(())
+}
 
 /// Brings the database to the current schema, each migration in its own transaction.
 pub fn migrate(conn: &mut Connection) -> rusqlite::Result<()> {
@@ -120,6 +167,7 @@ pub fn migrate(conn: &mut Connection) -> rusqlite::Result<()> {
             MIGRATIONS.len()
         )));
     }
+    incremental_vacuum(conn, version)?;
     for (i, sql) in MIGRATIONS.iter().enumerate().skip(version) {
         let tx = conn.transaction()?;
         tx.execute_batch(sql)?;

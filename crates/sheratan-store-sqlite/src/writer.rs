@@ -244,6 +244,7 @@ impl Writer {
             Op::ExpireKeys(before, reply) => {
                 answer!(reply, db::expire_idempotency(&self.conn, ms(before)))
             }
+            Op::Expire(rules, limit, reply) => answer!(reply, self.expire(rules, limit)),
         };
         // Room appeared in a limited queue (a job ended, a setting changed): lessees waiting
         // for it look again.
@@ -681,6 +682,46 @@ impl Writer {
             }
         }
         Ok(deleted)
+    }
+
+    /// Retention: one small batch of finished jobs past their cutoffs, then the pages they
+    /// freed given back to the file system (a bounded number per batch).
+    fn expire(
+        &mut self,
+        rules: sheratan_store::retention::RetentionRules,
+        limit: u32,
+    ) -> rusqlite::Result<sheratan_store::retention::PurgeReport> {
+        let mut report = sheratan_store::retention::PurgeReport::default();
+        for pass in rules.passes() {
+            let room = u64::from(limit).saturating_sub(report.deleted);
+            if room == 0 {
+                break;
+            }
+            for (id, acked) in db::expire(&self.conn, &pass, room)? {
+                report.deleted += 1;
+                report.newest = report.newest.max(Some(id));
+                if !acked {
+                    self.state.results_pending = self.state.results_pending.saturating_sub(1);
+                }
+            }
+        }
+        if let Some(newest) = report.newest {
+            db::note_purged(&self.conn, newest)?;
+        }
+        // Give freed pages back a bounded number at a time (deletes of other kinds free
+        // pages too; a purge with nothing due still returns what is left).
+        let free: i64 = self
+            .conn
+            .query_row("PRAGMA freelist_count", [], |r| r.get(0))?;
+        if free > 0 {
+            // Each step of this pragma frees one page: it must be stepped to the end.
+            let mut vacuum = self
+                .conn
+                .prepare_cached("PRAGMA incremental_vacuum(1024)")?;
+            let mut steps = vacuum.raw_query();
+            while steps.next()?.is_some() {}
+        }
+        Ok(report)
     }
 
     fn progress(&mut self, updates: Vec<(Uuid, String)>) -> rusqlite::Result<u64> {

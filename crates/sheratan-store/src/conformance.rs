@@ -212,6 +212,16 @@ impl Store for Placeholder {
     async fn expire_idempotency_keys(&self, _: OffsetDateTime) -> Result<u64, crate::StoreError> {
         unreachable!("placeholder")
     }
+    async fn expire_finished(
+        &self,
+        _: crate::retention::RetentionRules,
+        _: u32,
+    ) -> Result<crate::retention::PurgeReport, crate::StoreError> {
+        unreachable!("placeholder")
+    }
+    async fn purged_through(&self) -> Result<Option<Uuid>, crate::StoreError> {
+        unreachable!("placeholder")
+    }
     fn counts(&self) -> crate::Counts {
         unreachable!("placeholder")
     }
@@ -1459,6 +1469,116 @@ pub async fn finished_jobs_are_deleted_live_ones_stay(b: &dyn Backend) {
     assert_eq!(w.store.counts().inflight, 2);
 }
 
+/// Retention deletes finished jobs past their cutoffs only, oldest first, in batches of the
+/// size asked; a queue's own cutoffs and a longer one for failed jobs hold; running, waiting
+/// and delayed jobs stay however old; the newest deleted id is kept across a reopen.
+pub async fn retention_deletes_only_expired_finished_jobs(b: &dyn Backend) {
+    use crate::retention::{Cutoffs, RetentionRules};
+    let mut w = World::new(b, limits(1000, 1000));
+    let n = |i: i32| serde_json::json!({"n": i});
+    // Three finished jobs in queue a (completed, failed, cancelled), one in b, all old.
+    let mut done_a = Vec::new();
+    for i in 0..3 {
+        done_a.push(w.submit(job("a", n(i))).await);
+    }
+    let leased = w.lease("w", &["a"], &[], 2).await;
+    w.succeed(&leased[0], "1").await;
+    w.store.cancel(done_a[2]).await.unwrap();
+    let mut non_retryable = job("a", n(9));
+    non_retryable.max_attempts = Some(1);
+    let failed = w.submit(non_retryable).await;
+    let f = w.lease("w", &["a"], &[], 1).await;
+    w.fail(&f[0], false).await;
+    let in_b = w.submit(job("b", n(10))).await;
+    let b_leased = w.lease("w", &["b"], &[], 1).await;
+    w.succeed(&b_leased[0], "2").await;
+    // Live jobs, as old: one running (leased[1]), one waiting, one delayed.
+    let waiting = w.submit(job("c", n(11))).await;
+    let mut later = job("c", n(12));
+    later.run_at = Some(w.clock.now() + time::Duration::days(30));
+    let delayed = w.submit(later).await;
+    assert_eq!(w.status(failed).await, JobStatus::Failed);
+    let pending_before = w.store.counts().results_pending;
+
+    w.advance(Duration::from_secs(3600));
+    let now = w.clock.now();
+    let ago = |s: i64| Some(now - time::Duration::seconds(s));
+    // Nothing is old enough for a 2 h cutoff.
+    let two_hours = RetentionRules {
+        default: Cutoffs {
+            done: ago(7200),
+            failed: ago(7200),
+        },
+        queues: vec![],
+    };
+    let none = w.store.expire_finished(two_hours, 100).await.unwrap();
+    assert_eq!(none.deleted, 0);
+    // Queue a keeps failed jobs longer; b keeps everything; the rest go after 30 min.
+    let rules = RetentionRules {
+        default: Cutoffs {
+            done: ago(1800),
+            failed: ago(1800),
+        },
+        queues: vec![
+            (
+                "a".into(),
+                Cutoffs {
+                    done: ago(1800),
+                    failed: ago(7200),
+                },
+            ),
+            ("b".into(), Cutoffs::default()),
+        ],
+    };
+    let first = w.store.expire_finished(rules.clone(), 1).await.unwrap();
+    assert_eq!(first.deleted, 1, "a batch is as small as asked");
+    let second = w.store.expire_finished(rules.clone(), 100).await.unwrap();
+    assert_eq!(second.deleted, 1);
+    let third = w.store.expire_finished(rules.clone(), 100).await.unwrap();
+    assert_eq!(third.deleted, 0, "nothing more is due");
+    for id in [done_a[0], done_a[2]] {
+        assert!(w.store.get(id).await.unwrap().is_none(), "{id} was deleted");
+    }
+    for id in [failed, in_b, leased[1].job_id, waiting, delayed] {
+        assert!(w.store.get(id).await.unwrap().is_some(), "{id} stays");
+    }
+    let newest = first.newest.max(second.newest);
+    assert_eq!(newest, Some(done_a[0].max(done_a[2])));
+    assert_eq!(
+        w.store.counts().results_pending,
+        pending_before - 2,
+        "the deleted jobs' unacknowledged results are gone with them"
+    );
+    assert_eq!(w.store.counts().inflight, 1);
+    // Past the failed cutoff too: the dead set goes.
+    w.advance(Duration::from_secs(2 * 3600));
+    let rules = RetentionRules {
+        default: Cutoffs::default(),
+        queues: vec![(
+            "a".into(),
+            Cutoffs {
+                done: None,
+                failed: Some(w.clock.now() - time::Duration::seconds(7200)),
+            },
+        )],
+    };
+    assert_eq!(
+        w.store.expire_finished(rules, 100).await.unwrap().deleted,
+        1
+    );
+    assert!(w.store.get(failed).await.unwrap().is_none());
+    assert_eq!(
+        w.store.purged_through().await.unwrap(),
+        Some(failed.max(newest.unwrap()))
+    );
+    w.reopen();
+    assert_eq!(
+        w.store.purged_through().await.unwrap(),
+        Some(failed.max(newest.unwrap()))
+    );
+    assert!(w.store.get(waiting).await.unwrap().is_some());
+}
+
 /// Expands to one `#[tokio::test]` per conformance case for the backend `make()` returns.
 #[macro_export]
 macro_rules! conformance_tests {
@@ -1492,7 +1612,8 @@ macro_rules! conformance_tests {
             queue_concurrency_and_rates_hold_jobs_back,
             queue_settings_patch_validate_and_persist,
             a_jobs_own_retry_backoff_is_used,
-            finished_jobs_are_deleted_live_ones_stay
+            finished_jobs_are_deleted_live_ones_stay,
+            retention_deletes_only_expired_finished_jobs
         );
     };
     (@cases $make:expr; $($case:ident),* $(,)?) => {

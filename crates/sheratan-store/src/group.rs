@@ -36,6 +36,12 @@ pub enum Op {
     /// (lease, JSON of the job's progress).
     Progress(Vec<(Uuid, String)>, Reply<u64>),
     ExpireKeys(time::OffsetDateTime, Reply<u64>),
+    /// Retention: finished jobs past their cutoffs, at most this many.
+    Expire(
+        crate::retention::RetentionRules,
+        u32,
+        Reply<crate::retention::PurgeReport>,
+    ),
 }
 
 /// An answer held back until the group's commit.
@@ -94,5 +100,6 @@ pub fn unanswered(op: Op) -> Box<dyn Held> {
         Op::Progress(_, r) => none(r),
         Op::DeleteFinished(_, r) => none(r),
         Op::ExpireKeys(_, r) => none(r),
+        Op::Expire(_, _, r) => none(r),
     }
 }

@@ -12,6 +12,7 @@ pub mod limits;
 #[cfg(feature = "conformance")]
 pub mod model;
 pub mod registry;
+pub mod retention;
 pub mod schedules;
 pub mod store;
 

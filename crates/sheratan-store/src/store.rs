@@ -304,6 +304,17 @@ pub trait Store: Send + Sync + 'static {
     /// Forgets idempotency keys created before `before`; returns how many.
     async fn expire_idempotency_keys(&self, before: OffsetDateTime) -> Result<u64, StoreError>;
 
+    /// Deletes at most `limit` finished jobs (with their results and progress) that `rules`
+    /// say are old enough, oldest first; running and waiting jobs are never touched.
+    async fn expire_finished(
+        &self,
+        rules: crate::retention::RetentionRules,
+        limit: u32,
+    ) -> Result<crate::retention::PurgeReport, StoreError>;
+
+    /// The newest job id retention has deleted, kept across restarts (`None`: none yet).
+    async fn purged_through(&self) -> Result<Option<Uuid>, StoreError>;
+
     /// Live counters.
     fn counts(&self) -> Counts;
 

@@ -213,6 +213,12 @@ pub struct HubArgs {
     /// Idempotency keys are forgotten this many seconds after their job was submitted.
     #[arg(long, env = "SHERATAN_IDEMPOTENCY_TTL_SEC", default_value_t = 86_400)]
     pub idempotency_ttl_sec: u64,
+
+    /// Finished jobs (completed, failed, cancelled) and their results are deleted this long
+    /// after they finished: 30s, 12h, 7d; `0` keeps everything. A queue's `retention` and
+    /// `failed_retention` settings override it.
+    #[arg(long, env = "SHERATAN_RETENTION", default_value = "7d")]
+    pub retention: String,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -450,6 +456,9 @@ impl HubArgs {
             retry: Default::default(),
         };
         config.idempotency_ttl = Duration::from_secs(self.idempotency_ttl_sec.max(60));
+        let retention =
+            sheratan_proto::queues::parse_retention("SHERATAN_RETENTION", &self.retention)?;
+        config.retention = (retention > 0).then(|| Duration::from_secs(retention));
         config.validate()?;
         Ok(config)
     }

@@ -74,6 +74,13 @@ pub struct SetArgs {
     /// Retry backoff cap in ms of jobs submitted without one (or `none`).
     #[arg(long)]
     retry_max_ms: Option<String>,
+    /// How long the queue's finished jobs are kept: 30s, 12h, 7d, `0` (keep them), or `none`
+    /// (the hub's SHERATAN_RETENTION).
+    #[arg(long)]
+    retention: Option<String>,
+    /// How long its failed jobs are kept, if not as long as the others (or `none`).
+    #[arg(long)]
+    failed_retention: Option<String>,
 }
 
 impl SetArgs {
@@ -100,6 +107,9 @@ impl SetArgs {
                     .map_err(|e| format!("--{flag}: {e}")),
             }
         }
+        fn text(v: &Option<String>) -> Option<Option<String>> {
+            v.as_ref().map(|s| (s != "none").then(|| s.clone()))
+        }
         let patch = QueueSettingsPatch {
             paused: None,
             concurrency: num("concurrency", &self.concurrency)?,
@@ -109,6 +119,8 @@ impl SetArgs {
             max_attempts: num("max-attempts", &self.max_attempts)?,
             retry_base_ms: num("retry-base-ms", &self.retry_base_ms)?,
             retry_max_ms: num("retry-max-ms", &self.retry_max_ms)?,
+            retention: text(&self.retention),
+            failed_retention: text(&self.failed_retention),
         };
         if patch == QueueSettingsPatch::default() {
             return Err(
@@ -285,6 +297,20 @@ fn print(queue: &str, s: &QueueSettings, json: bool) {
         s.retry_max_ms
             .map_or_else(|| "hub default".into(), |n| n.to_string())
     );
+    let retention = |v: &Option<String>| match v.as_deref() {
+        None => "hub default".to_owned(),
+        Some("0") => "keep".to_owned(),
+        Some(d) => d.to_owned(),
+    };
+    let _ = writeln!(out, "retention        {}", retention(&s.retention));
+    let _ = writeln!(
+        out,
+        "failed_retention {}",
+        match &s.failed_retention {
+            None => "as retention".to_owned(),
+            some => retention(some),
+        }
+    );
 }
 
 /// One line: the settings that are set.
@@ -304,6 +330,12 @@ fn summary(s: &QueueSettings) -> String {
     }
     if let Some(r) = &s.key_rate {
         parts.push(format!("key_rate={}", fmt_rate(r)));
+    }
+    if let Some(r) = &s.retention {
+        parts.push(format!("retention={r}"));
+    }
+    if let Some(r) = &s.failed_retention {
+        parts.push(format!("failed_retention={r}"));
     }
     parts.join(" ")
 }

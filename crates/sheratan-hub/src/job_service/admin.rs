@@ -48,12 +48,23 @@ pub async fn resolve_job_id(hub: &HubState, text: &str) -> Result<uuid::Uuid, Jo
 
 pub async fn get(hub: &HubState, id: &str) -> Result<JobView, JobsError> {
     let id = resolve_job_id(hub, id).await?;
-    let record = hub
-        .store
-        .get(id)
-        .await?
-        .ok_or_else(|| JobsError::NotFound(format!("no job {id}")))?;
+    let record = hub.store.get(id).await?.ok_or_else(|| missing(hub, id))?;
     Ok(view_of(hub, &record))
+}
+
+/// The 404 for a whole id the store does not have: one no later than the newest job retention
+/// deleted says it was most likely deleted by retention (ids are UUIDv7, made in time order).
+fn missing(hub: &HubState, id: uuid::Uuid) -> JobsError {
+    if hub.retention.covers(id) {
+        let kept = hub.config.retention.map_or_else(
+            || "kept".to_owned(),
+            |d| format!("kept {}", sheratan_proto::data::fmt_duration_s(d.as_secs())),
+        );
+        return JobsError::NotFound(format!(
+            "no job {id}: it is older than the newest finished job deleted by retention, so it was most likely deleted after it finished (finished jobs are {kept}: SHERATAN_RETENTION, or its queue's retention setting)"
+        ));
+    }
+    JobsError::NotFound(format!("no job {id}"))
 }
 
 /// A job's view, with this hub's newer progress of its live lease.
@@ -73,9 +84,7 @@ pub async fn cancel(hub: &HubState, id: &str) -> Result<JobView, JobsError> {
         let _ = hub.cancelled_leases.send(lease.lease_id);
         hub.progress.forget(lease.lease_id);
     }
-    record
-        .map(|r| r.view())
-        .ok_or_else(|| JobsError::NotFound(format!("no job {id}")))
+    record.map(|r| r.view()).ok_or_else(|| missing(hub, id))
 }
 
 /// A page of jobs, newest first; `next_cursor` is the last id of a full page.

@@ -12,6 +12,7 @@ mod progress;
 mod queue_settings;
 mod reaper;
 mod results;
+mod retention;
 mod submit;
 mod waiting;
 mod watch;
@@ -33,6 +34,7 @@ pub use reaper::run_reaper;
 #[cfg(feature = "fuzzing")]
 pub use results::verify_result;
 pub use results::{IntegrityFailure, ResultHeaders, ack, finish, pending, verify};
+pub use retention::{RetentionState, run_retention};
 pub use submit::{Submitted, decode_batch, submit};
 pub use waiting::queues;
 pub use watch::watch;

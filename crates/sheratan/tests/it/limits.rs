@@ -36,7 +36,7 @@ fn worker(hub: &HubProcess, node: &str, queue: &str, concurrency: u32) -> Proc {
     )
 }
 
-async fn submit_batch(hub: &HubProcess, jobs: Vec<Value>) -> Vec<String> {
+pub(crate) async fn submit_batch(hub: &HubProcess, jobs: Vec<Value>) -> Vec<String> {
     let (status, body) = post(
         &format!("{}/v1/jobs/batch", hub.data_url),
         Auth::Bearer(&hub.token()),

@@ -23,6 +23,7 @@ mod progress;
 mod readme;
 mod registry;
 mod relay;
+mod retention;
 mod rotation;
 mod schedules;
 mod ssrf;
