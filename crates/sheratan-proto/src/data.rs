@@ -424,7 +424,7 @@ pub fn duration_s(text: &str) -> Option<u64> {
 /// Seconds as [`duration_s`] reads them: `7d`, `12h`, `90s` (the largest unit that divides).
 pub fn fmt_duration_s(seconds: u64) -> String {
     for (unit, scale) in [("d", 86_400), ("h", 3600), ("m", 60)] {
-        if seconds >= scale && seconds % scale == 0 {
+        if seconds >= scale && seconds.is_multiple_of(scale) {
             return format!("{}{unit}", seconds / scale);
         }
     }
