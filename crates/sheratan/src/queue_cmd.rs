@@ -33,7 +33,7 @@ pub enum QueueCommand {
         client: ClientArgs,
         queue: String,
         #[command(flatten)]
-        change: SetArgs,
+        change: Box<SetArgs>,
         #[arg(long)]
         json: bool,
     },
