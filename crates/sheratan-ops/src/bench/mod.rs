@@ -9,6 +9,7 @@ mod idle;
 mod jobs;
 mod load;
 mod relay;
+mod retention;
 mod target;
 mod workers;
 
@@ -33,6 +34,9 @@ pub enum BenchCommand {
     Flood(flood::FloodArgs),
     /// How long a cancel takes to stop a running job's handler (cancel → process gone).
     Cancel(cancel::CancelArgs),
+    /// What retention costs: submit/lease/result latency idle and while a million finished
+    /// jobs are deleted.
+    Retention(retention::RetentionArgs),
 }
 
 pub async fn run(cmd: BenchCommand) -> anyhow::Result<()> {
@@ -44,6 +48,7 @@ pub async fn run(cmd: BenchCommand) -> anyhow::Result<()> {
         BenchCommand::Auction(args) => auction::run(args).await,
         BenchCommand::Relay(args) => relay::run(args).await,
         BenchCommand::Flood(args) => flood::run(args).await,
+        BenchCommand::Retention(args) => retention::run(args).await,
     }
 }
 

@@ -123,6 +123,24 @@ fn every_workload_runs_on_a_hub_of_its_own() {
     assert_eq!(cancel["n"], 3, "{cancel}");
     assert_ordered(&cancel["cancel_to_stop"], PCT);
     assert!(f(&cancel, &["cancel_to_stop", "p50_ms"]) > 0.0, "{cancel}");
+
+    // Retention deletes every finished job while the paced loop runs.
+    let purge = bench(&[
+        "retention",
+        "--finished",
+        "3000",
+        "--idle-s",
+        "1",
+        "--rate",
+        "100",
+    ]);
+    assert_eq!(purge["finished"], 3000, "{purge}");
+    assert!(f(&purge, &["purged_per_s"]) > 0.0, "{purge}");
+    for phase in ["idle", "during_purge"] {
+        assert!(f(&purge, &[phase, "rounds"]) >= 1.0, "{purge}");
+        assert_ordered(&purge[phase]["lease"], PCT);
+    }
+    assert!(f(&purge, &["lease_p99_ratio"]) > 0.0, "{purge}");
 }
 
 #[test]
