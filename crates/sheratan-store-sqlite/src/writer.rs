@@ -708,18 +708,18 @@ impl Writer {
         if let Some(newest) = report.newest {
             db::note_purged(&self.conn, newest)?;
         }
-        // Give freed pages back a bounded number at a time (deletes of other kinds free
-        // pages too; a purge with nothing due still returns what is left).
+        // Give freed pages back a bounded number at a time, about what a batch frees (each
+        // moved page is written to the WAL: more would make the batch long); deletes of other
+        // kinds free pages too, and a purge with nothing due still returns what is left.
         let free: i64 = self
             .conn
             .query_row("PRAGMA freelist_count", [], |r| r.get(0))?;
         if free > 0 {
             // Each step of this pragma frees one page: it must be stepped to the end.
-            let mut vacuum = self
-                .conn
-                .prepare_cached("PRAGMA incremental_vacuum(1024)")?;
+            let mut vacuum = self.conn.prepare_cached("PRAGMA incremental_vacuum(32)")?;
             let mut steps = vacuum.raw_query();
             while steps.next()?.is_some() {}
+            report.free_pages = (free - 32).max(0) as u64;
         }
         Ok(report)
     }

@@ -79,4 +79,7 @@ pub struct PurgeReport {
     pub deleted: u64,
     /// The newest id it deleted (ids are UUIDv7: they sort by creation time).
     pub newest: Option<Uuid>,
+    /// Space still to give back to the file system (SQLite's free pages; 0 elsewhere): the
+    /// purger keeps calling while there is some.
+    pub free_pages: u64,
 }

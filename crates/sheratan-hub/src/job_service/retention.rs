@@ -17,9 +17,14 @@ use uuid::Uuid;
 use crate::HubState;
 use crate::audit::Event;
 
-/// Jobs one purge deletes at most: small, so a batch holds the SQLite writer about a
-/// millisecond.
-pub const BATCH: u32 = 200;
+/// Jobs one purge deletes at most: small, so a batch holds the SQLite writer well under a
+/// millisecond (measured: docs/PERFORMANCE.md, "What retention costs").
+pub const BATCH: u32 = 32;
+/// After a batch, the purger waits this many times as long as the batch took (at least
+/// [`MIN_PAUSE`]): deleting takes at most a twentieth of the writer, so a request meets a batch
+/// rarely and waits for a short one when it does.
+const PAUSE_FACTOR: u32 = 20;
+const MIN_PAUSE: Duration = Duration::from_millis(2);
 /// How long the purger waits when nothing (more) is due.
 const IDLE: Duration = Duration::from_secs(5);
 
@@ -79,8 +84,8 @@ pub fn rules(hub: &HubState, now: OffsetDateTime) -> RetentionRules {
     RetentionRules { default, queues }
 }
 
-/// Purges until `stop`: a batch, then a pause twice as long as the batch took (so at most a
-/// third of the writer's time goes to deleting), or [`IDLE`] once nothing more is due.
+/// Purges until `stop`: a batch, then a pause [`PAUSE_FACTOR`] times as long as the batch
+/// took, or [`IDLE`] once nothing more is due.
 pub async fn run_retention(hub: std::sync::Arc<HubState>, stop: CancellationToken) {
     if let Ok(Some(newest)) = hub.store.purged_through().await {
         hub.retention.note(Some(newest));
@@ -88,10 +93,10 @@ pub async fn run_retention(hub: std::sync::Arc<HubState>, stop: CancellationToke
     let mut failing = false;
     loop {
         let wait = match purge_once(&hub).await {
-            Ok((deleted, took)) => {
+            Ok((more, took)) => {
                 failing = false;
-                if deleted == u64::from(BATCH) {
-                    (took * 2).max(Duration::from_millis(2))
+                if more {
+                    (took * PAUSE_FACTOR).max(MIN_PAUSE)
                 } else {
                     IDLE
                 }
@@ -111,11 +116,12 @@ pub async fn run_retention(hub: std::sync::Arc<HubState>, stop: CancellationToke
     }
 }
 
-/// One batch: what it deleted and how long it took.
-async fn purge_once(hub: &HubState) -> Result<(u64, Duration), sheratan_store::StoreError> {
+/// One batch: whether more is due (a full batch, or space still to give back) and how long
+/// it took.
+async fn purge_once(hub: &HubState) -> Result<(bool, Duration), sheratan_store::StoreError> {
     let rules = rules(hub, hub.clock.now());
     if rules.is_empty() {
-        return Ok((0, Duration::ZERO));
+        return Ok((false, Duration::ZERO));
     }
     let started = Instant::now();
     let report = hub.store.expire_finished(rules, BATCH).await?;
@@ -130,5 +136,8 @@ async fn purge_once(hub: &HubState) -> Result<(u64, Duration), sheratan_store::S
                 .detail(serde_json::json!({"count": report.deleted})),
         );
     }
-    Ok((report.deleted, took))
+    Ok((
+        report.deleted == u64::from(BATCH) || report.free_pages > 0,
+        took,
+    ))
 }

@@ -142,7 +142,7 @@ async fn retention_deletes_finished_jobs_gives_space_back_and_leaves_live_ones()
         after * 3 < before,
         "the store did not shrink: {before} → {after} bytes"
     );
-    // One audit line per batch of at most 200 (identical lines fold into one with a count;
+    // One audit line per batch of at most 32 (identical lines fold into one with a count;
     // a clean stop writes them all).
     let records = hub.audit_records();
     let purges: Vec<_> = records
@@ -156,13 +156,13 @@ async fn retention_deletes_finished_jobs_gives_space_back_and_leaves_live_ones()
         .sum();
     assert_eq!(deleted, 3000, "{purges:?}");
     assert!(
-        batches >= 15,
-        "3,000 jobs in batches of at most 200: {batches} batches"
+        batches >= 94,
+        "3,000 jobs in batches of at most 32: {batches} batches"
     );
     assert!(
         purges
             .iter()
-            .all(|r| r.detail["count"].as_u64() <= Some(200)),
+            .all(|r| r.detail["count"].as_u64() <= Some(32)),
         "{purges:?}"
     );
 }
