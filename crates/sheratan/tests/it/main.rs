@@ -18,6 +18,7 @@ mod multihub;
 mod netns;
 mod ops;
 mod outbound_tls;
+mod packaging;
 mod ports;
 mod progress;
 mod readme;
