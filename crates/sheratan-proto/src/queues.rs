@@ -132,12 +132,17 @@ pub fn parse_retention(field: &str, text: &str) -> Result<u64, String> {
     if text == "0" {
         return Ok(0);
     }
-    crate::data::duration_s(text).ok_or_else(|| {
-        format!(
-            "{field}: a duration such as 30s, 12h or 7d, or 0 to keep finished jobs; got {text:?}"
-        )
-    })
+    crate::data::duration_s(text)
+        .filter(|s| *s <= MAX_RETENTION_S)
+        .ok_or_else(|| {
+            format!(
+                "{field}: a duration such as 30s, 12h or 7d (at most 36500d), or 0 to keep finished jobs; got {text:?}"
+            )
+        })
 }
+
+/// The longest retention: 100 years (longer is "keep": say `0`).
+pub const MAX_RETENTION_S: u64 = 100 * 365 * 86_400;
 
 impl QueueSettings {
     /// Whether any limit applies at lease time (a queue without one leases on the fast path).

@@ -183,6 +183,19 @@ pub async fn bulk(
     action: BulkAction,
     peer: std::net::IpAddr,
 ) -> Result<BulkOutcome, JobsError> {
+    // An empty filter would match everything: a form's unset field must not delete it all.
+    for (field, value) in [
+        ("queue", &req.queue),
+        ("kind", &req.kind),
+        ("error", &req.error),
+        ("since", &req.since),
+    ] {
+        if value.as_deref() == Some("") {
+            return Err(JobsError::invalid(format!(
+                "{field}: empty; leave it out to match every {field}"
+            )));
+        }
+    }
     let status = req.status.clone().unwrap_or_else(|| "failed".into());
     let allowed: &[&str] = match action {
         BulkAction::Requeue => &["failed", "cancelled"],

@@ -39,10 +39,13 @@ impl RetentionState {
     /// Whether a job with this id, not found, was most likely deleted by retention (ids are
     /// UUIDv7: one made no later than the newest purged job's).
     pub fn covers(&self, id: Uuid) -> bool {
-        self.through
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .is_some_and(|newest| id <= newest)
+        // Job ids are UUIDv7; any other id was never a job here.
+        id.get_version_num() == 7
+            && self
+                .through
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .is_some_and(|newest| id <= newest)
     }
 
     fn note(&self, newest: Option<Uuid>) {
@@ -55,8 +58,11 @@ impl RetentionState {
 
 /// The cutoffs now: the hub's retention for every queue, a queue's own settings over it.
 pub fn rules(hub: &HubState, now: OffsetDateTime) -> RetentionRules {
+    // A cutoff before what a time can hold keeps everything (values are capped at 100 years
+    // when set; this is the belt to that).
     let cutoff = |seconds: u64| -> Option<OffsetDateTime> {
-        (seconds > 0).then(|| now - time::Duration::seconds(seconds.min(i64::MAX as u64) as i64))
+        let seconds = i64::try_from(seconds).ok().filter(|s| *s > 0)?;
+        now.checked_sub(time::Duration::seconds(seconds))
     };
     let default_s = hub.config.retention.map_or(0, |d| d.as_secs());
     let default = Cutoffs {

@@ -31,6 +31,8 @@ enum Every {
 
 /// The shortest `@every` interval (`duration_s` takes whole seconds from 1 up).
 const MIN_INTERVAL_MS: i64 = 1000;
+/// The longest `@every` interval: 100 years (longer ones overflow the arithmetic of ticks).
+const MAX_INTERVAL_S: u64 = 100 * 365 * 86_400;
 
 impl Plan {
     /// Parses `cron` in `timezone`. The error names the field and what it expects.
@@ -62,20 +64,27 @@ impl Plan {
         })
     }
 
-    /// The first tick strictly after `t`; `None` when there is none (a date that never comes).
+    /// The first tick strictly after `t`; `None` when there is none (a date that never comes,
+    /// or one past what a time can hold). Always later than `t`.
     pub fn next_after(&self, t: OffsetDateTime) -> Option<OffsetDateTime> {
         let ms = unix_ms(t);
-        match &self.every {
-            Every::Interval(step) => Some(from_ms((ms.div_euclid(*step) + 1) * step)),
+        let next = match &self.every {
+            Every::Interval(step) => ms
+                .div_euclid(*step)
+                .checked_add(1)
+                .and_then(|n| n.checked_mul(*step))
+                .and_then(from_ms),
             Every::Cron(cron, tz) => {
                 // Whole seconds: croner keeps a fraction it is given in the ticks it returns.
                 let secs = ms.div_euclid(1000);
                 let at =
                     tz.from_utc_datetime(&DateTime::<Utc>::from_timestamp(secs, 0)?.naive_utc());
                 let next = cron.find_next_occurrence(&at, false).ok()?;
-                Some(from_ms(next.timestamp_millis()))
+                from_ms(next.timestamp_millis())
             }
-        }
+        };
+        // A tick that does not move forward would make every caller loop forever.
+        next.filter(|n| *n > t)
     }
 
     /// Up to `n` ticks after `t`, in order.
@@ -145,6 +154,11 @@ fn parse_interval(text: &str) -> Result<i64, String> {
     let seconds = sheratan_proto::data::duration_s(text).ok_or_else(|| {
         format!("@every {text:?}: expected an interval such as 30s, 5m, 2h or 1d")
     })?;
+    if seconds > MAX_INTERVAL_S {
+        return Err(format!(
+            "@every {text:?}: the longest interval is 36500d (100 years)"
+        ));
+    }
     Ok((seconds as i64).saturating_mul(1000).max(MIN_INTERVAL_MS))
 }
 
@@ -152,9 +166,8 @@ fn unix_ms(t: OffsetDateTime) -> i64 {
     (t.unix_timestamp_nanos() / 1_000_000) as i64
 }
 
-fn from_ms(ms: i64) -> OffsetDateTime {
-    OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000)
-        .unwrap_or(OffsetDateTime::UNIX_EPOCH)
+fn from_ms(ms: i64) -> Option<OffsetDateTime> {
+    OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000).ok()
 }
 
 #[cfg(test)]
@@ -261,6 +274,8 @@ mod tests {
             ("@every", "UTC", "cron:"),
             ("@every 10", "UTC", "cron:"),
             ("@every -5s", "UTC", "cron:"),
+            ("@every 3000000d", "UTC", "cron:"),
+            ("@every 18446744073709551615s", "UTC", "cron:"),
             ("0 3 * * *", "Europe/Atlantis", "timezone:"),
             ("0 3 * * *", "", "timezone:"),
         ] {

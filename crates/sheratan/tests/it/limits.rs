@@ -630,4 +630,26 @@ async fn failed_jobs_are_listed_by_kind_error_and_time() {
     )
     .await;
     assert_error(status, &body, 400, "INVALID_REQUEST");
+    // An empty filter (an unset field in some form) is refused, never "every queue".
+    for (field, action) in [
+        ("queue", "delete"),
+        ("kind", "requeue"),
+        ("error", "delete"),
+        ("since", "requeue"),
+    ] {
+        let (status, body) = post(
+            &format!("{data}/admin/jobs/{action}"),
+            Auth::Bearer(&token),
+            &json!({"status": "failed", field: ""}).to_string(),
+        )
+        .await;
+        assert_error(status, &body, 400, "INVALID_REQUEST");
+        assert!(
+            body["error"]["message"]
+                .as_str()
+                .unwrap()
+                .starts_with(field),
+            "{body}"
+        );
+    }
 }

@@ -192,6 +192,9 @@ async fn a_queues_retention_overrides_the_hubs_and_bad_values_are_refused() {
         json!({"retention": "soon"}),
         json!({"failed_retention": "-1d"}),
         json!({"retention": 7}),
+        // Past 100 years: it would overflow the cutoff's arithmetic.
+        json!({"retention": "18446744073709551615s"}),
+        json!({"failed_retention": "36501d"}),
     ] {
         let (status, answer) = call(
             reqwest::Method::PUT,
@@ -202,9 +205,11 @@ async fn a_queues_retention_overrides_the_hubs_and_bad_values_are_refused() {
         .await;
         assert_error(status, &answer, 400, "INVALID_REQUEST");
     }
-    let (code, _, err) = cli(&hub, &["hub", "--retention", "soon"]);
-    assert_eq!(code, 2, "a bad SHERATAN_RETENTION is a usage error");
-    assert!(err.contains("SHERATAN_RETENTION"), "{err}");
+    for bad in ["soon", "5000000d"] {
+        let (code, _, err) = cli(&hub, &["hub", "--retention", bad]);
+        assert_eq!(code, 2, "a bad SHERATAN_RETENTION is a usage error");
+        assert!(err.contains("SHERATAN_RETENTION"), "{err}");
+    }
     // A cancelled job in the queue goes within a few seconds; one elsewhere stays (hub: keep).
     let ids = submit_batch(
         &hub,

@@ -56,6 +56,14 @@ async fn bad_schedules_are_refused_naming_the_field_and_roles_hold() {
             "INVALID_REQUEST",
             "cron:",
         ),
+        // Past 100 years: its ticks would overflow (a review found one that froze the
+        // scheduler).
+        (
+            json!({"name": "x", "cron": "@every 3000000d", "job": job}),
+            400,
+            "INVALID_REQUEST",
+            "cron:",
+        ),
         (
             json!({"name": "x", "cron": "0 3 * * *", "timezone": "Mars/Olympus", "job": job}),
             400,
