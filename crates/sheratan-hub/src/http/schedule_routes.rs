@@ -12,7 +12,7 @@ use sheratan_proto::schedules::{
 };
 use sheratan_runtime::edge::ApiError;
 
-use super::extract::{Caller, JsonBody, PathParams};
+use super::extract::{Caller, JsonBody, PathParams, RawBody};
 use super::plane::PlaneState;
 use crate::schedules as svc;
 
@@ -72,7 +72,17 @@ async fn run_now(
     State(state): State<PlaneState>,
     caller: Caller,
     PathParams(name): PathParams<String>,
+    RawBody(body): RawBody,
 ) -> Result<Response, ApiError> {
+    // No body, or `{}`: anything else is a request this route does not understand.
+    let empty = body.iter().all(u8::is_ascii_whitespace)
+        || serde_json::from_slice::<serde_json::Map<String, serde_json::Value>>(&body)
+            .is_ok_and(|m| m.is_empty());
+    if !empty {
+        return Err(ApiError::invalid(
+            "body: a run-now takes no body (or {}); the schedule's own job is submitted",
+        ));
+    }
     let ran: RunNowResponse = svc::run_now(&state.hub, &name, caller.peer.ip()).await?;
     Ok((StatusCode::ACCEPTED, Json(ran)).into_response())
 }

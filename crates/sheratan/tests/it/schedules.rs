@@ -171,6 +171,11 @@ async fn bad_schedules_are_refused_naming_the_field_and_roles_hold() {
         }
     }
     assert_eq!(schedule(&hub, "nightly").await["paused"], false);
+    // Run-now takes no body: anything but nothing or {} is refused, and nothing runs.
+    for body in ["garbage", r#"{"x": 1}"#, "[]"] {
+        let (got, answer) = post(&format!("{url}/nightly/run"), Auth::Bearer(&token), body).await;
+        assert_error(got, &answer, 400, "INVALID_REQUEST");
+    }
     assert!(
         jobs_of(&hub, "sched").await.is_empty(),
         "no run-now got through"
