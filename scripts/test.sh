@@ -50,6 +50,14 @@ cargo nextest run --workspace --locked --no-fail-fast
 step "doc tests"
 cargo test --workspace --locked --doc
 
+step "Python client (pytest against the real binary)"
+# A venv of its own beside the build, made once: pytest, httpx, and the client itself.
+VENV="$CARGO_TARGET_DIR/python-venv"
+[ -x "$VENV/bin/python" ] || python3 -m venv "$VENV"
+"$VENV/bin/pip" install -q --disable-pip-version-check pytest httpx
+"$VENV/bin/pip" install -q --disable-pip-version-check --force-reinstall --no-deps ./clients/python
+SHERATAN_BIN="$CARGO_TARGET_DIR/debug/sheratan" "$VENV/bin/python" -m pytest -q clients/python/tests
+
 step "fuzz targets, briefly (nightly; skipped without it)"
 "$(dirname "$0")/fuzz.sh" "${SHERATAN_FUZZ_SECONDS:-10}"
 
