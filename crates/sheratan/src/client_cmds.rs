@@ -17,10 +17,9 @@ use sheratan_proto::data::{JobStatus, JobView, SubmitJob};
 use crate::Failure;
 use crate::client_args::ClientArgs;
 
+/// What a job is, as `submit` and `schedule add` take it.
 #[derive(Debug, Args)]
-pub struct SubmitArgs {
-    #[command(flatten)]
-    pub client: ClientArgs,
+pub struct JobArgs {
     /// The handler to run (echo, sleep, http, or an exec handler's name).
     #[arg(long)]
     pub kind: String,
@@ -29,8 +28,6 @@ pub struct SubmitArgs {
     pub payload: String,
     #[arg(long, default_value = "default")]
     pub queue: String,
-    #[arg(long)]
-    pub idempotency_key: Option<String>,
     #[arg(long, default_value_t = 0, allow_hyphen_values = true)]
     pub priority: i32,
     #[arg(long)]
@@ -42,16 +39,56 @@ pub struct SubmitArgs {
     /// Jobs sharing a key obey the queue's key_concurrency and key_rate together.
     #[arg(long)]
     pub concurrency_key: Option<String>,
+    /// Capabilities a node needs besides the job's kind (which the hub always requires: a job
+    /// goes only to a node with a handler for it), comma-separated.
+    #[arg(long, value_delimiter = ',')]
+    pub require: Option<Vec<String>>,
+}
+
+impl JobArgs {
+    /// The wire job (no idempotency key, run time or result following: the caller's to add),
+    /// or a usage error for a payload that is not JSON.
+    pub fn job(&self) -> Result<SubmitJob, Failure> {
+        let payload = read_payload(&self.payload).map_err(|e| crate::usage(format!("{e:#}")))?;
+        // The hub adds the kind itself: a job goes only to a node that offers its kind.
+        let required = self
+            .require
+            .iter()
+            .flatten()
+            .filter(|c| !c.is_empty())
+            .cloned()
+            .collect();
+        Ok(SubmitJob {
+            queue: self.queue.clone(),
+            kind: self.kind.clone(),
+            payload,
+            priority: self.priority,
+            required_capabilities: required,
+            idempotency_key: None,
+            max_attempts: self.max_attempts,
+            timeout_s: self.timeout_s,
+            run_at: None,
+            follow_result: None,
+            concurrency_key: self.concurrency_key.clone(),
+            retry: None,
+        })
+    }
+}
+
+#[derive(Debug, Args)]
+pub struct SubmitArgs {
+    #[command(flatten)]
+    pub client: ClientArgs,
+    #[command(flatten)]
+    pub job: JobArgs,
+    #[arg(long)]
+    pub idempotency_key: Option<String>,
     /// Not before this time: RFC 3339 (2026-12-24T09:00:00Z) or Unix seconds.
     #[arg(long, value_parser = crate::hub_args::parse_time, conflicts_with = "in_")]
     pub at: Option<time::OffsetDateTime>,
     /// Not before this long from now: 90s, 10m, 12h, 7d.
     #[arg(long = "in", id = "in_", value_parser = parse_lifetime)]
     pub in_: Option<u64>,
-    /// Capabilities a node needs besides the job's kind (which the hub always requires: a job
-    /// goes only to a node with a handler for it), comma-separated.
-    #[arg(long, value_delimiter = ',')]
-    pub require: Option<Vec<String>>,
     /// Wait for the job to finish and print its result.
     #[arg(long)]
     pub wait: bool,
@@ -63,7 +100,7 @@ pub struct SubmitArgs {
     pub json: bool,
 }
 
-pub(crate) fn read_payload(arg: &str) -> anyhow::Result<serde_json::Value> {
+fn read_payload(arg: &str) -> anyhow::Result<serde_json::Value> {
     let text = match arg.strip_prefix('@') {
         Some("-") => {
             let mut s = String::new();
@@ -79,24 +116,8 @@ pub(crate) fn read_payload(arg: &str) -> anyhow::Result<serde_json::Value> {
 }
 
 pub async fn submit(args: SubmitArgs) -> Result<(), Failure> {
-    let payload = read_payload(&args.payload).map_err(|e| crate::usage(format!("{e:#}")))?;
-    // The hub adds the kind itself: a job goes only to a node that offers its kind.
-    let required: Vec<String> = args
-        .require
-        .iter()
-        .flatten()
-        .filter(|c| !c.is_empty())
-        .cloned()
-        .collect();
     let job = SubmitJob {
-        queue: args.queue.clone(),
-        kind: args.kind.clone(),
-        payload,
-        priority: args.priority,
-        required_capabilities: required,
         idempotency_key: args.idempotency_key.clone(),
-        max_attempts: args.max_attempts,
-        timeout_s: args.timeout_s,
         run_at: args.at.or_else(|| {
             args.in_.map(|s| {
                 time::OffsetDateTime::now_utc()
@@ -106,8 +127,7 @@ pub async fn submit(args: SubmitArgs) -> Result<(), Failure> {
         // With --wait this command collects the result (and acknowledges it); without, nobody
         // does: the result stays with the job but never counts as pending.
         follow_result: Some(args.wait),
-        concurrency_key: args.concurrency_key.clone(),
-        retry: None,
+        ..args.job.job()?
     };
     let data = args.client.data()?;
     let submitted = data.submit(&job).await.map_err(anyhow::Error::new)?;

@@ -72,22 +72,8 @@ pub struct AddArgs {
     /// An IANA time zone name the cron expression is read in.
     #[arg(long = "tz", default_value = "UTC")]
     pub timezone: String,
-    /// The handler each tick's job runs.
-    #[arg(long)]
-    pub kind: String,
-    /// The payload: JSON text, or @FILE to read it from a file (@- for stdin).
-    #[arg(long, default_value = "null")]
-    pub payload: String,
-    #[arg(long, default_value = "default")]
-    pub queue: String,
-    #[arg(long, default_value_t = 0, allow_hyphen_values = true)]
-    pub priority: i32,
-    #[arg(long)]
-    pub max_attempts: Option<u32>,
-    #[arg(long)]
-    pub timeout_s: Option<u32>,
-    #[arg(long)]
-    pub concurrency_key: Option<String>,
+    #[command(flatten)]
+    pub job: crate::client_cmds::JobArgs,
     /// While the previous job has not finished: allow, skip, or queue_one.
     #[arg(long, default_value = "allow", value_parser = parse_overlap)]
     pub overlap: Overlap,
@@ -183,8 +169,6 @@ pub async fn run(cmd: ScheduleCommand) -> Result<(), Failure> {
 }
 
 fn spec_of(args: &AddArgs) -> Result<ScheduleSpec, Failure> {
-    let payload = crate::client_cmds::read_payload(&args.payload)
-        .map_err(|e| crate::usage(format!("{e:#}")))?;
     let jitter_s = match args.jitter {
         Some(s) => u32::try_from(s).map_err(|_| crate::usage("--jitter: at most 1h".to_owned()))?,
         None => 0,
@@ -194,19 +178,9 @@ fn spec_of(args: &AddArgs) -> Result<ScheduleSpec, Failure> {
         cron: args.cron.clone(),
         timezone: args.timezone.clone(),
         job: SubmitJob {
-            queue: args.queue.clone(),
-            kind: args.kind.clone(),
-            payload,
-            priority: args.priority,
-            required_capabilities: Vec::new(),
-            idempotency_key: None,
-            max_attempts: args.max_attempts,
-            timeout_s: args.timeout_s,
-            run_at: None,
             // Nobody collects a scheduled job's result through GET /v1/results?pending=1.
             follow_result: Some(false),
-            concurrency_key: args.concurrency_key.clone(),
-            retry: None,
+            ..args.job.job()?
         },
         paused: args.paused,
         overlap: args.overlap,
