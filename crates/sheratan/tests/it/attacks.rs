@@ -475,6 +475,36 @@ async fn core_does_not_relay_admin_actions_for_remote_callers() {
             "{route}: {status} {body}"
         );
     }
+    // Bulk actions and queue settings (with the bodies they need) are admin actions too.
+    for (method, route, body) in [
+        (
+            reqwest::Method::POST,
+            "/api/jobs/bulk/delete",
+            serde_json::json!({"status": "cancelled", "job_ids": [job_id]}),
+        ),
+        (
+            reqwest::Method::PUT,
+            "/api/queues/nobody-serves-this/settings",
+            serde_json::json!({"paused": true}),
+        ),
+    ] {
+        let r = remote
+            .request(method, format!("{remote_core}{route}"))
+            .bearer_auth(&token)
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        let status = r.status();
+        let answer: serde_json::Value = r.json().await.unwrap();
+        assert_error(status, &answer, 403, "LOCALHOST_ONLY");
+    }
+    let (_, settings) = get(
+        &format!("{}/admin/queues/nobody-serves-this/settings", hub.data_url),
+        Auth::Bearer(&token),
+    )
+    .await;
+    assert_eq!(settings["paused"], false, "{settings}");
     // Removing a node is an admin action too.
     refused_from_remote(reqwest::Method::DELETE, "/api/nodes/worker-1".into()).await;
     let (status, _) = get(
