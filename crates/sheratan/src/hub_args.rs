@@ -422,7 +422,6 @@ impl HubArgs {
         )?;
         config.max_body_bytes = self.edge.max_body_bytes;
         config.serve = self.edge.limits()?;
-        config.tls = self.plane_tls(&config.planes)?;
         config.mesh_token_scope = match self.mesh_token_scope {
             MeshTokenScopeArg::Full => sheratan_hub::MeshTokenScope::Full,
             MeshTokenScopeArg::Bootstrap => sheratan_hub::MeshTokenScope::Bootstrap,
@@ -460,6 +459,8 @@ impl HubArgs {
             sheratan_proto::queues::parse_retention("SHERATAN_RETENTION", &self.retention)?;
         config.retention = (retention > 0).then(|| Duration::from_secs(retention));
         config.validate()?;
+        // Last: it may make the mesh CA and certificates, which a usage error must not leave behind.
+        config.tls = self.plane_tls(&config.planes)?;
         Ok(config)
     }
 }

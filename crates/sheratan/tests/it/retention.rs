@@ -205,10 +205,14 @@ async fn a_queues_retention_overrides_the_hubs_and_bad_values_are_refused() {
         .await;
         assert_error(status, &answer, 400, "INVALID_REQUEST");
     }
+    let home = tempfile::tempdir().unwrap();
     for bad in ["soon", "5000000d"] {
-        let (code, _, err) = cli(&hub, &["hub", "--retention", bad]);
+        let home = home.path().to_str().unwrap();
+        let (code, _, err) = cli(&hub, &["hub", "--home", home, "--retention", bad]);
         assert_eq!(code, 2, "a bad SHERATAN_RETENTION is a usage error");
         assert!(err.contains("SHERATAN_RETENTION"), "{err}");
+        // A usage error leaves nothing behind: no CA, no store.
+        assert_eq!(std::fs::read_dir(home).unwrap().count(), 0, "{home}");
     }
     // A cancelled job in the queue goes within a few seconds; one elsewhere stays (hub: keep).
     let ids = submit_batch(
