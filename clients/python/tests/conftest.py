@@ -70,3 +70,31 @@ def worker(hub):
     yield process
     process.terminate()
     process.wait(timeout=30)
+
+
+def cli(hub: Hub, *args: str) -> str:
+    """`sheratan ARGS` against `hub`; its standard output (a failure fails the test)."""
+    out = subprocess.run(
+        [binary(), *args],
+        capture_output=True,
+        text=True,
+        env={
+            **os.environ,
+            "SHERATAN_CONTROL_URL": hub.control_url,
+            "SHERATAN_DATA_URL": hub.data_url,
+            "SHERATAN_HUB_TOKEN": hub.token,
+            "SHERATAN_HOME": hub.home,
+            "SHERATAN_LOG": "warn",
+        },
+    )
+    assert out.returncode == 0, out.stderr
+    return out.stdout
+
+
+def rust_worker(hub: Hub, node_id: str, queues: str = "default") -> subprocess.Popen:
+    return subprocess.Popen(
+        [binary(), "worker", "--node-id", node_id, "--queues", queues, "--control-url", hub.control_url, "--data-url", hub.data_url],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        env={**os.environ, "SHERATAN_HUB_TOKEN": hub.token, "SHERATAN_LOG": "warn"},
+    )

@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import urllib.parse
 import uuid
 
+import httpx
 import pytest
 
 import sheratan
-from conftest import start_hub
+from sheratan import _wire
+from conftest import cli, start_hub
 
 
 def test_submit_wait_get_and_list(hub, worker):
@@ -69,3 +74,91 @@ def test_a_full_hub_is_backpressure_with_retry_after():
     finally:
         hub.process.terminate()
         hub.process.wait(timeout=30)
+
+
+def stop(hub) -> None:
+    hub.process.terminate()
+    hub.process.wait(timeout=30)
+
+
+def test_an_oversized_body_is_payload_too_large(hub):
+    with sheratan.Client(hub.data_url, hub.token) as client:
+        for _ in range(20):
+            with pytest.raises(sheratan.PayloadTooLarge) as large:
+                client.submit("echo", "x" * (2 * 1024 * 1024))
+            assert large.value.status == 413
+
+
+def test_a_badly_signed_result_is_an_integrity_failure(hub):
+    with sheratan.Client(hub.data_url, hub.token) as client:
+        client.submit("echo", None, queue="q422")
+        lease = {"node_id": "py-422", "queues": ["q422"], "capabilities": ["echo"]}
+        job = client._do(_wire.Call("data", "POST", "/v1/leases", json=lease))["jobs"][0]
+        body = {"job_id": job["job_id"], "lease_id": job["lease_id"], "outcome": "success", "result": 1}
+        for key in ("not-the-token", "shtc_" + "0" * 64):
+            raw, headers = _wire.signed(body, key)
+            headers["Authorization"] = f"Bearer {hub.token}"
+            answer = httpx.post(f"{hub.data_url}/v1/results", content=raw, headers=headers)
+            with pytest.raises(sheratan.IntegrityFailure) as refused:
+                _wire.answer(answer.status_code, answer.content, None)
+            assert refused.value.status == 422 and refused.value.code == "RESULT_INTEGRITY_FAIL"
+        raw, headers = _wire.signed(body, hub.token)
+        headers["Authorization"] = f"Bearer {hub.token}"
+        answer = httpx.post(f"{hub.data_url}/v1/results", content=raw, headers=headers)
+        assert answer.status_code == 200, answer.text
+        assert client.get(job["job_id"])["result"] == 1
+        assert client.results(wait=1)[0]["job_id"] == job["job_id"]
+        assert client.ack([job["job_id"]]) == 1
+        assert client.results() == []
+
+
+def test_a_join_string_pins_the_ca_and_a_wrong_pin_sends_no_token():
+    hub = start_hub({"SHERATAN_TLS": "on"})
+    try:
+        join = cli(hub, "join-string", "--host", "127.0.0.1").strip()
+        assert hub.data_url.startswith("https://")
+        with sheratan.Client(join=join) as client:
+            assert client.settings.data_url == hub.data_url
+            job = client.submit("echo", {"over": "tls"})
+            assert client.get(job["job_id"])["status"] == "accepted"
+        wrong = join[:5] + "0" * 64 + join[69:]
+        with pytest.raises(sheratan.IntegrityFailure) as mismatch:
+            sheratan.Client(join=wrong)
+        assert "does not match" in mismatch.value.message and "not sent" in mismatch.value.message
+        for bad in ("sht1:nonsense", "sht2:" + "0" * 64 + ":t@h:1", join.replace("@", "#")):
+            with pytest.raises(sheratan.InvalidRequest):
+                sheratan.Client(join=bad)
+        # Without the pin, the hub's certificate is not trusted.
+        with sheratan.Client(hub.data_url, hub.token) as unpinned:
+            with pytest.raises(sheratan.Unavailable) as untrusted:
+                unpinned.queues()
+            assert "CERTIFICATE_VERIFY_FAILED" in untrusted.value.message
+    finally:
+        stop(hub)
+
+
+def test_a_hub_whose_database_is_gone_answers_503_unavailable():
+    base = os.environ.get("SHERATAN_TEST_POSTGRES_URL")
+    if not base:
+        pytest.fail("SHERATAN_TEST_POSTGRES_URL is not set: run ./scripts/test.sh")
+    name = f"py503_{os.getpid()}"
+    admin = urllib.parse.urlsplit(base)
+    url = admin._replace(path=f"/{name}").geturl()
+
+    def psql(sql: str) -> None:
+        subprocess.run(["psql", base, "-q", "-v", "ON_ERROR_STOP=1", "-c", sql], check=True, capture_output=True)
+
+    psql(f"CREATE DATABASE {name}")
+    hub = start_hub({"SHERATAN_STORE": url})
+    try:
+        with sheratan.Client(hub.data_url, hub.token) as client:
+            client.submit("echo", None, queue="nobody-serves")
+            psql(f"ALTER DATABASE {name} ALLOW_CONNECTIONS false")
+            psql(f"SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{name}'")
+            with pytest.raises(sheratan.Unavailable) as down:
+                client.submit("echo", None, queue="nobody-serves")
+            assert down.value.status == 503 and down.value.retry_after and down.value.retry_after > 0
+            assert down.value.hint
+    finally:
+        stop(hub)
+        psql(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")

@@ -1,6 +1,7 @@
-"""Python client for the Sheratan job mesh (docs/API.md is the contract)."""
+"""Python SDK for the Sheratan job mesh (docs/API.md is the contract): `Client` and
+`AsyncClient` submit and follow jobs, `Worker` runs them."""
 
-from .client import Client
+from .client import AsyncClient, Client
 from .errors import (
     AuthFail,
     Backpressure,
@@ -14,8 +15,10 @@ from .errors import (
     SheratanError,
     Unavailable,
 )
+from .worker import Job, Permanent, Worker
 
 __all__ = [
+    "AsyncClient",
     "AuthFail",
     "Backpressure",
     "Client",
@@ -23,9 +26,12 @@ __all__ = [
     "Forbidden",
     "IntegrityFailure",
     "InvalidRequest",
+    "Job",
     "JobFailed",
     "NotFound",
     "PayloadTooLarge",
+    "Permanent",
     "SheratanError",
     "Unavailable",
+    "Worker",
 ]

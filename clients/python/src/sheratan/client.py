@@ -1,28 +1,101 @@
-"""A client of the hub's data plane: submit jobs, read them, wait for them, cancel them, list
-them page by page. Every answer that is not a success raises the contract's error as a typed
-exception (`sheratan.errors`)."""
+"""Clients of the hub: submit jobs, read them, wait for them, cancel them, list them page by page,
+list nodes, collect results. `Client` blocks, `AsyncClient` is the same for asyncio. Every answer
+that is not a success raises the contract's error as a typed exception (`sheratan.errors`)."""
 
 from __future__ import annotations
 
+import asyncio
+import os
+import ssl
 import time
-from typing import Any, Iterator
+from dataclasses import dataclass
+from typing import Any, AsyncIterator, Callable, Iterator
 
 import httpx
 
-from . import errors
+from . import _wire, errors
+from .join import join as join_hub
 
-_FINISHED = ("completed", "failed", "cancelled")
+OnProgress = Callable[[dict, str], None]
+
+
+@dataclass
+class Settings:
+    """Where the hub is and how to reach it, from the arguments, a join string, or the
+    environment as the `sheratan` CLI reads it: `SHERATAN_JOIN`; else `SHERATAN_CONTROL_URL`,
+    `SHERATAN_DATA_URL` (default the local hub's 8787 and 8788), the token from
+    `SHERATAN_HUB_TOKEN`, `SHERATAN_HUB_TOKEN_FILE` or the local hub's `$SHERATAN_HOME/hub_token`
+    (`./.sheratan`), and `SHERATAN_CA_FILE` trusted beside the system's roots."""
+
+    control_url: str
+    data_url: str
+    token: str
+    verify: Any
+
+    @classmethod
+    def resolve(
+        cls,
+        control_url: str | None,
+        data_url: str | None,
+        token: str | None,
+        join: str | None,
+        verify: Any,
+    ) -> "Settings":
+        join = join or (None if (data_url or control_url or token) else os.environ.get("SHERATAN_JOIN"))
+        if join:
+            joined = join_hub(join)
+            return cls(joined.control_url, joined.data_url, joined.token, joined.verify)
+        token = token or _find_token()
+        control = control_url or os.environ.get("SHERATAN_CONTROL_URL", "http://127.0.0.1:8787")
+        data = data_url or os.environ.get("SHERATAN_DATA_URL", "http://127.0.0.1:8788")
+        ca_file = os.environ.get("SHERATAN_CA_FILE")
+        if verify is True and ca_file:
+            verify = ssl.create_default_context()
+            verify.load_verify_locations(cafile=ca_file)
+        return cls(control.rstrip("/"), data.rstrip("/"), token, verify)
+
+    def http_args(self, timeout: float) -> dict[str, Any]:
+        return {"headers": {"Authorization": f"Bearer {self.token}"}, "timeout": timeout, "verify": self.verify}
+
+
+def _find_token() -> str:
+    """SHERATAN_HUB_TOKEN, else the file SHERATAN_HUB_TOKEN_FILE names, else the local hub's."""
+    if os.environ.get("SHERATAN_HUB_TOKEN"):
+        return os.environ["SHERATAN_HUB_TOKEN"]
+    home = os.environ.get("SHERATAN_HOME", "./.sheratan")
+    places = [p for p in (os.environ.get("SHERATAN_HUB_TOKEN_FILE"), os.path.join(home, "hub_token")) if p]
+    for path in places:
+        try:
+            with open(path) as f:
+                token = f.read().strip()
+        except OSError:
+            continue
+        if token:
+            return token
+    raise errors.InvalidRequest(
+        "INVALID_REQUEST",
+        "no token: not given, SHERATAN_HUB_TOKEN not set, and none in " + ", ".join(places),
+        "pass token= (the hub's $SHERATAN_HOME/hub_token, or a credential) or join=, or set SHERATAN_HUB_TOKEN",
+    )
 
 
 class Client:
-    """`Client(data_url="http://127.0.0.1:8788", token=...)`; a context manager."""
+    """`Client(data_url="http://127.0.0.1:8788", token=..., control_url=...)`, or
+    `Client(join="sht1:…")`; a context manager."""
 
-    def __init__(self, data_url: str, token: str, *, timeout: float = 30.0) -> None:
-        self._http = httpx.Client(
-            base_url=data_url.rstrip("/"),
-            headers={"Authorization": f"Bearer {token}"},
-            timeout=timeout,
-        )
+    def __init__(
+        self,
+        data_url: str | None = None,
+        token: str | None = None,
+        *,
+        control_url: str | None = None,
+        join: str | None = None,
+        timeout: float = 30.0,
+        verify: Any = True,
+    ) -> None:
+        self.settings = Settings.resolve(control_url, data_url, token, join, verify)
+        self._timeout = timeout
+        self._http = httpx.Client(**self.settings.http_args(timeout))
 
     def close(self) -> None:
         self._http.close()
@@ -33,72 +106,186 @@ class Client:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def _call(self, method: str, path: str, **kwargs: Any) -> Any:
+    def _do(self, call: _wire.Call) -> Any:
+        base = self.settings.data_url if call.plane == "data" else self.settings.control_url
         try:
-            response = self._http.request(method, path, **kwargs)
+            response = self._http.request(
+                call.method,
+                base + call.path,
+                json=call.json,
+                params=call.params,
+                timeout=self._timeout + call.wait_s,
+            )
         except httpx.TransportError as err:
-            raise errors.Unavailable("UNAVAILABLE", f"cannot reach the hub: {err}") from err
-        try:
-            body = response.json()
-        except ValueError:
-            body = None
-        if response.is_success:
-            return body
-        raise errors.from_response(response.status_code, body, response.headers.get("retry-after"))
+            raise _wire.unreachable(err) from err
+        return call.keep(_wire.answer(response.status_code, response.content, response.headers.get("retry-after")))
 
-    def submit(
-        self,
-        kind: str,
-        payload: Any = None,
-        *,
-        queue: str = "default",
-        **options: Any,
-    ) -> dict:
+    def submit(self, kind: str, payload: Any = None, *, queue: str = "default", **options: Any) -> dict:
         """Submits a job; the answer has `job_id` and `status` (and a `warning` when it may
         wait). Options are `POST /v1/jobs`'s other fields (`priority`, `idempotency_key`,
         `max_attempts`, `timeout_s`, `run_at`, `concurrency_key`, ...)."""
-        body = {"kind": kind, "payload": payload, "queue": queue, **options}
-        return self._call("POST", "/v1/jobs", json=body)
+        return self._do(_wire.submit(kind, payload, queue, options))
 
     def submit_batch(self, jobs: list[dict]) -> list[dict]:
         """Submits up to 1,000 jobs in one request; one outcome per job, in order."""
-        return self._call("POST", "/v1/jobs/batch", json={"jobs": jobs})["jobs"]
+        return self._do(_wire.submit_batch(jobs))
 
     def get(self, job_id: str) -> dict:
-        return self._call("GET", f"/v1/jobs/{job_id}")
+        return self._do(_wire.get(job_id))
 
     def cancel(self, job_id: str) -> dict:
-        return self._call("POST", f"/v1/jobs/{job_id}/cancel")
+        return self._do(_wire.cancel(job_id))
 
-    def wait(self, job_id: str, timeout: float = 60.0, poll: float = 0.2) -> Any:
+    def wait(
+        self, job_id: str, timeout: float = 60.0, poll: float = 0.2, on_progress: OnProgress | None = None
+    ) -> Any:
         """The job's result once it completes; `JobFailed` if it fails or is cancelled,
-        `TimeoutError` after `timeout` seconds."""
+        `TimeoutError` after `timeout` seconds. `on_progress(progress, new_output)` is called
+        whenever the job's progress changes while it runs."""
         deadline = time.monotonic() + timeout
+        follower = _wire.ProgressFollower(on_progress)
         while True:
             job = self.get(job_id)
-            if job["status"] == "completed":
-                return job.get("result")
-            if job["status"] in _FINISHED:
-                raise errors.JobFailed(job)
+            follower.look(job)
+            done, result = _wire.outcome_of(job)
+            if done:
+                return result
             if time.monotonic() >= deadline:
                 raise TimeoutError(f"job {job_id} is still {job['status']} after {timeout} s")
             time.sleep(poll)
 
     def jobs(
-        self, *, queue: str | None = None, status: str | None = None, page_size: int = 100
+        self,
+        *,
+        queue: str | None = None,
+        status: str | None = None,
+        kind: str | None = None,
+        page_size: int = 100,
     ) -> Iterator[dict]:
         """Every job that matches, newest first, fetched a page at a time."""
-        params: dict[str, Any] = {"limit": page_size}
-        if queue:
-            params["queue"] = queue
-        if status:
-            params["status"] = status
+        params = _wire.job_filters(queue, status, kind, page_size)
         while True:
-            page = self._call("GET", "/v1/jobs", params=params)
+            page = self._do(_wire.jobs_page(params))
             yield from page["jobs"]
             if not page.get("next_cursor"):
                 return
             params["cursor"] = page["next_cursor"]
 
     def queues(self) -> list[dict]:
-        return self._call("GET", "/v1/queues")["queues"]
+        return self._do(_wire.queues())
+
+    def nodes(self, *, role: str | None = None, status: str | None = None) -> list[dict]:
+        """The nodes the hub knows (control plane), with status, health and load."""
+        return self._do(_wire.nodes(role, status))
+
+    def results(self, *, wait: float = 0.0, limit: int = 100) -> list[dict]:
+        """Finished jobs submitted with `follow_result` and not acknowledged yet (a long poll of
+        up to `wait` seconds); `ack` them once handled."""
+        return self._do(_wire.results(wait, limit))
+
+    def ack(self, job_ids: list[str]) -> int:
+        return self._do(_wire.ack(job_ids))
+
+    def whoami(self) -> dict:
+        return self._do(_wire.whoami())
+
+
+class AsyncClient:
+    """`Client` for asyncio: the same methods, awaited; `async with AsyncClient(...)`."""
+
+    def __init__(
+        self,
+        data_url: str | None = None,
+        token: str | None = None,
+        *,
+        control_url: str | None = None,
+        join: str | None = None,
+        timeout: float = 30.0,
+        verify: Any = True,
+    ) -> None:
+        self.settings = Settings.resolve(control_url, data_url, token, join, verify)
+        self._timeout = timeout
+        self._http = httpx.AsyncClient(**self.settings.http_args(timeout))
+
+    async def aclose(self) -> None:
+        await self._http.aclose()
+
+    async def __aenter__(self) -> "AsyncClient":
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+    async def _do(self, call: _wire.Call) -> Any:
+        base = self.settings.data_url if call.plane == "data" else self.settings.control_url
+        try:
+            response = await self._http.request(
+                call.method,
+                base + call.path,
+                json=call.json,
+                params=call.params,
+                timeout=self._timeout + call.wait_s,
+            )
+        except httpx.TransportError as err:
+            raise _wire.unreachable(err) from err
+        return call.keep(_wire.answer(response.status_code, response.content, response.headers.get("retry-after")))
+
+    async def submit(self, kind: str, payload: Any = None, *, queue: str = "default", **options: Any) -> dict:
+        return await self._do(_wire.submit(kind, payload, queue, options))
+
+    async def submit_batch(self, jobs: list[dict]) -> list[dict]:
+        return await self._do(_wire.submit_batch(jobs))
+
+    async def get(self, job_id: str) -> dict:
+        return await self._do(_wire.get(job_id))
+
+    async def cancel(self, job_id: str) -> dict:
+        return await self._do(_wire.cancel(job_id))
+
+    async def wait(
+        self, job_id: str, timeout: float = 60.0, poll: float = 0.2, on_progress: OnProgress | None = None
+    ) -> Any:
+        follower = _wire.ProgressFollower(on_progress)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while True:
+            job = await self.get(job_id)
+            follower.look(job)
+            done, result = _wire.outcome_of(job)
+            if done:
+                return result
+            if loop.time() >= deadline:
+                raise TimeoutError(f"job {job_id} is still {job['status']} after {timeout} s")
+            await asyncio.sleep(poll)
+
+    async def jobs(
+        self,
+        *,
+        queue: str | None = None,
+        status: str | None = None,
+        kind: str | None = None,
+        page_size: int = 100,
+    ) -> AsyncIterator[dict]:
+        params = _wire.job_filters(queue, status, kind, page_size)
+        while True:
+            page = await self._do(_wire.jobs_page(params))
+            for job in page["jobs"]:
+                yield job
+            if not page.get("next_cursor"):
+                return
+            params["cursor"] = page["next_cursor"]
+
+    async def queues(self) -> list[dict]:
+        return await self._do(_wire.queues())
+
+    async def nodes(self, *, role: str | None = None, status: str | None = None) -> list[dict]:
+        return await self._do(_wire.nodes(role, status))
+
+    async def results(self, *, wait: float = 0.0, limit: int = 100) -> list[dict]:
+        return await self._do(_wire.results(wait, limit))
+
+    async def ack(self, job_ids: list[str]) -> int:
+        return await self._do(_wire.ack(job_ids))
+
+    async def whoami(self) -> dict:
+        return await self._do(_wire.whoami())

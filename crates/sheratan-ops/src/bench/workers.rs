@@ -40,6 +40,11 @@ pub struct WorkersArgs {
     /// PID of the hub given by --control-url and --data-url, for RSS readings.
     #[arg(long)]
     pub hub_pid: Option<u32>,
+    /// Run Python workers instead (the SDK in clients/python, `python -m sheratan.worker
+    /// sheratan.builtin:handlers`) with this interpreter, which must have the `sheratan`
+    /// package installed (`pip install ./clients/python`).
+    #[arg(long, value_name = "PYTHON")]
+    pub python: Option<String>,
     /// Seconds of the paced phase (0 skips it).
     #[arg(long, default_value_t = 5.0)]
     pub paced_s: f64,
@@ -53,6 +58,8 @@ pub struct WorkersArgs {
 #[derive(Debug, Serialize)]
 struct Report {
     bench: &'static str,
+    /// `rust` (`sheratan worker`) or `python` (the Python SDK's worker).
+    worker: &'static str,
     n: u64,
     workers: u32,
     concurrency: u32,
@@ -75,8 +82,20 @@ impl Workers {
         let exe = std::env::current_exe().context("find the sheratan binary")?;
         let mut workers = Workers(Vec::new());
         for w in 0..args.workers {
-            let child = Command::new(&exe)
-                .args(["worker", "--node-id", &format!("bench-w{w}")])
+            let mut command = match &args.python {
+                Some(python) => {
+                    let mut c = Command::new(python);
+                    c.args(["-m", "sheratan.worker", "sheratan.builtin:handlers"]);
+                    c
+                }
+                None => {
+                    let mut c = Command::new(&exe);
+                    c.arg("worker");
+                    c
+                }
+            };
+            let child = command
+                .args(["--node-id", &format!("bench-w{w}")])
                 .args(["--concurrency", &args.concurrency.to_string()])
                 .args(["--control-url", &target.control_url])
                 .args(["--data-url", &target.data_url])
@@ -85,7 +104,10 @@ impl Workers {
                 .stdout(Stdio::null())
                 .stderr(Stdio::inherit())
                 .spawn()
-                .context("start a worker")?;
+                .with_context(|| match &args.python {
+                    Some(python) => format!("start a Python worker with {python}"),
+                    None => "start a worker".into(),
+                })?;
             workers.0.push(child);
         }
         Ok(workers)
@@ -133,6 +155,11 @@ pub async fn run(args: WorkersArgs) -> anyhow::Result<()> {
     drop(workers);
     let report = Report {
         bench: "workers",
+        worker: if args.python.is_some() {
+            "python"
+        } else {
+            "rust"
+        },
         n: args.n,
         workers: args.workers,
         concurrency: args.concurrency,
@@ -210,8 +237,8 @@ async fn wait_completed(
 fn print_table(out: &mut impl Write, r: &Report) -> std::io::Result<()> {
     writeln!(
         out,
-        "{} jobs through {} worker process(es) × {} slots: {:.0} jobs/s ({:.2} s, including worker start-up)",
-        r.n, r.workers, r.concurrency, r.jobs_per_s, r.seconds
+        "{} jobs through {} {} worker process(es) × {} slots: {:.0} jobs/s ({:.2} s, including worker start-up)",
+        r.n, r.worker, r.workers, r.concurrency, r.jobs_per_s, r.seconds
     )?;
     let l = &r.paced_latency;
     writeln!(
