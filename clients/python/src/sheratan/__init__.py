@@ -15,7 +15,7 @@ from .errors import (
     SheratanError,
     Unavailable,
 )
-from .worker import Job, Permanent, Worker
+from ._worker import Job, Permanent, Worker
 
 __all__ = [
     "AsyncClient",

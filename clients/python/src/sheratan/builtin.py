@@ -7,7 +7,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from .worker import Job
+from ._worker import Job
 
 
 def echo(payload: Any) -> Any:

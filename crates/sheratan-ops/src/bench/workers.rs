@@ -114,6 +114,18 @@ impl Workers {
     }
 }
 
+impl Workers {
+    /// An error naming a worker process that has exited: no use waiting for its jobs.
+    fn check_alive(&mut self) -> anyhow::Result<()> {
+        for (w, child) in self.0.iter_mut().enumerate() {
+            if let Some(status) = child.try_wait()? {
+                bail!("worker bench-w{w} exited ({status}); its error is above");
+            }
+        }
+        Ok(())
+    }
+}
+
 impl Drop for Workers {
     fn drop(&mut self) {
         for child in &mut self.0 {
@@ -147,8 +159,15 @@ pub async fn run(args: WorkersArgs) -> anyhow::Result<()> {
         args.workers, args.concurrency
     );
     let started = Instant::now();
-    let workers = Workers::start(&args, &target)?;
-    wait_completed(&metrics, completed_before + args.n, &args, started).await?;
+    let mut workers = Workers::start(&args, &target)?;
+    wait_completed(
+        &metrics,
+        completed_before + args.n,
+        &args,
+        started,
+        &mut workers,
+    )
+    .await?;
     let seconds = started.elapsed().as_secs_f64();
     let (mut latencies, paced_achieved_jps) = paced(&data, &args).await?;
     let hub_rss_bytes = target.rss_bytes();
@@ -215,9 +234,11 @@ async fn wait_completed(
     goal: u64,
     args: &WorkersArgs,
     started: Instant,
+    workers: &mut Workers,
 ) -> anyhow::Result<()> {
     let mut last_progress = Instant::now();
     loop {
+        workers.check_alive()?;
         let left = goal.saturating_sub(completed(metrics).await?);
         let done = args.n.saturating_sub(left);
         if left == 0 {
