@@ -58,6 +58,12 @@ VENV="$CARGO_TARGET_DIR/python-venv"
 "$VENV/bin/pip" install -q --disable-pip-version-check --force-reinstall --no-deps ./clients/python
 SHERATAN_BIN="$CARGO_TARGET_DIR/debug/sheratan" "$VENV/bin/python" -m pytest -q clients/python/tests
 
+step "Debian package (cargo deb, dpkg -i, run, purge)"
+if ! cargo deb --version >/dev/null 2>&1; then
+  cargo install --locked cargo-deb --version 3.8.0
+fi
+scripts/deb-test.sh
+
 step "fuzz targets, briefly (nightly; skipped without it)"
 "$(dirname "$0")/fuzz.sh" "${SHERATAN_FUZZ_SECONDS:-10}"
 
