@@ -19,10 +19,61 @@ impl HubState {
         families.push(self.connection_family());
         families.push(self.forbidden_family());
         families.extend(self.registry_families());
+        families.push(Family::by_label(
+            "sheratan_http_request_duration_seconds",
+            "Requests to this hub (both planes), from routing to the answer, by route (long polls included: see sheratan_lease_wait_seconds).",
+            "route",
+            &self.jobs.http,
+        ));
         if plane == Plane::Data {
             families.extend(self.data_families());
+            families.extend(self.latency_families());
         }
         families
+    }
+
+    /// The data plane's histograms: the jobs' latencies and the store's group commits as the
+    /// store measured them, and lease calls' waits. Series by queue are capped (64 queues,
+    /// then `_other`), so a scrape costs the same with a hundred jobs or a million.
+    fn latency_families(&self) -> Vec<Family> {
+        let t = self.store.timings();
+        let snapshot = |h: &sheratan_histogram::Histogram| vec![(Vec::new(), h.snapshot())];
+        vec![
+            Family::by_label(
+                "sheratan_job_queue_wait_seconds",
+                "From when a job was due (accepted, its run_at, or its retry's) to its lease, by queue.",
+                "queue",
+                &t.queue_wait,
+            ),
+            Family::by_label(
+                "sheratan_job_run_seconds",
+                "From a lease's start to its result, by queue (the attempt's run, as the node reported it).",
+                "queue",
+                &t.run,
+            ),
+            Family::by_label(
+                "sheratan_job_end_to_end_seconds",
+                "From acceptance to the job's end (completed, or failed for good), by queue.",
+                "queue",
+                &t.end_to_end,
+            ),
+            Family::by_label(
+                "sheratan_lease_wait_seconds",
+                "How long lease calls waited on this hub, by outcome (jobs: got some; empty: waited out).",
+                "outcome",
+                &self.jobs.lease_wait.0,
+            ),
+            Family::histograms(
+                "sheratan_store_group_ops",
+                "Operations the job store applied in one group commit.",
+                snapshot(&t.group_ops),
+            ),
+            Family::histograms(
+                "sheratan_store_group_commit_seconds",
+                "A group commit of the job store, from its first operation to its commit.",
+                snapshot(&t.group_commit),
+            ),
+        ]
     }
 
     /// Authentication, the audit log and the refusal pacer.

@@ -105,24 +105,44 @@ impl Family {
         sum: f64,
         count: u64,
     ) -> Self {
-        let bucket = |le: String, n: u64| Sample {
-            suffix: "_bucket",
-            labels: vec![("le", le)],
-            value: n as f64,
-            json_name: None,
+        let snapshot = sheratan_histogram::Snapshot {
+            buckets: buckets.to_vec(),
+            sum,
+            count,
         };
-        let mut samples: Vec<Sample> = buckets
-            .iter()
-            .map(|(le, n)| bucket(format_value(*le), *n))
-            .collect();
-        samples.push(bucket("+Inf".into(), count));
-        for (suffix, value) in [("_sum", sum), ("_count", count as f64)] {
-            samples.push(Sample {
-                suffix,
-                labels: Vec::new(),
-                value,
-                json_name: None,
-            });
+        Self::histograms(name, help, vec![(Vec::new(), snapshot)])
+    }
+
+    /// A histogram with one series per label set (each series' `_bucket`, `_sum`, `_count`).
+    pub fn histograms(
+        name: &'static str,
+        help: &'static str,
+        series: Vec<(Vec<(&'static str, String)>, sheratan_histogram::Snapshot)>,
+    ) -> Self {
+        let mut samples = Vec::new();
+        for (labels, snapshot) in series {
+            let bucket = |le: String, n: u64| {
+                let mut labels = labels.clone();
+                labels.push(("le", le));
+                Sample {
+                    suffix: "_bucket",
+                    labels,
+                    value: n as f64,
+                    json_name: None,
+                }
+            };
+            for (le, n) in &snapshot.buckets {
+                samples.push(bucket(format_value(*le), *n));
+            }
+            samples.push(bucket("+Inf".into(), snapshot.count));
+            for (suffix, value) in [("_sum", snapshot.sum), ("_count", snapshot.count as f64)] {
+                samples.push(Sample {
+                    suffix,
+                    labels: labels.clone(),
+                    value,
+                    json_name: None,
+                });
+            }
         }
         Self {
             name,
@@ -130,6 +150,21 @@ impl Family {
             kind: Kind::Histogram,
             samples,
         }
+    }
+
+    /// The series of a [`sheratan_histogram::ByLabel`], labelled `label`.
+    pub fn by_label(
+        name: &'static str,
+        help: &'static str,
+        label: &'static str,
+        by: &sheratan_histogram::ByLabel,
+    ) -> Self {
+        let series = by
+            .snapshots()
+            .into_iter()
+            .map(|(value, snapshot)| (vec![(label, value)], snapshot))
+            .collect();
+        Self::histograms(name, help, series)
     }
 }
 

@@ -135,6 +135,7 @@ impl PgStore {
             notifier: notifier.clone(),
             limited: std::sync::RwLock::new(limited),
             limited_waiting: Default::default(),
+            timings: Default::default(),
         });
         let (ops, rx) = mpsc::unbounded_channel();
         let rx = Arc::new(tokio::sync::Mutex::new(rx));
@@ -400,6 +401,10 @@ impl Store for PgStore {
 
     fn counts(&self) -> Counts {
         self.shared.tally.lock().expect("tally lock").counts()
+    }
+
+    fn timings(&self) -> &sheratan_store::timings::StoreTimings {
+        &self.shared.timings
     }
 
     fn ready_signal(&self) -> tokio::sync::watch::Receiver<u64> {

@@ -105,6 +105,7 @@ pub struct Shared {
     pub limited: std::sync::RwLock<crate::limits::LimitedQueues>,
     /// A limited queue held jobs back: the next tick wakes lessees to look again.
     pub limited_waiting: std::sync::atomic::AtomicBool,
+    pub timings: sheratan_store::timings::StoreTimings,
 }
 
 impl Shared {
@@ -163,7 +164,14 @@ async fn apply_group(slot: &Slot, shared: &Shared, group: Vec<Op>) {
     };
     let mut held: Vec<Box<dyn Held>> = Vec::with_capacity(group.len());
     let mut fx = Effects::default();
-    match transaction(&conn, shared, group, &mut held, &mut fx).await {
+    let (begun, ops) = (std::time::Instant::now(), group.len());
+    let outcome = transaction(&conn, shared, group, &mut held, &mut fx).await;
+    shared.timings.group_ops.observe(ops as f64);
+    shared
+        .timings
+        .group_commit
+        .observe_duration(begun.elapsed());
+    match outcome {
         Ok(gate) => {
             shared.tally.lock().expect("tally lock").apply(&fx.delta);
             shared
@@ -486,7 +494,7 @@ impl Batch {
             }));
         }
         for ((_, reply), rows) in leases {
-            let grant = granted(rows, fx);
+            let grant = granted(rows, fx, &shared.timings, now);
             held.push(Box::new(Answer {
                 reply,
                 value: Some(grant),
@@ -494,7 +502,10 @@ impl Batch {
         }
         let mut results = results.into_iter();
         while let Some((report, reply)) = results.next() {
-            if let Some(&follow) = recorded.get(&report.job_id) {
+            if let Some((follow, queue, started)) = recorded.get(&report.job_id) {
+                let follow = *follow;
+                let started = started.unwrap_or(now);
+                (shared.timings).ended(queue, report.job_id, started, now, true);
                 fx.delta.inflight -= 1;
                 fx.delta.pending += i64::from(follow);
                 fx.finished = true;
@@ -625,7 +636,7 @@ impl Batch {
             rows.next()
                 .unwrap_or_default()
                 .iter()
-                .map(|r| (r.get(0), r.get(1)))
+                .map(|r| (r.get(0), (r.get(1), r.get(2), r.get(3))))
                 .collect()
         };
         let leases = self
@@ -662,9 +673,9 @@ impl Batch {
 struct BatchAnswers {
     submits: Vec<(Vec<JobSpec>, Reply<Vec<SubmitOutcome>>)>,
     results: Vec<(ResultReport, Reply<FinishOutcome>)>,
-    /// The jobs the UPDATE completed (their lease was still live), and whether each one's
-    /// submitter follows the result.
-    recorded: std::collections::HashMap<Uuid, bool>,
+    /// The jobs the UPDATE completed (their lease was still live): whether each one's
+    /// submitter follows the result, its queue, when its lease started.
+    recorded: std::collections::HashMap<Uuid, (bool, String, Option<i64>)>,
     leases: Vec<(LeaseReply, Vec<tokio_postgres::Row>)>,
 }
 
@@ -687,7 +698,7 @@ const COMPLETE_JOBS: &str = "UPDATE jobs SET status = $4, result = r.body, error
      FROM unnest($1::UUID[], $2::UUID[], $3::TEXT[], $6::BOOL[], $7::TEXT[]) AS r(job_id, lease_id, body, checked, reporter) \
      WHERE jobs.job_id = r.job_id AND jobs.status = 1 AND jobs.lease_id = r.lease_id \
        AND (NOT r.checked OR jobs.lease_node = r.reporter OR NOT (jobs.lease_node = ANY($8::TEXT[]))) \
-     RETURNING jobs.job_id, jobs.follow";
+     RETURNING jobs.job_id, jobs.follow, jobs.queue, jobs.lease_started_at";
 
 /// Picks and leases up to $4 ready jobs, by priority then age.
 const LEASE_JOBS: &str = "WITH picked AS ( \
@@ -702,10 +713,15 @@ const LEASE_JOBS: &str = "WITH picked AS ( \
         lease_expires_at = $1 + j.timeout_s::BIGINT * 1000, updated_at = $1, lease_started_at = $1, \
         progress = NULL \
      FROM picked WHERE j.id = picked.id \
-     RETURNING j.job_id, j.lease_id, j.queue, j.kind, j.payload, j.attempt, j.lease_expires_at, j.priority, j.id, j.timeout_s";
+     RETURNING j.job_id, j.lease_id, j.queue, j.kind, j.payload, j.attempt, j.lease_expires_at, j.priority, j.id, j.timeout_s, j.run_at";
 
 /// A lease's rows as handed out, in leasing order; counted in the group's effects.
-fn granted(mut rows: Vec<tokio_postgres::Row>, fx: &mut Effects) -> LeaseGrant {
+fn granted(
+    mut rows: Vec<tokio_postgres::Row>,
+    fx: &mut Effects,
+    timings: &sheratan_store::timings::StoreTimings,
+    now: i64,
+) -> LeaseGrant {
     // RETURNING comes in no particular order: hand jobs out in leasing order.
     rows.sort_by_key(|r| (std::cmp::Reverse(r.get::<_, i32>(7)), r.get::<_, i64>(8)));
     let mut jobs = Vec::with_capacity(rows.len());
@@ -713,6 +729,7 @@ fn granted(mut rows: Vec<tokio_postgres::Row>, fx: &mut Effects) -> LeaseGrant {
         let queue: String = r.get(2);
         *fx.delta.depth.entry(queue.clone()).or_default() -= 1;
         fx.delta.inflight += 1;
+        timings.leased(&queue, r.get(10), now);
         jobs.push(LeasedJob {
             job_id: r.get(0),
             lease_id: r.get(1),
@@ -1027,7 +1044,7 @@ async fn lease(
             .limited_waiting
             .store(true, std::sync::atomic::Ordering::Relaxed);
     }
-    Ok(granted(rows, fx))
+    Ok(granted(rows, fx, &shared.timings, now))
 }
 
 /// The holder of a lease when `rule` does not let the caller act on it.
@@ -1088,7 +1105,7 @@ async fn finish(
             .query_opt(
                 "UPDATE jobs SET status = $3, result = $4, error_message = NULL, error_retryable = NULL, \
                  finished_at = $5, updated_at = $5, acked = NOT follow, result_lease_id = $2 \
-                 WHERE job_id = $1 AND status = 1 AND lease_id = $2 RETURNING follow",
+                 WHERE job_id = $1 AND status = 1 AND lease_id = $2 RETURNING follow, queue, lease_started_at",
                 &[
                     &report.job_id,
                     &report.lease_id,
@@ -1099,6 +1116,9 @@ async fn finish(
             )
             .await?;
         if let Some(row) = updated {
+            let started: Option<i64> = row.get(2);
+            let queue: String = row.get(1);
+            (shared.timings).ended(&queue, report.job_id, started.unwrap_or(now), now, true);
             fx.delta.inflight -= 1;
             fx.delta.pending += i64::from(row.get::<_, bool>(0));
             fx.finished = true;
@@ -1109,7 +1129,7 @@ async fn finish(
     }
     let Some(row) = tx
         .query_opt(
-            "SELECT id, status, lease_id, result_lease_id, attempt, max_attempts, queue, lease_node, retry_base_ms, retry_max_ms \
+            "SELECT id, status, lease_id, result_lease_id, attempt, max_attempts, queue, lease_node, retry_base_ms, retry_max_ms, lease_started_at \
              FROM jobs WHERE job_id = $1 FOR UPDATE",
             &[&report.job_id],
         )
@@ -1134,6 +1154,7 @@ async fn finish(
     let attempt = row.get::<_, i32>(4) as u32;
     let max_attempts = row.get::<_, i32>(5) as u32;
     let queue: String = row.get(6);
+    let started = row.get::<_, Option<i64>>(10).unwrap_or(now);
     fx.delta.inflight -= 1;
     let (new_status, pending) = match report.outcome {
         Outcome::Success => {
@@ -1179,6 +1200,7 @@ async fn finish(
                     now,
                 )
                 .await?;
+                (shared.timings).ended(&queue, report.job_id, started, now, false);
                 *fx.delta.depth.entry(queue).or_default() += 1;
                 return Ok(FinishOutcome::Recorded {
                     status: JobStatus::Accepted,
@@ -1203,6 +1225,7 @@ async fn finish(
     };
     fx.delta.pending += i64::from(pending);
     fx.finished = true;
+    (shared.timings).ended(&queue, report.job_id, started, now, true);
     Ok(FinishOutcome::Recorded { status: new_status })
 }
 

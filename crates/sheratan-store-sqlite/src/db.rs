@@ -147,15 +147,16 @@ pub fn set_leased(
     node: &str,
     expires: i64,
     now: i64,
-) -> rusqlite::Result<String> {
+) -> rusqlite::Result<(String, i64)> {
+    // Also its run_at: when it was due (submitted, delayed, retried), for the queue-wait metric.
     conn.prepare_cached(
         "UPDATE jobs SET status = 1, attempt = ?2, lease_id = ?3, lease_node = ?4, \
          lease_expires_at = ?5, updated_at = ?6, lease_started_at = ?6, progress = NULL \
-         WHERE id = ?1 RETURNING payload",
+         WHERE id = ?1 RETURNING payload, run_at",
     )?
     .query_row(
         params![row, attempt, lease_id.as_bytes(), node, expires, now],
-        |r| r.get(0),
+        |r| Ok((r.get(0)?, r.get(1)?)),
     )
 }
 

@@ -120,6 +120,7 @@ impl SqliteStore {
         let (finished, _) = tokio::sync::watch::channel(0u64);
         let shared = Arc::new(Shared {
             counts: Mutex::new(Counts::default()),
+            timings: Default::default(),
             ready,
             finished,
         });
@@ -390,6 +391,10 @@ impl Store for SqliteStore {
 
     fn counts(&self) -> Counts {
         self.shared.counts.lock().expect("counts lock").clone()
+    }
+
+    fn timings(&self) -> &sheratan_store::timings::StoreTimings {
+        &self.shared.timings
     }
 
     fn ready_signal(&self) -> tokio::sync::watch::Receiver<u64> {

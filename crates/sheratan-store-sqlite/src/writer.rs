@@ -34,6 +34,7 @@ pub use sheratan_store::group::{Op, Reply};
 /// What the writer shares with the async side.
 pub struct Shared {
     pub counts: Mutex<Counts>,
+    pub timings: sheratan_store::timings::StoreTimings,
     pub ready: tokio::sync::watch::Sender<u64>,
     pub finished: tokio::sync::watch::Sender<u64>,
 }
@@ -156,7 +157,11 @@ impl Writer {
     fn apply_group(&mut self, group: Vec<Op>) {
         let mut held: Vec<Box<dyn Held>> = Vec::with_capacity(group.len());
         let mut fx = Effects::default();
+        let (begun, ops) = (std::time::Instant::now(), group.len());
         let outcome = self.transaction(group, &mut held, &mut fx);
+        let timings = &self.shared.timings;
+        timings.group_ops.observe(ops as f64);
+        timings.group_commit.observe_duration(begun.elapsed());
         match outcome {
             Ok(()) => {
                 self.publish();
@@ -351,7 +356,7 @@ impl Writer {
                 job.kind.to_string(),
                 job.attempt,
             );
-            let payload = db::set_leased(
+            let (payload, due) = db::set_leased(
                 &self.conn,
                 row,
                 attempt,
@@ -360,6 +365,7 @@ impl Writer {
                 expires,
                 now,
             )?;
+            self.shared.timings.leased(&queue, due, now);
             jobs.push(LeasedJob {
                 job_id,
                 lease_id,
@@ -433,6 +439,10 @@ impl Writer {
         if let Some(holder) = job.refused_holder(report.holder.as_deref()) {
             return Ok(FinishOutcome::WrongHolder { holder });
         }
+        let started = match job.phase {
+            Phase::Leased { started_ms, .. } => started_ms,
+            _ => now,
+        };
         let status = match report.outcome {
             Outcome::Success => {
                 self.end_live(
@@ -495,6 +505,8 @@ impl Writer {
                 }
             }
         };
+        let finished = status != JobStatus::Accepted;
+        (self.shared.timings).ended(&job.queue, job.job_id, started, now, finished);
         Ok(FinishOutcome::Recorded { status })
     }
 

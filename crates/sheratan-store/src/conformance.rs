@@ -225,6 +225,9 @@ impl Store for Placeholder {
     fn counts(&self) -> crate::Counts {
         unreachable!("placeholder")
     }
+    fn timings(&self) -> &crate::timings::StoreTimings {
+        unreachable!("placeholder")
+    }
     fn ready_signal(&self) -> tokio::sync::watch::Receiver<u64> {
         unreachable!("placeholder")
     }

@@ -15,6 +15,7 @@ pub mod registry;
 pub mod retention;
 pub mod schedules;
 pub mod store;
+pub mod timings;
 
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use jobs::{JobDefaults, JobRecord, JobSpec, Lease};

@@ -318,6 +318,9 @@ pub trait Store: Send + Sync + 'static {
     /// Live counters.
     fn counts(&self) -> Counts;
 
+    /// The latencies this store measures (queue wait, run, end to end, group commits).
+    fn timings(&self) -> &crate::timings::StoreTimings;
+
     /// A receiver that changes whenever jobs become ready (submit, retry, reap, requeue,
     /// resume), for long-polling leases.
     fn ready_signal(&self) -> tokio::sync::watch::Receiver<u64>;

@@ -63,6 +63,10 @@ fn plane_router(routes: Router<PlaneState>, hub: Arc<HubState>, plane: Plane) ->
             state.clone(),
             pace_refusals,
         ))
+        .layer(axum::middleware::from_fn_with_state(
+            state.hub.jobs.http.clone(),
+            sheratan_runtime::edge::time_request,
+        ))
         .with_state(state)
 }
 

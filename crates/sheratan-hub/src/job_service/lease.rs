@@ -62,7 +62,14 @@ pub async fn lease(
     stopping: &CancellationToken,
 ) -> Result<LeaseResponse, JobsError> {
     hub.jobs.served.asked(&order.queues, &order.capabilities);
-    let deadline = tokio::time::Instant::now() + Duration::from_millis(wait_ms);
+    let asked = tokio::time::Instant::now();
+    let waited = |outcome: &str| {
+        hub.jobs
+            .lease_wait
+            .0
+            .observe(outcome, asked.elapsed().as_secs_f64())
+    };
+    let deadline = asked + Duration::from_millis(wait_ms);
     let mut ready = hub.store.ready_signal();
     loop {
         ready.borrow_and_update();
@@ -81,6 +88,7 @@ pub async fn lease(
             });
         }
         if !grant.jobs.is_empty() {
+            waited("jobs");
             hub.jobs
                 .leased
                 .fetch_add(grant.jobs.len() as u64, Ordering::Relaxed);
@@ -114,14 +122,16 @@ pub async fn lease(
                 .then(|| NO_CAPABILITIES.to_owned()),
         };
         tokio::select! {
-            () = tokio::time::sleep_until(deadline) => return Ok(idle),
-            () = stopping.cancelled() => return Ok(idle),
+            () = tokio::time::sleep_until(deadline) => {}
+            () = stopping.cancelled() => {}
             changed = ready.changed() => {
-                if changed.is_err() {
-                    return Ok(idle);
+                if changed.is_ok() {
+                    continue;
                 }
             }
         }
+        waited("empty");
+        return Ok(idle);
     }
 }
 

@@ -221,6 +221,23 @@ pub struct JobCounters {
     pub duplicates: AtomicU64,
     /// Which queues nodes ask for jobs, and when they last did.
     pub served: waiting::ServedQueues,
+    /// How long lease calls waited for a job, by whether they got one (`jobs`, `empty`).
+    pub lease_wait: LeaseWait,
+    /// Every request's duration on this hub's two planes, by route (`METHOD /path/{param}`).
+    pub http: std::sync::Arc<sheratan_histogram::ByLabel>,
+}
+
+/// [`JobCounters::lease_wait`]: two series, no more.
+#[derive(Debug)]
+pub struct LeaseWait(pub sheratan_histogram::ByLabel);
+
+impl Default for LeaseWait {
+    fn default() -> Self {
+        Self(sheratan_histogram::ByLabel::new(
+            sheratan_histogram::LATENCY_SECONDS,
+            2,
+        ))
+    }
 }
 
 impl JobCounters {

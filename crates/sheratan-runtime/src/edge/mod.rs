@@ -50,6 +50,24 @@ pub fn with_fallbacks<S: Clone + Send + Sync + 'static>(
         })
 }
 
+/// Times every request into `times` by route: `METHOD /path/{param}` as the router matched it
+/// (bounded by the routes a server has), `unmatched` for the rest. Layered on a router, it runs
+/// after routing, so the matched route is known.
+pub async fn time_request(
+    axum::extract::State(times): axum::extract::State<std::sync::Arc<sheratan_histogram::ByLabel>>,
+    req: Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    let route = match req.extensions().get::<axum::extract::MatchedPath>() {
+        Some(path) => format!("{} {}", req.method(), path.as_str()),
+        None => "unmatched".to_owned(),
+    };
+    let started = std::time::Instant::now();
+    let response = next.run(req).await;
+    times.observe(&route, started.elapsed().as_secs_f64());
+    response
+}
+
 /// Requires a loopback peer, for routes that act with the hub's admin rights: a remote caller
 /// gets 403 `LOCALHOST_ONLY`. (Without this, a server on the hub's machine would turn a
 /// remote request into a loopback call to the hub's admin path.)

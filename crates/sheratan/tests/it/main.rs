@@ -10,6 +10,7 @@ mod dashboard;
 mod data;
 mod data_errors;
 mod flood;
+mod histograms;
 mod hostile;
 mod lifecycle;
 mod limits;
