@@ -14,7 +14,7 @@ from typing import Any, Callable
 from . import errors
 
 try:
-    import sniffio  # noqa: F401
+    import sniffio  # type: ignore[import-not-found]  # noqa: F401
 except ImportError:
     # httpcore imports sniffio on every async request and falls back to asyncio when it is
     # missing; a failed import is not cached, so each request searched sys.path again (a third
@@ -83,7 +83,7 @@ def submit(kind: str, payload: Any, queue: str, options: dict[str, Any]) -> Call
     return Call("data", "POST", "/v1/jobs", json={"kind": kind, "payload": payload, "queue": queue, **options})
 
 
-def submit_batch(jobs: list[dict]) -> Call:
+def submit_batch(jobs: list[dict[str, Any]]) -> Call:
     return Call("data", "POST", "/v1/jobs/batch", json={"jobs": jobs}, keep=lambda b: b["jobs"])
 
 
@@ -129,7 +129,7 @@ def whoami() -> Call:
     return Call("data", "GET", "/v1/whoami")
 
 
-def outcome_of(job: dict) -> tuple[bool, Any]:
+def outcome_of(job: dict[str, Any]) -> tuple[bool, Any]:
     """(finished, result) of a job view; raises `JobFailed` for a failed or cancelled job."""
     if job["status"] == "completed":
         return True, job.get("result")
@@ -141,12 +141,12 @@ def outcome_of(job: dict) -> tuple[bool, Any]:
 class ProgressFollower:
     """Turns successive job views into the progress a `wait` caller has not seen yet."""
 
-    def __init__(self, on_progress: Callable[[dict, str], None] | None) -> None:
+    def __init__(self, on_progress: Callable[[dict[str, Any], str], None] | None) -> None:
         self._on_progress = on_progress
         self._printed = 0
         self._last: Any = None
 
-    def look(self, job: dict) -> None:
+    def look(self, job: dict[str, Any]) -> None:
         progress = job.get("progress")
         if self._on_progress is None or not progress:
             return

@@ -99,7 +99,7 @@ class Job:
                     self._output = self._output[1024:]
             self._dirty = True
 
-    def _take(self) -> dict | None:
+    def _take(self) -> dict[str, Any] | None:
         with self._lock:
             if not self._dirty:
                 return None
@@ -126,7 +126,7 @@ def _takes_job(handler: Handler) -> bool:
     return len(positional) >= 2 or any(p.kind == p.VAR_POSITIONAL for p in params)
 
 
-def _failure(message: str, retryable: bool) -> tuple[str, Any, dict]:
+def _failure(message: str, retryable: bool) -> tuple[str, Any, dict[str, Any]]:
     return "failure", None, {"message": message[:4096], "retryable": retryable}
 
 
@@ -224,8 +224,9 @@ class Worker:
             await asyncio.gather(*background, return_exceptions=True)
             self._reporters.shutdown(wait=True)
             if signals:
+                loop = asyncio.get_running_loop()
                 for sig in (signal.SIGTERM, signal.SIGINT):
-                    self._loop.remove_signal_handler(sig)
+                    loop.remove_signal_handler(sig)
 
     # -- requests ----------------------------------------------------------------------------
 
@@ -262,7 +263,7 @@ class Worker:
 
     # -- loops -------------------------------------------------------------------------------
 
-    def _heartbeat(self) -> dict:
+    def _heartbeat(self) -> dict[str, Any]:
         return {
             "node_id": self.node_id,
             "role": "worker",
@@ -294,7 +295,7 @@ class Worker:
     async def _lease_loop(self) -> None:
         assert self._stopping is not None
         slots = asyncio.Semaphore(self.concurrency)
-        tasks: set[asyncio.Task] = set()
+        tasks: set[asyncio.Task[Any]] = set()
         backoff, auth = Backoff(0.2, 10.0), Backoff(2.0, 60.0)
         stopping = asyncio.create_task(self._stopping.wait())
         while not self._stopping.is_set():
@@ -359,7 +360,7 @@ class Worker:
             return max(err.retry_after, backoff.next())
         return backoff.next()
 
-    async def _drain(self, tasks: set[asyncio.Task]) -> None:
+    async def _drain(self, tasks: set[asyncio.Task[Any]]) -> None:
         if not tasks:
             return
         log.info("waiting up to %.0f s for %d running jobs", self.grace, len(tasks))
@@ -399,7 +400,7 @@ class Worker:
                     log.warning("watching the running jobs' leases: %s", err)
                 await asyncio.sleep(1)
 
-    def _watchable(self) -> list[dict]:
+    def _watchable(self) -> list[dict[str, Any]]:
         now = time.monotonic()
         return sorted(
             (
@@ -412,7 +413,7 @@ class Worker:
 
     # -- one job -----------------------------------------------------------------------------
 
-    async def _run_job(self, leased: dict, slots: asyncio.Semaphore) -> None:
+    async def _run_job(self, leased: dict[str, Any], slots: asyncio.Semaphore) -> None:
         self._inflight += 1
         lease_id = leased["lease_id"]
         ended = asyncio.Event()
@@ -426,7 +427,7 @@ class Worker:
             self._inflight -= 1
             slots.release()
 
-    async def _supervise(self, leased: dict, ended: asyncio.Event) -> dict | None:
+    async def _supervise(self, leased: dict[str, Any], ended: asyncio.Event) -> dict[str, Any] | None:
         """Runs the handler while keeping the lease alive and sending progress; the result
         request to make, or None when the job is no longer ours."""
         timeout_s = int(leased.get("timeout_s") or 24 * 3600)
@@ -477,7 +478,7 @@ class Worker:
             report["error"] = error
         return report
 
-    async def _handle(self, leased: dict, job: Job) -> tuple[str, Any, dict | None]:
+    async def _handle(self, leased: dict[str, Any], job: Job) -> tuple[str, Any, dict[str, Any] | None]:
         """The handler's outcome: ("success", result, None) or ("failure", None, error)."""
         fn = self.handlers.get(leased["kind"])
         if fn is None:
@@ -505,7 +506,7 @@ class Worker:
         """Three extensions per lease, never more often than every third of a second."""
         return max(_seconds_until(lease_expires_at), 1.0) / 3
 
-    async def _extend(self, leased: dict) -> bool:
+    async def _extend(self, leased: dict[str, Any]) -> bool:
         """False when the lease is gone (someone else may run the job now)."""
         try:
             await self._call("data", f"/v1/leases/{leased['lease_id']}/extend", {})
@@ -516,7 +517,7 @@ class Worker:
             log.warning("job %s: extending the lease failed: %s", leased["job_id"], err)
         return True
 
-    async def _send_progress(self, leased: dict, job: Job) -> bool:
+    async def _send_progress(self, leased: dict[str, Any], job: Job) -> bool:
         """Sends what the handler reported since the last time; False once the hub says the
         lease is gone (then nothing more is sent)."""
         report = job._take()
@@ -530,10 +531,10 @@ class Worker:
             log.warning("job %s: sending progress failed: %s", leased["job_id"], err)
         return True
 
-    async def _report(self, report: dict) -> None:
+    async def _report(self, report: dict[str, Any]) -> None:
         await asyncio.get_running_loop().run_in_executor(self._reporters, self._report_blocking, report)
 
-    def _report_blocking(self, report: dict) -> None:
+    def _report_blocking(self, report: dict[str, Any]) -> None:
         """Results are safe to repeat: keep trying through hub restarts until the hub answers."""
         backoff = Backoff(0.2, 5.0)
         for _ in range(60):
@@ -592,10 +593,10 @@ class _HandlerThreads:
 _THREADS = _HandlerThreads()
 
 
-async def _in_own_thread(fn: Handler, args: tuple) -> Any:
+async def _in_own_thread(fn: Handler, args: tuple[Any, ...]) -> Any:
     """Runs `fn` on a handler thread (`_HandlerThreads`) and waits for its answer."""
     loop = asyncio.get_running_loop()
-    future: asyncio.Future = loop.create_future()
+    future: asyncio.Future[Any] = loop.create_future()
 
     def deliver(setter: Callable[[Any], None], value: Any) -> None:
         if not future.done():  # a cancelled or timed-out job's late answer is discarded

@@ -15,7 +15,7 @@ def echo(payload: Any) -> Any:
     return payload
 
 
-def sleep(payload: Any, job: Job) -> dict:
+def sleep(payload: Any, job: Job) -> dict[str, Any]:
     """Sleeps `payload["ms"]` milliseconds (reporting the fraction slept), stops early when
     cancelled."""
     ms = int((payload or {}).get("ms", 0))

@@ -16,7 +16,7 @@ import httpx
 from . import _wire, errors
 from .join import join as join_hub
 
-OnProgress = Callable[[dict, str], None]
+OnProgress = Callable[[dict[str, Any], str], None]
 
 
 @dataclass
@@ -120,20 +120,20 @@ class Client:
             raise _wire.unreachable(err) from err
         return call.keep(_wire.answer(response.status_code, response.content, response.headers.get("retry-after")))
 
-    def submit(self, kind: str, payload: Any = None, *, queue: str = "default", **options: Any) -> dict:
+    def submit(self, kind: str, payload: Any = None, *, queue: str = "default", **options: Any) -> dict[str, Any]:
         """Submits a job; the answer has `job_id` and `status` (and a `warning` when it may
         wait). Options are `POST /v1/jobs`'s other fields (`priority`, `idempotency_key`,
         `max_attempts`, `timeout_s`, `run_at`, `concurrency_key`, ...)."""
         return self._do(_wire.submit(kind, payload, queue, options))
 
-    def submit_batch(self, jobs: list[dict]) -> list[dict]:
+    def submit_batch(self, jobs: list[dict[str, Any]]) -> list[dict[str, Any]]:
         """Submits up to 1,000 jobs in one request; one outcome per job, in order."""
         return self._do(_wire.submit_batch(jobs))
 
-    def get(self, job_id: str) -> dict:
+    def get(self, job_id: str) -> dict[str, Any]:
         return self._do(_wire.get(job_id))
 
-    def cancel(self, job_id: str) -> dict:
+    def cancel(self, job_id: str) -> dict[str, Any]:
         return self._do(_wire.cancel(job_id))
 
     def wait(
@@ -161,7 +161,7 @@ class Client:
         status: str | None = None,
         kind: str | None = None,
         page_size: int = 100,
-    ) -> Iterator[dict]:
+    ) -> Iterator[dict[str, Any]]:
         """Every job that matches, newest first, fetched a page at a time."""
         params = _wire.job_filters(queue, status, kind, page_size)
         while True:
@@ -171,14 +171,14 @@ class Client:
                 return
             params["cursor"] = page["next_cursor"]
 
-    def queues(self) -> list[dict]:
+    def queues(self) -> list[dict[str, Any]]:
         return self._do(_wire.queues())
 
-    def nodes(self, *, role: str | None = None, status: str | None = None) -> list[dict]:
+    def nodes(self, *, role: str | None = None, status: str | None = None) -> list[dict[str, Any]]:
         """The nodes the hub knows (control plane), with status, health and load."""
         return self._do(_wire.nodes(role, status))
 
-    def results(self, *, wait: float = 0.0, limit: int = 100) -> list[dict]:
+    def results(self, *, wait: float = 0.0, limit: int = 100) -> list[dict[str, Any]]:
         """Finished jobs submitted with `follow_result` and not acknowledged yet (a long poll of
         up to `wait` seconds); `ack` them once handled."""
         return self._do(_wire.results(wait, limit))
@@ -186,7 +186,7 @@ class Client:
     def ack(self, job_ids: list[str]) -> int:
         return self._do(_wire.ack(job_ids))
 
-    def whoami(self) -> dict:
+    def whoami(self) -> dict[str, Any]:
         return self._do(_wire.whoami())
 
 
@@ -230,16 +230,16 @@ class AsyncClient:
             raise _wire.unreachable(err) from err
         return call.keep(_wire.answer(response.status_code, response.content, response.headers.get("retry-after")))
 
-    async def submit(self, kind: str, payload: Any = None, *, queue: str = "default", **options: Any) -> dict:
+    async def submit(self, kind: str, payload: Any = None, *, queue: str = "default", **options: Any) -> dict[str, Any]:
         return await self._do(_wire.submit(kind, payload, queue, options))
 
-    async def submit_batch(self, jobs: list[dict]) -> list[dict]:
+    async def submit_batch(self, jobs: list[dict[str, Any]]) -> list[dict[str, Any]]:
         return await self._do(_wire.submit_batch(jobs))
 
-    async def get(self, job_id: str) -> dict:
+    async def get(self, job_id: str) -> dict[str, Any]:
         return await self._do(_wire.get(job_id))
 
-    async def cancel(self, job_id: str) -> dict:
+    async def cancel(self, job_id: str) -> dict[str, Any]:
         return await self._do(_wire.cancel(job_id))
 
     async def wait(
@@ -265,7 +265,7 @@ class AsyncClient:
         status: str | None = None,
         kind: str | None = None,
         page_size: int = 100,
-    ) -> AsyncIterator[dict]:
+    ) -> AsyncIterator[dict[str, Any]]:
         params = _wire.job_filters(queue, status, kind, page_size)
         while True:
             page = await self._do(_wire.jobs_page(params))
@@ -275,17 +275,17 @@ class AsyncClient:
                 return
             params["cursor"] = page["next_cursor"]
 
-    async def queues(self) -> list[dict]:
+    async def queues(self) -> list[dict[str, Any]]:
         return await self._do(_wire.queues())
 
-    async def nodes(self, *, role: str | None = None, status: str | None = None) -> list[dict]:
+    async def nodes(self, *, role: str | None = None, status: str | None = None) -> list[dict[str, Any]]:
         return await self._do(_wire.nodes(role, status))
 
-    async def results(self, *, wait: float = 0.0, limit: int = 100) -> list[dict]:
+    async def results(self, *, wait: float = 0.0, limit: int = 100) -> list[dict[str, Any]]:
         return await self._do(_wire.results(wait, limit))
 
     async def ack(self, job_ids: list[str]) -> int:
         return await self._do(_wire.ack(job_ids))
 
-    async def whoami(self) -> dict:
+    async def whoami(self) -> dict[str, Any]:
         return await self._do(_wire.whoami())

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 
 class SheratanError(Exception):
     """An answer the hub gave with an error body, or one it could not give."""
@@ -61,7 +63,7 @@ class Unavailable(SheratanError):
 class JobFailed(SheratanError):
     """`wait` on a job that ended failed or cancelled; `job` is its view."""
 
-    def __init__(self, job: dict) -> None:
+    def __init__(self, job: dict[str, Any]) -> None:
         error = job.get("error") or {}
         super().__init__(
             "JOB_" + str(job.get("status", "failed")).upper(),

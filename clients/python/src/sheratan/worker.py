@@ -15,7 +15,7 @@ __all__ = ["Backoff", "Job", "Permanent", "Worker", "main"]
 
 def main(argv: list[str] | None = None) -> int:
     """`python -m sheratan.worker module:handlers [--queues q1,q2] [--concurrency N] ...`: runs a
-    worker with the dict `handlers` of `module` (imported from the current directory). The hub is
+    worker with the dict[str, Any] `handlers` of `module` (imported from the current directory). The hub is
     found as the `sheratan` CLI finds it: `--join` / `SHERATAN_JOIN`, or `--control-url`,
     `--data-url` and `SHERATAN_HUB_TOKEN`."""
     import argparse
@@ -23,7 +23,7 @@ def main(argv: list[str] | None = None) -> int:
     import sys
 
     parser = argparse.ArgumentParser(prog="python -m sheratan.worker", description=main.__doc__)
-    parser.add_argument("handlers", help="module:attribute naming a dict of kind -> function")
+    parser.add_argument("handlers", help="module:attribute naming a dict[str, Any] of kind -> function")
     parser.add_argument("--queues", default=os.environ.get("SHERATAN_QUEUES", "default"))
     parser.add_argument("--node-id", default=os.environ.get("SHERATAN_NODE_ID"))
     parser.add_argument("--concurrency", type=int, default=int(os.environ.get("SHERATAN_CONCURRENCY", "4")))
@@ -48,7 +48,7 @@ def main(argv: list[str] | None = None) -> int:
     except (ImportError, AttributeError) as err:
         parser.error(f"cannot load {args.handlers}: {err}")
     if not isinstance(handlers, dict) or not handlers:
-        parser.error(f"{args.handlers} is not a dict of kind -> function")
+        parser.error(f"{args.handlers} is not a dict[str, Any] of kind -> function")
     try:
         worker = Worker(
             handlers,
