@@ -10,14 +10,26 @@ SUDO=""
 if [ "$(id -u)" != 0 ]; then SUDO="sudo"; fi
 fail() { echo "deb-test: $*" >&2; exit 1; }
 
-if [ -e /usr/bin/sheratan ] && ! dpkg -S /usr/bin/sheratan >/dev/null 2>&1; then
-  fail "/usr/bin/sheratan exists and no package owns it: this test installs the .deb there; move it away first"
+for tool in dpkg dpkg-deb curl; do
+  command -v "$tool" >/dev/null 2>&1 || fail "$tool is missing (Debian: apt-get install $tool)"
+done
+if [ -n "$SUDO" ] && ! sudo -n true 2>/dev/null; then
+  fail "installing the package needs root: run as root, or with sudo that does not ask for a password"
+fi
+# This machine's own installation is not the test's to replace or remove.
+if dpkg -s sheratan >/dev/null 2>&1; then
+  fail "a sheratan package is installed here; this test installs and purges its own: remove it first (dpkg --purge sheratan)"
+fi
+if [ -e /usr/bin/sheratan ]; then
+  fail "/usr/bin/sheratan exists: this test installs the .deb there; move it away first"
 fi
 OUT=$(mktemp -d)
 HOME_DIR=$(mktemp -d)
+INSTALLED=""
 cleanup() {
   [ -n "${HUB_PID:-}" ] && kill "$HUB_PID" 2>/dev/null || true
-  $SUDO dpkg --purge sheratan >/dev/null 2>&1 || true
+  # Only what this script installed is removed.
+  [ -n "$INSTALLED" ] && $SUDO dpkg --purge sheratan >/dev/null 2>&1 || true
   rm -rf "$OUT" "$HOME_DIR"
 }
 trap cleanup EXIT
@@ -28,6 +40,7 @@ cargo deb -p sheratan --no-build --profile dev --no-strip --fast -o "$OUT/" 2>&1
 DEB=$(ls "$OUT"/sheratan_*.deb) || fail "cargo deb made no package"
 dpkg-deb -f "$DEB" Package Version Depends Section
 
+INSTALLED=1
 $SUDO dpkg -i "$DEB"
 dpkg -s sheratan | grep -q "Status: install ok installed" || fail "dpkg does not list sheratan as installed"
 
@@ -59,5 +72,6 @@ curl -fsS "$control/health" | grep -q '"status":"ok"' || fail "the installed hub
 kill "$HUB_PID"; wait "$HUB_PID" || true; HUB_PID=""
 
 $SUDO dpkg --purge sheratan >/dev/null
+INSTALLED=""
 [ ! -e /usr/bin/sheratan ] || fail "dpkg --purge left /usr/bin/sheratan"
 echo "deb-test: the package builds, installs, runs, and goes away again"

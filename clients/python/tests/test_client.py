@@ -162,3 +162,30 @@ def test_a_hub_whose_database_is_gone_answers_503_unavailable():
     finally:
         stop(hub)
         psql(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+
+
+def test_a_join_answer_must_be_the_one_pinned_certificate_and_ports_must_be_ports():
+    from sheratan import join
+
+    hub = start_hub({"SHERATAN_TLS": "on"})
+    try:
+        with open(os.path.join(hub.home, "tls", "ca.pem")) as f:
+            ca = f.read()
+        other = start_hub({"SHERATAN_TLS": "on"})
+        try:
+            with open(os.path.join(other.home, "tls", "ca.pem")) as f:
+                impostor = f.read()
+        finally:
+            stop(other)
+        assert join.one_certificate(ca) is not None
+        # The pinned CA followed by another one would make both trusted: refused whole.
+        assert join.one_certificate(ca + impostor) is None
+        assert join.one_certificate(ca + "-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n") is None
+        assert join.one_certificate("") is None
+        good = cli(hub, "join-string", "--host", "127.0.0.1").strip()
+        head, _, port = good.rpartition(":")
+        for ports in ("-1", "99999", "+8787", "0", "8787,x"):
+            with pytest.raises(sheratan.InvalidRequest):
+                join.parse(f"{head}:{ports}")
+    finally:
+        stop(hub)

@@ -275,3 +275,44 @@ def test_bench_workers_runs_python_workers():
     report = json.loads(out.stdout)
     assert report["worker"] == "python" and report["n"] == 300 and report["jobs_per_s"] > 0
     assert report["paced_jobs"] >= 10, report
+
+
+def test_handlers_that_raise_oddly_or_return_nan_fail_the_job_not_the_worker(hub):
+    def stops(payload):
+        return next(iter([]))  # StopIteration, which a future cannot carry
+
+    def exits(payload):
+        raise SystemExit(3)  # a library calling sys.exit
+
+    handlers = {"py.stops": stops, "py.exits": exits, "py.nan": lambda p: float("nan"), "echo": lambda p: p}
+    with worker(hub, handlers), sheratan.Client(hub.data_url, hub.token) as client:
+        for kind, words, attempt in (("py.stops", "StopIteration", 2), ("py.exits", "SystemExit: 3", 2), ("py.nan", "not JSON", 1)):
+            job = client.submit(kind, None, max_attempts=2, retry={"base_ms": 10, "max_ms": 10})
+            with pytest.raises(sheratan.JobFailed) as failed:
+                client.wait(job["job_id"], timeout=20)
+            assert words in failed.value.message, failed.value.message
+            assert failed.value.job["attempt"] == attempt
+        # The worker is still there.
+        job = client.submit("echo", {"still": "here"})
+        assert client.wait(job["job_id"], timeout=20) == {"still": "here"}
+
+
+def test_a_stop_past_the_grace_period_cancels_running_handlers(hub):
+    cancelled = threading.Event()
+
+    async def endless(payload):
+        try:
+            await asyncio.sleep(60)
+        except asyncio.CancelledError:
+            cancelled.set()
+            raise
+
+    run = worker(hub, {"py.endless": endless}, grace=0.5)
+    with sheratan.Client(hub.data_url, hub.token) as client:
+        with run:
+            job = client.submit("py.endless", None)
+            until(lambda: client.get(job["job_id"])["status"] == "in_progress", what="the lease")
+            stopped = time.monotonic()
+        # `with run` returned: the worker stopped, and told its handler.
+        assert cancelled.is_set()
+        assert time.monotonic() - stopped < 10

@@ -23,7 +23,7 @@ impl HubState {
             "sheratan_http_request_duration_seconds",
             "Requests to this hub (both planes), from routing to the answer, by route (long polls included: see sheratan_lease_wait_seconds).",
             "route",
-            &self.jobs.http,
+            &self.jobs.http.0,
         ));
         if plane == Plane::Data {
             families.extend(self.data_families());

@@ -52,7 +52,7 @@ def signing_key(token: str) -> bytes:
 
 def signed(body: Any, token: str) -> tuple[bytes, dict[str, str]]:
     """The bytes to send and the two headers that sign them."""
-    raw = json.dumps(body, separators=(",", ":")).encode()
+    raw = json.dumps(body, separators=(",", ":"), allow_nan=False).encode()
     mac = hmac.new(signing_key(token), raw, hashlib.sha256).hexdigest()
     return raw, {
         "Content-Type": "application/json",

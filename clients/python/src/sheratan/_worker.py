@@ -21,6 +21,7 @@ import hashlib
 import inspect
 import json
 import logging
+import math
 import os
 import platform
 import queue
@@ -88,7 +89,7 @@ class Job:
         """Reports how far the job is (0.0–1.0), what it does now, and output to append. Sent at
         most every 250 ms, the rest before the result; safe from any thread."""
         with self._lock:
-            if value is not None:
+            if value is not None and math.isfinite(float(value)):
                 self._value = min(max(float(value), 0.0), 1.0)
             if message is not None:
                 self._message = message.encode()[:MESSAGE_MAX].decode(errors="ignore")
@@ -167,6 +168,7 @@ class Worker:
         self._stopping: asyncio.Event | None = None
         self._stop_requested = False
         self._running: dict[str, tuple[str, float, asyncio.Event]] = {}
+        self._abandoned = False
         self._inflight = 0
 
     # -- lifecycle -------------------------------------------------------------------------
@@ -222,7 +224,10 @@ class Worker:
             for task in background:
                 task.cancel()
             await asyncio.gather(*background, return_exceptions=True)
-            self._reporters.shutdown(wait=True)
+            # Reports still retrying after the grace period give up (`_abandoned`): a stop
+            # never waits on a hub that is down.
+            self._abandoned = True
+            self._reporters.shutdown(wait=False, cancel_futures=True)
             if signals:
                 loop = asyncio.get_running_loop()
                 for sig in (signal.SIGTERM, signal.SIGINT):
@@ -468,6 +473,10 @@ class Worker:
                         return None
         finally:
             ended_wait.cancel()
+            if not handler.done():
+                # Cancelled from outside (the grace period ran out at a stop): tell the handler.
+                job.cancelled.set()
+                handler.cancel()
         if sending:
             await self._send_progress(leased, job)
         kind, result, error = outcome
@@ -493,10 +502,10 @@ class Worker:
             raise
         except Permanent as err:
             return _failure(str(err) or type(err).__name__, False)
-        except Exception as err:  # noqa: BLE001 — any other exception is a retryable failure
+        except BaseException as err:  # noqa: BLE001 — SystemExit from a library included
             return _failure(f"{type(err).__name__}: {err}", True)
         try:
-            json.dumps(result)
+            json.dumps(result, allow_nan=False)  # the hub's JSON has no NaN or Infinity
         except (TypeError, ValueError) as err:
             return _failure(f"the handler's result is not JSON: {err}", False)
         return "success", result, None
@@ -538,6 +547,9 @@ class Worker:
         """Results are safe to repeat: keep trying through hub restarts until the hub answers."""
         backoff = Backoff(0.2, 5.0)
         for _ in range(60):
+            if self._abandoned:
+                log.warning("job %s: stopping with its result unsent; the lease will be reaped and the job run again", report["job_id"])
+                return
             try:
                 self._call_blocking("data", "/v1/results", report, sign=True)
                 return
@@ -607,6 +619,9 @@ async def _in_own_thread(fn: Handler, args: tuple[Any, ...]) -> Any:
             value = fn(*args)
             outcome: tuple[Callable[[Any], None], Any] = (future.set_result, value)
         except BaseException as err:  # noqa: BLE001 — handed to the awaiting task
+            # A future takes neither StopIteration nor non-Exception errors (SystemExit): wrap.
+            if isinstance(err, StopIteration) or not isinstance(err, Exception):
+                err = RuntimeError(f"{type(err).__name__}: {err}")
             outcome = (future.set_exception, err)
         try:
             loop.call_soon_threadsafe(deliver, *outcome)

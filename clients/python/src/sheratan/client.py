@@ -63,7 +63,9 @@ def _find_token() -> str:
     if os.environ.get("SHERATAN_HUB_TOKEN"):
         return os.environ["SHERATAN_HUB_TOKEN"]
     home = os.environ.get("SHERATAN_HOME", "./.sheratan")
-    places = [p for p in (os.environ.get("SHERATAN_HUB_TOKEN_FILE"), os.path.join(home, "hub_token")) if p]
+    # A token file named but unreadable is an error, not a reason to take another hub's token.
+    named = os.environ.get("SHERATAN_HUB_TOKEN_FILE")
+    places = [named] if named else [os.path.join(home, "hub_token")]
     for path in places:
         try:
             with open(path) as f:

@@ -7,6 +7,7 @@ the pinned one; only then is the token sent, over https verified against that CA
 from __future__ import annotations
 
 import hashlib
+import re
 import ssl
 from dataclasses import dataclass
 
@@ -45,11 +46,22 @@ def parse(text: str) -> tuple[str, str, str, int, int]:
     if not sep or not host:
         raise _bad("no :port after the host")
     control, _, data = ports.partition(",")
+    data = data or "8788"
+    if not (control.isdigit() and data.isdigit() and 0 < int(control) < 65536 and 0 < int(data) < 65536):
+        raise _bad(f"ports {ports!r} are not numbers from 1 to 65535")
+    return sha.lower(), token, host, int(control), int(data)
+
+
+def one_certificate(pem: str) -> bytes | None:
+    """The DER of the one certificate `pem` holds; None for anything else (several, none, other
+    PEM blocks, bad base64): only the certificate the pin hashes may be trusted."""
+    blocks = re.findall(r"-----BEGIN ([A-Z0-9 ]+)-----", pem)
+    if blocks != ["CERTIFICATE"]:
+        return None
     try:
-        control_port, data_port = int(control), int(data or 8788)
+        return ssl.PEM_cert_to_DER_cert(pem.strip())
     except ValueError:
-        raise _bad(f"ports {ports!r} are not numbers") from None
-    return sha.lower(), token, host, control_port, data_port
+        return None
 
 
 def join(text: str, timeout: float = 10.0) -> Joined:
@@ -64,18 +76,16 @@ def join(text: str, timeout: float = 10.0) -> Joined:
         raise errors.Unavailable("UNAVAILABLE", f"cannot reach the hub at {control_url}: {err}") from err
     if response.status_code != 200:
         raise errors.from_response(response.status_code, None, None)
-    pem = response.text
-    try:
-        found = hashlib.sha256(ssl.PEM_cert_to_DER_cert(pem)).hexdigest()
-    except ValueError:
-        found = "(not a certificate)"
-    if found != sha:
+    der = one_certificate(response.text)
+    found = hashlib.sha256(der).hexdigest() if der else "(not exactly one certificate)"
+    if der is None or found != sha:
         raise errors.IntegrityFailure(
             "CA_MISMATCH",
             f"the hub at {control_url} presents a CA that does not match the join string: "
             f"expected sha256 {sha}, found {found}; the token was not sent",
             "check the string (`sheratan join-string` on the hub) and what sits between this machine and the hub",
         )
-    context = ssl.create_default_context()
-    context.load_verify_locations(cadata=pem)
+    # The pinned CA and nothing else: not the system's roots, not whatever else the answer held.
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    context.load_verify_locations(cadata=ssl.DER_cert_to_PEM_cert(der))
     return Joined(control_url, data_url, token, context)

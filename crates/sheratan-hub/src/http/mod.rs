@@ -64,7 +64,7 @@ fn plane_router(routes: Router<PlaneState>, hub: Arc<HubState>, plane: Plane) ->
             pace_refusals,
         ))
         .layer(axum::middleware::from_fn_with_state(
-            state.hub.jobs.http.clone(),
+            state.hub.jobs.http.0.clone(),
             sheratan_runtime::edge::time_request,
         ))
         .with_state(state)

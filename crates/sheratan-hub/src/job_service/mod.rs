@@ -224,7 +224,20 @@ pub struct JobCounters {
     /// How long lease calls waited for a job, by whether they got one (`jobs`, `empty`).
     pub lease_wait: LeaseWait,
     /// Every request's duration on this hub's two planes, by route (`METHOD /path/{param}`).
-    pub http: std::sync::Arc<sheratan_histogram::ByLabel>,
+    pub http: HttpTimes,
+}
+
+/// [`JobCounters::http`]: room for every route of both planes (about 45 with their HEADs).
+#[derive(Debug)]
+pub struct HttpTimes(pub std::sync::Arc<sheratan_histogram::ByLabel>);
+
+impl Default for HttpTimes {
+    fn default() -> Self {
+        Self(std::sync::Arc::new(sheratan_histogram::ByLabel::new(
+            sheratan_histogram::LATENCY_SECONDS,
+            128,
+        )))
+    }
 }
 
 /// [`JobCounters::lease_wait`]: two series, no more.

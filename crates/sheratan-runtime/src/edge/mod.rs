@@ -51,20 +51,39 @@ pub fn with_fallbacks<S: Clone + Send + Sync + 'static>(
 }
 
 /// Times every request into `times` by route: `METHOD /path/{param}` as the router matched it
-/// (bounded by the routes a server has), `unmatched` for the rest. Layered on a router, it runs
+/// and served it (bounded by the routes a server has), `unmatched` for the rest — unknown
+/// paths, methods outside the six the servers use, and known paths with a method they do not
+/// take (405) — else a method would be a label anyone can mint, token or not. Layered on a router, it runs
 /// after routing, so the matched route is known.
 pub async fn time_request(
     axum::extract::State(times): axum::extract::State<std::sync::Arc<sheratan_histogram::ByLabel>>,
     req: Request,
     next: axum::middleware::Next,
 ) -> axum::response::Response {
-    let route = match req.extensions().get::<axum::extract::MatchedPath>() {
-        Some(path) => format!("{} {}", req.method(), path.as_str()),
-        None => "unmatched".to_owned(),
-    };
+    use axum::http::Method;
+    let standard = [
+        Method::GET,
+        Method::HEAD,
+        Method::POST,
+        Method::PUT,
+        Method::PATCH,
+    ]
+    .contains(req.method())
+        || req.method() == Method::DELETE;
+    let matched = req
+        .extensions()
+        .get::<axum::extract::MatchedPath>()
+        .filter(|_| standard)
+        .map(|path| (req.method().clone(), path.clone()));
     let started = std::time::Instant::now();
     let response = next.run(req).await;
-    times.observe(&route, started.elapsed().as_secs_f64());
+    let elapsed = started.elapsed().as_secs_f64();
+    match matched {
+        Some((method, path)) if response.status() != axum::http::StatusCode::METHOD_NOT_ALLOWED => {
+            times.observe(&format!("{method} {}", path.as_str()), elapsed)
+        }
+        _ => times.observe("unmatched", elapsed),
+    }
     response
 }
 

@@ -296,13 +296,19 @@ async fn labels_stay_bounded_whatever_clients_invent() {
     .await;
     assert_eq!(status.as_u16(), 200);
     wait_completed(&hub, 80.0).await;
-    // Invented routes are one series.
+    // Invented routes, and invented methods on real routes (before any token), are one series.
     for i in 0..200 {
         get(
             &format!("{}/v1/nonsense/{i}", hub.data_url),
             Auth::Bearer(&token),
         )
         .await;
+        let method = reqwest::Method::from_bytes(format!("M{i}").as_bytes()).unwrap();
+        http()
+            .request(method, format!("{}/v1/jobs", hub.data_url))
+            .send()
+            .await
+            .unwrap();
     }
     let (_, samples) = scrape(&hub).await;
     let values = |name: &str, label: &str| -> BTreeSet<String> {
