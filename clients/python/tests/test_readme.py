@@ -17,32 +17,39 @@ def blocks(lang: str) -> list[str]:
     return re.findall(rf"```{lang}\n(.*?)```", README.read_text(), re.S)
 
 
-def test_the_readme_quick_start_runs_as_written(hub, tmp_path):
-    worker_file, client_code = blocks("python")[:2]
-    assert worker_file.startswith("# app.py\n") and len(worker_file.strip().splitlines()) <= 14
+def run_quick_start(hub, tmp_path, worker_file: str, command: str, client_code: str, env: dict[str, str]) -> str:
+    """Writes `app.py`, starts the worker `command` in a shell, runs `client_code`; its output.
+    `python` in the commands is this interpreter, the one the SDK is installed in."""
     (tmp_path / "app.py").write_text(worker_file)
-    command = blocks("sh")[1].strip()
-    assert command.startswith("python -m sheratan.worker app:handlers")
     env = {
         **os.environ,
-        # `python` in the README is this interpreter, the one the SDK is installed in.
         "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
-        "SHERATAN_HUB_TOKEN": hub.token,
         "SHERATAN_DATA_URL": hub.data_url,
         "SHERATAN_CONTROL_URL": hub.control_url,
         "SHERATAN_LOG": "warn",
+        **env,
     }
+    env = {k: v for k, v in env.items() if v is not None}
     worker = subprocess.Popen(["bash", "-c", f"exec {command}"], cwd=tmp_path, env=env)
     try:
         client = subprocess.run(
             [sys.executable, "-c", client_code], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60
         )
         assert client.returncode == 0, client.stderr
-        assert "pass 1 done\npass 2 done\npass 3 done\n" in client.stdout, client.stdout
-        assert "{'width': 320}" in client.stdout, client.stdout
+        return client.stdout
     finally:
         worker.send_signal(signal.SIGTERM)
         assert worker.wait(timeout=40) == 0
+
+
+def test_the_readme_quick_start_runs_as_written(hub, tmp_path):
+    worker_file, client_code = blocks("python")[:2]
+    assert worker_file.startswith("# app.py\n") and len(worker_file.strip().splitlines()) <= 14
+    command = blocks("sh")[1].strip()
+    assert command.startswith("python -m sheratan.worker app:handlers")
+    out = run_quick_start(hub, tmp_path, worker_file, command, client_code, {"SHERATAN_HUB_TOKEN": hub.token})
+    assert "pass 1 done\npass 2 done\npass 3 done\n" in out, out
+    assert "{'width': 320}" in out, out
 
 
 def test_the_projects_readme_python_quick_start_runs_as_written(hub, tmp_path):
@@ -53,22 +60,7 @@ def test_the_projects_readme_python_quick_start_runs_as_written(hub, tmp_path):
     worker_file, client_code = re.findall(r"```python\n(.*?)```", section, re.S)[:2]
     command = worker_file.splitlines()[0].split(": ", 1)[1]
     assert command == "python -m sheratan.worker app:handlers"
-    (tmp_path / "app.py").write_text(worker_file)
-    env = {
-        **{k: v for k, v in os.environ.items() if k != "SHERATAN_HUB_TOKEN"},
-        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
-        "SHERATAN_HOME": hub.home,
-        "SHERATAN_DATA_URL": hub.data_url,
-        "SHERATAN_CONTROL_URL": hub.control_url,
-        "SHERATAN_LOG": "warn",
-    }
-    worker = subprocess.Popen(["bash", "-c", f"exec {command}"], cwd=tmp_path, env=env)
-    try:
-        client = subprocess.run(
-            [sys.executable, "-c", client_code], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60
-        )
-        assert client.returncode == 0, client.stderr
-        assert client.stdout == "HELLO\n"
-    finally:
-        worker.send_signal(signal.SIGTERM)
-        assert worker.wait(timeout=40) == 0
+    out = run_quick_start(
+        hub, tmp_path, worker_file, command, client_code, {"SHERATAN_HOME": hub.home, "SHERATAN_HUB_TOKEN": None}
+    )
+    assert out == "HELLO\n"

@@ -81,9 +81,8 @@ def _find_token() -> str:
     )
 
 
-class Client:
-    """`Client(data_url="http://127.0.0.1:8788", token=..., control_url=...)`, or
-    `Client(join="sht1:…")`; a context manager."""
+class _Base:
+    """What both clients hold: where the hub is, and how a call becomes a request."""
 
     def __init__(
         self,
@@ -97,7 +96,32 @@ class Client:
     ) -> None:
         self.settings = Settings.resolve(control_url, data_url, token, join, verify)
         self._timeout = timeout
-        self._http = httpx.Client(**self.settings.http_args(timeout))
+        self._connect(self.settings.http_args(timeout))
+
+    def _connect(self, args: dict[str, Any]) -> None:
+        raise NotImplementedError
+
+    def _request(self, call: _wire.Call) -> dict[str, Any]:
+        base = self.settings.data_url if call.plane == "data" else self.settings.control_url
+        return {
+            "method": call.method,
+            "url": base + call.path,
+            "json": call.json,
+            "params": call.params,
+            "timeout": self._timeout + call.wait_s,
+        }
+
+    @staticmethod
+    def _answer(call: _wire.Call, response: httpx.Response) -> Any:
+        return call.keep(_wire.answer(response.status_code, response.content, response.headers.get("retry-after")))
+
+
+class Client(_Base):
+    """`Client(data_url="http://127.0.0.1:8788", token=..., control_url=...)`, or
+    `Client(join="sht1:…")`; a context manager."""
+
+    def _connect(self, args: dict[str, Any]) -> None:
+        self._http = httpx.Client(**args)
 
     def close(self) -> None:
         self._http.close()
@@ -109,18 +133,11 @@ class Client:
         self.close()
 
     def _do(self, call: _wire.Call) -> Any:
-        base = self.settings.data_url if call.plane == "data" else self.settings.control_url
         try:
-            response = self._http.request(
-                call.method,
-                base + call.path,
-                json=call.json,
-                params=call.params,
-                timeout=self._timeout + call.wait_s,
-            )
+            response = self._http.request(**self._request(call))
         except httpx.TransportError as err:
             raise _wire.unreachable(err) from err
-        return call.keep(_wire.answer(response.status_code, response.content, response.headers.get("retry-after")))
+        return self._answer(call, response)
 
     def submit(self, kind: str, payload: Any = None, *, queue: str = "default", **options: Any) -> dict[str, Any]:
         """Submits a job; the answer has `job_id` and `status` (and a `warning` when it may
@@ -192,22 +209,11 @@ class Client:
         return self._do(_wire.whoami())
 
 
-class AsyncClient:
+class AsyncClient(_Base):
     """`Client` for asyncio: the same methods, awaited; `async with AsyncClient(...)`."""
 
-    def __init__(
-        self,
-        data_url: str | None = None,
-        token: str | None = None,
-        *,
-        control_url: str | None = None,
-        join: str | None = None,
-        timeout: float = 30.0,
-        verify: Any = True,
-    ) -> None:
-        self.settings = Settings.resolve(control_url, data_url, token, join, verify)
-        self._timeout = timeout
-        self._http = httpx.AsyncClient(**self.settings.http_args(timeout))
+    def _connect(self, args: dict[str, Any]) -> None:
+        self._http = httpx.AsyncClient(**args)
 
     async def aclose(self) -> None:
         await self._http.aclose()
@@ -219,18 +225,11 @@ class AsyncClient:
         await self.aclose()
 
     async def _do(self, call: _wire.Call) -> Any:
-        base = self.settings.data_url if call.plane == "data" else self.settings.control_url
         try:
-            response = await self._http.request(
-                call.method,
-                base + call.path,
-                json=call.json,
-                params=call.params,
-                timeout=self._timeout + call.wait_s,
-            )
+            response = await self._http.request(**self._request(call))
         except httpx.TransportError as err:
             raise _wire.unreachable(err) from err
-        return call.keep(_wire.answer(response.status_code, response.content, response.headers.get("retry-after")))
+        return self._answer(call, response)
 
     async def submit(self, kind: str, payload: Any = None, *, queue: str = "default", **options: Any) -> dict[str, Any]:
         return await self._do(_wire.submit(kind, payload, queue, options))

@@ -134,23 +134,36 @@ fn worker(hub: &HubProcess, node: &str, queues: &str) -> Proc {
     )
 }
 
-async fn wait_completed(hub: &HubProcess, n: f64) {
+/// Scrapes until `n` jobs have ended (completed or failed) on the hub; the last scrape.
+async fn wait_ended(hub: &HubProcess, n: f64) -> Vec<Sample> {
     let started = Instant::now();
     loop {
         let (_, samples) = scrape(hub).await;
-        let done = stat(
+        let ended = stat(
             &samples,
             "sheratan_jobs_total",
             Some(("event", "completed")),
-        );
-        if done >= n {
-            return;
+        ) + stat(&samples, "sheratan_jobs_total", Some(("event", "failed")));
+        if ended >= n {
+            return samples;
         }
         assert!(
             started.elapsed() < Duration::from_secs(60),
-            "{done} of {n} jobs completed"
+            "{ended} of {n} jobs ended"
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// The three job histograms each counted `n` jobs of `queue`.
+fn assert_job_counts(samples: &[Sample], queue: &str, n: f64) {
+    for family in [
+        "sheratan_job_queue_wait_seconds",
+        "sheratan_job_run_seconds",
+        "sheratan_job_end_to_end_seconds",
+    ] {
+        let count = stat(samples, &format!("{family}_count"), Some(("queue", queue)));
+        assert_eq!(count, n, "{family} {queue}");
     }
 }
 
@@ -176,27 +189,13 @@ async fn latency_histograms_follow_jobs_and_the_grafana_dashboard_uses_only_them
         )
         .await;
     }
-    wait_completed(&hub, 15.0).await;
+    wait_ended(&hub, 15.0).await;
     let (text, samples) = scrape(&hub).await;
     assert_well_formed(&samples);
+    assert_job_counts(&samples, "slow", 5.0);
+    assert_job_counts(&samples, "default", 10.0);
     let slow = Some(("queue", "slow"));
     let default = Some(("queue", "default"));
-    for family in [
-        "sheratan_job_queue_wait_seconds",
-        "sheratan_job_run_seconds",
-        "sheratan_job_end_to_end_seconds",
-    ] {
-        assert_eq!(
-            stat(&samples, &format!("{family}_count"), slow),
-            5.0,
-            "{family}"
-        );
-        assert_eq!(
-            stat(&samples, &format!("{family}_count"), default),
-            10.0,
-            "{family}"
-        );
-    }
     // The sleeps ran 300 ms each; the echoes far less; a job's life holds its run.
     let run_slow = stat(&samples, "sheratan_job_run_seconds_sum", slow);
     assert!((1.5..10.0).contains(&run_slow), "{run_slow}");
@@ -295,7 +294,7 @@ async fn labels_stay_bounded_whatever_clients_invent() {
     )
     .await;
     assert_eq!(status.as_u16(), 200);
-    wait_completed(&hub, 80.0).await;
+    wait_ended(&hub, 80.0).await;
     // Invented routes, and invented methods on real routes (before any token), are one series.
     for i in 0..200 {
         get(
@@ -401,36 +400,10 @@ async fn on_postgres_the_store_times_leases_results_and_failures_too() {
         let (status, _) = submit(&hub.data_url, &token, job).await;
         assert_eq!(status.as_u16(), 202);
     }
-    let started = Instant::now();
-    let samples = loop {
-        let (_, samples) = scrape(&hub).await;
-        let ended = stat(
-            &samples,
-            "sheratan_jobs_total",
-            Some(("event", "completed")),
-        ) + stat(&samples, "sheratan_jobs_total", Some(("event", "failed")));
-        if ended >= 9.0 {
-            break samples;
-        }
-        assert!(
-            started.elapsed() < Duration::from_secs(60),
-            "{ended} of 9 jobs ended"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
+    let samples = wait_ended(&hub, 9.0).await;
     assert_well_formed(&samples);
+    assert_job_counts(&samples, "default", 9.0);
     let default = Some(("queue", "default"));
-    for family in [
-        "sheratan_job_queue_wait_seconds",
-        "sheratan_job_run_seconds",
-        "sheratan_job_end_to_end_seconds",
-    ] {
-        assert_eq!(
-            stat(&samples, &format!("{family}_count"), default),
-            9.0,
-            "{family}"
-        );
-    }
     assert!(stat(&samples, "sheratan_job_run_seconds_sum", default) >= 0.2);
     assert!(stat(&samples, "sheratan_store_group_commit_seconds_count", None) >= 1.0);
 }
