@@ -10,6 +10,13 @@ export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$PWD/target}"
 
 step() { printf '\n==> %s\n' "$*"; }
 
+# What the checkout holds besides its commit (and any test home in it), for the last step.
+tree_state() {
+  git status --porcelain --untracked-files=all 2>/dev/null || true
+  find . -name .sheratan -not -path "./target/*" -print 2>/dev/null || true
+}
+TREE_BEFORE=$(tree_state)
+
 step "toolchain"
 cargo --version
 if ! cargo nextest --version >/dev/null 2>&1; then
@@ -67,6 +74,16 @@ scripts/deb-test.sh
 
 step "fuzz targets, briefly (nightly; skipped without it)"
 "$(dirname "$0")/fuzz.sh" "${SHERATAN_FUZZ_SECONDS:-10}"
+
+step "the suite left the source tree as it found it"
+# A test that writes into the checkout (a default ./.sheratan home, say) leaves files a later
+# commit can pick up: once a test-made CA key was committed that way. Compared with the start,
+# so a developer's own uncommitted work is no failure.
+if [ "$(tree_state)" != "$TREE_BEFORE" ]; then
+  echo "the tests changed or left files in the checkout:" >&2
+  diff <(echo "$TREE_BEFORE") <(tree_state) >&2 || true
+  exit 1
+fi
 
 echo
 echo "all checks passed"
