@@ -1483,6 +1483,7 @@ async fn tick(
             .await?;
             fx.delta.pending += i64::from(pending);
             fx.finished = true;
+            shared.timings.gave_up(&queue, r.get(1), now);
             JobStatus::Failed
         };
         reaped.push(Reaped {

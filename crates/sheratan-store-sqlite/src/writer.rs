@@ -659,6 +659,7 @@ impl Writer {
                     now,
                 )?;
                 fx.finished = true;
+                self.shared.timings.gave_up(&job.queue, job.job_id, now);
                 JobStatus::Failed
             };
             reaped.push(Reaped {

@@ -52,6 +52,15 @@ impl StoreTimings {
         }
     }
 
+    /// A job the reaper failed for good (its last attempt's lease ran out): its life ends here,
+    /// with no run to count (no result came).
+    pub fn gave_up(&self, queue: &str, job_id: Uuid, now_ms: i64) {
+        if let Some(accepted_ms) = accepted_ms(job_id) {
+            self.end_to_end
+                .observe(queue, (now_ms - accepted_ms) as f64 / 1000.0);
+        }
+    }
+
     /// A job leased at `now_ms` that was due at `due_ms`.
     pub fn leased(&self, queue: &str, due_ms: i64, now_ms: i64) {
         self.queue_wait

@@ -400,10 +400,52 @@ async fn on_postgres_the_store_times_leases_results_and_failures_too() {
         let (status, _) = submit(&hub.data_url, &token, job).await;
         assert_eq!(status.as_u16(), 202);
     }
-    let samples = wait_ended(&hub, 9.0).await;
+    // And one the reaper fails for good (leased by a node that never answers).
+    ghost_job(&hub).await;
+    let samples = wait_ended(&hub, 10.0).await;
     assert_well_formed(&samples);
     assert_job_counts(&samples, "default", 9.0);
+    assert_ghosted(&samples);
     let default = Some(("queue", "default"));
     assert!(stat(&samples, "sheratan_job_run_seconds_sum", default) >= 0.2);
     assert!(stat(&samples, "sheratan_store_group_commit_seconds_count", None) >= 1.0);
+}
+
+/// A job whose last attempt's lease runs out ends in `end_to_end` by the reaper, with no run.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_the_reaper_fails_for_good_ends_its_life_without_a_run() {
+    let hub = hub().start();
+    ghost_job(&hub).await;
+    let samples = wait_ended(&hub, 1.0).await;
+    assert_eq!(
+        stat(&samples, "sheratan_jobs_total", Some(("event", "failed"))),
+        1.0
+    );
+    assert_ghosted(&samples);
+}
+
+/// A job of queue `ghosted` (1 s, one attempt) leased by a node that never answers.
+async fn ghost_job(hub: &HubProcess) {
+    let token = hub.token();
+    let job = json!({"kind": "echo", "queue": "ghosted", "timeout_s": 1, "max_attempts": 1});
+    let (status, _) = submit(&hub.data_url, &token, &job).await;
+    assert_eq!(status.as_u16(), 202);
+    let (status, grant) = post(
+        &format!("{}/v1/leases", hub.data_url),
+        Auth::Bearer(&token),
+        &json!({"node_id": "ghost", "queues": ["ghosted"], "capabilities": ["echo"]}).to_string(),
+    )
+    .await;
+    assert_eq!(status.as_u16(), 200, "{grant}");
+    assert_eq!(grant["jobs"].as_array().unwrap().len(), 1);
+}
+
+/// The ghosted job's life ended (by the reaper, over a second after it began) without a run.
+fn assert_ghosted(samples: &[Sample]) {
+    let ghosted = Some(("queue", "ghosted"));
+    let count = |family: &str| stat(samples, &format!("{family}_count"), ghosted);
+    assert_eq!(count("sheratan_job_end_to_end_seconds"), 1.0);
+    assert!(stat(samples, "sheratan_job_end_to_end_seconds_sum", ghosted) >= 1.0);
+    assert_eq!(count("sheratan_job_run_seconds"), 0.0);
+    assert_eq!(count("sheratan_job_queue_wait_seconds"), 1.0);
 }
