@@ -189,3 +189,21 @@ def test_a_join_answer_must_be_the_one_pinned_certificate_and_ports_must_be_port
                 join.parse(f"{head}:{ports}")
     finally:
         stop(hub)
+
+
+def test_a_named_token_file_that_cannot_be_read_is_an_error_not_another_hubs_token(tmp_path, monkeypatch):
+    home = tmp_path / "home"
+    home.mkdir()
+    (home / "hub_token").write_text("the-local-hubs-token\n")
+    monkeypatch.delenv("SHERATAN_HUB_TOKEN", raising=False)
+    monkeypatch.delenv("SHERATAN_JOIN", raising=False)
+    monkeypatch.setenv("SHERATAN_HOME", str(home))
+    with sheratan.Client() as local:
+        assert local.settings.token == "the-local-hubs-token"
+    for named in (tmp_path / "missing", tmp_path / "empty"):
+        if named.name == "empty":
+            named.write_text("")
+        monkeypatch.setenv("SHERATAN_HUB_TOKEN_FILE", str(named))
+        with pytest.raises(sheratan.InvalidRequest) as refused:
+            sheratan.Client()
+        assert str(named) in refused.value.message

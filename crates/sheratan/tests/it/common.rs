@@ -38,6 +38,19 @@ pub fn http() -> reqwest::Client {
         .expect("build an HTTP client")
 }
 
+/// The Prometheus text of `{base}/metrics`, read with `token`.
+pub async fn metrics_text(base: &str, token: &str) -> String {
+    http()
+        .get(format!("{base}/metrics"))
+        .bearer_auth(token)
+        .send()
+        .await
+        .expect("GET /metrics")
+        .text()
+        .await
+        .expect("the metrics text")
+}
+
 /// How a request presents its token.
 #[derive(Clone, Copy)]
 pub enum Auth<'a> {

@@ -21,15 +21,7 @@ struct Sample {
 }
 
 async fn scrape(hub: &HubProcess) -> (String, Vec<Sample>) {
-    let text = http()
-        .get(format!("{}/metrics", hub.data_url))
-        .bearer_auth(hub.token())
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = metrics_text(&hub.data_url, &hub.token()).await;
     let samples = text
         .lines()
         .filter(|l| !l.starts_with('#') && !l.is_empty())

@@ -146,15 +146,7 @@ async fn two_hubs_on_one_database_complete_each_job_exactly_once() {
     );
     // Both hubs did part of the work.
     for hub in [&a, &b] {
-        let metrics = reqwest::Client::new()
-            .get(format!("{}/metrics", hub.data_url))
-            .bearer_auth(TOKEN)
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
+        let metrics = metrics_text(&hub.data_url, TOKEN).await;
         let leased: f64 = metrics
             .lines()
             .find_map(|l| l.strip_prefix("sheratan_jobs_total{event=\"leased\"} "))

@@ -294,15 +294,7 @@ async fn cdp_returns_the_whole_streamed_answer_sync_and_as_a_job() {
     let (_, health) = get(&format!("{}/health", relay.urls["relay"]), Auth::None).await;
     assert_eq!(health["backends"]["cdp"]["state"], "connected", "{health}");
     assert_eq!(health["backends"]["openai"]["state"], "not_configured");
-    let metrics = reqwest::Client::new()
-        .get(format!("{}/metrics", relay.urls["relay"]))
-        .bearer_auth(&token)
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = metrics_text(&relay.urls["relay"], &token).await;
     for line in [
         "sheratan_relay_jobs_total{backend=\"cdp\",outcome=\"success\"} 3\n",
         "sheratan_relay_tabs_open 0\n",
