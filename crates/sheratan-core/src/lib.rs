@@ -273,9 +273,10 @@ fn router(state: Arc<CoreState>) -> Router {
         .route("/api/audit", get(audit))
         .route("/api/events", get(events::stream))
         .route("/api/whoami", get(whoami))
+        .route("/openapi.json", get(openapi))
         .route("/api/tokens", get(list_tokens).post(create_token))
         .route("/api/tokens/{name}", delete(revoke_token));
-    edge::with_fallbacks(routes, "Core", "/health and /api/*")
+    edge::with_fallbacks(routes, "Core", "/health, /openapi.json and /api/*")
         .layer(axum::middleware::from_fn_with_state(state.clone(), cors))
         .with_state(state)
 }
@@ -597,6 +598,10 @@ async fn remove_node(
 }
 
 /// Who the caller is to Core, and what it may do (the dashboard shows only what it allows).
+async fn openapi(_: Caller) -> Response {
+    edge::static_json(sheratan_openapi::served("core").expect("Core's document exists"))
+}
+
 async fn whoami(
     State(s): State<Arc<CoreState>>,
     caller: Caller,

@@ -4,7 +4,7 @@ use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
 /// `POST /v1/bid` on a host.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct BidRequest {
     pub job_id: String,
@@ -16,7 +16,7 @@ pub struct BidRequest {
 }
 
 /// A host's answer to a bid request.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct BidResponse {
     pub node_id: String,
     pub accept: bool,
@@ -28,7 +28,7 @@ pub struct BidResponse {
 }
 
 /// `POST /v1/execute` on a host.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ExecuteRequest {
     pub job_id: String,
@@ -40,7 +40,7 @@ pub struct ExecuteRequest {
 }
 
 /// What a host's execution produced.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ExecuteResponse {
     pub job_id: String,
     pub node_id: String,
@@ -54,7 +54,7 @@ pub struct ExecuteResponse {
 
 /// One bid as recorded in an auction round (a host that did not answer in time is recorded
 /// with `accept: false` and the reason).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct BidRecord {
     pub node_id: String,
     pub accept: bool,
@@ -64,7 +64,7 @@ pub struct BidRecord {
 }
 
 /// One round of an auction: bids, the winner, what happened.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct RoundRecord {
     pub round: u32,
     pub bids: Vec<BidRecord>,
@@ -82,7 +82,7 @@ pub struct RoundRecord {
 }
 
 /// `GET /v1/auctions/{job_id}`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct AuctionRecord {
     pub job_id: String,
     pub winner: Option<String>,
@@ -90,14 +90,14 @@ pub struct AuctionRecord {
 }
 
 /// `GET /v1/auctions`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct AuctionList {
     pub auctions: Vec<AuctionRecord>,
 }
 
 /// `POST /v1/grants` on the hub's data plane: execute grants for the hosts a broker is about
 /// to ask for bids, for a job whose lease the caller holds.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct GrantRequest {
     pub job_id: String,
@@ -112,7 +112,7 @@ pub const MAX_GRANT_HOSTS: usize = 256;
 /// The answer: a grant for each named host that has a valid node credential (hosts without
 /// one are left out); each is the bearer token of that host's `/v1/bid` and `/v1/execute`
 /// for this job until `expires_at`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct GrantResponse {
     pub job_id: String,
     pub grants: std::collections::BTreeMap<String, String>,

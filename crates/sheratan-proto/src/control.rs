@@ -4,7 +4,7 @@ use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
 /// `GET /health` on either plane.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct HealthResponse {
     pub status: String,
     pub plane: crate::Plane,
@@ -19,7 +19,7 @@ pub struct HealthResponse {
 
 /// What a node does in the mesh. Decoded through `FromStr`, so an unknown role is reported
 /// with the list of valid ones.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase", try_from = "String")]
 pub enum Role {
     Worker,
@@ -69,7 +69,7 @@ impl std::str::FromStr for Role {
 }
 
 /// A node's self-reported load.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Load {
     #[serde(default)]
     pub inflight: u32,
@@ -78,7 +78,7 @@ pub struct Load {
 }
 
 /// `POST /v1/heartbeat`. Only `node_id` and `role` are required.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct HeartbeatRequest {
     pub node_id: String,
     pub role: Role,
@@ -98,7 +98,7 @@ pub struct HeartbeatRequest {
     pub load: Load,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum NodeStatus {
     Online,
@@ -128,7 +128,7 @@ impl std::str::FromStr for NodeStatus {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum Health {
     Green,
@@ -136,7 +136,7 @@ pub enum Health {
     Red,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum Attestation {
     Ok,
@@ -155,7 +155,7 @@ impl Attestation {
 }
 
 /// Answer to a heartbeat.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct HeartbeatResponse {
     pub node_id: String,
     pub status: NodeStatus,
@@ -166,7 +166,7 @@ pub struct HeartbeatResponse {
 }
 
 /// What a node looked like at its first heartbeat: the attestation baseline.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct FirstSeen {
     #[serde(with = "time::serde::rfc3339")]
     pub at: OffsetDateTime,
@@ -176,7 +176,7 @@ pub struct FirstSeen {
 }
 
 /// One registry entry, as `GET /v1/nodes` and `GET /v1/nodes/{id}` show it.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct NodeView {
     pub node_id: String,
     pub role: Role,
@@ -195,13 +195,13 @@ pub struct NodeView {
 }
 
 /// `GET /v1/nodes`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct NodeList {
     pub nodes: Vec<NodeView>,
 }
 
 /// One published bundle.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct BundleInfo {
     pub name: String,
     pub sha256: String,
@@ -209,7 +209,7 @@ pub struct BundleInfo {
 }
 
 /// `GET /v1/bundles`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct BundleList {
     pub bundles: Vec<BundleInfo>,
 }
@@ -264,7 +264,7 @@ mod tests {
 }
 
 /// `?role=&status=` of `GET /v1/nodes`.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NodesQuery {
     #[serde(default)]
@@ -275,7 +275,7 @@ pub struct NodesQuery {
 
 /// `?format=` of `GET /metrics` on either plane: Prometheus text (default, `prometheus`,
 /// `text`) or `json` (dotted names).
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct MetricsQuery {
     #[serde(default)]

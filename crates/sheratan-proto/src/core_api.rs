@@ -9,7 +9,7 @@ use crate::control::{Attestation, Health, Load, NodeStatus, Role};
 use crate::data::{JobError, JobStatus};
 
 /// How Core routes a job.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Dispatch {
     /// Workers pull it from its queue (`queue`, default `default`).
@@ -22,7 +22,7 @@ pub enum Dispatch {
 }
 
 /// `POST /api/jobs` on Core: the job fields and how to dispatch it.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CoreSubmit {
     pub kind: String,
@@ -45,7 +45,7 @@ pub struct CoreSubmit {
 }
 
 /// Core's answer to a submit.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct CoreSubmitted {
     pub job_id: String,
     pub status: JobStatus,
@@ -58,7 +58,7 @@ pub struct CoreSubmitted {
 
 /// `?limit=` of Core's lists (`/api/auctions`, `/api/alerts`, `/api/audit`) and the broker's
 /// `/v1/auctions`.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct LimitQuery {
     #[serde(default)]
@@ -66,7 +66,7 @@ pub struct LimitQuery {
 }
 
 /// One sample of the hub's gauges (Core takes one every 10 s, keeps an hour).
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct HistoryPoint {
     /// Unix milliseconds.
     pub t: i64,
@@ -78,7 +78,7 @@ pub struct HistoryPoint {
 }
 
 /// `GET /api/history`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct History {
     pub interval_s: f64,
     pub points: Vec<HistoryPoint>,
@@ -86,13 +86,13 @@ pub struct History {
 
 /// `GET /api/alerts` (entries: [`crate::event::AlertRecord`]) and `GET /api/audit` (entries:
 /// [`crate::AuditRecord`]): the newest lines of a log, oldest first.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct LogTail<T> {
     pub entries: Vec<T>,
 }
 
 /// `GET /api/overview`: every component, probed at once with a 1.5 s deadline.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Overview {
     pub components: Components,
     /// `null` when the hub's registry could not be read in time.
@@ -102,7 +102,7 @@ pub struct Overview {
     pub events_subscribers: u64,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Components {
     pub core: ComponentState,
     pub control: ComponentState,
@@ -112,7 +112,7 @@ pub struct Components {
 }
 
 /// A component's state: `up` with its `/health` body as `detail`, or `down` with the `error`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ComponentState {
     pub status: UpDown,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -123,7 +123,7 @@ pub struct ComponentState {
     pub error: Option<String>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum UpDown {
     Up,
@@ -131,7 +131,7 @@ pub enum UpDown {
 }
 
 /// Nodes by status (`ONLINE`, `STALE`, `DEAD`) and by role.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct NodeCounts {
     pub total: u64,
     pub by_status: BTreeMap<String, u64>,
@@ -139,25 +139,25 @@ pub struct NodeCounts {
 }
 
 /// `event: ready` of `/api/events`, sent first.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ReadyEvent {
     pub poll_interval_ms: u64,
 }
 
 /// `event: lagged`: this subscriber missed events; reload.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct LaggedEvent {
     pub missed: u64,
 }
 
 /// `event: hub`: Hub Data became unreachable or reachable again.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct HubEvent {
     pub reachable: bool,
 }
 
 /// `event: job`: a job appeared or changed.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct JobEvent {
     pub job_id: String,
     pub queue: String,
@@ -180,14 +180,14 @@ pub struct JobEvent {
 }
 
 /// `event: progress`: a running job reported progress or output (docs/API.md, "Progress").
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ProgressEvent {
     pub job_id: String,
     pub progress: crate::progress::JobProgress,
 }
 
 /// `event: node`: a node appeared or changed.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct NodeEvent {
     pub node_id: String,
     pub role: Role,
@@ -198,7 +198,7 @@ pub struct NodeEvent {
 }
 
 /// The dashboard's `GET /config.json`: where the browser finds Core.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct DashboardConfig {
     pub core_url: String,
     pub version: String,

@@ -8,7 +8,7 @@ use time::OffsetDateTime;
 pub const CREDENTIAL_NAME_MAX_LEN: usize = 64;
 
 /// What a credential may do.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum CredentialRole {
     /// Everything, the admin path from any address included.
@@ -55,7 +55,7 @@ impl std::str::FromStr for CredentialRole {
 }
 
 /// `POST /admin/tokens`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateCredential {
     pub name: String,
@@ -69,7 +69,7 @@ pub struct CreateCredential {
 }
 
 /// A credential as listed: never its secret.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct CredentialView {
     pub name: String,
     pub role: CredentialRole,
@@ -86,14 +86,14 @@ pub struct CredentialView {
 }
 
 /// The answer to a create: the secret, shown this once.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct CreatedCredential {
     pub credential: CredentialView,
     pub secret: String,
 }
 
 /// `GET /admin/tokens`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct CredentialList {
     pub credentials: Vec<CredentialView>,
 }
@@ -127,7 +127,7 @@ mod tests {
 
 /// `GET /v1/whoami` (hub data plane) and `GET /api/whoami` (Core): what the presented token is
 /// and may do, for a service that signs people in with any credential (Core, the dashboard).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Whoami {
     /// How audit lines name it: `"ops (admin)"`, `"the mesh token"`.
     pub credential: String,

@@ -3,10 +3,10 @@
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
-use crate::ErrorBody;
+use crate::ErrorDetail;
 
 /// Where a job is in its life.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum JobStatus {
     Accepted,
@@ -59,7 +59,7 @@ impl std::str::FromStr for JobStatus {
 }
 
 /// `POST /v1/jobs` (and each item of a batch). Only `kind` is required.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SubmitJob {
     #[serde(default = "default_queue")]
@@ -105,7 +105,7 @@ pub fn default_queue() -> String {
 }
 
 /// The answer to a submit: 202 for a new job, 200 for an idempotent repeat.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct SubmitResponse {
     pub job_id: String,
     pub status: JobStatus,
@@ -120,7 +120,7 @@ pub struct SubmitResponse {
 
 /// One queue in `GET /v1/queues`: its depth, and whether a node serves it (asked it for
 /// jobs within the last 60 s).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct QueueView {
     pub queue: String,
     /// Accepted jobs waiting to be leased.
@@ -139,13 +139,13 @@ pub struct QueueView {
 }
 
 /// `GET /v1/queues`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct QueueList {
     pub queues: Vec<QueueView>,
 }
 
 /// `POST /v1/jobs/batch`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SubmitBatch {
     pub jobs: Vec<SubmitJob>,
@@ -153,7 +153,7 @@ pub struct SubmitBatch {
 
 /// One item's outcome in a batch, in the order of the request. `code` is the HTTP status the
 /// item would have had alone.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct BatchOutcome {
     pub code: u16,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -164,17 +164,18 @@ pub struct BatchOutcome {
     pub result: Option<serde_json::Value>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub warning: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none", flatten)]
-    pub error: Option<ErrorBody>,
+    /// The refusal, when `code` is not 2xx: as the error body's `error` would be alone.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<ErrorDetail>,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct BatchResponse {
     pub jobs: Vec<BatchOutcome>,
 }
 
 /// Why a job failed, as its executor reported it (or the hub, for a reaped lease).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct JobError {
     pub message: String,
     #[serde(default)]
@@ -184,7 +185,7 @@ pub struct JobError {
 /// Who holds a job's lease, and until when. Never the lease id: that is a capability only the
 /// node that took the lease sees (in its lease answer), so no reader of job views can extend
 /// or complete another node's lease.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct LeaseView {
     pub node_id: String,
     #[serde(with = "time::serde::rfc3339")]
@@ -192,7 +193,7 @@ pub struct LeaseView {
 }
 
 /// `GET /v1/jobs/{id}`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct JobView {
     pub job_id: String,
     pub queue: String,
@@ -230,14 +231,14 @@ pub struct JobView {
 }
 
 /// `GET /v1/jobs`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct JobList {
     pub jobs: Vec<JobView>,
     pub next_cursor: Option<String>,
 }
 
 /// `POST /v1/leases`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct LeaseRequest {
     pub node_id: String,
@@ -261,7 +262,7 @@ fn one() -> u32 {
 }
 
 /// One leased job.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct LeasedJob {
     pub job_id: String,
     pub lease_id: String,
@@ -279,7 +280,7 @@ pub struct LeasedJob {
 
 /// The answer to a lease. With no jobs, `defer_ms` > 0 says how long to wait before asking
 /// again (the hub is saturated, or nothing is ready).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct LeaseResponse {
     pub jobs: Vec<LeasedJob>,
     pub defer_ms: u64,
@@ -291,7 +292,7 @@ pub struct LeaseResponse {
 
 /// `POST /v1/leases/watch`: a node's running leases, answered as soon as one of them is no
 /// longer its to run (the job was cancelled, or the lease lost), or empty after `wait_ms`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct WatchRequest {
     /// At most [`MAX_WATCHED`].
@@ -301,7 +302,7 @@ pub struct WatchRequest {
 }
 
 /// One running lease, as its node knows it.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct WatchedLease {
     pub job_id: String,
@@ -312,20 +313,20 @@ pub struct WatchedLease {
 pub const MAX_WATCHED: usize = 256;
 
 /// The leases of a watch that ended: stop their handlers and report nothing.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct WatchResponse {
     pub ended: Vec<String>,
 }
 
 /// `POST /v1/leases/{lease_id}/extend`.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ExtendRequest {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub extend_s: Option<u32>,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ExtendResponse {
     pub lease_id: String,
     pub job_id: String,
@@ -333,7 +334,7 @@ pub struct ExtendResponse {
     pub lease_expires_at: OffsetDateTime,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Outcome {
     Success,
@@ -341,7 +342,7 @@ pub enum Outcome {
 }
 
 /// `POST /v1/results`, signed (see `headers::CONTENT_SHA256` and `headers::SIGNATURE`).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ResultRequest {
     pub job_id: String,
@@ -353,7 +354,7 @@ pub struct ResultRequest {
     pub error: Option<JobError>,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ResultResponse {
     pub job_id: String,
     /// The job's status after the result: completed, failed, or accepted (a retry).
@@ -363,19 +364,19 @@ pub struct ResultResponse {
 }
 
 /// `POST /v1/results/ack`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AckRequest {
     pub job_ids: Vec<String>,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct AckResponse {
     pub acked: u64,
 }
 
 /// One finished job waiting for its submitter.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct PendingResult {
     pub job_id: String,
     pub queue: String,
@@ -388,13 +389,13 @@ pub struct PendingResult {
 }
 
 /// `GET /v1/results?pending=1`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct PendingResults {
     pub results: Vec<PendingResult>,
 }
 
 /// `POST /admin/queues/{q}/pause|resume|purge`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct QueueAdminResponse {
     pub queue: String,
     pub paused: bool,
@@ -437,7 +438,7 @@ pub fn validate_queue(name: &str) -> Result<(), String> {
 }
 
 /// `?queue=&status=&limit=&cursor=` of `GET /v1/jobs` (and Core's `GET /api/jobs`).
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct JobsQuery {
     #[serde(default)]
@@ -462,7 +463,7 @@ pub struct JobsQuery {
 
 /// `POST /admin/jobs/requeue` and `POST /admin/jobs/delete`: the finished jobs matching every
 /// given filter, newest first, at most `limit`.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct BulkSelection {
     /// `failed` (the default) or `cancelled` (and, for a delete, `completed`).
@@ -487,14 +488,14 @@ pub struct BulkSelection {
 }
 
 /// What a bulk requeue or delete did: how many jobs, and which.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct BulkOutcome {
     pub count: u64,
     pub job_ids: Vec<String>,
 }
 
 /// `?pending=1&wait_ms=&limit=` of `GET /v1/results`.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PendingQuery {
     #[serde(default)]
@@ -506,7 +507,7 @@ pub struct PendingQuery {
 }
 
 /// `POST /admin/token-rotation`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RotationRequest {
     pub next_token: String,
@@ -515,7 +516,7 @@ pub struct RotationRequest {
 }
 
 /// The answer of `POST /admin/token-rotation`: what an operator sees of a rotation.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct RotationStatus {
     pub active: bool,
     #[serde(with = "time::serde::rfc3339::option")]

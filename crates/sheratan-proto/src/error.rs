@@ -33,6 +33,25 @@ pub enum ErrorCode {
 }
 
 impl ErrorCode {
+    /// Every code a server sends (not `Unknown`), in the contract's order.
+    pub const SENT: [ErrorCode; 15] = [
+        ErrorCode::AuthFail,
+        ErrorCode::Forbidden,
+        ErrorCode::LocalhostOnly,
+        ErrorCode::PortMismatch,
+        ErrorCode::InvalidRequest,
+        ErrorCode::PayloadTooLarge,
+        ErrorCode::NotFound,
+        ErrorCode::MethodNotAllowed,
+        ErrorCode::IdempotencyKeyCollision,
+        ErrorCode::LeaseExpired,
+        ErrorCode::Conflict,
+        ErrorCode::BackpressureDrop,
+        ErrorCode::ResultIntegrityFail,
+        ErrorCode::Internal,
+        ErrorCode::Unavailable,
+    ];
+
     /// The HTTP status this code is always sent with.
     pub fn http_status(self) -> u16 {
         match self {
@@ -75,6 +94,24 @@ impl ErrorCode {
     }
 }
 
+/// The schema lists the codes a server sends; `Unknown` is this crate's name for a code from a
+/// newer server, never on the wire.
+impl utoipa::PartialSchema for ErrorCode {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        utoipa::openapi::ObjectBuilder::new()
+            .schema_type(utoipa::openapi::schema::Type::String)
+            .enum_values(Some(ErrorCode::SENT.iter().map(|c| c.as_str())))
+            .description(Some(
+                "A stable, machine-readable error code; the HTTP status is a function of the \
+                 code. A client should treat a code it does not know (a newer server's) as \
+                 INTERNAL.",
+            ))
+            .into()
+    }
+}
+
+impl utoipa::ToSchema for ErrorCode {}
+
 impl std::fmt::Display for ErrorCode {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(self.as_str())
@@ -82,12 +119,12 @@ impl std::fmt::Display for ErrorCode {
 }
 
 /// `{"error": {"code": …, "message": …, "hint": …}}`
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ErrorBody {
     pub error: ErrorDetail,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ErrorDetail {
     pub code: ErrorCode,
     /// What went wrong, for a person.

@@ -9,7 +9,19 @@ pub const AUDIT_LOG_FILE: &str = "hub_security_audit.jsonl";
 pub const ALERTS_FILE: &str = "alerts.jsonl";
 
 /// Every event the hub can emit. The wire name is the SCREAMING_SNAKE_CASE of the variant.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Hash,
+    PartialOrd,
+    Ord,
+    Serialize,
+    Deserialize,
+    utoipa::ToSchema,
+)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum EventKind {
     AuthFail,
@@ -174,7 +186,7 @@ impl std::fmt::Display for EventKind {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Severity {
     Info,
@@ -183,7 +195,7 @@ pub enum Severity {
 }
 
 /// Which listener an event belongs to.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Plane {
     Control,
@@ -204,7 +216,7 @@ impl Plane {
 /// `count` is how many occurrences the line stands for: 1 for a first occurrence, more for a
 /// line that folds identical repeats (then `first_ts` is the first folded repeat and `ts` the
 /// last). Summing `count` over lines gives the exact number of occurrences.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct AuditRecord {
     #[serde(with = "time::serde::rfc3339")]
     pub ts: OffsetDateTime,
@@ -233,7 +245,7 @@ pub struct AuditRecord {
 
 /// One line of `logs/alerts.jsonl` (and the body of an alert webhook call, and an entry of
 /// Core's `/api/alerts`): a rule of the audit watcher fired.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct AlertRecord {
     #[serde(with = "time::serde::rfc3339")]
     pub ts: OffsetDateTime,

@@ -5,7 +5,7 @@ use serde::{Deserialize, Serialize};
 
 /// Whether a component checks the mesh token (`disabled` only with the operator's explicit
 /// `SHERATAN_HUB_TOKEN_REQUIRED=0`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum AuthMode {
     Required,
@@ -13,7 +13,7 @@ pub enum AuthMode {
 }
 
 /// A host's `/health`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct HostHealth {
     pub status: String,
     pub role: String,
@@ -24,7 +24,7 @@ pub struct HostHealth {
 }
 
 /// The broker's `/health`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct BrokerHealth {
     pub status: String,
     pub role: String,
@@ -36,7 +36,7 @@ pub struct BrokerHealth {
 }
 
 /// Core's `/health`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct CoreHealth {
     pub status: String,
     pub role: String,
@@ -45,14 +45,14 @@ pub struct CoreHealth {
 }
 
 /// The dashboard's `/health`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct DashboardHealth {
     pub status: String,
     pub role: String,
 }
 
 /// The relay's `/health`: its backends and tabs.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct RelayHealth {
     pub status: String,
     pub role: String,
@@ -65,13 +65,13 @@ pub struct RelayHealth {
     pub auth: AuthMode,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct RelayBackends {
     pub cdp: CdpHealth,
     pub openai: OpenAiHealth,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct TabCount {
     pub open: usize,
     pub limit: u32,
@@ -79,7 +79,7 @@ pub struct TabCount {
 
 /// The CDP backend: `unavailable` (with `detail`), `idle` (connects on the next job) or
 /// `connected` (with the browser's `version` and, for a launched one, its `pid`).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct CdpHealth {
     pub state: CdpState,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -94,7 +94,7 @@ pub struct CdpHealth {
     pub pid: Option<u32>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum CdpState {
     Unavailable,
@@ -104,7 +104,7 @@ pub enum CdpState {
 
 /// Where the browser comes from: a running Chrome's `url` (without its user-info), or the
 /// Chromium binary the relay `launch`es (over `transport` "pipe", with or without `sandbox`).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct CdpSource {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub url: Option<String>,
@@ -116,7 +116,7 @@ pub struct CdpSource {
     pub sandbox: Option<SandboxState>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct SandboxState {
     pub on: bool,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -125,7 +125,7 @@ pub struct SandboxState {
 
 /// The OpenAI-compatible backend: `not_configured` (with `detail`) or `configured` (its
 /// `base_url` without user-info, and `model`).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct OpenAiHealth {
     pub state: OpenAiState,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -136,7 +136,7 @@ pub struct OpenAiHealth {
     pub model: Option<String>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum OpenAiState {
     NotConfigured,

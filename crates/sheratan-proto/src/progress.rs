@@ -18,7 +18,7 @@ pub const OUTPUT_TAIL: usize = 8 * 1024;
 
 /// `POST /v1/leases/{lease_id}/progress`. Every field but `job_id` is optional; a report with
 /// none of them is a no-op that proves the lease is held.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ProgressReport {
     pub job_id: String,
@@ -59,7 +59,7 @@ impl ProgressReport {
 }
 
 /// The answer to a progress report.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ProgressAck {
     pub job_id: String,
     /// Output bytes appended so far (what the job view's `output_bytes` will say).
@@ -67,7 +67,7 @@ pub struct ProgressAck {
 }
 
 /// A running job's latest progress, in its job view.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct JobProgress {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub value: Option<f64>,

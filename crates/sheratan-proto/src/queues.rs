@@ -22,9 +22,11 @@ pub const MAX_CONCURRENCY_KEY_LEN: usize = 256;
 /// bucket holding `burst` tokens refilled at `limit / period_s` per second. `burst` defaults
 /// to 1: starts are spaced evenly (5/s starts one job every 200 ms); a larger burst lets that
 /// many start at once after a quiet spell.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct Rate {
     pub limit: u32,
+    /// Seconds; 1 when left out.
+    #[schema(required = false)]
     pub period_s: u32,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub burst: Option<u32>,
@@ -93,7 +95,7 @@ impl Rate {
 
 /// A queue's settings, as `GET` answers them. Absent limits mean "no limit"; absent retry
 /// settings mean the hub's defaults.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct QueueSettings {
     #[serde(default)]
     pub paused: bool,
@@ -220,7 +222,7 @@ impl QueueSettings {
 
 /// `PUT /admin/queues/{queue}/settings`: only the fields it names change; `null` removes a
 /// limit (or a retry default).
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct QueueSettingsPatch {
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -293,7 +295,7 @@ where
 
 /// A job's own retry backoff (`retry` in a submit): `base_ms` doubles per attempt up to
 /// `max_ms`. Fields left out take the queue's settings, then the hub's defaults.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RetryPolicy {
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -6,7 +6,7 @@ use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
 /// Which backend runs a prompt.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Backend {
     Cdp,
@@ -23,7 +23,7 @@ impl Backend {
 }
 
 /// An `llm` job's payload, and the body of `POST /v1/complete`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RelayRequest {
     pub prompt: String,
@@ -36,7 +36,7 @@ pub struct RelayRequest {
 }
 
 /// An `llm` job's result, and the answer of `POST /v1/complete`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct RelayResult {
     pub text: String,
     pub backend: Backend,
@@ -48,7 +48,7 @@ pub struct RelayResult {
 }
 
 /// An open tab, as `GET /v1/sessions` shows it.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct SessionView {
     pub target_id: String,
     pub job_id: Option<String>,
@@ -59,20 +59,20 @@ pub struct SessionView {
 }
 
 /// `GET /v1/sessions`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct SessionList {
     pub sessions: Vec<SessionView>,
 }
 
 /// `POST {base_url}/chat/completions` of an OpenAI-compatible server.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ChatRequest {
     pub model: String,
     pub messages: Vec<ChatMessage>,
     pub stream: bool,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ChatMessage {
     /// Some servers leave it out of answers.
     #[serde(default)]
@@ -81,31 +81,31 @@ pub struct ChatMessage {
 }
 
 /// The part of a chat-completions answer the relay reads: the first choice's message.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ChatResponse {
     pub choices: Vec<ChatChoice>,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ChatChoice {
     pub message: ChatMessage,
 }
 
 /// One `data:` event of a streamed chat-completions answer (`stream: true`).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ChatChunk {
     #[serde(default)]
     pub choices: Vec<ChunkChoice>,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ChunkChoice {
     #[serde(default)]
     pub delta: ChunkDelta,
 }
 
 /// The piece of the answer a chunk adds (a role-only first chunk has no content).
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ChunkDelta {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub content: Option<String>,

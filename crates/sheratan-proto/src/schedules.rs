@@ -7,7 +7,7 @@ use time::OffsetDateTime;
 use crate::data::{JobStatus, SubmitJob};
 
 /// What a tick does while the schedule's previous job has not finished.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Overlap {
     /// Submit anyway (the default).
@@ -20,7 +20,7 @@ pub enum Overlap {
 }
 
 /// What happens to ticks that passed while no hub ran the schedule.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum CatchUp {
     /// Only a tick less than a minute late runs; older ones count as missed (the default).
@@ -36,7 +36,7 @@ pub enum CatchUp {
 pub const MAX_CATCH_UP: usize = 100;
 
 /// `POST /v1/schedules`. `name`, `cron` and `job` are required.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ScheduleSpec {
     /// 1 to 64 characters: letters, digits, `-`, `_`, `.`.
@@ -67,7 +67,7 @@ fn utc() -> String {
 }
 
 /// `PATCH /v1/schedules/{name}`: the fields it names change, the others keep their value.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SchedulePatch {
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -87,7 +87,7 @@ pub struct SchedulePatch {
 }
 
 /// What became of one tick (or a run-now).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum RunOutcome {
     /// A job was submitted.
@@ -100,7 +100,7 @@ pub enum RunOutcome {
 }
 
 /// The latest run of a schedule.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ScheduleRun {
     /// The tick it was for (the time of a run-now).
     #[serde(with = "time::serde::rfc3339")]
@@ -114,7 +114,7 @@ pub struct ScheduleRun {
 }
 
 /// The latest job a schedule submitted, and how it stands now.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct LastJob {
     pub job_id: String,
     /// Absent once the job is gone (deleted, or purged by retention).
@@ -123,7 +123,7 @@ pub struct LastJob {
 }
 
 /// A schedule as `GET /v1/schedules/{name}` shows it.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ScheduleView {
     pub name: String,
     pub cron: String,
@@ -151,13 +151,13 @@ pub struct ScheduleView {
 }
 
 /// `GET /v1/schedules`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ScheduleList {
     pub schedules: Vec<ScheduleView>,
 }
 
 /// `POST /v1/schedules/{name}/run`: the job a run-now submitted.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct RunNowResponse {
     pub job_id: String,
 }

@@ -288,12 +288,10 @@ fn hub_data_plane_jobs() {
                     status: None,
                     result: None,
                     warning: None,
-                    error: Some(ErrorBody {
-                        error: ErrorDetail {
-                            code: ErrorCode::InvalidRequest,
-                            message: "kind: missing field".into(),
-                            hint: "fix the request".into(),
-                        },
+                    error: Some(ErrorDetail {
+                        code: ErrorCode::InvalidRequest,
+                        message: "kind: missing field".into(),
+                        hint: "fix the request".into(),
                     }),
                 },
             ],

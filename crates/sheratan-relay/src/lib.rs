@@ -538,7 +538,9 @@ impl edge::Edge for RelayState {
                 && (who.queues.is_empty() || who.queues.iter().any(|q| q == "llm"))
                 && method == axum::http::Method::POST
                 && path == "/v1/complete";
-            if !(submit || edge::read_role_permits(who.role, &method)) {
+            // The API description is every credential's, as its own identity is at the hub.
+            let description = method == axum::http::Method::GET && path == "/openapi.json";
+            if !(submit || description || edge::read_role_permits(who.role, &method)) {
                 return Err(edge::forbidden_here(&who.credential, &method, &path));
             }
             Ok(Some(()))
@@ -579,6 +581,7 @@ fn router(state: Arc<RelayState>) -> Router {
         .route("/metrics", get(metrics))
         .route("/v1/complete", post(complete_route))
         .route("/v1/sessions", get(sessions))
+        .route("/openapi.json", get(openapi))
         .route(
             profiles::DEMO_PATH,
             get(|| demo_asset(DEMO_HTML, "text/html; charset=utf-8")),
@@ -594,7 +597,8 @@ fn router(state: Arc<RelayState>) -> Router {
     edge::with_fallbacks(
         routes,
         "the relay",
-        "/health, /metrics, /v1/complete, /v1/sessions and the demo chat page /demo/chat",
+        "/health, /metrics, /openapi.json, /v1/complete, /v1/sessions and the demo chat page \
+         /demo/chat",
     )
     .with_state(state)
 }
@@ -713,6 +717,10 @@ async fn sessions(State(s): State<Arc<RelayState>>, _: Caller) -> Json<SessionLi
         .cloned()
         .collect();
     Json(SessionList { sessions })
+}
+
+async fn openapi(_: Caller) -> Response {
+    edge::static_json(sheratan_openapi::served("relay").expect("the relay's document exists"))
 }
 
 async fn metrics(State(s): State<Arc<RelayState>>, _: Caller) -> Response {

@@ -22,6 +22,7 @@ pub(super) fn routes() -> Router<PlaneState> {
     Router::new()
         .route("/health", get(health))
         .route("/metrics", get(super::metrics::metrics))
+        .route("/openapi.json", get(super::openapi))
         .route("/v1/heartbeat", post(heartbeat))
         .route("/v1/nodes", get(list_nodes))
         .route("/v1/nodes/{id}", get(get_node))

@@ -20,6 +20,7 @@ pub(super) fn routes() -> Router<PlaneState> {
     Router::new()
         .route("/health", get(health))
         .route("/metrics", get(super::metrics::metrics))
+        .route("/openapi.json", get(super::openapi))
         .route("/admin/registry", get(admin_registry))
         .route("/admin/token-rotation", post(admin_token_rotation))
         .route("/admin/bundles/{name}", put(admin_publish_bundle))

@@ -208,6 +208,17 @@ fn capitalize(s: &str) -> String {
         .unwrap_or_default()
 }
 
+/// `GET /openapi.json`: this plane's document (docs/openapi/), for any valid token.
+async fn openapi(State(state): State<PlaneState>, _: extract::Caller) -> Response {
+    let name = match state.plane {
+        Plane::Control => "hub-control",
+        Plane::Data => "hub-data",
+    };
+    sheratan_runtime::edge::static_json(
+        sheratan_openapi::served(name).expect("both planes' documents exist"),
+    )
+}
+
 /// Unknown routes: authenticate first (route names beyond the public ones are not revealed
 /// to callers without the token), then 404.
 async fn unknown_route(

@@ -20,8 +20,13 @@ use crate::credentials::{Lookup, SECRET_PREFIX};
 pub fn permits(role: CredentialRole, method: &Method, path: &str) -> bool {
     let get = method == Method::GET || method == Method::HEAD;
     // Public routes, answered to anyone (the handlers ask for no credential), and every
-    // credential's own identity.
-    if get && matches!(path, "/health" | "/v1/tls/ca" | "/v1/whoami") {
+    // credential's own identity and the API description.
+    if get
+        && matches!(
+            path,
+            "/health" | "/v1/tls/ca" | "/v1/whoami" | "/openapi.json"
+        )
+    {
         return true;
     }
     let post = method == Method::POST;

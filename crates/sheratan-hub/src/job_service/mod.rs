@@ -20,7 +20,7 @@ mod watch;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use sheratan_proto::data::BatchOutcome;
-use sheratan_proto::{ErrorBody, ErrorCode, ErrorDetail};
+use sheratan_proto::{ErrorCode, ErrorDetail};
 use sheratan_store::StoreError;
 
 pub use admin::{BulkAction, QueueAction, bulk, cancel, get, list, queue_admin, requeue};
@@ -198,12 +198,10 @@ impl JobsError {
             status: None,
             result: None,
             warning: None,
-            error: Some(ErrorBody {
-                error: ErrorDetail {
-                    code: self.code(),
-                    message: self.message(),
-                    hint: self.hint().into(),
-                },
+            error: Some(ErrorDetail {
+                code: self.code(),
+                message: self.message(),
+                hint: self.hint().into(),
             }),
         }
     }

@@ -119,6 +119,16 @@ pub fn cannot_vouch(err: impl std::fmt::Display) -> ApiError {
     )
 }
 
+/// A JSON document built once (an OpenAPI description) as a 200 answer.
+pub fn static_json(text: &'static str) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    (
+        [(axum::http::header::CONTENT_TYPE, "application/json")],
+        text,
+    )
+        .into_response()
+}
+
 /// Whether a read-only role (or the mesh token, `None`, or an admin) may make a request to a
 /// server that only shows things (the broker's auctions, metrics): every `GET`/`HEAD`.
 pub fn read_role_permits(

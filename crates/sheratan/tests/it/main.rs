@@ -17,6 +17,7 @@ mod limits;
 mod mesh;
 mod multihub;
 mod netns;
+mod openapi;
 mod ops;
 mod outbound_tls;
 mod packaging;
