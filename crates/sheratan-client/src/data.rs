@@ -71,6 +71,16 @@ impl DataClient {
     /// Submits a job. Retried when the hub refused it (429, 503); also after a connection
     /// failure when the job carries an idempotency key (the key makes a repeat harmless).
     pub async fn submit(&self, job: &SubmitJob) -> Result<Submitted, ClientError> {
+        self.submit_traced(job, None).await
+    }
+
+    /// [`DataClient::submit`] inside the caller's trace (a W3C `traceparent`, docs/API.md,
+    /// "Traces").
+    pub async fn submit_traced(
+        &self,
+        job: &SubmitJob,
+        traceparent: Option<&str>,
+    ) -> Result<Submitted, ClientError> {
         let retry = if job.idempotency_key.is_some() {
             Retry::Safe
         } else {
@@ -79,7 +89,10 @@ impl DataClient {
         let response = self
             .base
             .send_retrying(retry, || {
-                self.base.request(Method::POST, "/v1/jobs").json(job)
+                traced(
+                    self.base.request(Method::POST, "/v1/jobs").json(job),
+                    traceparent,
+                )
             })
             .await?;
         let created = response.status() == reqwest::StatusCode::ACCEPTED;
@@ -235,7 +248,17 @@ impl DataClient {
     /// Reports a result, signed with this client's token (content SHA-256 and HMAC-SHA256).
     /// Safe to repeat: the hub counts a repeated result once.
     pub async fn report(&self, result: &ResultRequest) -> Result<ResultResponse, ClientError> {
-        self.signed_post("/v1/results", result, Retry::Safe).await
+        self.report_traced(result, None).await
+    }
+
+    /// [`DataClient::report`] with the handler span's W3C `traceparent` (docs/API.md, "Traces").
+    pub async fn report_traced(
+        &self,
+        result: &ResultRequest,
+        traceparent: Option<&str>,
+    ) -> Result<ResultResponse, ClientError> {
+        self.signed_post("/v1/results", result, Retry::Safe, traceparent)
+            .await
     }
 
     /// Reports a running job's progress (docs/API.md, "Progress"), signed like a result. Not
@@ -246,7 +269,7 @@ impl DataClient {
         report: &sheratan_proto::progress::ProgressReport,
     ) -> Result<sheratan_proto::progress::ProgressAck, ClientError> {
         let path = format!("/v1/leases/{lease_id}/progress");
-        self.signed_post(&path, report, Retry::Refused).await
+        self.signed_post(&path, report, Retry::Refused, None).await
     }
 
     /// POSTs `body` with its content SHA-256 and HMAC-SHA256 signature.
@@ -255,6 +278,7 @@ impl DataClient {
         path: &str,
         body: &impl serde::Serialize,
         retry: Retry,
+        traceparent: Option<&str>,
     ) -> Result<T, ClientError> {
         let body = serde_json::to_vec(body).map_err(|e| ClientError::Decode(e.to_string()))?;
         // One reading of the token for the signature and the request: the hub checks the HMAC
@@ -264,12 +288,14 @@ impl DataClient {
         json(
             self.base
                 .send_retrying(retry, || {
-                    self.base
+                    let request = self
+                        .base
                         .request_as(&token, Method::POST, path)
                         .header(sheratan_proto::headers::CONTENT_SHA256, &hash)
                         .header(sheratan_proto::headers::SIGNATURE, &signature)
                         .header(reqwest::header::CONTENT_TYPE, "application/json")
-                        .body(body.clone())
+                        .body(body.clone());
+                    traced(request, traceparent)
                 })
                 .await?,
         )
@@ -623,5 +649,13 @@ impl DataClient {
                 .await?,
         )
         .await
+    }
+}
+
+/// The request with the W3C `traceparent` header, when there is one.
+fn traced(request: reqwest::RequestBuilder, traceparent: Option<&str>) -> reqwest::RequestBuilder {
+    match traceparent {
+        Some(t) => request.header(sheratan_proto::headers::TRACEPARENT, t),
+        None => request,
     }
 }

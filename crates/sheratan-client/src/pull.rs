@@ -157,10 +157,11 @@ pub async fn keep_lease(data: &DataClient, lease_id: &str, timeout_s: u32) {
 pub async fn report_with_retries(
     data: &DataClient,
     report: &ResultRequest,
+    traceparent: Option<&str>,
 ) -> Result<(), ClientError> {
     let mut attempt = 0u32;
     loop {
-        match data.report(report).await {
+        match data.report_traced(report, traceparent).await {
             Ok(_) => return Ok(()),
             Err(err) if attempt < 5 && err.code().is_none() => {
                 attempt += 1;

@@ -384,6 +384,7 @@ pub fn queue_for(dispatch: Dispatch, queue: Option<&str>) -> Result<String, Stri
 async fn submit(
     State(s): State<Arc<CoreState>>,
     caller: Caller,
+    headers: HeaderMap,
     JsonBody(req): JsonBody<CoreSubmit>,
 ) -> Result<Response, ApiError> {
     let queue = queue_for(req.dispatch, req.queue.as_deref()).map_err(ApiError::invalid)?;
@@ -403,7 +404,15 @@ async fn submit(
         concurrency_key: None,
         retry: None,
     };
-    let submitted = caller.data(&s).submit(&job).await.map_err(hub_data)?;
+    // The caller's trace, if it sent one, goes on to the hub with the job.
+    let traceparent = headers
+        .get(sheratan_proto::headers::TRACEPARENT)
+        .and_then(|v| v.to_str().ok());
+    let submitted = caller
+        .data(&s)
+        .submit_traced(&job, traceparent)
+        .await
+        .map_err(hub_data)?;
     let status = match submitted {
         Submitted::Created(_) => StatusCode::ACCEPTED,
         Submitted::Existing(_) => StatusCode::OK,

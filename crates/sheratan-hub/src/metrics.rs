@@ -19,6 +19,8 @@ impl HubState {
         families.push(self.connection_family());
         families.push(self.forbidden_family());
         families.extend(self.registry_families());
+        let spans = self.config.tracer.counts();
+        families.push(Family::trace_spans(spans.exported(), spans.dropped()));
         families.push(Family::by_label(
             "sheratan_http_request_duration_seconds",
             "Requests to this hub (both planes), from routing to the answer, by route (long polls included: see sheratan_lease_wait_seconds).",

@@ -83,6 +83,7 @@ fn job_ops() -> Vec<Op> {
         get("/openapi.json", "This document").ok_raw(200, "application/json", "the document"),
         post("/api/jobs", "Submit a job (queue, auction or llm dispatch)")
             .body::<CoreSubmit>()
+            .header(crate::hub::TRACEPARENT, crate::hub::JOIN_TRACE, false)
             .ok::<CoreSubmitted>(202, "accepted and committed")
             .ok::<CoreSubmitted>(200, "an idempotent repeat: the existing job")
             .err(

@@ -31,6 +31,10 @@ const PLANES: &str = "Every route of one plane on the other plane's port is 421 
 
 const NOT_FOUND: &str = "NOT_FOUND: no such one";
 
+pub(crate) const TRACEPARENT: &str = "traceparent";
+pub(crate) const JOIN_TRACE: &str = "W3C trace context: the job joins this trace (docs/API.md, \
+    \"Traces\"); a malformed value is ignored";
+
 /// The control plane (default port 8787).
 pub fn hub_control() -> Value {
     let api = Api {
@@ -147,6 +151,7 @@ fn job_ops() -> Vec<Op> {
     vec![
         post("/v1/jobs", "Submit a job")
             .body::<SubmitJob>()
+            .header(TRACEPARENT, JOIN_TRACE, false)
             .ok::<SubmitResponse>(202, "accepted and committed")
             .ok::<SubmitResponse>(200, "an idempotent repeat: the existing job")
             .err(
@@ -162,6 +167,7 @@ fn job_ops() -> Vec<Op> {
             .ok::<JobList>(200, "a page"),
         post("/v1/jobs/batch", "Submit several jobs, one outcome each")
             .body::<SubmitBatch>()
+            .header(TRACEPARENT, JOIN_TRACE, false)
             .ok::<BatchResponse>(200, "one outcome per item, in order")
             .err(
                 429,
@@ -214,6 +220,11 @@ fn lease_ops() -> Vec<Op> {
         post("/v1/results", "Report a job's result")
             .body::<ResultRequest>()
             .signed()
+            .header(
+                TRACEPARENT,
+                "W3C trace context of the handler's span: the hub's result span is its child",
+                false,
+            )
             .ok::<ResultResponse>(200, "recorded, or a duplicate of a recorded one")
             .err(404, NOT_FOUND)
             .err(409, EXPIRED)

@@ -276,6 +276,11 @@ pub struct LeasedJob {
     /// `TIMEOUT` failure (absent from hubs before 2026-12-05).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub timeout_s: Option<u32>,
+    /// The W3C trace context to run the job in (docs/API.md, "Traces"): a handler's span is
+    /// its child, and the result is sent with it as the `traceparent` header. Absent when the
+    /// job has no trace.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub traceparent: Option<String>,
 }
 
 /// The answer to a lease. With no jobs, `defer_ms` > 0 says how long to wait before asking

@@ -342,6 +342,7 @@ fn hub_data_plane_leases_and_results() {
                 attempt: 1,
                 lease_expires_at: T,
                 timeout_s: Some(300),
+                traceparent: Some("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01".into(),),
             }],
             defer_ms: 0,
             warning: None,

@@ -110,6 +110,8 @@ pub struct RelayConfig {
     pub tls: Option<sheratan_runtime::tls::TlsServer>,
     /// The largest `/v1/complete` body read.
     pub max_body_bytes: usize,
+    /// A span per job (`SHERATAN_OTLP_ENDPOINT`; off by default).
+    pub tracer: sheratan_trace::Tracer,
 }
 
 /// The kinds a relay runs unless `SHERATAN_RELAY_KINDS` says otherwise.
@@ -145,6 +147,7 @@ impl RelayConfig {
             serve: ServeLimits::default(),
             tls: None,
             max_body_bytes: edge::DEFAULT_MAX_BODY_BYTES,
+            tracer: sheratan_trace::Tracer::disabled(),
         }
     }
 }
@@ -309,6 +312,12 @@ async fn run_job(s: &RelayState, job: LeasedJob) {
     let sent = tokio_util::sync::CancellationToken::new();
     let sender =
         sheratan_client::progress::send_loop(&s.data, &job.job_id, &job.lease_id, &sink, &sent);
+    let mut span = s.config.tracer.start_from(
+        "sheratan.relay",
+        sheratan_trace::Kind::Consumer,
+        job.traceparent.as_deref(),
+    );
+    span.attr("sheratan.job_id", &job.job_id);
     let work = async {
         let request: RelayRequest = serde_json::from_value(job.payload.clone()).map_err(|e| {
             RelayFailure::invalid(format!(
@@ -329,6 +338,12 @@ async fn run_job(s: &RelayState, job: LeasedJob) {
             return;
         }
     };
+    match &outcome {
+        Ok(result) => span.attr("sheratan.backend", result.backend.as_str()),
+        Err(failure) => span.fail(&failure.message),
+    }
+    let traceparent = span.traceparent();
+    drop(span);
     let report = match outcome {
         Ok(result) => ResultRequest {
             job_id: job.job_id.clone(),
@@ -348,7 +363,10 @@ async fn run_job(s: &RelayState, job: LeasedJob) {
             }),
         },
     };
-    if let Err(err) = sheratan_client::pull::report_with_retries(&s.data, &report).await {
+    let traceparent = traceparent.as_deref();
+    if let Err(err) =
+        sheratan_client::pull::report_with_retries(&s.data, &report, traceparent).await
+    {
         tracing::warn!(job_id = %job.job_id, "relay: result not reported: {err}");
     }
 }
@@ -742,8 +760,10 @@ async fn metrics(State(s): State<Arc<RelayState>>, _: Caller) -> Response {
         |name, help, kind, value: u64| Family::new(name, help, kind).value(vec![], value as f64);
     let tabs = s.sessions.lock().expect("sessions lock").len() as u64;
     let browser = s.browser.as_ref();
+    let spans = s.config.tracer.counts();
     let families = [
         jobs,
+        Family::trace_spans(spans.exported(), spans.dropped()),
         one(
             "sheratan_relay_tabs_open",
             "Tabs open now.",

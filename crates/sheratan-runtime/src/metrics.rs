@@ -58,6 +58,26 @@ impl Family {
         }
     }
 
+    /// The spans a component exported to `SHERATAN_OTLP_ENDPOINT` and the ones it dropped
+    /// (queue full, collector down or refusing): both 0 while export is off.
+    pub fn trace_spans(exported: u64, dropped: u64) -> Self {
+        Self::new(
+            "sheratan_trace_spans_total",
+            "Trace spans, by outcome: exported to SHERATAN_OTLP_ENDPOINT, or dropped (queue full, collector down or refusing).",
+            Kind::Counter,
+        )
+        .sample(
+            vec![("outcome", "exported".into())],
+            exported as f64,
+            "trace.spans_exported",
+        )
+        .sample(
+            vec![("outcome", "dropped".into())],
+            dropped as f64,
+            "trace.spans_dropped",
+        )
+    }
+
     /// A family with a single unlabelled sample that the JSON view shows as `json_name`.
     pub fn single(
         name: &'static str,

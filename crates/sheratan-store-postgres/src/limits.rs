@@ -189,7 +189,7 @@ const LEASE_IDS: &str = "UPDATE jobs j SET status = 1, attempt = j.attempt + 1, 
         lease_node = $2, lease_expires_at = $1 + j.timeout_s::BIGINT * 1000, updated_at = $1, \
         lease_started_at = $1, progress = NULL \
      WHERE j.id = ANY($3) AND j.status = 0 \
-     RETURNING j.job_id, j.lease_id, j.queue, j.kind, j.payload, j.attempt, j.lease_expires_at, j.priority, j.id, j.timeout_s, j.run_at";
+     RETURNING j.job_id, j.lease_id, j.queue, j.kind, j.payload, j.attempt, j.lease_expires_at, j.priority, j.id, j.timeout_s, j.run_at, j.traceparent";
 
 /// The stored buckets of `keys` (a key without a row has a full bucket, left out here).
 async fn buckets(

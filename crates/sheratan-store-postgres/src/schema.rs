@@ -153,6 +153,10 @@ const MIGRATIONS: &[&str] = &[
         newest UUID NOT NULL
     );
     "#,
+    // Traces: the W3C traceparent a job carries from its submitter to the node that runs it.
+    r#"
+    ALTER TABLE jobs ADD COLUMN traceparent TEXT;
+    "#,
 ];
 
 /// The lock every hub takes while migrating.

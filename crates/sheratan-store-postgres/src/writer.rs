@@ -684,11 +684,11 @@ type LeaseReply = (LeaseOrder, Reply<LeaseGrant>);
 /// One INSERT for many new jobs.
 const INSERT_JOBS: &str = "INSERT INTO jobs (job_id, queue, kind, payload, priority, required_capabilities, \
      max_attempts, timeout_s, run_at, status, attempt, created_at, updated_at, follow, \
-     concurrency_key, retry_base_ms, retry_max_ms) \
-     SELECT j, q, k, p, pr, c::TEXT[], ma, t, r, 0, 0, $10, $10, f, ck, rb, rm \
+     concurrency_key, retry_base_ms, retry_max_ms, traceparent) \
+     SELECT j, q, k, p, pr, c::TEXT[], ma, t, r, 0, 0, $10, $10, f, ck, rb, rm, tp \
      FROM unnest($1::UUID[], $2::TEXT[], $3::TEXT[], $4::TEXT[], $5::INT[], $6::TEXT[], $7::INT[], $8::INT[], $9::BIGINT[], $11::BOOL[], \
-                 $12::TEXT[], $13::BIGINT[], $14::BIGINT[]) \
-       AS n(j, q, k, p, pr, c, ma, t, r, f, ck, rb, rm)";
+                 $12::TEXT[], $13::BIGINT[], $14::BIGINT[], $15::TEXT[]) \
+       AS n(j, q, k, p, pr, c, ma, t, r, f, ck, rb, rm, tp)";
 
 /// One UPDATE for many successful results; returns the jobs it completed (those whose lease
 /// was still live and whose holder rule, when checked, let the reporter complete it: the
@@ -713,7 +713,7 @@ const LEASE_JOBS: &str = "WITH picked AS ( \
         lease_expires_at = $1 + j.timeout_s::BIGINT * 1000, updated_at = $1, lease_started_at = $1, \
         progress = NULL \
      FROM picked WHERE j.id = picked.id \
-     RETURNING j.job_id, j.lease_id, j.queue, j.kind, j.payload, j.attempt, j.lease_expires_at, j.priority, j.id, j.timeout_s, j.run_at";
+     RETURNING j.job_id, j.lease_id, j.queue, j.kind, j.payload, j.attempt, j.lease_expires_at, j.priority, j.id, j.timeout_s, j.run_at, j.traceparent";
 
 /// A lease's rows as handed out, in leasing order; counted in the group's effects.
 fn granted(
@@ -739,6 +739,7 @@ fn granted(
             attempt: r.get::<_, i32>(5) as u32,
             lease_expires_at: from_ms(r.get(6)),
             timeout_s: r.get::<_, i32>(9) as u32,
+            traceparent: r.get(11),
         });
     }
     LeaseGrant {
@@ -762,6 +763,7 @@ struct InsertColumns<'a> {
     key: Vec<Option<&'a str>>,
     retry_base: Vec<Option<i64>>,
     retry_max: Vec<Option<i64>>,
+    traceparent: Vec<Option<&'a str>>,
 }
 
 impl<'a> InsertColumns<'a> {
@@ -780,6 +782,7 @@ impl<'a> InsertColumns<'a> {
             key: Vec::new(),
             retry_base: Vec::new(),
             retry_max: Vec::new(),
+            traceparent: Vec::new(),
         };
         for s in specs {
             c.job_id.push(s.job_id);
@@ -795,11 +798,12 @@ impl<'a> InsertColumns<'a> {
             c.key.push(s.concurrency_key.as_deref());
             c.retry_base.push(s.retry_base_ms.map(|v| v as i64));
             c.retry_max.push(s.retry_max_ms.map(|v| v as i64));
+            c.traceparent.push(s.traceparent.as_deref());
         }
         c
     }
 
-    fn params<'p>(&'p self, now: &'p i64) -> [&'p (dyn ToSql + Sync); 14] {
+    fn params<'p>(&'p self, now: &'p i64) -> [&'p (dyn ToSql + Sync); 15] {
         [
             &self.job_id,
             &self.queue,
@@ -815,6 +819,7 @@ impl<'a> InsertColumns<'a> {
             &self.key,
             &self.retry_base,
             &self.retry_max,
+            &self.traceparent,
         ]
     }
 }
@@ -946,8 +951,8 @@ async fn submit(
         tx.execute(
             "INSERT INTO jobs (job_id, queue, kind, payload, priority, required_capabilities, idempotency_key, \
              max_attempts, timeout_s, run_at, status, attempt, created_at, updated_at, follow, \
-             concurrency_key, retry_base_ms, retry_max_ms) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, 0, 0, $11, $11, $12, $13, $14, $15)",
+             concurrency_key, retry_base_ms, retry_max_ms, traceparent) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, 0, 0, $11, $11, $12, $13, $14, $15, $16)",
             &[
                 &spec.job_id,
                 &spec.queue,
@@ -964,6 +969,7 @@ async fn submit(
                 &spec.concurrency_key,
                 &spec.retry_base_ms.map(|v| v as i64),
                 &spec.retry_max_ms.map(|v| v as i64),
+                &spec.traceparent,
             ],
         )
         .await?;

@@ -51,8 +51,8 @@ pub fn insert_job(conn: &Connection, spec: &JobSpec, now: i64) -> rusqlite::Resu
     conn.prepare_cached(
         "INSERT INTO jobs (job_id, queue, kind, payload, priority, required_capabilities, \
          idempotency_key, max_attempts, timeout_s, run_at, status, attempt, created_at, updated_at, \
-         follow, concurrency_key, retry_base_ms, retry_max_ms) \
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, 0, 0, ?11, ?11, ?12, ?13, ?14, ?15)",
+         follow, concurrency_key, retry_base_ms, retry_max_ms, traceparent) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, 0, 0, ?11, ?11, ?12, ?13, ?14, ?15, ?16)",
     )?
     .execute(params![
         spec.job_id.as_bytes(),
@@ -70,6 +70,7 @@ pub fn insert_job(conn: &Connection, spec: &JobSpec, now: i64) -> rusqlite::Resu
         spec.concurrency_key,
         spec.retry_base_ms.map(|v| v as i64),
         spec.retry_max_ms.map(|v| v as i64),
+        spec.traceparent,
     ])?;
     Ok(conn.last_insert_rowid())
 }
@@ -147,16 +148,17 @@ pub fn set_leased(
     node: &str,
     expires: i64,
     now: i64,
-) -> rusqlite::Result<(String, i64)> {
-    // Also its run_at: when it was due (submitted, delayed, retried), for the queue-wait metric.
+) -> rusqlite::Result<(String, i64, Option<String>)> {
+    // Also its run_at: when it was due (submitted, delayed, retried), for the queue-wait metric,
+    // and the trace context it carries.
     conn.prepare_cached(
         "UPDATE jobs SET status = 1, attempt = ?2, lease_id = ?3, lease_node = ?4, \
          lease_expires_at = ?5, updated_at = ?6, lease_started_at = ?6, progress = NULL \
-         WHERE id = ?1 RETURNING payload, run_at",
+         WHERE id = ?1 RETURNING payload, run_at, traceparent",
     )?
     .query_row(
         params![row, attempt, lease_id.as_bytes(), node, expires, now],
-        |r| Ok((r.get(0)?, r.get(1)?)),
+        |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
     )
 }
 

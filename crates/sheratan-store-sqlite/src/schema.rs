@@ -117,6 +117,10 @@ const MIGRATIONS: &[&str] = &[
         newest BLOB NOT NULL
     );
     "#,
+    // Traces: the W3C traceparent a job carries from its submitter to the node that runs it.
+    r#"
+    ALTER TABLE jobs ADD COLUMN traceparent TEXT;
+    "#,
 ];
 
 /// Databases up to this size are converted to incremental vacuum when opened (one `VACUUM`);

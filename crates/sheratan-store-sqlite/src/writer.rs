@@ -356,7 +356,7 @@ impl Writer {
                 job.kind.to_string(),
                 job.attempt,
             );
-            let (payload, due) = db::set_leased(
+            let (payload, due, traceparent) = db::set_leased(
                 &self.conn,
                 row,
                 attempt,
@@ -375,6 +375,7 @@ impl Writer {
                 attempt,
                 lease_expires_at: from_ms(expires),
                 timeout_s,
+                traceparent,
             });
         }
         Ok(LeaseGrant {

@@ -106,6 +106,8 @@ pub struct JobSpec {
     /// This job's retry backoff (its own, else its queue's); `None`: the hub's.
     pub retry_base_ms: Option<u64>,
     pub retry_max_ms: Option<u64>,
+    /// The W3C `traceparent` the job carries to the node that runs it (validated by the hub).
+    pub traceparent: Option<String>,
 }
 
 impl JobSpec {
@@ -188,6 +190,7 @@ impl JobSpec {
             concurrency_key: job.concurrency_key,
             retry_base_ms: retry.base_ms,
             retry_max_ms: retry.max_ms,
+            traceparent: None,
         })
     }
 }

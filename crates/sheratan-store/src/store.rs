@@ -74,6 +74,8 @@ pub struct LeasedJob {
     pub lease_expires_at: OffsetDateTime,
     /// The longest the job may run.
     pub timeout_s: u32,
+    /// The trace context the job was submitted with.
+    pub traceparent: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Default)]

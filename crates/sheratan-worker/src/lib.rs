@@ -38,6 +38,8 @@ pub struct WorkerConfig {
     pub lease_wait: Duration,
     /// At shutdown, how long running jobs may take to finish.
     pub grace: Duration,
+    /// A span per handler run, in the job's trace (`SHERATAN_OTLP_ENDPOINT`; off by default).
+    pub tracer: sheratan_trace::Tracer,
 }
 
 impl WorkerConfig {
@@ -58,6 +60,7 @@ impl WorkerConfig {
             build_id: env!("CARGO_PKG_VERSION").into(),
             lease_wait: Duration::from_secs(10),
             grace: Duration::from_secs(30),
+            tracer: sheratan_trace::Tracer::disabled(),
         }
     }
 
@@ -356,6 +359,14 @@ async fn run_job(shared: &Shared, job: LeasedJob, cancel: &CancellationToken) {
     // then a day, the longest a job may ask for).
     let deadline = Duration::from_secs(u64::from(job.timeout_s.unwrap_or(24 * 3600)));
     let stop = cancel.child_token();
+    let mut span = shared.config.tracer.start_from(
+        "sheratan.handler",
+        sheratan_trace::Kind::Consumer,
+        job.traceparent.as_deref(),
+    );
+    span.attr("sheratan.job_id", &job.job_id);
+    span.attr("sheratan.kind", &job.kind);
+    span.attr("sheratan.attempt", job.attempt);
     // Progress the handler reports goes out at most every 250 ms, the rest of it right after
     // the handler ends: the output is complete before the result.
     let sink = sheratan_client::ProgressSink::new();
@@ -404,11 +415,21 @@ async fn run_job(shared: &Shared, job: LeasedJob, cancel: &CancellationToken) {
     if sending {
         sender.await;
     }
+    if let Outcome::Failure { message, .. } = &outcome {
+        span.fail(message);
+    }
+    // The handler's span ends here; the hub's result span is its child.
+    let traceparent = span.traceparent();
+    drop(span);
     let report = report_for(&job, outcome);
     // Results are safe to repeat: keep trying through hub restarts until the hub answers.
     let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(5));
     for _ in 0..60 {
-        match shared.data.report(&report).await {
+        match shared
+            .data
+            .report_traced(&report, traceparent.as_deref())
+            .await
+        {
             Ok(answer) => {
                 tracing::debug!(job_id = %job.job_id, status = answer.status.as_str(), "result reported");
                 return;
@@ -503,6 +524,7 @@ mod tests {
             attempt: 1,
             lease_expires_at: datetime!(2026-12-05 10:00 UTC),
             timeout_s: Some(30),
+            traceparent: None,
         };
         let ok = report_for(&job, Outcome::Success(serde_json::json!({"a": 1})));
         assert_eq!((ok.job_id.as_str(), ok.lease_id.as_str()), ("j", "l"));

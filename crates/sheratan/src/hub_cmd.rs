@@ -28,7 +28,8 @@ async fn start(args: &HubArgs, up: Option<&UpArgs>) -> Result<(), Failure> {
             "SHERATAN_TLS_CLIENT_CA (mutual TLS) is for a hub whose nodes run elsewhere: run `sheratan hub` with it".into(),
         ));
     }
-    let config = args.to_config().map_err(usage)?;
+    let mut config = args.to_config().map_err(usage)?;
+    config.tracer = sheratan_trace::Tracer::from_env("sheratan-hub").map_err(usage)?;
     let home = config.home.clone();
     if up.is_some() {
         // Everything `up` runs talks to this machine only: plain HTTP to its own addresses

@@ -267,6 +267,7 @@ pub fn broker_config(
     config.bid_deadline = Duration::from_millis(options.bid_deadline_ms);
     config.max_rounds = options.auction_rounds;
     config.build_id = BUILD_ID.into();
+    config.tracer = sheratan_trace::Tracer::from_env("sheratan-broker").map_err(usage)?;
     Ok(config)
 }
 

@@ -129,6 +129,7 @@ pub fn relay_config(
     }
     let mut config = RelayConfig::new(listen, control_url, data_url, token, home.to_owned());
     config.node_id = node_id.into();
+    config.tracer = sheratan_trace::Tracer::from_env("sheratan-relay").map_err(usage)?;
     config.profiles = Profiles::load(
         options.relay_profiles.as_deref(),
         options.relay_generic_url.as_deref(),

@@ -72,6 +72,7 @@ pub fn worker_config(
     config.handlers = handlers;
     config.build_id = build_id.into();
     config.grace = Duration::from_secs(options.grace_sec);
+    config.tracer = sheratan_trace::Tracer::from_env("sheratan-worker")?;
     Ok(config)
 }
 

@@ -34,6 +34,7 @@ class Call:
     path: str
     json: Any = None
     params: dict[str, Any] = field(default_factory=dict)
+    headers: dict[str, str] = field(default_factory=dict)
     keep: Callable[[Any], Any] = lambda body: body
     # Long polls wait on the hub for this long; the transport's timeout must outlast it.
     wait_s: float = 0.0
@@ -79,12 +80,19 @@ def unreachable(err: Exception) -> errors.Unavailable:
 # The calls, one function each; both clients expose them under the same names.
 
 
-def submit(kind: str, payload: Any, queue: str, options: dict[str, Any]) -> Call:
-    return Call("data", "POST", "/v1/jobs", json={"kind": kind, "payload": payload, "queue": queue, **options})
+def trace_headers(traceparent: str | None) -> dict[str, str]:
+    """The W3C header that puts submitted jobs in the caller's trace (docs/API.md, "Traces")."""
+    return {"traceparent": traceparent} if traceparent else {}
 
 
-def submit_batch(jobs: list[dict[str, Any]]) -> Call:
-    return Call("data", "POST", "/v1/jobs/batch", json={"jobs": jobs}, keep=lambda b: b["jobs"])
+def submit(kind: str, payload: Any, queue: str, options: dict[str, Any], traceparent: str | None = None) -> Call:
+    body = {"kind": kind, "payload": payload, "queue": queue, **options}
+    return Call("data", "POST", "/v1/jobs", json=body, headers=trace_headers(traceparent))
+
+
+def submit_batch(jobs: list[dict[str, Any]], traceparent: str | None = None) -> Call:
+    headers = trace_headers(traceparent)
+    return Call("data", "POST", "/v1/jobs/batch", json={"jobs": jobs}, headers=headers, keep=lambda b: b["jobs"])
 
 
 def get(job_id: str) -> Call:

@@ -36,7 +36,7 @@ from typing import Any, Callable
 
 import httpx
 
-from . import _wire, errors
+from . import _trace, _wire, errors
 from .client import Settings
 
 log = logging.getLogger("sheratan.worker")
@@ -150,6 +150,7 @@ class Worker:
         lease_wait: float = 10.0,
         grace: float = 30.0,
         verify: Any = True,
+        otlp_endpoint: str | None = None,
     ) -> None:
         if not handlers:
             raise ValueError("a worker needs at least one handler")
@@ -170,6 +171,10 @@ class Worker:
         self._running: dict[str, tuple[str, float, asyncio.Event]] = {}
         self._abandoned = False
         self._inflight = 0
+        # A span per handler run in the job's trace, exported when an OTLP endpoint is given
+        # (or SHERATAN_OTLP_ENDPOINT is set).
+        endpoint = otlp_endpoint or os.environ.get(_trace.ENDPOINT_ENV) or None
+        self.tracer = _trace.Tracer(endpoint, "sheratan-python-worker")
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -235,13 +240,15 @@ class Worker:
 
     # -- requests ----------------------------------------------------------------------------
 
-    def _request(self, plane: str, path: str, body: Any, sign: bool) -> tuple[str, bytes, dict[str, str]]:
+    def _request(
+        self, plane: str, path: str, body: Any, sign: bool, extra: dict[str, str] | None = None
+    ) -> tuple[str, bytes, dict[str, str]]:
         base = self.settings.data_url if plane == "data" else self.settings.control_url
         if sign:
             content, headers = _wire.signed(body, self.settings.token)
         else:
             content, headers = json.dumps(body).encode(), {"Content-Type": "application/json"}
-        return base + path, content, headers
+        return base + path, content, {**headers, **(extra or {})}
 
     async def _call(self, plane: str, path: str, body: Any, *, sign: bool = False, wait_s: float = 0.0) -> Any:
         url, content, headers = self._request(plane, path, body, sign)
@@ -251,9 +258,11 @@ class Worker:
             raise _wire.unreachable(err) from err
         return _wire.answer(response.status_code, response.content, response.headers.get("retry-after"))
 
-    def _call_blocking(self, plane: str, path: str, body: Any, *, sign: bool = False) -> Any:
+    def _call_blocking(
+        self, plane: str, path: str, body: Any, *, sign: bool = False, extra: dict[str, str] | None = None
+    ) -> Any:
         """`_call` on the blocking client, from a reporter thread."""
-        url, content, headers = self._request(plane, path, body, sign)
+        url, content, headers = self._request(plane, path, body, sign, extra)
         try:
             response = self._sync_http.post(url, content=content, headers=headers)
         except httpx.TransportError as err:
@@ -424,17 +433,32 @@ class Worker:
         ended = asyncio.Event()
         self._running[lease_id] = (leased["job_id"], time.monotonic(), ended)
         try:
-            report = await self._supervise(leased, ended)
-            if report is not None:
-                await self._report(report)
+            supervised = await self._supervise(leased, ended)
+            if supervised is not None:
+                await self._report(*supervised)
         finally:
             self._running.pop(lease_id, None)
             self._inflight -= 1
             slots.release()
 
-    async def _supervise(self, leased: dict[str, Any], ended: asyncio.Event) -> dict[str, Any] | None:
+    async def _supervise(
+        self, leased: dict[str, Any], ended: asyncio.Event
+    ) -> tuple[dict[str, Any], str | None] | None:
         """Runs the handler while keeping the lease alive and sending progress; the result
-        request to make, or None when the job is no longer ours."""
+        request to make and the `traceparent` to send it with, or None when the job is no
+        longer ours."""
+        span = self.tracer.start("sheratan.handler", leased.get("traceparent"))
+        span.attr("sheratan.job_id", leased["job_id"])
+        span.attr("sheratan.kind", leased["kind"])
+        span.attr("sheratan.attempt", leased["attempt"])
+        try:
+            return await self._supervised(leased, ended, span)
+        finally:
+            span.end()
+
+    async def _supervised(
+        self, leased: dict[str, Any], ended: asyncio.Event, span: _trace.Span
+    ) -> tuple[dict[str, Any], str | None] | None:
         timeout_s = int(leased.get("timeout_s") or 24 * 3600)
         job = Job(leased["job_id"], leased["kind"], leased["queue"], leased["attempt"], timeout_s)
         handler = asyncio.ensure_future(self._handle(leased, job))
@@ -485,7 +509,8 @@ class Worker:
             report["result"] = result
         else:
             report["error"] = error
-        return report
+            span.fail(error["message"] if error else "failed")
+        return report, span.traceparent()
 
     async def _handle(self, leased: dict[str, Any], job: Job) -> tuple[str, Any, dict[str, Any] | None]:
         """The handler's outcome: ("success", result, None) or ("failure", None, error)."""
@@ -540,10 +565,10 @@ class Worker:
             log.warning("job %s: sending progress failed: %s", leased["job_id"], err)
         return True
 
-    async def _report(self, report: dict[str, Any]) -> None:
-        await asyncio.get_running_loop().run_in_executor(self._reporters, self._report_blocking, report)
+    async def _report(self, report: dict[str, Any], traceparent: str | None) -> None:
+        await asyncio.get_running_loop().run_in_executor(self._reporters, self._report_blocking, report, traceparent)
 
-    def _report_blocking(self, report: dict[str, Any]) -> None:
+    def _report_blocking(self, report: dict[str, Any], traceparent: str | None) -> None:
         """Results are safe to repeat: keep trying through hub restarts until the hub answers."""
         backoff = Backoff(0.2, 5.0)
         for _ in range(60):
@@ -551,7 +576,7 @@ class Worker:
                 log.warning("job %s: stopping with its result unsent; the lease will be reaped and the job run again", report["job_id"])
                 return
             try:
-                self._call_blocking("data", "/v1/results", report, sign=True)
+                self._call_blocking("data", "/v1/results", report, sign=True, extra=_wire.trace_headers(traceparent))
                 return
             except errors.SheratanError as err:
                 self._report_error("result", err)

@@ -108,6 +108,7 @@ class _Base:
             "url": base + call.path,
             "json": call.json,
             "params": call.params,
+            "headers": call.headers,
             "timeout": self._timeout + call.wait_s,
         }
 
@@ -139,15 +140,18 @@ class Client(_Base):
             raise _wire.unreachable(err) from err
         return self._answer(call, response)
 
-    def submit(self, kind: str, payload: Any = None, *, queue: str = "default", **options: Any) -> dict[str, Any]:
+    def submit(
+        self, kind: str, payload: Any = None, *, queue: str = "default", traceparent: str | None = None, **options: Any
+    ) -> dict[str, Any]:
         """Submits a job; the answer has `job_id` and `status` (and a `warning` when it may
         wait). Options are `POST /v1/jobs`'s other fields (`priority`, `idempotency_key`,
-        `max_attempts`, `timeout_s`, `run_at`, `concurrency_key`, ...)."""
-        return self._do(_wire.submit(kind, payload, queue, options))
+        `max_attempts`, `timeout_s`, `run_at`, `concurrency_key`, ...); `traceparent` (W3C)
+        puts the job in the caller's trace."""
+        return self._do(_wire.submit(kind, payload, queue, options, traceparent))
 
-    def submit_batch(self, jobs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    def submit_batch(self, jobs: list[dict[str, Any]], *, traceparent: str | None = None) -> list[dict[str, Any]]:
         """Submits up to 1,000 jobs in one request; one outcome per job, in order."""
-        return self._do(_wire.submit_batch(jobs))
+        return self._do(_wire.submit_batch(jobs, traceparent))
 
     def get(self, job_id: str) -> dict[str, Any]:
         return self._do(_wire.get(job_id))
@@ -231,11 +235,13 @@ class AsyncClient(_Base):
             raise _wire.unreachable(err) from err
         return self._answer(call, response)
 
-    async def submit(self, kind: str, payload: Any = None, *, queue: str = "default", **options: Any) -> dict[str, Any]:
-        return await self._do(_wire.submit(kind, payload, queue, options))
+    async def submit(
+        self, kind: str, payload: Any = None, *, queue: str = "default", traceparent: str | None = None, **options: Any
+    ) -> dict[str, Any]:
+        return await self._do(_wire.submit(kind, payload, queue, options, traceparent))
 
-    async def submit_batch(self, jobs: list[dict[str, Any]]) -> list[dict[str, Any]]:
-        return await self._do(_wire.submit_batch(jobs))
+    async def submit_batch(self, jobs: list[dict[str, Any]], *, traceparent: str | None = None) -> list[dict[str, Any]]:
+        return await self._do(_wire.submit_batch(jobs, traceparent))
 
     async def get(self, job_id: str) -> dict[str, Any]:
         return await self._do(_wire.get(job_id))

@@ -60,6 +60,8 @@ pub struct BrokerConfig {
     pub serve: ServeLimits,
     /// The listener's TLS (`SHERATAN_TLS`); plain HTTP without.
     pub tls: Option<sheratan_runtime::tls::TlsServer>,
+    /// A span per auction and per round (`SHERATAN_OTLP_ENDPOINT`; off by default).
+    pub tracer: sheratan_trace::Tracer,
 }
 
 impl BrokerConfig {
@@ -88,6 +90,7 @@ impl BrokerConfig {
             store,
             serve: ServeLimits::default(),
             tls: None,
+            tracer: sheratan_trace::Tracer::disabled(),
         }
     }
 }

@@ -106,8 +106,15 @@ async fn run_job(s: &BrokerState, job: LeasedJob) {
         lost.cancel();
         std::future::pending::<()>().await
     };
+    let mut span = s.config.tracer.start_from(
+        "sheratan.auction",
+        sheratan_trace::Kind::Consumer,
+        job.traceparent.as_deref(),
+    );
+    span.attr("sheratan.job_id", &job.job_id);
     let auction = Auction {
         s,
+        trace: span.context(),
         job: &job,
         required: &required,
         timeout_s,
@@ -118,8 +125,15 @@ async fn run_job(s: &BrokerState, job: LeasedJob) {
         ending = auction.rounds(&mut record) => ending,
         () = keeper => unreachable!("the keeper never ends"),
     };
+    if let Some(winner) = &record.winner {
+        span.attr("sheratan.winner", winner);
+    }
+    let traceparent = span.traceparent();
+    drop(span);
     if let Some(report) = report_of(s, &job, ending)
-        && let Err(err) = sheratan_client::pull::report_with_retries(&s.data, &report).await
+        && let Err(err) =
+            sheratan_client::pull::report_with_retries(&s.data, &report, traceparent.as_deref())
+                .await
     {
         tracing::warn!(job_id = %job.job_id, "broker: result not reported: {err}");
     }
@@ -169,6 +183,8 @@ fn report_of(s: &BrokerState, job: &LeasedJob, ending: Ending) -> Option<ResultR
 /// One job's auction on one attempt.
 struct Auction<'a> {
     s: &'a BrokerState,
+    /// The auction's span: each round's is its child.
+    trace: Option<sheratan_trace::TraceContext>,
     job: &'a LeasedJob,
     required: &'a [String],
     timeout_s: u32,
@@ -187,10 +203,18 @@ impl Auction<'_> {
         let first_round = record.rounds.last().map_or(1, |r| r.round + 1);
         for round in first_round..first_round + s.config.max_rounds {
             let started = Instant::now();
+            let mut span = s.config.tracer.start(
+                "sheratan.auction.round",
+                sheratan_trace::Kind::Internal,
+                self.trace,
+            );
+            span.attr("sheratan.round", round);
             let (hosts, mut entry) = self.bid(round, &excluded).await;
+            span.attr("sheratan.bids", entry.bids.len());
             let Some(winner) = entry.winner.clone() else {
                 let message = self.no_bids_message(&hosts, &entry);
                 entry.outcome = "no_bids".into();
+                span.attr("sheratan.outcome", "no_bids");
                 entry.elapsed_ms = started.elapsed().as_millis() as u64;
                 record.rounds.push(entry);
                 save(s, record).await;
@@ -215,6 +239,8 @@ impl Auction<'_> {
                 Some(Err(_)) => "host_failed",
             }
             .into();
+            span.attr("sheratan.winner", &winner);
+            span.attr("sheratan.outcome", &entry.outcome);
             record.rounds.push(entry);
             // A failed host is left out of the next round; anything else ends the auction.
             let ending = match executed {

@@ -59,10 +59,16 @@ impl From<JobsError> for ApiError {
 async fn submit(
     State(state): State<PlaneState>,
     caller: Caller,
+    headers: HeaderMap,
     JsonBody(job): JsonBody<SubmitJob>,
 ) -> Result<Response, ApiError> {
     queue_allowed(&caller, &job.queue, "submit to")?;
-    let mut answers = svc::submit(&state.hub, vec![Ok(job)], state.plane, caller.peer.ip()).await?;
+    let from = svc::Origin {
+        plane: state.plane,
+        ip: caller.peer.ip(),
+        traceparent: traceparent(&headers),
+    };
+    let mut answers = svc::submit(&state.hub, vec![Ok(job)], from).await?;
     Ok(match answers.remove(0) {
         Submitted::Created(r) => (StatusCode::ACCEPTED, Json(r)).into_response(),
         Submitted::Existing(r) => (StatusCode::OK, Json(r)).into_response(),
@@ -83,16 +89,29 @@ const _: fn(SubmitBatch) = |_| {};
 async fn submit_batch(
     State(state): State<PlaneState>,
     caller: Caller,
+    headers: HeaderMap,
     JsonBody(batch): JsonBody<RawBatch>,
 ) -> Result<Json<BatchResponse>, ApiError> {
     let items = svc::decode_batch(batch.jobs)?;
     for job in items.iter().flatten() {
         queue_allowed(&caller, &job.queue, "submit to")?;
     }
-    let answers = svc::submit(&state.hub, items, state.plane, caller.peer.ip()).await?;
+    let from = svc::Origin {
+        plane: state.plane,
+        ip: caller.peer.ip(),
+        traceparent: traceparent(&headers),
+    };
+    let answers = svc::submit(&state.hub, items, from).await?;
     Ok(Json(BatchResponse {
         jobs: answers.into_iter().map(Submitted::into_outcome).collect(),
     }))
+}
+
+/// The W3C `traceparent` header, if one was sent (parsed, and refused if bad, by the tracer).
+fn traceparent(headers: &HeaderMap) -> Option<&str> {
+    headers
+        .get(sheratan_proto::headers::TRACEPARENT)
+        .and_then(|v| v.to_str().ok())
 }
 
 /// A submit credential with queues submits to, reads and cancels jobs of those queues only (the
@@ -269,7 +288,9 @@ async fn result(
     svc::verify(&state.hub, &caller.credential, integrity, &body, ip)?;
     let req: ResultRequest = parse_json(&body)?;
     let who = (&caller.credential, ip);
-    Ok(Json(svc::finish(&state.hub, req, who).await?))
+    Ok(Json(
+        svc::finish(&state.hub, req, who, traceparent(&headers)).await?,
+    ))
 }
 
 /// Signed like a result: the integrity check comes before anything reads the body.

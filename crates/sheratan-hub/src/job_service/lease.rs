@@ -49,6 +49,31 @@ pub fn lease_order(req: &LeaseRequest) -> Result<LeaseOrder, JobsError> {
     })
 }
 
+/// A job as a lease answer carries it, with a `sheratan.lease` span (a child of the job's
+/// submit) whose context the node runs the job in.
+fn leased(hub: &HubState, node_id: &str, j: sheratan_store::LeasedJob) -> LeasedJob {
+    let mut span = hub.config.tracer.start_from(
+        "sheratan.lease",
+        sheratan_trace::Kind::Server,
+        j.traceparent.as_deref(),
+    );
+    span.attr("sheratan.job_id", j.job_id);
+    span.attr("sheratan.queue", &j.queue);
+    span.attr("sheratan.node_id", node_id);
+    span.attr("sheratan.attempt", j.attempt);
+    LeasedJob {
+        job_id: j.job_id.to_string(),
+        lease_id: j.lease_id.to_string(),
+        queue: j.queue,
+        kind: j.kind,
+        payload: parse_json(&j.payload),
+        attempt: j.attempt,
+        lease_expires_at: j.lease_expires_at,
+        timeout_s: Some(j.timeout_s),
+        traceparent: span.traceparent(),
+    }
+}
+
 /// Said to a lease that offers nothing: since every job requires its kind, it gets no job.
 const NO_CAPABILITIES: &str = "this lease offers no capabilities, and every job requires its kind: list the kinds this node runs (and any other capabilities) in \"capabilities\"";
 
@@ -95,16 +120,7 @@ pub async fn lease(
             let jobs = grant
                 .jobs
                 .into_iter()
-                .map(|j| LeasedJob {
-                    job_id: j.job_id.to_string(),
-                    lease_id: j.lease_id.to_string(),
-                    queue: j.queue,
-                    kind: j.kind,
-                    payload: parse_json(&j.payload),
-                    attempt: j.attempt,
-                    lease_expires_at: j.lease_expires_at,
-                    timeout_s: Some(j.timeout_s),
-                })
+                .map(|j| leased(hub, &order.node_id, j))
                 .collect();
             return Ok(LeaseResponse {
                 jobs,

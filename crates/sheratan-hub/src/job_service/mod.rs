@@ -35,7 +35,7 @@ pub use reaper::run_reaper;
 pub use results::verify_result;
 pub use results::{IntegrityFailure, ResultHeaders, ack, finish, pending, verify};
 pub use retention::{RetentionState, run_retention};
-pub use submit::{Submitted, decode_batch, submit};
+pub use submit::{Origin, Submitted, decode_batch, submit};
 pub use waiting::queues;
 pub use watch::watch;
 

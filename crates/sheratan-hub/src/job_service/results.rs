@@ -122,6 +122,30 @@ pub async fn finish(
     hub: &HubState,
     req: ResultRequest,
     caller: (&Credential, IpAddr),
+    traceparent: Option<&str>,
+) -> Result<ResultResponse, JobsError> {
+    // A child of the handler's span, when the node sent it; else of nothing (export on: its
+    // own trace).
+    let mut span =
+        hub.config
+            .tracer
+            .start_from("sheratan.result", sheratan_trace::Kind::Server, traceparent);
+    span.attr("sheratan.job_id", &req.job_id);
+    let answer = record(hub, req, caller).await;
+    match &answer {
+        Ok(r) => {
+            span.attr("sheratan.status", r.status.as_str());
+            span.attr("sheratan.duplicate", r.duplicate);
+        }
+        Err(e) => span.fail(e.message()),
+    }
+    answer
+}
+
+async fn record(
+    hub: &HubState,
+    req: ResultRequest,
+    caller: (&Credential, IpAddr),
 ) -> Result<ResultResponse, JobsError> {
     let credential = caller.0;
     let mut report = report(req)?;

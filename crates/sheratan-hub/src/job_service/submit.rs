@@ -66,13 +66,30 @@ pub fn decode_batch(
         .collect())
 }
 
+/// Where a submit comes from: the plane and address (for the audit line) and the trace the
+/// submitter's `traceparent` header names.
+pub struct Origin<'a> {
+    pub plane: Plane,
+    pub ip: IpAddr,
+    pub traceparent: Option<&'a str>,
+}
+
 /// Validates and submits jobs; answers in order. Validation failures do not stop the others.
 pub async fn submit(
     hub: &HubState,
     jobs: Vec<Result<SubmitJob, JobsError>>,
-    plane: Plane,
-    caller_ip: IpAddr,
+    from: Origin<'_>,
 ) -> Result<Vec<Submitted>, JobsError> {
+    let (plane, caller_ip) = (from.plane, from.ip);
+    // The jobs join the submitter's trace (or start one, when the hub exports spans) as
+    // children of this span, which ends once they are committed.
+    let mut span = hub.config.tracer.start_from(
+        "sheratan.submit",
+        sheratan_trace::Kind::Server,
+        from.traceparent,
+    );
+    let traceparent = span.traceparent();
+    span.attr("sheratan.jobs", jobs.len());
     let now = hub.clock.now();
     let mut answers: Vec<Option<Submitted>> = Vec::with_capacity(jobs.len());
     let mut specs = Vec::new();
@@ -88,6 +105,11 @@ pub async fn submit(
         }) {
             Ok(mut spec) => {
                 super::waiting::require_kind(&mut spec);
+                spec.traceparent.clone_from(&traceparent);
+                if i == 0 {
+                    span.attr("sheratan.job_id", spec.job_id);
+                    span.attr("sheratan.queue", &spec.queue);
+                }
                 let warning = match &last {
                     Some((queue, required, warning))
                         if *queue == spec.queue && *required == spec.required_capabilities =>

@@ -246,7 +246,12 @@ fn tick_job(spec: &sheratan_proto::schedules::ScheduleSpec, tick: OffsetDateTime
 /// Submits one job as the hub itself; the job's id, or why it was refused.
 pub(super) async fn submit(hub: &HubState, job: SubmitJob) -> Result<String, JobsError> {
     let own = IpAddr::V4(Ipv4Addr::LOCALHOST);
-    let mut answers = crate::job_service::submit(hub, vec![Ok(job)], Plane::Data, own).await?;
+    let from = crate::job_service::Origin {
+        plane: Plane::Data,
+        ip: own,
+        traceparent: None,
+    };
+    let mut answers = crate::job_service::submit(hub, vec![Ok(job)], from).await?;
     match answers.remove(0) {
         Submitted::Created(r) | Submitted::Existing(r) => Ok(r.job_id),
         // The tick's key with another request: the schedule's job changed while another hub

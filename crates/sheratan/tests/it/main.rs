@@ -31,4 +31,5 @@ mod rotation;
 mod schedules;
 mod ssrf;
 mod tls;
+mod traces;
 mod worker;
