@@ -10,7 +10,7 @@ pub struct TraceContext {
 }
 
 /// The `traceparent` text is exactly this long.
-pub const TRACEPARENT_LEN: usize = 55;
+const TRACEPARENT_LEN: usize = 55;
 
 impl TraceContext {
     /// Parses a `traceparent` header. Anything but a well-formed version-00 value with

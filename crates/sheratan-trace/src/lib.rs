@@ -16,10 +16,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::SystemTime;
 
-pub use context::{TRACEPARENT_LEN, TraceContext};
-
-/// The header that carries the context, as W3C names it.
-pub const TRACEPARENT: &str = "traceparent";
+pub use context::TraceContext;
 
 /// The environment variable that turns export on: the collector's OTLP/HTTP base URL
 /// (`http://127.0.0.1:4318`; `/v1/traces` is added unless the URL ends with it).

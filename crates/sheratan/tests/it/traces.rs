@@ -76,6 +76,21 @@ async fn export_request(mut conn: tokio::net::TcpStream, kept: Arc<Mutex<Vec<Val
 }
 
 impl Collector {
+    /// Runs `job` in the application's trace `trace` to completion; the trace's spans once
+    /// those named `names` arrived.
+    async fn completed_in_trace(
+        &self,
+        hub: &HubProcess,
+        token: &str,
+        job: Value,
+        trace: &str,
+        names: &[&str],
+    ) -> (Value, Vec<Value>) {
+        let job = run_traced(hub, token, job, &app_span(trace, APP)).await;
+        assert_eq!(job["status"], "completed", "{job}");
+        (job, self.trace(trace, names).await)
+    }
+
     /// The spans of `trace_id` once those named `names` have all arrived.
     async fn trace(&self, trace_id: &str, names: &[&str]) -> Vec<Value> {
         let deadline = Instant::now() + Duration::from_secs(20);
@@ -160,6 +175,9 @@ async fn wait_finished(hub: &HubProcess, token: &str, id: &str) -> Value {
     }
 }
 
+/// The application span the tests' jobs are submitted in.
+const APP: &str = "00f067aa0ba902b7";
+
 /// An application's span, as its `traceparent` would name it.
 fn app_span(trace: &str, span: &str) -> String {
     format!("00-{trace}-{span}-01")
@@ -174,21 +192,14 @@ async fn a_submitters_trace_runs_through_the_hub_worker_broker_and_relay() {
     let otlp = collector().await;
     let hub = hub().up().env("SHERATAN_OTLP_ENDPOINT", &otlp.url).start();
     let token = hub.token();
-    let app = "00f067aa0ba902b7";
 
     // A worker's job: submit → lease → handler → result.
-    let trace = "4bf92f3577b34da6a3ce929d0e0e4736";
-    let job = run_traced(
-        &hub,
-        &token,
-        json!({"kind": "echo", "payload": {"a": 1}}),
-        &app_span(trace, app),
-    )
-    .await;
-    assert_eq!(job["status"], "completed", "{job}");
-    let spans = otlp
-        .trace(
-            trace,
+    let (job, spans) = otlp
+        .completed_in_trace(
+            &hub,
+            &token,
+            json!({"kind": "echo", "payload": {"a": 1}}),
+            "4bf92f3577b34da6a3ce929d0e0e4736",
             &[
                 "sheratan.submit",
                 "sheratan.lease",
@@ -205,7 +216,7 @@ async fn a_submitters_trace_runs_through_the_hub_worker_broker_and_relay() {
         named(&spans, "sheratan.handler"),
         named(&spans, "sheratan.result"),
     );
-    assert_child(submitted, &json!(app));
+    assert_child(submitted, &json!(APP));
     assert_child(lease, submitted);
     assert_child(handler, lease);
     assert_child(result, handler);
@@ -230,18 +241,12 @@ async fn a_submitters_trace_runs_through_the_hub_worker_broker_and_relay() {
     assert_eq!(attr(result, "sheratan.status"), Some(json!("completed")));
 
     // An auction: lease → auction → round(s); the result is the auction's child.
-    let trace = "5bf92f3577b34da6a3ce929d0e0e4737";
-    let job = run_traced(
-        &hub,
-        &token,
-        json!({"queue": "auction", "kind": "echo", "payload": {}}),
-        &app_span(trace, app),
-    )
-    .await;
-    assert_eq!(job["status"], "completed", "{job}");
-    let spans = otlp
-        .trace(
-            trace,
+    let (_, spans) = otlp
+        .completed_in_trace(
+            &hub,
+            &token,
+            json!({"queue": "auction", "kind": "echo", "payload": {}}),
+            "5bf92f3577b34da6a3ce929d0e0e4737",
             &[
                 "sheratan.lease",
                 "sheratan.auction",
@@ -257,18 +262,12 @@ async fn a_submitters_trace_runs_through_the_hub_worker_broker_and_relay() {
     assert_child(named(&spans, "sheratan.result"), auction);
 
     // An LLM job on the relay's demo page: lease → relay → result.
-    let trace = "6bf92f3577b34da6a3ce929d0e0e4738";
-    let job = run_traced(
-        &hub,
-        &token,
-        json!({"queue": "llm", "kind": "chat", "payload": {"prompt": "hello"}}),
-        &app_span(trace, app),
-    )
-    .await;
-    assert_eq!(job["status"], "completed", "{job}");
-    let spans = otlp
-        .trace(
-            trace,
+    let (_, spans) = otlp
+        .completed_in_trace(
+            &hub,
+            &token,
+            json!({"queue": "llm", "kind": "chat", "payload": {"prompt": "hello"}}),
+            "6bf92f3577b34da6a3ce929d0e0e4738",
             &["sheratan.lease", "sheratan.relay", "sheratan.result"],
         )
         .await;
@@ -283,7 +282,7 @@ async fn a_submitters_trace_runs_through_the_hub_worker_broker_and_relay() {
     let resp = http()
         .post(format!("{}/api/jobs", hub.urls["core"]))
         .bearer_auth(&token)
-        .header("traceparent", app_span(trace, app))
+        .header("traceparent", app_span(trace, APP))
         .json(&json!({"kind": "echo", "payload": {}}))
         .send()
         .await
@@ -292,7 +291,7 @@ async fn a_submitters_trace_runs_through_the_hub_worker_broker_and_relay() {
     let spans = otlp
         .trace(trace, &["sheratan.submit", "sheratan.handler"])
         .await;
-    assert_child(named(&spans, "sheratan.submit"), &json!(app));
+    assert_child(named(&spans, "sheratan.submit"), &json!(APP));
 
     // A job submitted without a trace starts one at the hub.
     let (status, body) = submit(
@@ -328,7 +327,7 @@ async fn spans_for_a_collector_that_is_down_are_dropped_and_counted_and_jobs_run
             &hub,
             &token,
             json!({"kind": "echo", "payload": {"i": i}}),
-            &app_span(&trace, "00f067aa0ba902b7"),
+            &app_span(&trace, APP),
         )
         .await;
         assert_eq!(job["status"], "completed", "{job}");
