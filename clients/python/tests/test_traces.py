@@ -113,7 +113,7 @@ def test_trace_contexts_and_endpoints_are_checked():
         assert TraceContext.parse(bad) is None, bad
     assert traces_url("http://c:4318") == "http://c:4318/v1/traces"
     assert traces_url("https://c/otlp/v1/traces") == "https://c/otlp/v1/traces"
-    for bad in ["ftp://c", "c:4318", "http://u:p@c:4318"]:
+    for bad in ["ftp://c", "c:4318", "http://u:p@c:4318", "http://c:4318/?api_key=x", "http://c/#f"]:
         with pytest.raises(ValueError):
             traces_url(bad)
     # With export off a handler still passes the job's context on unchanged.

@@ -564,14 +564,15 @@ async fn run_schedule(
     State(s): State<Arc<CoreState>>,
     caller: Caller,
     Path(name): Path<String>,
-) -> Result<Json<sheratan_proto::schedules::RunNowResponse>, ApiError> {
+) -> Result<Response, ApiError> {
     sheratan_proto::schedules::validate_name(&name).map_err(ApiError::invalid)?;
-    caller
+    let ran = caller
         .data(&s)
         .run_schedule(&name)
         .await
-        .map(Json)
-        .map_err(hub_data)
+        .map_err(hub_data)?;
+    // 202, as the hub answers it: the job is submitted, not run.
+    Ok((StatusCode::ACCEPTED, Json(ran)).into_response())
 }
 
 /// Through the hub's admin path, like requeue.
@@ -606,11 +607,12 @@ async fn remove_node(
         .map_err(hub_data)
 }
 
-/// Who the caller is to Core, and what it may do (the dashboard shows only what it allows).
+/// `GET /openapi.json`: Core's document (docs/openapi/core.json), for any valid token.
 async fn openapi(_: Caller) -> Response {
     edge::static_json(sheratan_openapi::served("core").expect("Core's document exists"))
 }
 
+/// Who the caller is to Core, and what it may do (the dashboard shows only what it allows).
 async fn whoami(
     State(s): State<Arc<CoreState>>,
     caller: Caller,

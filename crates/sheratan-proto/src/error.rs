@@ -152,6 +152,34 @@ mod tests {
         }
     }
 
+    /// `SENT` names every code but `Unknown`: a new code without a place in it fails here.
+    #[test]
+    fn sent_lists_every_code_a_server_sends() {
+        for code in ErrorCode::SENT {
+            match code {
+                ErrorCode::AuthFail
+                | ErrorCode::Forbidden
+                | ErrorCode::LocalhostOnly
+                | ErrorCode::PortMismatch
+                | ErrorCode::InvalidRequest
+                | ErrorCode::PayloadTooLarge
+                | ErrorCode::NotFound
+                | ErrorCode::MethodNotAllowed
+                | ErrorCode::IdempotencyKeyCollision
+                | ErrorCode::LeaseExpired
+                | ErrorCode::Conflict
+                | ErrorCode::BackpressureDrop
+                | ErrorCode::ResultIntegrityFail
+                | ErrorCode::Internal
+                | ErrorCode::Unavailable => {}
+                ErrorCode::Unknown => panic!("Unknown is never sent"),
+            }
+        }
+        let distinct: std::collections::HashSet<_> = ErrorCode::SENT.iter().collect();
+        // One fewer than the variants: every one but `Unknown` (the match above is exhaustive).
+        assert_eq!(distinct.len(), 15);
+    }
+
     #[test]
     fn unknown_codes_from_newer_servers_do_not_fail_decoding() {
         let body: ErrorBody =

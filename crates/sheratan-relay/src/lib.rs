@@ -335,6 +335,7 @@ async fn run_job(s: &RelayState, job: LeasedJob) {
         both = futures_util::future::join(work, sender) => both,
         () = sheratan_client::pull::keep_lease(&s.data, &job.lease_id, timeout_s) => {
             tracing::warn!(job_id = %job.job_id, "relay: lease lost; the job is abandoned here");
+            span.fail("the lease was lost: nothing reported");
             return;
         }
     };
@@ -557,7 +558,9 @@ impl edge::Edge for RelayState {
                 && method == axum::http::Method::POST
                 && path == "/v1/complete";
             // The API description is every credential's, as its own identity is at the hub.
-            let description = method == axum::http::Method::GET && path == "/openapi.json";
+            let description = (method == axum::http::Method::GET
+                || method == axum::http::Method::HEAD)
+                && path == "/openapi.json";
             if !(submit || description || edge::read_role_permits(who.role, &method)) {
                 return Err(edge::forbidden_here(&who.credential, &method, &path));
             }

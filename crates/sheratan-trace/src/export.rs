@@ -29,8 +29,10 @@ pub(crate) struct Exporter {
 impl Exporter {
     pub fn start(url: &str, service: &'static str, counts: Arc<Counts>) -> Result<Self, String> {
         let url = traces_url(url)?;
+        // No redirects: spans go to the collector named, nowhere else.
         let client = reqwest::Client::builder()
             .timeout(TIMEOUT)
+            .redirect(reqwest::redirect::Policy::none())
             .build()
             .map_err(|e| format!("SHERATAN_OTLP_ENDPOINT: no HTTP client: {e}"))?;
         let (tx, rx) = mpsc::channel(QUEUE);
@@ -68,8 +70,14 @@ fn traces_url(text: &str) -> Result<reqwest::Url, String> {
     if !matches!(url.scheme(), "http" | "https") || url.host_str().is_none() {
         return Err(bad("not an http(s) URL with a host"));
     }
+    // Credentials in the URL (user-info, a key in the query) would end up in logs.
     if !url.username().is_empty() || url.password().is_some() {
         return Err(bad("credentials in the URL are not accepted"));
+    }
+    if url.query().is_some() || url.fragment().is_some() {
+        return Err(bad(
+            "a query or fragment is not accepted (keys in URLs end up in logs)",
+        ));
     }
     if !url.path().ends_with("/v1/traces") {
         let base = url.path().trim_end_matches('/').to_string();
@@ -103,12 +111,17 @@ impl Task {
 
     async fn export(&mut self, batch: Vec<SpanData>) {
         let n = batch.len() as u64;
-        let body = request(self.service, &batch);
+        // Encoding a batch takes a millisecond or so: off the runtime's workers, which serve
+        // the jobs' requests meanwhile.
+        let service = self.service;
+        let body = tokio::task::spawn_blocking(move || request(service, &batch).to_string())
+            .await
+            .unwrap_or_default();
         let sent = self
             .client
             .post(self.url.clone())
             .header("content-type", "application/json")
-            .body(body.to_string())
+            .body(body)
             .send()
             .await;
         let failure = match sent {
@@ -201,6 +214,8 @@ mod tests {
             "ftp://c/",
             "http://u:p@c:4318",
             "file:///tmp/x",
+            "http://c:4318/?api_key=secret",
+            "http://c:4318/#x",
         ] {
             let err = traces_url(bad).unwrap_err();
             assert!(err.starts_with("SHERATAN_OTLP_ENDPOINT: "), "{bad}: {err}");

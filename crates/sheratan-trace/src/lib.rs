@@ -151,19 +151,36 @@ impl Span {
         self.context.map(|c| c.header())
     }
 
-    /// Adds an attribute (`sheratan.job_id`, …); a no-op when the span is not exported.
+    /// Adds an attribute (`sheratan.job_id`, …), cut at [`MAX_TEXT`] bytes; a no-op when
+    /// the span is not exported.
     pub fn attr(&mut self, key: &'static str, value: impl ToString) {
         if let (Some(_), Some(d)) = (&self.export, &mut self.data) {
-            d.attributes.push((key, value.to_string()));
+            d.attributes.push((key, capped(value.to_string())));
         }
     }
 
-    /// Marks the span failed, with why.
+    /// Marks the span failed, with why (cut at [`MAX_TEXT`] bytes).
     pub fn fail(&mut self, why: impl ToString) {
         if let (Some(_), Some(d)) = (&self.export, &mut self.data) {
-            d.error = Some(why.to_string());
+            d.error = Some(capped(why.to_string()));
         }
     }
+}
+
+/// The longest attribute value or failure message a span keeps: a queued span stays small
+/// whatever a request held (4,096 queued spans of a few hundred bytes each at most).
+pub const MAX_TEXT: usize = 256;
+
+fn capped(mut text: String) -> String {
+    if text.len() > MAX_TEXT {
+        let mut end = MAX_TEXT;
+        while !text.is_char_boundary(end) {
+            end -= 1;
+        }
+        text.truncate(end);
+        text.push('…');
+    }
+    text
 }
 
 impl Drop for Span {
@@ -181,5 +198,20 @@ impl Counts {
     }
     pub fn dropped(&self) -> u64 {
         self.dropped.load(Ordering::Relaxed)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn span_texts_are_capped_at_a_char_boundary() {
+        assert_eq!(capped("short".into()), "short");
+        let long = capped("é".repeat(1000));
+        assert!(
+            long.len() <= MAX_TEXT + '…'.len_utf8() && long.ends_with('…'),
+            "{long}"
+        );
     }
 }

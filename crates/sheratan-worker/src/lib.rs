@@ -395,7 +395,10 @@ async fn run_job(shared: &Shared, job: LeasedJob, cancel: &CancellationToken) {
             () = &mut sender, if sending => sending = false,
             // Cancelled (or taken back): stop now (dropping the handler kills an exec
             // handler's process group) and report nothing; the job is no longer ours.
-            () = ended.cancelled() => return,
+            () = ended.cancelled() => {
+                span.fail("cancelled or taken back: nothing reported");
+                return;
+            }
             () = tokio::time::sleep_until(next_extend) => {
                 next_extend += every;
                 match shared.data.extend(&job.lease_id, None).await {
@@ -404,6 +407,7 @@ async fn run_job(shared: &Shared, job: LeasedJob, cancel: &CancellationToken) {
                         // Someone else may be running it now: stop (dropping the handler
                         // kills an exec handler's process group) and report nothing.
                         tracing::warn!(job_id = %job.job_id, "the lease was lost; stopping the job");
+                        span.fail("the lease was lost: nothing reported");
                         return;
                     }
                     Err(err) => tracing::warn!(job_id = %job.job_id, "extending the lease failed: {err}"),

@@ -83,15 +83,24 @@ class Span:
         return self.context.header() if self.context else None
 
     def attr(self, key: str, value: Any) -> None:
-        self.attributes[key] = str(value)
+        self.attributes[key] = _capped(str(value))
 
     def fail(self, why: str) -> None:
-        self.error = why
+        self.error = _capped(why)
 
     def end(self) -> None:
         tracer, self.tracer = self.tracer, None
         if tracer is not None:
             tracer._send(self, time.time_ns())
+
+
+MAX_TEXT = 256
+
+
+def _capped(text: str) -> str:
+    """Attribute values and failure messages are cut at 256 bytes: a queued span stays small."""
+    raw = text.encode()
+    return text if len(raw) <= MAX_TEXT else raw[:MAX_TEXT].decode(errors="ignore") + "…"
 
 
 class Tracer:
@@ -203,6 +212,8 @@ def traces_url(endpoint: str) -> str:
         raise ValueError(f"{ENDPOINT_ENV}: not an http(s) URL with a host; e.g. http://127.0.0.1:4318")
     if parts.username or parts.password:
         raise ValueError(f"{ENDPOINT_ENV}: credentials in the URL are not accepted")
+    if parts.query or parts.fragment:
+        raise ValueError(f"{ENDPOINT_ENV}: a query or fragment is not accepted (keys in URLs end up in logs)")
     path = parts.path.rstrip("/")
     if not path.endswith("/v1/traces"):
         path += "/v1/traces"

@@ -452,7 +452,10 @@ class Worker:
         span.attr("sheratan.kind", leased["kind"])
         span.attr("sheratan.attempt", leased["attempt"])
         try:
-            return await self._supervised(leased, ended, span)
+            supervised = await self._supervised(leased, ended, span)
+            if supervised is None:
+                span.fail("cancelled, or the lease was lost: nothing reported")
+            return supervised
         finally:
             span.end()
 

@@ -52,7 +52,12 @@ pub fn lease_order(req: &LeaseRequest) -> Result<LeaseOrder, JobsError> {
 /// A job as a lease answer carries it, with a `sheratan.lease` span (a child of the job's
 /// submit) whose context the node runs the job in.
 fn leased(hub: &HubState, node_id: &str, j: sheratan_store::LeasedJob) -> LeasedJob {
-    let mut span = hub.config.tracer.start_from(
+    let tracer = &hub.config.tracer;
+    if !tracer.enabled() {
+        // Export off: the stored context (checked when it was submitted) goes on as it is.
+        return wire_job(j.traceparent.clone(), j);
+    }
+    let mut span = tracer.start_from(
         "sheratan.lease",
         sheratan_trace::Kind::Server,
         j.traceparent.as_deref(),
@@ -61,6 +66,10 @@ fn leased(hub: &HubState, node_id: &str, j: sheratan_store::LeasedJob) -> Leased
     span.attr("sheratan.queue", &j.queue);
     span.attr("sheratan.node_id", node_id);
     span.attr("sheratan.attempt", j.attempt);
+    wire_job(span.traceparent(), j)
+}
+
+fn wire_job(traceparent: Option<String>, j: sheratan_store::LeasedJob) -> LeasedJob {
     LeasedJob {
         job_id: j.job_id.to_string(),
         lease_id: j.lease_id.to_string(),
@@ -70,7 +79,7 @@ fn leased(hub: &HubState, node_id: &str, j: sheratan_store::LeasedJob) -> Leased
         attempt: j.attempt,
         lease_expires_at: j.lease_expires_at,
         timeout_s: Some(j.timeout_s),
-        traceparent: span.traceparent(),
+        traceparent,
     }
 }
 

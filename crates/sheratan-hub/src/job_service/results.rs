@@ -130,10 +130,11 @@ pub async fn finish(
         hub.config
             .tracer
             .start_from("sheratan.result", sheratan_trace::Kind::Server, traceparent);
-    span.attr("sheratan.job_id", &req.job_id);
     let answer = record(hub, req, caller).await;
     match &answer {
         Ok(r) => {
+            // The id as the hub parsed it (the request's is whatever the body held).
+            span.attr("sheratan.job_id", &r.job_id);
             span.attr("sheratan.status", r.status.as_str());
             span.attr("sheratan.duplicate", r.duplicate);
         }

@@ -91,6 +91,32 @@ impl Collector {
         (job, self.trace(trace, names).await)
     }
 
+    /// The span named `name` whose `sheratan.job_id` is `job_id`, once it arrived.
+    async fn span_of_job(&self, name: &str, job_id: &str) -> Value {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let found = self
+                .spans
+                .lock()
+                .unwrap()
+                .iter()
+                .find(|s| {
+                    s["name"] == name
+                        && s["attributes"].as_array().is_some_and(|a| {
+                            a.iter().any(|a| {
+                                a["key"] == "sheratan.job_id" && a["value"]["stringValue"] == job_id
+                            })
+                        })
+                })
+                .cloned();
+            if let Some(span) = found {
+                return span;
+            }
+            assert!(Instant::now() < deadline, "no {name} span for job {job_id}");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
     /// The spans of `trace_id` once those named `names` have all arrived.
     async fn trace(&self, trace_id: &str, names: &[&str]) -> Vec<Value> {
         let deadline = Instant::now() + Duration::from_secs(20);
@@ -301,16 +327,59 @@ async fn a_submitters_trace_runs_through_the_hub_worker_broker_and_relay() {
     )
     .await;
     assert_eq!(status.as_u16(), 202);
-    wait_finished(&hub, &token, body["job_id"].as_str().unwrap()).await;
+    let id = body["job_id"].as_str().unwrap();
+    wait_finished(&hub, &token, id).await;
+    let lease = otlp.span_of_job("sheratan.lease", id).await;
+    let trace = lease["traceId"].as_str().unwrap();
+    let spans = otlp
+        .trace(trace, &["sheratan.submit", "sheratan.handler"])
+        .await;
+    let root = named(&spans, "sheratan.submit");
+    assert!(root.get("parentSpanId").is_none(), "a new trace: {root}");
+    assert_child(&lease, root);
+
+    // A trace the application did not sample is carried, not exported.
+    let unsampled = "abf92f3577b34da6a3ce929d0e0e473b";
+    let job = run_traced(
+        &hub,
+        &token,
+        json!({"kind": "echo", "payload": {}}),
+        &format!("00-{unsampled}-{APP}-00"),
+    )
+    .await;
+    assert_eq!(job["status"], "completed");
+    // Spans of later jobs arrive, none of this one's.
+    otlp.completed_in_trace(
+        &hub,
+        &token,
+        json!({"kind": "echo", "payload": {}}),
+        "bbf92f3577b34da6a3ce929d0e0e473c",
+        &["sheratan.result"],
+    )
+    .await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let leaked = otlp
+        .spans
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|s| s["traceId"] == unsampled)
+        .count();
+    assert_eq!(leaked, 0, "spans of an unsampled trace were exported");
+
     let metrics = metrics_text(&hub.data_url, &token).await;
-    assert!(
-        metrics.contains("sheratan_trace_spans_total{outcome=\"exported\"}"),
-        "{metrics}"
-    );
-    assert!(
-        metrics.contains("sheratan_trace_spans_total{outcome=\"dropped\"} 0\n"),
-        "{metrics}"
-    );
+    let count = |outcome: &str| {
+        metrics
+            .lines()
+            .find_map(|l| {
+                l.strip_prefix(&format!(
+                    "sheratan_trace_spans_total{{outcome=\"{outcome}\"}} "
+                ))
+            })
+            .and_then(|v| v.parse::<f64>().ok())
+    };
+    assert!(count("exported").is_some_and(|n| n >= 10.0), "{metrics}");
+    assert_eq!(count("dropped"), Some(0.0), "{metrics}");
 }
 
 /// A collector that is down costs spans, never jobs: they are dropped and counted.
@@ -359,7 +428,7 @@ async fn spans_for_a_collector_that_is_down_are_dropped_and_counted_and_jobs_run
 }
 
 /// With export off the hub still carries the submitter's context, unchanged, to the node (on
-/// SQLite and PostgreSQL); a malformed one is not stored or passed on.
+/// SQLite and PostgreSQL), to its retry as well; a malformed one is not stored or passed on.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn without_export_the_context_is_carried_unchanged_and_bad_ones_are_dropped() {
     let base = std::env::var("SHERATAN_TEST_POSTGRES_URL")
@@ -379,7 +448,7 @@ async fn without_export_the_context_is_carried_unchanged_and_bad_ones_are_droppe
                 .post(format!("{}/v1/jobs", hub.data_url))
                 .bearer_auth(&token)
                 .header("traceparent", tp)
-                .json(&json!({"kind": "echo", "payload": {}}))
+                .json(&json!({"kind": "echo", "payload": {}, "retry": {"base_ms": 1, "max_ms": 1}}))
                 .send()
                 .await
                 .unwrap();
@@ -391,6 +460,20 @@ async fn without_export_the_context_is_carried_unchanged_and_bad_ones_are_droppe
         for job in &jobs[1..] {
             assert!(job.get("traceparent").is_none(), "{job}");
         }
+        // A retry runs in the same trace.
+        let failure = json!({
+            "job_id": jobs[0]["job_id"], "lease_id": jobs[0]["lease_id"], "outcome": "failure",
+            "error": {"message": "again", "retryable": true}
+        });
+        let (status, body) = send_result(&hub.data_url, &token, &failure).await;
+        assert_eq!(status.as_u16(), 200, "{body}");
+        let (again, _) = lease(&hub.data_url, &token, "n1", &["default"], 10, 5000).await;
+        assert_eq!(again.len(), 1);
+        assert_eq!(
+            (&again[0]["job_id"], &again[0]["attempt"]),
+            (&jobs[0]["job_id"], &json!(2))
+        );
+        assert_eq!(again[0]["traceparent"], good.as_str(), "{}", again[0]);
     }
 }
 
