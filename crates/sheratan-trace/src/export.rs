@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use serde_json::{Value, json};
+use std::io::Write as _;
 use tokio::sync::mpsc;
 
 use crate::{Counts, SpanData};
@@ -114,7 +114,7 @@ impl Task {
         // Encoding a batch takes a millisecond or so: off the runtime's workers, which serve
         // the jobs' requests meanwhile.
         let service = self.service;
-        let body = tokio::task::spawn_blocking(move || request(service, &batch).to_string())
+        let body = tokio::task::spawn_blocking(move || request(service, &batch))
             .await
             .unwrap_or_default();
         let sent = self
@@ -150,53 +150,125 @@ impl Task {
 }
 
 /// One `ExportTraceServiceRequest` in OTLP's JSON encoding (ids as hex, times as decimal
-/// strings of Unix nanoseconds).
-fn request(service: &str, batch: &[SpanData]) -> Value {
-    let spans: Vec<Value> = batch.iter().map(span).collect();
-    json!({
-        "resourceSpans": [{
-            "resource": { "attributes": [attribute("service.name", service)] },
-            "scopeSpans": [{
-                "scope": { "name": "sheratan", "version": env!("CARGO_PKG_VERSION") },
-                "spans": spans,
-            }],
-        }],
-    })
-}
-
-fn span(s: &SpanData) -> Value {
-    let mut v = json!({
-        "traceId": hex::encode(s.context.trace_id),
-        "spanId": hex::encode(s.context.span_id),
-        "name": s.name,
-        "kind": s.kind as u8,
-        "startTimeUnixNano": nanos(s.start),
-        "endTimeUnixNano": nanos(s.end.unwrap_or(s.start)),
-        "attributes": s.attributes.iter().map(|(k, v)| attribute(k, v)).collect::<Vec<_>>(),
-        "status": match &s.error {
-            None => json!({ "code": 1 }),
-            Some(why) => json!({ "code": 2, "message": why }),
-        },
-    });
-    if let Some(parent) = s.parent {
-        v["parentSpanId"] = json!(hex::encode(parent));
+/// strings of Unix nanoseconds), written straight into bytes: building `serde_json::Value`s
+/// first cost the hub a third of its throughput with every job traced.
+fn request(service: &str, batch: &[SpanData]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(256 + batch.len() * 480);
+    out.extend_from_slice(b"{\"resourceSpans\":[{\"resource\":{\"attributes\":[");
+    attribute(&mut out, "service.name", service);
+    out.extend_from_slice(b"]},\"scopeSpans\":[{\"scope\":{\"name\":\"sheratan\",\"version\":");
+    string(&mut out, env!("CARGO_PKG_VERSION"));
+    out.extend_from_slice(b"},\"spans\":[");
+    for (i, s) in batch.iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        span(&mut out, s);
     }
-    v
+    out.extend_from_slice(b"]}]}]}");
+    out
 }
 
-fn attribute(key: &str, value: &str) -> Value {
-    json!({ "key": key, "value": { "stringValue": value } })
+fn span(out: &mut Vec<u8>, s: &SpanData) {
+    let _ = write!(
+        out,
+        "{{\"traceId\":\"{}\",\"spanId\":\"{}\",",
+        hex::encode(s.context.trace_id),
+        hex::encode(s.context.span_id)
+    );
+    if let Some(parent) = s.parent {
+        let _ = write!(out, "\"parentSpanId\":\"{}\",", hex::encode(parent));
+    }
+    out.extend_from_slice(b"\"name\":");
+    string(out, s.name);
+    let _ = write!(
+        out,
+        ",\"kind\":{},\"startTimeUnixNano\":\"{}\",\"endTimeUnixNano\":\"{}\",\"attributes\":[",
+        s.kind as u8,
+        nanos(s.start),
+        nanos(s.end.unwrap_or(s.start))
+    );
+    for (i, (k, v)) in s.attributes.iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        attribute(out, k, v);
+    }
+    match &s.error {
+        None => out.extend_from_slice(b"],\"status\":{\"code\":1}}"),
+        Some(why) => {
+            out.extend_from_slice(b"],\"status\":{\"code\":2,\"message\":");
+            string(out, why);
+            out.extend_from_slice(b"}}");
+        }
+    }
 }
 
-fn nanos(t: SystemTime) -> String {
-    t.duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_nanos())
-        .to_string()
+fn attribute(out: &mut Vec<u8>, key: &str, value: &str) {
+    out.extend_from_slice(b"{\"key\":");
+    string(out, key);
+    out.extend_from_slice(b",\"value\":{\"stringValue\":");
+    string(out, value);
+    out.extend_from_slice(b"}}");
+}
+
+/// A JSON string, escaped by serde_json.
+fn string(out: &mut Vec<u8>, text: &str) {
+    serde_json::to_writer(&mut *out, text).expect("writing to memory cannot fail");
+}
+
+fn nanos(t: SystemTime) -> u128 {
+    t.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_nanos())
 }
 
 #[cfg(test)]
 mod tests {
-    use super::traces_url;
+    use super::{SpanData, request, traces_url};
+    use crate::{Kind, TraceContext};
+
+    /// The bytes are the OTLP JSON a collector parses: escaped texts, hex ids, times as strings.
+    #[test]
+    fn a_batch_encodes_as_otlp_json() {
+        let start = std::time::UNIX_EPOCH + std::time::Duration::from_nanos(1_700_000_000_123);
+        let context =
+            TraceContext::parse("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01").unwrap();
+        let span = |parent, error| SpanData {
+            name: "sheratan.lease",
+            kind: Kind::Server,
+            context,
+            parent,
+            start,
+            end: Some(start + std::time::Duration::from_nanos(5)),
+            attributes: vec![("sheratan.queue", "q\"\n\u{1}é".into())],
+            error,
+        };
+        let batch = [
+            span(None, None),
+            span(Some([1; 8]), Some("bad \"input\"".into())),
+        ];
+        let doc: serde_json::Value = serde_json::from_slice(&request("svc", &batch)).unwrap();
+        let spans = &doc["resourceSpans"][0]["scopeSpans"][0]["spans"];
+        assert_eq!(
+            doc["resourceSpans"][0]["resource"]["attributes"][0]["value"]["stringValue"],
+            "svc"
+        );
+        assert_eq!(spans[0]["traceId"], "4bf92f3577b34da6a3ce929d0e0e4736");
+        assert_eq!(spans[0]["spanId"], "00f067aa0ba902b7");
+        assert!(spans[0].get("parentSpanId").is_none());
+        assert_eq!(spans[0]["kind"], 2);
+        assert_eq!(spans[0]["startTimeUnixNano"], "1700000000123");
+        assert_eq!(spans[0]["endTimeUnixNano"], "1700000000128");
+        assert_eq!(
+            spans[0]["attributes"][0]["value"]["stringValue"],
+            "q\"\n\u{1}é"
+        );
+        assert_eq!(spans[0]["status"], serde_json::json!({"code": 1}));
+        assert_eq!(spans[1]["parentSpanId"], "0101010101010101");
+        assert_eq!(
+            spans[1]["status"],
+            serde_json::json!({"code": 2, "message": "bad \"input\""})
+        );
+    }
 
     #[test]
     fn endpoints_become_traces_urls_and_bad_ones_say_why() {
