@@ -84,8 +84,8 @@ pub struct History {
     pub points: Vec<HistoryPoint>,
 }
 
-/// `GET /api/alerts` (entries: [`crate::event::AlertRecord`]) and `GET /api/audit` (entries:
-/// [`crate::AuditRecord`]): the newest lines of a log, oldest first.
+/// `GET /api/alerts` (entries: `AlertRecord`) and `GET /api/audit` (entries: `AuditRecord`):
+/// the newest lines of a log, oldest first.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct LogTail<T> {
     pub entries: Vec<T>,
