@@ -207,3 +207,47 @@ def test_a_named_token_file_that_cannot_be_read_is_an_error_not_another_hubs_tok
         with pytest.raises(sheratan.InvalidRequest) as refused:
             sheratan.Client()
         assert str(named) in refused.value.message
+
+
+def test_submit_many_keeps_one_answer_or_error_per_job_in_order(hub):
+    jobs = [{"kind": "echo", "payload": {"i": i}, "queue": "many"} for i in range(250)]
+    jobs[7] = {"kind": "", "payload": None, "queue": "many"}  # refused alone: the others go in
+    jobs[200] = {"kind": "echo", "payload": {"i": 200}, "queue": "many", "idempotency_key": "k-200"}
+    with sheratan.Client(hub.data_url, hub.token) as client:
+        first = client.submit("echo", {"i": 200}, queue="many", idempotency_key="k-200")
+        outcomes = client.submit_many(jobs, batch_size=40, in_flight=3)
+        assert len(outcomes) == 250
+        assert isinstance(outcomes[7], sheratan.InvalidRequest) and "kind" in outcomes[7].message
+        assert outcomes[200]["code"] == 200 and outcomes[200]["job_id"] == first["job_id"]
+        created = [o for i, o in enumerate(outcomes) if i not in (7, 200)]
+        assert all(o["code"] == 202 for o in created)
+        assert len({o["job_id"] for o in created}) == 248
+        # In order: each answer is the job of its place.
+        assert client.get(outcomes[123]["job_id"])["payload"] == {"i": 123}
+        with pytest.raises(ValueError):
+            client.submit_many(jobs, batch_size=1001)
+        with pytest.raises(ValueError):
+            client.submit_many(jobs, in_flight=0)
+        # A whole-request error is raised, not spread over the jobs.
+        with sheratan.Client(hub.data_url, "not-the-token-at-all-000") as stranger, pytest.raises(sheratan.AuthFail):
+            stranger.submit_many(jobs[:3])
+
+
+def test_submit_many_reports_a_full_queue_per_job():
+    hub = start_hub({"SHERATAN_MAX_QUEUE_DEPTH": "5"})
+    try:
+        jobs = [{"kind": "echo", "payload": i, "queue": "nobody-serves"} for i in range(12)]
+
+        async def go() -> list:
+            async with sheratan.AsyncClient(hub.data_url, hub.token) as client:
+                return await client.submit_many(jobs, batch_size=4, in_flight=2)
+
+        import asyncio
+
+        outcomes = asyncio.run(go())
+        accepted = [o for o in outcomes if isinstance(o, dict)]
+        full = [o for o in outcomes if isinstance(o, sheratan.Backpressure)]
+        assert len(accepted) == 5 and len(full) == 7, outcomes
+        assert all(o.status == 429 and o.code == "BACKPRESSURE_DROP" for o in full)
+    finally:
+        stop(hub)

@@ -90,6 +90,27 @@ def submit(kind: str, payload: Any, queue: str, options: dict[str, Any], tracepa
     return Call("data", "POST", "/v1/jobs", json=body, headers=trace_headers(traceparent))
 
 
+# The most jobs one batch request may carry (the hub's limit), and the default per request of
+# `submit_many` (a hundred typical jobs stay well under the 1 MiB body limit).
+MAX_BATCH = 1000
+MANY_BATCH = 100
+
+
+def batches(jobs: list[dict[str, Any]], size: int) -> list[list[dict[str, Any]]]:
+    if not 1 <= size <= MAX_BATCH:
+        raise ValueError(f"batch_size must be between 1 and {MAX_BATCH}")
+    return [jobs[i : i + size] for i in range(0, len(jobs), size)]
+
+
+def item_outcome(item: dict[str, Any]) -> dict[str, Any] | errors.SheratanError:
+    """One batch item: its answer (`code` 202 new, 200 an idempotent repeat), or the typed
+    error it would have raised submitted alone."""
+    code = int(item.get("code", 500))
+    if 200 <= code < 300:
+        return item
+    return errors.from_response(code, {"error": item.get("error")}, None)
+
+
 def submit_batch(jobs: list[dict[str, Any]], traceparent: str | None = None) -> Call:
     headers = trace_headers(traceparent)
     return Call("data", "POST", "/v1/jobs/batch", json={"jobs": jobs}, headers=headers, keep=lambda b: b["jobs"])

@@ -5,6 +5,7 @@ that is not a success raises the contract's error as a typed exception (`sherata
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import os
 import ssl
 import time
@@ -153,6 +154,27 @@ class Client(_Base):
         """Submits up to 1,000 jobs in one request; one outcome per job, in order."""
         return self._do(_wire.submit_batch(jobs, traceparent))
 
+    def submit_many(
+        self,
+        jobs: list[dict[str, Any]],
+        *,
+        batch_size: int = _wire.MANY_BATCH,
+        in_flight: int = 4,
+        traceparent: str | None = None,
+    ) -> list[dict[str, Any] | errors.SheratanError]:
+        """Submits any number of jobs (each `{kind, payload, queue?, ...}` as `POST /v1/jobs`
+        takes it) without a round trip per job: batches of `batch_size`, `in_flight` requests
+        at once over the client's keep-alive connections. One entry per job, in order: its
+        answer (`job_id`, `status`, `code`), or the typed error it would have raised alone
+        (`Backpressure` for a full queue, `InvalidRequest`, ...), so one bad job stops no
+        other. An error of a whole request (the token, the hub down) is raised."""
+        if in_flight < 1:
+            raise ValueError("in_flight must be at least 1")
+        chunks = _wire.batches(jobs, batch_size)
+        with concurrent.futures.ThreadPoolExecutor(max_workers=in_flight) as pool:
+            answers = list(pool.map(lambda chunk: self.submit_batch(chunk, traceparent=traceparent), chunks))
+        return [_wire.item_outcome(item) for answer in answers for item in answer]
+
     def get(self, job_id: str) -> dict[str, Any]:
         return self._do(_wire.get(job_id))
 
@@ -242,6 +264,26 @@ class AsyncClient(_Base):
 
     async def submit_batch(self, jobs: list[dict[str, Any]], *, traceparent: str | None = None) -> list[dict[str, Any]]:
         return await self._do(_wire.submit_batch(jobs, traceparent))
+
+    async def submit_many(
+        self,
+        jobs: list[dict[str, Any]],
+        *,
+        batch_size: int = _wire.MANY_BATCH,
+        in_flight: int = 4,
+        traceparent: str | None = None,
+    ) -> list[dict[str, Any] | errors.SheratanError]:
+        """As `Client.submit_many`, on the event loop."""
+        if in_flight < 1:
+            raise ValueError("in_flight must be at least 1")
+        slots = asyncio.Semaphore(in_flight)
+
+        async def one(chunk: list[dict[str, Any]]) -> list[dict[str, Any]]:
+            async with slots:
+                return await self.submit_batch(chunk, traceparent=traceparent)
+
+        answers = await asyncio.gather(*(one(c) for c in _wire.batches(jobs, batch_size)))
+        return [_wire.item_outcome(item) for answer in answers for item in answer]
 
     async def get(self, job_id: str) -> dict[str, Any]:
         return await self._do(_wire.get(job_id))
