@@ -3,15 +3,18 @@
 use reqwest::Method;
 use sheratan_proto::control::BundleInfo;
 use sheratan_proto::data::{
-    AckRequest, AckResponse, BatchResponse, ExtendRequest, ExtendResponse, JobList, JobStatus,
-    JobView, LeaseRequest, LeaseResponse, PendingResults, QueueAdminResponse, ResultRequest,
-    ResultResponse, SubmitBatch, SubmitJob, SubmitResponse,
+    AckRequest, AckResponse, BatchOutcome, BatchResponse, ExtendRequest, ExtendResponse, JobList,
+    JobStatus, JobView, LeaseRequest, LeaseResponse, PendingResults, QueueAdminResponse,
+    ResultRequest, ResultResponse, SubmitBatch, SubmitJob, SubmitResponse,
 };
 use sheratan_proto::schedules::{
     RunNowResponse, ScheduleList, SchedulePatch, ScheduleSpec, ScheduleView,
 };
 
 use crate::{Base, ClientError, Retry, RetryPolicy, json, sign_result};
+
+/// The most jobs the hub takes in one batch request.
+pub const MAX_BATCH: usize = 1000;
 
 /// What a submit did.
 #[derive(Debug, Clone, PartialEq)]
@@ -116,6 +119,32 @@ impl DataClient {
             })
             .await?;
         json(response).await
+    }
+
+    /// Submits any number of jobs without a round trip per job: batches of `batch_size`
+    /// (1–1,000) over `POST /v1/jobs/batch`, `in_flight` requests at once on the client's
+    /// keep-alive connections. One outcome per job, in order (`code` 202 or 200 with the job,
+    /// or the refusal it would have had alone), so one bad job stops no other; an error of a
+    /// whole request (the token, the hub down) is returned.
+    pub async fn submit_many(
+        &self,
+        jobs: Vec<SubmitJob>,
+        batch_size: usize,
+        in_flight: usize,
+    ) -> Result<Vec<BatchOutcome>, ClientError> {
+        use futures_util::stream::{self, StreamExt, TryStreamExt};
+        let size = batch_size.clamp(1, MAX_BATCH);
+        let mut jobs = jobs.into_iter().peekable();
+        let mut batches = Vec::new();
+        while jobs.peek().is_some() {
+            batches.push(jobs.by_ref().take(size).collect::<Vec<_>>());
+        }
+        let answers: Vec<BatchResponse> = stream::iter(batches)
+            .map(|batch| self.submit_batch(batch))
+            .buffered(in_flight.max(1))
+            .try_collect()
+            .await?;
+        Ok(answers.into_iter().flat_map(|a| a.jobs).collect())
     }
 
     pub async fn job(&self, job_id: &str) -> Result<JobView, ClientError> {

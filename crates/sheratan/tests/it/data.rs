@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use reqwest::StatusCode;
 use serde_json::{Value, json};
-use sheratan_proto::EventKind;
+use sheratan_proto::{ErrorCode, EventKind};
 use sheratan_testkit::count_events;
 
 use crate::common::*;
@@ -501,4 +501,54 @@ async fn results_are_signed_with_the_token_that_authenticated_them() {
         .await
         .unwrap();
     assert_eq!(response.status().as_u16(), 422);
+}
+
+/// The Rust client's `submit_many`: batches with several in flight, one outcome per job in
+/// order, a refused job among good ones and a full queue reported per job.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn submit_many_keeps_one_outcome_per_job_in_order() {
+    let hub = hub().env("SHERATAN_MAX_QUEUE_DEPTH", "240").start();
+    let token = hub.token();
+    let client = sheratan_client::DataClient::new(&hub.data_url, Some(token.clone())).unwrap();
+    let job = |i: usize| {
+        serde_json::from_value::<sheratan_proto::data::SubmitJob>(
+            json!({"kind": "echo", "payload": {"i": i}, "queue": "many"}),
+        )
+        .unwrap()
+    };
+    let mut jobs: Vec<_> = (0..250).map(job).collect();
+    jobs[7].kind = String::new();
+    let outcomes = client.submit_many(jobs, 40, 3).await.unwrap();
+    assert_eq!(outcomes.len(), 250);
+    assert_eq!(outcomes[7].code, 400);
+    assert!(outcomes[7].error.as_ref().unwrap().message.contains("kind"));
+    // 249 valid jobs, room for 240: the queue's limit refuses the last nine, each on its own.
+    let accepted: Vec<_> = outcomes.iter().filter(|o| o.code == 202).collect();
+    let full: Vec<_> = outcomes.iter().filter(|o| o.code == 429).collect();
+    assert_eq!((accepted.len(), full.len()), (240, 9));
+    assert!(
+        full.iter()
+            .all(|o| o.error.as_ref().unwrap().code == ErrorCode::BackpressureDrop)
+    );
+    let id = outcomes[123].job_id.clone().unwrap();
+    let (_, view) = get(
+        &format!("{}/v1/jobs/{id}", hub.data_url),
+        Auth::Bearer(&token),
+    )
+    .await;
+    assert_eq!(
+        view["payload"],
+        json!({"i": 123}),
+        "answers come back in the jobs' order"
+    );
+    let wrong = sheratan_client::DataClient::new(
+        &hub.data_url,
+        Some("not-the-token-at-all-000".to_string()),
+    )
+    .unwrap();
+    let err = wrong
+        .submit_many((0..3).map(job).collect(), 40, 3)
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Some(ErrorCode::AuthFail));
 }
