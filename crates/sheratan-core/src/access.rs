@@ -140,5 +140,8 @@ mod tests {
             !may(Some(Submit), "GET", "/api/audit") && !may(Some(Submit), "GET", "/api/events")
         );
         assert!(!may(Some(Node), "GET", "/api/overview") && may(Some(Node), "GET", "/api/whoami"));
+        assert!(
+            may(Some(Node), "GET", "/openapi.json") && !may(Some(Node), "POST", "/openapi.json")
+        );
     }
 }

@@ -38,15 +38,10 @@ pub const APIS: [(&str, Build); 4] = [
 /// The rendered document of one of [`APIS`] by its name, built once per process: what
 /// `GET /openapi.json` answers.
 pub fn served(name: &str) -> Option<&'static str> {
-    static DOCS: OnceLock<Vec<(&'static str, String)>> = OnceLock::new();
-    DOCS.get_or_init(|| {
-        APIS.iter()
-            .map(|(n, build)| (*n, render(&build())))
-            .collect()
-    })
-    .iter()
-    .find(|(n, _)| *n == name)
-    .map(|(_, text)| text.as_str())
+    // One cell per API: a server builds only the documents it serves.
+    static DOCS: [OnceLock<String>; APIS.len()] = [const { OnceLock::new() }; APIS.len()];
+    let i = APIS.iter().position(|(n, _)| *n == name)?;
+    Some(DOCS[i].get_or_init(|| render(&APIS[i].1())).as_str())
 }
 
 /// The document as served and checked in: pretty JSON, keys sorted, a final newline.

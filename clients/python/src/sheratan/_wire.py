@@ -96,10 +96,18 @@ MAX_BATCH = 1000
 MANY_BATCH = 100
 
 
-def batches(jobs: list[dict[str, Any]], size: int) -> list[list[dict[str, Any]]]:
+def batches(jobs: list[dict[str, Any]], size: int, in_flight: int) -> list[list[dict[str, Any]]]:
+    """`submit_many`'s batches, its arguments checked."""
     if not 1 <= size <= MAX_BATCH:
         raise ValueError(f"batch_size must be between 1 and {MAX_BATCH}")
+    if in_flight < 1:
+        raise ValueError("in_flight must be at least 1")
     return [jobs[i : i + size] for i in range(0, len(jobs), size)]
+
+
+def outcomes(answers: list[list[dict[str, Any]]]) -> list[dict[str, Any] | errors.SheratanError]:
+    """The batches' answers as one entry per job, in order."""
+    return [item_outcome(item) for answer in answers for item in answer]
 
 
 def item_outcome(item: dict[str, Any]) -> dict[str, Any] | errors.SheratanError:

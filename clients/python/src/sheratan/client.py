@@ -168,12 +168,10 @@ class Client(_Base):
         answer (`job_id`, `status`, `code`), or the typed error it would have raised alone
         (`Backpressure` for a full queue, `InvalidRequest`, ...), so one bad job stops no
         other. An error of a whole request (the token, the hub down) is raised."""
-        if in_flight < 1:
-            raise ValueError("in_flight must be at least 1")
-        chunks = _wire.batches(jobs, batch_size)
+        chunks = _wire.batches(jobs, batch_size, in_flight)
         with concurrent.futures.ThreadPoolExecutor(max_workers=in_flight) as pool:
             answers = list(pool.map(lambda chunk: self.submit_batch(chunk, traceparent=traceparent), chunks))
-        return [_wire.item_outcome(item) for answer in answers for item in answer]
+        return _wire.outcomes(answers)
 
     def get(self, job_id: str) -> dict[str, Any]:
         return self._do(_wire.get(job_id))
@@ -274,16 +272,15 @@ class AsyncClient(_Base):
         traceparent: str | None = None,
     ) -> list[dict[str, Any] | errors.SheratanError]:
         """As `Client.submit_many`, on the event loop."""
-        if in_flight < 1:
-            raise ValueError("in_flight must be at least 1")
+        chunks = _wire.batches(jobs, batch_size, in_flight)
         slots = asyncio.Semaphore(in_flight)
 
         async def one(chunk: list[dict[str, Any]]) -> list[dict[str, Any]]:
             async with slots:
                 return await self.submit_batch(chunk, traceparent=traceparent)
 
-        answers = await asyncio.gather(*(one(c) for c in _wire.batches(jobs, batch_size)))
-        return [_wire.item_outcome(item) for answer in answers for item in answer]
+        answers = await asyncio.gather(*(one(c) for c in chunks))
+        return _wire.outcomes(list(answers))
 
     async def get(self, job_id: str) -> dict[str, Any]:
         return await self._do(_wire.get(job_id))

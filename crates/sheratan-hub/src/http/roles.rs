@@ -127,6 +127,11 @@ mod tests {
         let may = |role, m: &str, p: &str| permits(role, &m.parse().unwrap(), p);
         use CredentialRole::*;
         assert!(may(Admin, "POST", "/admin/tokens"));
+        // The API description is every credential's to read, and only to read.
+        for role in [Admin, Node, Submit, Read] {
+            assert!(may(role, "GET", "/openapi.json"), "{role:?}");
+        }
+        assert!(!may(Node, "POST", "/openapi.json") && !may(Submit, "PUT", "/openapi.json"));
         assert!(may(Read, "GET", "/v1/jobs") && may(Read, "GET", "/v1/nodes"));
         assert!(!may(Read, "POST", "/v1/jobs/x/cancel"));
         assert!(!may(Read, "GET", "/admin/registry"));

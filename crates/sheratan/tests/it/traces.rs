@@ -425,6 +425,12 @@ async fn spans_for_a_collector_that_is_down_are_dropped_and_counted_and_jobs_run
         "{}",
         hub.stderr()
     );
+    // The relay shows its own count (no LLM job ran: nothing dropped there).
+    let relay = metrics_text(&hub.urls["relay"], &token).await;
+    assert!(
+        relay.contains("sheratan_trace_spans_total{outcome=\"dropped\"} 0\n"),
+        "{relay}"
+    );
 }
 
 /// With export off the hub still carries the submitter's context, unchanged, to the node (on
