@@ -71,6 +71,10 @@ impl DataClient {
         &self.base.url
     }
 
+    pub(crate) fn base(&self) -> &crate::Base {
+        &self.base
+    }
+
     /// Submits a job. Retried when the hub refused it (429, 503); also after a connection
     /// failure when the job carries an idempotency key (the key makes a repeat harmless).
     pub async fn submit(&self, job: &SubmitJob) -> Result<Submitted, ClientError> {

@@ -47,6 +47,7 @@ pub mod member;
 pub mod progress;
 pub mod pull;
 mod sign;
+pub mod stream;
 mod tls_diag;
 mod token;
 mod vouch;

@@ -12,7 +12,7 @@ use sheratan_proto::progress::{MAX_MESSAGE, MAX_OUTPUT, ProgressReport};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
-use crate::{ClientError, DataClient};
+use crate::ClientError;
 
 /// The most often a job's progress is sent.
 pub const SEND_EVERY: Duration = Duration::from_millis(250);
@@ -152,7 +152,7 @@ fn cut(text: &str, max: usize) -> &str {
 /// cancelled; then sends what is left, so the output is complete before the result. Stops
 /// early when the hub says the lease is no longer held.
 pub async fn send_loop(
-    data: &DataClient,
+    link: &crate::stream::Link,
     job_id: &str,
     lease_id: &str,
     sink: &ProgressSink,
@@ -164,7 +164,7 @@ pub async fn send_loop(
             () = sink.changed() => false,
         };
         for report in sink.take(job_id) {
-            match data.progress(lease_id, &report).await {
+            match link.progress(lease_id, &report).await {
                 Ok(_) => {}
                 Err(ClientError::Api { status: 409, .. }) => return,
                 Err(err) => {

@@ -57,7 +57,19 @@ impl Running {
         leases
     }
 
-    fn stop(&self, lease_id: &str) {
+    /// Every running lease (the worker stream resumes them after a reconnect).
+    pub fn leases(&self) -> Vec<WatchedLease> {
+        let map = self.0.lock().expect("running jobs");
+        map.iter()
+            .map(|(lease, (job, _, _))| WatchedLease {
+                job_id: job.clone(),
+                lease_id: lease.clone(),
+            })
+            .collect()
+    }
+
+    /// Stops the handler of `lease_id`: the hub said its lease ended.
+    pub fn stop(&self, lease_id: &str) {
         if let Some((job, _, stop)) = self.0.lock().expect("running jobs").get(lease_id) {
             tracing::warn!(job_id = %job, "the hub ended this job's lease (cancelled, or taken back): stopping its handler");
             stop.cancel();

@@ -84,6 +84,9 @@ pub struct HubConfig {
     pub backpressure_retry_after_s: u64,
     /// Refusals (400, 403, 405, 413, 421) answered per second before they wait; 0 = no limit.
     pub refusals_per_sec: u32,
+    /// Serve the worker stream (`GET /v1/stream`); off, it answers 404 and nodes use the
+    /// request routes.
+    pub worker_stream: bool,
     /// Spans of submits, leases and results (`SHERATAN_OTLP_ENDPOINT`; off by default).
     pub tracer: sheratan_trace::Tracer,
 }
@@ -117,6 +120,7 @@ impl HubConfig {
             reap_interval: Duration::from_millis(250),
             backpressure_retry_after_s: 1,
             refusals_per_sec: 5000,
+            worker_stream: true,
             tracer: sheratan_trace::Tracer::disabled(),
         }
     }

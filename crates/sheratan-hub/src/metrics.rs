@@ -128,6 +128,20 @@ impl HubState {
                 self.refusals.paced() as f64,
             ),
             Family::single(
+                "sheratan_worker_streams",
+                "Worker streams (GET /v1/stream) open now.",
+                Kind::Gauge,
+                "streams.open",
+                self.jobs.streams.load(Ordering::Relaxed) as f64,
+            ),
+            Family::single(
+                "sheratan_stream_frames_refused_total",
+                "Worker stream frames answered with an error frame for being wrong in themselves (unreadable, too large, a lease the stream does not hold, a bad signature, more jobs than max_jobs).",
+                Kind::Counter,
+                "streams.refused",
+                self.jobs.stream_refusals.load(Ordering::Relaxed) as f64,
+            ),
+            Family::single(
                 "sheratan_token_rotation_active",
                 "1 while a token rotation accepts two tokens.",
                 Kind::Gauge,

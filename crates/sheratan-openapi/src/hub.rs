@@ -20,6 +20,7 @@ use sheratan_proto::queues::{QueueSettings, QueueSettingsPatch};
 use sheratan_proto::schedules::{
     RunNowResponse, ScheduleList, SchedulePatch, ScheduleSpec, ScheduleView,
 };
+use sheratan_proto::stream::{HubFrame, NodeFrame, StreamQuery};
 
 use crate::{Api, Auth, Op, delete, document, get, patch, post, put};
 
@@ -211,6 +212,20 @@ fn lease_ops() -> Vec<Op> {
         .ok::<ProgressAck>(200, "recorded")
         .err(409, EXPIRED)
         .err(422, UNSIGNED),
+        get(
+            "/v1/stream",
+            "Open the worker stream: a WebSocket that pushes leased jobs and ended leases, and takes results, extensions and progress",
+        )
+        .query::<StreamQuery>()
+        .frames::<NodeFrame, HubFrame>()
+        .ok_empty(
+            101,
+            "switched to the WebSocket; its frames are x-sheratan-frames (docs/API.md, \"The worker stream\")",
+        )
+        .err(
+            404,
+            "NOT_FOUND: the hub does not serve the stream (SHERATAN_NO_WORKER_STREAM): use the request routes",
+        ),
         post(
             "/v1/leases/watch",
             "Wait for any of these leases to end (long poll)",

@@ -120,6 +120,9 @@ fn query_params<T: ToSchema>(schemas: &mut Schemas) -> Vec<Value> {
         .collect()
 }
 
+/// Registers a type's schema and answers its `$ref`.
+type SchemaOf = fn(&mut Schemas) -> Value;
+
 /// One operation of an API: a row of its table.
 pub(crate) struct Op {
     method: &'static str,
@@ -132,6 +135,8 @@ pub(crate) struct Op {
     errors: Vec<(u16, &'static str)>,
     signed: bool,
     headers: Vec<(&'static str, &'static str, bool)>,
+    /// A WebSocket's frames: what the client sends, what the server sends.
+    frames: Option<[SchemaOf; 2]>,
 }
 
 pub(crate) fn op(method: &'static str, path: &'static str, summary: &'static str) -> Op {
@@ -146,6 +151,7 @@ pub(crate) fn op(method: &'static str, path: &'static str, summary: &'static str
         errors: Vec::new(),
         signed: false,
         headers: Vec::new(),
+        frames: None,
     }
 }
 
@@ -209,6 +215,12 @@ impl Op {
     /// The result signature headers are required (`POST /v1/results`, progress).
     pub(crate) fn signed(mut self) -> Op {
         self.signed = true;
+        self
+    }
+    /// The operation opens a WebSocket whose client frames are `C` and server frames `S`
+    /// (OpenAPI has no words for them: they go in `x-sheratan-frames`).
+    pub(crate) fn frames<C: ToSchema, S: ToSchema>(mut self) -> Op {
+        self.frames = Some([schema_ref::<C>, schema_ref::<S>]);
         self
     }
     /// A request header the operation reads.
@@ -291,6 +303,9 @@ fn operation(api: &Api, o: &Op, schemas: &mut Schemas) -> Value {
     });
     if matches!(o.auth, Auth::Public | Auth::Loopback) {
         op["security"] = json!([]);
+    }
+    if let Some([client, server]) = o.frames {
+        op["x-sheratan-frames"] = json!({ "client": client(schemas), "server": server(schemas) });
     }
     let mut params: Vec<Value> = path_params(o.path);
     if let Some(q) = o.query {

@@ -18,6 +18,7 @@ pub mod queues;
 pub mod redact;
 pub mod relay;
 pub mod schedules;
+pub mod stream;
 
 pub use error::{ErrorBody, ErrorCode, ErrorDetail};
 pub use event::{AuditRecord, EventKind, Plane, Severity};

@@ -310,8 +310,9 @@ async fn run_job(s: &RelayState, job: LeasedJob) {
     // the result.
     let sink = sheratan_client::ProgressSink::new();
     let sent = tokio_util::sync::CancellationToken::new();
+    let link = sheratan_client::stream::Link::Requests(s.data.clone());
     let sender =
-        sheratan_client::progress::send_loop(&s.data, &job.job_id, &job.lease_id, &sink, &sent);
+        sheratan_client::progress::send_loop(&link, &job.job_id, &job.lease_id, &sink, &sent);
     let mut span = s.config.tracer.start_from(
         "sheratan.relay",
         sheratan_trace::Kind::Consumer,

@@ -28,7 +28,6 @@ use std::time::Duration;
 use axum::extract::ConnectInfo;
 use hyper::body::{Body, Frame, SizeHint};
 use hyper_util::rt::TokioIo;
-use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
@@ -139,7 +138,8 @@ pub async fn serve_with(
     let mut builder = hyper::server::conn::http1::Builder::new();
     // No hyper timer: the watchdog below keeps the deadlines (see the module's comment).
     builder.keep_alive(true).header_read_timeout(None);
-    let graceful = GracefulShutdown::new();
+    // Connections still open hold a clone: shutdown waits until only this one is left.
+    let open = Arc::new(());
     let slots = Arc::new(Semaphore::new(max_connections.max(1)));
     let sources = Arc::new(Sources::new(limits.max_per_source.min(max_connections)));
     // Refusals are logged at most once a minute, so a flood cannot fill the log.
@@ -208,15 +208,17 @@ pub async fn serve_with(
         let service = TowerToHyperService::new(service);
         let (builder, watcher, tls, stats) = (
             builder.clone(),
-            graceful.watcher(),
+            (shutdown.clone(), open.clone()),
             tls.clone(),
             stats.clone(),
         );
         tokio::spawn(async move {
             let ended = match tls {
                 None => {
-                    let conn = builder.serve_connection(TokioIo::new(stream), service);
-                    watch(watcher.watch(conn), &activity, &limits).await
+                    let conn = builder
+                        .serve_connection(TokioIo::new(stream), service)
+                        .with_upgrades();
+                    watch(conn, &watcher, &activity, &limits).await
                 }
                 Some(tls) => match handshake(stream, peer, &tls, limits.header_timeout).await {
                     Ok(Accepted::Tls(stream)) => {
@@ -231,12 +233,16 @@ pub async fn serve_with(
                             let name = crate::tls::common_name(leaf).unwrap_or_default();
                             let _ = client_cert.set(ClientCert(name));
                         }
-                        let conn = builder.serve_connection(TokioIo::new(stream), service);
-                        watch(watcher.watch(conn), &activity, &limits).await
+                        let conn = builder
+                            .serve_connection(TokioIo::new(stream), service)
+                            .with_upgrades();
+                        watch(conn, &watcher, &activity, &limits).await
                     }
                     Ok(Accepted::Plain(stream)) => {
-                        let conn = builder.serve_connection(TokioIo::new(stream), service);
-                        watch(watcher.watch(conn), &activity, &limits).await
+                        let conn = builder
+                            .serve_connection(TokioIo::new(stream), service)
+                            .with_upgrades();
+                        watch(conn, &watcher, &activity, &limits).await
                     }
                     Err(ended) => ended,
                 },
@@ -253,7 +259,12 @@ pub async fn serve_with(
         });
     }
     drop(listener);
-    if tokio::time::timeout(limits.drain_timeout, graceful.shutdown())
+    let drained = async {
+        while Arc::strong_count(&open) > 1 {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    };
+    if tokio::time::timeout(limits.drain_timeout, drained)
         .await
         .is_err()
     {
@@ -326,10 +337,37 @@ enum Ended {
     TimedOut,
 }
 
+/// A connection that can be asked to finish its request in flight and close (hyper's
+/// `graceful_shutdown`; hyper-util's graceful helper does not take connections that may be
+/// upgraded, as the worker stream's are).
+trait Closable: Future {
+    fn close_gracefully(self: Pin<&mut Self>);
+}
+
+impl<I, S, B> Closable for hyper::server::conn::http1::UpgradeableConnection<I, S>
+where
+    S: hyper::service::HttpService<hyper::body::Incoming, ResBody = B>,
+    S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+    B: Body + 'static,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    fn close_gracefully(self: Pin<&mut Self>) {
+        hyper::server::conn::http1::UpgradeableConnection::graceful_shutdown(self);
+    }
+}
+
 /// Runs a connection until it ends, or closes it (by dropping it) when no request head
-/// arrived in time.
-async fn watch<F: Future>(conn: F, activity: &Activity, limits: &ServeLimits) -> Ended {
+/// arrived in time; at shutdown it finishes the request in flight and closes. An upgraded
+/// connection (the worker stream) leaves here at its upgrade, still holding its slot.
+async fn watch<C: Closable>(
+    conn: C,
+    (shutdown, _open): &(CancellationToken, Arc<()>),
+    activity: &Activity,
+    limits: &ServeLimits,
+) -> Ended {
     let mut conn = std::pin::pin!(conn);
+    let mut closing = false;
     loop {
         let Some(wait) = activity.time_left(limits) else {
             // Dropped for being idle: nothing is owed to the client, so no lingering close.
@@ -339,6 +377,10 @@ async fn watch<F: Future>(conn: F, activity: &Activity, limits: &ServeLimits) ->
         tokio::select! {
             _ = &mut conn => return Ended::Closed,
             () = tokio::time::sleep(wait) => {}
+            () = shutdown.cancelled(), if !closing => {
+                closing = true;
+                conn.as_mut().close_gracefully();
+            }
         }
     }
 }

@@ -18,6 +18,7 @@ use sheratan_proto::data::{JobError, LeaseRequest, LeasedJob, ResultRequest};
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
+use sheratan_client::stream::{Link, StreamEvent, StreamSpec, WorkerStream};
 use sheratan_client::watch;
 
 /// Settings of one worker.
@@ -40,6 +41,9 @@ pub struct WorkerConfig {
     pub grace: Duration,
     /// A span per handler run, in the job's trace (`SHERATAN_OTLP_ENDPOINT`; off by default).
     pub tracer: sheratan_trace::Tracer,
+    /// Take jobs over the worker stream (the default); the request routes when the hub does
+    /// not serve it, or when this is off (`--no-stream`).
+    pub stream: bool,
 }
 
 impl WorkerConfig {
@@ -61,6 +65,7 @@ impl WorkerConfig {
             lease_wait: Duration::from_secs(10),
             grace: Duration::from_secs(30),
             tracer: sheratan_trace::Tracer::disabled(),
+            stream: true,
         }
     }
 
@@ -146,17 +151,24 @@ pub async fn run(config: WorkerConfig, shutdown: CancellationToken) -> Result<()
         "worker started"
     );
     let heartbeat = tokio::spawn(heartbeat_loop(shared.clone(), shutdown.clone()));
-    let watcher = {
-        let (shared, stop) = (shared.clone(), shutdown.clone());
-        tokio::spawn(
-            async move { watch::watch_loop(shared.data.clone(), &shared.running, stop).await },
-        )
-    };
-    lease_loop(shared.clone(), shutdown.clone()).await;
+    match open_stream(&shared, &shutdown).await {
+        Some((stream, events)) => stream_loop(shared.clone(), stream, events, shutdown).await,
+        None if shutdown.is_cancelled() => {}
+        None => {
+            // The request routes, with the watch route carrying cancels.
+            let watcher = {
+                let (shared, stop) = (shared.clone(), shutdown.clone());
+                tokio::spawn(async move {
+                    watch::watch_loop(shared.data.clone(), &shared.running, stop).await
+                })
+            };
+            lease_loop(shared.clone(), shutdown.clone()).await;
+            watcher.abort();
+            let _ = watcher.await;
+        }
+    }
     heartbeat.abort();
-    watcher.abort();
     let _ = heartbeat.await;
-    let _ = watcher.await;
     tracing::info!(node_id = %shared.config.node_id, "worker stopped");
     Ok(())
 }
@@ -216,6 +228,150 @@ fn report_error(what: &str, err: &ClientError) {
     }
 }
 
+/// Opens the worker stream, retrying while the hub is down or refuses the token; `None` when
+/// the stream is off, the hub does not serve it (then the request routes), or at shutdown.
+async fn open_stream(
+    shared: &Arc<Shared>,
+    shutdown: &CancellationToken,
+) -> Option<(WorkerStream, tokio::sync::mpsc::Receiver<StreamEvent>)> {
+    if !shared.config.stream {
+        return None;
+    }
+    let spec = StreamSpec {
+        node_id: shared.config.node_id.clone(),
+        queues: shared.config.queues.clone(),
+        capabilities: shared.config.handlers.names(),
+        max_jobs: shared.config.concurrency,
+    };
+    let running: sheratan_client::stream::RunningLeases = {
+        let shared = shared.clone();
+        Arc::new(move || shared.running.leases())
+    };
+    let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(10));
+    let mut auth_backoff = Backoff::new(Duration::from_secs(2), Duration::from_secs(60));
+    loop {
+        let opened = tokio::select! {
+            () = shutdown.cancelled() => return None,
+            opened = shared.data.open_stream(spec.clone(), running.clone()) => opened,
+        };
+        let err = match opened {
+            Ok(open) => return Some(open),
+            Err(err) if sheratan_client::stream::falls_back(&err) => {
+                tracing::warn!(
+                    "the hub does not serve the worker stream ({err}); using the request routes"
+                );
+                return None;
+            }
+            Err(err) => err,
+        };
+        report_error("worker stream", &err);
+        let pause = pause_after(&err, &mut backoff, &mut auth_backoff);
+        tokio::select! {
+            () = shutdown.cancelled() => return None,
+            () = tokio::time::sleep(pause) => {}
+        }
+    }
+}
+
+/// Runs jobs the stream pushes, asking for one more each time a slot frees up; the stream
+/// carries cancels, extensions, progress and results.
+async fn stream_loop(
+    shared: Arc<Shared>,
+    stream: WorkerStream,
+    mut events: tokio::sync::mpsc::Receiver<StreamEvent>,
+    shutdown: CancellationToken,
+) {
+    let slots = Arc::new(Semaphore::new(shared.config.concurrency as usize));
+    // Slots asked for and not yet filled: each is one credit at the hub.
+    let mut reserved = Vec::new();
+    let jobs_cancel = CancellationToken::new();
+    let mut tasks = tokio::task::JoinSet::new();
+    let link = Link::Stream(stream.clone());
+    loop {
+        tokio::select! {
+            () = shutdown.cancelled() => break,
+            permit = slots.clone().acquire_owned() => {
+                let before = reserved.len();
+                reserved.push(permit.expect("the semaphore is never closed"));
+                while let Ok(p) = slots.clone().try_acquire_owned() {
+                    reserved.push(p);
+                }
+                stream.want((reserved.len() - before) as u32);
+            }
+            event = events.recv() => match event {
+                None => break,
+                Some(StreamEvent::Job(job)) => {
+                    let permit = reserved.pop();
+                    spawn_job(&shared, &link, &mut tasks, *job, permit, &jobs_cancel);
+                }
+                Some(StreamEvent::Ended(lease_id)) => shared.running.stop(&lease_id),
+                Some(StreamEvent::Lost(_)) => {}
+                // Credits do not outlive a connection: ask again for every reserved slot.
+                Some(StreamEvent::Reconnected) => stream.want(reserved.len() as u32),
+            },
+        }
+        while tasks.try_join_next().is_some() {}
+    }
+    drop(reserved);
+    // Shutdown: jobs already pushed still run (they are leased to this node); running jobs
+    // get the grace period.
+    let grace = tokio::time::sleep(shared.config.grace);
+    tokio::pin!(grace);
+    let mut open = true;
+    while !tasks.is_empty() {
+        tokio::select! {
+            _ = tasks.join_next() => {}
+            event = events.recv(), if open => match event {
+                Some(StreamEvent::Job(job)) => {
+                    spawn_job(&shared, &link, &mut tasks, *job, None, &jobs_cancel)
+                }
+                Some(StreamEvent::Ended(lease_id)) => shared.running.stop(&lease_id),
+                Some(_) => {}
+                None => open = false,
+            },
+            () = &mut grace => {
+                stop_running(&shared, &mut tasks, &jobs_cancel).await;
+                break;
+            }
+        }
+    }
+    stream.close();
+}
+
+/// Runs a job on its own task; `slot` is released as soon as its result is on its way.
+fn spawn_job(
+    shared: &Arc<Shared>,
+    link: &Link,
+    tasks: &mut tokio::task::JoinSet<()>,
+    job: LeasedJob,
+    slot: Option<tokio::sync::OwnedSemaphorePermit>,
+    cancel: &CancellationToken,
+) {
+    let (shared, link, cancel) = (shared.clone(), link.clone(), cancel.clone());
+    shared.inflight.fetch_add(1, Ordering::Relaxed);
+    tasks.spawn(async move {
+        run_job(&shared, &link, job, &cancel, slot).await;
+        shared.inflight.fetch_sub(1, Ordering::Relaxed);
+    });
+}
+
+/// After the grace period: stops the jobs still running (their leases will be reaped).
+async fn stop_running(
+    shared: &Shared,
+    tasks: &mut tokio::task::JoinSet<()>,
+    cancel: &CancellationToken,
+) {
+    tracing::warn!(
+        grace = ?shared.config.grace,
+        "jobs still running after the grace period; stopping them (their leases will be reaped)"
+    );
+    cancel.cancel();
+    let _ = tokio::time::timeout(Duration::from_secs(5), async {
+        while tasks.join_next().await.is_some() {}
+    })
+    .await;
+}
+
 /// Leases jobs while there is room and runs each on its own task.
 async fn lease_loop(shared: Arc<Shared>, shutdown: CancellationToken) {
     let slots = Arc::new(Semaphore::new(shared.config.concurrency as usize));
@@ -223,6 +379,7 @@ async fn lease_loop(shared: Arc<Shared>, shutdown: CancellationToken) {
     let mut tasks = tokio::task::JoinSet::new();
     let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(10));
     let mut auth_backoff = Backoff::new(Duration::from_secs(2), Duration::from_secs(60));
+    let link = Link::Requests(shared.data.clone());
     'outer: loop {
         // Wait for at least one free slot, then ask for as many jobs as there are slots.
         let first = tokio::select! {
@@ -250,14 +407,7 @@ async fn lease_loop(shared: Arc<Shared>, shutdown: CancellationToken) {
                 auth_backoff.reset();
                 for job in grant.jobs {
                     let Some(permit) = permits.pop() else { break };
-                    let shared = shared.clone();
-                    let cancel = jobs_cancel.clone();
-                    shared.inflight.fetch_add(1, Ordering::Relaxed);
-                    tasks.spawn(async move {
-                        run_job(&shared, job, &cancel).await;
-                        shared.inflight.fetch_sub(1, Ordering::Relaxed);
-                        drop(permit);
-                    });
+                    spawn_job(&shared, &link, &mut tasks, job, Some(permit), &jobs_cancel);
                 }
                 Duration::from_millis(grant.defer_ms)
             }
@@ -284,14 +434,7 @@ async fn lease_loop(shared: Arc<Shared>, shutdown: CancellationToken) {
             .await
             .is_err()
         {
-            tracing::warn!(
-                "jobs still running after the grace period; stopping them (their leases will be reaped)"
-            );
-            jobs_cancel.cancel();
-            let _ = tokio::time::timeout(Duration::from_secs(5), async {
-                while tasks.join_next().await.is_some() {}
-            })
-            .await;
+            stop_running(&shared, &mut tasks, &jobs_cancel).await;
         }
     }
 }
@@ -353,7 +496,13 @@ impl Drop for Registered<'_> {
 /// Runs one leased job: keeps its lease alive while the handler works, then reports.
 /// Everything happens in this one task: a job shorter than a third of its lease costs no
 /// timers, no extra tasks and no extension requests.
-async fn run_job(shared: &Shared, job: LeasedJob, cancel: &CancellationToken) {
+async fn run_job(
+    shared: &Shared,
+    link: &Link,
+    job: LeasedJob,
+    cancel: &CancellationToken,
+    slot: Option<tokio::sync::OwnedSemaphorePermit>,
+) {
     let every = extend_every(job.lease_expires_at, time::OffsetDateTime::now_utc());
     // The job's timeout_s is the longest it may run (a hub before 2026-12-05 does not say:
     // then a day, the longest a job may ask for).
@@ -376,13 +525,8 @@ async fn run_job(shared: &Shared, job: LeasedJob, cancel: &CancellationToken) {
         .run(&job.kind, &job.payload, deadline, &stop, &sink);
     tokio::pin!(handler);
     let sent = CancellationToken::new();
-    let sender = sheratan_client::progress::send_loop(
-        &shared.data,
-        &job.job_id,
-        &job.lease_id,
-        &sink,
-        &sent,
-    );
+    let sender =
+        sheratan_client::progress::send_loop(link, &job.job_id, &job.lease_id, &sink, &sent);
     tokio::pin!(sender);
     let mut sending = true;
     let ended = shared.running.start(&job.job_id, &job.lease_id);
@@ -401,7 +545,7 @@ async fn run_job(shared: &Shared, job: LeasedJob, cancel: &CancellationToken) {
             }
             () = tokio::time::sleep_until(next_extend) => {
                 next_extend += every;
-                match shared.data.extend(&job.lease_id, None).await {
+                match link.extend(&job.lease_id).await {
                     Ok(_) => {}
                     Err(err) if err.code() == Some(ErrorCode::LeaseExpired) => {
                         // Someone else may be running it now: stop (dropping the handler
@@ -428,12 +572,12 @@ async fn run_job(shared: &Shared, job: LeasedJob, cancel: &CancellationToken) {
     let report = report_for(&job, outcome);
     // Results are safe to repeat: keep trying through hub restarts until the hub answers.
     let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(5));
+    let mut slot = slot;
     for _ in 0..60 {
-        match shared
-            .data
-            .report_traced(&report, traceparent.as_deref())
-            .await
-        {
+        // The slot frees once the result is on its way (on the stream: queued before the
+        // next `want`, so the hub counts the lease as reported first).
+        let queued = || drop(slot.take());
+        match link.report(&report, traceparent.as_deref(), queued).await {
             Ok(answer) => {
                 tracing::debug!(job_id = %job.job_id, status = answer.status.as_str(), "result reported");
                 return;

@@ -162,6 +162,11 @@ pub struct HubArgs {
           value_parser = clap::value_parser!(u32).range(0..=i64::from(sheratan_hub::MAX_REFUSALS_PER_SEC)))]
     pub refusals_per_sec: u32,
 
+    /// Do not serve the worker stream (GET /v1/stream answers 404): workers, brokers and relays
+    /// use the request routes. For a proxy in front of the hub that cannot carry WebSockets.
+    #[arg(long, env = "SHERATAN_NO_WORKER_STREAM")]
+    pub no_worker_stream: bool,
+
     /// full: the mesh token does everything; bootstrap: it only creates, lists and revokes
     /// credentials (once every node and user has one).
     #[arg(
@@ -432,6 +437,7 @@ impl HubArgs {
         config.audit_fold_window =
             secs("SHERATAN_AUDIT_FOLD_WINDOW_SEC", self.audit_fold_window_sec)?;
         config.refusals_per_sec = self.refusals_per_sec;
+        config.worker_stream = !self.no_worker_stream;
         if !(1..=sheratan_store::jobs::MAX_TIMEOUT_S).contains(&self.lease_timeout) {
             return Err(format!(
                 "SHERATAN_LEASE_TIMEOUT must be between 1 and {} seconds",

@@ -31,6 +31,10 @@ pub struct WorkerOptions {
     /// At shutdown, seconds running jobs may take to finish.
     #[arg(long, env = "SHERATAN_GRACE_SEC", default_value_t = 30)]
     pub grace_sec: u64,
+    /// Lease with the request routes instead of the worker stream (which the worker falls back
+    /// to on its own when the hub does not serve the stream).
+    #[arg(long, env = "SHERATAN_NO_STREAM")]
+    pub no_stream: bool,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -72,6 +76,7 @@ pub fn worker_config(
     config.handlers = handlers;
     config.build_id = build_id.into();
     config.grace = Duration::from_secs(options.grace_sec);
+    config.stream = !options.no_stream;
     config.tracer = sheratan_trace::Tracer::from_env("sheratan-worker")?;
     Ok(config)
 }

@@ -34,6 +34,7 @@ pub(super) fn routes() -> Router<PlaneState> {
         .route("/v1/leases/{lease_id}/extend", post(extend))
         .route("/v1/leases/{lease_id}/progress", post(progress))
         .route("/v1/leases/watch", post(watch))
+        .route("/v1/stream", get(super::stream::open))
         .route("/v1/results", post(result).get(pending))
         .route("/v1/results/ack", post(ack))
         .route("/v1/grants", post(grants))
@@ -116,7 +117,7 @@ fn traceparent(headers: &HeaderMap) -> Option<&str> {
 
 /// A submit credential with queues submits to, reads and cancels jobs of those queues only (the
 /// whole batch is refused when one item names another).
-fn queue_allowed(caller: &Caller, queue: &str, action: &str) -> Result<(), ApiError> {
+pub(super) fn queue_allowed(caller: &Caller, queue: &str, action: &str) -> Result<(), ApiError> {
     match caller.credential.named() {
         Some(r) if !r.queues.is_empty() && !r.queues.iter().any(|q| q == queue) => {
             Err(super::roles::forbidden(

@@ -12,6 +12,7 @@ mod metrics;
 mod plane;
 pub(crate) mod roles;
 mod schedule_routes;
+mod stream;
 #[cfg(test)]
 mod tests;
 

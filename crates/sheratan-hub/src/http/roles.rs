@@ -32,7 +32,8 @@ pub fn permits(role: CredentialRole, method: &Method, path: &str) -> bool {
     let post = method == Method::POST;
     match role {
         CredentialRole::Admin => true,
-        CredentialRole::Read => get && !path.starts_with("/admin"),
+        // The worker stream leases jobs: a node's, though it is a GET.
+        CredentialRole::Read => get && !path.starts_with("/admin") && path != "/v1/stream",
         CredentialRole::Submit => {
             (post && matches!(path, "/v1/jobs" | "/v1/jobs/batch" | "/v1/results/ack"))
                 || (post && path.starts_with("/v1/jobs/") && path.ends_with("/cancel"))
@@ -60,6 +61,7 @@ pub fn permits(role: CredentialRole, method: &Method, path: &str) -> bool {
                     && (path.ends_with("/extend") || path.ends_with("/progress")))))
                 || (get
                     && (path.starts_with("/v1/bundles")
+                        || path == "/v1/stream"
                         || path == "/v1/nodes"
                         || (path.starts_with("/v1/jobs/") && path.matches('/').count() == 3)
                         || path == "/health"))

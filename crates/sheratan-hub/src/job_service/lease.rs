@@ -84,7 +84,7 @@ fn wire_job(traceparent: Option<String>, j: sheratan_store::LeasedJob) -> Leased
 }
 
 /// Said to a lease that offers nothing: since every job requires its kind, it gets no job.
-const NO_CAPABILITIES: &str = "this lease offers no capabilities, and every job requires its kind: list the kinds this node runs (and any other capabilities) in \"capabilities\"";
+pub(super) const NO_CAPABILITIES: &str = "this lease offers no capabilities, and every job requires its kind: list the kinds this node runs (and any other capabilities) in \"capabilities\"";
 
 /// Leases jobs, waiting up to `wait_ms` for one to become ready. Woken by submissions,
 /// retries, reaps and resumed queues, never by polling.

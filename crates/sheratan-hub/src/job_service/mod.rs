@@ -13,6 +13,7 @@ mod queue_settings;
 mod reaper;
 mod results;
 mod retention;
+pub mod stream;
 mod submit;
 mod waiting;
 mod watch;
@@ -217,6 +218,10 @@ pub struct JobCounters {
     pub retried: AtomicU64,
     pub reaped: AtomicU64,
     pub duplicates: AtomicU64,
+    /// Worker streams open now.
+    pub streams: AtomicU64,
+    /// Stream frames answered with an error frame for being wrong in themselves.
+    pub stream_refusals: AtomicU64,
     /// Which queues nodes ask for jobs, and when they last did.
     pub served: waiting::ServedQueues,
     /// How long lease calls waited for a job, by whether they got one (`jobs`, `empty`).

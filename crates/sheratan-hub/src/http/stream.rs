@@ -1,0 +1,198 @@
+//! `GET /v1/stream`: the worker stream's WebSocket (docs/API.md, "The worker stream"). The
+//! upgrade request is checked like a lease call (credential, role, client certificate, node
+//! identity, queues); then frames are carried between the socket and
+//! [`crate::job_service::stream::Stream`], which does the work.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use axum::extract::{Request, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use futures_util::{SinkExt, StreamExt};
+use hyper_util::rt::TokioIo;
+use sheratan_proto::stream::{HubFrame, StreamQuery};
+use tokio::sync::mpsc;
+use tokio_tungstenite::WebSocketStream;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::protocol::{CloseFrame, Role, WebSocketConfig};
+
+use super::extract::{Caller, PeerCert, QueryParams};
+use super::plane::PlaneState;
+use crate::job_service::JobsError;
+use crate::job_service::stream::{Stream, stream_order};
+use sheratan_runtime::edge::ApiError;
+
+/// Room for a frame's JSON line beside a body of the largest size a request may carry.
+const LINE_ALLOWANCE: usize = 8 * 1024;
+
+pub(super) async fn open(
+    State(state): State<PlaneState>,
+    caller: Caller,
+    cert: PeerCert,
+    QueryParams(q): QueryParams<StreamQuery>,
+    req: Request,
+) -> Result<Response, ApiError> {
+    if !state.hub.config.worker_stream {
+        return Err(JobsError::NotFound(
+            "this hub does not serve the worker stream (SHERATAN_NO_WORKER_STREAM): use POST /v1/leases and the other request routes".into(),
+        )
+        .into());
+    }
+    cert.require_node(&q.node_id, caller.peer, &state)?;
+    super::extract::require_identity(&caller, &q.node_id, &state)?;
+    let order = stream_order(&q)?;
+    for queue in &order.queues {
+        super::job_routes::queue_allowed(&caller, queue, "lease from")?;
+    }
+    let accept = accept_key(req.headers())?;
+    let hub = state.hub.clone();
+    let upgrade = hyper::upgrade::on(req);
+    let (stream, frames) = Stream::open(hub.clone(), order, caller.credential, caller.peer.ip());
+    tokio::spawn(async move {
+        match upgrade.await {
+            Ok(io) => {
+                let max_frame = hub.config.max_body_bytes + LINE_ALLOWANCE;
+                let config = WebSocketConfig::default()
+                    .max_message_size(Some(2 * max_frame))
+                    .max_frame_size(Some(2 * max_frame));
+                let ws =
+                    WebSocketStream::from_raw_socket(TokioIo::new(io), Role::Server, Some(config))
+                        .await;
+                let idle = hub.config.serve.keepalive_timeout;
+                hub.jobs.streams.fetch_add(1, Ordering::Relaxed);
+                run(ws, stream, frames, idle, max_frame).await;
+                hub.jobs.streams.fetch_sub(1, Ordering::Relaxed);
+            }
+            Err(err) => tracing::debug!(%err, "the stream's upgrade failed"),
+        }
+    });
+    Ok((
+        StatusCode::SWITCHING_PROTOCOLS,
+        [
+            (header::UPGRADE, "websocket".to_owned()),
+            (header::CONNECTION, "Upgrade".to_owned()),
+            (header::SEC_WEBSOCKET_ACCEPT, accept),
+        ],
+    )
+        .into_response())
+}
+
+/// The handshake's answer key; 400 for a request that is not a WebSocket upgrade.
+fn accept_key(headers: &HeaderMap) -> Result<String, ApiError> {
+    let has = |name: header::HeaderName, token: &str| {
+        headers.get_all(name).iter().any(|v| {
+            v.to_str().is_ok_and(|v| {
+                v.split(',')
+                    .any(|part| part.trim().eq_ignore_ascii_case(token))
+            })
+        })
+    };
+    let key = headers.get(header::SEC_WEBSOCKET_KEY);
+    if !has(header::UPGRADE, "websocket")
+        || !has(header::CONNECTION, "upgrade")
+        || !has(header::SEC_WEBSOCKET_VERSION, "13")
+        || key.is_none()
+    {
+        return Err(JobsError::invalid(
+            "GET /v1/stream is a WebSocket: send Upgrade: websocket, Connection: Upgrade, Sec-WebSocket-Version: 13 and a Sec-WebSocket-Key",
+        )
+        .into());
+    }
+    let key = key.map(|k| k.as_bytes()).unwrap_or_default();
+    Ok(tokio_tungstenite::tungstenite::handshake::derive_accept_key(key))
+}
+
+/// Carries frames until the node closes, goes idle, or the hub stops.
+async fn run<S>(
+    ws: WebSocketStream<S>,
+    stream: Arc<Stream>,
+    mut frames: mpsc::Receiver<HubFrame>,
+    idle: Duration,
+    max_frame: usize,
+) where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let (mut sink, mut source) = ws.split();
+    let welcome = serde_json::to_string(&stream.welcome(idle, max_frame)).unwrap_or_default();
+    if sink.send(Message::text(welcome)).await.is_err() {
+        return;
+    }
+    let pump = tokio::spawn(stream.clone().pump());
+    let watch = tokio::spawn(stream.clone().watch());
+    let closed = stream.closed().clone();
+    let writer = tokio::spawn(async move {
+        let why = loop {
+            tokio::select! {
+                frame = frames.recv() => match frame {
+                    Some(frame) => {
+                        let text = serde_json::to_string(&frame).unwrap_or_default();
+                        if sink.send(Message::text(text)).await.is_err() {
+                            return;
+                        }
+                    }
+                    None => break None,
+                },
+                () = closed.cancelled() => break Some(closed_by_hub()),
+            }
+        };
+        let _ = sink.send(Message::Close(why)).await;
+    });
+    read(&mut source, &stream, idle, max_frame).await;
+    stream.close();
+    pump.abort();
+    watch.abort();
+    // Let the writer send what is queued and the close frame.
+    let _ = tokio::time::timeout(Duration::from_secs(1), writer).await;
+}
+
+/// Why the hub closed a stream it did not lose: idle, or shutting down.
+fn closed_by_hub() -> CloseFrame {
+    CloseFrame {
+        code: CloseCode::Away,
+        reason: "the stream closed (idle, or the hub is stopping): connect again".into(),
+    }
+}
+
+async fn read<S>(
+    source: &mut futures_util::stream::SplitStream<WebSocketStream<S>>,
+    stream: &Arc<Stream>,
+    idle: Duration,
+    max_frame: usize,
+) where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    loop {
+        let next = tokio::select! {
+            next = tokio::time::timeout(idle, source.next()) => next,
+            () = stream.closed().cancelled() => return,
+        };
+        let message = match next {
+            Err(_) => {
+                tracing::debug!("closing an idle worker stream");
+                return;
+            }
+            Ok(None | Some(Err(_))) => return,
+            Ok(Some(Ok(message))) => message,
+        };
+        match message {
+            Message::Text(text) if text.len() > max_frame => {
+                let e = JobsError::TooLarge(format!(
+                    "frame: {} bytes, more than the {max_frame} a frame may carry",
+                    text.len()
+                ));
+                stream.refuse(None, e).await;
+            }
+            Message::Text(text) => stream.handle(text.as_str()).await,
+            Message::Binary(_) => {
+                let e = JobsError::invalid("frames are text (JSON lines), not binary");
+                stream.refuse(None, e).await;
+            }
+            Message::Close(_) => return,
+            // Pings are answered by the socket; any message counts as activity.
+            Message::Ping(_) | Message::Pong(_) | Message::Frame(_) => {}
+        }
+    }
+}
