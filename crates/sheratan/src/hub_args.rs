@@ -164,7 +164,8 @@ pub struct HubArgs {
 
     /// Do not serve the worker stream (GET /v1/stream answers 404): workers, brokers and relays
     /// use the request routes. For a proxy in front of the hub that cannot carry WebSockets.
-    #[arg(long, env = "SHERATAN_NO_WORKER_STREAM")]
+    #[arg(long, env = "SHERATAN_NO_WORKER_STREAM",
+          value_parser = clap::builder::BoolishValueParser::new())]
     pub no_worker_stream: bool,
 
     /// full: the mesh token does everything; bootstrap: it only creates, lists and revokes

@@ -33,7 +33,8 @@ pub struct WorkerOptions {
     pub grace_sec: u64,
     /// Lease with the request routes instead of the worker stream (which the worker falls back
     /// to on its own when the hub does not serve the stream).
-    #[arg(long, env = "SHERATAN_NO_STREAM")]
+    #[arg(long, env = "SHERATAN_NO_STREAM",
+          value_parser = clap::builder::BoolishValueParser::new())]
     pub no_stream: bool,
 }
 

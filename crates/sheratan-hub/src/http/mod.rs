@@ -107,6 +107,7 @@ const DATA_ROUTES: &[&str] = &[
     "/v1/jobs",
     "/v1/leases",
     "/v1/results",
+    "/v1/stream",
     "/v1/grants",
     "/v1/schedules",
     "/v1/whoami",

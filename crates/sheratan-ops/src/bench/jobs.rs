@@ -89,6 +89,10 @@ pub struct JobsArgs {
     /// Sets the queue's `key_concurrency` before the run (with --keys: what a key limit costs).
     #[arg(long)]
     pub key_concurrency: Option<u32>,
+    /// Consumers take jobs over the worker stream (`GET /v1/stream`, as `sheratan worker`
+    /// does), each holding up to --lease-max jobs, instead of lease and result requests.
+    #[arg(long, conflicts_with = "tls")]
+    pub stream: bool,
 }
 
 #[derive(Debug, Serialize)]
@@ -165,6 +169,8 @@ struct Ctx {
     epoch: Instant,
     /// Jobs carry one of this many concurrency keys (0: none).
     keys: u64,
+    /// Consumers use the worker stream.
+    stream: bool,
 }
 
 impl Ctx {
@@ -229,6 +235,7 @@ pub async fn run(args: JobsArgs) -> anyhow::Result<()> {
         consumer_tokens: Arc::new(consumer_tokens),
         epoch: Instant::now(),
         keys: args.keys,
+        stream: args.stream,
     };
     if let Some(depth) = args.deep_queue {
         return deep_queue(&ctx, target, depth, &args).await;
@@ -333,6 +340,8 @@ fn targets(args: &JobsArgs) -> anyhow::Result<(Vec<Target>, String)> {
     };
     let variant = if args.tls {
         format!("{variant}, TLS")
+    } else if args.stream {
+        format!("{variant}, worker stream")
     } else {
         variant
     };
@@ -523,6 +532,9 @@ async fn drain_owned(
     consumers: usize,
     lease_max: u32,
 ) -> anyhow::Result<(f64, Vec<u32>)> {
+    if ctx.stream {
+        return drain_streams(ctx, n, consumers, lease_max).await;
+    }
     let done = Arc::new(AtomicU64::new(0));
     let latencies = Arc::new(Mutex::new(Vec::with_capacity(n as usize)));
     let started = Instant::now();
@@ -569,6 +581,91 @@ async fn drain_owned(
     let jps = n as f64 / started.elapsed().as_secs_f64();
     let lat = std::mem::take(&mut *latencies.lock().expect("latency lock"));
     Ok((jps, lat))
+}
+
+/// [`drain_owned`] over worker streams: each consumer holds up to `lease_max` jobs, reports
+/// each one on the stream as soon as it is pushed, and asks for the next as the result goes
+/// out (as `sheratan worker` does); a job counts once the hub answered its result.
+async fn drain_streams(
+    ctx: Ctx,
+    n: u64,
+    consumers: usize,
+    lease_max: u32,
+) -> anyhow::Result<(f64, Vec<u32>)> {
+    let done = Arc::new(AtomicU64::new(0));
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for c in 0..consumers {
+        let (ctx, done) = (ctx.clone(), done.clone());
+        let url = ctx.urls[c % ctx.urls.len()].clone();
+        let token = ctx.consumer_tokens.get(c).unwrap_or(&ctx.token).clone();
+        let data = sheratan_client::DataClient::new(&url, Some(token))?;
+        let spec = sheratan_client::stream::StreamSpec {
+            node_id: format!("bench-{c}"),
+            queues: vec!["default".into()],
+            capabilities: vec!["email.send".into()],
+            max_jobs: lease_max,
+        };
+        let (stream, events) = data
+            .open_stream(spec, Arc::new(Vec::new))
+            .await
+            .context("open a worker stream")?;
+        tasks.push(tokio::spawn(stream_consumer(
+            ctx, stream, events, n, lease_max, done,
+        )));
+    }
+    let mut lat = Vec::with_capacity(n as usize);
+    for t in tasks {
+        lat.extend(t.await??);
+    }
+    Ok((n as f64 / started.elapsed().as_secs_f64(), lat))
+}
+
+async fn stream_consumer(
+    ctx: Ctx,
+    stream: sheratan_client::stream::WorkerStream,
+    mut events: tokio::sync::mpsc::Receiver<sheratan_client::stream::StreamEvent>,
+    n: u64,
+    lease_max: u32,
+    done: Arc<AtomicU64>,
+) -> anyhow::Result<Vec<u32>> {
+    use futures_util::StreamExt;
+    use sheratan_client::stream::StreamEvent;
+    let mut answers = futures_util::stream::FuturesUnordered::new();
+    let mut mine = Vec::new();
+    let mut look = tokio::time::interval(Duration::from_millis(10));
+    stream.want(lease_max);
+    while done.load(Ordering::Relaxed) < n || !answers.is_empty() {
+        tokio::select! {
+            event = events.recv() => match event {
+                Some(StreamEvent::Job(job)) => {
+                    let report = sheratan_proto::data::ResultRequest {
+                        job_id: job.job_id.clone(),
+                        lease_id: job.lease_id.clone(),
+                        outcome: sheratan_proto::data::Outcome::Success,
+                        result: serde_json::Value::Null,
+                        error: None,
+                    };
+                    let sent = stream.send_result(&report, None);
+                    stream.want(1);
+                    let sent_us = job.payload["t"].as_u64().unwrap_or(0);
+                    let stream = stream.clone();
+                    answers.push(async move { (stream.answer_of(sent).await, sent_us) });
+                }
+                Some(StreamEvent::Lost(why)) => bail!("the worker stream was lost: {why}"),
+                Some(_) => {}
+                None => bail!("the worker stream closed"),
+            },
+            Some((answer, sent_us)) = answers.next(), if !answers.is_empty() => {
+                answer.context("a result on the stream")?;
+                mine.push(u32::try_from(ctx.now_us().saturating_sub(sent_us)).unwrap_or(u32::MAX));
+                done.fetch_add(1, Ordering::Relaxed);
+            }
+            _ = look.tick() => {}
+        }
+    }
+    stream.close();
+    Ok(mine)
 }
 
 /// Lease latency with `depth` jobs queued: fill the queue in batches, then lease one job at a

@@ -30,6 +30,7 @@ mod retention;
 mod rotation;
 mod schedules;
 mod ssrf;
+mod stream;
 mod tls;
 mod traces;
 mod worker;
