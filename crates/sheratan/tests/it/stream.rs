@@ -38,6 +38,14 @@ async fn open(hub: &HubProcess, token: Option<&str>, query: &str) -> Result<Ws, 
     }
 }
 
+/// The refusal of an upgrade that must be refused.
+fn refused(r: Result<Ws, (u16, Value)>) -> (u16, Value) {
+    match r {
+        Ok(_) => panic!("the upgrade was not refused"),
+        Err(refusal) => refusal,
+    }
+}
+
 async fn open_ok(hub: &HubProcess, token: &str, query: &str) -> Ws {
     let mut ws = open(hub, Some(token), query)
         .await
@@ -409,7 +417,6 @@ async fn the_upgrade_is_authenticated_and_scoped_like_a_lease() {
         credential("node", "n1"),
     );
 
-    let refused = |r: Result<Ws, (u16, Value)>| r.err().expect("refused");
     let (s, b) = refused(open(&hub, None, Q).await);
     assert_error(StatusCode::from_u16(s).unwrap(), &b, 403, "AUTH_FAIL");
     let (s, b) = refused(open(&hub, Some("wrong-token-0123456789abcdef"), Q).await);
@@ -586,10 +593,7 @@ async fn workers_use_the_stream_and_fall_back_to_requests_where_it_is_not_served
     );
 
     let off = hub().env("SHERATAN_NO_WORKER_STREAM", "1").start();
-    let (s, b) = open(&off, Some(&off.token()), Q)
-        .await
-        .err()
-        .expect("refused");
+    let (s, b) = refused(open(&off, Some(&off.token()), Q).await);
     assert_error(StatusCode::from_u16(s).unwrap(), &b, 404, "NOT_FOUND");
     let w = worker(&off, "requesting", &["--concurrency", "4"]);
     run_jobs(&off, 40).await;
