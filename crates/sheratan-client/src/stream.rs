@@ -561,8 +561,9 @@ fn refusal(frame: HubFrame) -> ClientError {
 }
 
 /// Where a running job's extensions, progress and result go: the worker stream when it is
-/// open, else the request routes. A result the stream cannot deliver (it closed) goes by
-/// request instead: results are safe to repeat.
+/// open, else the request routes. What the stream cannot carry (it closed, or is between
+/// connections) goes by request instead: extensions and results are safe to repeat, and a
+/// progress report that failed on the stream was not applied.
 #[derive(Clone)]
 pub enum Link {
     Requests(DataClient),
@@ -577,10 +578,15 @@ impl Link {
         }
     }
 
+    /// Extends the lease (by request when the stream is gone or reconnecting: the hub
+    /// extends a lease its holder names either way).
     pub async fn extend(&self, lease_id: &str) -> Result<ExtendResponse, ClientError> {
         match self {
             Link::Requests(data) => data.extend(lease_id, None).await,
-            Link::Stream(s) => s.extend(lease_id, None).await,
+            Link::Stream(s) => match s.extend(lease_id, None).await {
+                Err(ClientError::Transport { .. }) => s.inner.data.extend(lease_id, None).await,
+                answer => answer,
+            },
         }
     }
 
@@ -591,7 +597,10 @@ impl Link {
     ) -> Result<ProgressAck, ClientError> {
         match self {
             Link::Requests(data) => data.progress(lease_id, report).await,
-            Link::Stream(s) => s.progress(lease_id, report).await,
+            Link::Stream(s) => match s.progress(lease_id, report).await {
+                Err(ClientError::Transport { .. }) => s.inner.data.progress(lease_id, report).await,
+                answer => answer,
+            },
         }
     }
 

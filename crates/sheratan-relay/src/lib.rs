@@ -22,6 +22,7 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde_json::Value;
 use sheratan_client::pull::{JobRunner, PullConfig};
+use sheratan_client::stream::Link;
 use sheratan_client::{ControlClient, DataClient, Identity, MeshToken};
 use sheratan_proto::ErrorCode;
 use sheratan_proto::control::Role;
@@ -255,6 +256,7 @@ impl Relay {
                 concurrency: state.config.concurrency,
                 lease_wait: state.config.lease_wait,
                 grace: state.config.grace,
+                stream: true,
             },
             runner: Arc::new(Runner(state.clone())),
         };
@@ -297,12 +299,12 @@ impl JobRunner for Runner {
         capabilities(&self.0)
     }
 
-    async fn run(&self, job: LeasedJob) {
-        run_job(&self.0, job).await;
+    async fn run(&self, job: LeasedJob, link: Link) {
+        run_job(&self.0, job, link).await;
     }
 }
 
-async fn run_job(s: &RelayState, job: LeasedJob) {
+async fn run_job(s: &RelayState, job: LeasedJob, link: Link) {
     let timeout_s = (job.lease_expires_at - OffsetDateTime::now_utc())
         .whole_seconds()
         .clamp(3, 86_400) as u32;
@@ -310,7 +312,6 @@ async fn run_job(s: &RelayState, job: LeasedJob) {
     // the result.
     let sink = sheratan_client::ProgressSink::new();
     let sent = tokio_util::sync::CancellationToken::new();
-    let link = sheratan_client::stream::Link::Requests(s.data.clone());
     let sender =
         sheratan_client::progress::send_loop(&link, &job.job_id, &job.lease_id, &sink, &sent);
     let mut span = s.config.tracer.start_from(
@@ -334,7 +335,7 @@ async fn run_job(s: &RelayState, job: LeasedJob) {
     };
     let (outcome, ()) = tokio::select! {
         both = futures_util::future::join(work, sender) => both,
-        () = sheratan_client::pull::keep_lease(&s.data, &job.lease_id, timeout_s) => {
+        () = sheratan_client::pull::keep_lease(&link, &job.lease_id, timeout_s) => {
             tracing::warn!(job_id = %job.job_id, "relay: lease lost; the job is abandoned here");
             span.fail("the lease was lost: nothing reported");
             return;
@@ -366,8 +367,7 @@ async fn run_job(s: &RelayState, job: LeasedJob) {
         },
     };
     let traceparent = traceparent.as_deref();
-    if let Err(err) =
-        sheratan_client::pull::report_with_retries(&s.data, &report, traceparent).await
+    if let Err(err) = sheratan_client::pull::report_with_retries(&link, &report, traceparent).await
     {
         tracing::warn!(job_id = %job.job_id, "relay: result not reported: {err}");
     }

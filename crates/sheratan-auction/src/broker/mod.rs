@@ -170,6 +170,7 @@ impl Broker {
                 concurrency: state.config.concurrency,
                 lease_wait: state.config.lease_wait,
                 grace: state.config.grace,
+                stream: true,
             },
             runner: Arc::new(rounds::Runner(state.clone())),
         };

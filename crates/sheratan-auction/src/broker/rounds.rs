@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use sheratan_client::pull::JobRunner;
+use sheratan_client::stream::Link;
 use sheratan_proto::auction::{
     AuctionRecord, BidRequest, ExecuteRequest, ExecuteResponse, GrantRequest, RoundRecord,
 };
@@ -66,8 +67,8 @@ impl JobRunner for Runner {
         all.into_iter().collect()
     }
 
-    async fn run(&self, job: LeasedJob) {
-        run_job(&self.0, job).await;
+    async fn run(&self, job: LeasedJob, link: Link) {
+        run_job(&self.0, job, link).await;
     }
 }
 
@@ -79,7 +80,7 @@ enum Ending {
     LeaseLost,
 }
 
-async fn run_job(s: &BrokerState, job: LeasedJob) {
+async fn run_job(s: &BrokerState, job: LeasedJob, link: Link) {
     // The lease does not carry the job's requirements; the job view does.
     let (required, timeout_s) = match s.data.job(&job.job_id).await {
         Ok(view) => (view.required_capabilities, view.timeout_s),
@@ -102,7 +103,7 @@ async fn run_job(s: &BrokerState, job: LeasedJob) {
     // The keeper tells the auction when the lease is lost, so the round is recorded as such.
     let lost = CancellationToken::new();
     let keeper = async {
-        sheratan_client::pull::keep_lease(&s.data, &job.lease_id, timeout_s).await;
+        sheratan_client::pull::keep_lease(&link, &job.lease_id, timeout_s).await;
         lost.cancel();
         std::future::pending::<()>().await
     };
@@ -132,8 +133,7 @@ async fn run_job(s: &BrokerState, job: LeasedJob) {
     drop(span);
     if let Some(report) = report_of(s, &job, ending)
         && let Err(err) =
-            sheratan_client::pull::report_with_retries(&s.data, &report, traceparent.as_deref())
-                .await
+            sheratan_client::pull::report_with_retries(&link, &report, traceparent.as_deref()).await
     {
         tracing::warn!(job_id = %job.job_id, "broker: result not reported: {err}");
     }
