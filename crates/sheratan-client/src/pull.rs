@@ -183,7 +183,10 @@ impl<R: JobRunner> Pull<R> {
         look.tick().await;
         loop {
             tokio::select! {
-                () = &mut *shutdown => return StreamEnd::Shutdown,
+                () = &mut *shutdown => {
+                    self.stop(stream, &mut events).await;
+                    return StreamEnd::Shutdown;
+                }
                 permit = self.slots.clone().acquire_owned() => {
                     let before = reserved.len();
                     reserved.push(permit.expect("the semaphore is never closed"));
@@ -197,7 +200,7 @@ impl<R: JobRunner> Pull<R> {
                         self.spawn(*job, Link::Stream(stream.clone()), reserved.pop());
                     }
                     Some(StreamEvent::Ended(lease_id)) => self.running.stop(&lease_id),
-                    Some(StreamEvent::Lost(_)) => {}
+                    Some(StreamEvent::Lost(_) | StreamEvent::Stopped) => {}
                     Some(StreamEvent::Reconnected) => stream.want(reserved.len() as u32),
                     None => return StreamEnd::Offer,
                 },
@@ -208,6 +211,26 @@ impl<R: JobRunner> Pull<R> {
                 }
             }
         }
+    }
+
+    /// Asks the hub for no more jobs and runs those it pushed before it heard (at most 5 s).
+    async fn stop(
+        &self,
+        stream: &WorkerStream,
+        events: &mut tokio::sync::mpsc::Receiver<StreamEvent>,
+    ) {
+        stream.stop();
+        let _ = tokio::time::timeout(Duration::from_secs(5), async {
+            while let Some(event) = events.recv().await {
+                match event {
+                    StreamEvent::Job(job) => self.spawn(*job, Link::Stream(stream.clone()), None),
+                    StreamEvent::Ended(lease_id) => self.running.stop(&lease_id),
+                    StreamEvent::Stopped => return,
+                    _ => {}
+                }
+            }
+        })
+        .await;
     }
 
     /// Leases with long polls until shutdown.

@@ -50,6 +50,8 @@ pub enum StreamEvent {
     Lost(String),
     /// Connected again: leases resumed, unanswered results sent again. Ask for jobs again.
     Reconnected,
+    /// The answer to [`WorkerStream::stop`]: every job the hub pushed came before it.
+    Stopped,
 }
 
 /// The leases a node runs now, asked at each reconnect.
@@ -338,7 +340,10 @@ async fn deliver(inner: &Inner, text: &str, events: &mpsc::Sender<StreamEvent>) 
         }
     };
     let id = match &frame {
-        HubFrame::Job { .. } | HubFrame::Ended { .. } | HubFrame::Welcome { .. } => None,
+        HubFrame::Job { .. }
+        | HubFrame::Ended { .. }
+        | HubFrame::Welcome { .. }
+        | HubFrame::Stopped => None,
         HubFrame::ResultAck { id, .. }
         | HubFrame::ExtendAck { id, .. }
         | HubFrame::ProgressAck { id, .. } => Some(*id),
@@ -363,6 +368,7 @@ async fn deliver(inner: &Inner, text: &str, events: &mpsc::Sender<StreamEvent>) 
     let event = match frame {
         HubFrame::Job { job } => StreamEvent::Job(Box::new(job)),
         HubFrame::Ended { lease_id } => StreamEvent::Ended(lease_id),
+        HubFrame::Stopped => StreamEvent::Stopped,
         _ => return true,
     };
     events.send(event).await.is_ok()
@@ -497,7 +503,15 @@ impl WorkerStream {
         }
     }
 
-    /// Stops the stream: no reconnect; answers still awaited fail.
+    /// Asks the hub to push no more jobs; [`StreamEvent::Stopped`] follows the last one it
+    /// pushed. Results, extensions and progress still go over the stream.
+    pub fn stop(&self) {
+        if let Some(conn) = self.conn() {
+            let _ = conn.tx.send(text_frame(&NodeFrame::Stop, None));
+        }
+    }
+
+    /// Closes the stream: no reconnect; answers still awaited fail.
     pub fn close(&self) {
         self.inner.closed.cancel();
     }

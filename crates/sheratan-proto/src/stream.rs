@@ -56,6 +56,9 @@ pub enum NodeFrame {
         #[serde(default)]
         extend_s: Option<u32>,
     },
+    /// No more jobs: the hub stops pushing and answers `stopped` once the last job it pushed
+    /// is on its way (a node that is stopping waits for it, so no job is pushed unseen).
+    Stop,
     /// Progress of a lease the stream holds; the signed body (a `ProgressReport`) follows.
     Progress {
         id: u64,
@@ -90,6 +93,8 @@ pub enum HubFrame {
     Ended {
         lease_id: String,
     },
+    /// The answer to `stop`: no job follows.
+    Stopped,
     /// A result was recorded (or was already: `duplicate`).
     ResultAck {
         id: u64,

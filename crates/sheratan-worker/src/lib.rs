@@ -305,7 +305,7 @@ async fn stream_loop(
                     spawn_job(&shared, &link, &mut tasks, *job, permit, &jobs_cancel);
                 }
                 Some(StreamEvent::Ended(lease_id)) => shared.running.stop(&lease_id),
-                Some(StreamEvent::Lost(_)) => {}
+                Some(StreamEvent::Lost(_) | StreamEvent::Stopped) => {}
                 // Credits do not outlive a connection: ask again for every reserved slot.
                 Some(StreamEvent::Reconnected) => stream.want(reserved.len() as u32),
             },
@@ -313,21 +313,22 @@ async fn stream_loop(
         while tasks.try_join_next().is_some() {}
     }
     drop(reserved);
-    // Shutdown: jobs already pushed still run (they are leased to this node); running jobs
-    // get the grace period.
+    // Shutdown: no more jobs; those the hub pushed before it heard that still run (they are
+    // leased to this node), and running jobs get the grace period.
+    stream.stop();
     let grace = tokio::time::sleep(shared.config.grace);
     tokio::pin!(grace);
     let mut open = true;
-    while !tasks.is_empty() {
+    while open || !tasks.is_empty() {
         tokio::select! {
-            _ = tasks.join_next() => {}
+            Some(_) = tasks.join_next(), if !tasks.is_empty() => {}
             event = events.recv(), if open => match event {
                 Some(StreamEvent::Job(job)) => {
                     spawn_job(&shared, &link, &mut tasks, *job, None, &jobs_cancel)
                 }
                 Some(StreamEvent::Ended(lease_id)) => shared.running.stop(&lease_id),
+                Some(StreamEvent::Stopped) | None => open = false,
                 Some(_) => {}
-                None => open = false,
             },
             () = &mut grace => {
                 stop_running(&shared, &mut tasks, &jobs_cancel).await;

@@ -78,6 +78,10 @@ pub struct Stream {
     credits_added: Notify,
     /// Cancelled when the stream ends (or the hub stops).
     closed: CancellationToken,
+    /// Cancelled by `stop` (or with `closed`): the pump takes no more jobs.
+    pump_stop: CancellationToken,
+    /// Set when the pump has ended.
+    pump_done: tokio::sync::watch::Sender<bool>,
     commits: Arc<Semaphore>,
     out: mpsc::Sender<HubFrame>,
 }
@@ -100,7 +104,10 @@ impl Stream {
     ) -> (Arc<Stream>, mpsc::Receiver<HubFrame>) {
         let (out, frames) = mpsc::channel(OUT_QUEUE);
         let closed = hub.stopping.child_token();
+        let pump_stop = closed.child_token();
         let stream = Arc::new(Stream {
+            pump_stop,
+            pump_done: tokio::sync::watch::channel(false).0,
             hub,
             order,
             credential,
@@ -140,6 +147,11 @@ impl Stream {
 
     /// Pushes jobs while the node has credits, long-polling the store like a lease call.
     pub async fn pump(self: Arc<Self>) {
+        self.push_jobs().await;
+        self.pump_done.send_replace(true);
+    }
+
+    async fn push_jobs(&self) {
         loop {
             let wanted = {
                 let notified = self.credits_added.notified();
@@ -147,14 +159,15 @@ impl Stream {
                 if credits == 0 {
                     tokio::select! {
                         () = notified => continue,
-                        () = self.closed.cancelled() => return,
+                        () = self.pump_stop.cancelled() => return,
                     }
                 }
                 credits
             };
             let mut order = self.order.clone();
             order.max_jobs = wanted.min(MAX_JOBS_PER_LEASE);
-            let granted = super::lease(&self.hub, order, MAX_WAIT_MS, self.ip, &self.closed).await;
+            let stop = &self.pump_stop;
+            let granted = super::lease(&self.hub, order, MAX_WAIT_MS, self.ip, stop).await;
             let pause = match granted {
                 Ok(grant) => {
                     for job in grant.jobs {
@@ -175,10 +188,10 @@ impl Stream {
             if !pause.is_zero() {
                 tokio::select! {
                     () = tokio::time::sleep(pause) => {}
-                    () = self.closed.cancelled() => return,
+                    () = self.pump_stop.cancelled() => return,
                 }
             }
-            if self.closed.is_cancelled() {
+            if self.pump_stop.is_cancelled() {
                 return;
             }
         }
@@ -297,6 +310,7 @@ impl Stream {
         };
         match frame {
             NodeFrame::Want { n } => self.want(n).await,
+            NodeFrame::Stop => self.stop().await,
             NodeFrame::Resume { leases } => self.resume(leases).await,
             NodeFrame::Result {
                 id,
@@ -328,6 +342,14 @@ impl Stream {
                 self.progress(id, lease_id, headers, body).await
             }
         }
+    }
+
+    /// Ends the pump, then says so: every job it pushed is queued before `stopped`.
+    async fn stop(&self) {
+        self.pump_stop.cancel();
+        let mut done = self.pump_done.subscribe();
+        let _ = done.wait_for(|done| *done).await;
+        let _ = self.out.send(HubFrame::Stopped).await;
     }
 
     /// Credits up to `max_jobs` less the leases held and the credits already given; asking

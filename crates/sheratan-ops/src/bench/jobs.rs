@@ -664,6 +664,15 @@ async fn stream_consumer(
             _ = look.tick() => {}
         }
     }
+    // No job may be left pushed and unseen when the next phase starts.
+    stream.stop();
+    loop {
+        match events.recv().await {
+            Some(StreamEvent::Stopped) | None => break,
+            Some(StreamEvent::Job(job)) => bail!("job {} pushed after the last one", job.job_id),
+            Some(_) => {}
+        }
+    }
     stream.close();
     Ok(mine)
 }

@@ -226,6 +226,13 @@ async fn the_stream_pushes_jobs_up_to_max_jobs_and_answers_each_frame_after_its_
     let done = signed("result", 6, json!({}), &result_body(&c), &token);
     send(&mut ws, done).await;
     assert_eq!(frame(&mut ws).await["answer"]["status"], "completed");
+
+    // A node that stops: `stopped` comes after the last job pushed, and none follows it.
+    send(&mut ws, r#"{"type":"want","n":2}"#).await;
+    send(&mut ws, r#"{"type":"stop"}"#).await;
+    assert_eq!(frame(&mut ws).await["type"], "stopped");
+    assert_eq!(submit(&hub.data_url, &token, &echo).await.0, 202);
+    quiet(&mut ws, Duration::from_millis(700)).await;
     let metrics = metrics_text(&hub.data_url, &token).await;
     assert!(metrics.contains("sheratan_worker_streams 1"), "{metrics}");
     assert!(
