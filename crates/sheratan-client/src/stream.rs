@@ -36,8 +36,20 @@ pub struct StreamSpec {
     pub node_id: String,
     pub queues: Vec<String>,
     pub capabilities: Vec<String>,
-    /// 1 to 1,000.
+    /// 1 to 1,000; 0 for a stream that only submits ([`StreamSpec::producer`]).
     pub max_jobs: u32,
+}
+
+impl StreamSpec {
+    /// A stream that only submits jobs (a producer's).
+    pub fn producer() -> StreamSpec {
+        StreamSpec {
+            node_id: String::new(),
+            queues: Vec::new(),
+            capabilities: Vec::new(),
+            max_jobs: 0,
+        }
+    }
 }
 
 /// What the hub pushes, and what happens to the connection.
@@ -87,8 +99,11 @@ struct Pending {
     answer: oneshot::Sender<Result<HubFrame, ClientError>>,
 }
 
+/// A frame sent again after a reconnect until answered: a result, or a submit with an
+/// idempotency key (a repeat of either is harmless).
 #[derive(Clone)]
 struct Replay {
+    submit: bool,
     body: String,
     traceparent: Option<String>,
 }
@@ -132,15 +147,16 @@ async fn connect(inner: &Inner) -> Result<Connected, ClientError> {
     let token = base.token.load();
     let spec = &inner.spec;
     let key = tokio_tungstenite::tungstenite::handshake::client::generate_key();
-    let max_jobs = spec.max_jobs.to_string();
-    let request = base
-        .request_as(&token, reqwest::Method::GET, "/v1/stream")
-        .query(&[
+    let mut request = base.request_as(&token, reqwest::Method::GET, "/v1/stream");
+    if spec.max_jobs > 0 {
+        request = request.query(&[
             ("node_id", spec.node_id.as_str()),
             ("queues", &spec.queues.join(",")),
             ("capabilities", &spec.capabilities.join(",")),
-            ("max_jobs", &max_jobs),
-        ])
+            ("max_jobs", &spec.max_jobs.to_string()),
+        ]);
+    }
+    let request = request
         .header(reqwest::header::CONNECTION, "Upgrade")
         .header(reqwest::header::UPGRADE, "websocket")
         .header(reqwest::header::SEC_WEBSOCKET_VERSION, "13")
@@ -222,7 +238,11 @@ async fn connect(inner: &Inner) -> Result<Connected, ClientError> {
             .collect()
     };
     for (id, r) in replays {
-        let _ = conn.tx.send(result_frame(id, &r, &conn.key));
+        let frame = match r.submit {
+            true => submit_frame(id, &r),
+            false => result_frame(id, &r, &conn.key),
+        };
+        let _ = conn.tx.send(frame);
     }
     *inner.conn.lock().expect("stream lock") = Some(conn);
     Ok(Connected {
@@ -304,7 +324,14 @@ async fn carry(inner: &Inner, c: Connected, events: &mpsc::Sender<StreamEvent>) 
             }
             frame = queued.recv() => {
                 let Some(frame) = frame else { return "closed".into() };
-                if let Err(e) = sink.send(frame).await {
+                // Everything queued goes in one write.
+                let mut sent = sink.feed(frame).await;
+                while sent.is_ok()
+                    && let Ok(frame) = queued.try_recv()
+                {
+                    sent = sink.feed(frame).await;
+                }
+                if let Err(e) = sent.and(sink.flush().await) {
                     return e.to_string();
                 }
             }
@@ -345,6 +372,7 @@ async fn deliver(inner: &Inner, text: &str, events: &mpsc::Sender<StreamEvent>) 
         | HubFrame::Welcome { .. }
         | HubFrame::Stopped => None,
         HubFrame::ResultAck { id, .. }
+        | HubFrame::SubmitAck { id, .. }
         | HubFrame::ExtendAck { id, .. }
         | HubFrame::ProgressAck { id, .. } => Some(*id),
         HubFrame::Error { id, error } => {
@@ -394,6 +422,14 @@ fn sign(body: &[u8], key: &str) -> (String, String) {
     )
 }
 
+fn submit_frame(id: u64, r: &Replay) -> Message {
+    let frame = NodeFrame::Submit {
+        id,
+        traceparent: r.traceparent.clone(),
+    };
+    text_frame(&frame, Some(&r.body))
+}
+
 fn result_frame(id: u64, r: &Replay, key: &str) -> Message {
     let (content_sha256, signature) = sign(r.body.as_bytes(), key);
     let frame = NodeFrame::Result {
@@ -436,6 +472,7 @@ impl WorkerStream {
     ) -> Result<SentResult, ClientError> {
         let body = serde_json::to_string(result).map_err(|e| ClientError::Decode(e.to_string()))?;
         let replay = Replay {
+            submit: false,
             body,
             traceparent: traceparent.map(str::to_owned),
         };
@@ -443,6 +480,33 @@ impl WorkerStream {
             result_frame(id, &replay, key)
         })?;
         Ok(SentResult(answer))
+    }
+
+    /// Submits a job, answered after it is committed. One with an idempotency key is sent
+    /// again after a reconnect until answered; one without fails if its connection is lost
+    /// before the answer (it may or may not be committed, as with a request).
+    pub async fn submit(
+        &self,
+        job: &sheratan_proto::data::SubmitJob,
+        traceparent: Option<&str>,
+    ) -> Result<crate::Submitted, ClientError> {
+        let body = serde_json::to_string(job).map_err(|e| ClientError::Decode(e.to_string()))?;
+        let replay = Replay {
+            submit: true,
+            body,
+            traceparent: traceparent.map(str::to_owned),
+        };
+        let keep = job.idempotency_key.is_some().then(|| replay.clone());
+        let answer = self.ask(keep, |id, _| submit_frame(id, &replay))?;
+        match self.answer(answer).await? {
+            HubFrame::SubmitAck {
+                created: true,
+                answer,
+                ..
+            } => Ok(crate::Submitted::Created(answer)),
+            HubFrame::SubmitAck { answer, .. } => Ok(crate::Submitted::Existing(answer)),
+            other => Err(refusal(other)),
+        }
     }
 
     /// The hub's answer to a result sent with [`WorkerStream::send_result`].

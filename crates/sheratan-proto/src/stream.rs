@@ -12,20 +12,26 @@
 use serde::{Deserialize, Serialize};
 
 use crate::ErrorDetail;
-use crate::data::{ExtendResponse, LeasedJob, ResultResponse, WatchedLease};
+use crate::data::{ExtendResponse, LeasedJob, ResultResponse, SubmitResponse, WatchedLease};
 use crate::progress::ProgressAck;
 
-/// The query of the upgrade request: who leases, from where, and how many jobs it may hold.
+/// The query of the upgrade request: who leases, from where, and how many jobs it may hold;
+/// a stream that only submits (`max_jobs` 0, the default) names none of it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct StreamQuery {
-    pub node_id: String,
-    /// Queue names, comma-separated (1 to 64).
-    pub queues: String,
+    /// The node that leases (required with `max_jobs`).
+    #[serde(default)]
+    pub node_id: Option<String>,
+    /// Queue names to lease from, comma-separated (1 to 64; required with `max_jobs`).
+    #[serde(default)]
+    pub queues: Option<String>,
     /// Capabilities (the kinds it runs first among them), comma-separated (at most 256).
     #[serde(default)]
     pub capabilities: String,
-    /// The most leases the stream holds at once (1 to 1,000): jobs pushed and not yet reported.
+    /// The most leases the stream holds at once (1 to 1,000): jobs pushed and not yet
+    /// reported. 0: the stream only submits.
+    #[serde(default)]
     pub max_jobs: u32,
 }
 
@@ -55,6 +61,13 @@ pub enum NodeFrame {
         lease_id: String,
         #[serde(default)]
         extend_s: Option<u32>,
+    },
+    /// Submits a job, as `POST /v1/jobs` would; the body (a `SubmitJob`) follows the line.
+    /// Answered after the job is committed.
+    Submit {
+        id: u64,
+        #[serde(default)]
+        traceparent: Option<String>,
     },
     /// No more jobs: the hub stops pushing and answers `stopped` once the last job it pushed
     /// is on its way (a node that is stopping waits for it, so no job is pushed unseen).
@@ -95,6 +108,12 @@ pub enum HubFrame {
     },
     /// The answer to `stop`: no job follows.
     Stopped,
+    /// A job was submitted (`created`: a new one, else an idempotent repeat's existing job).
+    SubmitAck {
+        id: u64,
+        created: bool,
+        answer: SubmitResponse,
+    },
     /// A result was recorded (or was already: `duplicate`).
     ResultAck {
         id: u64,

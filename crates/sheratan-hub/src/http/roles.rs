@@ -36,6 +36,8 @@ pub fn permits(role: CredentialRole, method: &Method, path: &str) -> bool {
         CredentialRole::Read => get && !path.starts_with("/admin") && path != "/v1/stream",
         CredentialRole::Submit => {
             (post && matches!(path, "/v1/jobs" | "/v1/jobs/batch" | "/v1/results/ack"))
+                // Its stream only submits (the handler refuses it leasing).
+                || (get && path == "/v1/stream")
                 || (post && path.starts_with("/v1/jobs/") && path.ends_with("/cancel"))
                 || (get
                     && (path == "/v1/jobs"

@@ -22,7 +22,8 @@ use tokio_tungstenite::tungstenite::protocol::{CloseFrame, Role, WebSocketConfig
 use super::extract::{Caller, PeerCert, QueryParams};
 use super::plane::PlaneState;
 use crate::job_service::JobsError;
-use crate::job_service::stream::{Stream, stream_order};
+use crate::job_service::stream::{Stream, StreamCaller, stream_order};
+use sheratan_proto::credentials::CredentialRole;
 use sheratan_runtime::edge::ApiError;
 
 /// Room for a frame's JSON line beside a body of the largest size a request may carry.
@@ -41,16 +42,37 @@ pub(super) async fn open(
         )
         .into());
     }
-    cert.require_node(&q.node_id, caller.peer, &state)?;
-    super::extract::require_identity(&caller, &q.node_id, &state)?;
     let order = stream_order(&q)?;
-    for queue in &order.queues {
-        super::job_routes::queue_allowed(&caller, queue, "lease from")?;
+    let role = caller.credential.named().map(|r| r.role);
+    if let Some(order) = &order {
+        if role == Some(CredentialRole::Submit) {
+            let record = caller.credential.named().expect("a named credential");
+            return Err(super::roles::forbidden(
+                record,
+                "lease jobs (its stream only submits: leave out node_id, queues and max_jobs)",
+            ));
+        }
+        cert.require_node(&order.node_id, caller.peer, &state)?;
+        super::extract::require_identity(&caller, &order.node_id, &state)?;
+        for queue in &order.queues {
+            super::job_routes::queue_allowed(&caller, queue, "lease from")?;
+        }
     }
     let accept = accept_key(req.headers())?;
     let hub = state.hub.clone();
     let upgrade = hyper::upgrade::on(req);
-    let (stream, frames) = Stream::open(hub.clone(), order, caller.credential, caller.peer.ip());
+    let who = StreamCaller {
+        // The mesh token, an admin or a submit credential submits, as on POST /v1/jobs.
+        may_submit: !matches!(role, Some(CredentialRole::Node | CredentialRole::Read)),
+        queues: caller
+            .credential
+            .named()
+            .map(|r| r.queues.clone())
+            .unwrap_or_default(),
+        ip: caller.peer.ip(),
+        credential: caller.credential,
+    };
+    let (stream, frames) = Stream::open(hub.clone(), order, who);
     tokio::spawn(async move {
         match upgrade.await {
             Ok(io) => {
@@ -128,8 +150,9 @@ async fn run<S>(
             tokio::select! {
                 frame = frames.recv() => match frame {
                     Some(frame) => {
-                        let text = serde_json::to_string(&frame).unwrap_or_default();
-                        if sink.send(Message::text(text)).await.is_err() {
+                        // Whatever else is queued goes in the same write (one send, not one
+                        // per frame, when many commits answer at once).
+                        if write_queued(&mut sink, frame, &mut frames).await.is_err() {
                             return;
                         }
                     }
@@ -146,6 +169,23 @@ async fn run<S>(
     watch.abort();
     // Let the writer send what is queued and the close frame.
     let _ = tokio::time::timeout(Duration::from_secs(1), writer).await;
+}
+
+/// Writes `first` and every frame queued behind it, then flushes once.
+async fn write_queued<S>(
+    sink: &mut futures_util::stream::SplitSink<WebSocketStream<S>, Message>,
+    first: HubFrame,
+    frames: &mut mpsc::Receiver<HubFrame>,
+) -> Result<(), tokio_tungstenite::tungstenite::Error>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    let text = |frame: &HubFrame| Message::text(serde_json::to_string(frame).unwrap_or_default());
+    sink.feed(text(&first)).await?;
+    while let Ok(frame) = frames.try_recv() {
+        sink.feed(text(&frame)).await?;
+    }
+    sink.flush().await
 }
 
 /// Why the hub closed a stream it did not lose: idle, or shutting down.

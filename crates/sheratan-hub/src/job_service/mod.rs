@@ -76,6 +76,8 @@ pub enum JobsError {
     LeaseNotHeld(String),
     /// The lease is held by a node with a credential of its own; the message names it.
     WrongHolder(String),
+    /// The caller's credential may not do this (a worker stream's); the message says what.
+    Forbidden(String),
     Integrity(IntegrityFailure),
     Store(StoreError),
 }
@@ -100,7 +102,7 @@ impl JobsError {
             JobsError::Collision { .. } => ErrorCode::IdempotencyKeyCollision,
             JobsError::QueueFull { .. } => ErrorCode::BackpressureDrop,
             JobsError::LeaseNotHeld(_) => ErrorCode::LeaseExpired,
-            JobsError::WrongHolder(_) => ErrorCode::Forbidden,
+            JobsError::WrongHolder(_) | JobsError::Forbidden(_) => ErrorCode::Forbidden,
             JobsError::Integrity(_) => ErrorCode::ResultIntegrityFail,
             JobsError::Store(StoreError::Unavailable(_)) => ErrorCode::Unavailable,
             JobsError::Store(StoreError::Internal(_)) => ErrorCode::Internal,
@@ -116,7 +118,8 @@ impl JobsError {
             | JobsError::Taken(m)
             | JobsError::Ambiguous(m)
             | JobsError::LeaseNotHeld(m)
-            | JobsError::WrongHolder(m) => {
+            | JobsError::WrongHolder(m)
+            | JobsError::Forbidden(m) => {
                 m.clone()
             }
             JobsError::Collision { job_id } => format!(
@@ -155,6 +158,9 @@ impl JobsError {
             }
             JobsError::LeaseNotHeld(_) => {
                 "stop working on this job: its lease expired (it may run elsewhere) or it was cancelled; lease again"
+            }
+            JobsError::Forbidden(_) => {
+                "docs/SECURITY.md lists what each role may do; an admin creates a credential with the role needed (sheratan token create)"
             }
             JobsError::WrongHolder(_) => {
                 "a node reports for and extends its own leases only, with its own credential (SHERATAN_HUB_TOKEN = its secret)"

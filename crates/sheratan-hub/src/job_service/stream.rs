@@ -15,7 +15,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use sheratan_proto::data::{
-    ExtendRequest, JobStatus, LeaseRequest, MAX_WATCHED, ResultRequest, WatchedLease,
+    ExtendRequest, JobStatus, LeaseRequest, MAX_WATCHED, ResultRequest, SubmitJob, WatchedLease,
 };
 use sheratan_proto::progress::ProgressReport;
 use sheratan_proto::stream::{HubFrame, NodeFrame, StreamQuery, split_frame};
@@ -39,9 +39,17 @@ const OUT_QUEUE: usize = 1024;
 /// another hub of the same database), as the watch route does.
 const RECHECK: Duration = Duration::from_millis(500);
 
-/// Validates the upgrade's query into a lease order (the node and credential checks are the
-/// HTTP layer's, as for `POST /v1/leases`).
-pub fn stream_order(q: &StreamQuery) -> Result<LeaseOrder, JobsError> {
+/// Validates the upgrade's query into a lease order, or none for a stream that only submits
+/// (the node and credential checks are the HTTP layer's, as for `POST /v1/leases`).
+pub fn stream_order(q: &StreamQuery) -> Result<Option<LeaseOrder>, JobsError> {
+    if q.max_jobs == 0 {
+        if q.node_id.is_some() || q.queues.is_some() || !q.capabilities.is_empty() {
+            return Err(JobsError::invalid(
+                "max_jobs: 1 to 1000 for a stream that leases (node_id, queues, capabilities); a stream that only submits names none of them",
+            ));
+        }
+        return Ok(None);
+    }
     let list = |s: &str| -> Vec<String> {
         s.split(',')
             .map(str::trim)
@@ -55,14 +63,24 @@ pub fn stream_order(q: &StreamQuery) -> Result<LeaseOrder, JobsError> {
         )));
     }
     let mut order = super::lease_order(&LeaseRequest {
-        node_id: q.node_id.clone(),
-        queues: list(&q.queues),
+        node_id: q.node_id.clone().unwrap_or_default(),
+        queues: list(q.queues.as_deref().unwrap_or_default()),
         capabilities: list(&q.capabilities),
         max_jobs: q.max_jobs.min(MAX_JOBS_PER_LEASE),
         wait_ms: 0,
     })?;
     order.max_jobs = q.max_jobs;
-    Ok(order)
+    Ok(Some(order))
+}
+
+/// Who a stream is: what it may do, for whom.
+pub struct StreamCaller {
+    pub credential: Credential,
+    pub ip: IpAddr,
+    /// Its credential's role lets it submit (the queues it may submit to are checked per job).
+    pub may_submit: bool,
+    /// A queue-limited credential's queues (empty: any).
+    pub queues: Vec<String>,
 }
 
 /// Most leases one stream may hold (a worker's `--concurrency` goes to 1,000).
@@ -71,9 +89,12 @@ pub const MAX_STREAM_JOBS: u32 = 1000;
 /// One open stream.
 pub struct Stream {
     hub: Arc<HubState>,
-    order: LeaseOrder,
+    /// What it leases; `None` for a stream that only submits.
+    order: Option<LeaseOrder>,
     credential: Credential,
     ip: IpAddr,
+    may_submit: bool,
+    queues: Vec<String>,
     held: Mutex<Held>,
     credits_added: Notify,
     /// Cancelled when the stream ends (or the hub stops).
@@ -98,9 +119,8 @@ impl Stream {
     /// A stream for `order` (its `max_jobs` is the stream's cap), and the frames to send.
     pub fn open(
         hub: Arc<HubState>,
-        order: LeaseOrder,
-        credential: Credential,
-        ip: IpAddr,
+        order: Option<LeaseOrder>,
+        caller: StreamCaller,
     ) -> (Arc<Stream>, mpsc::Receiver<HubFrame>) {
         let (out, frames) = mpsc::channel(OUT_QUEUE);
         let closed = hub.stopping.child_token();
@@ -110,8 +130,10 @@ impl Stream {
             pump_done: tokio::sync::watch::channel(false).0,
             hub,
             order,
-            credential,
-            ip,
+            credential: caller.credential,
+            ip: caller.ip,
+            may_submit: caller.may_submit,
+            queues: caller.queues,
             held: Mutex::new(Held::default()),
             credits_added: Notify::new(),
             closed,
@@ -124,15 +146,19 @@ impl Stream {
     /// The first frame.
     pub fn welcome(&self, idle_timeout: Duration, max_frame_bytes: usize) -> HubFrame {
         HubFrame::Welcome {
-            max_jobs: self.order.max_jobs,
+            max_jobs: self.max_jobs(),
             idle_timeout_ms: idle_timeout.as_millis() as u64,
             max_frame_bytes: max_frame_bytes as u64,
             warning: self
                 .order
-                .capabilities
-                .is_empty()
+                .as_ref()
+                .is_some_and(|o| o.capabilities.is_empty())
                 .then(|| super::lease::NO_CAPABILITIES.to_owned()),
         }
+    }
+
+    fn max_jobs(&self) -> u32 {
+        self.order.as_ref().map_or(0, |o| o.max_jobs)
     }
 
     pub fn closed(&self) -> &CancellationToken {
@@ -152,6 +178,7 @@ impl Stream {
     }
 
     async fn push_jobs(&self) {
+        let Some(base) = &self.order else { return };
         loop {
             let wanted = {
                 let notified = self.credits_added.notified();
@@ -164,7 +191,7 @@ impl Stream {
                 }
                 credits
             };
-            let mut order = self.order.clone();
+            let mut order = base.clone();
             order.max_jobs = wanted.min(MAX_JOBS_PER_LEASE);
             let stop = &self.pump_stop;
             let granted = super::lease(&self.hub, order, MAX_WAIT_MS, self.ip, stop).await;
@@ -181,7 +208,7 @@ impl Stream {
                     Duration::from_millis(grant.defer_ms)
                 }
                 Err(err) => {
-                    tracing::warn!(node_id = %self.order.node_id, "stream lease: {}", err.message());
+                    tracing::warn!(node_id = %base.node_id, "stream lease: {}", err.message());
                     Duration::from_secs(1)
                 }
             };
@@ -264,7 +291,7 @@ impl Stream {
             Ok(found) => found.is_some_and(|j| {
                 j.status == JobStatus::InProgress
                     && j.lease
-                        .is_some_and(|l| l.lease_id == lease && l.node_id == self.order.node_id)
+                        .is_some_and(|l| l.lease_id == lease && Some(&l.node_id) == self.node_id())
             }),
             Err(_) => true,
         }
@@ -311,6 +338,7 @@ impl Stream {
         match frame {
             NodeFrame::Want { n } => self.want(n).await,
             NodeFrame::Stop => self.stop().await,
+            NodeFrame::Submit { id, traceparent } => self.submit(id, body, traceparent).await,
             NodeFrame::Resume { leases } => self.resume(leases).await,
             NodeFrame::Result {
                 id,
@@ -358,7 +386,7 @@ impl Stream {
         let (room, taken) = {
             let mut held = self.held.lock().expect("stream lock");
             let (leases, credits) = (held.leases.len() as u32, held.credits);
-            let room = self.order.max_jobs.saturating_sub(leases + credits);
+            let room = self.max_jobs().saturating_sub(leases + credits);
             held.credits += n.min(room);
             (room, (leases, credits))
         };
@@ -366,7 +394,9 @@ impl Stream {
         if n > room {
             let message = format!(
                 "want: {n} more jobs, but the stream holds {} leases and is owed {} of its max_jobs {}: ask for a job when a slot frees up (after its result)",
-                taken.0, taken.1, self.order.max_jobs
+                taken.0,
+                taken.1,
+                self.max_jobs()
             );
             self.refuse(None, JobsError::invalid(message)).await;
         }
@@ -390,7 +420,7 @@ impl Stream {
             };
             let room = {
                 let held = self.held.lock().expect("stream lock");
-                (held.leases.len() as u32 + held.credits) < self.order.max_jobs
+                (held.leases.len() as u32 + held.credits) < self.max_jobs()
             };
             if room && self.live(job, lease).await {
                 let mut held = self.held.lock().expect("stream lock");
@@ -399,6 +429,53 @@ impl Stream {
                 return;
             }
         }
+    }
+
+    fn node_id(&self) -> Option<&String> {
+        self.order.as_ref().map(|o| &o.node_id)
+    }
+
+    /// A job, submitted as `POST /v1/jobs` would submit it.
+    async fn submit(self: &Arc<Self>, id: u64, body: &str, traceparent: Option<String>) {
+        if !self.may_submit {
+            let e = JobsError::Forbidden(
+                "this stream's credential may not submit jobs (a node credential leases and reports; submit with a submit credential)".into(),
+            );
+            return self.refuse(Some(id), e).await;
+        }
+        let job: SubmitJob = match parse_body(body) {
+            Ok(job) => job,
+            Err(e) => return self.refuse(Some(id), e).await,
+        };
+        if !self.queues.is_empty() && !self.queues.contains(&job.queue) {
+            let e = JobsError::Forbidden(format!(
+                "this stream's credential may not submit to queue {:?}",
+                job.queue
+            ));
+            return self.refuse(Some(id), e).await;
+        }
+        self.commit(id, move |s| async move {
+            let from = super::Origin {
+                plane: sheratan_proto::Plane::Data,
+                ip: s.ip,
+                traceparent: traceparent.as_deref(),
+            };
+            let mut answers = super::submit(&s.hub, vec![Ok(job)], from).await?;
+            match answers.remove(0) {
+                super::Submitted::Created(answer) => Ok(HubFrame::SubmitAck {
+                    id,
+                    created: true,
+                    answer,
+                }),
+                super::Submitted::Existing(answer) => Ok(HubFrame::SubmitAck {
+                    id,
+                    created: false,
+                    answer,
+                }),
+                super::Submitted::Refused(e) => Err(e),
+            }
+        })
+        .await
     }
 
     async fn result(
@@ -412,12 +489,9 @@ impl Stream {
         if let Err(e) = super::verify(hub, &self.credential, headers, body.as_bytes(), self.ip) {
             return self.refuse(Some(id), e).await;
         }
-        let req: ResultRequest = match serde_json::from_str(body) {
+        let req: ResultRequest = match parse_body(body) {
             Ok(req) => req,
-            Err(e) => {
-                let e = JobsError::invalid(format!("result body: {e}"));
-                return self.refuse(Some(id), e).await;
-            }
+            Err(e) => return self.refuse(Some(id), e).await,
         };
         // Reported: the node's slot is free whatever the store answers.
         if let Ok(lease) = req.lease_id.parse() {
@@ -462,12 +536,9 @@ impl Stream {
         if let Err(e) = super::verify(hub, &self.credential, headers, body.as_bytes(), self.ip) {
             return self.refuse(Some(id), e).await;
         }
-        let report: ProgressReport = match serde_json::from_str(body) {
+        let report: ProgressReport = match parse_body(body) {
             Ok(report) => report,
-            Err(e) => {
-                let e = JobsError::invalid(format!("progress body: {e}"));
-                return self.refuse(Some(id), e).await;
-            }
+            Err(e) => return self.refuse(Some(id), e).await,
         };
         self.commit(id, move |s| async move {
             let who = (&s.credential, s.ip);
@@ -526,6 +597,12 @@ impl Stream {
         }
         let _ = self.out.send(error_frame(id, &err)).await;
     }
+}
+
+/// A frame's body, read as the request route reads its body (the same wire rules).
+fn parse_body<T: serde::de::DeserializeOwned>(body: &str) -> Result<T, JobsError> {
+    sheratan_runtime::edge::parse_json(body.as_bytes())
+        .map_err(|e| JobsError::invalid(format!("the frame's body: {}", e.message)))
 }
 
 /// The frame's `id`, read from a line that did not parse as a whole (so the node can tell

@@ -459,6 +459,9 @@ fn print_table(out: &mut impl Write, r: &Report) -> std::io::Result<()> {
 
 /// Submits `n` jobs over `lanes` connections, `batch` per request; returns jobs/s.
 async fn enqueue(ctx: &Ctx, n: u64, lanes: usize, batch: u64) -> anyhow::Result<f64> {
+    if ctx.stream && batch == 1 {
+        return enqueue_streams(ctx, n, lanes).await;
+    }
     let next = Arc::new(AtomicU64::new(0));
     let started = Instant::now();
     let mut tasks = Vec::new();
@@ -497,11 +500,72 @@ async fn enqueue(ctx: &Ctx, n: u64, lanes: usize, batch: u64) -> anyhow::Result<
     Ok(n as f64 / started.elapsed().as_secs_f64())
 }
 
+/// A producer's stream (only submits) to one of the hubs.
+async fn producer_stream(ctx: &Ctx) -> anyhow::Result<sheratan_client::stream::WorkerStream> {
+    let i = ctx.next_lane.fetch_add(1, Ordering::Relaxed);
+    let data =
+        sheratan_client::DataClient::new(&ctx.urls[i % ctx.urls.len()], Some(ctx.token.clone()))?;
+    let (stream, _) = data
+        .open_stream(
+            sheratan_client::stream::StreamSpec::producer(),
+            Arc::new(Vec::new),
+        )
+        .await
+        .context("open a producer stream")?;
+    Ok(stream)
+}
+
+/// [`enqueue`] of single jobs over one producer stream, `lanes` submits in flight on it (as
+/// many as the request lanes have in all).
+async fn enqueue_streams(ctx: &Ctx, n: u64, lanes: usize) -> anyhow::Result<f64> {
+    let next = Arc::new(AtomicU64::new(0));
+    let shared = producer_stream(ctx).await?;
+    let streams = vec![shared.clone(); lanes];
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for stream in streams {
+        let (ctx, next) = (ctx.clone(), next.clone());
+        tasks.push(tokio::spawn(async move {
+            loop {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                if i >= n {
+                    return Ok::<_, anyhow::Error>(());
+                }
+                let job: sheratan_proto::data::SubmitJob = serde_json::from_str(&ctx.job(i))?;
+                stream
+                    .submit(&job, None)
+                    .await
+                    .context("a submit on the stream")?;
+            }
+        }));
+    }
+    for t in tasks {
+        t.await??;
+    }
+    let jps = n as f64 / started.elapsed().as_secs_f64();
+    shared.close();
+    Ok(jps)
+}
+
 /// Submits at `rate` jobs/s from one lane.
 async fn paced(ctx: &Ctx, n: u64, rate: u64) -> anyhow::Result<()> {
-    let mut lane = ctx.lane().await?;
     let period = Duration::from_secs_f64(1.0 / rate.max(1) as f64);
     let mut next = tokio::time::Instant::now();
+    if ctx.stream {
+        let stream = producer_stream(ctx).await?;
+        for i in 0..n {
+            tokio::time::sleep_until(next).await;
+            next += period;
+            let job: sheratan_proto::data::SubmitJob = serde_json::from_str(&ctx.job(i))?;
+            stream
+                .submit(&job, None)
+                .await
+                .context("a submit on the stream")?;
+        }
+        stream.close();
+        return Ok(());
+    }
+    let mut lane = ctx.lane().await?;
     for i in 0..n {
         tokio::time::sleep_until(next).await;
         next += period;

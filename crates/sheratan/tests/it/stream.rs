@@ -661,3 +661,122 @@ async fn a_running_job_survives_a_hub_restart_on_the_resumed_stream() {
     assert_eq!(view["attempt"], 1, "{view}");
     assert!(w.stderr().contains("worker stream lost"), "{}", w.stderr());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn producers_submit_over_a_stream_as_post_v1_jobs_would() {
+    let hub = hub().env("SHERATAN_MAX_QUEUE_DEPTH", "3").start();
+    let token = hub.token();
+    let credential = |role: &str, name: &str, queues: Option<&str>| {
+        let mut args = vec!["token", "create", "--role", role, "--name", name];
+        if let Some(q) = queues {
+            args.extend(["--queues", q]);
+        }
+        let (code, out, err) = cli(&hub, &args);
+        assert_eq!(code, 0, "{err}");
+        out.lines().nth(1).unwrap().trim().to_owned()
+    };
+    let scoped = credential("submit", "producer", Some("a"));
+    let node = credential("node", "n1", None);
+    let submit_frame =
+        |id: u64, job: &Value| format!("{}\n{job}", json!({"type": "submit", "id": id}));
+
+    // The mesh token's stream: a new job, then the same key again (the existing job).
+    let mut ws = open_ok(&hub, &token, "").await;
+    let keyed =
+        json!({"kind": "echo", "queue": "a", "payload": {"n": 1}, "idempotency_key": "k-1"});
+    send(&mut ws, submit_frame(1, &keyed)).await;
+    let first = frame(&mut ws).await;
+    assert_eq!(
+        (
+            first["type"].as_str(),
+            first["id"].as_u64(),
+            first["created"].as_bool()
+        ),
+        (Some("submit_ack"), Some(1), Some(true)),
+        "{first}"
+    );
+    send(&mut ws, submit_frame(2, &keyed)).await;
+    let again = frame(&mut ws).await;
+    assert_eq!(
+        (again["created"].as_bool(), &again["answer"]["job_id"]),
+        (Some(false), &first["answer"]["job_id"]),
+        "{again}"
+    );
+    let (_, view) = get(
+        &format!(
+            "{}/v1/jobs/{}",
+            hub.data_url,
+            first["answer"]["job_id"].as_str().unwrap()
+        ),
+        Auth::Bearer(&token),
+    )
+    .await;
+    assert_eq!(view["status"], "accepted", "{view}");
+    // Refused jobs get the contract's codes; the stream stays open.
+    send(
+        &mut ws,
+        submit_frame(3, &json!({"kind": "", "payload": {}})),
+    )
+    .await;
+    assert_eq!(frame(&mut ws).await["error"]["code"], "INVALID_REQUEST");
+    send(
+        &mut ws,
+        format!("{}\nnot json", json!({"type": "submit", "id": 4})),
+    )
+    .await;
+    assert_eq!(frame(&mut ws).await["error"]["code"], "INVALID_REQUEST");
+    for id in 5..8 {
+        send(
+            &mut ws,
+            submit_frame(
+                id,
+                &json!({"kind": "echo", "queue": "a", "payload": {"n": id}}),
+            ),
+        )
+        .await;
+    }
+    let mut codes = Vec::new();
+    for _ in 5..8 {
+        let f = frame(&mut ws).await;
+        codes.push(
+            f["error"]["code"]
+                .as_str()
+                .unwrap_or(f["type"].as_str().unwrap())
+                .to_owned(),
+        );
+    }
+    // Answers come as commits end, not necessarily in order.
+    codes.sort();
+    assert_eq!(
+        codes,
+        ["BACKPRESSURE_DROP", "submit_ack", "submit_ack"],
+        "the queue holds 3"
+    );
+
+    // A queue-limited submit credential submits to its queues only, and never leases.
+    let mut ws = open_ok(&hub, &scoped, "").await;
+    send(
+        &mut ws,
+        submit_frame(1, &json!({"kind": "echo", "queue": "b", "payload": {}})),
+    )
+    .await;
+    assert_eq!(frame(&mut ws).await["error"]["code"], "FORBIDDEN");
+    let (s, b) = refused(open(&hub, Some(&scoped), "node_id=p&queues=a&max_jobs=1").await);
+    assert_error(StatusCode::from_u16(s).unwrap(), &b, 403, "FORBIDDEN");
+    // A node credential's stream leases and reports; it does not submit.
+    let mut ws = open_ok(
+        &hub,
+        &node,
+        "node_id=n1&queues=a&capabilities=echo&max_jobs=1",
+    )
+    .await;
+    send(
+        &mut ws,
+        submit_frame(1, &json!({"kind": "echo", "queue": "a", "payload": {}})),
+    )
+    .await;
+    assert_eq!(frame(&mut ws).await["error"]["code"], "FORBIDDEN");
+    // A stream that only submits names no node.
+    let (s, b) = refused(open(&hub, Some(&token), "node_id=x").await);
+    assert_error(StatusCode::from_u16(s).unwrap(), &b, 400, "INVALID_REQUEST");
+}
