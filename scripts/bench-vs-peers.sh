@@ -4,8 +4,11 @@
 # repository: PEERS_SRC names it) in one session, interleaved, with the same
 # workload and the peers' own idle checks and summary. Figures go to docs/PERFORMANCE.md.
 #
-#   PEERS_SRC=/path/to/peers ONLY="hub hub-full bullmq-rdb pg-sync" REPS=3 ./scripts/bench-vs-peers.sh
-#   PEERS_SRC=/path/to/peers ONLY="hub-pg hub-pg2 pg-sync" REPS=2 ./scripts/bench-vs-peers.sh
+#   PEERS_SRC=/path/to/peers ONLY="hub hub-stream hub-full hub-full-stream bullmq-rdb pg-sync" REPS=3 ./scripts/bench-vs-peers.sh
+#   PEERS_SRC=/path/to/peers ONLY="hub-pg hub-pg-stream hub-pg2 pg-sync" REPS=2 ./scripts/bench-vs-peers.sh
+#
+# The -stream variants run the consumers over the worker stream and the producers' single
+# submits over one stream (`sheratan bench jobs --stream`).
 #
 # hub-pg and hub-pg2 run one and two hubs on the cluster of scripts/pg-cluster.sh (started
 # here if needed; PostgreSQL defaults, synchronous_commit=on), each run in a fresh schema.
@@ -36,13 +39,13 @@ fi
 # The hub as one more peer: same env knobs (N, C, P, RATE, PACED_N, WARMUP), one JSON line.
 cat > hub.sh <<HUB
 #!/usr/bin/env bash
-exec "$BIN" bench jobs --json --sync "\${SYNC:-normal}" \${STORE:+--store "\$STORE" --hubs "\${HUBS:-1}"}
+exec "$BIN" bench jobs --json --sync "\${SYNC:-normal}" \${STORE:+--store "\$STORE" --hubs "\${HUBS:-1}"} \${STREAM:+--stream}
 HUB
 chmod +x hub.sh
 case " ${ONLY:-} " in
   *" hub-pg"*) PG_URL=$("$ROOT/scripts/pg-cluster.sh" start) ;;
 esac
-sed -i '/\[hub-pg2\?\]=/d' run_all.sh
-sed -i "s|^declare -A CMD=(|declare -A CMD=(\n  [hub-pg]=\"env STORE=${PG_URL:-} ./hub.sh\"\n  [hub-pg2]=\"env STORE=${PG_URL:-} HUBS=2 ./hub.sh\"|" run_all.sh
-grep -q '\[hub\]' run_all.sh || sed -i 's|^declare -A CMD=(|declare -A CMD=(\n  [hub]="./hub.sh"\n  [hub-full]="env SYNC=full ./hub.sh"|' run_all.sh
+sed -i '/\[hub-pg2\?\(-stream\)\?\]=/d' run_all.sh
+sed -i "s|^declare -A CMD=(|declare -A CMD=(\n  [hub-pg]=\"env STORE=${PG_URL:-} ./hub.sh\"\n  [hub-pg2]=\"env STORE=${PG_URL:-} HUBS=2 ./hub.sh\"\n  [hub-pg-stream]=\"env STORE=${PG_URL:-} STREAM=1 ./hub.sh\"|" run_all.sh
+grep -q '\[hub-stream\]' run_all.sh || sed -i 's|^declare -A CMD=(|declare -A CMD=(\n  [hub]="./hub.sh"\n  [hub-full]="env SYNC=full ./hub.sh"\n  [hub-stream]="env STREAM=1 ./hub.sh"\n  [hub-full-stream]="env SYNC=full STREAM=1 ./hub.sh"|' run_all.sh
 ONLY=${ONLY:-"hub hub-full bullmq-rdb pg-sync"} REPS=${REPS:-3} ./run_all.sh
