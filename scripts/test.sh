@@ -61,7 +61,7 @@ step "Python client (pytest against the real binary)"
 # A venv of its own beside the build, made once: pytest, httpx, and the client itself.
 VENV="$CARGO_TARGET_DIR/python-venv"
 [ -x "$VENV/bin/python" ] || python3 -m venv "$VENV"
-"$VENV/bin/pip" install -q --disable-pip-version-check pytest httpx mypy openapi-spec-validator
+"$VENV/bin/pip" install -q --disable-pip-version-check pytest httpx websockets mypy openapi-spec-validator
 "$VENV/bin/pip" install -q --disable-pip-version-check --force-reinstall --no-deps ./clients/python
 (cd clients/python && "$VENV/bin/python" -m mypy src/sheratan)
 SHERATAN_BIN="$CARGO_TARGET_DIR/debug/sheratan" "$VENV/bin/python" -m pytest -q clients/python/tests

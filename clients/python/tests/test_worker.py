@@ -316,3 +316,37 @@ def test_a_stop_past_the_grace_period_cancels_running_handlers(hub):
         # `with run` returned: the worker stopped, and told its handler.
         assert cancelled.is_set()
         assert time.monotonic() - stopped < 10
+
+
+def _route_count(hub, route: str) -> float:
+    import httpx
+
+    text = httpx.get(f"{hub.data_url}/metrics", headers={"Authorization": f"Bearer {hub.token}"}).text
+    prefix = f'sheratan_http_request_duration_seconds_count{{route="{route}"}} '
+    return next((float(line[len(prefix):]) for line in text.splitlines() if line.startswith(prefix)), 0.0)
+
+
+def test_the_worker_takes_jobs_over_the_stream_and_falls_back_where_it_is_not_served():
+    from conftest import start_hub
+
+    def echo(payload, job):
+        job.progress(0.5, "half")
+        return payload
+
+    for env, streamed in (({}, True), ({"SHERATAN_NO_WORKER_STREAM": "1"}, False)):
+        h = start_hub(env)
+        try:
+            with worker(h, {"echo": echo}) as w, sheratan.Client(h.data_url, h.token) as client:
+                outcomes = client.submit_batch([{"kind": "echo", "payload": {"i": i}} for i in range(60)])
+                results = [client.wait(o["job_id"], timeout=60) for o in outcomes]
+                assert results == [{"i": i} for i in range(60)]
+                assert all(client.get(o["job_id"])["attempt"] == 1 for o in outcomes)
+                leases, reports = _route_count(h, "POST /v1/leases"), _route_count(h, "POST /v1/results")
+                if streamed:
+                    assert (leases, reports) == (0.0, 0.0), "everything went over the stream"
+                    assert w.use_stream
+                else:
+                    assert leases > 0 and reports >= 60, (leases, reports)
+        finally:
+            h.process.terminate()
+            h.process.wait(timeout=30)

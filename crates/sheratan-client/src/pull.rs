@@ -206,6 +206,8 @@ impl<R: JobRunner> Pull<R> {
                 },
                 _ = look.tick() => {
                     if self.runner.capabilities().await != offered {
+                        // Jobs already pushed still run before the stream is opened again.
+                        self.stop(stream, &mut events).await;
                         return StreamEnd::Offer;
                     }
                 }

@@ -230,21 +230,20 @@ async fn connect(inner: &Inner) -> Result<Connected, ClientError> {
         key: Arc::new(signing),
     };
     // Results not yet answered go again (after the resume), signed with this connection's key.
-    let replays: Vec<(u64, Replay)> = {
-        let pending = inner.pending.lock().expect("stream lock");
-        pending
-            .iter()
-            .filter_map(|(id, p)| p.replay.clone().map(|r| (*id, r)))
-            .collect()
-    };
-    for (id, r) in replays {
-        let frame = match r.submit {
-            true => submit_frame(id, &r),
-            false => result_frame(id, &r, &conn.key),
-        };
-        let _ = conn.tx.send(frame);
+    // Under the pending lock, as `ask` registers under it: a frame is either among these
+    // replays or sees the new connection, never neither.
+    let pending = inner.pending.lock().expect("stream lock");
+    for (id, p) in pending.iter() {
+        if let Some(r) = &p.replay {
+            let frame = match r.submit {
+                true => submit_frame(*id, r),
+                false => result_frame(*id, r, &conn.key),
+            };
+            let _ = conn.tx.send(frame);
+        }
     }
     *inner.conn.lock().expect("stream lock") = Some(conn);
+    drop(pending);
     Ok(Connected {
         ws,
         queued: rx,
@@ -259,16 +258,23 @@ async fn session(inner: Arc<Inner>, first: Connected, events: mpsc::Sender<Strea
     loop {
         let why = carry(&inner, connected, &events).await;
         *inner.conn.lock().expect("stream lock") = None;
-        fail_unreplayable(&inner, &why);
         if inner.closed.is_cancelled() || events.is_closed() {
+            // Closed for good: every answer still awaited fails (a result then goes by
+            // request, see `Link`).
+            inner.closed.cancel();
+            fail_pending(&inner, &why, |_| true);
             return;
         }
+        fail_pending(&inner, &why, |p| p.replay.is_none());
         tracing::warn!("worker stream lost ({why}); connecting again");
         let _ = events.send(StreamEvent::Lost(why)).await;
         let mut wait = Duration::from_millis(100);
         connected = loop {
             tokio::select! {
-                () = inner.closed.cancelled() => return,
+                () = inner.closed.cancelled() => {
+                    fail_pending(&inner, "the stream closed", |_| true);
+                    return;
+                }
                 () = tokio::time::sleep(wait.mul_f64(0.8 + 0.4 * rand::random::<f64>())) => {}
             }
             match connect(&inner).await {
@@ -283,12 +289,13 @@ async fn session(inner: Arc<Inner>, first: Connected, events: mpsc::Sender<Strea
     }
 }
 
-/// Frames that are not replayed (extensions, progress) fail when their connection is lost.
-fn fail_unreplayable(inner: &Inner, why: &str) {
+/// Fails the awaited answers `which` picks: at a loss those not sent again (extensions,
+/// progress), at the close all.
+fn fail_pending(inner: &Inner, why: &str, which: impl Fn(&Pending) -> bool) {
     let mut pending = inner.pending.lock().expect("stream lock");
     let lost: Vec<u64> = pending
         .iter()
-        .filter(|(_, p)| p.replay.is_none())
+        .filter(|(_, p)| which(p))
         .map(|(id, _)| *id)
         .collect();
     for id in lost {
@@ -316,8 +323,14 @@ async fn carry(inner: &Inner, c: Connected, events: &mpsc::Sender<StreamEvent>) 
     // Pings keep an otherwise quiet stream from the hub's idle timeout.
     let mut ping = tokio::time::interval(idle / 3);
     ping.tick().await;
+    // A hub that answers nothing (not even the pings) for the idle timeout is gone, even if
+    // the connection is not known to be closed (a half-open one).
+    let mut heard = tokio::time::Instant::now();
     loop {
         tokio::select! {
+            () = tokio::time::sleep_until(heard + idle) => {
+                return "the hub answered nothing, not even pings, for the idle timeout".into();
+            }
             () = inner.closed.cancelled() => {
                 let _ = sink.send(Message::Close(None)).await;
                 return "closed".into();
@@ -340,19 +353,22 @@ async fn carry(inner: &Inner, c: Connected, events: &mpsc::Sender<StreamEvent>) 
                     return e.to_string();
                 }
             }
-            message = source.next() => match message {
-                Some(Ok(Message::Text(text))) => {
-                    if !deliver(inner, text.as_str(), events).await {
-                        return "closed".into();
+            message = source.next() => {
+                heard = tokio::time::Instant::now();
+                match message {
+                    Some(Ok(Message::Text(text))) => {
+                        if !deliver(inner, text.as_str(), events).await {
+                            return "closed".into();
+                        }
                     }
+                    Some(Ok(Message::Close(frame))) => {
+                        return frame.map(|f| f.reason.to_string()).unwrap_or_else(|| "the hub closed it".into());
+                    }
+                    Some(Ok(_)) => {}
+                    Some(Err(e)) => return e.to_string(),
+                    None => return "the connection ended".into(),
                 }
-                Some(Ok(Message::Close(frame))) => {
-                    return frame.map(|f| f.reason.to_string()).unwrap_or_else(|| "the hub closed it".into());
-                }
-                Some(Ok(_)) => {}
-                Some(Err(e)) => return e.to_string(),
-                None => return "the connection ended".into(),
-            },
+            }
         }
     }
 }
@@ -591,23 +607,24 @@ impl WorkerStream {
         replay: Option<Replay>,
         build: impl FnOnce(u64, &str) -> Message,
     ) -> Result<Answer, ClientError> {
+        if self.inner.closed.is_cancelled() {
+            return Err(lost_error(&self.inner.data, "the stream is closed"));
+        }
         let id = self.inner.next_id.fetch_add(1, Ordering::Relaxed);
         let (answer, rx) = oneshot::channel();
+        // The pending lock first, then the connection (as a reconnect takes them).
+        let mut pending = self.inner.pending.lock().expect("stream lock");
         let conn = self.conn();
         if conn.is_none() && replay.is_none() {
             return Err(lost_error(&self.inner.data, "reconnecting"));
         }
         let keep = replay.is_some();
-        self.inner
-            .pending
-            .lock()
-            .expect("stream lock")
-            .insert(id, Pending { replay, answer });
+        pending.insert(id, Pending { replay, answer });
         if let Some(conn) = conn
             && conn.tx.send(build(id, &conn.key)).is_err()
             && !keep
         {
-            self.inner.pending.lock().expect("stream lock").remove(&id);
+            pending.remove(&id);
             return Err(lost_error(&self.inner.data, "reconnecting"));
         }
         Ok(rx)

@@ -36,7 +36,7 @@ from typing import Any, Callable
 
 import httpx
 
-from . import _trace, _wire, errors
+from . import _stream, _trace, _wire, errors
 from .client import Settings
 
 log = logging.getLogger("sheratan.worker")
@@ -151,6 +151,7 @@ class Worker:
         grace: float = 30.0,
         verify: Any = True,
         otlp_endpoint: str | None = None,
+        stream: bool = True,
     ) -> None:
         if not handlers:
             raise ValueError("a worker needs at least one handler")
@@ -171,6 +172,12 @@ class Worker:
         self._running: dict[str, tuple[str, float, asyncio.Event]] = {}
         self._abandoned = False
         self._inflight = 0
+        # Jobs come over the worker stream unless it is off or the hub does not serve it.
+        self.use_stream = stream and os.environ.get("SHERATAN_NO_STREAM", "") in ("", "0", "false")
+        self._stream: _stream.Stream | None = None
+        self._reserved = 0
+        self._slots: asyncio.Semaphore | None = None
+        self._tasks: set[asyncio.Task[Any]] = set()
         # A span per handler run in the job's trace, exported when an OTLP endpoint is given
         # (or SHERATAN_OTLP_ENDPOINT is set).
         endpoint = otlp_endpoint or os.environ.get(_trace.ENDPOINT_ENV) or None
@@ -219,12 +226,15 @@ class Worker:
             "worker %s started: queues %s, handlers %s, concurrency %d",
             self.node_id, self.queues, self.capabilities, self.concurrency,
         )
-        background = [
-            asyncio.create_task(self._heartbeat_loop()),
-            asyncio.create_task(self._watch_loop()),
-        ]
+        background = [asyncio.create_task(self._heartbeat_loop())]
         try:
-            await self._lease_loop()
+            stream = await self._open_stream() if self.use_stream else None
+            if stream is not None:
+                await self._stream_loop(stream)
+            elif not self._stopping_now():
+                # The request routes, with the watch route carrying cancels.
+                background.append(asyncio.create_task(self._watch_loop()))
+                await self._lease_loop()
         finally:
             for task in background:
                 task.cancel()
@@ -363,6 +373,86 @@ class Worker:
                     pass
         stopping.cancel()
         await self._drain(tasks)
+
+    def _stopping_now(self) -> bool:
+        return self._stopping is not None and self._stopping.is_set()
+
+    async def _open_stream(self) -> _stream.Stream | None:
+        """The worker stream, retried while the hub is down or refuses the token; None when the
+        hub does not serve it (then the request routes) or at a stop."""
+        assert self._stopping is not None
+        query = {
+            "node_id": self.node_id,
+            "queues": ",".join(self.queues),
+            "capabilities": ",".join(self.capabilities),
+            "max_jobs": str(min(self.concurrency, 1000)),
+        }
+        backoff, auth = Backoff(0.2, 10.0), Backoff(2.0, 60.0)
+        while not self._stopping.is_set():
+            try:
+                return await _stream.Stream.open(
+                    self.settings.data_url, self.settings.token, self.settings.verify, query,
+                    self._on_job, self._on_ended, self._on_reconnect, self._running_leases,
+                )
+            except _stream.Refused as err:
+                log.warning("the hub does not serve the worker stream (%s); using the request routes", err)
+                return None
+            except errors.SheratanError as err:
+                self._report_error("worker stream", err)
+                try:
+                    await asyncio.wait_for(self._stopping.wait(), self._pause_after(err, backoff, auth))
+                except asyncio.TimeoutError:
+                    pass
+        return None
+
+    async def _stream_loop(self, stream: _stream.Stream) -> None:
+        """Asks for a job for each free slot; the stream pushes them (`_on_job`), carries
+        cancels (`_on_ended`), extensions, progress and results. At a stop: no more jobs, those
+        pushed before the hub heard it still run, running jobs get the grace period."""
+        assert self._stopping is not None
+        self._stream, self._slots = stream, asyncio.Semaphore(self.concurrency)
+        stopping = asyncio.create_task(self._stopping.wait())
+        while True:
+            acquire = asyncio.create_task(self._slots.acquire())
+            await asyncio.wait({acquire, stopping}, return_when=asyncio.FIRST_COMPLETED)
+            if not acquire.done():
+                acquire.cancel()
+                break
+            n = 1
+            while not self._slots.locked():
+                await self._slots.acquire()
+                n += 1
+            self._reserved += n
+            await stream.want(n)
+        await stream.stop(min(self.grace, 5.0))
+        for _ in range(self._reserved):
+            self._slots.release()
+        self._reserved = 0
+        await self._drain(self._tasks)
+        await stream.close()
+        self._stream = None
+
+    def _on_job(self, job: dict[str, Any]) -> None:
+        assert self._slots is not None
+        # Each job fills a slot asked for; one beyond them (a stop under way) runs on its own.
+        slots = self._slots if self._reserved > 0 else asyncio.Semaphore(1)
+        self._reserved = max(self._reserved - 1, 0)
+        task = asyncio.create_task(self._run_job(job, slots))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def _on_ended(self, lease_id: str) -> None:
+        if lease_id in self._running:
+            log.warning("the hub ended job %s's lease (cancelled, or taken back): stopping its handler", self._running[lease_id][0])
+            self._running[lease_id][2].set()
+
+    def _on_reconnect(self) -> None:
+        # Credits belong to a connection: ask again for every slot still waiting for a job.
+        if self._stream is not None and self._reserved > 0:
+            asyncio.ensure_future(self._stream.want(self._reserved))
+
+    def _running_leases(self) -> list[dict[str, str]]:
+        return [{"job_id": job_id, "lease_id": lease_id} for lease_id, (job_id, _, _) in self._running.items()]
 
     @staticmethod
     def _pause_after(err: errors.SheratanError, backoff: Backoff, auth: Backoff) -> float:
@@ -546,6 +636,12 @@ class Worker:
     async def _extend(self, leased: dict[str, Any]) -> bool:
         """False when the lease is gone (someone else may run the job now)."""
         try:
+            if self._stream is not None:
+                try:
+                    await self._stream.extend(leased["lease_id"])
+                    return True
+                except errors.Unavailable:
+                    pass  # between connections: by request
             await self._call("data", f"/v1/leases/{leased['lease_id']}/extend", {})
         except errors.Conflict:
             log.warning("job %s: the lease was lost; stopping the job", leased["job_id"])
@@ -561,7 +657,10 @@ class Worker:
         if report is None:
             return True
         try:
-            await self._call("data", f"/v1/leases/{leased['lease_id']}/progress", report, sign=True)
+            if self._stream is not None:
+                await self._stream.progress(leased["lease_id"], report)
+            else:
+                await self._call("data", f"/v1/leases/{leased['lease_id']}/progress", report, sign=True)
         except errors.Conflict:
             return False
         except errors.SheratanError as err:
@@ -569,6 +668,13 @@ class Worker:
         return True
 
     async def _report(self, report: dict[str, Any], traceparent: str | None) -> None:
+        if self._stream is not None:
+            try:
+                # Sent again after a reconnect until the hub answers it.
+                await self._stream.report(report, traceparent)
+            except errors.SheratanError as err:
+                self._report_error("result", err)
+            return
         await asyncio.get_running_loop().run_in_executor(self._reporters, self._report_blocking, report, traceparent)
 
     def _report_blocking(self, report: dict[str, Any], traceparent: str | None) -> None:

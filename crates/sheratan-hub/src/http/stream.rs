@@ -59,6 +59,11 @@ pub(super) async fn open(
         }
     }
     let accept = accept_key(req.headers())?;
+    let recheck = Recheck {
+        headers: credential_headers(req.headers()),
+        peer: caller.peer,
+        state: state.clone(),
+    };
     let hub = state.hub.clone();
     let upgrade = hyper::upgrade::on(req);
     let who = StreamCaller {
@@ -85,7 +90,7 @@ pub(super) async fn open(
                         .await;
                 let idle = hub.config.serve.keepalive_timeout;
                 hub.jobs.streams.fetch_add(1, Ordering::Relaxed);
-                run(ws, stream, frames, idle, max_frame).await;
+                run(ws, stream, frames, (idle, max_frame), recheck).await;
                 hub.jobs.streams.fetch_sub(1, Ordering::Relaxed);
             }
             Err(err) => tracing::debug!(%err, "the stream's upgrade failed"),
@@ -100,6 +105,20 @@ pub(super) async fn open(
         ],
     )
         .into_response())
+}
+
+/// The headers that carry the stream's token, kept to check it again.
+fn credential_headers(headers: &HeaderMap) -> HeaderMap {
+    let mut kept = HeaderMap::new();
+    for name in [
+        header::AUTHORIZATION,
+        header::HeaderName::from_static("x-sheratan-token"),
+    ] {
+        for value in headers.get_all(&name) {
+            kept.append(name.clone(), value.clone());
+        }
+    }
+    kept
 }
 
 /// The handshake's answer key; 400 for a request that is not a WebSocket upgrade.
@@ -127,16 +146,18 @@ fn accept_key(headers: &HeaderMap) -> Result<String, ApiError> {
     Ok(tokio_tungstenite::tungstenite::handshake::derive_accept_key(key))
 }
 
-/// Carries frames until the node closes, goes idle, or the hub stops.
+/// Carries frames until the node closes, goes idle, its credential stops being valid, or the
+/// hub stops.
 async fn run<S>(
     ws: WebSocketStream<S>,
     stream: Arc<Stream>,
-    mut frames: mpsc::Receiver<HubFrame>,
-    idle: Duration,
-    max_frame: usize,
+    frames: mpsc::Receiver<HubFrame>,
+    limits: (Duration, usize),
+    recheck: Recheck,
 ) where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
+    let (idle, max_frame) = limits;
     let (mut sink, mut source) = ws.split();
     let welcome = serde_json::to_string(&stream.welcome(idle, max_frame)).unwrap_or_default();
     if sink.send(Message::text(welcome)).await.is_err() {
@@ -144,31 +165,85 @@ async fn run<S>(
     }
     let pump = tokio::spawn(stream.clone().pump());
     let watch = tokio::spawn(stream.clone().watch());
-    let closed = stream.closed().clone();
-    let writer = tokio::spawn(async move {
-        let why = loop {
-            tokio::select! {
-                frame = frames.recv() => match frame {
-                    Some(frame) => {
-                        // Whatever else is queued goes in the same write (one send, not one
-                        // per frame, when many commits answer at once).
-                        if write_queued(&mut sink, frame, &mut frames).await.is_err() {
-                            return;
-                        }
-                    }
-                    None => break None,
-                },
-                () = closed.cancelled() => break Some(closed_by_hub()),
-            }
-        };
-        let _ = sink.send(Message::Close(why)).await;
-    });
+    let checker = tokio::spawn(recheck.run(stream.clone()));
+    let writer = tokio::spawn(write(sink, frames, stream.clone(), idle));
     read(&mut source, &stream, idle, max_frame).await;
     stream.close();
-    pump.abort();
     watch.abort();
-    // Let the writer send what is queued and the close frame.
-    let _ = tokio::time::timeout(Duration::from_secs(1), writer).await;
+    checker.abort();
+    // The pump ends at the close (a lease call under way finishes and its jobs are queued);
+    // the writer then sends what is queued and the close frame.
+    let _ = tokio::time::timeout(Duration::from_secs(2), pump).await;
+    let writer_ends = tokio::time::timeout(Duration::from_secs(2), writer).await;
+    if let Err(_elapsed) = writer_ends {
+        tracing::debug!("a worker stream's writer did not finish; dropped");
+    }
+}
+
+/// Sends the frames the stream queues; a write that does not finish within the idle timeout
+/// (a node that stopped reading) ends the stream. At the close, what is still queued goes
+/// first, then the close frame.
+async fn write<S>(
+    mut sink: futures_util::stream::SplitSink<WebSocketStream<S>, Message>,
+    mut frames: mpsc::Receiver<HubFrame>,
+    stream: Arc<Stream>,
+    idle: Duration,
+) where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    let closed = stream.closed().clone();
+    loop {
+        let frame = tokio::select! {
+            biased;
+            frame = frames.recv() => frame,
+            () = closed.cancelled() => None,
+        };
+        let Some(frame) = frame else { break };
+        // Whatever else is queued goes in the same write (one send, not one per frame, when
+        // many commits answer at once).
+        let written = tokio::time::timeout(idle, write_queued(&mut sink, frame, &mut frames)).await;
+        if !matches!(written, Ok(Ok(()))) {
+            stream.close();
+            return;
+        }
+    }
+    // Closing: frames queued until now (jobs pushed, answers) still go out, briefly.
+    let _ = tokio::time::timeout(Duration::from_secs(1), async {
+        while let Ok(frame) = frames.try_recv() {
+            if write_queued(&mut sink, frame, &mut frames).await.is_err() {
+                return;
+            }
+        }
+    })
+    .await;
+    let close = sink.send(Message::Close(Some(closed_by_hub())));
+    let _ = tokio::time::timeout(Duration::from_secs(1), close).await;
+}
+
+/// Looks at the stream's credential again every few seconds, as each request would: a
+/// credential revoked or expired, or a mesh token retired by a rotation, ends the stream.
+struct Recheck {
+    state: PlaneState,
+    headers: HeaderMap,
+    peer: std::net::SocketAddr,
+}
+
+impl Recheck {
+    const EVERY: Duration = Duration::from_secs(2);
+
+    async fn run(self, stream: Arc<Stream>) {
+        loop {
+            tokio::select! {
+                () = tokio::time::sleep(Self::EVERY) => {}
+                () = stream.closed().cancelled() => return,
+            }
+            if super::extract::authenticate(&self.headers, self.peer, &self.state).is_err() {
+                tracing::warn!(peer = %self.peer, "closing a worker stream: its credential is no longer valid");
+                stream.close();
+                return;
+            }
+        }
+    }
 }
 
 /// Writes `first` and every frame queued behind it, then flushes once.
@@ -188,11 +263,12 @@ where
     sink.flush().await
 }
 
-/// Why the hub closed a stream it did not lose: idle, or shutting down.
+/// Why the hub closed a stream it did not lose: idle, a credential no longer valid, a node
+/// that stopped reading, or shutting down.
 fn closed_by_hub() -> CloseFrame {
     CloseFrame {
         code: CloseCode::Away,
-        reason: "the stream closed (idle, or the hub is stopping): connect again".into(),
+        reason: "the hub closed the stream (idle, the credential no longer valid, or the hub stopping): connect again".into(),
     }
 }
 

@@ -307,6 +307,14 @@ impl Stream {
             .is_some()
     }
 
+    /// Releases `lease` if the stream holds it for `job`.
+    fn release_reported(&self, lease: Uuid, job: Uuid) {
+        let mut held = self.held.lock().expect("stream lock");
+        if held.leases.get(&lease).is_some_and(|(j, _)| *j == job) {
+            held.leases.remove(&lease);
+        }
+    }
+
     fn holds(&self, lease: Uuid) -> bool {
         self.held
             .lock()
@@ -335,6 +343,13 @@ impl Stream {
                     .await;
             }
         };
+        let reports = !matches!(frame, NodeFrame::Submit { .. } | NodeFrame::Stop);
+        if reports && self.order.is_none() {
+            let e = JobsError::Forbidden(
+                "this stream only submits: a stream that leases (node_id, queues, max_jobs) takes jobs, results, extensions and progress".into(),
+            );
+            return self.refuse(frame_id(line), e).await;
+        }
         match frame {
             NodeFrame::Want { n } => self.want(n).await,
             NodeFrame::Stop => self.stop().await,
@@ -418,11 +433,9 @@ impl Stream {
                 Ok(ids) => ids,
                 Err(e) => return self.refuse(None, e).await,
             };
-            let room = {
-                let held = self.held.lock().expect("stream lock");
-                (held.leases.len() as u32 + held.credits) < self.max_jobs()
-            };
-            if room && self.live(job, lease).await {
+            // A live lease is held even past max_jobs (a node may still run jobs whose
+            // results wait to be sent again): no new credit fits until it is reported.
+            if self.live(job, lease).await {
                 let mut held = self.held.lock().expect("stream lock");
                 held.leases.insert(lease, (job, Instant::now()));
             } else if !self.send_ended(lease).await {
@@ -493,9 +506,10 @@ impl Stream {
             Ok(req) => req,
             Err(e) => return self.refuse(Some(id), e).await,
         };
-        // Reported: the node's slot is free whatever the store answers.
-        if let Ok(lease) = req.lease_id.parse() {
-            self.release(lease);
+        // Reported: the node's slot is free whatever the store answers (a body naming another
+        // job frees nothing).
+        if let (Ok(lease), Ok(job)) = (req.lease_id.parse(), req.job_id.parse()) {
+            self.release_reported(lease, job);
         }
         // A malformed context is dropped by the tracer, as the request route's header is.
         self.commit(id, move |s| async move {
@@ -574,7 +588,19 @@ impl Stream {
         tokio::spawn(async move {
             let frame = match work(stream.clone()).await {
                 Ok(frame) => frame,
-                Err(e) => error_frame(Some(id), &e),
+                Err(e) => {
+                    // Refused in itself (a bad job, another node's lease): paced, as the
+                    // request would be.
+                    if crate::pacing::is_refusal(e.code().http_status()) {
+                        stream
+                            .hub
+                            .jobs
+                            .stream_refusals
+                            .fetch_add(1, Ordering::Relaxed);
+                        tokio::time::sleep(stream.hub.refusals.delay()).await;
+                    }
+                    error_frame(Some(id), &e)
+                }
             };
             let _ = stream.out.send(frame).await;
             drop(slot);

@@ -74,11 +74,16 @@ async fn frame(ws: &mut Ws) -> Value {
     }
 }
 
-/// Nothing arrives within `wait`.
+/// Nothing arrives within `wait`, and the stream is still open.
 async fn quiet(ws: &mut Ws, wait: Duration) {
     use futures_util::StreamExt;
-    if let Ok(Some(Ok(Message::Text(t)))) = tokio::time::timeout(wait, ws.next()).await {
-        panic!("expected no frame, got {t}");
+    let deadline = tokio::time::Instant::now() + wait;
+    loop {
+        match tokio::time::timeout_at(deadline, ws.next()).await {
+            Err(_) => return,
+            Ok(Some(Ok(Message::Ping(_) | Message::Pong(_)))) => continue,
+            Ok(other) => panic!("expected no frame on an open stream, got {other:?}"),
+        }
     }
 }
 
@@ -588,6 +593,12 @@ async fn workers_use_the_stream_and_fall_back_to_requests_where_it_is_not_served
     run_jobs(&on, 40).await;
     let metrics = metrics_text(&on.data_url, &on.token()).await;
     assert!(metrics.contains("sheratan_worker_streams 1"), "{metrics}");
+    // The label is spelled as this reads it: the batch submit is counted.
+    assert_eq!(
+        route_count(&metrics, "POST /v1/jobs/batch"),
+        1.0,
+        "{metrics}"
+    );
     assert_eq!(
         route_count(&metrics, "POST /v1/leases"),
         0.0,
@@ -776,7 +787,62 @@ async fn producers_submit_over_a_stream_as_post_v1_jobs_would() {
     )
     .await;
     assert_eq!(frame(&mut ws).await["error"]["code"], "FORBIDDEN");
+    // A submit credential's stream (it only submits) takes no result, extension or want.
+    let mut ws = open_ok(&hub, &scoped, "").await;
+    let fake = json!({"job_id": uuid::Uuid::now_v7(), "lease_id": uuid::Uuid::now_v7(), "outcome": "success", "result": 1});
+    send(&mut ws, signed("result", 9, json!({}), &fake, &scoped)).await;
+    let refused_frame = frame(&mut ws).await;
+    assert_eq!(
+        (
+            refused_frame["id"].as_u64(),
+            refused_frame["error"]["code"].as_str()
+        ),
+        (Some(9), Some("FORBIDDEN")),
+        "{refused_frame}"
+    );
+    send(&mut ws, r#"{"type":"want","n":1}"#).await;
+    assert_eq!(frame(&mut ws).await["error"]["code"], "FORBIDDEN");
     // A stream that only submits names no node.
     let (s, b) = refused(open(&hub, Some(&token), "node_id=x").await);
     assert_error(StatusCode::from_u16(s).unwrap(), &b, 400, "INVALID_REQUEST");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_revoked_credential_loses_its_open_stream_and_a_huge_frame_closes_it() {
+    let hub = hub().start();
+    let (code, out, err) = cli(&hub, &["token", "create", "--role", "node", "--name", "n1"]);
+    assert_eq!(code, 0, "{err}");
+    let secret = out.lines().nth(1).unwrap().trim().to_owned();
+    let mut ws = open_ok(&hub, &secret, &Q.replace("s1", "n1")).await;
+    let (code, _, err) = cli(&hub, &["token", "revoke", "n1"]);
+    assert_eq!(code, 0, "{err}");
+    // Checked again every 2 s, as each request would be.
+    let closed = frame(&mut ws).await;
+    assert_eq!(closed["type"], "close", "{closed}");
+    let (s, b) = refused(open(&hub, Some(&secret), &Q.replace("s1", "n1")).await);
+    assert_error(StatusCode::from_u16(s).unwrap(), &b, 403, "AUTH_FAIL");
+
+    // A message over twice the frame limit ends the stream (no error frame can answer it).
+    let mut ws = open_ok(&hub, &hub.token(), Q).await;
+    let huge = format!(
+        "{}\n{}",
+        r#"{"type":"want","n":1}"#,
+        "x".repeat(3 * 1024 * 1024)
+    );
+    {
+        use futures_util::SinkExt;
+        let _ = ws.send(Message::text(huge)).await;
+    }
+    use futures_util::StreamExt;
+    let ended = tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            match ws.next().await {
+                None | Some(Err(_)) | Some(Ok(Message::Close(_))) => return,
+                Some(Ok(Message::Text(t))) => panic!("expected the stream to end, got {t}"),
+                Some(Ok(_)) => {}
+            }
+        }
+    })
+    .await;
+    assert!(ended.is_ok(), "the stream stayed open");
 }
