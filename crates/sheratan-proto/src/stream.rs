@@ -92,7 +92,7 @@ pub enum HubFrame {
         /// The stream closes after this long without a frame (or ping) from the node.
         idle_timeout_ms: u64,
         /// The largest node frame read; larger ones up to twice this get `PAYLOAD_TOO_LARGE`,
-        /// beyond that the stream closes (1009).
+        /// beyond that the stream ends.
         max_frame_bytes: u64,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         warning: Option<String>,
