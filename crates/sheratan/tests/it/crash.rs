@@ -1,7 +1,9 @@
 //! Crash safety (the chaos test): `kill -9` the hub at random moments during a mixed load of
-//! submits, batches, leases, results and heartbeats, restart it on the same home each time;
-//! afterwards every job that got a 2xx is there and ended completed exactly once, and the
-//! registry has every node that heartbeated.
+//! submits, batches, leases, results and heartbeats — consumers on the request routes and on
+//! the worker stream, one of which "crashes" now and then (drops its stream and the jobs it
+//! holds, unreported, and comes back) — restart it on the same home each time; afterwards every
+//! job that got a 2xx is there and ended completed exactly once, and the registry has every
+//! node that heartbeated.
 //!
 //! `SHERATAN_CHAOS_KILLS` (default 3) sets how many kills, `SHERATAN_CHAOS_SEED` replays the
 //! kill moments of a run (each run prints its seed).
@@ -22,6 +24,74 @@ fn free_port() -> u16 {
         .local_addr()
         .unwrap()
         .port()
+}
+
+/// A consumer on the worker stream, one job at a time, counting first-time completions; with
+/// `crash_every`, every so many jobs it drops its stream and the job in hand (as a `kill -9`
+/// of a worker would) and opens a new one. Returns once the producer stopped and nothing came
+/// for 10 s (jobs a crash dropped come back when their 2 s lease expires).
+async fn stream_consumer(
+    node: String,
+    d: String,
+    token: String,
+    stop: Arc<AtomicBool>,
+    recorded: Arc<Mutex<HashMap<String, u32>>>,
+    crash_every: Option<u32>,
+) {
+    use sheratan_client::stream::{StreamEvent, StreamSpec};
+    let mut handled = 0u32;
+    loop {
+        let data = sheratan_client::DataClient::new(&d, Some(token.clone())).unwrap();
+        let spec = StreamSpec {
+            node_id: node.clone(),
+            queues: vec!["default".into()],
+            capabilities: TEST_KINDS.iter().map(|k| k.to_string()).collect(),
+            max_jobs: 1,
+        };
+        let Ok((stream, mut events)) = data.open_stream(spec, Arc::new(Vec::new)).await else {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            continue;
+        };
+        stream.want(1);
+        loop {
+            let event = tokio::time::timeout(Duration::from_secs(10), events.recv()).await;
+            let job = match event {
+                Err(_) if stop.load(Ordering::Relaxed) => {
+                    stream.close();
+                    return;
+                }
+                Err(_) | Ok(Some(StreamEvent::Lost(_) | StreamEvent::Ended(_))) => continue,
+                Ok(Some(StreamEvent::Reconnected)) => {
+                    stream.want(1);
+                    continue;
+                }
+                Ok(Some(StreamEvent::Job(job))) => job,
+                Ok(Some(StreamEvent::Stopped) | None) => break,
+            };
+            handled += 1;
+            if crash_every.is_some_and(|every| handled.is_multiple_of(every)) {
+                stream.close(); // the job in hand is never reported
+                break;
+            }
+            let report = sheratan_proto::data::ResultRequest {
+                job_id: job.job_id.clone(),
+                lease_id: job.lease_id.clone(),
+                outcome: sheratan_proto::data::Outcome::Success,
+                result: json!({"n": job.payload["n"]}),
+                error: None,
+            };
+            if let Ok(answer) = stream.report(&report, None).await
+                && !answer.duplicate
+            {
+                *recorded
+                    .lock()
+                    .unwrap()
+                    .entry(job.job_id.clone())
+                    .or_default() += 1;
+            }
+            stream.want(1);
+        }
+    }
 }
 
 /// Sends until an HTTP answer arrives (the hub may be down for a moment).
@@ -183,6 +253,20 @@ async fn kill_9_at_random_moments_during_a_mixed_load_loses_no_acknowledged_job(
                 }
             }
         }));
+    }
+
+    // Two consumers on the worker stream (the client reconnects, resumes and replays by
+    // itself); s1 crashes every 40 jobs, leaving the job in hand to be reaped and run again.
+    for (w, crash_every) in [(0, None), (1, Some(40))] {
+        let (d, token, stop, recorded) = (d.clone(), token.clone(), stop.clone(), recorded.clone());
+        workers.push(tokio::spawn(stream_consumer(
+            format!("s{w}"),
+            d,
+            token,
+            stop,
+            recorded,
+            crash_every,
+        )));
     }
 
     // One node heartbeats once, before the first kill: only the registry snapshot can carry

@@ -105,11 +105,14 @@ fn assert_well_formed(samples: &[Sample]) {
     }
 }
 
+/// A worker on the request routes (`--no-stream`): these tests read the HTTP routes' histograms
+/// too (a worker on the stream sends its results as frames, not requests).
 fn worker(hub: &HubProcess, node: &str, queues: &str) -> Proc {
     Proc::start(
         Path::new(env!("CARGO_BIN_EXE_sheratan")),
         &[
             "worker",
+            "--no-stream",
             "--node-id",
             node,
             "--queues",
