@@ -60,6 +60,12 @@ impl HubState {
                 &t.end_to_end,
             ),
             Family::by_label(
+                "sheratan_stream_frame_duration_seconds",
+                "Worker stream frames (GET /v1/stream), from the end of their checks (parse, signature) to their answer (after the commit), by frame: result, extend, progress, submit.",
+                "frame",
+                &self.jobs.stream_frames.0,
+            ),
+            Family::by_label(
                 "sheratan_lease_wait_seconds",
                 "How long lease calls waited on this hub, by outcome (jobs: got some; empty: waited out).",
                 "outcome",

@@ -228,6 +228,8 @@ pub struct JobCounters {
     pub streams: AtomicU64,
     /// Stream frames answered with an error frame for being wrong in themselves.
     pub stream_refusals: AtomicU64,
+    /// Worker stream frames from arrival to answer, by frame type.
+    pub stream_frames: StreamFrames,
     /// Which queues nodes ask for jobs, and when they last did.
     pub served: waiting::ServedQueues,
     /// How long lease calls waited for a job, by whether they got one (`jobs`, `empty`).
@@ -246,6 +248,19 @@ impl Default for HttpTimes {
             sheratan_histogram::LATENCY_SECONDS,
             128,
         )))
+    }
+}
+
+/// [`JobCounters::stream_frames`]: one series per frame type that is answered.
+#[derive(Debug)]
+pub struct StreamFrames(pub sheratan_histogram::ByLabel);
+
+impl Default for StreamFrames {
+    fn default() -> Self {
+        Self(sheratan_histogram::ByLabel::new(
+            sheratan_histogram::LATENCY_SECONDS,
+            4,
+        ))
     }
 }
 

@@ -467,7 +467,7 @@ impl Stream {
             ));
             return self.refuse(Some(id), e).await;
         }
-        self.commit(id, move |s| async move {
+        self.commit((id, "submit"), move |s| async move {
             let from = super::Origin {
                 plane: sheratan_proto::Plane::Data,
                 ip: s.ip,
@@ -512,7 +512,7 @@ impl Stream {
             self.release_reported(lease, job);
         }
         // A malformed context is dropped by the tracer, as the request route's header is.
-        self.commit(id, move |s| async move {
+        self.commit((id, "result"), move |s| async move {
             let who = (&s.credential, s.ip);
             super::finish(&s.hub, req, who, traceparent.as_deref())
                 .await
@@ -525,7 +525,7 @@ impl Stream {
         if let Err(e) = self.held_lease(&lease_id) {
             return self.refuse(Some(id), e).await;
         }
-        self.commit(id, move |s| async move {
+        self.commit((id, "extend"), move |s| async move {
             let who = (&s.credential, s.ip);
             let answer = super::extend(&s.hub, &lease_id, ExtendRequest { extend_s }, who).await;
             if let (Err(JobsError::LeaseNotHeld(_)), Ok(lease)) = (&answer, lease_id.parse()) {
@@ -554,7 +554,7 @@ impl Stream {
             Ok(report) => report,
             Err(e) => return self.refuse(Some(id), e).await,
         };
-        self.commit(id, move |s| async move {
+        self.commit((id, "progress"), move |s| async move {
             let who = (&s.credential, s.ip);
             super::report_progress(&s.hub, &lease_id, report, who)
                 .await
@@ -576,17 +576,21 @@ impl Stream {
 
     /// Runs `work` on its own task (a commit slot taken first, so a flood waits here) and
     /// sends its answer, or its error as an error frame.
-    async fn commit<F, Fut>(self: &Arc<Self>, id: u64, work: F)
+    async fn commit<F, Fut>(self: &Arc<Self>, (id, kind): (u64, &'static str), work: F)
     where
         F: FnOnce(Arc<Stream>) -> Fut + Send + 'static,
         Fut: Future<Output = Result<HubFrame, JobsError>> + Send,
     {
+        let arrived = Instant::now();
         let Ok(slot) = self.commits.clone().acquire_owned().await else {
             return;
         };
         let stream = self.clone();
         tokio::spawn(async move {
-            let frame = match work(stream.clone()).await {
+            let answer = work(stream.clone()).await;
+            let took = arrived.elapsed().as_secs_f64();
+            stream.hub.jobs.stream_frames.0.observe(kind, took);
+            let frame = match answer {
                 Ok(frame) => frame,
                 Err(e) => {
                     // Refused in itself (a bad job, another node's lease): paced, as the

@@ -87,6 +87,16 @@ async fn quiet(ws: &mut Ws, wait: Duration) {
     }
 }
 
+/// Asks for one job, submits an echo job, and returns it as pushed.
+async fn pushed_job(ws: &mut Ws, hub: &HubProcess) -> Value {
+    send(ws, r#"{"type":"want","n":1}"#).await;
+    let echo = json!({"kind": "echo", "payload": {}});
+    assert_eq!(submit(&hub.data_url, &hub.token(), &echo).await.0, 202);
+    let pushed = frame(ws).await;
+    assert_eq!(pushed["type"], "job", "{pushed}");
+    pushed["job"].clone()
+}
+
 async fn send(ws: &mut Ws, text: impl Into<String>) {
     use futures_util::SinkExt;
     ws.send(Message::text(text.into()))
@@ -244,6 +254,13 @@ async fn the_stream_pushes_jobs_up_to_max_jobs_and_answers_each_frame_after_its_
         metrics.contains("sheratan_jobs_total{event=\"duplicate_result\"} 1"),
         "{metrics}"
     );
+    // Each answered frame is timed by its type: results 3, 4 (the repeat) and 6, extension 1
+    // (5 was refused before its commit), progress 2.
+    for (kind, count) in [("result", 3), ("extend", 1), ("progress", 1)] {
+        let line =
+            format!("sheratan_stream_frame_duration_seconds_count{{frame=\"{kind}\"}} {count}");
+        assert!(metrics.contains(&line), "{line} in {metrics}");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -251,18 +268,7 @@ async fn bad_frames_get_the_contracts_error_and_the_stream_stays_open() {
     let hub = hub().start();
     let token = hub.token();
     let mut ws = open_ok(&hub, &token, Q).await;
-    send(&mut ws, r#"{"type":"want","n":1}"#).await;
-    assert_eq!(
-        submit(
-            &hub.data_url,
-            &token,
-            &json!({"kind": "echo", "payload": {}})
-        )
-        .await
-        .0,
-        202
-    );
-    let job = frame(&mut ws).await["job"].clone();
+    let job = pushed_job(&mut ws, &hub).await;
 
     let expect = |text: String, id: Option<u64>, code: &'static str| (text, id, code);
     let other = uuid::Uuid::now_v7().to_string();
@@ -444,18 +450,7 @@ async fn the_upgrade_is_authenticated_and_scoped_like_a_lease() {
     let mut ws = open_ok(&hub, &node, &Q.replace("s1", "n1")).await;
 
     // Its results are signed with its own key: one signed with the mesh token is refused.
-    send(&mut ws, r#"{"type":"want","n":1}"#).await;
-    assert_eq!(
-        submit(
-            &hub.data_url,
-            &token,
-            &json!({"kind": "echo", "payload": {}})
-        )
-        .await
-        .0,
-        202
-    );
-    let job = frame(&mut ws).await["job"].clone();
+    let job = pushed_job(&mut ws, &hub).await;
     send(
         &mut ws,
         signed("result", 1, json!({}), &result_body(&job), &token),
@@ -515,18 +510,7 @@ async fn idle_streams_close_and_pings_keep_them_open() {
     let closed = frame(&mut idle).await;
     assert_eq!(closed["type"], "close", "{closed}");
     // The pinging one still gets its jobs.
-    send(&mut pinging, r#"{"type":"want","n":1}"#).await;
-    assert_eq!(
-        submit(
-            &hub.data_url,
-            &token,
-            &json!({"kind": "echo", "payload": {}})
-        )
-        .await
-        .0,
-        202
-    );
-    assert_eq!(frame(&mut pinging).await["type"], "job");
+    pushed_job(&mut pinging, &hub).await;
 }
 
 fn worker(hub: &HubProcess, node: &str, extra: &[&str]) -> Proc {
