@@ -15,7 +15,7 @@ import json
 import logging
 import random
 import ssl
-from typing import Any, Awaitable, Callable
+from typing import Any, Callable
 from urllib.parse import urlsplit, urlunsplit
 
 from websockets.asyncio.client import ClientConnection, connect
@@ -274,5 +274,3 @@ def _wire_error(status: int, body: bytes) -> errors.SheratanError:
         parsed = None
     return errors.from_response(status, parsed, None)
 
-
-Opener = Callable[[], Awaitable[Stream]]
