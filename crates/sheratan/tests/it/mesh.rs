@@ -1003,3 +1003,56 @@ async fn a_cancelled_auction_job_stops_on_its_host() {
     .await;
     assert_eq!(view["status"], "cancelled", "{view}");
 }
+
+/// The broker leases over the worker stream, offering what its ONLINE hosts offer: when a host
+/// with a new kind comes, it stops that stream (the stop handshake) and opens one that offers
+/// the kind, and a job of it is auctioned; nothing goes by lease request.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_broker_reopens_its_stream_when_its_hosts_offer_a_new_kind() {
+    let hub = quick_hub();
+    let token = hub.token();
+    let _a = host(&hub, &token, "host-a", &[]);
+    wait_hosts(&hub, &token, 1).await;
+    let _broker = broker(&hub, &token);
+    let first = submit_auction(
+        &hub,
+        &token,
+        json!({"queue": "auction", "kind": "echo", "payload": {"v": 1}}),
+    )
+    .await;
+    wait_job(&hub, &token, &first, Duration::from_secs(20), completed).await;
+
+    // greet: no host offers it yet, so the broker's open stream does not take it …
+    let greet = submit_auction(
+        &hub,
+        &token,
+        json!({"queue": "auction", "kind": "greet", "payload": {}}),
+    )
+    .await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let (_, job) = get(
+        &format!("{}/v1/jobs/{greet}", hub.data_url),
+        Auth::Bearer(&token),
+    )
+    .await;
+    assert_eq!(job["status"], "accepted", "{job}");
+    // … until one does: the broker looks at its offer every 5 s and opens a new stream.
+    let handlers = handlers_file(&hub.home);
+    let _b = host(&hub, &token, "host-b", &["--handlers", &handlers]);
+    let job = wait_job(&hub, &token, &greet, Duration::from_secs(30), completed).await;
+    assert_eq!(job["result"], json!({"hello": 1}), "{job}");
+    let metrics = metrics_of(&hub.data_url, &token).await;
+    let leases = metrics
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix(
+                "sheratan_http_request_duration_seconds_count{route=\"POST /v1/leases\"} ",
+            )
+        })
+        .unwrap_or("0");
+    assert_eq!(leases, "0", "the broker leased by request");
+    assert!(
+        metrics.contains("sheratan_worker_streams 1"),
+        "one stream, the new one: {metrics}"
+    );
+}
