@@ -765,13 +765,50 @@ async fn with_mutual_tls_a_certificate_is_one_node_and_no_other() {
             "{body}"
         );
     }
+    // The worker stream's upgrade is checked the same way (w-good's own worker uses it, over
+    // this TLS with its certificate: the job above ran on it).
+    let r = client
+        .get(format!(
+            "{}/v1/stream?node_id=w-evil&queues=default&capabilities=echo&max_jobs=1",
+            hub.data_url
+        ))
+        .bearer_auth(&token)
+        .header("connection", "Upgrade")
+        .header("upgrade", "websocket")
+        .header("sec-websocket-version", "13")
+        .header("sec-websocket-key", "dGhlIHNhbXBsZSBub25jZQ==")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 403, "the stream as w-evil");
+    let body: serde_json::Value = r.json().await.unwrap();
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("names node \"w-good\", not \"w-evil\""),
+        "{body}"
+    );
+    let metrics = client
+        .get(format!("{}/metrics", hub.data_url))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("sheratan_worker_streams 1"),
+        "w-good's worker leases over the stream, through mutual TLS: {metrics}"
+    );
     let records = hub.wait_audit(std::time::Duration::from_secs(5), |records| {
-        sheratan_testkit::count_events(records, sheratan_proto::EventKind::ClientCertMismatch) >= 2
+        sheratan_testkit::count_events(records, sheratan_proto::EventKind::ClientCertMismatch) >= 3
     });
     assert!(
         sheratan_testkit::count_events(&records, sheratan_proto::EventKind::ClientCertMismatch)
-            >= 2,
-        "two CLIENT_CERT_MISMATCH events"
+            >= 3,
+        "three CLIENT_CERT_MISMATCH events"
     );
     // The same certificate as itself is fine.
     let r = client
