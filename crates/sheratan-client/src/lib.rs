@@ -59,7 +59,7 @@ pub use data::{DataClient, JobFilter, Submitted};
 pub use error::ClientError;
 pub use member::{Member, Pull, member_clients};
 pub use progress::ProgressSink;
-pub use sign::{CREDENTIAL_PREFIX, probe_header, sign_result, signing_key};
+pub use sign::{CREDENTIAL_PREFIX, probe_header, sign_result, sign_with_key, signing_key};
 pub use token::{MeshToken, TokenState};
 pub use vouch::{MAX_UNKNOWN_PER_MINUTE, VOUCH_TTL, Vouches};
 

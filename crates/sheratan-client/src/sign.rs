@@ -7,7 +7,12 @@ use sha2::{Digest, Sha256};
 /// raw body) and `X-Sheratan-Signature` (`sha256=` + hex HMAC-SHA256 keyed with `token`, the
 /// token the request authenticates with).
 pub fn sign_result(body: &[u8], token: &str) -> (String, String) {
-    let key = signing_key(token);
+    sign_with_key(body, &signing_key(token))
+}
+
+/// [`sign_result`] with the key already derived from the token ([`signing_key`]): a worker
+/// stream derives it once per connection, not per result.
+pub fn sign_with_key(body: &[u8], key: &str) -> (String, String) {
     let mut mac =
         Hmac::<Sha256>::new_from_slice(key.as_bytes()).expect("HMAC takes keys of any length");
     mac.update(body);

@@ -15,8 +15,6 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
-use hmac::{Hmac, Mac};
-use sha2::{Digest, Sha256};
 use sheratan_proto::data::{
     ExtendResponse, LeasedJob, ResultRequest, ResultResponse, WatchedLease,
 };
@@ -427,17 +425,6 @@ fn text_frame(frame: &NodeFrame, body: Option<&str>) -> Message {
     Message::text(text)
 }
 
-/// The content hash and signature of `body`, with an already derived key.
-fn sign(body: &[u8], key: &str) -> (String, String) {
-    let mut mac =
-        Hmac::<Sha256>::new_from_slice(key.as_bytes()).expect("HMAC takes keys of any length");
-    mac.update(body);
-    (
-        hex::encode(Sha256::digest(body)),
-        format!("sha256={}", hex::encode(mac.finalize().into_bytes())),
-    )
-}
-
 fn submit_frame(id: u64, r: &Replay) -> Message {
     let frame = NodeFrame::Submit {
         id,
@@ -447,7 +434,7 @@ fn submit_frame(id: u64, r: &Replay) -> Message {
 }
 
 fn result_frame(id: u64, r: &Replay, key: &str) -> Message {
-    let (content_sha256, signature) = sign(r.body.as_bytes(), key);
+    let (content_sha256, signature) = crate::sign_with_key(r.body.as_bytes(), key);
     let frame = NodeFrame::Result {
         id,
         content_sha256,
@@ -568,7 +555,7 @@ impl WorkerStream {
         let body = serde_json::to_string(report).map_err(|e| ClientError::Decode(e.to_string()))?;
         let lease_id = lease_id.to_owned();
         let frame = self.ask(None, |id, key| {
-            let (content_sha256, signature) = sign(body.as_bytes(), key);
+            let (content_sha256, signature) = crate::sign_with_key(body.as_bytes(), key);
             let frame = NodeFrame::Progress {
                 id,
                 lease_id,

@@ -55,15 +55,7 @@ def _ssl(url: str, verify: Any) -> ssl.SSLContext | None:
 
 def _frame_error(error: dict[str, Any]) -> errors.SheratanError:
     """An error frame as the typed exception the request route's answer would raise."""
-    return errors.from_response(_STATUS.get(error.get("code", ""), 400), {"error": error}, None)
-
-
-# The HTTP status of each code (docs/API.md, "Wire rules"), for the typed exceptions.
-_STATUS = {
-    "AUTH_FAIL": 403, "FORBIDDEN": 403, "INVALID_REQUEST": 400, "PAYLOAD_TOO_LARGE": 413,
-    "NOT_FOUND": 404, "LEASE_EXPIRED": 409, "BACKPRESSURE_DROP": 429, "RESULT_INTEGRITY_FAIL": 422,
-    "INTERNAL": 500, "UNAVAILABLE": 503,
-}
+    return errors.from_response(errors.STATUS.get(error.get("code", ""), 500), {"error": error}, None)
 
 
 class Stream:

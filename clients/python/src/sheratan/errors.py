@@ -88,6 +88,16 @@ _BY_CODE = {
 }
 
 
+# The HTTP status each code is answered with (docs/API.md, "Wire rules"), for errors that
+# arrive without one (a worker stream's error frame).
+STATUS = {
+    "AUTH_FAIL": 403, "FORBIDDEN": 403, "LOCALHOST_ONLY": 403, "PORT_MISMATCH": 421,
+    "INVALID_REQUEST": 400, "PAYLOAD_TOO_LARGE": 413, "NOT_FOUND": 404, "METHOD_NOT_ALLOWED": 405,
+    "IDEMPOTENCY_KEY_COLLISION": 409, "LEASE_EXPIRED": 409, "CONFLICT": 409,
+    "BACKPRESSURE_DROP": 429, "RESULT_INTEGRITY_FAIL": 422, "INTERNAL": 500, "UNAVAILABLE": 503,
+}
+
+
 def from_response(status: int, body: object, retry_after: str | None) -> SheratanError:
     """The typed error for an answer with status `status` and JSON body `body`."""
     error = body.get("error") if isinstance(body, dict) else None

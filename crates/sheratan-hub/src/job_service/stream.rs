@@ -361,10 +361,7 @@ impl Stream {
                 signature,
                 traceparent,
             } => {
-                let headers = ResultHeaders {
-                    content_sha256: Some(&content_sha256),
-                    signature: signature.as_deref(),
-                };
+                let headers = signed(&content_sha256, &signature);
                 self.result(id, headers, body, traceparent).await
             }
             NodeFrame::Extend {
@@ -378,11 +375,8 @@ impl Stream {
                 content_sha256,
                 signature,
             } => {
-                let headers = ResultHeaders {
-                    content_sha256: Some(&content_sha256),
-                    signature: signature.as_deref(),
-                };
-                self.progress(id, lease_id, headers, body).await
+                self.progress(id, lease_id, signed(&content_sha256, &signature), body)
+                    .await
             }
         }
     }
@@ -626,6 +620,14 @@ impl Stream {
             tokio::time::sleep(wait).await;
         }
         let _ = self.out.send(error_frame(id, &err)).await;
+    }
+}
+
+/// A signed frame's hash and signature, as the request route's two headers.
+fn signed<'a>(content_sha256: &'a str, signature: &'a Option<String>) -> ResultHeaders<'a> {
+    ResultHeaders {
+        content_sha256: Some(content_sha256),
+        signature: signature.as_deref(),
     }
 }
 
