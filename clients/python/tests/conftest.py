@@ -4,6 +4,7 @@ from the binary at $SHERATAN_BIN (scripts/test.sh sets it to the one the suite b
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
 import tempfile
 from dataclasses import dataclass
@@ -27,10 +28,21 @@ class Hub:
     home: str
 
 
-def start_hub(env: dict[str, str] | None = None) -> Hub:
-    home = tempfile.mkdtemp(prefix="sheratan-py-")
+def free_address() -> str:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return f"127.0.0.1:{s.getsockname()[1]}"
+
+
+def start_hub(
+    env: dict[str, str] | None = None,
+    home: str | None = None,
+    addresses: tuple[str, str] = ("127.0.0.1:0", "127.0.0.1:0"),
+) -> Hub:
+    """A hub in a new home, or restarted in `home`; on `addresses` (control, data) if given."""
+    home = home or tempfile.mkdtemp(prefix="sheratan-py-")
     process = subprocess.Popen(
-        [binary(), "hub", "--home", home, "--control-addr", "127.0.0.1:0", "--data-addr", "127.0.0.1:0"],
+        [binary(), "hub", "--home", home, "--control-addr", addresses[0], "--data-addr", addresses[1]],
         stdout=subprocess.PIPE,
         stderr=subprocess.DEVNULL,
         text=True,

@@ -350,3 +350,40 @@ def test_the_worker_takes_jobs_over_the_stream_and_falls_back_where_it_is_not_se
         finally:
             h.process.terminate()
             h.process.wait(timeout=30)
+
+
+def test_a_running_job_survives_a_hub_kill_on_the_resumed_stream():
+    """The hub is killed (-9) and restarted on the same addresses while a job runs: the worker
+    reconnects its stream, resumes the lease there (its 3 s lease is extended only on the new
+    connection) and sends the result: the same run completes, not a second attempt."""
+    from conftest import free_address, start_hub
+
+    addresses = (free_address(), free_address())
+    h = start_hub(addresses=addresses)
+    started = threading.Event()
+
+    def slow(payload):
+        started.set()
+        time.sleep(2.6)
+        return {"slept": True}
+
+    def view(client, job_id):
+        try:
+            return client.get(job_id)
+        except sheratan.SheratanError:
+            return None  # the hub is down for a moment
+
+    try:
+        with worker(h, {"slow": slow}) as w, sheratan.Client(h.data_url, h.token) as client:
+            job_id = client.submit("slow", None, timeout_s=3, max_attempts=1)["job_id"]
+            until(started.is_set, what="the job starting")
+            assert w.use_stream
+            h.process.kill()
+            h.process.wait(timeout=30)
+            h = start_hub(home=h.home, addresses=addresses)
+            done = until(lambda: (v := view(client, job_id)) and v["status"] == "completed" and v, timeout=30)
+            assert done["attempt"] == 1, done
+            assert client.wait(job_id, timeout=10) == {"slept": True}
+    finally:
+        h.process.terminate()
+        h.process.wait(timeout=30)

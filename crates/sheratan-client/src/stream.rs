@@ -10,7 +10,7 @@
 //! (credits are the connection's).
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -81,6 +81,9 @@ struct Inner {
     pending: Mutex<HashMap<u64, Pending>>,
     /// The open connection; `None` while reconnecting.
     conn: Mutex<Option<Conn>>,
+    /// `stop` was asked: sent again on every new connection (under the `conn` lock, so a stop
+    /// asked while reconnecting reaches the next connection).
+    stopping: AtomicBool,
     closed: CancellationToken,
 }
 
@@ -121,6 +124,7 @@ impl DataClient {
             next_id: AtomicU64::new(1),
             pending: Mutex::new(HashMap::new()),
             conn: Mutex::new(None),
+            stopping: AtomicBool::new(false),
             closed: CancellationToken::new(),
         });
         let connected = connect(&inner).await?;
@@ -240,7 +244,12 @@ async fn connect(inner: &Inner) -> Result<Connected, ClientError> {
             let _ = conn.tx.send(frame);
         }
     }
-    *inner.conn.lock().expect("stream lock") = Some(conn);
+    let mut installed = inner.conn.lock().expect("stream lock");
+    if inner.stopping.load(Ordering::Relaxed) {
+        let _ = conn.tx.send(text_frame(&NodeFrame::Stop, None));
+    }
+    *installed = Some(conn);
+    drop(installed);
     drop(pending);
     Ok(Connected {
         ws,
@@ -572,8 +581,11 @@ impl WorkerStream {
 
     /// Asks the hub to push no more jobs; [`StreamEvent::Stopped`] follows the last one it
     /// pushed. Results, extensions and progress still go over the stream.
+    /// Asked while reconnecting, it goes on the next connection.
     pub fn stop(&self) {
-        if let Some(conn) = self.conn() {
+        let conn = self.inner.conn.lock().expect("stream lock");
+        self.inner.stopping.store(true, Ordering::Relaxed);
+        if let Some(conn) = conn.as_ref() {
             let _ = conn.tx.send(text_frame(&NodeFrame::Stop, None));
         }
     }

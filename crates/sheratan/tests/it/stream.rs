@@ -2,6 +2,7 @@
 //! WebSocket on the data plane. Driven frame by frame by a raw WebSocket client (as an
 //! attacker would), and through real `sheratan worker` processes.
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use reqwest::StatusCode;
@@ -611,19 +612,24 @@ async fn workers_use_the_stream_and_fall_back_to_requests_where_it_is_not_served
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_running_job_survives_a_hub_restart_on_the_resumed_stream() {
-    let port = |()| {
+/// A hub on fixed ports, so that it can be killed and restarted where its clients look.
+fn restartable_hub() -> HubProcess {
+    let port = || {
         std::net::TcpListener::bind("127.0.0.1:0")
             .unwrap()
             .local_addr()
             .unwrap()
             .port()
     };
-    let mut hub = hub()
-        .control_addr(format!("127.0.0.1:{}", port(())))
-        .data_addr(format!("127.0.0.1:{}", port(())))
-        .start();
+    hub()
+        .control_addr(format!("127.0.0.1:{}", port()))
+        .data_addr(format!("127.0.0.1:{}", port()))
+        .start()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_running_job_survives_a_hub_restart_on_the_resumed_stream() {
+    let mut hub = restartable_hub();
     let token = hub.token();
     let w = worker(&hub, "resumer", &["--concurrency", "1"]);
     // A 3 s lease, extended every second: after the restart only on the new connection,
@@ -829,4 +835,44 @@ async fn a_revoked_credential_loses_its_open_stream_and_a_huge_frame_closes_it()
     })
     .await;
     assert!(ended.is_ok(), "the stream stayed open");
+}
+
+/// A node that stops while its stream is reconnecting still gets `stopped` (its stop goes on
+/// the next connection) instead of waiting out its grace for an answer that never comes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stop_asked_while_reconnecting_is_answered_on_the_next_connection() {
+    use sheratan_client::stream::{StreamEvent, StreamSpec};
+    let mut hub = restartable_hub();
+    let data = sheratan_client::DataClient::new(&hub.data_url, Some(hub.token())).unwrap();
+    let spec = StreamSpec {
+        node_id: "stopper".into(),
+        queues: vec!["default".into()],
+        capabilities: vec!["echo".into()],
+        max_jobs: 1,
+    };
+    let (stream, mut events) = data.open_stream(spec, Arc::new(Vec::new)).await.unwrap();
+    let mut next = async || {
+        tokio::time::timeout(Duration::from_secs(20), events.recv())
+            .await
+            .expect("no stream event within 20 s")
+            .expect("the stream's events ended")
+    };
+    hub.kill9();
+    assert!(matches!(next().await, StreamEvent::Lost(_)));
+    stream.stop();
+    hub.restart();
+    assert!(matches!(next().await, StreamEvent::Reconnected));
+    // A job queued now is not pushed: the stop reached the hub before the credit.
+    submit(
+        &hub.data_url,
+        &hub.token(),
+        &json!({"kind": "echo", "payload": {}}),
+    )
+    .await;
+    stream.want(1);
+    let event = next().await;
+    assert!(matches!(event, StreamEvent::Stopped), "{event:?}");
+    let event = tokio::time::timeout(Duration::from_millis(500), events.recv()).await;
+    assert!(event.is_err(), "pushed after its stop: {event:?}");
+    stream.close();
 }
