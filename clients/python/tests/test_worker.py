@@ -387,3 +387,46 @@ def test_a_running_job_survives_a_hub_kill_on_the_resumed_stream():
     finally:
         h.process.terminate()
         h.process.wait(timeout=30)
+
+
+def test_a_stop_asked_while_the_stream_reconnects_is_answered_on_the_next_connection():
+    """The worker stops while its stream is down: the stop goes on the next connection and the
+    hub answers `stopped`, instead of the worker waiting out its whole grace period."""
+    from conftest import free_address, start_hub
+    from sheratan import _stream
+
+    addresses = (free_address(), free_address())
+    h = start_hub(addresses=addresses)
+    pushed: list[dict] = []
+
+    async def scenario() -> float:
+        nonlocal h
+        query = {"node_id": "py-stopper", "queues": "default", "capabilities": "echo", "max_jobs": "1"}
+        stream = await _stream.Stream.open(
+            h.data_url, h.token, True, query, pushed.append, lambda _: None, lambda: None, lambda: []
+        )
+        h.process.kill()
+        h.process.wait(timeout=30)
+        while stream._ws is not None:  # the loss noticed
+            await asyncio.sleep(0.01)
+        begun = time.monotonic()
+        stopping = asyncio.create_task(stream.stop(wait=20))
+        await asyncio.sleep(0.2)
+        h = await asyncio.to_thread(start_hub, home=h.home, addresses=addresses)
+        await stopping
+        took = time.monotonic() - begun
+        # Asked for a job after the stop: none is pushed.
+        with sheratan.Client(h.data_url, h.token) as client:
+            client.submit("echo", {})
+        await stream.want(1)
+        await asyncio.sleep(0.5)
+        await stream.close()
+        return took
+
+    try:
+        took = asyncio.run(scenario())
+        assert took < 15, f"the stop was answered only by its timeout ({took:.1f} s)"
+        assert pushed == [], pushed
+    finally:
+        h.process.terminate()
+        h.process.wait(timeout=30)

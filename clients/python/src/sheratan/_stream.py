@@ -84,6 +84,9 @@ class Stream:
         # id -> (the frame to send again after a reconnect, or None; its answer to come)
         self._pending: dict[int, tuple[str | None, asyncio.Future[dict[str, Any]]]] = {}
         self._closing = False
+        # `stop` was asked: sent again on every new connection (one asked while reconnecting
+        # would be lost otherwise, and the worker would wait out its grace).
+        self._stopping = False
         self._stopped = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
 
@@ -126,6 +129,10 @@ class Stream:
         for frame_id, (replay, _) in list(self._pending.items()):
             if replay is not None:
                 await ws.send(replay)
+        # Looked at after the last await above: a stop asked before goes now, one asked
+        # after finds the connection.
+        if self._stopping:
+            await ws.send(json.dumps({"type": "stop"}))
         self._ws = ws
         return max(welcome.get("idle_timeout_ms", 60_000), 300) / 1000
 
@@ -198,6 +205,7 @@ class Stream:
     async def stop(self, wait: float) -> None:
         """No more jobs; returns once the hub said the last one was pushed (at most `wait` s)."""
         self._stopped.clear()
+        self._stopping = True
         await self._send_now(json.dumps({"type": "stop"}))
         try:
             await asyncio.wait_for(self._stopped.wait(), wait)
