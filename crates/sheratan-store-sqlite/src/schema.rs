@@ -212,5 +212,7 @@ pub fn configure(conn: &Connection, sync: SyncMode) -> rusqlite::Result<()> {
     // (pcache1TruncateUnsafe), which took 16 % of the hub's CPU with 64 MiB. The hot pages
     // are few: the rightmost leaves of the tables, since rows and UUIDv7 keys only append.
     conn.pragma_update(None, "cache_size", -2000)?;
+    // A WAL that grew past this (a long burst) is cut back to it when it starts again.
+    conn.pragma_update(None, "journal_size_limit", 64 << 20)?;
     Ok(())
 }

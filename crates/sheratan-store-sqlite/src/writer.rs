@@ -37,6 +37,72 @@ pub struct Shared {
     pub timings: sheratan_store::timings::StoreTimings,
     pub ready: tokio::sync::watch::Sender<u64>,
     pub finished: tokio::sync::watch::Sender<u64>,
+    /// Lets the checkpointer finish a checkpoint with nothing appended meanwhile (see
+    /// `start_checkpointer`).
+    pub wal_gate: Arc<WalGate>,
+}
+
+/// Between the writer's transactions and the checkpointer: the checkpointer asks for a pause,
+/// waits for the transaction under way, and the writer waits before its next one until the
+/// checkpoint is done. (A plain mutex was not enough: the writer, with its next group always
+/// ready, took it back before the checkpointer woke.)
+#[derive(Default)]
+pub struct WalGate {
+    state: Mutex<GateState>,
+    changed: std::sync::Condvar,
+}
+
+#[derive(Default)]
+struct GateState {
+    writing: bool,
+    paused: bool,
+}
+
+impl WalGate {
+    /// The writer's turn for one transaction (after a pause under way).
+    pub fn write(&self) -> Writing<'_> {
+        let mut state = self.lock();
+        while state.paused {
+            state = self.changed.wait(state).unwrap_or_else(|p| p.into_inner());
+        }
+        state.writing = true;
+        Writing(self)
+    }
+
+    /// Pauses the writer (after its transaction under way) until the guard is dropped.
+    pub fn pause(&self) -> Paused<'_> {
+        let mut state = self.lock();
+        state.paused = true;
+        while state.writing {
+            state = self.changed.wait(state).unwrap_or_else(|p| p.into_inner());
+        }
+        Paused(self)
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, GateState> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+pub struct Writing<'a>(&'a WalGate);
+
+impl Drop for Writing<'_> {
+    fn drop(&mut self) {
+        let mut state = self.0.lock();
+        state.writing = false;
+        if state.paused {
+            self.0.changed.notify_all();
+        }
+    }
+}
+
+pub struct Paused<'a>(&'a WalGate);
+
+impl Drop for Paused<'_> {
+    fn drop(&mut self) {
+        self.0.lock().paused = false;
+        self.0.changed.notify_all();
+    }
 }
 
 /// Side effects of a group, announced after the commit.
@@ -158,7 +224,10 @@ impl Writer {
         let mut held: Vec<Box<dyn Held>> = Vec::with_capacity(group.len());
         let mut fx = Effects::default();
         let (begun, ops) = (std::time::Instant::now(), group.len());
+        let gate = self.shared.wal_gate.clone();
+        let writing = gate.write();
         let outcome = self.transaction(group, &mut held, &mut fx);
+        drop(writing);
         let timings = &self.shared.timings;
         timings.group_ops.observe(ops as f64);
         timings.group_commit.observe_duration(begun.elapsed());
