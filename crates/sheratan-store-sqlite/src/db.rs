@@ -534,24 +534,10 @@ mod set_based {
         crate::schema::migrate(&mut conn).unwrap();
         conn.execute_batch("BEGIN").unwrap();
         for i in 0..JOBS {
-            let spec = JobSpec {
-                job_id: Uuid::now_v7(),
-                queue: "default".into(),
-                kind: "echo".into(),
-                payload: format!("{{\"i\":{i}}}"),
-                priority: 0,
-                required_capabilities: vec![],
-                idempotency_key: None,
-                max_attempts: 3,
-                timeout_s: 30,
-                run_at: from_ms(0),
-                request_hash: [0; 32],
-                follow: true,
-                concurrency_key: None,
-                retry_base_ms: None,
-                retry_max_ms: None,
-                traceparent: None,
-            };
+            let wire =
+                serde_json::from_value(serde_json::json!({"kind": "echo", "payload": {"i": i}}));
+            let defaults = sheratan_store::JobDefaults::default();
+            let spec = JobSpec::from_wire(wire.unwrap(), defaults, from_ms(0)).unwrap();
             let row = insert_job(&conn, &spec, 1).unwrap();
             set_leased(&conn, row, 1, lease_of(row), "n", 30_000, 2).unwrap();
         }

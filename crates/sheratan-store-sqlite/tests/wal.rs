@@ -6,29 +6,13 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
-use sheratan_store::{JobSpec, Store, SubmitOutcome, SystemClock};
+use sheratan_store::{JobDefaults, JobSpec, Store, SubmitOutcome, SystemClock};
 use sheratan_store_sqlite::{SqliteConfig, SqliteStore};
-use uuid::Uuid;
 
-fn job(payload: &str) -> JobSpec {
-    JobSpec {
-        job_id: Uuid::now_v7(),
-        queue: "default".into(),
-        kind: "echo".into(),
-        payload: payload.to_owned(),
-        priority: 0,
-        required_capabilities: vec![],
-        idempotency_key: None,
-        max_attempts: 3,
-        timeout_s: 30,
-        run_at: time::OffsetDateTime::UNIX_EPOCH,
-        request_hash: [0; 32],
-        follow: true,
-        concurrency_key: None,
-        retry_base_ms: None,
-        retry_max_ms: None,
-        traceparent: None,
-    }
+fn job(payload: &serde_json::Value) -> JobSpec {
+    let wire = serde_json::from_value(serde_json::json!({"kind": "echo", "payload": payload}));
+    let now = time::OffsetDateTime::now_utc();
+    JobSpec::from_wire(wire.unwrap(), JobDefaults::default(), now).unwrap()
 }
 
 fn size(path: &std::path::Path) -> u64 {
@@ -57,7 +41,7 @@ async fn the_wal_starts_again_under_writes_that_never_pause() {
     // 1 MiB of pages before a restart (8192 in production), so that the test writes many
     // times the bound in a few seconds.
     let store = Arc::new(open(256));
-    let payload = format!("{{\"pad\":\"{}\"}}", "x".repeat(200));
+    let payload = serde_json::json!({"pad": "x".repeat(200)});
     let stop = Arc::new(AtomicBool::new(false));
     let submitted = Arc::new(AtomicU64::new(0));
     // Four submitters with one job each in flight: the writer always has the next group
