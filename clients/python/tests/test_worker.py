@@ -354,8 +354,9 @@ def test_the_worker_takes_jobs_over_the_stream_and_falls_back_where_it_is_not_se
 
 def test_a_running_job_survives_a_hub_kill_on_the_resumed_stream():
     """The hub is killed (-9) and restarted on the same addresses while a job runs: the worker
-    reconnects its stream, resumes the lease there (its 3 s lease is extended only on the new
-    connection) and sends the result: the same run completes, not a second attempt."""
+    reconnects its stream, resumes the lease there (its 8 s lease is extended every 2.7 s, so
+    only on the new connection) and sends the result: the same run completes, not a second
+    attempt."""
     from conftest import free_address, start_hub
 
     addresses = (free_address(), free_address())
@@ -364,7 +365,7 @@ def test_a_running_job_survives_a_hub_kill_on_the_resumed_stream():
 
     def slow(payload):
         started.set()
-        time.sleep(2.6)
+        time.sleep(6)
         return {"slept": True}
 
     def view(client, job_id):
@@ -375,7 +376,7 @@ def test_a_running_job_survives_a_hub_kill_on_the_resumed_stream():
 
     try:
         with worker(h, {"slow": slow}) as w, sheratan.Client(h.data_url, h.token) as client:
-            job_id = client.submit("slow", None, timeout_s=3, max_attempts=1)["job_id"]
+            job_id = client.submit("slow", None, timeout_s=8, max_attempts=1)["job_id"]
             until(started.is_set, what="the job starting")
             assert w.use_stream
             h.process.kill()
@@ -407,7 +408,9 @@ def test_a_stop_asked_while_the_stream_reconnects_is_answered_on_the_next_connec
         )
         h.process.kill()
         h.process.wait(timeout=30)
+        lost_by = time.monotonic() + 20
         while stream._ws is not None:  # the loss noticed
+            assert time.monotonic() < lost_by, "the stream never noticed the hub was gone"
             await asyncio.sleep(0.01)
         begun = time.monotonic()
         stopping = asyncio.create_task(stream.stop(wait=20))
@@ -425,7 +428,7 @@ def test_a_stop_asked_while_the_stream_reconnects_is_answered_on_the_next_connec
 
     try:
         took = asyncio.run(scenario())
-        assert took < 15, f"the stop was answered only by its timeout ({took:.1f} s)"
+        assert took < 19, f"the stop was answered only by its timeout ({took:.1f} s)"
         assert pushed == [], pushed
     finally:
         h.process.terminate()

@@ -210,18 +210,20 @@ impl Drop for SqliteStore {
 /// SQLite starts the WAL again from its beginning only when a transaction begins with every
 /// frame copied back: under steady load the WAL grew without end (1.7 GB in a 100,000-job
 /// benchmark), every commit wrote to newly allocated file blocks, and the disk filled. So
-/// once the WAL holds more than [`WAL_RESTART_FRAMES`], the checkpointer copies what is left
-/// while holding the writer's gate: the writer waits for that short tail (the frames appended
-/// since the checkpoint just before it), and its next transaction starts the WAL again, which
-/// is then overwritten in place (`journal_size_limit` trims a WAL that grew past it).
+/// once the WAL holds more than `wal_restart_frames` not all copied back, the checkpointer
+/// copies what is left while the writer waits between two transactions ([`WalGate`]): the
+/// writer waits for that short tail (the frames appended since the checkpoint just before
+/// it), and its next transaction starts the WAL again, which is then overwritten in place
+/// (`journal_size_limit` trims a WAL that grew past it). A reader that keeps an old snapshot
+/// open can stop both the copy and the restart; see [`RestartPolicy`].
 fn start_checkpointer(
     config: &SqliteConfig,
     gate: Arc<WalGate>,
 ) -> rusqlite::Result<(mpsc::Sender<()>, std::thread::JoinHandle<()>)> {
-    let (path, restart_frames) = (&config.path, config.wal_restart_frames);
-    let conn = Connection::open(path)?;
+    let conn = Connection::open(&config.path)?;
     schema::configure(&conn, config.sync)?;
-    let files = [path.to_owned(), wal_path(path)];
+    let wal = wal_path(&config.path);
+    let mut policy = RestartPolicy::new(config.wal_restart_frames);
     let (stop, stopped) = mpsc::channel::<()>();
     let handle = std::thread::Builder::new()
         .name("store-checkpoint".into())
@@ -231,11 +233,11 @@ fn start_checkpointer(
                     stopped.recv_timeout(std::time::Duration::from_millis(100)),
                     Err(mpsc::RecvTimeoutError::Disconnected)
                 );
-                if checkpoint(&conn).is_some_and(|frames| frames > restart_frames) {
-                    flush_to_disk(&files);
+                if checkpoint(&conn).is_some_and(|wal| policy.due(wal)) {
+                    flush(&wal);
                     let _writer_waits = gate.pause();
                     let begun = std::time::Instant::now();
-                    checkpoint(&conn);
+                    policy.tried(checkpoint(&conn));
                     let took = begun.elapsed();
                     tracing::debug!(?took, "checkpointed the WAL's tail with the writer paused");
                 }
@@ -253,13 +255,60 @@ fn start_checkpointer(
 /// never trimmed and grown again.
 pub const WAL_RESTART_FRAMES: i64 = 8192;
 
-/// Writes the database's and the WAL's dirty pages to the disk, so that the fsyncs SQLite does
-/// inside the checkpoint the writer waits for have only its tail left to write.
-fn flush_to_disk(files: &[PathBuf]) {
-    for file in files {
-        if let Err(err) = std::fs::File::open(file).and_then(|f| f.sync_data()) {
-            tracing::debug!(%err, file = %file.display(), "flushing before a checkpoint");
+/// What a PASSIVE checkpoint reports: the frames in the WAL and how many are copied back (of
+/// those there when it began: beside a busy writer it reports all copied while the writer has
+/// already appended more).
+#[derive(Debug, Clone, Copy)]
+struct WalState {
+    frames: i64,
+    copied: i64,
+}
+
+/// When the checkpointer pauses the writer.
+struct RestartPolicy {
+    limit: i64,
+    /// Frames past which the next pause is due.
+    threshold: i64,
+    /// The WAL's frames after the last pause.
+    paused_at: Option<i64>,
+}
+
+impl RestartPolicy {
+    fn new(limit: i64) -> Self {
+        Self {
+            limit,
+            threshold: limit,
+            paused_at: None,
         }
+    }
+
+    /// A large WAL that changed since the last pause. (Unchanged: nothing was written since
+    /// it was all copied back, and the writer's next transaction starts it again by itself, so
+    /// an idle hub with a large WAL is left alone.)
+    fn due(&self, wal: WalState) -> bool {
+        wal.frames > self.threshold && self.paused_at != Some(wal.frames)
+    }
+
+    /// After a paused checkpoint. One that could not copy everything back (a reader keeps an
+    /// old snapshot open) is not tried again before the WAL grew by another `limit`, so a
+    /// long read does not make the writer wait every 100 ms for nothing.
+    fn tried(&mut self, after: Option<WalState>) {
+        self.paused_at = after.map(|wal| wal.frames);
+        self.threshold = match after {
+            Some(wal) if wal.copied >= wal.frames => self.limit,
+            Some(wal) => wal.frames + self.limit,
+            None => self.threshold + self.limit,
+        };
+    }
+}
+
+/// Writes the WAL's dirty pages to the disk, so that the fsync SQLite does inside the
+/// checkpoint the writer waits for has only the tail left to write. Only the WAL: closing a
+/// descriptor of a file drops every POSIX lock the process holds on it, and SQLite holds its
+/// locks on the database (and `-shm`) file, never on the WAL.
+fn flush(wal: &Path) {
+    if let Err(err) = std::fs::File::open(wal).and_then(|f| f.sync_data()) {
+        tracing::debug!(%err, "flushing the WAL before a checkpoint");
     }
 }
 
@@ -269,10 +318,16 @@ fn wal_path(db: &Path) -> PathBuf {
     PathBuf::from(wal)
 }
 
-/// A PASSIVE checkpoint; the frames in the WAL (`None` if it failed).
-fn checkpoint(conn: &Connection) -> Option<i64> {
-    match conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| r.get::<_, i64>(1)) {
-        Ok(frames) => Some(frames),
+/// A PASSIVE checkpoint (`None` if it failed).
+fn checkpoint(conn: &Connection) -> Option<WalState> {
+    let state = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| {
+        Ok(WalState {
+            frames: r.get(1)?,
+            copied: r.get(2)?,
+        })
+    });
+    match state {
+        Ok(state) => Some(state),
         Err(err) => {
             tracing::warn!(%err, "WAL checkpoint failed; will retry");
             None
@@ -457,5 +512,41 @@ impl Store for SqliteStore {
 
     fn finished_signal(&self) -> tokio::sync::watch::Receiver<u64> {
         self.shared.finished.subscribe()
+    }
+}
+
+#[cfg(test)]
+mod restart_policy {
+    use super::{RestartPolicy, WalState};
+
+    fn wal(frames: i64, copied: i64) -> WalState {
+        WalState { frames, copied }
+    }
+
+    #[test]
+    fn pauses_for_a_large_wal_that_changed_and_backs_off_when_a_reader_holds_it() {
+        let mut policy = RestartPolicy::new(100);
+        assert!(!policy.due(wal(100, 100)), "not past the limit");
+        assert!(policy.due(wal(101, 101)));
+        policy.tried(Some(wal(120, 120)));
+        assert!(
+            !policy.due(wal(120, 120)),
+            "idle since: the next write restarts it"
+        );
+        assert!(
+            policy.due(wal(130, 130)),
+            "written since, and not restarted"
+        );
+        assert!(
+            policy.due(wal(101, 101)),
+            "restarted, and past the limit again"
+        );
+        // A reader kept the tail: not again before another `limit` frames.
+        policy.tried(Some(wal(150, 120)));
+        assert!(!policy.due(wal(240, 240)));
+        assert!(policy.due(wal(251, 251)));
+        // Copied back: due at the limit again.
+        policy.tried(Some(wal(260, 260)));
+        assert!(policy.due(wal(101, 101)));
     }
 }

@@ -224,10 +224,10 @@ impl Writer {
         let mut held: Vec<Box<dyn Held>> = Vec::with_capacity(group.len());
         let mut fx = Effects::default();
         let (begun, ops) = (std::time::Instant::now(), group.len());
+        // Held through a rollback too, until the group is answered.
         let gate = self.shared.wal_gate.clone();
-        let writing = gate.write();
+        let _writing = gate.write();
         let outcome = self.transaction(group, &mut held, &mut fx);
-        drop(writing);
         let timings = &self.shared.timings;
         timings.group_ops.observe(ops as f64);
         timings.group_commit.observe_duration(begun.elapsed());

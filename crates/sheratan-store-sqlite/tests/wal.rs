@@ -66,11 +66,11 @@ async fn the_wal_starts_again_under_writes_that_never_pause() {
     for w in writers {
         w.await.unwrap();
     }
-    // Every page of the database passed through the WAL, most of them many times: a WAL that
-    // never starts again grows far past the database (here 16 times its size in 3 s); one
-    // that starts again stays at what it took between two restarts.
+    // A WAL that never starts again grows by everything written (400 MB in these 3 s here);
+    // one that starts again stays at what was written between two restarts, far below the
+    // 64 MiB `journal_size_limit`.
     assert!(
-        restarted >= 5 && wal_bytes < 3 * db_bytes,
+        restarted >= 5 && wal_bytes < 64 << 20,
         "in 3 s the WAL started again {restarted} times; it holds {wal_bytes} bytes, the database {db_bytes}"
     );
     // Nothing was lost on the way: every job is there after a reopen.
