@@ -126,13 +126,22 @@ class Stream:
         leases = self._running()
         if leases:
             await ws.send(json.dumps({"type": "resume", "leases": leases}))
-        for frame_id, (replay, _) in list(self._pending.items()):
-            if replay is not None:
+        # Results (and a stop) asked for while these sends wait are looked for again: the loop
+        # ends only after a look with nothing left to send and no await since, so whatever is
+        # asked after it finds the connection.
+        sent: set[int] = set()
+        stop_sent = False
+        while True:
+            replays = [(i, r) for i, (r, _) in self._pending.items() if r is not None and i not in sent]
+            stop_due = self._stopping and not stop_sent
+            if not replays and not stop_due:
+                break
+            for frame_id, replay in replays:
                 await ws.send(replay)
-        # Looked at after the last await above: a stop asked before goes now, one asked
-        # after finds the connection.
-        if self._stopping:
-            await ws.send(json.dumps({"type": "stop"}))
+                sent.add(frame_id)
+            if stop_due:
+                await ws.send(json.dumps({"type": "stop"}))
+                stop_sent = True
         self._ws = ws
         return max(welcome.get("idle_timeout_ms", 60_000), 300) / 1000
 
