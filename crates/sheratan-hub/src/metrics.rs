@@ -81,6 +81,11 @@ impl HubState {
                 "A group commit of the job store, from its first operation to its commit.",
                 snapshot(&t.group_commit),
             ),
+            Family::histograms(
+                "sheratan_store_wal_pause_seconds",
+                "The SQLite job store's writer paused for a checkpoint that lets its WAL start again (about every 32 MiB of WAL under load).",
+                snapshot(&t.wal_pause),
+            ),
         ]
     }
 

@@ -118,9 +118,6 @@ impl SqliteStore {
         // Checkpoints move to their own thread: the writer only appends to the WAL.
         conn.pragma_update(None, "wal_autocheckpoint", 0)
             .map_err(|e| fail(e.to_string()))?;
-        let wal_gate = Arc::new(WalGate::default());
-        let checkpointer =
-            start_checkpointer(&config, wal_gate.clone()).map_err(|e| fail(e.to_string()))?;
         let (ready, _) = tokio::sync::watch::channel(0u64);
         let (finished, _) = tokio::sync::watch::channel(0u64);
         let shared = Arc::new(Shared {
@@ -128,8 +125,10 @@ impl SqliteStore {
             timings: Default::default(),
             ready,
             finished,
-            wal_gate,
+            wal_gate: Arc::new(WalGate::default()),
         });
+        let checkpointer =
+            start_checkpointer(&config, shared.clone()).map_err(|e| fail(e.to_string()))?;
         let writer = Writer::open(conn, config.clock.clone(), config.limits, shared.clone())
             .map_err(|e| fail(format!("recovering live jobs: {e}")))?;
         let mut readers = Vec::new();
@@ -218,7 +217,7 @@ impl Drop for SqliteStore {
 /// open can stop both the copy and the restart; see [`RestartPolicy`].
 fn start_checkpointer(
     config: &SqliteConfig,
-    gate: Arc<WalGate>,
+    shared: Arc<Shared>,
 ) -> rusqlite::Result<(mpsc::Sender<()>, std::thread::JoinHandle<()>)> {
     let conn = Connection::open(&config.path)?;
     schema::configure(&conn, config.sync)?;
@@ -235,10 +234,12 @@ fn start_checkpointer(
                 );
                 if checkpoint(&conn).is_some_and(|wal| policy.due(wal)) {
                     flush(&wal);
-                    let _writer_waits = gate.pause();
+                    let writer_waits = shared.wal_gate.pause();
                     let begun = std::time::Instant::now();
                     policy.tried(checkpoint(&conn));
+                    drop(writer_waits);
                     let took = begun.elapsed();
+                    shared.timings.wal_pause.observe_duration(took);
                     tracing::debug!(?took, "checkpointed the WAL's tail with the writer paused");
                 }
                 if finished {

@@ -73,6 +73,8 @@ async fn the_wal_starts_again_under_writes_that_never_pause() {
         restarted >= 5 && wal_bytes < 64 << 20,
         "in 3 s the WAL started again {restarted} times; it holds {wal_bytes} bytes, the database {db_bytes}"
     );
+    // Each pause is on /metrics (`sheratan_store_wal_pause_seconds`).
+    assert!(store.timings().wal_pause.snapshot().count >= 1);
     // Nothing was lost on the way: every job is there after a reopen.
     store.close();
     let depth = open(256).counts().queue_depth;

@@ -19,6 +19,8 @@ pub struct StoreTimings {
     pub group_ops: Histogram,
     /// A group commit, from its first operation to its commit.
     pub group_commit: Histogram,
+    /// The writer paused for a checkpoint that lets the WAL start again (SQLite).
+    pub wal_pause: Histogram,
 }
 
 impl Default for StoreTimings {
@@ -29,6 +31,7 @@ impl Default for StoreTimings {
             end_to_end: ByLabel::default(),
             group_ops: Histogram::new(SIZES),
             group_commit: Histogram::new(LATENCY_SECONDS),
+            wal_pause: Histogram::new(LATENCY_SECONDS),
         }
     }
 }
