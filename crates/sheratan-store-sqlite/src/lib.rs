@@ -94,8 +94,7 @@ pub struct OpenError {
 fn make_private(db: &std::path::Path) {
     use std::os::unix::fs::PermissionsExt;
     for suffix in ["", "-wal", "-shm"] {
-        let mut path = db.as_os_str().to_owned();
-        path.push(suffix);
+        let path = with_suffix(db, suffix);
         let _ = std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600));
     }
 }
@@ -221,7 +220,7 @@ fn start_checkpointer(
 ) -> rusqlite::Result<(mpsc::Sender<()>, std::thread::JoinHandle<()>)> {
     let conn = Connection::open(&config.path)?;
     schema::configure(&conn, config.sync)?;
-    let wal = wal_path(&config.path);
+    let wal = with_suffix(&config.path, "-wal");
     let mut policy = RestartPolicy::new(config.wal_restart_frames);
     let (stop, stopped) = mpsc::channel::<()>();
     let handle = std::thread::Builder::new()
@@ -313,10 +312,11 @@ fn flush(wal: &Path) {
     }
 }
 
-fn wal_path(db: &Path) -> PathBuf {
-    let mut wal = db.as_os_str().to_owned();
-    wal.push("-wal");
-    PathBuf::from(wal)
+/// The database's own files beside it: `-wal`, `-shm`.
+fn with_suffix(db: &Path, suffix: &str) -> PathBuf {
+    let mut path = db.as_os_str().to_owned();
+    path.push(suffix);
+    PathBuf::from(path)
 }
 
 /// A PASSIVE checkpoint (`None` if it failed).

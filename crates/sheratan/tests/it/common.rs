@@ -40,7 +40,12 @@ pub fn http() -> reqwest::Client {
 
 /// The Prometheus text of `{base}/metrics`, read with `token`.
 pub async fn metrics_text(base: &str, token: &str) -> String {
-    http()
+    metrics_text_via(&http(), base, token).await
+}
+
+/// `GET {base}/metrics` through `client` (one that trusts a hub's TLS CA, say).
+pub async fn metrics_text_via(client: &reqwest::Client, base: &str, token: &str) -> String {
+    client
         .get(format!("{base}/metrics"))
         .bearer_auth(token)
         .send()

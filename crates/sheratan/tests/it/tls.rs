@@ -3,6 +3,8 @@
 use std::os::unix::fs::PermissionsExt;
 use std::process::Command;
 
+use crate::common::metrics_text_via;
+
 fn tls(home: &std::path::Path, args: &[&str]) -> (i32, String, String) {
     let out = Command::new(env!("CARGO_BIN_EXE_sheratan"))
         .arg("tls")
@@ -151,18 +153,11 @@ async fn a_hub_serves_tls_that_clients_verify_against_the_mesh_ca() {
     assert!(r.text().await.unwrap().contains("use https://"));
     // Both refusals are counted where the operator looks.
     let ca_cert = reqwest::Certificate::from_pem(&std::fs::read(&ca).unwrap()).unwrap();
-    let metrics = reqwest::Client::builder()
+    let trusting = reqwest::Client::builder()
         .tls_certs_merge([ca_cert])
         .build()
-        .unwrap()
-        .get(format!("{}/metrics", hub.data_url))
-        .bearer_auth(hub.token())
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
         .unwrap();
+    let metrics = metrics_text_via(&trusting, &hub.data_url, &hub.token()).await;
     assert!(
         metrics
             .contains(r#"sheratan_connections_closed_total{plane="data",reason="plain_http"} 1"#),
@@ -789,15 +784,7 @@ async fn with_mutual_tls_a_certificate_is_one_node_and_no_other() {
             .contains("names node \"w-good\", not \"w-evil\""),
         "{body}"
     );
-    let metrics = client
-        .get(format!("{}/metrics", hub.data_url))
-        .bearer_auth(&token)
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = metrics_text_via(&client, &hub.data_url, &token).await;
     assert!(
         metrics.contains("sheratan_worker_streams 1"),
         "w-good's worker leases over the stream, through mutual TLS: {metrics}"
