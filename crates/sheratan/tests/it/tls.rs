@@ -5,6 +5,16 @@ use std::process::Command;
 
 use crate::common::metrics_text_via;
 
+/// Asserts a 403 whose message says `why`; its body.
+async fn refused(r: reqwest::Response, why: &str) -> serde_json::Value {
+    let status = r.status().as_u16();
+    let body: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(status, 403, "{body}");
+    let message = body["error"]["message"].as_str().unwrap();
+    assert!(message.contains(why), "{body}");
+    body
+}
+
 fn tls(home: &std::path::Path, args: &[&str]) -> (i32, String, String) {
     let out = Command::new(env!("CARGO_BIN_EXE_sheratan"))
         .arg("tls")
@@ -749,16 +759,8 @@ async fn with_mutual_tls_a_certificate_is_one_node_and_no_other() {
             .send()
             .await
             .unwrap();
-        assert_eq!(r.status().as_u16(), 403, "{url}");
-        let body: serde_json::Value = r.json().await.unwrap();
-        assert_eq!(body["error"]["code"], "FORBIDDEN", "{body}");
-        assert!(
-            body["error"]["message"]
-                .as_str()
-                .unwrap()
-                .contains("names node \"w-good\", not \"w-evil\""),
-            "{body}"
-        );
+        let body = refused(r, "names node \"w-good\", not \"w-evil\"").await;
+        assert_eq!(body["error"]["code"], "FORBIDDEN", "{url}: {body}");
     }
     // The worker stream's upgrade is checked the same way (w-good's own worker uses it, over
     // this TLS with its certificate: the job above ran on it).
@@ -775,15 +777,8 @@ async fn with_mutual_tls_a_certificate_is_one_node_and_no_other() {
         .send()
         .await
         .unwrap();
-    assert_eq!(r.status().as_u16(), 403, "the stream as w-evil");
-    let body: serde_json::Value = r.json().await.unwrap();
-    assert!(
-        body["error"]["message"]
-            .as_str()
-            .unwrap()
-            .contains("names node \"w-good\", not \"w-evil\""),
-        "{body}"
-    );
+    // The stream as w-evil.
+    refused(r, "names node \"w-good\", not \"w-evil\"").await;
     let metrics = metrics_text_via(&client, &hub.data_url, &token).await;
     assert!(
         metrics.contains("sheratan_worker_streams 1"),
@@ -835,15 +830,7 @@ async fn with_mutual_tls_a_certificate_is_one_node_and_no_other() {
         .send()
         .await
         .unwrap();
-    assert_eq!(r.status().as_u16(), 403);
-    let body: serde_json::Value = r.json().await.unwrap();
-    assert!(
-        body["error"]["message"]
-            .as_str()
-            .unwrap()
-            .contains("names no node"),
-        "{body}"
-    );
+    refused(r, "names no node").await;
     // Under auto, a hub requiring client certificates answers no plain HTTP, loopback included.
     let auto = sheratan_testkit::HubBuilder::new(env!("CARGO_BIN_EXE_sheratan"))
         .home(dir.path().join("auto"))
