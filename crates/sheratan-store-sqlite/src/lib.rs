@@ -124,7 +124,7 @@ impl SqliteStore {
             timings: Default::default(),
             ready,
             finished,
-            wal_gate: Arc::new(WalGate::default()),
+            wal_gate: WalGate::default(),
         });
         let checkpointer =
             start_checkpointer(&config, shared.clone()).map_err(|e| fail(e.to_string()))?;

@@ -39,7 +39,7 @@ pub struct Shared {
     pub finished: tokio::sync::watch::Sender<u64>,
     /// Lets the checkpointer finish a checkpoint with nothing appended meanwhile (see
     /// `start_checkpointer`).
-    pub wal_gate: Arc<WalGate>,
+    pub wal_gate: WalGate,
 }
 
 /// Between the writer's transactions and the checkpointer: the checkpointer asks for a pause,
@@ -225,8 +225,8 @@ impl Writer {
         let mut fx = Effects::default();
         let (begun, ops) = (std::time::Instant::now(), group.len());
         // Held through a rollback too, until the group is answered.
-        let gate = self.shared.wal_gate.clone();
-        let _writing = gate.write();
+        let shared = self.shared.clone();
+        let _writing = shared.wal_gate.write();
         let outcome = self.transaction(group, &mut held, &mut fx);
         let timings = &self.shared.timings;
         timings.group_ops.observe(ops as f64);
